@@ -1,0 +1,161 @@
+#pragma once
+// The op interface. Layers call `ctx.backend().relu(...)`-style methods and never a kernel
+// directly; the CPU backend is always built, the CUDA backend when CUDA is found. Every method
+// is pure virtual, so a backend that lacks an op does not compile.
+//
+// Conventions: tensors are contiguous f32 (labels and argmax i32); outputs are preallocated by
+// the caller with the documented shape and are overwritten unless the name says `accumulate`.
+// Scalar results (losses, sums) are written into a one-element device tensor so that nothing
+// waits for the device. Shapes are checked (see engine/check.hpp) and errors name the op.
+#include <cstdint>
+#include <string_view>
+
+#include "engine/tensor.hpp"
+
+namespace cudl {
+
+class Context;
+
+struct Conv2dParams {
+  int pad_h = 0, pad_w = 0;
+  int stride_h = 1, stride_w = 1;
+  int dilation_h = 1, dilation_w = 1;
+};
+
+struct Pool2dParams {
+  int kernel_h = 2, kernel_w = 2;
+  int stride_h = 2, stride_w = 2;
+  int pad_h = 0, pad_w = 0;
+};
+
+enum class Activation { relu, leaky_relu, sigmoid, tanh };
+std::string_view activation_name(Activation a);
+
+struct SgdParams {
+  float lr = 0.01f;
+  float momentum = 0.0f;
+  float dampening = 0.0f;
+  float weight_decay = 0.0f;
+  bool nesterov = false;
+};
+
+struct AdamParams {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+  bool decoupled_weight_decay = false;  // true: AdamW (decay applied to the weights, not the gradient)
+  std::int64_t step = 1;                // 1-based step count, for bias correction
+};
+
+// Output sizes shared by both backends and the layers.
+std::int64_t conv_out_size(std::int64_t in, int kernel, int pad, int stride, int dilation);
+std::int64_t pool_out_size(std::int64_t in, int kernel, int pad, int stride);
+Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dParams& p);
+Shape pool2d_output_shape(const Shape& x, const Pool2dParams& p);
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+
+  // ---- dense linear algebra ----
+  // C = alpha * op(A) * op(B) + beta * C, all row-major 2-D; op(X) = X or Xᵀ.
+  virtual void gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b,
+                    float beta, Tensor& c) = 0;
+  // y[n, c, ...] += bias[c] (dim 1 is the channel, for both [N, C] and [N, C, H, W]).
+  virtual void bias_add(Context& ctx, Tensor& y, const Tensor& bias) = 0;
+  // dbias[c] (+)= sum of dy over every dim except 1.
+  virtual void bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accumulate) = 0;
+
+  // ---- convolution (cross-correlation, like PyTorch), x [N,C,H,W], w [K,C,R,S], y [N,K,P,Q] ----
+  virtual void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p,
+                              Tensor& y) = 0;
+  virtual void conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p,
+                                    Tensor& dx) = 0;
+  virtual void conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p,
+                                      Tensor& dw, bool accumulate) = 0;
+
+  // ---- activations: y = f(x); dx = f'(x) * dy. `alpha` is leaky ReLU's negative slope ----
+  virtual void activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y) = 0;
+  // Takes both x and y: ReLU-like functions differentiate from x, sigmoid/tanh from y.
+  virtual void activation_backward(Context& ctx, Activation a, float alpha, const Tensor& x, const Tensor& y,
+                                   const Tensor& dy, Tensor& dx) = 0;
+
+  // ---- pooling, x [N,C,H,W]; padding counts as -inf for max and as zeros for average ----
+  // argmax (i32, shape of y) holds the flat h*W+w index of the winner within its plane.
+  virtual void maxpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y,
+                                 Tensor& argmax) = 0;
+  virtual void maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p,
+                                  Tensor& dx) = 0;
+  // Average over the full window, padding included (PyTorch's count_include_pad=True).
+  virtual void avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y) = 0;
+  virtual void avgpool2d_backward(Context& ctx, const Tensor& dy, const Pool2dParams& p, Tensor& dx) = 0;
+
+  // ---- softmax family over the last dim of [N, K] ----
+  virtual void softmax_forward(Context& ctx, const Tensor& x, Tensor& y) = 0;
+  virtual void softmax_backward(Context& ctx, const Tensor& y, const Tensor& dy, Tensor& dx) = 0;
+  virtual void log_softmax_forward(Context& ctx, const Tensor& x, Tensor& y) = 0;
+  virtual void log_softmax_backward(Context& ctx, const Tensor& y, const Tensor& dy, Tensor& dx) = 0;
+  // loss[0] = mean_n(-log softmax(logits)[n, labels[n]]); probs = softmax(logits), kept for backward.
+  virtual void softmax_cross_entropy_forward(Context& ctx, const Tensor& logits, const Tensor& labels,
+                                             Tensor& probs, Tensor& loss) = 0;
+  // dlogits = (probs - onehot(labels)) * dloss / N.
+  virtual void softmax_cross_entropy_backward(Context& ctx, const Tensor& probs, const Tensor& labels,
+                                              float dloss, Tensor& dlogits) = 0;
+
+  // ---- Gram matrix: x [N,C,H,W] -> g [N,C,C], g = F Fᵀ / (C*H*W) with F = x[n] as [C, H*W] ----
+  virtual void gram_forward(Context& ctx, const Tensor& x, Tensor& g) = 0;
+  // dx = (dg + dgᵀ) F / (C*H*W)
+  virtual void gram_backward(Context& ctx, const Tensor& x, const Tensor& dg, Tensor& dx) = 0;
+
+  // ---- losses; loss is a one-element tensor, dloss the upstream scalar gradient ----
+  virtual void mse_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) = 0;  // mean((a-b)²)
+  virtual void mse_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) = 0;
+  virtual void l1_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) = 0;  // mean(|a-b|)
+  virtual void l1_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) = 0;
+  // Σ (x[i+1,j]-x[i,j])² + Σ (x[i,j+1]-x[i,j])² over every sample and channel of x [N,C,H,W].
+  virtual void tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss) = 0;
+  // dx (+)= dloss * ∂tv/∂x.
+  virtual void tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate) = 0;
+
+  // ---- dropout (inverted): mask = (u >= p) / (1 - p) with u from Philox(seed, offset + i); y = x * mask ----
+  virtual void dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset,
+                               Tensor& y, Tensor& mask) = 0;
+  // dx = dy * mask (also the generic elementwise product).
+  virtual void mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) = 0;
+
+  // ---- optimizer steps, fused: one pass over param, grad and state ----
+  virtual void sgd_step(Context& ctx, const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf) = 0;
+  virtual void adam_step(Context& ctx, const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m,
+                         Tensor& v) = 0;
+
+  // ---- reductions into one-element (f32) or per-row (i32) tensors ----
+  virtual void sum(Context& ctx, const Tensor& x, Tensor& out) = 0;
+  virtual void mean(Context& ctx, const Tensor& x, Tensor& out) = 0;
+  virtual void max(Context& ctx, const Tensor& x, Tensor& out) = 0;
+  // out[n] = argmax_k x[n, k] (first on ties), x [N, K], out i32 [N].
+  virtual void argmax_rows(Context& ctx, const Tensor& x, Tensor& out) = 0;
+  // out[0] = fraction of rows whose argmax equals labels[n].
+  virtual void accuracy(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& out) = 0;
+
+  // ---- elementwise basics ----
+  virtual void fill(Context& ctx, Tensor& x, float value) = 0;
+  virtual void copy(Context& ctx, const Tensor& src, Tensor& dst) = 0;        // same device, same size
+  virtual void axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) = 0;  // y += alpha * x
+  virtual void scale(Context& ctx, Tensor& x, float alpha) = 0;                // x *= alpha
+
+  // ---- seeded random fills: element i draws from Philox(seed, counter = offset + i) ----
+  virtual void fill_uniform(Context& ctx, Tensor& x, float low, float high, std::uint64_t seed,
+                            std::uint64_t offset) = 0;
+  virtual void fill_normal(Context& ctx, Tensor& x, float mean, float stddev, std::uint64_t seed,
+                           std::uint64_t offset) = 0;
+};
+
+Backend& cpu_backend();
+#if defined(CUDL_HAVE_CUDA)
+Backend& cuda_backend();
+#endif
+
+}  // namespace cudl

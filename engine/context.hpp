@@ -1,0 +1,68 @@
+#pragma once
+#include <memory>
+
+#include "engine/allocator.hpp"
+#include "engine/device.hpp"
+
+namespace cudl {
+
+class Backend;
+struct CudaResources;  // stream, cuBLAS and cuDNN handles, algorithm caches (CUDA builds only)
+
+// Numerics the CUDA backend may use. Strict fp32 is the default so that the backends agree to
+// float rounding; TF32 lets cuBLAS/cuDNN use tensor cores (about 10 mantissa bits per product).
+enum class MathMode { strict_fp32, tf32 };
+
+// Where ops run: a device, its allocator and, for CUDA, a stream with cuBLAS and cuDNN handles
+// bound to it. Move-only; the handles and the stream are released with it.
+class Context {
+ public:
+  explicit Context(Device device = Device::cpu(), MathMode math = MathMode::strict_fp32);
+  ~Context();
+  Context(Context&&) noexcept;
+  Context& operator=(Context&&) noexcept;
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  Device device() const { return device_; }
+  Backend& backend() const { return *backend_; }
+  Allocator& allocator() const { return *allocator_; }
+  const std::shared_ptr<Allocator>& allocator_ptr() const { return allocator_; }
+  StreamId stream_id() const;
+  MathMode math_mode() const { return math_; }
+  void set_math_mode(MathMode math);
+
+  // The CUDA stream, cuBLAS and cuDNN handles; nullptr on the CPU.
+  CudaResources* cuda() const { return cuda_.get(); }
+  // Waits for everything queued on this context's stream.
+  void synchronize() const;
+
+ private:
+  struct CudaResourcesDeleter {
+    void operator()(CudaResources* r) const;
+  };
+  Device device_;
+  MathMode math_;
+  Backend* backend_ = nullptr;
+  std::shared_ptr<Allocator> allocator_;
+  std::unique_ptr<CudaResources, CudaResourcesDeleter> cuda_;
+};
+
+// Scratch memory from the context's pool, returned when it goes out of scope (cuDNN workspaces,
+// partial sums of reductions).
+class Workspace {
+ public:
+  Workspace(Context& ctx, std::size_t bytes);
+  ~Workspace();
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  void* data() const { return ptr_; }
+  std::size_t bytes() const { return bytes_; }
+
+ private:
+  Allocator* allocator_;
+  void* ptr_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+}  // namespace cudl

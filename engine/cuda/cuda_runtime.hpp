@@ -1,0 +1,107 @@
+#pragma once
+// CUDA-only plumbing shared by the engine and the CUDA kernels: status checks that throw
+// cudl::Error naming the call, the per-context resources (stream, cuBLAS and cuDNN handles), and
+// the device allocator. Included only by code compiled when CUDL_HAVE_CUDA is set.
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+
+#include "engine/allocator.hpp"
+#include "engine/context.hpp"
+#include "engine/error.hpp"
+
+namespace cudl {
+
+class Context;
+
+namespace cuda_detail {
+// The name of the called function, from the stringised call ("cudaMalloc(&p, n)" -> "cudaMalloc").
+std::string call_name(const char* call_text);
+[[noreturn]] void throw_cuda(cudaError_t status, const char* call, const char* file, int line, const std::string& what);
+[[noreturn]] void throw_cublas(cublasStatus_t status, const char* call, const char* file, int line,
+                               const std::string& what);
+[[noreturn]] void throw_cudnn(cudnnStatus_t status, const char* call, const char* file, int line,
+                              const std::string& what);
+}  // namespace cuda_detail
+
+}  // namespace cudl
+
+// Each takes the call and, optionally, a fmt format string with arguments naming the op and shapes.
+#define CUDL_CUDA_CHECK(call, ...)                                                                 \
+  do {                                                                                             \
+    cudaError_t cudl_status_ = (call);                                                             \
+    if (cudl_status_ != cudaSuccess) [[unlikely]]                                                  \
+      ::cudl::cuda_detail::throw_cuda(cudl_status_, #call, __FILE__, __LINE__,                     \
+                                      ::fmt::format("" __VA_OPT__(__VA_ARGS__)));                  \
+  } while (0)
+
+#define CUDL_CUBLAS_CHECK(call, ...)                                                               \
+  do {                                                                                             \
+    cublasStatus_t cudl_status_ = (call);                                                          \
+    if (cudl_status_ != CUBLAS_STATUS_SUCCESS) [[unlikely]]                                        \
+      ::cudl::cuda_detail::throw_cublas(cudl_status_, #call, __FILE__, __LINE__,                   \
+                                        ::fmt::format("" __VA_OPT__(__VA_ARGS__)));                \
+  } while (0)
+
+#define CUDL_CUDNN_CHECK(call, ...)                                                                \
+  do {                                                                                             \
+    cudnnStatus_t cudl_status_ = (call);                                                           \
+    if (cudl_status_ != CUDNN_STATUS_SUCCESS) [[unlikely]]                                         \
+      ::cudl::cuda_detail::throw_cudnn(cudl_status_, #call, __FILE__, __LINE__,                    \
+                                       ::fmt::format("" __VA_OPT__(__VA_ARGS__)));                 \
+  } while (0)
+
+// After every kernel launch: catches bad launch configurations at the launch site.
+#define CUDL_KERNEL_CHECK(kernel_name) CUDL_CUDA_CHECK(cudaGetLastError(), "kernel {}", kernel_name)
+
+namespace cudl {
+
+struct ConvAlgorithm {
+  int algo = 0;                  // cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t
+  std::size_t workspace_bytes = 0;
+  cudnnMathType_t math = CUDNN_FMA_MATH;
+};
+
+struct CudaResources {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  cudnnHandle_t cudnn = nullptr;
+  // Chosen convolution algorithms keyed by direction, shapes, parameters and math mode.
+  std::unordered_map<std::string, ConvAlgorithm> conv_algorithms;
+};
+
+// RawMemory over cudaMalloc/cudaFree on one device.
+class CudaMemory final : public RawMemory {
+ public:
+  explicit CudaMemory(int device) : device_(device) {}
+  void* try_malloc(std::size_t bytes) override;
+  void free(void* ptr) override;
+  MemoryInfo memory_info() const override;
+  Device device() const override { return Device::cuda(device_); }
+
+ private:
+  int device_;
+};
+
+// The caching pool over CudaMemory, or a DirectAllocator when CUDL_NO_CACHING=1.
+std::shared_ptr<Allocator> make_cuda_allocator(int device);
+
+void cuda_copy_bytes(Context& ctx, void* dst, Device dst_device, const void* src, Device src_device,
+                     std::size_t bytes);
+
+// The resources of a CUDA context; throws if ctx is not a CUDA context.
+CudaResources& cuda_resources(Context& ctx);
+
+// Lifetime of a context's resources (engine/cuda/cuda_context.cpp).
+std::unique_ptr<CudaResources> create_cuda_resources(int device, MathMode math);
+void destroy_cuda_resources(CudaResources* resources) noexcept;
+void apply_math_mode(CudaResources& resources, MathMode math);
+void synchronize_cuda(const CudaResources& resources);
+
+}  // namespace cudl

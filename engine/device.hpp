@@ -1,0 +1,66 @@
+#pragma once
+#include <string>
+#include <string_view>
+#include <vector>
+#include <cstddef>
+
+#include <fmt/format.h>
+
+namespace cudl {
+
+enum class DeviceType { cpu, cuda };
+
+struct Device {
+  DeviceType type = DeviceType::cpu;
+  int index = 0;
+
+  static Device cpu() { return {DeviceType::cpu, 0}; }
+  static Device cuda(int index = 0) { return {DeviceType::cuda, index}; }
+  // "cpu", "cuda", "cuda:N" or "auto" (the first CUDA device when one is present, else the CPU).
+  static Device parse(std::string_view text);
+
+  bool is_cpu() const { return type == DeviceType::cpu; }
+  bool is_cuda() const { return type == DeviceType::cuda; }
+  bool operator==(const Device&) const = default;
+  std::string str() const;
+};
+
+// Number of CUDA devices the runtime can see; 0 when the build has no CUDA backend, when no
+// driver is installed, or when no GPU is present. Never throws.
+int cuda_device_count();
+bool cuda_compiled();
+
+}  // namespace cudl
+
+template <>
+struct fmt::formatter<cudl::Device> : fmt::formatter<std::string> {
+  auto format(const cudl::Device& d, format_context& ctx) const {
+    return fmt::formatter<std::string>::format(d.str(), ctx);
+  }
+};
+
+namespace cudl {
+
+struct CudaDeviceInfo {
+  int index = 0;
+  std::string name;
+  std::size_t total_memory = 0;
+  std::size_t free_memory = 0;
+  int cc_major = 0, cc_minor = 0;
+  int multiprocessors = 0;
+};
+
+// Every CUDA device the runtime sees (empty without CUDA or a GPU). Never throws.
+std::vector<CudaDeviceInfo> cuda_devices();
+
+// Versions the binary was built against (and, for the runtime libraries, loaded): "13.0",
+// "9.19.0"... Empty strings in a CPU-only build.
+struct BuildInfo {
+  std::string cudl_version;
+  std::string cuda_runtime, cuda_driver, cudnn, cublas;
+  std::string blas;  // the CPU GEMM library
+  std::vector<std::string> backends;
+};
+BuildInfo build_info();
+
+}  // namespace cudl

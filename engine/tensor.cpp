@@ -1,0 +1,140 @@
+#include "engine/tensor.hpp"
+
+#include <cstring>
+
+#include "engine/backend.hpp"
+#include "engine/context.hpp"
+
+#if defined(CUDL_HAVE_CUDA)
+#include "engine/cuda/cuda_runtime.hpp"
+#endif
+
+namespace cudl {
+
+Tensor Tensor::empty(const Shape& shape, Context& ctx, DType dtype) {
+  Tensor t;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.storage_ = std::make_shared<Storage>(ctx.allocator_ptr(), t.nbytes(), ctx.stream_id());
+  return t;
+}
+
+Tensor Tensor::zeros(const Shape& shape, Context& ctx, DType dtype) {
+  Tensor t = empty(shape, ctx, dtype);
+  // All-zero bits are 0 for every dtype we hold, so a float fill of a same-size view does it.
+  Tensor as_float = t;
+  as_float.dtype_ = DType::f32;
+  as_float.shape_ = Shape{static_cast<std::int64_t>(t.nbytes() / 4)};
+  if (t.nbytes() % 4 == 0) {
+    ctx.backend().fill(ctx, as_float, 0.0f);
+  } else {
+    CUDL_THROW("Tensor::zeros: {} bytes is not a whole number of words (shape {}, {})", t.nbytes(), shape,
+               dtype_name(dtype));
+  }
+  return t;
+}
+
+Tensor Tensor::full(const Shape& shape, float value, Context& ctx) {
+  Tensor t = empty(shape, ctx);
+  ctx.backend().fill(ctx, t, value);
+  return t;
+}
+
+Tensor Tensor::from_host(std::span<const float> values, const Shape& shape, Context& ctx) {
+  CUDL_CHECK(static_cast<std::int64_t>(values.size()) == shape.numel(),
+             "Tensor::from_host: {} values for shape {} ({} elements)", values.size(), shape, shape.numel());
+  Tensor t = empty(shape, ctx, DType::f32);
+  copy_bytes(ctx, t.raw(), t.device(), values.data(), Device::cpu(), t.nbytes());
+  return t;
+}
+
+Tensor Tensor::from_host(std::span<const std::int32_t> values, const Shape& shape, Context& ctx) {
+  CUDL_CHECK(static_cast<std::int64_t>(values.size()) == shape.numel(),
+             "Tensor::from_host: {} values for shape {} ({} elements)", values.size(), shape, shape.numel());
+  Tensor t = empty(shape, ctx, DType::i32);
+  copy_bytes(ctx, t.raw(), t.device(), values.data(), Device::cpu(), t.nbytes());
+  return t;
+}
+
+Tensor Tensor::borrow(void* data, const Shape& shape, DType dtype, Device device) {
+  Tensor t;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.storage_ = std::make_shared<Storage>(data, t.nbytes(), device);
+  return t;
+}
+
+Device Tensor::device() const { return storage_ ? storage_->device() : Device::cpu(); }
+
+void* Tensor::raw() const {
+  CUDL_CHECK(storage_, "Tensor::raw: tensor is undefined");
+  return static_cast<char*>(storage_->data()) + offset_bytes_;
+}
+
+Tensor Tensor::reshape(const Shape& shape) const {
+  CUDL_CHECK(shape.numel() == numel(), "Tensor::reshape: cannot view {} ({} elements) as {} ({} elements)", shape_,
+             numel(), shape, shape.numel());
+  Tensor t = *this;
+  t.shape_ = shape;
+  return t;
+}
+
+Tensor Tensor::slice(std::int64_t begin, std::int64_t end) const {
+  CUDL_CHECK(rank() >= 1 && 0 <= begin && begin <= end && end <= shape_[0],
+             "Tensor::slice: [{}, {}) is out of range for shape {}", begin, end, shape_);
+  Tensor t = *this;
+  t.shape_[0] = end - begin;
+  std::size_t row_bytes = shape_[0] == 0 ? 0 : nbytes() / static_cast<std::size_t>(shape_[0]);
+  t.offset_bytes_ += static_cast<std::size_t>(begin) * row_bytes;
+  return t;
+}
+
+Tensor Tensor::to(Context& ctx) const {
+  CUDL_CHECK(defined(), "Tensor::to: tensor is undefined");
+  Tensor t = empty(shape_, ctx, dtype_);
+  copy_bytes(ctx, t.raw(), t.device(), raw(), device(), nbytes());
+  return t;
+}
+
+Tensor Tensor::clone(Context& ctx) const { return to(ctx); }
+
+std::vector<float> Tensor::to_vector(Context& ctx) const {
+  std::vector<float> out(static_cast<std::size_t>(numel()));
+  check_dtype_for_host_copy(DType::f32);
+  copy_bytes(ctx, out.data(), Device::cpu(), raw(), device(), nbytes());
+  return out;
+}
+
+std::vector<std::int32_t> Tensor::to_int_vector(Context& ctx) const {
+  std::vector<std::int32_t> out(static_cast<std::size_t>(numel()));
+  check_dtype_for_host_copy(DType::i32);
+  copy_bytes(ctx, out.data(), Device::cpu(), raw(), device(), nbytes());
+  return out;
+}
+
+float Tensor::item(Context& ctx) const {
+  CUDL_CHECK(numel() == 1, "Tensor::item: tensor has shape {}, expected one element", shape_);
+  return to_vector(ctx)[0];
+}
+
+void Tensor::check_dtype_for_host_copy(DType wanted) const {
+  CUDL_CHECK(defined(), "Tensor: copy to host of an undefined tensor");
+  CUDL_CHECK(dtype_ == wanted, "Tensor: cannot read {} tensor {} as {}", dtype_name(dtype_), shape_,
+             dtype_name(wanted));
+}
+
+void copy_bytes(Context& ctx, void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes) {
+  if (bytes == 0) return;
+  if (dst_device.is_cpu() && src_device.is_cpu()) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+#if defined(CUDL_HAVE_CUDA)
+  cuda_copy_bytes(ctx, dst, dst_device, src, src_device, bytes);
+#else
+  (void)ctx;
+  CUDL_THROW("copy: {} -> {} needs the CUDA backend, which this build does not have", src_device, dst_device);
+#endif
+}
+
+}  // namespace cudl

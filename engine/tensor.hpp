@@ -1,0 +1,78 @@
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "engine/dtype.hpp"
+#include "engine/error.hpp"
+#include "engine/shape.hpp"
+#include "engine/storage.hpp"
+
+namespace cudl {
+
+class Context;
+
+// A dense, contiguous, row-major tensor (NCHW for images) on one device. Copying a Tensor shares
+// its storage (like a PyTorch tensor); `clone` copies the data. Data moves between devices only
+// through an explicit `to`, never behind the caller's back.
+class Tensor {
+ public:
+  Tensor() = default;
+
+  // Uninitialised memory from the context's allocator, on the context's stream.
+  static Tensor empty(const Shape& shape, Context& ctx, DType dtype = DType::f32);
+  static Tensor zeros(const Shape& shape, Context& ctx, DType dtype = DType::f32);
+  static Tensor full(const Shape& shape, float value, Context& ctx);
+  // Copies host values onto the context's device.
+  static Tensor from_host(std::span<const float> values, const Shape& shape, Context& ctx);
+  static Tensor from_host(std::span<const std::int32_t> values, const Shape& shape, Context& ctx);
+  // A tensor over memory owned by someone else (which must outlive it).
+  static Tensor borrow(void* data, const Shape& shape, DType dtype, Device device);
+
+  bool defined() const { return storage_ != nullptr; }
+  const Shape& shape() const { return shape_; }
+  DType dtype() const { return dtype_; }
+  Device device() const;
+  std::int64_t numel() const { return shape_.numel(); }
+  std::size_t nbytes() const { return static_cast<std::size_t>(numel()) * dtype_size(dtype_); }
+  std::int64_t dim(int i) const { return shape_.dim(i); }
+  int rank() const { return shape_.rank(); }
+
+  void* raw() const;
+  template <class T>
+  T* data() const {
+    CUDL_CHECK(dtype_of<T>() == dtype_, "Tensor::data: tensor holds {}, asked for {} (shape {})",
+               dtype_name(dtype_), dtype_name(dtype_of<T>()), shape_);
+    return static_cast<T*>(raw());
+  }
+
+  // Same storage, new shape with the same element count.
+  Tensor reshape(const Shape& shape) const;
+  // Elements [begin, end) of the first dimension, sharing storage.
+  Tensor slice(std::int64_t begin, std::int64_t end) const;
+
+  // Copies to ctx's device (or within it). The copy is ordered on ctx's stream; a copy to the host
+  // waits for it, so the returned tensor can be read at once.
+  Tensor to(Context& ctx) const;
+  Tensor clone(Context& ctx) const;
+  // Copies the values to the host (waits for the device).
+  std::vector<float> to_vector(Context& ctx) const;
+  std::vector<std::int32_t> to_int_vector(Context& ctx) const;
+  // Reads one float (for scalars such as a loss); waits for the device.
+  float item(Context& ctx) const;
+
+ private:
+  void check_dtype_for_host_copy(DType wanted) const;
+
+  std::shared_ptr<Storage> storage_;
+  std::size_t offset_bytes_ = 0;
+  Shape shape_;
+  DType dtype_ = DType::f32;
+};
+
+// Raw copy of `bytes` between any two devices, ordered on ctx's stream; waits when the
+// destination is the host. Used by Tensor::to and the dataset loaders.
+void copy_bytes(Context& ctx, void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes);
+
+}  // namespace cudl

@@ -1,0 +1,12 @@
+#include "kernels/cuda/cuda_backend.hpp"
+
+namespace cudl {
+
+std::string_view CudaBackend::name() const { return "cuda"; }
+
+Backend& cuda_backend() {
+  static CudaBackend backend;
+  return backend;
+}
+
+}  // namespace cudl
