@@ -1,0 +1,61 @@
+#include "engine/timer.hpp"
+
+#include <chrono>
+
+#include "engine/error.hpp"
+
+#if defined(CUDL_HAVE_CUDA)
+#include "engine/cuda/cuda_runtime.hpp"
+#endif
+
+namespace cudl {
+
+struct Timer::Impl {
+  Context* ctx;
+  std::chrono::steady_clock::time_point begin;
+#if defined(CUDL_HAVE_CUDA)
+  cudaEvent_t start_event = nullptr, stop_event = nullptr;
+#endif
+};
+
+Timer::Timer(Context& ctx) : impl_(std::make_unique<Impl>()) {
+  impl_->ctx = &ctx;
+#if defined(CUDL_HAVE_CUDA)
+  if (ctx.cuda()) {
+    CUDL_CUDA_CHECK(cudaEventCreate(&impl_->start_event), "timer");
+    CUDL_CUDA_CHECK(cudaEventCreate(&impl_->stop_event), "timer");
+  }
+#endif
+}
+
+Timer::~Timer() {
+#if defined(CUDL_HAVE_CUDA)
+  if (impl_->start_event) cudaEventDestroy(impl_->start_event);
+  if (impl_->stop_event) cudaEventDestroy(impl_->stop_event);
+#endif
+}
+
+void Timer::start() {
+#if defined(CUDL_HAVE_CUDA)
+  if (impl_->start_event) {
+    CUDL_CUDA_CHECK(cudaEventRecord(impl_->start_event, impl_->ctx->cuda()->stream), "timer");
+    return;
+  }
+#endif
+  impl_->begin = std::chrono::steady_clock::now();
+}
+
+double Timer::stop_ms() {
+#if defined(CUDL_HAVE_CUDA)
+  if (impl_->stop_event) {
+    CUDL_CUDA_CHECK(cudaEventRecord(impl_->stop_event, impl_->ctx->cuda()->stream), "timer");
+    CUDL_CUDA_CHECK(cudaEventSynchronize(impl_->stop_event), "timer");
+    float ms = 0;
+    CUDL_CUDA_CHECK(cudaEventElapsedTime(&ms, impl_->start_event, impl_->stop_event), "timer");
+    return ms;
+  }
+#endif
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - impl_->begin).count();
+}
+
+}  // namespace cudl

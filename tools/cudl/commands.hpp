@@ -1,0 +1,11 @@
+#pragma once
+// Subcommands of the `cudl` CLI. Each registers its options on the app and returns the
+// callback that runs it; main() turns any exception into one line on stderr and exit code 1.
+#include <CLI/CLI.hpp>
+
+namespace cudl::cli {
+
+void add_info_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
+
+}  // namespace cudl::cli

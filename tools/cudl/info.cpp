@@ -1,0 +1,35 @@
+#include <fmt/format.h>
+
+#include "engine/allocator.hpp"
+#include "engine/device.hpp"
+#include "tools/cudl/commands.hpp"
+
+namespace cudl::cli {
+
+void add_info_command(CLI::App& app) {
+  auto* cmd =
+      app.add_subcommand("info", "Print the version, the libraries cudl was built against and the devices found");
+  cmd->callback([] {
+    BuildInfo info = build_info();
+    fmt::print("cudl {}\n", info.cudl_version);
+    fmt::print("backends compiled in: {}\n", fmt::join(info.backends, ", "));
+    fmt::print("CPU BLAS: {}\n", info.blas);
+    if (cuda_compiled()) {
+      fmt::print("CUDA runtime: {}\n", info.cuda_runtime);
+      fmt::print("CUDA driver: {}\n", info.cuda_driver);
+      fmt::print("cuDNN: {}\n", info.cudnn);
+      fmt::print("cuBLAS: {}\n", info.cublas);
+    }
+    auto devices = cuda_devices();
+    if (devices.empty()) {
+      fmt::print("no CUDA device: using the CPU backend\n");
+      return;
+    }
+    for (const auto& d : devices) {
+      fmt::print("cuda:{}: {}, {} total ({} free), compute capability {}.{}, {} SMs\n", d.index, d.name,
+                 format_bytes(d.total_memory), format_bytes(d.free_memory), d.cc_major, d.cc_minor, d.multiprocessors);
+    }
+  });
+}
+
+}  // namespace cudl::cli
