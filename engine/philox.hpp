@@ -24,20 +24,30 @@ CUDL_HOST_DEVICE std::uint32_t mulhilo(std::uint32_t a, std::uint32_t b, std::ui
   return static_cast<std::uint32_t>(product);
 }
 
-CUDL_HOST_DEVICE Uint4 philox4x32_10(std::uint64_t counter, std::uint64_t seed) {
+// The full generator: a 128-bit counter and a 64-bit key, as in Random123's philox4x32 with 10
+// rounds (the form its known-answer vectors are stated in). The key is bumped between rounds only.
+CUDL_HOST_DEVICE Uint4 philox4x32_10(Uint4 counter, std::uint32_t k0, std::uint32_t k1) {
   constexpr std::uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
   constexpr std::uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
-  Uint4 c{static_cast<std::uint32_t>(counter), static_cast<std::uint32_t>(counter >> 32), 0u, 0u};
-  std::uint32_t k0 = static_cast<std::uint32_t>(seed), k1 = static_cast<std::uint32_t>(seed >> 32);
+  Uint4 c = counter;
   for (int round = 0; round < 10; ++round) {
+    if (round > 0) {
+      k0 += kWeyl0;
+      k1 += kWeyl1;
+    }
     std::uint32_t hi0, hi1;
     std::uint32_t lo0 = mulhilo(kMul0, c.x, &hi0);
     std::uint32_t lo1 = mulhilo(kMul1, c.z, &hi1);
     c = Uint4{hi1 ^ c.y ^ k0, lo1, hi0 ^ c.w ^ k1, lo0};
-    k0 += kWeyl0;
-    k1 += kWeyl1;
   }
   return c;
+}
+
+// What the ops use: a 64-bit counter (the element's offset) in the low two counter words and the
+// 64-bit seed as the key.
+CUDL_HOST_DEVICE Uint4 philox4x32_10(std::uint64_t counter, std::uint64_t seed) {
+  Uint4 c{static_cast<std::uint32_t>(counter), static_cast<std::uint32_t>(counter >> 32), 0u, 0u};
+  return philox4x32_10(c, static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));
 }
 
 // Uniform in [0, 1) with 24 random bits (exactly representable in float).
