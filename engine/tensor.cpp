@@ -89,6 +89,16 @@ Tensor Tensor::slice(std::int64_t begin, std::int64_t end) const {
   return t;
 }
 
+Tensor Tensor::view(std::int64_t offset, const Shape& shape) const {
+  CUDL_CHECK(defined() && offset >= 0 && offset + shape.numel() <= numel(),
+             "Tensor::view: {} elements at offset {} do not fit in a tensor of shape {}", shape.numel(), offset,
+             shape_);
+  Tensor t = *this;
+  t.shape_ = shape;
+  t.offset_bytes_ += static_cast<std::size_t>(offset) * dtype_size(dtype_);
+  return t;
+}
+
 Tensor Tensor::to(Context& ctx) const {
   CUDL_CHECK(defined(), "Tensor::to: tensor is undefined");
   Tensor t = empty(shape_, ctx, dtype_);

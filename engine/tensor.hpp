@@ -51,6 +51,9 @@ class Tensor {
   Tensor reshape(const Shape& shape) const;
   // Elements [begin, end) of the first dimension, sharing storage.
   Tensor slice(std::int64_t begin, std::int64_t end) const;
+  // `shape` elements starting `offset` elements in, sharing storage (a model carves its
+  // parameters, gradients and optimizer state out of one block this way).
+  Tensor view(std::int64_t offset, const Shape& shape) const;
 
   // Copies to ctx's device (or within it). The copy is ordered on ctx's stream; a copy to the host
   // waits for it, so the returned tensor can be read at once.

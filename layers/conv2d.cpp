@@ -1,0 +1,137 @@
+#include "layers/conv2d.hpp"
+
+#include <fmt/format.h>
+
+#include "engine/ops.hpp"
+#include "layers/init.hpp"
+
+namespace cudl {
+
+namespace {
+std::string conv_args(const Conv2dParams& p) {
+  std::string s;
+  if (p.stride_h != 1 || p.stride_w != 1) s += fmt::format(", stride={}", p.stride_h);
+  if (p.pad_h != 0 || p.pad_w != 0) s += fmt::format(", padding={}", p.pad_h);
+  if (p.dilation_h != 1 || p.dilation_w != 1) s += fmt::format(", dilation={}", p.dilation_h);
+  return s;
+}
+}  // namespace
+
+Conv2d::Conv2d(std::int64_t in_channels, std::int64_t out_channels, int kernel_size, Conv2dParams params, bool bias,
+               InitScheme init)
+    : in_channels_(in_channels),
+      out_channels_(out_channels),
+      kernel_size_(kernel_size),
+      params_(params),
+      has_bias_(bias),
+      init_(init) {
+  weight_ = {"weight", Shape{out_channels, in_channels, kernel_size, kernel_size}, {}, {}, true};
+  bias_ = {"bias", Shape{out_channels}, {}, {}, true};
+}
+
+std::string Conv2d::describe() const {
+  return fmt::format("Conv2d({}, {}, kernel_size={}{}{})", in_channels_, out_channels_, kernel_size_,
+                     conv_args(params_), has_bias_ ? "" : ", bias=False");
+}
+
+Shape Conv2d::output_shape(const Shape& input) const { return conv2d_output_shape(input, weight_.shape, params_); }
+
+std::vector<Parameter*> Conv2d::parameters() {
+  if (has_bias_) return {&weight_, &bias_};
+  return {&weight_};
+}
+
+void Conv2d::initialize(Context& ctx, std::uint64_t seed) {
+  const std::int64_t fan_in = in_channels_ * kernel_size_ * kernel_size_;
+  const std::int64_t fan_out = out_channels_ * kernel_size_ * kernel_size_;
+  if (init_ == InitScheme::vgg) {
+    init::kaiming_normal_fan_out(ctx, weight_.value, fan_out, init::derive_seed(seed, 0));
+    if (has_bias_) ctx.backend().fill(ctx, bias_.value, 0.0f);
+  } else {
+    init::pytorch_uniform(ctx, weight_.value, fan_in, init::derive_seed(seed, 0));
+    if (has_bias_) init::pytorch_uniform(ctx, bias_.value, fan_in, init::derive_seed(seed, 1));
+  }
+}
+
+Tensor Conv2d::forward(Context& ctx, const Tensor& x, bool train) {
+  Tensor y = Tensor::empty(output_shape(x.shape()), ctx);
+  ctx.backend().conv2d_forward(ctx, x, weight_.value, params_, y);
+  if (has_bias_) ctx.backend().bias_add(ctx, y, bias_.value);
+  // Inference keeps nothing alive, so activations are released as soon as the next layer is done.
+  x_ = train ? x : Tensor();
+  return y;
+}
+
+Tensor Conv2d::backward(Context& ctx, const Tensor& dy) {
+  CUDL_CHECK(x_.defined(), "Conv2d::backward: no saved input (forward was not run with train=true)");
+  if (!frozen_) {
+    ctx.backend().conv2d_backward_filter(ctx, x_, dy, params_, weight_.grad, true);
+    if (has_bias_) ctx.backend().bias_grad(ctx, dy, bias_.grad, true);
+  }
+  Tensor dx;
+  if (input_grad_) {
+    dx = Tensor::empty(x_.shape(), ctx);
+    ctx.backend().conv2d_backward_data(ctx, dy, weight_.value, params_, dx);
+  }
+  x_ = Tensor();
+  return dx;
+}
+
+ConvTranspose2d::ConvTranspose2d(std::int64_t in_channels, std::int64_t out_channels, int kernel_size,
+                                 Conv2dParams params, int output_padding, bool bias)
+    : in_channels_(in_channels),
+      out_channels_(out_channels),
+      kernel_size_(kernel_size),
+      params_(params),
+      output_padding_(output_padding),
+      has_bias_(bias) {
+  weight_ = {"weight", Shape{in_channels, out_channels, kernel_size, kernel_size}, {}, {}, true};
+  bias_ = {"bias", Shape{out_channels}, {}, {}, true};
+}
+
+std::string ConvTranspose2d::describe() const {
+  return fmt::format("ConvTranspose2d({}, {}, kernel_size={}{}{}{})", in_channels_, out_channels_, kernel_size_,
+                     conv_args(params_), output_padding_ ? fmt::format(", output_padding={}", output_padding_) : "",
+                     has_bias_ ? "" : ", bias=False");
+}
+
+Shape ConvTranspose2d::output_shape(const Shape& input) const {
+  return conv_transpose2d_output_shape(input, weight_.shape, params_, output_padding_, output_padding_);
+}
+
+std::vector<Parameter*> ConvTranspose2d::parameters() {
+  if (has_bias_) return {&weight_, &bias_};
+  return {&weight_};
+}
+
+void ConvTranspose2d::initialize(Context& ctx, std::uint64_t seed) {
+  // PyTorch computes the transposed weight's fan_in from its dim 1 (out_channels) * kernel area.
+  const std::int64_t fan_in = out_channels_ * kernel_size_ * kernel_size_;
+  init::pytorch_uniform(ctx, weight_.value, fan_in, init::derive_seed(seed, 0));
+  if (has_bias_) init::pytorch_uniform(ctx, bias_.value, fan_in, init::derive_seed(seed, 1));
+}
+
+Tensor ConvTranspose2d::forward(Context& ctx, const Tensor& x, bool train) {
+  Tensor y = Tensor::empty(output_shape(x.shape()), ctx);
+  conv_transpose2d_forward(ctx, x, weight_.value, params_, y);
+  if (has_bias_) ctx.backend().bias_add(ctx, y, bias_.value);
+  x_ = train ? x : Tensor();
+  return y;
+}
+
+Tensor ConvTranspose2d::backward(Context& ctx, const Tensor& dy) {
+  CUDL_CHECK(x_.defined(), "ConvTranspose2d::backward: no saved input (forward was not run with train=true)");
+  if (!frozen_) {
+    conv_transpose2d_backward_filter(ctx, x_, dy, params_, weight_.grad, true);
+    if (has_bias_) ctx.backend().bias_grad(ctx, dy, bias_.grad, true);
+  }
+  Tensor dx;
+  if (input_grad_) {
+    dx = Tensor::empty(x_.shape(), ctx);
+    conv_transpose2d_backward_data(ctx, dy, weight_.value, params_, dx);
+  }
+  x_ = Tensor();
+  return dx;
+}
+
+}  // namespace cudl

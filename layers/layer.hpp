@@ -1,0 +1,60 @@
+#pragma once
+// The layer interface: forward saves what backward needs; backward accumulates parameter
+// gradients (unless the layer is frozen) and returns the gradient of its input. There is no
+// general autograd tape: models are chains, and taps add gradients at their layer on the way back.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/backend.hpp"
+#include "engine/context.hpp"
+#include "engine/tensor.hpp"
+
+namespace cudl {
+
+// A trainable tensor and its gradient. `value` and `grad` are views into the model's contiguous
+// parameter and gradient blocks once the model is built.
+struct Parameter {
+  std::string name;  // local name ("weight", "bias"); the model prefixes the layer's name
+  Shape shape;
+  Tensor value;
+  Tensor grad;
+  bool trainable = true;  // false for buffers such as BatchNorm's running statistics
+};
+
+// How weights start. `pytorch`: PyTorch's defaults (Kaiming-uniform with a=sqrt(5), i.e.
+// U(±1/sqrt(fan_in)), and the same bound for biases). `vgg`: torchvision's VGG (Kaiming-normal,
+// fan_out, ReLU gain for convolutions; N(0, 0.01) for linear layers; zero biases).
+enum class InitScheme { pytorch, vgg };
+
+class Layer {
+ public:
+  virtual ~Layer() = default;
+  virtual std::string type() const = 0;
+  // One line for summaries, e.g. "Conv2d(3, 64, kernel_size=3, padding=1)".
+  virtual std::string describe() const { return type(); }
+  virtual Shape output_shape(const Shape& input) const = 0;
+  virtual Tensor forward(Context& ctx, const Tensor& x, bool train) = 0;
+  virtual Tensor backward(Context& ctx, const Tensor& dy) = 0;
+  // Trainable parameters and buffers, in a fixed order (checkpoints rely on it).
+  virtual std::vector<Parameter*> parameters() { return {}; }
+  // Writes initial values into the bound parameters; `seed` is this layer's own.
+  virtual void initialize(Context& /*ctx*/, std::uint64_t /*seed*/) {}
+
+  // A frozen layer computes no parameter gradients but still passes gradients down.
+  void set_frozen(bool frozen) { frozen_ = frozen; }
+  bool frozen() const { return frozen_; }
+  // The first layer of a network need not compute the gradient of its input (unless someone,
+  // like style transfer, wants the image gradient).
+  void set_input_grad(bool needed) { input_grad_ = needed; }
+  bool input_grad() const { return input_grad_; }
+
+ protected:
+  bool frozen_ = false;
+  bool input_grad_ = true;
+};
+
+using LayerPtr = std::unique_ptr<Layer>;
+
+}  // namespace cudl
