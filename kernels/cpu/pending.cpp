@@ -93,24 +93,5 @@ void CpuBackend::sgd_step(Context&, const SgdParams&, Tensor&, const Tensor&, Te
 void CpuBackend::adam_step(Context&, const AdamParams&, Tensor&, const Tensor&, Tensor&, Tensor&) {
   CUDL_THROW("CpuBackend::adam_step: not implemented yet");
 }
-void CpuBackend::sum(Context&, const Tensor&, Tensor&) { CUDL_THROW("CpuBackend::sum: not implemented yet"); }
-void CpuBackend::mean(Context&, const Tensor&, Tensor&) { CUDL_THROW("CpuBackend::mean: not implemented yet"); }
-void CpuBackend::max(Context&, const Tensor&, Tensor&) { CUDL_THROW("CpuBackend::max: not implemented yet"); }
-void CpuBackend::argmax_rows(Context&, const Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::argmax_rows: not implemented yet");
-}
-void CpuBackend::accuracy(Context&, const Tensor&, const Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::accuracy: not implemented yet");
-}
-void CpuBackend::fill(Context&, Tensor&, float) { CUDL_THROW("CpuBackend::fill: not implemented yet"); }
-void CpuBackend::copy(Context&, const Tensor&, Tensor&) { CUDL_THROW("CpuBackend::copy: not implemented yet"); }
-void CpuBackend::axpy(Context&, float, const Tensor&, Tensor&) { CUDL_THROW("CpuBackend::axpy: not implemented yet"); }
-void CpuBackend::scale(Context&, Tensor&, float) { CUDL_THROW("CpuBackend::scale: not implemented yet"); }
-void CpuBackend::fill_uniform(Context&, Tensor&, float, float, std::uint64_t, std::uint64_t) {
-  CUDL_THROW("CpuBackend::fill_uniform: not implemented yet");
-}
-void CpuBackend::fill_normal(Context&, Tensor&, float, float, std::uint64_t, std::uint64_t) {
-  CUDL_THROW("CpuBackend::fill_normal: not implemented yet");
-}
 
 }  // namespace cudl
