@@ -20,13 +20,6 @@ void CpuBackend::conv2d_backward_data(Context&, const Tensor&, const Tensor&, co
 void CpuBackend::conv2d_backward_filter(Context&, const Tensor&, const Tensor&, const Conv2dParams&, Tensor&, bool) {
   CUDL_THROW("CpuBackend::conv2d_backward_filter: not implemented yet");
 }
-void CpuBackend::activation_forward(Context&, Activation, float, const Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::activation_forward: not implemented yet");
-}
-void CpuBackend::activation_backward(Context&, Activation, float, const Tensor&, const Tensor&, const Tensor&,
-                                     Tensor&) {
-  CUDL_THROW("CpuBackend::activation_backward: not implemented yet");
-}
 void CpuBackend::maxpool2d_forward(Context&, const Tensor&, const Pool2dParams&, Tensor&, Tensor&) {
   CUDL_THROW("CpuBackend::maxpool2d_forward: not implemented yet");
 }
