@@ -32,24 +32,6 @@ void CpuBackend::avgpool2d_forward(Context&, const Tensor&, const Pool2dParams&,
 void CpuBackend::avgpool2d_backward(Context&, const Tensor&, const Pool2dParams&, Tensor&) {
   CUDL_THROW("CpuBackend::avgpool2d_backward: not implemented yet");
 }
-void CpuBackend::softmax_forward(Context&, const Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::softmax_forward: not implemented yet");
-}
-void CpuBackend::softmax_backward(Context&, const Tensor&, const Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::softmax_backward: not implemented yet");
-}
-void CpuBackend::log_softmax_forward(Context&, const Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::log_softmax_forward: not implemented yet");
-}
-void CpuBackend::log_softmax_backward(Context&, const Tensor&, const Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::log_softmax_backward: not implemented yet");
-}
-void CpuBackend::softmax_cross_entropy_forward(Context&, const Tensor&, const Tensor&, Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::softmax_cross_entropy_forward: not implemented yet");
-}
-void CpuBackend::softmax_cross_entropy_backward(Context&, const Tensor&, const Tensor&, float, Tensor&) {
-  CUDL_THROW("CpuBackend::softmax_cross_entropy_backward: not implemented yet");
-}
 void CpuBackend::gram_forward(Context&, const Tensor&, Tensor&) {
   CUDL_THROW("CpuBackend::gram_forward: not implemented yet");
 }
