@@ -32,12 +32,6 @@ void CpuBackend::avgpool2d_forward(Context&, const Tensor&, const Pool2dParams&,
 void CpuBackend::avgpool2d_backward(Context&, const Tensor&, const Pool2dParams&, Tensor&) {
   CUDL_THROW("CpuBackend::avgpool2d_backward: not implemented yet");
 }
-void CpuBackend::gram_forward(Context&, const Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::gram_forward: not implemented yet");
-}
-void CpuBackend::gram_backward(Context&, const Tensor&, const Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::gram_backward: not implemented yet");
-}
 void CpuBackend::mse_loss_forward(Context&, const Tensor&, const Tensor&, Tensor&) {
   CUDL_THROW("CpuBackend::mse_loss_forward: not implemented yet");
 }
