@@ -32,24 +32,6 @@ void CpuBackend::avgpool2d_forward(Context&, const Tensor&, const Pool2dParams&,
 void CpuBackend::avgpool2d_backward(Context&, const Tensor&, const Pool2dParams&, Tensor&) {
   CUDL_THROW("CpuBackend::avgpool2d_backward: not implemented yet");
 }
-void CpuBackend::mse_loss_forward(Context&, const Tensor&, const Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::mse_loss_forward: not implemented yet");
-}
-void CpuBackend::mse_loss_backward(Context&, const Tensor&, const Tensor&, float, Tensor&) {
-  CUDL_THROW("CpuBackend::mse_loss_backward: not implemented yet");
-}
-void CpuBackend::l1_loss_forward(Context&, const Tensor&, const Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::l1_loss_forward: not implemented yet");
-}
-void CpuBackend::l1_loss_backward(Context&, const Tensor&, const Tensor&, float, Tensor&) {
-  CUDL_THROW("CpuBackend::l1_loss_backward: not implemented yet");
-}
-void CpuBackend::tv_loss_forward(Context&, const Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::tv_loss_forward: not implemented yet");
-}
-void CpuBackend::tv_loss_backward(Context&, const Tensor&, float, Tensor&, bool) {
-  CUDL_THROW("CpuBackend::tv_loss_backward: not implemented yet");
-}
 void CpuBackend::dropout_forward(Context&, const Tensor&, float, std::uint64_t, std::uint64_t, Tensor&, Tensor&) {
   CUDL_THROW("CpuBackend::dropout_forward: not implemented yet");
 }
