@@ -32,12 +32,6 @@ void CpuBackend::avgpool2d_forward(Context&, const Tensor&, const Pool2dParams&,
 void CpuBackend::avgpool2d_backward(Context&, const Tensor&, const Pool2dParams&, Tensor&) {
   CUDL_THROW("CpuBackend::avgpool2d_backward: not implemented yet");
 }
-void CpuBackend::dropout_forward(Context&, const Tensor&, float, std::uint64_t, std::uint64_t, Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::dropout_forward: not implemented yet");
-}
-void CpuBackend::mul(Context&, const Tensor&, const Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::mul: not implemented yet");
-}
 void CpuBackend::sgd_step(Context&, const SgdParams&, Tensor&, const Tensor&, Tensor&) {
   CUDL_THROW("CpuBackend::sgd_step: not implemented yet");
 }
