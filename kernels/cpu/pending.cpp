@@ -32,11 +32,5 @@ void CpuBackend::avgpool2d_forward(Context&, const Tensor&, const Pool2dParams&,
 void CpuBackend::avgpool2d_backward(Context&, const Tensor&, const Pool2dParams&, Tensor&) {
   CUDL_THROW("CpuBackend::avgpool2d_backward: not implemented yet");
 }
-void CpuBackend::sgd_step(Context&, const SgdParams&, Tensor&, const Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::sgd_step: not implemented yet");
-}
-void CpuBackend::adam_step(Context&, const AdamParams&, Tensor&, const Tensor&, Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::adam_step: not implemented yet");
-}
 
 }  // namespace cudl
