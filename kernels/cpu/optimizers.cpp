@@ -1,0 +1,79 @@
+// Fused optimizer steps: one pass over param, grad and state per tensor.
+#include <cmath>
+
+#include "kernels/cpu/cpu_args.hpp"
+#include "kernels/cpu/cpu_backend.hpp"
+
+namespace cudl {
+
+using cpu::host_tensor;
+using cpu::kParallelThreshold;
+
+void CpuBackend::sgd_step(Context&, const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf) {
+  const char* op = "sgd_step";
+  host_tensor(op, "param", param);
+  host_tensor(op, "grad", grad);
+  check::same_shape(op, "param", param, "grad", grad);
+  CUDL_CHECK(p.momentum >= 0.0f, "{}: momentum={} is negative (param={})", op, p.momentum, param.shape());
+  CUDL_CHECK(!p.nesterov || (p.momentum > 0.0f && p.dampening == 0.0f),
+             "{}: nesterov needs momentum > 0 and dampening 0, got momentum={} dampening={} (param={})", op, p.momentum,
+             p.dampening, param.shape());
+  const bool use_momentum = p.momentum > 0.0f;
+  float* buf = nullptr;
+  if (use_momentum) {
+    host_tensor(op, "momentum_buf", momentum_buf);
+    check::same_shape(op, "param", param, "momentum_buf", momentum_buf);
+    buf = momentum_buf.data<float>();
+  }
+  float* w = param.data<float>();
+  const float* g = grad.data<float>();
+  const std::int64_t n = param.numel();
+  const float lr = p.lr, wd = p.weight_decay, mu = p.momentum, damp = 1.0f - p.dampening;
+  const bool nesterov = p.nesterov;
+#pragma omp parallel for if (n >= kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) {
+    float d = g[i] + wd * w[i];
+    if (use_momentum) {
+      const float b = mu * buf[i] + damp * d;
+      buf[i] = b;
+      d = nesterov ? d + mu * b : b;
+    }
+    w[i] -= lr * d;
+  }
+}
+
+void CpuBackend::adam_step(Context&, const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v) {
+  const char* op = "adam_step";
+  host_tensor(op, "param", param);
+  host_tensor(op, "grad", grad);
+  host_tensor(op, "m", m);
+  host_tensor(op, "v", v);
+  check::same_shape(op, "param", param, "grad", grad);
+  check::same_shape(op, "param", param, "m", m);
+  check::same_shape(op, "param", param, "v", v);
+  CUDL_CHECK(p.step >= 1, "{}: step={} must be >= 1 (it is 1-based; param={})", op, p.step, param.shape());
+  // Bias corrections in double: beta2^t stays accurate for the large t of long runs.
+  const double bc1 = 1.0 - std::pow(static_cast<double>(p.beta1), static_cast<double>(p.step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(p.beta2), static_cast<double>(p.step));
+  const float step_size = static_cast<float>(p.lr / bc1);
+  const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+  const float b1 = p.beta1, b2 = p.beta2, eps = p.eps;
+  const float l2 = p.decoupled_weight_decay ? 0.0f : p.weight_decay;
+  const float shrink = p.decoupled_weight_decay ? 1.0f - p.lr * p.weight_decay : 1.0f;
+  float* w = param.data<float>();
+  const float* g = grad.data<float>();
+  float* pm = m.data<float>();
+  float* pv = v.data<float>();
+  const std::int64_t n = param.numel();
+#pragma omp parallel for if (n >= kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float d = g[i] + l2 * w[i];
+    const float mi = b1 * pm[i] + (1.0f - b1) * d;
+    const float vi = b2 * pv[i] + (1.0f - b2) * d * d;
+    pm[i] = mi;
+    pv[i] = vi;
+    w[i] = w[i] * shrink - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+  }
+}
+
+}  // namespace cudl
