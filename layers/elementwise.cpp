@@ -1,0 +1,134 @@
+#include "layers/elementwise.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+namespace cudl {
+
+std::string ActivationLayer::type() const {
+  switch (kind_) {
+    case Activation::relu: return "ReLU";
+    case Activation::leaky_relu: return "LeakyReLU";
+    case Activation::sigmoid: return "Sigmoid";
+    case Activation::tanh: return "Tanh";
+  }
+  return "Activation";
+}
+
+std::string ActivationLayer::describe() const {
+  return kind_ == Activation::leaky_relu ? fmt::format("LeakyReLU(negative_slope={})", alpha_) : type() + "()";
+}
+
+Tensor ActivationLayer::forward(Context& ctx, const Tensor& x, bool train) {
+  Tensor y = Tensor::empty(x.shape(), ctx);
+  ctx.backend().activation_forward(ctx, kind_, alpha_, x, y);
+  // ReLU-like functions differentiate from x, sigmoid/tanh from y: keep only what backward reads.
+  const bool needs_x = kind_ == Activation::relu || kind_ == Activation::leaky_relu;
+  x_ = train && needs_x ? x : Tensor();
+  y_ = train && !needs_x ? y : Tensor();
+  return y;
+}
+
+Tensor ActivationLayer::backward(Context& ctx, const Tensor& dy) {
+  const Tensor& saved = x_.defined() ? x_ : y_;
+  CUDL_CHECK(saved.defined(), "{}::backward: no saved activation (forward was not run with train=true)", type());
+  Tensor dx = Tensor::empty(dy.shape(), ctx);
+  // The backend reads x for ReLU-like functions and y for the others; pass the saved one as both.
+  ctx.backend().activation_backward(ctx, kind_, alpha_, saved, saved, dy, dx);
+  x_ = y_ = Tensor();
+  return dx;
+}
+
+namespace {
+Pool2dParams pool_params(int kernel_size, int stride, int padding) {
+  Pool2dParams p;
+  p.kernel_h = p.kernel_w = kernel_size;
+  p.stride_h = p.stride_w = stride > 0 ? stride : kernel_size;  // PyTorch: stride defaults to the kernel
+  p.pad_h = p.pad_w = padding;
+  return p;
+}
+std::string pool_describe(const char* name, const Pool2dParams& p) {
+  return fmt::format("{}(kernel_size={}, stride={}{})", name, p.kernel_h, p.stride_h,
+                     p.pad_h ? fmt::format(", padding={}", p.pad_h) : "");
+}
+}  // namespace
+
+MaxPool2d::MaxPool2d(int kernel_size, int stride, int padding) : params_(pool_params(kernel_size, stride, padding)) {}
+std::string MaxPool2d::describe() const { return pool_describe("MaxPool2d", params_); }
+
+Tensor MaxPool2d::forward(Context& ctx, const Tensor& x, bool train) {
+  Shape out = output_shape(x.shape());
+  Tensor y = Tensor::empty(out, ctx);
+  Tensor argmax = Tensor::empty(out, ctx, DType::i32);
+  ctx.backend().maxpool2d_forward(ctx, x, params_, y, argmax);
+  input_shape_ = x.shape();
+  argmax_ = train ? argmax : Tensor();
+  return y;
+}
+
+Tensor MaxPool2d::backward(Context& ctx, const Tensor& dy) {
+  CUDL_CHECK(argmax_.defined(), "MaxPool2d::backward: no saved argmax (forward was not run with train=true)");
+  Tensor dx = Tensor::empty(input_shape_, ctx);
+  ctx.backend().maxpool2d_backward(ctx, dy, argmax_, params_, dx);
+  argmax_ = Tensor();
+  return dx;
+}
+
+AvgPool2d::AvgPool2d(int kernel_size, int stride, int padding) : params_(pool_params(kernel_size, stride, padding)) {}
+std::string AvgPool2d::describe() const { return pool_describe("AvgPool2d", params_); }
+
+Tensor AvgPool2d::forward(Context& ctx, const Tensor& x, bool /*train*/) {
+  Tensor y = Tensor::empty(output_shape(x.shape()), ctx);
+  ctx.backend().avgpool2d_forward(ctx, x, params_, y);
+  input_shape_ = x.shape();
+  return y;
+}
+
+Tensor AvgPool2d::backward(Context& ctx, const Tensor& dy) {
+  CUDL_CHECK(input_shape_.rank() == 4, "AvgPool2d::backward: forward was not run");
+  Tensor dx = Tensor::empty(input_shape_, ctx);
+  ctx.backend().avgpool2d_backward(ctx, dy, params_, dx);
+  return dx;
+}
+
+std::string Dropout::describe() const { return fmt::format("Dropout(p={})", p_); }
+
+void Dropout::initialize(Context& /*ctx*/, std::uint64_t seed) {
+  seed_ = seed;
+  counter_ = 0;
+}
+
+Tensor Dropout::forward(Context& ctx, const Tensor& x, bool train) {
+  if (!train || p_ == 0.0f) {
+    mask_ = Tensor();
+    return x;
+  }
+  Tensor y = Tensor::empty(x.shape(), ctx);
+  mask_ = Tensor::empty(x.shape(), ctx);
+  ctx.backend().dropout_forward(ctx, x, p_, seed_, counter_, y, mask_);
+  counter_ += static_cast<std::uint64_t>(x.numel());
+  return y;
+}
+
+Tensor Dropout::backward(Context& ctx, const Tensor& dy) {
+  if (!mask_.defined()) return dy;  // p == 0: identity
+  Tensor dx = Tensor::empty(dy.shape(), ctx);
+  ctx.backend().mul(ctx, dy, mask_, dx);
+  mask_ = Tensor();
+  return dx;
+}
+
+Shape Flatten::output_shape(const Shape& input) const {
+  CUDL_CHECK(input.rank() >= 2, "Flatten: input {} must have a batch dimension and at least one more", input);
+  return Shape{input[0], input.numel() / std::max<std::int64_t>(input[0], 1)};
+}
+
+Tensor Flatten::forward(Context& /*ctx*/, const Tensor& x, bool /*train*/) {
+  input_shape_ = x.shape();
+  return x.reshape(output_shape(x.shape()));
+}
+
+Tensor Flatten::backward(Context& /*ctx*/, const Tensor& dy) { return dy.reshape(input_shape_); }
+
+}  // namespace cudl

@@ -1,0 +1,87 @@
+#pragma once
+// Layers without parameters: activations, pooling, dropout, flatten.
+#include "layers/layer.hpp"
+
+namespace cudl {
+
+class ActivationLayer final : public Layer {
+ public:
+  explicit ActivationLayer(Activation kind, float negative_slope = 0.01f) : kind_(kind), alpha_(negative_slope) {}
+  std::string type() const override;
+  std::string describe() const override;
+  Shape output_shape(const Shape& input) const override { return input; }
+  Tensor forward(Context& ctx, const Tensor& x, bool train) override;
+  Tensor backward(Context& ctx, const Tensor& dy) override;
+
+ private:
+  Activation kind_;
+  float alpha_;
+  Tensor x_, y_;
+};
+
+inline LayerPtr relu() { return std::make_unique<ActivationLayer>(Activation::relu); }
+
+class MaxPool2d final : public Layer {
+ public:
+  explicit MaxPool2d(int kernel_size, int stride = 0, int padding = 0);
+  std::string type() const override { return "MaxPool2d"; }
+  std::string describe() const override;
+  Shape output_shape(const Shape& input) const override { return pool2d_output_shape(input, params_); }
+  Tensor forward(Context& ctx, const Tensor& x, bool train) override;
+  Tensor backward(Context& ctx, const Tensor& dy) override;
+
+ private:
+  Pool2dParams params_;
+  Shape input_shape_;
+  Tensor argmax_;
+};
+
+class AvgPool2d final : public Layer {
+ public:
+  explicit AvgPool2d(int kernel_size, int stride = 0, int padding = 0);
+  std::string type() const override { return "AvgPool2d"; }
+  std::string describe() const override;
+  Shape output_shape(const Shape& input) const override { return pool2d_output_shape(input, params_); }
+  Tensor forward(Context& ctx, const Tensor& x, bool train) override;
+  Tensor backward(Context& ctx, const Tensor& dy) override;
+
+ private:
+  Pool2dParams params_;
+  Shape input_shape_;
+};
+
+// Inverted dropout: scales kept activations by 1/(1-p) in training, identity in evaluation. Each
+// forward draws a fresh mask from Philox(seed, counter), the counter advancing by the element count.
+class Dropout final : public Layer {
+ public:
+  explicit Dropout(float p, std::uint64_t seed = 0) : p_(p), seed_(seed) {}
+  std::string type() const override { return "Dropout"; }
+  std::string describe() const override;
+  Shape output_shape(const Shape& input) const override { return input; }
+  Tensor forward(Context& ctx, const Tensor& x, bool train) override;
+  Tensor backward(Context& ctx, const Tensor& dy) override;
+  void initialize(Context& ctx, std::uint64_t seed) override;
+  // The mask stream's position: saved in checkpoints so a resumed run draws the same masks.
+  std::uint64_t counter() const { return counter_; }
+  void set_counter(std::uint64_t counter) { counter_ = counter; }
+
+ private:
+  float p_;
+  std::uint64_t seed_;
+  std::uint64_t counter_ = 0;
+  Tensor mask_;
+};
+
+// [N, C, H, W] -> [N, C*H*W] (a view; no copy).
+class Flatten final : public Layer {
+ public:
+  std::string type() const override { return "Flatten"; }
+  Shape output_shape(const Shape& input) const override;
+  Tensor forward(Context& ctx, const Tensor& x, bool train) override;
+  Tensor backward(Context& ctx, const Tensor& dy) override;
+
+ private:
+  Shape input_shape_;
+};
+
+}  // namespace cudl

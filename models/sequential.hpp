@@ -1,0 +1,78 @@
+#pragma once
+// A chain of named layers (torchvision's names for VGG: "features.0", "classifier.6") with named
+// taps: the output of any layer can be read after forward, and a gradient can be added at any
+// layer's output on the way back (style transfer's losses). Parameters, gradients and buffers
+// live in one contiguous block each, carved into per-layer views, so an optimizer steps over
+// the whole model in one fused kernel.
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "layers/layer.hpp"
+
+namespace cudl {
+
+struct NamedParameter {
+  std::string name;  // "features.0.weight"
+  Parameter* parameter;
+};
+
+struct LayerSummary {
+  std::string name, description;
+  Shape output_shape;
+  std::int64_t params = 0;
+};
+
+class Sequential {
+ public:
+  Sequential() = default;
+  Sequential(Sequential&&) noexcept = default;
+  Sequential& operator=(Sequential&&) noexcept = default;
+
+  Sequential& add(std::string name, LayerPtr layer);
+
+  // Allocates the parameter, gradient and buffer blocks on ctx's device, binds every layer's views
+  // and initialises them from `seed` (each layer draws from its own derived seed).
+  void build(Context& ctx, std::uint64_t seed);
+  bool built() const { return built_; }
+
+  Tensor forward(Context& ctx, const Tensor& x, bool train);
+  // Runs backward from the last layer with dy; `tap_grads` adds gradients at layer outputs (keyed by
+  // layer name) on the way back. Returns the gradient of the input (undefined unless input_grad).
+  Tensor backward(Context& ctx, const Tensor& dy, const std::map<std::string, Tensor>& tap_grads = {});
+
+  // Layers whose output forward should keep; read them with tap() afterwards.
+  void set_taps(std::vector<std::string> names);
+  const Tensor& tap(const std::string& name) const;
+
+  // Drops every layer after `name` (style transfer needs VGG only up to its deepest loss layer).
+  void truncate_after(const std::string& name);
+  void set_frozen(bool frozen);
+  // Whether backward computes the gradient of the network's input (the image, for style transfer).
+  void set_input_grad(bool needed);
+  void zero_grad(Context& ctx);
+
+  std::vector<NamedParameter> parameters();  // trainable, in order
+  std::vector<NamedParameter> buffers();     // non-trainable state (BatchNorm running stats)
+  std::int64_t parameter_count() const;      // trainable elements
+  Tensor& parameter_block() { return params_; }
+  Tensor& gradient_block() { return grads_; }
+
+  std::vector<LayerSummary> summary(const Shape& input) const;
+  Shape output_shape(const Shape& input) const;
+  std::size_t size() const { return layers_.size(); }
+  Layer& layer(const std::string& name);
+  const std::vector<std::pair<std::string, LayerPtr>>& layers() const { return layers_; }
+
+ private:
+  std::size_t index_of(const std::string& name) const;
+
+  std::vector<std::pair<std::string, LayerPtr>> layers_;
+  std::vector<std::string> tap_names_;
+  std::map<std::string, Tensor> tap_outputs_;
+  Tensor params_, grads_, buffers_;
+  bool built_ = false;
+};
+
+}  // namespace cudl
