@@ -4,13 +4,6 @@
 
 namespace cudl {
 
-void CpuBackend::gemm(Context&, bool, bool, float, const Tensor&, const Tensor&, float, Tensor&) {
-  CUDL_THROW("CpuBackend::gemm: not implemented yet");
-}
-void CpuBackend::bias_add(Context&, Tensor&, const Tensor&) { CUDL_THROW("CpuBackend::bias_add: not implemented yet"); }
-void CpuBackend::bias_grad(Context&, const Tensor&, Tensor&, bool) {
-  CUDL_THROW("CpuBackend::bias_grad: not implemented yet");
-}
 void CpuBackend::conv2d_forward(Context&, const Tensor&, const Tensor&, const Conv2dParams&, Tensor&) {
   CUDL_THROW("CpuBackend::conv2d_forward: not implemented yet");
 }
