@@ -8,6 +8,10 @@
 namespace cudl {
 namespace {
 
+// Below this much work a parallel region costs more than it saves (thread wake-up on a busy
+// machine is milliseconds).
+constexpr std::int64_t kParallelWork = 1 << 16;
+
 void expect_cpu_f32(std::string_view op, std::string_view name, const Tensor& t) {
   check::defined(op, name, t);
   check::dtype_is(op, name, t, DType::f32);
@@ -71,7 +75,7 @@ void CpuBackend::bias_add(Context&, Tensor& y, const Tensor& bias) {
   const auto v = channel_view(y);
   float* py = y.data<float>();
   const float* pb = bias.data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (y.numel() >= kParallelWork)
   for (std::int64_t plane = 0; plane < v.outer * v.channels; ++plane) {
     const float b = pb[plane % v.channels];
     float* row = py + plane * v.inner;
@@ -90,7 +94,7 @@ void CpuBackend::bias_grad(Context&, const Tensor& dy, Tensor& dbias, bool accum
   const float* pdy = dy.data<float>();
   float* pdb = dbias.data<float>();
   // One channel per iteration, summed in a fixed order in double: deterministic and accurate.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (dy.numel() >= kParallelWork)
   for (std::int64_t c = 0; c < v.channels; ++c) {
     double s = 0;
     for (std::int64_t n = 0; n < v.outer; ++n) {
