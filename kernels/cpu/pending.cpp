@@ -4,15 +4,6 @@
 
 namespace cudl {
 
-void CpuBackend::conv2d_forward(Context&, const Tensor&, const Tensor&, const Conv2dParams&, Tensor&) {
-  CUDL_THROW("CpuBackend::conv2d_forward: not implemented yet");
-}
-void CpuBackend::conv2d_backward_data(Context&, const Tensor&, const Tensor&, const Conv2dParams&, Tensor&) {
-  CUDL_THROW("CpuBackend::conv2d_backward_data: not implemented yet");
-}
-void CpuBackend::conv2d_backward_filter(Context&, const Tensor&, const Tensor&, const Conv2dParams&, Tensor&, bool) {
-  CUDL_THROW("CpuBackend::conv2d_backward_filter: not implemented yet");
-}
 void CpuBackend::activation_forward(Context&, Activation, float, const Tensor&, Tensor&) {
   CUDL_THROW("CpuBackend::activation_forward: not implemented yet");
 }
