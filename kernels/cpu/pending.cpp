@@ -11,18 +11,6 @@ void CpuBackend::activation_backward(Context&, Activation, float, const Tensor&,
                                      Tensor&) {
   CUDL_THROW("CpuBackend::activation_backward: not implemented yet");
 }
-void CpuBackend::maxpool2d_forward(Context&, const Tensor&, const Pool2dParams&, Tensor&, Tensor&) {
-  CUDL_THROW("CpuBackend::maxpool2d_forward: not implemented yet");
-}
-void CpuBackend::maxpool2d_backward(Context&, const Tensor&, const Tensor&, const Pool2dParams&, Tensor&) {
-  CUDL_THROW("CpuBackend::maxpool2d_backward: not implemented yet");
-}
-void CpuBackend::avgpool2d_forward(Context&, const Tensor&, const Pool2dParams&, Tensor&) {
-  CUDL_THROW("CpuBackend::avgpool2d_forward: not implemented yet");
-}
-void CpuBackend::avgpool2d_backward(Context&, const Tensor&, const Pool2dParams&, Tensor&) {
-  CUDL_THROW("CpuBackend::avgpool2d_backward: not implemented yet");
-}
 void CpuBackend::softmax_forward(Context&, const Tensor&, Tensor&) {
   CUDL_THROW("CpuBackend::softmax_forward: not implemented yet");
 }
