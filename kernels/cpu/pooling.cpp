@@ -1,0 +1,161 @@
+// Max and average pooling on the CPU, OpenMP over the N*C planes.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "engine/check.hpp"
+#include "engine/context.hpp"
+#include "kernels/cpu/cpu_backend.hpp"
+
+namespace cudl {
+namespace {
+
+// Below this much work a parallel region costs more than it saves (thread wake-up on a busy
+// machine is milliseconds).
+constexpr std::int64_t kParallelWork = 1 << 16;
+
+void expect_cpu(std::string_view op, std::string_view name, const Tensor& t, DType dtype = DType::f32) {
+  check::defined(op, name, t);
+  check::dtype_is(op, name, t, dtype);
+  check::on_device(op, name, t, Device::cpu());
+}
+
+struct PoolGeometry {
+  std::int64_t planes, h, w, p, q;
+};
+
+// Reads (or writes) per pass: every output visits its whole window.
+std::int64_t window_work(const Tensor& out, const Pool2dParams& p) { return out.numel() * p.kernel_h * p.kernel_w; }
+
+PoolGeometry geometry(const Shape& x, const Shape& y) { return {x[0] * x[1], x[2], x[3], y[2], y[3]}; }
+
+// The gradient's input shape must pool to dy's shape; checked here so the message names the op.
+void check_backward_shapes(std::string_view op, const Tensor& dy, const Tensor& dx, const Pool2dParams& p) {
+  check::rank_is(op, "dx", dx, 4);
+  const Shape expected = pool2d_output_shape(dx.shape(), p);
+  CUDL_CHECK(dy.shape() == expected,
+             "{}: dy has shape {}, expected {} for dx={} (kernel {}x{}, stride {}x{}, pad {}x{})", op, dy.shape(),
+             expected, dx.shape(), p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w);
+}
+
+}  // namespace
+
+void CpuBackend::maxpool2d_forward(Context&, const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
+  constexpr std::string_view op = "maxpool2d_forward";
+  expect_cpu(op, "x", x);
+  expect_cpu(op, "y", y);
+  expect_cpu(op, "argmax", argmax, DType::i32);
+  check::shape_is(op, "y", y, pool2d_output_shape(x.shape(), p));
+  check::same_shape(op, "y", y, "argmax", argmax);
+  const auto g = geometry(x.shape(), y.shape());
+  const float* px = x.data<float>();
+  float* py = y.data<float>();
+  std::int32_t* pa = argmax.data<std::int32_t>();
+#pragma omp parallel for schedule(static) if (window_work(y, p) >= kParallelWork)
+  for (std::int64_t plane = 0; plane < g.planes; ++plane) {
+    const float* in = px + plane * g.h * g.w;
+    for (std::int64_t oh = 0; oh < g.p; ++oh) {
+      for (std::int64_t ow = 0; ow < g.q; ++ow) {
+        const std::int64_t h0 = oh * p.stride_h - p.pad_h, w0 = ow * p.stride_w - p.pad_w;
+        float best = -std::numeric_limits<float>::infinity();
+        std::int64_t where = -1;
+        // Row-major scan with a strict comparison: the first maximum wins ties. NaN wins and
+        // stays (as in PyTorch), so a NaN input is never hidden.
+        for (std::int64_t ih = std::max<std::int64_t>(h0, 0); ih < std::min(h0 + p.kernel_h, g.h); ++ih) {
+          for (std::int64_t iw = std::max<std::int64_t>(w0, 0); iw < std::min(w0 + p.kernel_w, g.w); ++iw) {
+            const float v = in[ih * g.w + iw];
+            if (where < 0 || v > best || (std::isnan(v) && !std::isnan(best))) {
+              best = v;
+              where = ih * g.w + iw;
+            }
+          }
+        }
+        const std::int64_t o = (plane * g.p + oh) * g.q + ow;
+        py[o] = best;
+        pa[o] = static_cast<std::int32_t>(where);
+      }
+    }
+  }
+}
+
+void CpuBackend::maxpool2d_backward(Context&, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p,
+                                    Tensor& dx) {
+  constexpr std::string_view op = "maxpool2d_backward";
+  expect_cpu(op, "dy", dy);
+  expect_cpu(op, "argmax", argmax, DType::i32);
+  expect_cpu(op, "dx", dx);
+  check_backward_shapes(op, dy, dx, p);
+  check::same_shape(op, "dy", dy, "argmax", argmax);
+  const auto g = geometry(dx.shape(), dy.shape());
+  const float* pdy = dy.data<float>();
+  const std::int32_t* pa = argmax.data<std::int32_t>();
+  float* pdx = dx.data<float>();
+  std::int64_t bad = 0;
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (dy.numel() >= kParallelWork)
+  for (std::int64_t plane = 0; plane < g.planes; ++plane) {
+    float* out = pdx + plane * g.h * g.w;
+    std::fill(out, out + g.h * g.w, 0.0f);
+    for (std::int64_t o = plane * g.p * g.q; o < (plane + 1) * g.p * g.q; ++o) {
+      const std::int64_t where = pa[o];
+      if (where < 0 || where >= g.h * g.w) {
+        ++bad;
+        continue;
+      }
+      out[where] += pdy[o];
+    }
+  }
+  CUDL_CHECK(bad == 0, "{}: {} argmax entries lie outside the {}x{} input plane (dx={}, argmax={})", op, bad, g.h, g.w,
+             dx.shape(), argmax.shape());
+}
+
+void CpuBackend::avgpool2d_forward(Context&, const Tensor& x, const Pool2dParams& p, Tensor& y) {
+  constexpr std::string_view op = "avgpool2d_forward";
+  expect_cpu(op, "x", x);
+  expect_cpu(op, "y", y);
+  check::shape_is(op, "y", y, pool2d_output_shape(x.shape(), p));
+  const auto g = geometry(x.shape(), y.shape());
+  const float* px = x.data<float>();
+  float* py = y.data<float>();
+  const float inv = 1.0f / static_cast<float>(p.kernel_h * p.kernel_w);
+#pragma omp parallel for schedule(static) if (window_work(y, p) >= kParallelWork)
+  for (std::int64_t plane = 0; plane < g.planes; ++plane) {
+    const float* in = px + plane * g.h * g.w;
+    for (std::int64_t oh = 0; oh < g.p; ++oh) {
+      for (std::int64_t ow = 0; ow < g.q; ++ow) {
+        const std::int64_t h0 = oh * p.stride_h - p.pad_h, w0 = ow * p.stride_w - p.pad_w;
+        float s = 0.0f;
+        for (std::int64_t ih = std::max<std::int64_t>(h0, 0); ih < std::min(h0 + p.kernel_h, g.h); ++ih)
+          for (std::int64_t iw = std::max<std::int64_t>(w0, 0); iw < std::min(w0 + p.kernel_w, g.w); ++iw)
+            s += in[ih * g.w + iw];
+        py[(plane * g.p + oh) * g.q + ow] = s * inv;
+      }
+    }
+  }
+}
+
+void CpuBackend::avgpool2d_backward(Context&, const Tensor& dy, const Pool2dParams& p, Tensor& dx) {
+  constexpr std::string_view op = "avgpool2d_backward";
+  expect_cpu(op, "dy", dy);
+  expect_cpu(op, "dx", dx);
+  check_backward_shapes(op, dy, dx, p);
+  const auto g = geometry(dx.shape(), dy.shape());
+  const float* pdy = dy.data<float>();
+  float* pdx = dx.data<float>();
+  const float inv = 1.0f / static_cast<float>(p.kernel_h * p.kernel_w);
+#pragma omp parallel for schedule(static) if (window_work(dy, p) >= kParallelWork)
+  for (std::int64_t plane = 0; plane < g.planes; ++plane) {
+    float* out = pdx + plane * g.h * g.w;
+    std::fill(out, out + g.h * g.w, 0.0f);
+    for (std::int64_t oh = 0; oh < g.p; ++oh) {
+      for (std::int64_t ow = 0; ow < g.q; ++ow) {
+        const float d = pdy[(plane * g.p + oh) * g.q + ow] * inv;
+        const std::int64_t h0 = oh * p.stride_h - p.pad_h, w0 = ow * p.stride_w - p.pad_w;
+        for (std::int64_t ih = std::max<std::int64_t>(h0, 0); ih < std::min(h0 + p.kernel_h, g.h); ++ih)
+          for (std::int64_t iw = std::max<std::int64_t>(w0, 0); iw < std::min(w0 + p.kernel_w, g.w); ++iw)
+            out[ih * g.w + iw] += d;
+      }
+    }
+  }
+}
+
+}  // namespace cudl
