@@ -2,15 +2,24 @@
 // Launchers of our own CUDA kernels, over raw pointers and sizes. This header and the .cu files
 // include no fmt (its consteval format strings do not compile under nvcc): shape checks and
 // messages live in the CudaBackend methods (kernels/cuda/*_ops.cpp), which call these.
+//
+// Every launcher enqueues on `stream`, never synchronises, and calls check_launch after <<<>>>.
+// Sizes are element counts. The formulas are the CPU backend's (engine/backend.hpp).
+#include <cstddef>
 #include <cstdint>
 
 #include <cuda_runtime_api.h>
+
+#define CUDL_STATUS_CHECK(call) ::cudl::cuda_detail::check_status((call), #call, __FILE__, __LINE__)
 
 namespace cudl::cuda_detail {
 
 // Throws cudl::Error naming the kernel if its launch failed (bad configuration, no device...).
 // Defined in kernels/cuda/launch_check.cpp; every launcher calls it right after <<<...>>>.
 void check_launch(const char* kernel_name);
+// Throws cudl::Error (OutOfMemoryError for cudaErrorMemoryAllocation) unless status is success;
+// for runtime/CUB calls made inside .cu files, through CUDL_STATUS_CHECK.
+void check_status(cudaError_t status, const char* call, const char* file, int line);
 
 // Grid size for n elements at `block` threads each, capped so grid-stride loops cover the rest.
 inline unsigned grid_for(std::int64_t n, unsigned block = 256) {
@@ -19,5 +28,106 @@ inline unsigned grid_for(std::int64_t n, unsigned block = 256) {
   if (blocks > 65535LL * 16) blocks = 65535LL * 16;
   return static_cast<unsigned>(blocks);
 }
+
+// ---- elementwise.cu ----
+void launch_fill(float* x, std::int64_t n, float value, cudaStream_t stream);
+void launch_axpy(float alpha, const float* x, float* y, std::int64_t n, cudaStream_t stream);
+void launch_scale(float* x, float alpha, std::int64_t n, cudaStream_t stream);
+void launch_mul(const float* a, const float* b, float* out, std::int64_t n, cudaStream_t stream);
+void launch_fill_uniform(float* x, std::int64_t n, float low, float high, std::uint64_t seed, std::uint64_t offset,
+                         cudaStream_t stream);
+void launch_fill_normal(float* x, std::int64_t n, float mean, float stddev, std::uint64_t seed,
+                        std::uint64_t offset, cudaStream_t stream);
+// mask[i] = u >= p ? keep_scale : 0 with u = philox::uniform(offset + i, seed); y = x * mask.
+void launch_dropout(const float* x, float* y, float* mask, std::int64_t n, float p, float keep_scale,
+                    std::uint64_t seed, std::uint64_t offset, cudaStream_t stream);
+
+// Activation kinds, in the order of cudl::Activation (relu, leaky_relu, sigmoid, tanh).
+enum ActivationKind : int { kRelu = 0, kLeakyRelu = 1, kSigmoid = 2, kTanh = 3 };
+void launch_activation_forward(int kind, float alpha, const float* x, float* y, std::int64_t n,
+                               cudaStream_t stream);
+void launch_activation_backward(int kind, float alpha, const float* x, const float* y, const float* dy, float* dx,
+                                std::int64_t n, cudaStream_t stream);
+
+// y viewed as [outer, channels, inner]: y[o, c, i] += bias[c].
+void launch_bias_add(float* y, const float* bias, std::int64_t outer, std::int64_t channels, std::int64_t inner,
+                     cudaStream_t stream);
+// dbias[c] (+)= sum over o, i of dy[o, c, i]; one block per channel.
+void launch_bias_grad(const float* dy, float* dbias, std::int64_t outer, std::int64_t channels, std::int64_t inner,
+                      bool accumulate, cudaStream_t stream);
+
+// PyTorch SGD; momentum_buf may be null when momentum == 0.
+void launch_sgd_step(float* param, const float* grad, float* momentum_buf, std::int64_t n, float lr, float momentum,
+                     float dampening, float weight_decay, bool nesterov, cudaStream_t stream);
+// Adam / AdamW; bias_correction1 = 1 - beta1^t, bias_correction2 = 1 - beta2^t.
+void launch_adam_step(float* param, const float* grad, float* m, float* v, std::int64_t n, float lr, float beta1,
+                      float beta2, float eps, float weight_decay, bool decoupled, float bias_correction1,
+                      float bias_correction2, cudaStream_t stream);
+
+// ---- pooling.cu; x, y are [planes, H, W] and [planes, OH, OW] (planes = N*C) ----
+struct PoolGeometry {
+  std::int64_t planes = 0;
+  int height = 0, width = 0, out_height = 0, out_width = 0;
+  int kernel_h = 0, kernel_w = 0, stride_h = 0, stride_w = 0, pad_h = 0, pad_w = 0;
+};
+void launch_maxpool_forward(const float* x, float* y, std::int32_t* argmax, const PoolGeometry& g,
+                            cudaStream_t stream);
+// Gather formulation (deterministic, no atomics): each input pixel sums dy of the windows whose
+// argmax points at it, in the same order as the CPU's scatter loop.
+void launch_maxpool_backward(const float* dy, const std::int32_t* argmax, float* dx, const PoolGeometry& g,
+                             cudaStream_t stream);
+void launch_avgpool_forward(const float* x, float* y, const PoolGeometry& g, cudaStream_t stream);
+void launch_avgpool_backward(const float* dy, float* dx, const PoolGeometry& g, cudaStream_t stream);
+
+// ---- softmax.cu; x, y are [rows, cols], one warp per row ----
+void launch_softmax_forward(const float* x, float* y, std::int64_t rows, std::int64_t cols, bool log,
+                            cudaStream_t stream);
+// softmax: dx = y * (dy - Σ dy*y); log-softmax: dx = dy - exp(y) * Σ dy.
+void launch_softmax_backward(const float* y, const float* dy, float* dx, std::int64_t rows, std::int64_t cols,
+                             bool log, cudaStream_t stream);
+// probs = softmax(logits); row_loss[n] = -log softmax(logits)[n, labels[n]] (NaN for a label
+// outside [0, cols): the device cannot throw without a sync); then loss[0] = mean(row_loss).
+void launch_softmax_cross_entropy_forward(const float* logits, const std::int32_t* labels, float* probs,
+                                          float* row_loss, float* loss, std::int64_t rows, std::int64_t cols,
+                                          cudaStream_t stream);
+// dlogits = (probs - onehot(labels)) * scale, scale = dloss / rows.
+void launch_softmax_cross_entropy_backward(const float* probs, const std::int32_t* labels, float* dlogits,
+                                           std::int64_t rows, std::int64_t cols, float scale, cudaStream_t stream);
+// out[n] = first index of the maximum of row n.
+void launch_argmax_rows(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t cols,
+                        cudaStream_t stream);
+// correct[n] = argmax(row n) == labels[n]; out[0] = mean(correct).
+void launch_accuracy(const float* logits, const std::int32_t* labels, float* correct, float* out, std::int64_t rows,
+                     std::int64_t cols, cudaStream_t stream);
+
+// ---- reduce.cu ----
+// Sum / max of n floats into out[0] with cub::DeviceReduce. Ask for the temporary storage size
+// first, allocate it (a cudl::Workspace), then launch with it.
+std::size_t reduce_sum_temp_bytes(std::int64_t n);
+std::size_t reduce_max_temp_bytes(std::int64_t n);
+// out[0] = scale * Σ x (scale = 1 for sum, 1/n for mean).
+void launch_reduce_sum(const float* x, std::int64_t n, float scale, float* out, void* temp, std::size_t temp_bytes,
+                       cudaStream_t stream);
+void launch_reduce_max(const float* x, std::int64_t n, float* out, void* temp, std::size_t temp_bytes,
+                       cudaStream_t stream);
+
+// Losses: a two-pass deterministic reduction, first into kLossPartials partial sums (the caller
+// provides that many floats of scratch), then one block writes loss[0].
+inline constexpr int kLossPartials = 512;
+// loss[0] = mean((a-b)²) or mean(|a-b|).
+void launch_mse_loss_forward(const float* a, const float* b, std::int64_t n, float* partials, float* loss,
+                             cudaStream_t stream);
+void launch_l1_loss_forward(const float* a, const float* b, std::int64_t n, float* partials, float* loss,
+                            cudaStream_t stream);
+// da = dloss * 2 (a-b) / n, or dloss * sign(a-b) / n.
+void launch_mse_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float dloss,
+                              cudaStream_t stream);
+void launch_l1_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float dloss,
+                             cudaStream_t stream);
+// x is [planes, H, W]; loss[0] = Σ (x[i+1,j]-x[i,j])² + Σ (x[i,j+1]-x[i,j])².
+void launch_tv_loss_forward(const float* x, std::int64_t planes, std::int64_t height, std::int64_t width,
+                            float* partials, float* loss, cudaStream_t stream);
+void launch_tv_loss_backward(const float* x, float* dx, std::int64_t planes, std::int64_t height,
+                             std::int64_t width, float dloss, bool accumulate, cudaStream_t stream);
 
 }  // namespace cudl::cuda_detail

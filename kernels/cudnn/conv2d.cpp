@@ -1,0 +1,302 @@
+// CudaBackend: 2-D convolution (cross-correlation, NCHW, fp32) through the legacy cuDNN API.
+//
+// Algorithm policy: per direction and shape, ask cuDNN's heuristics (cudnnGet*Algorithm_v7) for
+// its ranked list and take the first entry that (1) reports CUDNN_STATUS_SUCCESS, (2) uses an
+// allowed math type and (3) whose workspace cuDNN confirms for that math type. Strict fp32 allows
+// CUDNN_FMA_MATH only (CUDNN_DEFAULT_MATH may use TF32 tensor cores on Ampere and later); TF32
+// mode allows everything except CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION (which may round to fp16).
+// If no ranked entry qualifies, the always-available algorithm of that direction runs with FMA
+// math. The choice is cached in CudaResources::conv_algorithms, keyed by direction, shapes,
+// parameters and math mode (the cache is cleared when the math mode changes).
+#include <array>
+#include <string>
+
+#include "kernels/cuda/cuda_args.hpp"
+#include "kernels/cuda/cuda_backend.hpp"
+#include "kernels/cuda/launch.hpp"
+
+namespace cudl {
+
+using cuda_detail::device_tensor;
+using cuda_detail::to_int;
+
+namespace {
+
+// ---- RAII descriptors (destructors only release; they never throw) ----
+
+class TensorDescriptor {
+ public:
+  TensorDescriptor(const Shape& s, std::string_view op) {
+    CUDL_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc_), "{} tensor {}", op, s);
+    try {
+      CUDL_CUDNN_CHECK(cudnnSetTensor4dDescriptor(desc_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, to_int(op, "N", s[0], s),
+                                                  to_int(op, "C", s[1], s), to_int(op, "H", s[2], s),
+                                                  to_int(op, "W", s[3], s)),
+                       "{} tensor {}", op, s);
+    } catch (...) {
+      cudnnDestroyTensorDescriptor(desc_);
+      throw;
+    }
+  }
+  ~TensorDescriptor() { cudnnDestroyTensorDescriptor(desc_); }
+  TensorDescriptor(const TensorDescriptor&) = delete;
+  TensorDescriptor& operator=(const TensorDescriptor&) = delete;
+  cudnnTensorDescriptor_t get() const { return desc_; }
+
+ private:
+  cudnnTensorDescriptor_t desc_ = nullptr;
+};
+
+class FilterDescriptor {
+ public:
+  FilterDescriptor(const Shape& s, std::string_view op) {
+    CUDL_CUDNN_CHECK(cudnnCreateFilterDescriptor(&desc_), "{} filter {}", op, s);
+    try {
+      CUDL_CUDNN_CHECK(cudnnSetFilter4dDescriptor(desc_, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, to_int(op, "K", s[0], s),
+                                                  to_int(op, "C", s[1], s), to_int(op, "R", s[2], s),
+                                                  to_int(op, "S", s[3], s)),
+                       "{} filter {}", op, s);
+    } catch (...) {
+      cudnnDestroyFilterDescriptor(desc_);
+      throw;
+    }
+  }
+  ~FilterDescriptor() { cudnnDestroyFilterDescriptor(desc_); }
+  FilterDescriptor(const FilterDescriptor&) = delete;
+  FilterDescriptor& operator=(const FilterDescriptor&) = delete;
+  cudnnFilterDescriptor_t get() const { return desc_; }
+
+ private:
+  cudnnFilterDescriptor_t desc_ = nullptr;
+};
+
+class ConvolutionDescriptor {
+ public:
+  ConvolutionDescriptor(const Conv2dParams& p, std::string_view op) {
+    CUDL_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&desc_), "{}", op);
+    try {
+      CUDL_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(desc_, p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dilation_h,
+                                                       p.dilation_w, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+                       "{} pad={}x{} stride={}x{} dilation={}x{}", op, p.pad_h, p.pad_w, p.stride_h, p.stride_w,
+                       p.dilation_h, p.dilation_w);
+    } catch (...) {
+      cudnnDestroyConvolutionDescriptor(desc_);
+      throw;
+    }
+  }
+  ~ConvolutionDescriptor() { cudnnDestroyConvolutionDescriptor(desc_); }
+  ConvolutionDescriptor(const ConvolutionDescriptor&) = delete;
+  ConvolutionDescriptor& operator=(const ConvolutionDescriptor&) = delete;
+  cudnnConvolutionDescriptor_t get() const { return desc_; }
+  void set_math(cudnnMathType_t math, std::string_view op) {
+    CUDL_CUDNN_CHECK(cudnnSetConvolutionMathType(desc_, math), "{} math type {}", op, static_cast<int>(math));
+  }
+
+ private:
+  cudnnConvolutionDescriptor_t desc_ = nullptr;
+};
+
+// ---- algorithm choice ----
+
+bool math_allowed(cudnnMathType_t math, MathMode mode) {
+  if (mode == MathMode::strict_fp32) return math == CUDNN_FMA_MATH;
+  return math != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+}
+
+std::string cache_key(std::string_view direction, const Shape& x, const Shape& w, const Shape& y,
+                      const Conv2dParams& p, MathMode mode) {
+  return fmt::format("{} x={} w={} y={} pad={},{} stride={},{} dilation={},{} {}", direction, x, w, y, p.pad_h,
+                     p.pad_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
+                     mode == MathMode::strict_fp32 ? "fp32" : "tf32");
+}
+
+// The three directions differ only in their cuDNN entry points.
+struct Forward {
+  static constexpr std::string_view name = "conv2d";
+  using Perf = cudnnConvolutionFwdAlgoPerf_t;
+  using Algo = cudnnConvolutionFwdAlgo_t;
+  static constexpr Algo fallback = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+};
+struct BackwardData {
+  static constexpr std::string_view name = "conv2d_backward_data";
+  using Perf = cudnnConvolutionBwdDataAlgoPerf_t;
+  using Algo = cudnnConvolutionBwdDataAlgo_t;
+  static constexpr Algo fallback = CUDNN_CONVOLUTION_BWD_DATA_ALGO_0;
+};
+struct BackwardFilter {
+  static constexpr std::string_view name = "conv2d_backward_filter";
+  using Perf = cudnnConvolutionBwdFilterAlgoPerf_t;
+  using Algo = cudnnConvolutionBwdFilterAlgo_t;
+  static constexpr Algo fallback = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0;
+};
+
+// Descriptors and shapes of one convolution call; x is the input image, y the output.
+struct ConvCall {
+  Context& ctx;
+  const Shape& x_shape;
+  const Shape& w_shape;
+  const Shape& y_shape;
+  const Conv2dParams& params;
+  TensorDescriptor& x;
+  FilterDescriptor& w;
+  ConvolutionDescriptor& conv;
+  TensorDescriptor& y;
+};
+
+cudnnStatus_t heuristics(const ConvCall& c, Forward, int requested, int* returned, Forward::Perf* perf) {
+  return cudnnGetConvolutionForwardAlgorithm_v7(cuda_resources(c.ctx).cudnn, c.x.get(), c.w.get(), c.conv.get(),
+                                                c.y.get(), requested, returned, perf);
+}
+cudnnStatus_t heuristics(const ConvCall& c, BackwardData, int requested, int* returned, BackwardData::Perf* perf) {
+  return cudnnGetConvolutionBackwardDataAlgorithm_v7(cuda_resources(c.ctx).cudnn, c.w.get(), c.y.get(), c.conv.get(),
+                                                     c.x.get(), requested, returned, perf);
+}
+cudnnStatus_t heuristics(const ConvCall& c, BackwardFilter, int requested, int* returned,
+                         BackwardFilter::Perf* perf) {
+  return cudnnGetConvolutionBackwardFilterAlgorithm_v7(cuda_resources(c.ctx).cudnn, c.x.get(), c.y.get(),
+                                                       c.conv.get(), c.w.get(), requested, returned, perf);
+}
+
+cudnnStatus_t workspace_size(const ConvCall& c, Forward, Forward::Algo algo, std::size_t* bytes) {
+  return cudnnGetConvolutionForwardWorkspaceSize(cuda_resources(c.ctx).cudnn, c.x.get(), c.w.get(), c.conv.get(),
+                                                 c.y.get(), algo, bytes);
+}
+cudnnStatus_t workspace_size(const ConvCall& c, BackwardData, BackwardData::Algo algo, std::size_t* bytes) {
+  return cudnnGetConvolutionBackwardDataWorkspaceSize(cuda_resources(c.ctx).cudnn, c.w.get(), c.y.get(),
+                                                      c.conv.get(), c.x.get(), algo, bytes);
+}
+cudnnStatus_t workspace_size(const ConvCall& c, BackwardFilter, BackwardFilter::Algo algo, std::size_t* bytes) {
+  return cudnnGetConvolutionBackwardFilterWorkspaceSize(cuda_resources(c.ctx).cudnn, c.x.get(), c.y.get(),
+                                                        c.conv.get(), c.w.get(), algo, bytes);
+}
+
+// Picks (or recalls) the algorithm, and leaves c.conv set to its math type.
+template <class Direction>
+ConvAlgorithm choose_algorithm(const ConvCall& c) {
+  constexpr Direction dir{};
+  const MathMode mode = c.ctx.math_mode();
+  CudaResources& r = cuda_resources(c.ctx);
+  const std::string key = cache_key(Direction::name, c.x_shape, c.w_shape, c.y_shape, c.params, mode);
+  if (auto it = r.conv_algorithms.find(key); it != r.conv_algorithms.end()) {
+    c.conv.set_math(it->second.math, Direction::name);
+    return it->second;
+  }
+
+  // Ask with the mode's math type on the descriptor: FMA restricts cuDNN to non-tensor-core kernels.
+  c.conv.set_math(mode == MathMode::strict_fp32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH, Direction::name);
+  std::array<typename Direction::Perf, 16> perf{};
+  int returned = 0;
+  CUDL_CUDNN_CHECK(heuristics(c, dir, static_cast<int>(perf.size()), &returned, perf.data()),
+                   "{} x={} w={} y={}", Direction::name, c.x_shape, c.w_shape, c.y_shape);
+
+  ConvAlgorithm chosen;
+  bool found = false;
+  for (int i = 0; i < returned && !found; ++i) {
+    const auto& candidate = perf[static_cast<std::size_t>(i)];
+    if (candidate.status != CUDNN_STATUS_SUCCESS || !math_allowed(candidate.mathType, mode)) continue;
+    c.conv.set_math(candidate.mathType, Direction::name);
+    std::size_t bytes = 0;
+    if (workspace_size(c, dir, candidate.algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
+    chosen.algo = static_cast<int>(candidate.algo);
+    chosen.math = candidate.mathType;
+    chosen.workspace_bytes = bytes;
+    found = true;
+  }
+  if (!found) {
+    chosen.algo = static_cast<int>(Direction::fallback);
+    chosen.math = CUDNN_FMA_MATH;
+    c.conv.set_math(chosen.math, Direction::name);
+    CUDL_CUDNN_CHECK(workspace_size(c, dir, Direction::fallback, &chosen.workspace_bytes),
+                     "{} x={} w={} y={}: no usable algorithm", Direction::name, c.x_shape, c.w_shape, c.y_shape);
+  }
+  c.conv.set_math(chosen.math, Direction::name);
+  r.conv_algorithms.emplace(key, chosen);
+  return chosen;
+}
+
+void check_params(std::string_view op, const Conv2dParams& p) {
+  CUDL_CHECK(p.stride_h > 0 && p.stride_w > 0 && p.dilation_h > 0 && p.dilation_w > 0 && p.pad_h >= 0 &&
+                 p.pad_w >= 0,
+             "{}: stride and dilation must be positive and padding non-negative", op);
+}
+
+}  // namespace
+
+void CudaBackend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
+  device_tensor("conv2d", "x", x, ctx);
+  device_tensor("conv2d", "w", w, ctx);
+  device_tensor("conv2d", "y", y, ctx);
+  check_params("conv2d", p);
+  check::shape_is("conv2d", "y", y, conv2d_output_shape(x.shape(), w.shape(), p));
+  if (y.numel() == 0) return;
+  if (x.numel() == 0 || w.numel() == 0) {  // no input channels: the sum is empty
+    cuda_detail::launch_fill(y.data<float>(), y.numel(), 0.0f, cuda_resources(ctx).stream);
+    return;
+  }
+  TensorDescriptor xd(x.shape(), "conv2d"), yd(y.shape(), "conv2d");
+  FilterDescriptor wd(w.shape(), "conv2d");
+  ConvolutionDescriptor cd(p, "conv2d");
+  const ConvCall call{ctx, x.shape(), w.shape(), y.shape(), p, xd, wd, cd, yd};
+  const ConvAlgorithm algo = choose_algorithm<Forward>(call);
+  Workspace ws(ctx, algo.workspace_bytes);
+  const float alpha = 1.0f, beta = 0.0f;
+  CUDL_CUDNN_CHECK(cudnnConvolutionForward(cuda_resources(ctx).cudnn, &alpha, xd.get(), x.data<float>(), wd.get(),
+                                           w.data<float>(), cd.get(),
+                                           static_cast<cudnnConvolutionFwdAlgo_t>(algo.algo), ws.data(), ws.bytes(),
+                                           &beta, yd.get(), y.data<float>()),
+                   "conv2d x={} w={} y={} algo={}", x.shape(), w.shape(), y.shape(), algo.algo);
+}
+
+void CudaBackend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p,
+                                       Tensor& dx) {
+  device_tensor("conv2d_backward_data", "dy", dy, ctx);
+  device_tensor("conv2d_backward_data", "w", w, ctx);
+  device_tensor("conv2d_backward_data", "dx", dx, ctx);
+  check_params("conv2d_backward_data", p);
+  check::shape_is("conv2d_backward_data", "dy", dy, conv2d_output_shape(dx.shape(), w.shape(), p));
+  if (dx.numel() == 0) return;
+  if (dy.numel() == 0 || w.numel() == 0) {
+    cuda_detail::launch_fill(dx.data<float>(), dx.numel(), 0.0f, cuda_resources(ctx).stream);
+    return;
+  }
+  TensorDescriptor xd(dx.shape(), "conv2d_backward_data"), yd(dy.shape(), "conv2d_backward_data");
+  FilterDescriptor wd(w.shape(), "conv2d_backward_data");
+  ConvolutionDescriptor cd(p, "conv2d_backward_data");
+  const ConvCall call{ctx, dx.shape(), w.shape(), dy.shape(), p, xd, wd, cd, yd};
+  const ConvAlgorithm algo = choose_algorithm<BackwardData>(call);
+  Workspace ws(ctx, algo.workspace_bytes);
+  const float alpha = 1.0f, beta = 0.0f;
+  CUDL_CUDNN_CHECK(cudnnConvolutionBackwardData(cuda_resources(ctx).cudnn, &alpha, wd.get(), w.data<float>(),
+                                                yd.get(), dy.data<float>(), cd.get(),
+                                                static_cast<cudnnConvolutionBwdDataAlgo_t>(algo.algo), ws.data(),
+                                                ws.bytes(), &beta, xd.get(), dx.data<float>()),
+                   "conv2d_backward_data dy={} w={} dx={} algo={}", dy.shape(), w.shape(), dx.shape(), algo.algo);
+}
+
+void CudaBackend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p,
+                                         Tensor& dw, bool accumulate) {
+  device_tensor("conv2d_backward_filter", "x", x, ctx);
+  device_tensor("conv2d_backward_filter", "dy", dy, ctx);
+  device_tensor("conv2d_backward_filter", "dw", dw, ctx);
+  check_params("conv2d_backward_filter", p);
+  check::shape_is("conv2d_backward_filter", "dy", dy, conv2d_output_shape(x.shape(), dw.shape(), p));
+  if (dw.numel() == 0) return;
+  if (x.numel() == 0 || dy.numel() == 0) {  // empty batch: the gradient is zero
+    if (!accumulate) cuda_detail::launch_fill(dw.data<float>(), dw.numel(), 0.0f, cuda_resources(ctx).stream);
+    return;
+  }
+  TensorDescriptor xd(x.shape(), "conv2d_backward_filter"), yd(dy.shape(), "conv2d_backward_filter");
+  FilterDescriptor wd(dw.shape(), "conv2d_backward_filter");
+  ConvolutionDescriptor cd(p, "conv2d_backward_filter");
+  const ConvCall call{ctx, x.shape(), dw.shape(), dy.shape(), p, xd, wd, cd, yd};
+  const ConvAlgorithm algo = choose_algorithm<BackwardFilter>(call);
+  Workspace ws(ctx, algo.workspace_bytes);
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  CUDL_CUDNN_CHECK(cudnnConvolutionBackwardFilter(cuda_resources(ctx).cudnn, &alpha, xd.get(), x.data<float>(),
+                                                  yd.get(), dy.data<float>(), cd.get(),
+                                                  static_cast<cudnnConvolutionBwdFilterAlgo_t>(algo.algo), ws.data(),
+                                                  ws.bytes(), &beta, wd.get(), dw.data<float>()),
+                   "conv2d_backward_filter x={} dy={} dw={} algo={}", x.shape(), dy.shape(), dw.shape(), algo.algo);
+}
+
+}  // namespace cudl

@@ -1,0 +1,504 @@
+// The CUDA backend against the CPU backend, op by op: the same seeded inputs on a CPU and a CUDA
+// context, compared elementwise as |gpu - cpu| <= atol + rtol * |cpu|. Indices (argmax), counts
+// (accuracy), dropout masks and uniform fills must match exactly. Every test skips with "no CUDA
+// device" when there is none (CUDL_REQUIRE_CUDA in SetUp), so a GPU-less run shows them skipped.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/backend.hpp"
+#include "engine/context.hpp"
+#include "engine/tensor.hpp"
+#include "tests/backend_fixture.hpp"
+
+namespace {
+
+using namespace cudl;
+
+struct Tolerance {
+  float atol, rtol;
+};
+// Elementwise maps: a few float roundings apart at most (expf/tanhf/sqrtf ulps, FMA contraction).
+constexpr Tolerance kElementwise{1e-5f, 1e-4f};
+// GEMM, convolution, reductions and losses: summation order differs between the backends.
+constexpr Tolerance kAccumulated{1e-4f, 1e-3f};
+// Box-Muller is computed in double on both sides; the float results agree to rounding.
+constexpr Tolerance kNormal{1e-5f, 1e-5f};
+
+// One tensor on each side, holding the same values.
+struct Both {
+  Tensor c, g;
+};
+using Side = Tensor Both::*;
+
+class CudaVsCpu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CUDL_REQUIRE_CUDA();
+    cpu_ = std::make_unique<Context>(Device::cpu());
+    gpu_ = std::make_unique<Context>(Device::cuda(0));  // strict fp32 (the default)
+  }
+
+  Context& cpu() { return *cpu_; }
+  Context& gpu() { return *gpu_; }
+
+  // Runs f(backend, context, side) on the CPU, then on CUDA.
+  template <class F>
+  void on_both(F&& f) {
+    f(cpu_->backend(), cpu(), &Both::c);
+    f(gpu_->backend(), gpu(), &Both::g);
+  }
+
+  static std::vector<float> uniform_values(std::int64_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> dist(lo, hi);
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (float& x : v) x = dist(rng);
+    return v;
+  }
+  // Multiples of 0.25 in [-2, 2]: plenty of exact ties for argmax-style tests.
+  static std::vector<float> tied_values(std::int64_t n, std::uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int> dist(-8, 8);
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (float& x : v) x = 0.25f * static_cast<float>(dist(rng));
+    return v;
+  }
+  static std::vector<std::int32_t> random_labels(std::int64_t n, std::int32_t classes, std::uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<std::int32_t> dist(0, classes - 1);
+    std::vector<std::int32_t> v(static_cast<std::size_t>(n));
+    for (auto& x : v) x = dist(rng);
+    return v;
+  }
+
+  Both from(const std::vector<float>& v, const Shape& s) {
+    return {Tensor::from_host(v, s, cpu()), Tensor::from_host(v, s, gpu())};
+  }
+  Both from_int(const std::vector<std::int32_t>& v, const Shape& s) {
+    return {Tensor::from_host(std::span<const std::int32_t>(v), s, cpu()),
+            Tensor::from_host(std::span<const std::int32_t>(v), s, gpu())};
+  }
+  Both random(const Shape& s, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+    return from(uniform_values(s.numel(), seed, lo, hi), s);
+  }
+  Both zeros(const Shape& s, DType dtype = DType::f32) {
+    return {Tensor::zeros(s, cpu(), dtype), Tensor::zeros(s, gpu(), dtype)};
+  }
+
+  void expect_close(const Both& t, Tolerance tol, const std::string& what) {
+    ASSERT_EQ(t.c.shape(), t.g.shape()) << what;
+    const std::vector<float> ref = t.c.to_vector(cpu());
+    const std::vector<float> got = t.g.to_vector(gpu());
+    ASSERT_EQ(ref.size(), got.size()) << what;
+    int failures = 0;
+    for (std::size_t i = 0; i < ref.size(); ++i) {
+      const bool both_nan = std::isnan(ref[i]) && std::isnan(got[i]);
+      const bool ok = both_nan || std::fabs(got[i] - ref[i]) <= tol.atol + tol.rtol * std::fabs(ref[i]);
+      if (!ok && ++failures <= 5)
+        ADD_FAILURE() << what << " [" << i << "]: cuda " << got[i] << " vs cpu " << ref[i] << " (atol " << tol.atol
+                      << ", rtol " << tol.rtol << ")";
+    }
+    EXPECT_EQ(failures, 0) << what << ": " << failures << " of " << ref.size() << " elements differ";
+  }
+
+  void expect_bits_equal(const Both& t, const std::string& what) {
+    ASSERT_EQ(t.c.shape(), t.g.shape()) << what;
+    const std::vector<float> ref = t.c.to_vector(cpu());
+    const std::vector<float> got = t.g.to_vector(gpu());
+    ASSERT_EQ(ref.size(), got.size()) << what;
+    int failures = 0;
+    for (std::size_t i = 0; i < ref.size(); ++i) {
+      if (std::memcmp(&ref[i], &got[i], sizeof(float)) != 0 && ++failures <= 5)
+        ADD_FAILURE() << what << " [" << i << "]: cuda " << got[i] << " vs cpu " << ref[i] << " (must be identical)";
+    }
+    EXPECT_EQ(failures, 0) << what << ": " << failures << " of " << ref.size() << " elements differ";
+  }
+
+  void expect_ints_equal(const Both& t, const std::string& what) {
+    ASSERT_EQ(t.c.shape(), t.g.shape()) << what;
+    EXPECT_EQ(t.c.to_int_vector(cpu()), t.g.to_int_vector(gpu())) << what;
+  }
+
+  std::unique_ptr<Context> cpu_, gpu_;
+};
+
+// ---------------------------------------------------------------- dense linear algebra
+
+TEST_F(CudaVsCpu, Gemm) {
+  const std::int64_t m = 33, k = 47, n = 29;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      Both a = random(ta ? Shape{k, m} : Shape{m, k}, 1);
+      Both b = random(tb ? Shape{n, k} : Shape{k, n}, 2);
+      Both c = random(Shape{m, n}, 3);
+      on_both([&](Backend& be, Context& ctx, Side s) { be.gemm(ctx, ta, tb, 0.7f, a.*s, b.*s, 0.3f, c.*s); });
+      expect_close(c, kAccumulated, fmt::format("gemm trans_a={} trans_b={}", ta, tb));
+    }
+}
+
+TEST_F(CudaVsCpu, BiasAddAndGrad) {
+  for (const Shape& shape : {Shape{6, 5}, Shape{3, 5, 7, 9}}) {
+    Both y = random(shape, 4);
+    Both bias = random(Shape{5}, 5);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.bias_add(ctx, y.*s, bias.*s); });
+    expect_close(y, kElementwise, fmt::format("bias_add {}", shape));
+
+    Both dy = random(shape, 6);
+    Both db = random(Shape{5}, 7);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.bias_grad(ctx, dy.*s, db.*s, false); });
+    expect_close(db, kAccumulated, fmt::format("bias_grad {}", shape));
+    on_both([&](Backend& be, Context& ctx, Side s) { be.bias_grad(ctx, dy.*s, db.*s, true); });
+    expect_close(db, kAccumulated, fmt::format("bias_grad accumulate {}", shape));
+  }
+}
+
+TEST_F(CudaVsCpu, Gram) {
+  const Shape xs{2, 5, 6, 7};
+  Both x = random(xs, 8);
+  Both g = zeros(Shape{2, 5, 5});
+  on_both([&](Backend& be, Context& ctx, Side s) { be.gram_forward(ctx, x.*s, g.*s); });
+  expect_close(g, kAccumulated, "gram_forward");
+
+  Both dg = random(Shape{2, 5, 5}, 9);  // deliberately not symmetric
+  Both dx = zeros(xs);
+  on_both([&](Backend& be, Context& ctx, Side s) { be.gram_backward(ctx, x.*s, dg.*s, dx.*s); });
+  expect_close(dx, kAccumulated, "gram_backward");
+}
+
+// ---------------------------------------------------------------- convolution
+
+TEST_F(CudaVsCpu, Conv2d) {
+  struct Case {
+    Shape x, w;
+    Conv2dParams p;
+  };
+  Conv2dParams same;
+  same.pad_h = same.pad_w = 1;
+  Conv2dParams strided;
+  strided.stride_h = 2;
+  strided.stride_w = 3;
+  strided.pad_w = 1;
+  Conv2dParams dilated;
+  dilated.pad_h = dilated.pad_w = 2;
+  dilated.dilation_h = dilated.dilation_w = 2;
+  const std::vector<Case> cases = {
+      {Shape{2, 3, 9, 11}, Shape{4, 3, 3, 3}, same},
+      {Shape{2, 3, 9, 11}, Shape{4, 3, 3, 2}, strided},
+      {Shape{1, 2, 10, 8}, Shape{3, 2, 3, 3}, dilated},
+      {Shape{3, 16, 6, 6}, Shape{8, 16, 1, 1}, Conv2dParams{}},
+  };
+  std::uint32_t seed = 10;
+  for (const Case& tc : cases) {
+    const std::string name = fmt::format("x={} w={}", tc.x, tc.w);
+    const Shape ys = conv2d_output_shape(tc.x, tc.w, tc.p);
+    Both x = random(tc.x, seed++);
+    Both w = random(tc.w, seed++);
+    Both y = zeros(ys);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.conv2d_forward(ctx, x.*s, w.*s, tc.p, y.*s); });
+    expect_close(y, kAccumulated, "conv2d_forward " + name);
+
+    Both dy = random(ys, seed++);
+    Both dx = zeros(tc.x);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.conv2d_backward_data(ctx, dy.*s, w.*s, tc.p, dx.*s); });
+    expect_close(dx, kAccumulated, "conv2d_backward_data " + name);
+
+    Both dw = random(tc.w, seed++);
+    on_both([&](Backend& be, Context& ctx, Side s) {
+      be.conv2d_backward_filter(ctx, x.*s, dy.*s, tc.p, dw.*s, false);
+    });
+    expect_close(dw, kAccumulated, "conv2d_backward_filter " + name);
+    on_both([&](Backend& be, Context& ctx, Side s) {
+      be.conv2d_backward_filter(ctx, x.*s, dy.*s, tc.p, dw.*s, true);
+    });
+    expect_close(dw, kAccumulated, "conv2d_backward_filter accumulate " + name);
+  }
+}
+
+// ---------------------------------------------------------------- activations
+
+TEST_F(CudaVsCpu, Activations) {
+  const Shape shape{4, 3, 5, 7};
+  for (Activation a : {Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::tanh}) {
+    const std::string name(activation_name(a));
+    Both x = random(shape, 20, -4.0f, 4.0f);
+    Both y = zeros(shape);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.activation_forward(ctx, a, 0.1f, x.*s, y.*s); });
+    expect_close(y, kElementwise, name + " forward");
+
+    Both dy = random(shape, 21);
+    Both dx = zeros(shape);
+    on_both([&](Backend& be, Context& ctx, Side s) {
+      be.activation_backward(ctx, a, 0.1f, x.*s, y.*s, dy.*s, dx.*s);
+    });
+    expect_close(dx, kElementwise, name + " backward");
+  }
+}
+
+// ---------------------------------------------------------------- pooling
+
+std::vector<Pool2dParams> pool_cases() {
+  Pool2dParams two;  // 2x2 stride 2
+  Pool2dParams three;
+  three.kernel_h = three.kernel_w = 3;
+  three.stride_h = three.stride_w = 2;
+  three.pad_h = three.pad_w = 1;
+  Pool2dParams odd;
+  odd.kernel_h = 3;
+  odd.kernel_w = 2;
+  odd.stride_h = 1;
+  odd.stride_w = 2;
+  odd.pad_h = 1;
+  return {two, three, odd};
+}
+
+TEST_F(CudaVsCpu, MaxPool) {
+  const Shape xs{2, 3, 9, 10};
+  for (const Pool2dParams& p : pool_cases()) {
+    const std::string name = fmt::format("kernel {}x{} stride {}x{} pad {}x{}", p.kernel_h, p.kernel_w, p.stride_h,
+                                         p.stride_w, p.pad_h, p.pad_w);
+    const Shape ys = pool2d_output_shape(xs, p);
+    Both x = from(tied_values(xs.numel(), 30), xs);  // ties: the first maximum must win on both
+    Both y = zeros(ys);
+    Both arg = zeros(ys, DType::i32);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.maxpool2d_forward(ctx, x.*s, p, y.*s, arg.*s); });
+    expect_bits_equal(y, "maxpool2d_forward " + name);
+    expect_ints_equal(arg, "maxpool2d argmax " + name);
+
+    Both dy = random(ys, 31);
+    Both dx = random(xs, 32);  // overwritten
+    on_both([&](Backend& be, Context& ctx, Side s) { be.maxpool2d_backward(ctx, dy.*s, arg.*s, p, dx.*s); });
+    expect_close(dx, kElementwise, "maxpool2d_backward " + name);
+  }
+}
+
+TEST_F(CudaVsCpu, AvgPool) {
+  const Shape xs{2, 3, 9, 10};
+  for (const Pool2dParams& p : pool_cases()) {
+    const std::string name = fmt::format("kernel {}x{} stride {}x{} pad {}x{}", p.kernel_h, p.kernel_w, p.stride_h,
+                                         p.stride_w, p.pad_h, p.pad_w);
+    const Shape ys = pool2d_output_shape(xs, p);
+    Both x = random(xs, 33);
+    Both y = zeros(ys);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.avgpool2d_forward(ctx, x.*s, p, y.*s); });
+    expect_close(y, kElementwise, "avgpool2d_forward " + name);
+
+    Both dy = random(ys, 34);
+    Both dx = random(xs, 35);  // overwritten
+    on_both([&](Backend& be, Context& ctx, Side s) { be.avgpool2d_backward(ctx, dy.*s, p, dx.*s); });
+    expect_close(dx, kElementwise, "avgpool2d_backward " + name);
+  }
+}
+
+// ---------------------------------------------------------------- softmax family
+
+TEST_F(CudaVsCpu, SoftmaxAndLogSoftmax) {
+  for (const Shape& shape : {Shape{7, 10}, Shape{5, 1000}, Shape{3, 1}}) {
+    const std::string name = fmt::format("{}", shape);
+    Both x = random(shape, 40, -6.0f, 6.0f);
+    Both dy = random(shape, 41);
+
+    Both y = zeros(shape), dx = zeros(shape);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.softmax_forward(ctx, x.*s, y.*s); });
+    expect_close(y, kElementwise, "softmax_forward " + name);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.softmax_backward(ctx, y.*s, dy.*s, dx.*s); });
+    expect_close(dx, kElementwise, "softmax_backward " + name);
+
+    Both ly = zeros(shape), ldx = zeros(shape);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.log_softmax_forward(ctx, x.*s, ly.*s); });
+    expect_close(ly, kElementwise, "log_softmax_forward " + name);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.log_softmax_backward(ctx, ly.*s, dy.*s, ldx.*s); });
+    expect_close(ldx, kElementwise, "log_softmax_backward " + name);
+  }
+}
+
+TEST_F(CudaVsCpu, SoftmaxCrossEntropy) {
+  const std::int64_t n = 37, k = 11;
+  Both logits = random(Shape{n, k}, 50, -5.0f, 5.0f);
+  Both labels = from_int(random_labels(n, static_cast<std::int32_t>(k), 51), Shape{n});
+  Both probs = zeros(Shape{n, k});
+  Both loss = zeros(Shape{1});
+  on_both([&](Backend& be, Context& ctx, Side s) {
+    be.softmax_cross_entropy_forward(ctx, logits.*s, labels.*s, probs.*s, loss.*s);
+  });
+  expect_close(probs, kElementwise, "softmax_cross_entropy probs");
+  expect_close(loss, kAccumulated, "softmax_cross_entropy loss");
+
+  Both dlogits = zeros(Shape{n, k});
+  on_both([&](Backend& be, Context& ctx, Side s) {
+    be.softmax_cross_entropy_backward(ctx, probs.*s, labels.*s, 0.75f, dlogits.*s);
+  });
+  expect_close(dlogits, kElementwise, "softmax_cross_entropy_backward");
+}
+
+// ---------------------------------------------------------------- losses
+
+TEST_F(CudaVsCpu, MseAndL1Losses) {
+  const Shape shape{3, 4, 17, 19};
+  Both a = random(shape, 60), b = random(shape, 61);
+  Both loss = zeros(Shape{1}), da = zeros(shape);
+
+  on_both([&](Backend& be, Context& ctx, Side s) { be.mse_loss_forward(ctx, a.*s, b.*s, loss.*s); });
+  expect_close(loss, kAccumulated, "mse_loss_forward");
+  on_both([&](Backend& be, Context& ctx, Side s) { be.mse_loss_backward(ctx, a.*s, b.*s, 1.5f, da.*s); });
+  expect_close(da, kElementwise, "mse_loss_backward");
+
+  on_both([&](Backend& be, Context& ctx, Side s) { be.l1_loss_forward(ctx, a.*s, b.*s, loss.*s); });
+  expect_close(loss, kAccumulated, "l1_loss_forward");
+  on_both([&](Backend& be, Context& ctx, Side s) { be.l1_loss_backward(ctx, a.*s, b.*s, 1.5f, da.*s); });
+  expect_close(da, kElementwise, "l1_loss_backward");
+}
+
+TEST_F(CudaVsCpu, TotalVariationLoss) {
+  const Shape shape{2, 3, 13, 17};
+  Both x = random(shape, 62);
+  Both loss = zeros(Shape{1});
+  on_both([&](Backend& be, Context& ctx, Side s) { be.tv_loss_forward(ctx, x.*s, loss.*s); });
+  expect_close(loss, kAccumulated, "tv_loss_forward");
+
+  Both dx = random(shape, 63);
+  on_both([&](Backend& be, Context& ctx, Side s) { be.tv_loss_backward(ctx, x.*s, 0.5f, dx.*s, false); });
+  expect_close(dx, kElementwise, "tv_loss_backward");
+  on_both([&](Backend& be, Context& ctx, Side s) { be.tv_loss_backward(ctx, x.*s, 0.5f, dx.*s, true); });
+  expect_close(dx, kElementwise, "tv_loss_backward accumulate");
+}
+
+// ---------------------------------------------------------------- dropout, mul
+
+TEST_F(CudaVsCpu, DropoutMaskIsIdentical) {
+  const Shape shape{5, 1001};
+  for (float p : {0.0f, 0.3f, 0.5f}) {
+    Both x = random(shape, 70);
+    Both y = zeros(shape), mask = zeros(shape);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.dropout_forward(ctx, x.*s, p, 1234, 77, y.*s, mask.*s); });
+    expect_bits_equal(mask, fmt::format("dropout mask p={}", p));
+    expect_bits_equal(y, fmt::format("dropout y p={}", p));
+  }
+}
+
+TEST_F(CudaVsCpu, Mul) {
+  const Shape shape{3, 7, 11};
+  Both a = random(shape, 71), b = random(shape, 72), out = zeros(shape);
+  on_both([&](Backend& be, Context& ctx, Side s) { be.mul(ctx, a.*s, b.*s, out.*s); });
+  expect_bits_equal(out, "mul");
+}
+
+// ---------------------------------------------------------------- optimizers
+
+TEST_F(CudaVsCpu, SgdStep) {
+  std::vector<SgdParams> cases(4);
+  cases[1].momentum = 0.9f;
+  cases[2].momentum = 0.9f;
+  cases[2].nesterov = true;
+  cases[2].weight_decay = 1e-2f;
+  cases[3].momentum = 0.8f;
+  cases[3].dampening = 0.1f;
+  cases[3].weight_decay = 5e-4f;
+  cases[3].lr = 0.1f;
+  const Shape shape{257, 3};
+  int index = 0;
+  for (const SgdParams& p : cases) {
+    Both param = random(shape, 80);
+    Both buf = zeros(shape);  // the momentum buffer starts at zero
+    for (std::uint32_t step = 0; step < 3; ++step) {
+      Both grad = random(shape, 81 + step);
+      on_both([&](Backend& be, Context& ctx, Side s) { be.sgd_step(ctx, p, param.*s, grad.*s, buf.*s); });
+    }
+    expect_close(param, kElementwise, fmt::format("sgd case {} param", index));
+    if (p.momentum != 0.0f) expect_close(buf, kElementwise, fmt::format("sgd case {} momentum", index));
+    ++index;
+  }
+}
+
+TEST_F(CudaVsCpu, AdamAndAdamWSteps) {
+  for (bool decoupled : {false, true}) {
+    AdamParams p;
+    p.lr = 1e-2f;
+    p.weight_decay = 1e-2f;
+    p.decoupled_weight_decay = decoupled;
+    const Shape shape{129, 5};
+    Both param = random(shape, 90);
+    Both m = zeros(shape), v = zeros(shape);
+    for (std::int64_t step = 1; step <= 3; ++step) {
+      p.step = step;
+      Both grad = random(shape, 91 + static_cast<std::uint32_t>(step));
+      on_both([&](Backend& be, Context& ctx, Side s) { be.adam_step(ctx, p, param.*s, grad.*s, m.*s, v.*s); });
+    }
+    const std::string name = decoupled ? "adamw" : "adam";
+    expect_close(param, kElementwise, name + " param");
+    expect_close(m, kElementwise, name + " m");
+    expect_close(v, kElementwise, name + " v");
+  }
+}
+
+// ---------------------------------------------------------------- reductions
+
+TEST_F(CudaVsCpu, SumMeanMax) {
+  for (std::int64_t n : {1, 1000, 100003}) {
+    Both x = random(Shape{n}, 100, -1.0f, 2.0f);
+    Both out = zeros(Shape{1});
+    on_both([&](Backend& be, Context& ctx, Side s) { be.sum(ctx, x.*s, out.*s); });
+    expect_close(out, kAccumulated, fmt::format("sum n={}", n));
+    on_both([&](Backend& be, Context& ctx, Side s) { be.mean(ctx, x.*s, out.*s); });
+    expect_close(out, kAccumulated, fmt::format("mean n={}", n));
+    on_both([&](Backend& be, Context& ctx, Side s) { be.max(ctx, x.*s, out.*s); });
+    expect_bits_equal(out, fmt::format("max n={}", n));
+  }
+}
+
+TEST_F(CudaVsCpu, ArgmaxRowsAndAccuracy) {
+  for (const Shape& shape : {Shape{64, 10}, Shape{9, 1000}, Shape{5, 1}}) {
+    const std::string name = fmt::format("{}", shape);
+    Both x = from(tied_values(shape.numel(), 110), shape);  // ties: the first index must win on both
+    Both arg = zeros(Shape{shape[0]}, DType::i32);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.argmax_rows(ctx, x.*s, arg.*s); });
+    expect_ints_equal(arg, "argmax_rows " + name);
+
+    Both labels = from_int(random_labels(shape[0], static_cast<std::int32_t>(shape[1]), 111), Shape{shape[0]});
+    Both acc = zeros(Shape{1});
+    on_both([&](Backend& be, Context& ctx, Side s) { be.accuracy(ctx, x.*s, labels.*s, acc.*s); });
+    expect_bits_equal(acc, "accuracy " + name);
+  }
+}
+
+// ---------------------------------------------------------------- elementwise basics
+
+TEST_F(CudaVsCpu, FillCopyAxpyScale) {
+  const Shape shape{13, 31};
+  Both x = random(shape, 120);
+  on_both([&](Backend& be, Context& ctx, Side s) { be.fill(ctx, x.*s, 2.5f); });
+  expect_bits_equal(x, "fill");
+
+  Both src = random(shape, 121), dst = zeros(shape);
+  on_both([&](Backend& be, Context& ctx, Side s) { be.copy(ctx, src.*s, dst.*s); });
+  expect_bits_equal(dst, "copy");
+
+  Both y = random(shape, 122);
+  on_both([&](Backend& be, Context& ctx, Side s) { be.axpy(ctx, -0.37f, src.*s, y.*s); });
+  expect_close(y, kElementwise, "axpy");
+
+  on_both([&](Backend& be, Context& ctx, Side s) { be.scale(ctx, y.*s, 1.7f); });
+  expect_close(y, kElementwise, "scale");
+}
+
+TEST_F(CudaVsCpu, SeededRandomFills) {
+  const Shape shape{3, 4099};
+  Both u = zeros(shape);
+  on_both([&](Backend& be, Context& ctx, Side s) { be.fill_uniform(ctx, u.*s, -0.5f, 1.5f, 42, 1000); });
+  expect_bits_equal(u, "fill_uniform");
+
+  Both g = zeros(shape);
+  on_both([&](Backend& be, Context& ctx, Side s) { be.fill_normal(ctx, g.*s, 0.1f, 0.02f, 42, 1000); });
+  expect_close(g, kNormal, "fill_normal");
+  Both z = zeros(shape);
+  on_both([&](Backend& be, Context& ctx, Side s) { be.fill_normal(ctx, z.*s, 0.0f, 1.0f, 7, 0); });
+  expect_close(z, kNormal, "fill_normal standard");
+}
+
+}  // namespace
