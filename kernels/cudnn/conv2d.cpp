@@ -5,6 +5,8 @@
 // allowed math type and (3) whose workspace cuDNN confirms for that math type. Strict fp32 allows
 // CUDNN_FMA_MATH only (CUDNN_DEFAULT_MATH may use TF32 tensor cores on Ampere and later); TF32
 // mode allows everything except CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION (which may round to fp16).
+// (PyTorch asserts the same: with an FMA descriptor, float heuristics report CUDNN_FMA_MATH.)
+// Entries needing more than 1 GiB of workspace are skipped.
 // If no ranked entry qualifies, the always-available algorithm of that direction runs with FMA
 // math. The choice is cached in CudaResources::conv_algorithms, keyed by direction, shapes,
 // parameters and math mode (the cache is cleared when the math mode changes).
@@ -97,6 +99,9 @@ class ConvolutionDescriptor {
 };
 
 // ---- algorithm choice ----
+
+// Algorithms that want more scratch than this (FFT variants on big images) are passed over.
+constexpr std::size_t kMaxWorkspaceBytes = std::size_t{1} << 30;
 
 bool math_allowed(cudnnMathType_t math, MathMode mode) {
   if (mode == MathMode::strict_fp32) return math == CUDNN_FMA_MATH;
@@ -196,7 +201,7 @@ ConvAlgorithm choose_algorithm(const ConvCall& c) {
     if (candidate.status != CUDNN_STATUS_SUCCESS || !math_allowed(candidate.mathType, mode)) continue;
     c.conv.set_math(candidate.mathType, Direction::name);
     std::size_t bytes = 0;
-    if (workspace_size(c, dir, candidate.algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
+    if (workspace_size(c, dir, candidate.algo, &bytes) != CUDNN_STATUS_SUCCESS || bytes > kMaxWorkspaceBytes) continue;
     chosen.algo = static_cast<int>(candidate.algo);
     chosen.math = candidate.mathType;
     chosen.workspace_bytes = bytes;
