@@ -62,16 +62,15 @@ class Backend {
 
   // ---- dense linear algebra ----
   // C = alpha * op(A) * op(B) + beta * C, all row-major 2-D; op(X) = X or Xᵀ.
-  virtual void gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b,
-                    float beta, Tensor& c) = 0;
+  virtual void gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta,
+                    Tensor& c) = 0;
   // y[n, c, ...] += bias[c] (dim 1 is the channel, for both [N, C] and [N, C, H, W]).
   virtual void bias_add(Context& ctx, Tensor& y, const Tensor& bias) = 0;
   // dbias[c] (+)= sum of dy over every dim except 1.
   virtual void bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accumulate) = 0;
 
   // ---- convolution (cross-correlation, like PyTorch), x [N,C,H,W], w [K,C,R,S], y [N,K,P,Q] ----
-  virtual void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p,
-                              Tensor& y) = 0;
+  virtual void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) = 0;
   virtual void conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p,
                                     Tensor& dx) = 0;
   virtual void conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p,
@@ -85,8 +84,7 @@ class Backend {
 
   // ---- pooling, x [N,C,H,W]; padding counts as -inf for max and as zeros for average ----
   // argmax (i32, shape of y) holds the flat h*W+w index of the winner within its plane.
-  virtual void maxpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y,
-                                 Tensor& argmax) = 0;
+  virtual void maxpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) = 0;
   virtual void maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p,
                                   Tensor& dx) = 0;
   // Average over the full window, padding included (PyTorch's count_include_pad=True).
@@ -99,11 +97,11 @@ class Backend {
   virtual void log_softmax_forward(Context& ctx, const Tensor& x, Tensor& y) = 0;
   virtual void log_softmax_backward(Context& ctx, const Tensor& y, const Tensor& dy, Tensor& dx) = 0;
   // loss[0] = mean_n(-log softmax(logits)[n, labels[n]]); probs = softmax(logits), kept for backward.
-  virtual void softmax_cross_entropy_forward(Context& ctx, const Tensor& logits, const Tensor& labels,
-                                             Tensor& probs, Tensor& loss) = 0;
+  virtual void softmax_cross_entropy_forward(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& probs,
+                                             Tensor& loss) = 0;
   // dlogits = (probs - onehot(labels)) * dloss / N.
-  virtual void softmax_cross_entropy_backward(Context& ctx, const Tensor& probs, const Tensor& labels,
-                                              float dloss, Tensor& dlogits) = 0;
+  virtual void softmax_cross_entropy_backward(Context& ctx, const Tensor& probs, const Tensor& labels, float dloss,
+                                              Tensor& dlogits) = 0;
 
   // ---- Gram matrix: x [N,C,H,W] -> g [N,C,C], g = F Fᵀ / (C*H*W) with F = x[n] as [C, H*W] ----
   virtual void gram_forward(Context& ctx, const Tensor& x, Tensor& g) = 0;
@@ -142,9 +140,33 @@ class Backend {
 
   // ---- elementwise basics ----
   virtual void fill(Context& ctx, Tensor& x, float value) = 0;
-  virtual void copy(Context& ctx, const Tensor& src, Tensor& dst) = 0;        // same device, same size
+  virtual void copy(Context& ctx, const Tensor& src, Tensor& dst) = 0;           // same device, same size
   virtual void axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) = 0;  // y += alpha * x
-  virtual void scale(Context& ctx, Tensor& x, float alpha) = 0;                // x *= alpha
+  virtual void scale(Context& ctx, Tensor& x, float alpha) = 0;                  // x *= alpha
+
+  // ---- per-channel affine, dim 1 the channel: y = x * scale[c] + shift[c] (input normalisation) ----
+  virtual void channel_affine(Context& ctx, const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y) = 0;
+  // dx = dy * scale[c]
+  virtual void channel_affine_backward(Context& ctx, const Tensor& dy, const Tensor& scale, Tensor& dx) = 0;
+
+  // ---- batch normalisation per channel over (N, H, W) of x [N,C,H,W] (cuDNN's spatial mode) ----
+  // Normalises with the batch statistics, saves the batch mean and 1/sqrt(var + eps) (biased
+  // variance) for backward, and updates running = (1 - momentum) * running + momentum * batch, with
+  // the unbiased variance for running_var (PyTorch's and cuDNN's convention).
+  virtual void batchnorm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                       float eps, float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y,
+                                       Tensor& save_mean, Tensor& save_invstd) = 0;
+  // Normalises with the running statistics.
+  virtual void batchnorm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                      const Tensor& running_mean, const Tensor& running_var, float eps, Tensor& y) = 0;
+  // dx = the input gradient; dgamma and dbeta are accumulated (+=).
+  virtual void batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                                  const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma,
+                                  Tensor& dbeta) = 0;
+
+  // ---- vector helpers for L-BFGS and image output ----
+  virtual void dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) = 0;  // out[0] = Σ a·b
+  virtual void clamp(Context& ctx, Tensor& x, float low, float high) = 0;             // in place
 
   // ---- seeded random fills: element i draws from Philox(seed, counter = offset + i) ----
   virtual void fill_uniform(Context& ctx, Tensor& x, float low, float high, std::uint64_t seed,

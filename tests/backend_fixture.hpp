@@ -4,12 +4,18 @@
 // skipped GPU test is visible in the output and never passes silently.
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
 #include <vector>
 
 #include "engine/backend.hpp"
 #include "engine/context.hpp"
 #include "engine/tensor.hpp"
+
+namespace cudl {
+// Readable parameter values in ctest's test names and in failure messages.
+inline void PrintTo(DeviceType d, std::ostream* os) { *os << (d == DeviceType::cpu ? "cpu" : "cuda"); }
+}  // namespace cudl
 
 namespace cudl::testing {
 

@@ -59,6 +59,17 @@ class CpuBackend final : public Backend {
   void fill_uniform(Context& ctx, Tensor& x, float low, float high, std::uint64_t seed, std::uint64_t offset) override;
   void fill_normal(Context& ctx, Tensor& x, float mean, float stddev, std::uint64_t seed,
                    std::uint64_t offset) override;
+  void channel_affine(Context& ctx, const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y) override;
+  void channel_affine_backward(Context& ctx, const Tensor& dy, const Tensor& scale, Tensor& dx) override;
+  void batchnorm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+                               float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y, Tensor& save_mean,
+                               Tensor& save_invstd) override;
+  void batchnorm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                              const Tensor& running_mean, const Tensor& running_var, float eps, Tensor& y) override;
+  void batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
+                          const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta) override;
+  void dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) override;
+  void clamp(Context& ctx, Tensor& x, float low, float high) override;
 };
 
 }  // namespace cudl
