@@ -1,0 +1,106 @@
+#include "layers/optimizer.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+
+namespace cudl {
+
+OptimizerKind parse_optimizer(const std::string& name) {
+  if (name == "sgd") return OptimizerKind::sgd;
+  if (name == "adam") return OptimizerKind::adam;
+  if (name == "adamw") return OptimizerKind::adamw;
+  CUDL_THROW("optimizer: unknown '{}': expected sgd, adam or adamw", name);
+}
+
+std::string optimizer_name(OptimizerKind kind) {
+  switch (kind) {
+    case OptimizerKind::sgd: return "sgd";
+    case OptimizerKind::adam: return "adam";
+    case OptimizerKind::adamw: return "adamw";
+  }
+  return "?";
+}
+
+Optimizer::Optimizer(Context& ctx, Sequential& model, OptimizerConfig config) : model_(&model), config_(config) {
+  CUDL_CHECK(model.built(), "Optimizer: build() the model first");
+  const Shape shape = model.parameter_block().shape();
+  if (config_.kind == OptimizerKind::sgd) {
+    if (config_.momentum != 0.0f) first_ = Tensor::zeros(shape, ctx);
+  } else {
+    first_ = Tensor::zeros(shape, ctx);
+    second_ = Tensor::zeros(shape, ctx);
+  }
+}
+
+void Optimizer::step(Context& ctx, float lr) {
+  ++steps_;
+  Tensor& params = model_->parameter_block();
+  const Tensor& grads = model_->gradient_block();
+  if (config_.kind == OptimizerKind::sgd) {
+    SgdParams p;
+    p.lr = lr;
+    p.momentum = config_.momentum;
+    p.weight_decay = config_.weight_decay;
+    p.nesterov = config_.nesterov;
+    ctx.backend().sgd_step(ctx, p, params, grads, first_);
+    return;
+  }
+  AdamParams p;
+  p.lr = lr;
+  p.beta1 = config_.beta1;
+  p.beta2 = config_.beta2;
+  p.eps = config_.eps;
+  p.weight_decay = config_.weight_decay;
+  p.decoupled_weight_decay = config_.kind == OptimizerKind::adamw;
+  p.step = steps_;
+  ctx.backend().adam_step(ctx, p, params, grads, first_, second_);
+}
+
+std::vector<std::pair<std::string, Tensor*>> Optimizer::state() {
+  if (config_.kind == OptimizerKind::sgd) {
+    if (first_.defined()) return {{"momentum_buffer", &first_}};
+    return {};
+  }
+  return {{"exp_avg", &first_}, {"exp_avg_sq", &second_}};
+}
+
+Schedule parse_schedule(const std::string& name) {
+  if (name == "none") return Schedule::none;
+  if (name == "step") return Schedule::step;
+  if (name == "cosine") return Schedule::cosine;
+  if (name == "onecycle") return Schedule::onecycle;
+  CUDL_THROW("schedule: unknown '{}': expected none, step, cosine or onecycle", name);
+}
+
+std::string schedule_name(Schedule s) {
+  switch (s) {
+    case Schedule::none: return "none";
+    case Schedule::step: return "step";
+    case Schedule::cosine: return "cosine";
+    case Schedule::onecycle: return "onecycle";
+  }
+  return "?";
+}
+
+float learning_rate(Schedule schedule, float lr, std::int64_t step, std::int64_t total_steps) {
+  const double t = total_steps > 0 ? std::clamp(static_cast<double>(step) / static_cast<double>(total_steps), 0.0, 1.0)
+                                   : 0.0;
+  auto cosine_between = [](double from, double to, double fraction) {
+    return to + (from - to) * 0.5 * (1.0 + std::cos(std::numbers::pi * fraction));
+  };
+  switch (schedule) {
+    case Schedule::none: return lr;
+    case Schedule::step: return lr * static_cast<float>(std::pow(0.1, std::floor(std::min(t, 0.999999) * 3.0)));
+    case Schedule::cosine: return static_cast<float>(cosine_between(lr, 0.0, t));
+    case Schedule::onecycle: {
+      // torch.optim.lr_scheduler.OneCycleLR(max_lr=lr, pct_start=0.3, div_factor=25, final_div_factor=1e4).
+      const double initial = lr / 25.0, final_lr = initial / 1e4, warm = 0.3;
+      if (t < warm) return static_cast<float>(cosine_between(initial, lr, t / warm));
+      return static_cast<float>(cosine_between(lr, final_lr, (t - warm) / (1.0 - warm)));
+    }
+  }
+  return lr;
+}
+
+}  // namespace cudl

@@ -1,0 +1,60 @@
+#pragma once
+// Optimizers over a model's contiguous parameter block: one fused backend call per step updates
+// every parameter (SGD with momentum / Nesterov / weight decay, Adam, AdamW), plus the
+// learning-rate schedules the CLI offers.
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/backend.hpp"
+#include "models/sequential.hpp"
+
+namespace cudl {
+
+enum class OptimizerKind { sgd, adam, adamw };
+OptimizerKind parse_optimizer(const std::string& name);  // "sgd" | "adam" | "adamw"
+std::string optimizer_name(OptimizerKind kind);
+
+struct OptimizerConfig {
+  OptimizerKind kind = OptimizerKind::adam;
+  float lr = 1e-3f;
+  float momentum = 0.9f;  // SGD only
+  bool nesterov = false;  // SGD only
+  float weight_decay = 0.0f;
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;  // Adam/AdamW
+};
+
+class Optimizer {
+ public:
+  // State lives on ctx's device, zero-initialised, laid out like the model's parameter block.
+  Optimizer(Context& ctx, Sequential& model, OptimizerConfig config);
+
+  // Applies one update with learning rate `lr` (the schedule's value for this step) from the
+  // gradients currently in the model's gradient block.
+  void step(Context& ctx, float lr);
+
+  const OptimizerConfig& config() const { return config_; }
+  std::int64_t steps() const { return steps_; }
+  void set_steps(std::int64_t steps) { steps_ = steps; }
+  // Named flat state tensors ("exp_avg", "exp_avg_sq" or "momentum_buffer"), each shaped like
+  // the parameter block; checkpoints save and restore them.
+  std::vector<std::pair<std::string, Tensor*>> state();
+
+ private:
+  Sequential* model_;
+  OptimizerConfig config_;
+  std::int64_t steps_ = 0;
+  Tensor first_, second_;  // SGD: momentum buffer; Adam: exp_avg, exp_avg_sq
+};
+
+enum class Schedule { none, step, cosine, onecycle };
+Schedule parse_schedule(const std::string& name);  // "none" | "step" | "cosine" | "onecycle"
+std::string schedule_name(Schedule s);
+
+// The learning rate at 0-based `step` of `total_steps` for base rate `lr`:
+// none: constant; step: ×0.1 after each third of training; cosine: half a cosine from lr to 0;
+// onecycle: PyTorch's OneCycleLR defaults (30% warm-up from lr/25 to lr, cosine down to lr/25e4).
+float learning_rate(Schedule schedule, float lr, std::int64_t step, std::int64_t total_steps);
+
+}  // namespace cudl
