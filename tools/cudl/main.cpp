@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("cudl ") + CUDL_VERSION);
   app.require_subcommand(1);
   cudl::cli::add_info_command(app);
+  cudl::cli::add_summary_command(app);
   cudl::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);

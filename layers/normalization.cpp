@@ -1,0 +1,103 @@
+#include "layers/normalization.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+namespace cudl {
+
+BatchNorm2d::BatchNorm2d(std::int64_t channels, float eps, float momentum)
+    : channels_(channels), eps_(eps), momentum_(momentum) {
+  weight_ = {"weight", Shape{channels}, {}, {}, true};
+  bias_ = {"bias", Shape{channels}, {}, {}, true};
+  running_mean_ = {"running_mean", Shape{channels}, {}, {}, false};
+  running_var_ = {"running_var", Shape{channels}, {}, {}, false};
+}
+
+std::string BatchNorm2d::describe() const { return fmt::format("BatchNorm2d({}, eps={})", channels_, eps_); }
+
+Shape BatchNorm2d::output_shape(const Shape& input) const {
+  CUDL_CHECK(input.rank() == 4 && input[1] == channels_, "BatchNorm2d({}): input {} must be [N, {}, H, W]", channels_,
+             input, channels_);
+  return input;
+}
+
+std::vector<Parameter*> BatchNorm2d::parameters() { return {&weight_, &bias_, &running_mean_, &running_var_}; }
+
+void BatchNorm2d::initialize(Context& ctx, std::uint64_t /*seed*/) {
+  ctx.backend().fill(ctx, weight_.value, 1.0f);
+  ctx.backend().fill(ctx, bias_.value, 0.0f);
+  ctx.backend().fill(ctx, running_mean_.value, 0.0f);
+  ctx.backend().fill(ctx, running_var_.value, 1.0f);
+}
+
+Tensor BatchNorm2d::forward(Context& ctx, const Tensor& x, bool train) {
+  Tensor y = Tensor::empty(output_shape(x.shape()), ctx);
+  if (!train) {
+    ctx.backend().batchnorm_forward_eval(ctx, x, weight_.value, bias_.value, running_mean_.value, running_var_.value,
+                                         eps_, y);
+    x_ = Tensor();
+    return y;
+  }
+  save_mean_ = Tensor::empty({channels_}, ctx);
+  save_invstd_ = Tensor::empty({channels_}, ctx);
+  ctx.backend().batchnorm_forward_train(ctx, x, weight_.value, bias_.value, eps_, momentum_, running_mean_.value,
+                                        running_var_.value, y, save_mean_, save_invstd_);
+  x_ = x;
+  return y;
+}
+
+Tensor BatchNorm2d::backward(Context& ctx, const Tensor& dy) {
+  CUDL_CHECK(x_.defined(), "BatchNorm2d::backward: no saved input (forward was not run with train=true)");
+  Tensor dx = Tensor::empty(x_.shape(), ctx);
+  if (frozen_) {
+    // Frozen: gradients for gamma/beta are computed into scratch and dropped.
+    Tensor dgamma = Tensor::zeros({channels_}, ctx), dbeta = Tensor::zeros({channels_}, ctx);
+    ctx.backend().batchnorm_backward(ctx, x_, dy, weight_.value, save_mean_, save_invstd_, dx, dgamma, dbeta);
+  } else {
+    ctx.backend().batchnorm_backward(ctx, x_, dy, weight_.value, save_mean_, save_invstd_, dx, weight_.grad,
+                                     bias_.grad);
+  }
+  x_ = Tensor();
+  return dx;
+}
+
+Normalize::Normalize(std::array<float, 3> mean, std::array<float, 3> std) : mean_(mean), std_(std) {}
+
+std::unique_ptr<Normalize> Normalize::imagenet() {
+  return std::make_unique<Normalize>(std::array<float, 3>{0.485f, 0.456f, 0.406f},
+                                     std::array<float, 3>{0.229f, 0.224f, 0.225f});
+}
+
+std::string Normalize::describe() const {
+  return fmt::format("Normalize(mean=[{}], std=[{}])", fmt::join(mean_, ", "), fmt::join(std_, ", "));
+}
+
+Shape Normalize::output_shape(const Shape& input) const {
+  CUDL_CHECK(input.rank() == 4 && input[1] == 3, "Normalize: input {} must be RGB [N, 3, H, W]", input);
+  return input;
+}
+
+Tensor Normalize::forward(Context& ctx, const Tensor& x, bool /*train*/) {
+  if (!scale_.defined() || device_ != ctx.device()) {
+    std::vector<float> scale(3), shift(3);
+    for (int c = 0; c < 3; ++c) {
+      scale[static_cast<std::size_t>(c)] = 1.0f / std_[static_cast<std::size_t>(c)];
+      shift[static_cast<std::size_t>(c)] = -mean_[static_cast<std::size_t>(c)] / std_[static_cast<std::size_t>(c)];
+    }
+    scale_ = Tensor::from_host(scale, {3}, ctx);
+    shift_ = Tensor::from_host(shift, {3}, ctx);
+    device_ = ctx.device();
+  }
+  Tensor y = Tensor::empty(output_shape(x.shape()), ctx);
+  ctx.backend().channel_affine(ctx, x, scale_, shift_, y);
+  return y;
+}
+
+Tensor Normalize::backward(Context& ctx, const Tensor& dy) {
+  if (!input_grad_) return Tensor();  // the first layer of a classifier: nobody wants the image gradient
+  Tensor dx = Tensor::empty(dy.shape(), ctx);
+  ctx.backend().channel_affine_backward(ctx, dy, scale_, dx);
+  return dx;
+}
+
+}  // namespace cudl

@@ -1,0 +1,46 @@
+#pragma once
+#include <array>
+
+#include "layers/layer.hpp"
+
+namespace cudl {
+
+// torch.nn.BatchNorm2d: per-channel batch statistics in training, running statistics in
+// evaluation; weight (gamma) and bias (beta) trainable, running_mean/var as buffers.
+class BatchNorm2d final : public Layer {
+ public:
+  explicit BatchNorm2d(std::int64_t channels, float eps = 1e-5f, float momentum = 0.1f);
+  std::string type() const override { return "BatchNorm2d"; }
+  std::string describe() const override;
+  Shape output_shape(const Shape& input) const override;
+  Tensor forward(Context& ctx, const Tensor& x, bool train) override;
+  Tensor backward(Context& ctx, const Tensor& dy) override;
+  std::vector<Parameter*> parameters() override;
+  void initialize(Context& ctx, std::uint64_t seed) override;
+
+ private:
+  std::int64_t channels_;
+  float eps_, momentum_;
+  Parameter weight_, bias_, running_mean_, running_var_;
+  Tensor x_, save_mean_, save_invstd_;
+};
+
+// (x - mean[c]) / std[c]: the ImageNet normalisation that VGG applies to RGB input in [0, 1]
+// as its first op, so images go in unnormalised and image gradients come out in pixel units.
+class Normalize final : public Layer {
+ public:
+  Normalize(std::array<float, 3> mean, std::array<float, 3> std);
+  static std::unique_ptr<Normalize> imagenet();
+  std::string type() const override { return "Normalize"; }
+  std::string describe() const override;
+  Shape output_shape(const Shape& input) const override;
+  Tensor forward(Context& ctx, const Tensor& x, bool train) override;
+  Tensor backward(Context& ctx, const Tensor& dy) override;
+
+ private:
+  std::array<float, 3> mean_, std_;
+  Tensor scale_, shift_;  // on the device of the last forward
+  Device device_;
+};
+
+}  // namespace cudl
