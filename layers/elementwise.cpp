@@ -1,17 +1,21 @@
 #include "layers/elementwise.hpp"
 
-#include <algorithm>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 
 namespace cudl {
 
 std::string ActivationLayer::type() const {
   switch (kind_) {
-    case Activation::relu: return "ReLU";
-    case Activation::leaky_relu: return "LeakyReLU";
-    case Activation::sigmoid: return "Sigmoid";
-    case Activation::tanh: return "Tanh";
+    case Activation::relu:
+      return "ReLU";
+    case Activation::leaky_relu:
+      return "LeakyReLU";
+    case Activation::sigmoid:
+      return "Sigmoid";
+    case Activation::tanh:
+      return "Tanh";
   }
   return "Activation";
 }

@@ -15,9 +15,12 @@ OptimizerKind parse_optimizer(const std::string& name) {
 
 std::string optimizer_name(OptimizerKind kind) {
   switch (kind) {
-    case OptimizerKind::sgd: return "sgd";
-    case OptimizerKind::adam: return "adam";
-    case OptimizerKind::adamw: return "adamw";
+    case OptimizerKind::sgd:
+      return "sgd";
+    case OptimizerKind::adam:
+      return "adam";
+    case OptimizerKind::adamw:
+      return "adamw";
   }
   return "?";
 }
@@ -75,24 +78,31 @@ Schedule parse_schedule(const std::string& name) {
 
 std::string schedule_name(Schedule s) {
   switch (s) {
-    case Schedule::none: return "none";
-    case Schedule::step: return "step";
-    case Schedule::cosine: return "cosine";
-    case Schedule::onecycle: return "onecycle";
+    case Schedule::none:
+      return "none";
+    case Schedule::step:
+      return "step";
+    case Schedule::cosine:
+      return "cosine";
+    case Schedule::onecycle:
+      return "onecycle";
   }
   return "?";
 }
 
 float learning_rate(Schedule schedule, float lr, std::int64_t step, std::int64_t total_steps) {
-  const double t = total_steps > 0 ? std::clamp(static_cast<double>(step) / static_cast<double>(total_steps), 0.0, 1.0)
-                                   : 0.0;
+  const double t =
+      total_steps > 0 ? std::clamp(static_cast<double>(step) / static_cast<double>(total_steps), 0.0, 1.0) : 0.0;
   auto cosine_between = [](double from, double to, double fraction) {
     return to + (from - to) * 0.5 * (1.0 + std::cos(std::numbers::pi * fraction));
   };
   switch (schedule) {
-    case Schedule::none: return lr;
-    case Schedule::step: return lr * static_cast<float>(std::pow(0.1, std::floor(std::min(t, 0.999999) * 3.0)));
-    case Schedule::cosine: return static_cast<float>(cosine_between(lr, 0.0, t));
+    case Schedule::none:
+      return lr;
+    case Schedule::step:
+      return lr * static_cast<float>(std::pow(0.1, std::floor(std::min(t, 0.999999) * 3.0)));
+    case Schedule::cosine:
+      return static_cast<float>(cosine_between(lr, 0.0, t));
     case Schedule::onecycle: {
       // torch.optim.lr_scheduler.OneCycleLR(max_lr=lr, pct_start=0.3, div_factor=25, final_div_factor=1e4).
       const double initial = lr / 25.0, final_lr = initial / 1e4, warm = 0.3;

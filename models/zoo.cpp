@@ -17,15 +17,19 @@ constexpr int kPool = 0;  // 'M' in torchvision's cfgs
 const std::vector<int>& vgg_config(int depth) {
   static const std::vector<int> a{64, kPool, 128, kPool, 256, 256, kPool, 512, 512, kPool, 512, 512, kPool};
   static const std::vector<int> b{64, 64, kPool, 128, 128, kPool, 256, 256, kPool, 512, 512, kPool, 512, 512, kPool};
-  static const std::vector<int> d{64,  64,  kPool, 128, 128, kPool, 256, 256, 256,
-                                  kPool, 512, 512, 512, kPool, 512, 512, 512, kPool};
-  static const std::vector<int> e{64,  64,  kPool, 128, 128, kPool, 256, 256, 256, 256, kPool,
-                                  512, 512, 512, 512, kPool, 512, 512, 512, 512, kPool};
+  static const std::vector<int> d{64,    64,  kPool, 128, 128,   kPool, 256, 256, 256,
+                                  kPool, 512, 512,   512, kPool, 512,   512, 512, kPool};
+  static const std::vector<int> e{64,  64,  kPool, 128, 128,   kPool, 256, 256, 256, 256,  kPool,
+                                  512, 512, 512,   512, kPool, 512,   512, 512, 512, kPool};
   switch (depth) {
-    case 11: return a;
-    case 13: return b;
-    case 16: return d;
-    case 19: return e;
+    case 11:
+      return a;
+    case 13:
+      return b;
+    case 16:
+      return d;
+    case 19:
+      return e;
   }
   CUDL_THROW("vgg: depth {} is not one of 11, 13, 16, 19", depth);
 }
@@ -91,8 +95,8 @@ Sequential make_vgg_features(int depth, bool batch_norm, bool avg_pool) {
         m.add(fmt::format("features.{}", index++), std::make_unique<MaxPool2d>(2));
       continue;
     }
-    m.add(fmt::format("features.{}", index++), std::make_unique<Conv2d>(channels, v, 3, same_padding(), true,
-                                                                         InitScheme::vgg));
+    m.add(fmt::format("features.{}", index++),
+          std::make_unique<Conv2d>(channels, v, 3, same_padding(), true, InitScheme::vgg));
     if (batch_norm) m.add(fmt::format("features.{}", index++), std::make_unique<BatchNorm2d>(v));
     m.add(fmt::format("features.{}", index++), relu());
     channels = v;
@@ -130,9 +134,13 @@ const std::vector<ModelSpec>& model_specs() {
     };
     for (int depth : {11, 13, 16, 19}) {
       s.push_back({fmt::format("vgg{}", depth), {3, 224, 224}, 1000, fmt::format("VGG{} for ImageNet", depth)});
-      s.push_back({fmt::format("vgg{}_bn", depth), {3, 224, 224}, 1000,
+      s.push_back({fmt::format("vgg{}_bn", depth),
+                   {3, 224, 224},
+                   1000,
                    fmt::format("VGG{} with batch normalisation, for ImageNet", depth)});
-      s.push_back({fmt::format("vgg{}_cifar", depth), {3, 32, 32}, 10,
+      s.push_back({fmt::format("vgg{}_cifar", depth),
+                   {3, 32, 32},
+                   10,
                    fmt::format("VGG{} features with a 512 -> 10 classifier, for CIFAR-10", depth)});
     }
     return s;

@@ -4,7 +4,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -15,7 +14,10 @@
 
 #include "engine/backend.hpp"
 #include "engine/context.hpp"
+#include "engine/io/atomic_file.hpp"
 #include "engine/timer.hpp"
+#include "layers/optimizer.hpp"
+#include "models/zoo.hpp"
 #include "tools/cudl/commands.hpp"
 
 namespace cudl::cli {
@@ -187,10 +189,69 @@ std::vector<std::string> split_list(const std::string& text) {
 struct Options {
   std::string devices = "cpu,cuda";
   std::string ops;
+  std::string models;
+  std::string batch_sizes;
   std::string sizes = "small";
   int repeat = 10;
   std::string json_path;
 };
+
+// Images per second of a whole training step (forward, loss, backward, Adam) and of inference,
+// on synthetic data of the model's input shape, with the pool's peak memory.
+void bench_models(Context& ctx, const Options& opt, nlohmann::json& results) {
+  for (const auto& name : split_list(opt.models)) {
+    const ModelSpec& spec = model_spec(name);
+    std::vector<std::int64_t> batches;
+    for (const auto& b : split_list(opt.batch_sizes)) batches.push_back(std::stoll(b));
+    if (batches.empty())
+      batches = name.starts_with("vgg") && !name.ends_with("_cifar") ? std::vector<std::int64_t>{1, 32, 64}
+                                                                     : std::vector<std::int64_t>{128};
+    Sequential model = make_model(name);
+    model.build(ctx, 1);
+    Optimizer optimizer(ctx, model, OptimizerConfig{});
+    for (std::int64_t batch : batches) {
+      const Shape input{batch, spec.input[0], spec.input[1], spec.input[2]};
+      Tensor x = random_tensor(ctx, input, 21);
+      ctx.backend().scale(ctx, x, 0.5f);
+      ctx.backend().axpy(ctx, 1.0f, Tensor::full(input, 0.5f, ctx), x);  // pixels in [0, 1]
+      std::vector<std::int32_t> host_labels(static_cast<std::size_t>(batch));
+      for (std::size_t i = 0; i < host_labels.size(); ++i) host_labels[i] = static_cast<std::int32_t>(i % 10);
+      Tensor labels = Tensor::from_host(std::span<const std::int32_t>(host_labels), {batch}, ctx);
+      Tensor loss = Tensor::empty({1}, ctx);
+      auto train_step = [&] {
+        model.zero_grad(ctx);
+        Tensor logits = model.forward(ctx, x, true);
+        Tensor probs = Tensor::empty(logits.shape(), ctx), dlogits = Tensor::empty(logits.shape(), ctx);
+        ctx.backend().softmax_cross_entropy_forward(ctx, logits, labels, probs, loss);
+        ctx.backend().softmax_cross_entropy_backward(ctx, probs, labels, 1.0f, dlogits);
+        model.backward(ctx, dlogits);
+        optimizer.step(ctx, 1e-4f);
+      };
+      auto inference = [&] { (void)model.forward(ctx, x, false); };
+      for (auto [what, run] : {std::pair<const char*, std::function<void()>>{"train_step", train_step},
+                               std::pair<const char*, std::function<void()>>{"inference", inference}}) {
+        ctx.allocator().reset_peak_stats();
+        Timing t = time_run(ctx, run, std::max(1, opt.repeat / 2));
+        const double images_per_second = static_cast<double>(batch) / (t.median_ms / 1e3);
+        const std::size_t peak = ctx.allocator().stats().peak_allocated_bytes;
+        const std::string shape = fmt::format("{} batch {}", name, batch);
+        fmt::print("{:<18} {:<34} {:<7} {:>10.3f} {:>10.3f} {:>12} {:>7} peak mem {}\n", what, shape,
+                   ctx.device().str(), t.median_ms, t.min_ms, fmt::format("{:.1f} img/s", images_per_second), "-",
+                   format_bytes(peak));
+        results.push_back({{"op", what},
+                           {"backend", ctx.device().str()},
+                           {"shape", shape},
+                           {"model", name},
+                           {"batch", batch},
+                           {"median_ms", t.median_ms},
+                           {"min_ms", t.min_ms},
+                           {"rate", images_per_second},
+                           {"rate_unit", "img/s"},
+                           {"peak_memory_bytes", peak}});
+      }
+    }
+  }
+}
 
 void run_bench(const Options& opt) {
   std::vector<Device> devices;
@@ -204,11 +265,15 @@ void run_bench(const Options& opt) {
   }
   CUDL_CHECK(!devices.empty(), "bench: no usable device in '{}'", opt.devices);
   auto wanted = split_list(opt.ops);
-  auto cases = make_cases(opt.sizes);
-  std::erase_if(cases, [&](const BenchCase& c) {
-    return !wanted.empty() && std::find(wanted.begin(), wanted.end(), c.op) == wanted.end();
-  });
-  CUDL_CHECK(!cases.empty(), "bench: no op matches --ops '{}'", opt.ops);
+  // With --models alone, only the models run; --ops selects kernels (all by default).
+  std::vector<BenchCase> cases;
+  if (opt.models.empty() || !wanted.empty()) {
+    cases = make_cases(opt.sizes);
+    std::erase_if(cases, [&](const BenchCase& c) {
+      return !wanted.empty() && std::find(wanted.begin(), wanted.end(), c.op) == wanted.end();
+    });
+    CUDL_CHECK(!cases.empty(), "bench: no op matches --ops '{}'", opt.ops);
+  }
 
   nlohmann::json results = nlohmann::json::array();
   std::map<std::pair<std::string, std::string>, double> cpu_ms;  // (op, shape) -> median on the CPU
@@ -216,6 +281,10 @@ void run_bench(const Options& opt) {
              "rate", "% peak", "speedup");
   for (Device device : devices) {
     Context ctx(device);
+    if (cases.empty()) {
+      bench_models(ctx, opt, results);
+      continue;
+    }
     Peak peak = measure_peak(ctx, opt.repeat);
     fmt::print("-- {}: peak {:.1f} GFLOP/s (SGEMM), {:.1f} GB/s (copy), measured now\n", device, peak.gflops,
                peak.gbps);
@@ -247,17 +316,11 @@ void run_bench(const Options& opt) {
       if (speedup) row["speedup_vs_cpu"] = *speedup;
       results.push_back(row);
     }
+    bench_models(ctx, opt, results);
   }
   if (!opt.json_path.empty()) {
-    const std::string tmp = opt.json_path + ".tmp";
-    {
-      std::ofstream out(tmp);
-      CUDL_CHECK(out.good(), "bench: cannot write '{}'", tmp);
-      out << nlohmann::json{{"sizes", opt.sizes}, {"repeat", opt.repeat}, {"results", results}}.dump(2) << "\n";
-      CUDL_CHECK(out.good(), "bench: writing '{}' failed", tmp);
-    }
-    CUDL_CHECK(std::rename(tmp.c_str(), opt.json_path.c_str()) == 0, "bench: cannot rename '{}' to '{}'", tmp,
-               opt.json_path);
+    nlohmann::json doc = {{"sizes", opt.sizes}, {"repeat", opt.repeat}, {"results", results}};
+    write_file_atomically(opt.json_path, doc.dump(2) + "\n");
     fmt::print("wrote {}\n", opt.json_path);
   }
 }
@@ -275,6 +338,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--repeat", opt->repeat, "Timed repetitions after the warm-up")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
+  cmd->add_option("--models", opt->models,
+                  "Comma-separated models to time end to end (train step and inference), e.g. mnist_cnn,vgg19");
+  cmd->add_option("--batch-sizes", opt->batch_sizes, "Batch sizes for --models (default 128; 1,32,64 for VGG)");
   cmd->add_option("--json", opt->json_path, "Write the results as JSON to this file");
   cmd->callback([opt] { run_bench(*opt); });
 }

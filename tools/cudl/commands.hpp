@@ -8,5 +8,7 @@ namespace cudl::cli {
 void add_info_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_summary_command(CLI::App& app);
+void add_train_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
 
 }  // namespace cudl::cli

@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   cudl::cli::add_info_command(app);
   cudl::cli::add_summary_command(app);
+  cudl::cli::add_train_command(app);
+  cudl::cli::add_eval_command(app);
   cudl::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);
