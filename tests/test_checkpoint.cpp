@@ -18,6 +18,7 @@
 #include "layers/optimizer.hpp"
 #include "models/checkpoint.hpp"
 #include "models/sequential.hpp"
+#include "tests/backend_fixture.hpp"
 
 using namespace cudl;
 namespace fs = std::filesystem;
@@ -249,6 +250,34 @@ TEST_F(Checkpoint, LoadWeightsConvertsHalfPrecisionFiles) {
   write_safetensors(path, {{"fc.weight", "F16", {2, 2}, w.data()}, {"fc.bias", "BF16", {2}, b.data()}});
   load_weights(path, ctx_, m);
   EXPECT_EQ(values(m), (std::vector<float>{1.0f, -2.0f, 0.5f, 4.0f, 1.0f, -3.0f}));
+}
+
+// Saved from the GPU, loaded on the GPU and on the CPU: the file is device-neutral.
+TEST_F(Checkpoint, DeviceCheckpointLoadsOnEitherDevice) {
+  CUDL_REQUIRE_CUDA();
+  Context gpu(Device::cuda(0));
+  Sequential a = tiny_model(gpu, 1);
+  Optimizer opt_a(gpu, a, OptimizerConfig{});
+  for (int s = 0; s < 2; ++s) {
+    gpu.backend().fill_uniform(gpu, a.gradient_block(), -1.0f, 1.0f, 7, static_cast<std::uint64_t>(s) * 1000);
+    opt_a.step(gpu, 0.01f);
+  }
+  const std::string path = file("gpu.safetensors");
+  save_checkpoint(path, gpu, a, &opt_a, {});
+  const std::vector<float> expected = a.parameter_block().to_vector(gpu);
+  const std::vector<float> expected_m = opt_a.state()[0].second->to_vector(gpu);
+
+  Sequential b = tiny_model(gpu, 2);
+  Optimizer opt_b(gpu, b, OptimizerConfig{});
+  load_checkpoint(path, gpu, b, &opt_b);
+  EXPECT_EQ(b.parameter_block().to_vector(gpu), expected);
+  EXPECT_EQ(opt_b.state()[0].second->to_vector(gpu), expected_m);
+
+  Sequential c = tiny_model(ctx_, 3);
+  Optimizer opt_c(ctx_, c, OptimizerConfig{});
+  load_checkpoint(path, ctx_, c, &opt_c);
+  EXPECT_EQ(values(c), expected);
+  EXPECT_EQ(opt_c.steps(), 2);
 }
 
 }  // namespace
