@@ -1,0 +1,50 @@
+#pragma once
+// Checkpoints and weight files in safetensors, under torchvision's names ("features.0.weight"), so
+// a file converted from torchvision loads into our VGG and ours load into PyTorch.
+//
+// A checkpoint holds, besides every parameter and buffer: the optimizer's state per parameter as
+// "optimizer.<state>.<parameter name>" (e.g. "optimizer.exp_avg.features.0.weight"), and in the
+// metadata "format" = "cudl-checkpoint-1", the CheckpointInfo fields ("model", "epoch", "step",
+// "seed", and each extra key as "extra.<key>"), the optimizer's kind, step count and settings
+// ("optimizer", "optimizer.steps", "optimizer.lr", ...) and each Dropout layer's mask counter
+// ("dropout.<layer name>"), so a resumed run continues exactly where it stopped.
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "layers/optimizer.hpp"
+#include "models/sequential.hpp"
+
+namespace cudl {
+
+struct CheckpointInfo {
+  std::string model;  // e.g. "vgg16"
+  std::int64_t epoch = 0;
+  std::int64_t step = 0;
+  std::uint64_t seed = 0;
+  std::map<std::string, std::string> extra;
+};
+
+// Writes a checkpoint atomically (see write_safetensors). `optimizer` may be null (weights only,
+// plus the info and the Dropout counters).
+void save_checkpoint(const std::string& path, Context& ctx, Sequential& model, Optimizer* optimizer,
+                     const CheckpointInfo& info);
+
+// Restores what save_checkpoint wrote, strictly: every parameter and buffer of the model must be in
+// the file with the same shape, the file may hold no other parameter names, and with an optimizer
+// its kind, step count and state for every parameter must be there too (with a null optimizer the
+// file's "optimizer.*" tensors are ignored). All mismatches are reported in one Error before
+// anything is written, so a failed load leaves the model and the optimizer as they were.
+CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Sequential& model, Optimizer* optimizer);
+
+// Parameters and buffers only, under their model names; `metadata` goes into the header as is.
+void save_weights(const std::string& path, Context& ctx, Sequential& model,
+                  const std::map<std::string, std::string>& metadata = {});
+
+// Loads parameters and buffers: every one the model has must be in the file with the same shape
+// (F32, F16, BF16 or F64, converted to float). Names the model lacks are allowed when
+// `allow_unused` (style transfer loads a full VGG19 file into a truncated network, leaving
+// classifier.* unused); "optimizer.*" tensors of a checkpoint are never weights and always ignored.
+void load_weights(const std::string& path, Context& ctx, Sequential& model, bool allow_unused = true);
+
+}  // namespace cudl
