@@ -1,5 +1,6 @@
 #include "engine/io/atomic_file.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -45,6 +46,11 @@ void write_file_atomically(const std::string& path, const std::function<void(std
     const int err = errno;
     std::remove(tmp.c_str());
     CUDL_THROW("cannot write '{}': rename failed: {}", path, std::strerror(err));
+  }
+  // Make the rename itself durable. Best effort: the file is complete and in place by now.
+  if (int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir >= 0) {
+    (void)::fsync(dir);
+    ::close(dir);
   }
 }
 

@@ -1,5 +1,7 @@
 #include "engine/io/safetensors.hpp"
 
+#include "engine/io/atomic_file.hpp"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -103,6 +105,28 @@ T load(const unsigned char* p) {
 }  // namespace
 
 // ------------------------------------------------------------------------------------------ reader
+
+std::map<std::string, std::string> read_safetensors_metadata(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  CUDL_CHECK(in.good(), "safetensors: cannot open '{}': {}", path, errno_text(errno));
+  unsigned char length_bytes[8] = {};
+  in.read(reinterpret_cast<char*>(length_bytes), 8);
+  CUDL_CHECK(in.gcount() == 8, "safetensors: '{}' is shorter than the 8-byte header length", path);
+  const auto header_len = load<std::uint64_t>(length_bytes);
+  CUDL_CHECK(header_len <= kMaxHeaderBytes, "safetensors: '{}': header length {} is absurd; not a safetensors file?",
+             path, header_len);
+  std::string text(static_cast<std::size_t>(header_len), '\0');
+  in.read(text.data(), static_cast<std::streamsize>(header_len));
+  CUDL_CHECK(static_cast<std::uint64_t>(in.gcount()) == header_len,
+             "safetensors: '{}': header length {} runs past the end of the file", path, header_len);
+  const nlohmann::json header = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  CUDL_CHECK(!header.is_discarded() && header.is_object(), "safetensors: '{}': the header is not a JSON object", path);
+  std::map<std::string, std::string> metadata;
+  if (auto it = header.find("__metadata__"); it != header.end() && it->is_object())
+    for (const auto& [key, value] : it->items())
+      if (value.is_string()) metadata[key] = value.get<std::string>();
+  return metadata;
+}
 
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
   SafetensorsFile f;
@@ -262,69 +286,6 @@ std::vector<std::int32_t> SafetensorsFile::read_i32(const std::string& name) con
 
 // ------------------------------------------------------------------------------------------ writer
 
-namespace {
-
-// The temporary file of one write: closed and removed unless the write committed (renamed it).
-class TempFile {
- public:
-  explicit TempFile(const std::string& target) : target_(target) {
-    static std::atomic<std::uint64_t> counter{0};
-    // pid + counter keeps concurrent writers (threads or processes) off each other's temporaries;
-    // O_EXCL makes a leftover from a crashed run a retry, never a clobber.
-    for (int attempt = 0; attempt < 16; ++attempt) {
-      path_ = fmt::format("{}.{}.{}.tmp", target, ::getpid(), counter.fetch_add(1));
-      fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-      if (fd_ >= 0 || errno != EEXIST) break;
-    }
-    CUDL_CHECK(fd_ >= 0, "safetensors: cannot write '{}': creating '{}' failed: {}", target, path_, errno_text(errno));
-  }
-  ~TempFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(path_.c_str());
-  }
-  TempFile(const TempFile&) = delete;
-  TempFile& operator=(const TempFile&) = delete;
-
-  void write(const void* data, std::size_t bytes) {
-    const auto* p = static_cast<const char*>(data);
-    while (bytes > 0) {
-      const ssize_t n = ::write(fd_, p, bytes);
-      if (n < 0 && errno == EINTR) continue;
-      CUDL_CHECK(n > 0, "safetensors: cannot write '{}': writing '{}' failed: {}", target_, path_,
-                 n < 0 ? errno_text(errno) : std::string("no progress"));
-      p += n;
-      bytes -= static_cast<std::size_t>(n);
-    }
-  }
-
-  void commit() {
-    CUDL_CHECK(::fsync(fd_) == 0, "safetensors: cannot write '{}': fsync of '{}' failed: {}", target_, path_,
-               errno_text(errno));
-    const int rc = ::close(fd_);
-    fd_ = -1;
-    CUDL_CHECK(rc == 0, "safetensors: cannot write '{}': closing '{}' failed: {}", target_, path_, errno_text(errno));
-    CUDL_CHECK(::rename(path_.c_str(), target_.c_str()) == 0,
-               "safetensors: cannot write '{}': renaming '{}' failed: {}", target_, path_, errno_text(errno));
-    committed_ = true;
-    // Make the rename itself durable. Best effort: the file is complete and in place by now, so a
-    // failure here must not report the write as failed.
-    const auto slash = target_.rfind('/');
-    const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : target_.substr(0, slash));
-    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      (void)::fsync(dfd);
-      ::close(dfd);
-    }
-  }
-
- private:
-  std::string target_, path_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
-
-}  // namespace
-
 void write_safetensors(const std::string& path, const std::vector<SafetensorsEntry>& entries,
                        const std::map<std::string, std::string>& metadata) {
   // Everything is checked before the temporary file exists.
@@ -353,11 +314,15 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsEnt
   text.append((8 - text.size() % 8) % 8, ' ');
   const std::uint64_t header_len = text.size();
 
-  TempFile tmp(path);
-  tmp.write(&header_len, sizeof(header_len));
-  tmp.write(text.data(), text.size());
-  for (std::size_t i = 0; i < entries.size(); ++i) tmp.write(entries[i].data, sizes[i]);
-  tmp.commit();
+  write_file_atomically(path, [&](std::FILE* file) {
+    auto put = [&](const void* data, std::size_t bytes) {
+      CUDL_CHECK(bytes == 0 || std::fwrite(data, 1, bytes, file) == bytes, "safetensors: cannot write '{}': {}", path,
+                 errno_text(errno));
+    };
+    put(&header_len, sizeof(header_len));
+    put(text.data(), text.size());
+    for (std::size_t i = 0; i < entries.size(); ++i) put(entries[i].data, sizes[i]);
+  });
 }
 
 }  // namespace cudl

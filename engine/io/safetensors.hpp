@@ -59,6 +59,10 @@ struct SafetensorsEntry {
 // (as the reference implementation does, so the data buffer stays aligned). Atomic: the bytes go to
 // a temporary file in the same directory, which is fsynced and renamed over `path`; on failure the
 // temporary is removed and `path` is untouched, so a crash never leaves half a checkpoint.
+// Only the "__metadata__" of a file, reading just its header (a checkpoint's seed and epoch before
+// loading gigabytes of weights).
+std::map<std::string, std::string> read_safetensors_metadata(const std::string& path);
+
 void write_safetensors(const std::string& path, const std::vector<SafetensorsEntry>& entries,
                        const std::map<std::string, std::string>& metadata = {});
 

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "engine/context.hpp"
+#include "engine/io/safetensors.hpp"
 #include "models/checkpoint.hpp"
 #include "models/trainer.hpp"
 #include "models/zoo.hpp"
@@ -30,6 +31,7 @@ struct TrainArgs {
   std::uint64_t seed = 1;
   std::string save, resume, metrics_json;
   bool augment = false;
+  bool seed_given = false;
 };
 
 std::string model_names() {
@@ -55,6 +57,11 @@ void run_train(TrainArgs a) {
   (void)model_spec(a.model);
   const std::string kind = a.dataset.empty() ? default_dataset(a.model) : a.dataset;
   DataSplits data = load_dataset(kind, a.data, a.model);
+  if (!a.resume.empty() && !a.seed_given) {
+    // Dropout's mask streams derive from the build seed: resume with the run's own.
+    auto meta = read_safetensors_metadata(a.resume);
+    if (auto it = meta.find("seed"); it != meta.end()) a.seed = std::stoull(it->second);
+  }
   Context ctx(Device::parse(a.device));
   Sequential model = make_model(a.model);
   model.build(ctx, a.seed);
@@ -118,7 +125,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--schedule", a->schedule, "Learning-rate schedule: none | step | cosine | onecycle")
       ->check(CLI::IsMember({"none", "step", "cosine", "onecycle"}))
       ->capture_default_str();
-  cmd->add_option("--seed", a->seed, "Seed for initialisation, shuffling and dropout")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "Seed for initialisation, shuffling and dropout (default on --resume: the run's)")
+      ->capture_default_str()
+      ->each([a](const std::string&) { a->seed_given = true; });
   cmd->add_option("--save", a->save, "Write a checkpoint (safetensors) here after every epoch");
   cmd->add_option("--resume", a->resume, "Continue the run saved in this checkpoint");
   cmd->add_option("--metrics-json", a->metrics_json, "Write per-epoch metrics as JSON here");
