@@ -501,4 +501,65 @@ TEST_F(CudaVsCpu, SeededRandomFills) {
   expect_close(z, kNormal, "fill_normal standard");
 }
 
+// ---------------------------------------------------------------- per-channel ops, batch norm, dot, clamp
+
+TEST_F(CudaVsCpu, ChannelAffine) {
+  for (const Shape& shape : {Shape{6, 5}, Shape{3, 5, 7, 9}}) {
+    Both x = random(shape, 130), scale = random(Shape{5}, 131, -2.0f, 2.0f), shift = random(Shape{5}, 132);
+    Both y = zeros(shape);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.channel_affine(ctx, x.*s, scale.*s, shift.*s, y.*s); });
+    expect_close(y, kElementwise, fmt::format("channel_affine {}", shape));
+    Both dy = random(shape, 133), dx = zeros(shape);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.channel_affine_backward(ctx, dy.*s, scale.*s, dx.*s); });
+    expect_close(dx, kElementwise, fmt::format("channel_affine_backward {}", shape));
+  }
+}
+
+// cuDNN (spatial mode) against the CPU's double-precision loops: y, the saved statistics, the
+// running-statistics update (unbiased variance), eval, and backward with accumulation.
+TEST_F(CudaVsCpu, BatchNorm) {
+  for (const Shape& shape : {Shape{4, 3, 5, 7}, Shape{16, 5}, Shape{2, 4, 3, 2, 3}}) {
+    const std::string name = fmt::format("{}", shape);
+    const Shape ps{shape[1]};
+    Both x = random(shape, 140, -1.0f, 3.0f);
+    Both gamma = random(ps, 141, 0.5f, 1.5f), beta = random(ps, 142);
+    Both rm = random(ps, 143), rv = random(ps, 144, 0.5f, 2.0f);
+    Both y = zeros(shape), sm = zeros(ps), si = zeros(ps);
+    for (int step = 0; step < 2; ++step)  // twice: the running statistics blend, not overwrite
+      on_both([&](Backend& be, Context& ctx, Side s) {
+        be.batchnorm_forward_train(ctx, x.*s, gamma.*s, beta.*s, 1e-5f, 0.1f, rm.*s, rv.*s, y.*s, sm.*s, si.*s);
+      });
+    expect_close(y, kAccumulated, "batchnorm_forward_train y " + name);
+    expect_close(sm, kAccumulated, "batchnorm save_mean " + name);
+    expect_close(si, kAccumulated, "batchnorm save_invstd " + name);
+    expect_close(rm, kAccumulated, "batchnorm running_mean " + name);
+    expect_close(rv, kAccumulated, "batchnorm running_var " + name);
+
+    Both ye = zeros(shape);
+    on_both([&](Backend& be, Context& ctx, Side s) {
+      be.batchnorm_forward_eval(ctx, x.*s, gamma.*s, beta.*s, rm.*s, rv.*s, 1e-5f, ye.*s);
+    });
+    expect_close(ye, kAccumulated, "batchnorm_forward_eval " + name);
+
+    Both dy = random(shape, 145), dx = zeros(shape), dgamma = random(ps, 146), dbeta = random(ps, 147);
+    on_both([&](Backend& be, Context& ctx, Side s) {
+      be.batchnorm_backward(ctx, x.*s, dy.*s, gamma.*s, sm.*s, si.*s, dx.*s, dgamma.*s, dbeta.*s);
+    });
+    expect_close(dx, kAccumulated, "batchnorm_backward dx " + name);
+    expect_close(dgamma, kAccumulated, "batchnorm_backward dgamma (accumulated) " + name);
+    expect_close(dbeta, kAccumulated, "batchnorm_backward dbeta (accumulated) " + name);
+  }
+}
+
+TEST_F(CudaVsCpu, DotAndClamp) {
+  for (std::int64_t n : {1, 1000, 100003}) {
+    Both a = random(Shape{n}, 150), b = random(Shape{n}, 151, -2.0f, 2.0f), out = zeros(Shape{1});
+    on_both([&](Backend& be, Context& ctx, Side s) { be.dot(ctx, a.*s, b.*s, out.*s); });
+    expect_close(out, kAccumulated, fmt::format("dot n={}", n));
+  }
+  Both x = random(Shape{17, 33}, 152, -2.0f, 2.0f);
+  on_both([&](Backend& be, Context& ctx, Side s) { be.clamp(ctx, x.*s, -0.5f, 1.25f); });
+  expect_bits_equal(x, "clamp");
+}
+
 }  // namespace

@@ -1,4 +1,4 @@
-// Elementwise basics and seeded random fills.
+// Elementwise basics (fill, copy, axpy, scale, clamp) and seeded random fills.
 #include <cstring>
 
 #include "engine/philox.hpp"
@@ -46,6 +46,16 @@ void CpuBackend::scale(Context&, Tensor& x, float alpha) {
   const std::int64_t n = x.numel();
 #pragma omp parallel for if (n >= kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) p[i] *= alpha;
+}
+
+void CpuBackend::clamp(Context&, Tensor& x, float low, float high) {
+  host_tensor("clamp", "x", x);
+  CUDL_CHECK(low <= high, "clamp: low={} > high={} (x={})", low, high, x.shape());
+  float* p = x.data<float>();
+  const std::int64_t n = x.numel();
+  // Comparisons, not std::clamp/fmin: a NaN stays NaN (as in PyTorch), the same on the GPU.
+#pragma omp parallel for if (n >= kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) p[i] = p[i] < low ? low : (p[i] > high ? high : p[i]);
 }
 
 void CpuBackend::fill_uniform(Context&, Tensor& x, float low, float high, std::uint64_t seed, std::uint64_t offset) {

@@ -1,4 +1,4 @@
-// Reductions into one-element tensors (sum, mean, max) and per-row ones (argmax, accuracy).
+// Reductions into one-element tensors (sum, mean, max, dot) and per-row ones (argmax, accuracy).
 #include <cmath>
 #include <limits>
 
@@ -56,6 +56,21 @@ void CpuBackend::max(Context&, const Tensor& x, Tensor& out) {
 #pragma omp parallel for reduction(max : m) if (n >= kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) m = p[i] > m ? p[i] : m;
   out.data<float>()[0] = m;
+}
+
+void CpuBackend::dot(Context&, const Tensor& a, const Tensor& b, Tensor& out) {
+  host_tensor("dot", "a", a);
+  host_tensor("dot", "b", b);
+  host_tensor("dot", "out", out);
+  check::same_shape("dot", "a", a, "b", b);
+  check::numel_is("dot", "out", out, 1);
+  const float* pa = a.data<float>();
+  const float* pb = b.data<float>();
+  const std::int64_t n = a.numel();
+  double s = 0.0;
+#pragma omp parallel for reduction(+ : s) if (n >= kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) s += static_cast<double>(pa[i]) * pb[i];
+  out.data<float>()[0] = static_cast<float>(s);
 }
 
 void CpuBackend::argmax_rows(Context&, const Tensor& x, Tensor& out) {

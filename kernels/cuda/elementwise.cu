@@ -1,5 +1,6 @@
-// Elementwise kernels: fills, axpy/scale/mul, seeded random fills, dropout, activations, bias,
-// and the fused optimizer steps. Each mirrors its CPU twin's formula (kernels/cpu/).
+// Elementwise kernels: fills, axpy/scale/mul/clamp, seeded random fills, dropout, activations,
+// bias, the per-channel affine map and the fused optimizer steps. Each mirrors its CPU twin's
+// formula (kernels/cpu/).
 #include <cmath>
 
 #include "engine/philox.hpp"
@@ -87,6 +88,28 @@ __global__ void activation_backward_kernel(int kind, float alpha, const float* x
 __global__ void bias_add_kernel(float* y, const float* bias, std::int64_t n, std::int64_t channels,
                                 std::int64_t inner) {
   for (std::int64_t i = global_thread(); i < n; i += global_stride()) y[i] += bias[(i / inner) % channels];
+}
+
+__global__ void channel_affine_kernel(const float* x, const float* scale, const float* shift, float* y, std::int64_t n,
+                                      std::int64_t channels, std::int64_t inner) {
+  for (std::int64_t i = global_thread(); i < n; i += global_stride()) {
+    const std::int64_t c = (i / inner) % channels;
+    // __fmul_rn/__fadd_rn: no FMA contraction, so y matches the CPU's x * s + b bit for bit.
+    y[i] = __fadd_rn(__fmul_rn(x[i], scale[c]), shift[c]);
+  }
+}
+
+__global__ void channel_scale_kernel(const float* dy, const float* scale, float* dx, std::int64_t n,
+                                     std::int64_t channels, std::int64_t inner) {
+  for (std::int64_t i = global_thread(); i < n; i += global_stride()) dx[i] = dy[i] * scale[(i / inner) % channels];
+}
+
+// Comparisons rather than fminf/fmaxf, which would turn a NaN into a bound; the CPU does the same.
+__global__ void clamp_kernel(float* x, std::int64_t n, float low, float high) {
+  for (std::int64_t i = global_thread(); i < n; i += global_stride()) {
+    const float v = x[i];
+    x[i] = v < low ? low : (v > high ? high : v);
+  }
 }
 
 // One block per channel.
@@ -225,6 +248,28 @@ void launch_sgd_step(float* param, const float* grad, float* momentum_buf, std::
   sgd_kernel<<<grid_for(n, kBlock), kBlock, 0, stream>>>(param, grad, momentum_buf, n, lr, momentum, dampening,
                                                         weight_decay, nesterov);
   check_launch("sgd_kernel");
+}
+
+void launch_channel_affine(const float* x, const float* scale, const float* shift, float* y, std::int64_t outer,
+                           std::int64_t channels, std::int64_t inner, cudaStream_t stream) {
+  const std::int64_t n = outer * channels * inner;
+  if (n <= 0) return;
+  channel_affine_kernel<<<grid_for(n, kBlock), kBlock, 0, stream>>>(x, scale, shift, y, n, channels, inner);
+  check_launch("channel_affine_kernel");
+}
+
+void launch_channel_scale(const float* dy, const float* scale, float* dx, std::int64_t outer, std::int64_t channels,
+                          std::int64_t inner, cudaStream_t stream) {
+  const std::int64_t n = outer * channels * inner;
+  if (n <= 0) return;
+  channel_scale_kernel<<<grid_for(n, kBlock), kBlock, 0, stream>>>(dy, scale, dx, n, channels, inner);
+  check_launch("channel_scale_kernel");
+}
+
+void launch_clamp(float* x, std::int64_t n, float low, float high, cudaStream_t stream) {
+  if (n <= 0) return;
+  clamp_kernel<<<grid_for(n, kBlock), kBlock, 0, stream>>>(x, n, low, high);
+  check_launch("clamp_kernel");
 }
 
 void launch_adam_step(float* param, const float* grad, float* m, float* v, std::int64_t n, float lr, float beta1,

@@ -1,7 +1,9 @@
-// CudaBackend: elementwise basics, seeded random fills, dropout, activations, bias and the
-// fused optimizer steps. Checks here, kernels in kernels/cuda/elementwise.cu.
+// CudaBackend: elementwise basics, clamp, seeded random fills, dropout, activations, bias, the
+// per-channel affine map and the fused optimizer steps. Checks here, kernels in
+// kernels/cuda/elementwise.cu.
 #include <cmath>
 
+#include "kernels/channel_args.hpp"
 #include "kernels/cuda/cuda_args.hpp"
 #include "kernels/cuda/cuda_backend.hpp"
 #include "kernels/cuda/launch.hpp"
@@ -38,6 +40,12 @@ void CudaBackend::axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) {
 void CudaBackend::scale(Context& ctx, Tensor& x, float alpha) {
   device_tensor("scale", "x", x, ctx);
   cuda_detail::launch_scale(x.data<float>(), alpha, x.numel(), stream_of(ctx));
+}
+
+void CudaBackend::clamp(Context& ctx, Tensor& x, float low, float high) {
+  device_tensor("clamp", "x", x, ctx);
+  CUDL_CHECK(low <= high, "clamp: low={} > high={} (x={})", low, high, x.shape());
+  cuda_detail::launch_clamp(x.data<float>(), x.numel(), low, high, stream_of(ctx));
 }
 
 void CudaBackend::mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
@@ -141,6 +149,32 @@ void CudaBackend::bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool 
   check::shape_is("bias_grad", "dbias", dbias, Shape{v.channels});
   cuda_detail::launch_bias_grad(dy.data<float>(), dbias.data<float>(), v.outer, v.channels, v.inner, accumulate,
                                 stream_of(ctx));
+}
+
+void CudaBackend::channel_affine(Context& ctx, const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y) {
+  constexpr std::string_view op = "channel_affine";
+  device_tensor(op, "x", x, ctx);
+  device_tensor(op, "scale", scale, ctx);
+  device_tensor(op, "shift", shift, ctx);
+  device_tensor(op, "y", y, ctx);
+  const channel_args::ChannelDims d = channel_args::channel_dims(op, "x", x);
+  channel_args::per_channel(op, "scale", scale, "x", x);
+  channel_args::per_channel(op, "shift", shift, "x", x);
+  check::same_shape(op, "x", x, "y", y);
+  cuda_detail::launch_channel_affine(x.data<float>(), scale.data<float>(), shift.data<float>(), y.data<float>(),
+                                     d.outer, d.channels, d.inner, stream_of(ctx));
+}
+
+void CudaBackend::channel_affine_backward(Context& ctx, const Tensor& dy, const Tensor& scale, Tensor& dx) {
+  constexpr std::string_view op = "channel_affine_backward";
+  device_tensor(op, "dy", dy, ctx);
+  device_tensor(op, "scale", scale, ctx);
+  device_tensor(op, "dx", dx, ctx);
+  const channel_args::ChannelDims d = channel_args::channel_dims(op, "dy", dy);
+  channel_args::per_channel(op, "scale", scale, "dy", dy);
+  check::same_shape(op, "dy", dy, "dx", dx);
+  cuda_detail::launch_channel_scale(dy.data<float>(), scale.data<float>(), dx.data<float>(), d.outer, d.channels,
+                                    d.inner, stream_of(ctx));
 }
 
 void CudaBackend::sgd_step(Context& ctx, const SgdParams& p, Tensor& param, const Tensor& grad,

@@ -55,6 +55,14 @@ void launch_bias_add(float* y, const float* bias, std::int64_t outer, std::int64
 // dbias[c] (+)= sum over o, i of dy[o, c, i]; one block per channel.
 void launch_bias_grad(const float* dy, float* dbias, std::int64_t outer, std::int64_t channels, std::int64_t inner,
                       bool accumulate, cudaStream_t stream);
+// x, y viewed as [outer, channels, inner]: y[o, c, i] = x[o, c, i] * scale[c] + shift[c] (y may be x).
+void launch_channel_affine(const float* x, const float* scale, const float* shift, float* y, std::int64_t outer,
+                           std::int64_t channels, std::int64_t inner, cudaStream_t stream);
+// dx[o, c, i] = dy[o, c, i] * scale[c].
+void launch_channel_scale(const float* dy, const float* scale, float* dx, std::int64_t outer, std::int64_t channels,
+                          std::int64_t inner, cudaStream_t stream);
+// x = low if x < low, high if x > high; NaN stays NaN.
+void launch_clamp(float* x, std::int64_t n, float low, float high, cudaStream_t stream);
 
 // PyTorch SGD; momentum_buf may be null when momentum == 0.
 void launch_sgd_step(float* param, const float* grad, float* momentum_buf, std::int64_t n, float lr, float momentum,
@@ -124,6 +132,8 @@ void launch_mse_loss_backward(const float* a, const float* b, float* da, std::in
                               cudaStream_t stream);
 void launch_l1_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float dloss,
                              cudaStream_t stream);
+// out[0] = Σ a[i] * b[i], the same deterministic two-pass reduction (kLossPartials of scratch).
+void launch_dot(const float* a, const float* b, std::int64_t n, float* partials, float* out, cudaStream_t stream);
 // x is [planes, H, W]; loss[0] = Σ (x[i+1,j]-x[i,j])² + Σ (x[i,j+1]-x[i,j])².
 void launch_tv_loss_forward(const float* x, std::int64_t planes, std::int64_t height, std::int64_t width,
                             float* partials, float* loss, cudaStream_t stream);

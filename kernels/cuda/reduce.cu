@@ -1,4 +1,4 @@
-// Reductions: sum / mean / max through cub::DeviceReduce, and the losses (MSE, L1, total
+// Reductions: sum / mean / max through cub::DeviceReduce, and dot and the losses (MSE, L1, total
 // variation) through a deterministic two-pass reduction of our own. Results land in one-element
 // device tensors; nothing here waits for the device.
 #include <cmath>
@@ -36,6 +36,12 @@ struct SquaredDiff {
     return d * d;
   }
 };
+struct Product {
+  const float* a;
+  const float* b;
+  __device__ float operator()(std::int64_t i) const { return a[i] * b[i]; }
+};
+
 
 struct AbsDiff {
   const float* a;
@@ -142,6 +148,10 @@ void launch_l1_loss_forward(const float* a, const float* b, std::int64_t n, floa
                             cudaStream_t stream) {
   reduce_loss(AbsDiff{a, b}, n, static_cast<float>(n), partials, loss, stream);
 }
+void launch_dot(const float* a, const float* b, std::int64_t n, float* partials, float* out, cudaStream_t stream) {
+  reduce_loss(Product{a, b}, n, 1.0f, partials, out, stream);
+}
+
 
 void launch_mse_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float dloss,
                               cudaStream_t stream) {

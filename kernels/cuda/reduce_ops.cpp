@@ -1,4 +1,4 @@
-// CudaBackend: sum / mean / max (CUB) and the MSE, L1 and total-variation losses. Kernels in
+// CudaBackend: sum / mean / max (CUB), dot and the MSE, L1 and total-variation losses. Kernels in
 // kernels/cuda/reduce.cu; temporary storage comes from the context's pool.
 #include <algorithm>
 
@@ -56,6 +56,18 @@ void CudaBackend::max(Context& ctx, const Tensor& x, Tensor& out) {
   Workspace temp(ctx, temp_bytes);
   cuda_detail::launch_reduce_max(x.data<float>(), x.numel(), out.data<float>(), temp.data(), temp_bytes,
                                  stream_of(ctx));
+}
+
+void CudaBackend::dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
+  device_tensor("dot", "a", a, ctx);
+  device_tensor("dot", "b", b, ctx);
+  scalar_out(ctx, "dot", out);
+  check::same_shape("dot", "a", a, "b", b);
+  // Our two-pass reduction rather than cublasSdot: deterministic run to run, and the result stays
+  // on the device without switching the shared handle's pointer mode.
+  Workspace partials(ctx, cuda_detail::kLossPartials * sizeof(float));
+  cuda_detail::launch_dot(a.data<float>(), b.data<float>(), a.numel(), static_cast<float*>(partials.data()),
+                          out.data<float>(), stream_of(ctx));
 }
 
 void CudaBackend::mse_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) {

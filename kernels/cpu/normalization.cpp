@@ -1,0 +1,231 @@
+// Per-channel ops over dim 1: the affine map used for input normalisation, and batch norm
+// (training with batch statistics, evaluation with running ones, backward). OpenMP over
+// channels; every per-channel sum runs in double in a fixed order, so results are deterministic.
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "kernels/channel_args.hpp"
+#include "kernels/cpu/cpu_args.hpp"
+#include "kernels/cpu/cpu_backend.hpp"
+
+namespace cudl {
+
+using channel_args::ChannelDims;
+using cpu::host_tensor;
+using cpu::kParallelThreshold;
+
+namespace {
+
+// Calls f(c, plane) for every [inner]-long plane of channel c, n = 0..outer-1 in order.
+template <class F>
+void for_each_plane(const ChannelDims& d, std::int64_t c, F f) {
+  for (std::int64_t n = 0; n < d.outer; ++n) f((n * d.channels + c) * d.inner);
+}
+
+// y = (x - mean) * mul + beta, with mul = gamma * invstd folded per channel.
+void normalise(const ChannelDims& d, const float* x, const float* gamma, const float* beta, const double* mean,
+               const double* invstd, float* y) {
+  const std::int64_t total = d.outer * d.channels * d.inner;
+#pragma omp parallel for schedule(static) if (total >= kParallelThreshold)
+  for (std::int64_t c = 0; c < d.channels; ++c) {
+    const double mul = static_cast<double>(gamma[c]) * invstd[c];
+    const double m = mean[c], b = beta[c];
+    for_each_plane(d, c, [&](std::int64_t base) {
+      for (std::int64_t i = 0; i < d.inner; ++i) y[base + i] = static_cast<float>((x[base + i] - m) * mul + b);
+    });
+  }
+}
+
+}  // namespace
+
+void CpuBackend::channel_affine(Context&, const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y) {
+  constexpr std::string_view op = "channel_affine";
+  host_tensor(op, "x", x);
+  host_tensor(op, "scale", scale);
+  host_tensor(op, "shift", shift);
+  host_tensor(op, "y", y);
+  const ChannelDims d = channel_args::channel_dims(op, "x", x);
+  channel_args::per_channel(op, "scale", scale, "x", x);
+  channel_args::per_channel(op, "shift", shift, "x", x);
+  check::same_shape(op, "x", x, "y", y);
+  const float* px = x.data<float>();
+  const float* ps = scale.data<float>();
+  const float* pb = shift.data<float>();
+  float* py = y.data<float>();  // may alias x: each element is read before it is written
+  const std::int64_t planes = d.outer * d.channels;
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelThreshold)
+  for (std::int64_t p = 0; p < planes; ++p) {
+    const float s = ps[p % d.channels], b = pb[p % d.channels];
+    const std::int64_t base = p * d.inner;
+    for (std::int64_t i = 0; i < d.inner; ++i) py[base + i] = px[base + i] * s + b;
+  }
+}
+
+void CpuBackend::channel_affine_backward(Context&, const Tensor& dy, const Tensor& scale, Tensor& dx) {
+  constexpr std::string_view op = "channel_affine_backward";
+  host_tensor(op, "dy", dy);
+  host_tensor(op, "scale", scale);
+  host_tensor(op, "dx", dx);
+  const ChannelDims d = channel_args::channel_dims(op, "dy", dy);
+  channel_args::per_channel(op, "scale", scale, "dy", dy);
+  check::same_shape(op, "dy", dy, "dx", dx);
+  const float* pdy = dy.data<float>();
+  const float* ps = scale.data<float>();
+  float* pdx = dx.data<float>();
+  const std::int64_t planes = d.outer * d.channels;
+#pragma omp parallel for schedule(static) if (dy.numel() >= kParallelThreshold)
+  for (std::int64_t p = 0; p < planes; ++p) {
+    const float s = ps[p % d.channels];
+    const std::int64_t base = p * d.inner;
+    for (std::int64_t i = 0; i < d.inner; ++i) pdx[base + i] = pdy[base + i] * s;
+  }
+}
+
+void CpuBackend::batchnorm_forward_train(Context&, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+                                         float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y,
+                                         Tensor& save_mean, Tensor& save_invstd) {
+  constexpr std::string_view op = "batchnorm_forward_train";
+  host_tensor(op, "x", x);
+  host_tensor(op, "gamma", gamma);
+  host_tensor(op, "beta", beta);
+  host_tensor(op, "running_mean", running_mean);
+  host_tensor(op, "running_var", running_var);
+  host_tensor(op, "y", y);
+  host_tensor(op, "save_mean", save_mean);
+  host_tensor(op, "save_invstd", save_invstd);
+  const ChannelDims d = channel_args::channel_dims(op, "x", x);
+  for (const auto& [name, t] : {std::pair<std::string_view, const Tensor*>{"gamma", &gamma},
+                                {"beta", &beta},
+                                {"running_mean", &running_mean},
+                                {"running_var", &running_var},
+                                {"save_mean", &save_mean},
+                                {"save_invstd", &save_invstd}})
+    channel_args::per_channel(op, name, *t, "x", x);
+  check::same_shape(op, "x", x, "y", y);
+  channel_args::batchnorm_eps(op, eps);
+  channel_args::batchnorm_momentum(op, momentum);
+  if (d.channels == 0) return;
+  channel_args::batchnorm_train_count(op, d, x);
+
+  const float* px = x.data<float>();
+  float* prm = running_mean.data<float>();
+  float* prv = running_var.data<float>();
+  float* psm = save_mean.data<float>();
+  float* psi = save_invstd.data<float>();
+  const auto count = static_cast<double>(d.per_channel());
+  std::vector<double> mean(static_cast<std::size_t>(d.channels)), invstd(mean.size());
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelThreshold)
+  for (std::int64_t c = 0; c < d.channels; ++c) {
+    // Two passes (mean, then squared deviations): no cancellation for data far from zero.
+    double s = 0;
+    for_each_plane(d, c, [&](std::int64_t base) {
+      for (std::int64_t i = 0; i < d.inner; ++i) s += px[base + i];
+    });
+    const double m = s / count;
+    double ss = 0;
+    for_each_plane(d, c, [&](std::int64_t base) {
+      for (std::int64_t i = 0; i < d.inner; ++i) {
+        const double dev = px[base + i] - m;
+        ss += dev * dev;
+      }
+    });
+    const double var = ss / count;  // biased: what the batch is normalised with
+    const double inv = 1.0 / std::sqrt(var + static_cast<double>(eps));
+    const auto uc = static_cast<std::size_t>(c);
+    mean[uc] = m;
+    invstd[uc] = inv;
+    psm[c] = static_cast<float>(m);
+    psi[c] = static_cast<float>(inv);
+    const double mom = momentum;
+    prm[c] = static_cast<float>((1.0 - mom) * prm[c] + mom * m);
+    prv[c] = static_cast<float>((1.0 - mom) * prv[c] + mom * var * count / (count - 1.0));  // unbiased
+  }
+  normalise(d, px, gamma.data<float>(), beta.data<float>(), mean.data(), invstd.data(), y.data<float>());
+}
+
+void CpuBackend::batchnorm_forward_eval(Context&, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                        const Tensor& running_mean, const Tensor& running_var, float eps, Tensor& y) {
+  constexpr std::string_view op = "batchnorm_forward_eval";
+  host_tensor(op, "x", x);
+  host_tensor(op, "gamma", gamma);
+  host_tensor(op, "beta", beta);
+  host_tensor(op, "running_mean", running_mean);
+  host_tensor(op, "running_var", running_var);
+  host_tensor(op, "y", y);
+  const ChannelDims d = channel_args::channel_dims(op, "x", x);
+  for (const auto& [name, t] : {std::pair<std::string_view, const Tensor*>{"gamma", &gamma},
+                                {"beta", &beta},
+                                {"running_mean", &running_mean},
+                                {"running_var", &running_var}})
+    channel_args::per_channel(op, name, *t, "x", x);
+  check::same_shape(op, "x", x, "y", y);
+  channel_args::batchnorm_eps(op, eps);
+  const float* prm = running_mean.data<float>();
+  const float* prv = running_var.data<float>();
+  std::vector<double> mean(static_cast<std::size_t>(d.channels)), invstd(mean.size());
+  for (std::int64_t c = 0; c < d.channels; ++c) {
+    const auto uc = static_cast<std::size_t>(c);
+    mean[uc] = prm[c];
+    invstd[uc] = 1.0 / std::sqrt(static_cast<double>(prv[c]) + static_cast<double>(eps));
+  }
+  normalise(d, x.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data(), invstd.data(), y.data<float>());
+}
+
+// With x̂ = (x - mean) * invstd and m values per channel:
+//   dbeta = Σ dy, dgamma = Σ dy x̂, dx = gamma * invstd / m * (m dy - dbeta - x̂ dgamma).
+void CpuBackend::batchnorm_backward(Context&, const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                                    const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma,
+                                    Tensor& dbeta) {
+  constexpr std::string_view op = "batchnorm_backward";
+  host_tensor(op, "x", x);
+  host_tensor(op, "dy", dy);
+  host_tensor(op, "gamma", gamma);
+  host_tensor(op, "save_mean", save_mean);
+  host_tensor(op, "save_invstd", save_invstd);
+  host_tensor(op, "dx", dx);
+  host_tensor(op, "dgamma", dgamma);
+  host_tensor(op, "dbeta", dbeta);
+  const ChannelDims d = channel_args::channel_dims(op, "x", x);
+  for (const auto& [name, t] : {std::pair<std::string_view, const Tensor*>{"gamma", &gamma},
+                                {"save_mean", &save_mean},
+                                {"save_invstd", &save_invstd},
+                                {"dgamma", &dgamma},
+                                {"dbeta", &dbeta}})
+    channel_args::per_channel(op, name, *t, "x", x);
+  check::same_shape(op, "x", x, "dy", dy);
+  check::same_shape(op, "x", x, "dx", dx);
+  if (d.per_channel() == 0) return;  // no values: nothing to differentiate, nothing to add
+
+  const float* px = x.data<float>();
+  const float* pdy = dy.data<float>();
+  const float* pg = gamma.data<float>();
+  const float* psm = save_mean.data<float>();
+  const float* psi = save_invstd.data<float>();
+  float* pdx = dx.data<float>();
+  float* pdg = dgamma.data<float>();
+  float* pdb = dbeta.data<float>();
+  const auto count = static_cast<double>(d.per_channel());
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelThreshold)
+  for (std::int64_t c = 0; c < d.channels; ++c) {
+    const double m = psm[c], inv = psi[c];
+    double sum_dy = 0, sum_dy_xhat = 0;
+    for_each_plane(d, c, [&](std::int64_t base) {
+      for (std::int64_t i = 0; i < d.inner; ++i) {
+        sum_dy += pdy[base + i];
+        sum_dy_xhat += pdy[base + i] * ((px[base + i] - m) * inv);
+      }
+    });
+    const double k = static_cast<double>(pg[c]) * inv / count;
+    for_each_plane(d, c, [&](std::int64_t base) {
+      for (std::int64_t i = 0; i < d.inner; ++i) {
+        const double xhat = (px[base + i] - m) * inv;
+        pdx[base + i] = static_cast<float>(k * (count * pdy[base + i] - sum_dy - xhat * sum_dy_xhat));
+      }
+    });
+    pdg[c] = static_cast<float>(pdg[c] + sum_dy_xhat);
+    pdb[c] = static_cast<float>(pdb[c] + sum_dy);
+  }
+}
+
+}  // namespace cudl
