@@ -103,9 +103,16 @@ class ConvolutionDescriptor {
 // Algorithms that want more scratch than this (FFT variants on big images) are passed over.
 constexpr std::size_t kMaxWorkspaceBytes = std::size_t{1} << 30;
 
+// Strict fp32 runs every algorithm with CUDNN_FMA_MATH on the descriptor, which keeps cuDNN off
+// TF32 tensor cores whatever math type its heuristics report (some report DEFAULT_MATH for plain
+// FMA kernels); tensor-op-only candidates are skipped.
 bool math_allowed(cudnnMathType_t math, MathMode mode) {
-  if (mode == MathMode::strict_fp32) return math == CUDNN_FMA_MATH;
+  if (mode == MathMode::strict_fp32) return math == CUDNN_FMA_MATH || math == CUDNN_DEFAULT_MATH;
   return math != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+}
+
+cudnnMathType_t execution_math(cudnnMathType_t candidate, MathMode mode) {
+  return mode == MathMode::strict_fp32 ? CUDNN_FMA_MATH : candidate;
 }
 
 std::string cache_key(std::string_view direction, const Shape& x, const Shape& w, const Shape& y,
@@ -199,11 +206,12 @@ ConvAlgorithm choose_algorithm(const ConvCall& c) {
   for (int i = 0; i < returned && !found; ++i) {
     const auto& candidate = perf[static_cast<std::size_t>(i)];
     if (candidate.status != CUDNN_STATUS_SUCCESS || !math_allowed(candidate.mathType, mode)) continue;
-    c.conv.set_math(candidate.mathType, Direction::name);
+    const cudnnMathType_t math = execution_math(candidate.mathType, mode);
+    c.conv.set_math(math, Direction::name);
     std::size_t bytes = 0;
     if (workspace_size(c, dir, candidate.algo, &bytes) != CUDNN_STATUS_SUCCESS || bytes > kMaxWorkspaceBytes) continue;
     chosen.algo = static_cast<int>(candidate.algo);
-    chosen.math = candidate.mathType;
+    chosen.math = math;
     chosen.workspace_bytes = bytes;
     found = true;
   }
