@@ -246,7 +246,8 @@ TEST(Datasets, ImageFolderDecodesResizesAndCrops) {
   write_solid_png(dir.file("train/dog/a.png"), 40, 20, 1.0f, 0.0f, 0.0f);
   write_solid_png(dir.file("train/cat/b.png"), 10, 30, 0.0f, 1.0f, 0.0f);
   write_solid_png(dir.file("train/cat/c.PNG"), 16, 16, 0.0f, 0.0f, 1.0f);
-  write_bytes(dir.file("train/cat/notes.txt"), {'x'});  // not an image: ignored
+  write_bytes(dir.file("train/cat/notes.txt"), {'x'});              // not an image: ignored
+  write_solid_png(dir.file("train/.hidden/x.png"), 8, 8, 0, 0, 0);  // not a class
   write_solid_png(dir.file("test/cat/d.png"), 8, 8, 0.2f, 0.4f, 0.6f);
   write_solid_png(dir.file("test/dog/e.png"), 50, 60, 0.0f, 0.0f, 0.0f);
   write_image(dir.file("test/dog/f.jpg"), Image(20, 20, 1));  // grey JPEG -> RGB

