@@ -101,33 +101,4 @@ std::vector<std::uint8_t> read_maybe_gzip(const std::string& path, const char* w
   return gunzip(bytes, path, who);
 }
 
-void write_file_atomic(const std::string& path, std::span<const std::uint8_t> bytes, const char* who) {
-  namespace fs = std::filesystem;
-  fs::path target(path);
-  CUDL_CHECK(!target.filename().empty(), "{}: '{}' names a folder, expected a file", who, path);
-  fs::path folder = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  // Hidden and unique, in the same folder: rename() is atomic only within one file system.
-  std::string temp = (folder / fmt::format(".{}.tmp.XXXXXX", target.filename().string())).string();
-  Fd fd(::mkstemp(temp.data()));
-  CUDL_CHECK(fd.get() >= 0, "{}: cannot write '{}': cannot create a file in '{}': {}", who, path, folder.string(),
-             std::strerror(errno));
-  auto fail = [&](const char* step) {
-    int saved = errno;
-    ::unlink(temp.c_str());
-    CUDL_THROW("{}: cannot write '{}': {} failed: {}", who, path, step, std::strerror(saved));
-  };
-  // mkstemp creates 0600; give the file the permissions a plain fopen would (less a typical umask).
-  if (::fchmod(fd.get(), 0644) != 0) fail("fchmod");
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) fail("write");
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd.get()) != 0) fail("fsync");
-  if (::close(fd.release()) != 0) fail("close");
-  if (::rename(temp.c_str(), path.c_str()) != 0) fail("rename");
-}
-
 }  // namespace cudl::io

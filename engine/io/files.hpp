@@ -1,6 +1,6 @@
 #pragma once
 // File plumbing shared by the image and dataset readers: whole-file reads, gzip detection and
-// inflation, and atomic writes. Every failure is an Error naming the file and the OS's reason.
+// inflation, (atomic writes are engine/io/atomic_file.hpp). Every failure is an Error naming the file and the OS's reason.
 #include <cstdint>
 #include <span>
 #include <string>
@@ -18,9 +18,5 @@ bool is_gzip(std::span<const std::uint8_t> bytes);
 std::vector<std::uint8_t> gunzip(std::span<const std::uint8_t> bytes, const std::string& path, const char* who);
 // The file's bytes, inflated when they are gzip (by magic, not by name).
 std::vector<std::uint8_t> read_maybe_gzip(const std::string& path, const char* who);
-
-// Writes `bytes` to a temporary file in the destination's folder and renames it over `path`, so
-// readers see the old file or the whole new one, and a failure leaves nothing behind.
-void write_file_atomic(const std::string& path, std::span<const std::uint8_t> bytes, const char* who);
 
 }  // namespace cudl::io

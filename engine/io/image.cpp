@@ -23,6 +23,7 @@
 
 #include "engine/context.hpp"
 #include "engine/error.hpp"
+#include "engine/io/atomic_file.hpp"
 #include "engine/io/files.hpp"
 
 namespace cudl {
@@ -510,7 +511,9 @@ void write_image(const std::string& path, const Image& image) {
   } else {
     CUDL_THROW("write_image: '{}': unknown extension '{}' (expected .png, .jpg or .jpeg)", path, ext);
   }
-  io::write_file_atomic(path, bytes, "write_image");
+  CUDL_CHECK(!std::filesystem::path(path).filename().empty(), "write_image: '{}' names a folder, expected a file",
+             path);
+  write_file_atomically(path, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
 Image to_rgb(const Image& image) {
