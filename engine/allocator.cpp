@@ -2,8 +2,10 @@
 
 #include <cstdlib>
 #include <mutex>
+#include <string_view>
 #include <unordered_map>
 
+#include "engine/caching_allocator.hpp"
 #include "engine/error.hpp"
 
 #if defined(CUDL_HAVE_CUDA)
@@ -62,8 +64,8 @@ void* DirectAllocator::allocate(std::size_t bytes, StreamId /*stream*/) {
     MemoryInfo info = memory_->memory_info();
     throw OutOfMemoryError(fmt::format(
         "out of memory on {}: requested {} ({} bytes); allocated {}, reserved {}; device free {} of total {}",
-        memory_->device(), format_bytes(bytes), bytes, format_bytes(s.allocated_bytes),
-        format_bytes(s.reserved_bytes), format_bytes(info.free_bytes), format_bytes(info.total_bytes)));
+        memory_->device(), format_bytes(bytes), bytes, format_bytes(s.allocated_bytes), format_bytes(s.reserved_bytes),
+        format_bytes(info.free_bytes), format_bytes(info.total_bytes)));
   }
   state_->sizes[p] = bytes;
   s.allocated_bytes += bytes;
@@ -102,13 +104,24 @@ void DirectAllocator::reset_peak_stats() {
   state_->stats.peak_reserved_bytes = state_->stats.reserved_bytes;
 }
 
+bool caching_disabled() {
+  const char* value = std::getenv("CUDL_NO_CACHING");
+  return value && std::string_view(value) == "1";
+}
+
 std::shared_ptr<Allocator> allocator_for(Device device) {
   static std::mutex mutex;
   static std::shared_ptr<Allocator> host;
   static std::unordered_map<int, std::shared_ptr<Allocator>> cuda;
   std::lock_guard lock(mutex);
   if (device.is_cpu()) {
-    if (!host) host = std::make_shared<DirectAllocator>(std::make_unique<HostMemory>());
+    // Host tensors come from the same caching pool as device ones: a training step frees and
+    // re-requests the same large activation buffers, and malloc would hand each back to the OS
+    // (mmap/munmap and page faults every step).
+    if (!host)
+      host = caching_disabled()
+                 ? std::shared_ptr<Allocator>(std::make_shared<DirectAllocator>(std::make_unique<HostMemory>()))
+                 : std::make_shared<CachingAllocator>(std::make_unique<HostMemory>());
     return host;
   }
 #if defined(CUDL_HAVE_CUDA)

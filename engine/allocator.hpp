@@ -95,6 +95,9 @@ class DirectAllocator final : public Allocator {
 // pool over cudaMalloc (or a DirectAllocator when CUDL_NO_CACHING=1). Created on first use.
 std::shared_ptr<Allocator> allocator_for(Device device);
 
+// True when CUDL_NO_CACHING=1: every tensor is then its own malloc (for compute-sanitizer/valgrind).
+bool caching_disabled();
+
 // Formats a byte count for people: "1.50 GiB".
 std::string format_bytes(std::size_t bytes);
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "engine/check.hpp"
+#include "engine/timer.hpp"
 #include "layers/init.hpp"
 
 namespace cudl {
@@ -46,8 +47,18 @@ Tensor Sequential::forward(Context& ctx, const Tensor& x, bool train) {
   CUDL_CHECK(built_, "Sequential::forward: build() the model first");
   tap_outputs_.clear();
   Tensor h = x;
+  std::size_t index = 0;
   for (auto& [name, layer] : layers_) {
-    h = layer->forward(ctx, h, train);
+    if (profiling_) {
+      Timer timer(ctx);
+      timer.start();
+      h = layer->forward(ctx, h, train);
+      profile_[index].forward_ms += timer.stop_ms();
+      ++profile_[index].calls;
+    } else {
+      h = layer->forward(ctx, h, train);
+    }
+    ++index;
     if (std::find(tap_names_.begin(), tap_names_.end(), name) != tap_names_.end()) tap_outputs_[name] = h;
   }
   return h;
@@ -65,9 +76,22 @@ Tensor Sequential::backward(Context& ctx, const Tensor& dy, const std::map<std::
       }
     }
     if (!g.defined()) continue;  // above every tap: nothing to propagate yet
-    g = it->second->backward(ctx, g);
+    if (profiling_) {
+      Timer timer(ctx);
+      timer.start();
+      g = it->second->backward(ctx, g);
+      profile_[static_cast<std::size_t>(layers_.rend() - it - 1)].backward_ms += timer.stop_ms();
+    } else {
+      g = it->second->backward(ctx, g);
+    }
   }
   return g;
+}
+
+void Sequential::set_profiling(bool on) {
+  profiling_ = on;
+  profile_.clear();
+  for (const auto& [name, layer] : layers_) profile_.push_back({name, 0, 0, 0});
 }
 
 void Sequential::set_taps(std::vector<std::string> names) {

@@ -59,6 +59,16 @@ class Sequential {
   Tensor& parameter_block() { return params_; }
   Tensor& gradient_block() { return grads_; }
 
+  // Per-layer timing: when on, every layer's forward and backward is timed (waiting for the device
+  // after each, so it slows the model down); profile() holds the accumulated milliseconds.
+  struct LayerTime {
+    std::string name;
+    double forward_ms = 0, backward_ms = 0;
+    std::int64_t calls = 0;
+  };
+  void set_profiling(bool on);
+  const std::vector<LayerTime>& profile() const { return profile_; }
+
   std::vector<LayerSummary> summary(const Shape& input) const;
   Shape output_shape(const Shape& input) const;
   std::size_t size() const { return layers_.size(); }
@@ -73,6 +83,8 @@ class Sequential {
   std::map<std::string, Tensor> tap_outputs_;
   Tensor params_, grads_, buffers_;
   bool built_ = false;
+  bool profiling_ = false;
+  std::vector<LayerTime> profile_;
 };
 
 }  // namespace cudl

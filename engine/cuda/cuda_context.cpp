@@ -140,8 +140,7 @@ MemoryInfo CudaMemory::memory_info() const {
 }
 
 std::shared_ptr<Allocator> make_cuda_allocator(int device) {
-  const char* no_caching = std::getenv("CUDL_NO_CACHING");
-  if (no_caching && std::strcmp(no_caching, "1") == 0)
+  if (caching_disabled())
     return std::make_shared<DirectAllocator>(std::make_unique<CudaMemory>(device));
   return std::make_shared<CachingAllocator>(std::make_unique<CudaMemory>(device));
 }

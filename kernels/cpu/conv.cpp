@@ -8,6 +8,7 @@
 
 #include "engine/check.hpp"
 #include "engine/context.hpp"
+#include "kernels/cpu/cpu_args.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 
 namespace cudl {
@@ -141,6 +142,7 @@ void CpuBackend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, 
   float* py = y.data<float>();
   const int threads = threads_for(g.n * g.k * g.rows() * g.cols());
   ColumnBuffers cols(ctx, g, threads);
+  const cpu::SingleThreadedBlas blas_on_loop_threads(threads > 1);
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (std::int64_t n = 0; n < g.n; ++n) {
     const float* xn = px + n * g.c * g.h * g.w;
@@ -180,6 +182,7 @@ void CpuBackend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tens
   float* pdx = dx.data<float>();
   const int threads = threads_for(g.n * g.k * g.rows() * g.cols());
   ColumnBuffers cols(ctx, g, threads);
+  const cpu::SingleThreadedBlas blas_on_loop_threads(threads > 1);
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (std::int64_t n = 0; n < g.n; ++n) {
     const float* dyn = pdy + n * g.k * g.cols();

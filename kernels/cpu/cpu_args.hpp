@@ -19,3 +19,21 @@ inline void host_tensor(std::string_view op, std::string_view name, const Tensor
 inline constexpr std::int64_t kParallelThreshold = 1 << 15;
 
 }  // namespace cudl::cpu
+
+namespace cudl::cpu {
+
+// OpenBLAS keeps its own thread pool. A GEMM called from inside one of our OpenMP loops would
+// start that pool's threads on cores our loop already uses; for the loop's duration each GEMM
+// runs on its calling thread instead.
+class SingleThreadedBlas {
+ public:
+  explicit SingleThreadedBlas(bool active);
+  ~SingleThreadedBlas();
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
+}  // namespace cudl::cpu

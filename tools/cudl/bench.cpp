@@ -191,10 +191,17 @@ struct Options {
   std::string ops;
   std::string models;
   std::string batch_sizes;
+  bool profile = false;
   std::string sizes = "small";
   int repeat = 10;
   std::string json_path;
 };
+
+void print_layer_profile(const Sequential& model, const char* what, int runs) {
+  fmt::print("  per-layer ms per {} (each layer waited for; totals include that overhead):\n", what);
+  for (const auto& t : model.profile())
+    fmt::print("    {:<16} forward {:>9.3f}  backward {:>9.3f}\n", t.name, t.forward_ms / runs, t.backward_ms / runs);
+}
 
 // Images per second of a whole training step (forward, loss, backward, Adam) and of inference,
 // on synthetic data of the model's input shape, with the pool's peak memory.
@@ -231,10 +238,12 @@ void bench_models(Context& ctx, const Options& opt, nlohmann::json& results) {
       for (auto [what, run] : {std::pair<const char*, std::function<void()>>{"train_step", train_step},
                                std::pair<const char*, std::function<void()>>{"inference", inference}}) {
         ctx.allocator().reset_peak_stats();
+        model.set_profiling(opt.profile);
         Timing t = time_run(ctx, run, std::max(1, opt.repeat / 2));
         const double images_per_second = static_cast<double>(batch) / (t.median_ms / 1e3);
         const std::size_t peak = ctx.allocator().stats().peak_allocated_bytes;
         const std::string shape = fmt::format("{} batch {}", name, batch);
+        if (opt.profile) print_layer_profile(model, what, std::max(1, opt.repeat / 2) + 2);
         fmt::print("{:<18} {:<34} {:<7} {:>10.3f} {:>10.3f} {:>12} {:>7} peak mem {}\n", what, shape,
                    ctx.device().str(), t.median_ms, t.min_ms, fmt::format("{:.1f} img/s", images_per_second), "-",
                    format_bytes(peak));
@@ -341,6 +350,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--models", opt->models,
                   "Comma-separated models to time end to end (train step and inference), e.g. mnist_cnn,vgg19");
   cmd->add_option("--batch-sizes", opt->batch_sizes, "Batch sizes for --models (default 128; 1,32,64 for VGG)");
+  cmd->add_flag("--profile", opt->profile, "With --models: time every layer's forward and backward");
   cmd->add_option("--json", opt->json_path, "Write the results as JSON to this file");
   cmd->callback([opt] { run_bench(*opt); });
 }
