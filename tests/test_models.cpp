@@ -1,0 +1,215 @@
+// Models, layers and optimizers: exact parameter counts, torchvision names, whole-network
+// gradients by finite differences, taps, and the learning-rate schedules.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "layers/conv2d.hpp"
+#include "layers/elementwise.hpp"
+#include "layers/linear.hpp"
+#include "layers/normalization.hpp"
+#include "layers/optimizer.hpp"
+#include "models/zoo.hpp"
+#include "tests/gradcheck.hpp"
+
+using namespace cudl;
+using cudl::testing::expect_gradient_matches;
+using cudl::testing::weighted_sum;
+
+TEST(Models, ParameterCountsMatchTheReferenceModels) {
+  const std::vector<std::pair<std::string, std::int64_t>> expected{
+      {"mlp", 101'770},         {"mnist_cnn", 600'810},   {"vgg11", 132'863'336},   {"vgg13", 133'047'848},
+      {"vgg16", 138'357'544},   {"vgg19", 143'667'240},   {"vgg11_bn", 132'868'840}, {"vgg16_bn", 138'365'992},
+      {"vgg19_bn", 143'678'248}, {"vgg11_cifar", 9'225'610}, {"vgg19_cifar", 20'029'514}};
+  for (const auto& [name, count] : expected) EXPECT_EQ(make_model(name).parameter_count(), count) << name;
+}
+
+TEST(Models, OutputShapesFollowTheInput) {
+  for (const auto& spec : model_specs()) {
+    Sequential m = make_model(spec.name);
+    const Shape out = m.output_shape({2, spec.input[0], spec.input[1], spec.input[2]});
+    EXPECT_EQ(out, (Shape{2, spec.num_classes})) << spec.name;
+  }
+}
+
+TEST(Models, UnknownModelListsTheKnownOnes) {
+  try {
+    make_model("resnet50");
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("resnet50"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("vgg19"), std::string::npos);
+  }
+}
+
+TEST(Models, TorchvisionParameterNames) {
+  Sequential vgg = make_model("vgg19");
+  auto params = vgg.parameters();
+  ASSERT_EQ(params.size(), 38u);  // 16 convs + 3 linears, weight and bias each
+  EXPECT_EQ(params.front().name, "features.0.weight");
+  EXPECT_EQ(params[2].name, "features.2.weight");
+  EXPECT_EQ(params[31].name, "features.34.bias");
+  EXPECT_EQ(params.back().name, "classifier.6.bias");
+  Sequential bn = make_model("vgg11_bn");
+  auto buffers = bn.buffers();
+  ASSERT_FALSE(buffers.empty());
+  EXPECT_EQ(buffers.front().name, "features.1.running_mean");
+}
+
+TEST(Models, NeuralStyleLayerNames) {
+  EXPECT_EQ(vgg_layer_name(19, "conv1_1"), "features.0");
+  EXPECT_EQ(vgg_layer_name(19, "relu1_1"), "features.1");
+  EXPECT_EQ(vgg_layer_name(19, "pool1"), "features.4");
+  EXPECT_EQ(vgg_layer_name(19, "relu4_2"), "features.22");
+  EXPECT_EQ(vgg_layer_name(19, "relu5_1"), "features.29");
+  EXPECT_EQ(vgg_layer_name(19, "pool5"), "features.36");
+  EXPECT_EQ(vgg_layer_name(16, "relu5_3"), "features.29");
+  EXPECT_THROW(vgg_layer_name(19, "relu6_1"), Error);
+}
+
+TEST(Models, VggInitialisationFollowsTorchvision) {
+  Context ctx;
+  Sequential m = make_model("vgg11_cifar");
+  m.build(ctx, 3);
+  auto params = m.parameters();
+  // features.0: Kaiming normal, fan_out = 64*3*3 -> std sqrt(2/576); bias zero.
+  auto w = params[0].parameter->value.to_vector(ctx);
+  double sq = 0;
+  for (float v : w) sq += static_cast<double>(v) * v;
+  EXPECT_NEAR(std::sqrt(sq / static_cast<double>(w.size())), std::sqrt(2.0 / 576.0), 0.01);
+  for (float v : params[1].parameter->value.to_vector(ctx)) EXPECT_EQ(v, 0.0f);
+  // classifier.0: N(0, 0.01).
+  auto fc = params[params.size() - 2].parameter->value.to_vector(ctx);
+  sq = 0;
+  for (float v : fc) sq += static_cast<double>(v) * v;
+  EXPECT_NEAR(std::sqrt(sq / static_cast<double>(fc.size())), 0.01, 0.001);
+}
+
+TEST(Models, SameSeedSameWeightsDifferentSeedDifferentWeights) {
+  Context ctx;
+  Sequential a = make_model("mnist_cnn"), b = make_model("mnist_cnn"), c = make_model("mnist_cnn");
+  a.build(ctx, 7);
+  b.build(ctx, 7);
+  c.build(ctx, 8);
+  EXPECT_EQ(a.parameter_block().to_vector(ctx), b.parameter_block().to_vector(ctx));
+  EXPECT_NE(a.parameter_block().to_vector(ctx), c.parameter_block().to_vector(ctx));
+}
+
+namespace {
+
+// A small net with every kind of layer that has a backward, for whole-network gradient checks.
+Sequential tiny_net() {
+  Sequential m;
+  Conv2dParams same;
+  same.pad_h = same.pad_w = 1;
+  m.add("conv", std::make_unique<Conv2d>(3, 4, 3, same));
+  m.add("bn", std::make_unique<BatchNorm2d>(4));
+  m.add("act", std::make_unique<ActivationLayer>(Activation::tanh));
+  m.add("pool", std::make_unique<AvgPool2d>(2));
+  m.add("deconv", std::make_unique<ConvTranspose2d>(4, 2, 2, Conv2dParams{0, 0, 2, 2, 1, 1}));
+  m.add("sig", std::make_unique<ActivationLayer>(Activation::sigmoid));
+  m.add("flatten", std::make_unique<Flatten>());
+  m.add("fc", std::make_unique<Linear>(2 * 6 * 6, 5));
+  return m;
+}
+
+}  // namespace
+
+TEST(GradientModel, WholeNetworkInputAndParameters) {
+  Context ctx;
+  Sequential m = tiny_net();
+  m.build(ctx, 11);
+  m.set_input_grad(true);
+  Tensor x = Tensor::empty({2, 3, 6, 6}, ctx);
+  ctx.backend().fill_uniform(ctx, x, -1.0f, 1.0f, 5, 0);
+  std::vector<float> w(2 * 5);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = 0.1f * static_cast<float>(i) - 0.4f;
+  auto loss = [&] { return weighted_sum(m.forward(ctx, x, true).to_vector(ctx), w); };
+
+  m.zero_grad(ctx);
+  Tensor y = m.forward(ctx, x, true);
+  Tensor dx = m.backward(ctx, Tensor::from_host(w, y.shape(), ctx));
+  ASSERT_TRUE(dx.defined());
+  expect_gradient_matches(ctx, x, dx, loss, "network dx");
+  for (const auto& p : m.parameters()) {
+    cudl::testing::GradCheckOptions opts;
+    opts.max_checks = 24;
+    expect_gradient_matches(ctx, p.parameter->value, p.parameter->grad, loss, p.name, opts);
+  }
+}
+
+TEST(GradientModel, TapGradientsAddAtTheirLayer) {
+  // loss = Σ w·y + Σ v·tap(act): the tap's gradient enters at "act" on the way back.
+  Context ctx;
+  Sequential m = tiny_net();
+  m.build(ctx, 12);
+  m.set_input_grad(true);
+  m.set_taps({"act"});
+  Tensor x = Tensor::empty({1, 3, 6, 6}, ctx);
+  ctx.backend().fill_uniform(ctx, x, -1.0f, 1.0f, 6, 0);
+  std::vector<float> w(5, 0.3f), v(4 * 6 * 6);
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = std::sin(static_cast<float>(i));
+  auto loss = [&] {
+    const double head = weighted_sum(m.forward(ctx, x, true).to_vector(ctx), w);
+    return head + weighted_sum(m.tap("act").to_vector(ctx), v);
+  };
+  m.zero_grad(ctx);
+  Tensor y = m.forward(ctx, x, true);
+  Tensor dx = m.backward(ctx, Tensor::from_host(w, y.shape(), ctx),
+                         {{"act", Tensor::from_host(v, m.tap("act").shape(), ctx)}});
+  expect_gradient_matches(ctx, x, dx, loss, "dx with a tap");
+}
+
+TEST(GradientModel, FrozenLayersPassGradientsButKeepTheirOwnAtZero) {
+  Context ctx;
+  Sequential m = tiny_net();
+  m.build(ctx, 13);
+  m.set_frozen(true);
+  m.set_input_grad(true);
+  Tensor x = Tensor::full({1, 3, 6, 6}, 0.5f, ctx);
+  m.zero_grad(ctx);
+  Tensor y = m.forward(ctx, x, true);
+  Tensor dx = m.backward(ctx, Tensor::full(y.shape(), 1.0f, ctx));
+  double grad_norm = 0;
+  for (float g : m.gradient_block().to_vector(ctx)) grad_norm += std::abs(g);
+  EXPECT_EQ(grad_norm, 0.0);
+  double dx_norm = 0;
+  for (float g : dx.to_vector(ctx)) dx_norm += std::abs(g);
+  EXPECT_GT(dx_norm, 0.0);
+}
+
+TEST(Schedules, ShapesOfTheLearningRateCurves) {
+  const float lr = 0.1f;
+  EXPECT_FLOAT_EQ(learning_rate(Schedule::none, lr, 50, 100), lr);
+  EXPECT_FLOAT_EQ(learning_rate(Schedule::step, lr, 10, 90), lr);
+  EXPECT_NEAR(learning_rate(Schedule::step, lr, 40, 90), 0.01f, 1e-7);
+  EXPECT_NEAR(learning_rate(Schedule::step, lr, 80, 90), 0.001f, 1e-8);
+  EXPECT_FLOAT_EQ(learning_rate(Schedule::cosine, lr, 0, 100), lr);
+  EXPECT_NEAR(learning_rate(Schedule::cosine, lr, 50, 100), lr / 2, 1e-6);
+  EXPECT_NEAR(learning_rate(Schedule::cosine, lr, 100, 100), 0.0f, 1e-7);
+  // One-cycle: lr/25 at the start, lr at 30%, lr/25/1e4 at the end (PyTorch's OneCycleLR defaults).
+  EXPECT_NEAR(learning_rate(Schedule::onecycle, lr, 0, 1000), lr / 25, 1e-7);
+  EXPECT_NEAR(learning_rate(Schedule::onecycle, lr, 300, 1000), lr, 1e-6);
+  EXPECT_NEAR(learning_rate(Schedule::onecycle, lr, 1000, 1000), lr / 25 / 1e4, 1e-9);
+  EXPECT_THROW(parse_schedule("linear"), Error);
+  EXPECT_THROW(parse_optimizer("rmsprop"), Error);
+}
+
+TEST(Optimizers, OneFusedStepUpdatesEveryParameterOfTheBlock) {
+  Context ctx;
+  Sequential m = make_model("mlp");
+  m.build(ctx, 1);
+  for (OptimizerKind kind : {OptimizerKind::sgd, OptimizerKind::adam, OptimizerKind::adamw}) {
+    OptimizerConfig cfg;
+    cfg.kind = kind;
+    Optimizer opt(ctx, m, cfg);
+    const auto before = m.parameter_block().to_vector(ctx);
+    ctx.backend().fill(ctx, m.gradient_block(), 1.0f);
+    opt.step(ctx, 0.01f);
+    const auto after = m.parameter_block().to_vector(ctx);
+    std::size_t moved = 0;
+    for (std::size_t i = 0; i < before.size(); ++i) moved += after[i] < before[i];
+    EXPECT_EQ(moved, before.size()) << optimizer_name(kind);
+    EXPECT_EQ(opt.steps(), 1);
+  }
+}

