@@ -1,5 +1,5 @@
-// 2-D convolution on the CPU: im2col + OpenBLAS GEMM (col2im for the data gradient), OpenMP over
-// the batch with one column buffer per thread.
+// 2-D convolution on the CPU: im2col + OpenBLAS GEMM (col2im for the data gradient). Samples go
+// through in chunks: one large multi-threaded GEMM per chunk, OpenMP for the copies around it.
 #include <cblas.h>
 #include <omp.h>
 
@@ -37,12 +37,6 @@ ConvGeometry geometry(const Shape& x, const Shape& w, const Shape& y, const Conv
   return {x[0], x[1], x[2], x[3], w[0], w[2], w[3], y[2], y[3], p};
 }
 
-// Below this many multiply-adds a parallel region costs more than it saves (thread wake-up on a
-// busy machine is milliseconds); tiny convolutions run on the calling thread.
-constexpr std::int64_t kParallelWork = 1 << 18;
-
-int threads_for(std::int64_t work) { return work >= kParallelWork ? omp_get_max_threads() : 1; }
-
 void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const float* a, const float* b, float beta,
            float* c) {
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
@@ -50,14 +44,32 @@ void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, con
               static_cast<blasint>(tb ? k : n), beta, c, static_cast<blasint>(n));
 }
 
+// The valid output range [lo, hi) of a row: the outputs oq whose input column
+// iw = oq*stride - pad + s*dilation lies inside [0, w).
+struct Span {
+  std::int64_t lo, hi;
+};
+
+Span valid_span(std::int64_t out, std::int64_t in, std::int64_t stride, std::int64_t offset) {
+  // iw = oq*stride + offset; need 0 <= iw < in.
+  std::int64_t lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  std::int64_t hi = in - offset <= 0 ? 0 : (in - offset + stride - 1) / stride;
+  lo = std::min(lo, out);
+  hi = std::clamp(hi, lo, out);
+  return {lo, hi};
+}
+
 // Rows c*R*S .. (c+1)*R*S of the column matrix of one sample: col[(c,r,s)][(p,q)] is the input
-// pixel that kernel tap (r,s) sees at output (p,q), or 0 in the padding.
-void im2col_channel(const float* x, const ConvGeometry& g, std::int64_t ch, float* col) {
+// pixel that kernel tap (r,s) sees at output (p,q), or 0 in the padding. Row j of the matrix
+// starts at col + j*ld (ld >= P*Q: the samples of a chunk sit side by side).
+void im2col_channel(const float* x, const ConvGeometry& g, std::int64_t ch, float* col, std::int64_t ld) {
   const auto& prm = g.prm;
   const float* plane = x + ch * g.h * g.w;
   for (std::int64_t r = 0; r < g.r; ++r) {
     for (std::int64_t s = 0; s < g.s; ++s) {
-      float* row = col + ((ch * g.r + r) * g.s + s) * g.cols();
+      float* row = col + ((ch * g.r + r) * g.s + s) * ld;
+      const std::int64_t off_w = s * prm.dilation_w - prm.pad_w;
+      const Span span = valid_span(g.q, g.w, prm.stride_w, off_w);
       for (std::int64_t op = 0; op < g.p; ++op) {
         const std::int64_t ih = op * prm.stride_h - prm.pad_h + r * prm.dilation_h;
         float* out = row + op * g.q;
@@ -65,37 +77,43 @@ void im2col_channel(const float* x, const ConvGeometry& g, std::int64_t ch, floa
           std::fill(out, out + g.q, 0.0f);
           continue;
         }
-        const float* in = plane + ih * g.w;
-        for (std::int64_t oq = 0; oq < g.q; ++oq) {
-          const std::int64_t iw = oq * prm.stride_w - prm.pad_w + s * prm.dilation_w;
-          out[oq] = (iw >= 0 && iw < g.w) ? in[iw] : 0.0f;
+        const float* in = plane + ih * g.w + off_w;
+        std::fill(out, out + span.lo, 0.0f);
+        if (prm.stride_w == 1) {
+          std::copy(in + span.lo, in + span.hi, out + span.lo);
+        } else {
+          const std::int64_t st = prm.stride_w;
+          for (std::int64_t oq = span.lo; oq < span.hi; ++oq) out[oq] = in[oq * st];
         }
+        std::fill(out + span.hi, out + g.q, 0.0f);
       }
     }
   }
 }
 
-void im2col(const float* x, const ConvGeometry& g, float* col) {
-  for (std::int64_t ch = 0; ch < g.c; ++ch) im2col_channel(x, g, ch, col);
-}
-
-// The adjoint of im2col: each column entry is added back onto the pixel it was read from.
-void col2im(const float* col, const ConvGeometry& g, float* x) {
+// The adjoint of im2col for one sample: each column entry is added back onto the pixel it was
+// read from. x is overwritten.
+void col2im(const float* col, std::int64_t ld, const ConvGeometry& g, float* x) {
   const auto& prm = g.prm;
   std::fill(x, x + g.c * g.h * g.w, 0.0f);
   for (std::int64_t ch = 0; ch < g.c; ++ch) {
     float* plane = x + ch * g.h * g.w;
     for (std::int64_t r = 0; r < g.r; ++r) {
       for (std::int64_t s = 0; s < g.s; ++s) {
-        const float* row = col + ((ch * g.r + r) * g.s + s) * g.cols();
+        const float* row = col + ((ch * g.r + r) * g.s + s) * ld;
+        const std::int64_t off_w = s * prm.dilation_w - prm.pad_w;
+        const Span span = valid_span(g.q, g.w, prm.stride_w, off_w);
         for (std::int64_t op = 0; op < g.p; ++op) {
           const std::int64_t ih = op * prm.stride_h - prm.pad_h + r * prm.dilation_h;
           if (ih < 0 || ih >= g.h) continue;
           const float* in = row + op * g.q;
-          float* out = plane + ih * g.w;
-          for (std::int64_t oq = 0; oq < g.q; ++oq) {
-            const std::int64_t iw = oq * prm.stride_w - prm.pad_w + s * prm.dilation_w;
-            if (iw >= 0 && iw < g.w) out[iw] += in[oq];
+          float* out = plane + ih * g.w + off_w;
+          if (prm.stride_w == 1) {
+#pragma omp simd
+            for (std::int64_t oq = span.lo; oq < span.hi; ++oq) out[oq] += in[oq];
+          } else {
+            const std::int64_t st = prm.stride_w;
+            for (std::int64_t oq = span.lo; oq < span.hi; ++oq) out[oq * st] += in[oq];
           }
         }
       }
@@ -103,18 +121,20 @@ void col2im(const float* col, const ConvGeometry& g, float* x) {
   }
 }
 
-// Column buffers from the context's pool, one per thread (or `count` of them).
-class ColumnBuffers {
- public:
-  ColumnBuffers(Context& ctx, const ConvGeometry& g, std::int64_t count) : size_(g.col_size()) {
-    if (!g.is_pointwise() && size_ > 0) ws_.emplace(ctx, static_cast<std::size_t>(count * size_) * sizeof(float));
-  }
-  float* get(std::int64_t i) const { return static_cast<float*>(ws_->data()) + i * size_; }
+// The filter gradient sums over samples in groups: a group's column matrices sit side by side
+// in one [C*R*S, group*P*Q] matrix (about 4 MiB, so it stays in cache), and at least 8 groups
+// keep the threads busy. The group size depends only on the shapes, never on the thread count,
+// so the sum runs in a fixed order.
+constexpr std::int64_t kColumnBudgetBytes = 4ll << 20;
+constexpr std::int64_t kMinGroups = 8;
 
- private:
-  std::int64_t size_;
-  std::optional<Workspace> ws_;
-};
+std::int64_t group_size(const ConvGeometry& g) {
+  const std::int64_t per_sample = std::max<std::int64_t>(g.col_size() * static_cast<std::int64_t>(sizeof(float)), 1);
+  const std::int64_t by_groups = std::max<std::int64_t>((g.n + kMinGroups - 1) / kMinGroups, 1);
+  return std::clamp<std::int64_t>(kColumnBudgetBytes / per_sample, 1, by_groups);
+}
+
+int loop_threads(std::int64_t elements) { return elements >= cpu::kParallelThreshold ? omp_get_max_threads() : 1; }
 
 void check_params(std::string_view op, const Tensor& x, const Tensor& w, const Conv2dParams& p) {
   CUDL_CHECK(p.stride_h > 0 && p.stride_w > 0 && p.dilation_h > 0 && p.dilation_w > 0 && p.pad_h >= 0 && p.pad_w >= 0,
@@ -140,20 +160,17 @@ void CpuBackend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, 
   const float* px = x.data<float>();
   const float* pw = w.data<float>();
   float* py = y.data<float>();
-  const int threads = threads_for(g.n * g.k * g.rows() * g.cols());
-  ColumnBuffers cols(ctx, g, threads);
+  // Each sample is an independent [K, C*R*S] x [C*R*S, P*Q] product written straight into y: OpenMP
+  // over the samples, each thread with its own column buffer and a single-threaded GEMM.
+  const std::int64_t pq = g.cols();
+  const int threads = loop_threads(g.n * g.col_size());
+  Workspace col(ctx, static_cast<std::size_t>(threads * g.col_size()) * sizeof(float));
   const cpu::SingleThreadedBlas blas_on_loop_threads(threads > 1);
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (std::int64_t n = 0; n < g.n; ++n) {
-    const float* xn = px + n * g.c * g.h * g.w;
-    const float* col = xn;
-    if (!g.is_pointwise()) {
-      float* buf = cols.get(omp_get_thread_num());
-      im2col(xn, g, buf);
-      col = buf;
-    }
-    // y[n] [K, P*Q] = w [K, C*R*S] * col [C*R*S, P*Q]
-    sgemm(false, false, g.k, g.cols(), g.rows(), pw, col, 0.0f, py + n * g.k * g.cols());
+    float* pcol = static_cast<float*>(col.data()) + omp_get_thread_num() * g.col_size();
+    for (std::int64_t ch = 0; ch < g.c; ++ch) im2col_channel(px + n * g.c * g.h * g.w, g, ch, pcol, pq);
+    sgemm(false, false, g.k, pq, g.rows(), pw, pcol, 0.0f, py + n * g.k * pq);
   }
 }
 
@@ -180,21 +197,17 @@ void CpuBackend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tens
   const float* pdy = dy.data<float>();
   const float* pw = w.data<float>();
   float* pdx = dx.data<float>();
-  const int threads = threads_for(g.n * g.k * g.rows() * g.cols());
-  ColumnBuffers cols(ctx, g, threads);
+  // Per sample: col [C*R*S, P*Q] = wᵀ [C*R*S, K] * dy[n] [K, P*Q], then scattered back onto the
+  // image. OpenMP over the samples, a column buffer and a single-threaded GEMM per thread.
+  const std::int64_t pq = g.cols();
+  const int threads = loop_threads(g.n * g.col_size());
+  Workspace col(ctx, static_cast<std::size_t>(threads * g.col_size()) * sizeof(float));
   const cpu::SingleThreadedBlas blas_on_loop_threads(threads > 1);
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (std::int64_t n = 0; n < g.n; ++n) {
-    const float* dyn = pdy + n * g.k * g.cols();
-    float* dxn = pdx + n * g.c * g.h * g.w;
-    if (g.is_pointwise()) {
-      sgemm(true, false, g.rows(), g.cols(), g.k, pw, dyn, 0.0f, dxn);
-      continue;
-    }
-    // col [C*R*S, P*Q] = wᵀ [C*R*S, K] * dy[n] [K, P*Q], then scattered back onto the image.
-    float* buf = cols.get(omp_get_thread_num());
-    sgemm(true, false, g.rows(), g.cols(), g.k, pw, dyn, 0.0f, buf);
-    col2im(buf, g, dxn);
+    float* pcol = static_cast<float*>(col.data()) + omp_get_thread_num() * g.col_size();
+    sgemm(true, false, g.rows(), pq, g.k, pw, pdy + n * g.k * pq, 0.0f, pcol);
+    col2im(pcol, pq, g, pdx + n * g.c * g.h * g.w);
   }
 }
 
@@ -216,26 +229,46 @@ void CpuBackend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Ten
   float* pdw = dw.data<float>();
   if (!accumulate) std::fill(pdw, pdw + dw.numel(), 0.0f);
   if (dy.numel() == 0) return;
+  if (g.rows() == 0) return;  // dw is empty
   const float* px = x.data<float>();
   const float* pdy = dy.data<float>();
-  // The column matrices of a chunk of samples are built in parallel; the per-sample products are
-  // then added into dw one sample after another, so the sum's order (and result) never depends
-  // on the thread count.
-  const std::int64_t chunk = std::min<std::int64_t>(threads_for(g.n * g.k * g.rows() * g.cols()), g.n);
-  ColumnBuffers cols(ctx, g, chunk);
-  for (std::int64_t n0 = 0; n0 < g.n; n0 += chunk) {
-    const std::int64_t count = std::min(chunk, g.n - n0);
-    if (!g.is_pointwise()) {
-#pragma omp parallel for collapse(2) schedule(static) if (chunk > 1)
-      for (std::int64_t i = 0; i < count; ++i)
-        for (std::int64_t ch = 0; ch < g.c; ++ch) im2col_channel(px + (n0 + i) * g.c * g.h * g.w, g, ch, cols.get(i));
+  // The samples are split into groups whose size depends only on the shapes. A group's column
+  // matrices sit side by side in one [C*R*S, group*P*Q] matrix, so its share of dw is ONE GEMM
+  // (single-threaded, OpenMP over the groups); the partial sums are then added in group order.
+  // The result never depends on the thread count.
+  const std::int64_t group = group_size(g), groups = (g.n + group - 1) / group, pq = g.cols();
+  const std::int64_t dw_size = g.k * g.rows();
+  const int threads = static_cast<int>(std::min<std::int64_t>(loop_threads(g.n * g.col_size()), groups));
+  const std::int64_t per_thread = group * (g.col_size() + g.k * pq);
+  Workspace scratch(ctx, static_cast<std::size_t>(threads * per_thread) * sizeof(float));
+  Workspace partial(ctx, static_cast<std::size_t>(groups * dw_size) * sizeof(float));
+  float* parts = static_cast<float*>(partial.data());
+  {
+    const cpu::SingleThreadedBlas blas_on_loop_threads(threads > 1);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (std::int64_t gi = 0; gi < groups; ++gi) {
+      const std::int64_t n0 = gi * group, count = std::min(group, g.n - n0);
+      float* pcol = static_cast<float*>(scratch.data()) + omp_get_thread_num() * per_thread;
+      float* packed = pcol + group * g.col_size();
+      const std::int64_t ld = count * pq;
+      for (std::int64_t i = 0; i < count; ++i) {
+        const float* xn = px + (n0 + i) * g.c * g.h * g.w;
+        for (std::int64_t ch = 0; ch < g.c; ++ch) im2col_channel(xn, g, ch, pcol + i * pq, ld);
+        for (std::int64_t k = 0; k < g.k; ++k) {
+          const float* src = pdy + ((n0 + i) * g.k + k) * pq;
+          std::copy(src, src + pq, packed + k * ld + i * pq);
+        }
+      }
+      // partial[gi] [K, C*R*S] = dy [K, count*P*Q] * colᵀ [count*P*Q, C*R*S]
+      sgemm(false, true, g.k, g.rows(), ld, packed, pcol, 0.0f, parts + gi * dw_size);
     }
-    for (std::int64_t i = 0; i < count; ++i) {
-      const std::int64_t n = n0 + i;
-      const float* col = g.is_pointwise() ? px + n * g.c * g.h * g.w : cols.get(i);
-      // dw [K, C*R*S] += dy[n] [K, P*Q] * colᵀ [P*Q, C*R*S]
-      sgemm(false, true, g.k, g.rows(), g.cols(), pdy + n * g.k * g.cols(), col, 1.0f, pdw);
-    }
+  }
+  const int sum_threads = loop_threads(groups * dw_size);
+#pragma omp parallel for schedule(static) num_threads(sum_threads) if (sum_threads > 1)
+  for (std::int64_t j = 0; j < dw_size; ++j) {
+    float s = pdw[j];
+    for (std::int64_t gi = 0; gi < groups; ++gi) s += parts[gi * dw_size + j];
+    pdw[j] = s;
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include "engine/check.hpp"
 #include "engine/context.hpp"
+#include "kernels/cpu/cpu_args.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 
 namespace cudl {
@@ -38,6 +39,39 @@ void check_backward_shapes(std::string_view op, const Tensor& dy, const Tensor& 
              expected, dx.shape(), p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w);
 }
 
+// The common 2x2, stride-2, unpadded window: four loads and three compares per output, with the
+// general path's rules (row-major scan, strict comparison so the first maximum wins ties, a NaN
+// wins and stays).
+void maxpool_2x2(const float* in, std::int64_t w, std::int64_t p, std::int64_t q, float* out, std::int32_t* arg) {
+  for (std::int64_t oh = 0; oh < p; ++oh) {
+    const float* r0 = in + 2 * oh * w;
+    const float* r1 = r0 + w;
+    const std::int32_t base = static_cast<std::int32_t>(2 * oh * w);
+    const std::int32_t w32 = static_cast<std::int32_t>(w);
+    float* o = out + oh * q;
+    std::int32_t* a = arg + oh * q;
+    // Selects, not branches (random data would mispredict half of them), so the loop vectorises.
+#pragma omp simd
+    for (std::int64_t ow = 0; ow < q; ++ow) {
+      const std::int32_t c = static_cast<std::int32_t>(2 * ow);
+      float best = r0[c];
+      std::int32_t where = base + c;
+      const float v1 = r0[c + 1], v2 = r1[c], v3 = r1[c + 1];
+      bool take = v1 > best || (v1 != v1 && best == best);
+      best = take ? v1 : best;
+      where = take ? base + c + 1 : where;
+      take = v2 > best || (v2 != v2 && best == best);
+      best = take ? v2 : best;
+      where = take ? base + w32 + c : where;
+      take = v3 > best || (v3 != v3 && best == best);
+      best = take ? v3 : best;
+      where = take ? base + w32 + c + 1 : where;
+      o[ow] = best;
+      a[ow] = where;
+    }
+  }
+}
+
 }  // namespace
 
 void CpuBackend::maxpool2d_forward(Context&, const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
@@ -51,6 +85,12 @@ void CpuBackend::maxpool2d_forward(Context&, const Tensor& x, const Pool2dParams
   const float* px = x.data<float>();
   float* py = y.data<float>();
   std::int32_t* pa = argmax.data<std::int32_t>();
+  if (p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0) {
+#pragma omp parallel for schedule(static) if (x.numel() >= cpu::kParallelThreshold)
+    for (std::int64_t plane = 0; plane < g.planes; ++plane)
+      maxpool_2x2(px + plane * g.h * g.w, g.w, g.p, g.q, py + plane * g.p * g.q, pa + plane * g.p * g.q);
+    return;
+  }
 #pragma omp parallel for schedule(static) if (window_work(y, p) >= kParallelWork)
   for (std::int64_t plane = 0; plane < g.planes; ++plane) {
     const float* in = px + plane * g.h * g.w;
