@@ -71,7 +71,7 @@ void write_idx(const std::string& path, const Dataset& d, Context& ctx, bool lab
 
 // A small MNIST-shaped dataset in IDX files, as `cudl train --dataset mnist` reads them.
 void write_synthetic_mnist(const std::string& dir, Context& ctx) {
-  Dataset train = synthetic(640, 1, 28, 28, 10, 1, ctx), test = synthetic(200, 1, 28, 28, 10, 2, ctx);
+  Dataset train = synthetic(320, 1, 28, 28, 10, 1, ctx), test = synthetic(100, 1, 28, 28, 10, 2, ctx);
   write_idx(dir + "/train-images-idx3-ubyte", train, ctx, false);
   write_idx(dir + "/train-labels-idx1-ubyte", train, ctx, true);
   write_idx(dir + "/t10k-images-idx3-ubyte", test, ctx, false);
@@ -101,18 +101,21 @@ std::vector<float> all_parameters(const std::string& checkpoint) {
 
 TEST(Training, Vgg11CifarLearnsASyntheticSeparableSet) {
   Context ctx;
-  Dataset train = synthetic(320, 3, 32, 32, 10, 3, ctx), test = synthetic(100, 3, 32, 32, 10, 4, ctx);
+  Dataset train = synthetic(160, 3, 32, 32, 10, 3, ctx), test = synthetic(100, 3, 32, 32, 10, 4, ctx);
   Sequential model = make_model("vgg11_cifar");
   model.build(ctx, 5);
   EvalResult before = evaluate(ctx, model, test, 50);
   FitOptions o;
   o.model_name = "vgg11_cifar";
-  o.epochs = 10;  // 10 x 20 = 200 steps
+  o.epochs = 10;  // 10 x 10 = 100 steps
   o.batch_size = 16;
   o.optimizer.lr = 1e-4f;
   o.schedule = Schedule::none;
   TrainResult r = fit(ctx, model, train, test, o);
   ASSERT_EQ(r.epochs.size(), 10u);
+  for (const auto& m : r.epochs)
+    std::printf("epoch %lld: train loss %.4f acc %.3f, test loss %.4f acc %.3f\n", static_cast<long long>(m.epoch),
+                m.train_loss, m.train_accuracy, m.test_loss, m.test_accuracy);
   EXPECT_LT(r.epochs.back().train_loss, 0.5 * r.epochs.front().train_loss);
   EXPECT_GT(r.epochs.back().test_accuracy, 0.8) << "chance is 0.1; before training " << before.accuracy;
   EXPECT_LT(r.epochs.back().test_loss, before.loss);
@@ -166,8 +169,8 @@ TEST(Training, KilledMidEpochResumesWithNothingLostButThatEpoch) {
   fs::create_directories(data);
   write_synthetic_mnist(data, ctx);
   const std::string common =
-      fmt::format("train --model mnist_cnn --data '{}' --epochs 3 --batch-size 64 --device cpu", data);
-  // 640 images / 64 = 10 steps per epoch: the run is killed at step 15, in the middle of epoch 2.
+      fmt::format("train --model mnist_cnn --data '{}' --epochs 3 --batch-size 32 --device cpu", data);
+  // 320 images / 32 = 10 steps per epoch: the run is killed at step 15, in the middle of epoch 2.
   ASSERT_EQ(run_cli(common + fmt::format(" --save '{}'", dir.file("straight.st"))), 0);
   EXPECT_EQ(run_cli(common + fmt::format(" --save '{}'", dir.file("killed.st")), "CUDL_TEST_KILL_AT_STEP=15"),
             128 + SIGKILL);
