@@ -107,12 +107,12 @@ TEST(Training, Vgg11CifarLearnsASyntheticSeparableSet) {
   EvalResult before = evaluate(ctx, model, test, 50);
   FitOptions o;
   o.model_name = "vgg11_cifar";
-  o.epochs = 10;  // 10 x 10 = 100 steps
+  o.epochs = 8;  // 8 x 10 = 80 steps
   o.batch_size = 16;
   o.optimizer.lr = 1e-4f;
   o.schedule = Schedule::none;
   TrainResult r = fit(ctx, model, train, test, o);
-  ASSERT_EQ(r.epochs.size(), 10u);
+  ASSERT_EQ(r.epochs.size(), 8u);
   for (const auto& m : r.epochs)
     std::printf("epoch %lld: train loss %.4f acc %.3f, test loss %.4f acc %.3f\n", static_cast<long long>(m.epoch),
                 m.train_loss, m.train_accuracy, m.test_loss, m.test_accuracy);
