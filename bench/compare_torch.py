@@ -6,7 +6,12 @@ inference on synthetic data of the model's input shape, fp32, NCHW, at the same 
 cudl's numbers come from `cudl bench --models ... --json`; PyTorch's are measured here with the
 same warm-up-then-median method (CUDA events on the GPU).
 
+On the CPU both sides get the same number of threads: --threads N (default: every core,
+os.cpu_count()) goes to torch.set_num_threads and, as OMP_NUM_THREADS and OPENBLAS_NUM_THREADS,
+to cudl (some PyTorch builds, Debian's among them, default to one thread, which is not a fair race).
+
   bench/compare_torch.py --device cpu --models mnist_cnn --batch-sizes 128
+  bench/compare_torch.py --device cpu --threads 1 --models mnist_cnn --batch-sizes 128
   bench/compare_torch.py --device cuda --models vgg19,mnist_cnn --json out.json
 """
 import argparse
@@ -112,6 +117,8 @@ def main():
     ap.add_argument("--models", default="mnist_cnn")
     ap.add_argument("--batch-sizes", default="", help="comma-separated (default: 128; 1,32,64 for VGG)")
     ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="CPU threads for both sides (default: os.cpu_count(), here %(default)s)")
     ap.add_argument("--json", help="write the comparison here")
     args = ap.parse_args()
     if args.device == "cuda":
@@ -120,6 +127,12 @@ def main():
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cudnn.benchmark = True
     device = torch.device(args.device)
+    if args.threads < 1:
+        ap.error("--threads must be at least 1")
+    env = dict(os.environ)
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+        env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = str(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cudl.json")
@@ -127,14 +140,17 @@ def main():
                "--json", out]
         if args.batch_sizes:
             cmd += ["--batch-sizes", args.batch_sizes]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
         with open(out) as f:
             ours = json.load(f)["results"]
 
     rows = []
-    print(f"PyTorch {torch.__version__} vs cudl on {args.device} "
-          f"({torch.get_num_threads()} threads)" if args.device == "cpu" else
-          f"PyTorch {torch.__version__} vs cudl on {torch.cuda.get_device_name()}")
+    if args.device == "cpu":
+        print(f"PyTorch {torch.__version__} vs cudl on the CPU ({os.cpu_count()} cores): "
+              f"PyTorch {torch.get_num_threads()} threads (torch.set_num_threads), "
+              f"cudl {env['OMP_NUM_THREADS']} threads (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS)")
+    else:
+        print(f"PyTorch {torch.__version__} vs cudl on {torch.cuda.get_device_name()}")
     print(f"{'model':<12} {'batch':>5} {'what':<11} {'cudl ms':>9} {'torch ms':>9} {'cudl img/s':>11} "
           f"{'torch img/s':>11} {'torch/cudl time':>16}")
     torch_cache = {}
@@ -151,7 +167,10 @@ def main():
     print("torch/cudl time > 1 means cudl is faster.")
     if args.json:
         with open(args.json + ".tmp", "w") as f:
-            json.dump({"device": args.device, "torch": torch.__version__, "rows": rows}, f, indent=2)
+            doc = {"device": args.device, "torch": torch.__version__, "rows": rows}
+            if args.device == "cpu":
+                doc["threads"] = {"torch": torch.get_num_threads(), "cudl": int(env["OMP_NUM_THREADS"])}
+            json.dump(doc, f, indent=2)
         os.replace(args.json + ".tmp", args.json)
 
 
