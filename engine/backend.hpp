@@ -29,6 +29,17 @@ struct Pool2dParams {
 };
 
 enum class Activation { relu, leaky_relu, sigmoid, tanh };
+
+// Arithmetic on one-element device tensors (L-BFGS's scalars stay on the device): see scalar_op.
+// The curvature threshold is PyTorch's and optim.lbfgs's: a pair with yᵀs <= 1e-10 is not used.
+enum class ScalarOp {
+  mul,         // out = a * b
+  sub,         // out = a - b
+  div,         // out = a / b
+  safe_recip,  // out = a > 1e-10 ? 1 / a : 0        (rho = 1 / yᵀs, 0 drops the pair)
+  safe_ratio,  // out = a > 1e-10 ? a / b : out      (H0 = yᵀs / yᵀy, kept when the pair is dropped)
+  first_step,  // out = min(1, 1 / a)                (the first L-BFGS step, a = Σ|g|)
+};
 std::string_view activation_name(Activation a);
 
 struct SgdParams {
@@ -167,6 +178,11 @@ class Backend {
   // ---- vector helpers for L-BFGS and image output ----
   virtual void dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) = 0;  // out[0] = Σ a·b
   virtual void clamp(Context& ctx, Tensor& x, float low, float high) = 0;             // in place
+  // y += sign * alpha[0] * x, alpha a one-element tensor on the device (no host round trip).
+  virtual void axpy_scalar(Context& ctx, float sign, const Tensor& alpha, const Tensor& x, Tensor& y) = 0;
+  virtual void abs_sum(Context& ctx, const Tensor& x, Tensor& out) = 0;  // out[0] = Σ |x|
+  // out[0] = op(a[0], b[0]) (b unused by safe_recip and first_step but must be one element too).
+  virtual void scalar_op(Context& ctx, ScalarOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
 
   // ---- seeded random fills: element i draws from Philox(seed, counter = offset + i) ----
   virtual void fill_uniform(Context& ctx, Tensor& x, float low, float high, std::uint64_t seed,

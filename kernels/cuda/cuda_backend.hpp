@@ -69,6 +69,9 @@ class CudaBackend final : public Backend {
                           const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta) override;
   void dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) override;
   void clamp(Context& ctx, Tensor& x, float low, float high) override;
+  void axpy_scalar(Context& ctx, float sign, const Tensor& alpha, const Tensor& x, Tensor& y) override;
+  void abs_sum(Context& ctx, const Tensor& x, Tensor& out) override;
+  void scalar_op(Context& ctx, ScalarOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
 };
 
 }  // namespace cudl

@@ -140,4 +140,22 @@ void launch_tv_loss_forward(const float* x, std::int64_t planes, std::int64_t he
 void launch_tv_loss_backward(const float* x, float* dx, std::int64_t planes, std::int64_t height,
                              std::int64_t width, float dloss, bool accumulate, cudaStream_t stream);
 
+// out[0] = Σ |x[i]| (kLossPartials of scratch).
+void launch_abs_sum(const float* x, std::int64_t n, float* partials, float* out, cudaStream_t stream);
+
+// ---- scalar.cu: L-BFGS's device scalars ----
+// y += sign * alpha[0] * x.
+void launch_axpy_scalar(float sign, const float* alpha, const float* x, float* y, std::int64_t n,
+                        cudaStream_t stream);
+// The operations of cudl::ScalarOp, in its order.
+enum ScalarOpKind : int {
+  kScalarMul = 0,
+  kScalarSub = 1,
+  kScalarDiv = 2,
+  kScalarSafeRecip = 3,
+  kScalarSafeRatio = 4,
+  kScalarFirstStep = 5
+};
+void launch_scalar_op(int op, const float* a, const float* b, float* out, cudaStream_t stream);
+
 }  // namespace cudl::cuda_detail

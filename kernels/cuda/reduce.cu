@@ -42,6 +42,10 @@ struct Product {
   __device__ float operator()(std::int64_t i) const { return a[i] * b[i]; }
 };
 
+struct AbsValue {
+  const float* x;
+  __device__ float operator()(std::int64_t i) const { return fabsf(x[i]); }
+};
 
 struct AbsDiff {
   const float* a;
@@ -150,6 +154,9 @@ void launch_l1_loss_forward(const float* a, const float* b, std::int64_t n, floa
 }
 void launch_dot(const float* a, const float* b, std::int64_t n, float* partials, float* out, cudaStream_t stream) {
   reduce_loss(Product{a, b}, n, 1.0f, partials, out, stream);
+}
+void launch_abs_sum(const float* x, std::int64_t n, float* partials, float* out, cudaStream_t stream) {
+  reduce_loss(AbsValue{x}, n, 1.0f, partials, out, stream);
 }
 
 

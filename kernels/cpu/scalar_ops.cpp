@@ -1,0 +1,75 @@
+// Device-scalar arithmetic for L-BFGS on the CPU backend: axpy with a tensor-held coefficient, Σ|x|
+// and the ScalarOp table. The CUDA twins live in kernels/cuda/scalar.cu.
+#include <cmath>
+
+#include "kernels/cpu/cpu_args.hpp"
+#include "kernels/cpu/cpu_backend.hpp"
+
+namespace cudl {
+
+using cpu::host_tensor;
+using cpu::kParallelThreshold;
+
+namespace {
+void host_scalar(std::string_view op, std::string_view name, const Tensor& t) {
+  host_tensor(op, name, t);
+  check::numel_is(op, name, t, 1);
+}
+}  // namespace
+
+void CpuBackend::axpy_scalar(Context&, float sign, const Tensor& alpha, const Tensor& x, Tensor& y) {
+  const char* op = "axpy_scalar";
+  host_scalar(op, "alpha", alpha);
+  host_tensor(op, "x", x);
+  host_tensor(op, "y", y);
+  check::same_shape(op, "x", x, "y", y);
+  const float a = sign * alpha.data<float>()[0];
+  const float* px = x.data<float>();
+  float* py = y.data<float>();
+  const std::int64_t n = x.numel();
+#pragma omp parallel for if (n >= kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) py[i] += a * px[i];
+}
+
+void CpuBackend::abs_sum(Context&, const Tensor& x, Tensor& out) {
+  host_tensor("abs_sum", "x", x);
+  host_scalar("abs_sum", "out", out);
+  const float* p = x.data<float>();
+  const std::int64_t n = x.numel();
+  double s = 0.0;
+#pragma omp parallel for reduction(+ : s) if (n >= kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) s += std::fabs(static_cast<double>(p[i]));
+  out.data<float>()[0] = static_cast<float>(s);
+}
+
+void CpuBackend::scalar_op(Context&, ScalarOp kind, const Tensor& a, const Tensor& b, Tensor& out) {
+  const char* op = "scalar_op";
+  host_scalar(op, "a", a);
+  host_scalar(op, "b", b);
+  host_scalar(op, "out", out);
+  const float va = a.data<float>()[0];
+  const float vb = b.data<float>()[0];
+  float& r = out.data<float>()[0];
+  switch (kind) {
+    case ScalarOp::mul:
+      r = va * vb;
+      break;
+    case ScalarOp::sub:
+      r = va - vb;
+      break;
+    case ScalarOp::div:
+      r = va / vb;
+      break;
+    case ScalarOp::safe_recip:
+      r = va > 1e-10f ? 1.0f / va : 0.0f;
+      break;
+    case ScalarOp::safe_ratio:
+      if (va > 1e-10f) r = va / vb;
+      break;
+    case ScalarOp::first_step:
+      r = std::fmin(1.0f, 1.0f / va);
+      break;
+  }
+}
+
+}  // namespace cudl

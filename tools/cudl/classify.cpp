@@ -1,0 +1,93 @@
+// `cudl classify`: top-K ImageNet classes of one image with torchvision's preprocessing.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <fstream>
+#include <memory>
+#include <numeric>
+
+#include "engine/backend.hpp"
+#include "engine/context.hpp"
+#include "engine/error.hpp"
+#include "engine/io/image.hpp"
+#include "models/checkpoint.hpp"
+#include "models/zoo.hpp"
+#include "tools/cudl/commands.hpp"
+
+namespace cudl::cli {
+
+namespace {
+
+struct ClassifyArgs {
+  std::string model = "vgg19", weights, image, labels, device = "auto";
+  int top = 5;
+};
+
+// torchvision: Resize(256) on the shorter side, CenterCrop(224); a 224x224 image goes in as is.
+Image preprocess(const Image& in) {
+  Image rgb = to_rgb(in);
+  if (rgb.width == 224 && rgb.height == 224) return rgb;
+  const int shorter = std::min(rgb.width, rgb.height);
+  const int w = rgb.width == shorter ? 256 : static_cast<int>(256LL * rgb.width / shorter);
+  const int h = rgb.height == shorter ? 256 : static_cast<int>(256LL * rgb.height / shorter);
+  return center_crop(resize(rgb, w, h), 224, 224);
+}
+
+void run_classify(const ClassifyArgs& a) {
+  CUDL_CHECK(!a.weights.empty(),
+             "classify: --weights is required: {} in safetensors with torchvision names (see README: "
+             "tools/convert_torchvision_vgg19.py), or random:SEED for a smoke test",
+             a.model);
+  const ModelSpec& spec = model_spec(a.model);
+  CUDL_CHECK(spec.input == (Shape{3, 224, 224}), "classify: {} is not an ImageNet model (input {})", a.model,
+             spec.input);
+  std::vector<std::string> labels;
+  if (!a.labels.empty()) {
+    std::ifstream f(a.labels);
+    CUDL_CHECK(f.good(), "classify: cannot read labels file {}", a.labels);
+    for (std::string line; std::getline(f, line);) labels.push_back(line);
+    CUDL_CHECK(static_cast<int>(labels.size()) >= spec.num_classes, "classify: {} has {} labels, {} needs {}", a.labels,
+               labels.size(), a.model, spec.num_classes);
+  }
+  const Image image = preprocess(read_image(a.image));
+  Context ctx(Device::parse(a.device));
+  Sequential model = make_model(a.model);
+  if (a.weights.rfind("random:", 0) == 0) {
+    model.build(ctx, std::stoull(a.weights.substr(7)));
+  } else {
+    model.build(ctx, 0);
+    load_weights(a.weights, ctx, model);
+  }
+  Tensor x = image_to_tensor(image, ctx);
+  Tensor logits = model.forward(ctx, x, false);
+  Tensor probs = Tensor::empty(logits.shape(), ctx);
+  ctx.backend().softmax_forward(ctx, logits, probs);
+  const std::vector<float> p = probs.to_vector(ctx);
+  std::vector<int> order(p.size());
+  std::iota(order.begin(), order.end(), 0);
+  const int k = std::min<int>(a.top, static_cast<int>(p.size()));
+  std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int i, int j) { return p[i] > p[j]; });
+  for (int r = 0; r < k; ++r) {
+    const int i = order[static_cast<std::size_t>(r)];
+    if (labels.empty())
+      fmt::print("{:.4f} - {}\n", p[static_cast<std::size_t>(i)], i);
+    else
+      fmt::print("{:.4f} - {} {}\n", p[static_cast<std::size_t>(i)], i, labels[static_cast<std::size_t>(i)]);
+  }
+}
+
+}  // namespace
+
+void add_classify_command(CLI::App& app) {
+  auto a = std::make_shared<ClassifyArgs>();
+  auto* cmd = app.add_subcommand("classify", "Top-K ImageNet classes of an image (torchvision preprocessing)");
+  cmd->add_option("--model", a->model, "An ImageNet model (vgg11..vgg19, *_bn)")->capture_default_str();
+  cmd->add_option("--weights", a->weights, "Weights (safetensors, torchvision names) or random:SEED");
+  cmd->add_option("--image", a->image, "Image (PNG or JPEG)")->required();
+  cmd->add_option("--top", a->top, "How many classes")->check(CLI::Range(1, 1000))->capture_default_str();
+  cmd->add_option("--labels", a->labels, "Class names, one per line");
+  cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->capture_default_str();
+  cmd->callback([a] { run_classify(*a); });
+}
+
+}  // namespace cudl::cli

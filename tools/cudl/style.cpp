@@ -1,0 +1,174 @@
+// `cudl style`: neural style transfer on a photo (models/style_transfer.hpp), with
+// jcjohnson/neural-style's option names.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <sstream>
+
+#include "engine/context.hpp"
+#include "engine/error.hpp"
+#include "engine/io/atomic_file.hpp"
+#include "engine/io/image.hpp"
+#include "models/style_transfer.hpp"
+#include "tools/cudl/commands.hpp"
+#include "tools/cudl/progress.hpp"
+
+namespace cudl::cli {
+
+namespace {
+
+struct StyleArgs {
+  std::string content, style, output, weights, device = "auto", log;
+  std::string blend_weights, content_layers = "relu4_2", style_layers = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1";
+  std::string scales;
+  StyleOptions o;
+};
+
+std::vector<std::string> split(const std::string& csv) {
+  std::vector<std::string> out;
+  std::stringstream ss(csv);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+template <class T>
+std::vector<T> parse_numbers(const std::string& option, const std::string& csv) {
+  std::vector<T> out;
+  for (const auto& item : split(csv)) {
+    try {
+      std::size_t used = 0;
+      const double v = std::stod(item, &used);
+      CUDL_CHECK(used == item.size(), "");
+      out.push_back(static_cast<T>(v));
+    } catch (const std::exception&) {
+      CUDL_THROW("style: {} expects comma-separated numbers, got '{}'", option, csv);
+    }
+  }
+  return out;
+}
+
+const char* kWeightsHelp =
+    "style: --weights is required: a VGG19 safetensors file with torchvision names (features.N.weight/bias). "
+    "Convert torchvision's vgg19 with tools/convert_torchvision_vgg19.py, or download timm's vgg19.tv_in1k "
+    "model.safetensors; or pass --weights random:SEED for a smoke test with seeded random weights";
+
+std::string with_suffix(const std::string& path, const std::string& suffix) {
+  std::filesystem::path p(path);
+  return (p.parent_path() / (p.stem().string() + suffix + p.extension().string())).string();
+}
+
+void run_style(StyleArgs a) {
+  CUDL_CHECK(!a.weights.empty(), "{}", kWeightsHelp);
+  StyleOptions o = a.o;
+  o.content_layers = parse_style_layers(a.content_layers);
+  o.style_layers = parse_style_layers(a.style_layers);
+  if (!a.blend_weights.empty()) o.style_blend_weights = parse_numbers<double>("--style-blend-weights", a.blend_weights);
+  if (!a.scales.empty()) o.scales = parse_numbers<int>("--scales", a.scales);
+  const std::vector<std::string> style_paths = split(a.style);
+  CUDL_CHECK(!style_paths.empty(), "style: --style needs at least one image");
+  CUDL_CHECK(o.style_blend_weights.empty() || o.style_blend_weights.size() == style_paths.size(),
+             "style: {} --style-blend-weights for {} style images", o.style_blend_weights.size(), style_paths.size());
+  {
+    const std::string ext = std::filesystem::path(a.output).extension().string();
+    CUDL_CHECK(ext == ".png" || ext == ".PNG" || ext == ".jpg" || ext == ".jpeg" || ext == ".JPG" || ext == ".JPEG",
+               "style: --output must end in .png, .jpg or .jpeg, got '{}'", a.output);
+  }
+  // Every input is read and checked before any work (and before anything is written).
+  const Image content = read_image(a.content);
+  std::vector<Image> styles;
+  for (const auto& p : style_paths) styles.push_back(read_image(p));
+  if (o.init != "content" && o.init != "random") (void)read_image(o.init);
+
+  Context ctx(Device::parse(a.device));
+  Sequential net = make_style_network(ctx, o, a.weights);
+  const auto sizes = o.scales.empty() ? std::vector<int>{o.size} : o.scales;
+  const auto [w, h] = fit_longest_side(content.width, content.height, sizes.back());
+  check_style_memory(ctx, net, o, h, w);  // the largest scale, before spending time on the smaller ones
+  fmt::print("style transfer on {}: {}x{} output, {} x {} iterations, {}\n", ctx.device(), w, h, sizes.size(), o.iters,
+             o.optimizer);
+
+  std::unique_ptr<ProgressBar> bar;
+  int bar_scale = -1;
+  StyleCallbacks cb;
+  cb.on_progress = [&](const StyleProgress& p) {
+    if (p.scale_index != bar_scale) {
+      if (bar) bar->finish("");
+      bar = std::make_unique<ProgressBar>(fmt::format("style {}px", p.size));
+      bar_scale = p.scale_index;
+    }
+    const std::string status =
+        fmt::format("loss {:.4g} (content {:.4g} style {:.4g} tv {:.4g}) {:.1f} ms/it", p.losses.total,
+                    p.losses.content, p.losses.style, p.losses.tv, p.ms_per_iteration);
+    bar->update(p.iteration, p.iters, p.ms_per_iteration * p.iteration / 1000.0, status);
+    if (p.iteration == p.iters) {
+      bar->finish(status);
+      bar.reset();
+    }
+  };
+  cb.on_image = [&](int scale_index, int iteration, const Image& image) {
+    const std::string suffix = sizes.size() > 1
+                                   ? fmt::format("_{}_{}", sizes[static_cast<std::size_t>(scale_index)], iteration)
+                                   : fmt::format("_{}", iteration);
+    write_image(with_suffix(a.output, suffix), image);
+  };
+  StyleResult r = run_style_transfer(ctx, net, content, styles, o, cb);
+  if (!a.log.empty()) {
+    std::string csv = "iteration,total,content,style,tv\n";
+    for (const auto& rows : r.log)
+      for (std::size_t k = 0; k < rows.size(); ++k)
+        csv += fmt::format("{},{:.9g},{:.9g},{:.9g},{:.9g}\n", k, rows[k].total, rows[k].content, rows[k].style,
+                           rows[k].tv);
+    write_file_atomically(a.log, csv);
+  }
+  write_image(a.output, r.image);
+  fmt::print("wrote {} ({}x{}); {:.1f} ms/iteration; memory pool peak {:.1f} MiB\n", a.output, r.image.width,
+             r.image.height, r.ms_per_iteration, static_cast<double>(r.pool_peak_bytes) / (1 << 20));
+}
+
+}  // namespace
+
+void add_style_command(CLI::App& app) {
+  auto a = std::make_shared<StyleArgs>();
+  auto* cmd = app.add_subcommand("style", "Neural style transfer (Gatys et al., as jcjohnson/neural-style) on VGG19");
+  cmd->add_option("--content", a->content, "Content image (PNG or JPEG)")->required();
+  cmd->add_option("--style", a->style, "Style image(s), comma-separated")->required();
+  cmd->add_option("--output", a->output, "Output image (.png or .jpg)")->required();
+  cmd->add_option("--weights", a->weights, "VGG19 safetensors (torchvision names) or random:SEED");
+  cmd->add_option("--style-blend-weights", a->blend_weights, "Weights of the style images (normalised to sum 1)");
+  cmd->add_option("--size", a->o.size, "Longest side of the output")
+      ->check(CLI::Range(16, 1 << 15))
+      ->capture_default_str();
+  cmd->add_option("--style-scale", a->o.style_scale, "Style images sized to size x this")->capture_default_str();
+  cmd->add_option("--iters", a->o.iters, "Iterations (per scale)")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str();
+  cmd->add_option("--optimizer", a->o.optimizer, "lbfgs | adam")
+      ->check(CLI::IsMember({"lbfgs", "adam"}))
+      ->capture_default_str();
+  cmd->add_option("--lr", a->o.lr, "Step size (default: L-BFGS 1, Adam 0.04)");
+  cmd->add_option("--lbfgs-history", a->o.lbfgs_history, "L-BFGS curvature pairs")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  cmd->add_option("--content-weight", a->o.content_weight, "Content loss weight")->capture_default_str();
+  cmd->add_option("--style-weight", a->o.style_weight, "Style loss weight")->capture_default_str();
+  cmd->add_option("--tv-weight", a->o.tv_weight, "Total-variation weight")->capture_default_str();
+  cmd->add_option("--content-layers", a->content_layers, "Content layers")->capture_default_str();
+  cmd->add_option("--style-layers", a->style_layers, "Style layers")->capture_default_str();
+  cmd->add_option("--init", a->o.init, "content | random | an image file")->capture_default_str();
+  cmd->add_flag("--original-colors", a->o.original_colors, "Keep the content's colours (luminance-only transfer)");
+  cmd->add_option("--pooling", a->o.pooling, "max | avg")->check(CLI::IsMember({"max", "avg"}))->capture_default_str();
+  cmd->add_option("--scales", a->scales, "Coarse-to-fine sizes, e.g. 256,512,1024 (overrides --size)");
+  cmd->add_option("--print-every", a->o.print_every, "Report losses every N iterations")->capture_default_str();
+  cmd->add_option("--save-every", a->o.save_every, "Save the image every N iterations (0: never)")
+      ->capture_default_str();
+  cmd->add_option("--seed", a->o.seed, "Seed of --init random")->capture_default_str();
+  cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->capture_default_str();
+  cmd->add_option("--log", a->log, "Write per-iteration losses here (CSV)");
+  cmd->callback([a] { run_style(*a); });
+}
+
+}  // namespace cudl::cli
