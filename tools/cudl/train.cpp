@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <memory>
+#include <optional>
 
 #include "engine/context.hpp"
 #include "engine/io/safetensors.hpp"
@@ -22,7 +23,7 @@ struct TrainArgs {
   std::int64_t epochs = 10;
   std::int64_t batch_size = 128;
   std::string optimizer = "adam";
-  float lr = 1e-3f;
+  std::optional<float> lr;  // default per optimizer: see default_learning_rate
   float momentum = 0.9f;
   float weight_decay = 0.0f;
   bool nesterov = false;
@@ -73,7 +74,7 @@ void run_train(TrainArgs a) {
   o.epochs = a.epochs;
   o.batch_size = a.batch_size;
   o.optimizer.kind = parse_optimizer(a.optimizer);
-  o.optimizer.lr = a.lr;
+  o.optimizer.lr = a.lr.value_or(default_learning_rate(o.optimizer.kind));
   o.optimizer.momentum = a.momentum;
   o.optimizer.nesterov = a.nesterov;
   o.optimizer.weight_decay = a.weight_decay;
@@ -118,7 +119,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--optimizer", a->optimizer, "sgd | adam | adamw")
       ->check(CLI::IsMember({"sgd", "adam", "adamw"}))
       ->capture_default_str();
-  cmd->add_option("--lr", a->lr, "Learning rate (the peak rate for onecycle)")->capture_default_str();
+  cmd->add_option("--lr", a->lr, "Learning rate, the peak for onecycle (default: 3e-3 for adam/adamw, 0.05 for sgd)");
   cmd->add_option("--momentum", a->momentum, "SGD momentum")->capture_default_str();
   cmd->add_flag("--nesterov", a->nesterov, "SGD with Nesterov momentum");
   cmd->add_option("--weight-decay", a->weight_decay, "L2 penalty (decoupled for adamw)")->capture_default_str();
