@@ -8,7 +8,7 @@
 It downloads torchvision's IMAGENET1K_V1 weights (548 MB) on first use, so it needs network
 access and was not run where cudl's tests run (no weights can be downloaded there). Instead of
 the `safetensors` package it uses the few lines of writer below, so torch is the only dependency.
-Alternative without torch: timm's `vgg19.tv_in1k` model.safetensors (Hugging Face) holds the
+Alternative without torch: timm's `vgg19.tv_in1k` model.safetensors holds the
 same tensors under the same features.* names and loads as is.
 """
 import json
