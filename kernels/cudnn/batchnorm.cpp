@@ -17,6 +17,7 @@
 namespace cudl {
 
 using channel_args::ChannelDims;
+using channel_args::Role;
 using cuda_detail::device_tensor;
 using cudnn_detail::DataDescriptor;
 using cudnn_detail::ParamDescriptor;
@@ -33,23 +34,11 @@ void check_eps(std::string_view op, float eps) {
 // only used to recompute them when both pointers are null), but it still validates the argument.
 constexpr double kBackwardEpsilon = 1e-5;
 
-// An argument besides x: shaped like x (checked by the caller) or one value per channel of x.
-enum class Role { like_x, per_channel };
-struct Arg {
-  std::string_view name;
-  const Tensor& tensor;
-  Role role;
-};
-
-// The checks every batchnorm op starts with, in this order: x and then each argument is a defined
-// f32 tensor on ctx's device; x has rank >= 2; each per-channel argument is [C]. Returns x's layout.
-ChannelDims check_args(Context& ctx, std::string_view op, const Tensor& x, std::initializer_list<Arg> args) {
-  device_tensor(op, "x", x, ctx);
-  for (const Arg& a : args) device_tensor(op, a.name, a.tensor, ctx);
-  const ChannelDims d = channel_args::channel_dims(op, "x", x);
-  for (const Arg& a : args)
-    if (a.role == Role::per_channel) channel_args::per_channel(op, a.name, a.tensor, "x", x);
-  return d;
+// channel_args::batchnorm_args with each tensor a defined f32 tensor on ctx's device.
+ChannelDims check_args(Context& ctx, std::string_view op, const Tensor& x,
+                       std::initializer_list<channel_args::Arg> args) {
+  return channel_args::batchnorm_args(op, x, args,
+                                      [&](std::string_view name, const Tensor& t) { device_tensor(op, name, t, ctx); });
 }
 
 // x's descriptor [N, C, inner, 1] and the [1, C, 1, 1] one cuDNN derives from it for the parameters.
