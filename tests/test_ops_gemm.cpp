@@ -13,11 +13,7 @@
 #include "tests/test_util.hpp"
 
 using namespace cudl;
-using cudl::testing::BackendTest;
-using cudl::testing::expect_close;
-using cudl::testing::expect_error;
-using cudl::testing::random_values;
-using cudl::testing::zeros;
+using namespace cudl::testing;  // BackendTest, expect_close, expect_error, random_values, zeros
 
 namespace {
 
