@@ -3,6 +3,7 @@
 // bad call fails with the same message on either device. Device and dtype checks stay with each
 // backend (kernels/cpu/cpu_args.hpp, kernels/cuda/cuda_args.hpp).
 #include <cmath>
+#include <initializer_list>
 #include <string_view>
 
 #include "engine/check.hpp"
@@ -29,6 +30,28 @@ inline void per_channel(std::string_view op, std::string_view name, const Tensor
                         const Tensor& x) {
   CUDL_CHECK(t.shape() == Shape{x.dim(1)}, "{}: {} has shape {}, expected [{}] (one per channel of {}={})", op, name,
              t.shape(), x.dim(1), x_name, x.shape());
+}
+
+// An argument of a batchnorm op besides x: shaped like x (the caller checks that) or one value per
+// channel of x.
+enum class Role { like_x, per_channel };
+struct Arg {
+  std::string_view name;
+  const Tensor& tensor;
+  Role role;
+};
+
+// The checks every batchnorm op starts with, in this order: `placed(name, tensor)` (the backend's
+// device and dtype check) on x and then on each argument; x has rank >= 2; each per-channel
+// argument is [C]. Returns x's layout.
+template <class Placed>
+ChannelDims batchnorm_args(std::string_view op, const Tensor& x, std::initializer_list<Arg> args, Placed&& placed) {
+  placed("x", x);
+  for (const Arg& a : args) placed(a.name, a.tensor);
+  const ChannelDims d = channel_dims(op, "x", x);
+  for (const Arg& a : args)
+    if (a.role == Role::per_channel) per_channel(op, a.name, a.tensor, "x", x);
+  return d;
 }
 
 inline void batchnorm_eps(std::string_view op, float eps) {

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,24 +18,13 @@
 #include "models/checkpoint.hpp"
 #include "models/sequential.hpp"
 #include "tests/backend_fixture.hpp"
+#include "tests/test_util.hpp"
 
 using namespace cudl;
-namespace fs = std::filesystem;
+using cudl::testing::contains;
+using cudl::testing::error_message;
 
 namespace {
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
-template <class Fn>
-std::string error_message(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a cudl::Error";
-  return {};
-}
 
 // Input [N, 2, 4, 4]; `channels` changes the first layer's weight shape; `head` names the last layer.
 Sequential tiny_model(Context& ctx, std::uint64_t seed, std::int64_t channels = 4,
@@ -55,14 +43,7 @@ Sequential tiny_model(Context& ctx, std::uint64_t seed, std::int64_t channels = 
 
 class Checkpoint : public ::testing::Test {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::path(::testing::TempDir()) / (std::string("cudl_checkpoint_") + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string file(const std::string& name) const { return (dir_ / name).string(); }
+  std::string file(const std::string& name) const { return dir_.file(name); }
 
   // Two Adam steps from hand-set gradients, so the state is neither zero nor uniform.
   void train_two_steps(Sequential& model, Optimizer& opt) {
@@ -74,7 +55,7 @@ class Checkpoint : public ::testing::Test {
   std::vector<float> values(Sequential& m) { return m.parameter_block().to_vector(ctx_); }
 
   Context ctx_{Device::cpu()};
-  fs::path dir_;
+  cudl::testing::TempDir dir_;
 };
 
 TEST_F(Checkpoint, RoundTripRestoresParametersOptimizerStateStepsAndCounters) {

@@ -11,7 +11,7 @@
 #include "engine/context.hpp"
 #include "engine/io/datasets.hpp"
 #include "engine/io/image.hpp"
-#include "io_test_util.hpp"
+#include "test_util.hpp"
 
 using namespace cudl;
 using namespace cudl::testing;

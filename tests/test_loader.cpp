@@ -12,7 +12,7 @@
 #include "engine/context.hpp"
 #include "engine/device.hpp"
 #include "engine/io/loader.hpp"
-#include "io_test_util.hpp"
+#include "test_util.hpp"
 
 using namespace cudl;
 using namespace cudl::testing;

@@ -3,9 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <functional>
-#include <initializer_list>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -14,44 +11,12 @@
 #include "engine/ops.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
+#include "tests/test_util.hpp"
 
 using namespace cudl;
-using cudl::testing::BackendTest;
+using namespace cudl::testing;  // BackendTest, expect_close, expect_error, random_values, zeros
 
 namespace {
-
-std::vector<float> random_values(std::int64_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> v(static_cast<std::size_t>(n));
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
-
-void expect_close(const std::vector<float>& actual, const std::vector<double>& expected, const std::string& what,
-                  double atol = 1e-4, double rtol = 1e-4) {
-  ASSERT_EQ(actual.size(), expected.size()) << what;
-  int bad = 0;
-  for (std::size_t i = 0; i < actual.size(); ++i) {
-    if (std::abs(actual[i] - expected[i]) > atol + rtol * std::abs(expected[i]) && ++bad <= 5)
-      ADD_FAILURE() << what << ": [" << i << "] got " << actual[i] << ", expected " << expected[i];
-  }
-  EXPECT_EQ(bad, 0) << what;
-}
-
-void expect_error(const std::function<void()>& call, std::initializer_list<std::string> fragments) {
-  try {
-    call();
-    ADD_FAILURE() << "expected cudl::Error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& f : fragments) EXPECT_NE(msg.find(f), std::string::npos) << "'" << f << "' not in: " << msg;
-  }
-}
-
-Tensor zeros(const Shape& s, Context& ctx) {
-  return Tensor::from_host(std::vector<float>(static_cast<std::size_t>(s.numel()), 0.0f), s, ctx);
-}
 
 struct ConvCase {
   std::int64_t n, c, h, w, k, r, s;

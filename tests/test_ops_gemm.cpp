@@ -3,9 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <functional>
-#include <initializer_list>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -13,47 +10,12 @@
 #include "engine/context.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
+#include "tests/test_util.hpp"
 
 using namespace cudl;
-using cudl::testing::BackendTest;
+using namespace cudl::testing;  // BackendTest, expect_close, expect_error, random_values, zeros
 
 namespace {
-
-std::vector<float> random_values(std::int64_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(static_cast<std::size_t>(n));
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
-
-void expect_close(const std::vector<float>& actual, const std::vector<double>& expected, const std::string& what,
-                  double atol = 1e-4, double rtol = 1e-4) {
-  ASSERT_EQ(actual.size(), expected.size()) << what;
-  int bad = 0;
-  for (std::size_t i = 0; i < actual.size(); ++i) {
-    if (std::abs(actual[i] - expected[i]) > atol + rtol * std::abs(expected[i]) && ++bad <= 5)
-      ADD_FAILURE() << what << ": [" << i << "] got " << actual[i] << ", expected " << expected[i];
-  }
-  EXPECT_EQ(bad, 0) << what;
-}
-
-// The call must throw cudl::Error whose message contains every fragment (the op, the shapes).
-void expect_error(const std::function<void()>& call, std::initializer_list<std::string> fragments) {
-  try {
-    call();
-    ADD_FAILURE() << "expected cudl::Error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& f : fragments) EXPECT_NE(msg.find(f), std::string::npos) << "'" << f << "' not in: " << msg;
-  }
-}
-
-// Built from host zeros rather than Tensor::zeros so that these tests need no backend op but
-// the ones under test.
-Tensor zeros(const Shape& s, Context& ctx) {
-  return Tensor::from_host(std::vector<float>(static_cast<std::size_t>(s.numel()), 0.0f), s, ctx);
-}
 
 // C = alpha * op(A) op(B) + beta * C in double, from row-major storage.
 std::vector<double> naive_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,

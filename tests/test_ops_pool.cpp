@@ -4,8 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
-#include <initializer_list>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -16,19 +14,15 @@
 #include "engine/context.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
+#include "tests/test_util.hpp"
 
 using namespace cudl;
 using cudl::testing::BackendTest;
+using cudl::testing::expect_error;
+using cudl::testing::random_values;
+using cudl::testing::zeros;
 
 namespace {
-
-std::vector<float> random_values(std::int64_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> v(static_cast<std::size_t>(n));
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
 
 // Distinct values 0.1 apart, shuffled: no ties, and no two within a finite-difference step.
 std::vector<float> distinct_values(std::int64_t n, unsigned seed) {
@@ -39,29 +33,9 @@ std::vector<float> distinct_values(std::int64_t n, unsigned seed) {
   return v;
 }
 
-void expect_close(const std::vector<float>& actual, const std::vector<double>& expected, const std::string& what,
-                  double atol = 1e-5, double rtol = 1e-5) {
-  ASSERT_EQ(actual.size(), expected.size()) << what;
-  int bad = 0;
-  for (std::size_t i = 0; i < actual.size(); ++i) {
-    if (std::abs(actual[i] - expected[i]) > atol + rtol * std::abs(expected[i]) && ++bad <= 5)
-      ADD_FAILURE() << what << ": [" << i << "] got " << actual[i] << ", expected " << expected[i];
-  }
-  EXPECT_EQ(bad, 0) << what;
-}
-
-void expect_error(const std::function<void()>& call, std::initializer_list<std::string> fragments) {
-  try {
-    call();
-    ADD_FAILURE() << "expected cudl::Error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& f : fragments) EXPECT_NE(msg.find(f), std::string::npos) << "'" << f << "' not in: " << msg;
-  }
-}
-
-Tensor zeros(const Shape& s, Context& ctx) {
-  return Tensor::from_host(std::vector<float>(static_cast<std::size_t>(s.numel()), 0.0f), s, ctx);
+// The pooling checks hold a tighter tolerance (1e-5) than the shared default.
+void expect_close(const std::vector<float>& actual, const std::vector<double>& expected, const std::string& what) {
+  cudl::testing::expect_close(actual, expected, what, 1e-5, 1e-5);
 }
 
 Pool2dParams pool(int kh, int kw, int sh, int sw, int ph, int pw) { return {kh, kw, sh, sw, ph, pw}; }

@@ -15,42 +15,21 @@
 
 #include "engine/error.hpp"
 #include "engine/io/safetensors.hpp"
+#include "tests/test_util.hpp"
 
 using namespace cudl;
+using cudl::testing::contains;
+using cudl::testing::error_message;
+using cudl::testing::write_string;
 namespace fs = std::filesystem;
 
 namespace {
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
-template <class Fn>
-std::string error_message(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a cudl::Error";
-  return {};
-}
-
 // A fresh directory per test, removed afterwards.
 class Safetensors : public ::testing::Test {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::path(::testing::TempDir()) / (std::string("cudl_safetensors_") + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
+  std::string file(const std::string& name) const { return dir_.file(name); }
 
-  std::string file(const std::string& name) const { return (dir_ / name).string(); }
-
-  static void write_bytes(const std::string& path, const std::string& bytes) {
-    std::ofstream out(path, std::ios::binary);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  }
   static std::string le64(std::uint64_t n) {
     std::string s(8, '\0');
     for (int i = 0; i < 8; ++i) s[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xffu);
@@ -58,7 +37,7 @@ class Safetensors : public ::testing::Test {
   }
   // A file as the format defines it: header length, header text, data buffer.
   static void write_raw(const std::string& path, const std::string& header, const std::string& data) {
-    write_bytes(path, le64(header.size()) + header + data);
+    write_string(path, le64(header.size()) + header + data);
   }
   template <class T>
   static std::string bytes_of(const std::vector<T>& values) {
@@ -66,12 +45,12 @@ class Safetensors : public ::testing::Test {
   }
   std::vector<std::string> leftovers() const {
     std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(dir_))
+    for (const auto& e : fs::directory_iterator(dir_.path()))
       if (e.path().extension() == ".tmp") names.push_back(e.path().filename().string());
     return names;
   }
 
-  fs::path dir_;
+  cudl::testing::TempDir dir_;
 };
 
 TEST_F(Safetensors, RoundTripsF32I32AndMetadata) {
@@ -230,7 +209,7 @@ TEST_F(Safetensors, RejectsMalformedFilesNamingTheFileAndTheProblem) {
   };
   for (const Case& c : cases) {
     const std::string path = file(c.label + ".safetensors");
-    write_bytes(path, c.bytes);
+    write_string(path, c.bytes);
     const std::string msg = error_message([&] { SafetensorsFile::open(path); });
     EXPECT_TRUE(contains(msg, path)) << c.label << ": " << msg;
     EXPECT_TRUE(contains(msg, c.expected)) << c.label << ": " << msg;

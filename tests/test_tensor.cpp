@@ -9,23 +9,13 @@
 #include "engine/context.hpp"
 #include "engine/error.hpp"
 #include "engine/tensor.hpp"
+#include "tests/test_util.hpp"
 
 using namespace cudl;
+using cudl::testing::contains;
+using cudl::testing::error_message;
 
 namespace {
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
-template <class Fn>
-std::string error_message(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a cudl::Error";
-  return {};
-}
 
 class TensorCpu : public ::testing::Test {
  protected:

@@ -15,7 +15,7 @@
 #include "models/checkpoint.hpp"
 #include "models/trainer.hpp"
 #include "models/zoo.hpp"
-#include "tests/io_test_util.hpp"
+#include "tests/test_util.hpp"
 
 using namespace cudl;
 using cudl::testing::TempDir;

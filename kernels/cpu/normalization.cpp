@@ -2,7 +2,8 @@
 // (training with batch statistics, evaluation with running ones, backward). OpenMP over
 // channels; every per-channel sum runs in double in a fixed order, so results are deterministic.
 #include <cmath>
-#include <utility>
+#include <initializer_list>
+#include <string_view>
 #include <vector>
 
 #include "kernels/channel_args.hpp"
@@ -12,6 +13,7 @@
 namespace cudl {
 
 using channel_args::ChannelDims;
+using channel_args::Role;
 using cpu::host_tensor;
 using cpu::kParallelThreshold;
 
@@ -21,6 +23,12 @@ namespace {
 template <class F>
 void for_each_plane(const ChannelDims& d, std::int64_t c, F f) {
   for (std::int64_t n = 0; n < d.outer; ++n) f((n * d.channels + c) * d.inner);
+}
+
+// channel_args::batchnorm_args with each tensor a defined f32 host tensor.
+ChannelDims check_args(std::string_view op, const Tensor& x, std::initializer_list<channel_args::Arg> args) {
+  return channel_args::batchnorm_args(op, x, args,
+                                      [&](std::string_view name, const Tensor& t) { host_tensor(op, name, t); });
 }
 
 // y = (x - mean) * mul + beta, with mul = gamma * invstd folded per channel.
@@ -86,22 +94,14 @@ void CpuBackend::batchnorm_forward_train(Context&, const Tensor& x, const Tensor
                                          float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y,
                                          Tensor& save_mean, Tensor& save_invstd) {
   constexpr std::string_view op = "batchnorm_forward_train";
-  host_tensor(op, "x", x);
-  host_tensor(op, "gamma", gamma);
-  host_tensor(op, "beta", beta);
-  host_tensor(op, "running_mean", running_mean);
-  host_tensor(op, "running_var", running_var);
-  host_tensor(op, "y", y);
-  host_tensor(op, "save_mean", save_mean);
-  host_tensor(op, "save_invstd", save_invstd);
-  const ChannelDims d = channel_args::channel_dims(op, "x", x);
-  for (const auto& [name, t] : {std::pair<std::string_view, const Tensor*>{"gamma", &gamma},
-                                {"beta", &beta},
-                                {"running_mean", &running_mean},
-                                {"running_var", &running_var},
-                                {"save_mean", &save_mean},
-                                {"save_invstd", &save_invstd}})
-    channel_args::per_channel(op, name, *t, "x", x);
+  const ChannelDims d = check_args(op, x,
+                                   {{"gamma", gamma, Role::per_channel},
+                                    {"beta", beta, Role::per_channel},
+                                    {"running_mean", running_mean, Role::per_channel},
+                                    {"running_var", running_var, Role::per_channel},
+                                    {"y", y, Role::like_x},
+                                    {"save_mean", save_mean, Role::per_channel},
+                                    {"save_invstd", save_invstd, Role::per_channel}});
   check::same_shape(op, "x", x, "y", y);
   channel_args::batchnorm_eps(op, eps);
   channel_args::batchnorm_momentum(op, momentum);
@@ -147,18 +147,12 @@ void CpuBackend::batchnorm_forward_train(Context&, const Tensor& x, const Tensor
 void CpuBackend::batchnorm_forward_eval(Context&, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                         const Tensor& running_mean, const Tensor& running_var, float eps, Tensor& y) {
   constexpr std::string_view op = "batchnorm_forward_eval";
-  host_tensor(op, "x", x);
-  host_tensor(op, "gamma", gamma);
-  host_tensor(op, "beta", beta);
-  host_tensor(op, "running_mean", running_mean);
-  host_tensor(op, "running_var", running_var);
-  host_tensor(op, "y", y);
-  const ChannelDims d = channel_args::channel_dims(op, "x", x);
-  for (const auto& [name, t] : {std::pair<std::string_view, const Tensor*>{"gamma", &gamma},
-                                {"beta", &beta},
-                                {"running_mean", &running_mean},
-                                {"running_var", &running_var}})
-    channel_args::per_channel(op, name, *t, "x", x);
+  const ChannelDims d = check_args(op, x,
+                                   {{"gamma", gamma, Role::per_channel},
+                                    {"beta", beta, Role::per_channel},
+                                    {"running_mean", running_mean, Role::per_channel},
+                                    {"running_var", running_var, Role::per_channel},
+                                    {"y", y, Role::like_x}});
   check::same_shape(op, "x", x, "y", y);
   channel_args::batchnorm_eps(op, eps);
   const float* prm = running_mean.data<float>();
@@ -178,21 +172,14 @@ void CpuBackend::batchnorm_backward(Context&, const Tensor& x, const Tensor& dy,
                                     const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma,
                                     Tensor& dbeta) {
   constexpr std::string_view op = "batchnorm_backward";
-  host_tensor(op, "x", x);
-  host_tensor(op, "dy", dy);
-  host_tensor(op, "gamma", gamma);
-  host_tensor(op, "save_mean", save_mean);
-  host_tensor(op, "save_invstd", save_invstd);
-  host_tensor(op, "dx", dx);
-  host_tensor(op, "dgamma", dgamma);
-  host_tensor(op, "dbeta", dbeta);
-  const ChannelDims d = channel_args::channel_dims(op, "x", x);
-  for (const auto& [name, t] : {std::pair<std::string_view, const Tensor*>{"gamma", &gamma},
-                                {"save_mean", &save_mean},
-                                {"save_invstd", &save_invstd},
-                                {"dgamma", &dgamma},
-                                {"dbeta", &dbeta}})
-    channel_args::per_channel(op, name, *t, "x", x);
+  const ChannelDims d = check_args(op, x,
+                                   {{"dy", dy, Role::like_x},
+                                    {"gamma", gamma, Role::per_channel},
+                                    {"save_mean", save_mean, Role::per_channel},
+                                    {"save_invstd", save_invstd, Role::per_channel},
+                                    {"dx", dx, Role::like_x},
+                                    {"dgamma", dgamma, Role::per_channel},
+                                    {"dbeta", dbeta, Role::per_channel}});
   check::same_shape(op, "x", x, "dy", dy);
   check::same_shape(op, "x", x, "dx", dx);
   if (d.per_channel() == 0) return;  // no values: nothing to differentiate, nothing to add

@@ -16,87 +16,16 @@
 #include "kernels/cuda/cuda_args.hpp"
 #include "kernels/cuda/cuda_backend.hpp"
 #include "kernels/cuda/launch.hpp"
+#include "kernels/cudnn/descriptors.hpp"
 
 namespace cudl {
 
 using cuda_detail::device_tensor;
-using cuda_detail::to_int;
+using cudnn_detail::ConvolutionDescriptor;
+using cudnn_detail::FilterDescriptor;
+using cudnn_detail::TensorDescriptor;
 
 namespace {
-
-// ---- RAII descriptors (destructors only release; they never throw) ----
-
-class TensorDescriptor {
- public:
-  TensorDescriptor(const Shape& s, std::string_view op) {
-    CUDL_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc_), "{} tensor {}", op, s);
-    try {
-      CUDL_CUDNN_CHECK(cudnnSetTensor4dDescriptor(desc_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, to_int(op, "N", s[0], s),
-                                                  to_int(op, "C", s[1], s), to_int(op, "H", s[2], s),
-                                                  to_int(op, "W", s[3], s)),
-                       "{} tensor {}", op, s);
-    } catch (...) {
-      cudnnDestroyTensorDescriptor(desc_);
-      throw;
-    }
-  }
-  ~TensorDescriptor() { cudnnDestroyTensorDescriptor(desc_); }
-  TensorDescriptor(const TensorDescriptor&) = delete;
-  TensorDescriptor& operator=(const TensorDescriptor&) = delete;
-  cudnnTensorDescriptor_t get() const { return desc_; }
-
- private:
-  cudnnTensorDescriptor_t desc_ = nullptr;
-};
-
-class FilterDescriptor {
- public:
-  FilterDescriptor(const Shape& s, std::string_view op) {
-    CUDL_CUDNN_CHECK(cudnnCreateFilterDescriptor(&desc_), "{} filter {}", op, s);
-    try {
-      CUDL_CUDNN_CHECK(cudnnSetFilter4dDescriptor(desc_, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, to_int(op, "K", s[0], s),
-                                                  to_int(op, "C", s[1], s), to_int(op, "R", s[2], s),
-                                                  to_int(op, "S", s[3], s)),
-                       "{} filter {}", op, s);
-    } catch (...) {
-      cudnnDestroyFilterDescriptor(desc_);
-      throw;
-    }
-  }
-  ~FilterDescriptor() { cudnnDestroyFilterDescriptor(desc_); }
-  FilterDescriptor(const FilterDescriptor&) = delete;
-  FilterDescriptor& operator=(const FilterDescriptor&) = delete;
-  cudnnFilterDescriptor_t get() const { return desc_; }
-
- private:
-  cudnnFilterDescriptor_t desc_ = nullptr;
-};
-
-class ConvolutionDescriptor {
- public:
-  ConvolutionDescriptor(const Conv2dParams& p, std::string_view op) {
-    CUDL_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&desc_), "{}", op);
-    try {
-      CUDL_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(desc_, p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dilation_h,
-                                                       p.dilation_w, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
-                       "{} pad={}x{} stride={}x{} dilation={}x{}", op, p.pad_h, p.pad_w, p.stride_h, p.stride_w,
-                       p.dilation_h, p.dilation_w);
-    } catch (...) {
-      cudnnDestroyConvolutionDescriptor(desc_);
-      throw;
-    }
-  }
-  ~ConvolutionDescriptor() { cudnnDestroyConvolutionDescriptor(desc_); }
-  ConvolutionDescriptor(const ConvolutionDescriptor&) = delete;
-  ConvolutionDescriptor& operator=(const ConvolutionDescriptor&) = delete;
-  cudnnConvolutionDescriptor_t get() const { return desc_; }
-  void set_math(cudnnMathType_t math, std::string_view op) {
-    CUDL_CUDNN_CHECK(cudnnSetConvolutionMathType(desc_, math), "{} math type {}", op, static_cast<int>(math));
-  }
-
- private:
-  cudnnConvolutionDescriptor_t desc_ = nullptr;
-};
 
 // ---- algorithm choice ----
 
@@ -115,10 +44,10 @@ cudnnMathType_t execution_math(cudnnMathType_t candidate, MathMode mode) {
   return mode == MathMode::strict_fp32 ? CUDNN_FMA_MATH : candidate;
 }
 
-std::string cache_key(std::string_view direction, const Shape& x, const Shape& w, const Shape& y,
-                      const Conv2dParams& p, MathMode mode) {
-  return fmt::format("{} x={} w={} y={} pad={},{} stride={},{} dilation={},{} {}", direction, x, w, y, p.pad_h,
-                     p.pad_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
+std::string cache_key(std::string_view direction, const Shape& x, const Shape& w, const Shape& y, const Conv2dParams& p,
+                      MathMode mode) {
+  return fmt::format("{} x={} w={} y={} pad={},{} stride={},{} dilation={},{} {}", direction, x, w, y, p.pad_h, p.pad_w,
+                     p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
                      mode == MathMode::strict_fp32 ? "fp32" : "tf32");
 }
 
@@ -163,10 +92,9 @@ cudnnStatus_t heuristics(const ConvCall& c, BackwardData, int requested, int* re
   return cudnnGetConvolutionBackwardDataAlgorithm_v7(cuda_resources(c.ctx).cudnn, c.w.get(), c.y.get(), c.conv.get(),
                                                      c.x.get(), requested, returned, perf);
 }
-cudnnStatus_t heuristics(const ConvCall& c, BackwardFilter, int requested, int* returned,
-                         BackwardFilter::Perf* perf) {
-  return cudnnGetConvolutionBackwardFilterAlgorithm_v7(cuda_resources(c.ctx).cudnn, c.x.get(), c.y.get(),
-                                                       c.conv.get(), c.w.get(), requested, returned, perf);
+cudnnStatus_t heuristics(const ConvCall& c, BackwardFilter, int requested, int* returned, BackwardFilter::Perf* perf) {
+  return cudnnGetConvolutionBackwardFilterAlgorithm_v7(cuda_resources(c.ctx).cudnn, c.x.get(), c.y.get(), c.conv.get(),
+                                                       c.w.get(), requested, returned, perf);
 }
 
 cudnnStatus_t workspace_size(const ConvCall& c, Forward, Forward::Algo algo, std::size_t* bytes) {
@@ -174,12 +102,12 @@ cudnnStatus_t workspace_size(const ConvCall& c, Forward, Forward::Algo algo, std
                                                  c.y.get(), algo, bytes);
 }
 cudnnStatus_t workspace_size(const ConvCall& c, BackwardData, BackwardData::Algo algo, std::size_t* bytes) {
-  return cudnnGetConvolutionBackwardDataWorkspaceSize(cuda_resources(c.ctx).cudnn, c.w.get(), c.y.get(),
-                                                      c.conv.get(), c.x.get(), algo, bytes);
+  return cudnnGetConvolutionBackwardDataWorkspaceSize(cuda_resources(c.ctx).cudnn, c.w.get(), c.y.get(), c.conv.get(),
+                                                      c.x.get(), algo, bytes);
 }
 cudnnStatus_t workspace_size(const ConvCall& c, BackwardFilter, BackwardFilter::Algo algo, std::size_t* bytes) {
-  return cudnnGetConvolutionBackwardFilterWorkspaceSize(cuda_resources(c.ctx).cudnn, c.x.get(), c.y.get(),
-                                                        c.conv.get(), c.w.get(), algo, bytes);
+  return cudnnGetConvolutionBackwardFilterWorkspaceSize(cuda_resources(c.ctx).cudnn, c.x.get(), c.y.get(), c.conv.get(),
+                                                        c.w.get(), algo, bytes);
 }
 
 // Picks (or recalls) the algorithm, and leaves c.conv set to its math type.
@@ -198,8 +126,8 @@ ConvAlgorithm choose_algorithm(const ConvCall& c) {
   c.conv.set_math(mode == MathMode::strict_fp32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH, Direction::name);
   std::array<typename Direction::Perf, 16> perf{};
   int returned = 0;
-  CUDL_CUDNN_CHECK(heuristics(c, dir, static_cast<int>(perf.size()), &returned, perf.data()),
-                   "{} x={} w={} y={}", Direction::name, c.x_shape, c.w_shape, c.y_shape);
+  CUDL_CUDNN_CHECK(heuristics(c, dir, static_cast<int>(perf.size()), &returned, perf.data()), "{} x={} w={} y={}",
+                   Direction::name, c.x_shape, c.w_shape, c.y_shape);
 
   ConvAlgorithm chosen;
   bool found = false;
@@ -228,8 +156,7 @@ ConvAlgorithm choose_algorithm(const ConvCall& c) {
 }
 
 void check_params(std::string_view op, const Conv2dParams& p) {
-  CUDL_CHECK(p.stride_h > 0 && p.stride_w > 0 && p.dilation_h > 0 && p.dilation_w > 0 && p.pad_h >= 0 &&
-                 p.pad_w >= 0,
+  CUDL_CHECK(p.stride_h > 0 && p.stride_w > 0 && p.dilation_h > 0 && p.dilation_w > 0 && p.pad_h >= 0 && p.pad_w >= 0,
              "{}: stride and dilation must be positive and padding non-negative", op);
 }
 
@@ -254,9 +181,8 @@ void CudaBackend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w,
   Workspace ws(ctx, algo.workspace_bytes);
   const float alpha = 1.0f, beta = 0.0f;
   CUDL_CUDNN_CHECK(cudnnConvolutionForward(cuda_resources(ctx).cudnn, &alpha, xd.get(), x.data<float>(), wd.get(),
-                                           w.data<float>(), cd.get(),
-                                           static_cast<cudnnConvolutionFwdAlgo_t>(algo.algo), ws.data(), ws.bytes(),
-                                           &beta, yd.get(), y.data<float>()),
+                                           w.data<float>(), cd.get(), static_cast<cudnnConvolutionFwdAlgo_t>(algo.algo),
+                                           ws.data(), ws.bytes(), &beta, yd.get(), y.data<float>()),
                    "conv2d x={} w={} y={} algo={}", x.shape(), w.shape(), y.shape(), algo.algo);
 }
 
@@ -279,11 +205,11 @@ void CudaBackend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Ten
   const ConvAlgorithm algo = choose_algorithm<BackwardData>(call);
   Workspace ws(ctx, algo.workspace_bytes);
   const float alpha = 1.0f, beta = 0.0f;
-  CUDL_CUDNN_CHECK(cudnnConvolutionBackwardData(cuda_resources(ctx).cudnn, &alpha, wd.get(), w.data<float>(),
-                                                yd.get(), dy.data<float>(), cd.get(),
-                                                static_cast<cudnnConvolutionBwdDataAlgo_t>(algo.algo), ws.data(),
-                                                ws.bytes(), &beta, xd.get(), dx.data<float>()),
-                   "conv2d_backward_data dy={} w={} dx={} algo={}", dy.shape(), w.shape(), dx.shape(), algo.algo);
+  CUDL_CUDNN_CHECK(
+      cudnnConvolutionBackwardData(cuda_resources(ctx).cudnn, &alpha, wd.get(), w.data<float>(), yd.get(),
+                                   dy.data<float>(), cd.get(), static_cast<cudnnConvolutionBwdDataAlgo_t>(algo.algo),
+                                   ws.data(), ws.bytes(), &beta, xd.get(), dx.data<float>()),
+      "conv2d_backward_data dy={} w={} dx={} algo={}", dy.shape(), w.shape(), dx.shape(), algo.algo);
 }
 
 void CudaBackend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p,

@@ -1,0 +1,138 @@
+#pragma once
+// RAII wrappers of the legacy cuDNN descriptors used by the cuDNN ops (host code). Each one is
+// created and set in its constructor (released again when setting fails) and released by its
+// destructor, which never throws.
+#include <string_view>
+
+#include "engine/backend.hpp"
+#include "engine/tensor.hpp"
+#include "kernels/channel_args.hpp"
+#include "kernels/cuda/cuda_args.hpp"
+
+namespace cudl::cudnn_detail {
+
+// ---- convolution: NCHW data, KCRS filters, the convolution itself ----
+
+class TensorDescriptor {
+ public:
+  TensorDescriptor(const Shape& s, std::string_view op) {
+    CUDL_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc_), "{} tensor {}", op, s);
+    try {
+      CUDL_CUDNN_CHECK(
+          cudnnSetTensor4dDescriptor(desc_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, cuda_detail::to_int(op, "N", s[0], s),
+                                     cuda_detail::to_int(op, "C", s[1], s), cuda_detail::to_int(op, "H", s[2], s),
+                                     cuda_detail::to_int(op, "W", s[3], s)),
+          "{} tensor {}", op, s);
+    } catch (...) {
+      cudnnDestroyTensorDescriptor(desc_);
+      throw;
+    }
+  }
+  ~TensorDescriptor() { cudnnDestroyTensorDescriptor(desc_); }
+  TensorDescriptor(const TensorDescriptor&) = delete;
+  TensorDescriptor& operator=(const TensorDescriptor&) = delete;
+  cudnnTensorDescriptor_t get() const { return desc_; }
+
+ private:
+  cudnnTensorDescriptor_t desc_ = nullptr;
+};
+
+class FilterDescriptor {
+ public:
+  FilterDescriptor(const Shape& s, std::string_view op) {
+    CUDL_CUDNN_CHECK(cudnnCreateFilterDescriptor(&desc_), "{} filter {}", op, s);
+    try {
+      CUDL_CUDNN_CHECK(
+          cudnnSetFilter4dDescriptor(desc_, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, cuda_detail::to_int(op, "K", s[0], s),
+                                     cuda_detail::to_int(op, "C", s[1], s), cuda_detail::to_int(op, "R", s[2], s),
+                                     cuda_detail::to_int(op, "S", s[3], s)),
+          "{} filter {}", op, s);
+    } catch (...) {
+      cudnnDestroyFilterDescriptor(desc_);
+      throw;
+    }
+  }
+  ~FilterDescriptor() { cudnnDestroyFilterDescriptor(desc_); }
+  FilterDescriptor(const FilterDescriptor&) = delete;
+  FilterDescriptor& operator=(const FilterDescriptor&) = delete;
+  cudnnFilterDescriptor_t get() const { return desc_; }
+
+ private:
+  cudnnFilterDescriptor_t desc_ = nullptr;
+};
+
+class ConvolutionDescriptor {
+ public:
+  ConvolutionDescriptor(const Conv2dParams& p, std::string_view op) {
+    CUDL_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&desc_), "{}", op);
+    try {
+      CUDL_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(desc_, p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dilation_h,
+                                                       p.dilation_w, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+                       "{} pad={}x{} stride={}x{} dilation={}x{}", op, p.pad_h, p.pad_w, p.stride_h, p.stride_w,
+                       p.dilation_h, p.dilation_w);
+    } catch (...) {
+      cudnnDestroyConvolutionDescriptor(desc_);
+      throw;
+    }
+  }
+  ~ConvolutionDescriptor() { cudnnDestroyConvolutionDescriptor(desc_); }
+  ConvolutionDescriptor(const ConvolutionDescriptor&) = delete;
+  ConvolutionDescriptor& operator=(const ConvolutionDescriptor&) = delete;
+  cudnnConvolutionDescriptor_t get() const { return desc_; }
+  void set_math(cudnnMathType_t math, std::string_view op) {
+    CUDL_CUDNN_CHECK(cudnnSetConvolutionMathType(desc_, math), "{} math type {}", op, static_cast<int>(math));
+  }
+
+ private:
+  cudnnConvolutionDescriptor_t desc_ = nullptr;
+};
+
+// ---- batch normalisation ----
+
+// x (and y, dy, dx) as a 4-D NCHW descriptor [N, C, inner, 1].
+class DataDescriptor {
+ public:
+  DataDescriptor(const Tensor& x, const channel_args::ChannelDims& d, std::string_view op) {
+    CUDL_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc_), "{} x={}", op, x.shape());
+    try {
+      CUDL_CUDNN_CHECK(cudnnSetTensor4dDescriptor(desc_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
+                                                  cuda_detail::to_int(op, "N", d.outer, x.shape()),
+                                                  cuda_detail::to_int(op, "C", d.channels, x.shape()),
+                                                  cuda_detail::to_int(op, "spatial size", d.inner, x.shape()), 1),
+                       "{} x={}", op, x.shape());
+    } catch (...) {
+      cudnnDestroyTensorDescriptor(desc_);
+      throw;
+    }
+  }
+  ~DataDescriptor() { cudnnDestroyTensorDescriptor(desc_); }
+  DataDescriptor(const DataDescriptor&) = delete;
+  DataDescriptor& operator=(const DataDescriptor&) = delete;
+  cudnnTensorDescriptor_t get() const { return desc_; }
+
+ private:
+  cudnnTensorDescriptor_t desc_ = nullptr;
+};
+
+// gamma, beta and the running and saved statistics: [1, C, 1, 1], derived from x's descriptor.
+class ParamDescriptor {
+ public:
+  ParamDescriptor(const DataDescriptor& x, const Shape& x_shape, std::string_view op) {
+    CUDL_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc_), "{} x={}", op, x_shape);
+    try {
+      CUDL_CUDNN_CHECK(cudnnDeriveBNTensorDescriptor(desc_, x.get(), CUDNN_BATCHNORM_SPATIAL), "{} x={}", op, x_shape);
+    } catch (...) {
+      cudnnDestroyTensorDescriptor(desc_);
+      throw;
+    }
+  }
+  ~ParamDescriptor() { cudnnDestroyTensorDescriptor(desc_); }
+  ParamDescriptor(const ParamDescriptor&) = delete;
+  ParamDescriptor& operator=(const ParamDescriptor&) = delete;
+  cudnnTensorDescriptor_t get() const { return desc_; }
+
+ private:
+  cudnnTensorDescriptor_t desc_ = nullptr;
+};
+
+}  // namespace cudl::cudnn_detail
