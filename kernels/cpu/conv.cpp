@@ -142,6 +142,17 @@ void check_params(std::string_view op, const Tensor& x, const Tensor& w, const C
              w.shape());
 }
 
+// Runs body(n, column buffer) for every sample: OpenMP over the samples, each thread with its own
+// column buffer from the pool and a single-threaded GEMM (forward and backward-data share this).
+template <class Body>
+void for_each_sample_with_columns(Context& ctx, const ConvGeometry& g, const Body& body) {
+  const int threads = loop_threads(g.n * g.col_size());
+  Workspace col(ctx, static_cast<std::size_t>(threads * g.col_size()) * sizeof(float));
+  const cpu::SingleThreadedBlas blas_on_loop_threads(threads > 1);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (std::int64_t n = 0; n < g.n; ++n) body(n, static_cast<float*>(col.data()) + omp_get_thread_num() * g.col_size());
+}
+
 }  // namespace
 
 void CpuBackend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
@@ -163,15 +174,10 @@ void CpuBackend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, 
   // Each sample is an independent [K, C*R*S] x [C*R*S, P*Q] product written straight into y: OpenMP
   // over the samples, each thread with its own column buffer and a single-threaded GEMM.
   const std::int64_t pq = g.cols();
-  const int threads = loop_threads(g.n * g.col_size());
-  Workspace col(ctx, static_cast<std::size_t>(threads * g.col_size()) * sizeof(float));
-  const cpu::SingleThreadedBlas blas_on_loop_threads(threads > 1);
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (std::int64_t n = 0; n < g.n; ++n) {
-    float* pcol = static_cast<float*>(col.data()) + omp_get_thread_num() * g.col_size();
+  for_each_sample_with_columns(ctx, g, [&](std::int64_t n, float* pcol) {
     for (std::int64_t ch = 0; ch < g.c; ++ch) im2col_channel(px + n * g.c * g.h * g.w, g, ch, pcol, pq);
     sgemm(false, false, g.k, pq, g.rows(), pw, pcol, 0.0f, py + n * g.k * pq);
-  }
+  });
 }
 
 void CpuBackend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p,
@@ -200,15 +206,10 @@ void CpuBackend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tens
   // Per sample: col [C*R*S, P*Q] = wᵀ [C*R*S, K] * dy[n] [K, P*Q], then scattered back onto the
   // image. OpenMP over the samples, a column buffer and a single-threaded GEMM per thread.
   const std::int64_t pq = g.cols();
-  const int threads = loop_threads(g.n * g.col_size());
-  Workspace col(ctx, static_cast<std::size_t>(threads * g.col_size()) * sizeof(float));
-  const cpu::SingleThreadedBlas blas_on_loop_threads(threads > 1);
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (std::int64_t n = 0; n < g.n; ++n) {
-    float* pcol = static_cast<float*>(col.data()) + omp_get_thread_num() * g.col_size();
+  for_each_sample_with_columns(ctx, g, [&](std::int64_t n, float* pcol) {
     sgemm(true, false, g.rows(), pq, g.k, pw, pdy + n * g.k * pq, 0.0f, pcol);
     col2im(pcol, pq, g, pdx + n * g.c * g.h * g.w);
-  }
+  });
 }
 
 void CpuBackend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p,

@@ -50,6 +50,34 @@ void softmax_rows(const Tensor& x, Tensor& y, bool log) {
   }
 }
 
+// dx from y = softmax(x) (or log-softmax with `log`) and dy, per row:
+//   softmax:     dx_j = y_j (dy_j - Σ_i dy_i y_i)
+//   log-softmax: dx_j = dy_j - softmax_j Σ_i dy_i, with softmax = exp(y)
+void softmax_rows_backward(const char* op, const Tensor& y, const Tensor& dy, Tensor& dx, bool log) {
+  check_rows(op, "y", y);
+  host_tensor(op, "dy", dy);
+  host_tensor(op, "dx", dx);
+  check::same_shape(op, "y", y, "dy", dy);
+  check::same_shape(op, "y", y, "dx", dx);
+  const std::int64_t n = y.dim(0), k = y.dim(1);
+  const float *py = y.data<float>(), *pdy = dy.data<float>();
+  float* pdx = dx.data<float>();
+#pragma omp parallel for if (parallel_rows(n, k))
+  for (std::int64_t r = 0; r < n; ++r) {
+    const float *yr = py + r * k, *gr = pdy + r * k;
+    float* dr = pdx + r * k;
+    double sum = 0.0;
+    if (log) {
+      for (std::int64_t j = 0; j < k; ++j) sum += gr[j];
+      for (std::int64_t j = 0; j < k; ++j)
+        dr[j] = static_cast<float>(gr[j] - std::exp(static_cast<double>(yr[j])) * sum);
+    } else {
+      for (std::int64_t j = 0; j < k; ++j) sum += static_cast<double>(gr[j]) * yr[j];
+      for (std::int64_t j = 0; j < k; ++j) dr[j] = static_cast<float>(yr[j] * (gr[j] - sum));
+    }
+  }
+}
+
 void check_labels(const char* op, const Tensor& labels, std::int64_t n, std::int64_t k) {
   host_tensor(op, "labels", labels, DType::i32);
   check::shape_is(op, "labels", labels, Shape{n});
@@ -75,46 +103,11 @@ void CpuBackend::log_softmax_forward(Context&, const Tensor& x, Tensor& y) {
 }
 
 void CpuBackend::softmax_backward(Context&, const Tensor& y, const Tensor& dy, Tensor& dx) {
-  const char* op = "softmax_backward";
-  check_rows(op, "y", y);
-  host_tensor(op, "dy", dy);
-  host_tensor(op, "dx", dx);
-  check::same_shape(op, "y", y, "dy", dy);
-  check::same_shape(op, "y", y, "dx", dx);
-  const std::int64_t n = y.dim(0), k = y.dim(1);
-  const float *py = y.data<float>(), *pdy = dy.data<float>();
-  float* pdx = dx.data<float>();
-  // dx_j = y_j (dy_j - Σ_i dy_i y_i)
-#pragma omp parallel for if (parallel_rows(n, k))
-  for (std::int64_t r = 0; r < n; ++r) {
-    const float *yr = py + r * k, *gr = pdy + r * k;
-    float* dr = pdx + r * k;
-    double dot = 0.0;
-    for (std::int64_t j = 0; j < k; ++j) dot += static_cast<double>(gr[j]) * yr[j];
-    for (std::int64_t j = 0; j < k; ++j) dr[j] = static_cast<float>(yr[j] * (gr[j] - dot));
-  }
+  softmax_rows_backward("softmax_backward", y, dy, dx, false);
 }
 
 void CpuBackend::log_softmax_backward(Context&, const Tensor& y, const Tensor& dy, Tensor& dx) {
-  const char* op = "log_softmax_backward";
-  check_rows(op, "y", y);
-  host_tensor(op, "dy", dy);
-  host_tensor(op, "dx", dx);
-  check::same_shape(op, "y", y, "dy", dy);
-  check::same_shape(op, "y", y, "dx", dx);
-  const std::int64_t n = y.dim(0), k = y.dim(1);
-  const float *py = y.data<float>(), *pdy = dy.data<float>();
-  float* pdx = dx.data<float>();
-  // dx_j = dy_j - softmax_j Σ_i dy_i, with softmax = exp(log_softmax)
-#pragma omp parallel for if (parallel_rows(n, k))
-  for (std::int64_t r = 0; r < n; ++r) {
-    const float *yr = py + r * k, *gr = pdy + r * k;
-    float* dr = pdx + r * k;
-    double total = 0.0;
-    for (std::int64_t j = 0; j < k; ++j) total += gr[j];
-    for (std::int64_t j = 0; j < k; ++j)
-      dr[j] = static_cast<float>(gr[j] - std::exp(static_cast<double>(yr[j])) * total);
-  }
+  softmax_rows_backward("log_softmax_backward", y, dy, dx, true);
 }
 
 void CpuBackend::softmax_cross_entropy_forward(Context&, const Tensor& logits, const Tensor& labels, Tensor& probs,
