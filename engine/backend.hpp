@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "engine/op_kinds.hpp"
 #include "engine/tensor.hpp"
 
 namespace cudl {
@@ -28,18 +29,6 @@ struct Pool2dParams {
   int pad_h = 0, pad_w = 0;
 };
 
-enum class Activation { relu, leaky_relu, sigmoid, tanh };
-
-// Arithmetic on one-element device tensors (L-BFGS's scalars stay on the device): see scalar_op.
-// The curvature threshold is PyTorch's and optim.lbfgs's: a pair with yᵀs <= 1e-10 is not used.
-enum class ScalarOp {
-  mul,         // out = a * b
-  sub,         // out = a - b
-  div,         // out = a / b
-  safe_recip,  // out = a > 1e-10 ? 1 / a : 0        (rho = 1 / yᵀs, 0 drops the pair)
-  safe_ratio,  // out = a > 1e-10 ? a / b : out      (H0 = yᵀs / yᵀy, kept when the pair is dropped)
-  first_step,  // out = min(1, 1 / a)                (the first L-BFGS step, a = Σ|g|)
-};
 std::string_view activation_name(Activation a);
 
 struct SgdParams {

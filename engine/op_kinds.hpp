@@ -1,0 +1,23 @@
+#pragma once
+// The enums and parameter structs that both the op interface (engine/backend.hpp) and the CUDA
+// kernels (kernels/cuda/*.cu) use. This header includes nothing but <cstdint>, so nvcc compiles
+// it (fmt, which the rest of engine/ pulls in, does not compile under nvcc): one definition, no
+// mirrored copies kept in step by switches.
+#include <cstdint>
+
+namespace cudl {
+
+enum class Activation : int { relu, leaky_relu, sigmoid, tanh };
+
+// Arithmetic on one-element device tensors (L-BFGS's scalars stay on the device): see scalar_op.
+// The curvature threshold is PyTorch's and optim.lbfgs's: a pair with yᵀs <= 1e-10 is not used.
+enum class ScalarOp : int {
+  mul,         // out = a * b
+  sub,         // out = a - b
+  div,         // out = a / b
+  safe_recip,  // out = a > 1e-10 ? 1 / a : 0        (rho = 1 / yᵀs, 0 drops the pair)
+  safe_ratio,  // out = a > 1e-10 ? a / b : out      (H0 = yᵀs / yᵀy, kept when the pair is dropped)
+  first_step,  // out = min(1, 1 / a)                (the first L-BFGS step, a = Σ|g|)
+};
+
+}  // namespace cudl
