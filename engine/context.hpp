@@ -31,6 +31,11 @@ class Context {
   StreamId stream_id() const;
   MathMode math_mode() const { return math_; }
   void set_math_mode(MathMode math);
+  // Deterministic (the default): the CUDA backend uses only algorithms whose results are
+  // bit-identical run to run (cuDNN's deterministic convolutions), so a resumed run ends where an
+  // uninterrupted one would. Off lets it pick the fastest (some use atomics).
+  bool deterministic() const { return deterministic_; }
+  void set_deterministic(bool on) { deterministic_ = on; }
 
   // The CUDA stream, cuBLAS and cuDNN handles; nullptr on the CPU.
   CudaResources* cuda() const { return cuda_.get(); }
@@ -43,6 +48,7 @@ class Context {
   };
   Device device_;
   MathMode math_;
+  bool deterministic_ = true;
   Backend* backend_ = nullptr;
   std::shared_ptr<Allocator> allocator_;
   std::unique_ptr<CudaResources, CudaResourcesDeleter> cuda_;

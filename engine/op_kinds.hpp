@@ -20,4 +20,11 @@ enum class ScalarOp : int {
   first_step,  // out = min(1, 1 / a)                (the first L-BFGS step, a = Σ|g|)
 };
 
+// What a kernel found that it cannot throw on (no exception crosses the device): it sets the
+// context's device fault word, and the next synchronising host read on that context throws.
+enum class DeviceFault : int {
+  none = 0,
+  label_out_of_range = 1,  // softmax_cross_entropy / accuracy: a label outside [0, K)
+};
+
 }  // namespace cudl

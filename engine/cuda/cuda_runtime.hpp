@@ -95,6 +95,11 @@ std::shared_ptr<Allocator> make_cuda_allocator(int device);
 void cuda_copy_bytes(Context& ctx, void* dst, Device dst_device, const void* src, Device src_device,
                      std::size_t bytes);
 
+// The context's device fault word (one int in device memory, DeviceFault::none at creation):
+// kernels that meet bad data they cannot throw on set it; the next synchronising read on the
+// context (a device-to-host copy, synchronize) throws a cudl::Error naming the fault and clears it.
+int* device_fault_word(Context& ctx);
+
 // The resources of a CUDA context; throws if ctx is not a CUDA context.
 CudaResources& cuda_resources(Context& ctx);
 
