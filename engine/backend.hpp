@@ -1,12 +1,16 @@
 #pragma once
 // The op interface. Layers call `ctx.backend().relu(...)`-style methods and never a kernel
-// directly; the CPU backend is always built, the CUDA backend when CUDA is found. Every method
-// is pure virtual, so a backend that lacks an op does not compile.
+// directly; the CPU backend is always built, the CUDA backend when CUDA is found.
+//
+// Check once, dispatch unchecked (dlib's tt:: front over cpu::/cuda::): each public method is
+// non-virtual, checks its arguments under one op name (engine/backend.cpp) and then calls a
+// protected pure-virtual do_<op>. Error messages are therefore identical on both backends, a new
+// backend writes no argument checks, and a backend that lacks an op does not compile.
 //
 // Conventions: tensors are contiguous f32 (labels and argmax i32); outputs are preallocated by
 // the caller with the documented shape and are overwritten unless the name says `accumulate`.
 // Scalar results (losses, sums) are written into a one-element device tensor so that nothing
-// waits for the device. Shapes are checked (see engine/check.hpp) and errors name the op.
+// waits for the device. Errors name the op and the shapes.
 #include <cstdint>
 #include <string_view>
 
@@ -60,124 +64,196 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;
 
+  // Each op below checks its arguments (placement on ctx's device, dtype, shapes, parameters)
+  // once, under its own name, then calls the backend's do_<op>, which trusts them.
+
   // ---- dense linear algebra ----
   // C = alpha * op(A) * op(B) + beta * C, all row-major 2-D; op(X) = X or Xᵀ.
-  virtual void gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta,
-                    Tensor& c) = 0;
+  void gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta,
+            Tensor& c);
   // y[n, c, ...] += bias[c] (dim 1 is the channel, for both [N, C] and [N, C, H, W]).
-  virtual void bias_add(Context& ctx, Tensor& y, const Tensor& bias) = 0;
+  void bias_add(Context& ctx, Tensor& y, const Tensor& bias);
   // dbias[c] (+)= sum of dy over every dim except 1.
-  virtual void bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accumulate) = 0;
+  void bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accumulate);
 
   // ---- convolution (cross-correlation, like PyTorch), x [N,C,H,W], w [K,C,R,S], y [N,K,P,Q] ----
-  virtual void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) = 0;
-  virtual void conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p,
-                                    Tensor& dx) = 0;
-  virtual void conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p,
-                                      Tensor& dw, bool accumulate) = 0;
+  void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y);
+  void conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx);
+  void conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
+                              bool accumulate);
 
   // ---- activations: y = f(x); dx = f'(x) * dy. `alpha` is leaky ReLU's negative slope ----
-  virtual void activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y) = 0;
+  void activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y);
   // Takes both x and y: ReLU-like functions differentiate from x, sigmoid/tanh from y.
-  virtual void activation_backward(Context& ctx, Activation a, float alpha, const Tensor& x, const Tensor& y,
-                                   const Tensor& dy, Tensor& dx) = 0;
+  void activation_backward(Context& ctx, Activation a, float alpha, const Tensor& x, const Tensor& y, const Tensor& dy,
+                           Tensor& dx);
 
   // ---- pooling, x [N,C,H,W]; padding counts as -inf for max and as zeros for average ----
   // argmax (i32, shape of y) holds the flat h*W+w index of the winner within its plane.
-  virtual void maxpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) = 0;
-  virtual void maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p,
-                                  Tensor& dx) = 0;
+  void maxpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax);
+  void maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p, Tensor& dx);
   // Average over the full window, padding included (PyTorch's count_include_pad=True).
-  virtual void avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y) = 0;
-  virtual void avgpool2d_backward(Context& ctx, const Tensor& dy, const Pool2dParams& p, Tensor& dx) = 0;
+  void avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y);
+  void avgpool2d_backward(Context& ctx, const Tensor& dy, const Pool2dParams& p, Tensor& dx);
 
   // ---- softmax family over the last dim of [N, K] ----
-  virtual void softmax_forward(Context& ctx, const Tensor& x, Tensor& y) = 0;
-  virtual void softmax_backward(Context& ctx, const Tensor& y, const Tensor& dy, Tensor& dx) = 0;
-  virtual void log_softmax_forward(Context& ctx, const Tensor& x, Tensor& y) = 0;
-  virtual void log_softmax_backward(Context& ctx, const Tensor& y, const Tensor& dy, Tensor& dx) = 0;
+  void softmax_forward(Context& ctx, const Tensor& x, Tensor& y);
+  void softmax_backward(Context& ctx, const Tensor& y, const Tensor& dy, Tensor& dx);
+  void log_softmax_forward(Context& ctx, const Tensor& x, Tensor& y);
+  void log_softmax_backward(Context& ctx, const Tensor& y, const Tensor& dy, Tensor& dx);
   // loss[0] = mean_n(-log softmax(logits)[n, labels[n]]); probs = softmax(logits), kept for backward.
-  virtual void softmax_cross_entropy_forward(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& probs,
-                                             Tensor& loss) = 0;
+  void softmax_cross_entropy_forward(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& probs,
+                                     Tensor& loss);
   // dlogits = (probs - onehot(labels)) * dloss / N.
-  virtual void softmax_cross_entropy_backward(Context& ctx, const Tensor& probs, const Tensor& labels, float dloss,
-                                              Tensor& dlogits) = 0;
+  void softmax_cross_entropy_backward(Context& ctx, const Tensor& probs, const Tensor& labels, float dloss,
+                                      Tensor& dlogits);
 
   // ---- Gram matrix: x [N,C,H,W] -> g [N,C,C], g = F Fᵀ / (C*H*W) with F = x[n] as [C, H*W] ----
-  virtual void gram_forward(Context& ctx, const Tensor& x, Tensor& g) = 0;
+  void gram_forward(Context& ctx, const Tensor& x, Tensor& g);
   // dx = (dg + dgᵀ) F / (C*H*W)
-  virtual void gram_backward(Context& ctx, const Tensor& x, const Tensor& dg, Tensor& dx) = 0;
+  void gram_backward(Context& ctx, const Tensor& x, const Tensor& dg, Tensor& dx);
 
   // ---- losses; loss is a one-element tensor, dloss the upstream scalar gradient ----
-  virtual void mse_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) = 0;  // mean((a-b)²)
-  virtual void mse_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) = 0;
-  virtual void l1_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) = 0;  // mean(|a-b|)
-  virtual void l1_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) = 0;
+  void mse_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss);  // mean((a-b)²)
+  void mse_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da);
+  void l1_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss);  // mean(|a-b|)
+  void l1_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da);
   // Σ (x[i+1,j]-x[i,j])² + Σ (x[i,j+1]-x[i,j])² over every sample and channel of x [N,C,H,W].
-  virtual void tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss) = 0;
+  void tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss);
   // dx (+)= dloss * ∂tv/∂x.
-  virtual void tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate) = 0;
+  void tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate);
 
   // ---- dropout (inverted): mask = (u >= p) / (1 - p) with u from Philox(seed, offset + i); y = x * mask ----
-  virtual void dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset,
-                               Tensor& y, Tensor& mask) = 0;
+  void dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset, Tensor& y,
+                       Tensor& mask);
   // dx = dy * mask (also the generic elementwise product).
-  virtual void mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  void mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out);
 
   // ---- optimizer steps, fused: one pass over param, grad and state ----
-  virtual void sgd_step(Context& ctx, const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf) = 0;
-  virtual void adam_step(Context& ctx, const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m,
-                         Tensor& v) = 0;
+  void sgd_step(Context& ctx, const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf);
+  void adam_step(Context& ctx, const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v);
 
   // ---- reductions into one-element (f32) or per-row (i32) tensors ----
-  virtual void sum(Context& ctx, const Tensor& x, Tensor& out) = 0;
-  virtual void mean(Context& ctx, const Tensor& x, Tensor& out) = 0;
-  virtual void max(Context& ctx, const Tensor& x, Tensor& out) = 0;
+  void sum(Context& ctx, const Tensor& x, Tensor& out);
+  void mean(Context& ctx, const Tensor& x, Tensor& out);
+  void max(Context& ctx, const Tensor& x, Tensor& out);
   // out[n] = argmax_k x[n, k] (first on ties), x [N, K], out i32 [N].
-  virtual void argmax_rows(Context& ctx, const Tensor& x, Tensor& out) = 0;
+  void argmax_rows(Context& ctx, const Tensor& x, Tensor& out);
   // out[0] = fraction of rows whose argmax equals labels[n].
-  virtual void accuracy(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& out) = 0;
+  void accuracy(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& out);
 
   // ---- elementwise basics ----
-  virtual void fill(Context& ctx, Tensor& x, float value) = 0;
-  virtual void copy(Context& ctx, const Tensor& src, Tensor& dst) = 0;           // same device, same size
-  virtual void axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) = 0;  // y += alpha * x
-  virtual void scale(Context& ctx, Tensor& x, float alpha) = 0;                  // x *= alpha
+  void fill(Context& ctx, Tensor& x, float value);
+  void copy(Context& ctx, const Tensor& src, Tensor& dst);           // same device, same size
+  void axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y);  // y += alpha * x
+  void scale(Context& ctx, Tensor& x, float alpha);                  // x *= alpha
 
   // ---- per-channel affine, dim 1 the channel: y = x * scale[c] + shift[c] (input normalisation) ----
-  virtual void channel_affine(Context& ctx, const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y) = 0;
+  void channel_affine(Context& ctx, const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y);
   // dx = dy * scale[c]
-  virtual void channel_affine_backward(Context& ctx, const Tensor& dy, const Tensor& scale, Tensor& dx) = 0;
+  void channel_affine_backward(Context& ctx, const Tensor& dy, const Tensor& scale, Tensor& dx);
 
   // ---- batch normalisation per channel over (N, H, W) of x [N,C,H,W] (cuDNN's spatial mode) ----
   // Normalises with the batch statistics, saves the batch mean and 1/sqrt(var + eps) (biased
   // variance) for backward, and updates running = (1 - momentum) * running + momentum * batch, with
   // the unbiased variance for running_var (PyTorch's and cuDNN's convention).
-  virtual void batchnorm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                       float eps, float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y,
-                                       Tensor& save_mean, Tensor& save_invstd) = 0;
+  void batchnorm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+                               float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y, Tensor& save_mean,
+                               Tensor& save_invstd);
   // Normalises with the running statistics.
-  virtual void batchnorm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                      const Tensor& running_mean, const Tensor& running_var, float eps, Tensor& y) = 0;
+  void batchnorm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                              const Tensor& running_mean, const Tensor& running_var, float eps, Tensor& y);
   // dx = the input gradient; dgamma and dbeta are accumulated (+=).
-  virtual void batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
-                                  const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma,
-                                  Tensor& dbeta) = 0;
+  void batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
+                          const Tensor& save_invstd, float eps, Tensor& dx, Tensor& dgamma, Tensor& dbeta);
 
   // ---- vector helpers for L-BFGS and image output ----
-  virtual void dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) = 0;  // out[0] = Σ a·b
-  virtual void clamp(Context& ctx, Tensor& x, float low, float high) = 0;             // in place
+  void dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out);  // out[0] = Σ a·b
+  void clamp(Context& ctx, Tensor& x, float low, float high);             // in place
   // y += sign * alpha[0] * x, alpha a one-element tensor on the device (no host round trip).
-  virtual void axpy_scalar(Context& ctx, float sign, const Tensor& alpha, const Tensor& x, Tensor& y) = 0;
-  virtual void abs_sum(Context& ctx, const Tensor& x, Tensor& out) = 0;  // out[0] = Σ |x|
+  void axpy_scalar(Context& ctx, float sign, const Tensor& alpha, const Tensor& x, Tensor& y);
+  void abs_sum(Context& ctx, const Tensor& x, Tensor& out);  // out[0] = Σ |x|
   // out[0] = op(a[0], b[0]) (b unused by safe_recip and first_step but must be one element too).
-  virtual void scalar_op(Context& ctx, ScalarOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  void scalar_op(Context& ctx, ScalarOp op, const Tensor& a, const Tensor& b, Tensor& out);
 
   // ---- seeded random fills: element i draws from Philox(seed, counter = offset + i) ----
-  virtual void fill_uniform(Context& ctx, Tensor& x, float low, float high, std::uint64_t seed,
-                            std::uint64_t offset) = 0;
-  virtual void fill_normal(Context& ctx, Tensor& x, float mean, float stddev, std::uint64_t seed,
-                           std::uint64_t offset) = 0;
+  void fill_uniform(Context& ctx, Tensor& x, float low, float high, std::uint64_t seed, std::uint64_t offset);
+  void fill_normal(Context& ctx, Tensor& x, float mean, float stddev, std::uint64_t seed, std::uint64_t offset);
+
+ protected:
+  // The backends' implementations, called only after the public method's checks passed. Checks
+  // that belong to one backend only (a cuBLAS int limit, the CPU's label scan) stay in them.
+  virtual void do_gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b,
+                       float beta, Tensor& c) = 0;
+  virtual void do_bias_add(Context& ctx, Tensor& y, const Tensor& bias) = 0;
+  virtual void do_bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accumulate) = 0;
+  virtual void do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) = 0;
+  virtual void do_conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p,
+                                       Tensor& dx) = 0;
+  virtual void do_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p,
+                                         Tensor& dw, bool accumulate) = 0;
+  virtual void do_activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y) = 0;
+  virtual void do_activation_backward(Context& ctx, Activation a, float alpha, const Tensor& x, const Tensor& y,
+                                      const Tensor& dy, Tensor& dx) = 0;
+  virtual void do_maxpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y,
+                                    Tensor& argmax) = 0;
+  virtual void do_maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p,
+                                     Tensor& dx) = 0;
+  virtual void do_avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y) = 0;
+  virtual void do_avgpool2d_backward(Context& ctx, const Tensor& dy, const Pool2dParams& p, Tensor& dx) = 0;
+  virtual void do_softmax_forward(Context& ctx, const Tensor& x, Tensor& y) = 0;
+  virtual void do_softmax_backward(Context& ctx, const Tensor& y, const Tensor& dy, Tensor& dx) = 0;
+  virtual void do_log_softmax_forward(Context& ctx, const Tensor& x, Tensor& y) = 0;
+  virtual void do_log_softmax_backward(Context& ctx, const Tensor& y, const Tensor& dy, Tensor& dx) = 0;
+  virtual void do_softmax_cross_entropy_forward(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& probs,
+                                                Tensor& loss) = 0;
+  virtual void do_softmax_cross_entropy_backward(Context& ctx, const Tensor& probs, const Tensor& labels, float dloss,
+                                                 Tensor& dlogits) = 0;
+  virtual void do_gram_forward(Context& ctx, const Tensor& x, Tensor& g) = 0;
+  virtual void do_gram_backward(Context& ctx, const Tensor& x, const Tensor& dg, Tensor& dx) = 0;
+  virtual void do_mse_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) = 0;
+  virtual void do_mse_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) = 0;
+  virtual void do_l1_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) = 0;
+  virtual void do_l1_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) = 0;
+  virtual void do_tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss) = 0;
+  virtual void do_tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate) = 0;
+  virtual void do_dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset,
+                                  Tensor& y, Tensor& mask) = 0;
+  virtual void do_mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  virtual void do_sgd_step(Context& ctx, const SgdParams& p, Tensor& param, const Tensor& grad,
+                           Tensor& momentum_buf) = 0;
+  virtual void do_adam_step(Context& ctx, const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m,
+                            Tensor& v) = 0;
+  virtual void do_sum(Context& ctx, const Tensor& x, Tensor& out) = 0;
+  virtual void do_mean(Context& ctx, const Tensor& x, Tensor& out) = 0;
+  virtual void do_max(Context& ctx, const Tensor& x, Tensor& out) = 0;
+  virtual void do_argmax_rows(Context& ctx, const Tensor& x, Tensor& out) = 0;
+  virtual void do_accuracy(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& out) = 0;
+  virtual void do_fill(Context& ctx, Tensor& x, float value) = 0;
+  virtual void do_copy(Context& ctx, const Tensor& src, Tensor& dst) = 0;
+  virtual void do_axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) = 0;
+  virtual void do_scale(Context& ctx, Tensor& x, float alpha) = 0;
+  virtual void do_channel_affine(Context& ctx, const Tensor& x, const Tensor& scale, const Tensor& shift,
+                                 Tensor& y) = 0;
+  virtual void do_channel_affine_backward(Context& ctx, const Tensor& dy, const Tensor& scale, Tensor& dx) = 0;
+  virtual void do_batchnorm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                          float eps, float momentum, Tensor& running_mean, Tensor& running_var,
+                                          Tensor& y, Tensor& save_mean, Tensor& save_invstd) = 0;
+  virtual void do_batchnorm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                         const Tensor& running_mean, const Tensor& running_var, float eps,
+                                         Tensor& y) = 0;
+  virtual void do_batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                                     const Tensor& save_mean, const Tensor& save_invstd, float eps, Tensor& dx,
+                                     Tensor& dgamma, Tensor& dbeta) = 0;
+  virtual void do_dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  virtual void do_clamp(Context& ctx, Tensor& x, float low, float high) = 0;
+  virtual void do_axpy_scalar(Context& ctx, float sign, const Tensor& alpha, const Tensor& x, Tensor& y) = 0;
+  virtual void do_abs_sum(Context& ctx, const Tensor& x, Tensor& out) = 0;
+  virtual void do_scalar_op(Context& ctx, ScalarOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  virtual void do_fill_uniform(Context& ctx, Tensor& x, float low, float high, std::uint64_t seed,
+                               std::uint64_t offset) = 0;
+  virtual void do_fill_normal(Context& ctx, Tensor& x, float mean, float stddev, std::uint64_t seed,
+                              std::uint64_t offset) = 0;
 };
 
 Backend& cpu_backend();
