@@ -1,13 +1,29 @@
+// The checked front of the op interface: every public Backend method checks its arguments here,
+// once, under the op's one name, and then calls the backend's do_<op>. What a backend may assume
+// on entry to do_<op>: every tensor is defined, on ctx's device, of the documented dtype and
+// shape, and every parameter is in range. Checks that need the data itself (the CPU's label scan)
+// or a backend's own limits (cuBLAS/cuDNN int sizes) stay in the backends.
 #include "engine/backend.hpp"
+
+#include <cmath>
+#include <initializer_list>
+
+#include "engine/check.hpp"
+#include "engine/context.hpp"
+#include "kernels/channel_args.hpp"
 
 namespace cudl {
 
 std::string_view activation_name(Activation a) {
   switch (a) {
-    case Activation::relu: return "relu";
-    case Activation::leaky_relu: return "leaky_relu";
-    case Activation::sigmoid: return "sigmoid";
-    case Activation::tanh: return "tanh";
+    case Activation::relu:
+      return "relu";
+    case Activation::leaky_relu:
+      return "leaky_relu";
+    case Activation::sigmoid:
+      return "sigmoid";
+    case Activation::tanh:
+      return "tanh";
   }
   return "?";
 }
@@ -23,8 +39,7 @@ std::int64_t pool_out_size(std::int64_t in, int kernel, int pad, int stride) {
 Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dParams& p) {
   CUDL_CHECK(x.rank() == 4 && w.rank() == 4, "conv2d: x={} and w={} must both be 4-D (NCHW and KCRS)", x, w);
   CUDL_CHECK(x[1] == w[1], "conv2d: x={} has {} channels but w={} expects {}", x, x[1], w, w[1]);
-  CUDL_CHECK(p.stride_h > 0 && p.stride_w > 0 && p.dilation_h > 0 && p.dilation_w > 0 && p.pad_h >= 0 &&
-                 p.pad_w >= 0,
+  CUDL_CHECK(p.stride_h > 0 && p.stride_w > 0 && p.dilation_h > 0 && p.dilation_w > 0 && p.pad_h >= 0 && p.pad_w >= 0,
              "conv2d: stride and dilation must be positive and padding non-negative (x={}, w={})", x, w);
   auto oh = conv_out_size(x[2], static_cast<int>(w[2]), p.pad_h, p.stride_h, p.dilation_h);
   auto ow = conv_out_size(x[3], static_cast<int>(w[3]), p.pad_w, p.stride_w, p.dilation_w);
@@ -44,6 +59,635 @@ Shape pool2d_output_shape(const Shape& x, const Pool2dParams& p) {
   auto ow = pool_out_size(x[3], p.kernel_w, p.pad_w, p.stride_w);
   CUDL_CHECK(oh > 0 && ow > 0, "pool2d: kernel {}x{} does not fit input x={}", p.kernel_h, p.kernel_w, x);
   return Shape{x[0], x[1], oh, ow};
+}
+
+namespace {
+
+using channel_args::ChannelDims;
+
+// Defined, on the device the op runs on, of the expected dtype.
+void placed(const Context& ctx, std::string_view op, std::string_view name, const Tensor& t, DType dtype = DType::f32) {
+  check::defined(op, name, t);
+  check::on_device(op, name, t, ctx.device());
+  check::dtype_is(op, name, t, dtype);
+}
+
+// A one-element f32 tensor (losses, sums, L-BFGS's device scalars).
+void scalar(const Context& ctx, std::string_view op, std::string_view name, const Tensor& t) {
+  placed(ctx, op, name, t);
+  check::numel_is(op, name, t, 1);
+}
+
+// [N, K] rows of the softmax family.
+void rows(const Context& ctx, std::string_view op, std::string_view name, const Tensor& t) {
+  placed(ctx, op, name, t);
+  check::rank_is(op, name, t, 2);
+}
+
+void labels_for(const Context& ctx, std::string_view op, const Tensor& labels, std::int64_t n) {
+  placed(ctx, op, "labels", labels, DType::i32);
+  check::shape_is(op, "labels", labels, Shape{n});
+}
+
+// Conv parameters, for the backward directions whose output shape is not computed from them.
+void conv_params(std::string_view op, const Tensor& x, const Tensor& w, const Conv2dParams& p) {
+  CUDL_CHECK(p.stride_h > 0 && p.stride_w > 0 && p.dilation_h > 0 && p.dilation_w > 0 && p.pad_h >= 0 && p.pad_w >= 0,
+             "{}: stride and dilation must be positive and padding non-negative (x={}, w={})", op, x.shape(),
+             w.shape());
+}
+
+// The gradient's input shape must pool to dy's shape.
+void pool_backward_shapes(std::string_view op, const Tensor& dy, const Tensor& dx, const Pool2dParams& p) {
+  check::rank_is(op, "dx", dx, 4);
+  const Shape expected = pool2d_output_shape(dx.shape(), p);
+  CUDL_CHECK(dy.shape() == expected,
+             "{}: dy has shape {}, expected {} for dx={} (kernel {}x{}, stride {}x{}, pad {}x{})", op, dy.shape(),
+             expected, dx.shape(), p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w);
+}
+
+// Two same-shaped inputs of a regression loss, not empty (a mean over nothing is undefined).
+void loss_pair(const Context& ctx, std::string_view op, const Tensor& a, const Tensor& b) {
+  placed(ctx, op, "a", a);
+  placed(ctx, op, "b", b);
+  check::same_shape(op, "a", a, "b", b);
+  CUDL_CHECK(a.numel() > 0, "{}: inputs are empty (a={})", op, a.shape());
+}
+
+void softmax_backward_args(const Context& ctx, std::string_view op, const Tensor& y, const Tensor& dy,
+                           const Tensor& dx) {
+  rows(ctx, op, "y", y);
+  placed(ctx, op, "dy", dy);
+  placed(ctx, op, "dx", dx);
+  check::same_shape(op, "y", y, "dy", dy);
+  check::same_shape(op, "y", y, "dx", dx);
+}
+
+// A per-channel vector (gamma, beta, running/saved statistics, affine scale and shift) is [C].
+void per_channel(std::string_view op, std::string_view name, const Tensor& t, std::string_view x_name,
+                 const Tensor& x) {
+  CUDL_CHECK(t.shape() == Shape{x.dim(1)}, "{}: {} has shape {}, expected [{}] (one per channel of {}={})", op, name,
+             t.shape(), x.dim(1), x_name, x.shape());
+}
+
+// An argument of a batchnorm op besides x: shaped like x or one value per channel of x.
+enum class Role { like_x, per_channel };
+struct Arg {
+  std::string_view name;
+  const Tensor& tensor;
+  Role role;
+};
+
+// Every tensor placed, x of rank >= 2, each per-channel argument [C] and each like-x one x's shape.
+ChannelDims batchnorm_args(const Context& ctx, std::string_view op, const Tensor& x, std::initializer_list<Arg> args) {
+  placed(ctx, op, "x", x);
+  for (const Arg& a : args) placed(ctx, op, a.name, a.tensor);
+  const ChannelDims d = channel_args::channel_dims(op, "x", x);
+  for (const Arg& a : args) {
+    if (a.role == Role::per_channel)
+      per_channel(op, a.name, a.tensor, "x", x);
+    else
+      check::same_shape(op, "x", x, a.name, a.tensor);
+  }
+  return d;
+}
+
+void batchnorm_eps(std::string_view op, float eps) {
+  CUDL_CHECK(std::isfinite(eps) && eps >= 0.0f, "{}: eps={} must be finite and >= 0", op, eps);
+}
+
+}  // namespace
+
+// ---- dense linear algebra ----
+
+void Backend::gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta,
+                   Tensor& c) {
+  constexpr std::string_view op = "gemm";
+  placed(ctx, op, "a", a);
+  placed(ctx, op, "b", b);
+  placed(ctx, op, "c", c);
+  check::rank_is(op, "a", a, 2);
+  check::rank_is(op, "b", b, 2);
+  check::rank_is(op, "c", c, 2);
+  const std::int64_t m = trans_a ? a.dim(1) : a.dim(0);
+  const std::int64_t k = trans_a ? a.dim(0) : a.dim(1);
+  const std::int64_t kb = trans_b ? b.dim(1) : b.dim(0);
+  const std::int64_t n = trans_b ? b.dim(0) : b.dim(1);
+  CUDL_CHECK(k == kb,
+             "gemm: inner dimensions differ: op(a) is [{},{}] (a={}, trans_a={}) but op(b) is [{},{}] (b={}, "
+             "trans_b={})",
+             m, k, a.shape(), trans_a, kb, n, b.shape(), trans_b);
+  CUDL_CHECK(c.dim(0) == m && c.dim(1) == n, "gemm: c={} but op(a)*op(b) is [{},{}] (a={}, b={})", c.shape(), m, n,
+             a.shape(), b.shape());
+  do_gemm(ctx, trans_a, trans_b, alpha, a, b, beta, c);
+}
+
+void Backend::bias_add(Context& ctx, Tensor& y, const Tensor& bias) {
+  constexpr std::string_view op = "bias_add";
+  placed(ctx, op, "y", y);
+  placed(ctx, op, "bias", bias);
+  CUDL_CHECK(y.rank() >= 2, "bias_add: y={} must have a channel dim (rank >= 2)", y.shape());
+  CUDL_CHECK(bias.shape() == Shape{y.dim(1)}, "bias_add: bias={} but y={} has {} channels", bias.shape(), y.shape(),
+             y.dim(1));
+  do_bias_add(ctx, y, bias);
+}
+
+void Backend::bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accumulate) {
+  constexpr std::string_view op = "bias_grad";
+  placed(ctx, op, "dy", dy);
+  placed(ctx, op, "dbias", dbias);
+  CUDL_CHECK(dy.rank() >= 2, "bias_grad: dy={} must have a channel dim (rank >= 2)", dy.shape());
+  CUDL_CHECK(dbias.shape() == Shape{dy.dim(1)}, "bias_grad: dbias={} but dy={} has {} channels", dbias.shape(),
+             dy.shape(), dy.dim(1));
+  do_bias_grad(ctx, dy, dbias, accumulate);
+}
+
+// ---- convolution ----
+
+void Backend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
+  constexpr std::string_view op = "conv2d_forward";
+  placed(ctx, op, "x", x);
+  placed(ctx, op, "w", w);
+  placed(ctx, op, "y", y);
+  conv_params(op, x, w, p);
+  check::shape_is(op, "y", y, conv2d_output_shape(x.shape(), w.shape(), p));
+  do_conv2d_forward(ctx, x, w, p, y);
+}
+
+void Backend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {
+  constexpr std::string_view op = "conv2d_backward_data";
+  placed(ctx, op, "dy", dy);
+  placed(ctx, op, "w", w);
+  placed(ctx, op, "dx", dx);
+  check::rank_is(op, "dx", dx, 4);
+  check::rank_is(op, "w", w, 4);
+  conv_params(op, dx, w, p);
+  CUDL_CHECK(dx.dim(1) == w.dim(1), "{}: dx={} has {} channels but w={} expects {}", op, dx.shape(), dx.dim(1),
+             w.shape(), w.dim(1));
+  const Shape expected = conv2d_output_shape(dx.shape(), w.shape(), p);
+  CUDL_CHECK(dy.shape() == expected, "{}: dy has shape {}, expected {} for dx={} and w={}", op, dy.shape(), expected,
+             dx.shape(), w.shape());
+  do_conv2d_backward_data(ctx, dy, w, p, dx);
+}
+
+void Backend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
+                                     bool accumulate) {
+  constexpr std::string_view op = "conv2d_backward_filter";
+  placed(ctx, op, "x", x);
+  placed(ctx, op, "dy", dy);
+  placed(ctx, op, "dw", dw);
+  check::rank_is(op, "x", x, 4);
+  check::rank_is(op, "dw", dw, 4);
+  conv_params(op, x, dw, p);
+  CUDL_CHECK(x.dim(1) == dw.dim(1), "{}: x={} has {} channels but dw={} expects {}", op, x.shape(), x.dim(1),
+             dw.shape(), dw.dim(1));
+  const Shape expected = conv2d_output_shape(x.shape(), dw.shape(), p);
+  CUDL_CHECK(dy.shape() == expected, "{}: dy has shape {}, expected {} for x={} and dw={}", op, dy.shape(), expected,
+             x.shape(), dw.shape());
+  do_conv2d_backward_filter(ctx, x, dy, p, dw, accumulate);
+}
+
+// ---- activations ----
+
+void Backend::activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y) {
+  constexpr std::string_view op = "activation_forward";
+  placed(ctx, op, "x", x);
+  placed(ctx, op, "y", y);
+  check::same_shape(op, "x", x, "y", y);
+  do_activation_forward(ctx, a, alpha, x, y);
+}
+
+void Backend::activation_backward(Context& ctx, Activation a, float alpha, const Tensor& x, const Tensor& y,
+                                  const Tensor& dy, Tensor& dx) {
+  constexpr std::string_view op = "activation_backward";
+  placed(ctx, op, "dy", dy);
+  placed(ctx, op, "dx", dx);
+  check::same_shape(op, "dy", dy, "dx", dx);
+  // ReLU-like functions differentiate from x, sigmoid and tanh from y; only that one is needed.
+  if (a == Activation::relu || a == Activation::leaky_relu) {
+    placed(ctx, op, "x", x);
+    check::same_shape(op, "x", x, "dy", dy);
+  } else {
+    placed(ctx, op, "y", y);
+    check::same_shape(op, "y", y, "dy", dy);
+  }
+  do_activation_backward(ctx, a, alpha, x, y, dy, dx);
+}
+
+// ---- pooling ----
+
+void Backend::maxpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
+  constexpr std::string_view op = "maxpool2d_forward";
+  placed(ctx, op, "x", x);
+  placed(ctx, op, "y", y);
+  placed(ctx, op, "argmax", argmax, DType::i32);
+  check::shape_is(op, "y", y, pool2d_output_shape(x.shape(), p));
+  check::same_shape(op, "y", y, "argmax", argmax);
+  do_maxpool2d_forward(ctx, x, p, y, argmax);
+}
+
+void Backend::maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p,
+                                 Tensor& dx) {
+  constexpr std::string_view op = "maxpool2d_backward";
+  placed(ctx, op, "dy", dy);
+  placed(ctx, op, "argmax", argmax, DType::i32);
+  placed(ctx, op, "dx", dx);
+  pool_backward_shapes(op, dy, dx, p);
+  check::same_shape(op, "dy", dy, "argmax", argmax);
+  do_maxpool2d_backward(ctx, dy, argmax, p, dx);
+}
+
+void Backend::avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y) {
+  constexpr std::string_view op = "avgpool2d_forward";
+  placed(ctx, op, "x", x);
+  placed(ctx, op, "y", y);
+  check::shape_is(op, "y", y, pool2d_output_shape(x.shape(), p));
+  do_avgpool2d_forward(ctx, x, p, y);
+}
+
+void Backend::avgpool2d_backward(Context& ctx, const Tensor& dy, const Pool2dParams& p, Tensor& dx) {
+  constexpr std::string_view op = "avgpool2d_backward";
+  placed(ctx, op, "dy", dy);
+  placed(ctx, op, "dx", dx);
+  pool_backward_shapes(op, dy, dx, p);
+  do_avgpool2d_backward(ctx, dy, p, dx);
+}
+
+// ---- softmax family ----
+
+void Backend::softmax_forward(Context& ctx, const Tensor& x, Tensor& y) {
+  constexpr std::string_view op = "softmax_forward";
+  rows(ctx, op, "x", x);
+  placed(ctx, op, "y", y);
+  check::same_shape(op, "x", x, "y", y);
+  if (x.numel() > 0) do_softmax_forward(ctx, x, y);
+}
+
+void Backend::softmax_backward(Context& ctx, const Tensor& y, const Tensor& dy, Tensor& dx) {
+  softmax_backward_args(ctx, "softmax_backward", y, dy, dx);
+  if (y.numel() > 0) do_softmax_backward(ctx, y, dy, dx);
+}
+
+void Backend::log_softmax_forward(Context& ctx, const Tensor& x, Tensor& y) {
+  constexpr std::string_view op = "log_softmax_forward";
+  rows(ctx, op, "x", x);
+  placed(ctx, op, "y", y);
+  check::same_shape(op, "x", x, "y", y);
+  if (x.numel() > 0) do_log_softmax_forward(ctx, x, y);
+}
+
+void Backend::log_softmax_backward(Context& ctx, const Tensor& y, const Tensor& dy, Tensor& dx) {
+  softmax_backward_args(ctx, "log_softmax_backward", y, dy, dx);
+  if (y.numel() > 0) do_log_softmax_backward(ctx, y, dy, dx);
+}
+
+void Backend::softmax_cross_entropy_forward(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& probs,
+                                            Tensor& loss) {
+  constexpr std::string_view op = "softmax_cross_entropy_forward";
+  rows(ctx, op, "logits", logits);
+  placed(ctx, op, "probs", probs);
+  placed(ctx, op, "loss", loss);
+  check::same_shape(op, "logits", logits, "probs", probs);
+  check::numel_is(op, "loss", loss, 1);
+  CUDL_CHECK(logits.dim(0) > 0 && logits.dim(1) > 0, "{}: logits is empty (shape {})", op, logits.shape());
+  labels_for(ctx, op, labels, logits.dim(0));
+  do_softmax_cross_entropy_forward(ctx, logits, labels, probs, loss);
+}
+
+void Backend::softmax_cross_entropy_backward(Context& ctx, const Tensor& probs, const Tensor& labels, float dloss,
+                                             Tensor& dlogits) {
+  constexpr std::string_view op = "softmax_cross_entropy_backward";
+  rows(ctx, op, "probs", probs);
+  placed(ctx, op, "dlogits", dlogits);
+  check::same_shape(op, "probs", probs, "dlogits", dlogits);
+  labels_for(ctx, op, labels, probs.dim(0));
+  if (probs.numel() > 0) do_softmax_cross_entropy_backward(ctx, probs, labels, dloss, dlogits);
+}
+
+// ---- Gram matrices ----
+
+void Backend::gram_forward(Context& ctx, const Tensor& x, Tensor& g) {
+  constexpr std::string_view op = "gram_forward";
+  placed(ctx, op, "x", x);
+  placed(ctx, op, "g", g);
+  check::rank_is(op, "x", x, 4);
+  check::shape_is(op, "g", g, Shape{x.dim(0), x.dim(1), x.dim(1)});
+  do_gram_forward(ctx, x, g);
+}
+
+void Backend::gram_backward(Context& ctx, const Tensor& x, const Tensor& dg, Tensor& dx) {
+  constexpr std::string_view op = "gram_backward";
+  placed(ctx, op, "x", x);
+  placed(ctx, op, "dg", dg);
+  placed(ctx, op, "dx", dx);
+  check::rank_is(op, "x", x, 4);
+  check::shape_is(op, "dg", dg, Shape{x.dim(0), x.dim(1), x.dim(1)});
+  check::same_shape(op, "x", x, "dx", dx);
+  if (x.numel() > 0) do_gram_backward(ctx, x, dg, dx);
+}
+
+// ---- losses ----
+
+void Backend::mse_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) {
+  constexpr std::string_view op = "mse_loss_forward";
+  loss_pair(ctx, op, a, b);
+  scalar(ctx, op, "loss", loss);
+  do_mse_loss_forward(ctx, a, b, loss);
+}
+
+void Backend::mse_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
+  constexpr std::string_view op = "mse_loss_backward";
+  loss_pair(ctx, op, a, b);
+  placed(ctx, op, "da", da);
+  check::same_shape(op, "a", a, "da", da);
+  do_mse_loss_backward(ctx, a, b, dloss, da);
+}
+
+void Backend::l1_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) {
+  constexpr std::string_view op = "l1_loss_forward";
+  loss_pair(ctx, op, a, b);
+  scalar(ctx, op, "loss", loss);
+  do_l1_loss_forward(ctx, a, b, loss);
+}
+
+void Backend::l1_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
+  constexpr std::string_view op = "l1_loss_backward";
+  loss_pair(ctx, op, a, b);
+  placed(ctx, op, "da", da);
+  check::same_shape(op, "a", a, "da", da);
+  do_l1_loss_backward(ctx, a, b, dloss, da);
+}
+
+void Backend::tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss) {
+  constexpr std::string_view op = "tv_loss_forward";
+  placed(ctx, op, "x", x);
+  check::rank_is(op, "x", x, 4);
+  scalar(ctx, op, "loss", loss);
+  do_tv_loss_forward(ctx, x, loss);
+}
+
+void Backend::tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate) {
+  constexpr std::string_view op = "tv_loss_backward";
+  placed(ctx, op, "x", x);
+  placed(ctx, op, "dx", dx);
+  check::rank_is(op, "x", x, 4);
+  check::same_shape(op, "x", x, "dx", dx);
+  CUDL_CHECK(dx.raw() != x.raw() || x.numel() == 0, "{}: dx must not alias x (x={})", op, x.shape());
+  do_tv_loss_backward(ctx, x, dloss, dx, accumulate);
+}
+
+// ---- dropout and the elementwise product ----
+
+void Backend::dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset,
+                              Tensor& y, Tensor& mask) {
+  constexpr std::string_view op = "dropout_forward";
+  placed(ctx, op, "x", x);
+  placed(ctx, op, "y", y);
+  placed(ctx, op, "mask", mask);
+  check::same_shape(op, "x", x, "y", y);
+  check::same_shape(op, "x", x, "mask", mask);
+  CUDL_CHECK(p >= 0.0f && p < 1.0f, "{}: p={} must be in [0, 1) (x={})", op, p, x.shape());
+  do_dropout_forward(ctx, x, p, seed, offset, y, mask);
+}
+
+void Backend::mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
+  constexpr std::string_view op = "mul";
+  placed(ctx, op, "a", a);
+  placed(ctx, op, "b", b);
+  placed(ctx, op, "out", out);
+  check::same_shape(op, "a", a, "b", b);
+  check::same_shape(op, "a", a, "out", out);
+  do_mul(ctx, a, b, out);
+}
+
+// ---- optimizer steps ----
+
+void Backend::sgd_step(Context& ctx, const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf) {
+  constexpr std::string_view op = "sgd_step";
+  placed(ctx, op, "param", param);
+  placed(ctx, op, "grad", grad);
+  check::same_shape(op, "param", param, "grad", grad);
+  CUDL_CHECK(p.momentum >= 0.0f, "{}: momentum={} is negative (param={})", op, p.momentum, param.shape());
+  CUDL_CHECK(!p.nesterov || (p.momentum > 0.0f && p.dampening == 0.0f),
+             "{}: nesterov needs momentum > 0 and dampening 0, got momentum={} dampening={} (param={})", op, p.momentum,
+             p.dampening, param.shape());
+  if (p.momentum > 0.0f) {
+    placed(ctx, op, "momentum_buf", momentum_buf);
+    check::same_shape(op, "param", param, "momentum_buf", momentum_buf);
+  }
+  do_sgd_step(ctx, p, param, grad, momentum_buf);
+}
+
+void Backend::adam_step(Context& ctx, const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v) {
+  constexpr std::string_view op = "adam_step";
+  placed(ctx, op, "param", param);
+  placed(ctx, op, "grad", grad);
+  placed(ctx, op, "m", m);
+  placed(ctx, op, "v", v);
+  check::same_shape(op, "param", param, "grad", grad);
+  check::same_shape(op, "param", param, "m", m);
+  check::same_shape(op, "param", param, "v", v);
+  CUDL_CHECK(p.step >= 1, "{}: step={} must be >= 1 (it is 1-based; param={})", op, p.step, param.shape());
+  do_adam_step(ctx, p, param, grad, m, v);
+}
+
+// ---- reductions ----
+
+void Backend::sum(Context& ctx, const Tensor& x, Tensor& out) {
+  placed(ctx, "sum", "x", x);
+  scalar(ctx, "sum", "out", out);
+  do_sum(ctx, x, out);
+}
+
+void Backend::mean(Context& ctx, const Tensor& x, Tensor& out) {
+  placed(ctx, "mean", "x", x);
+  scalar(ctx, "mean", "out", out);
+  CUDL_CHECK(x.numel() > 0, "mean: x is empty (shape {})", x.shape());
+  do_mean(ctx, x, out);
+}
+
+void Backend::max(Context& ctx, const Tensor& x, Tensor& out) {
+  placed(ctx, "max", "x", x);
+  scalar(ctx, "max", "out", out);
+  CUDL_CHECK(x.numel() > 0, "max: x is empty (shape {})", x.shape());
+  do_max(ctx, x, out);
+}
+
+void Backend::argmax_rows(Context& ctx, const Tensor& x, Tensor& out) {
+  constexpr std::string_view op = "argmax_rows";
+  rows(ctx, op, "x", x);
+  placed(ctx, op, "out", out, DType::i32);
+  check::shape_is(op, "out", out, Shape{x.dim(0)});
+  CUDL_CHECK(x.dim(1) > 0, "argmax_rows: x has no columns (shape {})", x.shape());
+  if (x.dim(0) > 0) do_argmax_rows(ctx, x, out);
+}
+
+void Backend::accuracy(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& out) {
+  constexpr std::string_view op = "accuracy";
+  rows(ctx, op, "logits", logits);
+  labels_for(ctx, op, labels, logits.dim(0));
+  scalar(ctx, op, "out", out);
+  CUDL_CHECK(logits.dim(0) > 0 && logits.dim(1) > 0, "accuracy: logits is empty (shape {})", logits.shape());
+  do_accuracy(ctx, logits, labels, out);
+}
+
+// ---- elementwise basics ----
+
+void Backend::fill(Context& ctx, Tensor& x, float value) {
+  placed(ctx, "fill", "x", x);
+  do_fill(ctx, x, value);
+}
+
+void Backend::copy(Context& ctx, const Tensor& src, Tensor& dst) {
+  check::defined("copy", "src", src);
+  check::defined("copy", "dst", dst);
+  check::on_device("copy", "src", src, ctx.device());
+  check::on_device("copy", "dst", dst, ctx.device());
+  CUDL_CHECK(src.nbytes() == dst.nbytes(), "copy: size mismatch: src={} ({}) but dst={} ({})", src.shape(),
+             dtype_name(src.dtype()), dst.shape(), dtype_name(dst.dtype()));
+  if (src.nbytes() > 0 && src.raw() != dst.raw()) do_copy(ctx, src, dst);
+}
+
+void Backend::axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) {
+  placed(ctx, "axpy", "x", x);
+  placed(ctx, "axpy", "y", y);
+  check::same_shape("axpy", "x", x, "y", y);
+  do_axpy(ctx, alpha, x, y);
+}
+
+void Backend::scale(Context& ctx, Tensor& x, float alpha) {
+  placed(ctx, "scale", "x", x);
+  do_scale(ctx, x, alpha);
+}
+
+// ---- per-channel affine map and batch norm ----
+
+void Backend::channel_affine(Context& ctx, const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y) {
+  constexpr std::string_view op = "channel_affine";
+  placed(ctx, op, "x", x);
+  placed(ctx, op, "scale", scale);
+  placed(ctx, op, "shift", shift);
+  placed(ctx, op, "y", y);
+  channel_args::channel_dims(op, "x", x);
+  per_channel(op, "scale", scale, "x", x);
+  per_channel(op, "shift", shift, "x", x);
+  check::same_shape(op, "x", x, "y", y);
+  do_channel_affine(ctx, x, scale, shift, y);
+}
+
+void Backend::channel_affine_backward(Context& ctx, const Tensor& dy, const Tensor& scale, Tensor& dx) {
+  constexpr std::string_view op = "channel_affine_backward";
+  placed(ctx, op, "dy", dy);
+  placed(ctx, op, "scale", scale);
+  placed(ctx, op, "dx", dx);
+  channel_args::channel_dims(op, "dy", dy);
+  per_channel(op, "scale", scale, "dy", dy);
+  check::same_shape(op, "dy", dy, "dx", dx);
+  do_channel_affine_backward(ctx, dy, scale, dx);
+}
+
+void Backend::batchnorm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+                                      float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y,
+                                      Tensor& save_mean, Tensor& save_invstd) {
+  constexpr std::string_view op = "batchnorm_forward_train";
+  const ChannelDims d = batchnorm_args(ctx, op, x,
+                                       {{"gamma", gamma, Role::per_channel},
+                                        {"beta", beta, Role::per_channel},
+                                        {"running_mean", running_mean, Role::per_channel},
+                                        {"running_var", running_var, Role::per_channel},
+                                        {"y", y, Role::like_x},
+                                        {"save_mean", save_mean, Role::per_channel},
+                                        {"save_invstd", save_invstd, Role::per_channel}});
+  batchnorm_eps(op, eps);
+  CUDL_CHECK(momentum >= 0.0f && momentum <= 1.0f, "{}: momentum={} must be in [0, 1]", op, momentum);
+  if (d.channels == 0) return;
+  // The unbiased running variance divides by count - 1 (PyTorch refuses the same case: "Expected
+  // more than 1 value per channel when training").
+  CUDL_CHECK(d.per_channel() > 1, "{}: x={} has {} value(s) per channel; training needs more than 1", op, x.shape(),
+             d.per_channel());
+  do_batchnorm_forward_train(ctx, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean, save_invstd);
+}
+
+void Backend::batchnorm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                     const Tensor& running_mean, const Tensor& running_var, float eps, Tensor& y) {
+  constexpr std::string_view op = "batchnorm_forward_eval";
+  batchnorm_args(ctx, op, x,
+                 {{"gamma", gamma, Role::per_channel},
+                  {"beta", beta, Role::per_channel},
+                  {"running_mean", running_mean, Role::per_channel},
+                  {"running_var", running_var, Role::per_channel},
+                  {"y", y, Role::like_x}});
+  batchnorm_eps(op, eps);
+  if (x.numel() > 0) do_batchnorm_forward_eval(ctx, x, gamma, beta, running_mean, running_var, eps, y);
+}
+
+void Backend::batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                                 const Tensor& save_mean, const Tensor& save_invstd, float eps, Tensor& dx,
+                                 Tensor& dgamma, Tensor& dbeta) {
+  constexpr std::string_view op = "batchnorm_backward";
+  const ChannelDims d = batchnorm_args(ctx, op, x,
+                                       {{"dy", dy, Role::like_x},
+                                        {"gamma", gamma, Role::per_channel},
+                                        {"save_mean", save_mean, Role::per_channel},
+                                        {"save_invstd", save_invstd, Role::per_channel},
+                                        {"dx", dx, Role::like_x},
+                                        {"dgamma", dgamma, Role::per_channel},
+                                        {"dbeta", dbeta, Role::per_channel}});
+  batchnorm_eps(op, eps);
+  if (d.per_channel() == 0) return;  // no values: nothing to differentiate, nothing to add
+  do_batchnorm_backward(ctx, x, dy, gamma, save_mean, save_invstd, eps, dx, dgamma, dbeta);
+}
+
+// ---- vector helpers for L-BFGS and image output ----
+
+void Backend::dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
+  placed(ctx, "dot", "a", a);
+  placed(ctx, "dot", "b", b);
+  placed(ctx, "dot", "out", out);
+  check::same_shape("dot", "a", a, "b", b);
+  check::numel_is("dot", "out", out, 1);
+  do_dot(ctx, a, b, out);
+}
+
+void Backend::clamp(Context& ctx, Tensor& x, float low, float high) {
+  placed(ctx, "clamp", "x", x);
+  CUDL_CHECK(low <= high, "clamp: low={} > high={} (x={})", low, high, x.shape());
+  do_clamp(ctx, x, low, high);
+}
+
+void Backend::axpy_scalar(Context& ctx, float sign, const Tensor& alpha, const Tensor& x, Tensor& y) {
+  constexpr std::string_view op = "axpy_scalar";
+  scalar(ctx, op, "alpha", alpha);
+  placed(ctx, op, "x", x);
+  placed(ctx, op, "y", y);
+  check::same_shape(op, "x", x, "y", y);
+  do_axpy_scalar(ctx, sign, alpha, x, y);
+}
+
+void Backend::abs_sum(Context& ctx, const Tensor& x, Tensor& out) {
+  placed(ctx, "abs_sum", "x", x);
+  scalar(ctx, "abs_sum", "out", out);
+  do_abs_sum(ctx, x, out);
+}
+
+void Backend::scalar_op(Context& ctx, ScalarOp kind, const Tensor& a, const Tensor& b, Tensor& out) {
+  scalar(ctx, "scalar_op", "a", a);
+  scalar(ctx, "scalar_op", "b", b);
+  scalar(ctx, "scalar_op", "out", out);
+  do_scalar_op(ctx, kind, a, b, out);
+}
+
+// ---- seeded random fills ----
+
+void Backend::fill_uniform(Context& ctx, Tensor& x, float low, float high, std::uint64_t seed, std::uint64_t offset) {
+  placed(ctx, "fill_uniform", "x", x);
+  CUDL_CHECK(low <= high, "fill_uniform: low={} > high={} (x={})", low, high, x.shape());
+  do_fill_uniform(ctx, x, low, high, seed, offset);
+}
+
+void Backend::fill_normal(Context& ctx, Tensor& x, float mean, float stddev, std::uint64_t seed, std::uint64_t offset) {
+  placed(ctx, "fill_normal", "x", x);
+  CUDL_CHECK(stddev >= 0.0f, "fill_normal: stddev={} is negative (x={})", stddev, x.shape());
+  do_fill_normal(ctx, x, mean, stddev, seed, offset);
 }
 
 }  // namespace cudl

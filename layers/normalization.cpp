@@ -52,9 +52,9 @@ Tensor BatchNorm2d::backward(Context& ctx, const Tensor& dy) {
   if (frozen_) {
     // Frozen: gradients for gamma/beta are computed into scratch and dropped.
     Tensor dgamma = Tensor::zeros({channels_}, ctx), dbeta = Tensor::zeros({channels_}, ctx);
-    ctx.backend().batchnorm_backward(ctx, x_, dy, weight_.value, save_mean_, save_invstd_, dx, dgamma, dbeta);
+    ctx.backend().batchnorm_backward(ctx, x_, dy, weight_.value, save_mean_, save_invstd_, eps_, dx, dgamma, dbeta);
   } else {
-    ctx.backend().batchnorm_backward(ctx, x_, dy, weight_.value, save_mean_, save_invstd_, dx, weight_.grad,
+    ctx.backend().batchnorm_backward(ctx, x_, dy, weight_.value, save_mean_, save_invstd_, eps_, dx, weight_.grad,
                                      bias_.grad);
   }
   x_ = Tensor();

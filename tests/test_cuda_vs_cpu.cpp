@@ -543,7 +543,7 @@ TEST_F(CudaVsCpu, BatchNorm) {
 
     Both dy = random(shape, 145), dx = zeros(shape), dgamma = random(ps, 146), dbeta = random(ps, 147);
     on_both([&](Backend& be, Context& ctx, Side s) {
-      be.batchnorm_backward(ctx, x.*s, dy.*s, gamma.*s, sm.*s, si.*s, dx.*s, dgamma.*s, dbeta.*s);
+      be.batchnorm_backward(ctx, x.*s, dy.*s, gamma.*s, sm.*s, si.*s, 1e-5f, dx.*s, dgamma.*s, dbeta.*s);
     });
     expect_close(dx, kAccumulated, "batchnorm_backward dx " + name);
     expect_close(dgamma, kAccumulated, "batchnorm_backward dgamma (accumulated) " + name);

@@ -156,7 +156,7 @@ TEST_P(NormOps, BatchNormBackwardHandCase) {
   Tensor x = make({-1, -1, 1, 1}, {4, 1}), dy = make({1, 0, 0, 0}, {4, 1}), gamma = make({3}, {1});
   Tensor mean = make({0}, {1}), invstd = make({1}, {1});
   Tensor dx = Tensor::empty({4, 1}, ctx()), dgamma = make({10}, {1}), dbeta = make({20}, {1});
-  backend().batchnorm_backward(ctx(), x, dy, gamma, mean, invstd, dx, dgamma, dbeta);
+  backend().batchnorm_backward(ctx(), x, dy, gamma, mean, invstd, 0.0f, dx, dgamma, dbeta);
   const std::vector<float> got = host(dx);
   const std::vector<float> want = {1.5f, -1.5f, 0.0f, 0.0f};
   for (std::size_t i = 0; i < 4; ++i) EXPECT_NEAR(got[i], want[i], 1e-6) << i;
@@ -186,7 +186,7 @@ TEST_P(NormOps, BatchNormBackwardMatchesFormula) {
   const float eps = 1e-5f;
   backend().batchnorm_forward_train(ctx(), x, g, Tensor::zeros({3}, ctx()), eps, 0.1f, rm, rv, y, sm, si);
   Tensor dx = Tensor::empty(shape, ctx()), dgamma = Tensor::zeros({3}, ctx()), dbeta = Tensor::zeros({3}, ctx());
-  backend().batchnorm_backward(ctx(), x, dy, g, sm, si, dx, dgamma, dbeta);
+  backend().batchnorm_backward(ctx(), x, dy, g, sm, si, eps, dx, dgamma, dbeta);
 
   std::vector<double> mean, var;
   naive_stats(xs, d, mean, var);
@@ -232,7 +232,7 @@ TEST_P(NormOps, BatchNormBadArgumentsThrowNamingTheOp) {
   EXPECT_THROW(backend().batchnorm_forward_train(ctx(), one, p3, p3, 1e-5f, 0.1f, m, v, one_y, a, b), Error);
   EXPECT_THROW(backend().batchnorm_forward_eval(ctx(), x, p3, p3, m, p2, 1e-5f, y), Error);
   Tensor dx = Tensor::empty({4, 3, 2, 1}, ctx());
-  EXPECT_THROW(backend().batchnorm_backward(ctx(), x, x, p3, m, v, dx, a, b), Error);
+  EXPECT_THROW(backend().batchnorm_backward(ctx(), x, x, p3, m, v, 1e-5f, dx, a, b), Error);
   Tensor flat = Tensor::zeros({12}, ctx());
   EXPECT_THROW(backend().channel_affine(ctx(), flat, p3, p3, flat), Error);
 }
@@ -307,7 +307,7 @@ TEST(GradientNorm, BatchNormTrainInputGammaBeta) {
   loss();  // saved statistics of the unperturbed input
   Tensor dy = Tensor::from_host(w, shape, ctx), dx = Tensor::empty(shape, ctx);
   Tensor dgamma = Tensor::zeros({2}, ctx), dbeta = Tensor::zeros({2}, ctx);
-  be.batchnorm_backward(ctx, x, dy, gamma, sm, si, dx, dgamma, dbeta);
+  be.batchnorm_backward(ctx, x, dy, gamma, sm, si, eps, dx, dgamma, dbeta);
   cudl::testing::GradCheckOptions opts;
   opts.step = 5e-3f;
   cudl::testing::expect_gradient_matches(ctx, x, dx, loss, "batchnorm dx", opts);

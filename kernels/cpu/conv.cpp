@@ -14,12 +14,6 @@
 namespace cudl {
 namespace {
 
-void expect_cpu_f32(std::string_view op, std::string_view name, const Tensor& t) {
-  check::defined(op, name, t);
-  check::dtype_is(op, name, t, DType::f32);
-  check::on_device(op, name, t, Device::cpu());
-}
-
 // Every size the loops need, taken once from x [N,C,H,W], w [K,C,R,S], y [N,K,P,Q].
 struct ConvGeometry {
   std::int64_t n, c, h, w, k, r, s, p, q;
@@ -136,12 +130,6 @@ std::int64_t group_size(const ConvGeometry& g) {
 
 int loop_threads(std::int64_t elements) { return elements >= cpu::kParallelThreshold ? omp_get_max_threads() : 1; }
 
-void check_params(std::string_view op, const Tensor& x, const Tensor& w, const Conv2dParams& p) {
-  CUDL_CHECK(p.stride_h > 0 && p.stride_w > 0 && p.dilation_h > 0 && p.dilation_w > 0 && p.pad_h >= 0 && p.pad_w >= 0,
-             "{}: stride and dilation must be positive and padding non-negative (x={}, w={})", op, x.shape(),
-             w.shape());
-}
-
 // Runs body(n, column buffer) for every sample: OpenMP over the samples, each thread with its own
 // column buffer from the pool and a single-threaded GEMM (forward and backward-data share this).
 template <class Body>
@@ -155,13 +143,7 @@ void for_each_sample_with_columns(Context& ctx, const ConvGeometry& g, const Bod
 
 }  // namespace
 
-void CpuBackend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
-  constexpr std::string_view op = "conv2d_forward";
-  expect_cpu_f32(op, "x", x);
-  expect_cpu_f32(op, "w", w);
-  expect_cpu_f32(op, "y", y);
-  check_params(op, x, w, p);
-  check::shape_is(op, "y", y, conv2d_output_shape(x.shape(), w.shape(), p));
+void CpuBackend::do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
   const auto g = geometry(x.shape(), w.shape(), y.shape(), p);
   if (y.numel() == 0) return;
   if (g.rows() == 0) {  // no input channels: an empty sum, and BLAS rejects a zero inner dimension
@@ -180,20 +162,8 @@ void CpuBackend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, 
   });
 }
 
-void CpuBackend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p,
-                                      Tensor& dx) {
-  constexpr std::string_view op = "conv2d_backward_data";
-  expect_cpu_f32(op, "dy", dy);
-  expect_cpu_f32(op, "w", w);
-  expect_cpu_f32(op, "dx", dx);
-  check::rank_is(op, "dx", dx, 4);
-  check::rank_is(op, "w", w, 4);
-  check_params(op, dx, w, p);
-  CUDL_CHECK(dx.dim(1) == w.dim(1), "{}: dx={} has {} channels but w={} expects {}", op, dx.shape(), dx.dim(1),
-             w.shape(), w.dim(1));
-  const Shape expected = conv2d_output_shape(dx.shape(), w.shape(), p);
-  CUDL_CHECK(dy.shape() == expected, "{}: dy has shape {}, expected {} for dx={} and w={}", op, dy.shape(), expected,
-             dx.shape(), w.shape());
+void CpuBackend::do_conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p,
+                                         Tensor& dx) {
   const auto g = geometry(dx.shape(), w.shape(), dy.shape(), p);
   if (dx.numel() == 0) return;
   if (g.k == 0) {  // no output channels: nothing flows back
@@ -212,20 +182,8 @@ void CpuBackend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tens
   });
 }
 
-void CpuBackend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p,
-                                        Tensor& dw, bool accumulate) {
-  constexpr std::string_view op = "conv2d_backward_filter";
-  expect_cpu_f32(op, "x", x);
-  expect_cpu_f32(op, "dy", dy);
-  expect_cpu_f32(op, "dw", dw);
-  check::rank_is(op, "x", x, 4);
-  check::rank_is(op, "dw", dw, 4);
-  check_params(op, x, dw, p);
-  CUDL_CHECK(x.dim(1) == dw.dim(1), "{}: x={} has {} channels but dw={} expects {}", op, x.shape(), x.dim(1),
-             dw.shape(), dw.dim(1));
-  const Shape expected = conv2d_output_shape(x.shape(), dw.shape(), p);
-  CUDL_CHECK(dy.shape() == expected, "{}: dy has shape {}, expected {} for x={} and dw={}", op, dy.shape(), expected,
-             x.shape(), dw.shape());
+void CpuBackend::do_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p,
+                                           Tensor& dw, bool accumulate) {
   const auto g = geometry(x.shape(), dw.shape(), dy.shape(), p);
   float* pdw = dw.data<float>();
   if (!accumulate) std::fill(pdw, pdw + dw.numel(), 0.0f);

@@ -1,18 +1,10 @@
 #pragma once
-// Argument checks every CPU op makes before it touches raw pointers: a tensor from another
-// device or of another dtype would otherwise be read as garbage (or segfault) instead of failing
-// with a message that names the op.
-#include <string_view>
-
-#include "engine/check.hpp"
+// Shared by the CPU ops: the size above which loops go parallel, and the guard that keeps OpenBLAS
+// single-threaded inside our own OpenMP loops. (Argument checks happen once, in the op interface's
+// front: engine/backend.cpp.)
+#include <cstdint>
 
 namespace cudl::cpu {
-
-inline void host_tensor(std::string_view op, std::string_view name, const Tensor& t, DType dtype = DType::f32) {
-  check::defined(op, name, t);
-  check::on_device(op, name, t, Device::cpu());
-  check::dtype_is(op, name, t, dtype);
-}
 
 // Loops at or above this many elements are split across OpenMP threads; below it, thread start-up
 // costs more than the loop.

@@ -7,32 +7,21 @@
 
 namespace cudl {
 
-using cpu::host_tensor;
 using cpu::kParallelThreshold;
 
-void CpuBackend::fill(Context&, Tensor& x, float value) {
-  host_tensor("fill", "x", x);
+void CpuBackend::do_fill(Context&, Tensor& x, float value) {
   float* p = x.data<float>();
   const std::int64_t n = x.numel();
 #pragma omp parallel for if (n >= kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) p[i] = value;
 }
 
-void CpuBackend::copy(Context&, const Tensor& src, Tensor& dst) {
-  check::defined("copy", "src", src);
-  check::defined("copy", "dst", dst);
-  check::on_device("copy", "src", src, Device::cpu());
-  check::on_device("copy", "dst", dst, Device::cpu());
-  CUDL_CHECK(src.nbytes() == dst.nbytes(), "copy: size mismatch: src={} ({}) but dst={} ({})", src.shape(),
-             dtype_name(src.dtype()), dst.shape(), dtype_name(dst.dtype()));
+void CpuBackend::do_copy(Context&, const Tensor& src, Tensor& dst) {
   // memmove: the caller may copy between overlapping views of one storage.
   if (src.nbytes() > 0) std::memmove(dst.raw(), src.raw(), src.nbytes());
 }
 
-void CpuBackend::axpy(Context&, float alpha, const Tensor& x, Tensor& y) {
-  host_tensor("axpy", "x", x);
-  host_tensor("axpy", "y", y);
-  check::same_shape("axpy", "x", x, "y", y);
+void CpuBackend::do_axpy(Context&, float alpha, const Tensor& x, Tensor& y) {
   const float* px = x.data<float>();
   float* py = y.data<float>();
   const std::int64_t n = x.numel();
@@ -40,17 +29,14 @@ void CpuBackend::axpy(Context&, float alpha, const Tensor& x, Tensor& y) {
   for (std::int64_t i = 0; i < n; ++i) py[i] += alpha * px[i];
 }
 
-void CpuBackend::scale(Context&, Tensor& x, float alpha) {
-  host_tensor("scale", "x", x);
+void CpuBackend::do_scale(Context&, Tensor& x, float alpha) {
   float* p = x.data<float>();
   const std::int64_t n = x.numel();
 #pragma omp parallel for if (n >= kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) p[i] *= alpha;
 }
 
-void CpuBackend::clamp(Context&, Tensor& x, float low, float high) {
-  host_tensor("clamp", "x", x);
-  CUDL_CHECK(low <= high, "clamp: low={} > high={} (x={})", low, high, x.shape());
+void CpuBackend::do_clamp(Context&, Tensor& x, float low, float high) {
   float* p = x.data<float>();
   const std::int64_t n = x.numel();
   // Comparisons, not std::clamp/fmin: a NaN stays NaN (as in PyTorch), the same on the GPU.
@@ -58,9 +44,7 @@ void CpuBackend::clamp(Context&, Tensor& x, float low, float high) {
   for (std::int64_t i = 0; i < n; ++i) p[i] = p[i] < low ? low : (p[i] > high ? high : p[i]);
 }
 
-void CpuBackend::fill_uniform(Context&, Tensor& x, float low, float high, std::uint64_t seed, std::uint64_t offset) {
-  host_tensor("fill_uniform", "x", x);
-  CUDL_CHECK(low <= high, "fill_uniform: low={} > high={} (x={})", low, high, x.shape());
+void CpuBackend::do_fill_uniform(Context&, Tensor& x, float low, float high, std::uint64_t seed, std::uint64_t offset) {
   float* p = x.data<float>();
   const std::int64_t n = x.numel();
   const float width = high - low;
@@ -69,9 +53,8 @@ void CpuBackend::fill_uniform(Context&, Tensor& x, float low, float high, std::u
     p[i] = low + width * philox::uniform(offset + static_cast<std::uint64_t>(i), seed);
 }
 
-void CpuBackend::fill_normal(Context&, Tensor& x, float mean, float stddev, std::uint64_t seed, std::uint64_t offset) {
-  host_tensor("fill_normal", "x", x);
-  CUDL_CHECK(stddev >= 0.0f, "fill_normal: stddev={} is negative (x={})", stddev, x.shape());
+void CpuBackend::do_fill_normal(Context&, Tensor& x, float mean, float stddev, std::uint64_t seed,
+                                std::uint64_t offset) {
   float* p = x.data<float>();
   const std::int64_t n = x.numel();
 #pragma omp parallel for if (n >= kParallelThreshold / 8)

@@ -4,33 +4,11 @@
 
 namespace cudl {
 
-using cpu::host_tensor;
 using cpu::kParallelThreshold;
 
-namespace {
+namespace {}  // namespace
 
-void check_pair(const char* op, const Tensor& a, const Tensor& b) {
-  host_tensor(op, "a", a);
-  host_tensor(op, "b", b);
-  check::same_shape(op, "a", a, "b", b);
-  CUDL_CHECK(a.numel() > 0, "{}: inputs are empty (a={})", op, a.shape());
-}
-
-void check_loss_out(const char* op, const Tensor& loss) {
-  host_tensor(op, "loss", loss);
-  check::numel_is(op, "loss", loss, 1);
-}
-
-void check_grad_out(const char* op, const Tensor& a, const Tensor& da) {
-  host_tensor(op, "da", da);
-  check::same_shape(op, "a", a, "da", da);
-}
-
-}  // namespace
-
-void CpuBackend::mse_loss_forward(Context&, const Tensor& a, const Tensor& b, Tensor& loss) {
-  check_pair("mse_loss_forward", a, b);
-  check_loss_out("mse_loss_forward", loss);
+void CpuBackend::do_mse_loss_forward(Context&, const Tensor& a, const Tensor& b, Tensor& loss) {
   const float *pa = a.data<float>(), *pb = b.data<float>();
   const std::int64_t n = a.numel();
   double s = 0.0;
@@ -42,9 +20,7 @@ void CpuBackend::mse_loss_forward(Context&, const Tensor& a, const Tensor& b, Te
   loss.data<float>()[0] = static_cast<float>(s / static_cast<double>(n));
 }
 
-void CpuBackend::mse_loss_backward(Context&, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
-  check_pair("mse_loss_backward", a, b);
-  check_grad_out("mse_loss_backward", a, da);
+void CpuBackend::do_mse_loss_backward(Context&, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
   const float *pa = a.data<float>(), *pb = b.data<float>();
   float* pd = da.data<float>();
   const std::int64_t n = a.numel();
@@ -53,9 +29,7 @@ void CpuBackend::mse_loss_backward(Context&, const Tensor& a, const Tensor& b, f
   for (std::int64_t i = 0; i < n; ++i) pd[i] = k * (pa[i] - pb[i]);
 }
 
-void CpuBackend::l1_loss_forward(Context&, const Tensor& a, const Tensor& b, Tensor& loss) {
-  check_pair("l1_loss_forward", a, b);
-  check_loss_out("l1_loss_forward", loss);
+void CpuBackend::do_l1_loss_forward(Context&, const Tensor& a, const Tensor& b, Tensor& loss) {
   const float *pa = a.data<float>(), *pb = b.data<float>();
   const std::int64_t n = a.numel();
   double s = 0.0;
@@ -67,9 +41,7 @@ void CpuBackend::l1_loss_forward(Context&, const Tensor& a, const Tensor& b, Ten
   loss.data<float>()[0] = static_cast<float>(s / static_cast<double>(n));
 }
 
-void CpuBackend::l1_loss_backward(Context&, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
-  check_pair("l1_loss_backward", a, b);
-  check_grad_out("l1_loss_backward", a, da);
+void CpuBackend::do_l1_loss_backward(Context&, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
   const float *pa = a.data<float>(), *pb = b.data<float>();
   float* pd = da.data<float>();
   const std::int64_t n = a.numel();
@@ -78,11 +50,7 @@ void CpuBackend::l1_loss_backward(Context&, const Tensor& a, const Tensor& b, fl
   for (std::int64_t i = 0; i < n; ++i) pd[i] = pa[i] > pb[i] ? k : (pa[i] < pb[i] ? -k : 0.0f);
 }
 
-void CpuBackend::tv_loss_forward(Context&, const Tensor& x, Tensor& loss) {
-  const char* op = "tv_loss_forward";
-  host_tensor(op, "x", x);
-  check::rank_is(op, "x", x, 4);
-  check_loss_out(op, loss);
+void CpuBackend::do_tv_loss_forward(Context&, const Tensor& x, Tensor& loss) {
   const std::int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
   const float* px = x.data<float>();
   double s = 0.0;
@@ -106,12 +74,7 @@ void CpuBackend::tv_loss_forward(Context&, const Tensor& x, Tensor& loss) {
   loss.data<float>()[0] = static_cast<float>(s);
 }
 
-void CpuBackend::tv_loss_backward(Context&, const Tensor& x, float dloss, Tensor& dx, bool accumulate) {
-  const char* op = "tv_loss_backward";
-  host_tensor(op, "x", x);
-  host_tensor(op, "dx", dx);
-  check::rank_is(op, "x", x, 4);
-  check::same_shape(op, "x", x, "dx", dx);
+void CpuBackend::do_tv_loss_backward(Context&, const Tensor& x, float dloss, Tensor& dx, bool accumulate) {
   const std::int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
   const float* px = x.data<float>();
   float* pd = dx.data<float>();

@@ -13,8 +13,6 @@
 namespace cudl {
 
 using channel_args::ChannelDims;
-using channel_args::Role;
-using cpu::host_tensor;
 using cpu::kParallelThreshold;
 
 namespace {
@@ -23,12 +21,6 @@ namespace {
 template <class F>
 void for_each_plane(const ChannelDims& d, std::int64_t c, F f) {
   for (std::int64_t n = 0; n < d.outer; ++n) f((n * d.channels + c) * d.inner);
-}
-
-// channel_args::batchnorm_args with each tensor a defined f32 host tensor.
-ChannelDims check_args(std::string_view op, const Tensor& x, std::initializer_list<channel_args::Arg> args) {
-  return channel_args::batchnorm_args(op, x, args,
-                                      [&](std::string_view name, const Tensor& t) { host_tensor(op, name, t); });
 }
 
 // y = (x - mean) * mul + beta, with mul = gamma * invstd folded per channel.
@@ -47,16 +39,9 @@ void normalise(const ChannelDims& d, const float* x, const float* gamma, const f
 
 }  // namespace
 
-void CpuBackend::channel_affine(Context&, const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y) {
+void CpuBackend::do_channel_affine(Context&, const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y) {
   constexpr std::string_view op = "channel_affine";
-  host_tensor(op, "x", x);
-  host_tensor(op, "scale", scale);
-  host_tensor(op, "shift", shift);
-  host_tensor(op, "y", y);
   const ChannelDims d = channel_args::channel_dims(op, "x", x);
-  channel_args::per_channel(op, "scale", scale, "x", x);
-  channel_args::per_channel(op, "shift", shift, "x", x);
-  check::same_shape(op, "x", x, "y", y);
   const float* px = x.data<float>();
   const float* ps = scale.data<float>();
   const float* pb = shift.data<float>();
@@ -70,14 +55,9 @@ void CpuBackend::channel_affine(Context&, const Tensor& x, const Tensor& scale, 
   }
 }
 
-void CpuBackend::channel_affine_backward(Context&, const Tensor& dy, const Tensor& scale, Tensor& dx) {
+void CpuBackend::do_channel_affine_backward(Context&, const Tensor& dy, const Tensor& scale, Tensor& dx) {
   constexpr std::string_view op = "channel_affine_backward";
-  host_tensor(op, "dy", dy);
-  host_tensor(op, "scale", scale);
-  host_tensor(op, "dx", dx);
   const ChannelDims d = channel_args::channel_dims(op, "dy", dy);
-  channel_args::per_channel(op, "scale", scale, "dy", dy);
-  check::same_shape(op, "dy", dy, "dx", dx);
   const float* pdy = dy.data<float>();
   const float* ps = scale.data<float>();
   float* pdx = dx.data<float>();
@@ -90,23 +70,12 @@ void CpuBackend::channel_affine_backward(Context&, const Tensor& dy, const Tenso
   }
 }
 
-void CpuBackend::batchnorm_forward_train(Context&, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
-                                         float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y,
-                                         Tensor& save_mean, Tensor& save_invstd) {
+void CpuBackend::do_batchnorm_forward_train(Context&, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                            float eps, float momentum, Tensor& running_mean, Tensor& running_var,
+                                            Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
   constexpr std::string_view op = "batchnorm_forward_train";
-  const ChannelDims d = check_args(op, x,
-                                   {{"gamma", gamma, Role::per_channel},
-                                    {"beta", beta, Role::per_channel},
-                                    {"running_mean", running_mean, Role::per_channel},
-                                    {"running_var", running_var, Role::per_channel},
-                                    {"y", y, Role::like_x},
-                                    {"save_mean", save_mean, Role::per_channel},
-                                    {"save_invstd", save_invstd, Role::per_channel}});
-  check::same_shape(op, "x", x, "y", y);
-  channel_args::batchnorm_eps(op, eps);
-  channel_args::batchnorm_momentum(op, momentum);
+  const ChannelDims d = channel_args::channel_dims(op, "x", x);
   if (d.channels == 0) return;
-  channel_args::batchnorm_train_count(op, d, x);
 
   const float* px = x.data<float>();
   float* prm = running_mean.data<float>();
@@ -144,17 +113,11 @@ void CpuBackend::batchnorm_forward_train(Context&, const Tensor& x, const Tensor
   normalise(d, px, gamma.data<float>(), beta.data<float>(), mean.data(), invstd.data(), y.data<float>());
 }
 
-void CpuBackend::batchnorm_forward_eval(Context&, const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                        const Tensor& running_mean, const Tensor& running_var, float eps, Tensor& y) {
+void CpuBackend::do_batchnorm_forward_eval(Context&, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                           const Tensor& running_mean, const Tensor& running_var, float eps,
+                                           Tensor& y) {
   constexpr std::string_view op = "batchnorm_forward_eval";
-  const ChannelDims d = check_args(op, x,
-                                   {{"gamma", gamma, Role::per_channel},
-                                    {"beta", beta, Role::per_channel},
-                                    {"running_mean", running_mean, Role::per_channel},
-                                    {"running_var", running_var, Role::per_channel},
-                                    {"y", y, Role::like_x}});
-  check::same_shape(op, "x", x, "y", y);
-  channel_args::batchnorm_eps(op, eps);
+  const ChannelDims d = channel_args::channel_dims(op, "x", x);
   const float* prm = running_mean.data<float>();
   const float* prv = running_var.data<float>();
   std::vector<double> mean(static_cast<std::size_t>(d.channels)), invstd(mean.size());
@@ -168,20 +131,11 @@ void CpuBackend::batchnorm_forward_eval(Context&, const Tensor& x, const Tensor&
 
 // With x̂ = (x - mean) * invstd and m values per channel:
 //   dbeta = Σ dy, dgamma = Σ dy x̂, dx = gamma * invstd / m * (m dy - dbeta - x̂ dgamma).
-void CpuBackend::batchnorm_backward(Context&, const Tensor& x, const Tensor& dy, const Tensor& gamma,
-                                    const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma,
-                                    Tensor& dbeta) {
+void CpuBackend::do_batchnorm_backward(Context&, const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                                       const Tensor& save_mean, const Tensor& save_invstd, float /*eps*/, Tensor& dx,
+                                       Tensor& dgamma, Tensor& dbeta) {
   constexpr std::string_view op = "batchnorm_backward";
-  const ChannelDims d = check_args(op, x,
-                                   {{"dy", dy, Role::like_x},
-                                    {"gamma", gamma, Role::per_channel},
-                                    {"save_mean", save_mean, Role::per_channel},
-                                    {"save_invstd", save_invstd, Role::per_channel},
-                                    {"dx", dx, Role::like_x},
-                                    {"dgamma", dgamma, Role::per_channel},
-                                    {"dbeta", dbeta, Role::per_channel}});
-  check::same_shape(op, "x", x, "dy", dy);
-  check::same_shape(op, "x", x, "dx", dx);
+  const ChannelDims d = channel_args::channel_dims(op, "x", x);
   if (d.per_channel() == 0) return;  // no values: nothing to differentiate, nothing to add
 
   const float* px = x.data<float>();

@@ -6,23 +6,12 @@
 
 namespace cudl {
 
-using cpu::host_tensor;
 using cpu::kParallelThreshold;
 
-void CpuBackend::sgd_step(Context&, const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf) {
-  const char* op = "sgd_step";
-  host_tensor(op, "param", param);
-  host_tensor(op, "grad", grad);
-  check::same_shape(op, "param", param, "grad", grad);
-  CUDL_CHECK(p.momentum >= 0.0f, "{}: momentum={} is negative (param={})", op, p.momentum, param.shape());
-  CUDL_CHECK(!p.nesterov || (p.momentum > 0.0f && p.dampening == 0.0f),
-             "{}: nesterov needs momentum > 0 and dampening 0, got momentum={} dampening={} (param={})", op, p.momentum,
-             p.dampening, param.shape());
+void CpuBackend::do_sgd_step(Context&, const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf) {
   const bool use_momentum = p.momentum > 0.0f;
   float* buf = nullptr;
   if (use_momentum) {
-    host_tensor(op, "momentum_buf", momentum_buf);
-    check::same_shape(op, "param", param, "momentum_buf", momentum_buf);
     buf = momentum_buf.data<float>();
   }
   float* w = param.data<float>();
@@ -42,16 +31,7 @@ void CpuBackend::sgd_step(Context&, const SgdParams& p, Tensor& param, const Ten
   }
 }
 
-void CpuBackend::adam_step(Context&, const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v) {
-  const char* op = "adam_step";
-  host_tensor(op, "param", param);
-  host_tensor(op, "grad", grad);
-  host_tensor(op, "m", m);
-  host_tensor(op, "v", v);
-  check::same_shape(op, "param", param, "grad", grad);
-  check::same_shape(op, "param", param, "m", m);
-  check::same_shape(op, "param", param, "v", v);
-  CUDL_CHECK(p.step >= 1, "{}: step={} must be >= 1 (it is 1-based; param={})", op, p.step, param.shape());
+void CpuBackend::do_adam_step(Context&, const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v) {
   // Bias corrections in double: beta2^t stays accurate for the large t of long runs.
   const double bc1 = 1.0 - std::pow(static_cast<double>(p.beta1), static_cast<double>(p.step));
   const double bc2 = 1.0 - std::pow(static_cast<double>(p.beta2), static_cast<double>(p.step));

@@ -15,12 +15,6 @@ namespace {
 // machine is milliseconds).
 constexpr std::int64_t kParallelWork = 1 << 16;
 
-void expect_cpu(std::string_view op, std::string_view name, const Tensor& t, DType dtype = DType::f32) {
-  check::defined(op, name, t);
-  check::dtype_is(op, name, t, dtype);
-  check::on_device(op, name, t, Device::cpu());
-}
-
 struct PoolGeometry {
   std::int64_t planes, h, w, p, q;
 };
@@ -29,15 +23,6 @@ struct PoolGeometry {
 std::int64_t window_work(const Tensor& out, const Pool2dParams& p) { return out.numel() * p.kernel_h * p.kernel_w; }
 
 PoolGeometry geometry(const Shape& x, const Shape& y) { return {x[0] * x[1], x[2], x[3], y[2], y[3]}; }
-
-// The gradient's input shape must pool to dy's shape; checked here so the message names the op.
-void check_backward_shapes(std::string_view op, const Tensor& dy, const Tensor& dx, const Pool2dParams& p) {
-  check::rank_is(op, "dx", dx, 4);
-  const Shape expected = pool2d_output_shape(dx.shape(), p);
-  CUDL_CHECK(dy.shape() == expected,
-             "{}: dy has shape {}, expected {} for dx={} (kernel {}x{}, stride {}x{}, pad {}x{})", op, dy.shape(),
-             expected, dx.shape(), p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w);
-}
 
 // The common 2x2, stride-2, unpadded window: four loads and three compares per output, with the
 // general path's rules (row-major scan, strict comparison so the first maximum wins ties, a NaN
@@ -74,13 +59,7 @@ void maxpool_2x2(const float* in, std::int64_t w, std::int64_t p, std::int64_t q
 
 }  // namespace
 
-void CpuBackend::maxpool2d_forward(Context&, const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
-  constexpr std::string_view op = "maxpool2d_forward";
-  expect_cpu(op, "x", x);
-  expect_cpu(op, "y", y);
-  expect_cpu(op, "argmax", argmax, DType::i32);
-  check::shape_is(op, "y", y, pool2d_output_shape(x.shape(), p));
-  check::same_shape(op, "y", y, "argmax", argmax);
+void CpuBackend::do_maxpool2d_forward(Context&, const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
   const auto g = geometry(x.shape(), y.shape());
   const float* px = x.data<float>();
   float* py = y.data<float>();
@@ -118,14 +97,9 @@ void CpuBackend::maxpool2d_forward(Context&, const Tensor& x, const Pool2dParams
   }
 }
 
-void CpuBackend::maxpool2d_backward(Context&, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p,
-                                    Tensor& dx) {
+void CpuBackend::do_maxpool2d_backward(Context&, const Tensor& dy, const Tensor& argmax, const Pool2dParams&,
+                                       Tensor& dx) {
   constexpr std::string_view op = "maxpool2d_backward";
-  expect_cpu(op, "dy", dy);
-  expect_cpu(op, "argmax", argmax, DType::i32);
-  expect_cpu(op, "dx", dx);
-  check_backward_shapes(op, dy, dx, p);
-  check::same_shape(op, "dy", dy, "argmax", argmax);
   const auto g = geometry(dx.shape(), dy.shape());
   const float* pdy = dy.data<float>();
   const std::int32_t* pa = argmax.data<std::int32_t>();
@@ -148,11 +122,7 @@ void CpuBackend::maxpool2d_backward(Context&, const Tensor& dy, const Tensor& ar
              dx.shape(), argmax.shape());
 }
 
-void CpuBackend::avgpool2d_forward(Context&, const Tensor& x, const Pool2dParams& p, Tensor& y) {
-  constexpr std::string_view op = "avgpool2d_forward";
-  expect_cpu(op, "x", x);
-  expect_cpu(op, "y", y);
-  check::shape_is(op, "y", y, pool2d_output_shape(x.shape(), p));
+void CpuBackend::do_avgpool2d_forward(Context&, const Tensor& x, const Pool2dParams& p, Tensor& y) {
   const auto g = geometry(x.shape(), y.shape());
   const float* px = x.data<float>();
   float* py = y.data<float>();
@@ -173,11 +143,7 @@ void CpuBackend::avgpool2d_forward(Context&, const Tensor& x, const Pool2dParams
   }
 }
 
-void CpuBackend::avgpool2d_backward(Context&, const Tensor& dy, const Pool2dParams& p, Tensor& dx) {
-  constexpr std::string_view op = "avgpool2d_backward";
-  expect_cpu(op, "dy", dy);
-  expect_cpu(op, "dx", dx);
-  check_backward_shapes(op, dy, dx, p);
+void CpuBackend::do_avgpool2d_backward(Context&, const Tensor& dy, const Pool2dParams& p, Tensor& dx) {
   const auto g = geometry(dx.shape(), dy.shape());
   const float* pdy = dy.data<float>();
   float* pdx = dx.data<float>();

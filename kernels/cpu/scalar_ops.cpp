@@ -7,22 +7,11 @@
 
 namespace cudl {
 
-using cpu::host_tensor;
 using cpu::kParallelThreshold;
 
-namespace {
-void host_scalar(std::string_view op, std::string_view name, const Tensor& t) {
-  host_tensor(op, name, t);
-  check::numel_is(op, name, t, 1);
-}
-}  // namespace
+namespace {}  // namespace
 
-void CpuBackend::axpy_scalar(Context&, float sign, const Tensor& alpha, const Tensor& x, Tensor& y) {
-  const char* op = "axpy_scalar";
-  host_scalar(op, "alpha", alpha);
-  host_tensor(op, "x", x);
-  host_tensor(op, "y", y);
-  check::same_shape(op, "x", x, "y", y);
+void CpuBackend::do_axpy_scalar(Context&, float sign, const Tensor& alpha, const Tensor& x, Tensor& y) {
   const float a = sign * alpha.data<float>()[0];
   const float* px = x.data<float>();
   float* py = y.data<float>();
@@ -31,9 +20,7 @@ void CpuBackend::axpy_scalar(Context&, float sign, const Tensor& alpha, const Te
   for (std::int64_t i = 0; i < n; ++i) py[i] += a * px[i];
 }
 
-void CpuBackend::abs_sum(Context&, const Tensor& x, Tensor& out) {
-  host_tensor("abs_sum", "x", x);
-  host_scalar("abs_sum", "out", out);
+void CpuBackend::do_abs_sum(Context&, const Tensor& x, Tensor& out) {
   const float* p = x.data<float>();
   const std::int64_t n = x.numel();
   double s = 0.0;
@@ -42,11 +29,7 @@ void CpuBackend::abs_sum(Context&, const Tensor& x, Tensor& out) {
   out.data<float>()[0] = static_cast<float>(s);
 }
 
-void CpuBackend::scalar_op(Context&, ScalarOp kind, const Tensor& a, const Tensor& b, Tensor& out) {
-  const char* op = "scalar_op";
-  host_scalar(op, "a", a);
-  host_scalar(op, "b", b);
-  host_scalar(op, "out", out);
+void CpuBackend::do_scalar_op(Context&, ScalarOp kind, const Tensor& a, const Tensor& b, Tensor& out) {
   const float va = a.data<float>()[0];
   const float vb = b.data<float>()[0];
   float& r = out.data<float>()[0];

@@ -7,14 +7,7 @@
 
 namespace cudl {
 
-using cpu::host_tensor;
-
 namespace {
-
-void check_rows(const char* op, const char* name, const Tensor& t) {
-  host_tensor(op, name, t);
-  check::rank_is(op, name, t, 2);
-}
 
 // Rows are parallel when there is enough work in all of them together.
 bool parallel_rows(std::int64_t n, std::int64_t k) { return n > 1 && n * k >= cpu::kParallelThreshold / 4; }
@@ -53,12 +46,7 @@ void softmax_rows(const Tensor& x, Tensor& y, bool log) {
 // dx from y = softmax(x) (or log-softmax with `log`) and dy, per row:
 //   softmax:     dx_j = y_j (dy_j - Σ_i dy_i y_i)
 //   log-softmax: dx_j = dy_j - softmax_j Σ_i dy_i, with softmax = exp(y)
-void softmax_rows_backward(const char* op, const Tensor& y, const Tensor& dy, Tensor& dx, bool log) {
-  check_rows(op, "y", y);
-  host_tensor(op, "dy", dy);
-  host_tensor(op, "dx", dx);
-  check::same_shape(op, "y", y, "dy", dy);
-  check::same_shape(op, "y", y, "dx", dx);
+void softmax_rows_backward(const Tensor& y, const Tensor& dy, Tensor& dx, bool log) {
   const std::int64_t n = y.dim(0), k = y.dim(1);
   const float *py = y.data<float>(), *pdy = dy.data<float>();
   float* pdx = dx.data<float>();
@@ -79,8 +67,6 @@ void softmax_rows_backward(const char* op, const Tensor& y, const Tensor& dy, Te
 }
 
 void check_labels(const char* op, const Tensor& labels, std::int64_t n, std::int64_t k) {
-  host_tensor(op, "labels", labels, DType::i32);
-  check::shape_is(op, "labels", labels, Shape{n});
   const std::int32_t* pl = labels.data<std::int32_t>();
   for (std::int64_t r = 0; r < n; ++r)
     CUDL_CHECK(pl[r] >= 0 && pl[r] < k, "{}: labels[{}]={} is outside [0, {}) (K={})", op, r, pl[r], k, k);
@@ -88,38 +74,26 @@ void check_labels(const char* op, const Tensor& labels, std::int64_t n, std::int
 
 }  // namespace
 
-void CpuBackend::softmax_forward(Context&, const Tensor& x, Tensor& y) {
-  check_rows("softmax_forward", "x", x);
-  host_tensor("softmax_forward", "y", y);
-  check::same_shape("softmax_forward", "x", x, "y", y);
+void CpuBackend::do_softmax_forward(Context&, const Tensor& x, Tensor& y) {
   if (x.dim(1) > 0) softmax_rows(x, y, false);
 }
 
-void CpuBackend::log_softmax_forward(Context&, const Tensor& x, Tensor& y) {
-  check_rows("log_softmax_forward", "x", x);
-  host_tensor("log_softmax_forward", "y", y);
-  check::same_shape("log_softmax_forward", "x", x, "y", y);
+void CpuBackend::do_log_softmax_forward(Context&, const Tensor& x, Tensor& y) {
   if (x.dim(1) > 0) softmax_rows(x, y, true);
 }
 
-void CpuBackend::softmax_backward(Context&, const Tensor& y, const Tensor& dy, Tensor& dx) {
-  softmax_rows_backward("softmax_backward", y, dy, dx, false);
+void CpuBackend::do_softmax_backward(Context&, const Tensor& y, const Tensor& dy, Tensor& dx) {
+  softmax_rows_backward(y, dy, dx, false);
 }
 
-void CpuBackend::log_softmax_backward(Context&, const Tensor& y, const Tensor& dy, Tensor& dx) {
-  softmax_rows_backward("log_softmax_backward", y, dy, dx, true);
+void CpuBackend::do_log_softmax_backward(Context&, const Tensor& y, const Tensor& dy, Tensor& dx) {
+  softmax_rows_backward(y, dy, dx, true);
 }
 
-void CpuBackend::softmax_cross_entropy_forward(Context&, const Tensor& logits, const Tensor& labels, Tensor& probs,
-                                               Tensor& loss) {
+void CpuBackend::do_softmax_cross_entropy_forward(Context&, const Tensor& logits, const Tensor& labels, Tensor& probs,
+                                                  Tensor& loss) {
   const char* op = "softmax_cross_entropy_forward";
-  check_rows(op, "logits", logits);
-  host_tensor(op, "probs", probs);
-  host_tensor(op, "loss", loss);
-  check::same_shape(op, "logits", logits, "probs", probs);
-  check::numel_is(op, "loss", loss, 1);
   const std::int64_t n = logits.dim(0), k = logits.dim(1);
-  CUDL_CHECK(n > 0 && k > 0, "{}: logits is empty (shape {})", op, logits.shape());
   check_labels(op, labels, n, k);
   const float* px = logits.data<float>();
   const std::int32_t* pl = labels.data<std::int32_t>();
@@ -138,12 +112,9 @@ void CpuBackend::softmax_cross_entropy_forward(Context&, const Tensor& logits, c
   loss.data<float>()[0] = static_cast<float>(total / static_cast<double>(n));
 }
 
-void CpuBackend::softmax_cross_entropy_backward(Context&, const Tensor& probs, const Tensor& labels, float dloss,
-                                                Tensor& dlogits) {
+void CpuBackend::do_softmax_cross_entropy_backward(Context&, const Tensor& probs, const Tensor& labels, float dloss,
+                                                   Tensor& dlogits) {
   const char* op = "softmax_cross_entropy_backward";
-  check_rows(op, "probs", probs);
-  host_tensor(op, "dlogits", dlogits);
-  check::same_shape(op, "probs", probs, "dlogits", dlogits);
   const std::int64_t n = probs.dim(0), k = probs.dim(1);
   check_labels(op, labels, n, k);
   if (n == 0) return;
