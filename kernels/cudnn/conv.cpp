@@ -1,4 +1,6 @@
-// CudaBackend: 2-D convolution (cross-correlation, NCHW, fp32) through the legacy cuDNN API.
+// CudaBackend: 2-D convolution (cross-correlation, NCHW, fp32) through the legacy cuDNN API. The
+// CPU twin is kernels/cpu/conv.cpp. Arguments were checked by Backend's public methods
+// (engine/backend.cpp); only cuDNN's own limits are checked here (kernels/cudnn/descriptors.hpp).
 //
 // Algorithm policy: per direction and shape, ask cuDNN's heuristics (cudnnGet*Algorithm_v7) for
 // its ranked list and take the first entry that (1) reports CUDNN_STATUS_SUCCESS, (2) uses an
@@ -13,14 +15,12 @@
 #include <array>
 #include <string>
 
-#include "kernels/cuda/cuda_args.hpp"
 #include "kernels/cuda/cuda_backend.hpp"
 #include "kernels/cuda/launch.hpp"
 #include "kernels/cudnn/descriptors.hpp"
 
 namespace cudl {
 
-using cuda_detail::device_tensor;
 using cudnn_detail::ConvolutionDescriptor;
 using cudnn_detail::FilterDescriptor;
 using cudnn_detail::TensorDescriptor;
@@ -53,7 +53,7 @@ std::string cache_key(std::string_view direction, const Shape& x, const Shape& w
 
 // The three directions differ only in their cuDNN entry points.
 struct Forward {
-  static constexpr std::string_view name = "conv2d";
+  static constexpr std::string_view name = "conv2d_forward";
   using Perf = cudnnConvolutionFwdAlgoPerf_t;
   using Algo = cudnnConvolutionFwdAlgo_t;
   static constexpr Algo fallback = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
@@ -155,27 +155,18 @@ ConvAlgorithm choose_algorithm(const ConvCall& c) {
   return chosen;
 }
 
-void check_params(std::string_view op, const Conv2dParams& p) {
-  CUDL_CHECK(p.stride_h > 0 && p.stride_w > 0 && p.dilation_h > 0 && p.dilation_w > 0 && p.pad_h >= 0 && p.pad_w >= 0,
-             "{}: stride and dilation must be positive and padding non-negative", op);
-}
-
 }  // namespace
 
-void CudaBackend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
-  device_tensor("conv2d", "x", x, ctx);
-  device_tensor("conv2d", "w", w, ctx);
-  device_tensor("conv2d", "y", y, ctx);
-  check_params("conv2d", p);
-  check::shape_is("conv2d", "y", y, conv2d_output_shape(x.shape(), w.shape(), p));
+void CudaBackend::do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p,
+                                    Tensor& y) {
   if (y.numel() == 0) return;
   if (x.numel() == 0 || w.numel() == 0) {  // no input channels: the sum is empty
     cuda_detail::launch_fill(y.data<float>(), y.numel(), 0.0f, cuda_resources(ctx).stream);
     return;
   }
-  TensorDescriptor xd(x.shape(), "conv2d"), yd(y.shape(), "conv2d");
-  FilterDescriptor wd(w.shape(), "conv2d");
-  ConvolutionDescriptor cd(p, "conv2d");
+  TensorDescriptor xd(x.shape(), "conv2d_forward"), yd(y.shape(), "conv2d_forward");
+  FilterDescriptor wd(w.shape(), "conv2d_forward");
+  ConvolutionDescriptor cd(p, "conv2d_forward");
   const ConvCall call{ctx, x.shape(), w.shape(), y.shape(), p, xd, wd, cd, yd};
   const ConvAlgorithm algo = choose_algorithm<Forward>(call);
   Workspace ws(ctx, algo.workspace_bytes);
@@ -183,16 +174,11 @@ void CudaBackend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w,
   CUDL_CUDNN_CHECK(cudnnConvolutionForward(cuda_resources(ctx).cudnn, &alpha, xd.get(), x.data<float>(), wd.get(),
                                            w.data<float>(), cd.get(), static_cast<cudnnConvolutionFwdAlgo_t>(algo.algo),
                                            ws.data(), ws.bytes(), &beta, yd.get(), y.data<float>()),
-                   "conv2d x={} w={} y={} algo={}", x.shape(), w.shape(), y.shape(), algo.algo);
+                   "conv2d_forward x={} w={} y={} algo={}", x.shape(), w.shape(), y.shape(), algo.algo);
 }
 
-void CudaBackend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p,
-                                       Tensor& dx) {
-  device_tensor("conv2d_backward_data", "dy", dy, ctx);
-  device_tensor("conv2d_backward_data", "w", w, ctx);
-  device_tensor("conv2d_backward_data", "dx", dx, ctx);
-  check_params("conv2d_backward_data", p);
-  check::shape_is("conv2d_backward_data", "dy", dy, conv2d_output_shape(dx.shape(), w.shape(), p));
+void CudaBackend::do_conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p,
+                                          Tensor& dx) {
   if (dx.numel() == 0) return;
   if (dy.numel() == 0 || w.numel() == 0) {
     cuda_detail::launch_fill(dx.data<float>(), dx.numel(), 0.0f, cuda_resources(ctx).stream);
@@ -212,13 +198,8 @@ void CudaBackend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Ten
       "conv2d_backward_data dy={} w={} dx={} algo={}", dy.shape(), w.shape(), dx.shape(), algo.algo);
 }
 
-void CudaBackend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p,
-                                         Tensor& dw, bool accumulate) {
-  device_tensor("conv2d_backward_filter", "x", x, ctx);
-  device_tensor("conv2d_backward_filter", "dy", dy, ctx);
-  device_tensor("conv2d_backward_filter", "dw", dw, ctx);
-  check_params("conv2d_backward_filter", p);
-  check::shape_is("conv2d_backward_filter", "dy", dy, conv2d_output_shape(x.shape(), dw.shape(), p));
+void CudaBackend::do_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p,
+                                            Tensor& dw, bool accumulate) {
   if (dw.numel() == 0) return;
   if (x.numel() == 0 || dy.numel() == 0) {  // empty batch: the gradient is zero
     if (!accumulate) cuda_detail::launch_fill(dw.data<float>(), dw.numel(), 0.0f, cuda_resources(ctx).stream);
