@@ -4,14 +4,19 @@
 //
 // Algorithm policy: per direction and shape, ask cuDNN's heuristics (cudnnGet*Algorithm_v7) for
 // its ranked list and take the first entry that (1) reports CUDNN_STATUS_SUCCESS, (2) uses an
-// allowed math type and (3) whose workspace cuDNN confirms for that math type. Strict fp32 allows
-// CUDNN_FMA_MATH only (CUDNN_DEFAULT_MATH may use TF32 tensor cores on Ampere and later); TF32
-// mode allows everything except CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION (which may round to fp16).
-// (PyTorch asserts the same: with an FMA descriptor, float heuristics report CUDNN_FMA_MATH.)
-// Entries needing more than 1 GiB of workspace are skipped.
-// If no ranked entry qualifies, the always-available algorithm of that direction runs with FMA
-// math. The choice is cached in CudaResources::conv_algorithms, keyed by direction, shapes,
-// parameters and math mode (the cache is cleared when the math mode changes).
+// allowed math type, (3) is deterministic when ctx.deterministic() is on (the default), and (4)
+// whose workspace cuDNN confirms for that math type. Strict fp32 allows CUDNN_FMA_MATH only
+// (CUDNN_DEFAULT_MATH may use TF32 tensor cores on Ampere and later); TF32 mode allows everything
+// except CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION (which may round to fp16). (PyTorch asserts the
+// same: with an FMA descriptor, float heuristics report CUDNN_FMA_MATH.) Determinism is the
+// algorithm's, whatever its math type: the TF32 tensor-op kernels of the deterministic algorithms
+// stay available in TF32 mode. Entries needing more than 1 GiB of workspace are skipped.
+// If no ranked entry qualifies, the direction's always-available deterministic algorithm runs
+// with FMA math: IMPLICIT_GEMM forward, ALGO_1 for backward data and filter (their ALGO_0, and
+// filter's ALGO_3, add with atomics, so their sums change from run to run). The choice is cached
+// in CudaResources::conv_algorithms, keyed by direction, shapes, parameters, math mode and
+// determinism (the cache is cleared when the math mode changes; determinism is in the key because
+// Context::set_deterministic does not clear it).
 #include <array>
 #include <string>
 
@@ -45,10 +50,10 @@ cudnnMathType_t execution_math(cudnnMathType_t candidate, MathMode mode) {
 }
 
 std::string cache_key(std::string_view direction, const Shape& x, const Shape& w, const Shape& y, const Conv2dParams& p,
-                      MathMode mode) {
-  return fmt::format("{} x={} w={} y={} pad={},{} stride={},{} dilation={},{} {}", direction, x, w, y, p.pad_h, p.pad_w,
-                     p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
-                     mode == MathMode::strict_fp32 ? "fp32" : "tf32");
+                      MathMode mode, bool deterministic) {
+  return fmt::format("{} x={} w={} y={} pad={},{} stride={},{} dilation={},{} {} {}", direction, x, w, y, p.pad_h,
+                     p.pad_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
+                     mode == MathMode::strict_fp32 ? "fp32" : "tf32", deterministic ? "deterministic" : "any");
 }
 
 // The three directions differ only in their cuDNN entry points.
@@ -62,13 +67,13 @@ struct BackwardData {
   static constexpr std::string_view name = "conv2d_backward_data";
   using Perf = cudnnConvolutionBwdDataAlgoPerf_t;
   using Algo = cudnnConvolutionBwdDataAlgo_t;
-  static constexpr Algo fallback = CUDNN_CONVOLUTION_BWD_DATA_ALGO_0;
+  static constexpr Algo fallback = CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
 };
 struct BackwardFilter {
   static constexpr std::string_view name = "conv2d_backward_filter";
   using Perf = cudnnConvolutionBwdFilterAlgoPerf_t;
   using Algo = cudnnConvolutionBwdFilterAlgo_t;
-  static constexpr Algo fallback = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0;
+  static constexpr Algo fallback = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
 };
 
 // Descriptors and shapes of one convolution call; x is the input image, y the output.
@@ -115,8 +120,9 @@ template <class Direction>
 ConvAlgorithm choose_algorithm(const ConvCall& c) {
   constexpr Direction dir{};
   const MathMode mode = c.ctx.math_mode();
+  const bool deterministic = c.ctx.deterministic();
   CudaResources& r = cuda_resources(c.ctx);
-  const std::string key = cache_key(Direction::name, c.x_shape, c.w_shape, c.y_shape, c.params, mode);
+  const std::string key = cache_key(Direction::name, c.x_shape, c.w_shape, c.y_shape, c.params, mode, deterministic);
   if (auto it = r.conv_algorithms.find(key); it != r.conv_algorithms.end()) {
     c.conv.set_math(it->second.math, Direction::name);
     return it->second;
@@ -134,6 +140,7 @@ ConvAlgorithm choose_algorithm(const ConvCall& c) {
   for (int i = 0; i < returned && !found; ++i) {
     const auto& candidate = perf[static_cast<std::size_t>(i)];
     if (candidate.status != CUDNN_STATUS_SUCCESS || !math_allowed(candidate.mathType, mode)) continue;
+    if (deterministic && candidate.determinism == CUDNN_NON_DETERMINISTIC) continue;
     const cudnnMathType_t math = execution_math(candidate.mathType, mode);
     c.conv.set_math(math, Direction::name);
     std::size_t bytes = 0;
