@@ -21,16 +21,13 @@ using cudnn_detail::ParamDescriptor;
 
 namespace {
 
-// eps as cuDNN accepts it (the front checked that it is finite and >= 0).
+// eps as cuDNN takes it. The front checked that it is finite and >= 0; cuDNN also wants it
+// >= CUDNN_BN_MIN_EPSILON (0.0 in cuDNN 9.19, so this never fires there).
 double cudnn_eps(std::string_view op, float eps) {
   CUDL_CHECK(static_cast<double>(eps) >= CUDNN_BN_MIN_EPSILON, "{}: eps={} is below cuDNN's minimum {}", op, eps,
              CUDNN_BN_MIN_EPSILON);
   return static_cast<double>(eps);
 }
-
-// cuDNN's backward ignores epsilon when it is given the saved mean and inverse deviation (it is
-// only used to recompute them when both pointers are null), but it still validates the argument.
-constexpr double kBackwardEpsilon = 1e-5;
 
 // x's descriptor [N, C, inner, 1] and the [1, C, 1, 1] one cuDNN derives from it for the parameters.
 struct Descriptors {
@@ -78,19 +75,21 @@ void CudaBackend::do_batchnorm_forward_eval(Context& ctx, const Tensor& x, const
 void CudaBackend::do_batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                                         const Tensor& save_mean, const Tensor& save_invstd, float eps, Tensor& dx,
                                         Tensor& dgamma, Tensor& dbeta) {
-  (void)eps;  // not passed on yet (audit finding #11)
   constexpr std::string_view op = "batchnorm_backward";
   if (x.numel() == 0) return;  // no values: nothing to differentiate, nothing to add
 
+  // The layer's eps, as in forward: cuDNN asks for the same value in both, and whether an engine
+  // ignores it when given the saved mean and inverse deviation is not documented.
+  const double epsilon = cudnn_eps(op, eps);
   const Descriptors desc(x, op);
   // dx is overwritten (alphaDataDiff 1, betaDataDiff 0); dgamma and dbeta accumulate (both 1).
   const float one = 1.0f, zero = 0.0f;
-  CUDL_CUDNN_CHECK(cudnnBatchNormalizationBackward(
-                       cuda_resources(ctx).cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one, &one, desc.x.get(),
-                       x.data<float>(), desc.x.get(), dy.data<float>(), desc.x.get(), dx.data<float>(),
-                       desc.param.get(), gamma.data<float>(), dgamma.data<float>(), dbeta.data<float>(),
-                       kBackwardEpsilon, save_mean.data<float>(), save_invstd.data<float>()),
-                   "{} x={}", op, x.shape());
+  CUDL_CUDNN_CHECK(
+      cudnnBatchNormalizationBackward(cuda_resources(ctx).cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one, &one,
+                                      desc.x.get(), x.data<float>(), desc.x.get(), dy.data<float>(), desc.x.get(),
+                                      dx.data<float>(), desc.param.get(), gamma.data<float>(), dgamma.data<float>(),
+                                      dbeta.data<float>(), epsilon, save_mean.data<float>(), save_invstd.data<float>()),
+      "{} x={} eps={}", op, x.shape(), eps);
 }
 
 }  // namespace cudl
