@@ -293,8 +293,8 @@ void CudaBackend::do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor&
     cuda_detail::launch_fill(y.data<float>(), y.numel(), 0.0f, cuda_resources(ctx).stream);
     return;
   }
-  TensorDescriptor xd(x.shape(), op), yd(y.shape(), op);
-  FilterDescriptor wd(w.shape(), op);
+  TensorDescriptor xd(op, "x", x.shape()), yd(op, "y", y.shape());
+  FilterDescriptor wd(op, "w", w.shape());
   ConvolutionDescriptor cd(p, op);
   const ConvCall call{ctx, x.shape(), w.shape(), y.shape(), p, xd, wd, cd, yd};
   const float alpha = 1.0f, beta = 0.0f;
@@ -313,8 +313,8 @@ void CudaBackend::do_conv2d_backward_data(Context& ctx, const Tensor& dy, const 
     cuda_detail::launch_fill(dx.data<float>(), dx.numel(), 0.0f, cuda_resources(ctx).stream);
     return;
   }
-  TensorDescriptor xd(dx.shape(), op), yd(dy.shape(), op);
-  FilterDescriptor wd(w.shape(), op);
+  TensorDescriptor xd(op, "dx", dx.shape()), yd(op, "dy", dy.shape());
+  FilterDescriptor wd(op, "w", w.shape());
   ConvolutionDescriptor cd(p, op);
   const ConvCall call{ctx, dx.shape(), w.shape(), dy.shape(), p, xd, wd, cd, yd};
   const float alpha = 1.0f, beta = 0.0f;
@@ -334,8 +334,8 @@ void CudaBackend::do_conv2d_backward_filter(Context& ctx, const Tensor& x, const
     if (!accumulate) cuda_detail::launch_fill(dw.data<float>(), dw.numel(), 0.0f, cuda_resources(ctx).stream);
     return;
   }
-  TensorDescriptor xd(x.shape(), op), yd(dy.shape(), op);
-  FilterDescriptor wd(dw.shape(), op);
+  TensorDescriptor xd(op, "x", x.shape()), yd(op, "dy", dy.shape());
+  FilterDescriptor wd(op, "dw", dw.shape());
   ConvolutionDescriptor cd(p, op);
   const ConvCall call{ctx, x.shape(), dw.shape(), dy.shape(), p, xd, wd, cd, yd};
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
