@@ -1,7 +1,12 @@
 // CudaBackend: GEMM through cuBLAS (CPU twin: kernels/cpu/gemm.cpp). cuBLAS is column-major and
 // our tensors are row-major; a row-major buffer read as column-major is its transpose, so
 // C = op(A) op(B) is computed as Cᵀ = op(B)ᵀ op(A)ᵀ by swapping the operands. The math mode
-// (strict fp32 or TF32) is set on the handle per context (engine/cuda/cuda_context.cpp).
+// (strict fp32 or TF32) is set on the handle per context (engine/cuda/cuda_context.cpp): strict
+// fp32 is CUBLAS_DEFAULT_MATH, which never rounds SGEMM inputs to TF32.
+// Determinism: cuBLAS's GEMMs give bit-identical results run to run on one GPU model and toolkit
+// when a handle's work runs on one stream (each context has its own handle and stream) and atomics
+// mode is off (its default), in either math mode; ctx.deterministic() needs nothing here or in
+// kernels/cublas/gram.cpp.
 // Arguments were checked by Backend::gemm (engine/backend.cpp); only cuBLAS's int limits are
 // checked here.
 #include <algorithm>
