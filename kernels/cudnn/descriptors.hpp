@@ -1,7 +1,9 @@
 #pragma once
 // RAII wrappers of the legacy cuDNN descriptors used by the cuDNN ops (host code). Each one is
 // created and set in its constructor (released again when setting fails) and released by its
-// destructor, which never throws.
+// destructor, which never throws. They also check cuDNN's own limits, which the front's checks
+// (engine/backend.cpp) do not know: every size is an int, and so is every element count.
+#include <climits>
 #include <string_view>
 
 #include "engine/backend.hpp"
@@ -11,18 +13,29 @@
 
 namespace cudl::cudnn_detail {
 
+// The legacy API indexes a tensor with 32-bit ints, so a tensor (or filter) of more than INT_MAX
+// elements fails inside cuDNN with an opaque BAD_PARAM or NOT_SUPPORTED even when each dimension
+// fits. Say so first, naming the op and the tensor. (PyTorch splits such a batch into chunks.)
+inline void check_element_count(std::string_view op, std::string_view name, const Shape& s) {
+  CUDL_CHECK(s.numel() <= INT_MAX,
+             "{}: {}={} has {} elements; cuDNN takes at most {} per tensor: use a smaller batch or image", op, name, s,
+             s.numel(), INT_MAX);
+}
+
 // ---- convolution: NCHW data, KCRS filters, the convolution itself ----
 
+// An NCHW tensor; `name` is the op's name for it (x, y, dx, dy), for messages.
 class TensorDescriptor {
  public:
-  TensorDescriptor(const Shape& s, std::string_view op) {
-    CUDL_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc_), "{} tensor {}", op, s);
+  TensorDescriptor(std::string_view op, std::string_view name, const Shape& s) {
+    check_element_count(op, name, s);
+    CUDL_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc_), "{} {}={}", op, name, s);
     try {
       CUDL_CUDNN_CHECK(
           cudnnSetTensor4dDescriptor(desc_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, cuda_detail::to_int(op, "N", s[0], s),
                                      cuda_detail::to_int(op, "C", s[1], s), cuda_detail::to_int(op, "H", s[2], s),
                                      cuda_detail::to_int(op, "W", s[3], s)),
-          "{} tensor {}", op, s);
+          "{} {}={}", op, name, s);
     } catch (...) {
       cudnnDestroyTensorDescriptor(desc_);
       throw;
@@ -37,16 +50,18 @@ class TensorDescriptor {
   cudnnTensorDescriptor_t desc_ = nullptr;
 };
 
+// A KCRS filter; `name` is the op's name for it (w, dw), for messages.
 class FilterDescriptor {
  public:
-  FilterDescriptor(const Shape& s, std::string_view op) {
-    CUDL_CUDNN_CHECK(cudnnCreateFilterDescriptor(&desc_), "{} filter {}", op, s);
+  FilterDescriptor(std::string_view op, std::string_view name, const Shape& s) {
+    check_element_count(op, name, s);
+    CUDL_CUDNN_CHECK(cudnnCreateFilterDescriptor(&desc_), "{} {}={}", op, name, s);
     try {
       CUDL_CUDNN_CHECK(
           cudnnSetFilter4dDescriptor(desc_, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, cuda_detail::to_int(op, "K", s[0], s),
                                      cuda_detail::to_int(op, "C", s[1], s), cuda_detail::to_int(op, "R", s[2], s),
                                      cuda_detail::to_int(op, "S", s[3], s)),
-          "{} filter {}", op, s);
+          "{} {}={}", op, name, s);
     } catch (...) {
       cudnnDestroyFilterDescriptor(desc_);
       throw;
@@ -93,6 +108,7 @@ class ConvolutionDescriptor {
 class DataDescriptor {
  public:
   DataDescriptor(const Tensor& x, const channel_args::ChannelDims& d, std::string_view op) {
+    check_element_count(op, "x", x.shape());
     CUDL_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc_), "{} x={}", op, x.shape());
     try {
       CUDL_CUDNN_CHECK(cudnnSetTensor4dDescriptor(desc_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,

@@ -1,0 +1,350 @@
+// CudaBackend: 2-D convolution (cross-correlation, NCHW, fp32) through the legacy cuDNN API. The
+// CPU twin is kernels/cpu/conv.cpp. Arguments were checked by Backend's public methods
+// (engine/backend.cpp); only cuDNN's own limits are checked here (kernels/cudnn/descriptors.hpp).
+//
+// Algorithm policy, per direction and call (shapes, parameters, math mode, determinism):
+// - Candidates: cuDNN's heuristics (cudnnGet*Algorithm_v7) give a ranked list; keep, in its order,
+//   the entries that (1) report CUDNN_STATUS_SUCCESS, (2) use an allowed math type, (3) are
+//   deterministic when ctx.deterministic() is on (the default), and (4) whose workspace cuDNN
+//   confirms for the math type they will run with and is at most 1 GiB. Last comes the direction's
+//   always-available deterministic algorithm with FMA math: IMPLICIT_GEMM forward, ALGO_1 for
+//   backward data and filter (their ALGO_0, and filter's ALGO_3, add with atomics, so their sums
+//   change from run to run).
+// - Math: strict fp32 allows CUDNN_FMA_MATH only and runs every candidate with FMA math on the
+//   descriptor (CUDNN_DEFAULT_MATH may use TF32 tensor cores on Ampere and later, and heuristics
+//   report DEFAULT_MATH for some plain FMA kernels). TF32 mode allows everything except
+//   CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION (which may round to fp16). Determinism is the
+//   algorithm's, whatever its math type, so TF32 mode keeps the deterministic tensor-op kernels.
+// - Run: the first candidate whose workspace can be allocated and whose cuDNN call succeeds is
+//   cached in CudaResources::conv_algorithms and tried first next time. When allocating its
+//   workspace runs out of memory, or cuDNN says the algorithm cannot run this call
+//   (NOT_SUPPORTED*) or its kernels failed (EXECUTION_FAILED* and the launch/allocation kinds of
+//   INTERNAL_ERROR; retried only when the call overwrites its output, since a failed run may have
+//   written part of it), the entry is dropped and the next candidate runs; the ranked list is
+//   fetched again only then. A fallback chosen under memory pressure stays cached (slower, but
+//   it runs). Other failures (BAD_PARAM...) are thrown at once. When nothing runs, the error
+//   names the op, the shapes and every algorithm tried; it is an OutOfMemoryError if any attempt
+//   lacked memory (so callers can retry smaller).
+// - Cache key: direction, shapes, parameters, math mode and determinism (the cache is cleared
+//   when the math mode changes; Context::set_deterministic does not clear it).
+#include <array>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/cuda_backend.hpp"
+#include "kernels/cuda/launch.hpp"
+#include "kernels/cudnn/descriptors.hpp"
+
+namespace cudl {
+
+using cudnn_detail::ConvolutionDescriptor;
+using cudnn_detail::FilterDescriptor;
+using cudnn_detail::TensorDescriptor;
+
+namespace {
+
+// ---- the three directions differ only in their cuDNN entry points and names ----
+
+struct Forward {
+  static constexpr std::string_view name = "conv2d_forward";
+  static constexpr const char* call = "cudnnConvolutionForward";
+  static constexpr std::string_view x_name = "x", w_name = "w", y_name = "y";
+  using Perf = cudnnConvolutionFwdAlgoPerf_t;
+  using Algo = cudnnConvolutionFwdAlgo_t;
+  static constexpr Algo fallback = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+  static constexpr std::array<std::string_view, CUDNN_CONVOLUTION_FWD_ALGO_COUNT> algo_names = {
+      "IMPLICIT_GEMM", "IMPLICIT_PRECOMP_GEMM", "GEMM", "DIRECT", "FFT", "FFT_TILING", "WINOGRAD", "WINOGRAD_NONFUSED"};
+};
+struct BackwardData {
+  static constexpr std::string_view name = "conv2d_backward_data";
+  static constexpr const char* call = "cudnnConvolutionBackwardData";
+  static constexpr std::string_view x_name = "dx", w_name = "w", y_name = "dy";
+  using Perf = cudnnConvolutionBwdDataAlgoPerf_t;
+  using Algo = cudnnConvolutionBwdDataAlgo_t;
+  static constexpr Algo fallback = CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
+  static constexpr std::array<std::string_view, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT> algo_names = {
+      "ALGO_0", "ALGO_1", "FFT", "FFT_TILING", "WINOGRAD", "WINOGRAD_NONFUSED"};
+};
+struct BackwardFilter {
+  static constexpr std::string_view name = "conv2d_backward_filter";
+  static constexpr const char* call = "cudnnConvolutionBackwardFilter";
+  static constexpr std::string_view x_name = "x", w_name = "dw", y_name = "dy";
+  using Perf = cudnnConvolutionBwdFilterAlgoPerf_t;
+  using Algo = cudnnConvolutionBwdFilterAlgo_t;
+  static constexpr Algo fallback = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
+  static constexpr std::array<std::string_view, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT> algo_names = {
+      "ALGO_0", "ALGO_1", "FFT", "ALGO_3", "WINOGRAD", "WINOGRAD_NONFUSED", "FFT_TILING"};
+};
+
+// Descriptors and shapes of one convolution call; x is the input image, y the output (for the
+// backward directions, dx or dy).
+struct ConvCall {
+  Context& ctx;
+  const Shape& x_shape;
+  const Shape& w_shape;
+  const Shape& y_shape;
+  const Conv2dParams& params;
+  TensorDescriptor& x;
+  FilterDescriptor& w;
+  ConvolutionDescriptor& conv;
+  TensorDescriptor& y;
+};
+
+cudnnStatus_t heuristics(const ConvCall& c, Forward, int requested, int* returned, Forward::Perf* perf) {
+  return cudnnGetConvolutionForwardAlgorithm_v7(cuda_resources(c.ctx).cudnn, c.x.get(), c.w.get(), c.conv.get(),
+                                                c.y.get(), requested, returned, perf);
+}
+cudnnStatus_t heuristics(const ConvCall& c, BackwardData, int requested, int* returned, BackwardData::Perf* perf) {
+  return cudnnGetConvolutionBackwardDataAlgorithm_v7(cuda_resources(c.ctx).cudnn, c.w.get(), c.y.get(), c.conv.get(),
+                                                     c.x.get(), requested, returned, perf);
+}
+cudnnStatus_t heuristics(const ConvCall& c, BackwardFilter, int requested, int* returned, BackwardFilter::Perf* perf) {
+  return cudnnGetConvolutionBackwardFilterAlgorithm_v7(cuda_resources(c.ctx).cudnn, c.x.get(), c.y.get(), c.conv.get(),
+                                                       c.w.get(), requested, returned, perf);
+}
+
+cudnnStatus_t workspace_size(const ConvCall& c, Forward, Forward::Algo algo, std::size_t* bytes) {
+  return cudnnGetConvolutionForwardWorkspaceSize(cuda_resources(c.ctx).cudnn, c.x.get(), c.w.get(), c.conv.get(),
+                                                 c.y.get(), algo, bytes);
+}
+cudnnStatus_t workspace_size(const ConvCall& c, BackwardData, BackwardData::Algo algo, std::size_t* bytes) {
+  return cudnnGetConvolutionBackwardDataWorkspaceSize(cuda_resources(c.ctx).cudnn, c.w.get(), c.y.get(), c.conv.get(),
+                                                      c.x.get(), algo, bytes);
+}
+cudnnStatus_t workspace_size(const ConvCall& c, BackwardFilter, BackwardFilter::Algo algo, std::size_t* bytes) {
+  return cudnnGetConvolutionBackwardFilterWorkspaceSize(cuda_resources(c.ctx).cudnn, c.x.get(), c.y.get(), c.conv.get(),
+                                                        c.w.get(), algo, bytes);
+}
+
+// ---- policy pieces ----
+
+// Algorithms that want more scratch than this (FFT variants on big images) are passed over.
+constexpr std::size_t kMaxWorkspaceBytes = std::size_t{1} << 30;
+
+bool math_allowed(cudnnMathType_t math, MathMode mode) {
+  if (mode == MathMode::strict_fp32) return math == CUDNN_FMA_MATH || math == CUDNN_DEFAULT_MATH;
+  return math != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+}
+
+cudnnMathType_t execution_math(cudnnMathType_t candidate, MathMode mode) {
+  return mode == MathMode::strict_fp32 ? CUDNN_FMA_MATH : candidate;
+}
+
+// A failure that another algorithm may not have (see the policy at the top). A run-time failure
+// may have left part of the output written, which only an overwriting call can redo.
+bool another_algorithm_may_work(cudnnStatus_t status, bool overwrites_output) {
+  if (CUDNN_STATUS_CATEGORY(status) == CUDNN_STATUS_NOT_SUPPORTED) return true;
+  const bool run_failure = CUDNN_STATUS_CATEGORY(status) == CUDNN_STATUS_EXECUTION_FAILED ||
+                           status == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED ||
+                           status == CUDNN_STATUS_INTERNAL_ERROR_BAD_LAUNCH_PARAM;
+  return run_failure && overwrites_output;
+}
+
+std::string_view math_name(cudnnMathType_t math) {
+  switch (math) {
+    case CUDNN_DEFAULT_MATH:
+      return "DEFAULT_MATH";
+    case CUDNN_TENSOR_OP_MATH:
+      return "TENSOR_OP_MATH";
+    case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION:
+      return "TENSOR_OP_MATH_ALLOW_CONVERSION";
+    case CUDNN_FMA_MATH:
+      return "FMA_MATH";
+  }
+  return "unknown math";
+}
+
+template <class Direction>
+std::string algo_name(const ConvAlgorithm& a) {
+  const auto index = static_cast<std::size_t>(a.algo);
+  const std::string_view name = index < Direction::algo_names.size() ? Direction::algo_names[index] : "?";
+  return fmt::format("{} ({}, {} workspace)", name, math_name(a.math), format_bytes(a.workspace_bytes));
+}
+
+// The call's shapes and parameters, for messages: "x=[..] w=[..] y=[..] pad=1x1 ... (strict fp32, deterministic)".
+template <class Direction>
+std::string describe_call(const ConvCall& c) {
+  const Conv2dParams& p = c.params;
+  return fmt::format("{}={} {}={} {}={} pad={}x{} stride={}x{} dilation={}x{} ({}, {})", Direction::x_name, c.x_shape,
+                     Direction::w_name, c.w_shape, Direction::y_name, c.y_shape, p.pad_h, p.pad_w, p.stride_h,
+                     p.stride_w, p.dilation_h, p.dilation_w,
+                     c.ctx.math_mode() == MathMode::strict_fp32 ? "strict fp32" : "tf32",
+                     c.ctx.deterministic() ? "deterministic" : "non-deterministic allowed");
+}
+
+std::string cache_key(std::string_view direction, const ConvCall& c) {
+  const Conv2dParams& p = c.params;
+  return fmt::format("{} x={} w={} y={} pad={},{} stride={},{} dilation={},{} {} {}", direction, c.x_shape, c.w_shape,
+                     c.y_shape, p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
+                     c.ctx.math_mode() == MathMode::strict_fp32 ? "fp32" : "tf32",
+                     c.ctx.deterministic() ? "deterministic" : "any");
+}
+
+// Appends one failed attempt to the "; "-separated list of them.
+void note(std::string& failures, const std::string& failure) {
+  if (!failures.empty()) failures += "; ";
+  failures += failure;
+}
+
+bool same_algorithm(const ConvAlgorithm& a, const ConvAlgorithm& b) { return a.algo == b.algo && a.math == b.math; }
+
+// The candidates in the order they are tried (see the policy at the top). A fallback that cuDNN
+// cannot size is left out and noted in `failures`.
+template <class Direction>
+std::vector<ConvAlgorithm> ranked_candidates(const ConvCall& c, std::string& failures) {
+  constexpr Direction dir{};
+  const MathMode mode = c.ctx.math_mode();
+  // Ask with the mode's math type on the descriptor: FMA restricts cuDNN to non-tensor-core kernels.
+  c.conv.set_math(mode == MathMode::strict_fp32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH, Direction::name);
+  std::array<typename Direction::Perf, Direction::algo_names.size()> perf{};
+  int returned = 0;
+  CUDL_CUDNN_CHECK(heuristics(c, dir, static_cast<int>(perf.size()), &returned, perf.data()), "{} {}", Direction::name,
+                   describe_call<Direction>(c));
+
+  std::vector<ConvAlgorithm> candidates;
+  for (int i = 0; i < returned; ++i) {
+    const auto& candidate = perf[static_cast<std::size_t>(i)];
+    if (candidate.status != CUDNN_STATUS_SUCCESS || !math_allowed(candidate.mathType, mode)) continue;
+    if (c.ctx.deterministic() && candidate.determinism == CUDNN_NON_DETERMINISTIC) continue;
+    ConvAlgorithm a;
+    a.algo = static_cast<int>(candidate.algo);
+    a.math = execution_math(candidate.mathType, mode);
+    c.conv.set_math(a.math, Direction::name);
+    if (workspace_size(c, dir, candidate.algo, &a.workspace_bytes) != CUDNN_STATUS_SUCCESS ||
+        a.workspace_bytes > kMaxWorkspaceBytes)
+      continue;
+    candidates.push_back(a);
+  }
+
+  ConvAlgorithm fallback;
+  fallback.algo = static_cast<int>(Direction::fallback);
+  fallback.math = CUDNN_FMA_MATH;
+  for (const ConvAlgorithm& a : candidates)
+    if (same_algorithm(a, fallback)) return candidates;
+  c.conv.set_math(fallback.math, Direction::name);
+  if (const cudnnStatus_t status = workspace_size(c, dir, Direction::fallback, &fallback.workspace_bytes);
+      status != CUDNN_STATUS_SUCCESS) {
+    note(failures, fmt::format("{}: its workspace query failed: {}", algo_name<Direction>(fallback),
+                               cudnnGetErrorString(status)));
+    return candidates;
+  }
+  candidates.push_back(fallback);
+  return candidates;
+}
+
+// Runs one convolution as the policy at the top says: the cached algorithm if there is one; if
+// there is none or it fails, cuDNN's candidates in turn. run(algo, workspace, workspace_bytes)
+// makes the cuDNN call and returns its status; c.conv is set to the algorithm's math type first.
+template <class Direction, class Run>
+void run_convolution(const ConvCall& c, bool overwrites_output, const Run& run) {
+  CudaResources& r = cuda_resources(c.ctx);
+  const std::string key = cache_key(Direction::name, c);
+  std::string failures;  // "; "-separated, for the error when nothing runs
+  bool out_of_memory = false;
+
+  // True if algo ran (it becomes the cached choice); false after a failure that another
+  // algorithm may not have (noted in `failures`); throws on any other failure.
+  const auto attempt = [&](const ConvAlgorithm& algo) {
+    c.conv.set_math(algo.math, Direction::name);
+    std::optional<Workspace> workspace;
+    try {
+      workspace.emplace(c.ctx, algo.workspace_bytes);
+    } catch (const OutOfMemoryError&) {
+      r.conv_algorithms.erase(key);
+      out_of_memory = true;
+      note(failures, fmt::format("{}: out of memory for its workspace", algo_name<Direction>(algo)));
+      return false;
+    }
+    const cudnnStatus_t status = run(algo, workspace->data(), workspace->bytes());
+    if (status == CUDNN_STATUS_SUCCESS) {
+      r.conv_algorithms.insert_or_assign(key, algo);
+      return true;
+    }
+    r.conv_algorithms.erase(key);
+    if (!another_algorithm_may_work(status, overwrites_output))
+      cuda_detail::throw_cudnn(
+          status, Direction::call, __FILE__, __LINE__,
+          fmt::format("{} {}, algorithm {}", Direction::name, describe_call<Direction>(c), algo_name<Direction>(algo)));
+    cudaGetLastError();  // a failed launch leaves its error behind; the next kernel check must not report it
+    note(failures, fmt::format("{}: {}", algo_name<Direction>(algo), cudnnGetErrorString(status)));
+    return false;
+  };
+
+  std::optional<ConvAlgorithm> cached;
+  if (auto it = r.conv_algorithms.find(key); it != r.conv_algorithms.end()) cached = it->second;
+  if (cached && attempt(*cached)) return;
+  for (const ConvAlgorithm& algo : ranked_candidates<Direction>(c, failures))
+    if (!(cached && same_algorithm(algo, *cached)) && attempt(algo)) return;
+
+  const std::string message =
+      fmt::format("{}: no cuDNN algorithm could run {}; tried: {}", Direction::name, describe_call<Direction>(c),
+                  failures.empty() ? "none (cuDNN offered no usable candidate)" : failures);
+  if (out_of_memory) throw OutOfMemoryError(detail::with_location(message, __FILE__, __LINE__));
+  CUDL_THROW("{}", message);
+}
+
+}  // namespace
+
+void CudaBackend::do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
+  constexpr std::string_view op = Forward::name;
+  if (y.numel() == 0) return;
+  if (x.numel() == 0 || w.numel() == 0) {  // no input channels: the sum is empty
+    cuda_detail::launch_fill(y.data<float>(), y.numel(), 0.0f, cuda_resources(ctx).stream);
+    return;
+  }
+  TensorDescriptor xd(op, "x", x.shape()), yd(op, "y", y.shape());
+  FilterDescriptor wd(op, "w", w.shape());
+  ConvolutionDescriptor cd(p, op);
+  const ConvCall call{ctx, x.shape(), w.shape(), y.shape(), p, xd, wd, cd, yd};
+  const float alpha = 1.0f, beta = 0.0f;
+  run_convolution<Forward>(call, /*overwrites_output=*/true, [&](const ConvAlgorithm& a, void* ws, std::size_t bytes) {
+    return cudnnConvolutionForward(cuda_resources(ctx).cudnn, &alpha, xd.get(), x.data<float>(), wd.get(),
+                                   w.data<float>(), cd.get(), static_cast<cudnnConvolutionFwdAlgo_t>(a.algo), ws, bytes,
+                                   &beta, yd.get(), y.data<float>());
+  });
+}
+
+void CudaBackend::do_conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p,
+                                          Tensor& dx) {
+  constexpr std::string_view op = BackwardData::name;
+  if (dx.numel() == 0) return;
+  if (dy.numel() == 0 || w.numel() == 0) {
+    cuda_detail::launch_fill(dx.data<float>(), dx.numel(), 0.0f, cuda_resources(ctx).stream);
+    return;
+  }
+  TensorDescriptor xd(op, "dx", dx.shape()), yd(op, "dy", dy.shape());
+  FilterDescriptor wd(op, "w", w.shape());
+  ConvolutionDescriptor cd(p, op);
+  const ConvCall call{ctx, dx.shape(), w.shape(), dy.shape(), p, xd, wd, cd, yd};
+  const float alpha = 1.0f, beta = 0.0f;
+  run_convolution<BackwardData>(
+      call, /*overwrites_output=*/true, [&](const ConvAlgorithm& a, void* ws, std::size_t bytes) {
+        return cudnnConvolutionBackwardData(
+            cuda_resources(ctx).cudnn, &alpha, wd.get(), w.data<float>(), yd.get(), dy.data<float>(), cd.get(),
+            static_cast<cudnnConvolutionBwdDataAlgo_t>(a.algo), ws, bytes, &beta, xd.get(), dx.data<float>());
+      });
+}
+
+void CudaBackend::do_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p,
+                                            Tensor& dw, bool accumulate) {
+  constexpr std::string_view op = BackwardFilter::name;
+  if (dw.numel() == 0) return;
+  if (x.numel() == 0 || dy.numel() == 0) {  // empty batch: the gradient is zero
+    if (!accumulate) cuda_detail::launch_fill(dw.data<float>(), dw.numel(), 0.0f, cuda_resources(ctx).stream);
+    return;
+  }
+  TensorDescriptor xd(op, "x", x.shape()), yd(op, "dy", dy.shape());
+  FilterDescriptor wd(op, "dw", dw.shape());
+  ConvolutionDescriptor cd(p, op);
+  const ConvCall call{ctx, x.shape(), dw.shape(), dy.shape(), p, xd, wd, cd, yd};
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  run_convolution<BackwardFilter>(
+      call, /*overwrites_output=*/!accumulate, [&](const ConvAlgorithm& a, void* ws, std::size_t bytes) {
+        return cudnnConvolutionBackwardFilter(
+            cuda_resources(ctx).cudnn, &alpha, xd.get(), x.data<float>(), yd.get(), dy.data<float>(), cd.get(),
+            static_cast<cudnnConvolutionBwdFilterAlgo_t>(a.algo), ws, bytes, &beta, wd.get(), dw.data<float>());
+      });
+}
+
+}  // namespace cudl

@@ -1,0 +1,95 @@
+// CudaBackend: batch normalisation through cuDNN's legacy API in CUDNN_BATCHNORM_SPATIAL mode
+// (one mean and variance per channel over N and every spatial position). The CPU twin is
+// kernels/cpu/normalization.cpp; channel_affine, the other per-channel op, is a kernel of our own
+// (kernels/cuda). Arguments were checked by Backend's public methods (engine/backend.cpp).
+//
+// cuDNN's conventions are the ones engine/backend.hpp documents, so its results are used as they
+// come: exponentialAverageFactor is our momentum (running = (1 - f) running + f batch), the running
+// variance is updated with the unbiased batch variance, the normalisation uses the biased one,
+// and resultSaveInvVariance is 1/sqrt(var + eps) (what backward consumes). Any rank >= 2 input is
+// described as [N, C, inner, 1], which spatial mode treats exactly like [N, C, H, W].
+#include <string_view>
+
+#include "kernels/channel_args.hpp"
+#include "kernels/cuda/cuda_backend.hpp"
+#include "kernels/cudnn/descriptors.hpp"
+
+namespace cudl {
+
+using cudnn_detail::DataDescriptor;
+using cudnn_detail::ParamDescriptor;
+
+namespace {
+
+// eps as cuDNN takes it. The front checked that it is finite and >= 0; cuDNN also wants it
+// >= CUDNN_BN_MIN_EPSILON (0.0 in cuDNN 9.19, so this never fires there).
+double cudnn_eps(std::string_view op, float eps) {
+  CUDL_CHECK(static_cast<double>(eps) >= CUDNN_BN_MIN_EPSILON, "{}: eps={} is below cuDNN's minimum {}", op, eps,
+             CUDNN_BN_MIN_EPSILON);
+  return static_cast<double>(eps);
+}
+
+// x's descriptor [N, C, inner, 1] and the [1, C, 1, 1] one cuDNN derives from it for the parameters.
+struct Descriptors {
+  Descriptors(const Tensor& x_tensor, std::string_view op)
+      : x(x_tensor, channel_args::channel_dims(op, "x", x_tensor), op), param(x, x_tensor.shape(), op) {}
+  DataDescriptor x;
+  ParamDescriptor param;
+};
+
+}  // namespace
+
+void CudaBackend::do_batchnorm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                             float eps, float momentum, Tensor& running_mean, Tensor& running_var,
+                                             Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
+  constexpr std::string_view op = "batchnorm_forward_train";
+  if (x.dim(1) == 0) return;  // no channels: nothing to normalise or update
+
+  const double epsilon = cudnn_eps(op, eps);
+  const Descriptors desc(x, op);
+  const float alpha = 1.0f, beta_blend = 0.0f;
+  CUDL_CUDNN_CHECK(cudnnBatchNormalizationForwardTraining(
+                       cuda_resources(ctx).cudnn, CUDNN_BATCHNORM_SPATIAL, &alpha, &beta_blend, desc.x.get(),
+                       x.data<float>(), desc.x.get(), y.data<float>(), desc.param.get(), gamma.data<float>(),
+                       beta.data<float>(), static_cast<double>(momentum), running_mean.data<float>(),
+                       running_var.data<float>(), epsilon, save_mean.data<float>(), save_invstd.data<float>()),
+                   "{} x={} eps={} momentum={}", op, x.shape(), eps, momentum);
+}
+
+void CudaBackend::do_batchnorm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                            const Tensor& running_mean, const Tensor& running_var, float eps,
+                                            Tensor& y) {
+  constexpr std::string_view op = "batchnorm_forward_eval";
+  if (x.numel() == 0) return;
+
+  const double epsilon = cudnn_eps(op, eps);
+  const Descriptors desc(x, op);
+  const float alpha = 1.0f, beta_blend = 0.0f;
+  CUDL_CUDNN_CHECK(cudnnBatchNormalizationForwardInference(
+                       cuda_resources(ctx).cudnn, CUDNN_BATCHNORM_SPATIAL, &alpha, &beta_blend, desc.x.get(),
+                       x.data<float>(), desc.x.get(), y.data<float>(), desc.param.get(), gamma.data<float>(),
+                       beta.data<float>(), running_mean.data<float>(), running_var.data<float>(), epsilon),
+                   "{} x={} eps={}", op, x.shape(), eps);
+}
+
+void CudaBackend::do_batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                                        const Tensor& save_mean, const Tensor& save_invstd, float eps, Tensor& dx,
+                                        Tensor& dgamma, Tensor& dbeta) {
+  constexpr std::string_view op = "batchnorm_backward";
+  if (x.numel() == 0) return;  // no values: nothing to differentiate, nothing to add
+
+  // The layer's eps, as in forward: cuDNN asks for the same value in both, and whether an engine
+  // ignores it when given the saved mean and inverse deviation is not documented.
+  const double epsilon = cudnn_eps(op, eps);
+  const Descriptors desc(x, op);
+  // dx is overwritten (alphaDataDiff 1, betaDataDiff 0); dgamma and dbeta accumulate (both 1).
+  const float one = 1.0f, zero = 0.0f;
+  CUDL_CUDNN_CHECK(
+      cudnnBatchNormalizationBackward(cuda_resources(ctx).cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one, &one,
+                                      desc.x.get(), x.data<float>(), desc.x.get(), dy.data<float>(), desc.x.get(),
+                                      dx.data<float>(), desc.param.get(), gamma.data<float>(), dgamma.data<float>(),
+                                      dbeta.data<float>(), epsilon, save_mean.data<float>(), save_invstd.data<float>()),
+      "{} x={} eps={}", op, x.shape(), eps);
+}
+
+}  // namespace cudl
