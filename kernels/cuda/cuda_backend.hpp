@@ -1,6 +1,9 @@
 #pragma once
-// The CUDA backend: cuBLAS GEMMs (kernels/cublas), cuDNN convolutions (kernels/cudnn) and our
-// own kernels (kernels/cuda/*.cu). Built when CUDL_HAVE_CUDA is set.
+// The CUDA backend, built when CUDL_HAVE_CUDA is set: cuBLAS GEMMs (kernels/cublas), cuDNN
+// convolutions and batch norm (kernels/cudnn), and our own kernels. Each do_<op> trusts its
+// arguments (the Backend front checked them) and lives in the file named like its CPU twin:
+// kernels/cpu/pooling.cpp <-> kernels/cuda/pooling.cpp (the do_ methods, host C++) and
+// kernels/cuda/pooling.cu (the kernels and their launchers, declared in kernels/cuda/launch.hpp).
 #include "engine/backend.hpp"
 
 namespace cudl {

@@ -1,69 +1,74 @@
 #pragma once
-// Launchers of our own CUDA kernels, over raw pointers and sizes. This header and the .cu files
-// include no fmt (its consteval format strings do not compile under nvcc): shape checks and
-// messages live in the CudaBackend methods (kernels/cuda/*_ops.cpp), which call these.
+// The launchers of our own CUDA kernels: the contract between each kernels/cuda/<family>.cu (the
+// kernels and their launchers) and its twin kernels/cuda/<family>.cpp (the CudaBackend::do_<op>
+// methods that call them). One header rather than one per family: the .cpp files, cuDNN's
+// conv2d.cpp (launch_fill) and tests/test_cuda_errors.cpp all include this one name, and it is
+// the single place that lists every kernel-backed op.
 //
-// Every launcher enqueues on `stream`, never synchronises, and calls check_launch after <<<>>>.
-// Sizes are element counts. The formulas are the CPU backend's (engine/backend.hpp).
+// No fmt here (its consteval format strings do not compile under nvcc): launchers take raw
+// pointers, element counts and the engine's enums (engine/op_kinds.hpp). Their arguments were
+// checked by the Backend front; launchers trust them. Each launcher enqueues on `stream`, never
+// synchronises, and checks its launches under the kernel's name (kernels/cuda/launch.cuh).
+// Every formula is the CPU twin's (kernels/cpu/<family>.cpp).
+#include <cuda_runtime_api.h>
+
 #include <cstddef>
 #include <cstdint>
 
-#include <cuda_runtime_api.h>
+#include "engine/op_kinds.hpp"
 
 #define CUDL_STATUS_CHECK(call) ::cudl::cuda_detail::check_status((call), #call, __FILE__, __LINE__)
 
 namespace cudl::cuda_detail {
 
 // Throws cudl::Error naming the kernel if its launch failed (bad configuration, no device...).
-// Defined in kernels/cuda/launch_check.cpp; every launcher calls it right after <<<...>>>.
+// Defined in kernels/cuda/launch_check.cpp; kernels/cuda/launch.cuh calls it after every launch.
 void check_launch(const char* kernel_name);
 // Throws cudl::Error (OutOfMemoryError for cudaErrorMemoryAllocation) unless status is success;
-// for runtime/CUB calls made inside .cu files, through CUDL_STATUS_CHECK.
+// for runtime calls made inside .cu files, through CUDL_STATUS_CHECK.
 void check_status(cudaError_t status, const char* call, const char* file, int line);
 
-// Grid size for n elements at `block` threads each, capped so grid-stride loops cover the rest.
-inline unsigned grid_for(std::int64_t n, unsigned block = 256) {
-  std::int64_t blocks = (n + block - 1) / block;
-  if (blocks < 1) blocks = 1;
-  if (blocks > 65535LL * 16) blocks = 65535LL * 16;
-  return static_cast<unsigned>(blocks);
-}
+// ---- activations.cu ----
+void launch_activation_forward(Activation a, float alpha, const float* x, float* y, std::int64_t n,
+                               cudaStream_t stream);
+// `saved` is x for ReLU-like activations and y for sigmoid/tanh (what the derivative reads).
+void launch_activation_backward(Activation a, float alpha, const float* saved, const float* dy, float* dx,
+                                std::int64_t n, cudaStream_t stream);
+
+// ---- dropout.cu ----
+// mask[i] = u >= p ? keep_scale : 0 with u = philox::uniform(offset + i, seed); y = x * mask.
+void launch_dropout(const float* x, float* y, float* mask, std::int64_t n, float p, float keep_scale,
+                    std::uint64_t seed, std::uint64_t offset, cudaStream_t stream);
+void launch_mul(const float* a, const float* b, float* out, std::int64_t n, cudaStream_t stream);
 
 // ---- elementwise.cu ----
 void launch_fill(float* x, std::int64_t n, float value, cudaStream_t stream);
 void launch_axpy(float alpha, const float* x, float* y, std::int64_t n, cudaStream_t stream);
 void launch_scale(float* x, float alpha, std::int64_t n, cudaStream_t stream);
-void launch_mul(const float* a, const float* b, float* out, std::int64_t n, cudaStream_t stream);
+// x = low if x < low, high if x > high; NaN stays NaN.
+void launch_clamp(float* x, std::int64_t n, float low, float high, cudaStream_t stream);
 void launch_fill_uniform(float* x, std::int64_t n, float low, float high, std::uint64_t seed, std::uint64_t offset,
                          cudaStream_t stream);
-void launch_fill_normal(float* x, std::int64_t n, float mean, float stddev, std::uint64_t seed,
-                        std::uint64_t offset, cudaStream_t stream);
-// mask[i] = u >= p ? keep_scale : 0 with u = philox::uniform(offset + i, seed); y = x * mask.
-void launch_dropout(const float* x, float* y, float* mask, std::int64_t n, float p, float keep_scale,
-                    std::uint64_t seed, std::uint64_t offset, cudaStream_t stream);
+void launch_fill_normal(float* x, std::int64_t n, float mean, float stddev, std::uint64_t seed, std::uint64_t offset,
+                        cudaStream_t stream);
 
-// Activation kinds, in the order of cudl::Activation (relu, leaky_relu, sigmoid, tanh).
-enum ActivationKind : int { kRelu = 0, kLeakyRelu = 1, kSigmoid = 2, kTanh = 3 };
-void launch_activation_forward(int kind, float alpha, const float* x, float* y, std::int64_t n,
-                               cudaStream_t stream);
-void launch_activation_backward(int kind, float alpha, const float* x, const float* y, const float* dy, float* dx,
-                                std::int64_t n, cudaStream_t stream);
-
+// ---- gemm.cu: the bias of dense and convolution layers (the GEMMs are cuBLAS's) ----
 // y viewed as [outer, channels, inner]: y[o, c, i] += bias[c].
 void launch_bias_add(float* y, const float* bias, std::int64_t outer, std::int64_t channels, std::int64_t inner,
                      cudaStream_t stream);
 // dbias[c] (+)= sum over o, i of dy[o, c, i]; one block per channel.
 void launch_bias_grad(const float* dy, float* dbias, std::int64_t outer, std::int64_t channels, std::int64_t inner,
                       bool accumulate, cudaStream_t stream);
+
+// ---- normalization.cu: the per-channel affine map (batch norm is cuDNN's) ----
 // x, y viewed as [outer, channels, inner]: y[o, c, i] = x[o, c, i] * scale[c] + shift[c] (y may be x).
 void launch_channel_affine(const float* x, const float* scale, const float* shift, float* y, std::int64_t outer,
                            std::int64_t channels, std::int64_t inner, cudaStream_t stream);
 // dx[o, c, i] = dy[o, c, i] * scale[c].
 void launch_channel_scale(const float* dy, const float* scale, float* dx, std::int64_t outer, std::int64_t channels,
                           std::int64_t inner, cudaStream_t stream);
-// x = low if x < low, high if x > high; NaN stays NaN.
-void launch_clamp(float* x, std::int64_t n, float low, float high, cudaStream_t stream);
 
+// ---- optimizers.cu ----
 // PyTorch SGD; momentum_buf may be null when momentum == 0.
 void launch_sgd_step(float* param, const float* grad, float* momentum_buf, std::int64_t n, float lr, float momentum,
                      float dampening, float weight_decay, bool nesterov, cudaStream_t stream);
@@ -78,8 +83,7 @@ struct PoolGeometry {
   int height = 0, width = 0, out_height = 0, out_width = 0;
   int kernel_h = 0, kernel_w = 0, stride_h = 0, stride_w = 0, pad_h = 0, pad_w = 0;
 };
-void launch_maxpool_forward(const float* x, float* y, std::int32_t* argmax, const PoolGeometry& g,
-                            cudaStream_t stream);
+void launch_maxpool_forward(const float* x, float* y, std::int32_t* argmax, const PoolGeometry& g, cudaStream_t stream);
 // Gather formulation (deterministic, no atomics): each input pixel sums dy of the windows whose
 // argmax points at it, in the same order as the CPU's scatter loop.
 void launch_maxpool_backward(const float* dy, const std::int32_t* argmax, float* dx, const PoolGeometry& g,
@@ -87,28 +91,7 @@ void launch_maxpool_backward(const float* dy, const std::int32_t* argmax, float*
 void launch_avgpool_forward(const float* x, float* y, const PoolGeometry& g, cudaStream_t stream);
 void launch_avgpool_backward(const float* dy, float* dx, const PoolGeometry& g, cudaStream_t stream);
 
-// ---- softmax.cu; x, y are [rows, cols], one warp per row ----
-void launch_softmax_forward(const float* x, float* y, std::int64_t rows, std::int64_t cols, bool log,
-                            cudaStream_t stream);
-// softmax: dx = y * (dy - Σ dy*y); log-softmax: dx = dy - exp(y) * Σ dy.
-void launch_softmax_backward(const float* y, const float* dy, float* dx, std::int64_t rows, std::int64_t cols,
-                             bool log, cudaStream_t stream);
-// probs = softmax(logits); row_loss[n] = -log softmax(logits)[n, labels[n]] (NaN for a label
-// outside [0, cols): the device cannot throw without a sync); then loss[0] = mean(row_loss).
-void launch_softmax_cross_entropy_forward(const float* logits, const std::int32_t* labels, float* probs,
-                                          float* row_loss, float* loss, std::int64_t rows, std::int64_t cols,
-                                          cudaStream_t stream);
-// dlogits = (probs - onehot(labels)) * scale, scale = dloss / rows.
-void launch_softmax_cross_entropy_backward(const float* probs, const std::int32_t* labels, float* dlogits,
-                                           std::int64_t rows, std::int64_t cols, float scale, cudaStream_t stream);
-// out[n] = first index of the maximum of row n.
-void launch_argmax_rows(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t cols,
-                        cudaStream_t stream);
-// correct[n] = argmax(row n) == labels[n]; out[0] = mean(correct).
-void launch_accuracy(const float* logits, const std::int32_t* labels, float* correct, float* out, std::int64_t rows,
-                     std::int64_t cols, cudaStream_t stream);
-
-// ---- reduce.cu ----
+// ---- reductions.cu ----
 // Sum / max of n floats into out[0] with cub::DeviceReduce. Ask for the temporary storage size
 // first, allocate it (a cudl::Workspace), then launch with it.
 std::size_t reduce_sum_temp_bytes(std::int64_t n);
@@ -118,10 +101,18 @@ void launch_reduce_sum(const float* x, std::int64_t n, float scale, float* out, 
                        cudaStream_t stream);
 void launch_reduce_max(const float* x, std::int64_t n, float* out, void* temp, std::size_t temp_bytes,
                        cudaStream_t stream);
-
-// Losses: a two-pass deterministic reduction, first into kLossPartials partial sums (the caller
-// provides that many floats of scratch), then one block writes loss[0].
+// Dot and the losses: a two-pass deterministic reduction, first into kLossPartials partial sums
+// (the caller provides that many floats of scratch), then one block writes out[0].
 inline constexpr int kLossPartials = 512;
+// out[0] = Σ a[i] * b[i].
+void launch_dot(const float* a, const float* b, std::int64_t n, float* partials, float* out, cudaStream_t stream);
+// out[n] = first index of the maximum of row n.
+void launch_argmax_rows(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t cols, cudaStream_t stream);
+// correct[n] = argmax(row n) == labels[n]; out[0] = mean(correct).
+void launch_accuracy(const float* logits, const std::int32_t* labels, float* correct, float* out, std::int64_t rows,
+                     std::int64_t cols, cudaStream_t stream);
+
+// ---- losses.cu (kLossPartials floats of scratch for the forward passes) ----
 // loss[0] = mean((a-b)²) or mean(|a-b|).
 void launch_mse_loss_forward(const float* a, const float* b, std::int64_t n, float* partials, float* loss,
                              cudaStream_t stream);
@@ -132,30 +123,34 @@ void launch_mse_loss_backward(const float* a, const float* b, float* da, std::in
                               cudaStream_t stream);
 void launch_l1_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float dloss,
                              cudaStream_t stream);
-// out[0] = Σ a[i] * b[i], the same deterministic two-pass reduction (kLossPartials of scratch).
-void launch_dot(const float* a, const float* b, std::int64_t n, float* partials, float* out, cudaStream_t stream);
 // x is [planes, H, W]; loss[0] = Σ (x[i+1,j]-x[i,j])² + Σ (x[i,j+1]-x[i,j])².
 void launch_tv_loss_forward(const float* x, std::int64_t planes, std::int64_t height, std::int64_t width,
                             float* partials, float* loss, cudaStream_t stream);
-void launch_tv_loss_backward(const float* x, float* dx, std::int64_t planes, std::int64_t height,
-                             std::int64_t width, float dloss, bool accumulate, cudaStream_t stream);
+// dx (+)= dloss * ∂tv/∂x.
+void launch_tv_loss_backward(const float* x, float* dx, std::int64_t planes, std::int64_t height, std::int64_t width,
+                             float dloss, bool accumulate, cudaStream_t stream);
 
-// out[0] = Σ |x[i]| (kLossPartials of scratch).
-void launch_abs_sum(const float* x, std::int64_t n, float* partials, float* out, cudaStream_t stream);
-
-// ---- scalar.cu: L-BFGS's device scalars ----
+// ---- scalar_ops.cu: L-BFGS's device scalars ----
 // y += sign * alpha[0] * x.
-void launch_axpy_scalar(float sign, const float* alpha, const float* x, float* y, std::int64_t n,
-                        cudaStream_t stream);
-// The operations of cudl::ScalarOp, in its order.
-enum ScalarOpKind : int {
-  kScalarMul = 0,
-  kScalarSub = 1,
-  kScalarDiv = 2,
-  kScalarSafeRecip = 3,
-  kScalarSafeRatio = 4,
-  kScalarFirstStep = 5
-};
-void launch_scalar_op(int op, const float* a, const float* b, float* out, cudaStream_t stream);
+void launch_axpy_scalar(float sign, const float* alpha, const float* x, float* y, std::int64_t n, cudaStream_t stream);
+// out[0] = Σ |x[i]| (kLossPartials floats of scratch).
+void launch_abs_sum(const float* x, std::int64_t n, float* partials, float* out, cudaStream_t stream);
+// out[0] = op(a[0], b[0]), one thread.
+void launch_scalar_op(ScalarOp op, const float* a, const float* b, float* out, cudaStream_t stream);
+
+// ---- softmax.cu; x, y are [rows, cols], one warp per row ----
+void launch_softmax_forward(const float* x, float* y, std::int64_t rows, std::int64_t cols, bool log,
+                            cudaStream_t stream);
+// softmax: dx = y * (dy - Σ dy*y); log-softmax: dx = dy - exp(y) * Σ dy.
+void launch_softmax_backward(const float* y, const float* dy, float* dx, std::int64_t rows, std::int64_t cols, bool log,
+                             cudaStream_t stream);
+// probs = softmax(logits); row_loss[n] = -log softmax(logits)[n, labels[n]] (NaN for a label
+// outside [0, cols): the device cannot throw without a sync); then loss[0] = mean(row_loss).
+void launch_softmax_cross_entropy_forward(const float* logits, const std::int32_t* labels, float* probs,
+                                          float* row_loss, float* loss, std::int64_t rows, std::int64_t cols,
+                                          cudaStream_t stream);
+// dlogits = (probs - onehot(labels)) * scale, scale = dloss / rows.
+void launch_softmax_cross_entropy_backward(const float* probs, const std::int32_t* labels, float* dlogits,
+                                           std::int64_t rows, std::int64_t cols, float scale, cudaStream_t stream);
 
 }  // namespace cudl::cuda_detail

@@ -1,15 +1,13 @@
 // Max and average pooling over NCHW planes, forward and backward. Backward passes gather (each
 // input pixel sums the windows that cover it), so they are deterministic and need no atomics.
+// CPU twin: kernels/cpu/pooling.cpp.
 #include <cmath>
 
-#include "kernels/cuda/launch.hpp"
-#include "kernels/cuda/reduce_util.cuh"
+#include "kernels/cuda/launch.cuh"
 
 namespace cudl::cuda_detail {
 
 namespace {
-
-constexpr unsigned kBlock = 256;
 
 // The output rows (or columns) whose window covers input row h: [first, last], possibly empty.
 __device__ __forceinline__ void covering_range(int h, int kernel, int stride, int pad, int out_size, int* first,
@@ -20,8 +18,8 @@ __device__ __forceinline__ void covering_range(int h, int kernel, int stride, in
   *last = hi < out_size - 1 ? hi : out_size - 1;
 }
 
-__global__ void maxpool_forward_kernel(const float* x, float* y, std::int32_t* argmax, PoolGeometry g,
-                                       std::int64_t total) {
+__global__ void maxpool_forward_kernel(std::int64_t total, const float* x, float* y, std::int32_t* argmax,
+                                       PoolGeometry g) {
   for (std::int64_t idx = global_thread(); idx < total; idx += global_stride()) {
     const int ow = static_cast<int>(idx % g.out_width);
     const int oh = static_cast<int>((idx / g.out_width) % g.out_height);
@@ -48,8 +46,8 @@ __global__ void maxpool_forward_kernel(const float* x, float* y, std::int32_t* a
   }
 }
 
-__global__ void maxpool_backward_kernel(const float* dy, const std::int32_t* argmax, float* dx, PoolGeometry g,
-                                        std::int64_t total) {
+__global__ void maxpool_backward_kernel(std::int64_t total, const float* dy, const std::int32_t* argmax, float* dx,
+                                        PoolGeometry g) {
   for (std::int64_t idx = global_thread(); idx < total; idx += global_stride()) {
     const int w = static_cast<int>(idx % g.width);
     const int h = static_cast<int>((idx / g.width) % g.height);
@@ -69,7 +67,7 @@ __global__ void maxpool_backward_kernel(const float* dy, const std::int32_t* arg
   }
 }
 
-__global__ void avgpool_forward_kernel(const float* x, float* y, PoolGeometry g, std::int64_t total) {
+__global__ void avgpool_forward_kernel(std::int64_t total, const float* x, float* y, PoolGeometry g) {
   const float area = static_cast<float>(g.kernel_h * g.kernel_w);
   for (std::int64_t idx = global_thread(); idx < total; idx += global_stride()) {
     const int ow = static_cast<int>(idx % g.out_width);
@@ -91,7 +89,7 @@ __global__ void avgpool_forward_kernel(const float* x, float* y, PoolGeometry g,
   }
 }
 
-__global__ void avgpool_backward_kernel(const float* dy, float* dx, PoolGeometry g, std::int64_t total) {
+__global__ void avgpool_backward_kernel(std::int64_t total, const float* dy, float* dx, PoolGeometry g) {
   const float area = static_cast<float>(g.kernel_h * g.kernel_w);
   for (std::int64_t idx = global_thread(); idx < total; idx += global_stride()) {
     const int w = static_cast<int>(idx % g.width);
@@ -115,32 +113,20 @@ std::int64_t output_elements(const PoolGeometry& g) { return g.planes * g.out_he
 
 void launch_maxpool_forward(const float* x, float* y, std::int32_t* argmax, const PoolGeometry& g,
                             cudaStream_t stream) {
-  const std::int64_t total = output_elements(g);
-  if (total <= 0) return;
-  maxpool_forward_kernel<<<grid_for(total, kBlock), kBlock, 0, stream>>>(x, y, argmax, g, total);
-  check_launch("maxpool_forward_kernel");
+  launch_linear("maxpool_forward_kernel", maxpool_forward_kernel, output_elements(g), stream, x, y, argmax, g);
 }
 
 void launch_maxpool_backward(const float* dy, const std::int32_t* argmax, float* dx, const PoolGeometry& g,
                              cudaStream_t stream) {
-  const std::int64_t total = input_elements(g);
-  if (total <= 0) return;
-  maxpool_backward_kernel<<<grid_for(total, kBlock), kBlock, 0, stream>>>(dy, argmax, dx, g, total);
-  check_launch("maxpool_backward_kernel");
+  launch_linear("maxpool_backward_kernel", maxpool_backward_kernel, input_elements(g), stream, dy, argmax, dx, g);
 }
 
 void launch_avgpool_forward(const float* x, float* y, const PoolGeometry& g, cudaStream_t stream) {
-  const std::int64_t total = output_elements(g);
-  if (total <= 0) return;
-  avgpool_forward_kernel<<<grid_for(total, kBlock), kBlock, 0, stream>>>(x, y, g, total);
-  check_launch("avgpool_forward_kernel");
+  launch_linear("avgpool_forward_kernel", avgpool_forward_kernel, output_elements(g), stream, x, y, g);
 }
 
 void launch_avgpool_backward(const float* dy, float* dx, const PoolGeometry& g, cudaStream_t stream) {
-  const std::int64_t total = input_elements(g);
-  if (total <= 0) return;
-  avgpool_backward_kernel<<<grid_for(total, kBlock), kBlock, 0, stream>>>(dy, dx, g, total);
-  check_launch("avgpool_backward_kernel");
+  launch_linear("avgpool_backward_kernel", avgpool_backward_kernel, input_elements(g), stream, dy, dx, g);
 }
 
 }  // namespace cudl::cuda_detail

@@ -1,27 +1,14 @@
-// Row-wise kernels over [rows, cols]: softmax and log-softmax (forward, backward), the fused
-// softmax cross-entropy, argmax and accuracy. One warp per row; the row loop is warp-uniform,
-// so every lane reaches the shuffles.
+// Row-wise kernels over [rows, cols]: softmax and log-softmax (forward, backward) and the fused
+// softmax cross-entropy. One warp per row; the row loop is warp-uniform, so every lane reaches
+// the shuffles. CPU twin: kernels/cpu/softmax.cpp.
 #include <cmath>
 
-#include "kernels/cuda/launch.hpp"
-#include "kernels/cuda/reduce_util.cuh"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/reduce.cuh"
 
 namespace cudl::cuda_detail {
 
 namespace {
-
-constexpr unsigned kBlock = 256;
-constexpr unsigned kWarpsPerBlock = kBlock / 32;
-constexpr unsigned kFinalBlock = 1024;
-
-unsigned grid_for_rows(std::int64_t rows) { return grid_for(rows, kWarpsPerBlock); }
-
-__device__ __forceinline__ std::int64_t global_warp() {
-  return (static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-}
-__device__ __forceinline__ std::int64_t warp_stride() {
-  return (static_cast<std::int64_t>(gridDim.x) * blockDim.x) >> 5;
-}
 
 // Max and Σ exp(x - max) of one row, on every lane.
 __device__ __forceinline__ void row_max_sum(const float* xr, std::int64_t cols, int lane, float* max_out,
@@ -35,8 +22,8 @@ __device__ __forceinline__ void row_max_sum(const float* xr, std::int64_t cols, 
   *sum_out = warp_sum(s);
 }
 
-__global__ void softmax_forward_kernel(const float* x, float* y, std::int64_t rows, std::int64_t cols, bool log) {
-  const int lane = static_cast<int>(threadIdx.x & 31);
+__global__ void softmax_forward_kernel(std::int64_t rows, const float* x, float* y, std::int64_t cols, bool log) {
+  const int lane = lane_id();
   for (std::int64_t r = global_warp(); r < rows; r += warp_stride()) {
     const float* xr = x + r * cols;
     float* yr = y + r * cols;
@@ -51,9 +38,9 @@ __global__ void softmax_forward_kernel(const float* x, float* y, std::int64_t ro
   }
 }
 
-__global__ void softmax_backward_kernel(const float* y, const float* dy, float* dx, std::int64_t rows,
+__global__ void softmax_backward_kernel(std::int64_t rows, const float* y, const float* dy, float* dx,
                                         std::int64_t cols, bool log) {
-  const int lane = static_cast<int>(threadIdx.x & 31);
+  const int lane = lane_id();
   for (std::int64_t r = global_warp(); r < rows; r += warp_stride()) {
     const float* yr = y + r * cols;
     const float* dyr = dy + r * cols;
@@ -73,9 +60,9 @@ __global__ void softmax_backward_kernel(const float* y, const float* dy, float* 
   }
 }
 
-__global__ void cross_entropy_forward_kernel(const float* logits, const std::int32_t* labels, float* probs,
-                                             float* row_loss, std::int64_t rows, std::int64_t cols) {
-  const int lane = static_cast<int>(threadIdx.x & 31);
+__global__ void cross_entropy_forward_kernel(std::int64_t rows, const float* logits, const std::int32_t* labels,
+                                             float* probs, float* row_loss, std::int64_t cols) {
+  const int lane = lane_id();
   for (std::int64_t r = global_warp(); r < rows; r += warp_stride()) {
     const float* xr = logits + r * cols;
     float* pr = probs + r * cols;
@@ -89,9 +76,8 @@ __global__ void cross_entropy_forward_kernel(const float* logits, const std::int
   }
 }
 
-__global__ void cross_entropy_backward_kernel(const float* probs, const std::int32_t* labels, float* dlogits,
-                                              std::int64_t rows, std::int64_t cols, float scale) {
-  const std::int64_t total = rows * cols;
+__global__ void cross_entropy_backward_kernel(std::int64_t total, const float* probs, const std::int32_t* labels,
+                                              float* dlogits, std::int64_t cols, float scale) {
   for (std::int64_t i = global_thread(); i < total; i += global_stride()) {
     const std::int64_t r = i / cols, c = i - r * cols;
     const float onehot = labels[r] == c ? 1.0f : 0.0f;
@@ -99,98 +85,33 @@ __global__ void cross_entropy_backward_kernel(const float* probs, const std::int
   }
 }
 
-// First index of the row maximum, on every lane. Each lane scans its columns in increasing
-// order (strict >), then lanes combine preferring the larger value, and on ties the lower index.
-__device__ __forceinline__ std::int64_t row_argmax(const float* xr, std::int64_t cols, int lane) {
-  float best = -INFINITY;
-  std::int64_t arg = -1;
-  for (std::int64_t c = lane; c < cols; c += 32) {
-    const float v = xr[c];
-    if (arg < 0 || v > best) {
-      best = v;
-      arg = c;
-    }
-  }
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    const float other_v = __shfl_xor_sync(kFullMask, best, offset);
-    const std::int64_t other_arg = __shfl_xor_sync(kFullMask, arg, offset);
-    const bool take =
-        other_arg >= 0 && (arg < 0 || other_v > best || (other_v == best && other_arg < arg));
-    if (take) {
-      best = other_v;
-      arg = other_arg;
-    }
-  }
-  return arg;
-}
-
-__global__ void argmax_rows_kernel(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t cols) {
-  const int lane = static_cast<int>(threadIdx.x & 31);
-  for (std::int64_t r = global_warp(); r < rows; r += warp_stride()) {
-    const std::int64_t arg = row_argmax(x + r * cols, cols, lane);
-    if (lane == 0) out[r] = static_cast<std::int32_t>(arg);
-  }
-}
-
-__global__ void accuracy_kernel(const float* logits, const std::int32_t* labels, float* correct, std::int64_t rows,
-                                std::int64_t cols) {
-  const int lane = static_cast<int>(threadIdx.x & 31);
-  for (std::int64_t r = global_warp(); r < rows; r += warp_stride()) {
-    const std::int64_t arg = row_argmax(logits + r * cols, cols, lane);
-    if (lane == 0) correct[r] = arg == labels[r] ? 1.0f : 0.0f;
-  }
-}
-
 }  // namespace
 
 void launch_softmax_forward(const float* x, float* y, std::int64_t rows, std::int64_t cols, bool log,
                             cudaStream_t stream) {
-  if (rows <= 0 || cols <= 0) return;
-  softmax_forward_kernel<<<grid_for_rows(rows), kBlock, 0, stream>>>(x, y, rows, cols, log);
-  check_launch("softmax_forward_kernel");
+  if (cols <= 0) return;
+  launch_rows("softmax_forward_kernel", softmax_forward_kernel, rows, stream, x, y, cols, log);
 }
 
-void launch_softmax_backward(const float* y, const float* dy, float* dx, std::int64_t rows, std::int64_t cols,
-                             bool log, cudaStream_t stream) {
-  if (rows <= 0 || cols <= 0) return;
-  softmax_backward_kernel<<<grid_for_rows(rows), kBlock, 0, stream>>>(y, dy, dx, rows, cols, log);
-  check_launch("softmax_backward_kernel");
+void launch_softmax_backward(const float* y, const float* dy, float* dx, std::int64_t rows, std::int64_t cols, bool log,
+                             cudaStream_t stream) {
+  if (cols <= 0) return;
+  launch_rows("softmax_backward_kernel", softmax_backward_kernel, rows, stream, y, dy, dx, cols, log);
 }
 
 void launch_softmax_cross_entropy_forward(const float* logits, const std::int32_t* labels, float* probs,
                                           float* row_loss, float* loss, std::int64_t rows, std::int64_t cols,
                                           cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
-  cross_entropy_forward_kernel<<<grid_for_rows(rows), kBlock, 0, stream>>>(logits, labels, probs, row_loss, rows,
-                                                                           cols);
-  check_launch("cross_entropy_forward_kernel");
-  sum_to_scalar_kernel<kFinalBlock><<<1, kFinalBlock, 0, stream>>>(row_loss, rows, static_cast<float>(rows), loss);
-  check_launch("sum_to_scalar_kernel");
+  launch_rows("cross_entropy_forward_kernel", cross_entropy_forward_kernel, rows, stream, logits, labels, probs,
+              row_loss, cols);
+  launch_sum_to_scalar(row_loss, rows, static_cast<float>(rows), loss, stream);
 }
 
 void launch_softmax_cross_entropy_backward(const float* probs, const std::int32_t* labels, float* dlogits,
                                            std::int64_t rows, std::int64_t cols, float scale, cudaStream_t stream) {
-  const std::int64_t total = rows * cols;
-  if (total <= 0) return;
-  cross_entropy_backward_kernel<<<grid_for(total, kBlock), kBlock, 0, stream>>>(probs, labels, dlogits, rows, cols,
-                                                                               scale);
-  check_launch("cross_entropy_backward_kernel");
-}
-
-void launch_argmax_rows(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t cols,
-                        cudaStream_t stream) {
-  if (rows <= 0 || cols <= 0) return;
-  argmax_rows_kernel<<<grid_for_rows(rows), kBlock, 0, stream>>>(x, out, rows, cols);
-  check_launch("argmax_rows_kernel");
-}
-
-void launch_accuracy(const float* logits, const std::int32_t* labels, float* correct, float* out, std::int64_t rows,
-                     std::int64_t cols, cudaStream_t stream) {
-  if (rows <= 0 || cols <= 0) return;
-  accuracy_kernel<<<grid_for_rows(rows), kBlock, 0, stream>>>(logits, labels, correct, rows, cols);
-  check_launch("accuracy_kernel");
-  sum_to_scalar_kernel<kFinalBlock><<<1, kFinalBlock, 0, stream>>>(correct, rows, static_cast<float>(rows), out);
-  check_launch("sum_to_scalar_kernel");
+  launch_linear("cross_entropy_backward_kernel", cross_entropy_backward_kernel, rows * cols, stream, probs, labels,
+                dlogits, cols, scale);
 }
 
 }  // namespace cudl::cuda_detail

@@ -1,0 +1,25 @@
+// CudaBackend: pointwise activations. Kernels in kernels/cuda/activations.cu; CPU twin
+// kernels/cpu/activations.cpp. Arguments were checked by the Backend front.
+#include "kernels/cuda/cuda_backend.hpp"
+#include "kernels/cuda/launch.hpp"
+#include "kernels/cuda/op_util.hpp"
+
+namespace cudl {
+
+using cuda_detail::stream_of;
+
+void CudaBackend::do_activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y) {
+  cuda_detail::launch_activation_forward(a, alpha, x.data<float>(), y.data<float>(), x.numel(), stream_of(ctx));
+}
+
+void CudaBackend::do_activation_backward(Context& ctx, Activation a, float alpha, const Tensor& x, const Tensor& y,
+                                         const Tensor& dy, Tensor& dx) {
+  // ReLU-like functions differentiate from x, sigmoid/tanh from y; only that one is read (the
+  // other may be undefined).
+  const bool from_x = a == Activation::relu || a == Activation::leaky_relu;
+  const Tensor& saved = from_x ? x : y;
+  cuda_detail::launch_activation_backward(a, alpha, saved.data<float>(), dy.data<float>(), dx.data<float>(), dy.numel(),
+                                          stream_of(ctx));
+}
+
+}  // namespace cudl

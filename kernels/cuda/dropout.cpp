@@ -1,0 +1,22 @@
+// CudaBackend: inverted dropout and the elementwise product. Kernels in kernels/cuda/dropout.cu;
+// CPU twin kernels/cpu/dropout.cpp. Arguments were checked by the Backend front.
+#include "kernels/cuda/cuda_backend.hpp"
+#include "kernels/cuda/launch.hpp"
+#include "kernels/cuda/op_util.hpp"
+
+namespace cudl {
+
+using cuda_detail::stream_of;
+
+void CudaBackend::do_dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset,
+                                     Tensor& y, Tensor& mask) {
+  const float keep_scale = 1.0f / (1.0f - p);
+  cuda_detail::launch_dropout(x.data<float>(), y.data<float>(), mask.data<float>(), x.numel(), p, keep_scale, seed,
+                              offset, stream_of(ctx));
+}
+
+void CudaBackend::do_mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
+  cuda_detail::launch_mul(a.data<float>(), b.data<float>(), out.data<float>(), a.numel(), stream_of(ctx));
+}
+
+}  // namespace cudl

@@ -1,0 +1,44 @@
+// CudaBackend: fill, copy, axpy, scale, clamp and the seeded random fills. Kernels in
+// kernels/cuda/elementwise.cu; CPU twin kernels/cpu/elementwise.cpp. Arguments were checked by the
+// Backend front.
+#include "kernels/cuda/cuda_backend.hpp"
+#include "kernels/cuda/launch.hpp"
+#include "kernels/cuda/op_util.hpp"
+
+namespace cudl {
+
+using cuda_detail::stream_of;
+
+void CudaBackend::do_fill(Context& ctx, Tensor& x, float value) {
+  cuda_detail::launch_fill(x.data<float>(), x.numel(), value, stream_of(ctx));
+}
+
+void CudaBackend::do_copy(Context& ctx, const Tensor& src, Tensor& dst) {
+  if (src.nbytes() == 0 || src.raw() == dst.raw()) return;
+  CUDL_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDeviceToDevice, stream_of(ctx)),
+                  "copy src={} dst={}", src.shape(), dst.shape());
+}
+
+void CudaBackend::do_axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) {
+  cuda_detail::launch_axpy(alpha, x.data<float>(), y.data<float>(), x.numel(), stream_of(ctx));
+}
+
+void CudaBackend::do_scale(Context& ctx, Tensor& x, float alpha) {
+  cuda_detail::launch_scale(x.data<float>(), alpha, x.numel(), stream_of(ctx));
+}
+
+void CudaBackend::do_clamp(Context& ctx, Tensor& x, float low, float high) {
+  cuda_detail::launch_clamp(x.data<float>(), x.numel(), low, high, stream_of(ctx));
+}
+
+void CudaBackend::do_fill_uniform(Context& ctx, Tensor& x, float low, float high, std::uint64_t seed,
+                                  std::uint64_t offset) {
+  cuda_detail::launch_fill_uniform(x.data<float>(), x.numel(), low, high, seed, offset, stream_of(ctx));
+}
+
+void CudaBackend::do_fill_normal(Context& ctx, Tensor& x, float mean, float stddev, std::uint64_t seed,
+                                 std::uint64_t offset) {
+  cuda_detail::launch_fill_normal(x.data<float>(), x.numel(), mean, stddev, seed, offset, stream_of(ctx));
+}
+
+}  // namespace cudl

@@ -1,0 +1,45 @@
+// CudaBackend: the MSE, L1 and total-variation losses. Kernels in kernels/cuda/losses.cu; CPU twin
+// kernels/cpu/losses.cpp. Arguments were checked by the Backend front; scratch comes from the
+// context's pool.
+#include "kernels/cuda/cuda_backend.hpp"
+#include "kernels/cuda/launch.hpp"
+#include "kernels/cuda/op_util.hpp"
+
+namespace cudl {
+
+using cuda_detail::stream_of;
+
+void CudaBackend::do_mse_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) {
+  Workspace partials(ctx, cuda_detail::kLossPartials * sizeof(float));
+  cuda_detail::launch_mse_loss_forward(a.data<float>(), b.data<float>(), a.numel(),
+                                       static_cast<float*>(partials.data()), loss.data<float>(), stream_of(ctx));
+}
+
+void CudaBackend::do_mse_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
+  cuda_detail::launch_mse_loss_backward(a.data<float>(), b.data<float>(), da.data<float>(), a.numel(), dloss,
+                                        stream_of(ctx));
+}
+
+void CudaBackend::do_l1_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) {
+  Workspace partials(ctx, cuda_detail::kLossPartials * sizeof(float));
+  cuda_detail::launch_l1_loss_forward(a.data<float>(), b.data<float>(), a.numel(), static_cast<float*>(partials.data()),
+                                      loss.data<float>(), stream_of(ctx));
+}
+
+void CudaBackend::do_l1_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
+  cuda_detail::launch_l1_loss_backward(a.data<float>(), b.data<float>(), da.data<float>(), a.numel(), dloss,
+                                       stream_of(ctx));
+}
+
+void CudaBackend::do_tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss) {
+  Workspace partials(ctx, cuda_detail::kLossPartials * sizeof(float));
+  cuda_detail::launch_tv_loss_forward(x.data<float>(), x.dim(0) * x.dim(1), x.dim(2), x.dim(3),
+                                      static_cast<float*>(partials.data()), loss.data<float>(), stream_of(ctx));
+}
+
+void CudaBackend::do_tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate) {
+  cuda_detail::launch_tv_loss_backward(x.data<float>(), dx.data<float>(), x.dim(0) * x.dim(1), x.dim(2), x.dim(3),
+                                       dloss, accumulate, stream_of(ctx));
+}
+
+}  // namespace cudl

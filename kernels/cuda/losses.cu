@@ -1,0 +1,109 @@
+// Regression losses (mean squared error, mean absolute error) and total variation, forward and
+// backward. CPU twin: kernels/cpu/losses.cpp. The forward passes reduce deterministically in two
+// passes (kernels/cuda/reduce.cuh).
+#include <cmath>
+
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/reduce.cuh"
+
+namespace cudl::cuda_detail {
+
+namespace {
+
+struct SquaredDiff {
+  const float* a;
+  const float* b;
+  __device__ float operator()(std::int64_t i) const {
+    const float d = a[i] - b[i];
+    return d * d;
+  }
+};
+
+struct AbsDiff {
+  const float* a;
+  const float* b;
+  __device__ float operator()(std::int64_t i) const { return fabsf(a[i] - b[i]); }
+};
+
+struct TotalVariation {
+  const float* x;
+  std::int64_t height, width;
+  __device__ float operator()(std::int64_t i) const {
+    const std::int64_t w = i % width;
+    const std::int64_t h = (i / width) % height;
+    const float v = x[i];
+    float acc = 0.0f;
+    if (h + 1 < height) {
+      const float d = x[i + width] - v;
+      acc += d * d;
+    }
+    if (w + 1 < width) {
+      const float d = x[i + 1] - v;
+      acc += d * d;
+    }
+    return acc;
+  }
+};
+
+__global__ void mse_backward_kernel(std::int64_t n, const float* a, const float* b, float* da, float scale) {
+  for (std::int64_t i = global_thread(); i < n; i += global_stride()) da[i] = scale * (a[i] - b[i]);
+}
+
+__global__ void l1_backward_kernel(std::int64_t n, const float* a, const float* b, float* da, float scale) {
+  for (std::int64_t i = global_thread(); i < n; i += global_stride()) {
+    const float d = a[i] - b[i];
+    da[i] = d > 0.0f ? scale : (d < 0.0f ? -scale : 0.0f);  // sign(0) = 0, like PyTorch
+  }
+}
+
+__global__ void tv_backward_kernel(std::int64_t n, const float* x, float* dx, std::int64_t height, std::int64_t width,
+                                   float dloss, bool accumulate) {
+  for (std::int64_t i = global_thread(); i < n; i += global_stride()) {
+    const std::int64_t w = i % width;
+    const std::int64_t h = (i / width) % height;
+    const float v = x[i];
+    float g = 0.0f;
+    if (h > 0) g += 2.0f * (v - x[i - width]);
+    if (h + 1 < height) g -= 2.0f * (x[i + width] - v);
+    if (w > 0) g += 2.0f * (v - x[i - 1]);
+    if (w + 1 < width) g -= 2.0f * (x[i + 1] - v);
+    dx[i] = accumulate ? dx[i] + dloss * g : dloss * g;
+  }
+}
+
+}  // namespace
+
+void launch_mse_loss_forward(const float* a, const float* b, std::int64_t n, float* partials, float* loss,
+                             cudaStream_t stream) {
+  reduce_to_scalar(SquaredDiff{a, b}, n, static_cast<float>(n), partials, loss, stream);
+}
+
+void launch_l1_loss_forward(const float* a, const float* b, std::int64_t n, float* partials, float* loss,
+                            cudaStream_t stream) {
+  reduce_to_scalar(AbsDiff{a, b}, n, static_cast<float>(n), partials, loss, stream);
+}
+
+void launch_mse_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float dloss,
+                              cudaStream_t stream) {
+  const float scale = 2.0f * dloss / static_cast<float>(n);
+  launch_linear("mse_backward_kernel", mse_backward_kernel, n, stream, a, b, da, scale);
+}
+
+void launch_l1_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float dloss,
+                             cudaStream_t stream) {
+  const float scale = dloss / static_cast<float>(n);
+  launch_linear("l1_backward_kernel", l1_backward_kernel, n, stream, a, b, da, scale);
+}
+
+void launch_tv_loss_forward(const float* x, std::int64_t planes, std::int64_t height, std::int64_t width,
+                            float* partials, float* loss, cudaStream_t stream) {
+  reduce_to_scalar(TotalVariation{x, height, width}, planes * height * width, 1.0f, partials, loss, stream);
+}
+
+void launch_tv_loss_backward(const float* x, float* dx, std::int64_t planes, std::int64_t height, std::int64_t width,
+                             float dloss, bool accumulate, cudaStream_t stream) {
+  launch_linear("tv_backward_kernel", tv_backward_kernel, planes * height * width, stream, x, dx, height, width, dloss,
+                accumulate);
+}
+
+}  // namespace cudl::cuda_detail

@@ -1,0 +1,54 @@
+// CudaBackend: max and average pooling. Kernels in kernels/cuda/pooling.cu; CPU twin
+// kernels/cpu/pooling.cpp. Arguments were checked by the Backend front; the one check here is the
+// CUDA backend's own: plane sizes fit the kernels' 32-bit in-plane offsets.
+#include "kernels/cuda/cuda_backend.hpp"
+#include "kernels/cuda/launch.hpp"
+#include "kernels/cuda/op_util.hpp"
+
+namespace cudl {
+
+using cuda_detail::stream_of;
+
+namespace {
+// x is the input-side shape (x for forward, dx for backward).
+cuda_detail::PoolGeometry geometry(std::string_view op, const Shape& x, const Pool2dParams& p) {
+  const Shape y = pool2d_output_shape(x, p);
+  cuda_detail::PoolGeometry g;
+  g.planes = x[0] * x[1];
+  g.height = cuda_detail::to_int(op, "H", x[2], x);
+  g.width = cuda_detail::to_int(op, "W", x[3], x);
+  g.out_height = static_cast<int>(y[2]);
+  g.out_width = static_cast<int>(y[3]);
+  g.kernel_h = p.kernel_h;
+  g.kernel_w = p.kernel_w;
+  g.stride_h = p.stride_h;
+  g.stride_w = p.stride_w;
+  g.pad_h = p.pad_h;
+  g.pad_w = p.pad_w;
+  return g;
+}
+}  // namespace
+
+void CudaBackend::do_maxpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y,
+                                       Tensor& argmax) {
+  cuda_detail::launch_maxpool_forward(x.data<float>(), y.data<float>(), argmax.data<std::int32_t>(),
+                                      geometry("maxpool2d_forward", x.shape(), p), stream_of(ctx));
+}
+
+void CudaBackend::do_maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p,
+                                        Tensor& dx) {
+  cuda_detail::launch_maxpool_backward(dy.data<float>(), argmax.data<std::int32_t>(), dx.data<float>(),
+                                       geometry("maxpool2d_backward", dx.shape(), p), stream_of(ctx));
+}
+
+void CudaBackend::do_avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y) {
+  cuda_detail::launch_avgpool_forward(x.data<float>(), y.data<float>(), geometry("avgpool2d_forward", x.shape(), p),
+                                      stream_of(ctx));
+}
+
+void CudaBackend::do_avgpool2d_backward(Context& ctx, const Tensor& dy, const Pool2dParams& p, Tensor& dx) {
+  cuda_detail::launch_avgpool_backward(dy.data<float>(), dx.data<float>(),
+                                       geometry("avgpool2d_backward", dx.shape(), p), stream_of(ctx));
+}
+
+}  // namespace cudl

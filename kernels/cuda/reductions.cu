@@ -1,0 +1,105 @@
+// Reductions into one-element tensors (sum, mean, max, dot) and per-row ones (argmax, accuracy).
+// CPU twin: kernels/cpu/reductions.cpp. Results land in device tensors; nothing here waits.
+#include <cmath>
+#include <cub/device/device_reduce.cuh>
+
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/reduce.cuh"
+
+namespace cudl::cuda_detail {
+
+namespace {
+
+__global__ void scale_scalar_kernel(float* out, float scale) { out[0] *= scale; }
+
+struct Product {
+  const float* a;
+  const float* b;
+  __device__ float operator()(std::int64_t i) const { return a[i] * b[i]; }
+};
+
+// First index of the row maximum, on every lane. Each lane scans its columns in increasing
+// order (strict >), then lanes combine preferring the larger value, and on ties the lower index.
+__device__ __forceinline__ std::int64_t row_argmax(const float* xr, std::int64_t cols, int lane) {
+  float best = -INFINITY;
+  std::int64_t arg = -1;
+  for (std::int64_t c = lane; c < cols; c += 32) {
+    const float v = xr[c];
+    if (arg < 0 || v > best) {
+      best = v;
+      arg = c;
+    }
+  }
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const float other_v = __shfl_xor_sync(kFullMask, best, offset);
+    const std::int64_t other_arg = __shfl_xor_sync(kFullMask, arg, offset);
+    const bool take = other_arg >= 0 && (arg < 0 || other_v > best || (other_v == best && other_arg < arg));
+    if (take) {
+      best = other_v;
+      arg = other_arg;
+    }
+  }
+  return arg;
+}
+
+__global__ void argmax_rows_kernel(std::int64_t rows, const float* x, std::int32_t* out, std::int64_t cols) {
+  const int lane = lane_id();
+  for (std::int64_t r = global_warp(); r < rows; r += warp_stride()) {
+    const std::int64_t arg = row_argmax(x + r * cols, cols, lane);
+    if (lane == 0) out[r] = static_cast<std::int32_t>(arg);
+  }
+}
+
+__global__ void accuracy_kernel(std::int64_t rows, const float* logits, const std::int32_t* labels, float* correct,
+                                std::int64_t cols) {
+  const int lane = lane_id();
+  for (std::int64_t r = global_warp(); r < rows; r += warp_stride()) {
+    const std::int64_t arg = row_argmax(logits + r * cols, cols, lane);
+    if (lane == 0) correct[r] = arg == labels[r] ? 1.0f : 0.0f;
+  }
+}
+
+}  // namespace
+
+std::size_t reduce_sum_temp_bytes(std::int64_t n) {
+  std::size_t bytes = 0;
+  CUDL_STATUS_CHECK(
+      cub::DeviceReduce::Sum(nullptr, bytes, static_cast<const float*>(nullptr), static_cast<float*>(nullptr), n));
+  return bytes;
+}
+
+std::size_t reduce_max_temp_bytes(std::int64_t n) {
+  std::size_t bytes = 0;
+  CUDL_STATUS_CHECK(
+      cub::DeviceReduce::Max(nullptr, bytes, static_cast<const float*>(nullptr), static_cast<float*>(nullptr), n));
+  return bytes;
+}
+
+void launch_reduce_sum(const float* x, std::int64_t n, float scale, float* out, void* temp, std::size_t temp_bytes,
+                       cudaStream_t stream) {
+  CUDL_STATUS_CHECK(cub::DeviceReduce::Sum(temp, temp_bytes, x, out, n, stream));
+  if (scale != 1.0f) launch_grid("scale_scalar_kernel", scale_scalar_kernel, dim3(1), dim3(1), stream, out, scale);
+}
+
+void launch_reduce_max(const float* x, std::int64_t n, float* out, void* temp, std::size_t temp_bytes,
+                       cudaStream_t stream) {
+  CUDL_STATUS_CHECK(cub::DeviceReduce::Max(temp, temp_bytes, x, out, n, stream));
+}
+
+void launch_dot(const float* a, const float* b, std::int64_t n, float* partials, float* out, cudaStream_t stream) {
+  reduce_to_scalar(Product{a, b}, n, 1.0f, partials, out, stream);
+}
+
+void launch_argmax_rows(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t cols, cudaStream_t stream) {
+  if (cols <= 0) return;
+  launch_rows("argmax_rows_kernel", argmax_rows_kernel, rows, stream, x, out, cols);
+}
+
+void launch_accuracy(const float* logits, const std::int32_t* labels, float* correct, float* out, std::int64_t rows,
+                     std::int64_t cols, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return;
+  launch_rows("accuracy_kernel", accuracy_kernel, rows, stream, logits, labels, correct, cols);
+  launch_sum_to_scalar(correct, rows, static_cast<float>(rows), out, stream);
+}
+
+}  // namespace cudl::cuda_detail

@@ -1,0 +1,61 @@
+// Device-scalar arithmetic for L-BFGS: axpy with a coefficient read from device memory, Σ|x|, and
+// the ScalarOp table evaluated by one thread. CPU twin: kernels/cpu/scalar_ops.cpp.
+#include <cmath>
+
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/reduce.cuh"
+
+namespace cudl::cuda_detail {
+
+namespace {
+
+__global__ void axpy_scalar_kernel(std::int64_t n, float sign, const float* alpha, const float* x, float* y) {
+  const float a = sign * alpha[0];
+  for (std::int64_t i = global_thread(); i < n; i += global_stride()) y[i] += a * x[i];
+}
+
+struct AbsValue {
+  const float* x;
+  __device__ float operator()(std::int64_t i) const { return fabsf(x[i]); }
+};
+
+__global__ void scalar_op_kernel(ScalarOp op, const float* a, const float* b, float* out) {
+  const float va = a[0];
+  const float vb = b[0];
+  switch (op) {
+    case ScalarOp::mul:
+      out[0] = va * vb;
+      break;
+    case ScalarOp::sub:
+      out[0] = va - vb;
+      break;
+    case ScalarOp::div:
+      out[0] = va / vb;
+      break;
+    case ScalarOp::safe_recip:
+      out[0] = va > 1e-10f ? 1.0f / va : 0.0f;
+      break;
+    case ScalarOp::safe_ratio:
+      if (va > 1e-10f) out[0] = va / vb;
+      break;
+    case ScalarOp::first_step:
+      out[0] = fminf(1.0f, 1.0f / va);
+      break;
+  }
+}
+
+}  // namespace
+
+void launch_axpy_scalar(float sign, const float* alpha, const float* x, float* y, std::int64_t n, cudaStream_t stream) {
+  launch_linear("axpy_scalar_kernel", axpy_scalar_kernel, n, stream, sign, alpha, x, y);
+}
+
+void launch_abs_sum(const float* x, std::int64_t n, float* partials, float* out, cudaStream_t stream) {
+  reduce_to_scalar(AbsValue{x}, n, 1.0f, partials, out, stream);
+}
+
+void launch_scalar_op(ScalarOp op, const float* a, const float* b, float* out, cudaStream_t stream) {
+  launch_grid("scalar_op_kernel", scalar_op_kernel, dim3(1), dim3(1), stream, op, a, b, out);
+}
+
+}  // namespace cudl::cuda_detail
