@@ -11,7 +11,7 @@
 // checked here.
 #include <algorithm>
 
-#include "kernels/cuda/cuda_args.hpp"
+#include "kernels/cuda/op_util.hpp"
 #include "kernels/cuda/cuda_backend.hpp"
 
 namespace cudl {

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <string_view>
 
-#include "kernels/cuda/cuda_args.hpp"
+#include "kernels/cuda/op_util.hpp"
 #include "kernels/cuda/cuda_backend.hpp"
 
 namespace cudl {

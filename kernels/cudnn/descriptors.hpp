@@ -9,7 +9,7 @@
 #include "engine/backend.hpp"
 #include "engine/tensor.hpp"
 #include "kernels/channel_args.hpp"
-#include "kernels/cuda/cuda_args.hpp"
+#include "kernels/cuda/op_util.hpp"
 
 namespace cudl::cudnn_detail {
 
