@@ -61,9 +61,16 @@ Shape pool2d_output_shape(const Shape& x, const Pool2dParams& p) {
   return Shape{x[0], x[1], oh, ow};
 }
 
-namespace {
-
 using channel_args::ChannelDims;
+
+// A backend runs ops for contexts of its own device only: the CPU backend handed a CUDA context
+// would otherwise read device pointers on the host.
+void Backend::bound_to(const Context& ctx, std::string_view op) const {
+  CUDL_CHECK(&ctx.backend() == this, "{}: called on the {} backend with a context for {} (use ctx.backend())", op,
+             name(), ctx.device());
+}
+
+namespace {
 
 // Defined, on the device the op runs on, of the expected dtype.
 void placed(const Context& ctx, std::string_view op, std::string_view name, const Tensor& t, DType dtype = DType::f32) {
@@ -161,6 +168,7 @@ void batchnorm_eps(std::string_view op, float eps) {
 
 void Backend::gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta,
                    Tensor& c) {
+  bound_to(ctx, "gemm");
   constexpr std::string_view op = "gemm";
   placed(ctx, op, "a", a);
   placed(ctx, op, "b", b);
@@ -182,6 +190,7 @@ void Backend::gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const 
 }
 
 void Backend::bias_add(Context& ctx, Tensor& y, const Tensor& bias) {
+  bound_to(ctx, "bias_add");
   constexpr std::string_view op = "bias_add";
   placed(ctx, op, "y", y);
   placed(ctx, op, "bias", bias);
@@ -192,6 +201,7 @@ void Backend::bias_add(Context& ctx, Tensor& y, const Tensor& bias) {
 }
 
 void Backend::bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accumulate) {
+  bound_to(ctx, "bias_grad");
   constexpr std::string_view op = "bias_grad";
   placed(ctx, op, "dy", dy);
   placed(ctx, op, "dbias", dbias);
@@ -204,6 +214,7 @@ void Backend::bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accu
 // ---- convolution ----
 
 void Backend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
+  bound_to(ctx, "conv2d_forward");
   constexpr std::string_view op = "conv2d_forward";
   placed(ctx, op, "x", x);
   placed(ctx, op, "w", w);
@@ -214,6 +225,7 @@ void Backend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, con
 }
 
 void Backend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {
+  bound_to(ctx, "conv2d_backward_data");
   constexpr std::string_view op = "conv2d_backward_data";
   placed(ctx, op, "dy", dy);
   placed(ctx, op, "w", w);
@@ -231,6 +243,7 @@ void Backend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor&
 
 void Backend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
                                      bool accumulate) {
+  bound_to(ctx, "conv2d_backward_filter");
   constexpr std::string_view op = "conv2d_backward_filter";
   placed(ctx, op, "x", x);
   placed(ctx, op, "dy", dy);
@@ -249,6 +262,7 @@ void Backend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor
 // ---- activations ----
 
 void Backend::activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y) {
+  bound_to(ctx, "activation_forward");
   constexpr std::string_view op = "activation_forward";
   placed(ctx, op, "x", x);
   placed(ctx, op, "y", y);
@@ -258,6 +272,7 @@ void Backend::activation_forward(Context& ctx, Activation a, float alpha, const 
 
 void Backend::activation_backward(Context& ctx, Activation a, float alpha, const Tensor& x, const Tensor& y,
                                   const Tensor& dy, Tensor& dx) {
+  bound_to(ctx, "activation_backward");
   constexpr std::string_view op = "activation_backward";
   placed(ctx, op, "dy", dy);
   placed(ctx, op, "dx", dx);
@@ -276,6 +291,7 @@ void Backend::activation_backward(Context& ctx, Activation a, float alpha, const
 // ---- pooling ----
 
 void Backend::maxpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
+  bound_to(ctx, "maxpool2d_forward");
   constexpr std::string_view op = "maxpool2d_forward";
   placed(ctx, op, "x", x);
   placed(ctx, op, "y", y);
@@ -287,6 +303,7 @@ void Backend::maxpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParam
 
 void Backend::maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p,
                                  Tensor& dx) {
+  bound_to(ctx, "maxpool2d_backward");
   constexpr std::string_view op = "maxpool2d_backward";
   placed(ctx, op, "dy", dy);
   placed(ctx, op, "argmax", argmax, DType::i32);
@@ -297,6 +314,7 @@ void Backend::maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& a
 }
 
 void Backend::avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y) {
+  bound_to(ctx, "avgpool2d_forward");
   constexpr std::string_view op = "avgpool2d_forward";
   placed(ctx, op, "x", x);
   placed(ctx, op, "y", y);
@@ -305,6 +323,7 @@ void Backend::avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParam
 }
 
 void Backend::avgpool2d_backward(Context& ctx, const Tensor& dy, const Pool2dParams& p, Tensor& dx) {
+  bound_to(ctx, "avgpool2d_backward");
   constexpr std::string_view op = "avgpool2d_backward";
   placed(ctx, op, "dy", dy);
   placed(ctx, op, "dx", dx);
@@ -315,6 +334,7 @@ void Backend::avgpool2d_backward(Context& ctx, const Tensor& dy, const Pool2dPar
 // ---- softmax family ----
 
 void Backend::softmax_forward(Context& ctx, const Tensor& x, Tensor& y) {
+  bound_to(ctx, "softmax_forward");
   constexpr std::string_view op = "softmax_forward";
   rows(ctx, op, "x", x);
   placed(ctx, op, "y", y);
@@ -323,11 +343,13 @@ void Backend::softmax_forward(Context& ctx, const Tensor& x, Tensor& y) {
 }
 
 void Backend::softmax_backward(Context& ctx, const Tensor& y, const Tensor& dy, Tensor& dx) {
+  bound_to(ctx, "softmax_backward");
   softmax_backward_args(ctx, "softmax_backward", y, dy, dx);
   if (y.numel() > 0) do_softmax_backward(ctx, y, dy, dx);
 }
 
 void Backend::log_softmax_forward(Context& ctx, const Tensor& x, Tensor& y) {
+  bound_to(ctx, "log_softmax_forward");
   constexpr std::string_view op = "log_softmax_forward";
   rows(ctx, op, "x", x);
   placed(ctx, op, "y", y);
@@ -336,12 +358,14 @@ void Backend::log_softmax_forward(Context& ctx, const Tensor& x, Tensor& y) {
 }
 
 void Backend::log_softmax_backward(Context& ctx, const Tensor& y, const Tensor& dy, Tensor& dx) {
+  bound_to(ctx, "log_softmax_backward");
   softmax_backward_args(ctx, "log_softmax_backward", y, dy, dx);
   if (y.numel() > 0) do_log_softmax_backward(ctx, y, dy, dx);
 }
 
 void Backend::softmax_cross_entropy_forward(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& probs,
                                             Tensor& loss) {
+  bound_to(ctx, "softmax_cross_entropy_forward");
   constexpr std::string_view op = "softmax_cross_entropy_forward";
   rows(ctx, op, "logits", logits);
   placed(ctx, op, "probs", probs);
@@ -355,6 +379,7 @@ void Backend::softmax_cross_entropy_forward(Context& ctx, const Tensor& logits, 
 
 void Backend::softmax_cross_entropy_backward(Context& ctx, const Tensor& probs, const Tensor& labels, float dloss,
                                              Tensor& dlogits) {
+  bound_to(ctx, "softmax_cross_entropy_backward");
   constexpr std::string_view op = "softmax_cross_entropy_backward";
   rows(ctx, op, "probs", probs);
   placed(ctx, op, "dlogits", dlogits);
@@ -366,6 +391,7 @@ void Backend::softmax_cross_entropy_backward(Context& ctx, const Tensor& probs, 
 // ---- Gram matrices ----
 
 void Backend::gram_forward(Context& ctx, const Tensor& x, Tensor& g) {
+  bound_to(ctx, "gram_forward");
   constexpr std::string_view op = "gram_forward";
   placed(ctx, op, "x", x);
   placed(ctx, op, "g", g);
@@ -375,6 +401,7 @@ void Backend::gram_forward(Context& ctx, const Tensor& x, Tensor& g) {
 }
 
 void Backend::gram_backward(Context& ctx, const Tensor& x, const Tensor& dg, Tensor& dx) {
+  bound_to(ctx, "gram_backward");
   constexpr std::string_view op = "gram_backward";
   placed(ctx, op, "x", x);
   placed(ctx, op, "dg", dg);
@@ -388,6 +415,7 @@ void Backend::gram_backward(Context& ctx, const Tensor& x, const Tensor& dg, Ten
 // ---- losses ----
 
 void Backend::mse_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) {
+  bound_to(ctx, "mse_loss_forward");
   constexpr std::string_view op = "mse_loss_forward";
   loss_pair(ctx, op, a, b);
   scalar(ctx, op, "loss", loss);
@@ -395,6 +423,7 @@ void Backend::mse_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, T
 }
 
 void Backend::mse_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
+  bound_to(ctx, "mse_loss_backward");
   constexpr std::string_view op = "mse_loss_backward";
   loss_pair(ctx, op, a, b);
   placed(ctx, op, "da", da);
@@ -403,6 +432,7 @@ void Backend::mse_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, 
 }
 
 void Backend::l1_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) {
+  bound_to(ctx, "l1_loss_forward");
   constexpr std::string_view op = "l1_loss_forward";
   loss_pair(ctx, op, a, b);
   scalar(ctx, op, "loss", loss);
@@ -410,6 +440,7 @@ void Backend::l1_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Te
 }
 
 void Backend::l1_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
+  bound_to(ctx, "l1_loss_backward");
   constexpr std::string_view op = "l1_loss_backward";
   loss_pair(ctx, op, a, b);
   placed(ctx, op, "da", da);
@@ -418,6 +449,7 @@ void Backend::l1_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, f
 }
 
 void Backend::tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss) {
+  bound_to(ctx, "tv_loss_forward");
   constexpr std::string_view op = "tv_loss_forward";
   placed(ctx, op, "x", x);
   check::rank_is(op, "x", x, 4);
@@ -426,6 +458,7 @@ void Backend::tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss) {
 }
 
 void Backend::tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate) {
+  bound_to(ctx, "tv_loss_backward");
   constexpr std::string_view op = "tv_loss_backward";
   placed(ctx, op, "x", x);
   placed(ctx, op, "dx", dx);
@@ -439,6 +472,7 @@ void Backend::tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tenso
 
 void Backend::dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset,
                               Tensor& y, Tensor& mask) {
+  bound_to(ctx, "dropout_forward");
   constexpr std::string_view op = "dropout_forward";
   placed(ctx, op, "x", x);
   placed(ctx, op, "y", y);
@@ -450,6 +484,7 @@ void Backend::dropout_forward(Context& ctx, const Tensor& x, float p, std::uint6
 }
 
 void Backend::mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
+  bound_to(ctx, "mul");
   constexpr std::string_view op = "mul";
   placed(ctx, op, "a", a);
   placed(ctx, op, "b", b);
@@ -462,6 +497,7 @@ void Backend::mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
 // ---- optimizer steps ----
 
 void Backend::sgd_step(Context& ctx, const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf) {
+  bound_to(ctx, "sgd_step");
   constexpr std::string_view op = "sgd_step";
   placed(ctx, op, "param", param);
   placed(ctx, op, "grad", grad);
@@ -478,6 +514,7 @@ void Backend::sgd_step(Context& ctx, const SgdParams& p, Tensor& param, const Te
 }
 
 void Backend::adam_step(Context& ctx, const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v) {
+  bound_to(ctx, "adam_step");
   constexpr std::string_view op = "adam_step";
   placed(ctx, op, "param", param);
   placed(ctx, op, "grad", grad);
@@ -493,12 +530,14 @@ void Backend::adam_step(Context& ctx, const AdamParams& p, Tensor& param, const 
 // ---- reductions ----
 
 void Backend::sum(Context& ctx, const Tensor& x, Tensor& out) {
+  bound_to(ctx, "sum");
   placed(ctx, "sum", "x", x);
   scalar(ctx, "sum", "out", out);
   do_sum(ctx, x, out);
 }
 
 void Backend::mean(Context& ctx, const Tensor& x, Tensor& out) {
+  bound_to(ctx, "mean");
   placed(ctx, "mean", "x", x);
   scalar(ctx, "mean", "out", out);
   CUDL_CHECK(x.numel() > 0, "mean: x is empty (shape {})", x.shape());
@@ -506,6 +545,7 @@ void Backend::mean(Context& ctx, const Tensor& x, Tensor& out) {
 }
 
 void Backend::max(Context& ctx, const Tensor& x, Tensor& out) {
+  bound_to(ctx, "max");
   placed(ctx, "max", "x", x);
   scalar(ctx, "max", "out", out);
   CUDL_CHECK(x.numel() > 0, "max: x is empty (shape {})", x.shape());
@@ -513,6 +553,7 @@ void Backend::max(Context& ctx, const Tensor& x, Tensor& out) {
 }
 
 void Backend::argmax_rows(Context& ctx, const Tensor& x, Tensor& out) {
+  bound_to(ctx, "argmax_rows");
   constexpr std::string_view op = "argmax_rows";
   rows(ctx, op, "x", x);
   placed(ctx, op, "out", out, DType::i32);
@@ -522,6 +563,7 @@ void Backend::argmax_rows(Context& ctx, const Tensor& x, Tensor& out) {
 }
 
 void Backend::accuracy(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& out) {
+  bound_to(ctx, "accuracy");
   constexpr std::string_view op = "accuracy";
   rows(ctx, op, "logits", logits);
   labels_for(ctx, op, labels, logits.dim(0));
@@ -533,11 +575,13 @@ void Backend::accuracy(Context& ctx, const Tensor& logits, const Tensor& labels,
 // ---- elementwise basics ----
 
 void Backend::fill(Context& ctx, Tensor& x, float value) {
+  bound_to(ctx, "fill");
   placed(ctx, "fill", "x", x);
   do_fill(ctx, x, value);
 }
 
 void Backend::copy(Context& ctx, const Tensor& src, Tensor& dst) {
+  bound_to(ctx, "copy");
   check::defined("copy", "src", src);
   check::defined("copy", "dst", dst);
   check::on_device("copy", "src", src, ctx.device());
@@ -548,6 +592,7 @@ void Backend::copy(Context& ctx, const Tensor& src, Tensor& dst) {
 }
 
 void Backend::axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) {
+  bound_to(ctx, "axpy");
   placed(ctx, "axpy", "x", x);
   placed(ctx, "axpy", "y", y);
   check::same_shape("axpy", "x", x, "y", y);
@@ -555,6 +600,7 @@ void Backend::axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) {
 }
 
 void Backend::scale(Context& ctx, Tensor& x, float alpha) {
+  bound_to(ctx, "scale");
   placed(ctx, "scale", "x", x);
   do_scale(ctx, x, alpha);
 }
@@ -562,6 +608,7 @@ void Backend::scale(Context& ctx, Tensor& x, float alpha) {
 // ---- per-channel affine map and batch norm ----
 
 void Backend::channel_affine(Context& ctx, const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y) {
+  bound_to(ctx, "channel_affine");
   constexpr std::string_view op = "channel_affine";
   placed(ctx, op, "x", x);
   placed(ctx, op, "scale", scale);
@@ -575,6 +622,7 @@ void Backend::channel_affine(Context& ctx, const Tensor& x, const Tensor& scale,
 }
 
 void Backend::channel_affine_backward(Context& ctx, const Tensor& dy, const Tensor& scale, Tensor& dx) {
+  bound_to(ctx, "channel_affine_backward");
   constexpr std::string_view op = "channel_affine_backward";
   placed(ctx, op, "dy", dy);
   placed(ctx, op, "scale", scale);
@@ -588,6 +636,7 @@ void Backend::channel_affine_backward(Context& ctx, const Tensor& dy, const Tens
 void Backend::batchnorm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
                                       float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y,
                                       Tensor& save_mean, Tensor& save_invstd) {
+  bound_to(ctx, "batchnorm_forward_train");
   constexpr std::string_view op = "batchnorm_forward_train";
   const ChannelDims d = batchnorm_args(ctx, op, x,
                                        {{"gamma", gamma, Role::per_channel},
@@ -609,6 +658,7 @@ void Backend::batchnorm_forward_train(Context& ctx, const Tensor& x, const Tenso
 
 void Backend::batchnorm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                      const Tensor& running_mean, const Tensor& running_var, float eps, Tensor& y) {
+  bound_to(ctx, "batchnorm_forward_eval");
   constexpr std::string_view op = "batchnorm_forward_eval";
   batchnorm_args(ctx, op, x,
                  {{"gamma", gamma, Role::per_channel},
@@ -623,6 +673,7 @@ void Backend::batchnorm_forward_eval(Context& ctx, const Tensor& x, const Tensor
 void Backend::batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                                  const Tensor& save_mean, const Tensor& save_invstd, float eps, Tensor& dx,
                                  Tensor& dgamma, Tensor& dbeta) {
+  bound_to(ctx, "batchnorm_backward");
   constexpr std::string_view op = "batchnorm_backward";
   const ChannelDims d = batchnorm_args(ctx, op, x,
                                        {{"dy", dy, Role::like_x},
@@ -640,6 +691,7 @@ void Backend::batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy
 // ---- vector helpers for L-BFGS and image output ----
 
 void Backend::dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
+  bound_to(ctx, "dot");
   placed(ctx, "dot", "a", a);
   placed(ctx, "dot", "b", b);
   placed(ctx, "dot", "out", out);
@@ -649,12 +701,14 @@ void Backend::dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
 }
 
 void Backend::clamp(Context& ctx, Tensor& x, float low, float high) {
+  bound_to(ctx, "clamp");
   placed(ctx, "clamp", "x", x);
   CUDL_CHECK(low <= high, "clamp: low={} > high={} (x={})", low, high, x.shape());
   do_clamp(ctx, x, low, high);
 }
 
 void Backend::axpy_scalar(Context& ctx, float sign, const Tensor& alpha, const Tensor& x, Tensor& y) {
+  bound_to(ctx, "axpy_scalar");
   constexpr std::string_view op = "axpy_scalar";
   scalar(ctx, op, "alpha", alpha);
   placed(ctx, op, "x", x);
@@ -664,12 +718,14 @@ void Backend::axpy_scalar(Context& ctx, float sign, const Tensor& alpha, const T
 }
 
 void Backend::abs_sum(Context& ctx, const Tensor& x, Tensor& out) {
+  bound_to(ctx, "abs_sum");
   placed(ctx, "abs_sum", "x", x);
   scalar(ctx, "abs_sum", "out", out);
   do_abs_sum(ctx, x, out);
 }
 
 void Backend::scalar_op(Context& ctx, ScalarOp kind, const Tensor& a, const Tensor& b, Tensor& out) {
+  bound_to(ctx, "scalar_op");
   scalar(ctx, "scalar_op", "a", a);
   scalar(ctx, "scalar_op", "b", b);
   scalar(ctx, "scalar_op", "out", out);
@@ -679,12 +735,14 @@ void Backend::scalar_op(Context& ctx, ScalarOp kind, const Tensor& a, const Tens
 // ---- seeded random fills ----
 
 void Backend::fill_uniform(Context& ctx, Tensor& x, float low, float high, std::uint64_t seed, std::uint64_t offset) {
+  bound_to(ctx, "fill_uniform");
   placed(ctx, "fill_uniform", "x", x);
   CUDL_CHECK(low <= high, "fill_uniform: low={} > high={} (x={})", low, high, x.shape());
   do_fill_uniform(ctx, x, low, high, seed, offset);
 }
 
 void Backend::fill_normal(Context& ctx, Tensor& x, float mean, float stddev, std::uint64_t seed, std::uint64_t offset) {
+  bound_to(ctx, "fill_normal");
   placed(ctx, "fill_normal", "x", x);
   CUDL_CHECK(stddev >= 0.0f, "fill_normal: stddev={} is negative (x={})", stddev, x.shape());
   do_fill_normal(ctx, x, mean, stddev, seed, offset);

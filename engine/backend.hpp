@@ -180,6 +180,10 @@ class Backend {
   void fill_uniform(Context& ctx, Tensor& x, float low, float high, std::uint64_t seed, std::uint64_t offset);
   void fill_normal(Context& ctx, Tensor& x, float mean, float stddev, std::uint64_t seed, std::uint64_t offset);
 
+ private:
+  // Throws unless ctx's backend is this one (every public method starts with it).
+  void bound_to(const Context& ctx, std::string_view op) const;
+
  protected:
   // The backends' implementations, called only after the public method's checks passed. Checks
   // that belong to one backend only (a cuBLAS int limit, the CPU's label scan) stay in them.
