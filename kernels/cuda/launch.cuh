@@ -37,6 +37,12 @@ __device__ __forceinline__ std::int64_t global_warp() { return global_thread() >
 __device__ __forceinline__ std::int64_t warp_stride() { return global_stride() >> 5; }
 __device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x & 31); }
 
+// Records bad data a kernel cannot throw on in the context's device fault word
+// (cudl::device_fault_word); the next synchronising host read throws. The first fault stays.
+__device__ __forceinline__ void raise_fault(int* word, DeviceFault fault) {
+  atomicCAS(word, static_cast<int>(DeviceFault::none), static_cast<int>(fault));
+}
+
 // kernel<<<grid, block, 0, stream>>>(args...), then check_launch(name).
 template <class... Params, class... Args>
 void launch_grid(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream,

@@ -108,9 +108,10 @@ inline constexpr int kLossPartials = 512;
 void launch_dot(const float* a, const float* b, std::int64_t n, float* partials, float* out, cudaStream_t stream);
 // out[n] = first index of the maximum of row n.
 void launch_argmax_rows(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t cols, cudaStream_t stream);
-// correct[n] = argmax(row n) == labels[n]; out[0] = mean(correct).
+// correct[n] = argmax(row n) == labels[n]; out[0] = mean(correct). A label outside [0, cols) counts
+// as wrong and sets *fault to DeviceFault::label_out_of_range.
 void launch_accuracy(const float* logits, const std::int32_t* labels, float* correct, float* out, std::int64_t rows,
-                     std::int64_t cols, cudaStream_t stream);
+                     std::int64_t cols, int* fault, cudaStream_t stream);
 
 // ---- losses.cu (kLossPartials floats of scratch for the forward passes) ----
 // loss[0] = mean((a-b)²) or mean(|a-b|).
@@ -144,13 +145,16 @@ void launch_softmax_forward(const float* x, float* y, std::int64_t rows, std::in
 // softmax: dx = y * (dy - Σ dy*y); log-softmax: dx = dy - exp(y) * Σ dy.
 void launch_softmax_backward(const float* y, const float* dy, float* dx, std::int64_t rows, std::int64_t cols, bool log,
                              cudaStream_t stream);
-// probs = softmax(logits); row_loss[n] = -log softmax(logits)[n, labels[n]] (NaN for a label
-// outside [0, cols): the device cannot throw without a sync); then loss[0] = mean(row_loss).
+// probs = softmax(logits); row_loss[n] = -log softmax(logits)[n, labels[n]]; then
+// loss[0] = mean(row_loss). A label outside [0, cols) makes its row's loss NaN and sets *fault to
+// DeviceFault::label_out_of_range: the device cannot throw, the next synchronising read does.
 void launch_softmax_cross_entropy_forward(const float* logits, const std::int32_t* labels, float* probs,
                                           float* row_loss, float* loss, std::int64_t rows, std::int64_t cols,
-                                          cudaStream_t stream);
-// dlogits = (probs - onehot(labels)) * scale, scale = dloss / rows.
+                                          int* fault, cudaStream_t stream);
+// dlogits = (probs - onehot(labels)) * scale, scale = dloss / rows, one warp per row. A label
+// outside [0, cols) makes its row NaN and sets *fault, as in the forward pass.
 void launch_softmax_cross_entropy_backward(const float* probs, const std::int32_t* labels, float* dlogits,
-                                           std::int64_t rows, std::int64_t cols, float scale, cudaStream_t stream);
+                                           std::int64_t rows, std::int64_t cols, float scale, int* fault,
+                                           cudaStream_t stream);
 
 }  // namespace cudl::cuda_detail

@@ -45,11 +45,13 @@ void CudaBackend::do_argmax_rows(Context& ctx, const Tensor& x, Tensor& out) {
   cuda_detail::launch_argmax_rows(x.data<float>(), out.data<std::int32_t>(), x.dim(0), x.dim(1), stream_of(ctx));
 }
 
+// A label outside [0, K) counts as wrong and sets the context's device fault word (the labels are
+// on the device; the next synchronising host read throws).
 void CudaBackend::do_accuracy(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& out) {
   const std::int64_t rows = logits.dim(0);
   Workspace correct(ctx, static_cast<std::size_t>(rows) * sizeof(float));
   cuda_detail::launch_accuracy(logits.data<float>(), labels.data<std::int32_t>(), static_cast<float*>(correct.data()),
-                               out.data<float>(), rows, logits.dim(1), stream_of(ctx));
+                               out.data<float>(), rows, logits.dim(1), device_fault_word(ctx), stream_of(ctx));
 }
 
 }  // namespace cudl

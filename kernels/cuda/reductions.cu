@@ -51,11 +51,15 @@ __global__ void argmax_rows_kernel(std::int64_t rows, const float* x, std::int32
 }
 
 __global__ void accuracy_kernel(std::int64_t rows, const float* logits, const std::int32_t* labels, float* correct,
-                                std::int64_t cols) {
+                                std::int64_t cols, int* fault) {
   const int lane = lane_id();
   for (std::int64_t r = global_warp(); r < rows; r += warp_stride()) {
     const std::int64_t arg = row_argmax(logits + r * cols, cols, lane);
-    if (lane == 0) correct[r] = arg == labels[r] ? 1.0f : 0.0f;
+    if (lane == 0) {
+      const std::int32_t label = labels[r];
+      if (label < 0 || label >= cols) raise_fault(fault, DeviceFault::label_out_of_range);
+      correct[r] = arg == label ? 1.0f : 0.0f;
+    }
   }
 }
 
@@ -96,9 +100,9 @@ void launch_argmax_rows(const float* x, std::int32_t* out, std::int64_t rows, st
 }
 
 void launch_accuracy(const float* logits, const std::int32_t* labels, float* correct, float* out, std::int64_t rows,
-                     std::int64_t cols, cudaStream_t stream) {
+                     std::int64_t cols, int* fault, cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
-  launch_rows("accuracy_kernel", accuracy_kernel, rows, stream, logits, labels, correct, cols);
+  launch_rows("accuracy_kernel", accuracy_kernel, rows, stream, logits, labels, correct, cols, fault);
   launch_sum_to_scalar(correct, rows, static_cast<float>(rows), out, stream);
 }
 
