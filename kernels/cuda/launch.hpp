@@ -83,6 +83,8 @@ struct PoolGeometry {
   int height = 0, width = 0, out_height = 0, out_width = 0;
   int kernel_h = 0, kernel_w = 0, stride_h = 0, stride_w = 0, pad_h = 0, pad_w = 0;
 };
+// The CPU's rule: row-major window scan, the first in-bounds pixel is the start, a strictly greater
+// value or the first NaN replaces it, and a NaN stays. argmax is the winner's h*W+w in its plane.
 void launch_maxpool_forward(const float* x, float* y, std::int32_t* argmax, const PoolGeometry& g, cudaStream_t stream);
 // Gather formulation (deterministic, no atomics): each input pixel sums dy of the windows whose
 // argmax points at it, in the same order as the CPU's scatter loop.

@@ -35,7 +35,10 @@ __global__ void maxpool_forward_kernel(std::int64_t total, const float* x, float
         const int w = w0 + j;
         if (w < 0 || w >= g.width) continue;
         const float v = xp[h * g.width + w];
-        if (arg < 0 || v > best) {  // first maximum in row-major window order; padding never wins
+        // The CPU's rule: the first in-bounds pixel starts (padding never wins), a strictly greater
+        // value replaces it (the first of equal maxima stays), and so does the first NaN; a NaN then
+        // stays, so a NaN input is never hidden (as in PyTorch).
+        if (arg < 0 || v > best || (isnan(v) && !isnan(best))) {
           best = v;
           arg = h * g.width + w;
         }
