@@ -108,9 +108,10 @@ void launch_reduce_max(const float* x, std::int64_t n, float* out, void* temp, s
 inline constexpr int kLossPartials = 512;
 // out[0] = Σ a[i] * b[i].
 void launch_dot(const float* a, const float* b, std::int64_t n, float* partials, float* out, cudaStream_t stream);
-// out[n] = first index of the maximum of row n.
+// out[r] = the CPU's argmax of row r: column 0, then each later column in order replaces it when
+// strictly greater (a NaN is never taken; a NaN in column 0 stays). Needs cols > 0.
 void launch_argmax_rows(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t cols, cudaStream_t stream);
-// correct[n] = argmax(row n) == labels[n]; out[0] = mean(correct). A label outside [0, cols) counts
+// correct[n] = argmax(row n) == labels[n] (argmax as above); out[0] = mean(correct). A label outside [0, cols) counts
 // as wrong and sets *fault to DeviceFault::label_out_of_range.
 void launch_accuracy(const float* logits, const std::int32_t* labels, float* correct, float* out, std::int64_t rows,
                      std::int64_t cols, int* fault, cudaStream_t stream);

@@ -18,14 +18,22 @@ struct Product {
   __device__ float operator()(std::int64_t i) const { return a[i] * b[i]; }
 };
 
-// First index of the row maximum, on every lane. Each lane scans its columns in increasing
-// order (strict >), then lanes combine preferring the larger value, and on ties the lower index.
+// The CPU's argmax of one row (kernels/cpu/reductions.cpp), on every lane. The CPU starts from
+// column 0 and lets each later column replace the best only when strictly greater, so:
+//   - a NaN in column 0 wins (nothing compares greater than it), and the answer is 0;
+//   - a NaN anywhere else never wins;
+//   - otherwise the answer is the first column holding the maximum of the non-NaN values (strict >
+//     keeps the first of equal maxima, +0 and -0 included).
+// Here each lane finds the first maximum among its own non-NaN columns (none if it has only NaN),
+// and the lanes combine by larger value, then lower column. That choice is a total order on the
+// candidates, so the butterfly gives the sequential scan's answer whatever the combining order.
 __device__ __forceinline__ std::int64_t row_argmax(const float* xr, std::int64_t cols, int lane) {
+  if (isnan(xr[0])) return 0;  // the same load on every lane: the warp stays converged
   float best = -INFINITY;
-  std::int64_t arg = -1;
+  std::int64_t arg = -1;  // no non-NaN column seen yet
   for (std::int64_t c = lane; c < cols; c += 32) {
     const float v = xr[c];
-    if (arg < 0 || v > best) {
+    if (!isnan(v) && (arg < 0 || v > best)) {
       best = v;
       arg = c;
     }
@@ -39,7 +47,7 @@ __device__ __forceinline__ std::int64_t row_argmax(const float* xr, std::int64_t
       arg = other_arg;
     }
   }
-  return arg;
+  return arg;  // >= 0: column 0 is not NaN, so lane 0 has a candidate
 }
 
 __global__ void argmax_rows_kernel(std::int64_t rows, const float* x, std::int32_t* out, std::int64_t cols) {
