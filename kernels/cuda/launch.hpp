@@ -28,6 +28,13 @@ void check_launch(const char* kernel_name);
 // for runtime calls made inside .cu files, through CUDL_STATUS_CHECK.
 void check_status(cudaError_t status, const char* call, const char* file, int line);
 
+// Scratch of the two-pass reductions (kernels/cuda/reduce.cuh): at most kPartials per-block partial
+// results of up to 16 bytes each. The caller allocates it (a cudl::Workspace) and passes it as
+// `scratch`. The partial count depends only on the element count, and the combining order is
+// fixed, so these reductions give the same bits run to run.
+inline constexpr int kPartials = 1024;
+inline constexpr std::size_t kReduceScratchBytes = static_cast<std::size_t>(kPartials) * 16;
+
 // ---- activations.cu ----
 void launch_activation_forward(Activation a, float alpha, const float* x, float* y, std::int64_t n,
                                cudaStream_t stream);
@@ -94,15 +101,16 @@ void launch_avgpool_forward(const float* x, float* y, const PoolGeometry& g, cud
 void launch_avgpool_backward(const float* dy, float* dx, const PoolGeometry& g, cudaStream_t stream);
 
 // ---- reductions.cu ----
-// Sum / max of n floats into out[0] with cub::DeviceReduce. Ask for the temporary storage size
-// first, allocate it (a cudl::Workspace), then launch with it.
+// Sum of n floats into out[0] with cub::DeviceReduce. Ask for the temporary storage size first,
+// allocate it (a cudl::Workspace), then launch with it.
 std::size_t reduce_sum_temp_bytes(std::int64_t n);
-std::size_t reduce_max_temp_bytes(std::int64_t n);
 // out[0] = scale * Σ x (scale = 1 for sum, 1/n for mean).
 void launch_reduce_sum(const float* x, std::int64_t n, float scale, float* out, void* temp, std::size_t temp_bytes,
                        cudaStream_t stream);
-void launch_reduce_max(const float* x, std::int64_t n, float* out, void* temp, std::size_t temp_bytes,
-                       cudaStream_t stream);
+// out[0] = the CPU's max: -inf, then each element in index order replaces it when strictly
+// greater, so a NaN is never taken (all NaN gives -inf) and of equal maxima (+0, -0) the first
+// stays; the same value whatever the reduction order. kReduceScratchBytes of scratch.
+void launch_max(const float* x, std::int64_t n, float* out, void* scratch, cudaStream_t stream);
 // Dot and the losses: a two-pass deterministic reduction, first into kLossPartials partial sums
 // (the caller provides that many floats of scratch), then one block writes out[0].
 inline constexpr int kLossPartials = 512;

@@ -27,10 +27,8 @@ void CudaBackend::do_sum(Context& ctx, const Tensor& x, Tensor& out) { sum_impl(
 void CudaBackend::do_mean(Context& ctx, const Tensor& x, Tensor& out) { sum_impl(ctx, x, out, true); }
 
 void CudaBackend::do_max(Context& ctx, const Tensor& x, Tensor& out) {
-  std::size_t temp_bytes = std::max<std::size_t>(cuda_detail::reduce_max_temp_bytes(x.numel()), 16);
-  Workspace temp(ctx, temp_bytes);
-  cuda_detail::launch_reduce_max(x.data<float>(), x.numel(), out.data<float>(), temp.data(), temp_bytes,
-                                 stream_of(ctx));
+  Workspace scratch(ctx, cuda_detail::kReduceScratchBytes);
+  cuda_detail::launch_max(x.data<float>(), x.numel(), out.data<float>(), scratch.data(), stream_of(ctx));
 }
 
 void CudaBackend::do_dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {

@@ -80,22 +80,16 @@ std::size_t reduce_sum_temp_bytes(std::int64_t n) {
   return bytes;
 }
 
-std::size_t reduce_max_temp_bytes(std::int64_t n) {
-  std::size_t bytes = 0;
-  CUDL_STATUS_CHECK(
-      cub::DeviceReduce::Max(nullptr, bytes, static_cast<const float*>(nullptr), static_cast<float*>(nullptr), n));
-  return bytes;
-}
-
 void launch_reduce_sum(const float* x, std::int64_t n, float scale, float* out, void* temp, std::size_t temp_bytes,
                        cudaStream_t stream) {
   CUDL_STATUS_CHECK(cub::DeviceReduce::Sum(temp, temp_bytes, x, out, n, stream));
   if (scale != 1.0f) launch_grid("scale_scalar_kernel", scale_scalar_kernel, dim3(1), dim3(1), stream, out, scale);
 }
 
-void launch_reduce_max(const float* x, std::int64_t n, float* out, void* temp, std::size_t temp_bytes,
-                       cudaStream_t stream) {
-  CUDL_STATUS_CHECK(cub::DeviceReduce::Max(temp, temp_bytes, x, out, n, stream));
+// Our own reduction rather than cub::DeviceReduce::Max: CUB seeds with the lowest finite float
+// and its max operator takes a NaN depending on where it falls in the reduction tree.
+void launch_max(const float* x, std::int64_t n, float* out, void* scratch, cudaStream_t stream) {
+  reduce_to_scalar<MaxOp>(MaxTerm{x}, n, MaxFinish{}, out, scratch, stream);
 }
 
 void launch_dot(const float* a, const float* b, std::int64_t n, float* partials, float* out, cudaStream_t stream) {
