@@ -12,19 +12,18 @@ __global__ void bias_add_kernel(std::int64_t n, float* y, const float* bias, std
   for (std::int64_t i = global_thread(); i < n; i += global_stride()) y[i] += bias[(i / inner) % channels];
 }
 
-// One block per channel.
+// One block per channel, summed in double like the CPU; dbias[c] + sum is formed in double too.
 __global__ void bias_grad_kernel(const float* dy, float* dbias, std::int64_t outer, std::int64_t channels,
                                  std::int64_t inner, bool accumulate) {
-  __shared__ float scratch[32];
   const std::int64_t c = blockIdx.x;
   const std::int64_t count = outer * inner;
-  float acc = 0.0f;
+  double acc = 0.0;
   for (std::int64_t j = threadIdx.x; j < count; j += blockDim.x) {
     std::int64_t o = j / inner, i = j - o * inner;
     acc += dy[(o * channels + c) * inner + i];
   }
-  float total = block_sum(acc, scratch);
-  if (threadIdx.x == 0) dbias[c] = accumulate ? dbias[c] + total : total;
+  const double total = block_reduce<SumOp>(acc);
+  if (threadIdx.x == 0) dbias[c] = static_cast<float>(accumulate ? dbias[c] + total : total);
 }
 
 }  // namespace

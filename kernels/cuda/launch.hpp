@@ -63,7 +63,7 @@ void launch_fill_normal(float* x, std::int64_t n, float mean, float stddev, std:
 // y viewed as [outer, channels, inner]: y[o, c, i] += bias[c].
 void launch_bias_add(float* y, const float* bias, std::int64_t outer, std::int64_t channels, std::int64_t inner,
                      cudaStream_t stream);
-// dbias[c] (+)= sum over o, i of dy[o, c, i]; one block per channel.
+// dbias[c] (+)= sum over o, i of dy[o, c, i], in double; one block per channel.
 void launch_bias_grad(const float* dy, float* dbias, std::int64_t outer, std::int64_t channels, std::int64_t inner,
                       bool accumulate, cudaStream_t stream);
 
@@ -100,44 +100,38 @@ void launch_maxpool_backward(const float* dy, const std::int32_t* argmax, float*
 void launch_avgpool_forward(const float* x, float* y, const PoolGeometry& g, cudaStream_t stream);
 void launch_avgpool_backward(const float* dy, float* dx, const PoolGeometry& g, cudaStream_t stream);
 
-// ---- reductions.cu ----
-// Sum of n floats into out[0] with cub::DeviceReduce. Ask for the temporary storage size first,
-// allocate it (a cudl::Workspace), then launch with it.
-std::size_t reduce_sum_temp_bytes(std::int64_t n);
-// out[0] = scale * Σ x (scale = 1 for sum, 1/n for mean).
-void launch_reduce_sum(const float* x, std::int64_t n, float scale, float* out, void* temp, std::size_t temp_bytes,
-                       cudaStream_t stream);
+// ---- reductions.cu: sums in double, rounded once to float (kReduceScratchBytes of scratch) ----
+// out[0] = Σ x / divisor (divisor 1 for sum, n for mean).
+void launch_sum(const float* x, std::int64_t n, double divisor, float* out, void* scratch, cudaStream_t stream);
 // out[0] = the CPU's max: -inf, then each element in index order replaces it when strictly
 // greater, so a NaN is never taken (all NaN gives -inf) and of equal maxima (+0, -0) the first
-// stays; the same value whatever the reduction order. kReduceScratchBytes of scratch.
+// stays; the same value whatever the reduction order.
 void launch_max(const float* x, std::int64_t n, float* out, void* scratch, cudaStream_t stream);
-// Dot and the losses: a two-pass deterministic reduction, first into kLossPartials partial sums
-// (the caller provides that many floats of scratch), then one block writes out[0].
-inline constexpr int kLossPartials = 512;
 // out[0] = Σ a[i] * b[i].
-void launch_dot(const float* a, const float* b, std::int64_t n, float* partials, float* out, cudaStream_t stream);
+void launch_dot(const float* a, const float* b, std::int64_t n, float* out, void* scratch, cudaStream_t stream);
 // out[r] = the CPU's argmax of row r: column 0, then each later column in order replaces it when
 // strictly greater (a NaN is never taken; a NaN in column 0 stays). Needs cols > 0.
 void launch_argmax_rows(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t cols, cudaStream_t stream);
-// correct[n] = argmax(row n) == labels[n] (argmax as above); out[0] = mean(correct). A label outside [0, cols) counts
-// as wrong and sets *fault to DeviceFault::label_out_of_range.
+// correct[r] = argmax(row r) == labels[r] (argmax as above); out[0] = mean(correct). A label
+// outside [0, cols) counts as wrong and sets *fault to DeviceFault::label_out_of_range. `correct`
+// is rows floats of scratch.
 void launch_accuracy(const float* logits, const std::int32_t* labels, float* correct, float* out, std::int64_t rows,
                      std::int64_t cols, int* fault, cudaStream_t stream);
 
-// ---- losses.cu (kLossPartials floats of scratch for the forward passes) ----
-// loss[0] = mean((a-b)²) or mean(|a-b|).
-void launch_mse_loss_forward(const float* a, const float* b, std::int64_t n, float* partials, float* loss,
+// ---- losses.cu (the forward passes take kReduceScratchBytes of scratch) ----
+// loss[0] = mean((a-b)²) or mean(|a-b|), each term and the sum in double.
+void launch_mse_loss_forward(const float* a, const float* b, std::int64_t n, float* loss, void* scratch,
                              cudaStream_t stream);
-void launch_l1_loss_forward(const float* a, const float* b, std::int64_t n, float* partials, float* loss,
+void launch_l1_loss_forward(const float* a, const float* b, std::int64_t n, float* loss, void* scratch,
                             cudaStream_t stream);
-// da = dloss * 2 (a-b) / n, or dloss * sign(a-b) / n.
-void launch_mse_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float dloss,
+// da = scale * (a-b) with scale = 2 dloss / n, or scale * sign(a-b) with scale = dloss / n.
+void launch_mse_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float scale,
                               cudaStream_t stream);
-void launch_l1_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float dloss,
+void launch_l1_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float scale,
                              cudaStream_t stream);
-// x is [planes, H, W]; loss[0] = Σ (x[i+1,j]-x[i,j])² + Σ (x[i,j+1]-x[i,j])².
-void launch_tv_loss_forward(const float* x, std::int64_t planes, std::int64_t height, std::int64_t width,
-                            float* partials, float* loss, cudaStream_t stream);
+// x is [planes, H, W]; loss[0] = Σ (x[i+1,j]-x[i,j])² + Σ (x[i,j+1]-x[i,j])², in double.
+void launch_tv_loss_forward(const float* x, std::int64_t planes, std::int64_t height, std::int64_t width, float* loss,
+                            void* scratch, cudaStream_t stream);
 // dx (+)= dloss * ∂tv/∂x.
 void launch_tv_loss_backward(const float* x, float* dx, std::int64_t planes, std::int64_t height, std::int64_t width,
                              float dloss, bool accumulate, cudaStream_t stream);
@@ -145,8 +139,8 @@ void launch_tv_loss_backward(const float* x, float* dx, std::int64_t planes, std
 // ---- scalar_ops.cu: L-BFGS's device scalars ----
 // y += sign * alpha[0] * x.
 void launch_axpy_scalar(float sign, const float* alpha, const float* x, float* y, std::int64_t n, cudaStream_t stream);
-// out[0] = Σ |x[i]| (kLossPartials floats of scratch).
-void launch_abs_sum(const float* x, std::int64_t n, float* partials, float* out, cudaStream_t stream);
+// out[0] = Σ |x[i]| in double (kReduceScratchBytes of scratch).
+void launch_abs_sum(const float* x, std::int64_t n, float* out, void* scratch, cudaStream_t stream);
 // out[0] = op(a[0], b[0]), one thread.
 void launch_scalar_op(ScalarOp op, const float* a, const float* b, float* out, cudaStream_t stream);
 
@@ -157,7 +151,7 @@ void launch_softmax_forward(const float* x, float* y, std::int64_t rows, std::in
 void launch_softmax_backward(const float* y, const float* dy, float* dx, std::int64_t rows, std::int64_t cols, bool log,
                              cudaStream_t stream);
 // probs = softmax(logits); row_loss[n] = -log softmax(logits)[n, labels[n]]; then
-// loss[0] = mean(row_loss). A label outside [0, cols) makes its row's loss NaN and sets *fault to
+// loss[0] = mean(row_loss), summed in double. A label outside [0, cols) makes its row's loss NaN and sets *fault to
 // DeviceFault::label_out_of_range: the device cannot throw, the next synchronising read does.
 void launch_softmax_cross_entropy_forward(const float* logits, const std::int32_t* labels, float* probs,
                                           float* row_loss, float* loss, std::int64_t rows, std::int64_t cols,

@@ -1,7 +1,6 @@
 // Reductions into one-element tensors (sum, mean, max, dot) and per-row ones (argmax, accuracy).
 // CPU twin: kernels/cpu/reductions.cpp. Results land in device tensors; nothing here waits.
 #include <cmath>
-#include <cub/device/device_reduce.cuh>
 
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/reduce.cuh"
@@ -10,12 +9,11 @@ namespace cudl::cuda_detail {
 
 namespace {
 
-__global__ void scale_scalar_kernel(float* out, float scale) { out[0] *= scale; }
-
+// The CPU's dot term: the product in double.
 struct Product {
   const float* a;
   const float* b;
-  __device__ float operator()(std::int64_t i) const { return a[i] * b[i]; }
+  __device__ double operator()(std::int64_t i) const { return static_cast<double>(a[i]) * b[i]; }
 };
 
 // The CPU's argmax of one row (kernels/cpu/reductions.cpp), on every lane. The CPU starts from
@@ -73,17 +71,10 @@ __global__ void accuracy_kernel(std::int64_t rows, const float* logits, const st
 
 }  // namespace
 
-std::size_t reduce_sum_temp_bytes(std::int64_t n) {
-  std::size_t bytes = 0;
-  CUDL_STATUS_CHECK(
-      cub::DeviceReduce::Sum(nullptr, bytes, static_cast<const float*>(nullptr), static_cast<float*>(nullptr), n));
-  return bytes;
-}
-
-void launch_reduce_sum(const float* x, std::int64_t n, float scale, float* out, void* temp, std::size_t temp_bytes,
-                       cudaStream_t stream) {
-  CUDL_STATUS_CHECK(cub::DeviceReduce::Sum(temp, temp_bytes, x, out, n, stream));
-  if (scale != 1.0f) launch_grid("scale_scalar_kernel", scale_scalar_kernel, dim3(1), dim3(1), stream, out, scale);
+// Our own two-pass reduction rather than cub::DeviceReduce::Sum: terms and total in double like the
+// CPU, a fixed partial count, and the mean divided before the one rounding to float.
+void launch_sum(const float* x, std::int64_t n, double divisor, float* out, void* scratch, cudaStream_t stream) {
+  reduce_to_scalar<SumOp>(AsDouble{x}, n, DivideBy{divisor}, out, scratch, stream);
 }
 
 // Our own reduction rather than cub::DeviceReduce::Max: CUB seeds with the lowest finite float
@@ -92,8 +83,8 @@ void launch_max(const float* x, std::int64_t n, float* out, void* scratch, cudaS
   reduce_to_scalar<MaxOp>(MaxTerm{x}, n, MaxFinish{}, out, scratch, stream);
 }
 
-void launch_dot(const float* a, const float* b, std::int64_t n, float* partials, float* out, cudaStream_t stream) {
-  reduce_to_scalar(Product{a, b}, n, 1.0f, partials, out, stream);
+void launch_dot(const float* a, const float* b, std::int64_t n, float* out, void* scratch, cudaStream_t stream) {
+  reduce_to_scalar<SumOp>(Product{a, b}, n, DivideBy{1.0}, out, scratch, stream);
 }
 
 void launch_argmax_rows(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t cols, cudaStream_t stream) {
@@ -105,7 +96,8 @@ void launch_accuracy(const float* logits, const std::int32_t* labels, float* cor
                      std::int64_t cols, int* fault, cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
   launch_rows("accuracy_kernel", accuracy_kernel, rows, stream, logits, labels, correct, cols, fault);
-  launch_sum_to_scalar(correct, rows, static_cast<float>(rows), out, stream);
+  // The count is exact in double, so out[0] is the CPU's correct / n rounded once.
+  reduce_small_to_scalar<SumOp>(AsDouble{correct}, rows, DivideBy{static_cast<double>(rows)}, out, stream);
 }
 
 }  // namespace cudl::cuda_detail

@@ -117,7 +117,7 @@ void launch_softmax_cross_entropy_forward(const float* logits, const std::int32_
   if (rows <= 0 || cols <= 0) return;  // the front refuses empty logits; nothing to read or write
   launch_rows("cross_entropy_forward_kernel", cross_entropy_forward_kernel, rows, stream, logits, labels, probs,
               row_loss, cols, fault);
-  launch_sum_to_scalar(row_loss, rows, static_cast<float>(rows), loss, stream);
+  reduce_small_to_scalar<SumOp>(AsDouble{row_loss}, rows, DivideBy{static_cast<double>(rows)}, loss, stream);
 }
 
 void launch_softmax_cross_entropy_backward(const float* probs, const std::int32_t* labels, float* dlogits,
