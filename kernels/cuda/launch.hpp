@@ -35,6 +35,15 @@ void check_status(cudaError_t status, const char* call, const char* file, int li
 inline constexpr int kPartials = 1024;
 inline constexpr std::size_t kReduceScratchBytes = static_cast<std::size_t>(kPartials) * 16;
 
+// A tensor seen as [samples, channels, plane]: dim 0, dim 1 and the rest flattened ([N, C] has
+// plane size 1, [N, C, H, W] plane size H*W). The size is < 2^31 (the .cpp files check it with
+// to_int), so offsets inside a plane are 32-bit; kernels launched over Planes put the plane on the
+// grid's y (channel) and z (sample) dimensions and never divide a 64-bit index (launch.cuh).
+struct Planes {
+  std::int64_t samples = 0, channels = 0;
+  int size = 1;
+};
+
 // ---- activations.cu ----
 void launch_activation_forward(Activation a, float alpha, const float* x, float* y, std::int64_t n,
                                cudaStream_t stream);
@@ -60,20 +69,21 @@ void launch_fill_normal(float* x, std::int64_t n, float mean, float stddev, std:
                         cudaStream_t stream);
 
 // ---- gemm.cu: the bias of dense and convolution layers (the GEMMs are cuBLAS's) ----
-// y viewed as [outer, channels, inner]: y[o, c, i] += bias[c].
-void launch_bias_add(float* y, const float* bias, std::int64_t outer, std::int64_t channels, std::int64_t inner,
-                     cudaStream_t stream);
-// dbias[c] (+)= sum over o, i of dy[o, c, i], in double; one block per channel.
-void launch_bias_grad(const float* dy, float* dbias, std::int64_t outer, std::int64_t channels, std::int64_t inner,
-                      bool accumulate, cudaStream_t stream);
+// y[n, c, p] += bias[c].
+void launch_bias_add(float* y, const float* bias, const Planes& s, cudaStream_t stream);
+// dbias[c] (+)= Σ_{n,p} dy[n, c, p] in double, deterministic: pass 1 sums a fixed number of chunks
+// of each channel (enough blocks to fill the GPU), pass 2 adds a channel's chunks in order and
+// forms dbias[c] + sum in double, like the CPU. Scratch: bias_grad_scratch_bytes(s).
+std::size_t bias_grad_scratch_bytes(const Planes& s);
+void launch_bias_grad(const float* dy, float* dbias, const Planes& s, bool accumulate, void* scratch,
+                      cudaStream_t stream);
 
 // ---- normalization.cu: the per-channel affine map (batch norm is cuDNN's) ----
-// x, y viewed as [outer, channels, inner]: y[o, c, i] = x[o, c, i] * scale[c] + shift[c] (y may be x).
-void launch_channel_affine(const float* x, const float* scale, const float* shift, float* y, std::int64_t outer,
-                           std::int64_t channels, std::int64_t inner, cudaStream_t stream);
-// dx[o, c, i] = dy[o, c, i] * scale[c].
-void launch_channel_scale(const float* dy, const float* scale, float* dx, std::int64_t outer, std::int64_t channels,
-                          std::int64_t inner, cudaStream_t stream);
+// y[n, c, p] = x[n, c, p] * scale[c] + shift[c] (y may be x).
+void launch_channel_affine(const float* x, const float* scale, const float* shift, float* y, const Planes& s,
+                           cudaStream_t stream);
+// dx[n, c, p] = dy[n, c, p] * scale[c].
+void launch_channel_scale(const float* dy, const float* scale, float* dx, const Planes& s, cudaStream_t stream);
 
 // ---- optimizers.cu ----
 // PyTorch SGD; momentum_buf may be null when momentum == 0.
@@ -84,9 +94,9 @@ void launch_adam_step(float* param, const float* grad, float* m, float* v, std::
                       float beta2, float eps, float weight_decay, bool decoupled, float bias_correction1,
                       float bias_correction2, cudaStream_t stream);
 
-// ---- pooling.cu; x, y are [planes, H, W] and [planes, OH, OW] (planes = N*C) ----
+// ---- pooling.cu; x [N, C, H, W], y [N, C, OH, OW]; H*W and OH*OW are < 2^31 ----
 struct PoolGeometry {
-  std::int64_t planes = 0;
+  std::int64_t samples = 0, channels = 0;
   int height = 0, width = 0, out_height = 0, out_width = 0;
   int kernel_h = 0, kernel_w = 0, stride_h = 0, stride_w = 0, pad_h = 0, pad_w = 0;
 };
@@ -129,12 +139,12 @@ void launch_mse_loss_backward(const float* a, const float* b, float* da, std::in
                               cudaStream_t stream);
 void launch_l1_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float scale,
                              cudaStream_t stream);
-// x is [planes, H, W]; loss[0] = Σ (x[i+1,j]-x[i,j])² + Σ (x[i,j+1]-x[i,j])², in double.
+// x is [planes, H, W] (planes = N*C); loss[0] = Σ (x[i+1,j]-x[i,j])² + Σ (x[i,j+1]-x[i,j])², in double.
 void launch_tv_loss_forward(const float* x, std::int64_t planes, std::int64_t height, std::int64_t width, float* loss,
                             void* scratch, cudaStream_t stream);
-// dx (+)= dloss * ∂tv/∂x.
-void launch_tv_loss_backward(const float* x, float* dx, std::int64_t planes, std::int64_t height, std::int64_t width,
-                             float dloss, bool accumulate, cudaStream_t stream);
+// dx (+)= dloss * ∂tv/∂x, x and dx [N, C, H, W] with s.size = H*W.
+void launch_tv_loss_backward(const float* x, float* dx, const Planes& s, int height, int width, float dloss,
+                             bool accumulate, cudaStream_t stream);
 
 // ---- scalar_ops.cu: L-BFGS's device scalars ----
 // y += sign * alpha[0] * x.

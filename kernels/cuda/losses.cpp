@@ -1,6 +1,6 @@
 // CudaBackend: the MSE, L1 and total-variation losses. Kernels in kernels/cuda/losses.cu; CPU twin
-// kernels/cpu/losses.cpp. Arguments were checked by the Backend front; scratch comes from the
-// context's pool.
+// kernels/cpu/losses.cpp. Arguments were checked by the Backend front (tv_loss_backward adds the
+// CUDA backend's own check: an H*W plane fits 32-bit offsets); scratch comes from the context's pool.
 #include "kernels/cuda/cuda_backend.hpp"
 #include "kernels/cuda/launch.hpp"
 #include "kernels/cuda/op_util.hpp"
@@ -41,8 +41,10 @@ void CudaBackend::do_tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss
 }
 
 void CudaBackend::do_tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate) {
-  cuda_detail::launch_tv_loss_backward(x.data<float>(), dx.data<float>(), x.dim(0) * x.dim(1), x.dim(2), x.dim(3),
-                                       dloss, accumulate, stream_of(ctx));
+  constexpr std::string_view op = "tv_loss_backward";
+  const cuda_detail::Planes s = cuda_detail::planes_of(op, "x", x);  // H*W fits 32 bits, so H and W do
+  cuda_detail::launch_tv_loss_backward(x.data<float>(), dx.data<float>(), s, static_cast<int>(x.dim(2)),
+                                       static_cast<int>(x.dim(3)), dloss, accumulate, stream_of(ctx));
 }
 
 }  // namespace cudl

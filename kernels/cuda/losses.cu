@@ -63,19 +63,27 @@ __global__ void l1_backward_kernel(std::int64_t n, const float* a, const float* 
   }
 }
 
-__global__ void tv_backward_kernel(std::int64_t n, const float* x, float* dx, std::int64_t height, std::int64_t width,
-                                   float dloss, bool accumulate) {
-  for (std::int64_t i = global_thread(); i < n; i += global_stride()) {
-    const std::int64_t w = i % width;
-    const std::int64_t h = (i / width) % height;
-    const float v = x[i];
-    float g = 0.0f;
-    if (h > 0) g += 2.0f * (v - x[i - width]);
-    if (h + 1 < height) g -= 2.0f * (x[i + width] - v);
-    if (w > 0) g += 2.0f * (v - x[i - 1]);
-    if (w + 1 < width) g -= 2.0f * (x[i + 1] - v);
-    dx[i] = accumulate ? dx[i] + dloss * g : dloss * g;
-  }
+// Each element gathers the (up to four) differences it takes part in, in the CPU's order and
+// form: g = Σ ±(difference), then dx = (accumulate ? dx : 0) + 2 dloss * g, with __fmul_rn and
+// __fadd_rn so nvcc does not fuse the last step into an FMA the CPU does not do.
+__global__ void tv_backward_kernel(Planes s, const float* x, float* dx, int height, int width, float k,
+                                   bool accumulate) {
+  const auto size = static_cast<unsigned>(s.size);
+  for_each_plane(s, [&](std::int64_t plane, std::int64_t) {
+    const float* q = x + plane * s.size;
+    float* d = dx + plane * s.size;
+    for (unsigned p = plane_thread(); p < size; p += plane_stride()) {
+      const unsigned i = p / static_cast<unsigned>(width);
+      const unsigned j = p - i * static_cast<unsigned>(width);
+      const float v = q[p];
+      float g = 0.0f;
+      if (i > 0) g += v - q[p - width];
+      if (i + 1 < static_cast<unsigned>(height)) g -= q[p + width] - v;
+      if (j > 0) g += v - q[p - 1];
+      if (j + 1 < static_cast<unsigned>(width)) g -= q[p + 1] - v;
+      d[p] = __fadd_rn(accumulate ? d[p] : 0.0f, __fmul_rn(k, g));
+    }
+  });
 }
 
 }  // namespace
@@ -111,10 +119,9 @@ void launch_tv_loss_forward(const float* x, std::int64_t planes, std::int64_t he
   }
 }
 
-void launch_tv_loss_backward(const float* x, float* dx, std::int64_t planes, std::int64_t height, std::int64_t width,
-                             float dloss, bool accumulate, cudaStream_t stream) {
-  launch_linear("tv_backward_kernel", tv_backward_kernel, planes * height * width, stream, x, dx, height, width, dloss,
-                accumulate);
+void launch_tv_loss_backward(const float* x, float* dx, const Planes& s, int height, int width, float dloss,
+                             bool accumulate, cudaStream_t stream) {
+  launch_planes("tv_backward_kernel", tv_backward_kernel, s, stream, x, dx, height, width, 2.0f * dloss, accumulate);
 }
 
 }  // namespace cudl::cuda_detail

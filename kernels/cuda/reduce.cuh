@@ -88,7 +88,7 @@ struct MaxFinish {
 };
 
 // R-combine over the block (blockDim.x a multiple of 32, at most 1024); thread 0 gets the result.
-// Once per kernel: the shared scratch is not synchronised for reuse.
+// Every thread of the block must call it (it synchronises the block).
 template <class R>
 __device__ typename R::Value block_reduce(typename R::Value v) {
   using Value = typename R::Value;
@@ -97,6 +97,7 @@ __device__ typename R::Value block_reduce(typename R::Value v) {
   const int warp = static_cast<int>(threadIdx.x) >> 5;
   const int warps = static_cast<int>(blockDim.x) >> 5;
   for (int offset = 16; offset > 0; offset >>= 1) v = R::combine(v, R::shfl_xor(v, offset));
+  __syncthreads();  // a previous call's warp 0 may still read scratch
   if (lane == 0) scratch[warp] = v;
   __syncthreads();
   if (warp == 0) {
