@@ -93,7 +93,7 @@ __global__ void maxpool_backward_kernel(Planes in, const float* dy, const std::i
 }
 
 __global__ void avgpool_forward_kernel(Planes out, const float* x, float* y, PoolGeometry g) {
-  const float area = static_cast<float>(g.kernel_h * g.kernel_w);
+  const float inv = 1.0f / static_cast<float>(g.kernel_h * g.kernel_w);  // the CPU's factor
   const auto size = static_cast<unsigned>(out.size);
   const std::int64_t in_size = static_cast<std::int64_t>(g.height) * g.width;
   for_each_plane(out, [&](std::int64_t plane, std::int64_t) {
@@ -113,13 +113,13 @@ __global__ void avgpool_forward_kernel(Planes out, const float* x, float* y, Poo
           acc += xp[h * g.width + w];
         }
       }
-      yp[p] = acc / area;  // padding counts as zeros (count_include_pad=True)
+      yp[p] = acc * inv;  // padding counts as zeros (count_include_pad=True)
     }
   });
 }
 
 __global__ void avgpool_backward_kernel(Planes in, const float* dy, float* dx, PoolGeometry g) {
-  const float area = static_cast<float>(g.kernel_h * g.kernel_w);
+  const float inv = 1.0f / static_cast<float>(g.kernel_h * g.kernel_w);  // the CPU's factor
   const auto size = static_cast<unsigned>(in.size);
   const std::int64_t out_size = static_cast<std::int64_t>(g.out_height) * g.out_width;
   for_each_plane(in, [&](std::int64_t plane, std::int64_t) {
@@ -133,7 +133,8 @@ __global__ void avgpool_backward_kernel(Planes in, const float* dy, float* dx, P
       covering_range(w, g.kernel_w, g.stride_w, g.pad_w, g.out_width, &ow0, &ow1);
       float acc = 0.0f;
       for (int oh = oh0; oh <= oh1; ++oh)
-        for (int ow = ow0; ow <= ow1; ++ow) acc += dyp[oh * g.out_width + ow] / area;
+        // __fmul_rn/__fadd_rn: the CPU rounds dy * inv, then the sum (no FMA).
+        for (int ow = ow0; ow <= ow1; ++ow) acc = __fadd_rn(acc, __fmul_rn(dyp[oh * g.out_width + ow], inv));
       dxp[p] = acc;
     }
   });
