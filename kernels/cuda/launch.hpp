@@ -59,6 +59,7 @@ void launch_mul(const float* a, const float* b, float* out, std::int64_t n, cuda
 
 // ---- elementwise.cu ----
 void launch_fill(float* x, std::int64_t n, float value, cudaStream_t stream);
+// y += alpha * x, the product rounded before the sum as on the CPU (no FMA).
 void launch_axpy(float alpha, const float* x, float* y, std::int64_t n, cudaStream_t stream);
 void launch_scale(float* x, float alpha, std::int64_t n, cudaStream_t stream);
 // x = low if x < low, high if x > high; NaN stays NaN.
@@ -86,13 +87,14 @@ void launch_channel_affine(const float* x, const float* scale, const float* shif
 void launch_channel_scale(const float* dy, const float* scale, float* dx, const Planes& s, cudaStream_t stream);
 
 // ---- optimizers.cu ----
-// PyTorch SGD; momentum_buf may be null when momentum == 0.
+// PyTorch SGD in the CPU's form; momentum_buf is read only when momentum > 0 (else it may be null).
 void launch_sgd_step(float* param, const float* grad, float* momentum_buf, std::int64_t n, float lr, float momentum,
                      float dampening, float weight_decay, bool nesterov, cudaStream_t stream);
-// Adam / AdamW; bias_correction1 = 1 - beta1^t, bias_correction2 = 1 - beta2^t.
-void launch_adam_step(float* param, const float* grad, float* m, float* v, std::int64_t n, float lr, float beta1,
-                      float beta2, float eps, float weight_decay, bool decoupled, float bias_correction1,
-                      float bias_correction2, cudaStream_t stream);
+// Adam / AdamW in the CPU's form, with the per-step constants computed by the caller as the CPU
+// does: l2 = weight decay added to the gradient (0 for AdamW), shrink = 1 - lr * weight decay for
+// AdamW (1 for Adam), step_size = lr / (1 - beta1^t), inv_sqrt_bc2 = 1 / sqrt(1 - beta2^t).
+void launch_adam_step(float* param, const float* grad, float* m, float* v, std::int64_t n, float beta1, float beta2,
+                      float eps, float l2, float shrink, float step_size, float inv_sqrt_bc2, cudaStream_t stream);
 
 // ---- pooling.cu; x [N, C, H, W], y [N, C, OH, OW]; H*W and OH*OW are < 2^31 ----
 struct PoolGeometry {
@@ -147,7 +149,7 @@ void launch_tv_loss_backward(const float* x, float* dx, const Planes& s, int hei
                              bool accumulate, cudaStream_t stream);
 
 // ---- scalar_ops.cu: L-BFGS's device scalars ----
-// y += sign * alpha[0] * x.
+// y += (sign * alpha[0]) * x, rounded as on the CPU (no FMA).
 void launch_axpy_scalar(float sign, const float* alpha, const float* x, float* y, std::int64_t n, cudaStream_t stream);
 // out[0] = Σ |x[i]| in double (kReduceScratchBytes of scratch).
 void launch_abs_sum(const float* x, std::int64_t n, float* out, void* scratch, cudaStream_t stream);

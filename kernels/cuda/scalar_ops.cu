@@ -11,7 +11,8 @@ namespace {
 
 __global__ void axpy_scalar_kernel(std::int64_t n, float sign, const float* alpha, const float* x, float* y) {
   const float a = sign * alpha[0];
-  for (std::int64_t i = global_thread(); i < n; i += global_stride()) y[i] += a * x[i];
+  // The product rounded before the sum, as on the CPU (no FMA).
+  for (std::int64_t i = global_thread(); i < n; i += global_stride()) y[i] = __fadd_rn(y[i], __fmul_rn(a, x[i]));
 }
 
 struct AbsValue {
