@@ -1,8 +1,8 @@
 #pragma once
 // How our kernels are launched (device code; included by the .cu files only). Every launch goes
 // through launch_grid: it enqueues on the context's stream and checks the launch under the
-// kernel's name, so a bad configuration throws a cudl::Error that names the kernel. The two
-// common shapes size their grid here, once:
+// kernel's name, so a bad configuration throws a cudl::Error that names the kernel. The common
+// shapes size their grid here, once:
 //   launch_linear  one thread per item: kernel(n, args...) loops i over [0, n) with
 //                  global_thread()/global_stride();
 //   launch_rows    one warp per row: kernel(rows, args...) loops r over [0, rows) with
@@ -26,6 +26,8 @@ inline constexpr unsigned kWarpsPerBlock = kBlock / 32;
 // Grid-stride loops cover any count, so grids stop growing here (about 1M blocks, far more than a
 // GPU holds at once).
 inline constexpr std::int64_t kMaxBlocks = 65535LL * 16;
+// The y and z grid dimensions are at most this (a hardware limit); kernels loop past it.
+inline constexpr std::int64_t kMaxGridYZ = 65535;
 
 // Blocks for `items` at `per_block` each: at least 1, at most kMaxBlocks.
 inline unsigned blocks_for(std::int64_t items, std::int64_t per_block) {
@@ -48,9 +50,6 @@ __device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x &
 __device__ __forceinline__ void raise_fault(int* word, DeviceFault fault) {
   atomicCAS(word, static_cast<int>(DeviceFault::none), static_cast<int>(fault));
 }
-
-// The y and z grid dimensions are at most this (a hardware limit); kernels loop past it.
-inline constexpr std::int64_t kMaxGridYZ = 65535;
 
 // kernel<<<grid, block, 0, stream>>>(args...), then check_launch(name).
 template <class... Params, class... Args>

@@ -112,7 +112,8 @@ void launch_maxpool_backward(const float* dy, const std::int32_t* argmax, float*
 void launch_avgpool_forward(const float* x, float* y, const PoolGeometry& g, cudaStream_t stream);
 void launch_avgpool_backward(const float* dy, float* dx, const PoolGeometry& g, cudaStream_t stream);
 
-// ---- reductions.cu: sums in double, rounded once to float (kReduceScratchBytes of scratch) ----
+// ---- reductions.cu; the one-value results take kReduceScratchBytes of scratch, and sums run in
+// double and are rounded to float once ----
 // out[0] = Σ x / divisor (divisor 1 for sum, n for mean).
 void launch_sum(const float* x, std::int64_t n, double divisor, float* out, void* scratch, cudaStream_t stream);
 // out[0] = the CPU's max: -inf, then each element in index order replaces it when strictly
@@ -141,7 +142,8 @@ void launch_mse_loss_backward(const float* a, const float* b, float* da, std::in
                               cudaStream_t stream);
 void launch_l1_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float scale,
                              cudaStream_t stream);
-// x is [planes, H, W] (planes = N*C); loss[0] = Σ (x[i+1,j]-x[i,j])² + Σ (x[i,j+1]-x[i,j])², in double.
+// x is [planes, H, W] (planes = N*C); loss[0] = Σ (x[i+1,j]-x[i,j])² + Σ (x[i,j+1]-x[i,j])²,
+// in double.
 void launch_tv_loss_forward(const float* x, std::int64_t planes, std::int64_t height, std::int64_t width, float* loss,
                             void* scratch, cudaStream_t stream);
 // dx (+)= dloss * ∂tv/∂x, x and dx [N, C, H, W] with s.size = H*W.
@@ -163,8 +165,9 @@ void launch_softmax_forward(const float* x, float* y, std::int64_t rows, std::in
 void launch_softmax_backward(const float* y, const float* dy, float* dx, std::int64_t rows, std::int64_t cols, bool log,
                              cudaStream_t stream);
 // probs = softmax(logits); row_loss[n] = -log softmax(logits)[n, labels[n]]; then
-// loss[0] = mean(row_loss), summed in double. A label outside [0, cols) makes its row's loss NaN and sets *fault to
-// DeviceFault::label_out_of_range: the device cannot throw, the next synchronising read does.
+// loss[0] = mean(row_loss), summed in double. A label outside [0, cols) makes its row's loss NaN
+// and sets *fault to DeviceFault::label_out_of_range: the device cannot throw, the next
+// synchronising read does.
 void launch_softmax_cross_entropy_forward(const float* logits, const std::int32_t* labels, float* probs,
                                           float* row_loss, float* loss, std::int64_t rows, std::int64_t cols,
                                           int* fault, cudaStream_t stream);
