@@ -33,7 +33,7 @@ __device__ __forceinline__ float activate_grad(Activation a, float alpha, float 
     case Activation::tanh:
       break;
   }
-  return dy * (1.0f - saved * saved);
+  return dy * __fsub_rn(1.0f, __fmul_rn(saved, saved));  // y*y rounded first, as on the CPU (no FMA)
 }
 
 __global__ void activation_forward_kernel(std::int64_t n, Activation a, float alpha, const float* x, float* y) {

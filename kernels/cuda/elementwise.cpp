@@ -1,6 +1,8 @@
 // CudaBackend: fill, copy, axpy, scale, clamp and the seeded random fills. Kernels in
 // kernels/cuda/elementwise.cu; CPU twin kernels/cpu/elementwise.cpp. Arguments were checked by the
 // Backend front.
+#include <cstdint>
+
 #include "kernels/cuda/cuda_backend.hpp"
 #include "kernels/cuda/launch.hpp"
 #include "kernels/cuda/op_util.hpp"
@@ -14,8 +16,21 @@ void CudaBackend::do_fill(Context& ctx, Tensor& x, float value) {
 }
 
 void CudaBackend::do_copy(Context& ctx, const Tensor& src, Tensor& dst) {
-  if (src.nbytes() == 0 || src.raw() == dst.raw()) return;
-  CUDL_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDeviceToDevice, stream_of(ctx)),
+  const std::size_t bytes = src.nbytes();
+  if (bytes == 0 || src.raw() == dst.raw()) return;
+  const auto from = reinterpret_cast<std::uintptr_t>(src.raw());
+  const auto to = reinterpret_cast<std::uintptr_t>(dst.raw());
+  if (from < to + bytes && to < from + bytes) {
+    // Overlapping views of one storage: the CPU's memmove handles them, cudaMemcpy does not (its
+    // result is undefined), so go through scratch.
+    Workspace staging(ctx, bytes);
+    CUDL_CUDA_CHECK(cudaMemcpyAsync(staging.data(), src.raw(), bytes, cudaMemcpyDeviceToDevice, stream_of(ctx)),
+                    "copy src={} to staging", src.shape());
+    CUDL_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), staging.data(), bytes, cudaMemcpyDeviceToDevice, stream_of(ctx)),
+                    "copy staging to dst={}", dst.shape());
+    return;
+  }
+  CUDL_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), bytes, cudaMemcpyDeviceToDevice, stream_of(ctx)),
                   "copy src={} dst={}", src.shape(), dst.shape());
 }
 

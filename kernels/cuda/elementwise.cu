@@ -11,8 +11,9 @@ __global__ void fill_kernel(std::int64_t n, float* x, float value) {
   for (std::int64_t i = global_thread(); i < n; i += global_stride()) x[i] = value;
 }
 
+// __fmul_rn/__fadd_rn: the product is rounded before the sum, as on the CPU (nvcc would fuse them).
 __global__ void axpy_kernel(std::int64_t n, float alpha, const float* x, float* y) {
-  for (std::int64_t i = global_thread(); i < n; i += global_stride()) y[i] += alpha * x[i];
+  for (std::int64_t i = global_thread(); i < n; i += global_stride()) y[i] = __fadd_rn(y[i], __fmul_rn(alpha, x[i]));
 }
 
 __global__ void scale_kernel(std::int64_t n, float* x, float alpha) {

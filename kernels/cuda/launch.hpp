@@ -28,6 +28,22 @@ void check_launch(const char* kernel_name);
 // for runtime calls made inside .cu files, through CUDL_STATUS_CHECK.
 void check_status(cudaError_t status, const char* call, const char* file, int line);
 
+// Scratch of the two-pass reductions (kernels/cuda/reduce.cuh): at most kPartials per-block partial
+// results of up to 16 bytes each. The caller allocates it (a cudl::Workspace) and passes it as
+// `scratch`. The partial count depends only on the element count, and the combining order is
+// fixed, so these reductions give the same bits run to run.
+inline constexpr int kPartials = 1024;
+inline constexpr std::size_t kReduceScratchBytes = static_cast<std::size_t>(kPartials) * 16;
+
+// A tensor seen as [samples, channels, plane]: dim 0, dim 1 and the rest flattened ([N, C] has
+// plane size 1, [N, C, H, W] plane size H*W). The size is < 2^31 (the .cpp files check it with
+// to_int), so offsets inside a plane are 32-bit; kernels launched over Planes put the plane on the
+// grid's y (channel) and z (sample) dimensions and never divide a 64-bit index (launch.cuh).
+struct Planes {
+  std::int64_t samples = 0, channels = 0;
+  int size = 1;
+};
+
 // ---- activations.cu ----
 void launch_activation_forward(Activation a, float alpha, const float* x, float* y, std::int64_t n,
                                cudaStream_t stream);
@@ -43,6 +59,7 @@ void launch_mul(const float* a, const float* b, float* out, std::int64_t n, cuda
 
 // ---- elementwise.cu ----
 void launch_fill(float* x, std::int64_t n, float value, cudaStream_t stream);
+// y += alpha * x, the product rounded before the sum as on the CPU (no FMA).
 void launch_axpy(float alpha, const float* x, float* y, std::int64_t n, cudaStream_t stream);
 void launch_scale(float* x, float alpha, std::int64_t n, cudaStream_t stream);
 // x = low if x < low, high if x > high; NaN stays NaN.
@@ -53,36 +70,40 @@ void launch_fill_normal(float* x, std::int64_t n, float mean, float stddev, std:
                         cudaStream_t stream);
 
 // ---- gemm.cu: the bias of dense and convolution layers (the GEMMs are cuBLAS's) ----
-// y viewed as [outer, channels, inner]: y[o, c, i] += bias[c].
-void launch_bias_add(float* y, const float* bias, std::int64_t outer, std::int64_t channels, std::int64_t inner,
-                     cudaStream_t stream);
-// dbias[c] (+)= sum over o, i of dy[o, c, i]; one block per channel.
-void launch_bias_grad(const float* dy, float* dbias, std::int64_t outer, std::int64_t channels, std::int64_t inner,
-                      bool accumulate, cudaStream_t stream);
+// y[n, c, p] += bias[c].
+void launch_bias_add(float* y, const float* bias, const Planes& s, cudaStream_t stream);
+// dbias[c] (+)= Σ_{n,p} dy[n, c, p] in double, deterministic: pass 1 sums a fixed number of chunks
+// of each channel (enough blocks to fill the GPU), pass 2 adds a channel's chunks in order and
+// forms dbias[c] + sum in double, like the CPU. Scratch: bias_grad_scratch_bytes(s).
+std::size_t bias_grad_scratch_bytes(const Planes& s);
+void launch_bias_grad(const float* dy, float* dbias, const Planes& s, bool accumulate, void* scratch,
+                      cudaStream_t stream);
 
 // ---- normalization.cu: the per-channel affine map (batch norm is cuDNN's) ----
-// x, y viewed as [outer, channels, inner]: y[o, c, i] = x[o, c, i] * scale[c] + shift[c] (y may be x).
-void launch_channel_affine(const float* x, const float* scale, const float* shift, float* y, std::int64_t outer,
-                           std::int64_t channels, std::int64_t inner, cudaStream_t stream);
-// dx[o, c, i] = dy[o, c, i] * scale[c].
-void launch_channel_scale(const float* dy, const float* scale, float* dx, std::int64_t outer, std::int64_t channels,
-                          std::int64_t inner, cudaStream_t stream);
+// y[n, c, p] = x[n, c, p] * scale[c] + shift[c] (y may be x).
+void launch_channel_affine(const float* x, const float* scale, const float* shift, float* y, const Planes& s,
+                           cudaStream_t stream);
+// dx[n, c, p] = dy[n, c, p] * scale[c].
+void launch_channel_scale(const float* dy, const float* scale, float* dx, const Planes& s, cudaStream_t stream);
 
 // ---- optimizers.cu ----
-// PyTorch SGD; momentum_buf may be null when momentum == 0.
+// PyTorch SGD in the CPU's form; momentum_buf is read only when momentum > 0 (else it may be null).
 void launch_sgd_step(float* param, const float* grad, float* momentum_buf, std::int64_t n, float lr, float momentum,
                      float dampening, float weight_decay, bool nesterov, cudaStream_t stream);
-// Adam / AdamW; bias_correction1 = 1 - beta1^t, bias_correction2 = 1 - beta2^t.
-void launch_adam_step(float* param, const float* grad, float* m, float* v, std::int64_t n, float lr, float beta1,
-                      float beta2, float eps, float weight_decay, bool decoupled, float bias_correction1,
-                      float bias_correction2, cudaStream_t stream);
+// Adam / AdamW in the CPU's form, with the per-step constants computed by the caller as the CPU
+// does: l2 = weight decay added to the gradient (0 for AdamW), shrink = 1 - lr * weight decay for
+// AdamW (1 for Adam), step_size = lr / (1 - beta1^t), inv_sqrt_bc2 = 1 / sqrt(1 - beta2^t).
+void launch_adam_step(float* param, const float* grad, float* m, float* v, std::int64_t n, float beta1, float beta2,
+                      float eps, float l2, float shrink, float step_size, float inv_sqrt_bc2, cudaStream_t stream);
 
-// ---- pooling.cu; x, y are [planes, H, W] and [planes, OH, OW] (planes = N*C) ----
+// ---- pooling.cu; x [N, C, H, W], y [N, C, OH, OW]; H*W and OH*OW are < 2^31 ----
 struct PoolGeometry {
-  std::int64_t planes = 0;
+  std::int64_t samples = 0, channels = 0;
   int height = 0, width = 0, out_height = 0, out_width = 0;
   int kernel_h = 0, kernel_w = 0, stride_h = 0, stride_w = 0, pad_h = 0, pad_w = 0;
 };
+// The CPU's rule: row-major window scan, the first in-bounds pixel is the start, a strictly greater
+// value or the first NaN replaces it, and a NaN stays. argmax is the winner's h*W+w in its plane.
 void launch_maxpool_forward(const float* x, float* y, std::int32_t* argmax, const PoolGeometry& g, cudaStream_t stream);
 // Gather formulation (deterministic, no atomics): each input pixel sums dy of the windows whose
 // argmax points at it, in the same order as the CPU's scatter loop.
@@ -91,50 +112,49 @@ void launch_maxpool_backward(const float* dy, const std::int32_t* argmax, float*
 void launch_avgpool_forward(const float* x, float* y, const PoolGeometry& g, cudaStream_t stream);
 void launch_avgpool_backward(const float* dy, float* dx, const PoolGeometry& g, cudaStream_t stream);
 
-// ---- reductions.cu ----
-// Sum / max of n floats into out[0] with cub::DeviceReduce. Ask for the temporary storage size
-// first, allocate it (a cudl::Workspace), then launch with it.
-std::size_t reduce_sum_temp_bytes(std::int64_t n);
-std::size_t reduce_max_temp_bytes(std::int64_t n);
-// out[0] = scale * Σ x (scale = 1 for sum, 1/n for mean).
-void launch_reduce_sum(const float* x, std::int64_t n, float scale, float* out, void* temp, std::size_t temp_bytes,
-                       cudaStream_t stream);
-void launch_reduce_max(const float* x, std::int64_t n, float* out, void* temp, std::size_t temp_bytes,
-                       cudaStream_t stream);
-// Dot and the losses: a two-pass deterministic reduction, first into kLossPartials partial sums
-// (the caller provides that many floats of scratch), then one block writes out[0].
-inline constexpr int kLossPartials = 512;
+// ---- reductions.cu; the one-value results take kReduceScratchBytes of scratch, and sums run in
+// double and are rounded to float once ----
+// out[0] = Σ x / divisor (divisor 1 for sum, n for mean).
+void launch_sum(const float* x, std::int64_t n, double divisor, float* out, void* scratch, cudaStream_t stream);
+// out[0] = the CPU's max: -inf, then each element in index order replaces it when strictly
+// greater, so a NaN is never taken (all NaN gives -inf) and of equal maxima (+0, -0) the first
+// stays; the same value whatever the reduction order.
+void launch_max(const float* x, std::int64_t n, float* out, void* scratch, cudaStream_t stream);
 // out[0] = Σ a[i] * b[i].
-void launch_dot(const float* a, const float* b, std::int64_t n, float* partials, float* out, cudaStream_t stream);
-// out[n] = first index of the maximum of row n.
+void launch_dot(const float* a, const float* b, std::int64_t n, float* out, void* scratch, cudaStream_t stream);
+// out[r] = the CPU's argmax of row r: column 0, then each later column in order replaces it when
+// strictly greater (a NaN is never taken; a NaN in column 0 stays). Needs cols > 0.
 void launch_argmax_rows(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t cols, cudaStream_t stream);
-// correct[n] = argmax(row n) == labels[n]; out[0] = mean(correct).
+// correct[r] = argmax(row r) == labels[r] (argmax as above); out[0] = mean(correct). A label
+// outside [0, cols) counts as wrong and sets *fault to DeviceFault::label_out_of_range. `correct`
+// is rows floats of scratch.
 void launch_accuracy(const float* logits, const std::int32_t* labels, float* correct, float* out, std::int64_t rows,
-                     std::int64_t cols, cudaStream_t stream);
+                     std::int64_t cols, int* fault, cudaStream_t stream);
 
-// ---- losses.cu (kLossPartials floats of scratch for the forward passes) ----
-// loss[0] = mean((a-b)²) or mean(|a-b|).
-void launch_mse_loss_forward(const float* a, const float* b, std::int64_t n, float* partials, float* loss,
+// ---- losses.cu (the forward passes take kReduceScratchBytes of scratch) ----
+// loss[0] = mean((a-b)²) or mean(|a-b|), each term and the sum in double.
+void launch_mse_loss_forward(const float* a, const float* b, std::int64_t n, float* loss, void* scratch,
                              cudaStream_t stream);
-void launch_l1_loss_forward(const float* a, const float* b, std::int64_t n, float* partials, float* loss,
+void launch_l1_loss_forward(const float* a, const float* b, std::int64_t n, float* loss, void* scratch,
                             cudaStream_t stream);
-// da = dloss * 2 (a-b) / n, or dloss * sign(a-b) / n.
-void launch_mse_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float dloss,
+// da = scale * (a-b) with scale = 2 dloss / n, or scale * sign(a-b) with scale = dloss / n.
+void launch_mse_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float scale,
                               cudaStream_t stream);
-void launch_l1_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float dloss,
+void launch_l1_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float scale,
                              cudaStream_t stream);
-// x is [planes, H, W]; loss[0] = Σ (x[i+1,j]-x[i,j])² + Σ (x[i,j+1]-x[i,j])².
-void launch_tv_loss_forward(const float* x, std::int64_t planes, std::int64_t height, std::int64_t width,
-                            float* partials, float* loss, cudaStream_t stream);
-// dx (+)= dloss * ∂tv/∂x.
-void launch_tv_loss_backward(const float* x, float* dx, std::int64_t planes, std::int64_t height, std::int64_t width,
-                             float dloss, bool accumulate, cudaStream_t stream);
+// x is [planes, H, W] (planes = N*C); loss[0] = Σ (x[i+1,j]-x[i,j])² + Σ (x[i,j+1]-x[i,j])²,
+// in double.
+void launch_tv_loss_forward(const float* x, std::int64_t planes, std::int64_t height, std::int64_t width, float* loss,
+                            void* scratch, cudaStream_t stream);
+// dx (+)= dloss * ∂tv/∂x, x and dx [N, C, H, W] with s.size = H*W.
+void launch_tv_loss_backward(const float* x, float* dx, const Planes& s, int height, int width, float dloss,
+                             bool accumulate, cudaStream_t stream);
 
 // ---- scalar_ops.cu: L-BFGS's device scalars ----
-// y += sign * alpha[0] * x.
+// y += (sign * alpha[0]) * x, rounded as on the CPU (no FMA).
 void launch_axpy_scalar(float sign, const float* alpha, const float* x, float* y, std::int64_t n, cudaStream_t stream);
-// out[0] = Σ |x[i]| (kLossPartials floats of scratch).
-void launch_abs_sum(const float* x, std::int64_t n, float* partials, float* out, cudaStream_t stream);
+// out[0] = Σ |x[i]| in double (kReduceScratchBytes of scratch).
+void launch_abs_sum(const float* x, std::int64_t n, float* out, void* scratch, cudaStream_t stream);
 // out[0] = op(a[0], b[0]), one thread.
 void launch_scalar_op(ScalarOp op, const float* a, const float* b, float* out, cudaStream_t stream);
 
@@ -144,13 +164,17 @@ void launch_softmax_forward(const float* x, float* y, std::int64_t rows, std::in
 // softmax: dx = y * (dy - Σ dy*y); log-softmax: dx = dy - exp(y) * Σ dy.
 void launch_softmax_backward(const float* y, const float* dy, float* dx, std::int64_t rows, std::int64_t cols, bool log,
                              cudaStream_t stream);
-// probs = softmax(logits); row_loss[n] = -log softmax(logits)[n, labels[n]] (NaN for a label
-// outside [0, cols): the device cannot throw without a sync); then loss[0] = mean(row_loss).
+// probs = softmax(logits); row_loss[n] = -log softmax(logits)[n, labels[n]]; then
+// loss[0] = mean(row_loss), summed in double. A label outside [0, cols) makes its row's loss NaN
+// and sets *fault to DeviceFault::label_out_of_range: the device cannot throw, the next
+// synchronising read does.
 void launch_softmax_cross_entropy_forward(const float* logits, const std::int32_t* labels, float* probs,
                                           float* row_loss, float* loss, std::int64_t rows, std::int64_t cols,
-                                          cudaStream_t stream);
-// dlogits = (probs - onehot(labels)) * scale, scale = dloss / rows.
+                                          int* fault, cudaStream_t stream);
+// dlogits = (probs - onehot(labels)) * scale, scale = dloss / rows, one warp per row. A label
+// outside [0, cols) makes its row NaN and sets *fault, as in the forward pass.
 void launch_softmax_cross_entropy_backward(const float* probs, const std::int32_t* labels, float* dlogits,
-                                           std::int64_t rows, std::int64_t cols, float scale, cudaStream_t stream);
+                                           std::int64_t rows, std::int64_t cols, float scale, int* fault,
+                                           cudaStream_t stream);
 
 }  // namespace cudl::cuda_detail

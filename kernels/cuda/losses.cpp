@@ -1,6 +1,6 @@
 // CudaBackend: the MSE, L1 and total-variation losses. Kernels in kernels/cuda/losses.cu; CPU twin
-// kernels/cpu/losses.cpp. Arguments were checked by the Backend front; scratch comes from the
-// context's pool.
+// kernels/cpu/losses.cpp. Arguments were checked by the Backend front (tv_loss_backward adds the
+// CUDA backend's own check: an H*W plane fits 32-bit offsets); scratch comes from the context's pool.
 #include "kernels/cuda/cuda_backend.hpp"
 #include "kernels/cuda/launch.hpp"
 #include "kernels/cuda/op_util.hpp"
@@ -10,36 +10,41 @@ namespace cudl {
 using cuda_detail::stream_of;
 
 void CudaBackend::do_mse_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) {
-  Workspace partials(ctx, cuda_detail::kLossPartials * sizeof(float));
-  cuda_detail::launch_mse_loss_forward(a.data<float>(), b.data<float>(), a.numel(),
-                                       static_cast<float*>(partials.data()), loss.data<float>(), stream_of(ctx));
+  Workspace scratch(ctx, cuda_detail::kReduceScratchBytes);
+  cuda_detail::launch_mse_loss_forward(a.data<float>(), b.data<float>(), a.numel(), loss.data<float>(), scratch.data(),
+                                       stream_of(ctx));
 }
 
 void CudaBackend::do_mse_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
-  cuda_detail::launch_mse_loss_backward(a.data<float>(), b.data<float>(), da.data<float>(), a.numel(), dloss,
+  // The CPU's scale: formed in double, rounded once.
+  const auto scale = static_cast<float>(2.0 * dloss / static_cast<double>(a.numel()));
+  cuda_detail::launch_mse_loss_backward(a.data<float>(), b.data<float>(), da.data<float>(), a.numel(), scale,
                                         stream_of(ctx));
 }
 
 void CudaBackend::do_l1_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) {
-  Workspace partials(ctx, cuda_detail::kLossPartials * sizeof(float));
-  cuda_detail::launch_l1_loss_forward(a.data<float>(), b.data<float>(), a.numel(), static_cast<float*>(partials.data()),
-                                      loss.data<float>(), stream_of(ctx));
+  Workspace scratch(ctx, cuda_detail::kReduceScratchBytes);
+  cuda_detail::launch_l1_loss_forward(a.data<float>(), b.data<float>(), a.numel(), loss.data<float>(), scratch.data(),
+                                      stream_of(ctx));
 }
 
 void CudaBackend::do_l1_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
-  cuda_detail::launch_l1_loss_backward(a.data<float>(), b.data<float>(), da.data<float>(), a.numel(), dloss,
+  const auto scale = static_cast<float>(dloss / static_cast<double>(a.numel()));
+  cuda_detail::launch_l1_loss_backward(a.data<float>(), b.data<float>(), da.data<float>(), a.numel(), scale,
                                        stream_of(ctx));
 }
 
 void CudaBackend::do_tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss) {
-  Workspace partials(ctx, cuda_detail::kLossPartials * sizeof(float));
-  cuda_detail::launch_tv_loss_forward(x.data<float>(), x.dim(0) * x.dim(1), x.dim(2), x.dim(3),
-                                      static_cast<float*>(partials.data()), loss.data<float>(), stream_of(ctx));
+  Workspace scratch(ctx, cuda_detail::kReduceScratchBytes);
+  cuda_detail::launch_tv_loss_forward(x.data<float>(), x.dim(0) * x.dim(1), x.dim(2), x.dim(3), loss.data<float>(),
+                                      scratch.data(), stream_of(ctx));
 }
 
 void CudaBackend::do_tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate) {
-  cuda_detail::launch_tv_loss_backward(x.data<float>(), dx.data<float>(), x.dim(0) * x.dim(1), x.dim(2), x.dim(3),
-                                       dloss, accumulate, stream_of(ctx));
+  constexpr std::string_view op = "tv_loss_backward";
+  const cuda_detail::Planes s = cuda_detail::planes_of(op, "x", x);  // H*W fits 32 bits, so H and W do
+  cuda_detail::launch_tv_loss_backward(x.data<float>(), dx.data<float>(), s, static_cast<int>(x.dim(2)),
+                                       static_cast<int>(x.dim(3)), dloss, accumulate, stream_of(ctx));
 }
 
 }  // namespace cudl

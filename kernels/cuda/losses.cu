@@ -2,6 +2,7 @@
 // backward. CPU twin: kernels/cpu/losses.cpp. The forward passes reduce deterministically in two
 // passes (kernels/cuda/reduce.cuh).
 #include <cmath>
+#include <cstdint>
 
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/reduce.cuh"
@@ -10,11 +11,12 @@ namespace cudl::cuda_detail {
 
 namespace {
 
+// The CPU's terms: differences formed in double from the float inputs.
 struct SquaredDiff {
   const float* a;
   const float* b;
-  __device__ float operator()(std::int64_t i) const {
-    const float d = a[i] - b[i];
+  __device__ double operator()(std::int64_t i) const {
+    const double d = static_cast<double>(a[i]) - b[i];
     return d * d;
   }
 };
@@ -22,23 +24,28 @@ struct SquaredDiff {
 struct AbsDiff {
   const float* a;
   const float* b;
-  __device__ float operator()(std::int64_t i) const { return fabsf(a[i] - b[i]); }
+  __device__ double operator()(std::int64_t i) const { return fabs(static_cast<double>(a[i]) - b[i]); }
 };
 
+// The squared differences of element i with its lower and right neighbours, x viewed as
+// [planes, H, W]. Index is the type the row and column are computed in: 32-bit when the tensor has
+// fewer than 2^32 elements (an image always does), so no 64-bit division per element.
+template <class Index>
 struct TotalVariation {
   const float* x;
-  std::int64_t height, width;
-  __device__ float operator()(std::int64_t i) const {
-    const std::int64_t w = i % width;
-    const std::int64_t h = (i / width) % height;
-    const float v = x[i];
-    float acc = 0.0f;
+  Index height, width;
+  __device__ double operator()(std::int64_t i) const {
+    const Index j = static_cast<Index>(i);
+    const Index w = j % width;
+    const Index h = (j / width) % height;
+    const double v = x[i];
+    double acc = 0.0;
     if (h + 1 < height) {
-      const float d = x[i + width] - v;
+      const double d = x[i + width] - v;
       acc += d * d;
     }
     if (w + 1 < width) {
-      const float d = x[i + 1] - v;
+      const double d = x[i + 1] - v;
       acc += d * d;
     }
     return acc;
@@ -56,54 +63,65 @@ __global__ void l1_backward_kernel(std::int64_t n, const float* a, const float* 
   }
 }
 
-__global__ void tv_backward_kernel(std::int64_t n, const float* x, float* dx, std::int64_t height, std::int64_t width,
-                                   float dloss, bool accumulate) {
-  for (std::int64_t i = global_thread(); i < n; i += global_stride()) {
-    const std::int64_t w = i % width;
-    const std::int64_t h = (i / width) % height;
-    const float v = x[i];
-    float g = 0.0f;
-    if (h > 0) g += 2.0f * (v - x[i - width]);
-    if (h + 1 < height) g -= 2.0f * (x[i + width] - v);
-    if (w > 0) g += 2.0f * (v - x[i - 1]);
-    if (w + 1 < width) g -= 2.0f * (x[i + 1] - v);
-    dx[i] = accumulate ? dx[i] + dloss * g : dloss * g;
-  }
+// Each element gathers the (up to four) differences it takes part in, in the CPU's order and
+// form: g = Σ ±(difference), then dx = (accumulate ? dx : 0) + 2 dloss * g, with __fmul_rn and
+// __fadd_rn so nvcc does not fuse the last step into an FMA the CPU does not do.
+__global__ void tv_backward_kernel(Planes s, const float* x, float* dx, int height, int width, float k,
+                                   bool accumulate) {
+  const auto size = static_cast<unsigned>(s.size);
+  for_each_plane(s, [&](std::int64_t plane, std::int64_t) {
+    const float* q = x + plane * s.size;
+    float* d = dx + plane * s.size;
+    for (unsigned p = plane_thread(); p < size; p += plane_stride()) {
+      const unsigned i = p / static_cast<unsigned>(width);
+      const unsigned j = p - i * static_cast<unsigned>(width);
+      const float v = q[p];
+      float g = 0.0f;
+      if (i > 0) g += v - q[p - width];
+      if (i + 1 < static_cast<unsigned>(height)) g -= q[p + width] - v;
+      if (j > 0) g += v - q[p - 1];
+      if (j + 1 < static_cast<unsigned>(width)) g -= q[p + 1] - v;
+      d[p] = __fadd_rn(accumulate ? d[p] : 0.0f, __fmul_rn(k, g));
+    }
+  });
 }
 
 }  // namespace
 
-void launch_mse_loss_forward(const float* a, const float* b, std::int64_t n, float* partials, float* loss,
+void launch_mse_loss_forward(const float* a, const float* b, std::int64_t n, float* loss, void* scratch,
                              cudaStream_t stream) {
-  reduce_to_scalar(SquaredDiff{a, b}, n, static_cast<float>(n), partials, loss, stream);
+  reduce_to_scalar<SumOp>(SquaredDiff{a, b}, n, DivideBy{static_cast<double>(n)}, loss, scratch, stream);
 }
 
-void launch_l1_loss_forward(const float* a, const float* b, std::int64_t n, float* partials, float* loss,
+void launch_l1_loss_forward(const float* a, const float* b, std::int64_t n, float* loss, void* scratch,
                             cudaStream_t stream) {
-  reduce_to_scalar(AbsDiff{a, b}, n, static_cast<float>(n), partials, loss, stream);
+  reduce_to_scalar<SumOp>(AbsDiff{a, b}, n, DivideBy{static_cast<double>(n)}, loss, scratch, stream);
 }
 
-void launch_mse_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float dloss,
+void launch_mse_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float scale,
                               cudaStream_t stream) {
-  const float scale = 2.0f * dloss / static_cast<float>(n);
   launch_linear("mse_backward_kernel", mse_backward_kernel, n, stream, a, b, da, scale);
 }
 
-void launch_l1_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float dloss,
+void launch_l1_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float scale,
                              cudaStream_t stream) {
-  const float scale = dloss / static_cast<float>(n);
   launch_linear("l1_backward_kernel", l1_backward_kernel, n, stream, a, b, da, scale);
 }
 
-void launch_tv_loss_forward(const float* x, std::int64_t planes, std::int64_t height, std::int64_t width,
-                            float* partials, float* loss, cudaStream_t stream) {
-  reduce_to_scalar(TotalVariation{x, height, width}, planes * height * width, 1.0f, partials, loss, stream);
+void launch_tv_loss_forward(const float* x, std::int64_t planes, std::int64_t height, std::int64_t width, float* loss,
+                            void* scratch, cudaStream_t stream) {
+  const std::int64_t n = planes * height * width;
+  if (n <= static_cast<std::int64_t>(UINT32_MAX)) {
+    const TotalVariation<unsigned> tv{x, static_cast<unsigned>(height), static_cast<unsigned>(width)};
+    reduce_to_scalar<SumOp>(tv, n, DivideBy{1.0}, loss, scratch, stream);
+  } else {
+    reduce_to_scalar<SumOp>(TotalVariation<std::int64_t>{x, height, width}, n, DivideBy{1.0}, loss, scratch, stream);
+  }
 }
 
-void launch_tv_loss_backward(const float* x, float* dx, std::int64_t planes, std::int64_t height, std::int64_t width,
-                             float dloss, bool accumulate, cudaStream_t stream) {
-  launch_linear("tv_backward_kernel", tv_backward_kernel, planes * height * width, stream, x, dx, height, width, dloss,
-                accumulate);
+void launch_tv_loss_backward(const float* x, float* dx, const Planes& s, int height, int width, float dloss,
+                             bool accumulate, cudaStream_t stream) {
+  launch_planes("tv_backward_kernel", tv_backward_kernel, s, stream, x, dx, height, width, 2.0f * dloss, accumulate);
 }
 
 }  // namespace cudl::cuda_detail

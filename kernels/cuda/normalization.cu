@@ -6,32 +6,36 @@ namespace cudl::cuda_detail {
 
 namespace {
 
-__global__ void channel_affine_kernel(std::int64_t n, const float* x, const float* scale, const float* shift, float* y,
-                                      std::int64_t channels, std::int64_t inner) {
-  for (std::int64_t i = global_thread(); i < n; i += global_stride()) {
-    const std::int64_t c = (i / inner) % channels;
+__global__ void channel_affine_kernel(Planes s, const float* x, const float* scale, const float* shift, float* y) {
+  const auto size = static_cast<unsigned>(s.size);
+  for_each_plane(s, [&](std::int64_t plane, std::int64_t c) {
+    const float k = scale[c], b = shift[c];
+    const float* xp = x + plane * s.size;
+    float* yp = y + plane * s.size;
     // __fmul_rn/__fadd_rn: no FMA contraction, so y matches the CPU's x * s + b bit for bit.
-    y[i] = __fadd_rn(__fmul_rn(x[i], scale[c]), shift[c]);
-  }
+    for (unsigned p = plane_thread(); p < size; p += plane_stride()) yp[p] = __fadd_rn(__fmul_rn(xp[p], k), b);
+  });
 }
 
-__global__ void channel_scale_kernel(std::int64_t n, const float* dy, const float* scale, float* dx,
-                                     std::int64_t channels, std::int64_t inner) {
-  for (std::int64_t i = global_thread(); i < n; i += global_stride()) dx[i] = dy[i] * scale[(i / inner) % channels];
+__global__ void channel_scale_kernel(Planes s, const float* dy, const float* scale, float* dx) {
+  const auto size = static_cast<unsigned>(s.size);
+  for_each_plane(s, [&](std::int64_t plane, std::int64_t c) {
+    const float k = scale[c];
+    const float* dyp = dy + plane * s.size;
+    float* dxp = dx + plane * s.size;
+    for (unsigned p = plane_thread(); p < size; p += plane_stride()) dxp[p] = dyp[p] * k;
+  });
 }
 
 }  // namespace
 
-void launch_channel_affine(const float* x, const float* scale, const float* shift, float* y, std::int64_t outer,
-                           std::int64_t channels, std::int64_t inner, cudaStream_t stream) {
-  launch_linear("channel_affine_kernel", channel_affine_kernel, outer * channels * inner, stream, x, scale, shift, y,
-                channels, inner);
+void launch_channel_affine(const float* x, const float* scale, const float* shift, float* y, const Planes& s,
+                           cudaStream_t stream) {
+  launch_planes("channel_affine_kernel", channel_affine_kernel, s, stream, x, scale, shift, y);
 }
 
-void launch_channel_scale(const float* dy, const float* scale, float* dx, std::int64_t outer, std::int64_t channels,
-                          std::int64_t inner, cudaStream_t stream) {
-  launch_linear("channel_scale_kernel", channel_scale_kernel, outer * channels * inner, stream, dy, scale, dx, channels,
-                inner);
+void launch_channel_scale(const float* dy, const float* scale, float* dx, const Planes& s, cudaStream_t stream) {
+  launch_planes("channel_scale_kernel", channel_scale_kernel, s, stream, dy, scale, dx);
 }
 
 }  // namespace cudl::cuda_detail

@@ -5,12 +5,15 @@
 // validation (placement, dtype, shapes, parameters) is the Backend front's (engine/backend.cpp).
 #include <climits>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "engine/context.hpp"
 #include "engine/cuda/cuda_runtime.hpp"
 #include "engine/error.hpp"
 #include "engine/shape.hpp"
+#include "engine/tensor.hpp"
+#include "kernels/cuda/launch.hpp"
 
 namespace cudl::cuda_detail {
 
@@ -20,6 +23,18 @@ inline cudaStream_t stream_of(Context& ctx) { return cuda_resources(ctx).stream;
 inline int to_int(std::string_view op, std::string_view what, std::int64_t v, const Shape& shape) {
   CUDL_CHECK(v >= 0 && v <= INT_MAX, "{}: {}={} of shape {} does not fit a 32-bit int", op, what, v, shape);
   return static_cast<int>(v);
+}
+
+// t as [samples, channels, plane] around dim 1 (t has rank >= 2), the plane size checked to fit
+// the kernels' 32-bit in-plane offsets.
+inline Planes planes_of(std::string_view op, std::string_view name, const Tensor& t) {
+  std::int64_t size = 1;
+  for (int i = 2; i < t.rank(); ++i) size *= t.dim(i);
+  Planes s;
+  s.samples = t.dim(0);
+  s.channels = t.dim(1);
+  s.size = to_int(op, std::string(name) + " plane size", size, t.shape());
+  return s;
 }
 
 }  // namespace cudl::cuda_detail

@@ -1,4 +1,7 @@
-// Fused optimizer steps: one pass over param, grad and state. CPU twin: kernels/cpu/optimizers.cpp.
+// Fused optimizer steps: one pass over param, grad and state. CPU twin: kernels/cpu/optimizers.cpp,
+// whose expressions these are, term for term. __fmul_rn/__fadd_rn/__fsub_rn round every product
+// and sum separately, as the CPU does (nvcc would otherwise fuse them into FMAs), so a step on the
+// GPU gives the CPU's bits and a run can move between devices without drifting.
 #include <cmath>
 
 #include "kernels/cuda/launch.cuh"
@@ -7,40 +10,37 @@ namespace cudl::cuda_detail {
 
 namespace {
 
+// d = g + wd * w; with momentum: b = mu * buf + damp * d, d = nesterov ? d + mu * b : b; w -= lr * d.
 __global__ void sgd_kernel(std::int64_t n, float* param, const float* grad, float* buf, float lr, float momentum,
-                           float dampening, float weight_decay, bool nesterov) {
+                           float damp, float weight_decay, bool nesterov) {
+  const bool use_momentum = momentum > 0.0f;
   for (std::int64_t i = global_thread(); i < n; i += global_stride()) {
-    float p = param[i];
-    float g = grad[i];
-    if (weight_decay != 0.0f) g += weight_decay * p;
-    if (momentum != 0.0f) {
-      float b = momentum * buf[i] + (1.0f - dampening) * g;
+    const float w = param[i];
+    float d = __fadd_rn(grad[i], __fmul_rn(weight_decay, w));
+    if (use_momentum) {
+      const float b = __fadd_rn(__fmul_rn(momentum, buf[i]), __fmul_rn(damp, d));
       buf[i] = b;
-      g = nesterov ? g + momentum * b : b;
+      d = nesterov ? __fadd_rn(d, __fmul_rn(momentum, b)) : b;
     }
-    param[i] = p - lr * g;
+    param[i] = __fsub_rn(w, __fmul_rn(lr, d));
   }
 }
 
-__global__ void adam_kernel(std::int64_t n, float* param, const float* grad, float* m_state, float* v_state, float lr,
-                            float beta1, float beta2, float eps, float weight_decay, bool decoupled,
-                            float bias_correction1, float bias_correction2) {
+// d = g + l2 * w; m = b1 m + (1 - b1) d; v = b2 v + (1 - b2) d d;
+// w = w * shrink - step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps).
+__global__ void adam_kernel(std::int64_t n, float* param, const float* grad, float* m_state, float* v_state,
+                            float beta1, float beta2, float eps, float l2, float shrink, float step_size,
+                            float inv_sqrt_bc2) {
+  const float one_minus_b1 = 1.0f - beta1, one_minus_b2 = 1.0f - beta2;
   for (std::int64_t i = global_thread(); i < n; i += global_stride()) {
-    float p = param[i];
-    float g = grad[i];
-    if (weight_decay != 0.0f) {
-      if (decoupled)
-        p *= 1.0f - lr * weight_decay;
-      else
-        g += weight_decay * p;
-    }
-    float m = beta1 * m_state[i] + (1.0f - beta1) * g;
-    float v = beta2 * v_state[i] + (1.0f - beta2) * g * g;
+    const float w = param[i];
+    const float d = __fadd_rn(grad[i], __fmul_rn(l2, w));
+    const float m = __fadd_rn(__fmul_rn(beta1, m_state[i]), __fmul_rn(one_minus_b1, d));
+    const float v = __fadd_rn(__fmul_rn(beta2, v_state[i]), __fmul_rn(__fmul_rn(one_minus_b2, d), d));
     m_state[i] = m;
     v_state[i] = v;
-    float m_hat = m / bias_correction1;
-    float v_hat = v / bias_correction2;
-    param[i] = p - lr * m_hat / (sqrtf(v_hat) + eps);
+    const float denom = __fadd_rn(__fmul_rn(__fsqrt_rn(v), inv_sqrt_bc2), eps);
+    param[i] = __fsub_rn(__fmul_rn(w, shrink), __fdiv_rn(__fmul_rn(step_size, m), denom));
   }
 }
 
@@ -48,15 +48,14 @@ __global__ void adam_kernel(std::int64_t n, float* param, const float* grad, flo
 
 void launch_sgd_step(float* param, const float* grad, float* momentum_buf, std::int64_t n, float lr, float momentum,
                      float dampening, float weight_decay, bool nesterov, cudaStream_t stream) {
-  launch_linear("sgd_kernel", sgd_kernel, n, stream, param, grad, momentum_buf, lr, momentum, dampening, weight_decay,
-                nesterov);
+  launch_linear("sgd_kernel", sgd_kernel, n, stream, param, grad, momentum_buf, lr, momentum, 1.0f - dampening,
+                weight_decay, nesterov);
 }
 
-void launch_adam_step(float* param, const float* grad, float* m, float* v, std::int64_t n, float lr, float beta1,
-                      float beta2, float eps, float weight_decay, bool decoupled, float bias_correction1,
-                      float bias_correction2, cudaStream_t stream) {
-  launch_linear("adam_kernel", adam_kernel, n, stream, param, grad, m, v, lr, beta1, beta2, eps, weight_decay,
-                decoupled, bias_correction1, bias_correction2);
+void launch_adam_step(float* param, const float* grad, float* m, float* v, std::int64_t n, float beta1, float beta2,
+                      float eps, float l2, float shrink, float step_size, float inv_sqrt_bc2, cudaStream_t stream) {
+  launch_linear("adam_kernel", adam_kernel, n, stream, param, grad, m, v, beta1, beta2, eps, l2, shrink, step_size,
+                inv_sqrt_bc2);
 }
 
 }  // namespace cudl::cuda_detail

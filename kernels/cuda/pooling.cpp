@@ -10,13 +10,17 @@ namespace cudl {
 using cuda_detail::stream_of;
 
 namespace {
-// x is the input-side shape (x for forward, dx for backward).
+// x is the input-side shape (x for forward, dx for backward). The CUDA backend's own check: both
+// planes fit the kernels' 32-bit in-plane offsets.
 cuda_detail::PoolGeometry geometry(std::string_view op, const Shape& x, const Pool2dParams& p) {
   const Shape y = pool2d_output_shape(x, p);
+  cuda_detail::to_int(op, "H*W", x[2] * x[3], x);
+  cuda_detail::to_int(op, "output H*W", y[2] * y[3], y);
   cuda_detail::PoolGeometry g;
-  g.planes = x[0] * x[1];
-  g.height = cuda_detail::to_int(op, "H", x[2], x);
-  g.width = cuda_detail::to_int(op, "W", x[3], x);
+  g.samples = x[0];
+  g.channels = x[1];
+  g.height = static_cast<int>(x[2]);
+  g.width = static_cast<int>(x[3]);
   g.out_height = static_cast<int>(y[2]);
   g.out_width = static_cast<int>(y[3]);
   g.kernel_h = p.kernel_h;

@@ -1,6 +1,7 @@
 // Max and average pooling over NCHW planes, forward and backward. Backward passes gather (each
 // input pixel sums the windows that cover it), so they are deterministic and need no atomics.
-// CPU twin: kernels/cpu/pooling.cpp.
+// CPU twin: kernels/cpu/pooling.cpp. Launched over planes (launch_planes): the plane comes from the
+// grid, and the row and column from one 32-bit division of the in-plane offset.
 #include <cmath>
 
 #include "kernels/cuda/launch.cuh"
@@ -9,124 +10,154 @@ namespace cudl::cuda_detail {
 
 namespace {
 
+Planes input_planes(const PoolGeometry& g) { return {g.samples, g.channels, g.height * g.width}; }
+Planes output_planes(const PoolGeometry& g) { return {g.samples, g.channels, g.out_height * g.out_width}; }
+
+// Row and column of in-plane offset p in a plane `width` wide.
+__device__ __forceinline__ void row_col(unsigned p, int width, int* row, int* col) {
+  const unsigned r = p / static_cast<unsigned>(width);
+  *row = static_cast<int>(r);
+  *col = static_cast<int>(p - r * static_cast<unsigned>(width));
+}
+
 // The output rows (or columns) whose window covers input row h: [first, last], possibly empty.
+// Both quotients are of non-negative numbers, so unsigned division is exact and cheaper.
 __device__ __forceinline__ void covering_range(int h, int kernel, int stride, int pad, int out_size, int* first,
                                                int* last) {
-  int lo = h + pad - kernel + 1;  // smallest window start (in padded coordinates) that reaches h
-  *first = lo <= 0 ? 0 : (lo + stride - 1) / stride;
-  int hi = (h + pad) / stride;
+  const int lo = h + pad - kernel + 1;  // smallest window start (in padded coordinates) that reaches h
+  const auto s = static_cast<unsigned>(stride);
+  *first = lo <= 0 ? 0 : static_cast<int>((static_cast<unsigned>(lo) + s - 1) / s);
+  const int hi = static_cast<int>(static_cast<unsigned>(h + pad) / s);
   *last = hi < out_size - 1 ? hi : out_size - 1;
 }
 
-__global__ void maxpool_forward_kernel(std::int64_t total, const float* x, float* y, std::int32_t* argmax,
-                                       PoolGeometry g) {
-  for (std::int64_t idx = global_thread(); idx < total; idx += global_stride()) {
-    const int ow = static_cast<int>(idx % g.out_width);
-    const int oh = static_cast<int>((idx / g.out_width) % g.out_height);
-    const std::int64_t plane = idx / (static_cast<std::int64_t>(g.out_width) * g.out_height);
-    const float* xp = x + plane * g.height * g.width;
-    const int h0 = oh * g.stride_h - g.pad_h, w0 = ow * g.stride_w - g.pad_w;
-    float best = -INFINITY;
-    int arg = -1;
-    for (int i = 0; i < g.kernel_h; ++i) {
-      const int h = h0 + i;
-      if (h < 0 || h >= g.height) continue;
-      for (int j = 0; j < g.kernel_w; ++j) {
-        const int w = w0 + j;
-        if (w < 0 || w >= g.width) continue;
-        const float v = xp[h * g.width + w];
-        if (arg < 0 || v > best) {  // first maximum in row-major window order; padding never wins
-          best = v;
-          arg = h * g.width + w;
+__global__ void maxpool_forward_kernel(Planes out, const float* x, float* y, std::int32_t* argmax, PoolGeometry g) {
+  const auto size = static_cast<unsigned>(out.size);
+  const std::int64_t in_size = static_cast<std::int64_t>(g.height) * g.width;
+  for_each_plane(out, [&](std::int64_t plane, std::int64_t) {
+    const float* xp = x + plane * in_size;
+    float* yp = y + plane * out.size;
+    std::int32_t* ap = argmax + plane * out.size;
+    for (unsigned p = plane_thread(); p < size; p += plane_stride()) {
+      int oh, ow;
+      row_col(p, g.out_width, &oh, &ow);
+      const int h0 = oh * g.stride_h - g.pad_h, w0 = ow * g.stride_w - g.pad_w;
+      float best = -INFINITY;
+      int arg = -1;
+      for (int i = 0; i < g.kernel_h; ++i) {
+        const int h = h0 + i;
+        if (h < 0 || h >= g.height) continue;
+        for (int j = 0; j < g.kernel_w; ++j) {
+          const int w = w0 + j;
+          if (w < 0 || w >= g.width) continue;
+          const float v = xp[h * g.width + w];
+          // The CPU's rule: the first in-bounds pixel starts (padding never wins), a strictly greater
+          // value replaces it (the first of equal maxima stays), and so does the first NaN; a NaN then
+          // stays, so a NaN input is never hidden (as in PyTorch).
+          if (arg < 0 || v > best || (isnan(v) && !isnan(best))) {
+            best = v;
+            arg = h * g.width + w;
+          }
         }
       }
+      yp[p] = best;
+      ap[p] = arg;
     }
-    y[idx] = best;
-    argmax[idx] = arg;
-  }
+  });
 }
 
-__global__ void maxpool_backward_kernel(std::int64_t total, const float* dy, const std::int32_t* argmax, float* dx,
+__global__ void maxpool_backward_kernel(Planes in, const float* dy, const std::int32_t* argmax, float* dx,
                                         PoolGeometry g) {
-  for (std::int64_t idx = global_thread(); idx < total; idx += global_stride()) {
-    const int w = static_cast<int>(idx % g.width);
-    const int h = static_cast<int>((idx / g.width) % g.height);
-    const std::int64_t plane = idx / (static_cast<std::int64_t>(g.width) * g.height);
-    const std::int64_t out_plane = plane * g.out_height * g.out_width;
-    const int self = h * g.width + w;
-    int oh0, oh1, ow0, ow1;
-    covering_range(h, g.kernel_h, g.stride_h, g.pad_h, g.out_height, &oh0, &oh1);
-    covering_range(w, g.kernel_w, g.stride_w, g.pad_w, g.out_width, &ow0, &ow1);
-    float acc = 0.0f;
-    for (int oh = oh0; oh <= oh1; ++oh)
-      for (int ow = ow0; ow <= ow1; ++ow) {
-        const std::int64_t o = out_plane + static_cast<std::int64_t>(oh) * g.out_width + ow;
-        if (argmax[o] == self) acc += dy[o];
-      }
-    dx[idx] = acc;
-  }
-}
-
-__global__ void avgpool_forward_kernel(std::int64_t total, const float* x, float* y, PoolGeometry g) {
-  const float area = static_cast<float>(g.kernel_h * g.kernel_w);
-  for (std::int64_t idx = global_thread(); idx < total; idx += global_stride()) {
-    const int ow = static_cast<int>(idx % g.out_width);
-    const int oh = static_cast<int>((idx / g.out_width) % g.out_height);
-    const std::int64_t plane = idx / (static_cast<std::int64_t>(g.out_width) * g.out_height);
-    const float* xp = x + plane * g.height * g.width;
-    const int h0 = oh * g.stride_h - g.pad_h, w0 = ow * g.stride_w - g.pad_w;
-    float acc = 0.0f;
-    for (int i = 0; i < g.kernel_h; ++i) {
-      const int h = h0 + i;
-      if (h < 0 || h >= g.height) continue;
-      for (int j = 0; j < g.kernel_w; ++j) {
-        const int w = w0 + j;
-        if (w < 0 || w >= g.width) continue;
-        acc += xp[h * g.width + w];
-      }
+  const auto size = static_cast<unsigned>(in.size);
+  const std::int64_t out_size = static_cast<std::int64_t>(g.out_height) * g.out_width;
+  for_each_plane(in, [&](std::int64_t plane, std::int64_t) {
+    const float* dyp = dy + plane * out_size;
+    const std::int32_t* ap = argmax + plane * out_size;
+    float* dxp = dx + plane * in.size;
+    for (unsigned p = plane_thread(); p < size; p += plane_stride()) {
+      int h, w;
+      row_col(p, g.width, &h, &w);
+      int oh0, oh1, ow0, ow1;
+      covering_range(h, g.kernel_h, g.stride_h, g.pad_h, g.out_height, &oh0, &oh1);
+      covering_range(w, g.kernel_w, g.stride_w, g.pad_w, g.out_width, &ow0, &ow1);
+      const auto self = static_cast<std::int32_t>(p);
+      float acc = 0.0f;
+      for (int oh = oh0; oh <= oh1; ++oh)
+        for (int ow = ow0; ow <= ow1; ++ow) {
+          const int o = oh * g.out_width + ow;
+          if (ap[o] == self) acc += dyp[o];
+        }
+      dxp[p] = acc;
     }
-    y[idx] = acc / area;  // padding counts as zeros (count_include_pad=True)
-  }
+  });
 }
 
-__global__ void avgpool_backward_kernel(std::int64_t total, const float* dy, float* dx, PoolGeometry g) {
-  const float area = static_cast<float>(g.kernel_h * g.kernel_w);
-  for (std::int64_t idx = global_thread(); idx < total; idx += global_stride()) {
-    const int w = static_cast<int>(idx % g.width);
-    const int h = static_cast<int>((idx / g.width) % g.height);
-    const std::int64_t plane = idx / (static_cast<std::int64_t>(g.width) * g.height);
-    const float* dyp = dy + plane * g.out_height * g.out_width;
-    int oh0, oh1, ow0, ow1;
-    covering_range(h, g.kernel_h, g.stride_h, g.pad_h, g.out_height, &oh0, &oh1);
-    covering_range(w, g.kernel_w, g.stride_w, g.pad_w, g.out_width, &ow0, &ow1);
-    float acc = 0.0f;
-    for (int oh = oh0; oh <= oh1; ++oh)
-      for (int ow = ow0; ow <= ow1; ++ow) acc += dyp[oh * g.out_width + ow] / area;
-    dx[idx] = acc;
-  }
+__global__ void avgpool_forward_kernel(Planes out, const float* x, float* y, PoolGeometry g) {
+  const float inv = 1.0f / static_cast<float>(g.kernel_h * g.kernel_w);  // the CPU's factor
+  const auto size = static_cast<unsigned>(out.size);
+  const std::int64_t in_size = static_cast<std::int64_t>(g.height) * g.width;
+  for_each_plane(out, [&](std::int64_t plane, std::int64_t) {
+    const float* xp = x + plane * in_size;
+    float* yp = y + plane * out.size;
+    for (unsigned p = plane_thread(); p < size; p += plane_stride()) {
+      int oh, ow;
+      row_col(p, g.out_width, &oh, &ow);
+      const int h0 = oh * g.stride_h - g.pad_h, w0 = ow * g.stride_w - g.pad_w;
+      float acc = 0.0f;
+      for (int i = 0; i < g.kernel_h; ++i) {
+        const int h = h0 + i;
+        if (h < 0 || h >= g.height) continue;
+        for (int j = 0; j < g.kernel_w; ++j) {
+          const int w = w0 + j;
+          if (w < 0 || w >= g.width) continue;
+          acc += xp[h * g.width + w];
+        }
+      }
+      yp[p] = acc * inv;  // padding counts as zeros (count_include_pad=True)
+    }
+  });
 }
 
-std::int64_t input_elements(const PoolGeometry& g) { return g.planes * g.height * g.width; }
-std::int64_t output_elements(const PoolGeometry& g) { return g.planes * g.out_height * g.out_width; }
+__global__ void avgpool_backward_kernel(Planes in, const float* dy, float* dx, PoolGeometry g) {
+  const float inv = 1.0f / static_cast<float>(g.kernel_h * g.kernel_w);  // the CPU's factor
+  const auto size = static_cast<unsigned>(in.size);
+  const std::int64_t out_size = static_cast<std::int64_t>(g.out_height) * g.out_width;
+  for_each_plane(in, [&](std::int64_t plane, std::int64_t) {
+    const float* dyp = dy + plane * out_size;
+    float* dxp = dx + plane * in.size;
+    for (unsigned p = plane_thread(); p < size; p += plane_stride()) {
+      int h, w;
+      row_col(p, g.width, &h, &w);
+      int oh0, oh1, ow0, ow1;
+      covering_range(h, g.kernel_h, g.stride_h, g.pad_h, g.out_height, &oh0, &oh1);
+      covering_range(w, g.kernel_w, g.stride_w, g.pad_w, g.out_width, &ow0, &ow1);
+      float acc = 0.0f;
+      for (int oh = oh0; oh <= oh1; ++oh)
+        // __fmul_rn/__fadd_rn: the CPU rounds dy * inv, then the sum (no FMA).
+        for (int ow = ow0; ow <= ow1; ++ow) acc = __fadd_rn(acc, __fmul_rn(dyp[oh * g.out_width + ow], inv));
+      dxp[p] = acc;
+    }
+  });
+}
 
 }  // namespace
 
 void launch_maxpool_forward(const float* x, float* y, std::int32_t* argmax, const PoolGeometry& g,
                             cudaStream_t stream) {
-  launch_linear("maxpool_forward_kernel", maxpool_forward_kernel, output_elements(g), stream, x, y, argmax, g);
+  launch_planes("maxpool_forward_kernel", maxpool_forward_kernel, output_planes(g), stream, x, y, argmax, g);
 }
 
 void launch_maxpool_backward(const float* dy, const std::int32_t* argmax, float* dx, const PoolGeometry& g,
                              cudaStream_t stream) {
-  launch_linear("maxpool_backward_kernel", maxpool_backward_kernel, input_elements(g), stream, dy, argmax, dx, g);
+  launch_planes("maxpool_backward_kernel", maxpool_backward_kernel, input_planes(g), stream, dy, argmax, dx, g);
 }
 
 void launch_avgpool_forward(const float* x, float* y, const PoolGeometry& g, cudaStream_t stream) {
-  launch_linear("avgpool_forward_kernel", avgpool_forward_kernel, output_elements(g), stream, x, y, g);
+  launch_planes("avgpool_forward_kernel", avgpool_forward_kernel, output_planes(g), stream, x, y, g);
 }
 
 void launch_avgpool_backward(const float* dy, float* dx, const PoolGeometry& g, cudaStream_t stream) {
-  launch_linear("avgpool_backward_kernel", avgpool_backward_kernel, input_elements(g), stream, dy, dx, g);
+  launch_planes("avgpool_backward_kernel", avgpool_backward_kernel, input_planes(g), stream, dy, dx, g);
 }
 
 }  // namespace cudl::cuda_detail

@@ -1,8 +1,6 @@
 // CudaBackend: sum, mean, max, dot, argmax_rows and accuracy. Kernels in kernels/cuda/reductions.cu;
 // CPU twin kernels/cpu/reductions.cpp. Arguments were checked by the Backend front; scratch comes
 // from the context's pool.
-#include <algorithm>
-
 #include "kernels/cuda/cuda_backend.hpp"
 #include "kernels/cuda/launch.hpp"
 #include "kernels/cuda/op_util.hpp"
@@ -11,45 +9,41 @@ namespace cudl {
 
 using cuda_detail::stream_of;
 
-namespace {
-void sum_impl(Context& ctx, const Tensor& x, Tensor& out, bool mean) {
-  const std::int64_t n = x.numel();
-  const float scale = mean ? 1.0f / static_cast<float>(n) : 1.0f;
-  // Never a null pointer: CUB reads a null temp pointer as "only report the size".
-  std::size_t temp_bytes = std::max<std::size_t>(cuda_detail::reduce_sum_temp_bytes(n), 16);
-  Workspace temp(ctx, temp_bytes);
-  cuda_detail::launch_reduce_sum(x.data<float>(), n, scale, out.data<float>(), temp.data(), temp_bytes, stream_of(ctx));
+void CudaBackend::do_sum(Context& ctx, const Tensor& x, Tensor& out) {
+  Workspace scratch(ctx, cuda_detail::kReduceScratchBytes);
+  cuda_detail::launch_sum(x.data<float>(), x.numel(), 1.0, out.data<float>(), scratch.data(), stream_of(ctx));
 }
-}  // namespace
 
-void CudaBackend::do_sum(Context& ctx, const Tensor& x, Tensor& out) { sum_impl(ctx, x, out, false); }
-
-void CudaBackend::do_mean(Context& ctx, const Tensor& x, Tensor& out) { sum_impl(ctx, x, out, true); }
+void CudaBackend::do_mean(Context& ctx, const Tensor& x, Tensor& out) {
+  Workspace scratch(ctx, cuda_detail::kReduceScratchBytes);
+  cuda_detail::launch_sum(x.data<float>(), x.numel(), static_cast<double>(x.numel()), out.data<float>(), scratch.data(),
+                          stream_of(ctx));
+}
 
 void CudaBackend::do_max(Context& ctx, const Tensor& x, Tensor& out) {
-  std::size_t temp_bytes = std::max<std::size_t>(cuda_detail::reduce_max_temp_bytes(x.numel()), 16);
-  Workspace temp(ctx, temp_bytes);
-  cuda_detail::launch_reduce_max(x.data<float>(), x.numel(), out.data<float>(), temp.data(), temp_bytes,
-                                 stream_of(ctx));
+  Workspace scratch(ctx, cuda_detail::kReduceScratchBytes);
+  cuda_detail::launch_max(x.data<float>(), x.numel(), out.data<float>(), scratch.data(), stream_of(ctx));
 }
 
 void CudaBackend::do_dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
   // Our two-pass reduction rather than cublasSdot: deterministic run to run, and the result stays
   // on the device without switching the shared handle's pointer mode.
-  Workspace partials(ctx, cuda_detail::kLossPartials * sizeof(float));
-  cuda_detail::launch_dot(a.data<float>(), b.data<float>(), a.numel(), static_cast<float*>(partials.data()),
-                          out.data<float>(), stream_of(ctx));
+  Workspace scratch(ctx, cuda_detail::kReduceScratchBytes);
+  cuda_detail::launch_dot(a.data<float>(), b.data<float>(), a.numel(), out.data<float>(), scratch.data(),
+                          stream_of(ctx));
 }
 
 void CudaBackend::do_argmax_rows(Context& ctx, const Tensor& x, Tensor& out) {
   cuda_detail::launch_argmax_rows(x.data<float>(), out.data<std::int32_t>(), x.dim(0), x.dim(1), stream_of(ctx));
 }
 
+// A label outside [0, K) counts as wrong and sets the context's device fault word (the labels are
+// on the device; the next synchronising host read throws).
 void CudaBackend::do_accuracy(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& out) {
   const std::int64_t rows = logits.dim(0);
   Workspace correct(ctx, static_cast<std::size_t>(rows) * sizeof(float));
   cuda_detail::launch_accuracy(logits.data<float>(), labels.data<std::int32_t>(), static_cast<float*>(correct.data()),
-                               out.data<float>(), rows, logits.dim(1), stream_of(ctx));
+                               out.data<float>(), rows, logits.dim(1), device_fault_word(ctx), stream_of(ctx));
 }
 
 }  // namespace cudl

@@ -1,7 +1,6 @@
 // Reductions into one-element tensors (sum, mean, max, dot) and per-row ones (argmax, accuracy).
 // CPU twin: kernels/cpu/reductions.cpp. Results land in device tensors; nothing here waits.
 #include <cmath>
-#include <cub/device/device_reduce.cuh>
 
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/reduce.cuh"
@@ -10,22 +9,29 @@ namespace cudl::cuda_detail {
 
 namespace {
 
-__global__ void scale_scalar_kernel(float* out, float scale) { out[0] *= scale; }
-
+// The CPU's dot term: the product in double.
 struct Product {
   const float* a;
   const float* b;
-  __device__ float operator()(std::int64_t i) const { return a[i] * b[i]; }
+  __device__ double operator()(std::int64_t i) const { return static_cast<double>(a[i]) * b[i]; }
 };
 
-// First index of the row maximum, on every lane. Each lane scans its columns in increasing
-// order (strict >), then lanes combine preferring the larger value, and on ties the lower index.
+// The CPU's argmax of one row (kernels/cpu/reductions.cpp), on every lane. The CPU starts from
+// column 0 and lets each later column replace the best only when strictly greater, so:
+//   - a NaN in column 0 wins (nothing compares greater than it), and the answer is 0;
+//   - a NaN anywhere else never wins;
+//   - otherwise the answer is the first column holding the maximum of the non-NaN values (strict >
+//     keeps the first of equal maxima, +0 and -0 included).
+// Here each lane finds the first maximum among its own non-NaN columns (none if it has only NaN),
+// and the lanes combine by larger value, then lower column. That choice is a total order on the
+// candidates, so the butterfly gives the sequential scan's answer whatever the combining order.
 __device__ __forceinline__ std::int64_t row_argmax(const float* xr, std::int64_t cols, int lane) {
+  if (isnan(xr[0])) return 0;  // the same load on every lane: the warp stays converged
   float best = -INFINITY;
-  std::int64_t arg = -1;
+  std::int64_t arg = -1;  // no non-NaN column seen yet
   for (std::int64_t c = lane; c < cols; c += 32) {
     const float v = xr[c];
-    if (arg < 0 || v > best) {
+    if (!isnan(v) && (arg < 0 || v > best)) {
       best = v;
       arg = c;
     }
@@ -39,7 +45,7 @@ __device__ __forceinline__ std::int64_t row_argmax(const float* xr, std::int64_t
       arg = other_arg;
     }
   }
-  return arg;
+  return arg;  // >= 0: column 0 is not NaN, so lane 0 has a candidate
 }
 
 __global__ void argmax_rows_kernel(std::int64_t rows, const float* x, std::int32_t* out, std::int64_t cols) {
@@ -51,43 +57,34 @@ __global__ void argmax_rows_kernel(std::int64_t rows, const float* x, std::int32
 }
 
 __global__ void accuracy_kernel(std::int64_t rows, const float* logits, const std::int32_t* labels, float* correct,
-                                std::int64_t cols) {
+                                std::int64_t cols, int* fault) {
   const int lane = lane_id();
   for (std::int64_t r = global_warp(); r < rows; r += warp_stride()) {
     const std::int64_t arg = row_argmax(logits + r * cols, cols, lane);
-    if (lane == 0) correct[r] = arg == labels[r] ? 1.0f : 0.0f;
+    if (lane == 0) {
+      const std::int32_t label = labels[r];
+      if (label < 0 || label >= cols) raise_fault(fault, DeviceFault::label_out_of_range);
+      correct[r] = arg == label ? 1.0f : 0.0f;
+    }
   }
 }
 
 }  // namespace
 
-std::size_t reduce_sum_temp_bytes(std::int64_t n) {
-  std::size_t bytes = 0;
-  CUDL_STATUS_CHECK(
-      cub::DeviceReduce::Sum(nullptr, bytes, static_cast<const float*>(nullptr), static_cast<float*>(nullptr), n));
-  return bytes;
+// Our own two-pass reduction rather than cub::DeviceReduce::Sum: terms and total in double like the
+// CPU, a fixed partial count, and the mean divided before the one rounding to float.
+void launch_sum(const float* x, std::int64_t n, double divisor, float* out, void* scratch, cudaStream_t stream) {
+  reduce_to_scalar<SumOp>(AsDouble{x}, n, DivideBy{divisor}, out, scratch, stream);
 }
 
-std::size_t reduce_max_temp_bytes(std::int64_t n) {
-  std::size_t bytes = 0;
-  CUDL_STATUS_CHECK(
-      cub::DeviceReduce::Max(nullptr, bytes, static_cast<const float*>(nullptr), static_cast<float*>(nullptr), n));
-  return bytes;
+// Our own reduction rather than cub::DeviceReduce::Max: CUB seeds with the lowest finite float
+// and its max operator takes a NaN depending on where it falls in the reduction tree.
+void launch_max(const float* x, std::int64_t n, float* out, void* scratch, cudaStream_t stream) {
+  reduce_to_scalar<MaxOp>(MaxTerm{x}, n, MaxFinish{}, out, scratch, stream);
 }
 
-void launch_reduce_sum(const float* x, std::int64_t n, float scale, float* out, void* temp, std::size_t temp_bytes,
-                       cudaStream_t stream) {
-  CUDL_STATUS_CHECK(cub::DeviceReduce::Sum(temp, temp_bytes, x, out, n, stream));
-  if (scale != 1.0f) launch_grid("scale_scalar_kernel", scale_scalar_kernel, dim3(1), dim3(1), stream, out, scale);
-}
-
-void launch_reduce_max(const float* x, std::int64_t n, float* out, void* temp, std::size_t temp_bytes,
-                       cudaStream_t stream) {
-  CUDL_STATUS_CHECK(cub::DeviceReduce::Max(temp, temp_bytes, x, out, n, stream));
-}
-
-void launch_dot(const float* a, const float* b, std::int64_t n, float* partials, float* out, cudaStream_t stream) {
-  reduce_to_scalar(Product{a, b}, n, 1.0f, partials, out, stream);
+void launch_dot(const float* a, const float* b, std::int64_t n, float* out, void* scratch, cudaStream_t stream) {
+  reduce_to_scalar<SumOp>(Product{a, b}, n, DivideBy{1.0}, out, scratch, stream);
 }
 
 void launch_argmax_rows(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t cols, cudaStream_t stream) {
@@ -96,10 +93,11 @@ void launch_argmax_rows(const float* x, std::int32_t* out, std::int64_t rows, st
 }
 
 void launch_accuracy(const float* logits, const std::int32_t* labels, float* correct, float* out, std::int64_t rows,
-                     std::int64_t cols, cudaStream_t stream) {
+                     std::int64_t cols, int* fault, cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
-  launch_rows("accuracy_kernel", accuracy_kernel, rows, stream, logits, labels, correct, cols);
-  launch_sum_to_scalar(correct, rows, static_cast<float>(rows), out, stream);
+  launch_rows("accuracy_kernel", accuracy_kernel, rows, stream, logits, labels, correct, cols, fault);
+  // The count is exact in double, so out[0] is the CPU's correct / n rounded once.
+  reduce_small_to_scalar<SumOp>(AsDouble{correct}, rows, DivideBy{static_cast<double>(rows)}, out, stream);
 }
 
 }  // namespace cudl::cuda_detail

@@ -15,9 +15,8 @@ void CudaBackend::do_axpy_scalar(Context& ctx, float sign, const Tensor& alpha, 
 }
 
 void CudaBackend::do_abs_sum(Context& ctx, const Tensor& x, Tensor& out) {
-  Workspace partials(ctx, cuda_detail::kLossPartials * sizeof(float));
-  cuda_detail::launch_abs_sum(x.data<float>(), x.numel(), static_cast<float*>(partials.data()), out.data<float>(),
-                              stream_of(ctx));
+  Workspace scratch(ctx, cuda_detail::kReduceScratchBytes);
+  cuda_detail::launch_abs_sum(x.data<float>(), x.numel(), out.data<float>(), scratch.data(), stream_of(ctx));
 }
 
 void CudaBackend::do_scalar_op(Context& ctx, ScalarOp op, const Tensor& a, const Tensor& b, Tensor& out) {

@@ -11,12 +11,13 @@ namespace {
 
 __global__ void axpy_scalar_kernel(std::int64_t n, float sign, const float* alpha, const float* x, float* y) {
   const float a = sign * alpha[0];
-  for (std::int64_t i = global_thread(); i < n; i += global_stride()) y[i] += a * x[i];
+  // The product rounded before the sum, as on the CPU (no FMA).
+  for (std::int64_t i = global_thread(); i < n; i += global_stride()) y[i] = __fadd_rn(y[i], __fmul_rn(a, x[i]));
 }
 
 struct AbsValue {
   const float* x;
-  __device__ float operator()(std::int64_t i) const { return fabsf(x[i]); }
+  __device__ double operator()(std::int64_t i) const { return fabs(static_cast<double>(x[i])); }
 };
 
 __global__ void scalar_op_kernel(ScalarOp op, const float* a, const float* b, float* out) {
@@ -50,8 +51,8 @@ void launch_axpy_scalar(float sign, const float* alpha, const float* x, float* y
   launch_linear("axpy_scalar_kernel", axpy_scalar_kernel, n, stream, sign, alpha, x, y);
 }
 
-void launch_abs_sum(const float* x, std::int64_t n, float* partials, float* out, cudaStream_t stream) {
-  reduce_to_scalar(AbsValue{x}, n, 1.0f, partials, out, stream);
+void launch_abs_sum(const float* x, std::int64_t n, float* out, void* scratch, cudaStream_t stream) {
+  reduce_to_scalar<SumOp>(AbsValue{x}, n, DivideBy{1.0}, out, scratch, stream);
 }
 
 void launch_scalar_op(ScalarOp op, const float* a, const float* b, float* out, cudaStream_t stream) {

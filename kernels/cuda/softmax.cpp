@@ -27,15 +27,17 @@ void CudaBackend::do_log_softmax_backward(Context& ctx, const Tensor& y, const T
                                        stream_of(ctx));
 }
 
-// Labels are not range-checked here (that would need a device->host copy): a label outside
-// [0, K) makes the loss NaN instead.
+// The labels live on the device, so they are checked there: a label outside [0, K) makes its
+// row's loss (and, in backward, its gradient row) NaN and sets the context's device fault word,
+// which the next synchronising host read turns into a cudl::Error. The front cannot check them
+// without a device-to-host copy.
 void CudaBackend::do_softmax_cross_entropy_forward(Context& ctx, const Tensor& logits, const Tensor& labels,
                                                    Tensor& probs, Tensor& loss) {
   const std::int64_t rows = logits.dim(0);
   Workspace row_loss(ctx, static_cast<std::size_t>(rows) * sizeof(float));
-  cuda_detail::launch_softmax_cross_entropy_forward(logits.data<float>(), labels.data<std::int32_t>(),
-                                                    probs.data<float>(), static_cast<float*>(row_loss.data()),
-                                                    loss.data<float>(), rows, logits.dim(1), stream_of(ctx));
+  cuda_detail::launch_softmax_cross_entropy_forward(
+      logits.data<float>(), labels.data<std::int32_t>(), probs.data<float>(), static_cast<float*>(row_loss.data()),
+      loss.data<float>(), rows, logits.dim(1), device_fault_word(ctx), stream_of(ctx));
 }
 
 void CudaBackend::do_softmax_cross_entropy_backward(Context& ctx, const Tensor& probs, const Tensor& labels,
@@ -43,7 +45,8 @@ void CudaBackend::do_softmax_cross_entropy_backward(Context& ctx, const Tensor& 
   const std::int64_t rows = probs.dim(0);
   const float scale = rows > 0 ? dloss / static_cast<float>(rows) : 0.0f;
   cuda_detail::launch_softmax_cross_entropy_backward(probs.data<float>(), labels.data<std::int32_t>(),
-                                                     dlogits.data<float>(), rows, probs.dim(1), scale, stream_of(ctx));
+                                                     dlogits.data<float>(), rows, probs.dim(1), scale,
+                                                     device_fault_word(ctx), stream_of(ctx));
 }
 
 }  // namespace cudl

@@ -61,7 +61,7 @@ __global__ void softmax_backward_kernel(std::int64_t rows, const float* y, const
 }
 
 __global__ void cross_entropy_forward_kernel(std::int64_t rows, const float* logits, const std::int32_t* labels,
-                                             float* probs, float* row_loss, std::int64_t cols) {
+                                             float* probs, float* row_loss, std::int64_t cols, int* fault) {
   const int lane = lane_id();
   for (std::int64_t r = global_warp(); r < rows; r += warp_stride()) {
     const float* xr = logits + r * cols;
@@ -71,17 +71,29 @@ __global__ void cross_entropy_forward_kernel(std::int64_t rows, const float* log
     for (std::int64_t c = lane; c < cols; c += 32) pr[c] = expf(xr[c] - m) / s;
     if (lane == 0) {
       const std::int32_t label = labels[r];
-      row_loss[r] = (label >= 0 && label < cols) ? -(xr[label] - m - logf(s)) : NAN;
+      if (label >= 0 && label < cols) {
+        row_loss[r] = -(xr[label] - m - logf(s));
+      } else {
+        row_loss[r] = NAN;
+        raise_fault(fault, DeviceFault::label_out_of_range);
+      }
     }
   }
 }
 
-__global__ void cross_entropy_backward_kernel(std::int64_t total, const float* probs, const std::int32_t* labels,
-                                              float* dlogits, std::int64_t cols, float scale) {
-  for (std::int64_t i = global_thread(); i < total; i += global_stride()) {
-    const std::int64_t r = i / cols, c = i - r * cols;
-    const float onehot = labels[r] == c ? 1.0f : 0.0f;
-    dlogits[i] = (probs[i] - onehot) * scale;
+__global__ void cross_entropy_backward_kernel(std::int64_t rows, const float* probs, const std::int32_t* labels,
+                                              float* dlogits, std::int64_t cols, float scale, int* fault) {
+  const int lane = lane_id();
+  for (std::int64_t r = global_warp(); r < rows; r += warp_stride()) {
+    const std::int32_t label = labels[r];
+    const bool valid = label >= 0 && label < cols;
+    if (!valid && lane == 0) raise_fault(fault, DeviceFault::label_out_of_range);
+    const float* pr = probs + r * cols;
+    float* dr = dlogits + r * cols;
+    for (std::int64_t c = lane; c < cols; c += 32) {
+      const float onehot = c == label ? 1.0f : 0.0f;
+      dr[c] = valid ? (pr[c] - onehot) * scale : NAN;
+    }
   }
 }
 
@@ -101,17 +113,18 @@ void launch_softmax_backward(const float* y, const float* dy, float* dx, std::in
 
 void launch_softmax_cross_entropy_forward(const float* logits, const std::int32_t* labels, float* probs,
                                           float* row_loss, float* loss, std::int64_t rows, std::int64_t cols,
-                                          cudaStream_t stream) {
-  if (rows <= 0 || cols <= 0) return;
+                                          int* fault, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return;  // the front refuses empty logits; nothing to read or write
   launch_rows("cross_entropy_forward_kernel", cross_entropy_forward_kernel, rows, stream, logits, labels, probs,
-              row_loss, cols);
-  launch_sum_to_scalar(row_loss, rows, static_cast<float>(rows), loss, stream);
+              row_loss, cols, fault);
+  reduce_small_to_scalar<SumOp>(AsDouble{row_loss}, rows, DivideBy{static_cast<double>(rows)}, loss, stream);
 }
 
 void launch_softmax_cross_entropy_backward(const float* probs, const std::int32_t* labels, float* dlogits,
-                                           std::int64_t rows, std::int64_t cols, float scale, cudaStream_t stream) {
-  launch_linear("cross_entropy_backward_kernel", cross_entropy_backward_kernel, rows * cols, stream, probs, labels,
-                dlogits, cols, scale);
+                                           std::int64_t rows, std::int64_t cols, float scale, int* fault,
+                                           cudaStream_t stream) {
+  launch_rows("cross_entropy_backward_kernel", cross_entropy_backward_kernel, rows, stream, probs, labels, dlogits,
+              cols, scale, fault);
 }
 
 }  // namespace cudl::cuda_detail
