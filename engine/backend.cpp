@@ -385,6 +385,7 @@ void Backend::softmax_cross_entropy_backward(Context& ctx, const Tensor& probs, 
   placed(ctx, op, "dlogits", dlogits);
   check::same_shape(op, "probs", probs, "dlogits", dlogits);
   labels_for(ctx, op, labels, probs.dim(0));
+  CUDL_CHECK(probs.dim(1) > 0 || probs.dim(0) == 0, "{}: probs={} has rows but no classes", op, probs.shape());
   if (probs.numel() > 0) do_softmax_cross_entropy_backward(ctx, probs, labels, dloss, dlogits);
 }
 

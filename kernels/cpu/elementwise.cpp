@@ -49,8 +49,10 @@ void CpuBackend::do_fill_uniform(Context&, Tensor& x, float low, float high, std
   const std::int64_t n = x.numel();
   const float width = high - low;
 #pragma omp parallel for if (n >= kParallelThreshold / 8)
-  for (std::int64_t i = 0; i < n; ++i)
-    p[i] = low + width * philox::uniform(offset + static_cast<std::uint64_t>(i), seed);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float v = low + width * philox::uniform(offset + static_cast<std::uint64_t>(i), seed);
+    p[i] = (v < high || low == high) ? v : low;  // rounding can reach high: keep [low, high) half-open, as on the GPU
+  }
 }
 
 void CpuBackend::do_fill_normal(Context&, Tensor& x, float mean, float stddev, std::uint64_t seed,
