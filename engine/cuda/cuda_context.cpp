@@ -2,6 +2,7 @@
 // Plain C++ against the CUDA runtime, cuBLAS and cuDNN APIs (no kernels here).
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "engine/caching_allocator.hpp"
 #include "engine/context.hpp"
@@ -38,6 +39,23 @@ void throw_cublas(cublasStatus_t status, const char* call, const char* file, int
 
 void throw_cudnn(cudnnStatus_t status, const char* call, const char* file, int line, const std::string& what) {
   throw Error(detail::with_location(describe(call, what, cudnnGetErrorString(status)), file, line));
+}
+
+bool sync_check_enabled() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("CUDL_SYNC_CHECK");
+    return value != nullptr && std::string_view(value) == "1";
+  }();
+  return enabled;
+}
+
+void sync_check(const char* what, const char* file, int line) {
+  if (!sync_check_enabled()) [[likely]]
+    return;
+  cudaError_t status = cudaDeviceSynchronize();
+  if (status != cudaSuccess)
+    throw_cuda(status, "cudaDeviceSynchronize", file, line,
+               fmt::format("CUDL_SYNC_CHECK=1: the device faulted while running {}", call_name(what)));
 }
 
 }  // namespace cuda_detail

@@ -27,6 +27,14 @@ std::string call_name(const char* call_text);
                                const std::string& what);
 [[noreturn]] void throw_cudnn(cudnnStatus_t status, const char* call, const char* file, int line,
                               const std::string& what);
+
+// CUDL_SYNC_CHECK=1 (read once): after every kernel launch and cuBLAS/cuDNN call, wait for the
+// device and report a fault there, naming that call. Without it a fault of an asynchronous kernel
+// surfaces at some later call, which then gets the blame. Slow; for finding the faulting op.
+bool sync_check_enabled();
+// In CUDL_SYNC_CHECK mode: cudaDeviceSynchronize, throwing cudl::Error naming `what` (a kernel or
+// library call) if the device reports a fault. Otherwise nothing.
+void sync_check(const char* what, const char* file, int line);
 }  // namespace cuda_detail
 
 }  // namespace cudl
@@ -40,12 +48,15 @@ std::string call_name(const char* call_text);
                                       ::fmt::format("" __VA_OPT__(__VA_ARGS__)));                  \
   } while (0)
 
+// cuBLAS and cuDNN calls enqueue device work, so in CUDL_SYNC_CHECK mode they are followed by a
+// device sync that blames them for a fault of that work.
 #define CUDL_CUBLAS_CHECK(call, ...)                                                               \
   do {                                                                                             \
     cublasStatus_t cudl_status_ = (call);                                                          \
     if (cudl_status_ != CUBLAS_STATUS_SUCCESS) [[unlikely]]                                        \
       ::cudl::cuda_detail::throw_cublas(cudl_status_, #call, __FILE__, __LINE__,                   \
                                         ::fmt::format("" __VA_OPT__(__VA_ARGS__)));                \
+    ::cudl::cuda_detail::sync_check(#call, __FILE__, __LINE__);                                    \
   } while (0)
 
 #define CUDL_CUDNN_CHECK(call, ...)                                                                \
@@ -54,10 +65,16 @@ std::string call_name(const char* call_text);
     if (cudl_status_ != CUDNN_STATUS_SUCCESS) [[unlikely]]                                         \
       ::cudl::cuda_detail::throw_cudnn(cudl_status_, #call, __FILE__, __LINE__,                    \
                                        ::fmt::format("" __VA_OPT__(__VA_ARGS__)));                 \
+    ::cudl::cuda_detail::sync_check(#call, __FILE__, __LINE__);                                    \
   } while (0)
 
-// After every kernel launch: catches bad launch configurations at the launch site.
-#define CUDL_KERNEL_CHECK(kernel_name) CUDL_CUDA_CHECK(cudaGetLastError(), "kernel {}", kernel_name)
+// After every kernel launch: catches bad launch configurations at the launch site (and, with
+// CUDL_SYNC_CHECK=1, faults while the kernel ran).
+#define CUDL_KERNEL_CHECK(kernel_name)                                                             \
+  do {                                                                                             \
+    CUDL_CUDA_CHECK(cudaGetLastError(), "kernel {}", kernel_name);                                 \
+    ::cudl::cuda_detail::sync_check(kernel_name, __FILE__, __LINE__);                              \
+  } while (0)
 
 namespace cudl {
 
