@@ -60,6 +60,43 @@ void sync_check(const char* what, const char* file, int line) {
 
 }  // namespace cuda_detail
 
+// ---- the current device ----
+
+void make_device_current(int device) {
+  int current = -1;
+  if (cudaGetDevice(&current) == cudaSuccess && current == device) return;
+  CUDL_CUDA_CHECK(cudaSetDevice(device), "make cuda:{} current", device);
+}
+
+CudaDeviceGuard::CudaDeviceGuard(int device) {
+  int current = -1;
+  if (cudaGetDevice(&current) != cudaSuccess) {
+    cudaGetLastError();
+    current = -1;
+  }
+  if (current == device) return;
+  CUDL_CUDA_CHECK(cudaSetDevice(device), "make cuda:{} current", device);
+  previous_ = current;
+}
+
+CudaDeviceGuard::CudaDeviceGuard(int device, std::nothrow_t) noexcept {
+  int current = -1;
+  if (cudaGetDevice(&current) != cudaSuccess) {
+    cudaGetLastError();
+    current = -1;
+  }
+  if (current == device) return;
+  if (cudaSetDevice(device) != cudaSuccess) {
+    cudaGetLastError();
+    return;
+  }
+  previous_ = current;
+}
+
+CudaDeviceGuard::~CudaDeviceGuard() {
+  if (previous_ >= 0 && cudaSetDevice(previous_) != cudaSuccess) cudaGetLastError();
+}
+
 // ---- devices ----
 
 int cuda_device_count() {
@@ -129,7 +166,7 @@ BuildInfo build_info() {
 // ---- memory ----
 
 void* CudaMemory::try_malloc(std::size_t bytes) {
-  CUDL_CUDA_CHECK(cudaSetDevice(device_));
+  CudaDeviceGuard guard(device_);
   void* p = nullptr;
   cudaError_t status = cudaMalloc(&p, bytes);
   if (status == cudaErrorMemoryAllocation) {
@@ -140,20 +177,30 @@ void* CudaMemory::try_malloc(std::size_t bytes) {
   return p;
 }
 
+namespace {
+// What a CUDA call returns during process exit, once the runtime has begun tearing itself down.
+bool runtime_is_shutting_down(cudaError_t status) {
+  return status == cudaErrorCudartUnloading || status == cudaErrorContextIsDestroyed;
+}
+}  // namespace
+
 void CudaMemory::free(void* ptr) {
-  cudaSetDevice(device_);
+  CudaDeviceGuard guard(device_, std::nothrow);
   cudaError_t status = cudaFree(ptr);
   if (status != cudaSuccess) {
+    cudaGetLastError();
+    // The process-wide pool is a static that can outlive the CUDA runtime at exit; the driver
+    // reclaims the memory with the process then, so that is no reason to warn.
+    if (runtime_is_shutting_down(status)) return;
     // Frees run from destructors, which must not throw; report and go on.
     fmt::print(stderr, "cudl: warning: cudaFree failed: {}\n", cudaGetErrorName(status));
-    cudaGetLastError();
   }
 }
 
 MemoryInfo CudaMemory::memory_info() const {
   MemoryInfo info;
-  if (cudaSetDevice(device_) != cudaSuccess || cudaMemGetInfo(&info.free_bytes, &info.total_bytes) != cudaSuccess)
-    cudaGetLastError();
+  CudaDeviceGuard guard(device_, std::nothrow);
+  if (cudaMemGetInfo(&info.free_bytes, &info.total_bytes) != cudaSuccess) cudaGetLastError();
   return info;
 }
 
@@ -176,7 +223,9 @@ void cuda_copy_bytes(Context& ctx, void* dst, Device dst_device, const void* src
 
 CudaResources& cuda_resources(Context& ctx) {
   CUDL_CHECK(ctx.cuda() != nullptr, "CUDA op called with a {} context", ctx.device());
-  return *ctx.cuda();
+  CudaResources& r = *ctx.cuda();
+  make_device_current(r.device);
+  return r;
 }
 
 // ---- contexts ----
@@ -190,7 +239,7 @@ void apply_math_mode(CudaResources& r, MathMode math) {
 std::unique_ptr<CudaResources> create_cuda_resources(int device, MathMode math) {
   auto r = std::make_unique<CudaResources>();
   r->device = device;
-  CUDL_CUDA_CHECK(cudaSetDevice(device), "cuda:{}", device);
+  CudaDeviceGuard guard(device);
   try {
     CUDL_CUDA_CHECK(cudaStreamCreateWithFlags(&r->stream, cudaStreamNonBlocking));
     CUDL_CUBLAS_CHECK(cublasCreate(&r->cublas));
@@ -207,16 +256,19 @@ std::unique_ptr<CudaResources> create_cuda_resources(int device, MathMode math) 
 
 void destroy_cuda_resources(CudaResources* r) noexcept {
   if (!r) return;
-  cudaSetDevice(r->device);
-  if (r->stream) cudaStreamSynchronize(r->stream);
-  if (r->cudnn) cudnnDestroy(r->cudnn);
-  if (r->cublas) cublasDestroy(r->cublas);
-  if (r->stream) cudaStreamDestroy(r->stream);
-  cudaGetLastError();
+  {
+    CudaDeviceGuard guard(r->device, std::nothrow);
+    if (r->stream) cudaStreamSynchronize(r->stream);
+    if (r->cudnn) cudnnDestroy(r->cudnn);
+    if (r->cublas) cublasDestroy(r->cublas);
+    if (r->stream) cudaStreamDestroy(r->stream);
+    cudaGetLastError();
+  }
   delete r;
 }
 
 void synchronize_cuda(const CudaResources& r) {
+  CudaDeviceGuard guard(r.device);
   CUDL_CUDA_CHECK(cudaStreamSynchronize(r.stream), "synchronize cuda:{}", r.device);
 }
 

@@ -4,6 +4,7 @@
 // the device allocator. Included only by code compiled when CUDL_HAVE_CUDA is set.
 #include <cstddef>
 #include <memory>
+#include <new>
 #include <string>
 #include <unordered_map>
 
@@ -84,6 +85,28 @@ struct ConvAlgorithm {
   cudnnMathType_t math = CUDNN_FMA_MATH;
 };
 
+// Makes `device` current on this thread for its lifetime and restores the previous one after
+// (cudaSetDevice is skipped when the device already is current). Engine code that acts for a
+// context outside an op (creating and destroying its resources, memory, copies, events) holds one,
+// so cuda:N work lands on device N whatever the thread's current device was.
+class CudaDeviceGuard {
+ public:
+  // Throws cudl::Error if the device cannot be made current.
+  explicit CudaDeviceGuard(int device);
+  // For destructors: never throws; if the device cannot be made current, the calls that follow
+  // fail on their own (and are ignored there).
+  CudaDeviceGuard(int device, std::nothrow_t) noexcept;
+  ~CudaDeviceGuard();
+  CudaDeviceGuard(const CudaDeviceGuard&) = delete;
+  CudaDeviceGuard& operator=(const CudaDeviceGuard&) = delete;
+
+ private:
+  int previous_ = -1;  // the device to restore; -1 when nothing was changed
+};
+
+// Makes `device` current on this thread (no-op when it already is). Throws cudl::Error on failure.
+void make_device_current(int device);
+
 struct CudaResources {
   int device = 0;
   cudaStream_t stream = nullptr;
@@ -117,8 +140,11 @@ void cuda_copy_bytes(Context& ctx, void* dst, Device dst_device, const void* src
 // context (a device-to-host copy, synchronize) throws a cudl::Error naming the fault and clears it.
 int* device_fault_word(Context& ctx);
 
-// The resources of a CUDA context; throws if ctx is not a CUDA context.
+// The resources of a CUDA context; throws if ctx is not a CUDA context. Also makes ctx's device
+// current on this thread (cheap when it already is), so the launch or cuBLAS/cuDNN call that
+// follows targets it: every op reaches its stream through here (kernels/cuda/cuda_args.hpp).
 CudaResources& cuda_resources(Context& ctx);
+
 
 // Lifetime of a context's resources (engine/cuda/cuda_context.cpp).
 std::unique_ptr<CudaResources> create_cuda_resources(int device, MathMode math);
