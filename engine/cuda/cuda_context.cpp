@@ -8,6 +8,7 @@
 #include "engine/context.hpp"
 #include "engine/cuda/cuda_runtime.hpp"
 #include "engine/device.hpp"
+#include "engine/op_kinds.hpp"
 
 namespace cudl {
 
@@ -210,16 +211,87 @@ std::shared_ptr<Allocator> make_cuda_allocator(int device) {
   return std::make_shared<CachingAllocator>(std::make_unique<CudaMemory>(device));
 }
 
+namespace {
+
+cudaMemcpyKind copy_kind(Device dst_device, Device src_device) {
+  return dst_device.is_cpu() ? (src_device.is_cpu() ? cudaMemcpyHostToHost : cudaMemcpyDeviceToHost)
+                             : (src_device.is_cpu() ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice);
+}
+
+// Queues the copy of the device fault word into its pinned host int, ahead of a stream sync that
+// the caller does anyway (so reading it costs a 4-byte copy, never an extra sync).
+void queue_fault_read(CudaResources& r) {
+  CUDL_CUDA_CHECK(cudaMemcpyAsync(r.fault_host, r.fault_word, sizeof(int), cudaMemcpyDeviceToHost, r.stream),
+                  "read the device fault word of cuda:{}", r.device);
+}
+
+// After that sync: throws if a kernel set the word, clearing it first (ordered on the stream, so
+// the kernels queued after this read start from a clean word).
+void throw_if_device_fault(CudaResources& r) {
+  int code = *r.fault_host;
+  if (code == static_cast<int>(DeviceFault::none)) [[likely]]
+    return;
+  *r.fault_host = 0;
+  CUDL_CUDA_CHECK(cudaMemsetAsync(r.fault_word, 0, sizeof(int), r.stream), "clear the device fault word of cuda:{}",
+                  r.device);
+  throw Error(device_fault_message(code, r.device));
+}
+
+// A copy asked of a CPU context, e.g. Tensor::to(cpu_ctx) of a CUDA tensor. There is no stream to
+// order it after the work that wrote the source: wait for every stream of the CUDA side's device
+// (cudaDeviceSynchronize), copy synchronously, and wait again when the destination is a device
+// (a pageable host -> device cudaMemcpy may return before its DMA is done).
+void copy_without_a_stream(void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes) {
+  for (Device d : {src_device, dst_device}) {
+    if (!d.is_cuda()) continue;
+    CudaDeviceGuard guard(d.index);
+    CUDL_CUDA_CHECK(cudaDeviceSynchronize(), "copy {} bytes {} -> {} (waiting for {})", bytes, src_device, dst_device, d);
+  }
+  CudaDeviceGuard guard(src_device.is_cuda() ? src_device.index : dst_device.index);
+  CUDL_CUDA_CHECK(cudaMemcpy(dst, src, bytes, copy_kind(dst_device, src_device)), "copy {} bytes {} -> {}", bytes,
+                  src_device, dst_device);
+  if (dst_device.is_cuda()) {
+    CudaDeviceGuard dst_guard(dst_device.index);
+    CUDL_CUDA_CHECK(cudaDeviceSynchronize(), "copy {} bytes {} -> {}", bytes, src_device, dst_device);
+  }
+}
+
+}  // namespace
+
 void cuda_copy_bytes(Context& ctx, void* dst, Device dst_device, const void* src, Device src_device,
                      std::size_t bytes) {
+  if (ctx.cuda() == nullptr) {
+    copy_without_a_stream(dst, dst_device, src, src_device, bytes);
+    return;
+  }
   CudaResources& r = cuda_resources(ctx);
-  cudaMemcpyKind kind = dst_device.is_cpu() ? (src_device.is_cpu() ? cudaMemcpyHostToHost : cudaMemcpyDeviceToHost)
-                                            : (src_device.is_cpu() ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice);
-  CUDL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, r.stream), "copy {} bytes {} -> {}", bytes, src_device,
-                  dst_device);
-  // The host reads what it asked for right after `to(cpu)`; this is the explicit sync of that call.
-  if (dst_device.is_cpu()) CUDL_CUDA_CHECK(cudaStreamSynchronize(r.stream), "copy {} -> {}", src_device, dst_device);
+  CUDL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, copy_kind(dst_device, src_device), r.stream),
+                  "copy {} bytes {} -> {}", bytes, src_device, dst_device);
+  if (!dst_device.is_cpu()) return;
+  // The host reads what it asked for right after `to(cpu)`; this is the explicit sync of that call,
+  // and every synchronising read reports a device fault.
+  queue_fault_read(r);
+  CUDL_CUDA_CHECK(cudaStreamSynchronize(r.stream), "copy {} -> {}", src_device, dst_device);
+  throw_if_device_fault(r);
 }
+
+std::string device_fault_message(int code, int device) {
+  switch (static_cast<DeviceFault>(code)) {
+    case DeviceFault::none:
+      break;
+    case DeviceFault::label_out_of_range:
+      return fmt::format(
+          "softmax_cross_entropy / accuracy: a label was outside [0, K) on cuda:{} (K = the logits' columns; "
+          "detected on the device and reported at this host read, so the loss, accuracy and gradients "
+          "computed since the previous read are invalid)",
+          device);
+  }
+  return fmt::format("device fault code {} on cuda:{} (detected on the device; results since the previous host "
+                     "read are invalid)",
+                     code, device);
+}
+
+int* device_fault_word(Context& ctx) { return cuda_resources(ctx).fault_word; }
 
 CudaResources& cuda_resources(Context& ctx) {
   CUDL_CHECK(ctx.cuda() != nullptr, "CUDA op called with a {} context", ctx.device());
@@ -247,6 +319,15 @@ std::unique_ptr<CudaResources> create_cuda_resources(int device, MathMode math) 
     CUDL_CUDNN_CHECK(cudnnCreate(&r->cudnn));
     CUDL_CUDNN_CHECK(cudnnSetStream(r->cudnn, r->stream));
     apply_math_mode(*r, math);
+    // The fault word: a small-pool block of the device's pool on this stream, zeroed on it before
+    // any kernel can run; its host mirror is pinned so the read before each sync is a real async copy.
+    r->pool = allocator_for(Device::cuda(device));
+    r->fault_word = static_cast<int*>(r->pool->allocate(sizeof(int), reinterpret_cast<StreamId>(r->stream)));
+    CUDL_CUDA_CHECK(cudaMemsetAsync(r->fault_word, 0, sizeof(int), r->stream), "device fault word of cuda:{}",
+                    device);
+    CUDL_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&r->fault_host), sizeof(int)),
+                    "device fault word of cuda:{}", device);
+    *r->fault_host = 0;
   } catch (...) {
     destroy_cuda_resources(r.release());
     throw;
@@ -258,7 +339,17 @@ void destroy_cuda_resources(CudaResources* r) noexcept {
   if (!r) return;
   {
     CudaDeviceGuard guard(r->device, std::nothrow);
-    if (r->stream) cudaStreamSynchronize(r->stream);
+    bool idle = r->stream != nullptr && cudaStreamSynchronize(r->stream) == cudaSuccess;
+    if (r->pool) {
+      try {
+        if (r->fault_word) r->pool->deallocate(r->fault_word);
+        // Nothing is left queued on the stream, so its cached blocks may serve other contexts now.
+        // (After a failed sync that is unknown: they stay with the dead stream.)
+        if (idle) r->pool->retire_stream(reinterpret_cast<StreamId>(r->stream));
+      } catch (...) {
+      }
+    }
+    if (r->fault_host) cudaFreeHost(r->fault_host);
     if (r->cudnn) cudnnDestroy(r->cudnn);
     if (r->cublas) cublasDestroy(r->cublas);
     if (r->stream) cudaStreamDestroy(r->stream);
@@ -267,9 +358,11 @@ void destroy_cuda_resources(CudaResources* r) noexcept {
   delete r;
 }
 
-void synchronize_cuda(const CudaResources& r) {
+void synchronize_cuda(CudaResources& r) {
   CudaDeviceGuard guard(r.device);
+  queue_fault_read(r);
   CUDL_CUDA_CHECK(cudaStreamSynchronize(r.stream), "synchronize cuda:{}", r.device);
+  throw_if_device_fault(r);
 }
 
 }  // namespace cudl

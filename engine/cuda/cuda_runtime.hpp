@@ -112,6 +112,11 @@ struct CudaResources {
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
   cudnnHandle_t cudnn = nullptr;
+  // The device fault word (see device_fault_word), drawn from `pool` on this stream, and the
+  // pinned int its value is copied into ahead of each synchronising read.
+  int* fault_word = nullptr;
+  int* fault_host = nullptr;
+  std::shared_ptr<Allocator> pool;  // the device's pool: the fault word, and retire_stream at the end
   // Chosen convolution algorithms keyed by direction, shapes, parameters and math mode.
   std::unordered_map<std::string, ConvAlgorithm> conv_algorithms;
 };
@@ -132,6 +137,9 @@ class CudaMemory final : public RawMemory {
 // The caching pool over CudaMemory, or a DirectAllocator when CUDL_NO_CACHING=1.
 std::shared_ptr<Allocator> make_cuda_allocator(int device);
 
+// A copy ordered on ctx's stream; to the host, it waits for it and then reports a device fault
+// (see device_fault_word). When ctx is a CPU context (Tensor::to(cpu_ctx) of a CUDA tensor) there
+// is no stream to order on: it waits for the CUDA side's whole device, then copies synchronously.
 void cuda_copy_bytes(Context& ctx, void* dst, Device dst_device, const void* src, Device src_device,
                      std::size_t bytes);
 
@@ -140,16 +148,21 @@ void cuda_copy_bytes(Context& ctx, void* dst, Device dst_device, const void* src
 // context (a device-to-host copy, synchronize) throws a cudl::Error naming the fault and clears it.
 int* device_fault_word(Context& ctx);
 
+// The message of a device fault code (DeviceFault) found on cuda:`device`.
+std::string device_fault_message(int code, int device);
+
 // The resources of a CUDA context; throws if ctx is not a CUDA context. Also makes ctx's device
 // current on this thread (cheap when it already is), so the launch or cuBLAS/cuDNN call that
 // follows targets it: every op reaches its stream through here (kernels/cuda/cuda_args.hpp).
 CudaResources& cuda_resources(Context& ctx);
 
-
 // Lifetime of a context's resources (engine/cuda/cuda_context.cpp).
 std::unique_ptr<CudaResources> create_cuda_resources(int device, MathMode math);
+// Synchronises the stream; then returns the device fault word to the pool and retires the stream
+// in it (its blocks become reusable by other contexts), and releases the handles.
 void destroy_cuda_resources(CudaResources* resources) noexcept;
 void apply_math_mode(CudaResources& resources, MathMode math);
-void synchronize_cuda(const CudaResources& resources);
+// Waits for the stream, then throws if a kernel set the device fault word (and clears it).
+void synchronize_cuda(CudaResources& resources);
 
 }  // namespace cudl
