@@ -16,6 +16,11 @@ namespace cudl {
 // the same stream, so no cross-stream synchronisation is ever needed inside the pool.
 using StreamId = std::uintptr_t;
 
+// Not a stream: the pool's tag for blocks whose stream was retired (destroyed after a
+// synchronise), so no work is pending on them and any stream may take them. No CUDA stream
+// handle has this value (handles are pointers; the special ones are 0, 1 and 2).
+inline constexpr StreamId kRetiredStream = ~StreamId{0};
+
 struct MemoryInfo {
   std::size_t free_bytes = 0;
   std::size_t total_bytes = 0;
@@ -54,6 +59,10 @@ class Allocator {
   virtual void reset_peak_stats() = 0;
   // Returns cached, unused blocks to RawMemory.
   virtual void empty_cache() = 0;
+  // `stream` is gone and everything queued on it has finished (the caller synchronised it): the
+  // blocks tagged with it, cached or still held by tensors that outlive it, may serve any stream
+  // from now on. Without this, a pool that keys reuse by stream never reuses them again.
+  virtual void retire_stream(StreamId /*stream*/) {}
   virtual Device device() const = 0;
 };
 

@@ -17,7 +17,9 @@ std::size_t round_up(std::size_t n, std::size_t multiple) { return (n + multiple
 
 // A contiguous piece of one segment. The blocks of a segment form a doubly linked list in address
 // order, so a freed block finds its neighbours in O(1) for merging. Every block of a segment keeps
-// the segment's pool and stream: both are fixed when the segment is created and splits inherit them.
+// the segment's pool and stream: both are set when the segment is created and splits inherit them;
+// the stream changes only for the whole segment at once (retire_stream, and adoption of a retired
+// segment in allocate).
 struct Block {
   char* ptr = nullptr;
   std::size_t size = 0;
@@ -123,6 +125,21 @@ struct CachingAllocator::Impl {
     pool_of(*rest).insert(rest);
   }
 
+  // Tags every block of b's segment with `stream` (the free ones move within their free set, whose
+  // order is keyed by stream). Only for a segment of a retired stream, which has no pending work.
+  void retag_segment(Block* b, StreamId stream) {
+    Block* head = b;
+    while (head->prev) head = head->prev;
+    for (Block* x = head; x; x = x->next) {
+      if (x->stream == stream) continue;
+      // A free block other than b sits in its free set (b itself was taken out by the caller).
+      bool cached = !x->allocated && x != b;
+      if (cached) pool_of(*x).erase(x);
+      x->stream = stream;
+      if (cached) pool_of(*x).insert(x);
+    }
+  }
+
   // Folds b->next (free, and already out of its free set) into b and destroys its record.
   void absorb_next(Block* b) {
     Block* next = b->next;
@@ -201,6 +218,11 @@ void* CachingAllocator::allocate(std::size_t bytes, StreamId stream) {
 
   std::lock_guard lock(m.mutex);
   Block* b = m.take_free_block(size, stream, small);
+  if (!b && stream != kRetiredStream) {
+    // A block of a destroyed context's stream: idle, so this stream may have its whole segment.
+    b = m.take_free_block(size, kRetiredStream, small);
+    if (b) m.retag_segment(b, stream);
+  }
   if (b) {
     ++m.stats.cache_hits;
   } else {
@@ -267,6 +289,23 @@ void CachingAllocator::reset_peak_stats() {
 void CachingAllocator::empty_cache() {
   std::lock_guard lock(impl_->mutex);
   impl_->release_cached_segments();
+}
+
+void CachingAllocator::retire_stream(StreamId stream) {
+  if (stream == kRetiredStream) return;
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mutex);
+  // Segments are never shared between streams, so re-tagging block by block keeps every segment
+  // on one stream. Blocks still held by tensors are re-tagged too: freed later, they join the
+  // retired pool rather than the dead stream's, which nothing would ever ask for again.
+  for (auto& [ptr, owned] : m.blocks) {
+    Block* b = owned.get();
+    if (b->stream != stream) continue;
+    bool cached = !b->allocated;
+    if (cached) m.pool_of(*b).erase(b);
+    b->stream = kRetiredStream;
+    if (cached) m.pool_of(*b).insert(b);
+  }
 }
 
 Device CachingAllocator::device() const { return impl_->memory->device(); }

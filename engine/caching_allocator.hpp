@@ -4,7 +4,9 @@
 // from segments of at least 20 MiB or the rounded size (the large pool); a request takes the
 // best-fitting free block of its pool and stream, splits off the rest, and freed neighbours
 // merge back. Segments go back to RawMemory only on empty_cache() or when a malloc fails (then
-// the cache is released and the malloc retried once before OutOfMemoryError).
+// the cache is released and the malloc retried once before OutOfMemoryError). When a stream is
+// retired (its context destroyed after a synchronise), its segments are tagged kRetiredStream;
+// a request that finds no block of its own stream takes a retired one and adopts its segment.
 #include <memory>
 
 #include "engine/allocator.hpp"
@@ -32,6 +34,7 @@ class CachingAllocator final : public Allocator {
   AllocatorStats stats() const override;
   void reset_peak_stats() override;
   void empty_cache() override;
+  void retire_stream(StreamId stream) override;
   Device device() const override;
 
   // Introspection for tests: segments held and free blocks cached.

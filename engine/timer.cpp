@@ -22,6 +22,7 @@ Timer::Timer(Context& ctx) : impl_(std::make_unique<Impl>()) {
   impl_->ctx = &ctx;
 #if defined(CUDL_HAVE_CUDA)
   if (ctx.cuda()) {
+    CudaDeviceGuard guard(ctx.cuda()->device);  // events belong to the current device
     CUDL_CUDA_CHECK(cudaEventCreate(&impl_->start_event), "timer");
     CUDL_CUDA_CHECK(cudaEventCreate(&impl_->stop_event), "timer");
   }
@@ -38,7 +39,7 @@ Timer::~Timer() {
 void Timer::start() {
 #if defined(CUDL_HAVE_CUDA)
   if (impl_->start_event) {
-    CUDL_CUDA_CHECK(cudaEventRecord(impl_->start_event, impl_->ctx->cuda()->stream), "timer");
+    CUDL_CUDA_CHECK(cudaEventRecord(impl_->start_event, cuda_resources(*impl_->ctx).stream), "timer");
     return;
   }
 #endif
@@ -48,7 +49,7 @@ void Timer::start() {
 double Timer::stop_ms() {
 #if defined(CUDL_HAVE_CUDA)
   if (impl_->stop_event) {
-    CUDL_CUDA_CHECK(cudaEventRecord(impl_->stop_event, impl_->ctx->cuda()->stream), "timer");
+    CUDL_CUDA_CHECK(cudaEventRecord(impl_->stop_event, cuda_resources(*impl_->ctx).stream), "timer");
     CUDL_CUDA_CHECK(cudaEventSynchronize(impl_->stop_event), "timer");
     float ms = 0;
     CUDL_CUDA_CHECK(cudaEventElapsedTime(&ms, impl_->start_event, impl_->stop_event), "timer");

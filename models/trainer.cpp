@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
 #include "engine/io/atomic_file.hpp"
 #include "engine/io/loader.hpp"
@@ -54,9 +55,47 @@ void maybe_die_for_test(std::int64_t step) {
   if (kill_at && std::atoll(kill_at) == step) std::raise(SIGKILL);
 }
 
+// The model's number of output classes for data's images: the columns of its [N, K] logits.
+// 0 when the model does not end in [N, K] (softmax cross-entropy then rejects it itself).
+std::int64_t output_classes(const Sequential& model, const Dataset& data) {
+  if (!data.images.defined() || data.images.rank() != 4) return 0;
+  const Shape& s = data.images.shape();
+  const Shape out = model.output_shape(Shape{1, s[1], s[2], s[3]});
+  return out.rank() == 2 ? out[1] : 0;
+}
+
+// Every label of `data` must be a class of the model, checked here on the host where the labels
+// are: on the GPU an out-of-range label can only set the device fault word, reported at a later
+// read with no row or value to name (and after a step with a wrong loss and gradients).
+void check_labels(const Sequential& model, const Dataset& data, std::string_view split) {
+  if (!data.labels.defined() || data.labels.dtype() != DType::i32 || !data.labels.device().is_cpu() ||
+      data.labels.rank() != 1)
+    return;  // not a dataset the DataLoader takes; it says why
+  const std::int64_t classes = output_classes(model, data);
+  if (classes <= 0) return;
+  const std::int32_t* labels = data.labels.data<std::int32_t>();
+  const std::int64_t n = data.labels.dim(0);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int32_t label = labels[i];
+    CUDL_CHECK(label >= 0 && label < classes, "{}: label {} at index {} is outside [0, {}) (the model has {} outputs{})",
+               split, label, i, classes, classes,
+               data.name.empty() ? std::string() : fmt::format("; dataset '{}'", data.name));
+  }
+}
+
+EvalResult evaluate_checked(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size);
+
 }  // namespace
 
 EvalResult evaluate(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size) {
+  check_labels(model, data, "eval");
+  return evaluate_checked(ctx, model, data, batch_size);
+}
+
+namespace {
+
+// evaluate() after its labels were checked (fit checks the test split once, not every epoch).
+EvalResult evaluate_checked(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size) {
   Backend& be = ctx.backend();
   DataLoader loader(data, ctx, batch_size, /*shuffle=*/false, /*seed=*/0);
   loader.start_epoch(0);
@@ -83,10 +122,14 @@ EvalResult evaluate(Context& ctx, Sequential& model, const Dataset& data, std::i
   return r;
 }
 
+}  // namespace
+
 TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dataset& test, const FitOptions& options) {
   CUDL_CHECK(model.built(), "fit: build() the model first");
   CUDL_CHECK(options.epochs > 0 && options.batch_size > 0, "fit: epochs ({}) and batch size ({}) must be positive",
              options.epochs, options.batch_size);
+  check_labels(model, train, "train");
+  check_labels(model, test, "test");
   Backend& be = ctx.backend();
   TrainResult result;
   result.params = model.parameter_count();
@@ -158,7 +201,7 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
     m.images_per_second = static_cast<double>(samples) / std::max(m.seconds, 1e-9);
     m.train_loss = loss_sum.item(ctx) / static_cast<double>(std::max<std::int64_t>(samples, 1));
     m.train_accuracy = correct.item(ctx) / static_cast<double>(std::max<std::int64_t>(samples, 1));
-    EvalResult eval = evaluate(ctx, model, test, options.batch_size);
+    EvalResult eval = evaluate_checked(ctx, model, test, options.batch_size);
     m.test_loss = eval.loss;
     m.test_accuracy = eval.accuracy;
     result.epochs.push_back(m);

@@ -187,6 +187,54 @@ TEST_F(CachingAllocatorTest, BlockFreedOnOneStreamIsNotReusedOnAnother) {
   EXPECT_EQ(pool_->stats().cache_hits, 1u);
 }
 
+TEST_F(CachingAllocatorTest, RetiredStreamsBlocksServeAnotherStream) {
+  const StreamId dead = 1, live = 2;
+  char* p = alloc(4 * KiB, dead);
+  char* big = alloc(8 * MiB, dead);
+  pool_->deallocate(p);
+  pool_->deallocate(big);
+  pool_->retire_stream(dead);  // its context was destroyed after a stream sync
+  EXPECT_EQ(pool_->free_block_count(), 2u);
+  EXPECT_EQ(alloc(4 * KiB, live), p);
+  EXPECT_EQ(alloc(8 * MiB, live), big);
+  EXPECT_EQ(ledger_->mallocs, 2u);  // no new segments
+  EXPECT_EQ(pool_->stats().cache_hits, 2u);
+}
+
+TEST_F(CachingAllocatorTest, BlockHeldPastItsStreamIsReusableOnceFreed) {
+  const StreamId dead = 1, live = 2;
+  char* p = alloc(4 * KiB, dead);  // a tensor that outlives its context
+  pool_->retire_stream(dead);
+  pool_->deallocate(p);
+  EXPECT_EQ(alloc(4 * KiB, live), p);
+  EXPECT_EQ(ledger_->mallocs, 1u);
+}
+
+TEST_F(CachingAllocatorTest, AdoptingARetiredBlockTakesItsWholeSegment) {
+  const StreamId dead = 1, taker = 2, other = 3;
+  char* p = alloc(4 * KiB, dead);
+  char* q = alloc(4 * KiB, dead);  // same small segment, still held
+  pool_->deallocate(p);
+  pool_->retire_stream(dead);
+  EXPECT_EQ(alloc(4 * KiB, taker), p);
+  pool_->deallocate(q);  // joins the taker's stream with the rest of its segment
+  char* r = alloc(4 * KiB, other);
+  EXPECT_NE(r, q);
+  EXPECT_EQ(ledger_->mallocs, 2u);  // the other stream found nothing retired left
+  EXPECT_EQ(alloc(4 * KiB, taker), q);
+  EXPECT_EQ(ledger_->mallocs, 2u);
+}
+
+TEST_F(CachingAllocatorTest, RetiringOneStreamLeavesTheOthersAlone) {
+  const StreamId a = 1, b = 2, c = 3;
+  char* p = alloc(4 * KiB, a);
+  pool_->deallocate(p);
+  pool_->retire_stream(b);  // nothing of b's in the pool
+  EXPECT_NE(alloc(4 * KiB, c), p);
+  EXPECT_EQ(ledger_->mallocs, 2u);
+  EXPECT_EQ(alloc(4 * KiB, a), p);
+}
+
 TEST_F(CachingAllocatorTest, StatsTrackAllocatedReservedAndPeaks) {
   char* a = alloc(1000);
   char* b = alloc(3000);

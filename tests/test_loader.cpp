@@ -137,6 +137,39 @@ TEST(Loader, ResumingFromABatchReproducesTheTail) {
   EXPECT_TRUE(run_epoch(loader, ctx, 3, 6).samples.empty()) << "resuming at the end yields nothing";
 }
 
+TEST(Loader, LargeEpochsAreStagedBatchByBatch) {
+  const Device cpu = Device::cpu(), gpu = Device::cuda(0);
+  const std::size_t limit = kWholeEpochStagingLimit;
+  EXPECT_EQ(limit, std::size_t{1} << 30);
+  EXPECT_FALSE(loader_stages_per_batch(Augment{}, gpu, true, limit, limit));
+  EXPECT_TRUE(loader_stages_per_batch(Augment{}, gpu, true, limit + 1, limit));
+  EXPECT_TRUE(loader_stages_per_batch(Augment{}, gpu, false, limit + 1, limit)) << "order does not matter on a device";
+  EXPECT_TRUE(loader_stages_per_batch(Augment{}, cpu, true, limit + 1, limit)) << "a shuffled CPU epoch is a copy too";
+  EXPECT_FALSE(loader_stages_per_batch(Augment{}, cpu, false, limit + 1, limit)) << "zero-copy slices stage nothing";
+  EXPECT_TRUE(loader_stages_per_batch(Augment{false, 4, true}, gpu, true, 1, limit)) << "augmentation is per batch";
+  EXPECT_TRUE(loader_stages_per_batch(Augment{true, 4, false}, cpu, false, 1, limit));
+}
+
+TEST(Loader, PerBatchStagingYieldsTheSameBatches) {
+  Context ctx{Device::cpu()};
+  Dataset d = numbered(37, 3, 5, 5, /*ramp=*/true);  // 37 * 76 * 4 = 11,248 bytes of epoch
+  DataLoader whole(d, ctx, 8, true, 21), per_batch(d, ctx, 8, true, 21, Augment{}, /*whole_epoch_limit=*/11247);
+  EXPECT_FALSE(whole.stages_per_batch());
+  EXPECT_TRUE(per_batch.stages_per_batch());
+  EXPECT_FALSE(DataLoader(d, ctx, 8, true, 21, Augment{}, 11248).stages_per_batch()) << "the limit is inclusive";
+  for (std::int64_t epoch = 0; epoch < 2; ++epoch) {
+    Seen a = run_epoch(whole, ctx, epoch, 0, 1000), b = run_epoch(per_batch, ctx, epoch, 0, 1000);
+    EXPECT_EQ(a.images, b.images);
+    EXPECT_EQ(a.labels, b.labels);
+    EXPECT_EQ(a.indices, b.indices);
+    EXPECT_EQ(a.batch_sizes, b.batch_sizes);
+    Seen tail = run_epoch(per_batch, ctx, epoch, 3, 1000);
+    ASSERT_EQ(tail.images.size(), 2u);
+    EXPECT_EQ(tail.images.front(), a.images[3]);
+    EXPECT_EQ(tail.indices.front(), 3);
+  }
+}
+
 TEST(Loader, BatchLargerThanTheDataset) {
   Context ctx{Device::cpu()};
   Dataset d = numbered(5);
@@ -271,8 +304,14 @@ TEST(Loader, CudaBatchesMatchTheCpu) {
   Context cpu{Device::cpu()};
   Context gpu{Device::cuda(0)};
   Dataset d = numbered(37, 3, 5, 5, /*ramp=*/true);
-  for (Augment augment : {Augment{}, Augment{true, 2, true}}) {
-    DataLoader on_cpu(d, cpu, 8, true, 21, augment), on_gpu(d, gpu, 8, true, 21, augment);
+  // Whole-epoch staging, per-batch staging of a large epoch (forced by a 1-byte limit), augmentation.
+  struct Case {
+    Augment augment;
+    std::size_t limit;
+  };
+  for (Case c : {Case{Augment{}, kWholeEpochStagingLimit}, Case{Augment{}, 1}, Case{Augment{true, 2, true}, 1}}) {
+    DataLoader on_cpu(d, cpu, 8, true, 21, c.augment), on_gpu(d, gpu, 8, true, 21, c.augment, c.limit);
+    EXPECT_EQ(on_gpu.stages_per_batch(), c.limit == 1);
     for (std::int64_t epoch = 0; epoch < 2; ++epoch) {
       Seen a = run_epoch(on_cpu, cpu, epoch, 0, 0), b = run_epoch(on_gpu, gpu, epoch, 0, 0);
       EXPECT_EQ(a.images, b.images);

@@ -2,11 +2,13 @@
 // Plain C++ against the CUDA runtime, cuBLAS and cuDNN APIs (no kernels here).
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "engine/caching_allocator.hpp"
 #include "engine/context.hpp"
 #include "engine/cuda/cuda_runtime.hpp"
 #include "engine/device.hpp"
+#include "engine/op_kinds.hpp"
 
 namespace cudl {
 
@@ -40,7 +42,61 @@ void throw_cudnn(cudnnStatus_t status, const char* call, const char* file, int l
   throw Error(detail::with_location(describe(call, what, cudnnGetErrorString(status)), file, line));
 }
 
+bool sync_check_enabled() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("CUDL_SYNC_CHECK");
+    return value != nullptr && std::string_view(value) == "1";
+  }();
+  return enabled;
+}
+
+void sync_check(const char* what, const char* file, int line) {
+  if (!sync_check_enabled()) [[likely]]
+    return;
+  cudaError_t status = cudaDeviceSynchronize();
+  if (status != cudaSuccess)
+    throw_cuda(status, "cudaDeviceSynchronize", file, line,
+               fmt::format("CUDL_SYNC_CHECK=1: the device faulted while running {}", call_name(what)));
+}
+
 }  // namespace cuda_detail
+
+// ---- the current device ----
+
+void make_device_current(int device) {
+  int current = -1;
+  if (cudaGetDevice(&current) == cudaSuccess && current == device) return;
+  CUDL_CUDA_CHECK(cudaSetDevice(device), "make cuda:{} current", device);
+}
+
+CudaDeviceGuard::CudaDeviceGuard(int device) {
+  int current = -1;
+  if (cudaGetDevice(&current) != cudaSuccess) {
+    cudaGetLastError();
+    current = -1;
+  }
+  if (current == device) return;
+  CUDL_CUDA_CHECK(cudaSetDevice(device), "make cuda:{} current", device);
+  previous_ = current;
+}
+
+CudaDeviceGuard::CudaDeviceGuard(int device, std::nothrow_t) noexcept {
+  int current = -1;
+  if (cudaGetDevice(&current) != cudaSuccess) {
+    cudaGetLastError();
+    current = -1;
+  }
+  if (current == device) return;
+  if (cudaSetDevice(device) != cudaSuccess) {
+    cudaGetLastError();
+    return;
+  }
+  previous_ = current;
+}
+
+CudaDeviceGuard::~CudaDeviceGuard() {
+  if (previous_ >= 0 && cudaSetDevice(previous_) != cudaSuccess) cudaGetLastError();
+}
 
 // ---- devices ----
 
@@ -111,7 +167,7 @@ BuildInfo build_info() {
 // ---- memory ----
 
 void* CudaMemory::try_malloc(std::size_t bytes) {
-  CUDL_CUDA_CHECK(cudaSetDevice(device_));
+  CudaDeviceGuard guard(device_);
   void* p = nullptr;
   cudaError_t status = cudaMalloc(&p, bytes);
   if (status == cudaErrorMemoryAllocation) {
@@ -122,20 +178,30 @@ void* CudaMemory::try_malloc(std::size_t bytes) {
   return p;
 }
 
+namespace {
+// What a CUDA call returns during process exit, once the runtime has begun tearing itself down.
+bool runtime_is_shutting_down(cudaError_t status) {
+  return status == cudaErrorCudartUnloading || status == cudaErrorContextIsDestroyed;
+}
+}  // namespace
+
 void CudaMemory::free(void* ptr) {
-  cudaSetDevice(device_);
+  CudaDeviceGuard guard(device_, std::nothrow);
   cudaError_t status = cudaFree(ptr);
   if (status != cudaSuccess) {
+    cudaGetLastError();
+    // The process-wide pool is a static that can outlive the CUDA runtime at exit; the driver
+    // reclaims the memory with the process then, so that is no reason to warn.
+    if (runtime_is_shutting_down(status)) return;
     // Frees run from destructors, which must not throw; report and go on.
     fmt::print(stderr, "cudl: warning: cudaFree failed: {}\n", cudaGetErrorName(status));
-    cudaGetLastError();
   }
 }
 
 MemoryInfo CudaMemory::memory_info() const {
   MemoryInfo info;
-  if (cudaSetDevice(device_) != cudaSuccess || cudaMemGetInfo(&info.free_bytes, &info.total_bytes) != cudaSuccess)
-    cudaGetLastError();
+  CudaDeviceGuard guard(device_, std::nothrow);
+  if (cudaMemGetInfo(&info.free_bytes, &info.total_bytes) != cudaSuccess) cudaGetLastError();
   return info;
 }
 
@@ -145,20 +211,93 @@ std::shared_ptr<Allocator> make_cuda_allocator(int device) {
   return std::make_shared<CachingAllocator>(std::make_unique<CudaMemory>(device));
 }
 
+namespace {
+
+cudaMemcpyKind copy_kind(Device dst_device, Device src_device) {
+  return dst_device.is_cpu() ? (src_device.is_cpu() ? cudaMemcpyHostToHost : cudaMemcpyDeviceToHost)
+                             : (src_device.is_cpu() ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice);
+}
+
+// Queues the copy of the device fault word into its pinned host int, ahead of a stream sync that
+// the caller does anyway (so reading it costs a 4-byte copy, never an extra sync).
+void queue_fault_read(CudaResources& r) {
+  CUDL_CUDA_CHECK(cudaMemcpyAsync(r.fault_host, r.fault_word, sizeof(int), cudaMemcpyDeviceToHost, r.stream),
+                  "read the device fault word of cuda:{}", r.device);
+}
+
+// After that sync: throws if a kernel set the word, clearing it first (ordered on the stream, so
+// the kernels queued after this read start from a clean word).
+void throw_if_device_fault(CudaResources& r) {
+  int code = *r.fault_host;
+  if (code == static_cast<int>(DeviceFault::none)) [[likely]]
+    return;
+  *r.fault_host = 0;
+  CUDL_CUDA_CHECK(cudaMemsetAsync(r.fault_word, 0, sizeof(int), r.stream), "clear the device fault word of cuda:{}",
+                  r.device);
+  throw Error(device_fault_message(code, r.device));
+}
+
+// A copy asked of a CPU context, e.g. Tensor::to(cpu_ctx) of a CUDA tensor. There is no stream to
+// order it after the work that wrote the source: wait for every stream of the CUDA side's device
+// (cudaDeviceSynchronize), copy synchronously, and wait again when the destination is a device
+// (a pageable host -> device cudaMemcpy may return before its DMA is done).
+void copy_without_a_stream(void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes) {
+  for (Device d : {src_device, dst_device}) {
+    if (!d.is_cuda()) continue;
+    CudaDeviceGuard guard(d.index);
+    CUDL_CUDA_CHECK(cudaDeviceSynchronize(), "copy {} bytes {} -> {} (waiting for {})", bytes, src_device, dst_device, d);
+  }
+  CudaDeviceGuard guard(src_device.is_cuda() ? src_device.index : dst_device.index);
+  CUDL_CUDA_CHECK(cudaMemcpy(dst, src, bytes, copy_kind(dst_device, src_device)), "copy {} bytes {} -> {}", bytes,
+                  src_device, dst_device);
+  if (dst_device.is_cuda()) {
+    CudaDeviceGuard dst_guard(dst_device.index);
+    CUDL_CUDA_CHECK(cudaDeviceSynchronize(), "copy {} bytes {} -> {}", bytes, src_device, dst_device);
+  }
+}
+
+}  // namespace
+
 void cuda_copy_bytes(Context& ctx, void* dst, Device dst_device, const void* src, Device src_device,
                      std::size_t bytes) {
+  if (ctx.cuda() == nullptr) {
+    copy_without_a_stream(dst, dst_device, src, src_device, bytes);
+    return;
+  }
   CudaResources& r = cuda_resources(ctx);
-  cudaMemcpyKind kind = dst_device.is_cpu() ? (src_device.is_cpu() ? cudaMemcpyHostToHost : cudaMemcpyDeviceToHost)
-                                            : (src_device.is_cpu() ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice);
-  CUDL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, r.stream), "copy {} bytes {} -> {}", bytes, src_device,
-                  dst_device);
-  // The host reads what it asked for right after `to(cpu)`; this is the explicit sync of that call.
-  if (dst_device.is_cpu()) CUDL_CUDA_CHECK(cudaStreamSynchronize(r.stream), "copy {} -> {}", src_device, dst_device);
+  CUDL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, copy_kind(dst_device, src_device), r.stream),
+                  "copy {} bytes {} -> {}", bytes, src_device, dst_device);
+  if (!dst_device.is_cpu()) return;
+  // The host reads what it asked for right after `to(cpu)`; this is the explicit sync of that call,
+  // and every synchronising read reports a device fault.
+  queue_fault_read(r);
+  CUDL_CUDA_CHECK(cudaStreamSynchronize(r.stream), "copy {} -> {}", src_device, dst_device);
+  throw_if_device_fault(r);
 }
+
+std::string device_fault_message(int code, int device) {
+  switch (static_cast<DeviceFault>(code)) {
+    case DeviceFault::none:
+      break;
+    case DeviceFault::label_out_of_range:
+      return fmt::format(
+          "softmax_cross_entropy / accuracy: a label was outside [0, K) on cuda:{} (K = the logits' columns; "
+          "detected on the device and reported at this host read, so the loss, accuracy and gradients "
+          "computed since the previous read are invalid)",
+          device);
+  }
+  return fmt::format("device fault code {} on cuda:{} (detected on the device; results since the previous host "
+                     "read are invalid)",
+                     code, device);
+}
+
+int* device_fault_word(Context& ctx) { return cuda_resources(ctx).fault_word; }
 
 CudaResources& cuda_resources(Context& ctx) {
   CUDL_CHECK(ctx.cuda() != nullptr, "CUDA op called with a {} context", ctx.device());
-  return *ctx.cuda();
+  CudaResources& r = *ctx.cuda();
+  make_device_current(r.device);
+  return r;
 }
 
 // ---- contexts ----
@@ -172,7 +311,7 @@ void apply_math_mode(CudaResources& r, MathMode math) {
 std::unique_ptr<CudaResources> create_cuda_resources(int device, MathMode math) {
   auto r = std::make_unique<CudaResources>();
   r->device = device;
-  CUDL_CUDA_CHECK(cudaSetDevice(device), "cuda:{}", device);
+  CudaDeviceGuard guard(device);
   try {
     CUDL_CUDA_CHECK(cudaStreamCreateWithFlags(&r->stream, cudaStreamNonBlocking));
     CUDL_CUBLAS_CHECK(cublasCreate(&r->cublas));
@@ -180,6 +319,15 @@ std::unique_ptr<CudaResources> create_cuda_resources(int device, MathMode math) 
     CUDL_CUDNN_CHECK(cudnnCreate(&r->cudnn));
     CUDL_CUDNN_CHECK(cudnnSetStream(r->cudnn, r->stream));
     apply_math_mode(*r, math);
+    // The fault word: a small-pool block of the device's pool on this stream, zeroed on it before
+    // any kernel can run; its host mirror is pinned so the read before each sync is a real async copy.
+    r->pool = allocator_for(Device::cuda(device));
+    r->fault_word = static_cast<int*>(r->pool->allocate(sizeof(int), reinterpret_cast<StreamId>(r->stream)));
+    CUDL_CUDA_CHECK(cudaMemsetAsync(r->fault_word, 0, sizeof(int), r->stream), "device fault word of cuda:{}",
+                    device);
+    CUDL_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&r->fault_host), sizeof(int)),
+                    "device fault word of cuda:{}", device);
+    *r->fault_host = 0;
   } catch (...) {
     destroy_cuda_resources(r.release());
     throw;
@@ -189,17 +337,32 @@ std::unique_ptr<CudaResources> create_cuda_resources(int device, MathMode math) 
 
 void destroy_cuda_resources(CudaResources* r) noexcept {
   if (!r) return;
-  cudaSetDevice(r->device);
-  if (r->stream) cudaStreamSynchronize(r->stream);
-  if (r->cudnn) cudnnDestroy(r->cudnn);
-  if (r->cublas) cublasDestroy(r->cublas);
-  if (r->stream) cudaStreamDestroy(r->stream);
-  cudaGetLastError();
+  {
+    CudaDeviceGuard guard(r->device, std::nothrow);
+    bool idle = r->stream != nullptr && cudaStreamSynchronize(r->stream) == cudaSuccess;
+    if (r->pool) {
+      try {
+        if (r->fault_word) r->pool->deallocate(r->fault_word);
+        // Nothing is left queued on the stream, so its cached blocks may serve other contexts now.
+        // (After a failed sync that is unknown: they stay with the dead stream.)
+        if (idle) r->pool->retire_stream(reinterpret_cast<StreamId>(r->stream));
+      } catch (...) {
+      }
+    }
+    if (r->fault_host) cudaFreeHost(r->fault_host);
+    if (r->cudnn) cudnnDestroy(r->cudnn);
+    if (r->cublas) cublasDestroy(r->cublas);
+    if (r->stream) cudaStreamDestroy(r->stream);
+    cudaGetLastError();
+  }
   delete r;
 }
 
-void synchronize_cuda(const CudaResources& r) {
+void synchronize_cuda(CudaResources& r) {
+  CudaDeviceGuard guard(r.device);
+  queue_fault_read(r);
   CUDL_CUDA_CHECK(cudaStreamSynchronize(r.stream), "synchronize cuda:{}", r.device);
+  throw_if_device_fault(r);
 }
 
 }  // namespace cudl

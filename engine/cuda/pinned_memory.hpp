@@ -28,6 +28,7 @@ class HostStaging {
     if (bytes == 0) return;
 #if defined(CUDL_HAVE_CUDA)
     if (ctx.device().is_cuda()) {
+      CudaDeviceGuard guard(ctx.device().index);  // the event belongs to the current device
       pinned_ = true;
       CUDL_CUDA_CHECK(cudaHostAlloc(&ptr_, bytes, cudaHostAllocDefault), "pinned staging of {}", format_bytes(bytes));
       cudaError_t status = cudaEventCreateWithFlags(&event_, cudaEventDisableTiming);

@@ -52,6 +52,13 @@ void gather(const Dataset& data, const std::vector<std::int64_t>& order, std::in
 
 }  // namespace
 
+bool loader_stages_per_batch(const Augment& augment, Device device, bool shuffle, std::size_t epoch_bytes,
+                             std::size_t limit) {
+  if (augment.enabled()) return true;
+  if (device.is_cpu() && !shuffle) return false;
+  return epoch_bytes > limit;
+}
+
 std::vector<std::int64_t> shuffled_order(std::int64_t n, std::uint64_t seed, std::int64_t epoch) {
   std::vector<std::int64_t> order(static_cast<std::size_t>(n));
   std::iota(order.begin(), order.end(), std::int64_t{0});
@@ -98,6 +105,7 @@ struct DataLoader::Impl {
   std::uint64_t seed = 0;
   Augment augment;
   std::int64_t n = 0, sample_values = 0;
+  bool per_batch = false;      // staging batch by batch (augmenting, or a large epoch)
   std::int64_t slot_rows = 0;  // images a staging slot holds; its labels follow them
 
   std::vector<std::int64_t> order;
@@ -109,7 +117,7 @@ struct DataLoader::Impl {
   std::int64_t first_sample = 0;
   HostStaging epoch_staging;  // CUDA only: reused across epochs
 
-  // With augmentation: two host staging slots filled by the producer thread.
+  // Per batch: two host staging slots filled by the producer thread.
   struct Slot {
     HostStaging staging;  // images, then labels
     std::int64_t batch = -1;
@@ -156,7 +164,8 @@ struct DataLoader::Impl {
         slot.staging.wait_until_free();
         auto* images = static_cast<float*>(slot.staging.data());
         auto* labels = reinterpret_cast<std::int32_t*>(images + slot_rows * sample_values);
-        gather(data, order, b * batch_size, b * batch_size + rows(b), images, labels, &augment, seed, ep);
+        gather(data, order, b * batch_size, b * batch_size + rows(b), images, labels,
+               augment.enabled() ? &augment : nullptr, seed, ep);
         {
           std::lock_guard lock(mutex);
           slot.batch = b;
@@ -208,7 +217,7 @@ struct DataLoader::Impl {
 };
 
 DataLoader::DataLoader(const Dataset& dataset, Context& ctx, std::int64_t batch_size, bool shuffle, std::uint64_t seed,
-                       Augment augment)
+                       Augment augment, std::size_t whole_epoch_limit)
     : impl_(std::make_unique<Impl>()) {
   const std::string& name = dataset.name;
   CUDL_CHECK(dataset.images.defined() && dataset.labels.defined(), "DataLoader: dataset '{}' has no tensors", name);
@@ -234,7 +243,10 @@ DataLoader::DataLoader(const Dataset& dataset, Context& ctx, std::int64_t batch_
   m.augment = augment;
   m.n = dataset.images.dim(0);
   m.sample_values = dataset.images.numel() / m.n;
-  if (augment.enabled()) {
+  // Images (f32) and labels (i32) of the whole dataset: what one epoch stages.
+  const auto epoch_bytes = static_cast<std::size_t>(m.n) * static_cast<std::size_t>(m.sample_values + 1) * 4;
+  m.per_batch = loader_stages_per_batch(augment, ctx.device(), shuffle, epoch_bytes, whole_epoch_limit);
+  if (m.per_batch) {
     m.slot_rows = std::min(batch_size, m.n);
     std::size_t slot_bytes = static_cast<std::size_t>(m.slot_rows * (m.sample_values + 1)) * 4;
     for (Impl::Slot& slot : m.slots) slot.staging = HostStaging(slot_bytes, ctx);
@@ -246,6 +258,7 @@ DataLoader::~DataLoader() { impl_->stop_producer(); }
 std::int64_t DataLoader::size() const { return impl_->n; }
 std::int64_t DataLoader::batch_size() const { return impl_->batch_size; }
 std::int64_t DataLoader::batches_per_epoch() const { return impl_->batches(); }
+bool DataLoader::stages_per_batch() const { return impl_->per_batch; }
 const std::vector<std::int64_t>& DataLoader::order() const { return impl_->order; }
 
 void DataLoader::start_epoch(std::int64_t epoch, std::int64_t first_batch) {
@@ -263,7 +276,7 @@ void DataLoader::start_epoch(std::int64_t epoch, std::int64_t first_batch) {
     m.order.resize(static_cast<std::size_t>(m.n));
     std::iota(m.order.begin(), m.order.end(), std::int64_t{0});
   }
-  if (!m.augment.enabled()) {
+  if (!m.per_batch) {
     m.load_epoch_to_device(first_batch);
     return;
   }
@@ -276,7 +289,7 @@ bool DataLoader::next(Batch& batch) {
   if (m.next_batch >= m.batches()) return false;
   std::int64_t b = m.next_batch;
   std::int64_t begin = b * m.batch_size - m.first_sample, count = m.rows(b);
-  if (!m.augment.enabled()) {
+  if (!m.per_batch) {
     batch.images = m.epoch_images.slice(begin, begin + count);
     batch.labels = m.epoch_labels.slice(begin, begin + count);
     batch.index = m.next_batch++;

@@ -4,13 +4,17 @@
 //
 // Without augmentation, start_epoch gathers the epoch's permuted samples on the host once and
 // copies them to the device in one transfer; batches are then zero-copy slices of that copy (the
-// whole of MNIST sits on the GPU for the epoch). With augmentation, a background thread augments
+// whole of MNIST sits on the GPU for the epoch). With augmentation, or when the epoch's data is
+// larger than a limit (1 GiB by default: a folder of 224 px images would otherwise pin tens of GB
+// of host memory and hold as much on the device), a background thread gathers (and augments)
 // batch b+1 into host staging (pinned for CUDA) while the caller trains on batch b, and each batch
-// is copied on its own.
+// is copied on its own. Either way the batches are the same.
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "engine/device.hpp"
 #include "engine/io/datasets.hpp"
 #include "engine/tensor.hpp"
 
@@ -29,6 +33,15 @@ struct Augment {
   bool enabled() const { return random_crop || hflip; }
 };
 
+// Epochs with more data than this (images and labels, in bytes) are staged batch by batch.
+inline constexpr std::size_t kWholeEpochStagingLimit = std::size_t{1} << 30;
+
+// True when a loader stages batch by batch: with augmentation, or when the epoch's `epoch_bytes`
+// exceed `limit`. A CPU loader without shuffling stages nothing (its batches are slices of the
+// dataset), so it never does.
+bool loader_stages_per_batch(const Augment& augment, Device device, bool shuffle, std::size_t epoch_bytes,
+                             std::size_t limit);
+
 struct Batch {
   Tensor images;           // [B,C,H,W] f32 on the loader's device
   Tensor labels;           // [B] i32 on the loader's device
@@ -38,8 +51,9 @@ struct Batch {
 class DataLoader {
  public:
   // `dataset` tensors must be on the CPU; they are shared, not copied. `ctx` must outlive the loader.
+  // `whole_epoch_limit`: see kWholeEpochStagingLimit (tests lower it to force per-batch staging).
   DataLoader(const Dataset& dataset, Context& ctx, std::int64_t batch_size, bool shuffle, std::uint64_t seed,
-             Augment augment = {});
+             Augment augment = {}, std::size_t whole_epoch_limit = kWholeEpochStagingLimit);
   ~DataLoader();
   DataLoader(const DataLoader&) = delete;
   DataLoader& operator=(const DataLoader&) = delete;
@@ -48,6 +62,8 @@ class DataLoader {
   std::int64_t batch_size() const;
   // Including the last, partial batch.
   std::int64_t batches_per_epoch() const;
+  // Whether batches are staged one by one (see loader_stages_per_batch) rather than per epoch.
+  bool stages_per_batch() const;
 
   // Begins epoch `epoch`, skipping its first `first_batch` batches (to resume a run).
   void start_epoch(std::int64_t epoch, std::int64_t first_batch = 0);

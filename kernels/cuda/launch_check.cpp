@@ -3,11 +3,20 @@
 
 namespace cudl::cuda_detail {
 
-void check_launch(const char* kernel_name) { CUDL_CUDA_CHECK(cudaGetLastError(), "kernel {}", kernel_name); }
+// cudaGetLastError also returns the sticky error of an earlier kernel that faulted while running,
+// so without CUDL_SYNC_CHECK=1 a fault may be reported at a later launch than its own; with it,
+// every launch is followed by a device sync that names this kernel.
+void check_launch(const char* kernel_name) {
+  CUDL_CUDA_CHECK(cudaGetLastError(), "kernel {}", kernel_name);
+  sync_check(kernel_name, __FILE__, __LINE__);
+}
 
+// Runtime and CUB calls made inside .cu files (CUB's reductions launch kernels, so they get the
+// same CUDL_SYNC_CHECK treatment).
 void check_status(cudaError_t status, const char* call, const char* file, int line) {
   if (status != cudaSuccess) [[unlikely]]
     throw_cuda(status, call, file, line, std::string());
+  sync_check(call, file, line);
 }
 
 }  // namespace cudl::cuda_detail
