@@ -85,6 +85,38 @@ inline void expect_error(const std::function<void()>& call, std::initializer_lis
   }
 }
 
+// For a check that the CPU makes on the host, inside the call, but CUDA makes on the device (a
+// kernel sets the context's fault word and the next synchronising read throws): the error may come
+// from `call` or from `read` (e.g. `loss.item(ctx)`); either way it must be a cudl::Error whose
+// message contains every fragment.
+inline void expect_error_by_next_read(const std::function<void()>& call, const std::function<void()>& read,
+                                      const std::vector<std::string>& fragments) {
+  try {
+    call();
+    read();
+    ADD_FAILURE() << "expected cudl::Error from the call or from the next read of its result";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const auto& f : fragments) EXPECT_NE(msg.find(f), std::string::npos) << "'" << f << "' not in: " << msg;
+  }
+}
+
+// What the error for a label outside [0, K) must say. Every backend: the op family ("accuracy",
+// "softmax_cross_entropy"), the word "label" and "outside [0, " (the range; CUDA reports it from the
+// device fault word, which cannot carry the row). The CPU, which checks on the host, also names the
+// exact op, the row, the label and K: "labels[<row>]=<label>" and "K=<k>".
+inline std::vector<std::string> label_error_fragments(bool on_cpu, const std::string& family,
+                                                      const std::string& cpu_op, std::int64_t row, std::int64_t label,
+                                                      std::int64_t k) {
+  std::vector<std::string> f = {family, "label", "outside [0, "};
+  if (on_cpu) {
+    f.push_back(cpu_op);
+    f.push_back("labels[" + std::to_string(row) + "]=" + std::to_string(label));
+    f.push_back("K=" + std::to_string(k));
+  }
+  return f;
+}
+
 // n values drawn uniformly from [lo, hi) by a generator seeded with `seed`.
 inline std::vector<float> random_values(std::int64_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
   std::mt19937 rng(seed);
