@@ -1,0 +1,261 @@
+// Edge cases that pin the CPU's semantics so that the CUDA backend can be held to them: NaN and
+// ±inf inputs, empty tensors, and reductions large enough to pass the CUDA kernels' small-size
+// paths. Each TEST_P runs on both backends (CUDA skips visibly without a device).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/backend.hpp"
+#include "engine/context.hpp"
+#include "tests/backend_fixture.hpp"
+#include "tests/test_util.hpp"
+
+using namespace cudl;
+using namespace cudl::testing;  // BackendTest, expect_error, random_values
+
+namespace {
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+const float kInf = std::numeric_limits<float>::infinity();
+
+// Equal values, or NaN on both sides (any payload): what "the same result" means once NaN can occur.
+void expect_same_values(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const bool same = (std::isnan(got[i]) && std::isnan(want[i])) || got[i] == want[i];
+    EXPECT_TRUE(same) << what << " [" << i << "]: got " << got[i] << ", expected " << want[i];
+  }
+}
+
+Pool2dParams pool(int kh, int kw, int sh, int sw, int ph, int pw) { return {kh, kw, sh, sw, ph, pw}; }
+
+}  // namespace
+
+// ================================================================ NaN and ±inf
+
+class NonFiniteOps : public BackendTest {};
+
+// The 2x2 stride-2 unpadded fast path. Rule (kernels/cpu/pooling.cpp): row-major scan, strict '>',
+// a NaN wins and stays, so the FIRST NaN of the window wins even when a larger value follows it;
+// a window of -inf reports -inf at its first pixel.
+TEST_P(NonFiniteOps, MaxPool2x2FirstNaNWinsAndArgmaxPointsAtIt) {
+  auto x = make({1, kNaN, kNaN, 3,       //
+                 5, 2, kNaN, 9,          //
+                 -kInf, -kInf, kInf, 7,  //
+                 -kInf, -kInf, 1, kNaN},
+                {1, 1, 4, 4});
+  auto y = make({0, 0, 0, 0}, {1, 1, 2, 2});
+  auto argmax = make_int({-7, -7, -7, -7}, {1, 1, 2, 2});
+  backend().maxpool2d_forward(ctx(), x, pool(2, 2, 2, 2, 0, 0), y, argmax);
+  // Window 0: NaN at 1 beats the 5 after it. Window 1: NaN first (2), a later NaN and 9 lose.
+  // Window 2: all -inf, first pixel (8). Window 3: NaN (15) beats +inf.
+  expect_same_values(host(y), {kNaN, kNaN, -kInf, kNaN}, "maxpool2d_forward 2x2");
+  EXPECT_EQ(argmax.to_int_vector(ctx()), (std::vector<std::int32_t>{1, 2, 8, 15}));
+
+  // Backward routes each window's gradient to its winner: the NaN (or -inf) position.
+  auto dy = make({1, 2, 3, 4}, {1, 1, 2, 2});
+  auto dx = make(std::vector<float>(16, 9.0f), {1, 1, 4, 4});
+  backend().maxpool2d_backward(ctx(), dy, argmax, pool(2, 2, 2, 2, 0, 0), dx);
+  EXPECT_EQ(host(dx), (std::vector<float>{0, 1, 2, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 4}));
+}
+
+// The general path (3x3, stride 2, pad 1: overlapping windows, padding counts as -inf and never wins).
+TEST_P(NonFiniteOps, MaxPoolGeneralPathNaNWinsInfTiesAndNegInfWindows) {
+  auto x = make({// plane 0: NaNs
+                 1, 2, kNaN, 7,            //
+                 -kInf, 3, 9, kNaN,        //
+                 -kInf, kNaN, 4, 5,        //
+                 -kInf, 6, kInf, 8,        //
+                 // plane 1: infinities only
+                 -kInf, -kInf, 1, kInf,    //
+                 -kInf, -kInf, kInf, 2,    //
+                 5, kInf, 0, 0,            //
+                 0, 0, 0, 0},
+                {1, 2, 4, 4});
+  const Pool2dParams p = pool(3, 3, 2, 2, 1, 1);
+  auto y = make(std::vector<float>(8, 0.0f), {1, 2, 2, 2});
+  auto argmax = make_int(std::vector<std::int32_t>(8, -7), {1, 2, 2, 2});
+  backend().maxpool2d_forward(ctx(), x, p, y, argmax);
+  // Plane 0 windows (real pixels): {0,1,4,5} -> 3 at 5 (no NaN); {1,2,3,5,6,7} -> first NaN 2, not
+  // the 9 or the NaN at 7; {4,5,8,9,12,13} -> NaN at 9 beats 6; {5,6,7,9,10,11,13,14,15} -> first
+  // NaN 7 beats the +inf at 14. Plane 1: {0,1,4,5} all -inf -> -inf at 0 (a real pixel, not the
+  // padding); {1,2,3,5,6,7} -> first +inf 3; {4,5,8,9,12,13} -> +inf 9; {5,6,7,9,...} -> +inf 6.
+  expect_same_values(host(y), {3, kNaN, kNaN, kNaN, -kInf, kInf, kInf, kInf}, "maxpool2d_forward 3x3");
+  EXPECT_EQ(argmax.to_int_vector(ctx()), (std::vector<std::int32_t>{5, 2, 9, 7, 0, 3, 9, 6}));
+
+  auto dy = make({1, 2, 3, 4, 5, 6, 7, 8}, {1, 2, 2, 2});
+  auto dx = make(std::vector<float>(32, 9.0f), {1, 2, 4, 4});
+  backend().maxpool2d_backward(ctx(), dy, argmax, p, dx);
+  std::vector<float> want(32, 0.0f);
+  want[5] = 1, want[2] = 2, want[9] = 3, want[7] = 4;                   // plane 0
+  want[16 + 0] = 5, want[16 + 3] = 6, want[16 + 9] = 7, want[16 + 6] = 8;  // plane 1
+  EXPECT_EQ(host(dx), want);
+}
+
+// Average pooling sums its window: +inf or -inf spreads, +inf with -inf or any NaN gives NaN.
+TEST_P(NonFiniteOps, AvgPoolPropagatesInfAndNaN) {
+  auto x = make({1, kInf, 5, -kInf,     //
+                 3, 4, 5, 6,            //
+                 kInf, -kInf, 3, 1,     //
+                 0, 0, kNaN, 2},
+                {1, 1, 4, 4});
+  auto y = make({0, 0, 0, 0}, {1, 1, 2, 2});
+  backend().avgpool2d_forward(ctx(), x, pool(2, 2, 2, 2, 0, 0), y);
+  expect_same_values(host(y), {kInf, -kInf, kNaN, kNaN}, "avgpool2d_forward");
+  // Padding 1 (zeros, counted in the divisor) around the same input: 3x3 windows of 1, 2 or 4 pixels.
+  auto yp = make(std::vector<float>(9, 0.0f), {1, 1, 3, 3});
+  backend().avgpool2d_forward(ctx(), x, pool(2, 2, 2, 2, 1, 1), yp);
+  expect_same_values(host(yp), {0.25f, kInf, -kInf, kInf, -kInf, 1.75f, 0, kNaN, 0.5f}, "avgpool2d_forward padded");
+}
+
+// argmax_rows (kernels/cpu/reductions.cpp): start at column 0, strict '>' over the rest, so the
+// first of equal maxima wins and a NaN after column 0 never wins. K = 70 puts columns past 32
+// (the CUDA kernel's lane width) into play.
+TEST_P(NonFiniteOps, ArgmaxRowsSkipsNaNAndTakesTheFirstInfinity) {
+  const std::int64_t k = 70;
+  std::vector<float> xs;
+  std::vector<std::int32_t> want;
+  // A row of distinct values in [-1, 1], edited, whose argmax must be `expected`.
+  auto add = [&](std::int32_t expected, auto edit) {
+    std::vector<float> r(static_cast<std::size_t>(k));
+    for (std::size_t j = 0; j < r.size(); ++j) r[j] = std::sin(0.7f * static_cast<float>(j));
+    edit(r);
+    xs.insert(xs.end(), r.begin(), r.end());
+    want.push_back(expected);
+  };
+  add(37, [](auto& r) { r[5] = kNaN, r[37] = 9; });  // NaN at 5, maximum at 37 = 5 + 32 (one CUDA lane)
+  add(2, [](auto& r) { r[33] = kNaN, r[2] = 9; });   // NaN past column 32
+  add(34, [](auto& r) { r[1] = kNaN, r[2] = kNaN, r[40] = kNaN, r[34] = 9; });  // several NaN
+  add(3, [](auto& r) { r[3] = kInf, r[35] = kInf; });                          // two +inf: the first
+  add(0, [](auto& r) { std::fill(r.begin(), r.end(), -kInf); });                // all -inf: column 0
+  add(69, [](auto& r) { r[0] = -kInf, r[69] = 9; });                           // -inf first, maximum last
+  add(50, [](auto& r) { r[10] = kNaN, r[50] = kInf; });                        // NaN and +inf: the +inf
+  add(0, [](auto& r) { std::fill(r.begin(), r.end(), kNaN); });                 // all NaN: column 0
+  add(0, [](auto& r) {  // -inf everywhere, NaN last: column 0
+    std::fill(r.begin(), r.end(), -kInf);
+    r[69] = kNaN;
+  });
+  const std::int64_t n = static_cast<std::int64_t>(want.size());
+  Tensor x = make(xs, {n, k}), idx = Tensor::empty({n}, ctx(), DType::i32);
+  backend().argmax_rows(ctx(), x, idx);
+  EXPECT_EQ(idx.to_int_vector(ctx()), want);
+
+  // accuracy follows argmax_rows: label every row with its expected argmax except rows 1 and 4.
+  std::vector<std::int32_t> labels = want;
+  labels[1] = 33;  // the NaN's column is not a hit
+  labels[4] = 5;
+  Tensor acc = Tensor::empty({1}, ctx());
+  backend().accuracy(ctx(), x, make_int(labels, {n}), acc);
+  EXPECT_EQ(acc.item(ctx()), static_cast<float>(static_cast<double>(n - 2) / static_cast<double>(n)));
+}
+
+// FAILS ON THE CPU TODAY. argmax_row's own comment says "a NaN never wins, so a row of finite values
+// with one NaN still points at a real maximum", but a NaN in column 0 is the starting candidate and
+// `row[j] > NaN` is false for every j, so the CPU returns 0 for these rows (and accuracy counts
+// the NaN's column). One-line fix in kernels/cpu/reductions.cpp argmax_row:
+//   if (row[j] > row[best] || (std::isnan(row[best]) && !std::isnan(row[j]))) best = j;
+TEST_P(NonFiniteOps, ArgmaxRowsNaNInTheFirstColumnDoesNotWin) {
+  const std::int64_t k = 40;
+  std::vector<float> xs(static_cast<std::size_t>(2 * k), 0.5f);
+  xs[0] = kNaN, xs[37] = 3;                // row 0: NaN first, maximum at 37
+  xs[static_cast<std::size_t>(k)] = kNaN;  // row 1: NaN first, maximum right after it
+  xs[static_cast<std::size_t>(k + 1)] = 2;
+  Tensor x = make(xs, {2, k}), idx = Tensor::empty({2}, ctx(), DType::i32);
+  backend().argmax_rows(ctx(), x, idx);
+  EXPECT_EQ(idx.to_int_vector(ctx()), (std::vector<std::int32_t>{37, 1}));
+  Tensor acc = Tensor::empty({1}, ctx());
+  backend().accuracy(ctx(), x, make_int({37, 1}, {2}), acc);
+  EXPECT_EQ(acc.item(ctx()), 1.0f);
+}
+
+// max (kernels/cpu/reductions.cpp) starts from -inf and takes `v > m`: NaN is skipped, so all-NaN
+// gives -inf; all -inf gives -inf (not the lowest finite float); +inf wins.
+TEST_P(NonFiniteOps, MaxSkipsNaNAndKeepsInfinities) {
+  Tensor out = Tensor::empty({1}, ctx());
+  auto max_of = [&](const std::vector<float>& v) {
+    backend().max(ctx(), make(v, {static_cast<std::int64_t>(v.size())}), out);
+    return out.item(ctx());
+  };
+  EXPECT_EQ(max_of({-kInf, -kInf, -kInf}), -kInf);
+  EXPECT_EQ(max_of({1, kNaN, 3, -2}), 3.0f);
+  EXPECT_EQ(max_of({kNaN, -5, -4}), -4.0f);  // NaN first
+  EXPECT_EQ(max_of({kNaN, kNaN}), -kInf);
+  EXPECT_EQ(max_of({1, kInf, kNaN, 2}), kInf);
+  EXPECT_EQ(max_of({-kInf, kNaN, -kInf}), -kInf);
+  // Past the CPU's parallel threshold and the CUDA small-size path: NaN every 1000th element.
+  std::vector<float> big = random_values(300007, 5, -1.0f, 1.0f);
+  for (std::size_t i = 0; i < big.size(); i += 1000) big[i] = kNaN;
+  big[123457] = 1.5f;
+  EXPECT_EQ(max_of(big), 1.5f);
+}
+
+// clamp compares instead of calling fmin/fmax: a NaN stays NaN, ±inf clamp to the bounds.
+TEST_P(NonFiniteOps, ClampKeepsNaNAndClampsInfinities) {
+  Tensor x = make({kNaN, kInf, -kInf, 0.5f, -3.0f, 3.0f}, {6});
+  backend().clamp(ctx(), x, -1.0f, 2.0f);
+  expect_same_values(host(x), {kNaN, 2.0f, -1.0f, 0.5f, -1.0f, 2.0f}, "clamp");
+  // Infinite bounds leave infinities alone.
+  Tensor z = make({kNaN, kInf, -kInf, 7.0f}, {4});
+  backend().clamp(ctx(), z, -kInf, kInf);
+  expect_same_values(host(z), {kNaN, kInf, -kInf, 7.0f}, "clamp to ±inf");
+}
+
+// Pinned as the CPU does it today: relu(NaN) = 0 (`v > 0 ? v : 0`; PyTorch would give NaN), while
+// leaky ReLU, sigmoid and tanh keep NaN.
+TEST_P(NonFiniteOps, ActivationsOfNaNAndInf) {
+  Tensor x = make({kNaN, kInf, -kInf, -2.0f}, {4}), y = Tensor::empty({4}, ctx());
+  backend().activation_forward(ctx(), Activation::relu, 0.0f, x, y);
+  expect_same_values(host(y), {0.0f, kInf, 0.0f, 0.0f}, "relu");
+  backend().activation_forward(ctx(), Activation::leaky_relu, 0.1f, x, y);
+  expect_same_values(host(y), {kNaN, kInf, -kInf, -0.2f}, "leaky_relu");
+  backend().activation_forward(ctx(), Activation::sigmoid, 0.0f, x, y);
+  const std::vector<float> s = host(y);
+  EXPECT_TRUE(std::isnan(s[0]));
+  EXPECT_EQ(s[1], 1.0f);
+  EXPECT_EQ(s[2], 0.0f);
+  backend().activation_forward(ctx(), Activation::tanh, 0.0f, x, y);
+  const std::vector<float> t = host(y);
+  EXPECT_TRUE(std::isnan(t[0]));
+  EXPECT_EQ(t[1], 1.0f);
+  EXPECT_EQ(t[2], -1.0f);
+}
+
+// FAILS ON THE CPU TODAY. ReLU's backward passes dy where x > 0 and 0 elsewhere; the CPU computes
+// `slope * dy` with slope 0, so dy = ±inf or NaN at x <= 0 gives NaN instead of 0 (CUDA's kernel
+// returns 0 there, as PyTorch does, so the backends disagree). One-line fix in
+// kernels/cpu/activations.cpp: for relu use `v > 0.0f ? g : 0.0f` (keep `slope * g` for leaky).
+TEST_P(NonFiniteOps, ReluBackwardIsZeroWhereInputIsNotPositiveEvenForNonFiniteGradients) {
+  Tensor x = make({-1.0f, 0.0f, -kInf, 2.0f, kNaN}, {5});
+  Tensor dy = make({kInf, kNaN, -kInf, kInf, kInf}, {5}), dx = Tensor::empty({5}, ctx());
+  backend().activation_backward(ctx(), Activation::relu, 0.0f, x, x, dy, dx);
+  expect_same_values(host(dx), {0.0f, 0.0f, 0.0f, kInf, 0.0f}, "relu backward");
+}
+
+// sum and mean accumulate in double: +inf stays +inf, +inf with -inf or a NaN gives NaN.
+TEST_P(NonFiniteOps, SumAndMeanPropagateInfAndNaN) {
+  Tensor out = Tensor::empty({1}, ctx());
+  auto reduce = [&](bool mean, const std::vector<float>& v) {
+    Tensor x = make(v, {static_cast<std::int64_t>(v.size())});
+    mean ? backend().mean(ctx(), x, out) : backend().sum(ctx(), x, out);
+    return out.item(ctx());
+  };
+  for (bool mean : {false, true}) {
+    SCOPED_TRACE(mean ? "mean" : "sum");
+    EXPECT_EQ(reduce(mean, {1, kInf, 2}), kInf);
+    EXPECT_EQ(reduce(mean, {-kInf, 1}), -kInf);
+    EXPECT_TRUE(std::isnan(reduce(mean, {kInf, -kInf, 1})));
+    EXPECT_TRUE(std::isnan(reduce(mean, {1, kNaN, 2})));
+    // Large enough for the parallel and partial-sum paths; one +inf near the end.
+    std::vector<float> big(300007, 0.25f);
+    big[300000] = kInf;
+    EXPECT_EQ(reduce(mean, big), kInf);
+  }
+}
+
+CUDL_INSTANTIATE_BACKENDS(NonFiniteOps);
