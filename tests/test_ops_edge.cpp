@@ -259,3 +259,242 @@ TEST_P(NonFiniteOps, SumAndMeanPropagateInfAndNaN) {
 }
 
 CUDL_INSTANTIATE_BACKENDS(NonFiniteOps);
+
+// ================================================================ empty inputs
+// What each op does with zero elements, as the CPU does it today: ops without a result value are
+// no-ops; sums of nothing are 0; ops whose result is a mean or a pick (mean, max, the mean losses,
+// cross-entropy, accuracy) throw an error naming the op. The errors may surface at the next read on
+// CUDA, so those checks read the result inside the checked call.
+
+class EmptyInputOps : public BackendTest {
+ protected:
+  // A one-element result holding 7, so that "wrote 0" and "wrote nothing" differ.
+  Tensor seven() { return Tensor::full({1}, 7.0f, ctx()); }
+  void expect_throws_naming(const std::function<void()>& call, const Tensor& out,
+                            const std::vector<std::string>& fragments) {
+    expect_error_by_next_read(call, [&] { (void)host(out); }, fragments);
+  }
+};
+
+TEST_P(EmptyInputOps, ElementwiseOpsAreNoOps) {
+  for (const Shape& s : {Shape{0}, Shape{0, 3}, Shape{4, 0}}) {
+    SCOPED_TRACE(fmt::format("{}", s));
+    Tensor a = Tensor::empty(s, ctx()), b = Tensor::empty(s, ctx()), c = Tensor::empty(s, ctx());
+    EXPECT_NO_THROW(backend().fill(ctx(), a, 1.0f));
+    EXPECT_NO_THROW(backend().copy(ctx(), a, b));
+    EXPECT_NO_THROW(backend().axpy(ctx(), 2.0f, a, b));
+    EXPECT_NO_THROW(backend().scale(ctx(), a, 3.0f));
+    EXPECT_NO_THROW(backend().clamp(ctx(), a, -1.0f, 1.0f));
+    EXPECT_NO_THROW(backend().mul(ctx(), a, b, c));
+    EXPECT_NO_THROW(backend().dropout_forward(ctx(), a, 0.5f, 1, 0, b, c));
+    EXPECT_NO_THROW(backend().fill_uniform(ctx(), a, 0.0f, 1.0f, 1, 0));
+    EXPECT_NO_THROW(backend().fill_normal(ctx(), a, 0.0f, 1.0f, 1, 0));
+    Tensor alpha = seven();
+    EXPECT_NO_THROW(backend().axpy_scalar(ctx(), -1.0f, alpha, a, b));
+    EXPECT_EQ(host(alpha), std::vector<float>{7.0f});
+    EXPECT_TRUE(host(b).empty());
+  }
+  // Per-channel ops with no samples (and with no pixels).
+  for (const Shape& s : {Shape{0, 3}, Shape{0, 3, 4, 4}, Shape{2, 3, 0, 0}}) {
+    SCOPED_TRACE(fmt::format("{}", s));
+    Tensor x = Tensor::empty(s, ctx()), y = Tensor::empty(s, ctx());
+    Tensor scale = make({1, 2, 3}, {3}), shift = make({4, 5, 6}, {3});
+    EXPECT_NO_THROW(backend().channel_affine(ctx(), x, scale, shift, y));
+    EXPECT_NO_THROW(backend().channel_affine_backward(ctx(), x, scale, y));
+    EXPECT_EQ(host(scale), (std::vector<float>{1, 2, 3}));
+  }
+}
+
+TEST_P(EmptyInputOps, ActivationsAreNoOps) {
+  Tensor x = Tensor::empty({0, 5}, ctx()), y = Tensor::empty({0, 5}, ctx());
+  Tensor dy = Tensor::empty({0, 5}, ctx()), dx = Tensor::empty({0, 5}, ctx());
+  for (Activation a : {Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::tanh}) {
+    SCOPED_TRACE(std::string(activation_name(a)));
+    EXPECT_NO_THROW(backend().activation_forward(ctx(), a, 0.1f, x, y));
+    EXPECT_NO_THROW(backend().activation_backward(ctx(), a, 0.1f, x, y, dy, dx));
+  }
+}
+
+TEST_P(EmptyInputOps, SumAbsSumAndDotOfNothingAreZero) {
+  for (const Shape& s : {Shape{0}, Shape{3, 0}}) {
+    SCOPED_TRACE(fmt::format("{}", s));
+    Tensor x = Tensor::empty(s, ctx());
+    Tensor out = seven();
+    backend().sum(ctx(), x, out);
+    EXPECT_EQ(out.item(ctx()), 0.0f);
+    out = seven();
+    backend().abs_sum(ctx(), x, out);
+    EXPECT_EQ(out.item(ctx()), 0.0f);
+    out = seven();
+    backend().dot(ctx(), x, x, out);
+    EXPECT_EQ(out.item(ctx()), 0.0f);
+  }
+}
+
+TEST_P(EmptyInputOps, MeanAndMaxThrowNamingTheOp) {
+  Tensor x = Tensor::empty({2, 0}, ctx()), out = seven();
+  expect_throws_naming([&] { backend().mean(ctx(), x, out); }, out, {"mean", "empty"});
+  expect_throws_naming([&] { backend().max(ctx(), x, out); }, out, {"max", "empty"});
+}
+
+TEST_P(EmptyInputOps, MseAndL1ThrowNamingTheOp) {
+  Tensor a = Tensor::empty({0, 3}, ctx()), b = Tensor::empty({0, 3}, ctx()), da = Tensor::empty({0, 3}, ctx());
+  Tensor loss = seven();
+  expect_throws_naming([&] { backend().mse_loss_forward(ctx(), a, b, loss); }, loss, {"mse_loss", "empty"});
+  expect_throws_naming([&] { backend().l1_loss_forward(ctx(), a, b, loss); }, loss, {"l1_loss", "empty"});
+  // The backward passes refuse the same inputs (their scale would be dloss / 0).
+  expect_throws_naming([&] { backend().mse_loss_backward(ctx(), a, b, 1.0f, da); }, da, {"mse_loss", "empty"});
+  expect_throws_naming([&] { backend().l1_loss_backward(ctx(), a, b, 1.0f, da); }, da, {"l1_loss", "empty"});
+}
+
+// Total variation is a sum, not a mean: no differences add up to 0.
+TEST_P(EmptyInputOps, TotalVariationOfNothingIsZero) {
+  for (const Shape& s : {Shape{0, 3, 4, 4}, Shape{2, 3, 0, 0}, Shape{2, 3, 1, 1}}) {
+    SCOPED_TRACE(fmt::format("{}", s));
+    Tensor x = Tensor::full(s, 1.5f, ctx()), loss = seven();
+    backend().tv_loss_forward(ctx(), x, loss);
+    EXPECT_EQ(loss.item(ctx()), 0.0f);
+    Tensor dx = Tensor::full(s, 7.0f, ctx());
+    backend().tv_loss_backward(ctx(), x, 1.0f, dx, false);
+    EXPECT_EQ(host(dx), std::vector<float>(static_cast<std::size_t>(s.numel()), 0.0f));
+  }
+}
+
+TEST_P(EmptyInputOps, SoftmaxOfNoRowsOrNoColumnsIsANoOp) {
+  for (const Shape& s : {Shape{0, 5}, Shape{3, 0}}) {
+    SCOPED_TRACE(fmt::format("{}", s));
+    Tensor x = Tensor::empty(s, ctx()), y = Tensor::empty(s, ctx()), dx = Tensor::empty(s, ctx());
+    EXPECT_NO_THROW(backend().softmax_forward(ctx(), x, y));
+    EXPECT_NO_THROW(backend().softmax_backward(ctx(), y, x, dx));
+    EXPECT_NO_THROW(backend().log_softmax_forward(ctx(), x, y));
+    EXPECT_NO_THROW(backend().log_softmax_backward(ctx(), y, x, dx));
+  }
+}
+
+TEST_P(EmptyInputOps, CrossEntropyOfEmptyLogitsThrowsNamingTheOp) {
+  Tensor loss = seven();
+  {
+    Tensor logits = Tensor::empty({0, 4}, ctx()), probs = Tensor::empty({0, 4}, ctx());
+    Tensor labels = Tensor::empty({0}, ctx(), DType::i32);
+    expect_throws_naming([&] { backend().softmax_cross_entropy_forward(ctx(), logits, labels, probs, loss); }, loss,
+                         {"softmax_cross_entropy", "empty"});
+    // Backward over no rows has nothing to write (the CPU returns before dividing by N).
+    EXPECT_NO_THROW(backend().softmax_cross_entropy_backward(ctx(), probs, labels, 1.0f, probs));
+  }
+  {
+    Tensor logits = Tensor::empty({2, 0}, ctx()), probs = Tensor::empty({2, 0}, ctx());
+    Tensor labels = make_int({0, 0}, {2});
+    expect_throws_naming([&] { backend().softmax_cross_entropy_forward(ctx(), logits, labels, probs, loss); }, loss,
+                         {"softmax_cross_entropy", "empty"});
+  }
+}
+
+TEST_P(EmptyInputOps, ArgmaxOfNoRowsIsANoOpAndOfNoColumnsThrows) {
+  Tensor none = Tensor::empty({0}, ctx(), DType::i32);
+  EXPECT_NO_THROW(backend().argmax_rows(ctx(), Tensor::empty({0, 5}, ctx()), none));
+  Tensor idx = Tensor::empty({3}, ctx(), DType::i32);
+  expect_error_by_next_read([&] { backend().argmax_rows(ctx(), Tensor::empty({3, 0}, ctx()), idx); },
+                            [&] { (void)idx.to_int_vector(ctx()); }, {"argmax_rows", "no columns"});
+}
+
+TEST_P(EmptyInputOps, AccuracyOfEmptyLogitsThrowsNamingTheOp) {
+  Tensor acc = seven();
+  expect_throws_naming(
+      [&] { backend().accuracy(ctx(), Tensor::empty({0, 5}, ctx()), Tensor::empty({0}, ctx(), DType::i32), acc); },
+      acc, {"accuracy", "empty"});
+  expect_throws_naming([&] { backend().accuracy(ctx(), Tensor::empty({3, 0}, ctx()), make_int({0, 0, 0}, {3}), acc); },
+                       acc, {"accuracy", "empty"});
+}
+
+TEST_P(EmptyInputOps, PoolingWithNoSamplesIsANoOp) {
+  for (const Pool2dParams& p : {pool(2, 2, 2, 2, 0, 0), pool(3, 3, 2, 2, 1, 1)}) {
+    const Shape xs{0, 3, 8, 8}, ys = pool2d_output_shape(xs, p);
+    Tensor x = Tensor::empty(xs, ctx()), dx = Tensor::empty(xs, ctx());
+    Tensor y = Tensor::empty(ys, ctx()), dy = Tensor::empty(ys, ctx()), arg = Tensor::empty(ys, ctx(), DType::i32);
+    EXPECT_NO_THROW(backend().maxpool2d_forward(ctx(), x, p, y, arg));
+    EXPECT_NO_THROW(backend().maxpool2d_backward(ctx(), dy, arg, p, dx));
+    EXPECT_NO_THROW(backend().avgpool2d_forward(ctx(), x, p, y));
+    EXPECT_NO_THROW(backend().avgpool2d_backward(ctx(), dy, p, dx));
+  }
+}
+
+// No samples: forward and backward-data are no-ops; the filter gradient is a sum over nothing,
+// so it is 0 when overwritten and unchanged when accumulated.
+TEST_P(EmptyInputOps, ConvWithNoSamples) {
+  Conv2dParams p;
+  p.pad_h = p.pad_w = 1;
+  const Shape xs{0, 3, 8, 8}, ws{4, 3, 3, 3}, ys = conv2d_output_shape(xs, ws, p);
+  Tensor x = Tensor::empty(xs, ctx()), dx = Tensor::empty(xs, ctx()), w = Tensor::full(ws, 0.5f, ctx());
+  Tensor y = Tensor::empty(ys, ctx()), dy = Tensor::empty(ys, ctx());
+  EXPECT_NO_THROW(backend().conv2d_forward(ctx(), x, w, p, y));
+  EXPECT_NO_THROW(backend().conv2d_backward_data(ctx(), dy, w, p, dx));
+  Tensor dw = Tensor::full(ws, 7.0f, ctx());
+  backend().conv2d_backward_filter(ctx(), x, dy, p, dw, true);
+  EXPECT_EQ(host(dw), std::vector<float>(static_cast<std::size_t>(ws.numel()), 7.0f));
+  backend().conv2d_backward_filter(ctx(), x, dy, p, dw, false);
+  EXPECT_EQ(host(dw), std::vector<float>(static_cast<std::size_t>(ws.numel()), 0.0f));
+}
+
+// m or n = 0: nothing to write. k = 0: the product is empty, so C = beta * C (BLAS semantics; beta
+// = 0 writes zeros even over NaN).
+TEST_P(EmptyInputOps, GemmWithAZeroDimension) {
+  Tensor c0 = Tensor::empty({0, 2}, ctx());
+  EXPECT_NO_THROW(backend().gemm(ctx(), false, false, 1.0f, Tensor::empty({0, 3}, ctx()), Tensor::full({3, 2}, 1, ctx()),
+                                 0.0f, c0));
+  Tensor c1 = Tensor::empty({2, 0}, ctx());
+  EXPECT_NO_THROW(backend().gemm(ctx(), false, false, 1.0f, Tensor::full({2, 3}, 1, ctx()), Tensor::empty({3, 0}, ctx()),
+                                 0.0f, c1));
+  for (bool trans : {false, true}) {
+    SCOPED_TRACE(trans ? "transposed" : "plain");
+    Tensor a = Tensor::empty(trans ? Shape{0, 2} : Shape{2, 0}, ctx());
+    Tensor b = Tensor::empty(trans ? Shape{3, 0} : Shape{0, 3}, ctx());
+    Tensor c = make({1, 2, 3, 4, 5, 6}, {2, 3});
+    backend().gemm(ctx(), trans, trans, 2.0f, a, b, 0.5f, c);
+    EXPECT_EQ(host(c), (std::vector<float>{0.5f, 1, 1.5f, 2, 2.5f, 3}));
+    Tensor z = make({kNaN, 1, 2, 3, kInf, 5}, {2, 3});
+    backend().gemm(ctx(), trans, trans, 2.0f, a, b, 0.0f, z);
+    EXPECT_EQ(host(z), std::vector<float>(6, 0.0f));
+  }
+}
+
+TEST_P(EmptyInputOps, BiasAddAndGradWithNoSamples) {
+  for (const Shape& s : {Shape{0, 3}, Shape{0, 3, 4, 4}, Shape{2, 3, 0, 0}}) {
+    SCOPED_TRACE(fmt::format("{}", s));
+    Tensor y = Tensor::empty(s, ctx()), bias = make({1, 2, 3}, {3});
+    EXPECT_NO_THROW(backend().bias_add(ctx(), y, bias));
+    Tensor db = Tensor::full({3}, 7.0f, ctx());
+    backend().bias_grad(ctx(), y, db, true);
+    EXPECT_EQ(host(db), std::vector<float>(3, 7.0f));
+    backend().bias_grad(ctx(), y, db, false);
+    EXPECT_EQ(host(db), std::vector<float>(3, 0.0f));
+  }
+}
+
+TEST_P(EmptyInputOps, OptimizerStepsOnNoParametersAreNoOps) {
+  Tensor w = Tensor::empty({0}, ctx()), g = Tensor::empty({0}, ctx());
+  Tensor m = Tensor::empty({0}, ctx()), v = Tensor::empty({0}, ctx());
+  SgdParams sgd;
+  sgd.momentum = 0.9f;
+  sgd.nesterov = true;
+  EXPECT_NO_THROW(backend().sgd_step(ctx(), sgd, w, g, m));
+  AdamParams adam;
+  adam.weight_decay = 0.1f;
+  adam.decoupled_weight_decay = true;
+  EXPECT_NO_THROW(backend().adam_step(ctx(), adam, w, g, m, v));
+}
+
+// No samples: nothing to write. No pixels (H*W = 0): each Gram matrix is a sum over nothing, 0.
+TEST_P(EmptyInputOps, GramWithNoSamplesOrNoPixels) {
+  Tensor x = Tensor::empty({0, 3, 4, 4}, ctx()), g = Tensor::empty({0, 3, 3}, ctx());
+  EXPECT_NO_THROW(backend().gram_forward(ctx(), x, g));
+  Tensor dx = Tensor::empty({0, 3, 4, 4}, ctx());
+  EXPECT_NO_THROW(backend().gram_backward(ctx(), x, g, dx));
+
+  Tensor flat = Tensor::empty({2, 3, 0, 0}, ctx()), g2 = Tensor::full({2, 3, 3}, 7.0f, ctx());
+  backend().gram_forward(ctx(), flat, g2);
+  EXPECT_EQ(host(g2), std::vector<float>(18, 0.0f));
+  Tensor dflat = Tensor::empty({2, 3, 0, 0}, ctx());
+  EXPECT_NO_THROW(backend().gram_backward(ctx(), flat, g2, dflat));
+}
+
+CUDL_INSTANTIATE_BACKENDS(EmptyInputOps);
