@@ -67,16 +67,15 @@ TEST_P(NonFiniteOps, MaxPool2x2FirstNaNWinsAndArgmaxPointsAtIt) {
 
 // The general path (3x3, stride 2, pad 1: overlapping windows, padding counts as -inf and never wins).
 TEST_P(NonFiniteOps, MaxPoolGeneralPathNaNWinsInfTiesAndNegInfWindows) {
-  auto x = make({// plane 0: NaNs
-                 1, 2, kNaN, 7,            //
-                 -kInf, 3, 9, kNaN,        //
-                 -kInf, kNaN, 4, 5,        //
-                 -kInf, 6, kInf, 8,        //
-                 // plane 1: infinities only
-                 -kInf, -kInf, 1, kInf,    //
-                 -kInf, -kInf, kInf, 2,    //
-                 5, kInf, 0, 0,            //
-                 0, 0, 0, 0},
+  // Plane 0 holds NaNs, plane 1 only infinities.
+  auto x = make({1,     2,     kNaN, 7,     //
+                 -kInf, 3,     9,    kNaN,  //
+                 -kInf, kNaN,  4,    5,     //
+                 -kInf, 6,     kInf, 8,     //
+                 -kInf, -kInf, 1,    kInf,  //
+                 -kInf, -kInf, kInf, 2,     //
+                 5,     kInf,  0,    0,     //
+                 0,     0,     0,    0},
                 {1, 2, 4, 4});
   const Pool2dParams p = pool(3, 3, 2, 2, 1, 1);
   auto y = make(std::vector<float>(8, 0.0f), {1, 2, 2, 2});
@@ -93,16 +92,16 @@ TEST_P(NonFiniteOps, MaxPoolGeneralPathNaNWinsInfTiesAndNegInfWindows) {
   auto dx = make(std::vector<float>(32, 9.0f), {1, 2, 4, 4});
   backend().maxpool2d_backward(ctx(), dy, argmax, p, dx);
   std::vector<float> want(32, 0.0f);
-  want[5] = 1, want[2] = 2, want[9] = 3, want[7] = 4;                   // plane 0
+  want[5] = 1, want[2] = 2, want[9] = 3, want[7] = 4;                      // plane 0
   want[16 + 0] = 5, want[16 + 3] = 6, want[16 + 9] = 7, want[16 + 6] = 8;  // plane 1
   EXPECT_EQ(host(dx), want);
 }
 
 // Average pooling sums its window: +inf or -inf spreads, +inf with -inf or any NaN gives NaN.
 TEST_P(NonFiniteOps, AvgPoolPropagatesInfAndNaN) {
-  auto x = make({1, kInf, 5, -kInf,     //
-                 3, 4, 5, 6,            //
-                 kInf, -kInf, 3, 1,     //
+  auto x = make({1, kInf, 5, -kInf,  //
+                 3, 4, 5, 6,         //
+                 kInf, -kInf, 3, 1,  //
                  0, 0, kNaN, 2},
                 {1, 1, 4, 4});
   auto y = make({0, 0, 0, 0}, {1, 1, 2, 2});
@@ -132,12 +131,13 @@ TEST_P(NonFiniteOps, ArgmaxRowsSkipsNaNAndTakesTheFirstInfinity) {
   add(37, [](auto& r) { r[5] = kNaN, r[37] = 9; });  // NaN at 5, maximum at 37 = 5 + 32 (one CUDA lane)
   add(2, [](auto& r) { r[33] = kNaN, r[2] = 9; });   // NaN past column 32
   add(34, [](auto& r) { r[1] = kNaN, r[2] = kNaN, r[40] = kNaN, r[34] = 9; });  // several NaN
-  add(3, [](auto& r) { r[3] = kInf, r[35] = kInf; });                          // two +inf: the first
+  add(3, [](auto& r) { r[3] = kInf, r[35] = kInf; });                           // two +inf: the first
   add(0, [](auto& r) { std::fill(r.begin(), r.end(), -kInf); });                // all -inf: column 0
-  add(69, [](auto& r) { r[0] = -kInf, r[69] = 9; });                           // -inf first, maximum last
-  add(50, [](auto& r) { r[10] = kNaN, r[50] = kInf; });                        // NaN and +inf: the +inf
+  add(69, [](auto& r) { r[0] = -kInf, r[69] = 9; });                            // -inf first, maximum last
+  add(50, [](auto& r) { r[10] = kNaN, r[50] = kInf; });                         // NaN and +inf: the +inf
   add(0, [](auto& r) { std::fill(r.begin(), r.end(), kNaN); });                 // all NaN: column 0
-  add(0, [](auto& r) {  // -inf everywhere, NaN last: column 0
+  // -inf everywhere, NaN last: column 0.
+  add(0, [](auto& r) {
     std::fill(r.begin(), r.end(), -kInf);
     r[69] = kNaN;
   });
@@ -272,7 +272,8 @@ class EmptyInputOps : public BackendTest {
   Tensor seven() { return Tensor::full({1}, 7.0f, ctx()); }
   void expect_throws_naming(const std::function<void()>& call, const Tensor& out,
                             const std::vector<std::string>& fragments) {
-    expect_error_by_next_read(call, [&] { (void)host(out); }, fragments);
+    auto read = [&] { (void)host(out); };
+    expect_error_by_next_read(call, read, fragments);
   }
 };
 
@@ -392,18 +393,17 @@ TEST_P(EmptyInputOps, CrossEntropyOfEmptyLogitsThrowsNamingTheOp) {
 TEST_P(EmptyInputOps, ArgmaxOfNoRowsIsANoOpAndOfNoColumnsThrows) {
   Tensor none = Tensor::empty({0}, ctx(), DType::i32);
   EXPECT_NO_THROW(backend().argmax_rows(ctx(), Tensor::empty({0, 5}, ctx()), none));
-  Tensor idx = Tensor::empty({3}, ctx(), DType::i32);
-  expect_error_by_next_read([&] { backend().argmax_rows(ctx(), Tensor::empty({3, 0}, ctx()), idx); },
-                            [&] { (void)idx.to_int_vector(ctx()); }, {"argmax_rows", "no columns"});
+  Tensor no_columns = Tensor::empty({3, 0}, ctx()), idx = Tensor::empty({3}, ctx(), DType::i32);
+  auto call = [&] { backend().argmax_rows(ctx(), no_columns, idx); };
+  expect_error_by_next_read(call, [&] { (void)idx.to_int_vector(ctx()); }, {"argmax_rows", "no columns"});
 }
 
 TEST_P(EmptyInputOps, AccuracyOfEmptyLogitsThrowsNamingTheOp) {
   Tensor acc = seven();
-  expect_throws_naming(
-      [&] { backend().accuracy(ctx(), Tensor::empty({0, 5}, ctx()), Tensor::empty({0}, ctx(), DType::i32), acc); },
-      acc, {"accuracy", "empty"});
-  expect_throws_naming([&] { backend().accuracy(ctx(), Tensor::empty({3, 0}, ctx()), make_int({0, 0, 0}, {3}), acc); },
-                       acc, {"accuracy", "empty"});
+  Tensor no_rows = Tensor::empty({0, 5}, ctx()), no_labels = Tensor::empty({0}, ctx(), DType::i32);
+  expect_throws_naming([&] { backend().accuracy(ctx(), no_rows, no_labels, acc); }, acc, {"accuracy", "empty"});
+  Tensor no_columns = Tensor::empty({3, 0}, ctx()), labels = make_int({0, 0, 0}, {3});
+  expect_throws_naming([&] { backend().accuracy(ctx(), no_columns, labels, acc); }, acc, {"accuracy", "empty"});
 }
 
 TEST_P(EmptyInputOps, PoolingWithNoSamplesIsANoOp) {
@@ -439,11 +439,11 @@ TEST_P(EmptyInputOps, ConvWithNoSamples) {
 // = 0 writes zeros even over NaN).
 TEST_P(EmptyInputOps, GemmWithAZeroDimension) {
   Tensor c0 = Tensor::empty({0, 2}, ctx());
-  EXPECT_NO_THROW(backend().gemm(ctx(), false, false, 1.0f, Tensor::empty({0, 3}, ctx()), Tensor::full({3, 2}, 1, ctx()),
-                                 0.0f, c0));
+  EXPECT_NO_THROW(backend().gemm(ctx(), false, false, 1.0f, Tensor::empty({0, 3}, ctx()),
+                                 Tensor::full({3, 2}, 1, ctx()), 0.0f, c0));
   Tensor c1 = Tensor::empty({2, 0}, ctx());
-  EXPECT_NO_THROW(backend().gemm(ctx(), false, false, 1.0f, Tensor::full({2, 3}, 1, ctx()), Tensor::empty({3, 0}, ctx()),
-                                 0.0f, c1));
+  EXPECT_NO_THROW(backend().gemm(ctx(), false, false, 1.0f, Tensor::full({2, 3}, 1, ctx()),
+                                 Tensor::empty({3, 0}, ctx()), 0.0f, c1));
   for (bool trans : {false, true}) {
     SCOPED_TRACE(trans ? "transposed" : "plain");
     Tensor a = Tensor::empty(trans ? Shape{0, 2} : Shape{2, 0}, ctx());
@@ -498,3 +498,152 @@ TEST_P(EmptyInputOps, GramWithNoSamplesOrNoPixels) {
 }
 
 CUDL_INSTANTIATE_BACKENDS(EmptyInputOps);
+
+// ================================================================ large reductions
+// Past the CUDA kernels' small-size paths (more than 131,072 elements, where the loss and dot
+// partials hit their cap of 512 blocks) against references summed in double here. Both backends
+// accumulate in double, so the float result is the exact sum rounded once: a relative error of a
+// few 1e-8; the tolerance, 1e-6, is tight enough that a float accumulator misses it on the data below.
+
+namespace {
+
+constexpr std::int64_t kLarge = 300007;
+constexpr double kTightRtol = 1e-6;
+
+// n values whose float accumulation drifts: multiples of 1/1024 in [0, 1) (so every partial sum is
+// exact in double), with ±2^24 at every 100th element, alternating in sign so that they cancel. A
+// float partial sum near 2^24 has an ulp of 2, so every small value added to it is rounded away.
+std::vector<float> drifting_values(std::int64_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> small(0, 1023);
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (auto& x : v) x = static_cast<float>(small(rng)) / 1024.0f;
+  const std::int64_t bigs = ((n + 99) / 100) / 2 * 2;  // an even count: they cancel exactly
+  for (std::int64_t b = 0; b < bigs; ++b)
+    v[static_cast<std::size_t>(b * 100)] = b % 2 == 0 ? 16777216.0f : -16777216.0f;
+  return v;
+}
+
+double sum_double(const std::vector<float>& v) {
+  double s = 0;
+  for (float x : v) s += x;
+  return s;
+}
+
+// A pairwise (tree) sum in float, the most accurate way a float accumulator is used on a GPU: the
+// data must defeat it too, or the test could not tell float accumulation from double.
+float pairwise_float_sum(const float* p, std::size_t n) {
+  if (n <= 8) {
+    float s = 0;
+    for (std::size_t i = 0; i < n; ++i) s += p[i];
+    return s;
+  }
+  return pairwise_float_sum(p, n / 2) + pairwise_float_sum(p + n / 2, n - n / 2);
+}
+
+void expect_tight(float got, double want, const std::string& what) {
+  EXPECT_LE(std::abs(static_cast<double>(got) - want), kTightRtol * std::abs(want))
+      << what << ": got " << got << ", expected " << want;
+}
+
+}  // namespace
+
+class LargeReductionOps : public BackendTest {};
+
+TEST_P(LargeReductionOps, SumMeanAndDotMatchDoubleReference) {
+  const std::vector<float> xs = drifting_values(kLarge, 1);
+  const double want = sum_double(xs);
+  ASSERT_GT(std::abs(pairwise_float_sum(xs.data(), xs.size()) - want), 10 * kTightRtol * want)
+      << "the data must make float accumulation miss";
+  Tensor x = make(xs, {kLarge}), out = Tensor::empty({1}, ctx());
+  backend().sum(ctx(), x, out);
+  expect_tight(out.item(ctx()), want, "sum");
+  backend().mean(ctx(), x, out);
+  expect_tight(out.item(ctx()), want / static_cast<double>(kLarge), "mean");
+
+  // b is 1 under every ±2^24, so the products cancel as well; all products are exact in double.
+  std::vector<float> bs(xs.size());
+  double dot = 0;
+  for (std::size_t i = 0; i < bs.size(); ++i) {
+    bs[i] = 1.0f + 0.25f * static_cast<float>(i % 4);
+    dot += static_cast<double>(xs[i]) * bs[i];
+  }
+  backend().dot(ctx(), x, make(bs, {kLarge}), out);
+  expect_tight(out.item(ctx()), dot, "dot");
+}
+
+TEST_P(LargeReductionOps, AbsSumMseAndL1MatchDoubleReference) {
+  const std::vector<float> as = random_values(kLarge, 2, -1.0f, 3.0f), bs = random_values(kLarge, 3);
+  double abs_sum = 0, mse = 0, l1 = 0;
+  for (std::size_t i = 0; i < as.size(); ++i) {
+    const double d = static_cast<double>(as[i]) - bs[i];
+    abs_sum += std::abs(static_cast<double>(as[i]));
+    mse += d * d;
+    l1 += std::abs(d);
+  }
+  Tensor a = make(as, {kLarge}), b = make(bs, {kLarge}), out = Tensor::empty({1}, ctx());
+  backend().abs_sum(ctx(), a, out);
+  expect_tight(out.item(ctx()), abs_sum, "abs_sum");
+  backend().mse_loss_forward(ctx(), a, b, out);
+  expect_tight(out.item(ctx()), mse / static_cast<double>(kLarge), "mse_loss_forward");
+  backend().l1_loss_forward(ctx(), a, b, out);
+  expect_tight(out.item(ctx()), l1 / static_cast<double>(kLarge), "l1_loss_forward");
+}
+
+TEST_P(LargeReductionOps, TotalVariationMatchesDoubleReference) {
+  const std::int64_t planes = 3, h = 317, w = 317;  // 301,467 elements
+  const std::vector<float> xs = random_values(planes * h * w, 4);
+  double want = 0;
+  for (std::int64_t p = 0; p < planes; ++p)
+    for (std::int64_t i = 0; i < h; ++i)
+      for (std::int64_t j = 0; j < w; ++j) {
+        auto at = [&](std::int64_t a, std::int64_t b) {
+          return static_cast<double>(xs[static_cast<std::size_t>((p * h + a) * w + b)]);
+        };
+        if (i + 1 < h) want += (at(i + 1, j) - at(i, j)) * (at(i + 1, j) - at(i, j));
+        if (j + 1 < w) want += (at(i, j + 1) - at(i, j)) * (at(i, j + 1) - at(i, j));
+      }
+  Tensor x = make(xs, {1, planes, h, w}), out = Tensor::empty({1}, ctx());
+  backend().tv_loss_forward(ctx(), x, out);
+  expect_tight(out.item(ctx()), want, "tv_loss_forward");
+}
+
+// More than 131,072 values per channel, drifting, summed per channel over N and H*W.
+TEST_P(LargeReductionOps, BiasGradMatchesDoubleReferencePerChannel) {
+  const std::int64_t n = 7, c = 2, inner = 151 * 142, per_channel = n * inner;  // 150,094 per channel
+  std::vector<float> dys(static_cast<std::size_t>(n * c * inner));
+  std::vector<double> want(static_cast<std::size_t>(c));
+  for (std::int64_t ch = 0; ch < c; ++ch) {
+    const std::vector<float> v = drifting_values(per_channel, 10 + static_cast<unsigned>(ch));
+    want[static_cast<std::size_t>(ch)] = sum_double(v);
+    for (std::int64_t s = 0; s < n; ++s)
+      std::copy(v.begin() + s * inner, v.begin() + (s + 1) * inner, dys.begin() + (s * c + ch) * inner);
+  }
+  Tensor dy = make(dys, {n, c, 151, 142}), db = Tensor::full({c}, 0.5f, ctx());
+  backend().bias_grad(ctx(), dy, db, false);
+  std::vector<float> got = host(db);
+  for (std::int64_t ch = 0; ch < c; ++ch)
+    expect_tight(got[static_cast<std::size_t>(ch)], want[static_cast<std::size_t>(ch)],
+                 fmt::format("bias_grad c={}", ch));
+  backend().bias_grad(ctx(), dy, db, true);
+  got = host(db);
+  for (std::int64_t ch = 0; ch < c; ++ch)
+    expect_tight(got[static_cast<std::size_t>(ch)], 2 * want[static_cast<std::size_t>(ch)],
+                 fmt::format("bias_grad accumulate c={}", ch));
+}
+
+// 2^24 + 4097 ones: the exact total 16,777,216 + 4,097 is odd, so not a float; summed in double and
+// rounded once it is 16,781,312 (ties to even). A float accumulator stalls at 2^24 or rounds its
+// partial sums on the way.
+TEST_P(LargeReductionOps, SumOfOnesPast2To24IsTheExactTotalRoundedOnce) {
+  const std::int64_t n = (std::int64_t{1} << 24) + 4097;
+  Tensor x = Tensor::empty({n}, ctx()), out = Tensor::empty({1}, ctx());
+  backend().fill(ctx(), x, 1.0f);
+  backend().sum(ctx(), x, out);
+  EXPECT_EQ(out.item(ctx()), static_cast<float>(static_cast<double>(n)));
+  EXPECT_EQ(out.item(ctx()), 16781312.0f);
+  backend().mean(ctx(), x, out);
+  EXPECT_EQ(out.item(ctx()), 1.0f);
+}
+
+CUDL_INSTANTIATE_BACKENDS(LargeReductionOps);

@@ -119,10 +119,10 @@ TEST_P(SoftmaxOps, LabelOutOfRangeThrowsNamingRowLabelAndK) {
   for (std::int32_t bad : {4, -1}) {
     SCOPED_TRACE("label " + std::to_string(bad));
     Tensor labels = make_int({0, bad, 2}, {3});
-    expect_error_by_next_read([&] { backend().softmax_cross_entropy_forward(ctx(), logits, labels, probs, loss); },
-                              [&] { (void)loss.item(ctx()); },
-                              label_error_fragments(on_cpu, "softmax_cross_entropy", "softmax_cross_entropy_forward",
-                                                    1, bad, 4));
+    expect_error_by_next_read(
+        [&] { backend().softmax_cross_entropy_forward(ctx(), logits, labels, probs, loss); },
+        [&] { (void)loss.item(ctx()); },
+        label_error_fragments(on_cpu, "softmax_cross_entropy", "softmax_cross_entropy_forward", 1, bad, 4));
   }
 }
 

@@ -105,9 +105,8 @@ inline void expect_error_by_next_read(const std::function<void()>& call, const s
 // "softmax_cross_entropy"), the word "label" and "outside [0, " (the range; CUDA reports it from the
 // device fault word, which cannot carry the row). The CPU, which checks on the host, also names the
 // exact op, the row, the label and K: "labels[<row>]=<label>" and "K=<k>".
-inline std::vector<std::string> label_error_fragments(bool on_cpu, const std::string& family,
-                                                      const std::string& cpu_op, std::int64_t row, std::int64_t label,
-                                                      std::int64_t k) {
+inline std::vector<std::string> label_error_fragments(bool on_cpu, const std::string& family, const std::string& cpu_op,
+                                                      std::int64_t row, std::int64_t label, std::int64_t k) {
   std::vector<std::string> f = {family, "label", "outside [0, "};
   if (on_cpu) {
     f.push_back(cpu_op);
