@@ -510,20 +510,6 @@ namespace {
 constexpr std::int64_t kLarge = 300007;
 constexpr double kTightRtol = 1e-6;
 
-// n values whose float accumulation drifts: multiples of 1/1024 in [0, 1) (so every partial sum is
-// exact in double), with ±2^24 at every 100th element, alternating in sign so that they cancel. A
-// float partial sum near 2^24 has an ulp of 2, so every small value added to it is rounded away.
-std::vector<float> drifting_values(std::int64_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> small(0, 1023);
-  std::vector<float> v(static_cast<std::size_t>(n));
-  for (auto& x : v) x = static_cast<float>(small(rng)) / 1024.0f;
-  const std::int64_t bigs = ((n + 99) / 100) / 2 * 2;  // an even count: they cancel exactly
-  for (std::int64_t b = 0; b < bigs; ++b)
-    v[static_cast<std::size_t>(b * 100)] = b % 2 == 0 ? 16777216.0f : -16777216.0f;
-  return v;
-}
-
 double sum_double(const std::vector<float>& v) {
   double s = 0;
   for (float x : v) s += x;
