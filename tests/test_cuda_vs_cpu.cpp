@@ -240,10 +240,13 @@ TEST_F(CudaVsCpu, Conv2d) {
     expect_close(dx, kAccumulated, "conv2d_backward_data " + name);
 
     Both dw = random(tc.w, seed++);
-    on_both(
-        [&](Backend& be, Context& ctx, Side s) { be.conv2d_backward_filter(ctx, x.*s, dy.*s, tc.p, dw.*s, false); });
+    on_both([&](Backend& be, Context& ctx, Side s) {
+      be.conv2d_backward_filter(ctx, x.*s, dy.*s, tc.p, dw.*s, false);
+    });
     expect_close(dw, kAccumulated, "conv2d_backward_filter " + name);
-    on_both([&](Backend& be, Context& ctx, Side s) { be.conv2d_backward_filter(ctx, x.*s, dy.*s, tc.p, dw.*s, true); });
+    on_both([&](Backend& be, Context& ctx, Side s) {
+      be.conv2d_backward_filter(ctx, x.*s, dy.*s, tc.p, dw.*s, true);
+    });
     expect_close(dw, kAccumulated, "conv2d_backward_filter accumulate " + name);
   }
 }
@@ -261,7 +264,9 @@ TEST_F(CudaVsCpu, Activations) {
 
     Both dy = random(shape, 21);
     Both dx = zeros(shape);
-    on_both([&](Backend& be, Context& ctx, Side s) { be.activation_backward(ctx, a, 0.1f, x.*s, y.*s, dy.*s, dx.*s); });
+    on_both([&](Backend& be, Context& ctx, Side s) {
+      be.activation_backward(ctx, a, 0.1f, x.*s, y.*s, dy.*s, dx.*s);
+    });
     expect_close(dx, kElementwise, name + " backward");
   }
 }
