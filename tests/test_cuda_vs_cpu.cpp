@@ -32,8 +32,9 @@ constexpr Tolerance kElementwise{1e-5f, 1e-4f};
 constexpr Tolerance kAccumulated{1e-4f, 1e-3f};
 // Box-Muller is computed in double on both sides; the float results agree to rounding.
 constexpr Tolerance kNormal{1e-5f, 1e-5f};
-// Reductions past the CUDA small-size paths: both backends accumulate in double and round once, so
-// they agree to a few ulps; a float accumulator misses by about 1e-2 on the drifting data used there.
+// Reductions past the CUDA small-size paths: the CPU accumulates in double and rounds once (CUDA is
+// to as well), so the two agree to a few ulps; a float accumulator misses by about 1e-2 on the
+// drifting data used there.
 constexpr Tolerance kDoubleSum{0.0f, 1e-6f};
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();

@@ -501,9 +501,10 @@ CUDL_INSTANTIATE_BACKENDS(EmptyInputOps);
 
 // ================================================================ large reductions
 // Past the CUDA kernels' small-size paths (more than 131,072 elements, where the loss and dot
-// partials hit their cap of 512 blocks) against references summed in double here. Both backends
-// accumulate in double, so the float result is the exact sum rounded once: a relative error of a
-// few 1e-8; the tolerance, 1e-6, is tight enough that a float accumulator misses it on the data below.
+// partials hit their cap of 512 blocks) against references summed in double here. The CPU
+// accumulates in double (CUDA is to as well), so the float result is the exact sum rounded once: a
+// relative error of a few 1e-8. The tolerance, 1e-6, is tight enough that a float accumulator
+// misses it on the drifting data below.
 
 namespace {
 
