@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -16,6 +17,7 @@
 #include "engine/context.hpp"
 #include "engine/tensor.hpp"
 #include "tests/backend_fixture.hpp"
+#include "tests/test_util.hpp"
 
 namespace {
 
@@ -30,6 +32,13 @@ constexpr Tolerance kElementwise{1e-5f, 1e-4f};
 constexpr Tolerance kAccumulated{1e-4f, 1e-3f};
 // Box-Muller is computed in double on both sides; the float results agree to rounding.
 constexpr Tolerance kNormal{1e-5f, 1e-5f};
+// Reductions past the CUDA small-size paths: the CPU accumulates in double and rounds once (CUDA is
+// to as well), so the two agree to a few ulps; a float accumulator misses by about 1e-2 on the
+// drifting data used there.
+constexpr Tolerance kDoubleSum{0.0f, 1e-6f};
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+const float kInf = std::numeric_limits<float>::infinity();
 
 // One tensor on each side, holding the same values.
 struct Both {
@@ -100,7 +109,9 @@ class CudaVsCpu : public ::testing::Test {
     int failures = 0;
     for (std::size_t i = 0; i < ref.size(); ++i) {
       const bool both_nan = std::isnan(ref[i]) && std::isnan(got[i]);
-      const bool ok = both_nan || std::fabs(got[i] - ref[i]) <= tol.atol + tol.rtol * std::fabs(ref[i]);
+      // got == ref: equal infinities (whose difference is NaN) agree too.
+      const bool ok =
+          both_nan || got[i] == ref[i] || std::fabs(got[i] - ref[i]) <= tol.atol + tol.rtol * std::fabs(ref[i]);
       if (!ok && ++failures <= 5)
         ADD_FAILURE() << what << " [" << i << "]: cuda " << got[i] << " vs cpu " << ref[i] << " (atol " << tol.atol
                       << ", rtol " << tol.rtol << ")";
@@ -119,6 +130,26 @@ class CudaVsCpu : public ::testing::Test {
         ADD_FAILURE() << what << " [" << i << "]: cuda " << got[i] << " vs cpu " << ref[i] << " (must be identical)";
     }
     EXPECT_EQ(failures, 0) << what << ": " << failures << " of " << ref.size() << " elements differ";
+  }
+
+  // Equal values, or NaN on both sides whatever its payload (a NaN made on the GPU need not have
+  // the CPU's bits).
+  void expect_same_values(const Both& t, const std::string& what) { expect_close(t, Tolerance{0.0f, 0.0f}, what); }
+
+  // v with about `percent`% each of NaN, +inf and -inf, at positions drawn from `seed`.
+  static std::vector<float> with_non_finite(std::vector<float> v, std::uint32_t seed, int percent = 5) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int> dist(0, 99);
+    for (float& x : v) {
+      const int r = dist(rng);
+      if (r < percent)
+        x = kNaN;
+      else if (r < 2 * percent)
+        x = kInf;
+      else if (r < 3 * percent)
+        x = -kInf;
+    }
+    return v;
   }
 
   void expect_ints_equal(const Both& t, const std::string& what) {
@@ -560,6 +591,157 @@ TEST_F(CudaVsCpu, DotAndClamp) {
   Both x = random(Shape{17, 33}, 152, -2.0f, 2.0f);
   on_both([&](Backend& be, Context& ctx, Side s) { be.clamp(ctx, x.*s, -0.5f, 1.25f); });
   expect_bits_equal(x, "clamp");
+}
+
+// ---------------------------------------------------------------- NaN and ±inf (the CPU's rules, pinned in
+// test_ops_edge.cpp)
+
+TEST_F(CudaVsCpu, MaxPoolWithNaNAndInf) {
+  const Shape xs{2, 3, 9, 10};
+  std::vector<float> v = with_non_finite(tied_values(xs.numel(), 200), 201);
+  std::fill(v.begin() + 90, v.begin() + 180, -kInf);  // plane 1 all -inf: windows of -inf and padding
+  for (const Pool2dParams& p : pool_cases()) {
+    const std::string name = fmt::format("kernel {}x{} stride {}x{} pad {}x{}", p.kernel_h, p.kernel_w, p.stride_h,
+                                         p.stride_w, p.pad_h, p.pad_w);
+    const Shape ys = pool2d_output_shape(xs, p);
+    Both x = from(v, xs);
+    Both y = zeros(ys);
+    Both arg = zeros(ys, DType::i32);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.maxpool2d_forward(ctx, x.*s, p, y.*s, arg.*s); });
+    expect_same_values(y, "maxpool2d_forward with NaN/inf " + name);
+    expect_ints_equal(arg, "maxpool2d argmax with NaN/inf " + name);
+
+    Both dy = random(ys, 202);
+    Both dx = random(xs, 203);  // overwritten
+    on_both([&](Backend& be, Context& ctx, Side s) { be.maxpool2d_backward(ctx, dy.*s, arg.*s, p, dx.*s); });
+    expect_close(dx, kElementwise, "maxpool2d_backward with NaN/inf " + name);
+  }
+}
+
+TEST_F(CudaVsCpu, AvgPoolWithNaNAndInf) {
+  const Shape xs{2, 3, 9, 10};
+  Both x = from(with_non_finite(uniform_values(xs.numel(), 204), 205, 2), xs);
+  for (const Pool2dParams& p : pool_cases()) {
+    const Shape ys = pool2d_output_shape(xs, p);
+    Both y = zeros(ys);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.avgpool2d_forward(ctx, x.*s, p, y.*s); });
+    expect_close(
+        y, kElementwise,
+        fmt::format("avgpool2d_forward with NaN/inf kernel {}x{} pad {}x{}", p.kernel_h, p.kernel_w, p.pad_h, p.pad_w));
+  }
+}
+
+TEST_F(CudaVsCpu, ArgmaxRowsAndAccuracyWithNaNAndInf) {
+  std::uint32_t seed = 210;
+  for (const Shape& shape : {Shape{64, 10}, Shape{33, 70}, Shape{9, 1000}, Shape{5, 1}}) {
+    const std::string name = fmt::format("{}", shape);
+    const std::int64_t n = shape[0], k = shape[1];
+    std::vector<float> v = with_non_finite(tied_values(shape.numel(), seed), seed + 1);
+    // Rows that separate the rules: a NaN in a lane's first column with the maximum 32 columns
+    // later, a NaN in column 0, and rows of -inf and of NaN only.
+    for (std::int64_t r = 0; r < n; ++r) {
+      float* row = v.data() + r * k;
+      if (r % 4 == 0 && k > 37) row[5] = kNaN, row[37] = 100.0f;
+      if (r % 4 == 1) row[0] = kNaN;
+      if (r == 2) std::fill(row, row + k, -kInf);
+      if (r == 3) std::fill(row, row + k, kNaN);
+    }
+    Both x = from(v, shape);
+    Both arg = zeros(Shape{n}, DType::i32);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.argmax_rows(ctx, x.*s, arg.*s); });
+    expect_ints_equal(arg, "argmax_rows with NaN/inf " + name);
+
+    Both labels = from_int(random_labels(n, static_cast<std::int32_t>(k), seed + 2), Shape{n});
+    Both acc = zeros(Shape{1});
+    on_both([&](Backend& be, Context& ctx, Side s) { be.accuracy(ctx, x.*s, labels.*s, acc.*s); });
+    expect_bits_equal(acc, "accuracy with NaN/inf " + name);
+    seed += 3;
+  }
+}
+
+TEST_F(CudaVsCpu, MaxAndClampWithNaNAndInf) {
+  for (std::int64_t n : {1000, 100003, 300007}) {
+    const std::string name = fmt::format("n={}", n);
+    Both x = from(with_non_finite(uniform_values(n, 220), 221, 1), Shape{n});
+    Both out = zeros(Shape{1});
+    on_both([&](Backend& be, Context& ctx, Side s) { be.max(ctx, x.*s, out.*s); });
+    expect_same_values(out, "max with NaN/inf " + name);
+    for (float fill : {-kInf, kNaN}) {
+      Both same = from(std::vector<float>(static_cast<std::size_t>(n), fill), Shape{n});
+      on_both([&](Backend& be, Context& ctx, Side s) { be.max(ctx, same.*s, out.*s); });
+      expect_same_values(out, fmt::format("max of all {} {}", fill, name));
+    }
+    // NaN and +inf, no finite maximum larger than +inf: the +inf.
+    std::vector<float> v(static_cast<std::size_t>(n), kNaN);
+    v[static_cast<std::size_t>(n / 2)] = kInf;
+    Both inf = from(v, Shape{n});
+    on_both([&](Backend& be, Context& ctx, Side s) { be.max(ctx, inf.*s, out.*s); });
+    expect_same_values(out, "max of NaN and one +inf " + name);
+
+    on_both([&](Backend& be, Context& ctx, Side s) { be.clamp(ctx, x.*s, -0.5f, 0.75f); });
+    expect_same_values(x, "clamp with NaN/inf " + name);
+  }
+}
+
+TEST_F(CudaVsCpu, ActivationsWithNaNAndInf) {
+  const Shape shape{4, 3, 5, 7};
+  for (Activation a : {Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::tanh}) {
+    const std::string name(activation_name(a));
+    Both x = from(with_non_finite(uniform_values(shape.numel(), 230, -4.0f, 4.0f), 231), shape);
+    Both y = zeros(shape);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.activation_forward(ctx, a, 0.1f, x.*s, y.*s); });
+    expect_close(y, kElementwise, name + " forward with NaN/inf");
+
+    Both dy = from(with_non_finite(uniform_values(shape.numel(), 232), 233), shape);
+    Both dx = zeros(shape);
+    on_both([&](Backend& be, Context& ctx, Side s) { be.activation_backward(ctx, a, 0.1f, x.*s, y.*s, dy.*s, dx.*s); });
+    expect_close(dx, kElementwise, name + " backward with NaN/inf");
+  }
+}
+
+// ---------------------------------------------------------------- reductions past the small-size paths
+
+TEST_F(CudaVsCpu, ReductionsPastTheSmallSizePaths) {
+  const std::int64_t n = 300007;
+  Both x = from(cudl::testing::drifting_values(n, 240), Shape{n});
+  Both out = zeros(Shape{1});
+  on_both([&](Backend& be, Context& ctx, Side s) { be.sum(ctx, x.*s, out.*s); });
+  expect_close(out, kDoubleSum, "sum n=300007");
+  on_both([&](Backend& be, Context& ctx, Side s) { be.mean(ctx, x.*s, out.*s); });
+  expect_close(out, kDoubleSum, "mean n=300007");
+  Both ones = from(std::vector<float>(static_cast<std::size_t>(n), 1.0f), Shape{n});
+  on_both([&](Backend& be, Context& ctx, Side s) { be.dot(ctx, x.*s, ones.*s, out.*s); });
+  expect_close(out, kDoubleSum, "dot n=300007");
+
+  Both a = random(Shape{n}, 241, -1.0f, 3.0f), b = random(Shape{n}, 242);
+  on_both([&](Backend& be, Context& ctx, Side s) { be.abs_sum(ctx, a.*s, out.*s); });
+  expect_close(out, kDoubleSum, "abs_sum n=300007");
+  on_both([&](Backend& be, Context& ctx, Side s) { be.mse_loss_forward(ctx, a.*s, b.*s, out.*s); });
+  expect_close(out, kDoubleSum, "mse_loss_forward n=300007");
+  on_both([&](Backend& be, Context& ctx, Side s) { be.l1_loss_forward(ctx, a.*s, b.*s, out.*s); });
+  expect_close(out, kDoubleSum, "l1_loss_forward n=300007");
+
+  Both img = random(Shape{1, 3, 317, 317}, 243);
+  on_both([&](Backend& be, Context& ctx, Side s) { be.tv_loss_forward(ctx, img.*s, out.*s); });
+  expect_close(out, kDoubleSum, "tv_loss_forward 1x3x317x317");
+
+  // 150,094 drifting values per channel.
+  const Shape dys{7, 2, 151, 142};
+  Both dy = from(cudl::testing::drifting_values(dys.numel(), 244), dys);
+  Both db = zeros(Shape{2});
+  on_both([&](Backend& be, Context& ctx, Side s) { be.bias_grad(ctx, dy.*s, db.*s, false); });
+  expect_close(db, kDoubleSum, "bias_grad 7x2x151x142");
+}
+
+TEST_F(CudaVsCpu, SumOfOnesPast2To24) {
+  const std::int64_t n = (std::int64_t{1} << 24) + 4097;
+  Both x{Tensor::empty({n}, cpu()), Tensor::empty({n}, gpu())};
+  Both out = zeros(Shape{1});
+  on_both([&](Backend& be, Context& ctx, Side s) {
+    be.fill(ctx, x.*s, 1.0f);
+    be.sum(ctx, x.*s, out.*s);
+  });
+  expect_bits_equal(out, "sum of 2^24 + 4097 ones");
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -162,6 +163,64 @@ TEST_P(ConvTest, BackwardFilterIsDeterministic) {
   backend().conv2d_backward_filter(ctx(), x, dy, cc.p, dw1, false);
   backend().conv2d_backward_filter(ctx(), x, dy, cc.p, dw2, false);
   EXPECT_EQ(host(dw1), host(dw2));
+}
+
+namespace {
+
+// Bit-identical results, -0 and NaN payloads included.
+void expect_bits_equal(const std::vector<float>& a, const std::vector<float>& b, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << what << " differs between two runs";
+}
+
+}  // namespace
+
+TEST_P(ConvTest, ForwardAndBackwardDataAreDeterministic) {
+  const ConvCase cc{5, 8, 16, 16, 8, 3, 3, params(1, 1, 1, 1, 1, 1), "N=5, parallel path"};
+  const Shape ys = conv2d_output_shape(cc.x(), cc.wt(), cc.p);
+  auto x = make(random_values(cc.x().numel(), 3), cc.x());
+  auto w = make(random_values(cc.wt().numel(), 4), cc.wt());
+  auto dy = make(random_values(ys.numel(), 5), ys);
+  std::vector<float> first;
+  for (int run = 0; run < 2; ++run) {
+    auto y = make(random_values(ys.numel(), 6 + static_cast<unsigned>(run)), ys);  // different garbage each run
+    backend().conv2d_forward(ctx(), x, w, cc.p, y);
+    if (run == 0)
+      first = host(y);
+    else
+      expect_bits_equal(host(y), first, "conv2d_forward");
+  }
+  for (int run = 0; run < 2; ++run) {
+    auto dx = make(random_values(cc.x().numel(), 8 + static_cast<unsigned>(run)), cc.x());
+    backend().conv2d_backward_data(ctx(), dy, w, cc.p, dx);
+    if (run == 0)
+      first = host(dx);
+    else
+      expect_bits_equal(host(dx), first, "conv2d_backward_data");
+  }
+}
+
+// A VGG-sized layer (64 -> 64 channels, 32x32, 3x3 pad 1, N=2), large enough that cuDNN's
+// heuristics choose real algorithms rather than the trivial ones small shapes get. The context is
+// deterministic by default, so each pass must repeat bit for bit.
+TEST_P(ConvTest, VggSizedLayerIsDeterministic) {
+  ASSERT_TRUE(ctx().deterministic());
+  const ConvCase cc{2, 64, 32, 32, 64, 3, 3, params(1, 1, 1, 1, 1, 1), "VGG 64->64 at 32x32"};
+  const Shape ys = conv2d_output_shape(cc.x(), cc.wt(), cc.p);
+  auto x = make(random_values(cc.x().numel(), 11), cc.x());
+  auto w = make(random_values(cc.wt().numel(), 12), cc.wt());
+  auto dy = make(random_values(ys.numel(), 13), ys);
+  auto y1 = make(std::vector<float>(static_cast<std::size_t>(ys.numel())), ys), y2 = y1.clone(ctx());
+  auto dx1 = make(std::vector<float>(static_cast<std::size_t>(cc.x().numel())), cc.x()), dx2 = dx1.clone(ctx());
+  auto dw1 = make(random_values(cc.wt().numel(), 14), cc.wt()), dw2 = dw1.clone(ctx());
+  for (auto* out : {&y1, &y2}) backend().conv2d_forward(ctx(), x, w, cc.p, *out);
+  expect_bits_equal(host(y1), host(y2), "conv2d_forward");
+  for (auto* out : {&dx1, &dx2}) backend().conv2d_backward_data(ctx(), dy, w, cc.p, *out);
+  expect_bits_equal(host(dx1), host(dx2), "conv2d_backward_data");
+  for (auto* out : {&dw1, &dw2}) backend().conv2d_backward_filter(ctx(), x, dy, cc.p, *out, true);
+  expect_bits_equal(host(dw1), host(dw2), "conv2d_backward_filter (accumulate)");
+  for (auto* out : {&dw1, &dw2}) backend().conv2d_backward_filter(ctx(), x, dy, cc.p, *out, false);
+  expect_bits_equal(host(dw1), host(dw2), "conv2d_backward_filter");
 }
 
 TEST_P(ConvTest, BadShapesThrow) {

@@ -5,9 +5,12 @@
 #include <vector>
 
 #include "tests/backend_fixture.hpp"
+#include "tests/test_util.hpp"
 
 using namespace cudl;
 using cudl::testing::BackendTest;
+using cudl::testing::expect_error_by_next_read;
+using cudl::testing::label_error_fragments;
 
 class ReduceOps : public BackendTest {};
 
@@ -50,6 +53,22 @@ TEST_P(ReduceOps, ArgmaxRowsTakesTheFirstOfTiesAndAccuracyCounts) {
   Tensor labels = make_int({1, 3, 2}, {3}), acc = Tensor::empty({1}, ctx());
   backend().accuracy(ctx(), x, labels, acc);
   EXPECT_FLOAT_EQ(acc.item(ctx()), 2.0f / 3.0f);
+}
+
+// FAILS ON THE CPU TODAY: CpuBackend::accuracy never range-checks the labels, so label K or -1
+// simply counts as a miss (accuracy 2/3 here) instead of an error. The fix is one call in
+// kernels/cpu/reductions.cpp, like softmax.cpp's check_labels: every label in [0, K), or a
+// "accuracy: labels[r]=L is outside [0, K) (K=...)" error. On CUDA the error may surface at the
+// next read (`acc.item`), as for softmax cross-entropy.
+TEST_P(ReduceOps, AccuracyLabelOutOfRangeThrowsNamingRowLabelAndK) {
+  const bool on_cpu = GetParam() == DeviceType::cpu;
+  Tensor logits = make({1, 0, 0, 0, 1, 0, 0, 0, 1}, {3, 3}), acc = Tensor::empty({1}, ctx());
+  for (std::int32_t bad : {3, -1}) {
+    SCOPED_TRACE("label " + std::to_string(bad));
+    Tensor labels = make_int({0, bad, 2}, {3});
+    expect_error_by_next_read([&] { backend().accuracy(ctx(), logits, labels, acc); }, [&] { (void)acc.item(ctx()); },
+                              label_error_fragments(on_cpu, "accuracy", "accuracy", 1, bad, 3));
+  }
 }
 
 TEST_P(ReduceOps, BadShapesThrowNamingTheOp) {

@@ -85,12 +85,57 @@ inline void expect_error(const std::function<void()>& call, std::initializer_lis
   }
 }
 
+// For a check that the CPU makes on the host, inside the call, but CUDA makes on the device (a
+// kernel sets the context's fault word and the next synchronising read throws): the error may come
+// from `call` or from `read` (e.g. `loss.item(ctx)`); either way it must be a cudl::Error whose
+// message contains every fragment.
+inline void expect_error_by_next_read(const std::function<void()>& call, const std::function<void()>& read,
+                                      const std::vector<std::string>& fragments) {
+  try {
+    call();
+    read();
+    ADD_FAILURE() << "expected cudl::Error from the call or from the next read of its result";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const auto& f : fragments) EXPECT_NE(msg.find(f), std::string::npos) << "'" << f << "' not in: " << msg;
+  }
+}
+
+// What the error for a label outside [0, K) must say. Every backend: the op family ("accuracy",
+// "softmax_cross_entropy"), the word "label" and "outside [0, " (the range; CUDA reports it from the
+// device fault word, which cannot carry the row). The CPU, which checks on the host, also names the
+// exact op, the row, the label and K: "labels[<row>]=<label>" and "K=<k>".
+inline std::vector<std::string> label_error_fragments(bool on_cpu, const std::string& family, const std::string& cpu_op,
+                                                      std::int64_t row, std::int64_t label, std::int64_t k) {
+  std::vector<std::string> f = {family, "label", "outside [0, "};
+  if (on_cpu) {
+    f.push_back(cpu_op);
+    f.push_back("labels[" + std::to_string(row) + "]=" + std::to_string(label));
+    f.push_back("K=" + std::to_string(k));
+  }
+  return f;
+}
+
 // n values drawn uniformly from [lo, hi) by a generator seeded with `seed`.
 inline std::vector<float> random_values(std::int64_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> dist(lo, hi);
   std::vector<float> v(static_cast<std::size_t>(n));
   for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+// n values whose float accumulation drifts: multiples of 1/1024 in [0, 1) (so every partial sum is
+// exact in double), with ±2^24 at every 100th element, alternating in sign so that they cancel. A
+// float partial sum near 2^24 has an ulp of 2, so every small value added to it is rounded away.
+inline std::vector<float> drifting_values(std::int64_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> small(0, 1023);
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (auto& x : v) x = static_cast<float>(small(rng)) / 1024.0f;
+  const std::int64_t bigs = ((n + 99) / 100) / 2 * 2;  // an even count: they cancel exactly
+  for (std::int64_t b = 0; b < bigs; ++b)
+    v[static_cast<std::size_t>(b * 100)] = b % 2 == 0 ? 16777216.0f : -16777216.0f;
   return v;
 }
 
