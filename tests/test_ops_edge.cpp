@@ -155,11 +155,7 @@ TEST_P(NonFiniteOps, ArgmaxRowsSkipsNaNAndTakesTheFirstInfinity) {
   EXPECT_EQ(acc.item(ctx()), static_cast<float>(static_cast<double>(n - 2) / static_cast<double>(n)));
 }
 
-// FAILS ON THE CPU TODAY. argmax_row's own comment says "a NaN never wins, so a row of finite values
-// with one NaN still points at a real maximum", but a NaN in column 0 is the starting candidate and
-// `row[j] > NaN` is false for every j, so the CPU returns 0 for these rows (and accuracy counts
-// the NaN's column). One-line fix in kernels/cpu/reductions.cpp argmax_row:
-//   if (row[j] > row[best] || (std::isnan(row[best]) && !std::isnan(row[j]))) best = j;
+// A NaN never wins argmax, not even from column 0: the rows still point at their real maxima.
 TEST_P(NonFiniteOps, ArgmaxRowsNaNInTheFirstColumnDoesNotWin) {
   const std::int64_t k = 40;
   std::vector<float> xs(static_cast<std::size_t>(2 * k), 0.5f);
@@ -226,10 +222,7 @@ TEST_P(NonFiniteOps, ActivationsOfNaNAndInf) {
   EXPECT_EQ(t[2], -1.0f);
 }
 
-// FAILS ON THE CPU TODAY. ReLU's backward passes dy where x > 0 and 0 elsewhere; the CPU computes
-// `slope * dy` with slope 0, so dy = ±inf or NaN at x <= 0 gives NaN instead of 0 (CUDA's kernel
-// returns 0 there, as PyTorch does, so the backends disagree). One-line fix in
-// kernels/cpu/activations.cpp: for relu use `v > 0.0f ? g : 0.0f` (keep `slope * g` for leaky).
+// ReLU's backward is 0 where the unit is off, even for an infinite or NaN dy (not 0 * dy = NaN).
 TEST_P(NonFiniteOps, ReluBackwardIsZeroWhereInputIsNotPositiveEvenForNonFiniteGradients) {
   Tensor x = make({-1.0f, 0.0f, -kInf, 2.0f, kNaN}, {5});
   Tensor dy = make({kInf, kNaN, -kInf, kInf, kInf}, {5}), dx = Tensor::empty({5}, ctx());

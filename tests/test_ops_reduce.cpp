@@ -55,11 +55,8 @@ TEST_P(ReduceOps, ArgmaxRowsTakesTheFirstOfTiesAndAccuracyCounts) {
   EXPECT_FLOAT_EQ(acc.item(ctx()), 2.0f / 3.0f);
 }
 
-// FAILS ON THE CPU TODAY: CpuBackend::accuracy never range-checks the labels, so label K or -1
-// simply counts as a miss (accuracy 2/3 here) instead of an error. The fix is one call in
-// kernels/cpu/reductions.cpp, like softmax.cpp's check_labels: every label in [0, K), or a
-// "accuracy: labels[r]=L is outside [0, K) (K=...)" error. On CUDA the error may surface at the
-// next read (`acc.item`), as for softmax cross-entropy.
+// A label outside [0, K) is an error, not a miss. On CUDA the error may surface at the next read
+// (`acc.item`), as for softmax cross-entropy.
 TEST_P(ReduceOps, AccuracyLabelOutOfRangeThrowsNamingRowLabelAndK) {
   const bool on_cpu = GetParam() == DeviceType::cpu;
   Tensor logits = make({1, 0, 0, 0, 1, 0, 0, 0, 1}, {3, 3}), acc = Tensor::empty({1}, ctx());

@@ -53,11 +53,13 @@ void CpuBackend::do_activation_backward(Context&, Activation a, float alpha, con
   const std::int64_t n = dy.numel();
   switch (a) {
     case Activation::relu:
-    case Activation::leaky_relu: {
-      const float slope = a == Activation::relu ? 0.0f : alpha;
-      map2(x.data<float>(), pdy, pdx, n, [slope](float v, float g) { return v > 0.0f ? g : slope * g; });
+      // 0, not 0 * dy: an infinite or NaN gradient stops where the unit is off (as in PyTorch and
+      // the CUDA kernel).
+      map2(x.data<float>(), pdy, pdx, n, [](float v, float g) { return v > 0.0f ? g : 0.0f; });
       return;
-    }
+    case Activation::leaky_relu:
+      map2(x.data<float>(), pdy, pdx, n, [alpha](float v, float g) { return v > 0.0f ? g : alpha * g; });
+      return;
     case Activation::sigmoid:
       map2(y.data<float>(), pdy, pdx, n, [](float s, float g) { return g * s * (1.0f - s); });
       return;

@@ -20,10 +20,11 @@ double sum_double(const float* p, std::int64_t n) {
 
 std::int32_t argmax_row(const float* row, std::int64_t k) {
   std::int64_t best = 0;
-  // Strict > keeps the first of equal maxima; a NaN never wins, so a row of finite values
-  // with one NaN still points at a real maximum.
+  // Strict > keeps the first of equal maxima. A NaN never wins, wherever it sits (a NaN in column
+  // 0 is replaced by the first real value), so a row of finite values with a NaN still points at
+  // a real maximum; a row of NaN only gives 0. The CUDA kernel follows the same rule.
   for (std::int64_t j = 1; j < k; ++j)
-    if (row[j] > row[best]) best = j;
+    if (row[j] > row[best] || (std::isnan(row[best]) && !std::isnan(row[j]))) best = j;
   return static_cast<std::int32_t>(best);
 }
 

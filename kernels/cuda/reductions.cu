@@ -16,17 +16,13 @@ struct Product {
   __device__ double operator()(std::int64_t i) const { return static_cast<double>(a[i]) * b[i]; }
 };
 
-// The CPU's argmax of one row (kernels/cpu/reductions.cpp), on every lane. The CPU starts from
-// column 0 and lets each later column replace the best only when strictly greater, so:
-//   - a NaN in column 0 wins (nothing compares greater than it), and the answer is 0;
-//   - a NaN anywhere else never wins;
-//   - otherwise the answer is the first column holding the maximum of the non-NaN values (strict >
-//     keeps the first of equal maxima, +0 and -0 included).
+// The CPU's argmax of one row (kernels/cpu/reductions.cpp), on every lane: the first column holding
+// the maximum of the row's non-NaN values (a NaN never wins, wherever it sits; strict > keeps the
+// first of equal maxima, +0 and -0 included), and column 0 for a row of NaN only.
 // Here each lane finds the first maximum among its own non-NaN columns (none if it has only NaN),
 // and the lanes combine by larger value, then lower column. That choice is a total order on the
 // candidates, so the butterfly gives the sequential scan's answer whatever the combining order.
 __device__ __forceinline__ std::int64_t row_argmax(const float* xr, std::int64_t cols, int lane) {
-  if (isnan(xr[0])) return 0;  // the same load on every lane: the warp stays converged
   float best = -INFINITY;
   std::int64_t arg = -1;  // no non-NaN column seen yet
   for (std::int64_t c = lane; c < cols; c += 32) {
@@ -45,7 +41,7 @@ __device__ __forceinline__ std::int64_t row_argmax(const float* xr, std::int64_t
       arg = other_arg;
     }
   }
-  return arg;  // >= 0: column 0 is not NaN, so lane 0 has a candidate
+  return arg < 0 ? 0 : arg;  // a row of NaN only: column 0, as on the CPU
 }
 
 __global__ void argmax_rows_kernel(std::int64_t rows, const float* x, std::int32_t* out, std::int64_t cols) {
