@@ -8,9 +8,9 @@
 #include <cmath>
 #include <initializer_list>
 
+#include "engine/channel_dims.hpp"
 #include "engine/check.hpp"
 #include "engine/context.hpp"
-#include "kernels/channel_args.hpp"
 
 namespace cudl {
 
@@ -60,8 +60,6 @@ Shape pool2d_output_shape(const Shape& x, const Pool2dParams& p) {
   CUDL_CHECK(oh > 0 && ow > 0, "pool2d: kernel {}x{} does not fit input x={}", p.kernel_h, p.kernel_w, x);
   return Shape{x[0], x[1], oh, ow};
 }
-
-using channel_args::ChannelDims;
 
 // A backend runs ops for contexts of its own device only: the CPU backend handed a CUDA context
 // would otherwise read device pointers on the host.
@@ -148,7 +146,7 @@ struct Arg {
 ChannelDims batchnorm_args(const Context& ctx, std::string_view op, const Tensor& x, std::initializer_list<Arg> args) {
   placed(ctx, op, "x", x);
   for (const Arg& a : args) placed(ctx, op, a.name, a.tensor);
-  const ChannelDims d = channel_args::channel_dims(op, "x", x);
+  const ChannelDims d = channel_dims(op, "x", x);
   for (const Arg& a : args) {
     if (a.role == Role::per_channel)
       per_channel(op, a.name, a.tensor, "x", x);
@@ -615,7 +613,7 @@ void Backend::channel_affine(Context& ctx, const Tensor& x, const Tensor& scale,
   placed(ctx, op, "scale", scale);
   placed(ctx, op, "shift", shift);
   placed(ctx, op, "y", y);
-  channel_args::channel_dims(op, "x", x);
+  channel_dims(op, "x", x);
   per_channel(op, "scale", scale, "x", x);
   per_channel(op, "shift", shift, "x", x);
   check::same_shape(op, "x", x, "y", y);
@@ -628,7 +626,7 @@ void Backend::channel_affine_backward(Context& ctx, const Tensor& dy, const Tens
   placed(ctx, op, "dy", dy);
   placed(ctx, op, "scale", scale);
   placed(ctx, op, "dx", dx);
-  channel_args::channel_dims(op, "dy", dy);
+  channel_dims(op, "dy", dy);
   per_channel(op, "scale", scale, "dy", dy);
   check::same_shape(op, "dy", dy, "dx", dx);
   do_channel_affine_backward(ctx, dy, scale, dx);

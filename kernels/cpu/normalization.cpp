@@ -6,13 +6,12 @@
 #include <string_view>
 #include <vector>
 
-#include "kernels/channel_args.hpp"
+#include "engine/channel_dims.hpp"
 #include "kernels/cpu/cpu_args.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 
 namespace cudl {
 
-using channel_args::ChannelDims;
 using cpu::kParallelThreshold;
 
 namespace {
@@ -41,7 +40,7 @@ void normalise(const ChannelDims& d, const float* x, const float* gamma, const f
 
 void CpuBackend::do_channel_affine(Context&, const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y) {
   constexpr std::string_view op = "channel_affine";
-  const ChannelDims d = channel_args::channel_dims(op, "x", x);
+  const ChannelDims d = channel_dims(op, "x", x);
   const float* px = x.data<float>();
   const float* ps = scale.data<float>();
   const float* pb = shift.data<float>();
@@ -57,7 +56,7 @@ void CpuBackend::do_channel_affine(Context&, const Tensor& x, const Tensor& scal
 
 void CpuBackend::do_channel_affine_backward(Context&, const Tensor& dy, const Tensor& scale, Tensor& dx) {
   constexpr std::string_view op = "channel_affine_backward";
-  const ChannelDims d = channel_args::channel_dims(op, "dy", dy);
+  const ChannelDims d = channel_dims(op, "dy", dy);
   const float* pdy = dy.data<float>();
   const float* ps = scale.data<float>();
   float* pdx = dx.data<float>();
@@ -74,7 +73,7 @@ void CpuBackend::do_batchnorm_forward_train(Context&, const Tensor& x, const Ten
                                             float eps, float momentum, Tensor& running_mean, Tensor& running_var,
                                             Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
   constexpr std::string_view op = "batchnorm_forward_train";
-  const ChannelDims d = channel_args::channel_dims(op, "x", x);
+  const ChannelDims d = channel_dims(op, "x", x);
   if (d.channels == 0) return;
 
   const float* px = x.data<float>();
@@ -117,7 +116,7 @@ void CpuBackend::do_batchnorm_forward_eval(Context&, const Tensor& x, const Tens
                                            const Tensor& running_mean, const Tensor& running_var, float eps,
                                            Tensor& y) {
   constexpr std::string_view op = "batchnorm_forward_eval";
-  const ChannelDims d = channel_args::channel_dims(op, "x", x);
+  const ChannelDims d = channel_dims(op, "x", x);
   const float* prm = running_mean.data<float>();
   const float* prv = running_var.data<float>();
   std::vector<double> mean(static_cast<std::size_t>(d.channels)), invstd(mean.size());
@@ -135,7 +134,7 @@ void CpuBackend::do_batchnorm_backward(Context&, const Tensor& x, const Tensor& 
                                        const Tensor& save_mean, const Tensor& save_invstd, float /*eps*/, Tensor& dx,
                                        Tensor& dgamma, Tensor& dbeta) {
   constexpr std::string_view op = "batchnorm_backward";
-  const ChannelDims d = channel_args::channel_dims(op, "x", x);
+  const ChannelDims d = channel_dims(op, "x", x);
   if (d.per_channel() == 0) return;  // no values: nothing to differentiate, nothing to add
 
   const float* px = x.data<float>();

@@ -7,8 +7,8 @@
 #include <string_view>
 
 #include "engine/backend.hpp"
+#include "engine/channel_dims.hpp"
 #include "engine/tensor.hpp"
-#include "kernels/channel_args.hpp"
 #include "kernels/cuda/op_util.hpp"
 
 namespace cudl::cudnn_detail {
@@ -107,7 +107,7 @@ class ConvolutionDescriptor {
 // x (and y, dy, dx) as a 4-D NCHW descriptor [N, C, inner, 1].
 class DataDescriptor {
  public:
-  DataDescriptor(const Tensor& x, const channel_args::ChannelDims& d, std::string_view op) {
+  DataDescriptor(const Tensor& x, const ChannelDims& d, std::string_view op) {
     check_element_count(op, "x", x.shape());
     CUDL_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc_), "{} x={}", op, x.shape());
     try {

@@ -10,7 +10,7 @@
 // described as [N, C, inner, 1], which spatial mode treats exactly like [N, C, H, W].
 #include <string_view>
 
-#include "kernels/channel_args.hpp"
+#include "engine/channel_dims.hpp"
 #include "kernels/cuda/cuda_backend.hpp"
 #include "kernels/cudnn/descriptors.hpp"
 
@@ -32,7 +32,7 @@ double cudnn_eps(std::string_view op, float eps) {
 // x's descriptor [N, C, inner, 1] and the [1, C, 1, 1] one cuDNN derives from it for the parameters.
 struct Descriptors {
   Descriptors(const Tensor& x_tensor, std::string_view op)
-      : x(x_tensor, channel_args::channel_dims(op, "x", x_tensor), op), param(x, x_tensor.shape(), op) {}
+      : x(x_tensor, channel_dims(op, "x", x_tensor), op), param(x, x_tensor.shape(), op) {}
   DataDescriptor x;
   ParamDescriptor param;
 };

@@ -6,7 +6,7 @@
 
 #include "engine/check.hpp"
 
-namespace cudl::channel_args {
+namespace cudl {
 
 // x viewed as [outer, channels, inner] around dim 1: [N, C] has inner 1, [N, C, H, W] inner H*W.
 struct ChannelDims {
@@ -23,4 +23,4 @@ inline ChannelDims channel_dims(std::string_view op, std::string_view name, cons
   return d;
 }
 
-}  // namespace cudl::channel_args
+}  // namespace cudl
