@@ -176,7 +176,7 @@ summary() {
   echo "steps:"
   local i t
   for i in "${!step_names[@]}"; do
-    printf '  %-14s %-40s %5ss\n' "${step_names[$i]}" "${step_status[$i]}" "${step_secs[$i]}"
+    printf '  %-17s %-42s %5ss\n' "${step_names[$i]}" "${step_status[$i]}" "${step_secs[$i]}"
   done
   for t in tests_cuda tests_other; do
     [ -f "$res/$t.counts" ] && { echo; echo "$t: $(cat "$res/$t.counts")"; }
@@ -316,6 +316,7 @@ if [ $need_build = 1 ]; then
     [ -n "$nvcc" ] || say "no nvcc: the rebuild has no CUDA backend"
   fi
   if [ -n "$nvcc" ]; then
+    # shellcheck disable=SC2034  # read by cudl_find_root
     cuda_home=$(cd "$(dirname "$nvcc")/.." && pwd)
     cudnn_root=${CUDNN_ROOT:-$(cudl_find_root cudnn.h cudnn || true)}
     cublas_root=${CUBLAS_ROOT:-$(cudl_find_root cublas_v2.h cublas || true)}
@@ -380,26 +381,33 @@ pack
 
 # ---------------------------------------------------------------- tests
 export CUDL_TEST_SOURCE_DIR=$root CUDL_TEST_CLI=$cudl
-# counts NAME: passed/failed/skipped from the gtest log (per-test lines, so a run cut short counts too).
+# counts NAME: passed, failed, skipped and skipped-for-"no CUDA device" from the gtest log (per-test
+# lines, so a run cut short counts too).
 counts() {
   local log=$res/logs/$1.log
-  local p f k
-  [ -f "$log" ] || { echo "0 0 0"; return; }
+  local p f k n
+  [ -f "$log" ] || { echo "0 0 0 0"; return; }
   p=$(grep -cE '^\[ +OK \] .* \([0-9]+ ms\)$' "$log")
   f=$(grep -cE '^\[ +FAILED +\] .* \([0-9]+ ms\)$' "$log")
   k=$(grep -cE '^\[ +SKIPPED +\] .* \([0-9]+ ms\)$' "$log")
-  echo "$p passed, $f failed, $k skipped ($((p + f + k)) run)" > "$res/$1.counts"
+  n=$(grep -c '^no CUDA device' "$log")
+  echo "$p passed, $f failed, $k skipped ($n of them: no CUDA device) ($((p + f + k)) run)" > "$res/$1.counts"
   if [ "$f" -gt 0 ]; then
     grep -E '^\[ +FAILED +\] .* \([0-9]+ ms\)$' "$log" | sed 's/^\[ *FAILED *\] /  failed: /' | head -20 >> "$res/$1.counts"
   fi
-  echo "$p $f $k"
+  echo "$p $f $k $n"
+}
+# On the GPU machine a CUDA test skipped for "no CUDA device" means cudl did not see the GPU.
+no_device_check() {
+  local p f k n
+  read -r p f k n < <(counts "$1")
+  if [ $cpu = 0 ] && [ "$n" -gt 0 ]; then
+    record "$1_on_gpu" "FAILED ($n tests skipped: no CUDA device)" 0
+  fi
 }
 if [ $cpu = 1 ]; then cuda_cap=120 other_cap=240; else cuda_cap=150 other_cap=150; fi
 step tests_cuda $cuda_cap "$tests" --gtest_filter='*cuda*:*Cuda*:*CUDA*' --gtest_output="xml:$res/tests_cuda.xml"
-read -r p f k < <(counts tests_cuda)
-if [ $cpu = 0 ] && [ "$k" -gt 0 ] && [ "$p" -eq 0 ]; then
-  record tests_cuda_ran "FAILED (every CUDA test skipped: cudl sees no GPU)" 0
-fi
+no_device_check tests_cuda
 
 # ---------------------------------------------------------------- benchmarks
 # The GPU's kernels first (seconds); their speed-up over the CPU later (kernels_vs_cpu), since the
@@ -442,7 +450,7 @@ step kernels_vs_cpu 150 "$cudl" bench --device cpu,cuda --sizes $sizes --repeat 
 if [ $cpu = 1 ]; then other_filter='-*cuda*:*Cuda*:*CUDA*:EndToEnd.*:Training.*:*Models*:*Vgg*:ClassifyCli.*'
 else other_filter='-*cuda*:*Cuda*:*CUDA*:EndToEnd.*'; fi
 step tests_other $other_cap "$tests" --gtest_filter="$other_filter" --gtest_output="xml:$res/tests_other.xml"
-counts tests_other > /dev/null
+no_device_check tests_other
 if [ -n "$python" ] && "$python" -c 'import matplotlib' 2>/dev/null; then
   jsons=()
   if [ -s "$res/kernels_vs_cpu.json" ]; then jsons+=("$res/kernels_vs_cpu.json"); elif [ -s "$res/kernels.json" ]; then jsons+=("$res/kernels.json"); fi
