@@ -301,7 +301,8 @@ if [ $need_build = 1 ]; then
   else
     build_ok=0
   fi
-  cmake_args=(-DCMAKE_BUILD_TYPE=Release -DCMAKE_GTEST_DISCOVER_TESTS_DISCOVERY_MODE=PRE_TEST)
+  # Warnings stay warnings: this machine's compiler may warn where the kit's did not.
+  cmake_args=(-DCMAKE_BUILD_TYPE=Release -DCMAKE_GTEST_DISCOVER_TESTS_DISCOVERY_MODE=PRE_TEST -DCUDL_WERROR=OFF)
   command -v ninja >/dev/null && cmake_args+=(-G Ninja)
   if command -v ccache >/dev/null; then
     cmake_args+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
