@@ -127,14 +127,25 @@ cudl_use_debs() {
   for f in "$debs"/*.deb; do
     [ -f "$f" ] && cudl_run dpkg -x "$f" "$prefix"
   done
-  local arch_dir
-  arch_dir=$prefix/usr/lib/$(uname -m)-linux-gnu
+  # Debian's -dev links can be absolute (zlib1g-dev: libz.so -> /lib/x86_64-linux-gnu/libz.so.1.2.13),
+  # which names the host's file, absent or another version there: point them into the prefix.
+  if [ "${dry_run:-0}" != 1 ]; then
+    local link target
+    while IFS= read -r link; do
+      target=$(readlink "$link")
+      [ -e "$prefix$target" ] && ln -sfn "$prefix$target" "$link"
+    done < <(find "$prefix" -type l -lname '/*')
+  fi
+  local arch_dir multiarch
+  multiarch=$(uname -m)-linux-gnu
+  arch_dir=$prefix/usr/lib/$multiarch
   # dpkg -x runs no maintainer scripts, so update-alternatives' libopenblas.so link is absent:
   # name the library itself.
   cmake_args+=("-DCMAKE_PREFIX_PATH=$prefix/usr" "-DOPENBLAS_LIBRARY=$arch_dir/openblas-pthread/libopenblas.so"
                "-DCBLAS_INCLUDE_DIR=$prefix/usr/include/$(uname -m)-linux-gnu/openblas-pthread")
-  export LD_LIBRARY_PATH="$arch_dir:$arch_dir/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  export LIBRARY_PATH="$arch_dir:$arch_dir/openblas-pthread${LIBRARY_PATH:+:$LIBRARY_PATH}"
+  # zlib1g keeps libz.so.1 in /lib/<multiarch>, not /usr/lib.
+  export LD_LIBRARY_PATH="$arch_dir:$arch_dir/openblas-pthread:$prefix/lib/$multiarch${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export LIBRARY_PATH="$arch_dir:$arch_dir/openblas-pthread:$prefix/lib/$multiarch${LIBRARY_PATH:+:$LIBRARY_PATH}"
   # jpeglib.h includes jconfig.h, which Debian keeps in the multiarch include folder.
   CPATH="$prefix/usr/include:$prefix/usr/include/$(uname -m)-linux-gnu${CPATH:+:$CPATH}"
   export CPATH
