@@ -294,7 +294,7 @@ TEST(Datasets, ImageFolderErrors) {
 }
 
 TEST(Datasets, RealMnist) {
-  std::string dir = std::string(CUDL_SOURCE_DIR) + "/data/mnist";
+  std::string dir = source_dir() + "/data/mnist";
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec)) {
     GTEST_SKIP() << "real MNIST not found at data/mnist (run tools/fetch-mnist.sh)";

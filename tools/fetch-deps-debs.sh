@@ -18,7 +18,7 @@ packages=(
   libpng-dev libpng16-16
   libjpeg-dev libjpeg62-turbo-dev libjpeg62-turbo
   zlib1g-dev zlib1g
-  libopenblas-dev libopenblas-pthread-dev libopenblas0-pthread libopenblas0 libgfortran5
+  libopenblas-dev libopenblas-pthread-dev libopenblas0-pthread libopenblas0 libgfortran5 libquadmath0
 )
 mkdir -p "$dir"
 cd "$dir"

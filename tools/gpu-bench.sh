@@ -41,10 +41,10 @@ while [ $# -gt 0 ]; do
 done
 
 say() { echo "gpu-bench: $*"; }
-# Runs a command, or prints it under --dry-run.
-run() {
-  if [ $dry_run -eq 1 ]; then echo "  + $*"; else "$@"; fi
-}
+# cudl_run (a command, or its echo under --dry-run), finding PyTorch's Python, cuDNN and cuBLAS,
+# and the Debian .debs: shared with tools/gpu-check.sh.
+source tools/gpu-common.sh
+run() { cudl_run "$@"; }
 failed=()
 # step NAME CMD...: runs CMD with its output shown and saved as $out/NAME.txt; a failure is
 # recorded and the next steps still run.
@@ -80,30 +80,7 @@ fi
 
 # ---------------------------------------------------------------- the CUDA toolkit, cuDNN, cuBLAS
 cmake_args=(-DCMAKE_BUILD_TYPE=Release)
-# The Python that has PyTorch (its wheels may hold cuDNN and cuBLAS): $PYTHON, python3, /usr/bin/python3.
-python=""
-for p in "${PYTHON:-}" python3 /usr/bin/python3; do
-  if [ -z "$p" ] || ! command -v "$p" >/dev/null; then continue; fi
-  [ -z "$python" ] && python=$(command -v "$p")
-  if "$p" -c 'import torch' 2>/dev/null; then python=$(command -v "$p"); break; fi
-done
-# The folder whose include/ holds HEADER, searched in the toolkit and in PyTorch's nvidia wheels.
-find_root() {
-  local header=$1 module=$2 dir
-  for dir in "${cuda_home:-/nonexistent}" "${cuda_home:-/nonexistent}/targets/$(uname -m)-linux"; do
-    [ -f "$dir/include/$header" ] && { echo "$dir"; return 0; }
-  done
-  [ -n "$python" ] || return 1
-  # e.g. site-packages/nvidia/cudnn (cuDNN) or nvidia/cublas, nvidia/cu13 (cuBLAS, by wheel version)
-  dir=$("$python" -c "import nvidia.$module, os; print(os.path.dirname(nvidia.$module.__file__))" 2>/dev/null || true)
-  [ -n "$dir" ] && [ -f "$dir/include/$header" ] && { echo "$dir"; return 0; }
-  local base
-  base=$("$python" -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null || true)
-  [ -n "$base" ] || return 1
-  dir=$(find "$base" -maxdepth 3 -name "$header" -path '*/include/*' 2>/dev/null | head -1)
-  [ -n "$dir" ] && { dirname "$(dirname "$dir")"; return 0; }
-  return 1
-}
+cudl_find_python
 if [ $cpu -eq 1 ]; then
   cmake_args+=(-DCUDL_CUDA=OFF)
 else
@@ -116,8 +93,8 @@ else
   fi
   cuda_home=$(cd "$(dirname "$nvcc")/.." 2>/dev/null && pwd || echo /usr/local/cuda)
   say "nvcc: $nvcc ($("$nvcc" --version 2>/dev/null | grep -o 'release [0-9.]*' || echo 'version unknown'))"
-  cudnn_root=${CUDNN_ROOT:-$(find_root cudnn.h cudnn || true)}
-  cublas_root=${CUBLAS_ROOT:-$(find_root cublas_v2.h cublas || true)}
+  cudnn_root=${CUDNN_ROOT:-$(cudl_find_root cudnn.h cudnn || true)}
+  cublas_root=${CUBLAS_ROOT:-$(cudl_find_root cublas_v2.h cublas || true)}
   say "cuDNN: ${cudnn_root:-NOT FOUND}; cuBLAS: ${cublas_root:-NOT FOUND}"
   cmake_args+=(-DCUDL_CUDA=ON "-DCMAKE_CUDA_COMPILER=$nvcc")
   [ -n "$cudnn_root" ] && cmake_args+=("-DCUDNN_ROOT=$cudnn_root")
@@ -134,15 +111,7 @@ else
 fi
 
 # ---------------------------------------------------------------- host libraries (Debian .debs)
-missing=()
-for h in fmt/format.h CLI/CLI.hpp nlohmann/json.hpp gtest/gtest.h png.h jpeglib.h zlib.h; do
-  [ -f "/usr/include/$h" ] || [ -f "/usr/local/include/$h" ] || missing+=("$h")
-done
-have_cblas=0
-for f in /usr/include/cblas.h /usr/include/*/cblas.h /usr/include/*/openblas*/cblas.h /usr/include/openblas/cblas.h; do
-  [ -f "$f" ] && have_cblas=1
-done
-[ $have_cblas -eq 1 ] || missing+=(cblas.h)
+mapfile -t missing < <(cudl_missing_host_headers)
 debs=$debs_forced
 if [ -z "$debs" ] && [ ${#missing[@]} -gt 0 ]; then
   debs=${CUDL_DEBS:-.deps}
@@ -156,21 +125,7 @@ if [ -n "$debs" ]; then
   fi
   prefix="$root/${build_dir:-build-gpu}-debs"
   [ $cpu -eq 1 ] && [ -z "$build_dir" ] && prefix="$root/build-cpu-bench-debs"
-  say "unpacking $(find "$debs" -maxdepth 1 -name '*.deb' | wc -l) .debs from $debs into $prefix (dpkg -x, not into /)"
-  run mkdir -p "$prefix"
-  for f in "$debs"/*.deb; do
-    [ -f "$f" ] && run dpkg -x "$f" "$prefix"
-  done
-  arch_dir=$prefix/usr/lib/$(uname -m)-linux-gnu
-  # dpkg -x runs no maintainer scripts, so update-alternatives' libopenblas.so link is absent:
-  # name the library itself.
-  cmake_args+=("-DCMAKE_PREFIX_PATH=$prefix/usr" "-DOPENBLAS_LIBRARY=$arch_dir/openblas-pthread/libopenblas.so"
-               "-DCBLAS_INCLUDE_DIR=$prefix/usr/include/$(uname -m)-linux-gnu/openblas-pthread")
-  export LD_LIBRARY_PATH="$arch_dir:$arch_dir/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  export LIBRARY_PATH="$arch_dir:$arch_dir/openblas-pthread${LIBRARY_PATH:+:$LIBRARY_PATH}"
-  # jpeglib.h includes jconfig.h, which Debian keeps in the multiarch include folder.
-  CPATH="$prefix/usr/include:$prefix/usr/include/$(uname -m)-linux-gnu${CPATH:+:$CPATH}"
-  export CPATH
+  cudl_use_debs "$debs" "$prefix" || [ $dry_run -eq 1 ] || exit 1
 fi
 
 # ---------------------------------------------------------------- where it all goes
