@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
+#include "engine/backend.hpp"
 #include "engine/check.hpp"
 #include "engine/context.hpp"
 #include "engine/device.hpp"
@@ -122,3 +124,15 @@ TEST_F(ErrorChecks, OnDeviceNamesBothDevices) {
 }
 
 }  // namespace
+
+#if defined(CUDL_HAVE_CUDA)
+// The checked front refuses a context of another backend before any pointer is touched: the CUDA
+// backend handed CPU tensors would launch kernels on host memory. Needs no GPU.
+TEST(ErrorMessages, ABackendRefusesAContextOfAnotherDevice) {
+  Context cpu_ctx;
+  Tensor x = Tensor::zeros({3}, cpu_ctx);
+  const std::string message = error_message([&] { cuda_backend().fill(cpu_ctx, x, 1.0f); });
+  EXPECT_TRUE(contains(message, "fill: called on the cuda backend with a context for cpu")) << message;
+  EXPECT_EQ(x.to_vector(cpu_ctx), std::vector<float>(3, 0.0f));
+}
+#endif
