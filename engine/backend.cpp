@@ -110,12 +110,23 @@ void pool_backward_shapes(std::string_view op, const Tensor& dy, const Tensor& d
              expected, dx.shape(), p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w);
 }
 
-// Two same-shaped inputs of a regression loss, not empty (a mean over nothing is undefined).
+// A regression loss's two same-shaped inputs, not empty (a mean over nothing is undefined).
 void loss_pair(const Context& ctx, std::string_view op, const Tensor& a, const Tensor& b) {
   placed(ctx, op, "a", a);
   placed(ctx, op, "b", b);
   check::same_shape(op, "a", a, "b", b);
   CUDL_CHECK(a.numel() > 0, "{}: inputs are empty (a={})", op, a.shape());
+}
+
+void loss_forward_args(const Context& ctx, std::string_view op, const Tensor& a, const Tensor& b, const Tensor& loss) {
+  loss_pair(ctx, op, a, b);
+  scalar(ctx, op, "loss", loss);
+}
+
+void loss_backward_args(const Context& ctx, std::string_view op, const Tensor& a, const Tensor& b, const Tensor& da) {
+  loss_pair(ctx, op, a, b);
+  placed(ctx, op, "da", da);
+  check::same_shape(op, "a", a, "da", da);
 }
 
 void softmax_backward_args(const Context& ctx, std::string_view op, const Tensor& y, const Tensor& dy,
@@ -166,8 +177,8 @@ void batchnorm_eps(std::string_view op, float eps) {
 
 void Backend::gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta,
                    Tensor& c) {
-  bound_to(ctx, "gemm");
   constexpr std::string_view op = "gemm";
+  bound_to(ctx, op);
   placed(ctx, op, "a", a);
   placed(ctx, op, "b", b);
   placed(ctx, op, "c", c);
@@ -188,8 +199,8 @@ void Backend::gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const 
 }
 
 void Backend::bias_add(Context& ctx, Tensor& y, const Tensor& bias) {
-  bound_to(ctx, "bias_add");
   constexpr std::string_view op = "bias_add";
+  bound_to(ctx, op);
   placed(ctx, op, "y", y);
   placed(ctx, op, "bias", bias);
   CUDL_CHECK(y.rank() >= 2, "bias_add: y={} must have a channel dim (rank >= 2)", y.shape());
@@ -199,8 +210,8 @@ void Backend::bias_add(Context& ctx, Tensor& y, const Tensor& bias) {
 }
 
 void Backend::bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accumulate) {
-  bound_to(ctx, "bias_grad");
   constexpr std::string_view op = "bias_grad";
+  bound_to(ctx, op);
   placed(ctx, op, "dy", dy);
   placed(ctx, op, "dbias", dbias);
   CUDL_CHECK(dy.rank() >= 2, "bias_grad: dy={} must have a channel dim (rank >= 2)", dy.shape());
@@ -212,8 +223,8 @@ void Backend::bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accu
 // ---- convolution ----
 
 void Backend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
-  bound_to(ctx, "conv2d_forward");
   constexpr std::string_view op = "conv2d_forward";
+  bound_to(ctx, op);
   placed(ctx, op, "x", x);
   placed(ctx, op, "w", w);
   placed(ctx, op, "y", y);
@@ -223,8 +234,8 @@ void Backend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, con
 }
 
 void Backend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {
-  bound_to(ctx, "conv2d_backward_data");
   constexpr std::string_view op = "conv2d_backward_data";
+  bound_to(ctx, op);
   placed(ctx, op, "dy", dy);
   placed(ctx, op, "w", w);
   placed(ctx, op, "dx", dx);
@@ -241,8 +252,8 @@ void Backend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor&
 
 void Backend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
                                      bool accumulate) {
-  bound_to(ctx, "conv2d_backward_filter");
   constexpr std::string_view op = "conv2d_backward_filter";
+  bound_to(ctx, op);
   placed(ctx, op, "x", x);
   placed(ctx, op, "dy", dy);
   placed(ctx, op, "dw", dw);
@@ -260,8 +271,8 @@ void Backend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor
 // ---- activations ----
 
 void Backend::activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y) {
-  bound_to(ctx, "activation_forward");
   constexpr std::string_view op = "activation_forward";
+  bound_to(ctx, op);
   placed(ctx, op, "x", x);
   placed(ctx, op, "y", y);
   check::same_shape(op, "x", x, "y", y);
@@ -270,8 +281,8 @@ void Backend::activation_forward(Context& ctx, Activation a, float alpha, const 
 
 void Backend::activation_backward(Context& ctx, Activation a, float alpha, const Tensor& x, const Tensor& y,
                                   const Tensor& dy, Tensor& dx) {
-  bound_to(ctx, "activation_backward");
   constexpr std::string_view op = "activation_backward";
+  bound_to(ctx, op);
   placed(ctx, op, "dy", dy);
   placed(ctx, op, "dx", dx);
   check::same_shape(op, "dy", dy, "dx", dx);
@@ -289,8 +300,8 @@ void Backend::activation_backward(Context& ctx, Activation a, float alpha, const
 // ---- pooling ----
 
 void Backend::maxpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
-  bound_to(ctx, "maxpool2d_forward");
   constexpr std::string_view op = "maxpool2d_forward";
+  bound_to(ctx, op);
   placed(ctx, op, "x", x);
   placed(ctx, op, "y", y);
   placed(ctx, op, "argmax", argmax, DType::i32);
@@ -301,8 +312,8 @@ void Backend::maxpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParam
 
 void Backend::maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p,
                                  Tensor& dx) {
-  bound_to(ctx, "maxpool2d_backward");
   constexpr std::string_view op = "maxpool2d_backward";
+  bound_to(ctx, op);
   placed(ctx, op, "dy", dy);
   placed(ctx, op, "argmax", argmax, DType::i32);
   placed(ctx, op, "dx", dx);
@@ -312,8 +323,8 @@ void Backend::maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& a
 }
 
 void Backend::avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y) {
-  bound_to(ctx, "avgpool2d_forward");
   constexpr std::string_view op = "avgpool2d_forward";
+  bound_to(ctx, op);
   placed(ctx, op, "x", x);
   placed(ctx, op, "y", y);
   check::shape_is(op, "y", y, pool2d_output_shape(x.shape(), p));
@@ -321,8 +332,8 @@ void Backend::avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParam
 }
 
 void Backend::avgpool2d_backward(Context& ctx, const Tensor& dy, const Pool2dParams& p, Tensor& dx) {
-  bound_to(ctx, "avgpool2d_backward");
   constexpr std::string_view op = "avgpool2d_backward";
+  bound_to(ctx, op);
   placed(ctx, op, "dy", dy);
   placed(ctx, op, "dx", dx);
   pool_backward_shapes(op, dy, dx, p);
@@ -332,8 +343,8 @@ void Backend::avgpool2d_backward(Context& ctx, const Tensor& dy, const Pool2dPar
 // ---- softmax family ----
 
 void Backend::softmax_forward(Context& ctx, const Tensor& x, Tensor& y) {
-  bound_to(ctx, "softmax_forward");
   constexpr std::string_view op = "softmax_forward";
+  bound_to(ctx, op);
   rows(ctx, op, "x", x);
   placed(ctx, op, "y", y);
   check::same_shape(op, "x", x, "y", y);
@@ -347,8 +358,8 @@ void Backend::softmax_backward(Context& ctx, const Tensor& y, const Tensor& dy, 
 }
 
 void Backend::log_softmax_forward(Context& ctx, const Tensor& x, Tensor& y) {
-  bound_to(ctx, "log_softmax_forward");
   constexpr std::string_view op = "log_softmax_forward";
+  bound_to(ctx, op);
   rows(ctx, op, "x", x);
   placed(ctx, op, "y", y);
   check::same_shape(op, "x", x, "y", y);
@@ -363,8 +374,8 @@ void Backend::log_softmax_backward(Context& ctx, const Tensor& y, const Tensor& 
 
 void Backend::softmax_cross_entropy_forward(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& probs,
                                             Tensor& loss) {
-  bound_to(ctx, "softmax_cross_entropy_forward");
   constexpr std::string_view op = "softmax_cross_entropy_forward";
+  bound_to(ctx, op);
   rows(ctx, op, "logits", logits);
   placed(ctx, op, "probs", probs);
   placed(ctx, op, "loss", loss);
@@ -377,8 +388,8 @@ void Backend::softmax_cross_entropy_forward(Context& ctx, const Tensor& logits, 
 
 void Backend::softmax_cross_entropy_backward(Context& ctx, const Tensor& probs, const Tensor& labels, float dloss,
                                              Tensor& dlogits) {
-  bound_to(ctx, "softmax_cross_entropy_backward");
   constexpr std::string_view op = "softmax_cross_entropy_backward";
+  bound_to(ctx, op);
   rows(ctx, op, "probs", probs);
   placed(ctx, op, "dlogits", dlogits);
   check::same_shape(op, "probs", probs, "dlogits", dlogits);
@@ -390,8 +401,8 @@ void Backend::softmax_cross_entropy_backward(Context& ctx, const Tensor& probs, 
 // ---- Gram matrices ----
 
 void Backend::gram_forward(Context& ctx, const Tensor& x, Tensor& g) {
-  bound_to(ctx, "gram_forward");
   constexpr std::string_view op = "gram_forward";
+  bound_to(ctx, op);
   placed(ctx, op, "x", x);
   placed(ctx, op, "g", g);
   check::rank_is(op, "x", x, 4);
@@ -400,8 +411,8 @@ void Backend::gram_forward(Context& ctx, const Tensor& x, Tensor& g) {
 }
 
 void Backend::gram_backward(Context& ctx, const Tensor& x, const Tensor& dg, Tensor& dx) {
-  bound_to(ctx, "gram_backward");
   constexpr std::string_view op = "gram_backward";
+  bound_to(ctx, op);
   placed(ctx, op, "x", x);
   placed(ctx, op, "dg", dg);
   placed(ctx, op, "dx", dx);
@@ -414,42 +425,36 @@ void Backend::gram_backward(Context& ctx, const Tensor& x, const Tensor& dg, Ten
 // ---- losses ----
 
 void Backend::mse_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) {
-  bound_to(ctx, "mse_loss_forward");
   constexpr std::string_view op = "mse_loss_forward";
-  loss_pair(ctx, op, a, b);
-  scalar(ctx, op, "loss", loss);
+  bound_to(ctx, op);
+  loss_forward_args(ctx, op, a, b, loss);
   do_mse_loss_forward(ctx, a, b, loss);
 }
 
 void Backend::mse_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
-  bound_to(ctx, "mse_loss_backward");
   constexpr std::string_view op = "mse_loss_backward";
-  loss_pair(ctx, op, a, b);
-  placed(ctx, op, "da", da);
-  check::same_shape(op, "a", a, "da", da);
+  bound_to(ctx, op);
+  loss_backward_args(ctx, op, a, b, da);
   do_mse_loss_backward(ctx, a, b, dloss, da);
 }
 
 void Backend::l1_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) {
-  bound_to(ctx, "l1_loss_forward");
   constexpr std::string_view op = "l1_loss_forward";
-  loss_pair(ctx, op, a, b);
-  scalar(ctx, op, "loss", loss);
+  bound_to(ctx, op);
+  loss_forward_args(ctx, op, a, b, loss);
   do_l1_loss_forward(ctx, a, b, loss);
 }
 
 void Backend::l1_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
-  bound_to(ctx, "l1_loss_backward");
   constexpr std::string_view op = "l1_loss_backward";
-  loss_pair(ctx, op, a, b);
-  placed(ctx, op, "da", da);
-  check::same_shape(op, "a", a, "da", da);
+  bound_to(ctx, op);
+  loss_backward_args(ctx, op, a, b, da);
   do_l1_loss_backward(ctx, a, b, dloss, da);
 }
 
 void Backend::tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss) {
-  bound_to(ctx, "tv_loss_forward");
   constexpr std::string_view op = "tv_loss_forward";
+  bound_to(ctx, op);
   placed(ctx, op, "x", x);
   check::rank_is(op, "x", x, 4);
   scalar(ctx, op, "loss", loss);
@@ -457,8 +462,8 @@ void Backend::tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss) {
 }
 
 void Backend::tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate) {
-  bound_to(ctx, "tv_loss_backward");
   constexpr std::string_view op = "tv_loss_backward";
+  bound_to(ctx, op);
   placed(ctx, op, "x", x);
   placed(ctx, op, "dx", dx);
   check::rank_is(op, "x", x, 4);
@@ -471,8 +476,8 @@ void Backend::tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tenso
 
 void Backend::dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset,
                               Tensor& y, Tensor& mask) {
-  bound_to(ctx, "dropout_forward");
   constexpr std::string_view op = "dropout_forward";
+  bound_to(ctx, op);
   placed(ctx, op, "x", x);
   placed(ctx, op, "y", y);
   placed(ctx, op, "mask", mask);
@@ -483,8 +488,8 @@ void Backend::dropout_forward(Context& ctx, const Tensor& x, float p, std::uint6
 }
 
 void Backend::mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
-  bound_to(ctx, "mul");
   constexpr std::string_view op = "mul";
+  bound_to(ctx, op);
   placed(ctx, op, "a", a);
   placed(ctx, op, "b", b);
   placed(ctx, op, "out", out);
@@ -496,8 +501,8 @@ void Backend::mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
 // ---- optimizer steps ----
 
 void Backend::sgd_step(Context& ctx, const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf) {
-  bound_to(ctx, "sgd_step");
   constexpr std::string_view op = "sgd_step";
+  bound_to(ctx, op);
   placed(ctx, op, "param", param);
   placed(ctx, op, "grad", grad);
   check::same_shape(op, "param", param, "grad", grad);
@@ -513,8 +518,8 @@ void Backend::sgd_step(Context& ctx, const SgdParams& p, Tensor& param, const Te
 }
 
 void Backend::adam_step(Context& ctx, const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v) {
-  bound_to(ctx, "adam_step");
   constexpr std::string_view op = "adam_step";
+  bound_to(ctx, op);
   placed(ctx, op, "param", param);
   placed(ctx, op, "grad", grad);
   placed(ctx, op, "m", m);
@@ -552,8 +557,8 @@ void Backend::max(Context& ctx, const Tensor& x, Tensor& out) {
 }
 
 void Backend::argmax_rows(Context& ctx, const Tensor& x, Tensor& out) {
-  bound_to(ctx, "argmax_rows");
   constexpr std::string_view op = "argmax_rows";
+  bound_to(ctx, op);
   rows(ctx, op, "x", x);
   placed(ctx, op, "out", out, DType::i32);
   check::shape_is(op, "out", out, Shape{x.dim(0)});
@@ -562,8 +567,8 @@ void Backend::argmax_rows(Context& ctx, const Tensor& x, Tensor& out) {
 }
 
 void Backend::accuracy(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& out) {
-  bound_to(ctx, "accuracy");
   constexpr std::string_view op = "accuracy";
+  bound_to(ctx, op);
   rows(ctx, op, "logits", logits);
   labels_for(ctx, op, labels, logits.dim(0));
   scalar(ctx, op, "out", out);
@@ -607,8 +612,8 @@ void Backend::scale(Context& ctx, Tensor& x, float alpha) {
 // ---- per-channel affine map and batch norm ----
 
 void Backend::channel_affine(Context& ctx, const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y) {
-  bound_to(ctx, "channel_affine");
   constexpr std::string_view op = "channel_affine";
+  bound_to(ctx, op);
   placed(ctx, op, "x", x);
   placed(ctx, op, "scale", scale);
   placed(ctx, op, "shift", shift);
@@ -621,8 +626,8 @@ void Backend::channel_affine(Context& ctx, const Tensor& x, const Tensor& scale,
 }
 
 void Backend::channel_affine_backward(Context& ctx, const Tensor& dy, const Tensor& scale, Tensor& dx) {
-  bound_to(ctx, "channel_affine_backward");
   constexpr std::string_view op = "channel_affine_backward";
+  bound_to(ctx, op);
   placed(ctx, op, "dy", dy);
   placed(ctx, op, "scale", scale);
   placed(ctx, op, "dx", dx);
@@ -635,8 +640,8 @@ void Backend::channel_affine_backward(Context& ctx, const Tensor& dy, const Tens
 void Backend::batchnorm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
                                       float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y,
                                       Tensor& save_mean, Tensor& save_invstd) {
-  bound_to(ctx, "batchnorm_forward_train");
   constexpr std::string_view op = "batchnorm_forward_train";
+  bound_to(ctx, op);
   const ChannelDims d = batchnorm_args(ctx, op, x,
                                        {{"gamma", gamma, Role::per_channel},
                                         {"beta", beta, Role::per_channel},
@@ -657,8 +662,8 @@ void Backend::batchnorm_forward_train(Context& ctx, const Tensor& x, const Tenso
 
 void Backend::batchnorm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                      const Tensor& running_mean, const Tensor& running_var, float eps, Tensor& y) {
-  bound_to(ctx, "batchnorm_forward_eval");
   constexpr std::string_view op = "batchnorm_forward_eval";
+  bound_to(ctx, op);
   batchnorm_args(ctx, op, x,
                  {{"gamma", gamma, Role::per_channel},
                   {"beta", beta, Role::per_channel},
@@ -672,8 +677,8 @@ void Backend::batchnorm_forward_eval(Context& ctx, const Tensor& x, const Tensor
 void Backend::batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                                  const Tensor& save_mean, const Tensor& save_invstd, float eps, Tensor& dx,
                                  Tensor& dgamma, Tensor& dbeta) {
-  bound_to(ctx, "batchnorm_backward");
   constexpr std::string_view op = "batchnorm_backward";
+  bound_to(ctx, op);
   const ChannelDims d = batchnorm_args(ctx, op, x,
                                        {{"dy", dy, Role::like_x},
                                         {"gamma", gamma, Role::per_channel},
@@ -707,8 +712,8 @@ void Backend::clamp(Context& ctx, Tensor& x, float low, float high) {
 }
 
 void Backend::axpy_scalar(Context& ctx, float sign, const Tensor& alpha, const Tensor& x, Tensor& y) {
-  bound_to(ctx, "axpy_scalar");
   constexpr std::string_view op = "axpy_scalar";
+  bound_to(ctx, op);
   scalar(ctx, op, "alpha", alpha);
   placed(ctx, op, "x", x);
   placed(ctx, op, "y", y);
