@@ -195,6 +195,7 @@ struct Options {
   std::string sizes = "small";
   int repeat = 10;
   std::string json_path;
+  bool deterministic = true;
 };
 
 void print_layer_profile(const Sequential& model, const char* what, int runs) {
@@ -291,6 +292,7 @@ void run_bench(const Options& opt) {
              "rate", "% peak", "speedup");
   for (Device device : devices) {
     Context ctx(device);
+    ctx.set_deterministic(opt.deterministic);
     if (cases.empty()) {
       bench_models(ctx, opt, results);
       continue;
@@ -336,7 +338,8 @@ void run_bench(const Options& opt) {
         "* above 100% of the copy bandwidth: that case's data fits in cache, while the peak copy streams "
         "from memory\n");
   if (!opt.json_path.empty()) {
-    nlohmann::json doc = {{"sizes", opt.sizes}, {"repeat", opt.repeat}, {"results", results}};
+    nlohmann::json doc = {
+        {"sizes", opt.sizes}, {"repeat", opt.repeat}, {"deterministic", opt.deterministic}, {"results", results}};
     write_file_atomically(opt.json_path, doc.dump(2) + "\n");
     fmt::print("wrote {}\n", opt.json_path);
   }
@@ -348,6 +351,7 @@ void add_bench_command(CLI::App& app) {
   auto opt = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("bench", "Time every kernel on each backend against the machine's measured peak");
   cmd->add_option("--device", opt->devices, "Comma-separated backends to run")->capture_default_str();
+  add_deterministic_option(cmd, opt->deterministic);
   cmd->add_option("--ops", opt->ops, "Comma-separated ops to run (default: all)");
   cmd->add_option("--sizes", opt->sizes, "Problem sizes: small (seconds on a CPU) or vgg (VGG19 layer shapes)")
       ->check(CLI::IsMember({"small", "vgg"}))

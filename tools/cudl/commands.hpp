@@ -13,4 +13,8 @@ void add_eval_command(CLI::App& app);
 void add_style_command(CLI::App& app);
 void add_classify_command(CLI::App& app);
 
+// --deterministic true|false (default true): cuDNN's deterministic algorithms only, so runs repeat
+// bit for bit (Context::set_deterministic); false lets it pick the fastest. No effect on the CPU.
+void add_deterministic_option(CLI::App* cmd, bool& deterministic);
+
 }  // namespace cudl::cli

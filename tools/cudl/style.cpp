@@ -23,6 +23,7 @@ struct StyleArgs {
   std::string content, style, output, weights, device = "auto", log;
   std::string blend_weights, content_layers = "relu4_2", style_layers = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1";
   std::string scales;
+  bool deterministic = true;
   StyleOptions o;
 };
 
@@ -84,6 +85,7 @@ void run_style(StyleArgs a) {
   if (o.init != "content" && o.init != "random") (void)read_image(o.init);
 
   Context ctx(Device::parse(a.device));
+  ctx.set_deterministic(a.deterministic);
   Sequential net = make_style_network(ctx, o, a.weights);
   const auto sizes = o.scales.empty() ? std::vector<int>{o.size} : o.scales;
   const auto [w, h] = fit_longest_side(content.width, content.height, sizes.back());
@@ -167,6 +169,7 @@ void add_style_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", a->o.seed, "Seed of --init random")->capture_default_str();
   cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->capture_default_str();
+  add_deterministic_option(cmd, a->deterministic);
   cmd->add_option("--log", a->log, "Write per-iteration losses here (CSV)");
   cmd->callback([a] { run_style(*a); });
 }

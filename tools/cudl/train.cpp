@@ -32,6 +32,7 @@ struct TrainArgs {
   std::uint64_t seed = 1;
   std::string save, resume, metrics_json;
   bool augment = false;
+  bool deterministic = true;
   bool seed_given = false;
 };
 
@@ -52,6 +53,7 @@ void add_model_and_data_options(CLI::App* cmd, TrainArgs& a) {
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   cmd->add_option("--device", a.device, "auto | cpu | cuda | cuda:N")->capture_default_str();
+  add_deterministic_option(cmd, a.deterministic);
 }
 
 void run_train(TrainArgs a) {
@@ -64,6 +66,7 @@ void run_train(TrainArgs a) {
     if (auto it = meta.find("seed"); it != meta.end()) a.seed = std::stoull(it->second);
   }
   Context ctx(Device::parse(a.device));
+  ctx.set_deterministic(a.deterministic);
   Sequential model = make_model(a.model);
   model.build(ctx, a.seed);
   fmt::print("training {} ({} params) on {} ({} train / {} test images) on {}\n", a.model, model.parameter_count(),
@@ -87,8 +90,8 @@ void run_train(TrainArgs a) {
   // One bar per epoch, created when the epoch's first report arrives.
   auto bar = std::make_shared<std::unique_ptr<ProgressBar>>();
   o.on_progress = [bar](const TrainProgress& p) {
-    const std::string status = fmt::format("loss {:.4f} acc {:.2f}% {:.0f} img/s", p.loss, 100.0 * p.accuracy,
-                                           p.images_per_second);
+    const std::string status =
+        fmt::format("loss {:.4f} acc {:.2f}% {:.0f} img/s", p.loss, 100.0 * p.accuracy, p.images_per_second);
     if (!*bar) *bar = std::make_unique<ProgressBar>(fmt::format("epoch {}/{}", p.epoch, p.epochs));
     if (p.epoch_done) {
       (*bar)->finish(status);
@@ -146,6 +149,7 @@ void add_eval_command(CLI::App& app) {
     const std::string kind = a->dataset.empty() ? default_dataset(a->model) : a->dataset;
     DataSplits data = load_dataset(kind, a->data, a->model);
     Context ctx(Device::parse(a->device));
+    ctx.set_deterministic(a->deterministic);
     Sequential model = make_model(a->model);
     model.build(ctx, 0);
     load_weights(*weights, ctx, model);
