@@ -40,7 +40,10 @@
 # LD_LIBRARY_PATH of cudl's processes only (small wrappers in the work folder), never Python's.
 #
 # Options: --cpu (or CUDL_CHECK_CPU=1), --rebuild (build from source even when the kit loads),
-# --budget SECONDS (or CUDL_CHECK_BUDGET; default 480), --work DIR (default: a new folder in
+# --budget SECONDS (or CUDL_CHECK_BUDGET; default 480), --only STEP,... (a rerun: run only these
+# steps, e.g. --only tests_cuda,style; preflight always runs; a prefix matches, so `style` runs
+# both sizes), --tests GTEST_FILTER (the tests_cuda step's filter instead of every CUDA test, e.g.
+# a rerun of the ones that failed), --work DIR (default: a new folder in
 # /tmp; the logs live there, OUTDIR gets only the packed files).
 # Environment: PYTHON (the python3 with PyTorch), CUDA_HOME, CUDL_DEBS (the .debs for a rebuild
 # from a checkout; default .deps/), CUDL_CHECK_USE_DEBS=1 (use the .debs even where the host has
@@ -51,13 +54,15 @@ set -uo pipefail
 start_s=$(date +%s)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-out="" cpu=${CUDL_CHECK_CPU:-0} force_rebuild=0 budget=${CUDL_CHECK_BUDGET:-480} work=""
+out="" cpu=${CUDL_CHECK_CPU:-0} force_rebuild=0 budget=${CUDL_CHECK_BUDGET:-480} work="" only="" cuda_filter='*cuda*:*Cuda*:*CUDA*'
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) cpu=1 ;;
     --rebuild) force_rebuild=1 ;;
     --budget) budget=$2; shift ;;
     --work) work=$2; shift ;;
+    --only) only=$2; shift ;;
+    --tests) cuda_filter=$2; shift ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "gpu-check: unknown option '$1' (see --help)" >&2; exit 2 ;;
     *) [ -z "$out" ] || { echo "gpu-check: one OUTDIR only (see --help)" >&2; exit 2; }; out=$1 ;;
@@ -103,10 +108,18 @@ record() {
   case "$2" in ok|"skipped ("*) ;; *) failed=1 ;; esac
   say "$1: $2 (${3}s)"
 }
+# wanted NAME: true without --only, or when NAME starts with one of its comma-separated steps.
+wanted() {
+  [ -z "$only" ] && return 0
+  local w
+  for w in ${only//,/ }; do case "$1" in "$w"*) return 0 ;; esac; done
+  return 1
+}
 # step NAME CAP CMD...: runs CMD under `timeout` (CAP seconds, or what is left of the budget),
 # output in logs/NAME.log; records ok, FAILED (exit N), TIMED OUT, or NOT RUN when the budget is spent.
 step() {
   local name=$1 cap=$2; shift 2
+  if ! wanted "$name"; then record "$name" "skipped (not in --only $only)" 0; return 0; fi
   local t; t=$(left)
   if [ "$t" -lt 10 ]; then record "$name" "NOT RUN (out of time: ${t}s left)" 0; pack; return 1; fi
   [ "$cap" -lt "$t" ] && t=$cap
@@ -407,7 +420,7 @@ no_device_check() {
   fi
 }
 if [ $cpu = 1 ]; then cuda_cap=120 other_cap=240; else cuda_cap=150 other_cap=150; fi
-step tests_cuda $cuda_cap "$tests" --gtest_filter='*cuda*:*Cuda*:*CUDA*' --gtest_output="xml:$res/tests_cuda.xml"
+step tests_cuda $cuda_cap "$tests" --gtest_filter="$cuda_filter" --gtest_output="xml:$res/tests_cuda.xml"
 no_device_check tests_cuda
 
 # ---------------------------------------------------------------- benchmarks
@@ -437,6 +450,8 @@ if [ -n "$torch_version" ]; then
     step compare_torch 150 "$python" "$root/bench/compare_torch.py" --cudl "$cudl" --device cuda \
       --models vgg19,mnist_cnn --repeat 5 --json "$res/compare_torch.json"
   fi
+elif ! wanted compare_torch; then
+  record compare_torch "skipped (not in --only $only)" 0
 elif [ $cpu = 1 ]; then
   record compare_torch "skipped (no PyTorch for ${python:-python3}; not needed for a rehearsal)" 0
 else
@@ -452,7 +467,9 @@ if [ $cpu = 1 ]; then other_filter='-*cuda*:*Cuda*:*CUDA*:EndToEnd.*:Training.*:
 else other_filter='-*cuda*:*Cuda*:*CUDA*:EndToEnd.*'; fi
 step tests_other $other_cap "$tests" --gtest_filter="$other_filter" --gtest_output="xml:$res/tests_other.xml"
 no_device_check tests_other
-if [ -n "$python" ] && "$python" -c 'import matplotlib' 2>/dev/null; then
+if ! wanted chart; then
+  record chart "skipped (not in --only $only)" 0
+elif [ -n "$python" ] && "$python" -c 'import matplotlib' 2>/dev/null; then
   jsons=()
   if [ -s "$res/kernels_vs_cpu.json" ]; then jsons+=("$res/kernels_vs_cpu.json"); elif [ -s "$res/kernels.json" ]; then jsons+=("$res/kernels.json"); fi
   [ -s "$res/models.json" ] && jsons+=("$res/models.json")
