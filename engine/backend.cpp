@@ -28,12 +28,19 @@ std::string_view activation_name(Activation a) {
   return "?";
 }
 
+namespace {
+// floor(span / stride) + 1 windows, PyTorch's formula; none when the window is wider than the
+// padded input. (C++ division truncates toward zero, so a span of -1 would otherwise give one
+// window that reads past the input.)
+std::int64_t windows(std::int64_t span, int stride) { return span < 0 ? 0 : span / stride + 1; }
+}  // namespace
+
 std::int64_t conv_out_size(std::int64_t in, int kernel, int pad, int stride, int dilation) {
-  return (in + 2 * pad - static_cast<std::int64_t>(dilation) * (kernel - 1) - 1) / stride + 1;
+  return windows(in + 2 * pad - static_cast<std::int64_t>(dilation) * (kernel - 1) - 1, stride);
 }
 
 std::int64_t pool_out_size(std::int64_t in, int kernel, int pad, int stride) {
-  return (in + 2 * pad - kernel) / stride + 1;
+  return windows(in + 2 * pad - kernel, stride);
 }
 
 Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dParams& p) {

@@ -146,6 +146,45 @@ void check_style_memory(Context& ctx, const Sequential& net, const StyleOptions&
       o.optimizer == "lbfgs" ? " (--optimizer adam needs much less)" : "");
 }
 
+namespace {
+bool passes_the_network(const Sequential& net, int height, int width) {
+  try {
+    (void)net.output_shape(Shape{1, 3, height, width});
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+int style_image_size(int size, const StyleOptions& o) {
+  return std::max(16, static_cast<int>(std::lround(size * o.style_scale)));
+}
+}  // namespace
+
+void check_style_sizes(const Sequential& net, const StyleOptions& o, const Image& content,
+                       const std::vector<Image>& styles) {
+  const std::vector<int> scales = o.scales.empty() ? std::vector<int>{o.size} : o.scales;
+  auto passes = [&](const Image& image, int longest) {
+    const auto [w, h] = fit_longest_side(image.width, image.height, longest);
+    return passes_the_network(net, h, w);
+  };
+  // image_size(size): the longest side an image gets at --size `size`.
+  auto check = [&](const char* what, const Image& image, int size, auto image_size) {
+    if (passes(image, image_size(size))) return;
+    int needed = size + 1;
+    while (needed < (1 << 16) && !passes(image, image_size(needed))) ++needed;
+    const auto [w, h] = fit_longest_side(image.width, image.height, image_size(size));
+    CUDL_THROW(
+        "style: the {} image ({}x{}) becomes {}x{} at --size {}, too small for the network's poolings up to its "
+        "deepest loss layer: use --size >= {}",
+        what, image.width, image.height, w, h, size, needed);
+  };
+  for (int size : scales) {
+    check("content", content, size, [](int s) { return s; });
+    for (const Image& st : styles) check("style", st, size, [&](int s) { return style_image_size(s, o); });
+  }
+}
+
 // ---------------------------------------------------------------- colours
 
 Image transfer_original_colors(const Image& content, const Image& styled) {
@@ -302,6 +341,7 @@ StyleResult run_style_transfer(Context& ctx, Sequential& net, const Image& conte
   Image init_file;
   if (o.init != "content" && o.init != "random") init_file = to_rgb(read_image(o.init));
 
+  check_style_sizes(net, o, content_rgb, styles_rgb);
   StyleObjective objective(ctx, net, to_torchvision(o.content_layers), to_torchvision(o.style_layers), o.content_weight,
                            o.style_weight, o.tv_weight);
   Backend& be = ctx.backend();
@@ -313,7 +353,7 @@ StyleResult run_style_transfer(Context& ctx, Sequential& net, const Image& conte
     check_style_memory(ctx, net, o, h, w);
     content_scaled = resize(content_rgb, w, h);
     std::vector<Tensor> style_tensors;
-    const int style_size = std::max(16, static_cast<int>(std::lround(size * o.style_scale)));
+    const int style_size = style_image_size(size, o);
     for (const auto& s : styles_rgb) {
       const auto [sw, sh] = fit_longest_side(s.width, s.height, style_size);
       style_tensors.push_back(image_to_tensor(resize(s, sw, sh), ctx));

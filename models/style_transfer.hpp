@@ -89,6 +89,12 @@ std::size_t available_memory(const Context& ctx);
 // Throws naming the largest size that fits when `size` does not.
 void check_style_memory(Context& ctx, const Sequential& net, const StyleOptions& options, int height, int width);
 
+// Throws, before any work, when an image at one of the scales (the content at each size, a style
+// at size * style_scale) is too small for the network's poolings up to its deepest loss layer,
+// naming the image, the size it becomes and the smallest --size that works.
+void check_style_sizes(const Sequential& net, const StyleOptions& options, const Image& content,
+                       const std::vector<Image>& styles);
+
 // (width, height) with the longest side `longest`, keeping the aspect ratio.
 std::pair<int, int> fit_longest_side(int width, int height, int longest);
 

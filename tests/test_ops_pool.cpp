@@ -209,6 +209,30 @@ TEST_P(PoolTest, BadShapesThrow) {
   expect_error([&] { backend().avgpool2d_forward(ctx(), x, pool(2, 2, 2, 2, 2, 0), y3); }, {"pool2d", "[2,3,6,6]"});
 }
 
+// A window wider than the padded input leaves no output (PyTorch's floor((in + 2p - k) / s) + 1),
+// and the op refuses it before reading: truncating -1 / 2 toward zero used to give one window that
+// read past a 1-pixel plane.
+TEST(OutputSizes, AWindowWiderThanTheInputLeavesNone) {
+  EXPECT_EQ(pool_out_size(1, 2, 0, 2), 0);
+  EXPECT_EQ(pool_out_size(2, 2, 0, 2), 1);
+  EXPECT_EQ(pool_out_size(3, 2, 0, 2), 1);
+  EXPECT_EQ(pool_out_size(1, 3, 1, 2), 1);
+  EXPECT_EQ(conv_out_size(1, 3, 0, 2, 1), 0);
+  EXPECT_EQ(conv_out_size(2, 3, 0, 1, 1), 0);
+  EXPECT_EQ(conv_out_size(3, 3, 0, 1, 1), 1);
+  EXPECT_EQ(conv_out_size(5, 3, 0, 1, 2), 1);
+  expect_error(
+      [] {
+        (void)pool2d_output_shape(Shape{1, 3, 1, 8}, Pool2dParams{});
+      },
+      {"pool2d", "does not fit", "[1,3,1,8]"});
+  expect_error(
+      [] {
+        (void)conv2d_output_shape(Shape{1, 3, 2, 8}, Shape{4, 3, 3, 3}, Conv2dParams{});
+      },
+      {"conv2d", "does not fit", "[1,3,2,8]"});
+}
+
 CUDL_INSTANTIATE_BACKENDS(PoolTest);
 
 // ---- gradient checks (CPU, finite differences) ----

@@ -315,6 +315,28 @@ TEST(StyleTransfer, MemoryEstimateRefusesNamingTheLargestSize) {
   }
 }
 
+// relu5_1 sits behind four 2x2 poolings: a thin image is refused before any work, naming the
+// image, what it becomes and the smallest --size that passes (16x11 used to reach a pooling of a
+// 1-pixel plane).
+TEST(StyleTransfer, ImagesTooSmallForThePoolingsAreRefusedNamingTheSize) {
+  Context ctx;
+  StyleOptions o;
+  o.size = 16;
+  Sequential net = make_style_network(ctx, o, "random:1");
+  const Image wide(451, 300, 3), square(64, 64, 3);
+  cudl::testing::expect_error([&] { check_style_sizes(net, o, wide, {square}); },
+                              {"content image (451x300) becomes 16x11 at --size 16", "--size >= 24"});
+  o.size = 24;
+  EXPECT_NO_THROW(check_style_sizes(net, o, wide, {square}));
+  o.style_scale = 0.5f;
+  o.size = 32;
+  const Image thin_style(300, 40, 3);
+  cudl::testing::expect_error([&] { check_style_sizes(net, o, wide, {thin_style}); },
+                              {"style image (300x40)", "--size 32"});
+  o.scales = {16, 64};  // every scale is checked, not only the last
+  cudl::testing::expect_error([&] { check_style_sizes(net, o, wide, {square}); }, {"at --size 16"});
+}
+
 TEST(StyleTransfer, CudaMatchesCpuForAFewIterations) {
   CUDL_REQUIRE_CUDA();
   Context cpu, gpu(Device::cuda(0));
@@ -408,6 +430,10 @@ TEST_F(StyleCli, BadInputsFailWithExitCodeOneAndNoOutput) {
                                  good, style, path("out.png"))},
       {"bad layer", base(good, style, "random:1") + " --style-layers relu9_9"},
       {"bad seed", base(good, style, "random:x")},
+      {"too small for the poolings",
+       fmt::format(
+           "style --content '{}' --style '{}' --output '{}' --weights random:1 --size 16 --iters 1 --device cpu", good,
+           style, path("out.png"))},
   };
   for (const auto& [what, args] : cases) {
     EXPECT_EQ(run_cli(args), 1) << what;

@@ -89,7 +89,8 @@ void run_style(StyleArgs a) {
   Sequential net = make_style_network(ctx, o, a.weights);
   const auto sizes = o.scales.empty() ? std::vector<int>{o.size} : o.scales;
   const auto [w, h] = fit_longest_side(content.width, content.height, sizes.back());
-  check_style_memory(ctx, net, o, h, w);  // the largest scale, before spending time on the smaller ones
+  check_style_sizes(net, o, content, styles);  // every scale, before any work
+  check_style_memory(ctx, net, o, h, w);       // the largest scale, before spending time on the smaller ones
   fmt::print("style transfer on {}: {}x{} output, {} x {} iterations, {}\n", ctx.device(), w, h, sizes.size(), o.iters,
              o.optimizer);
 
