@@ -24,7 +24,8 @@ void* HostMemory::try_malloc(std::size_t bytes) {
   std::size_t rounded = round_up(bytes == 0 ? 1 : bytes, kHostAlignment);
   if (rounded > limit_ - in_use_) return nullptr;
   void* p = std::aligned_alloc(kHostAlignment, rounded);
-  if (p) in_use_ += rounded;
+  if (!p) return nullptr;
+  in_use_ += rounded;
   sizes_[p] = rounded;
   return p;
 }

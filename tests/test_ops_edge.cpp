@@ -493,11 +493,11 @@ TEST_P(EmptyInputOps, GramWithNoSamplesOrNoPixels) {
 CUDL_INSTANTIATE_BACKENDS(EmptyInputOps);
 
 // ================================================================ large reductions
-// Past the CUDA kernels' small-size paths (more than 131,072 elements, where the loss and dot
-// partials hit their cap of 512 blocks) against references summed in double here. The CPU
-// accumulates in double (CUDA is to as well), so the float result is the exact sum rounded once: a
-// relative error of a few 1e-8. The tolerance, 1e-6, is tight enough that a float accumulator
-// misses it on the drifting data below.
+// Past the CUDA kernels' small-size paths (more than 262,144 elements, where the two-pass
+// reductions' partials hit their cap of 1024 blocks) against references summed in double here. The
+// CPU accumulates in double (CUDA is to as well), so the float result is the exact sum rounded
+// once: a relative error of a few 1e-8. The tolerance, 1e-6, is tight enough that a float
+// accumulator misses it on the drifting data below.
 
 namespace {
 
@@ -588,7 +588,8 @@ TEST_P(LargeReductionOps, TotalVariationMatchesDoubleReference) {
   expect_tight(out.item(ctx()), want, "tv_loss_forward");
 }
 
-// More than 131,072 values per channel, drifting, summed per channel over N and H*W.
+// 150,094 values per channel (many pass-1 chunks per channel on CUDA), drifting, summed per channel
+// over N and H*W.
 TEST_P(LargeReductionOps, BiasGradMatchesDoubleReferencePerChannel) {
   const std::int64_t n = 7, c = 2, inner = 151 * 142, per_channel = n * inner;  // 150,094 per channel
   std::vector<float> dys(static_cast<std::size_t>(n * c * inner));

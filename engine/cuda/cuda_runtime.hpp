@@ -153,7 +153,7 @@ std::string device_fault_message(int code, int device);
 
 // The resources of a CUDA context; throws if ctx is not a CUDA context. Also makes ctx's device
 // current on this thread (cheap when it already is), so the launch or cuBLAS/cuDNN call that
-// follows targets it: every op reaches its stream through here (kernels/cuda/cuda_args.hpp).
+// follows targets it: every op reaches its stream through here (stream_of, kernels/cuda/op_util.hpp).
 CudaResources& cuda_resources(Context& ctx);
 
 // Lifetime of a context's resources (engine/cuda/cuda_context.cpp).

@@ -1,5 +1,5 @@
 // Device-scalar arithmetic for L-BFGS on the CPU backend: axpy with a tensor-held coefficient, Σ|x|
-// and the ScalarOp table. The CUDA twins live in kernels/cuda/scalar.cu.
+// and the ScalarOp table. The CUDA twins live in kernels/cuda/scalar_ops.cu.
 #include <cmath>
 
 #include "kernels/cpu/cpu_args.hpp"

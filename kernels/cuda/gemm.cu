@@ -44,7 +44,8 @@ __global__ void __launch_bounds__(kBlock)
     bias_grad_partials_kernel(Planes s, const float* dy, double* partials, BiasGradChunks k) {
   const std::int64_t count = s.samples * s.size;
   const auto size = static_cast<unsigned>(s.size);
-  const unsigned step_samples = blockDim.x / size, step_offset = blockDim.x % size;
+  // size == 0 (no pixels) leaves every chunk empty; the guard keeps the division defined.
+  const unsigned step_samples = size > 0 ? blockDim.x / size : 0, step_offset = size > 0 ? blockDim.x % size : 0;
   for (std::int64_t c = blockIdx.y; c < s.channels; c += gridDim.y) {
     const std::int64_t begin = blockIdx.x * k.chunk_len;
     const std::int64_t end = begin + k.chunk_len < count ? begin + k.chunk_len : count;

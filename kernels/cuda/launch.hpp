@@ -122,8 +122,9 @@ void launch_sum(const float* x, std::int64_t n, double divisor, float* out, void
 void launch_max(const float* x, std::int64_t n, float* out, void* scratch, cudaStream_t stream);
 // out[0] = Σ a[i] * b[i].
 void launch_dot(const float* a, const float* b, std::int64_t n, float* out, void* scratch, cudaStream_t stream);
-// out[r] = the CPU's argmax of row r: column 0, then each later column in order replaces it when
-// strictly greater (a NaN is never taken; a NaN in column 0 stays). Needs cols > 0.
+// out[r] = the CPU's argmax of row r: the first column holding the largest non-NaN value (strictly
+// greater replaces, so the first of equal maxima stays); a NaN never wins, not even in column 0;
+// a row of NaN only gives column 0. Needs cols > 0.
 void launch_argmax_rows(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t cols, cudaStream_t stream);
 // correct[r] = argmax(row r) == labels[r] (argmax as above); out[0] = mean(correct). A label
 // outside [0, cols) counts as wrong and sets *fault to DeviceFault::label_out_of_range. `correct`

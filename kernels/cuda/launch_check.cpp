@@ -11,8 +11,8 @@ void check_launch(const char* kernel_name) {
   sync_check(kernel_name, __FILE__, __LINE__);
 }
 
-// Runtime and CUB calls made inside .cu files (CUB's reductions launch kernels, so they get the
-// same CUDL_SYNC_CHECK treatment).
+// Runtime calls made inside .cu files, through CUDL_STATUS_CHECK (with the same CUDL_SYNC_CHECK
+// treatment as a launch).
 void check_status(cudaError_t status, const char* call, const char* file, int line) {
   if (status != cudaSuccess) [[unlikely]]
     throw_cuda(status, call, file, line, std::string());
