@@ -209,6 +209,21 @@ TEST_P(PoolTest, BadShapesThrow) {
   expect_error([&] { backend().avgpool2d_forward(ctx(), x, pool(2, 2, 2, 2, 2, 0), y3); }, {"pool2d", "[2,3,6,6]"});
 }
 
+// An argmax that does not come from maxpool2d_forward (outside its plane) is an error on both
+// backends: the CPU throws in the call, the GPU kernel sets the device fault word, raised at the next
+// read of the result.
+TEST_P(PoolTest, BackwardRefusesAnArgmaxOutsideItsPlane) {
+  auto dy = make(random_values(1 * 2 * 2 * 2, 3), {1, 2, 2, 2}), dx = zeros({1, 2, 4, 4}, ctx());
+  for (std::int32_t bad : {16, -1}) {
+    std::vector<std::int32_t> idx(8, 0);
+    idx[5] = bad;
+    auto argmax = make_int(idx, {1, 2, 2, 2});
+    cudl::testing::expect_error_by_next_read(
+        [&] { backend().maxpool2d_backward(ctx(), dy, argmax, pool(2, 2, 2, 2, 0, 0), dx); },
+        [&] { (void)dx.to_vector(ctx()); }, {"maxpool2d_backward", "argmax", "outside"});
+  }
+}
+
 // A window wider than the padded input leaves no output (PyTorch's floor((in + 2p - k) / s) + 1),
 // and the op refuses it before reading: truncating -1 / 2 toward zero used to give one window that
 // read past a 1-pixel plane.

@@ -150,7 +150,7 @@ BuildInfo build_info() {
                                   cudaRuntimeGetVersion(&runtime) == cudaSuccess ? cuda_version_string(runtime) : "?",
                                   cuda_version_string(CUDART_VERSION));
   info.cuda_driver = cudaDriverGetVersion(&driver) == cudaSuccess && driver > 0 ? cuda_version_string(driver)
-                                                                                   : std::string("no driver");
+                                                                                : std::string("no driver");
   cudaGetLastError();
   std::size_t cudnn = cudnnGetVersion();
   info.cudnn = fmt::format("{}.{}.{} (built against {}.{}.{})", cudnn / 10000, (cudnn % 10000) / 100, cudnn % 100,
@@ -206,8 +206,7 @@ MemoryInfo CudaMemory::memory_info() const {
 }
 
 std::shared_ptr<Allocator> make_cuda_allocator(int device) {
-  if (caching_disabled())
-    return std::make_shared<DirectAllocator>(std::make_unique<CudaMemory>(device));
+  if (caching_disabled()) return std::make_shared<DirectAllocator>(std::make_unique<CudaMemory>(device));
   return std::make_shared<CachingAllocator>(std::make_unique<CudaMemory>(device));
 }
 
@@ -245,7 +244,8 @@ void copy_without_a_stream(void* dst, Device dst_device, const void* src, Device
   for (Device d : {src_device, dst_device}) {
     if (!d.is_cuda()) continue;
     CudaDeviceGuard guard(d.index);
-    CUDL_CUDA_CHECK(cudaDeviceSynchronize(), "copy {} bytes {} -> {} (waiting for {})", bytes, src_device, dst_device, d);
+    CUDL_CUDA_CHECK(cudaDeviceSynchronize(), "copy {} bytes {} -> {} (waiting for {})", bytes, src_device, dst_device,
+                    d);
   }
   CudaDeviceGuard guard(src_device.is_cuda() ? src_device.index : dst_device.index);
   CUDL_CUDA_CHECK(cudaMemcpy(dst, src, bytes, copy_kind(dst_device, src_device)), "copy {} bytes {} -> {}", bytes,
@@ -285,10 +285,17 @@ std::string device_fault_message(int code, int device) {
           "detected on the device and reported at this host read, so the loss, accuracy and gradients "
           "computed since the previous read are invalid)",
           device);
+    case DeviceFault::argmax_out_of_range:
+      return fmt::format(
+          "maxpool2d_backward: an argmax entry lay outside its input plane on cuda:{} (argmax must come from "
+          "maxpool2d_forward with the same shapes; detected on the device and reported at this host read, so the "
+          "gradients computed since the previous read are invalid)",
+          device);
   }
-  return fmt::format("device fault code {} on cuda:{} (detected on the device; results since the previous host "
-                     "read are invalid)",
-                     code, device);
+  return fmt::format(
+      "device fault code {} on cuda:{} (detected on the device; results since the previous host "
+      "read are invalid)",
+      code, device);
 }
 
 int* device_fault_word(Context& ctx) { return cuda_resources(ctx).fault_word; }
@@ -303,8 +310,8 @@ CudaResources& cuda_resources(Context& ctx) {
 // ---- contexts ----
 
 void apply_math_mode(CudaResources& r, MathMode math) {
-  CUDL_CUBLAS_CHECK(cublasSetMathMode(r.cublas, math == MathMode::tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                                         : CUBLAS_DEFAULT_MATH));
+  CUDL_CUBLAS_CHECK(
+      cublasSetMathMode(r.cublas, math == MathMode::tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   r.conv_algorithms.clear();  // choices depend on the math mode
 }
 
@@ -323,8 +330,7 @@ std::unique_ptr<CudaResources> create_cuda_resources(int device, MathMode math) 
     // any kernel can run; its host mirror is pinned so the read before each sync is a real async copy.
     r->pool = allocator_for(Device::cuda(device));
     r->fault_word = static_cast<int*>(r->pool->allocate(sizeof(int), reinterpret_cast<StreamId>(r->stream)));
-    CUDL_CUDA_CHECK(cudaMemsetAsync(r->fault_word, 0, sizeof(int), r->stream), "device fault word of cuda:{}",
-                    device);
+    CUDL_CUDA_CHECK(cudaMemsetAsync(r->fault_word, 0, sizeof(int), r->stream), "device fault word of cuda:{}", device);
     CUDL_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&r->fault_host), sizeof(int)),
                     "device fault word of cuda:{}", device);
     *r->fault_host = 0;

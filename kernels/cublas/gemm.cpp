@@ -11,8 +11,9 @@
 // checked here.
 #include <algorithm>
 
-#include "kernels/cuda/op_util.hpp"
 #include "kernels/cuda/cuda_backend.hpp"
+#include "kernels/cuda/launch.hpp"
+#include "kernels/cuda/op_util.hpp"
 
 namespace cudl {
 
@@ -23,8 +24,17 @@ void CudaBackend::do_gemm(Context& ctx, bool trans_a, bool trans_b, float alpha,
   const std::int64_t m = c.dim(0), n = c.dim(1);
   const std::int64_t k = trans_a ? a.dim(0) : a.dim(1);
   if (m == 0 || n == 0) return;
+  if (k == 0) {
+    // An empty product: C = beta C, zeros (over NaN too) when beta is 0, as on the CPU. Done here
+    // rather than trusting cuBLAS with k = 0 (batched GEMMs have left C untouched: pytorch#31421).
+    if (beta == 0.0f)
+      cuda_detail::launch_fill(c.data<float>(), c.numel(), 0.0f, cuda_detail::stream_of(ctx));
+    else
+      cuda_detail::launch_scale(c.data<float>(), beta, c.numel(), cuda_detail::stream_of(ctx));
+    return;
+  }
   // Leading dimensions are the row lengths of the row-major buffers (at least 1, as cuBLAS asks,
-  // even for an empty operand, which it then never reads). With k = 0 cuBLAS computes C = beta C.
+  // even for an empty operand, which it then never reads).
   const int lda = std::max(1, to_int("gemm", "a.dim(1)", a.dim(1), a.shape()));
   const int ldb = std::max(1, to_int("gemm", "b.dim(1)", b.dim(1), b.shape()));
   const int ldc = to_int("gemm", "c.dim(1)", n, c.shape());

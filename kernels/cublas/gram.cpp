@@ -6,8 +6,9 @@
 #include <algorithm>
 #include <string_view>
 
-#include "kernels/cuda/op_util.hpp"
 #include "kernels/cuda/cuda_backend.hpp"
+#include "kernels/cuda/launch.hpp"
+#include "kernels/cuda/op_util.hpp"
 
 namespace cudl {
 
@@ -38,6 +39,10 @@ GramDims gram_dims(std::string_view op, const Tensor& x) {
 void CudaBackend::do_gram_forward(Context& ctx, const Tensor& x, Tensor& g) {
   const GramDims d = gram_dims("gram_forward", x);
   if (d.n == 0 || d.c == 0) return;
+  if (d.hw == 0) {  // no pixels: G = 0, as on the CPU (not left to cuBLAS with k = 0)
+    cuda_detail::launch_fill(g.data<float>(), g.numel(), 0.0f, cuda_detail::stream_of(ctx));
+    return;
+  }
   const float beta = 0.0f;
   const long long stride_f = static_cast<long long>(d.c) * d.hw;
   const long long stride_g = static_cast<long long>(d.c) * d.c;

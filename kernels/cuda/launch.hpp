@@ -106,8 +106,10 @@ struct PoolGeometry {
 // value or the first NaN replaces it, and a NaN stays. argmax is the winner's h*W+w in its plane.
 void launch_maxpool_forward(const float* x, float* y, std::int32_t* argmax, const PoolGeometry& g, cudaStream_t stream);
 // Gather formulation (deterministic, no atomics): each input pixel sums dy of the windows whose
-// argmax points at it, in the same order as the CPU's scatter loop.
-void launch_maxpool_backward(const float* dy, const std::int32_t* argmax, float* dx, const PoolGeometry& g,
+// argmax points at it, in the same order as the CPU's scatter loop. An argmax entry outside its
+// plane (which no pixel would gather) sets DeviceFault::argmax_out_of_range in *fault, where the
+// CPU throws.
+void launch_maxpool_backward(const float* dy, const std::int32_t* argmax, float* dx, const PoolGeometry& g, int* fault,
                              cudaStream_t stream);
 void launch_avgpool_forward(const float* x, float* y, const PoolGeometry& g, cudaStream_t stream);
 void launch_avgpool_backward(const float* dy, float* dx, const PoolGeometry& g, cudaStream_t stream);

@@ -42,7 +42,8 @@ void CudaBackend::do_maxpool2d_forward(Context& ctx, const Tensor& x, const Pool
 void CudaBackend::do_maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p,
                                         Tensor& dx) {
   cuda_detail::launch_maxpool_backward(dy.data<float>(), argmax.data<std::int32_t>(), dx.data<float>(),
-                                       geometry("maxpool2d_backward", dx.shape(), p), stream_of(ctx));
+                                       geometry("maxpool2d_backward", dx.shape(), p), device_fault_word(ctx),
+                                       stream_of(ctx));
 }
 
 void CudaBackend::do_avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y) {

@@ -66,6 +66,12 @@ __global__ void maxpool_forward_kernel(Planes out, const float* x, float* y, std
   });
 }
 
+// The CPU refuses an argmax entry outside [0, H*W): the gather below would silently drop it.
+__global__ void argmax_range_kernel(std::int64_t n, const std::int32_t* argmax, std::int32_t plane_size, int* fault) {
+  for (std::int64_t i = global_thread(); i < n; i += global_stride())
+    if (argmax[i] < 0 || argmax[i] >= plane_size) raise_fault(fault, DeviceFault::argmax_out_of_range);
+}
+
 __global__ void maxpool_backward_kernel(Planes in, const float* dy, const std::int32_t* argmax, float* dx,
                                         PoolGeometry g) {
   const auto size = static_cast<unsigned>(in.size);
@@ -147,8 +153,11 @@ void launch_maxpool_forward(const float* x, float* y, std::int32_t* argmax, cons
   launch_planes("maxpool_forward_kernel", maxpool_forward_kernel, output_planes(g), stream, x, y, argmax, g);
 }
 
-void launch_maxpool_backward(const float* dy, const std::int32_t* argmax, float* dx, const PoolGeometry& g,
+void launch_maxpool_backward(const float* dy, const std::int32_t* argmax, float* dx, const PoolGeometry& g, int* fault,
                              cudaStream_t stream) {
+  const std::int64_t outputs = g.samples * g.channels * g.out_height * g.out_width;
+  launch_linear("argmax_range_kernel", argmax_range_kernel, outputs, stream, argmax,
+                static_cast<std::int32_t>(static_cast<std::int64_t>(g.height) * g.width), fault);
   launch_planes("maxpool_backward_kernel", maxpool_backward_kernel, input_planes(g), stream, dy, argmax, dx, g);
 }
 
