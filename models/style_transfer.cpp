@@ -172,12 +172,13 @@ void check_style_options(const StyleOptions& o) {
   for (int s : scales)
     CUDL_CHECK(s >= 16 && s <= kMaxStyleSide, "style: image sizes must be in [16, {}] px, got {}", kMaxStyleSide, s);
   CUDL_CHECK(o.iters >= 0, "style: --iters must be >= 0, got {}", o.iters);
-  CUDL_CHECK(std::isfinite(o.style_scale) && o.style_scale > 0, "style: --style-scale must be a finite number > 0, got {}",
-             o.style_scale);
+  CUDL_CHECK(std::isfinite(o.style_scale) && o.style_scale > 0,
+             "style: --style-scale must be a finite number > 0, got {}", o.style_scale);
   const double style_side = std::round(*std::max_element(scales.begin(), scales.end()) * o.style_scale);
   CUDL_CHECK(style_side <= kMaxStyleSide, "style: --style-scale {} makes the style images {} px, over {} px",
              o.style_scale, style_side, kMaxStyleSide);
-  CUDL_CHECK(std::isfinite(o.lr) && o.lr >= 0, "style: --lr must be a finite number >= 0 (0: the optimizer's default), got {}", o.lr);
+  CUDL_CHECK(std::isfinite(o.lr) && o.lr >= 0,
+             "style: --lr must be a finite number >= 0 (0: the optimizer's default), got {}", o.lr);
   // The weights scale float losses and gradients: each must be a finite float.
   for (const auto& [name, w] : {std::pair<const char*, double>{"--content-weight", o.content_weight},
                                 {"--style-weight", o.style_weight},

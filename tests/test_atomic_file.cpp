@@ -28,13 +28,12 @@ std::set<std::string> entries(const fs::path& dir) {
 TEST(AtomicFile, NextSaveRemovesStaleTemporariesOfTheSameTargetOnly) {
   TempDir dir;
   const std::set<std::string> stale{".run.st.AbC123.tmp", ".run.st.zzzzzz.tmp"};
-  const std::set<std::string> kept{
-      ".other.st.AbC123.tmp",   // another target's
-      ".run.st.AbC12.tmp",      // five random characters, not six
-      ".run.st.AbC123.tmpx",    // another suffix
-      "run.st.AbC123.tmp",      // not hidden
-      ".run.st.AbC-23.tmp",     // not a mkstemps character
-      ".run.st.x.AbC123.tmp"};  // the temporary of a target named run.st.x
+  const std::set<std::string> kept{".other.st.AbC123.tmp",   // another target's
+                                   ".run.st.AbC12.tmp",      // five random characters, not six
+                                   ".run.st.AbC123.tmpx",    // another suffix
+                                   "run.st.AbC123.tmp",      // not hidden
+                                   ".run.st.AbC-23.tmp",     // not a mkstemps character
+                                   ".run.st.x.AbC123.tmp"};  // the temporary of a target named run.st.x
   for (const auto& name : stale) cudl::testing::write_string(dir.file(name), "half a checkpoint");
   for (const auto& name : kept) cudl::testing::write_string(dir.file(name), "not ours");
   // A live writer of the same target: it holds the lock, so its temporary must survive.

@@ -56,8 +56,8 @@ class BadCheckpoints : public ::testing::Test {
     edit(tensors, meta);
     std::vector<SafetensorsEntry> entries;
     for (const auto& [name, v] : tensors)
-      entries.push_back({name, "F32", shapes.count(name) ? shapes[name] : Shape{static_cast<std::int64_t>(v.size())},
-                         v.data()});
+      entries.push_back(
+          {name, "F32", shapes.count(name) ? shapes[name] : Shape{static_cast<std::int64_t>(v.size())}, v.data()});
     write_safetensors(to, entries, meta);
   }
 
@@ -135,8 +135,8 @@ TEST_F(BadCheckpoints, StepCountsOutsideZeroToTwoToThe53AreRefused) {
   rewrite(file("run.st"), file("bad.st"), [&](auto&, auto& meta) { meta["optimizer.steps"] = "99999999999999999999"; });
   Sequential b = model(2);
   Optimizer opt_b(ctx_, b, OptimizerConfig{});
-  EXPECT_TRUE(contains(error_message([&] { load_checkpoint(file("bad.st"), ctx_, b, &opt_b); }),
-                       "expected an integer"));
+  EXPECT_TRUE(
+      contains(error_message([&] { load_checkpoint(file("bad.st"), ctx_, b, &opt_b); }), "expected an integer"));
 }
 
 TEST_F(BadCheckpoints, AFolderIsNotASafetensorsFile) {
@@ -177,11 +177,11 @@ TEST_F(BadCheckpoints, ATensorNamedTwiceInTheHeaderIsAnError) {
 TEST_F(BadCheckpoints, FitRefusesNonFiniteHyperparameters) {
   Sequential m = model(1);
   Dataset none;
-  for (auto [field, value, fragment] : std::vector<std::tuple<int, float, std::string>>{
-           {0, std::nanf(""), "learning rate"},
-           {0, -1.0f, "learning rate"},
-           {1, std::numeric_limits<float>::infinity(), "momentum"},
-           {2, -0.5f, "weight decay"}}) {
+  for (auto [field, value, fragment] :
+       std::vector<std::tuple<int, float, std::string>>{{0, std::nanf(""), "learning rate"},
+                                                        {0, -1.0f, "learning rate"},
+                                                        {1, std::numeric_limits<float>::infinity(), "momentum"},
+                                                        {2, -0.5f, "weight decay"}}) {
     FitOptions o;
     o.epochs = 1;
     float* target = field == 0 ? &o.optimizer.lr : field == 1 ? &o.optimizer.momentum : &o.optimizer.weight_decay;
@@ -208,7 +208,8 @@ TEST_F(BadCheckpoints, StyleOptionsRefuseNonFiniteOrHugeNumbers) {
   refuse([](StyleOptions& o) { o.style_blend_weights = {1, std::nan("")}; }, "--style-blend-weights");
   EXPECT_NO_THROW(check_style_options(StyleOptions{}));
   // A seed past 2^64 - 1 is a sentence, not std::stoull's "stoull".
-  const std::string msg = error_message([&] { make_style_network(ctx_, StyleOptions{}, "random:99999999999999999999"); });
+  const std::string msg =
+      error_message([&] { make_style_network(ctx_, StyleOptions{}, "random:99999999999999999999"); });
   EXPECT_TRUE(contains(msg, "random:SEED needs a whole number")) << msg;
 }
 

@@ -19,8 +19,7 @@ namespace {
 bool is_temporary_of(const std::string& entry, const std::string& filename) {
   constexpr std::size_t kRandom = 6;
   const std::string prefix = "." + filename + ".", suffix = ".tmp";
-  if (entry.size() != prefix.size() + kRandom + suffix.size() || !entry.starts_with(prefix) ||
-      !entry.ends_with(suffix))
+  if (entry.size() != prefix.size() + kRandom + suffix.size() || !entry.starts_with(prefix) || !entry.ends_with(suffix))
     return false;
   for (std::size_t i = prefix.size(); i < prefix.size() + kRandom; ++i) {
     const char c = entry[i];
