@@ -198,45 +198,79 @@ void save_checkpoint(const std::string& path, Context& ctx, Sequential& model, O
   write_safetensors(path, host.entries, meta);
 }
 
+namespace {
+
+// Reads a checkpoint's metadata: the format, the CheckpointInfo fields and (reader.count) bounded
+// step counts; every problem goes to `bad`.
+class MetadataReader {
+ public:
+  MetadataReader(const std::map<std::string, std::string>& meta, Mismatches& bad) : meta_(meta), bad_(bad) {}
+
+  const std::string* value(const std::string& key) const {
+    auto it = meta_.find(key);
+    return it == meta_.end() ? nullptr : &it->second;
+  }
+  template <class Int>
+  void number(const std::string& key, Int& out) {
+    const std::string* text = value(key);
+    if (!text) {
+      bad_.add("missing metadata " + key);
+    } else if (!parse_int(*text, out)) {
+      bad_.add(fmt::format("metadata {} = '{}', expected an integer", key, *text));
+    }
+  }
+  void count(const std::string& key, std::int64_t& out) {
+    number(key, out);
+    if (out < 0 || out > kMaxCount) {
+      bad_.add(fmt::format("metadata {} = {} is outside [0, {}]", key, out, kMaxCount));
+      out = 0;
+    }
+  }
+  CheckpointInfo info() {
+    const std::string* format = value("format");
+    if (!format) {
+      bad_.add(fmt::format("missing metadata format '{}' (a plain weights file loads with load_weights)", kFormat));
+    } else if (*format != kFormat) {
+      bad_.add(fmt::format("metadata format '{}', expected '{}'", *format, kFormat));
+    }
+    CheckpointInfo info;
+    if (const std::string* m = value("model")) info.model = *m;
+    count("epoch", info.epoch);
+    count("step", info.step);
+    number("seed", info.seed);
+    for (const auto& [key, text] : meta_)
+      if (starts_with(key, kExtraPrefix)) info.extra[key.substr(kExtraPrefix.size())] = text;
+    return info;
+  }
+
+ private:
+  const std::map<std::string, std::string>& meta_;
+  Mismatches& bad_;
+};
+
+}  // namespace
+
+CheckpointInfo read_checkpoint_info(const std::string& path) {
+  const std::map<std::string, std::string> meta = read_safetensors_metadata(path);
+  Mismatches bad;
+  MetadataReader reader(meta, bad);
+  CheckpointInfo info = reader.info();
+  if (reader.value("optimizer")) {
+    std::int64_t steps = 0;
+    reader.count("optimizer.steps", steps);
+  }
+  bad.throw_if_any("checkpoint", path);
+  return info;
+}
+
 CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Sequential& model, Optimizer* optimizer) {
   check_built(model, "load_checkpoint", path);
   const SafetensorsFile file = SafetensorsFile::open(path);
   const auto& meta = file.metadata();
-  auto meta_value = [&](const std::string& key) -> const std::string* {
-    auto it = meta.find(key);
-    return it == meta.end() ? nullptr : &it->second;
-  };
-
   Mismatches bad;
-  const std::string* format = meta_value("format");
-  if (!format) {
-    bad.add(fmt::format("missing metadata format '{}' (a plain weights file loads with load_weights)", kFormat));
-  } else if (*format != kFormat) {
-    bad.add(fmt::format("metadata format '{}', expected '{}'", *format, kFormat));
-  }
-
-  CheckpointInfo info;
-  if (const std::string* m = meta_value("model")) info.model = *m;
-  auto read_number = [&](const std::string& key, auto& out) {
-    const std::string* text = meta_value(key);
-    if (!text) {
-      bad.add("missing metadata " + key);
-    } else if (!parse_int(*text, out)) {
-      bad.add(fmt::format("metadata {} = '{}', expected an integer", key, *text));
-    }
-  };
-  auto read_count = [&](const std::string& key, std::int64_t& out) {
-    read_number(key, out);
-    if (out < 0 || out > kMaxCount) {
-      bad.add(fmt::format("metadata {} = {} is outside [0, {}]", key, out, kMaxCount));
-      out = 0;
-    }
-  };
-  read_count("epoch", info.epoch);
-  read_count("step", info.step);
-  read_number("seed", info.seed);
-  for (const auto& [key, value] : meta)
-    if (starts_with(key, kExtraPrefix)) info.extra[key.substr(kExtraPrefix.size())] = value;
+  MetadataReader reader(meta, bad);
+  auto meta_value = [&](const std::string& key) { return reader.value(key); };
+  CheckpointInfo info = reader.info();
 
   // Parameters and buffers, then the optimizer's state views.
   std::vector<Slot> slots = model_slots(model);
@@ -249,7 +283,7 @@ CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Sequential
     } else if (*kind != expected) {
       bad.add(fmt::format("optimizer: checkpoint {}, model {}", *kind, expected));
     }
-    read_count("optimizer.steps", optimizer_steps);
+    reader.count("optimizer.steps", optimizer_steps);
     for_each_state_view(model, *optimizer,
                         [&](std::string name, Tensor& state, std::int64_t offset, const Shape& shape) {
                           slots.push_back({std::move(name), state.view(offset, shape)});
@@ -267,7 +301,7 @@ CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Sequential
   const std::vector<Dropout*> dropouts = named_dropouts(model, dropout_names);
   std::vector<std::uint64_t> counters(dropouts.size());
   for (std::size_t i = 0; i < dropouts.size(); ++i)
-    read_number(std::string(kDropoutPrefix) + dropout_names[i], counters[i]);
+    reader.number(std::string(kDropoutPrefix) + dropout_names[i], counters[i]);
   const std::set<std::string> dropout_set(dropout_names.begin(), dropout_names.end());
   for (const auto& [key, value] : meta)
     if (starts_with(key, kDropoutPrefix) && !dropout_set.count(key.substr(kDropoutPrefix.size())))

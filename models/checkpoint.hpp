@@ -39,6 +39,11 @@ void save_checkpoint(const std::string& path, Context& ctx, Sequential& model, O
 // anything is written, so a failed load leaves the model and the optimizer as they were.
 CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Sequential& model, Optimizer* optimizer);
 
+// The CheckpointInfo of a checkpoint from its header alone (cheap, no tensor is read), with the
+// same checks load_checkpoint makes of the metadata (format, counts in [0, 2^53], integers), so a
+// bad resume file is refused before a dataset is read.
+CheckpointInfo read_checkpoint_info(const std::string& path);
+
 // Parameters and buffers only, under their model names; `metadata` goes into the header as is.
 void save_weights(const std::string& path, Context& ctx, Sequential& model,
                   const std::map<std::string, std::string>& metadata = {});
