@@ -69,7 +69,7 @@ TEST_F(BadCheckpoints, NanOrInfWeightsAreRefusedNamingTheFileAndTheFirstTensor) 
   Sequential a = model(1);
   save_weights(file("good.st"), ctx_, a);
   for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
-    rewrite(file("good.st"), file("bad.st"), [&](auto& tensors, auto&) { tensors["fc.weight"][4] = bad; });
+    rewrite(file("good.st"), file("bad.st"), [&](auto& tensors, auto&) { tensors.at("fc.weight").at(4) = bad; });
     Sequential b = model(2);
     const std::vector<float> before = values(b);
     const std::string msg = error_message([&] { load_weights(file("bad.st"), ctx_, b); });
@@ -88,7 +88,7 @@ TEST_F(BadCheckpoints, NanOptimizerStateInACheckpointIsRefused) {
   info.model = "tiny";
   save_checkpoint(file("run.st"), ctx_, a, &opt, info);
   rewrite(file("run.st"), file("bad.st"), [](auto& tensors, auto&) {
-    tensors["optimizer.exp_avg_sq.fc.bias"][1] = std::numeric_limits<float>::quiet_NaN();
+    tensors.at("optimizer.exp_avg_sq.fc.bias").at(1) = std::numeric_limits<float>::quiet_NaN();
   });
   Sequential b = model(2);
   Optimizer opt_b(ctx_, b, OptimizerConfig{});
@@ -130,6 +130,11 @@ TEST_F(BadCheckpoints, StepCountsOutsideZeroToTwoToThe53AreRefused) {
     const std::string msg = error_message([&] { load_checkpoint(file("bad.st"), ctx_, b, &opt_b); });
     EXPECT_TRUE(contains(msg, fmt::format("metadata {} = {} is outside [0, 9007199254740992]", key, value))) << msg;
     EXPECT_EQ(opt_b.steps(), 0);
+    // The header-only read the CLI makes before loading any data says the same.
+    EXPECT_EQ(error_message([&] {
+                read_checkpoint_info(file("bad.st"));
+              }).find(fmt::format("metadata {} = {} is outside", key, value)) != std::string::npos,
+              true);
   }
   // 99999999999999999999 does not even parse as a 64-bit integer.
   rewrite(file("run.st"), file("bad.st"), [&](auto&, auto& meta) { meta["optimizer.steps"] = "99999999999999999999"; });
