@@ -230,6 +230,12 @@ TEST_F(Cli, EvalRefusesWeightsHoldingNanOrInfNamingTheFileAndTheTensor) {
     expect_refused(fmt::format("eval --model mlp --data '{}' --weights '{}' --device cpu", data, file("bad.st")),
                    {file("bad.st"), "non-finite", "'fc2.weight'", "index 7"});
   }
+  // Finite weights so large the logits overflow: a NaN/inf loss is a failure, not a result.
+  rewrite(good, file("huge.st"), [&](auto& tensors, auto&) {
+    for (float& w : tensors.at("fc2.weight")) w = 3e38f;
+  });
+  expect_refused(fmt::format("eval --model mlp --data '{}' --weights '{}' --device cpu", data, file("huge.st")),
+                 {"eval: the loss of '" + file("huge.st") + "' on the mnist test split is", "unusable"});
   // The good file evaluates.
   const CliResult r = run(fmt::format("eval --model mlp --data '{}' --weights '{}' --device cpu", data, good));
   EXPECT_EQ(r.status, 0) << r.err;
