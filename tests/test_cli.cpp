@@ -167,6 +167,7 @@ TEST_F(Cli, EveryBadNumberIsOneLineNamingTheOptionBeforeAnyWork) {
       {train + " --seed -1", {"--seed: -1 must be a whole number in [0, 18446744073709551615]"}},
       {train + " --seed 18446744073709551616", {"--seed: 18446744073709551616"}},
       {train + " --seed 12abc", {"--seed: 12abc"}},
+      {train + " --device cuda:abc", {"--device: 'cuda:abc' is not a device: expected cpu, cuda, cuda:N or auto"}},
       // eval
       {fmt::format("eval --model mlp --data '{}' --weights '{}' --batch-size 0", data, mlp_weights("w.st")),
        {"--batch-size: 0"}},
@@ -202,6 +203,7 @@ TEST_F(Cli, EveryBadNumberIsOneLineNamingTheOptionBeforeAnyWork) {
       {bench + " --batch-sizes x", {"--batch-sizes: x must be a whole number in [1, 65536]"}},
       {bench + " --batch-sizes 1,1e10", {"--batch-sizes: 1e10"}},
       {bench + " --repeat 0", {"--repeat: 0"}},
+      {"bench --device cpu,gpu --repeat 1", {"--device: 'gpu' is not a device"}},
   };
   for (const auto& [args, fragments] : cases) expect_refused(args, fragments);
   EXPECT_FALSE(fs::exists(file("run.st")));

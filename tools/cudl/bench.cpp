@@ -354,7 +354,9 @@ void run_bench(const Options& opt) {
 void add_bench_command(CLI::App& app) {
   auto opt = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("bench", "Time every kernel on each backend against the machine's measured peak");
-  cmd->add_option("--device", opt->devices, "Comma-separated backends to run")->capture_default_str();
+  cmd->add_option("--device", opt->devices, "Comma-separated backends to run")
+      ->check(device_name(/*list=*/true))
+      ->capture_default_str();
   add_deterministic_option(cmd, opt->deterministic);
   cmd->add_option("--ops", opt->ops, "Comma-separated ops to run (default: all)");
   cmd->add_option("--sizes", opt->sizes, "Problem sizes: small (seconds on a CPU) or vgg (VGG19 layer shapes)")

@@ -13,6 +13,7 @@
 #include <optional>
 #include <sstream>
 
+#include "engine/device.hpp"
 #include "engine/error.hpp"
 
 namespace cudl::cli {
@@ -210,6 +211,25 @@ CLI::Validator number_list(Bounds b) {
         return why;
       },
       "comma-separated, each " + describe(b));
+}
+
+CLI::Validator device_name(bool list) {
+  return CLI::Validator(
+      [list](std::string& text) -> std::string {
+        const std::vector<std::string> items = list ? split_items(text) : std::vector<std::string>{text};
+        if (items.empty()) return "'' is not a device: expected cpu, cuda, cuda:N or auto";
+        for (const std::string& item : items) {
+          if (item == "auto") continue;  // resolved later: it asks the driver how many GPUs there are
+          try {
+            (void)Device::parse(item);
+          } catch (const Error&) {
+            return fmt::format("'{}' is not a device: expected cpu, cuda, cuda:N or auto{}", item,
+                               list ? ", comma-separated" : "");
+          }
+        }
+        return {};
+      },
+      list ? "comma-separated cpu|cuda|cuda:N" : "cpu|cuda|cuda:N|auto");
 }
 
 CLI::Validator input_file() {

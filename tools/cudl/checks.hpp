@@ -40,6 +40,9 @@ CLI::Validator seed_number();
 CLI::Validator whole_number_list(std::int64_t lo, std::int64_t hi);
 // Comma-separated finite numbers within `b`.
 CLI::Validator number_list(Bounds b);
+// --device: cpu, cuda, cuda:N or auto (the syntax; whether the GPU exists is the Context's to say).
+// With `list`, comma-separated names (bench).
+CLI::Validator device_name(bool list = false);
 // A path to an existing regular file that can be opened (not a folder, a device or a pipe).
 CLI::Validator input_file();
 // For --weights: "random:SEED" needs a seed; anything else is an input_file().

@@ -94,7 +94,7 @@ void add_classify_command(CLI::App& app) {
   cmd->add_option("--image", a->image, "Image (PNG or JPEG)")->required();
   cmd->add_option("--top", a->top, "How many classes")->transform(whole_number(1, 1000))->capture_default_str();
   cmd->add_option("--labels", a->labels, "Class names, one per line")->check(input_file());
-  cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->capture_default_str();
+  cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
   cmd->callback([a] { run_classify(*a); });
 }
 

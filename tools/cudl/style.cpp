@@ -184,7 +184,7 @@ void add_style_command(CLI::App& app) {
       ->transform(whole_number(0, 1 << 24))
       ->capture_default_str();
   cmd->add_option("--seed", a->o.seed, "Seed of --init random")->transform(seed_number())->capture_default_str();
-  cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->capture_default_str();
+  cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
   add_deterministic_option(cmd, a->deterministic);
   cmd->add_option("--log", a->log, "Write per-iteration losses here (CSV)");
   cmd->callback([a] { run_style(*a); });

@@ -54,7 +54,7 @@ void add_model_and_data_options(CLI::App* cmd, TrainArgs& a) {
   cmd->add_option("--batch-size", a.batch_size, "Images per batch")
       ->transform(whole_number(1, 1 << 20))
       ->capture_default_str();
-  cmd->add_option("--device", a.device, "auto | cpu | cuda | cuda:N")->capture_default_str();
+  cmd->add_option("--device", a.device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
   add_deterministic_option(cmd, a.deterministic);
 }
 
