@@ -220,7 +220,7 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
     // A diverged run is a failure, not a result: stop before its NaN weights overwrite the last
     // good checkpoint.
     CUDL_CHECK(std::isfinite(m.train_loss) && std::isfinite(m.test_loss),
-               "fit: epoch {} ended with train loss {} and test loss {}: training diverged (a learning rate too "
+               "fit: epoch {} ended with train loss {:.4g} and test loss {:.4g}: training diverged (a learning rate too "
                "high?); {}",
                m.epoch, m.train_loss, m.test_loss,
                options.save_path.empty() ? std::string("stopped")
