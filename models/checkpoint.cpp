@@ -1,6 +1,7 @@
 #include "models/checkpoint.hpp"
 
 #include <charconv>
+#include <cmath>
 #include <deque>
 #include <set>
 #include <string_view>
@@ -84,6 +85,11 @@ bool is_float_dtype(const std::string& dtype) {
   return dtype == "F32" || dtype == "F16" || dtype == "BF16" || dtype == "F64";
 }
 
+// Epochs and step counts from a file are bounded: a hostile or corrupt INT64_MAX would overflow the
+// next ++steps, and a negative one has no meaning. 2^53 steps is more than any run takes, and
+// counts up to it convert to double (the schedules' arithmetic) exactly.
+constexpr std::int64_t kMaxCount = std::int64_t{1} << 53;
+
 template <class Int>
 bool parse_int(const std::string& text, Int& out) {
   const char* end = text.data() + text.size();
@@ -122,6 +128,21 @@ class Mismatches {
  private:
   std::vector<std::string> problems_;
 };
+
+// The first tensor of `slots` holding NaN or inf, named with the value and its index, so that a diverged
+// run's checkpoint is refused instead of producing NaN results. Checked before anything is written
+// (one tensor converted at a time, so the extra memory is the largest tensor).
+void check_finite(const SafetensorsFile& file, const std::vector<Slot>& slots, const std::string& what,
+                  const std::string& path) {
+  for (const Slot& s : slots) {
+    const std::vector<float> values = file.read_f32(s.name);
+    for (std::size_t i = 0; i < values.size(); ++i)
+      CUDL_CHECK(std::isfinite(values[i]),
+                 "{} '{}' holds non-finite values and cannot be used: tensor '{}' {} has {} at index {} (a run "
+                 "that diverged?)",
+                 what, path, s.name, s.target.shape(), values[i], i);
+  }
+}
 
 void copy_into(Context& ctx, const SafetensorsFile& file, const std::string& name, Tensor& target) {
   const std::vector<float> values = file.read_f32(name);
@@ -177,38 +198,79 @@ void save_checkpoint(const std::string& path, Context& ctx, Sequential& model, O
   write_safetensors(path, host.entries, meta);
 }
 
+namespace {
+
+// Reads a checkpoint's metadata: the format, the CheckpointInfo fields and (reader.count) bounded
+// step counts; every problem goes to `bad`.
+class MetadataReader {
+ public:
+  MetadataReader(const std::map<std::string, std::string>& meta, Mismatches& bad) : meta_(meta), bad_(bad) {}
+
+  const std::string* value(const std::string& key) const {
+    auto it = meta_.find(key);
+    return it == meta_.end() ? nullptr : &it->second;
+  }
+  template <class Int>
+  void number(const std::string& key, Int& out) {
+    const std::string* text = value(key);
+    if (!text) {
+      bad_.add("missing metadata " + key);
+    } else if (!parse_int(*text, out)) {
+      bad_.add(fmt::format("metadata {} = '{}', expected an integer", key, *text));
+    }
+  }
+  void count(const std::string& key, std::int64_t& out) {
+    number(key, out);
+    if (out < 0 || out > kMaxCount) {
+      bad_.add(fmt::format("metadata {} = {} is outside [0, {}]", key, out, kMaxCount));
+      out = 0;
+    }
+  }
+  CheckpointInfo info() {
+    const std::string* format = value("format");
+    if (!format) {
+      bad_.add(fmt::format("missing metadata format '{}' (a plain weights file loads with load_weights)", kFormat));
+    } else if (*format != kFormat) {
+      bad_.add(fmt::format("metadata format '{}', expected '{}'", *format, kFormat));
+    }
+    CheckpointInfo info;
+    if (const std::string* m = value("model")) info.model = *m;
+    count("epoch", info.epoch);
+    count("step", info.step);
+    number("seed", info.seed);
+    for (const auto& [key, text] : meta_)
+      if (starts_with(key, kExtraPrefix)) info.extra[key.substr(kExtraPrefix.size())] = text;
+    return info;
+  }
+
+ private:
+  const std::map<std::string, std::string>& meta_;
+  Mismatches& bad_;
+};
+
+}  // namespace
+
+CheckpointInfo read_checkpoint_info(const std::string& path) {
+  const std::map<std::string, std::string> meta = read_safetensors_metadata(path);
+  Mismatches bad;
+  MetadataReader reader(meta, bad);
+  CheckpointInfo info = reader.info();
+  if (reader.value("optimizer")) {
+    std::int64_t steps = 0;
+    reader.count("optimizer.steps", steps);
+  }
+  bad.throw_if_any("checkpoint", path);
+  return info;
+}
+
 CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Sequential& model, Optimizer* optimizer) {
   check_built(model, "load_checkpoint", path);
   const SafetensorsFile file = SafetensorsFile::open(path);
   const auto& meta = file.metadata();
-  auto meta_value = [&](const std::string& key) -> const std::string* {
-    auto it = meta.find(key);
-    return it == meta.end() ? nullptr : &it->second;
-  };
-
   Mismatches bad;
-  const std::string* format = meta_value("format");
-  if (!format) {
-    bad.add(fmt::format("missing metadata format '{}' (a plain weights file loads with load_weights)", kFormat));
-  } else if (*format != kFormat) {
-    bad.add(fmt::format("metadata format '{}', expected '{}'", *format, kFormat));
-  }
-
-  CheckpointInfo info;
-  if (const std::string* m = meta_value("model")) info.model = *m;
-  auto read_number = [&](const std::string& key, auto& out) {
-    const std::string* text = meta_value(key);
-    if (!text) {
-      bad.add("missing metadata " + key);
-    } else if (!parse_int(*text, out)) {
-      bad.add(fmt::format("metadata {} = '{}', expected an integer", key, *text));
-    }
-  };
-  read_number("epoch", info.epoch);
-  read_number("step", info.step);
-  read_number("seed", info.seed);
-  for (const auto& [key, value] : meta)
-    if (starts_with(key, kExtraPrefix)) info.extra[key.substr(kExtraPrefix.size())] = value;
+  MetadataReader reader(meta, bad);
+  auto meta_value = [&](const std::string& key) { return reader.value(key); };
+  CheckpointInfo info = reader.info();
 
   // Parameters and buffers, then the optimizer's state views.
   std::vector<Slot> slots = model_slots(model);
@@ -221,7 +283,7 @@ CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Sequential
     } else if (*kind != expected) {
       bad.add(fmt::format("optimizer: checkpoint {}, model {}", *kind, expected));
     }
-    read_number("optimizer.steps", optimizer_steps);
+    reader.count("optimizer.steps", optimizer_steps);
     for_each_state_view(model, *optimizer,
                         [&](std::string name, Tensor& state, std::int64_t offset, const Shape& shape) {
                           slots.push_back({std::move(name), state.view(offset, shape)});
@@ -239,13 +301,14 @@ CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Sequential
   const std::vector<Dropout*> dropouts = named_dropouts(model, dropout_names);
   std::vector<std::uint64_t> counters(dropouts.size());
   for (std::size_t i = 0; i < dropouts.size(); ++i)
-    read_number(std::string(kDropoutPrefix) + dropout_names[i], counters[i]);
+    reader.number(std::string(kDropoutPrefix) + dropout_names[i], counters[i]);
   const std::set<std::string> dropout_set(dropout_names.begin(), dropout_names.end());
   for (const auto& [key, value] : meta)
     if (starts_with(key, kDropoutPrefix) && !dropout_set.count(key.substr(kDropoutPrefix.size())))
       bad.add("unexpected metadata " + key);
 
   bad.throw_if_any("checkpoint", path);
+  check_finite(file, slots, "checkpoint", path);
 
   // Everything matched: only now is anything written.
   for (Slot& s : slots) copy_into(ctx, file, s.name, s.target);
@@ -265,21 +328,24 @@ void save_weights(const std::string& path, Context& ctx, Sequential& model,
   write_safetensors(path, host.entries, metadata);
 }
 
-void load_weights(const std::string& path, Context& ctx, Sequential& model, bool allow_unused) {
+std::vector<std::string> load_weights(const std::string& path, Context& ctx, Sequential& model, bool allow_unused) {
   check_built(model, "load_weights", path);
   const SafetensorsFile file = SafetensorsFile::open(path);
   std::vector<Slot> slots = model_slots(model);
   Mismatches bad;
   bad.check_slots(file, slots);
-  if (!allow_unused) {
-    std::set<std::string> expected_names;
-    for (const Slot& s : slots) expected_names.insert(s.name);
-    for (const std::string& name : file.names())
-      if (!expected_names.count(name) && !starts_with(name, kOptimizerPrefix)) bad.add("unexpected " + name);
-  }
+  std::set<std::string> expected_names;
+  for (const Slot& s : slots) expected_names.insert(s.name);
+  std::vector<std::string> unused;
+  for (const std::string& name : file.names())
+    if (!expected_names.count(name) && !starts_with(name, kOptimizerPrefix)) unused.push_back(name);
+  if (!allow_unused)
+    for (const std::string& name : unused) bad.add("unexpected " + name);
   bad.throw_if_any("weights", path);
+  check_finite(file, slots, "weights", path);
   for (Slot& s : slots) copy_into(ctx, file, s.name, s.target);
   ctx.synchronize();
+  return unused;
 }
 
 }  // namespace cudl

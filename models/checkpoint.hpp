@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "layers/optimizer.hpp"
 #include "models/sequential.hpp"
@@ -31,20 +32,29 @@ void save_checkpoint(const std::string& path, Context& ctx, Sequential& model, O
                      const CheckpointInfo& info);
 
 // Restores what save_checkpoint wrote, strictly: every parameter and buffer of the model must be in
-// the file with the same shape, the file may hold no other parameter names, and with an optimizer
+// the file with the same shape and finite values, the epoch and step counts within [0, 2^53], the
+// file may hold no other parameter names, and with an optimizer
 // its kind, step count and state for every parameter must be there too (with a null optimizer the
 // file's "optimizer.*" tensors are ignored). All mismatches are reported in one Error before
 // anything is written, so a failed load leaves the model and the optimizer as they were.
 CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Sequential& model, Optimizer* optimizer);
+
+// The CheckpointInfo of a checkpoint from its header alone (cheap, no tensor is read), with the
+// same checks load_checkpoint makes of the metadata (format, counts in [0, 2^53], integers), so a
+// bad resume file is refused before a dataset is read.
+CheckpointInfo read_checkpoint_info(const std::string& path);
 
 // Parameters and buffers only, under their model names; `metadata` goes into the header as is.
 void save_weights(const std::string& path, Context& ctx, Sequential& model,
                   const std::map<std::string, std::string>& metadata = {});
 
 // Loads parameters and buffers: every one the model has must be in the file with the same shape
-// (F32, F16, BF16 or F64, converted to float). Names the model lacks are allowed when
-// `allow_unused` (style transfer loads a full VGG19 file into a truncated network, leaving
-// classifier.* unused); "optimizer.*" tensors of a checkpoint are never weights and always ignored.
-void load_weights(const std::string& path, Context& ctx, Sequential& model, bool allow_unused = true);
+// (F32, F16, BF16 or F64, converted to float) and finite values (a NaN or inf is an Error naming the
+// first such tensor, so a diverged run's file cannot produce NaN results). Names the model lacks
+// are allowed when `allow_unused` (style transfer loads a full VGG19 file into a truncated network,
+// leaving classifier.* unused) and returned, sorted, for the caller to report; "optimizer.*"
+// tensors of a checkpoint are never weights and are neither loaded nor returned.
+std::vector<std::string> load_weights(const std::string& path, Context& ctx, Sequential& model,
+                                      bool allow_unused = true);
 
 }  // namespace cudl

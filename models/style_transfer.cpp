@@ -3,9 +3,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "engine/backend.hpp"
@@ -65,9 +67,12 @@ Sequential make_style_network(Context& ctx, const StyleOptions& o, const std::st
   const std::string random_prefix = "random:";
   if (weights.rfind(random_prefix, 0) == 0) {
     const std::string seed = weights.substr(random_prefix.size());
-    CUDL_CHECK(!seed.empty() && seed.find_first_not_of("0123456789") == std::string::npos,
-               "style: --weights random:SEED needs a non-negative integer seed, got '{}'", weights);
-    net.build(ctx, std::stoull(seed));
+    std::uint64_t value = 0;
+    const auto [end, ec] = std::from_chars(seed.data(), seed.data() + seed.size(), value);
+    CUDL_CHECK(!seed.empty() && ec == std::errc() && end == seed.data() + seed.size(),
+               "style: --weights random:SEED needs a whole number in [0, {}] as the seed, got '{}'",
+               std::numeric_limits<std::uint64_t>::max(), weights);
+    net.build(ctx, value);
   } else {
     net.build(ctx, 0);
     load_weights(weights, ctx, net, /*allow_unused=*/true);
@@ -157,12 +162,36 @@ bool passes_the_network(const Sequential& net, int height, int width) {
 }
 
 int style_image_size(int size, const StyleOptions& o) {
-  return std::max(16, static_cast<int>(std::lround(size * o.style_scale)));
+  // Clamped before the cast: a huge --style-scale is refused by check_style_options, never wrapped.
+  return static_cast<int>(std::clamp(std::round(size * o.style_scale), 16.0, double(kMaxStyleSide)));
 }
 }  // namespace
 
+void check_style_options(const StyleOptions& o) {
+  const std::vector<int> scales = o.scales.empty() ? std::vector<int>{o.size} : o.scales;
+  for (int s : scales)
+    CUDL_CHECK(s >= 16 && s <= kMaxStyleSide, "style: image sizes must be in [16, {}] px, got {}", kMaxStyleSide, s);
+  CUDL_CHECK(o.iters >= 0, "style: --iters must be >= 0, got {}", o.iters);
+  CUDL_CHECK(std::isfinite(o.style_scale) && o.style_scale > 0,
+             "style: --style-scale must be a finite number > 0, got {}", o.style_scale);
+  const double style_side = std::round(*std::max_element(scales.begin(), scales.end()) * o.style_scale);
+  CUDL_CHECK(style_side <= kMaxStyleSide, "style: --style-scale {} makes the style images {} px, over {} px",
+             o.style_scale, style_side, kMaxStyleSide);
+  CUDL_CHECK(std::isfinite(o.lr) && o.lr >= 0,
+             "style: --lr must be a finite number >= 0 (0: the optimizer's default), got {}", o.lr);
+  // The weights scale float losses and gradients: each must be a finite float.
+  for (const auto& [name, w] : {std::pair<const char*, double>{"--content-weight", o.content_weight},
+                                {"--style-weight", o.style_weight},
+                                {"--tv-weight", o.tv_weight}})
+    CUDL_CHECK(std::isfinite(w) && w >= 0 && w <= std::numeric_limits<float>::max(),
+               "style: {} must be a finite number in [0, {}], got {}", name, std::numeric_limits<float>::max(), w);
+  for (double w : o.style_blend_weights)
+    CUDL_CHECK(std::isfinite(w) && w >= 0, "style: --style-blend-weights must be finite numbers >= 0, got {}", w);
+}
+
 void check_style_sizes(const Sequential& net, const StyleOptions& o, const Image& content,
                        const std::vector<Image>& styles) {
+  check_style_options(o);
   const std::vector<int> scales = o.scales.empty() ? std::vector<int>{o.size} : o.scales;
   auto passes = [&](const Image& image, int longest) {
     const auto [w, h] = fit_longest_side(image.width, image.height, longest);
@@ -331,10 +360,8 @@ StyleResult run_style_transfer(Context& ctx, Sequential& net, const Image& conte
                                const StyleCallbacks& callbacks) {
   CUDL_CHECK(o.optimizer == "lbfgs" || o.optimizer == "adam", "style: --optimizer must be lbfgs or adam, got '{}'",
              o.optimizer);
-  CUDL_CHECK(o.iters >= 0, "style: --iters must be >= 0, got {}", o.iters);
-  CUDL_CHECK(o.style_scale > 0, "style: --style-scale must be > 0, got {}", o.style_scale);
+  check_style_options(o);
   const std::vector<int> scales = o.scales.empty() ? std::vector<int>{o.size} : o.scales;
-  for (int s : scales) CUDL_CHECK(s >= 16, "style: image sizes must be >= 16 px, got {}", s);
   const Image content_rgb = to_rgb(content_in);
   std::vector<Image> styles_rgb;
   for (const auto& s : styles_in) styles_rgb.push_back(to_rgb(s));

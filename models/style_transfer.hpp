@@ -89,6 +89,14 @@ std::size_t available_memory(const Context& ctx);
 // Throws naming the largest size that fits when `size` does not.
 void check_style_memory(Context& ctx, const Sequential& net, const StyleOptions& options, int height, int width);
 
+// The longest side style transfer takes, for the content (--size, --scales) and the style images.
+constexpr int kMaxStyleSide = 1 << 15;
+
+// Throws when a number in the options is out of range or not finite: sizes in [16, kMaxStyleSide]
+// (the style images' size * style_scale too), weights finite floats >= 0, lr finite >= 0 (0: the
+// optimizer's default). run_style_transfer and check_style_sizes call it first.
+void check_style_options(const StyleOptions& options);
+
 // Throws, before any work, when an image at one of the scales (the content at each size, a style
 // at size * style_scale) is too small for the network's poolings up to its deepest loss layer,
 // naming the image, the size it becomes and the smallest --size that works.

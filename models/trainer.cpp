@@ -1,6 +1,7 @@
 #include "models/trainer.hpp"
 
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
@@ -128,6 +129,12 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
   CUDL_CHECK(model.built(), "fit: build() the model first");
   CUDL_CHECK(options.epochs > 0 && options.batch_size > 0, "fit: epochs ({}) and batch size ({}) must be positive",
              options.epochs, options.batch_size);
+  const OptimizerConfig& oc = options.optimizer;
+  CUDL_CHECK(std::isfinite(oc.lr) && oc.lr > 0, "fit: the learning rate must be a finite number > 0, got {}", oc.lr);
+  CUDL_CHECK(std::isfinite(oc.momentum) && oc.momentum >= 0 && oc.momentum <= 1,
+             "fit: momentum must be a finite number in [0, 1], got {}", oc.momentum);
+  CUDL_CHECK(std::isfinite(oc.weight_decay) && oc.weight_decay >= 0,
+             "fit: weight decay must be a finite number >= 0, got {}", oc.weight_decay);
   check_labels(model, train, "train");
   check_labels(model, test, "test");
   Backend& be = ctx.backend();
@@ -142,8 +149,14 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
     CUDL_CHECK(info.model == options.model_name, "--resume: '{}' holds a {} checkpoint, but the model is {}",
                options.resume_path, info.model, options.model_name);
     first_epoch = info.epoch;
-    if (auto it = info.extra.find("metrics"); it != info.extra.end())
-      for (const auto& j : nlohmann::json::parse(it->second)) result.epochs.push_back(metrics_from_json(j));
+    if (auto it = info.extra.find("metrics"); it != info.extra.end()) {
+      try {
+        for (const auto& j : nlohmann::json::parse(it->second)) result.epochs.push_back(metrics_from_json(j));
+      } catch (const nlohmann::json::exception& e) {
+        CUDL_THROW("--resume: '{}': metadata extra.metrics is not the metrics list cudl writes ({})",
+                   options.resume_path, e.what());
+      }
+    }
   }
 
   Augment augment;
@@ -204,6 +217,14 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
     EvalResult eval = evaluate_checked(ctx, model, test, options.batch_size);
     m.test_loss = eval.loss;
     m.test_accuracy = eval.accuracy;
+    // A diverged run is a failure, not a result: stop before its NaN weights overwrite the last
+    // good checkpoint.
+    CUDL_CHECK(std::isfinite(m.train_loss) && std::isfinite(m.test_loss),
+               "fit: epoch {} ended with train loss {:.4g} and test loss {:.4g}: training diverged (a learning rate too "
+               "high?); {}",
+               m.epoch, m.train_loss, m.test_loss,
+               options.save_path.empty() ? std::string("stopped")
+                                         : fmt::format("stopped before saving it to '{}'", options.save_path));
     result.epochs.push_back(m);
     if (options.on_progress) {
       TrainProgress p;

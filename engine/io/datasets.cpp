@@ -36,7 +36,7 @@ Context& host_context() {
 }
 
 std::string size_complaint(std::size_t have, std::size_t want) {
-  return have < want ? "truncated" : "has trailing bytes";
+  return have < want ? "truncated" : "too long (trailing bytes)";
 }
 
 struct IdxImages {

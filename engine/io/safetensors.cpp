@@ -10,6 +10,7 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -95,6 +96,15 @@ float half_to_float(std::uint16_t h) {
   return std::bit_cast<float>(bits);
 }
 
+// An ifstream opens a folder too, and reports its size as 2^63 - 1: only a regular file is read.
+void check_regular_file(const std::string& path) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  CUDL_CHECK(!ec, "safetensors: cannot open '{}': {}", path, ec.message());
+  CUDL_CHECK(std::filesystem::is_regular_file(status), "safetensors: '{}' is {}, not a file", path,
+             std::filesystem::is_directory(status) ? "a folder" : "a special file");
+}
+
 template <class T>
 T load(const unsigned char* p) {
   T v;
@@ -107,6 +117,7 @@ T load(const unsigned char* p) {
 // ------------------------------------------------------------------------------------------ reader
 
 std::map<std::string, std::string> read_safetensors_metadata(const std::string& path) {
+  check_regular_file(path);
   std::ifstream in(path, std::ios::binary);
   CUDL_CHECK(in.good(), "safetensors: cannot open '{}': {}", path, errno_text(errno));
   unsigned char length_bytes[8] = {};
@@ -129,6 +140,7 @@ std::map<std::string, std::string> read_safetensors_metadata(const std::string& 
 }
 
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
+  check_regular_file(path);
   SafetensorsFile f;
   f.path_ = path;
   {
@@ -154,9 +166,19 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   const std::uint64_t buffer_size = file_size - f.buffer_start_;
 
   const auto* header_begin = reinterpret_cast<const char*>(f.bytes_.data() + 8);
+  // JSON keeps the last of two equal keys; a tensor named twice would silently lose one of them.
+  std::set<std::string> keys;
+  std::string repeated;
+  const auto note_repeats = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    if (depth == 1 && event == nlohmann::json::parse_event_t::key && !keys.insert(parsed.get<std::string>()).second &&
+        repeated.empty())
+      repeated = parsed.get<std::string>();
+    return true;
+  };
   const nlohmann::json header =
-      nlohmann::json::parse(header_begin, header_begin + header_len, /*callback=*/nullptr, /*allow_exceptions=*/false);
+      nlohmann::json::parse(header_begin, header_begin + header_len, note_repeats, /*allow_exceptions=*/false);
   CUDL_CHECK(!header.is_discarded(), "safetensors: '{}': the {}-byte header is not valid JSON", path, header_len);
+  CUDL_CHECK(repeated.empty(), "safetensors: '{}': the header names '{}' twice", path, repeated);
   CUDL_CHECK(header.is_object(), "safetensors: '{}': the header is JSON but not an object", path);
 
   for (const auto& [name, value] : header.items()) {

@@ -18,6 +18,7 @@
 #include "engine/timer.hpp"
 #include "layers/optimizer.hpp"
 #include "models/zoo.hpp"
+#include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 
 namespace cudl::cli {
@@ -186,6 +187,8 @@ std::vector<std::string> split_list(const std::string& text) {
   return items;
 }
 
+constexpr std::int64_t kMaxBatch = 1 << 16;
+
 struct Options {
   std::string devices = "cpu,cuda";
   std::string ops;
@@ -210,7 +213,7 @@ void bench_models(Context& ctx, const Options& opt, nlohmann::json& results) {
   for (const auto& name : split_list(opt.models)) {
     const ModelSpec& spec = model_spec(name);
     std::vector<std::int64_t> batches;
-    for (const auto& b : split_list(opt.batch_sizes)) batches.push_back(std::stoll(b));
+    if (!opt.batch_sizes.empty()) batches = parse_whole_number_list("--batch-sizes", opt.batch_sizes, 1, kMaxBatch);
     if (batches.empty())
       batches = name.starts_with("vgg") && !name.ends_with("_cifar") ? std::vector<std::int64_t>{1, 32, 64}
                                                                      : std::vector<std::int64_t>{128};
@@ -264,6 +267,7 @@ void bench_models(Context& ctx, const Options& opt, nlohmann::json& results) {
 }
 
 void run_bench(const Options& opt) {
+  check_writable_output("--json", opt.json_path);
   std::vector<Device> devices;
   for (const auto& name : split_list(opt.devices)) {
     Device d = Device::parse(name);
@@ -350,18 +354,21 @@ void run_bench(const Options& opt) {
 void add_bench_command(CLI::App& app) {
   auto opt = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("bench", "Time every kernel on each backend against the machine's measured peak");
-  cmd->add_option("--device", opt->devices, "Comma-separated backends to run")->capture_default_str();
+  cmd->add_option("--device", opt->devices, "Comma-separated backends to run")
+      ->check(device_name(/*list=*/true))
+      ->capture_default_str();
   add_deterministic_option(cmd, opt->deterministic);
   cmd->add_option("--ops", opt->ops, "Comma-separated ops to run (default: all)");
   cmd->add_option("--sizes", opt->sizes, "Problem sizes: small (seconds on a CPU) or vgg (VGG19 layer shapes)")
       ->check(CLI::IsMember({"small", "vgg"}))
       ->capture_default_str();
   cmd->add_option("--repeat", opt->repeat, "Timed repetitions after the warm-up")
-      ->check(CLI::Range(1, 100000))
+      ->transform(whole_number(1, 100000))
       ->capture_default_str();
   cmd->add_option("--models", opt->models,
                   "Comma-separated models to time end to end (train step and inference), e.g. mnist_cnn,vgg19");
-  cmd->add_option("--batch-sizes", opt->batch_sizes, "Batch sizes for --models (default 128; 1,32,64 for VGG)");
+  cmd->add_option("--batch-sizes", opt->batch_sizes, "Batch sizes for --models (default 128; 1,32,64 for VGG)")
+      ->transform(whole_number_list(1, kMaxBatch));
   cmd->add_flag("--profile", opt->profile, "With --models: time every layer's forward and backward");
   cmd->add_option("--json", opt->json_path, "Write the results as JSON to this file");
   cmd->callback([opt] { run_bench(*opt); });

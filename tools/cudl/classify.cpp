@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <memory>
 #include <numeric>
@@ -12,6 +13,7 @@
 #include "engine/io/image.hpp"
 #include "models/checkpoint.hpp"
 #include "models/zoo.hpp"
+#include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 
 namespace cudl::cli {
@@ -21,6 +23,7 @@ namespace {
 struct ClassifyArgs {
   std::string model = "vgg19", weights, image, labels, device = "auto";
   int top = 5;
+  bool strict = false;
 };
 
 // torchvision: Resize(256) on the shorter side, CenterCrop(224); a 224x224 image goes in as is.
@@ -53,16 +56,19 @@ void run_classify(const ClassifyArgs& a) {
   Context ctx(Device::parse(a.device));
   Sequential model = make_model(a.model);
   if (a.weights.rfind("random:", 0) == 0) {
-    model.build(ctx, std::stoull(a.weights.substr(7)));
+    model.build(ctx, parse_seed("classify: --weights random:SEED", a.weights.substr(7)));
   } else {
     model.build(ctx, 0);
-    load_weights(a.weights, ctx, model);
+    load_weights_reporting_unused(a.weights, ctx, model, a.strict);
   }
   Tensor x = image_to_tensor(image, ctx);
   Tensor logits = model.forward(ctx, x, false);
   Tensor probs = Tensor::empty(logits.shape(), ctx);
   ctx.backend().softmax_forward(ctx, logits, probs);
   const std::vector<float> p = probs.to_vector(ctx);
+  for (float v : p)
+    CUDL_CHECK(std::isfinite(v), "classify: {} gives non-finite class probabilities ({}) for '{}': unusable weights",
+               a.weights, v, a.image);
   std::vector<int> order(p.size());
   std::iota(order.begin(), order.end(), 0);
   const int k = std::min<int>(a.top, static_cast<int>(p.size()));
@@ -82,11 +88,13 @@ void add_classify_command(CLI::App& app) {
   auto a = std::make_shared<ClassifyArgs>();
   auto* cmd = app.add_subcommand("classify", "Top-K ImageNet classes of an image (torchvision preprocessing)");
   cmd->add_option("--model", a->model, "An ImageNet model (vgg11..vgg19, *_bn)")->capture_default_str();
-  cmd->add_option("--weights", a->weights, "Weights (safetensors, torchvision names) or random:SEED");
+  cmd->add_option("--weights", a->weights, "Weights (safetensors, torchvision names) or random:SEED")
+      ->check(weights_source());
+  add_strict_option(cmd, a->strict);
   cmd->add_option("--image", a->image, "Image (PNG or JPEG)")->required();
-  cmd->add_option("--top", a->top, "How many classes")->check(CLI::Range(1, 1000))->capture_default_str();
-  cmd->add_option("--labels", a->labels, "Class names, one per line");
-  cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->capture_default_str();
+  cmd->add_option("--top", a->top, "How many classes")->transform(whole_number(1, 1000))->capture_default_str();
+  cmd->add_option("--labels", a->labels, "Class names, one per line")->check(input_file());
+  cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
   cmd->callback([a] { run_classify(*a); });
 }
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <memory>
 #include <sstream>
@@ -12,6 +13,7 @@
 #include "engine/io/atomic_file.hpp"
 #include "engine/io/image.hpp"
 #include "models/style_transfer.hpp"
+#include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 #include "tools/cudl/progress.hpp"
 
@@ -36,22 +38,6 @@ std::vector<std::string> split(const std::string& csv) {
   return out;
 }
 
-template <class T>
-std::vector<T> parse_numbers(const std::string& option, const std::string& csv) {
-  std::vector<T> out;
-  for (const auto& item : split(csv)) {
-    try {
-      std::size_t used = 0;
-      const double v = std::stod(item, &used);
-      CUDL_CHECK(used == item.size(), "");
-      out.push_back(static_cast<T>(v));
-    } catch (const std::exception&) {
-      CUDL_THROW("style: {} expects comma-separated numbers, got '{}'", option, csv);
-    }
-  }
-  return out;
-}
-
 const char* kWeightsHelp =
     "style: --weights is required: a VGG19 safetensors file with torchvision names (features.N.weight/bias). "
     "Convert torchvision's vgg19 with tools/convert_torchvision_vgg19.py, or download timm's vgg19.tv_in1k "
@@ -67,8 +53,12 @@ void run_style(StyleArgs a) {
   StyleOptions o = a.o;
   o.content_layers = parse_style_layers(a.content_layers);
   o.style_layers = parse_style_layers(a.style_layers);
-  if (!a.blend_weights.empty()) o.style_blend_weights = parse_numbers<double>("--style-blend-weights", a.blend_weights);
-  if (!a.scales.empty()) o.scales = parse_numbers<int>("--scales", a.scales);
+  if (!a.blend_weights.empty())
+    o.style_blend_weights = parse_number_list("--style-blend-weights", a.blend_weights, at_least(0));
+  if (!a.scales.empty())
+    for (std::int64_t s : parse_whole_number_list("--scales", a.scales, 16, kMaxStyleSide))
+      o.scales.push_back(static_cast<int>(s));
+  check_style_options(o);
   const std::vector<std::string> style_paths = split(a.style);
   CUDL_CHECK(!style_paths.empty(), "style: --style needs at least one image");
   CUDL_CHECK(o.style_blend_weights.empty() || o.style_blend_weights.size() == style_paths.size(),
@@ -78,6 +68,8 @@ void run_style(StyleArgs a) {
     CUDL_CHECK(ext == ".png" || ext == ".PNG" || ext == ".jpg" || ext == ".jpeg" || ext == ".JPG" || ext == ".JPEG",
                "style: --output must end in .png, .jpg or .jpeg, got '{}'", a.output);
   }
+  check_writable_output("--output", a.output);
+  check_writable_output("--log", a.log);
   // Every input is read and checked before any work (and before anything is written).
   const Image content = read_image(a.content);
   std::vector<Image> styles;
@@ -119,6 +111,13 @@ void run_style(StyleArgs a) {
     write_image(with_suffix(a.output, suffix), image);
   };
   StyleResult r = run_style_transfer(ctx, net, content, styles, o, cb);
+  // A NaN or inf loss leaves a black or garbage image: a failure, not a result.
+  const StyleLosses& last = r.log.back().back();
+  CUDL_CHECK(std::isfinite(last.total),
+             "style: the loss ended as {:.4g} (content {:.4g}, style {:.4g}, tv {:.4g}): the weights or the loss "
+             "weights are unusable; "
+             "no image written",
+             last.total, last.content, last.style, last.tv);
   if (!a.log.empty()) {
     std::string csv = "iteration,total,content,style,tv\n";
     for (const auto& rows : r.log)
@@ -140,36 +139,52 @@ void add_style_command(CLI::App& app) {
   cmd->add_option("--content", a->content, "Content image (PNG or JPEG)")->required();
   cmd->add_option("--style", a->style, "Style image(s), comma-separated")->required();
   cmd->add_option("--output", a->output, "Output image (.png or .jpg)")->required();
-  cmd->add_option("--weights", a->weights, "VGG19 safetensors (torchvision names) or random:SEED");
-  cmd->add_option("--style-blend-weights", a->blend_weights, "Weights of the style images (normalised to sum 1)");
+  cmd->add_option("--weights", a->weights, "VGG19 safetensors (torchvision names) or random:SEED")
+      ->check(weights_source());
+  cmd->add_option("--style-blend-weights", a->blend_weights, "Weights of the style images (normalised to sum 1)")
+      ->transform(number_list(at_least(0)));
   cmd->add_option("--size", a->o.size, "Longest side of the output")
-      ->check(CLI::Range(16, 1 << 15))
+      ->transform(whole_number(16, kMaxStyleSide))
       ->capture_default_str();
-  cmd->add_option("--style-scale", a->o.style_scale, "Style images sized to size x this")->capture_default_str();
+  cmd->add_option("--style-scale", a->o.style_scale, "Style images sized to size x this")
+      ->transform(finite_double({0, 100, /*lo_open=*/true}))
+      ->capture_default_str();
   cmd->add_option("--iters", a->o.iters, "Iterations (per scale)")
-      ->check(CLI::Range(0, 1 << 24))
+      ->transform(whole_number(0, 1 << 24))
       ->capture_default_str();
   cmd->add_option("--optimizer", a->o.optimizer, "lbfgs | adam")
       ->check(CLI::IsMember({"lbfgs", "adam"}))
       ->capture_default_str();
-  cmd->add_option("--lr", a->o.lr, "Step size (default: L-BFGS 1, Adam 0.04)");
+  cmd->add_option("--lr", a->o.lr, "Step size (default: L-BFGS 1, Adam 0.04)")
+      ->transform(finite_float(greater_than(0)));
   cmd->add_option("--lbfgs-history", a->o.lbfgs_history, "L-BFGS curvature pairs")
-      ->check(CLI::Range(1, 10000))
+      ->transform(whole_number(1, 10000))
       ->capture_default_str();
-  cmd->add_option("--content-weight", a->o.content_weight, "Content loss weight")->capture_default_str();
-  cmd->add_option("--style-weight", a->o.style_weight, "Style loss weight")->capture_default_str();
-  cmd->add_option("--tv-weight", a->o.tv_weight, "Total-variation weight")->capture_default_str();
+  // The loss weights scale float losses and gradients: finite floats >= 0.
+  cmd->add_option("--content-weight", a->o.content_weight, "Content loss weight")
+      ->transform(finite_float(at_least(0)))
+      ->capture_default_str();
+  cmd->add_option("--style-weight", a->o.style_weight, "Style loss weight")
+      ->transform(finite_float(at_least(0)))
+      ->capture_default_str();
+  cmd->add_option("--tv-weight", a->o.tv_weight, "Total-variation weight")
+      ->transform(finite_float(at_least(0)))
+      ->capture_default_str();
   cmd->add_option("--content-layers", a->content_layers, "Content layers")->capture_default_str();
   cmd->add_option("--style-layers", a->style_layers, "Style layers")->capture_default_str();
   cmd->add_option("--init", a->o.init, "content | random | an image file")->capture_default_str();
   cmd->add_flag("--original-colors", a->o.original_colors, "Keep the content's colours (luminance-only transfer)");
   cmd->add_option("--pooling", a->o.pooling, "max | avg")->check(CLI::IsMember({"max", "avg"}))->capture_default_str();
-  cmd->add_option("--scales", a->scales, "Coarse-to-fine sizes, e.g. 256,512,1024 (overrides --size)");
-  cmd->add_option("--print-every", a->o.print_every, "Report losses every N iterations")->capture_default_str();
-  cmd->add_option("--save-every", a->o.save_every, "Save the image every N iterations (0: never)")
+  cmd->add_option("--scales", a->scales, "Coarse-to-fine sizes, e.g. 256,512,1024 (overrides --size)")
+      ->transform(whole_number_list(16, kMaxStyleSide));
+  cmd->add_option("--print-every", a->o.print_every, "Report losses every N iterations (0: at the end only)")
+      ->transform(whole_number(0, 1 << 24))
       ->capture_default_str();
-  cmd->add_option("--seed", a->o.seed, "Seed of --init random")->capture_default_str();
-  cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->capture_default_str();
+  cmd->add_option("--save-every", a->o.save_every, "Save the image every N iterations (0: never)")
+      ->transform(whole_number(0, 1 << 24))
+      ->capture_default_str();
+  cmd->add_option("--seed", a->o.seed, "Seed of --init random")->transform(seed_number())->capture_default_str();
+  cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
   add_deterministic_option(cmd, a->deterministic);
   cmd->add_option("--log", a->log, "Write per-iteration losses here (CSV)");
   cmd->callback([a] { run_style(*a); });

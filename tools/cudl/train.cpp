@@ -1,6 +1,7 @@
 // `cudl train` and `cudl eval`.
 #include <fmt/format.h>
 
+#include <cmath>
 #include <memory>
 #include <optional>
 
@@ -9,6 +10,7 @@
 #include "models/checkpoint.hpp"
 #include "models/trainer.hpp"
 #include "models/zoo.hpp"
+#include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 #include "tools/cudl/progress.hpp"
 
@@ -50,21 +52,28 @@ void add_model_and_data_options(CLI::App* cmd, TrainArgs& a) {
   cmd->add_option("--dataset", a.dataset, "mnist | fashion-mnist | cifar10 | folder (default: the model's)")
       ->check(CLI::IsMember({"mnist", "fashion-mnist", "cifar10", "folder"}));
   cmd->add_option("--batch-size", a.batch_size, "Images per batch")
-      ->check(CLI::Range(1, 1 << 20))
+      ->transform(whole_number(1, 1 << 20))
       ->capture_default_str();
-  cmd->add_option("--device", a.device, "auto | cpu | cuda | cuda:N")->capture_default_str();
+  cmd->add_option("--device", a.device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
   add_deterministic_option(cmd, a.deterministic);
 }
 
 void run_train(TrainArgs a) {
   (void)model_spec(a.model);
+  // Every output is checked writable before the data is read: a run must not fail at its end.
+  check_writable_output("--save", a.save);
+  check_writable_output("--metrics-json", a.metrics_json);
+  if (!a.resume.empty()) {
+    // The resume file's metadata is checked before the data is read (its tensors when fit loads them).
+    check_input_file("--resume", a.resume);
+    const CheckpointInfo info = read_checkpoint_info(a.resume);
+    CUDL_CHECK(info.model == a.model, "--resume: '{}' holds a {} checkpoint, but --model is {}", a.resume, info.model,
+               a.model);
+    // Dropout's mask streams derive from the build seed: resume with the run's own.
+    if (!a.seed_given) a.seed = info.seed;
+  }
   const std::string kind = a.dataset.empty() ? default_dataset(a.model) : a.dataset;
   DataSplits data = load_dataset(kind, a.data, a.model);
-  if (!a.resume.empty() && !a.seed_given) {
-    // Dropout's mask streams derive from the build seed: resume with the run's own.
-    auto meta = read_safetensors_metadata(a.resume);
-    if (auto it = meta.find("seed"); it != meta.end()) a.seed = std::stoull(it->second);
-  }
   Context ctx(Device::parse(a.device));
   ctx.set_deterministic(a.deterministic);
   Sequential model = make_model(a.model);
@@ -117,19 +126,25 @@ void add_train_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "Train a model on a dataset, evaluating on its test split after every epoch");
   add_model_and_data_options(cmd, *a);
   cmd->add_option("--epochs", a->epochs, "Passes over the training set")
-      ->check(CLI::Range(1, 100000))
+      ->transform(whole_number(1, 100000))
       ->capture_default_str();
   cmd->add_option("--optimizer", a->optimizer, "sgd | adam | adamw")
       ->check(CLI::IsMember({"sgd", "adam", "adamw"}))
       ->capture_default_str();
-  cmd->add_option("--lr", a->lr, "Learning rate, the peak for onecycle (default: 3e-3 for adam/adamw, 0.05 for sgd)");
-  cmd->add_option("--momentum", a->momentum, "SGD momentum")->capture_default_str();
+  cmd->add_option("--lr", a->lr, "Learning rate, the peak for onecycle (default: 3e-3 for adam/adamw, 0.05 for sgd)")
+      ->transform(finite_float(greater_than(0)));
+  cmd->add_option("--momentum", a->momentum, "SGD momentum")
+      ->transform(finite_float(between(0, 1)))
+      ->capture_default_str();
   cmd->add_flag("--nesterov", a->nesterov, "SGD with Nesterov momentum");
-  cmd->add_option("--weight-decay", a->weight_decay, "L2 penalty (decoupled for adamw)")->capture_default_str();
+  cmd->add_option("--weight-decay", a->weight_decay, "L2 penalty (decoupled for adamw)")
+      ->transform(finite_float(at_least(0)))
+      ->capture_default_str();
   cmd->add_option("--schedule", a->schedule, "Learning-rate schedule: none | step | cosine | onecycle")
       ->check(CLI::IsMember({"none", "step", "cosine", "onecycle"}))
       ->capture_default_str();
   cmd->add_option("--seed", a->seed, "Seed for initialisation, shuffling and dropout (default on --resume: the run's)")
+      ->transform(seed_number())
       ->capture_default_str()
       ->each([a](const std::string&) { a->seed_given = true; });
   cmd->add_option("--save", a->save, "Write a checkpoint (safetensors) here after every epoch");
@@ -142,18 +157,23 @@ void add_train_command(CLI::App& app) {
 void add_eval_command(CLI::App& app) {
   auto a = std::make_shared<TrainArgs>();
   auto weights = std::make_shared<std::string>();
+  auto strict = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand("eval", "Evaluate saved weights on a dataset's test split");
   add_model_and_data_options(cmd, *a);
-  cmd->add_option("--weights", *weights, "A checkpoint or weights file (safetensors)")->required();
-  cmd->callback([a, weights] {
+  cmd->add_option("--weights", *weights, "A checkpoint or weights file (safetensors)")->required()->check(input_file());
+  add_strict_option(cmd, *strict);
+  cmd->callback([a, weights, strict] {
     const std::string kind = a->dataset.empty() ? default_dataset(a->model) : a->dataset;
     DataSplits data = load_dataset(kind, a->data, a->model);
     Context ctx(Device::parse(a->device));
     ctx.set_deterministic(a->deterministic);
     Sequential model = make_model(a->model);
     model.build(ctx, 0);
-    load_weights(*weights, ctx, model);
+    load_weights_reporting_unused(*weights, ctx, model, *strict);
     EvalResult r = evaluate(ctx, model, data.test, a->batch_size);
+    // A NaN or inf loss is not an evaluation result: the weights do not work on this data.
+    CUDL_CHECK(std::isfinite(r.loss), "eval: the loss of '{}' on the {} test split is {}: the weights are unusable",
+               *weights, kind, r.loss);
     fmt::print("{} on {} test split ({} images): loss {:.4f} accuracy {:.2f}%\n", a->model, kind, r.samples, r.loss,
                100.0 * r.accuracy);
   });

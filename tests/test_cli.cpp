@@ -1,0 +1,376 @@
+// The cudl CLI against bad input (issue 11): every bad number, list, seed, path or file is refused
+// before any work with exit code 1 and ONE line on stderr that names the option or the file (never
+// "stoull" or a CLI11 exit code); NaN results are failures; outputs that cannot be written are
+// refused before training or optimisation starts; a killed save's temporary is cleaned up.
+// Fast: tiny MNIST-shaped data, the mlp, style at 16 px, --device cpu.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "engine/context.hpp"
+#include "engine/io/safetensors.hpp"
+#include "models/checkpoint.hpp"
+#include "models/zoo.hpp"
+#include "tests/test_util.hpp"
+
+using namespace cudl;
+using cudl::testing::contains;
+using cudl::testing::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kImages = cudl::testing::source_dir() + "/tests/data/";
+
+struct CliResult {
+  int status = -1;  // exit code, or 128 + signal
+  std::string out, err;
+  std::vector<std::string> err_lines() const {
+    std::vector<std::string> lines;
+    std::stringstream ss(err);
+    for (std::string line; std::getline(ss, line);) lines.push_back(line);
+    return lines;
+  }
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  std::string file(const std::string& name) const { return dir_.file(name); }
+
+  CliResult run(const std::string& args) const {
+    const std::string cmd =
+        fmt::format("'{}' {} > '{}' 2> '{}'", cudl::testing::cli_path(), args, file("stdout.txt"), file("stderr.txt"));
+    const int status = std::system(cmd.c_str());
+    CliResult r;
+    r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    r.out = slurp(file("stdout.txt"));
+    r.err = slurp(file("stderr.txt"));
+    return r;
+  }
+
+  // Exit code 1, one line on stderr starting "cudl: error: " and holding every fragment, nothing on
+  // stdout (no work started), and none of the C++ library's words.
+  void expect_refused(const std::string& args, const std::vector<std::string>& fragments) const {
+    const CliResult r = run(args);
+    SCOPED_TRACE("cudl " + args);
+    EXPECT_EQ(r.status, 1);
+    ASSERT_EQ(r.err_lines().size(), 1u) << r.err;
+    const std::string line = r.err_lines()[0];
+    EXPECT_EQ(line.rfind("cudl: error: ", 0), 0u) << line;
+    for (const auto& f : fragments) EXPECT_TRUE(contains(line, f)) << "'" << f << "' not in: " << line;
+    for (const char* leak : {"stoull", "stoll", "stoi", "stod", "std::", "basic_string", "bad_alloc", "Run with"})
+      EXPECT_FALSE(contains(line, leak)) << line;
+    EXPECT_TRUE(r.out.empty()) << "work started: " << r.out;
+  }
+
+  // Four IDX files of n random 28x28 images (and n / 2 test images) with labels 0..9.
+  std::string tiny_mnist(int n = 64, const std::string& name = "mnist") const {
+    const std::string dir = file(name);
+    fs::create_directories(dir);
+    auto be32 = [](std::vector<std::uint8_t>& b, std::uint32_t v) {
+      for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<std::uint8_t>(v >> s));
+    };
+    for (auto [prefix, count] : {std::pair<std::string, int>{"train", n}, {"t10k", n / 2}}) {
+      std::vector<std::uint8_t> images, labels;
+      be32(images, 2051);
+      be32(images, static_cast<std::uint32_t>(count));
+      be32(images, 28);
+      be32(images, 28);
+      for (int i = 0; i < count * 28 * 28; ++i) images.push_back(static_cast<std::uint8_t>((i * 37 + i / 784) % 256));
+      be32(labels, 2049);
+      be32(labels, static_cast<std::uint32_t>(count));
+      for (int i = 0; i < count; ++i) labels.push_back(static_cast<std::uint8_t>(i % 10));
+      cudl::testing::write_bytes(dir + "/" + prefix + "-images-idx3-ubyte", images);
+      cudl::testing::write_bytes(dir + "/" + prefix + "-labels-idx1-ubyte", labels);
+    }
+    return dir;
+  }
+
+  // mlp weights (or a rewritten copy): `edit` changes the tensors and the metadata.
+  void rewrite(const std::string& from, const std::string& to,
+               const std::function<void(std::map<std::string, std::vector<float>>&,
+                                        std::map<std::string, std::string>&)>& edit) const {
+    const SafetensorsFile f = SafetensorsFile::open(from);
+    std::map<std::string, std::vector<float>> tensors;
+    std::map<std::string, Shape> shapes;
+    for (const auto& name : f.names()) {
+      tensors[name] = f.read_f32(name);
+      shapes[name] = f.shape(name);
+    }
+    std::map<std::string, std::string> meta = f.metadata();
+    edit(tensors, meta);
+    std::vector<SafetensorsEntry> entries;
+    for (const auto& [name, v] : tensors)
+      entries.push_back(
+          {name, "F32", shapes.count(name) ? shapes[name] : Shape{static_cast<std::int64_t>(v.size())}, v.data()});
+    write_safetensors(to, entries, meta);
+  }
+  std::string mlp_weights(const std::string& name) const {
+    Context ctx(Device::cpu());
+    Sequential m = make_model("mlp");
+    m.build(ctx, 1);
+    save_weights(file(name), ctx, m);
+    return file(name);
+  }
+
+  std::string style_args(const std::string& output) const {
+    return fmt::format(
+        "style --content '{}' --style '{}' --output '{}' --weights random:1 --size 16 --iters 2 --device cpu "
+        "--style-layers relu1_1 --content-layers relu1_2",
+        kImages + "chelsea.png", kImages + "brick.png", output);
+  }
+
+  TempDir dir_;
+};
+
+TEST_F(Cli, EveryBadNumberIsOneLineNamingTheOptionBeforeAnyWork) {
+  const std::string data = tiny_mnist();
+  const std::string train =
+      fmt::format("train --model mlp --data '{}' --device cpu --epochs 1 --save '{}'", data, file("run.st"));
+  const std::string style = style_args(file("out.png"));
+  const std::string bench = "bench --device cpu --models mlp --repeat 1";
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases{
+      // train: each option, NaN and inf never silently become a default
+      {train + " --lr nan", {"--lr: nan must be a finite number > 0", "(see cudl train --help)"}},
+      {train + " --lr inf", {"--lr: inf must be a finite number > 0"}},
+      {train + " --lr -0.1", {"--lr: -0.1 must be"}},
+      {train + " --lr 0", {"--lr: 0 must be"}},
+      {train + " --lr 1e39", {"--lr: 1e39", "32-bit float"}},
+      {train + " --lr 1e-50", {"--lr: 1e-50 (0 as a 32-bit float)"}},
+      {train + " --lr abc", {"--lr: 'abc' must be a finite number > 0"}},
+      {train + " --momentum nan", {"--momentum: nan must be a finite number in [0, 1]"}},
+      {train + " --momentum 2", {"--momentum: 2 must be"}},
+      {train + " --weight-decay -1", {"--weight-decay: -1 must be a finite number >= 0"}},
+      {train + " --weight-decay inf", {"--weight-decay: inf"}},
+      {train + " --epochs 0", {"--epochs: 0 must be a whole number in [1, 100000]"}},
+      {train + " --epochs 1e3", {"--epochs: 1e3 must be a whole number"}},
+      {train + " --batch-size -5", {"--batch-size: -5 must be a whole number in [1, 1048576]"}},
+      {train + " --batch-size 99999999999999999999", {"--batch-size: 99999999999999999999"}},
+      {train + " --seed -1", {"--seed: -1 must be a whole number in [0, 18446744073709551615]"}},
+      {train + " --seed 18446744073709551616", {"--seed: 18446744073709551616"}},
+      {train + " --seed 12abc", {"--seed: 12abc"}},
+      {train + " --device cuda:abc", {"--device: 'cuda:abc' is not a device: expected cpu, cuda, cuda:N or auto"}},
+      // eval
+      {fmt::format("eval --model mlp --data '{}' --weights '{}' --batch-size 0", data, mlp_weights("w.st")),
+       {"--batch-size: 0"}},
+      // style: weights, scales, sizes, seeds, lists
+      {style + " --style-weight nan", {"--style-weight: nan must be a finite number >= 0"}},
+      {style + " --content-weight -1", {"--content-weight: -1"}},
+      {style + " --tv-weight 1e39", {"--tv-weight: 1e39", "32-bit float"}},
+      {style + " --style-scale 0", {"--style-scale: 0 must be a finite number in (0, 100]"}},
+      {style + " --style-scale nan", {"--style-scale: nan"}},
+      {style + " --style-scale 50 --scales 1024", {"--style-scale 50 makes the style images 51200 px"}},
+      {style + " --lr nan", {"--lr: nan"}},
+      {style + " --size 8", {"--size: 8 must be a whole number in [16, 32768]", "(see cudl style --help)"}},
+      {style + " --size 1e10", {"--size: 1e10"}},
+      {style + " --iters -1", {"--iters: -1"}},
+      {style + " --lbfgs-history 0", {"--lbfgs-history: 0"}},
+      {style + " --print-every -5", {"--print-every: -5"}},
+      {style + " --save-every nan", {"--save-every: nan"}},
+      {style + " --seed -3", {"--seed: -3"}},
+      {style + " --scales 1e10", {"--scales: 1e10 must be a whole number in [16, 32768]"}},
+      {style + " --scales 32,1e10", {"--scales: 1e10 must be", "(in '32,1e10')"}},
+      {style + " --scales 32,,64", {"--scales: '32,,64' has an empty item"}},
+      {style + " --scales abc", {"--scales: abc"}},
+      {style + " --style-blend-weights nan", {"--style-blend-weights: nan must be a finite number >= 0"}},
+      {style + " --style-blend-weights 1,-2", {"--style-blend-weights: -2"}},
+      {style + " --weights random:99999999999999999999", {"--weights: random:99999999999999999999 needs a seed"}},
+      {style + " --weights random:x", {"--weights: random:x needs a seed"}},
+      // classify
+      {fmt::format("classify --image '{}' --weights random:-1 --device cpu", kImages + "chelsea.png"),
+       {"--weights: random:-1 needs a seed", "(see cudl classify --help)"}},
+      {fmt::format("classify --image '{}' --weights random:1 --top 0 --device cpu", kImages + "chelsea.png"),
+       {"--top: 0 must be a whole number in [1, 1000]"}},
+      // bench
+      {bench + " --batch-sizes x", {"--batch-sizes: x must be a whole number in [1, 65536]"}},
+      {bench + " --batch-sizes 1,1e10", {"--batch-sizes: 1e10"}},
+      {bench + " --repeat 0", {"--repeat: 0"}},
+      {"bench --device cpu,gpu --repeat 1", {"--device: 'gpu' is not a device"}},
+  };
+  for (const auto& [args, fragments] : cases) expect_refused(args, fragments);
+  EXPECT_FALSE(fs::exists(file("run.st")));
+  EXPECT_FALSE(fs::exists(file("out.png")));
+}
+
+TEST_F(Cli, UsageErrorsAreOneLineAndExitCodeOne) {
+  expect_refused("", {"A subcommand is required (see cudl --help)"});
+  expect_refused("bogus", {"unknown command 'bogus': expected one of info, summary, train"});
+  expect_refused("train", {"--data is required (see cudl train --help)"});
+  expect_refused("style --size", {"--size", "(see cudl style --help)"});
+  expect_refused("summary --model mlp --extra", {"--extra"});
+  expect_refused("train --data . --deterministic maybe", {"--deterministic"});
+  // --help and --version are not errors.
+  const CliResult help = run("train --help");
+  EXPECT_EQ(help.status, 0);
+  EXPECT_TRUE(contains(help.out, "--lr")) << help.out;
+  EXPECT_EQ(run("--version").status, 0);
+}
+
+TEST_F(Cli, EvalRefusesWeightsHoldingNanOrInfNamingTheFileAndTheTensor) {
+  const std::string data = tiny_mnist();
+  const std::string good = mlp_weights("good.st");
+  for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    rewrite(good, file("bad.st"), [&](auto& tensors, auto&) { tensors.at("fc2.weight").at(7) = bad; });
+    expect_refused(fmt::format("eval --model mlp --data '{}' --weights '{}' --device cpu", data, file("bad.st")),
+                   {file("bad.st"), "non-finite", "'fc2.weight'", "index 7"});
+  }
+  // Finite weights so large the logits overflow: a NaN/inf loss is a failure, not a result.
+  rewrite(good, file("huge.st"), [&](auto& tensors, auto&) {
+    for (float& w : tensors.at("fc2.weight")) w = 3e38f;
+  });
+  expect_refused(fmt::format("eval --model mlp --data '{}' --weights '{}' --device cpu", data, file("huge.st")),
+                 {"eval: the loss of '" + file("huge.st") + "' on the mnist test split is", "unusable"});
+  // The good file evaluates.
+  const CliResult r = run(fmt::format("eval --model mlp --data '{}' --weights '{}' --device cpu", data, good));
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "accuracy")) << r.out;
+}
+
+TEST_F(Cli, ExtraTensorsAreAWarningAndAnErrorWithStrict) {
+  const std::string data = tiny_mnist();
+  rewrite(mlp_weights("good.st"), file("extra.st"), [](auto& tensors, auto&) {
+    tensors["classifier.9.weight"] = {1, 2, 3};
+    tensors["typo.bias"] = {0};
+  });
+  const std::string eval =
+      fmt::format("eval --model mlp --data '{}' --weights '{}' --device cpu", data, file("extra.st"));
+  const CliResult r = run(eval);
+  EXPECT_EQ(r.status, 0) << r.err;
+  ASSERT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_EQ(r.err_lines()[0], fmt::format("cudl: warning: '{}' holds 2 tensors the model does not use: "
+                                          "classifier.9.weight, typo.bias (--strict makes this an error)",
+                                          file("extra.st")));
+  expect_refused(eval + " --strict", {file("extra.st"), "unexpected classifier.9.weight; unexpected typo.bias"});
+}
+
+TEST_F(Cli, AFolderOrADeviceIsNotAWeightsOrCheckpointFile) {
+  const std::string data = tiny_mnist();
+  fs::create_directories(file("folder.st"));
+  expect_refused(fmt::format("eval --model mlp --data '{}' --weights '{}' --device cpu", data, file("folder.st")),
+                 {"--weights: '" + file("folder.st") + "' is a folder, not a file"});
+  expect_refused(fmt::format("eval --model mlp --data '{}' --weights /dev/zero --device cpu", data),
+                 {"--weights: '/dev/zero' is not a regular file"});
+  expect_refused(fmt::format("eval --model mlp --data '{}' --weights '{}' --device cpu", data, file("missing.st")),
+                 {"--weights: '" + file("missing.st") + "' does not exist"});
+  expect_refused(fmt::format("train --model mlp --data '{}' --resume '{}' --device cpu", data, file("folder.st")),
+                 {"--resume '" + file("folder.st") + "' is a folder, not a file"});
+  expect_refused(
+      fmt::format("classify --image '{}' --weights '{}' --device cpu", kImages + "chelsea.png", file("folder.st")),
+      {"is a folder"});
+}
+
+TEST_F(Cli, ResumeRefusesOverflowingCountsAndBadMetadataNamingTheFile) {
+  const std::string data = tiny_mnist();
+  const std::string train = fmt::format("train --model mlp --data '{}' --device cpu --batch-size 32", data);
+  ASSERT_EQ(run(train + fmt::format(" --epochs 1 --save '{}'", file("run.st"))).status, 0);
+  const std::string resume = fmt::format("{} --epochs 2 --resume '{}'", train, file("bad.st"));
+  rewrite(file("run.st"), file("bad.st"), [](auto&, auto& meta) { meta["optimizer.steps"] = "9223372036854775807"; });
+  expect_refused(resume, {file("bad.st"), "metadata optimizer.steps = 9223372036854775807 is outside [0, "});
+  rewrite(file("run.st"), file("bad.st"), [](auto&, auto& meta) { meta["optimizer.steps"] = "-2"; });
+  expect_refused(resume, {file("bad.st"), "optimizer.steps = -2"});
+  rewrite(file("run.st"), file("bad.st"), [](auto&, auto& meta) { meta["seed"] = "99999999999999999999"; });
+  expect_refused(resume, {file("bad.st"), "metadata seed = '99999999999999999999', expected an integer"});
+  rewrite(file("run.st"), file("bad.st"), [](auto&, auto& meta) { meta["extra.metrics"] = "{not json"; });
+  const CliResult r = run(resume);  // fails after the data is read: only the one line matters here
+  EXPECT_EQ(r.status, 1);
+  ASSERT_FALSE(r.err_lines().empty());
+  EXPECT_TRUE(contains(r.err_lines().back(), "extra.metrics is not the metrics list cudl writes")) << r.err;
+  EXPECT_TRUE(contains(r.err_lines().back(), file("bad.st"))) << r.err;
+}
+
+TEST_F(Cli, OutputsThatCannotBeWrittenAreRefusedBeforeAnyWork) {
+  const std::string data = tiny_mnist();
+  fs::create_directories(file("folder"));
+  const std::string train = fmt::format("train --model mlp --data '{}' --device cpu --epochs 1", data);
+  const std::string missing = file("no/such/folder/x.st");
+  expect_refused(train + " --save '" + missing + "'",
+                 {"--save '" + missing + "': the folder '" + file("no/such/folder") + "' does not exist"});
+  expect_refused(train + " --save '" + file("folder") + "'", {"--save '" + file("folder") + "' is a folder"});
+  expect_refused(train + " --metrics-json '" + missing + "'", {"--metrics-json '" + missing + "'"});
+  expect_refused(train + " --save /dev/null", {"--save '/dev/null' exists and is not a regular file"});
+  expect_refused(style_args(file("no/x.png")), {"--output '" + file("no/x.png") + "'"});
+  expect_refused(style_args(file("out.png")) + " --log '" + file("folder") + "'", {"--log '" + file("folder") + "'"});
+  expect_refused("bench --device cpu --ops sum --repeat 1 --json '" + missing + "'", {"--json '" + missing + "'"});
+  // A folder we may not write in: permissions for a user; root writes anywhere except read-only
+  // file systems such as /sys.
+  std::string read_only;
+  if (::geteuid() != 0) {
+    read_only = file("read-only");
+    fs::create_directories(read_only);
+    fs::permissions(read_only, fs::perms::owner_read | fs::perms::owner_exec);
+  } else if (fs::is_directory("/sys")) {
+    std::string probe = "/sys/.cudl-test-XXXXXX";
+    const int fd = ::mkstemp(probe.data());
+    if (fd < 0)
+      read_only = "/sys";  // sysfs refuses new files even to root
+    else
+      ::close(fd), ::unlink(probe.c_str());
+  }
+  if (!read_only.empty()) {
+    expect_refused(train + " --save '" + read_only + "/x.st'", {"--save '" + read_only + "/x.st': cannot write in"});
+    expect_refused(style_args(read_only + "/x.png"), {"--output '" + read_only + "/x.png': cannot write in"});
+  }
+  EXPECT_FALSE(fs::exists(file("out.png")));
+}
+
+TEST_F(Cli, ARunThatDivergesFailsAndSavesNothing) {
+  const std::string data = tiny_mnist();
+  const CliResult r =
+      run(fmt::format("train --model mlp --data '{}' --device cpu --epochs 1 --batch-size 16 --optimizer sgd "
+                      "--schedule none --lr 1e30 --save '{}'",
+                      data, file("run.st")));
+  EXPECT_EQ(r.status, 1);
+  ASSERT_FALSE(r.err_lines().empty());
+  EXPECT_TRUE(contains(r.err_lines().back(), "training diverged")) << r.err;
+  EXPECT_TRUE(contains(r.err_lines().back(), "stopped before saving it to '" + file("run.st") + "'")) << r.err;
+  EXPECT_FALSE(fs::exists(file("run.st")));
+}
+
+TEST_F(Cli, StyleWithANonFiniteLossWritesNoImage) {
+  const CliResult r = run(style_args(file("out.png")) + " --tv-weight 3e38");
+  EXPECT_EQ(r.status, 1);
+  ASSERT_FALSE(r.err_lines().empty());
+  EXPECT_TRUE(contains(r.err_lines().back(), "style: the loss ended as")) << r.err;
+  EXPECT_TRUE(contains(r.err_lines().back(), "no image written")) << r.err;
+  EXPECT_FALSE(fs::exists(file("out.png")));
+}
+
+TEST_F(Cli, ASaveRemovesTheTemporaryAKilledSaveOfTheSameFileLeft) {
+  const std::string stale = file(".out.png.Ab12Cd.tmp"), other = file(".other.png.Ab12Cd.tmp");
+  cudl::testing::write_string(stale, "half an image");
+  cudl::testing::write_string(other, "another target's");
+  const CliResult r = run(style_args(file("out.png")));
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(fs::exists(file("out.png")));
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_TRUE(fs::exists(other));
+}
+
+TEST_F(Cli, AnIdxFileLongerThanItsHeaderSaysIsNamed) {
+  const std::string data = tiny_mnist();
+  std::ofstream(data + "/t10k-labels-idx1-ubyte", std::ios::binary | std::ios::app).put('\x01');
+  const CliResult r = run(fmt::format("train --model mlp --data '{}' --device cpu --epochs 1", data));
+  EXPECT_EQ(r.status, 1);
+  ASSERT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_TRUE(contains(r.err, "t10k-labels-idx1-ubyte' is too long (trailing bytes): 41 bytes")) << r.err;
+}
+
+}  // namespace

@@ -1,0 +1,306 @@
+#include "tools/cudl/checks.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <sstream>
+
+#include "engine/device.hpp"
+#include "engine/error.hpp"
+
+namespace cudl::cli {
+
+namespace fs = std::filesystem;
+
+Bounds at_least(double lo) { return {lo, std::numeric_limits<double>::infinity(), false, false}; }
+Bounds greater_than(double lo) { return {lo, std::numeric_limits<double>::infinity(), true, false}; }
+Bounds between(double lo, double hi) { return {lo, hi, false, false}; }
+
+namespace {
+
+constexpr double kFloatMax = std::numeric_limits<float>::max();
+
+std::string trim(const std::string& text) {
+  const auto first = text.find_first_not_of(" \t");
+  if (first == std::string::npos) return {};
+  return text.substr(first, text.find_last_not_of(" \t") - first + 1);
+}
+
+// "> 0", ">= 0", "in [0, 1]", "in (0, 10]", or "" when unbounded.
+std::string describe(const Bounds& b) {
+  const bool has_lo = std::isfinite(b.lo), has_hi = std::isfinite(b.hi);
+  if (has_lo && has_hi) return fmt::format("in {}{}, {}{}", b.lo_open ? '(' : '[', b.lo, b.hi, b.hi_open ? ')' : ']');
+  if (has_lo) return fmt::format("{} {}", b.lo_open ? ">" : ">=", b.lo);
+  if (has_hi) return fmt::format("{} {}", b.hi_open ? "<" : "<=", b.hi);
+  return {};
+}
+
+std::string expected_number(const Bounds& b) {
+  const std::string range = describe(b);
+  return range.empty() ? "a finite number" : "a finite number " + range;
+}
+
+// The value of `text` when it is a finite number within `b` (and within a float when `as_float`),
+// else the reason.
+std::string check_number(const std::string& raw, const Bounds& b, bool as_float, double& out) {
+  const std::string text = trim(raw);
+  const std::string expected = expected_number(b);
+  if (text.empty()) return fmt::format("'{}' must be {}", raw, expected);
+  errno = 0;
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (end != text.c_str() + text.size()) return fmt::format("'{}' must be {}", raw, expected);
+  if (!std::isfinite(v) || (errno == ERANGE && std::abs(v) > 1)) return fmt::format("{} must be {}", text, expected);
+  if (as_float && std::abs(v) > kFloatMax)
+    return fmt::format("{} must be {} that fits a 32-bit float (magnitude at most {:g})", text, expected, kFloatMax);
+  // A float option is checked at the precision it is stored in: 1e-50 becomes 0.
+  const double stored = as_float ? static_cast<double>(static_cast<float>(v)) : v;
+  const auto within = [&](double x) {
+    return (b.lo_open ? x > b.lo : x >= b.lo) && (b.hi_open ? x < b.hi : x <= b.hi);
+  };
+  if (!within(v)) return fmt::format("{} must be {}", text, expected);
+  if (!within(stored)) return fmt::format("{} ({} as a 32-bit float) must be {}", text, stored, expected);
+  out = v;
+  return {};
+}
+
+template <class Int>
+std::string check_integer(const std::string& raw, Int lo, Int hi, Int& out) {
+  const std::string text = trim(raw);
+  const std::string expected = fmt::format("a whole number in [{}, {}]", lo, hi);
+  Int v{};
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || v < lo || v > hi)
+    return fmt::format("{} must be {}", text.empty() ? std::string("''") : text, expected);
+  out = v;
+  return {};
+}
+
+std::vector<std::string> split_items(const std::string& csv) {
+  std::vector<std::string> items;
+  std::stringstream ss(csv);
+  for (std::string item; std::getline(ss, item, ',');) items.push_back(trim(item));
+  if (!csv.empty() && csv.back() == ',') items.emplace_back();
+  return items;
+}
+
+// Checks each item with `check` (which fills the value); returns the reason of the first failure.
+template <class T, class Check>
+std::string check_list(const std::string& csv, const std::string& expected, std::vector<T>& out, Check check) {
+  const std::vector<std::string> items = split_items(csv);
+  if (items.empty()) return fmt::format("'{}' must be {}", csv, expected);
+  out.clear();
+  for (const std::string& item : items) {
+    if (item.empty()) return fmt::format("'{}' has an empty item; expected {}", csv, expected);
+    T value{};
+    if (std::string why = check(item, value); !why.empty())
+      return items.size() == 1 ? why : fmt::format("{} (in '{}')", why, csv);
+    out.push_back(value);
+  }
+  return {};
+}
+
+std::string check_int_list(const std::string& csv, std::int64_t lo, std::int64_t hi, std::vector<std::int64_t>& out) {
+  return check_list(csv, fmt::format("comma-separated whole numbers in [{}, {}]", lo, hi), out,
+                    [&](const std::string& item, std::int64_t& v) { return check_integer(item, lo, hi, v); });
+}
+
+std::string check_real_list(const std::string& csv, const Bounds& b, std::vector<double>& out) {
+  return check_list(csv, "comma-separated finite numbers " + describe(b), out,
+                    [&](const std::string& item, double& v) { return check_number(item, b, false, v); });
+}
+
+template <class T>
+std::string join(const std::vector<T>& values) {
+  std::string out;
+  for (const T& v : values) out += (out.empty() ? "" : ",") + fmt::format("{}", v);
+  return out;
+}
+
+std::string check_seed(const std::string& text, std::uint64_t& out) {
+  return check_integer<std::uint64_t>(text, 0, std::numeric_limits<std::uint64_t>::max(), out);
+}
+
+// Why `path` is not a readable regular file, or "".
+std::string input_file_problem(const std::string& path) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (ec || !fs::exists(st))
+    return fmt::format(
+        "'{}' does not exist{}", path,
+        ec && ec != std::errc::no_such_file_or_directory ? fmt::format(" or cannot be read ({})", ec.message()) : "");
+  if (fs::is_directory(st)) return fmt::format("'{}' is a folder, not a file", path);
+  if (!fs::is_regular_file(st)) return fmt::format("'{}' is not a regular file", path);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fmt::format("'{}' cannot be read: {}", path, std::strerror(errno));
+  ::close(fd);
+  return {};
+}
+
+}  // namespace
+
+CLI::Validator finite_float(Bounds b) {
+  return CLI::Validator(
+      [b](std::string& text) {
+        double v = 0;
+        std::string why = check_number(text, b, /*as_float=*/true, v);
+        if (why.empty()) text = fmt::format("{}", static_cast<float>(v));
+        return why;
+      },
+      describe(b));
+}
+
+CLI::Validator finite_double(Bounds b) {
+  return CLI::Validator(
+      [b](std::string& text) {
+        double v = 0;
+        std::string why = check_number(text, b, /*as_float=*/false, v);
+        if (why.empty()) text = fmt::format("{}", v);
+        return why;
+      },
+      describe(b));
+}
+
+CLI::Validator whole_number(std::int64_t lo, std::int64_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) {
+        std::int64_t v = 0;
+        std::string why = check_integer(text, lo, hi, v);
+        if (why.empty()) text = std::to_string(v);
+        return why;
+      },
+      fmt::format("in [{}, {}]", lo, hi));
+}
+
+CLI::Validator seed_number() {
+  return CLI::Validator(
+      [](std::string& text) {
+        std::uint64_t v = 0;
+        std::string why = check_seed(text, v);
+        if (why.empty()) text = std::to_string(v);
+        return why;
+      },
+      "in [0, 2^64-1]");
+}
+
+CLI::Validator whole_number_list(std::int64_t lo, std::int64_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) {
+        std::vector<std::int64_t> values;
+        std::string why = check_int_list(text, lo, hi, values);
+        if (why.empty()) text = join(values);
+        return why;
+      },
+      fmt::format("comma-separated, each in [{}, {}]", lo, hi));
+}
+
+CLI::Validator number_list(Bounds b) {
+  return CLI::Validator(
+      [b](std::string& text) {
+        std::vector<double> values;
+        std::string why = check_real_list(text, b, values);
+        if (why.empty()) text = join(values);
+        return why;
+      },
+      "comma-separated, each " + describe(b));
+}
+
+CLI::Validator device_name(bool list) {
+  return CLI::Validator(
+      [list](std::string& text) -> std::string {
+        const std::vector<std::string> items = list ? split_items(text) : std::vector<std::string>{text};
+        if (items.empty()) return "'' is not a device: expected cpu, cuda, cuda:N or auto";
+        for (const std::string& item : items) {
+          if (item == "auto") continue;  // resolved later: it asks the driver how many GPUs there are
+          try {
+            (void)Device::parse(item);
+          } catch (const Error&) {
+            return fmt::format("'{}' is not a device: expected cpu, cuda, cuda:N or auto{}", item,
+                               list ? ", comma-separated" : "");
+          }
+        }
+        return {};
+      },
+      list ? "comma-separated cpu|cuda|cuda:N" : "cpu|cuda|cuda:N|auto");
+}
+
+CLI::Validator input_file() {
+  return CLI::Validator([](std::string& text) { return input_file_problem(text); }, "an existing file");
+}
+
+CLI::Validator weights_source() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        if (text.starts_with("random:")) {
+          std::uint64_t seed = 0;
+          if (!check_seed(text.substr(7), seed).empty())
+            return fmt::format("{} needs a seed, a whole number in [0, {}], after 'random:'", text,
+                               std::numeric_limits<std::uint64_t>::max());
+          return {};
+        }
+        return input_file_problem(text);
+      },
+      "a file or random:SEED");
+}
+
+std::vector<std::int64_t> parse_whole_number_list(const std::string& option, const std::string& csv, std::int64_t lo,
+                                                  std::int64_t hi) {
+  std::vector<std::int64_t> values;
+  const std::string why = check_int_list(csv, lo, hi, values);
+  CUDL_CHECK(why.empty(), "{}: {}", option, why);
+  return values;
+}
+
+std::vector<double> parse_number_list(const std::string& option, const std::string& csv, Bounds b) {
+  std::vector<double> values;
+  const std::string why = check_real_list(csv, b, values);
+  CUDL_CHECK(why.empty(), "{}: {}", option, why);
+  return values;
+}
+
+std::uint64_t parse_seed(const std::string& what, const std::string& text) {
+  std::uint64_t seed = 0;
+  const std::string why = check_seed(text, seed);
+  CUDL_CHECK(why.empty(), "{}: {}", what, why);
+  return seed;
+}
+
+void check_writable_output(const std::string& option, const std::string& path) {
+  if (path.empty()) return;
+  const fs::path target(path);
+  std::error_code ec;
+  const fs::file_status st = fs::status(target, ec);
+  CUDL_CHECK(!fs::is_directory(st), "{} '{}' is a folder; give the path of a file to write", option, path);
+  // The save renames a temporary over the target: that would replace a device or a pipe (as root,
+  // even /dev/null), so only a regular file or nothing may be there.
+  CUDL_CHECK(!fs::exists(st) || fs::is_regular_file(st), "{} '{}' exists and is not a regular file", option, path);
+  const std::string name = target.filename().string();
+  CUDL_CHECK(!name.empty() && name != "." && name != "..", "{} '{}' names a folder; give the path of a file to write",
+             option, path);
+  const fs::path folder = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  const fs::file_status folder_status = fs::status(folder, ec);
+  CUDL_CHECK(fs::exists(folder_status), "{} '{}': the folder '{}' does not exist", option, path, folder.string());
+  CUDL_CHECK(fs::is_directory(folder_status), "{} '{}': '{}' is not a folder", option, path, folder.string());
+  // Permissions alone do not say it (root, read-only mounts, ACLs, a full quota): try it.
+  std::string probe = (folder / ".cudl-write-check-XXXXXX").string();
+  const int fd = ::mkstemp(probe.data());
+  CUDL_CHECK(fd >= 0, "{} '{}': cannot write in the folder '{}': {}", option, path, folder.string(),
+             std::strerror(errno));
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
+void check_input_file(const std::string& option, const std::string& path) {
+  const std::string why = input_file_problem(path);
+  CUDL_CHECK(why.empty(), "{} {}", option, why);
+}
+
+}  // namespace cudl::cli
