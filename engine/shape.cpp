@@ -13,8 +13,16 @@ Shape::Shape(std::initializer_list<std::int64_t> dims) {
 }
 
 std::int64_t Shape::numel() const {
+  // Dims come from files too (IDX headers, safetensors shapes): a product that overflows would
+  // wrap to a small or zero count and size a buffer smaller than the data that follows.
+  // A zero dim makes the count zero whatever the others are.
   std::int64_t n = 1;
-  for (int i = 0; i < rank_; ++i) n *= dims_[static_cast<std::size_t>(i)];
+  bool overflow = false;
+  for (int i = 0; i < rank_; ++i) {
+    if (dims_[static_cast<std::size_t>(i)] == 0) return 0;
+    overflow |= __builtin_mul_overflow(n, dims_[static_cast<std::size_t>(i)], &n);
+  }
+  CUDL_CHECK(!overflow, "Shape {}: the element count overflows a 64-bit integer", str());
   return n;
 }
 
