@@ -1,6 +1,8 @@
 // Image decoding, encoding and resampling (engine/io/image.hpp). Inputs of every PNG flavour are
 // written here with libpng's simplified API, so the test needs no binary fixtures beyond one photo.
 #include <png.h>
+#include <stdlib.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cmath>
@@ -49,6 +51,73 @@ float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]));
   return worst;
 }
+
+void put_be32(std::vector<std::uint8_t>& out, std::uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<std::uint8_t>(v >> shift));
+}
+
+void png_chunk(std::vector<std::uint8_t>& out, const char* type, const std::vector<std::uint8_t>& data) {
+  put_be32(out, static_cast<std::uint32_t>(data.size()));
+  std::vector<std::uint8_t> body(type, type + 4);
+  body.insert(body.end(), data.begin(), data.end());
+  out.insert(out.end(), body.begin(), body.end());
+  put_be32(out, static_cast<std::uint32_t>(crc32(0, body.data(), static_cast<uInt>(body.size()))));
+}
+
+// An 8-bit RGB PNG whose header says width x height; its pixel data is `rows` zero rows, so
+// a large claim costs a few bytes (a whole image of zeros compresses to next to nothing).
+std::vector<std::uint8_t> png_claiming(std::uint32_t width, std::uint32_t height, std::uint32_t rows) {
+  std::vector<std::uint8_t> png{0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
+  std::vector<std::uint8_t> ihdr;
+  put_be32(ihdr, width);
+  put_be32(ihdr, height);
+  ihdr.insert(ihdr.end(), {8, 2, 0, 0, 0});  // 8 bits, RGB, deflate, adaptive filters, no interlace
+  png_chunk(png, "IHDR", ihdr);
+  std::vector<std::uint8_t> raw(static_cast<std::size_t>(rows) * (1 + 3 * std::size_t{width}), 0);
+  uLongf size = compressBound(static_cast<uLong>(raw.size()));
+  std::vector<std::uint8_t> idat(size);
+  EXPECT_EQ(compress2(idat.data(), &size, raw.data(), static_cast<uLong>(raw.size()), 9), Z_OK);
+  idat.resize(size);
+  png_chunk(png, "IDAT", idat);
+  png_chunk(png, "IEND", {});
+  return png;
+}
+
+// A real JPEG whose frame header (SOF0) is patched to claim width x height.
+std::vector<std::uint8_t> jpeg_claiming(const std::string& scratch, std::uint16_t width, std::uint16_t height) {
+  write_image(scratch, gradient(16, 16, 3));
+  std::vector<std::uint8_t> jpeg = read_bytes(scratch);
+  for (std::size_t i = 0; i + 8 < jpeg.size(); ++i) {
+    if (jpeg[i] == 0xff && jpeg[i + 1] == 0xc0) {  // FFC0 length(2) precision(1) height(2) width(2)
+      jpeg[i + 5] = static_cast<std::uint8_t>(height >> 8), jpeg[i + 6] = static_cast<std::uint8_t>(height);
+      jpeg[i + 7] = static_cast<std::uint8_t>(width >> 8), jpeg[i + 8] = static_cast<std::uint8_t>(width);
+      return jpeg;
+    }
+  }
+  ADD_FAILURE() << "no SOF0 marker in " << scratch;
+  return jpeg;
+}
+
+// Sets an environment variable for one scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    ::setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_) {
+      ::setenv(name_, old_.c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_ = false;
+};
 
 std::vector<std::string> folder_entries(const std::filesystem::path& dir) {
   std::vector<std::string> names;
@@ -341,4 +410,125 @@ TEST(Image, WriteReplacesAnExistingFile) {
   EXPECT_EQ(back.width, 6);
   EXPECT_EQ(back.channels, 1);
   EXPECT_EQ(folder_entries(dir.path()), (std::vector<std::string>{"a.png"}));
+}
+
+// ------------------------------------------------------------------ memory bombs (pixel limits)
+
+TEST(Image, PngClaimingMoreThanThePixelLimitIsRefusedFromItsHeader) {
+  TempDir dir;
+  ASSERT_EQ(std::getenv("CUDL_MAX_PIXELS"), nullptr) << "the test expects the default limit";
+  // 20000x20000 = 400 megapixels (4.8 GB as RGB floats) in a few hundred bytes.
+  std::vector<std::uint8_t> bomb = png_claiming(20000, 20000, 1);
+  ASSERT_LT(bomb.size(), 1000u);
+  write_bytes(dir.file("bomb.png"), bomb);
+  std::string message = error_message([&] { read_image(dir.file("bomb.png")); });
+  EXPECT_TRUE(contains(message, dir.file("bomb.png"))) << message;
+  EXPECT_TRUE(contains(message, "20000x20000")) << message;
+  EXPECT_TRUE(contains(message, "400000000 pixels")) << message;
+  EXPECT_TRUE(contains(message, "limit of 100000000 pixels")) << message;
+  EXPECT_TRUE(contains(message, "CUDL_MAX_PIXELS")) << message;
+}
+
+TEST(Image, JpegClaimingMoreThanThePixelLimitIsRefusedFromItsHeader) {
+  TempDir dir;
+  std::vector<std::uint8_t> bomb = jpeg_claiming(dir.file("small.jpg"), 30257, 10758);
+  ASSERT_LT(bomb.size(), 2000u);
+  std::string message = error_message([&] { decode_image(bomb, "bomb.jpg"); });
+  EXPECT_TRUE(contains(message, "'bomb.jpg'")) << message;
+  EXPECT_TRUE(contains(message, "JPEG claims 30257x10758")) << message;
+  EXPECT_TRUE(contains(message, "limit of 100000000 pixels")) << message;
+}
+
+TEST(Image, ThePixelLimitIsAnOptionAndAnEnvironmentVariable) {
+  TempDir dir;
+  write_image(dir.file("a.png"), gradient(16, 16, 3));
+  write_image(dir.file("a.jpg"), gradient(16, 16, 3));
+  for (const char* name : {"a.png", "a.jpg"}) {
+    ImageReadOptions options;
+    options.max_pixels = 255;
+    std::string message = error_message([&] { read_image(dir.file(name), options); });
+    EXPECT_TRUE(contains(message, "16x16 (256 pixels), over the limit of 255 pixels")) << message;
+    options.max_pixels = 256;
+    EXPECT_EQ(read_image(dir.file(name), options).width, 16);
+  }
+  EXPECT_EQ(image_pixel_limit(), kDefaultMaxImagePixels);
+  {
+    ScopedEnv env("CUDL_MAX_PIXELS", "100");
+    EXPECT_EQ(image_pixel_limit(), 100u);
+    std::string message = error_message([&] { read_image(dir.file("a.png")); });
+    EXPECT_TRUE(contains(message, dir.file("a.png"))) << message;
+    EXPECT_TRUE(contains(message, "over the limit of 100 pixels (CUDL_MAX_PIXELS)")) << message;
+    // The option wins over the environment.
+    ImageReadOptions options;
+    options.max_pixels = 1000;
+    EXPECT_EQ(read_image(dir.file("a.png"), options).width, 16);
+  }
+  for (const char* bad : {"", "lots", "-5", "0", "1e9", "99999999999999999999999"}) {
+    ScopedEnv env("CUDL_MAX_PIXELS", bad);
+    std::string message = error_message([&] { read_image(dir.file("a.png")); });
+    EXPECT_TRUE(contains(message, "CUDL_MAX_PIXELS")) << bad << ": " << message;
+    EXPECT_TRUE(contains(message, "positive whole number")) << bad << ": " << message;
+  }
+}
+
+TEST(Image, ResizeRefusesATargetOverThePixelLimit) {
+  // A 3000x1 image (a valid 93-byte PNG) with its shorter side resized to 256 would be 768000x256:
+  // 2.4 GB of floats.
+  Image thin(3000, 1, 3);
+  std::string message = error_message([&] { resize(thin, 768000, 256); });
+  EXPECT_TRUE(contains(message, "resize: 3000x1 -> 768000x256")) << message;
+  EXPECT_TRUE(contains(message, "196608000 pixels, over the limit of 100000000")) << message;
+  // The crop of it that classify and the image-folder loader keep costs 224x224.
+  Image window = resize_center_crop(thin, 768000, 256, 224, 224);
+  EXPECT_EQ(window.width, 224);
+  EXPECT_EQ(window.height, 224);
+}
+
+TEST(Image, ResizeCenterCropEqualsResizeThenCenterCrop) {
+  Image src = gradient(37, 23, 3);
+  for (std::size_t i = 0; i < src.pixels.size(); ++i)
+    src.pixels[i] = std::fmod(src.pixels[i] * 7.3f + i * 0.013f, 1.0f);
+  struct Case {
+    int width, height, crop_width, crop_height;
+  };
+  for (const Case& c : {Case{80, 50, 30, 20}, Case{10, 7, 5, 5}, Case{37, 60, 37, 11}, Case{90, 23, 13, 23},
+                        Case{37, 23, 20, 20}, Case{12, 200, 12, 12}}) {
+    Image expected = center_crop(resize(src, c.width, c.height), c.crop_width, c.crop_height);
+    Image got = resize_center_crop(src, c.width, c.height, c.crop_width, c.crop_height);
+    ASSERT_EQ(got.width, expected.width);
+    ASSERT_EQ(got.height, expected.height);
+    EXPECT_EQ(got.pixels, expected.pixels)
+        << c.width << "x" << c.height << " crop " << c.crop_width << "x" << c.crop_height;
+  }
+  Image thin = gradient(50, 2, 1);
+  EXPECT_EQ(resize_center_crop(thin, 400, 16, 16, 16).pixels, center_crop(resize(thin, 400, 16), 16, 16).pixels);
+  std::string message = error_message([&] { resize_center_crop(src, 10, 10, 11, 5); });
+  EXPECT_TRUE(contains(message, "11x5")) << message;
+}
+
+TEST(Image, LargeJpegsDecodeAtAReducedScaleWhenASmallerSizeIsAllThatIsNeeded) {
+  TempDir dir;
+  Image full = gradient(400, 200, 3);
+  write_image(dir.file("big.jpg"), full);
+  write_image(dir.file("big.png"), full);
+  struct Case {
+    int longest, shorter, width, height;
+  };
+  for (const Case& c : {Case{100, 0, 100, 50},    // 1/4: the longest side stays >= 100
+                        Case{0, 60, 200, 100},    // 1/2: 1/4 would leave a shorter side of 50
+                        Case{0, 25, 50, 25},      // 1/8
+                        Case{120, 60, 200, 100},  // both needs
+                        Case{0, 201, 400, 200},   // more than the image: full size
+                        Case{0, 0, 400, 200}}) {
+    ImageReadOptions options;
+    options.longest_side = c.longest;
+    options.shorter_side = c.shorter;
+    Image scaled = read_image(dir.file("big.jpg"), options);
+    EXPECT_EQ(scaled.width, c.width) << c.longest << "/" << c.shorter;
+    EXPECT_EQ(scaled.height, c.height) << c.longest << "/" << c.shorter;
+    // Close to the full image shrunk the ordinary way.
+    EXPECT_LT(max_abs_diff(scaled.pixels, resize(full, c.width, c.height).pixels), 0.05f);
+    // PNGs are decoded whole.
+    EXPECT_EQ(read_image(dir.file("big.png"), options).width, 400);
+  }
 }

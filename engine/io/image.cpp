@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
 // jpeglib.h needs FILE and size_t declared first.
 #include <jerror.h>
@@ -42,6 +43,25 @@ void check_size(std::uint64_t width, std::uint64_t height, std::uint64_t channel
              channels, kMaxValues);
 }
 
+// The limit a read enforces and how the user changes it, for the message.
+struct PixelLimit {
+  std::uint64_t pixels;
+  const char* hint;
+};
+
+PixelLimit resolve_limit(const ImageReadOptions& options) {
+  if (options.max_pixels > 0) return {options.max_pixels, ""};
+  return {image_pixel_limit(), std::getenv("CUDL_MAX_PIXELS") ? " (CUDL_MAX_PIXELS)" : " (CUDL_MAX_PIXELS raises it)"};
+}
+
+// From the header, before a byte of pixel data is decoded or a buffer sized.
+void check_claimed_size(std::uint64_t width, std::uint64_t height, const PixelLimit& limit, const std::string& name,
+                        const char* format) {
+  CUDL_CHECK(width * height <= limit.pixels,
+             "read_image: '{}': the {} claims {}x{} ({} pixels), over the limit of {} pixels{}", name, format, width,
+             height, width * height, limit.pixels, limit.hint);
+}
+
 std::uint8_t to_byte(float v) {
   v = std::clamp(v, 0.0f, 1.0f);
   return static_cast<std::uint8_t>(std::lround(v * 255.0f));
@@ -61,6 +81,7 @@ struct PngReader {
   std::vector<png_byte> raw;
   std::vector<png_bytep> rows;
   std::string name;
+  PixelLimit limit{};
 
   ~PngReader() {
     if (png) png_destroy_read_struct(&png, info ? &info : nullptr, nullptr);
@@ -83,13 +104,15 @@ void png_read_memory(png_structp png, png_bytep out, png_size_t count) {
   r->pos += count;
 }
 
-// Returns false when libpng reported an error (message in r->message). Only the two header
-// queries below run before the buffers are sized; check_size may throw (a normal C++ throw from
-// this frame, which is fine: it is not a longjmp).
+// Returns false when libpng reported an error (message in r->message). The size checks may throw:
+// a normal C++ throw from this frame, which is fine (it is not a longjmp), and the reader's
+// destructor frees libpng's state.
 bool png_decode(PngReader* r) {
   if (setjmp(r->jump)) return false;
   png_set_read_fn(r->png, r, png_read_memory);
   png_read_info(r->png, r->info);
+  check_claimed_size(png_get_image_width(r->png, r->info), png_get_image_height(r->png, r->info), r->limit, r->name,
+                     "PNG");
   int color_type = png_get_color_type(r->png, r->info);
   int depth = png_get_bit_depth(r->png, r->info);
   if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(r->png);
@@ -112,11 +135,12 @@ bool png_decode(PngReader* r) {
   return true;
 }
 
-Image decode_png(std::span<const std::uint8_t> bytes, const std::string& name) {
+Image decode_png(std::span<const std::uint8_t> bytes, const std::string& name, const PixelLimit& limit) {
   PngReader r;
   r.data = bytes.data();
   r.size = bytes.size();
   r.name = name;
+  r.limit = limit;
   r.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &r, png_on_error, png_on_warning);
   CUDL_CHECK(r.png != nullptr, "read_image: '{}': png_create_read_struct failed", name);
   r.info = png_create_info_struct(r.png);
@@ -222,6 +246,9 @@ struct JpegReader {
   int width = 0, height = 0, components = 0;
   bool cmyk = false, adobe = false;
   std::string name;
+  PixelLimit limit{};
+  int longest_side = 0, shorter_side = 0;
+  jpeg_progress_mgr progress{};
 
   ~JpegReader() {
     if (created) jpeg_destroy_decompress(&cinfo);
@@ -267,6 +294,33 @@ void jpeg_on_message(j_common_ptr cinfo, int level) {
   }
 }
 
+// A progressive JPEG may hold any number of scans, each a pass over the whole image: a small file
+// with thousands of them costs minutes. Real encoders write about ten; libjpeg-turbo's own advice
+// is to cap them (djpeg -maxscans).
+constexpr int kMaxJpegScans = 1000;
+
+void jpeg_on_progress(j_common_ptr cinfo) {
+  if (!cinfo->is_decompressor) return;
+  auto* d = reinterpret_cast<j_decompress_ptr>(cinfo);
+  if (d->input_scan_number <= kMaxJpegScans) return;
+  auto* j = static_cast<JpegJump*>(cinfo->client_data);
+  std::snprintf(j->message, JMSG_LENGTH_MAX, "more than %d progressive scans", kMaxJpegScans);
+  std::longjmp(*j->jump, 1);
+}
+
+// The largest power-of-two reduction (libjpeg scales by 1/2, 1/4 or 1/8 in its inverse DCT) that
+// keeps the sides the caller needs; 1 when it needs the whole image.
+unsigned jpeg_scale_denominator(std::uint64_t width, std::uint64_t height, int longest_side, int shorter_side) {
+  if (longest_side <= 0 && shorter_side <= 0) return 1;
+  for (unsigned d : {8u, 4u, 2u}) {
+    std::uint64_t w = (width + d - 1) / d, h = (height + d - 1) / d;  // libjpeg rounds up
+    if (std::max(w, h) >= static_cast<std::uint64_t>(std::max(longest_side, 0)) &&
+        std::min(w, h) >= static_cast<std::uint64_t>(std::max(shorter_side, 0)))
+      return d;
+  }
+  return 1;
+}
+
 bool jpeg_decode(JpegReader* r, JpegJump* jump) {
   r->cinfo.err = jpeg_std_error(&r->err);
   r->err.error_exit = jpeg_on_error;
@@ -275,8 +329,14 @@ bool jpeg_decode(JpegReader* r, JpegJump* jump) {
   if (setjmp(r->jump)) return false;
   jpeg_create_decompress(&r->cinfo);
   r->created = true;
+  r->progress.progress_monitor = jpeg_on_progress;
+  r->cinfo.progress = &r->progress;
   jpeg_mem_src(&r->cinfo, r->data, static_cast<unsigned long>(r->size));
   jpeg_read_header(&r->cinfo, TRUE);
+  check_claimed_size(r->cinfo.image_width, r->cinfo.image_height, r->limit, r->name, "JPEG");
+  r->cinfo.scale_num = 1;
+  r->cinfo.scale_denom =
+      jpeg_scale_denominator(r->cinfo.image_width, r->cinfo.image_height, r->longest_side, r->shorter_side);
   switch (r->cinfo.jpeg_color_space) {
     case JCS_GRAYSCALE:
       r->cinfo.out_color_space = JCS_GRAYSCALE;
@@ -307,11 +367,15 @@ bool jpeg_decode(JpegReader* r, JpegJump* jump) {
   return true;
 }
 
-Image decode_jpeg(std::span<const std::uint8_t> bytes, const std::string& name) {
+Image decode_jpeg(std::span<const std::uint8_t> bytes, const std::string& name, const PixelLimit& limit,
+                  const ImageReadOptions& options) {
   JpegReader r;
   r.data = bytes.data();
   r.size = bytes.size();
   r.name = name;
+  r.limit = limit;
+  r.longest_side = options.longest_side;
+  r.shorter_side = options.shorter_side;
   JpegJump jump{&r.jump, r.message};
   if (!jpeg_decode(&r, &jump)) CUDL_THROW("read_image: '{}': corrupt or truncated JPEG (libjpeg: {})", name, r.message);
 
@@ -385,8 +449,9 @@ double cubic(double x) {
   return 0.0;
 }
 
-// For each output index along one axis: the first input index and the normalised weights of the
-// inputs it reads (Pillow's precompute_coeffs).
+// For each output index in [begin, begin + count) of a resize from in_size to out_size along one
+// axis: the first input index and the normalised weights of the inputs it reads (Pillow's
+// precompute_coeffs). A window of the output gets the same taps as the whole would.
 struct Taps {
   std::vector<int> first;
   std::vector<int> count;
@@ -394,18 +459,18 @@ struct Taps {
   int max_count = 0;
 };
 
-Taps make_taps(int in_size, int out_size) {
+Taps make_taps(int in_size, int out_size, int begin, int count) {
   double scale = static_cast<double>(in_size) / out_size;
   double filter_scale = std::max(scale, 1.0);  // widen the kernel when shrinking: antialiasing
   double support = 2.0 * filter_scale;
   Taps t;
   t.max_count = static_cast<int>(std::ceil(support)) * 2 + 1;
-  t.first.resize(static_cast<std::size_t>(out_size));
-  t.count.resize(static_cast<std::size_t>(out_size));
-  t.weights.assign(static_cast<std::size_t>(out_size) * static_cast<std::size_t>(t.max_count), 0.0f);
+  t.first.resize(static_cast<std::size_t>(count));
+  t.count.resize(static_cast<std::size_t>(count));
+  t.weights.assign(static_cast<std::size_t>(count) * static_cast<std::size_t>(t.max_count), 0.0f);
   std::vector<double> w(static_cast<std::size_t>(t.max_count));
-  for (int i = 0; i < out_size; ++i) {
-    double center = (i + 0.5) * scale;
+  for (int i = 0; i < count; ++i) {
+    double center = (begin + i + 0.5) * scale;
     int lo = std::max(static_cast<int>(center - support + 0.5), 0);
     int hi = std::min(static_cast<int>(center + support + 0.5), in_size);
     int n = std::min(hi - lo, t.max_count);
@@ -422,11 +487,12 @@ Taps make_taps(int in_size, int out_size) {
   return t;
 }
 
-Image resize_horizontal(const Image& src, int width) {
-  Taps t = make_taps(src.width, width);
-  Image dst(width, src.height, src.channels);
+// Columns [begin, begin + count) of src resized to `width` columns.
+Image resize_horizontal(const Image& src, int width, int begin, int count) {
+  Taps t = make_taps(src.width, width, begin, count);
+  Image dst(count, src.height, src.channels);
   for (int y = 0; y < src.height; ++y) {
-    for (int x = 0; x < width; ++x) {
+    for (int x = 0; x < count; ++x) {
       const float* w = t.weights.data() + static_cast<std::size_t>(x) * static_cast<std::size_t>(t.max_count);
       int first = t.first[static_cast<std::size_t>(x)], n = t.count[static_cast<std::size_t>(x)];
       for (int c = 0; c < src.channels; ++c) {
@@ -439,11 +505,12 @@ Image resize_horizontal(const Image& src, int width) {
   return dst;
 }
 
-Image resize_vertical(const Image& src, int height) {
-  Taps t = make_taps(src.height, height);
-  Image dst(src.width, height, src.channels);
+// Rows [begin, begin + count) of src resized to `height` rows.
+Image resize_vertical(const Image& src, int height, int begin, int count) {
+  Taps t = make_taps(src.height, height, begin, count);
+  Image dst(src.width, count, src.channels);
   std::size_t row_values = static_cast<std::size_t>(src.width) * static_cast<std::size_t>(src.channels);
-  for (int y = 0; y < height; ++y) {
+  for (int y = 0; y < count; ++y) {
     const float* w = t.weights.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(t.max_count);
     int first = t.first[static_cast<std::size_t>(y)], n = t.count[static_cast<std::size_t>(y)];
     float* out = dst.pixels.data() + static_cast<std::size_t>(y) * row_values;
@@ -468,6 +535,33 @@ void check_image(const Image& image, const char* who) {
                  static_cast<std::size_t>(image.channels));
 }
 
+// The pixels of an image that would be width x height, refused over the pixel limit before the
+// buffer is allocated.
+void check_target_pixels(std::uint64_t width, std::uint64_t height, const char* who, const Image& from) {
+  const std::uint64_t limit = image_pixel_limit();
+  CUDL_CHECK(width * height <= limit,
+             "{}: {}x{} -> {}x{} would be {} pixels, over the limit of {} pixels (CUDL_MAX_PIXELS)", who, from.width,
+             from.height, width, height, width * height, limit);
+}
+
+// The window (x, y, w, h) of `image` resized to width x height, computed for the window alone.
+// Same arithmetic per output pixel as the whole resize, so the values are identical.
+Image resize_window(const Image& image, int width, int height, int x, int y, int w, int h) {
+  if (width == image.width && height == image.height) return crop(image, x, y, w, h);
+  // Resample the axis that shrinks most first, so the second pass works on fewer pixels.
+  bool horizontal_first = static_cast<double>(width) / image.width <= static_cast<double>(height) / image.height;
+  Image out;
+  if (horizontal_first) {
+    out = width != image.width ? resize_horizontal(image, width, x, w) : crop(image, x, 0, w, image.height);
+    out = height != image.height ? resize_vertical(out, height, y, h) : crop(out, 0, y, w, h);
+  } else {
+    out = height != image.height ? resize_vertical(image, height, y, h) : crop(image, 0, y, image.width, h);
+    out = width != image.width ? resize_horizontal(out, width, x, w) : crop(out, x, 0, w, h);
+  }
+  for (float& v : out.pixels) v = std::clamp(v, 0.0f, 1.0f);
+  return out;
+}
+
 std::string lower_extension(const std::string& path) {
   std::string ext = std::filesystem::path(path).extension().string();
   for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
@@ -484,21 +578,37 @@ Image::Image(int w, int h, int c)
                  static_cast<std::size_t>(std::max(c, 0)),
              0.0f) {}
 
-Image decode_image(std::span<const std::uint8_t> bytes, const std::string& name) {
+std::uint64_t image_pixel_limit() {
+  const char* text = std::getenv("CUDL_MAX_PIXELS");
+  if (text == nullptr) return kDefaultMaxImagePixels;
+  std::uint64_t value = 0;
+  bool ok = *text != '\0';
+  for (const char* p = text; ok && *p; ++p) {
+    ok = *p >= '0' && *p <= '9' && !__builtin_mul_overflow(value, 10u, &value) &&
+         !__builtin_add_overflow(value, static_cast<unsigned>(*p - '0'), &value);
+  }
+  CUDL_CHECK(ok && value > 0, "CUDL_MAX_PIXELS='{}' must be a positive whole number of pixels (default {})", text,
+             kDefaultMaxImagePixels);
+  return value;
+}
+
+Image decode_image(std::span<const std::uint8_t> bytes, const std::string& name, const ImageReadOptions& options) {
   static constexpr std::uint8_t kPng[8] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
   static constexpr std::uint8_t kJpeg[3] = {0xff, 0xd8, 0xff};
   CUDL_CHECK(!bytes.empty(), "read_image: '{}' is empty", name);
   if (bytes.size() >= sizeof kPng && std::equal(kPng, kPng + sizeof kPng, bytes.begin()))
-    return decode_png(bytes, name);
+    return decode_png(bytes, name, resolve_limit(options));
   if (bytes.size() >= sizeof kJpeg && std::equal(kJpeg, kJpeg + sizeof kJpeg, bytes.begin())) {
-    return decode_jpeg(bytes, name);
+    return decode_jpeg(bytes, name, resolve_limit(options), options);
   }
   std::string head;
   for (std::size_t i = 0; i < std::min<std::size_t>(bytes.size(), 8); ++i) head += fmt::format("{:02x}", bytes[i]);
   CUDL_THROW("read_image: '{}' is neither PNG nor JPEG (starts with bytes {})", name, head);
 }
 
-Image read_image(const std::string& path) { return decode_image(io::read_file(path, "read_image"), path); }
+Image read_image(const std::string& path, const ImageReadOptions& options) {
+  return decode_image(io::read_file(path, "read_image"), path, options);
+}
 
 void write_image(const std::string& path, const Image& image) {
   check_image(image, "write_image");
@@ -539,18 +649,20 @@ Image resize(const Image& image, int width, int height) {
   CUDL_CHECK(width > 0 && height > 0, "resize: target size {}x{} must be positive (image is {}x{})", width, height,
              image.width, image.height);
   if (width == image.width && height == image.height) return image;
-  // Resample the axis that shrinks most first, so the second pass works on fewer pixels.
-  bool horizontal_first = static_cast<double>(width) / image.width <= static_cast<double>(height) / image.height;
-  Image out;
-  if (horizontal_first) {
-    out = width != image.width ? resize_horizontal(image, width) : image;
-    if (height != image.height) out = resize_vertical(out, height);
-  } else {
-    out = height != image.height ? resize_vertical(image, height) : image;
-    if (width != image.width) out = resize_horizontal(out, width);
-  }
-  for (float& v : out.pixels) v = std::clamp(v, 0.0f, 1.0f);
-  return out;
+  check_target_pixels(static_cast<std::uint64_t>(width), static_cast<std::uint64_t>(height), "resize", image);
+  return resize_window(image, width, height, 0, 0, width, height);
+}
+
+Image resize_center_crop(const Image& image, int width, int height, int crop_width, int crop_height) {
+  check_image(image, "resize_center_crop");
+  CUDL_CHECK(
+      width > 0 && height > 0 && crop_width > 0 && crop_height > 0 && crop_width <= width && crop_height <= height,
+      "resize_center_crop: a {}x{} window does not fit in {}x{} (image is {}x{})", crop_width, crop_height, width,
+      height, image.width, image.height);
+  // As center_crop rounds its offsets.
+  int x = static_cast<int>(std::lround((width - crop_width) / 2.0));
+  int y = static_cast<int>(std::lround((height - crop_height) / 2.0));
+  return resize_window(image, width, height, x, y, crop_width, crop_height);
 }
 
 Image crop(const Image& image, int x, int y, int width, int height) {

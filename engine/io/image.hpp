@@ -32,13 +32,32 @@ struct Image {
   }
 };
 
+// The pixel limit when neither ImageReadOptions nor CUDL_MAX_PIXELS sets one: 100 megapixels
+// (a 12000x8000 photo; 1.2 GB as RGB floats).
+constexpr std::uint64_t kDefaultMaxImagePixels = 100'000'000;
+// CUDL_MAX_PIXELS from the environment (a positive integer) or kDefaultMaxImagePixels; another
+// value is an Error naming the variable.
+std::uint64_t image_pixel_limit();
+
+struct ImageReadOptions {
+  // The most pixels (width x height) an image may claim; 0: image_pixel_limit(). Checked from the
+  // header before anything is decoded: a few hundred bytes can claim 30000x10000 pixels.
+  std::uint64_t max_pixels = 0;
+  // Sizes the caller will shrink the image to, when it needs no more; 0: no such need. A JPEG
+  // larger than needed is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling: a fraction of
+  // the time and memory) while its longest side stays >= longest_side and its shorter side
+  // >= shorter_side, so the caller's resize still only shrinks. PNGs are always decoded whole.
+  int longest_side = 0;
+  int shorter_side = 0;
+};
+
 // Decodes a PNG (1-16 bit, grey, grey+alpha, RGB, RGBA, palette; palettes and transparency chunks
 // are expanded) or a JPEG (grey, YCbCr, CMYK). The format comes from the magic bytes, never from
-// the extension. Missing, unreadable, unknown, corrupt or truncated files throw an Error naming
-// the file.
-Image read_image(const std::string& path);
+// the extension. Missing, unreadable, unknown, corrupt or truncated files, and images over the
+// pixel limit, throw an Error naming the file (and for the limit, the claimed size and the limit).
+Image read_image(const std::string& path, const ImageReadOptions& options = {});
 // The same from bytes in memory; `name` is what error messages call them.
-Image decode_image(std::span<const std::uint8_t> bytes, const std::string& name);
+Image decode_image(std::span<const std::uint8_t> bytes, const std::string& name, const ImageReadOptions& options = {});
 
 // Writes 8-bit PNG (.png) or JPEG at quality 95 (.jpg/.jpeg), chosen by the extension (case
 // insensitive). Values are clamped to [0,1]. The file appears atomically: the image is encoded
@@ -51,8 +70,13 @@ Image to_rgb(const Image& image);
 
 // Separable bicubic (Catmull-Rom, a = -0.5) resampling like Pillow's: when shrinking, the filter's
 // support grows with the shrink factor so every input pixel contributes (antialiasing). An
-// unchanged size returns an exact copy; results are clamped to [0,1] (the cubic overshoots).
+// unchanged size returns an exact copy; results are clamped to [0,1] (the cubic overshoots). A
+// target over image_pixel_limit() is refused before anything is allocated.
 Image resize(const Image& image, int width, int height);
+// center_crop(resize(image, width, height), crop_width, crop_height), the same values computed for
+// the window alone: resizing a 3000x1 image to a shorter side of 256 would make 768000x256 pixels
+// to keep 224x224 of them.
+Image resize_center_crop(const Image& image, int width, int height, int crop_width, int crop_height);
 // The width x height window at (x, y); it must lie inside the image.
 Image crop(const Image& image, int x, int y, int width, int height);
 // The centred width x height window (offsets rounded like torchvision's center_crop).

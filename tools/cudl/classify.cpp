@@ -26,14 +26,15 @@ struct ClassifyArgs {
   bool strict = false;
 };
 
-// torchvision: Resize(256) on the shorter side, CenterCrop(224); a 224x224 image goes in as is.
+// torchvision: Resize(256) on the shorter side, CenterCrop(224); a 224x224 image goes in as is. The
+// crop is computed alone (a thin image would otherwise resize to millions of pixels).
 Image preprocess(const Image& in) {
   Image rgb = to_rgb(in);
   if (rgb.width == 224 && rgb.height == 224) return rgb;
   const int shorter = std::min(rgb.width, rgb.height);
   const int w = rgb.width == shorter ? 256 : static_cast<int>(256LL * rgb.width / shorter);
   const int h = rgb.height == shorter ? 256 : static_cast<int>(256LL * rgb.height / shorter);
-  return center_crop(resize(rgb, w, h), 224, 224);
+  return resize_center_crop(rgb, w, h, 224, 224);
 }
 
 void run_classify(const ClassifyArgs& a) {
@@ -52,7 +53,9 @@ void run_classify(const ClassifyArgs& a) {
     CUDL_CHECK(static_cast<int>(labels.size()) >= spec.num_classes, "classify: {} has {} labels, {} needs {}", a.labels,
                labels.size(), a.model, spec.num_classes);
   }
-  const Image image = preprocess(read_image(a.image));
+  ImageReadOptions read_options;
+  read_options.shorter_side = 256;  // a large JPEG decodes at a reduced scale that keeps this
+  const Image image = preprocess(read_image(a.image, read_options));
   Context ctx(Device::parse(a.device));
   Sequential model = make_model(a.model);
   if (a.weights.rfind("random:", 0) == 0) {
