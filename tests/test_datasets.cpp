@@ -1,5 +1,6 @@
 // Dataset loaders (engine/io/datasets.hpp) over small synthetic files, plus real MNIST when
 // tools/fetch-mnist.sh has put it in data/mnist.
+#include <sys/resource.h>
 #include <zlib.h>
 
 #include <array>
@@ -46,6 +47,37 @@ void write_gz(const std::string& path, const std::vector<std::uint8_t>& bytes) {
   ASSERT_NE(f, nullptr) << path;
   ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), static_cast<int>(bytes.size()));
   ASSERT_EQ(gzclose(f), Z_OK);
+}
+
+// One gzip member holding `bytes`.
+std::vector<std::uint8_t> gzip_member(const std::vector<std::uint8_t>& bytes) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, 9, Z_DEFLATED, 16 + MAX_WBITS, 9, Z_DEFAULT_STRATEGY), Z_OK);
+  std::vector<std::uint8_t> out(deflateBound(&z, static_cast<uLong>(bytes.size())));
+  z.next_in = const_cast<Bytef*>(bytes.data());
+  z.avail_in = static_cast<uInt>(bytes.size());
+  z.next_out = out.data();
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+// `head` followed by `mib` MiB of zeros, as gzip: one member of 1 MiB of zeros (about 1 KB)
+// repeated, so a gzip file of about `mib` KB inflates to `mib` MiB.
+std::vector<std::uint8_t> gzip_bomb(const std::vector<std::uint8_t>& head, std::size_t mib) {
+  std::vector<std::uint8_t> out = gzip_member(head);
+  const std::vector<std::uint8_t> zeros = gzip_member(std::vector<std::uint8_t>(1 << 20, 0));
+  for (std::size_t i = 0; i < mib; ++i) out.insert(out.end(), zeros.begin(), zeros.end());
+  return out;
+}
+
+// The process's peak resident size so far, in MiB.
+long peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024;
 }
 
 void expect_idx_values(const Dataset& d, std::int64_t count, std::int64_t rows, std::int64_t cols) {
@@ -150,6 +182,84 @@ TEST(Datasets, IdxTruncatedIsAnErrorNamingTheFile) {
   EXPECT_TRUE(contains(message, "gzip")) << message;
 }
 
+TEST(Datasets, GzipIdxHeaderIsCheckedBeforeInflatingTheRest) {
+  TempDir dir;
+  write_bytes(dir.file("lab"), idx_labels({1, 2}));
+  const long peak_before = peak_rss_mib();
+  // 1 GiB of zeros in about 1 MB of gzip: the magic (0) is wrong, and nothing past it is inflated.
+  std::vector<std::uint8_t> zeros = gzip_bomb({}, 1024);
+  ASSERT_LT(zeros.size(), 2u << 20);
+  write_bytes(dir.file("zeros.gz"), zeros);
+  std::string message = error_message([&] { load_idx(dir.file("zeros.gz"), dir.file("lab")); });
+  EXPECT_TRUE(contains(message, dir.file("zeros.gz"))) << message;
+  EXPECT_TRUE(contains(message, "magic number 0, expected 2051")) << message;
+
+  // A valid header promising 2 images of 2x2, then the same gigabyte: inflation stops one byte past
+  // the 24 bytes promised.
+  write_bytes(dir.file("long.gz"), gzip_bomb(idx_images(2, 2, 2), 1024));
+  message = error_message([&] { load_idx(dir.file("long.gz"), dir.file("lab")); });
+  EXPECT_TRUE(contains(message, dir.file("long.gz"))) << message;
+  EXPECT_TRUE(contains(message, "trailing bytes after the 24 its header promises (dims 2x2x2)")) << message;
+  // Nothing near the gigabyte was held at once (when the test runs alone, as ctest runs it; else
+  // an earlier test's peak hides this one's).
+  EXPECT_LT(peak_rss_mib() - peak_before, 256) << "peak RSS grew from " << peak_before << " MiB";
+
+  // A header that promises more than its gzip could ever inflate to (deflate expands at most 1032:1)
+  // is refused before inflating anything.
+  std::vector<std::uint8_t> head = idx_images(1, 1, 1);
+  head[4] = 0, head[5] = 0, head[6] = 0xea, head[7] = 0x60;  // 60000 images of 28x28 ...
+  head[11] = 28, head[15] = 28;                              // ... in a 50-byte file
+  write_bytes(dir.file("short.gz"), gzip_member(head));
+  message = error_message([&] { load_idx(dir.file("short.gz"), dir.file("lab")); });
+  EXPECT_TRUE(contains(message, dir.file("short.gz"))) << message;
+  EXPECT_TRUE(contains(message, "truncated: its header promises 47040016 bytes (dims 60000x28x28)")) << message;
+  EXPECT_TRUE(contains(message, "gzip file can inflate to")) << message;
+}
+
+TEST(Datasets, IdxDimsWhoseProductOverflowsAreErrorsNamingTheFileAndDims) {
+  TempDir dir;
+  write_bytes(dir.file("lab"), idx_labels({1, 2}));
+  // 2^22 * 2^21 * 2^21 = 2^64: the product wraps to exactly 0 in 64 bits, so a 16-byte file would
+  // "hold" it.
+  std::vector<std::uint8_t> b;
+  put_u32(b, 2051);
+  put_u32(b, 1u << 22);
+  put_u32(b, 1u << 21);
+  put_u32(b, 1u << 21);
+  write_bytes(dir.file("wrap"), b);
+  std::string message = error_message([&] { load_idx(dir.file("wrap"), dir.file("lab")); });
+  EXPECT_TRUE(contains(message, dir.file("wrap"))) << message;
+  EXPECT_TRUE(contains(message, "dims 4194304x2097152x2097152")) << message;
+  EXPECT_TRUE(contains(message, "overflows")) << message;
+
+  // The largest dims: 2^96 values.
+  b.resize(4);
+  for (int i = 0; i < 3; ++i) put_u32(b, 0xffffffffu);
+  write_bytes(dir.file("huge"), b);
+  message = error_message([&] { load_idx(dir.file("huge"), dir.file("lab")); });
+  EXPECT_TRUE(contains(message, "dims 4294967295x4294967295x4294967295")) << message;
+  EXPECT_TRUE(contains(message, "overflows")) << message;
+
+  // 2^48 values fit in 64 bits but not in the file.
+  b.resize(4);
+  for (int i = 0; i < 3; ++i) put_u32(b, 1u << 16);
+  write_bytes(dir.file("big"), b);
+  message = error_message([&] { load_idx(dir.file("big"), dir.file("lab")); });
+  EXPECT_TRUE(contains(message, "truncated: its header promises 281474976710672 bytes (dims 65536x65536x65536)"))
+      << message;
+  EXPECT_TRUE(contains(message, "more than its 16 bytes")) << message;
+}
+
+TEST(Datasets, DecodeIdxFromMemoryMatchesTheFiles) {
+  const std::vector<std::uint8_t> images = idx_images(5, 3, 2), labels = idx_labels({0, 9, 3, 3, 1});
+  Dataset d = decode_idx(images, labels, "images", "labels");
+  expect_idx_values(d, 5, 3, 2);
+  Context ctx{Device::cpu()};
+  EXPECT_EQ(d.labels.to_int_vector(ctx), (std::vector<std::int32_t>{0, 9, 3, 3, 1}));
+  std::string message = error_message([&] { decode_idx(labels, images, "labels-bytes", "images-bytes"); });
+  EXPECT_TRUE(contains(message, "'labels-bytes' has magic number 2049")) << message;
+}
+
 TEST(Datasets, IdxCountMismatchAndBadLabelsAreErrors) {
   TempDir dir;
   write_bytes(dir.file("img"), idx_images(5, 2, 2));
@@ -241,6 +351,22 @@ TEST(Datasets, Cifar10ErrorsNameTheFiles) {
   EXPECT_TRUE(contains(message, "label 10")) << message;
 }
 
+TEST(Datasets, Cifar10GzipThatInflatesPastTheRecordCapIsRefused) {
+  TempDir dir;
+  // 185 MiB of zeros (all label 0, all black): more than 60000 records of 3073 bytes.
+  const long peak_before = peak_rss_mib();
+  write_bytes(dir.file("bomb.bin"), gzip_bomb({}, 185));
+  std::string message = error_message([&] { decode_cifar10_batch(read_bytes(dir.file("bomb.bin")), "bomb.bin"); });
+  EXPECT_TRUE(contains(message, "'bomb.bin' holds more than 60000 records (184380000 bytes inflated)")) << message;
+  EXPECT_LT(peak_rss_mib() - peak_before, 400) << "peak RSS grew from " << peak_before << " MiB";
+
+  // The same records as bytes in memory, raw or gzip.
+  Dataset d = decode_cifar10_batch(gzip_member(cifar_records({4, 2})), "two.gz");
+  EXPECT_EQ(d.images.shape(), (Shape{2, 3, 32, 32}));
+  Context ctx{Device::cpu()};
+  EXPECT_EQ(d.labels.to_int_vector(ctx), (std::vector<std::int32_t>{4, 2}));
+}
+
 TEST(Datasets, ImageFolderDecodesResizesAndCrops) {
   TempDir dir;
   write_solid_png(dir.file("train/dog/a.png"), 40, 20, 1.0f, 0.0f, 0.0f);
@@ -270,6 +396,18 @@ TEST(Datasets, ImageFolderDecodesResizesAndCrops) {
   const float* t = s.test.images.data<float>();
   EXPECT_NEAR(t[0 * plane + 50], 0.2f, 1e-5f);
   EXPECT_NEAR(t[2 * plane + 50], 0.6f, 1e-5f);
+}
+
+TEST(Datasets, ImageFolderCropsAThinImageWithoutResizingItWhole) {
+  TempDir dir;
+  // 3000x1 at a shorter side of 224 would be 672000x224 pixels (1.8 GB of floats) before the crop.
+  write_solid_png(dir.file("train/a/thin.png"), 3000, 1, 0.0f, 1.0f, 0.0f);
+  write_solid_png(dir.file("test/a/x.png"), 8, 8, 0, 0, 0);
+  const long peak_before = peak_rss_mib();
+  DataSplits s = load_image_folder(dir.path().string(), 224);
+  EXPECT_LT(peak_rss_mib() - peak_before, 100) << "peak RSS grew from " << peak_before << " MiB";
+  ASSERT_EQ(s.train.images.shape(), (Shape{1, 3, 224, 224}));
+  EXPECT_NEAR(s.train.images.data<float>()[224 * 224 + 5], 1.0f, 1e-5f);  // green plane
 }
 
 TEST(Datasets, ImageFolderErrors) {

@@ -1,8 +1,13 @@
 #include "engine/io/datasets.hpp"
 
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <filesystem>
+#include <limits>
+#include <span>
 #include <system_error>
 
 #include "engine/context.hpp"
@@ -39,46 +44,58 @@ std::string size_complaint(std::size_t have, std::size_t want) {
   return have < want ? "truncated" : "too long (trailing bytes)";
 }
 
-struct IdxImages {
-  std::int64_t count = 0, rows = 0, cols = 0;
-  std::vector<std::uint8_t> bytes;  // header included
+// An IDX ubyte file: its dimensions and the values after the header.
+struct IdxData {
+  std::vector<std::int64_t> dims;
+  std::vector<std::uint8_t> values;
 };
 
-IdxImages read_idx_images(const std::string& path) {
-  IdxImages out;
-  out.bytes = io::read_maybe_gzip(path, "load_idx");
-  const std::vector<std::uint8_t>& b = out.bytes;
-  CUDL_CHECK(b.size() >= 4, "load_idx: '{}' holds {} bytes, too few for an IDX3 header (16 bytes)", path, b.size());
-  std::uint32_t magic = big_endian_u32(b.data());
-  CUDL_CHECK(magic == kIdxImagesMagic, "load_idx: '{}' has magic number {}, expected {} (IDX3 ubyte images){}", path,
-             magic, kIdxImagesMagic, magic == kIdxLabelsMagic ? "; it looks like a label file" : "");
-  CUDL_CHECK(b.size() >= 16, "load_idx: '{}' is truncated: {} bytes, too few for an IDX3 header (16 bytes)", path,
-             b.size());
-  out.count = big_endian_u32(b.data() + 4);
-  out.rows = big_endian_u32(b.data() + 8);
-  out.cols = big_endian_u32(b.data() + 12);
-  CUDL_CHECK(out.count > 0 && out.rows > 0 && out.cols > 0, "load_idx: '{}' declares {} images of {}x{}", path,
-             out.count, out.rows, out.cols);
-  std::size_t want = 16 + static_cast<std::size_t>(out.count * out.rows * out.cols);
-  CUDL_CHECK(b.size() == want, "load_idx: '{}' is {}: {} bytes, its header promises {} ({} images of {}x{})", path,
-             size_complaint(b.size(), want), b.size(), want, out.count, out.rows, out.cols);
+// Reads the header (magic 0x000008NN, N big-endian u32 dims) before inflating anything else, checks
+// that the dims multiply without overflow to a size the data can hold, then reads exactly that
+// many values: a gzip that would inflate past the promised size is stopped there.
+IdxData decode_idx_file(std::span<const std::uint8_t> bytes, const std::string& name, std::uint32_t magic_wanted,
+                        const char* what) {
+  const std::size_t rank = magic_wanted & 0xff;
+  const std::size_t header_bytes = 4 + 4 * rank;
+  io::ByteStream in(bytes, name, "load_idx");
+  std::vector<std::uint8_t> header;
+  in.read(4, header);
+  CUDL_CHECK(header.size() == 4, "load_idx: '{}' holds {} bytes, too few for an IDX{} header ({} bytes)", name,
+             header.size(), rank, header_bytes);
+  std::uint32_t magic = big_endian_u32(header.data());
+  CUDL_CHECK(magic == magic_wanted, "load_idx: '{}' has magic number {}, expected {} ({}){}", name, magic, magic_wanted,
+             what,
+             magic == kIdxLabelsMagic   ? "; it looks like a label file"
+             : magic == kIdxImagesMagic ? "; it looks like an image file"
+                                        : "");
+  in.read(header_bytes - 4, header);
+  CUDL_CHECK(header.size() == header_bytes,
+             "load_idx: '{}' is truncated: {} bytes, too few for an IDX{} header ({} bytes)", name, header.size(), rank,
+             header_bytes);
+  IdxData out;
+  std::uint64_t values = 1;
+  bool overflow = false;
+  for (std::size_t i = 0; i < rank; ++i) {
+    out.dims.push_back(big_endian_u32(header.data() + 4 + 4 * i));
+    overflow = overflow || __builtin_mul_overflow(values, static_cast<std::uint64_t>(out.dims.back()), &values);
+  }
+  std::string dims = fmt::format("{}", fmt::join(out.dims, "x"));
+  // Every dim is < 2^32, so a product that does not overflow 64 bits is a size the host can name;
+  // it must still fit in the data (raw size, or what the gzip could possibly inflate to).
+  CUDL_CHECK(!overflow && values <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) - header_bytes,
+             "load_idx: '{}' declares dims {}, whose product overflows a 64-bit size", name, dims);
+  const std::uint64_t want = header_bytes + values;
+  CUDL_CHECK(want <= in.max_size(), "load_idx: '{}' is truncated: its header promises {} bytes (dims {}), more than {}",
+             name, want, dims,
+             in.is_gzip() ? fmt::format("a {}-byte gzip file can inflate to", bytes.size())
+                          : fmt::format("its {} bytes", bytes.size()));
+  in.read(static_cast<std::size_t>(values), out.values);
+  CUDL_CHECK(out.values.size() == values, "load_idx: '{}' is truncated: {} bytes, its header promises {} (dims {})",
+             name, header_bytes + out.values.size(), want, dims);
+  // One byte past the promise is enough to know there is more; nothing beyond it is inflated.
+  CUDL_CHECK(in.at_end(), "load_idx: '{}' {} after the {} its header promises (dims {})", name,
+             size_complaint(want + 1, want), want, dims);
   return out;
-}
-
-std::vector<std::uint8_t> read_idx_labels(const std::string& path) {
-  std::vector<std::uint8_t> b = io::read_maybe_gzip(path, "load_idx");
-  CUDL_CHECK(b.size() >= 4, "load_idx: '{}' holds {} bytes, too few for an IDX1 header (8 bytes)", path, b.size());
-  std::uint32_t magic = big_endian_u32(b.data());
-  CUDL_CHECK(magic == kIdxLabelsMagic, "load_idx: '{}' has magic number {}, expected {} (IDX1 ubyte labels){}", path,
-             magic, kIdxLabelsMagic, magic == kIdxImagesMagic ? "; it looks like an image file" : "");
-  CUDL_CHECK(b.size() >= 8, "load_idx: '{}' is truncated: {} bytes, too few for an IDX1 header (8 bytes)", path,
-             b.size());
-  std::size_t count = big_endian_u32(b.data() + 4);
-  std::size_t want = 8 + count;
-  CUDL_CHECK(b.size() == want, "load_idx: '{}' is {}: {} bytes, its header promises {} ({} labels)", path,
-             size_complaint(b.size(), want), b.size(), want, count);
-  b.erase(b.begin(), b.begin() + 8);
-  return b;
 }
 
 // Labels as an i32 tensor, each checked against num_classes; `where(i)` names sample i in errors.
@@ -119,18 +136,32 @@ void check_directory(const std::string& dir, const char* who) {
 
 constexpr std::size_t kCifarImageBytes = 3 * 32 * 32;
 constexpr std::size_t kCifarRecordBytes = 1 + kCifarImageBytes;
+// An official batch holds 10000 records; a file may hold all 60000 of CIFAR-10, never more. The
+// cap stops a small gzip that inflates without end (the format has no header to promise a size).
+constexpr std::size_t kCifarMaxRecords = 60000;
 
-Dataset load_cifar_files(const std::vector<std::string>& paths, const std::string& name) {
-  std::vector<std::vector<std::uint8_t>> files;
-  std::size_t records = 0;
-  for (const std::string& path : paths) {
-    files.push_back(io::read_maybe_gzip(path, "load_cifar10_dir"));
-    std::size_t size = files.back().size();
-    CUDL_CHECK(size > 0 && size % kCifarRecordBytes == 0,
-               "load_cifar10_dir: '{}' holds {} bytes, expected a positive multiple of {} (label byte + 32x32x3 image)",
-               path, size, kCifarRecordBytes);
-    records += size / kCifarRecordBytes;
+// One batch file's records (raw or gzip), checked: a whole number of records, labels 0..9.
+std::vector<std::uint8_t> decode_cifar_file(std::span<const std::uint8_t> bytes, const std::string& name) {
+  io::ByteStream in(bytes, name, "load_cifar10_dir");
+  std::vector<std::uint8_t> b;
+  in.read(kCifarMaxRecords * kCifarRecordBytes, b);
+  CUDL_CHECK(in.at_end(), "load_cifar10_dir: '{}' holds more than {} records ({} bytes{}), the most one file may hold",
+             name, kCifarMaxRecords, kCifarMaxRecords * kCifarRecordBytes, in.is_gzip() ? " inflated" : "");
+  CUDL_CHECK(!b.empty() && b.size() % kCifarRecordBytes == 0,
+             "load_cifar10_dir: '{}' holds {} bytes, expected a positive multiple of {} (label byte + 32x32x3 image)",
+             name, b.size(), kCifarRecordBytes);
+  for (std::size_t r = 0; r < b.size() / kCifarRecordBytes; ++r) {
+    const std::uint8_t label = b[r * kCifarRecordBytes];
+    CUDL_CHECK(label < 10, "load_cifar10_dir: '{}' record {}: label {} is out of range (expected 0..9)", name, r,
+               label);
   }
+  return b;
+}
+
+// Records of several files, in order, as one dataset.
+Dataset cifar_dataset(const std::vector<std::vector<std::uint8_t>>& files, const std::string& name) {
+  std::size_t records = 0;
+  for (const auto& b : files) records += b.size() / kCifarRecordBytes;
   Dataset d;
   d.name = name;
   d.num_classes = 10;
@@ -139,12 +170,9 @@ Dataset load_cifar_files(const std::vector<std::string>& paths, const std::strin
   float* images = d.images.data<float>();
   std::int32_t* labels = d.labels.data<std::int32_t>();
   std::size_t n = 0;
-  for (std::size_t f = 0; f < files.size(); ++f) {
-    const std::vector<std::uint8_t>& b = files[f];
+  for (const auto& b : files) {
     for (std::size_t r = 0; r < b.size() / kCifarRecordBytes; ++r, ++n) {
       const std::uint8_t* record = b.data() + r * kCifarRecordBytes;
-      CUDL_CHECK(record[0] < 10, "load_cifar10_dir: '{}' record {}: label {} is out of range (expected 0..9)", paths[f],
-                 r, record[0]);
       labels[n] = record[0];
       // The record already holds the R, G and B planes one after another: CHW.
       float* out = images + n * kCifarImageBytes;
@@ -152,6 +180,13 @@ Dataset load_cifar_files(const std::vector<std::string>& paths, const std::strin
     }
   }
   return d;
+}
+
+Dataset load_cifar_files(const std::vector<std::string>& paths, const std::string& name) {
+  std::vector<std::vector<std::uint8_t>> files;
+  for (const std::string& path : paths)
+    files.push_back(decode_cifar_file(io::read_file(path, "load_cifar10_dir"), path));
+  return cifar_dataset(files, name);
 }
 
 // ---------------------------------------------------------------------------------- image folder
@@ -178,13 +213,17 @@ std::vector<std::string> sorted_entries(const fs::path& dir, bool directories) {
   return names;
 }
 
-// Shorter side to `size` (aspect ratio kept), then the centred size x size square.
-Image square(const Image& image, int size) {
+// Shorter side to `size` (aspect ratio kept), then the centred size x size square, computed for the
+// square alone: a thin image would otherwise be resized to millions of pixels to keep size x size.
+Image square(const Image& image, int size, const std::string& path) {
   Image rgb = to_rgb(image);
   int w = rgb.width, h = rgb.height;
-  int new_w = w <= h ? size : std::max(size, static_cast<int>(std::lround(static_cast<double>(w) * size / h)));
-  int new_h = h < w ? size : std::max(size, static_cast<int>(std::lround(static_cast<double>(h) * size / w)));
-  return center_crop(resize(rgb, new_w, new_h), size, size);
+  double new_w = w <= h ? size : std::max<double>(size, std::round(static_cast<double>(w) * size / h));
+  double new_h = h < w ? size : std::max<double>(size, std::round(static_cast<double>(h) * size / w));
+  CUDL_CHECK(new_w <= std::numeric_limits<int>::max() && new_h <= std::numeric_limits<int>::max(),
+             "load_image_folder: '{}': {}x{} with its shorter side at {} would be {:.0f}x{:.0f}, too elongated", path,
+             w, h, size, new_w, new_h);
+  return resize_center_crop(rgb, static_cast<int>(new_w), static_cast<int>(new_h), size, size);
 }
 
 Dataset load_split(const fs::path& split_dir, const std::vector<std::string>& classes, int size,
@@ -205,8 +244,11 @@ Dataset load_split(const fs::path& split_dir, const std::vector<std::string>& cl
   d.labels = Tensor::empty({n}, host_context(), DType::i32);
   std::size_t plane = static_cast<std::size_t>(size) * static_cast<std::size_t>(size);
   for (std::size_t i = 0; i < files.size(); ++i) {
-    // read_image's errors name the file; the crop cannot fail after the resize.
-    Image img = square(read_image(files[i].first), size);
+    // read_image's errors name the file; a large JPEG is decoded at a reduced scale when its
+    // shorter side stays >= size.
+    ImageReadOptions options;
+    options.shorter_side = size;
+    Image img = square(read_image(files[i].first, options), size, files[i].first);
     float* out = d.images.data<float>() + i * 3 * plane;
     for (std::size_t p = 0; p < plane; ++p) {
       for (std::size_t c = 0; c < 3; ++c) out[c * plane + p] = img.pixels[p * 3 + c];
@@ -218,25 +260,33 @@ Dataset load_split(const fs::path& split_dir, const std::vector<std::string>& cl
 
 }  // namespace
 
-Dataset load_idx(const std::string& images_path, const std::string& labels_path, int num_classes) {
+Dataset decode_idx(std::span<const std::uint8_t> images_bytes, std::span<const std::uint8_t> labels_bytes,
+                   const std::string& images_name, const std::string& labels_name, int num_classes) {
   CUDL_CHECK(num_classes > 0 && num_classes <= 256, "load_idx: num_classes {} must be in 1..256 ('{}')", num_classes,
-             labels_path);
-  IdxImages images = read_idx_images(images_path);
-  std::vector<std::uint8_t> labels = read_idx_labels(labels_path);
-  CUDL_CHECK(static_cast<std::int64_t>(labels.size()) == images.count,
-             "load_idx: '{}' holds {} labels but '{}' holds {} images", labels_path, labels.size(), images_path,
-             images.count);
+             labels_name);
+  IdxData images = decode_idx_file(images_bytes, images_name, kIdxImagesMagic, "IDX3 ubyte images");
+  const std::int64_t count = images.dims[0], rows = images.dims[1], cols = images.dims[2];
+  CUDL_CHECK(count > 0 && rows > 0 && cols > 0, "load_idx: '{}' declares {} images of {}x{}", images_name, count, rows,
+             cols);
+  IdxData labels = decode_idx_file(labels_bytes, labels_name, kIdxLabelsMagic, "IDX1 ubyte labels");
+  CUDL_CHECK(labels.dims[0] == count, "load_idx: '{}' holds {} labels but '{}' holds {} images", labels_name,
+             labels.dims[0], images_name, count);
   Dataset d;
-  d.name = base_name(images_path);
+  d.name = base_name(images_name);
   d.num_classes = num_classes;
-  d.labels = make_labels(labels, num_classes,
-                         [&](std::size_t i) { return fmt::format("load_idx: '{}' item {}", labels_path, i); });
-  d.images = Tensor::empty({images.count, 1, images.rows, images.cols}, host_context());
+  d.labels = make_labels(labels.values, num_classes,
+                         [&](std::size_t i) { return fmt::format("load_idx: '{}' item {}", labels_name, i); });
+  d.images = Tensor::empty({count, 1, rows, cols}, host_context());
   float* out = d.images.data<float>();
-  const std::uint8_t* in = images.bytes.data() + 16;
-  std::size_t values = static_cast<std::size_t>(d.images.numel());
-  for (std::size_t i = 0; i < values; ++i) out[i] = static_cast<float>(in[i]) / 255.0f;
+  for (std::size_t i = 0; i < images.values.size(); ++i) out[i] = static_cast<float>(images.values[i]) / 255.0f;
   return d;
+}
+
+Dataset load_idx(const std::string& images_path, const std::string& labels_path, int num_classes) {
+  // Each file is read whole (its size on disk is what it costs); only inflation is bounded.
+  std::vector<std::uint8_t> images = io::read_file(images_path, "load_idx");
+  std::vector<std::uint8_t> labels = io::read_file(labels_path, "load_idx");
+  return decode_idx(images, labels, images_path, labels_path, num_classes);
 }
 
 DataSplits load_mnist_dir(const std::string& dir) {
@@ -281,6 +331,10 @@ DataSplits load_cifar10_dir(const std::string& dir) {
   splits.train = load_cifar_files(train_paths, base_name(dir) + "/train");
   splits.test = load_cifar_files({(folder / test_name).string()}, base_name(dir) + "/test");
   return splits;
+}
+
+Dataset decode_cifar10_batch(std::span<const std::uint8_t> bytes, const std::string& name) {
+  return cifar_dataset({decode_cifar_file(bytes, name)}, name);
 }
 
 DataSplits load_image_folder(const std::string& dir, int size) {

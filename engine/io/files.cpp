@@ -57,48 +57,96 @@ std::vector<std::uint8_t> read_file(const std::string& path, const char* who) {
 
 bool is_gzip(std::span<const std::uint8_t> bytes) { return bytes.size() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b; }
 
-std::vector<std::uint8_t> gunzip(std::span<const std::uint8_t> bytes, const std::string& path, const char* who) {
+struct ByteStream::Inflater {
   z_stream z{};
+  ~Inflater() { inflateEnd(&z); }
+};
+
+ByteStream::ByteStream(std::span<const std::uint8_t> bytes, std::string name, const char* who)
+    : bytes_(bytes), name_(std::move(name)), who_(who) {
+  if (!io::is_gzip(bytes)) return;
+  auto inflater = std::make_unique<Inflater>();
   // 16 + MAX_WBITS: a gzip wrapper (not zlib or raw deflate).
-  CUDL_CHECK(inflateInit2(&z, 16 + MAX_WBITS) == Z_OK, "{}: zlib inflateInit2 failed for '{}'", who, path);
-  std::vector<std::uint8_t> out;
-  out.resize(std::max<std::size_t>(bytes.size() * 4, 1 << 16));
-  z.next_in = const_cast<Bytef*>(bytes.data());
-  z.avail_in = static_cast<uInt>(bytes.size());  // datasets are far below 4 GiB compressed
-  std::size_t produced = 0;
+  CUDL_CHECK(inflateInit2(&inflater->z, 16 + MAX_WBITS) == Z_OK, "{}: zlib inflateInit2 failed for '{}'", who_, name_);
+  inflater_ = std::move(inflater);
+  inflater_->z.next_in = const_cast<Bytef*>(bytes.data());
+  inflater_->z.avail_in = 0;  // fed in chunks of at most 1 GiB by read_some (avail_in is 32 bits)
+}
+
+ByteStream::~ByteStream() = default;
+
+std::uint64_t ByteStream::max_size() const {
+  if (!inflater_) return bytes_.size();
+  // Deflate's best case is 258 bytes from 2 bits: at most 1032 bytes per input byte, per member.
+  return static_cast<std::uint64_t>(bytes_.size()) * 1032;
+}
+
+std::size_t ByteStream::read_some(std::uint8_t* out, std::size_t n) {
+  if (n == 0 || ended_) return 0;
+  if (!inflater_) {
+    std::size_t take = std::min(n, bytes_.size() - pos_);
+    std::memcpy(out, bytes_.data() + pos_, take);
+    pos_ += take;
+    ended_ = pos_ == bytes_.size();
+    return take;
+  }
+  z_stream& z = inflater_->z;
+  z.next_out = out;
+  z.avail_out = static_cast<uInt>(std::min<std::size_t>(n, 1u << 30));
+  const uInt asked = z.avail_out;
   int status = Z_OK;
-  for (;;) {
-    if (produced == out.size()) out.resize(out.size() * 2);
-    z.next_out = out.data() + produced;
-    z.avail_out = static_cast<uInt>(std::min<std::size_t>(out.size() - produced, 1u << 30));
-    std::size_t before = z.avail_out;
+  while (z.avail_out > 0) {
+    if (z.avail_in == 0) {
+      std::size_t consumed = static_cast<std::size_t>(z.next_in - bytes_.data());
+      z.avail_in = static_cast<uInt>(std::min<std::size_t>(bytes_.size() - consumed, 1u << 30));
+    }
     status = inflate(&z, Z_NO_FLUSH);
-    produced += before - z.avail_out;
     if (status == Z_STREAM_END) {
-      // Another gzip member may follow (cat a.gz b.gz is a valid gzip file).
+      // Another gzip member may follow (cat a.gz b.gz is a valid gzip file); anything else after
+      // the last member is ignored, as gzip -d does.
       if (z.avail_in > 0 && z.next_in[0] == 0x1f) {
         inflateReset(&z);
         continue;
       }
+      ended_ = true;
       break;
     }
-    if (status == Z_OK) continue;
-    if (status == Z_BUF_ERROR && z.avail_out > 0) break;  // input ended inside the stream
-    break;
+    if (status != Z_OK) break;
   }
-  std::string message = z.msg ? z.msg : "";
-  inflateEnd(&z);
-  CUDL_CHECK(status == Z_STREAM_END, "{}: '{}' is a truncated or corrupt gzip file ({})", who, path,
-             status == Z_BUF_ERROR ? std::string("unexpected end of the compressed data")
-                                   : fmt::format("zlib: {}", message.empty() ? zError(status) : message));
-  out.resize(produced);
-  return out;
+  if (status != Z_OK && status != Z_STREAM_END) {
+    // Z_BUF_ERROR with room left to write: the input ended inside the stream.
+    CUDL_THROW("{}: '{}' is a truncated or corrupt gzip file ({})", who_, name_,
+               status == Z_BUF_ERROR ? std::string("unexpected end of the compressed data")
+                                     : fmt::format("zlib: {}", z.msg ? z.msg : zError(status)));
+  }
+  return asked - z.avail_out;
 }
 
-std::vector<std::uint8_t> read_maybe_gzip(const std::string& path, const char* who) {
-  std::vector<std::uint8_t> bytes = read_file(path, who);
-  if (!is_gzip(bytes)) return bytes;
-  return gunzip(bytes, path, who);
+std::size_t ByteStream::read(std::size_t n, std::vector<std::uint8_t>& out) {
+  std::size_t got = 0;
+  if (n > 0 && peeked_ >= 0) {
+    out.push_back(static_cast<std::uint8_t>(peeked_));
+    peeked_ = -1;
+    ++got;
+  }
+  while (got < n && !ended_) {
+    // Grow by what has arrived so far (at least 64 KiB), never by an untrusted n at once.
+    std::size_t chunk = std::min(n - got, std::max<std::size_t>(out.size(), 1 << 16));
+    std::size_t old = out.size();
+    out.resize(old + chunk);
+    std::size_t produced = read_some(out.data() + old, chunk);
+    out.resize(old + produced);
+    got += produced;
+  }
+  return got;
+}
+
+bool ByteStream::at_end() {
+  if (peeked_ >= 0) return false;
+  std::uint8_t byte = 0;
+  if (read_some(&byte, 1) == 0) return true;
+  peeked_ = byte;
+  return false;
 }
 
 }  // namespace cudl::io
