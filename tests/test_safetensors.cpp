@@ -218,6 +218,24 @@ TEST_F(Safetensors, RejectsMalformedFilesNamingTheFileAndTheProblem) {
   EXPECT_TRUE(contains(error_message([&] { SafetensorsFile::open(missing); }), missing));
 }
 
+TEST_F(Safetensors, FromBytesChecksLikeOpenAndADirectoryIsRefused) {
+  const std::vector<float> v{1.0f, 2.0f};
+  const std::string path = file("v.safetensors");
+  write_raw(path, R"({"v": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", bytes_of(v));
+  const std::vector<std::uint8_t> bytes = cudl::testing::read_bytes(path);
+  const SafetensorsFile f = SafetensorsFile::from_bytes(bytes, "in-memory");
+  EXPECT_EQ(f.path(), "in-memory");
+  EXPECT_EQ(f.read_f32("v"), v);
+  std::vector<std::uint8_t> cut(bytes.begin(), bytes.end() - 1);
+  std::string msg = error_message([&] { SafetensorsFile::from_bytes(cut, "cut-bytes"); });
+  EXPECT_TRUE(contains(msg, "'cut-bytes'")) << msg;
+  EXPECT_TRUE(contains(msg, "outside the 7-byte data buffer")) << msg;
+  // A folder passed as weights is refused before anything is read.
+  msg = error_message([&] { SafetensorsFile::open(dir_.path().string()); });
+  EXPECT_TRUE(contains(msg, dir_.path().string())) << msg;
+  EXPECT_TRUE(contains(msg, "is a folder")) << msg;
+}
+
 TEST_F(Safetensors, AcceptsZeroSizedTensorsAnywhereAndTrailingSpaces) {
   const std::vector<float> v{1.0f, 2.0f};
   const std::string path = file("ok.safetensors");

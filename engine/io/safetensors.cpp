@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "engine/error.hpp"
+#include "engine/io/files.hpp"
 
 namespace cudl {
 
@@ -141,18 +142,14 @@ std::map<std::string, std::string> read_safetensors_metadata(const std::string& 
 
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
   check_regular_file(path);
+  return from_bytes(io::read_file(path, "safetensors"), path);
+}
+
+SafetensorsFile SafetensorsFile::from_bytes(std::vector<unsigned char> bytes, const std::string& file_name) {
   SafetensorsFile f;
-  f.path_ = path;
-  {
-    std::ifstream in(path, std::ios::binary | std::ios::ate);
-    CUDL_CHECK(in.good(), "safetensors: cannot open '{}': {}", path, errno_text(errno));
-    const std::streamoff size = in.tellg();
-    CUDL_CHECK(size >= 0, "safetensors: cannot read the size of '{}'", path);
-    f.bytes_.resize(static_cast<std::size_t>(size));
-    in.seekg(0);
-    in.read(reinterpret_cast<char*>(f.bytes_.data()), size);
-    CUDL_CHECK(in.good() || size == 0, "safetensors: '{}': read failed after {} of {} bytes", path, in.gcount(), size);
-  }
+  f.path_ = file_name;
+  f.bytes_ = std::move(bytes);
+  const std::string& path = f.path_;
   const std::size_t file_size = f.bytes_.size();
   CUDL_CHECK(file_size >= 8, "safetensors: '{}' is {} bytes, shorter than the 8-byte header length", path, file_size);
   const auto header_len = load<std::uint64_t>(f.bytes_.data());

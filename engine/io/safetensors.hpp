@@ -17,6 +17,8 @@ namespace cudl {
 class SafetensorsFile {
  public:
   static SafetensorsFile open(const std::string& path);
+  // The same checks over a file's bytes already in memory; `name` is what messages call them.
+  static SafetensorsFile from_bytes(std::vector<unsigned char> bytes, const std::string& name);
 
   const std::string& path() const { return path_; }
   // Tensor names, sorted.
