@@ -38,11 +38,17 @@ void CpuBackend::do_mean(Context&, const Tensor& x, Tensor& out) {
   out.data<float>()[0] = static_cast<float>(sum_double(x.data<float>(), x.numel()) / static_cast<double>(x.numel()));
 }
 
+// OpenMP's built-in max reduction starts each thread's copy at the "least representable value",
+// which clang's runtime takes to be -FLT_MAX (GCC's, -inf): all -inf or all NaN then gave
+// -3.4e38 in a clang build. This one starts from -inf and skips NaN the same way everywhere.
+#pragma omp declare reduction(max_skip_nan:float : omp_out = omp_in > omp_out ? omp_in : omp_out) \
+    initializer(omp_priv = -std::numeric_limits<float>::infinity())
+
 void CpuBackend::do_max(Context&, const Tensor& x, Tensor& out) {
   const float* p = x.data<float>();
   const std::int64_t n = x.numel();
   float m = -std::numeric_limits<float>::infinity();
-#pragma omp parallel for reduction(max : m) if (n >= kParallelThreshold)
+#pragma omp parallel for reduction(max_skip_nan : m) if (n >= kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) m = p[i] > m ? p[i] : m;
   out.data<float>()[0] = m;
 }
