@@ -236,6 +236,28 @@ TEST_F(Safetensors, FromBytesChecksLikeOpenAndADirectoryIsRefused) {
   EXPECT_TRUE(contains(msg, "is a folder")) << msg;
 }
 
+TEST_F(Safetensors, DeeplyNestedHeaderValuesAreRefusedWithoutRecursing) {
+  // A million nested arrays (2 MB of header) where a shape or a metadata string belongs: quoting
+  // the value in the message with json::dump() recursed once per level and overflowed the stack.
+  const std::size_t depth = 1000000;
+  const std::string nested = std::string(depth, '[') + std::string(depth, ']');
+  const std::string shape_path = file("deep_shape.safetensors");
+  write_raw(shape_path, R"({"w": {"dtype": "F32", "shape": [1, )" + nested + R"(], "data_offsets": [0, 0]}})", "");
+  std::string msg = error_message([&] { SafetensorsFile::open(shape_path); });
+  EXPECT_TRUE(contains(msg, shape_path)) << msg.substr(0, 300);
+  EXPECT_TRUE(contains(msg, "entry 'w' has shape [1, (an array)], expected non-negative integers"))
+      << msg.substr(0, 300);
+
+  const std::string metadata_path = file("deep_metadata.safetensors");
+  write_raw(metadata_path, R"({"__metadata__": {"epoch": )" + nested + "}}", "");
+  msg = error_message([&] { SafetensorsFile::open(metadata_path); });
+  EXPECT_TRUE(contains(msg, "__metadata__ 'epoch' must be a string, got an array")) << msg.substr(0, 300);
+  // A long flat value is cut short in the message.
+  write_raw(metadata_path, R"({"__metadata__": {"epoch": [)" + std::string(100000, '1') + "]}}", "");
+  msg = error_message([&] { SafetensorsFile::open(metadata_path); });
+  EXPECT_LT(msg.size(), 1000u);
+}
+
 TEST_F(Safetensors, AcceptsZeroSizedTensorsAnywhereAndTrailingSpaces) {
   const std::vector<float> v{1.0f, 2.0f};
   const std::string path = file("ok.safetensors");

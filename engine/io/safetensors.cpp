@@ -106,6 +106,27 @@ void check_regular_file(const std::string& path) {
              std::filesystem::is_directory(status) ? "a folder" : "a special file");
 }
 
+// A header value for a message. json::dump() recurses once per nesting level, and a hostile
+// header nests arrays a million deep (2 MB): anything structured inside the value is named by
+// its type, and the text is cut short.
+std::string quote(const nlohmann::json& v) {
+  std::string text;
+  if (!v.is_structured()) {
+    text = v.dump();
+  } else if (v.is_array()) {
+    text = "[";
+    for (const auto& e : v) {
+      if (text.size() > 1) text += ", ";
+      text += e.is_structured() ? fmt::format("(an {})", e.type_name()) : e.dump();
+      if (text.size() > 200) break;
+    }
+    text += "]";
+  } else {
+    text = fmt::format("an {}", v.type_name());
+  }
+  return text.size() > 200 ? text.substr(0, 200) + "..." : text;
+}
+
 template <class T>
 T load(const unsigned char* p) {
   T v;
@@ -183,7 +204,7 @@ SafetensorsFile SafetensorsFile::from_bytes(std::vector<unsigned char> bytes, co
       CUDL_CHECK(value.is_object(), "safetensors: '{}': __metadata__ must be an object of strings", path);
       for (const auto& [key, text] : value.items()) {
         CUDL_CHECK(text.is_string(), "safetensors: '{}': __metadata__ '{}' must be a string, got {}", path, key,
-                   text.dump());
+                   text.is_structured() ? fmt::format("an {}", text.type_name()) : quote(text));
         f.metadata_[key] = text.get<std::string>();
       }
       continue;
@@ -214,7 +235,7 @@ SafetensorsFile SafetensorsFile::from_bytes(std::vector<unsigned char> bytes, co
     for (const auto& d : *shape_it) {
       CUDL_CHECK(d.is_number_unsigned() && d.get<std::uint64_t>() <= std::numeric_limits<std::int64_t>::max(),
                  "safetensors: '{}': entry '{}' has shape {}, expected non-negative integers", path, name,
-                 shape_it->dump());
+                 quote(*shape_it));
       dims.push_back(d.get<std::int64_t>());
       has_zero = has_zero || dims.back() == 0;
     }
