@@ -532,3 +532,33 @@ TEST(Image, LargeJpegsDecodeAtAReducedScaleWhenASmallerSizeIsAllThatIsNeeded) {
     EXPECT_EQ(read_image(dir.file("big.png"), options).width, 400);
   }
 }
+
+TEST(Image, AProgressiveJpegWithThousandsOfScansIsRefused) {
+  // Each scan is a pass over the whole image, and a decoder only warns about a bogus progression:
+  // a small file repeating one scan costs one pass per copy.
+  std::vector<std::uint8_t> jpeg = read_bytes(source_dir() + "/tests/fuzz/corpus/image/progressive_16x16.jpg");
+  ASSERT_GT(jpeg.size(), 4u);
+  EXPECT_EQ(decode_image(jpeg, "ok.jpg").width, 16);
+  // The first scan (the DC one) with the Huffman table defined just before it: from that DHT to
+  // the marker after the scan's entropy-coded data.
+  std::size_t sos = 0, dht = 0, end = 0;
+  for (std::size_t i = 0; i + 1 < jpeg.size() && sos == 0; ++i) {
+    if (jpeg[i] == 0xff && jpeg[i + 1] == 0xc4) dht = i;
+    if (jpeg[i] == 0xff && jpeg[i + 1] == 0xda) sos = i;
+  }
+  ASSERT_GT(sos, dht);
+  ASSERT_GT(dht, 0u);
+  std::size_t data = sos + 2 + (std::size_t{jpeg[sos + 2]} << 8 | jpeg[sos + 3]);
+  for (end = data; end + 1 < jpeg.size(); ++end) {
+    std::uint8_t next = jpeg[end + 1];
+    if (jpeg[end] == 0xff && next != 0x00 && !(next >= 0xd0 && next <= 0xd7)) break;
+  }
+  const std::vector<std::uint8_t> scan(jpeg.begin() + static_cast<std::ptrdiff_t>(dht),
+                                       jpeg.begin() + static_cast<std::ptrdiff_t>(end));
+  std::vector<std::uint8_t> many(jpeg.begin(), jpeg.end() - 2);  // all but EOI
+  for (int i = 0; i < 1000; ++i) many.insert(many.end(), scan.begin(), scan.end());
+  many.insert(many.end(), {0xff, 0xd9});
+  std::string message = error_message([&] { decode_image(many, "scans.jpg"); });
+  EXPECT_TRUE(contains(message, "'scans.jpg'")) << message;
+  EXPECT_TRUE(contains(message, "more than 1000 progressive scans")) << message;
+}

@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=build-san
+# CUDL_WERROR=OFF: the warning gate is the GCC builds'; this build is for the runtime checks.
 CC=clang CXX=clang++ bash tools/build.sh "$build_dir" -DCUDL_CUDA=OFF -DCUDL_SANITIZE=ON -DCUDL_FUZZ=ON \
   -DCUDL_WERROR=OFF
 export CUDL_NO_CACHING=1
