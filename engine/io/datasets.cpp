@@ -40,10 +40,6 @@ Context& host_context() {
   return ctx;
 }
 
-std::string size_complaint(std::size_t have, std::size_t want) {
-  return have < want ? "truncated" : "too long (trailing bytes)";
-}
-
 // An IDX ubyte file: its dimensions and the values after the header.
 struct IdxData {
   std::vector<std::int64_t> dims;
@@ -93,8 +89,14 @@ IdxData decode_idx_file(std::span<const std::uint8_t> bytes, const std::string& 
   CUDL_CHECK(out.values.size() == values, "load_idx: '{}' is truncated: {} bytes, its header promises {} (dims {})",
              name, header_bytes + out.values.size(), want, dims);
   // One byte past the promise is enough to know there is more; nothing beyond it is inflated.
-  CUDL_CHECK(in.at_end(), "load_idx: '{}' {} after the {} its header promises (dims {})", name,
-             size_complaint(want + 1, want), want, dims);
+  if (!in.at_end()) {
+    if (in.is_gzip())
+      CUDL_THROW(
+          "load_idx: '{}' is too long (trailing bytes): it inflates past the {} bytes its header promises (dims {})",
+          name, want, dims);
+    CUDL_THROW("load_idx: '{}' is too long (trailing bytes): {} bytes, its header promises {} (dims {})", name,
+               bytes.size(), want, dims);
+  }
   return out;
 }
 
