@@ -161,11 +161,12 @@ bool passes_the_network(const Sequential& net, int height, int width) {
   }
 }
 
+}  // namespace
+
 int style_image_size(int size, const StyleOptions& o) {
   // Clamped before the cast: a huge --style-scale is refused by check_style_options, never wrapped.
   return static_cast<int>(std::clamp(std::round(size * o.style_scale), 16.0, double(kMaxStyleSide)));
 }
-}  // namespace
 
 void check_style_options(const StyleOptions& o) {
   const std::vector<int> scales = o.scales.empty() ? std::vector<int>{o.size} : o.scales;

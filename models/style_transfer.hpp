@@ -103,6 +103,10 @@ void check_style_options(const StyleOptions& options);
 void check_style_sizes(const Sequential& net, const StyleOptions& options, const Image& content,
                        const std::vector<Image>& styles);
 
+// The longest side the style images get when the content's is `size`: size * style_scale, clamped
+// to [16, kMaxStyleSide].
+int style_image_size(int size, const StyleOptions& options);
+
 // (width, height) with the longest side `longest`, keeping the aspect ratio.
 std::pair<int, int> fit_longest_side(int width, int height, int longest);
 

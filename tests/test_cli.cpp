@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "engine/context.hpp"
+#include "engine/io/image.hpp"
 #include "engine/io/safetensors.hpp"
 #include "models/checkpoint.hpp"
 #include "models/zoo.hpp"
@@ -371,6 +372,44 @@ TEST_F(Cli, AnIdxFileLongerThanItsHeaderSaysIsNamed) {
   EXPECT_EQ(r.status, 1);
   ASSERT_EQ(r.err_lines().size(), 1u) << r.err;
   EXPECT_TRUE(contains(r.err, "t10k-labels-idx1-ubyte' is too long (trailing bytes): 41 bytes")) << r.err;
+}
+
+TEST_F(Cli, ImagesClaimingMoreThanThePixelLimitAreRefusedBeforeAnyWork) {
+  // A real 16x16 JPEG whose frame header claims 30257x10758 (325 megapixels, 4 GB as floats).
+  write_image(file("small.jpg"), Image(16, 16, 3));
+  std::string jpeg = slurp(file("small.jpg"));
+  const std::size_t sof = jpeg.find("\xff\xc0");
+  ASSERT_NE(sof, std::string::npos);
+  jpeg.replace(sof + 5, 4, std::string("\x2a\x06\x76\x31", 4));  // height 10758, width 30257
+  cudl::testing::write_string(file("huge.jpg"), jpeg);
+  for (const std::string& args :
+       {fmt::format("classify --weights random:1 --image '{}' --device cpu", file("huge.jpg")),
+        fmt::format("style --content '{}' --style '{}' --output '{}' --weights random:1 --device cpu", file("huge.jpg"),
+                    kImages + "brick.png", file("out.png"))}) {
+    const CliResult r = run(args);
+    EXPECT_EQ(r.status, 1) << args;
+    ASSERT_EQ(r.err_lines().size(), 1u) << r.err;
+    EXPECT_TRUE(contains(r.err, "'" + file("huge.jpg") +
+                                    "': the JPEG claims 30257x10758 (325504806 pixels), over the "
+                                    "limit of 100000000 pixels"))
+        << r.err;
+  }
+  EXPECT_FALSE(fs::exists(file("out.png")));
+}
+
+TEST_F(Cli, StyleDecodesALargeJpegAtTheScaleItNeeds) {
+  // 1200x800 at --size 32: decoded at 1/8 (150x100), the output as from the full image.
+  Image photo(1200, 800, 3);
+  for (std::size_t i = 0; i < photo.pixels.size(); ++i) photo.pixels[i] = static_cast<float>(i % 997) / 997.0f;
+  write_image(file("photo.jpg"), photo);
+  const CliResult r = run(
+      fmt::format("style --content '{}' --style '{}' --output '{}' --weights random:1 --size 32 --iters 2 --device cpu "
+                  "--style-layers relu1_1 --content-layers relu1_2",
+                  file("photo.jpg"), file("photo.jpg"), file("out.png")));
+  ASSERT_EQ(r.status, 0) << r.err;
+  const Image out = read_image(file("out.png"));
+  EXPECT_EQ(out.width, 32);
+  EXPECT_EQ(out.height, 21);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // jcjohnson/neural-style's option names.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -70,16 +71,21 @@ void run_style(StyleArgs a) {
   }
   check_writable_output("--output", a.output);
   check_writable_output("--log", a.log);
-  // Every input is read and checked before any work (and before anything is written).
-  const Image content = read_image(a.content);
+  // Every input is read and checked before any work (and before anything is written). Only the
+  // largest scale's sizes are needed: a large JPEG is decoded at a reduced scale that keeps them.
+  const auto sizes = o.scales.empty() ? std::vector<int>{o.size} : o.scales;
+  const int largest = *std::max_element(sizes.begin(), sizes.end());
+  ImageReadOptions content_read, style_read;
+  content_read.longest_side = largest;
+  style_read.longest_side = style_image_size(largest, o);
+  const Image content = read_image(a.content, content_read);
   std::vector<Image> styles;
-  for (const auto& p : style_paths) styles.push_back(read_image(p));
+  for (const auto& p : style_paths) styles.push_back(read_image(p, style_read));
   if (o.init != "content" && o.init != "random") (void)read_image(o.init);
 
   Context ctx(Device::parse(a.device));
   ctx.set_deterministic(a.deterministic);
   Sequential net = make_style_network(ctx, o, a.weights);
-  const auto sizes = o.scales.empty() ? std::vector<int>{o.size} : o.scales;
   const auto [w, h] = fit_longest_side(content.width, content.height, sizes.back());
   check_style_sizes(net, o, content, styles);  // every scale, before any work
   check_style_memory(ctx, net, o, h, w);       // the largest scale, before spending time on the smaller ones
