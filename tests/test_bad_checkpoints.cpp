@@ -123,7 +123,10 @@ TEST_F(BadCheckpoints, StepCountsOutsideZeroToTwoToThe53AreRefused) {
                                                                {"optimizer.steps", "-1"},
                                                                {"epoch", "-3"},
                                                                {"step", "9007199254740993"}};
-  for (const auto& [key, value] : cases) {
+  for (const auto& entry : cases) {
+    // Named copies, not a structured binding: clang 14 (the sanitizer build) cannot capture one.
+    const std::string& key = entry.first;
+    const std::string& value = entry.second;
     rewrite(file("run.st"), file("bad.st"), [&](auto&, auto& meta) { meta[key] = value; });
     Sequential b = model(2);
     Optimizer opt_b(ctx_, b, OptimizerConfig{});
