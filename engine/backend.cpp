@@ -108,6 +108,23 @@ void conv_params(std::string_view op, const Tensor& x, const Tensor& w, const Co
              w.shape());
 }
 
+// A backward convolution: the image-shaped tensor (dx or x) and the filter-shaped one (w or dw)
+// must convolve to dy's shape.
+void conv_backward_args(const Context& ctx, std::string_view op, std::string_view image_name, const Tensor& image,
+                        std::string_view filter_name, const Tensor& filter, const Tensor& dy, const Conv2dParams& p) {
+  placed(ctx, op, "dy", dy);
+  placed(ctx, op, image_name, image);
+  placed(ctx, op, filter_name, filter);
+  check::rank_is(op, image_name, image, 4);
+  check::rank_is(op, filter_name, filter, 4);
+  conv_params(op, image, filter, p);
+  CUDL_CHECK(image.dim(1) == filter.dim(1), "{}: {}={} has {} channels but {}={} expects {}", op, image_name,
+             image.shape(), image.dim(1), filter_name, filter.shape(), filter.dim(1));
+  const Shape expected = conv2d_output_shape(image.shape(), filter.shape(), p);
+  CUDL_CHECK(dy.shape() == expected, "{}: dy has shape {}, expected {} for {}={} and {}={}", op, dy.shape(), expected,
+             image_name, image.shape(), filter_name, filter.shape());
+}
+
 // The gradient's input shape must pool to dy's shape.
 void pool_backward_shapes(std::string_view op, const Tensor& dy, const Tensor& dx, const Pool2dParams& p) {
   check::rank_is(op, "dx", dx, 4);
@@ -243,17 +260,7 @@ void Backend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, con
 void Backend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {
   constexpr std::string_view op = "conv2d_backward_data";
   bound_to(ctx, op);
-  placed(ctx, op, "dy", dy);
-  placed(ctx, op, "w", w);
-  placed(ctx, op, "dx", dx);
-  check::rank_is(op, "dx", dx, 4);
-  check::rank_is(op, "w", w, 4);
-  conv_params(op, dx, w, p);
-  CUDL_CHECK(dx.dim(1) == w.dim(1), "{}: dx={} has {} channels but w={} expects {}", op, dx.shape(), dx.dim(1),
-             w.shape(), w.dim(1));
-  const Shape expected = conv2d_output_shape(dx.shape(), w.shape(), p);
-  CUDL_CHECK(dy.shape() == expected, "{}: dy has shape {}, expected {} for dx={} and w={}", op, dy.shape(), expected,
-             dx.shape(), w.shape());
+  conv_backward_args(ctx, op, "dx", dx, "w", w, dy, p);
   do_conv2d_backward_data(ctx, dy, w, p, dx);
 }
 
@@ -261,17 +268,7 @@ void Backend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor
                                      bool accumulate) {
   constexpr std::string_view op = "conv2d_backward_filter";
   bound_to(ctx, op);
-  placed(ctx, op, "x", x);
-  placed(ctx, op, "dy", dy);
-  placed(ctx, op, "dw", dw);
-  check::rank_is(op, "x", x, 4);
-  check::rank_is(op, "dw", dw, 4);
-  conv_params(op, x, dw, p);
-  CUDL_CHECK(x.dim(1) == dw.dim(1), "{}: x={} has {} channels but dw={} expects {}", op, x.shape(), x.dim(1),
-             dw.shape(), dw.dim(1));
-  const Shape expected = conv2d_output_shape(x.shape(), dw.shape(), p);
-  CUDL_CHECK(dy.shape() == expected, "{}: dy has shape {}, expected {} for x={} and dw={}", op, dy.shape(), expected,
-             x.shape(), dw.shape());
+  conv_backward_args(ctx, op, "x", x, "dw", dw, dy, p);
   do_conv2d_backward_filter(ctx, x, dy, p, dw, accumulate);
 }
 

@@ -22,11 +22,13 @@
 #include "models/sequential.hpp"
 #include "models/style_transfer.hpp"
 #include "models/trainer.hpp"
+#include "tests/safetensors_edit.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;
 using cudl::testing::contains;
 using cudl::testing::error_message;
+using cudl::testing::rewrite_safetensors;
 
 namespace {
 
@@ -41,26 +43,6 @@ class BadCheckpoints : public ::testing::Test {
   std::vector<float> values(Sequential& m) { return m.parameter_block().to_vector(ctx_); }
   std::string file(const std::string& name) const { return dir_.file(name); }
 
-  // A copy of `from` with `edit` applied to its tensors (host copies) and metadata.
-  void rewrite(const std::string& from, const std::string& to,
-               const std::function<void(std::map<std::string, std::vector<float>>&,
-                                        std::map<std::string, std::string>&)>& edit) {
-    const SafetensorsFile f = SafetensorsFile::open(from);
-    std::map<std::string, std::vector<float>> tensors;
-    std::map<std::string, Shape> shapes;
-    for (const auto& name : f.names()) {
-      tensors[name] = f.read_f32(name);
-      shapes[name] = f.shape(name);
-    }
-    std::map<std::string, std::string> meta = f.metadata();
-    edit(tensors, meta);
-    std::vector<SafetensorsEntry> entries;
-    for (const auto& [name, v] : tensors)
-      entries.push_back(
-          {name, "F32", shapes.count(name) ? shapes[name] : Shape{static_cast<std::int64_t>(v.size())}, v.data()});
-    write_safetensors(to, entries, meta);
-  }
-
   Context ctx_{Device::cpu()};
   cudl::testing::TempDir dir_;
 };
@@ -69,7 +51,8 @@ TEST_F(BadCheckpoints, NanOrInfWeightsAreRefusedNamingTheFileAndTheFirstTensor) 
   Sequential a = model(1);
   save_weights(file("good.st"), ctx_, a);
   for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
-    rewrite(file("good.st"), file("bad.st"), [&](auto& tensors, auto&) { tensors.at("fc.weight").at(4) = bad; });
+    rewrite_safetensors(file("good.st"), file("bad.st"),
+                        [&](auto& tensors, auto&) { tensors.at("fc.weight").at(4) = bad; });
     Sequential b = model(2);
     const std::vector<float> before = values(b);
     const std::string msg = error_message([&] { load_weights(file("bad.st"), ctx_, b); });
@@ -87,7 +70,7 @@ TEST_F(BadCheckpoints, NanOptimizerStateInACheckpointIsRefused) {
   CheckpointInfo info;
   info.model = "tiny";
   save_checkpoint(file("run.st"), ctx_, a, &opt, info);
-  rewrite(file("run.st"), file("bad.st"), [](auto& tensors, auto&) {
+  rewrite_safetensors(file("run.st"), file("bad.st"), [](auto& tensors, auto&) {
     tensors.at("optimizer.exp_avg_sq.fc.bias").at(1) = std::numeric_limits<float>::quiet_NaN();
   });
   Sequential b = model(2);
@@ -100,7 +83,7 @@ TEST_F(BadCheckpoints, NanOptimizerStateInACheckpointIsRefused) {
 TEST_F(BadCheckpoints, UnusedTensorsAreReturnedAndAnErrorWhenStrict) {
   Sequential a = model(1);
   save_weights(file("good.st"), ctx_, a);
-  rewrite(file("good.st"), file("extra.st"), [](auto& tensors, auto&) {
+  rewrite_safetensors(file("good.st"), file("extra.st"), [](auto& tensors, auto&) {
     tensors["head.weight"] = {1, 2};
     tensors["head.bias"] = {3};
     tensors["optimizer.exp_avg.fc.weight"] = std::vector<float>(6, 0.0f);  // a checkpoint's: never weights
@@ -127,7 +110,7 @@ TEST_F(BadCheckpoints, StepCountsOutsideZeroToTwoToThe53AreRefused) {
     // Named copies, not a structured binding: clang 14 (the sanitizer build) cannot capture one.
     const std::string& key = entry.first;
     const std::string& value = entry.second;
-    rewrite(file("run.st"), file("bad.st"), [&](auto&, auto& meta) { meta[key] = value; });
+    rewrite_safetensors(file("run.st"), file("bad.st"), [&](auto&, auto& meta) { meta[key] = value; });
     Sequential b = model(2);
     Optimizer opt_b(ctx_, b, OptimizerConfig{});
     const std::string msg = error_message([&] { load_checkpoint(file("bad.st"), ctx_, b, &opt_b); });
@@ -140,7 +123,8 @@ TEST_F(BadCheckpoints, StepCountsOutsideZeroToTwoToThe53AreRefused) {
               true);
   }
   // 99999999999999999999 does not even parse as a 64-bit integer.
-  rewrite(file("run.st"), file("bad.st"), [&](auto&, auto& meta) { meta["optimizer.steps"] = "99999999999999999999"; });
+  rewrite_safetensors(file("run.st"), file("bad.st"),
+                      [&](auto&, auto& meta) { meta["optimizer.steps"] = "99999999999999999999"; });
   Sequential b = model(2);
   Optimizer opt_b(ctx_, b, OptimizerConfig{});
   EXPECT_TRUE(

@@ -25,10 +25,12 @@
 #include "engine/io/safetensors.hpp"
 #include "models/checkpoint.hpp"
 #include "models/zoo.hpp"
+#include "tests/safetensors_edit.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;
 using cudl::testing::contains;
+using cudl::testing::rewrite_safetensors;
 using cudl::testing::TempDir;
 namespace fs = std::filesystem;
 
@@ -105,25 +107,6 @@ class Cli : public ::testing::Test {
     return dir;
   }
 
-  // mlp weights (or a rewritten copy): `edit` changes the tensors and the metadata.
-  void rewrite(const std::string& from, const std::string& to,
-               const std::function<void(std::map<std::string, std::vector<float>>&,
-                                        std::map<std::string, std::string>&)>& edit) const {
-    const SafetensorsFile f = SafetensorsFile::open(from);
-    std::map<std::string, std::vector<float>> tensors;
-    std::map<std::string, Shape> shapes;
-    for (const auto& name : f.names()) {
-      tensors[name] = f.read_f32(name);
-      shapes[name] = f.shape(name);
-    }
-    std::map<std::string, std::string> meta = f.metadata();
-    edit(tensors, meta);
-    std::vector<SafetensorsEntry> entries;
-    for (const auto& [name, v] : tensors)
-      entries.push_back(
-          {name, "F32", shapes.count(name) ? shapes[name] : Shape{static_cast<std::int64_t>(v.size())}, v.data()});
-    write_safetensors(to, entries, meta);
-  }
   std::string mlp_weights(const std::string& name) const {
     Context ctx(Device::cpu());
     Sequential m = make_model("mlp");
@@ -229,12 +212,12 @@ TEST_F(Cli, EvalRefusesWeightsHoldingNanOrInfNamingTheFileAndTheTensor) {
   const std::string data = tiny_mnist();
   const std::string good = mlp_weights("good.st");
   for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
-    rewrite(good, file("bad.st"), [&](auto& tensors, auto&) { tensors.at("fc2.weight").at(7) = bad; });
+    rewrite_safetensors(good, file("bad.st"), [&](auto& tensors, auto&) { tensors.at("fc2.weight").at(7) = bad; });
     expect_refused(fmt::format("eval --model mlp --data '{}' --weights '{}' --device cpu", data, file("bad.st")),
                    {file("bad.st"), "non-finite", "'fc2.weight'", "index 7"});
   }
   // Finite weights so large the logits overflow: a NaN/inf loss is a failure, not a result.
-  rewrite(good, file("huge.st"), [&](auto& tensors, auto&) {
+  rewrite_safetensors(good, file("huge.st"), [&](auto& tensors, auto&) {
     for (float& w : tensors.at("fc2.weight")) w = 3e38f;
   });
   expect_refused(fmt::format("eval --model mlp --data '{}' --weights '{}' --device cpu", data, file("huge.st")),
@@ -247,7 +230,7 @@ TEST_F(Cli, EvalRefusesWeightsHoldingNanOrInfNamingTheFileAndTheTensor) {
 
 TEST_F(Cli, ExtraTensorsAreAWarningAndAnErrorWithStrict) {
   const std::string data = tiny_mnist();
-  rewrite(mlp_weights("good.st"), file("extra.st"), [](auto& tensors, auto&) {
+  rewrite_safetensors(mlp_weights("good.st"), file("extra.st"), [](auto& tensors, auto&) {
     tensors["classifier.9.weight"] = {1, 2, 3};
     tensors["typo.bias"] = {0};
   });
@@ -283,13 +266,14 @@ TEST_F(Cli, ResumeRefusesOverflowingCountsAndBadMetadataNamingTheFile) {
   const std::string train = fmt::format("train --model mlp --data '{}' --device cpu --batch-size 32", data);
   ASSERT_EQ(run(train + fmt::format(" --epochs 1 --save '{}'", file("run.st"))).status, 0);
   const std::string resume = fmt::format("{} --epochs 2 --resume '{}'", train, file("bad.st"));
-  rewrite(file("run.st"), file("bad.st"), [](auto&, auto& meta) { meta["optimizer.steps"] = "9223372036854775807"; });
+  rewrite_safetensors(file("run.st"), file("bad.st"),
+                      [](auto&, auto& meta) { meta["optimizer.steps"] = "9223372036854775807"; });
   expect_refused(resume, {file("bad.st"), "metadata optimizer.steps = 9223372036854775807 is outside [0, "});
-  rewrite(file("run.st"), file("bad.st"), [](auto&, auto& meta) { meta["optimizer.steps"] = "-2"; });
+  rewrite_safetensors(file("run.st"), file("bad.st"), [](auto&, auto& meta) { meta["optimizer.steps"] = "-2"; });
   expect_refused(resume, {file("bad.st"), "optimizer.steps = -2"});
-  rewrite(file("run.st"), file("bad.st"), [](auto&, auto& meta) { meta["seed"] = "99999999999999999999"; });
+  rewrite_safetensors(file("run.st"), file("bad.st"), [](auto&, auto& meta) { meta["seed"] = "99999999999999999999"; });
   expect_refused(resume, {file("bad.st"), "metadata seed = '99999999999999999999', expected an integer"});
-  rewrite(file("run.st"), file("bad.st"), [](auto&, auto& meta) { meta["extra.metrics"] = "{not json"; });
+  rewrite_safetensors(file("run.st"), file("bad.st"), [](auto&, auto& meta) { meta["extra.metrics"] = "{not json"; });
   const CliResult r = run(resume);  // fails after the data is read: only the one line matters here
   EXPECT_EQ(r.status, 1);
   ASSERT_FALSE(r.err_lines().empty());
