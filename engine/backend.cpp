@@ -153,6 +153,12 @@ void loss_backward_args(const Context& ctx, std::string_view op, const Tensor& a
   check::same_shape(op, "a", a, "da", da);
 }
 
+void softmax_forward_args(const Context& ctx, std::string_view op, const Tensor& x, const Tensor& y) {
+  rows(ctx, op, "x", x);
+  placed(ctx, op, "y", y);
+  check::same_shape(op, "x", x, "y", y);
+}
+
 void softmax_backward_args(const Context& ctx, std::string_view op, const Tensor& y, const Tensor& dy,
                            const Tensor& dx) {
   rows(ctx, op, "y", y);
@@ -347,11 +353,8 @@ void Backend::avgpool2d_backward(Context& ctx, const Tensor& dy, const Pool2dPar
 // ---- softmax family ----
 
 void Backend::softmax_forward(Context& ctx, const Tensor& x, Tensor& y) {
-  constexpr std::string_view op = "softmax_forward";
-  bound_to(ctx, op);
-  rows(ctx, op, "x", x);
-  placed(ctx, op, "y", y);
-  check::same_shape(op, "x", x, "y", y);
+  bound_to(ctx, "softmax_forward");
+  softmax_forward_args(ctx, "softmax_forward", x, y);
   if (x.numel() > 0) do_softmax_forward(ctx, x, y);
 }
 
@@ -362,11 +365,8 @@ void Backend::softmax_backward(Context& ctx, const Tensor& y, const Tensor& dy, 
 }
 
 void Backend::log_softmax_forward(Context& ctx, const Tensor& x, Tensor& y) {
-  constexpr std::string_view op = "log_softmax_forward";
-  bound_to(ctx, op);
-  rows(ctx, op, "x", x);
-  placed(ctx, op, "y", y);
-  check::same_shape(op, "x", x, "y", y);
+  bound_to(ctx, "log_softmax_forward");
+  softmax_forward_args(ctx, "log_softmax_forward", x, y);
   if (x.numel() > 0) do_log_softmax_forward(ctx, x, y);
 }
 
@@ -683,16 +683,16 @@ void Backend::batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy
                                  Tensor& dgamma, Tensor& dbeta) {
   constexpr std::string_view op = "batchnorm_backward";
   bound_to(ctx, op);
-  const ChannelDims d = batchnorm_args(ctx, op, x,
-                                       {{"dy", dy, Role::like_x},
-                                        {"gamma", gamma, Role::per_channel},
-                                        {"save_mean", save_mean, Role::per_channel},
-                                        {"save_invstd", save_invstd, Role::per_channel},
-                                        {"dx", dx, Role::like_x},
-                                        {"dgamma", dgamma, Role::per_channel},
-                                        {"dbeta", dbeta, Role::per_channel}});
+  batchnorm_args(ctx, op, x,
+                 {{"dy", dy, Role::like_x},
+                  {"gamma", gamma, Role::per_channel},
+                  {"save_mean", save_mean, Role::per_channel},
+                  {"save_invstd", save_invstd, Role::per_channel},
+                  {"dx", dx, Role::like_x},
+                  {"dgamma", dgamma, Role::per_channel},
+                  {"dbeta", dbeta, Role::per_channel}});
   batchnorm_eps(op, eps);
-  if (d.per_channel() == 0) return;  // no values: nothing to differentiate, nothing to add
+  if (x.numel() == 0) return;  // no values (or no channels): nothing to differentiate, nothing to add
   do_batchnorm_backward(ctx, x, dy, gamma, save_mean, save_invstd, eps, dx, dgamma, dbeta);
 }
 

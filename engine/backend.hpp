@@ -187,6 +187,9 @@ class Backend {
  protected:
   // The backends' implementations, called only after the public method's checks passed. Checks
   // that belong to one backend only (a cuBLAS int limit, the CPU's label scan) stay in them.
+  // The front does not call them for empty inputs of the softmax family, cross-entropy backward,
+  // gram_backward, argmax_rows, copy (or a copy onto itself) and batch norm (nor for batch-norm
+  // training without channels); the other ops must handle empty tensors.
   virtual void do_gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b,
                        float beta, Tensor& c) = 0;
   virtual void do_bias_add(Context& ctx, Tensor& y, const Tensor& bias) = 0;

@@ -74,7 +74,6 @@ void CpuBackend::do_batchnorm_forward_train(Context&, const Tensor& x, const Ten
                                             Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
   constexpr std::string_view op = "batchnorm_forward_train";
   const ChannelDims d = channel_dims(op, "x", x);
-  if (d.channels == 0) return;
 
   const float* px = x.data<float>();
   float* prm = running_mean.data<float>();
@@ -135,7 +134,6 @@ void CpuBackend::do_batchnorm_backward(Context&, const Tensor& x, const Tensor& 
                                        Tensor& dgamma, Tensor& dbeta) {
   constexpr std::string_view op = "batchnorm_backward";
   const ChannelDims d = channel_dims(op, "x", x);
-  if (d.per_channel() == 0) return;  // no values: nothing to differentiate, nothing to add
 
   const float* px = x.data<float>();
   const float* pdy = dy.data<float>();

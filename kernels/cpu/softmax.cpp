@@ -74,13 +74,9 @@ void check_labels(const char* op, const Tensor& labels, std::int64_t n, std::int
 
 }  // namespace
 
-void CpuBackend::do_softmax_forward(Context&, const Tensor& x, Tensor& y) {
-  if (x.dim(1) > 0) softmax_rows(x, y, false);
-}
+void CpuBackend::do_softmax_forward(Context&, const Tensor& x, Tensor& y) { softmax_rows(x, y, false); }
 
-void CpuBackend::do_log_softmax_forward(Context&, const Tensor& x, Tensor& y) {
-  if (x.dim(1) > 0) softmax_rows(x, y, true);
-}
+void CpuBackend::do_log_softmax_forward(Context&, const Tensor& x, Tensor& y) { softmax_rows(x, y, true); }
 
 void CpuBackend::do_softmax_backward(Context&, const Tensor& y, const Tensor& dy, Tensor& dx) {
   softmax_rows_backward(y, dy, dx, false);
@@ -117,7 +113,6 @@ void CpuBackend::do_softmax_cross_entropy_backward(Context&, const Tensor& probs
   const char* op = "softmax_cross_entropy_backward";
   const std::int64_t n = probs.dim(0), k = probs.dim(1);
   check_labels(op, labels, n, k);
-  if (n == 0) return;
   const float* pp = probs.data<float>();
   const std::int32_t* pl = labels.data<std::int32_t>();
   float* pd = dlogits.data<float>();

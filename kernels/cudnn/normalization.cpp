@@ -43,8 +43,6 @@ void CudaBackend::do_batchnorm_forward_train(Context& ctx, const Tensor& x, cons
                                              float eps, float momentum, Tensor& running_mean, Tensor& running_var,
                                              Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
   constexpr std::string_view op = "batchnorm_forward_train";
-  if (x.dim(1) == 0) return;  // no channels: nothing to normalise or update
-
   const double epsilon = cudnn_eps(op, eps);
   const Descriptors desc(x, op);
   const float alpha = 1.0f, beta_blend = 0.0f;
@@ -60,8 +58,6 @@ void CudaBackend::do_batchnorm_forward_eval(Context& ctx, const Tensor& x, const
                                             const Tensor& running_mean, const Tensor& running_var, float eps,
                                             Tensor& y) {
   constexpr std::string_view op = "batchnorm_forward_eval";
-  if (x.numel() == 0) return;
-
   const double epsilon = cudnn_eps(op, eps);
   const Descriptors desc(x, op);
   const float alpha = 1.0f, beta_blend = 0.0f;
@@ -76,8 +72,6 @@ void CudaBackend::do_batchnorm_backward(Context& ctx, const Tensor& x, const Ten
                                         const Tensor& save_mean, const Tensor& save_invstd, float eps, Tensor& dx,
                                         Tensor& dgamma, Tensor& dbeta) {
   constexpr std::string_view op = "batchnorm_backward";
-  if (x.numel() == 0) return;  // no values: nothing to differentiate, nothing to add
-
   // The layer's eps, as in forward: cuDNN asks for the same value in both, and whether an engine
   // ignores it when given the saved mean and inverse deviation is not documented.
   const double epsilon = cudnn_eps(op, eps);
