@@ -41,6 +41,14 @@ class BadCheckpoints : public ::testing::Test {
     return m;
   }
   std::vector<float> values(Sequential& m) { return m.parameter_block().to_vector(ctx_); }
+  // A finite checkpoint (weights, optimizer state, metadata) of the seed-1 model.
+  void save_run(const std::string& path) {
+    Sequential a = model(1);
+    Optimizer opt(ctx_, a, OptimizerConfig{});
+    CheckpointInfo info;
+    info.model = "tiny";
+    save_checkpoint(path, ctx_, a, &opt, info);
+  }
   std::string file(const std::string& name) const { return dir_.file(name); }
 
   Context ctx_{Device::cpu()};
@@ -65,11 +73,7 @@ TEST_F(BadCheckpoints, NanOrInfWeightsAreRefusedNamingTheFileAndTheFirstTensor) 
 }
 
 TEST_F(BadCheckpoints, NanOptimizerStateInACheckpointIsRefused) {
-  Sequential a = model(1);
-  Optimizer opt(ctx_, a, OptimizerConfig{});
-  CheckpointInfo info;
-  info.model = "tiny";
-  save_checkpoint(file("run.st"), ctx_, a, &opt, info);
+  save_run(file("run.st"));
   rewrite_safetensors(file("run.st"), file("bad.st"), [](auto& tensors, auto&) {
     tensors.at("optimizer.exp_avg_sq.fc.bias").at(1) = std::numeric_limits<float>::quiet_NaN();
   });
@@ -97,11 +101,7 @@ TEST_F(BadCheckpoints, UnusedTensorsAreReturnedAndAnErrorWhenStrict) {
 }
 
 TEST_F(BadCheckpoints, StepCountsOutsideZeroToTwoToThe53AreRefused) {
-  Sequential a = model(1);
-  Optimizer opt(ctx_, a, OptimizerConfig{});
-  CheckpointInfo info;
-  info.model = "tiny";
-  save_checkpoint(file("run.st"), ctx_, a, &opt, info);
+  save_run(file("run.st"));
   const std::vector<std::pair<std::string, std::string>> cases{{"optimizer.steps", "9223372036854775807"},
                                                                {"optimizer.steps", "-1"},
                                                                {"epoch", "-3"},
