@@ -15,6 +15,7 @@
 
 #include "engine/device.hpp"
 #include "engine/error.hpp"
+#include "tools/cudl/commands.hpp"
 
 namespace cudl::cli {
 
@@ -301,6 +302,14 @@ void check_writable_output(const std::string& option, const std::string& path) {
 void check_input_file(const std::string& option, const std::string& path) {
   const std::string why = input_file_problem(path);
   CUDL_CHECK(why.empty(), "{} {}", option, why);
+}
+
+// Declared in commands.hpp beside the subcommands that take it.
+void add_deterministic_option(CLI::App* cmd, bool& deterministic) {
+  cmd->add_option("--deterministic", deterministic,
+                  "true: only cuDNN algorithms that repeat bit for bit (resume ends where an uninterrupted run "
+                  "would); false: the fastest, some of which use atomics (CUDA only)")
+      ->capture_default_str();
 }
 
 }  // namespace cudl::cli

@@ -6,13 +6,6 @@
 
 namespace cudl::cli {
 
-void add_deterministic_option(CLI::App* cmd, bool& deterministic) {
-  cmd->add_option("--deterministic", deterministic,
-                  "true: only cuDNN algorithms that repeat bit for bit (resume ends where an uninterrupted run "
-                  "would); false: the fastest, some of which use atomics (CUDA only)")
-      ->capture_default_str();
-}
-
 void add_info_command(CLI::App& app) {
   auto* cmd =
       app.add_subcommand("info", "Print the version, the libraries cudl was built against and the devices found");
