@@ -15,7 +15,7 @@
 #                              PyTorch's nvidia wheels): fmt, OpenBLAS, gfortran, quadmath, libpng,
 #                              libjpeg, zlib, gomp
 #     lib/gcc/                 libstdc++ and libgcc_s, used there only when the machine's own are older
-#   gpu-check.sh, gpu-common.sh, tests/data/*.png, bench/compare_torch.py, tools/bench_chart.py
+#   gpu-check.sh, gpu-common.sh, tests/data/*.png, the JPEG test input from tests/fuzz/corpus/, bench/compare_torch.py, tools/bench_chart.py
 #   cudl-src.tar.gz            `git archive HEAD` (without bench/results), for a rebuild there when
 #                              the prebuilt binaries do not load
 #   debs/                      the Debian 12 .debs of the host libraries (tools/fetch-deps-debs.sh,
@@ -88,6 +88,9 @@ for b in cudl cudl_tests; do ldd "$build_dir/$b"; done | awk '$2 == "=>" && $3 ~
 
 cp tools/gpu-check.sh tools/gpu-common.sh "$kit/"
 cp tests/data/chelsea.png tests/data/brick.png "$kit/tests/data/"
+# Test inputs the tests read through source_dir() (gpu-check.sh points CUDL_TEST_SOURCE_DIR at the kit).
+mkdir -p "$kit/tests/fuzz/corpus/image"
+cp tests/fuzz/corpus/image/progressive_16x16.jpg "$kit/tests/fuzz/corpus/image/"
 cp bench/compare_torch.py "$kit/bench/"
 cp tools/bench_chart.py "$kit/tools/"
 git archive --format=tar.gz -o "$kit/cudl-src.tar.gz" HEAD -- . ':(exclude)bench/results'
