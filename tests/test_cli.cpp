@@ -201,11 +201,28 @@ TEST_F(Cli, UsageErrorsAreOneLineAndExitCodeOne) {
   expect_refused("style --size", {"--size", "(see cudl style --help)"});
   expect_refused("summary --model mlp --extra", {"--extra"});
   expect_refused("train --data . --deterministic maybe", {"--deterministic"});
+  expect_refused("train --data . --precision bf16", {"--precision", "bf16"});
+  expect_refused("style --content x --style y --conv-algo fastest", {"--conv-algo", "fastest"});
   // --help and --version are not errors.
   const CliResult help = run("train --help");
   EXPECT_EQ(help.status, 0);
   EXPECT_TRUE(contains(help.out, "--lr")) << help.out;
   EXPECT_EQ(run("--version").status, 0);
+}
+
+TEST_F(Cli, CudaOnlyComputeOptionsAreNotedOnTheCpuAndRecordedInBenchJson) {
+  const CliResult r = run(fmt::format("bench --device cpu --ops sum --repeat 1 --precision tf32 --conv-algo measured "
+                                      "--json '{}'",
+                                      file("bench.json")));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "note: --precision tf32 --conv-algo measured change nothing on the CPU")) << r.err;
+  const std::string json = slurp(file("bench.json"));
+  EXPECT_TRUE(contains(json, "\"precision\": \"tf32\"")) << json;
+  EXPECT_TRUE(contains(json, "\"conv_algo\": \"measured\"")) << json;
+  // The defaults say nothing.
+  const CliResult quiet = run("bench --device cpu --ops sum --repeat 1");
+  ASSERT_EQ(quiet.status, 0) << quiet.err;
+  EXPECT_FALSE(contains(quiet.err, "note:")) << quiet.err;
 }
 
 TEST_F(Cli, EvalRefusesWeightsHoldingNanOrInfNamingTheFileAndTheTensor) {

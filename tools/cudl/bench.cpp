@@ -198,7 +198,7 @@ struct Options {
   std::string sizes = "small";
   int repeat = 10;
   std::string json_path;
-  bool deterministic = true;
+  ComputeOptions compute;
 };
 
 void print_layer_profile(const Sequential& model, const char* what, int runs) {
@@ -296,7 +296,7 @@ void run_bench(const Options& opt) {
              "rate", "% peak", "speedup");
   for (Device device : devices) {
     Context ctx(device);
-    ctx.set_deterministic(opt.deterministic);
+    apply_compute_options(ctx, opt.compute);
     if (cases.empty()) {
       bench_models(ctx, opt, results);
       continue;
@@ -343,7 +343,10 @@ void run_bench(const Options& opt) {
         "from memory\n");
   if (!opt.json_path.empty()) {
     nlohmann::json doc = {
-        {"sizes", opt.sizes}, {"repeat", opt.repeat}, {"deterministic", opt.deterministic}, {"results", results}};
+        {"sizes", opt.sizes}, {"repeat", opt.repeat}, {"deterministic", opt.compute.deterministic},
+        {"precision", opt.compute.precision},
+        {"conv_algo", opt.compute.conv_algo},
+        {"results", results}};
     write_file_atomically(opt.json_path, doc.dump(2) + "\n");
     fmt::print("wrote {}\n", opt.json_path);
   }
@@ -357,7 +360,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--device", opt->devices, "Comma-separated backends to run")
       ->check(device_name(/*list=*/true))
       ->capture_default_str();
-  add_deterministic_option(cmd, opt->deterministic);
+  add_compute_options(cmd, opt->compute);
   cmd->add_option("--ops", opt->ops, "Comma-separated ops to run (default: all)");
   cmd->add_option("--sizes", opt->sizes, "Problem sizes: small (seconds on a CPU) or vgg (VGG19 layer shapes)")
       ->check(CLI::IsMember({"small", "vgg"}))

@@ -26,7 +26,7 @@ struct StyleArgs {
   std::string content, style, output, weights, device = "auto", log;
   std::string blend_weights, content_layers = "relu4_2", style_layers = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1";
   std::string scales;
-  bool deterministic = true;
+  ComputeOptions compute;
   StyleOptions o;
 };
 
@@ -84,7 +84,7 @@ void run_style(StyleArgs a) {
   if (o.init != "content" && o.init != "random") (void)read_image(o.init);
 
   Context ctx(Device::parse(a.device));
-  ctx.set_deterministic(a.deterministic);
+  apply_compute_options(ctx, a.compute);
   Sequential net = make_style_network(ctx, o, a.weights);
   const auto [w, h] = fit_longest_side(content.width, content.height, sizes.back());
   check_style_sizes(net, o, content, styles);  // every scale, before any work
@@ -191,7 +191,7 @@ void add_style_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", a->o.seed, "Seed of --init random")->transform(seed_number())->capture_default_str();
   cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
-  add_deterministic_option(cmd, a->deterministic);
+  add_compute_options(cmd, a->compute);
   cmd->add_option("--log", a->log, "Write per-iteration losses here (CSV)");
   cmd->callback([a] { run_style(*a); });
 }

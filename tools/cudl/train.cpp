@@ -34,7 +34,7 @@ struct TrainArgs {
   std::uint64_t seed = 1;
   std::string save, resume, metrics_json;
   bool augment = false;
-  bool deterministic = true;
+  ComputeOptions compute;
   bool seed_given = false;
 };
 
@@ -55,7 +55,7 @@ void add_model_and_data_options(CLI::App* cmd, TrainArgs& a) {
       ->transform(whole_number(1, 1 << 20))
       ->capture_default_str();
   cmd->add_option("--device", a.device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
-  add_deterministic_option(cmd, a.deterministic);
+  add_compute_options(cmd, a.compute);
 }
 
 void run_train(TrainArgs a) {
@@ -75,7 +75,7 @@ void run_train(TrainArgs a) {
   const std::string kind = a.dataset.empty() ? default_dataset(a.model) : a.dataset;
   DataSplits data = load_dataset(kind, a.data, a.model);
   Context ctx(Device::parse(a.device));
-  ctx.set_deterministic(a.deterministic);
+  apply_compute_options(ctx, a.compute);
   Sequential model = make_model(a.model);
   model.build(ctx, a.seed);
   fmt::print("training {} ({} params) on {} ({} train / {} test images) on {}\n", a.model, model.parameter_count(),
@@ -166,7 +166,7 @@ void add_eval_command(CLI::App& app) {
     const std::string kind = a->dataset.empty() ? default_dataset(a->model) : a->dataset;
     DataSplits data = load_dataset(kind, a->data, a->model);
     Context ctx(Device::parse(a->device));
-    ctx.set_deterministic(a->deterministic);
+    apply_compute_options(ctx, a->compute);
     Sequential model = make_model(a->model);
     model.build(ctx, 0);
     load_weights_reporting_unused(*weights, ctx, model, *strict);
