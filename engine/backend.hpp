@@ -11,6 +11,8 @@
 // the caller with the documented shape and are overwritten unless the name says `accumulate`.
 // Scalar results (losses, sums) are written into a one-element device tensor so that nothing
 // waits for the device. Errors name the op and the shapes.
+#include "cudl/config.hpp"  // CUDL_HAVE_CUDA
+
 #include <cstdint>
 #include <string_view>
 
