@@ -196,6 +196,7 @@ void check_style_options(const StyleOptions& o) {
              o.tv_beta);
   CUDL_CHECK(o.tile == 0 || (o.tile >= 64 && o.tile <= kMaxStyleSide), "style: --tile must be 0 or in [64, {}], got {}",
              kMaxStyleSide, o.tile);
+  CUDL_CHECK(o.tile > 0 || o.tile_overlap < 0, "style: --tile-overlap {} needs --tile", o.tile_overlap);
   if (o.tile > 0) {
     const int overlap = o.tile_overlap >= 0 ? o.tile_overlap : o.tile / 8;
     CUDL_CHECK(overlap <= o.tile / 2, "style: --tile-overlap must be at most half of --tile {} ({}), got {}", o.tile,

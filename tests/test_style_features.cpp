@@ -418,8 +418,6 @@ TEST(StyleTiles, A1024RunIn256TilesStaysNearThe256RunsPeakWithoutSeams) {
     for (std::size_t j = 0; j < steps.size(); ++j)
       (border[j] ? border_max : interior_max) = std::max(border[j] ? border_max : interior_max, steps[j]);
     EXPECT_GT(interior_max, 0);
-    if (std::getenv("CUDL_SEAM_DEBUG"))
-      for (std::size_t j = 0; j < steps.size(); ++j) std::printf("%zu %d %.4f\n", j, int(border[j]), steps[j]);
     EXPECT_LE(border_max, interior_max) << "a seam: border step " << border_max << " vs interior " << interior_max;
   }
 }
@@ -493,6 +491,7 @@ TEST_F(StyleFeaturesCli, BadNewOptionsFailBeforeAnyWork) {
       {"tile below 64", one() + " --tile 32"},
       {"tile larger than the image", one() + " --tile 64"},
       {"overlap over half the tile", one() + " --size 256 --tile 64 --tile-overlap 40"},
+      {"overlap without a tile", one() + " --tile-overlap 8"},
       {"tv beta out of range", one() + " --tv-beta 0.5"},
       {"bad colour transfer", one() + " --color-transfer sepia"},
       {"contradicting colours", one() + " --color-transfer histogram --original-colors"},
