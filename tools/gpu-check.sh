@@ -25,7 +25,7 @@
 #   models         cudl bench --device cuda --models vgg19,mnist_cnn (vgg19 at batch 1, 32, 64;
 #                  mnist_cnn at 128)
 #   style_512, style_1024   cudl style with random:1 VGG19 weights (no weights file travels),
-#                  30 L-BFGS iterations: ms/iteration and the pool's peak memory
+#                  30 L-BFGS iterations, --conv-algo measured: ms/iteration and the pool's peak memory
 #   compare_torch  bench/compare_torch.py --device cuda (PyTorch on the same GPU; downloads nothing)
 #   kernels_vs_cpu cudl bench --device cpu,cuda --sizes vgg (the GPU's speed-up over the CPU)
 #   profile_heuristic, profile_measured   cudl bench --models vgg19 --batch-sizes 64 --profile under
@@ -205,7 +205,7 @@ summary() {
     grep -v '^wrote ' "$res/logs/$f.log" | sed 's/^/  /' | head -80
   done
   if ls "$res"/logs/style_*.log >/dev/null 2>&1; then
-    echo; echo "style transfer (random:1 VGG19 weights, chelsea.png content, brick.png style):"
+    echo; echo "style transfer (random:1 VGG19 weights, chelsea.png content, brick.png style, --conv-algo measured):"
     for i in "${!step_names[@]}"; do
       f=$res/logs/${step_names[$i]}.log
       case "${step_names[$i]}" in style_*) [ -f "$f" ] || continue ;; *) continue ;; esac
@@ -449,7 +449,7 @@ fi
 for size in $style_sizes; do
   step "style_$size" 90 "$cudl" style --weights random:1 --content "$root/tests/data/chelsea.png" \
     --style "$root/tests/data/brick.png" --size "$size" --iters "$style_iters" --print-every "$style_iters" \
-    --device "$dev" --output "$res/style_$size.png" --log "$res/style_$size.csv"
+    --device "$dev" --conv-algo measured --output "$res/style_$size.png" --log "$res/style_$size.csv"
 done
 if [ -n "$torch_version" ]; then
   if [ $cpu = 1 ]; then
