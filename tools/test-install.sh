@@ -6,17 +6,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-cpu}
+say() { echo "test-install: $*"; }
+quiet() {  # runs "$@", showing its output only when it fails
+  local log; log=$(mktemp)
+  if ! "$@" > "$log" 2>&1; then cat "$log" >&2; rm -f "$log"; echo "test-install: failed: $*" >&2; return 1; fi
+  rm -f "$log"
+}
 [ -f "$build/CMakeCache.txt" ] || bash tools/build.sh "$build" -DCUDL_CUDA=OFF
-cmake --build "$build" --target cudl cudl_cli -j "$(nproc)" >/dev/null
+quiet cmake --build "$build" --target cudl cudl_cli -j "$(nproc)"
 work=$(mktemp -d /tmp/cudl-install.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-say() { echo "test-install: $*"; }
 
 say "cmake --install $build --prefix $work/prefix"
-cmake --install "$build" --prefix "$work/prefix" >/dev/null
+quiet cmake --install "$build" --prefix "$work/prefix"
 consumer() {  # consumer PREFIX BUILD: configure, build and run examples/consumer against PREFIX
-  cmake -S examples/consumer -B "$2" -G Ninja -DCMAKE_PREFIX_PATH="$1" >/dev/null
-  cmake --build "$2" >/dev/null
+  quiet cmake -S examples/consumer -B "$2" -G Ninja -DCMAKE_PREFIX_PATH="$1"
+  quiet cmake --build "$2"
   "$2/consumer"
 }
 say "examples/consumer against the prefix"
@@ -32,11 +37,11 @@ if dpkg -s cudl >/dev/null 2>&1; then
   exit 0
 fi
 say "cpack -G DEB"
-(cd "$build" && cpack -G DEB -B "$work/deb" >/dev/null)
+(cd "$build" && quiet cpack -G DEB -B "$work/deb")
 deb=$(ls "$work"/deb/cudl_*.deb)
 dpkg-deb -I "$deb" | sed -n 's/^ Depends:/test-install: Depends:/p'
 trap 'dpkg -r cudl >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-dpkg -i "$deb" >/dev/null
+quiet dpkg -i "$deb"
 say "cudl info from the package: $(command -v cudl)"
 cudl info | head -2
 say "examples/consumer against the package (/usr)"
