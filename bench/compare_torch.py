@@ -13,6 +13,13 @@ to cudl (some PyTorch builds, Debian's among them, default to one thread, which 
   bench/compare_torch.py --device cpu --models mnist_cnn --batch-sizes 128
   bench/compare_torch.py --device cpu --threads 1 --models mnist_cnn --batch-sizes 128
   bench/compare_torch.py --device cuda --models vgg19,mnist_cnn --json out.json
+  bench/compare_torch.py --device cuda --models vgg19 --precision tf32 --conv-algo heuristic
+
+On the GPU both sides get the same numerics and algorithm policy, each flag mirrored:
+--precision fp32|tf32 (cudl --precision; torch allow_tf32 for cuDNN and matmul), --conv-algo
+measured|heuristic (cudl --conv-algo; torch.backends.cudnn.benchmark on|off) and --deterministic
+true|false (cudl --deterministic; torch.backends.cudnn.deterministic). The defaults, fp32, measured
+and false, are each engine's fastest strict-fp32 settings.
 """
 import argparse
 import json
@@ -120,12 +127,18 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="CPU threads for both sides (default: os.cpu_count(), here %(default)s)")
     ap.add_argument("--json", help="write the comparison here")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32"], help="both sides (GPU only)")
+    ap.add_argument("--conv-algo", default="measured", choices=["measured", "heuristic"],
+                    help="both sides: time cuDNN's algorithms once per shape, or take its guess (GPU only)")
+    ap.add_argument("--deterministic", default="false", choices=["true", "false"],
+                    help="both sides: deterministic cuDNN algorithms only (GPU only)")
     args = ap.parse_args()
     if args.device == "cuda":
-        # Both sides in strict fp32, as cudl runs by default.
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cudnn.benchmark = True
+        tf32 = args.precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = args.conv_algo == "measured"
+        torch.backends.cudnn.deterministic = args.deterministic == "true"
     device = torch.device(args.device)
     if args.threads < 1:
         ap.error("--threads must be at least 1")
@@ -140,6 +153,8 @@ def main():
                "--json", out]
         if args.batch_sizes:
             cmd += ["--batch-sizes", args.batch_sizes]
+        if args.device == "cuda":
+            cmd += ["--precision", args.precision, "--conv-algo", args.conv_algo, "--deterministic", args.deterministic]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
         with open(out) as f:
             ours = json.load(f)["results"]
@@ -150,7 +165,8 @@ def main():
               f"PyTorch {torch.get_num_threads()} threads (torch.set_num_threads), "
               f"cudl {env['OMP_NUM_THREADS']} threads (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS)")
     else:
-        print(f"PyTorch {torch.__version__} vs cudl on {torch.cuda.get_device_name()}")
+        print(f"PyTorch {torch.__version__} vs cudl on {torch.cuda.get_device_name()}: both {args.precision}, "
+              f"conv algorithms {args.conv_algo}, deterministic {args.deterministic}")
     print(f"{'model':<12} {'batch':>5} {'what':<11} {'cudl ms':>9} {'torch ms':>9} {'cudl img/s':>11} "
           f"{'torch img/s':>11} {'torch/cudl time':>16}")
     torch_cache = {}
@@ -168,6 +184,9 @@ def main():
     if args.json:
         with open(args.json + ".tmp", "w") as f:
             doc = {"device": args.device, "torch": torch.__version__, "rows": rows}
+            if args.device == "cuda":
+                doc["settings"] = {"precision": args.precision, "conv_algo": args.conv_algo,
+                                   "deterministic": args.deterministic == "true"}
             if args.device == "cpu":
                 doc["threads"] = {"torch": torch.get_num_threads(), "cudl": int(env["OMP_NUM_THREADS"])}
             json.dump(doc, f, indent=2)

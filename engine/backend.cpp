@@ -456,24 +456,32 @@ void Backend::l1_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, f
   do_l1_loss_backward(ctx, a, b, dloss, da);
 }
 
-void Backend::tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss) {
+namespace {
+void tv_beta_arg(std::string_view op, float beta) {
+  CUDL_CHECK(beta >= 1.0f && beta <= 4.0f, "{}: beta must be in [1, 4], got {}", op, beta);
+}
+}  // namespace
+
+void Backend::tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss, float beta) {
   constexpr std::string_view op = "tv_loss_forward";
   bound_to(ctx, op);
   placed(ctx, op, "x", x);
   check::rank_is(op, "x", x, 4);
   scalar(ctx, op, "loss", loss);
-  do_tv_loss_forward(ctx, x, loss);
+  tv_beta_arg(op, beta);
+  do_tv_loss_forward(ctx, x, beta, loss);
 }
 
-void Backend::tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate) {
+void Backend::tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate, float beta) {
   constexpr std::string_view op = "tv_loss_backward";
   bound_to(ctx, op);
+  tv_beta_arg(op, beta);
   placed(ctx, op, "x", x);
   placed(ctx, op, "dx", dx);
   check::rank_is(op, "x", x, 4);
   check::same_shape(op, "x", x, "dx", dx);
   CUDL_CHECK(dx.raw() != x.raw() || x.numel() == 0, "{}: dx must not alias x (x={})", op, x.shape());
-  do_tv_loss_backward(ctx, x, dloss, dx, accumulate);
+  do_tv_loss_backward(ctx, x, beta, dloss, dx, accumulate);
 }
 
 // ---- dropout and the elementwise product ----

@@ -11,6 +11,8 @@
 // the caller with the documented shape and are overwritten unless the name says `accumulate`.
 // Scalar results (losses, sums) are written into a one-element device tensor so that nothing
 // waits for the device. Errors name the op and the shapes.
+#include "cudl/config.hpp"  // CUDL_HAVE_CUDA
+
 #include <cstdint>
 #include <string_view>
 
@@ -118,10 +120,14 @@ class Backend {
   void mse_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da);
   void l1_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss);  // mean(|a-b|)
   void l1_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da);
-  // Σ (x[i+1,j]-x[i,j])² + Σ (x[i,j+1]-x[i,j])² over every sample and channel of x [N,C,H,W].
-  void tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss);
+  // Σ_ij (a² + b²)^(β/2) with a = x[i+1,j]-x[i,j] and b = x[i,j+1]-x[i,j] (a term that falls off
+  // the edge is 0), over every sample and channel of x [N,C,H,W]. β = 2 (the default) is the sum
+  // of squared neighbour differences; other β give the Keras neural-style example's TV exponent.
+  // β must be in [1, 4]; where a² + b² = 0 a pixel's gradient term is 0 (its limit for β > 2;
+  // for β < 2 the one-sided derivative is unbounded, and 0 is the subgradient the optimiser needs).
+  void tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss, float beta = 2.0f);
   // dx (+)= dloss * ∂tv/∂x.
-  void tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate);
+  void tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate, float beta = 2.0f);
 
   // ---- dropout (inverted): mask = (u >= p) / (1 - p) with u from Philox(seed, offset + i); y = x * mask ----
   void dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset, Tensor& y,
@@ -222,8 +228,9 @@ class Backend {
   virtual void do_mse_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) = 0;
   virtual void do_l1_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) = 0;
   virtual void do_l1_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) = 0;
-  virtual void do_tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss) = 0;
-  virtual void do_tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate) = 0;
+  virtual void do_tv_loss_forward(Context& ctx, const Tensor& x, float beta, Tensor& loss) = 0;
+  virtual void do_tv_loss_backward(Context& ctx, const Tensor& x, float beta, float dloss, Tensor& dx,
+                                   bool accumulate) = 0;
   virtual void do_dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset,
                                   Tensor& y, Tensor& mask) = 0;
   virtual void do_mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) = 0;

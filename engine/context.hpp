@@ -13,6 +13,13 @@ struct CudaResources;  // stream, cuBLAS and cuDNN handles, algorithm caches (CU
 // float rounding; TF32 lets cuBLAS/cuDNN use tensor cores (about 10 mantissa bits per product).
 enum class MathMode { strict_fp32, tf32 };
 
+// How the CUDA backend picks a convolution algorithm for a new shape. heuristic (the default):
+// cuDNN's ranked guess, the same choice every run. measured (PyTorch's cudnn.benchmark): every
+// usable candidate is timed once on the call's own inputs and the fastest is kept; a one-off cost
+// per shape, and timing noise may pick another algorithm in another run (other rounding), so
+// bit-for-bit repeatable runs want heuristic.
+enum class ConvSearch { heuristic, measured };
+
 // Where ops run: a device, its allocator and, for CUDA, a stream with cuBLAS and cuDNN handles
 // bound to it. Move-only; the handles and the stream are released with it.
 class Context {
@@ -36,6 +43,8 @@ class Context {
   // uninterrupted one would. Off lets it pick the fastest (some use atomics).
   bool deterministic() const { return deterministic_; }
   void set_deterministic(bool on) { deterministic_ = on; }
+  ConvSearch conv_search() const { return conv_search_; }
+  void set_conv_search(ConvSearch search) { conv_search_ = search; }
 
   // The CUDA stream, cuBLAS and cuDNN handles; nullptr on the CPU.
   CudaResources* cuda() const { return cuda_.get(); }
@@ -49,6 +58,7 @@ class Context {
   Device device_;
   MathMode math_;
   bool deterministic_ = true;
+  ConvSearch conv_search_ = ConvSearch::heuristic;
   Backend* backend_ = nullptr;
   std::shared_ptr<Allocator> allocator_;
   std::unique_ptr<CudaResources, CudaResourcesDeleter> cuda_;

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <charconv>
-#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -14,7 +13,7 @@
 #include "engine/check.hpp"
 #include "engine/context.hpp"
 #include "engine/device.hpp"
-#include "layers/lbfgs.hpp"
+#include "layers/normalization.hpp"
 #include "models/checkpoint.hpp"
 #include "models/zoo.hpp"
 
@@ -26,12 +25,6 @@ constexpr int kDepth = 19;
 
 int feature_index(const std::string& torchvision_name) {  // "features.22" -> 22
   return std::stoi(torchvision_name.substr(torchvision_name.find('.') + 1));
-}
-
-std::vector<std::string> to_torchvision(const std::vector<std::string>& names) {
-  std::vector<std::string> out;
-  for (const auto& n : names) out.push_back(vgg_layer_name(kDepth, n));
-  return out;
 }
 
 }  // namespace
@@ -63,6 +56,13 @@ Sequential make_style_network(Context& ctx, const StyleOptions& o, const std::st
     }
   }
   Sequential net = make_vgg_features(kDepth, false, o.pooling == "avg");
+  if (o.model == StyleModel::caffe) {
+    // Caffe's VGG19 takes 0-255 pixels minus its mean pixel (B 103.939, G 116.779, R 123.68): as
+    // (x - mean/255) / (1/255) on our [0,1] RGB input. The BGR order is in the weights (the
+    // converter reverses conv1_1's input channels), so the image stays RGB here.
+    constexpr float k = 1.0f / 255.0f;
+    dynamic_cast<Normalize&>(net.layer("normalize")) = Normalize({123.68f * k, 116.779f * k, 103.939f * k}, {k, k, k});
+  }
   net.truncate_after(vgg_layer_name(kDepth, deepest));
   const std::string random_prefix = "random:";
   if (weights.rfind(random_prefix, 0) == 0) {
@@ -143,12 +143,16 @@ void check_style_memory(Context& ctx, const Sequential& net, const StyleOptions&
       break;
     }
   }
+  // Tiling bounds the memory by the tile, whatever the photo: suggest the largest tile that fits.
+  const int tile = suggest_style_tile(net, o, available);
   CUDL_THROW(
-      "style: a {}x{} image needs about {:.1f} GiB with --optimizer {} but only {:.1f} GiB is available on {}; the "
-      "largest size that fits is {}{}",
-      width, height, static_cast<double>(need) / (1 << 30), o.optimizer, static_cast<double>(available) / (1 << 30),
-      ctx.device(), fits > 0 ? fmt::format("--size {}", fits) : std::string("none"),
-      o.optimizer == "lbfgs" ? " (--optimizer adam needs much less)" : "");
+      "style: a {}x{} {} needs about {:.1f} GiB with --optimizer {} but only {:.1f} GiB is available on {}; the "
+      "largest size that fits is {}{}{}",
+      width, height, o.tile > 0 ? "tile" : "image", static_cast<double>(need) / (1 << 30), o.optimizer,
+      static_cast<double>(available) / (1 << 30), ctx.device(),
+      fits > 0 ? fmt::format("{} {}", o.tile > 0 ? "--tile" : "--size", fits) : std::string("none"),
+      o.optimizer == "lbfgs" ? " (--optimizer adam needs much less)" : "",
+      o.tile == 0 && tile > 0 ? fmt::format("; or keep the size and tile it: --tile {}", tile) : std::string());
 }
 
 namespace {
@@ -188,6 +192,30 @@ void check_style_options(const StyleOptions& o) {
                "style: {} must be a finite number in [0, {}], got {}", name, std::numeric_limits<float>::max(), w);
   for (double w : o.style_blend_weights)
     CUDL_CHECK(std::isfinite(w) && w >= 0, "style: --style-blend-weights must be finite numbers >= 0, got {}", w);
+  CUDL_CHECK(std::isfinite(o.tv_beta) && o.tv_beta >= 1 && o.tv_beta <= 4, "style: --tv-beta must be in [1, 4], got {}",
+             o.tv_beta);
+  CUDL_CHECK(o.tile == 0 || (o.tile >= 64 && o.tile <= kMaxStyleSide), "style: --tile must be 0 or in [64, {}], got {}",
+             kMaxStyleSide, o.tile);
+  CUDL_CHECK(o.tile > 0 || o.tile_overlap < 0, "style: --tile-overlap {} needs --tile", o.tile_overlap);
+  if (o.tile > 0) {
+    const int overlap = o.tile_overlap >= 0 ? o.tile_overlap : o.tile / 8;
+    CUDL_CHECK(overlap <= o.tile / 2, "style: --tile-overlap must be at most half of --tile {} ({}), got {}", o.tile,
+               o.tile / 2, overlap);
+    CUDL_CHECK(o.tile < scales.back(),
+               "style: --tile {} must be smaller than the image's longest side {} (the last size)", o.tile,
+               scales.back());
+  }
+  // Masks: grey images, not black everywhere (a style or content loss with nowhere to apply).
+  auto check_mask = [](const char* what, const Image& m) {
+    CUDL_CHECK(m.width > 0 && m.height > 0, "style: {} is empty", what);
+    float brightest = 0;
+    for (float v : m.pixels) brightest = std::max(brightest, v);
+    CUDL_CHECK(brightest > 0, "style: {} ({}x{}) is black everywhere: its loss would apply nowhere", what, m.width,
+               m.height);
+  };
+  if (o.content_mask.width > 0 || o.content_mask.height > 0) check_mask("--content-mask", o.content_mask);
+  for (std::size_t i = 0; i < o.style_masks.size(); ++i)
+    check_mask(fmt::format("--style-masks image {}", i + 1).c_str(), o.style_masks[i]);
 }
 
 void check_style_sizes(const Sequential& net, const StyleOptions& o, const Image& content,
@@ -215,114 +243,251 @@ void check_style_sizes(const Sequential& net, const StyleOptions& o, const Image
   }
 }
 
-// ---------------------------------------------------------------- colours
+// ---------------------------------------------------------------- the objective
 
-Image transfer_original_colors(const Image& content, const Image& styled) {
-  CUDL_CHECK(
-      content.width == styled.width && content.height == styled.height && content.channels == 3 && styled.channels == 3,
-      "transfer_original_colors: need two RGB images of one size, got {}x{}x{} and {}x{}x{}", content.width,
-      content.height, content.channels, styled.width, styled.height, styled.channels);
-  Image out(styled.width, styled.height, 3);
-  for (int y = 0; y < out.height; ++y) {
-    for (int x = 0; x < out.width; ++x) {
-      const float r = styled.at(y, x, 0), g = styled.at(y, x, 1), b = styled.at(y, x, 2);
-      const float cr = content.at(y, x, 0), cg = content.at(y, x, 1), cb = content.at(y, x, 2);
-      const float luma = 0.299f * r + 0.587f * g + 0.114f * b;
-      const float i = 0.596f * cr - 0.274f * cg - 0.322f * cb;
-      const float q = 0.211f * cr - 0.523f * cg + 0.312f * cb;
-      out.at(y, x, 0) = std::clamp(luma + 0.956f * i + 0.621f * q, 0.0f, 1.0f);
-      out.at(y, x, 1) = std::clamp(luma - 0.272f * i - 0.647f * q, 0.0f, 1.0f);
-      out.at(y, x, 2) = std::clamp(luma - 1.106f * i + 1.703f * q, 0.0f, 1.0f);
+namespace {
+
+// A grey mask (any channel count: the first channel, or the luminance of RGB) resized to the
+// layer's h x w and repeated over its C channels, as [1,C,h,w]; `sum_sq` gets Σ m² over one plane.
+Tensor mask_tensor(Context& ctx, const Image& mask, const Shape& layer, double& sum_sq) {
+  const auto c = layer[1], h = layer[2], w = layer[3];
+  const Image grey = resize(mask, static_cast<int>(w), static_cast<int>(h));
+  std::vector<float> plane(static_cast<std::size_t>(h * w));
+  sum_sq = 0;
+  for (std::int64_t y = 0; y < h; ++y)
+    for (std::int64_t x = 0; x < w; ++x) {
+      const int yi = static_cast<int>(y), xi = static_cast<int>(x);
+      float v = grey.channels >= 3
+                    ? 0.299f * grey.at(yi, xi, 0) + 0.587f * grey.at(yi, xi, 1) + 0.114f * grey.at(yi, xi, 2)
+                    : grey.at(yi, xi, 0);
+      v = std::clamp(v, 0.0f, 1.0f);
+      plane[static_cast<std::size_t>(y * w + x)] = v;
+      sum_sq += static_cast<double>(v) * v;
     }
-  }
-  return out;
+  std::vector<float> all;
+  all.reserve(static_cast<std::size_t>(c * h * w));
+  for (std::int64_t k = 0; k < c; ++k) all.insert(all.end(), plane.begin(), plane.end());
+  return Tensor::from_host(all, layer, ctx);
 }
 
-// ---------------------------------------------------------------- the objective
+}  // namespace
 
 StyleObjective::StyleObjective(Context& ctx, Sequential& net, std::vector<std::string> content_taps,
                                std::vector<std::string> style_taps, double content_weight, double style_weight,
-                               double tv_weight)
+                               double tv_weight, StyleObjectiveOptions extra)
     : net_(&net),
       content_taps_(std::move(content_taps)),
       style_taps_(std::move(style_taps)),
       cw_(content_weight),
       sw_(style_weight),
-      tvw_(tv_weight) {
+      tvw_(tv_weight),
+      extra_(extra) {
   all_taps_ = content_taps_;
   for (const auto& s : style_taps_)
     if (std::find(all_taps_.begin(), all_taps_.end(), s) == all_taps_.end()) all_taps_.push_back(s);
   net.set_taps(all_taps_);
-  losses_ = Tensor::zeros(Shape{4}, ctx);
+  losses_ = Tensor::zeros(Shape{static_cast<std::int64_t>(4 + content_taps_.size() + style_taps_.size())}, ctx);
   tmp_ = Tensor::zeros(Shape{1}, ctx);
+  norm_ = Tensor::zeros(Shape{2}, ctx);
 }
 
-void StyleObjective::set_targets(Context& ctx, const Tensor& content, const std::vector<Tensor>& styles,
-                                 const std::vector<double>& blend_weights) {
-  Backend& be = ctx.backend();
-  net_->forward(ctx, content, false);
-  content_targets_.clear();
-  for (const auto& name : content_taps_) content_targets_.push_back(net_->tap(name).clone(ctx));
+std::vector<Tensor> StyleObjective::style_grams(Context& ctx, const Tensor& style) {
+  net_->forward(ctx, style, false);
+  std::vector<Tensor> out;
+  for (const auto& name : style_taps_) {
+    const Tensor& f = net_->tap(name);
+    Tensor g = Tensor::empty(Shape{1, f.dim(1), f.dim(1)}, ctx);
+    ctx.backend().gram_forward(ctx, f, g);
+    out.push_back(std::move(g));
+  }
+  return out;
+}
 
-  std::vector<double> w = blend_weights.empty() ? std::vector<double>(styles.size(), 1.0) : blend_weights;
-  CUDL_CHECK(w.size() == styles.size(), "style: {} --style-blend-weights for {} style images", w.size(), styles.size());
-  CUDL_CHECK(!styles.empty() || style_taps_.empty(), "style: style layers but no style image");
+void StyleObjective::set_style_grams(Context& ctx, const std::vector<std::vector<Tensor>>& grams,
+                                     const std::vector<double>& blend_weights, bool per_style) {
+  Backend& be = ctx.backend();
+  std::vector<double> w = blend_weights.empty() ? std::vector<double>(grams.size(), 1.0) : blend_weights;
+  CUDL_CHECK(w.size() == grams.size(), "style: {} --style-blend-weights for {} style images", w.size(), grams.size());
+  CUDL_CHECK(!grams.empty() || style_taps_.empty(), "style: style layers but no style image");
   double total = 0;
   for (double v : w) {
     CUDL_CHECK(v >= 0 && std::isfinite(v), "style: --style-blend-weights must be >= 0, got {}", v);
     total += v;
   }
-  CUDL_CHECK(styles.empty() || total > 0, "style: --style-blend-weights sum to 0");
+  CUDL_CHECK(grams.empty() || total > 0, "style: --style-blend-weights sum to 0");
   style_targets_.clear();
-  for (std::size_t i = 0; i < styles.size(); ++i) {
-    net_->forward(ctx, styles[i], false);
-    for (std::size_t l = 0; l < style_taps_.size(); ++l) {
-      const Tensor& f = net_->tap(style_taps_[l]);
-      Tensor g = Tensor::empty(Shape{1, f.dim(1), f.dim(1)}, ctx);
-      be.gram_forward(ctx, f, g);
-      if (i == 0) style_targets_.push_back(Tensor::zeros(g.shape(), ctx));
-      be.axpy(ctx, static_cast<float>(w[i] / total), g, style_targets_[l]);
+  style_factors_.clear();
+  style_masks_.clear();
+  mask_gains_.clear();
+  if (grams.empty() || style_taps_.empty()) return;
+  if (per_style) {
+    // Each style keeps its own target; its blend weight scales its loss (equal weights: 1 each).
+    for (std::size_t i = 0; i < grams.size(); ++i) {
+      std::vector<Tensor> layers;
+      for (const Tensor& g : grams[i]) layers.push_back(g.clone(ctx));
+      style_targets_.push_back(std::move(layers));
+      style_factors_.push_back(w[i] / total * static_cast<double>(grams.size()));
     }
+    return;
+  }
+  std::vector<Tensor> blended;
+  for (std::size_t l = 0; l < style_taps_.size(); ++l) {
+    blended.push_back(Tensor::zeros(grams[0][l].shape(), ctx));
+    for (std::size_t i = 0; i < grams.size(); ++i)
+      be.axpy(ctx, static_cast<float>(w[i] / total), grams[i][l], blended.back());
+  }
+  style_targets_.push_back(std::move(blended));
+  style_factors_.push_back(1.0);
+}
+
+void StyleObjective::set_content(Context& ctx, const Tensor& content, const Image& content_mask,
+                                 const std::vector<Image>& style_masks) {
+  Backend& be = ctx.backend();
+  net_->forward(ctx, content, false);
+  content_targets_.clear();
+  content_masks_.clear();
+  for (const auto& name : content_taps_) {
+    const Tensor& f = net_->tap(name);
+    if (content_mask.width == 0) {
+      content_targets_.push_back(f.clone(ctx));
+      continue;
+    }
+    double sum_sq = 0;
+    content_masks_.push_back(mask_tensor(ctx, content_mask, f.shape(), sum_sq));
+    Tensor p = Tensor::empty(f.shape(), ctx);
+    be.mul(ctx, f, content_masks_.back(), p);  // targets P ⊙ m: the loss is mean((F ⊙ m − P ⊙ m)²)
+    content_targets_.push_back(std::move(p));
+  }
+  style_masks_.clear();
+  mask_gains_.clear();
+  if (style_masks.empty()) return;
+  CUDL_CHECK(style_masks.size() == style_targets_.size(),
+             "style: {} style masks for {} per-style targets (set_style_grams with per_style first)",
+             style_masks.size(), style_targets_.size());
+  for (const Image& mask : style_masks) {
+    std::vector<Tensor> layers;
+    std::vector<float> gains;
+    for (const auto& name : style_taps_) {
+      const Tensor& f = net_->tap(name);
+      double sum_sq = 0;
+      layers.push_back(mask_tensor(ctx, mask, f.shape(), sum_sq));
+      // G(F ⊙ m) · h·w/Σm² is the Gram per masked pixel, comparable with a whole style image's;
+      // 0 marks a mask with nothing left at this layer (that style is skipped there).
+      gains.push_back(sum_sq > 1e-12 ? static_cast<float>(static_cast<double>(f.dim(2) * f.dim(3)) / sum_sq) : 0.0f);
+    }
+    style_masks_.push_back(std::move(layers));
+    mask_gains_.push_back(std::move(gains));
   }
 }
 
-void StyleObjective::evaluate(Context& ctx, const Tensor& image, Tensor& grad) {
-  CUDL_CHECK(content_targets_.size() == content_taps_.size(), "StyleObjective::evaluate: set_targets first");
+void StyleObjective::set_targets(Context& ctx, const Tensor& content, const std::vector<Tensor>& styles,
+                                 const std::vector<double>& blend_weights) {
+  std::vector<std::vector<Tensor>> grams;
+  for (const Tensor& s : styles) grams.push_back(style_grams(ctx, s));
+  set_style_grams(ctx, grams, blend_weights, /*per_style=*/false);
+  set_content(ctx, content);
+}
+
+void StyleObjective::add_weighted(Context& ctx, Tensor& df, float weight, Tensor& into, bool first) {
   Backend& be = ctx.backend();
+  if (!extra_.normalize_gradients) {  // df was computed with the weight already
+    if (first)
+      into = std::move(df);
+    else
+      be.axpy(ctx, 1.0f, df, into);
+    return;
+  }
+  // neural-style's -normalize_gradients: gradInput / (‖gradInput‖₁ + 1e-8) * strength, with the
+  // scale kept on the device (safe_recip: 1/‖g‖₁, or 0 for a gradient that is already ~0).
+  Tensor norm = norm_.view(0, Shape{1}), factor = norm_.view(1, Shape{1});
+  be.abs_sum(ctx, df, norm);
+  be.scalar_op(ctx, ScalarOp::safe_recip, norm, norm, factor);
+  be.scale(ctx, factor, weight);
+  if (first) into = Tensor::zeros(df.shape(), ctx);
+  be.axpy_scalar(ctx, 1.0f, factor, df, into);
+}
+
+void StyleObjective::evaluate(Context& ctx, const Tensor& image, Tensor& grad) {
+  CUDL_CHECK(content_targets_.size() == content_taps_.size() && (style_taps_.empty() || !style_targets_.empty()),
+             "StyleObjective::evaluate: set the targets first");
+  Backend& be = ctx.backend();
+  const bool norm = extra_.normalize_gradients;
   be.fill(ctx, losses_, 0.0f);
   Tensor content = losses_.view(1, Shape{1}), style = losses_.view(2, Shape{1}), tv = losses_.view(3, Shape{1});
   Tensor total = losses_.view(0, Shape{1});
+  const auto nc = static_cast<std::int64_t>(content_taps_.size());
   net_->forward(ctx, image, true);
   std::map<std::string, Tensor> tap_grads;
-  auto add_grad = [&](const std::string& name, Tensor g) {
+  auto add_grad = [&](const std::string& name, Tensor& df, float weight) {
     auto it = tap_grads.find(name);
-    if (it == tap_grads.end())
-      tap_grads.emplace(name, std::move(g));
-    else
-      be.axpy(ctx, 1.0f, g, it->second);
+    if (it == tap_grads.end()) {
+      Tensor into;
+      add_weighted(ctx, df, weight, into, true);
+      tap_grads.emplace(name, std::move(into));
+    } else {
+      add_weighted(ctx, df, weight, it->second, false);
+    }
   };
+  const auto cw = static_cast<float>(cw_);
   for (std::size_t i = 0; i < content_taps_.size(); ++i) {
     const Tensor& f = net_->tap(content_taps_[i]);
     check::same_shape("style content loss", "features", f, "content target", content_targets_[i]);
-    be.mse_loss_forward(ctx, f, content_targets_[i], tmp_);
-    be.axpy(ctx, static_cast<float>(cw_), tmp_, content);
+    Tensor layer = losses_.view(4 + static_cast<std::int64_t>(i), Shape{1});
     Tensor df = Tensor::empty(f.shape(), ctx);
-    be.mse_loss_backward(ctx, f, content_targets_[i], static_cast<float>(cw_), df);
-    add_grad(content_taps_[i], std::move(df));
+    if (content_masks_.empty()) {
+      be.mse_loss_forward(ctx, f, content_targets_[i], tmp_);
+      be.mse_loss_backward(ctx, f, content_targets_[i], norm ? 1.0f : cw, df);
+    } else {
+      Tensor fm = Tensor::empty(f.shape(), ctx);
+      be.mul(ctx, f, content_masks_[i], fm);
+      be.mse_loss_forward(ctx, fm, content_targets_[i], tmp_);
+      Tensor dfm = Tensor::empty(f.shape(), ctx);
+      be.mse_loss_backward(ctx, fm, content_targets_[i], norm ? 1.0f : cw, dfm);
+      be.mul(ctx, dfm, content_masks_[i], df);
+    }
+    be.axpy(ctx, cw, tmp_, content);
+    be.axpy(ctx, cw, tmp_, layer);
+    add_grad(content_taps_[i], df, cw);
   }
-  for (std::size_t i = 0; i < style_targets_.size(); ++i) {
-    const Tensor& f = net_->tap(style_taps_[i]);
-    Tensor g = Tensor::empty(Shape{1, f.dim(1), f.dim(1)}, ctx);
-    be.gram_forward(ctx, f, g);
-    be.mse_loss_forward(ctx, g, style_targets_[i], tmp_);
-    be.axpy(ctx, static_cast<float>(sw_), tmp_, style);
-    Tensor dg = Tensor::empty(g.shape(), ctx);
-    be.mse_loss_backward(ctx, g, style_targets_[i], static_cast<float>(sw_), dg);
-    Tensor df = Tensor::empty(f.shape(), ctx);
-    be.gram_backward(ctx, f, dg, df);
-    add_grad(style_taps_[i], std::move(df));
+  const bool masked = !style_masks_.empty();
+  for (std::size_t l = 0; l < style_taps_.size() && !style_targets_.empty(); ++l) {
+    const Tensor& f = net_->tap(style_taps_[l]);
+    Tensor layer = losses_.view(4 + nc + static_cast<std::int64_t>(l), Shape{1});
+    Tensor df_layer;
+    for (std::size_t s = 0; s < style_targets_.size(); ++s) {
+      const float gain = masked ? mask_gains_[s][l] : 1.0f;
+      if (gain == 0.0f) continue;
+      const auto weight = static_cast<float>(sw_ * style_factors_[s]);
+      Tensor fm;
+      if (masked) {
+        fm = Tensor::empty(f.shape(), ctx);
+        be.mul(ctx, f, style_masks_[s][l], fm);
+      }
+      const Tensor& input = masked ? fm : f;
+      Tensor g = Tensor::empty(Shape{1, f.dim(1), f.dim(1)}, ctx);
+      be.gram_forward(ctx, input, g);
+      if (masked) be.scale(ctx, g, gain);
+      be.mse_loss_forward(ctx, g, style_targets_[s][l], tmp_);
+      be.axpy(ctx, weight, tmp_, style);
+      be.axpy(ctx, weight, tmp_, layer);
+      Tensor dg = Tensor::empty(g.shape(), ctx);
+      be.mse_loss_backward(ctx, g, style_targets_[s][l], norm ? static_cast<float>(style_factors_[s]) : weight, dg);
+      if (masked) be.scale(ctx, dg, gain);
+      Tensor df = Tensor::empty(f.shape(), ctx);
+      be.gram_backward(ctx, input, dg, df);
+      if (masked) {
+        Tensor dfm = std::move(df);
+        df = Tensor::empty(f.shape(), ctx);
+        be.mul(ctx, dfm, style_masks_[s][l], df);
+      }
+      if (!df_layer.defined())
+        df_layer = std::move(df);
+      else
+        be.axpy(ctx, 1.0f, df, df_layer);
+    }
+    if (df_layer.defined()) add_grad(style_taps_[l], df_layer, static_cast<float>(sw_));
   }
-  be.tv_loss_forward(ctx, image, tmp_);
+  be.tv_loss_forward(ctx, image, tmp_, static_cast<float>(extra_.tv_beta));
   be.axpy(ctx, static_cast<float>(tvw_), tmp_, tv);
   be.copy(ctx, content, total);
   be.axpy(ctx, 1.0f, style, total);
@@ -334,142 +499,21 @@ void StyleObjective::evaluate(Context& ctx, const Tensor& image, Tensor& grad) {
     Tensor dx = net_->backward(ctx, Tensor(), tap_grads);
     be.copy(ctx, dx, grad);
   }
-  be.tv_loss_backward(ctx, image, static_cast<float>(tvw_), grad, /*accumulate=*/true);
+  be.tv_loss_backward(ctx, image, static_cast<float>(tvw_), grad, /*accumulate=*/true,
+                      static_cast<float>(extra_.tv_beta));
+}
+
+StyleLosses StyleObjective::unpack(const float* r) const {
+  StyleLosses l{r[0], r[1], r[2], r[3], {}, {}};
+  const std::size_t nc = content_taps_.size();
+  for (std::size_t i = 0; i < nc; ++i) l.content_layers.push_back(r[4 + i]);
+  for (std::size_t i = 0; i < style_taps_.size(); ++i) l.style_layers.push_back(r[4 + nc + i]);
+  return l;
 }
 
 StyleLosses StyleObjective::read_losses(Context& ctx) const {
   const auto v = losses_.to_vector(ctx);
-  return {v[0], v[1], v[2], v[3]};
-}
-
-// ---------------------------------------------------------------- the run
-
-namespace {
-
-Tensor rgb_tensor(const Image& image, Context& ctx) { return image_to_tensor(to_rgb(image), ctx); }
-
-Image clamped_image(Context& ctx, const Tensor& x) {
-  Tensor c = x.clone(ctx);
-  ctx.backend().clamp(ctx, c, 0.0f, 1.0f);
-  return tensor_to_image(c, ctx);
-}
-
-}  // namespace
-
-StyleResult run_style_transfer(Context& ctx, Sequential& net, const Image& content_in,
-                               const std::vector<Image>& styles_in, const StyleOptions& o,
-                               const StyleCallbacks& callbacks) {
-  CUDL_CHECK(o.optimizer == "lbfgs" || o.optimizer == "adam", "style: --optimizer must be lbfgs or adam, got '{}'",
-             o.optimizer);
-  check_style_options(o);
-  const std::vector<int> scales = o.scales.empty() ? std::vector<int>{o.size} : o.scales;
-  const Image content_rgb = to_rgb(content_in);
-  std::vector<Image> styles_rgb;
-  for (const auto& s : styles_in) styles_rgb.push_back(to_rgb(s));
-  Image init_file;
-  if (o.init != "content" && o.init != "random") init_file = to_rgb(read_image(o.init));
-
-  check_style_sizes(net, o, content_rgb, styles_rgb);
-  StyleObjective objective(ctx, net, to_torchvision(o.content_layers), to_torchvision(o.style_layers), o.content_weight,
-                           o.style_weight, o.tv_weight);
-  Backend& be = ctx.backend();
-  StyleResult result;
-  Image previous, content_scaled;
-  for (std::size_t si = 0; si < scales.size(); ++si) {
-    const int size = scales[si];
-    const auto [w, h] = fit_longest_side(content_rgb.width, content_rgb.height, size);
-    check_style_memory(ctx, net, o, h, w);
-    content_scaled = resize(content_rgb, w, h);
-    std::vector<Tensor> style_tensors;
-    const int style_size = style_image_size(size, o);
-    for (const auto& s : styles_rgb) {
-      const auto [sw, sh] = fit_longest_side(s.width, s.height, style_size);
-      style_tensors.push_back(image_to_tensor(resize(s, sw, sh), ctx));
-    }
-    Tensor content_tensor = image_to_tensor(content_scaled, ctx);
-    objective.set_targets(ctx, content_tensor, style_tensors, o.style_blend_weights);
-    style_tensors.clear();
-
-    Tensor x;
-    if (si > 0) {
-      x = rgb_tensor(resize(previous, w, h), ctx);
-    } else if (o.init == "content") {
-      x = content_tensor.clone(ctx);
-    } else if (o.init == "random") {
-      x = Tensor::empty(content_tensor.shape(), ctx);
-      be.fill_normal(ctx, x, 0.5f, 0.1f, o.seed, 0);
-    } else {
-      x = rgb_tensor(resize(init_file, w, h), ctx);
-    }
-    Tensor grad = Tensor::empty(x.shape(), ctx);
-    Tensor log = Tensor::zeros(Shape{static_cast<std::int64_t>(o.iters) + 1, 4}, ctx);
-
-    std::unique_ptr<Lbfgs> lbfgs;
-    Tensor m, v;
-    AdamParams adam;
-    if (o.optimizer == "lbfgs") {
-      lbfgs = std::make_unique<Lbfgs>(ctx, x.shape(), LbfgsOptions{o.lbfgs_history, o.lr > 0 ? o.lr : 1.0f});
-    } else {
-      m = Tensor::zeros(x.shape(), ctx);
-      v = Tensor::zeros(x.shape(), ctx);
-      adam.lr = o.lr > 0 ? o.lr : 0.04f;
-    }
-    ctx.allocator().reset_peak_stats();
-    ctx.synchronize();
-    const auto start = std::chrono::steady_clock::now();
-    double ms_per_iteration = 0;
-    for (int k = 0; k <= o.iters; ++k) {
-      objective.evaluate(ctx, x, grad);
-      Tensor row = log.view(static_cast<std::int64_t>(k) * 4, Shape{4});
-      be.copy(ctx, objective.losses(), row);
-      const bool report = k == o.iters || (o.print_every > 0 && k % o.print_every == 0);
-      if (report && callbacks.on_progress) {
-        StyleProgress p;
-        p.scale_index = static_cast<int>(si);
-        p.scales = static_cast<int>(scales.size());
-        p.size = size;
-        p.iteration = k;
-        p.iters = o.iters;
-        p.losses = objective.read_losses(ctx);  // waits for the device
-        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-        ms_per_iteration = k > 0 ? ms / k : 0.0;
-        p.ms_per_iteration = ms_per_iteration;
-        const auto stats = ctx.allocator().stats();
-        p.pool_peak_bytes = stats.peak_allocated_bytes;
-        p.pool_allocated_bytes = stats.allocated_bytes;
-        callbacks.on_progress(p);
-      }
-      if (k > 0 && o.save_every > 0 && k % o.save_every == 0 && k < o.iters && callbacks.on_image) {
-        Image img = clamped_image(ctx, x);
-        if (o.original_colors) img = transfer_original_colors(content_scaled, img);
-        callbacks.on_image(static_cast<int>(si), k, img);
-      }
-      if (k == o.iters) break;
-      if (lbfgs) {
-        lbfgs->step(ctx, x, grad);
-      } else {
-        adam.step = k + 1;
-        be.adam_step(ctx, adam, x, grad, m, v);
-      }
-    }
-    ctx.synchronize();
-    const double total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    result.ms_per_iteration = o.iters > 0 ? total_ms / o.iters : ms_per_iteration;
-    result.pool_peak_bytes = std::max(result.pool_peak_bytes, ctx.allocator().stats().peak_allocated_bytes);
-    const auto values = log.to_vector(ctx);
-    std::vector<StyleLosses> rows;
-    for (int k = 0; k <= o.iters; ++k) {
-      const float* r = values.data() + static_cast<std::size_t>(k) * 4;
-      rows.push_back({r[0], r[1], r[2], r[3]});
-    }
-    result.log.push_back(std::move(rows));
-    previous = tensor_to_image(x, ctx);
-    if (si + 1 == scales.size()) {
-      result.image = clamped_image(ctx, x);
-      if (o.original_colors) result.image = transfer_original_colors(content_scaled, result.image);
-    }
-  }
-  return result;
+  return unpack(v.data());
 }
 
 }  // namespace cudl

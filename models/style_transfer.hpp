@@ -4,7 +4,12 @@
 //
 //   content  cw · mean((F − P)²)             at each content layer (F the image's features, P the content's)
 //   style    sw · Σ_l mean((G_l − A_l)²)     G = F·Fᵀ/(C·H·W); A the blend Σ w_i G(style_i), Σ w_i = 1
-//   tv       tvw · Σ (x[i+1,j] − x[i,j])² + (x[i,j+1] − x[i,j])²   over the [0,1] image
+//   tv       tvw · Σ_ij (a² + b²)^(β/2), a = x[i+1,j] − x[i,j], b = x[i,j+1] − x[i,j]   over the [0,1] image
+//            (β = tv_beta, 2 by default: the sum of squared differences; the Keras example uses 1.25)
+//
+// Spatial control (Gatys et al. 2017, guided Gram matrices): with style masks, style i's loss at
+// layer l compares G(F ⊙ m_il) · h·w/Σ m_il² with the Gram of style i alone, m_il its mask resized
+// to the layer; the content mask weights the content loss the same way, mean(m² (F − P)²).
 //
 // The image is optimised in [0,1] RGB (ImageNet normalisation is the network's first layer), by
 // L-BFGS or Adam, entirely on the device: the losses land in device scalars and are read back only
@@ -17,6 +22,7 @@
 // those, and tv 1e-3 against our sum-form TV (about 1-5 at 512 px for a photo).
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -24,6 +30,18 @@
 #include "models/sequential.hpp"
 
 namespace cudl {
+
+// How the output's colours relate to the content's (Gatys et al. 2017, "Controlling perceptual
+// factors"): none; luminance: the result's luminance with the content's chroma (YIQ, after the
+// optimisation, neural-style's -original_colors); histogram: each style image's colours are
+// mapped to the content's mean and covariance before the optimisation.
+enum class ColorTransfer { none, luminance, histogram };
+
+// The VGG19 the weights come from. torchvision: RGB in [0,1] normalised by the ImageNet mean and
+// std. caffe: VGG_ILSVRC_19_layers, which expects BGR in 0-255 minus the mean pixel (103.939,
+// 116.779, 123.68); tools/convert_caffe_vgg19.py stores its weights with torchvision names and
+// conv1_1's input channels in RGB order, so the network only scales by 255 and subtracts the mean.
+enum class StyleModel { torchvision, caffe };
 
 struct StyleOptions {
   int size = 512;                           // longest side of the output
@@ -33,29 +51,43 @@ struct StyleOptions {
   std::string optimizer = "lbfgs";          // lbfgs | adam
   float lr = 0.0f;  // 0: the optimizer's default (L-BFGS 1, Adam 0.04 ≈ neural-style's 10 on 0-255)
   int lbfgs_history = 100;
-  double content_weight = 1.0;
+  double content_weight = 1.0;  // default_style_weights(model) gives the model type's defaults
   double style_weight = 1e6;
   double tv_weight = 1e-3;
+  double tv_beta = 2.0;              // TV exponent, in [1, 4]
+  bool normalize_gradients = false;  // neural-style's -normalize_gradients: each loss's gradient / its L1 norm
+  bool clamp = false;                // clamp the image to [0,1] after every step
+  StyleModel model = StyleModel::torchvision;
+  ColorTransfer color_transfer = ColorTransfer::none;
+  // Spatial control: empty (width 0) for none; otherwise grey images of any size (resized to the
+  // content's frame), white where the loss applies. style_masks: none or one per style image.
+  Image content_mask;
+  std::vector<Image> style_masks;
+  // Tiling of the last scale: 0 for none, else the tile side in pixels (>= 64); the image is
+  // optimised tile by tile with the whole style images' targets. overlap < 0: tile / 8.
+  int tile = 0;
+  int tile_overlap = -1;
   std::vector<std::string> content_layers{"relu4_2"};
   std::vector<std::string> style_layers{"relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"};
   std::string init = "content";  // content | random | an image file
-  bool original_colors = false;
-  std::string pooling = "max";  // max | avg
-  std::vector<int> scales;      // coarse to fine longest sides; empty: {size}
-  int print_every = 50;         // progress callback period (losses read back then only)
-  int save_every = 0;           // intermediate image callback period (0: never)
-  std::uint64_t seed = 0;       // random init
+  std::string pooling = "max";   // max | avg
+  std::vector<int> scales;       // coarse to fine longest sides; empty: {size}
+  int print_every = 50;          // progress callback period (losses read back then only)
+  int save_every = 0;            // intermediate image callback period (0: never)
+  std::uint64_t seed = 0;        // random init
 };
 
 // Losses of one image, already weighted. total = content + style + tv.
 struct StyleLosses {
   double total = 0, content = 0, style = 0, tv = 0;
+  std::vector<double> content_layers, style_layers;  // per loss layer, in the options' order (weighted)
 };
 
 struct StyleProgress {
   int scale_index = 0, scales = 1;
   int size = 0;                  // longest side at this scale
-  int iteration = 0, iters = 0;  // iterations done at this scale
+  int iteration = 0, iters = 0;  // iterations done at this scale (this tile)
+  int tile = 0, tiles = 1;       // the tile being optimised, of how many (1: the whole image)
   StyleLosses losses;            // of the image before update `iteration` (at iteration == iters: the result)
   double ms_per_iteration = 0;
   std::size_t pool_peak_bytes = 0, pool_allocated_bytes = 0;
@@ -67,8 +99,9 @@ struct StyleCallbacks {
 };
 
 struct StyleResult {
-  Image image;                                // RGB, clamped to [0,1] (and with the content's colours on request)
-  std::vector<std::vector<StyleLosses>> log;  // per scale: iters + 1 rows (losses before update k)
+  Image image;  // RGB, clamped to [0,1] (and with the content's colours on request)
+  std::vector<std::vector<StyleLosses>>
+      log;  // per scale (a tiled scale: per tile): iters + 1 rows (losses before update k)
   std::size_t pool_peak_bytes = 0;
   double ms_per_iteration = 0;  // of the last scale
 };
@@ -110,34 +143,113 @@ int style_image_size(int size, const StyleOptions& options);
 // (width, height) with the longest side `longest`, keeping the aspect ratio.
 std::pair<int, int> fit_longest_side(int width, int height, int longest);
 
+// Default (content, style, tv) weights of a model type: torchvision (1, 1e6, 1e-3, see above);
+// caffe neural-style's (5, 100, 1e-3), tuned for that network's 0-255 input.
+struct StyleWeights {
+  double content, style, tv;
+};
+StyleWeights default_style_weights(StyleModel model);
+
 // Luminance from `styled`, chroma from `content` (YIQ), the same size.
 Image transfer_original_colors(const Image& content, const Image& styled);
+// `style`'s colours mapped to `content`'s mean and covariance (RGB): x' = A (x − μs) + μc with
+// A = Lc Ls⁻¹ (Cholesky factors, Σ = L Lᵀ), clamped to [0,1]. Sizes may differ.
+Image match_color_histogram(const Image& style, const Image& content);
+
+// One loss + gradient evaluation, exposed for tests: the network must come from make_style_network
+// (or be a similar chain whose layer names the options use, see StyleLossOptions).
+struct StyleObjectiveOptions {
+  bool normalize_gradients = false;
+  float tv_beta = 2.0f;
+};
+
+class StyleObjective {
+ public:
+  // `content_taps` / `style_taps` are layer names in `net` (features.N).
+  StyleObjective(Context& ctx, Sequential& net, std::vector<std::string> content_taps,
+                 std::vector<std::string> style_taps, double content_weight, double style_weight, double tv_weight,
+                 StyleObjectiveOptions extra = {});
+  // Targets: P from the content image, A = Σ w_i G(style_i) (weights normalised here).
+  void set_targets(Context& ctx, const Tensor& content, const std::vector<Tensor>& styles,
+                   const std::vector<double>& blend_weights);
+
+  // The two halves of set_targets, for callers that keep style targets across images (frames,
+  // tiles). grams[i][l]: style i's Gram at style tap l ([1,C,C]). Without masks the targets are
+  // blended into one per layer; with masks (set_content's style_masks) each style keeps its own.
+  void set_style_grams(Context& ctx, const std::vector<std::vector<Tensor>>& grams,
+                       const std::vector<double>& blend_weights, bool per_style);
+  // The Grams of one style image at the style taps (one forward pass).
+  std::vector<Tensor> style_grams(Context& ctx, const Tensor& style);
+  // P from `content`; masks (grey [0,1] images in the content's frame, any size: resized to each
+  // layer) restrict the content loss and each style's loss. style_masks: empty or one per style.
+  void set_content(Context& ctx, const Tensor& content, const Image& content_mask = {},
+                   const std::vector<Image>& style_masks = {});
+
+  // Losses into device scalars (losses(): total, content, style, tv, then per content layer, per
+  // style layer) and the image gradient.
+  void evaluate(Context& ctx, const Tensor& image, Tensor& grad);
+  const Tensor& losses() const { return losses_; }
+  StyleLosses read_losses(Context& ctx) const;
+  // A row of losses() read back (the log keeps them on the device until the end).
+  StyleLosses unpack(const float* row) const;
+  std::size_t content_layer_count() const { return content_taps_.size(); }
+  std::size_t style_layer_count() const { return style_taps_.size(); }
+
+ private:
+  // g (+)= the gradient scaled by w, or by w / (‖g‖₁ + tiny) with normalize_gradients.
+  void add_weighted(Context& ctx, Tensor& df, float weight, Tensor& into, bool first);
+
+  Sequential* net_;
+  std::vector<std::string> content_taps_, style_taps_, all_taps_;
+  double cw_, sw_, tvw_;
+  StyleObjectiveOptions extra_;
+  std::vector<Tensor> content_targets_;
+  std::vector<std::vector<Tensor>> style_targets_;  // [style][layer]; one "style" when blended
+  std::vector<double> style_factors_;               // per style: its blend weight when masked
+  std::vector<Tensor> content_masks_;               // per content tap, [1,C,h,w]; empty: none
+  std::vector<std::vector<Tensor>> style_masks_;    // [style][layer] [1,C,h,w]; empty: none
+  std::vector<std::vector<float>> mask_gains_;      // [style][layer] h·w / Σ m²
+  Tensor losses_, tmp_, norm_;
+};
+
+// Style transfer of one or more content images (video frames) with the same styles: the network
+// and the style targets (per style size) are computed once and reused.
+class StyleRunner {
+ public:
+  // Checks the options; with ColorTransfer::histogram the styles are recoloured against the first
+  // content image run() sees (so every frame keeps the same targets and colours do not flicker).
+  StyleRunner(Context& ctx, Sequential& net, std::vector<Image> styles, StyleOptions options);
+  // Every scale; `init` (optional, any size) replaces options.init at the first scale: a frame
+  // starts from the previous frame's result.
+  StyleResult run(const Image& content, const Image* init = nullptr, const StyleCallbacks& callbacks = {});
+  // How many times the style targets were computed (once per style size).
+  int style_target_computations() const { return style_computations_; }
+
+ private:
+  const std::vector<std::vector<Tensor>>& style_grams_at(int size, int tile);
+
+  Context* ctx_;
+  Sequential* net_;
+  std::vector<Image> styles_;
+  StyleOptions o_;
+  StyleObjective objective_;
+  bool recoloured_ = false;
+  std::map<std::pair<int, int>, std::vector<std::vector<Tensor>>> grams_;  // (style size, tile) -> [style][layer]
+  int style_computations_ = 0;
+};
 
 // The whole run: every scale, both optimizers. content and styles are RGB images of any size.
 StyleResult run_style_transfer(Context& ctx, Sequential& net, const Image& content, const std::vector<Image>& styles,
                                const StyleOptions& options, const StyleCallbacks& callbacks = {});
 
-// One loss + gradient evaluation, exposed for tests: the network must come from make_style_network
-// (or be a similar chain whose layer names the options use, see StyleLossOptions).
-class StyleObjective {
- public:
-  // `content_taps` / `style_taps` are layer names in `net` (features.N).
-  StyleObjective(Context& ctx, Sequential& net, std::vector<std::string> content_taps,
-                 std::vector<std::string> style_taps, double content_weight, double style_weight, double tv_weight);
-  // Targets: P from the content image, A = Σ w_i G(style_i) (weights normalised here).
-  void set_targets(Context& ctx, const Tensor& content, const std::vector<Tensor>& styles,
-                   const std::vector<double>& blend_weights);
-  // Losses into device scalars (losses(): [4] = total, content, style, tv) and the image gradient.
-  void evaluate(Context& ctx, const Tensor& image, Tensor& grad);
-  const Tensor& losses() const { return losses_; }
-  StyleLosses read_losses(Context& ctx) const;
-
- private:
-  Sequential* net_;
-  std::vector<std::string> content_taps_, style_taps_, all_taps_;
-  double cw_, sw_, tvw_;
-  std::vector<Tensor> content_targets_, style_targets_;
-  Tensor losses_, tmp_;
+// The tiles of a width x height image: tiles of side <= tile overlapping by >= overlap, the last
+// in each row and column flush with the edge. Exposed for tests.
+struct StyleTile {
+  int x = 0, y = 0, width = 0, height = 0;
 };
+std::vector<StyleTile> style_tiles(int width, int height, int tile, int overlap);
+
+// The largest square tile (a multiple of 32, >= 64) whose optimisation fits in `available` bytes, 0 if none.
+int suggest_style_tile(const Sequential& net, const StyleOptions& options, std::size_t available);
 
 }  // namespace cudl

@@ -5,6 +5,8 @@
 // Fast: tiny MNIST-shaped data, the mlp, style at 16 px, --device cpu.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -201,11 +203,73 @@ TEST_F(Cli, UsageErrorsAreOneLineAndExitCodeOne) {
   expect_refused("style --size", {"--size", "(see cudl style --help)"});
   expect_refused("summary --model mlp --extra", {"--extra"});
   expect_refused("train --data . --deterministic maybe", {"--deterministic"});
+  expect_refused("train --data . --precision bf16", {"--precision", "bf16"});
+  expect_refused("style --content x --style y --conv-algo fastest", {"--conv-algo", "fastest"});
   // --help and --version are not errors.
   const CliResult help = run("train --help");
   EXPECT_EQ(help.status, 0);
   EXPECT_TRUE(contains(help.out, "--lr")) << help.out;
   EXPECT_EQ(run("--version").status, 0);
+}
+
+TEST_F(Cli, CudaOnlyComputeOptionsAreNotedOnTheCpuAndRecordedInBenchJson) {
+  const CliResult r = run(fmt::format("bench --device cpu --ops sum --repeat 1 --precision tf32 --conv-algo measured "
+                                      "--json '{}'",
+                                      file("bench.json")));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "note: --precision tf32 --conv-algo measured change nothing on the CPU")) << r.err;
+  const std::string json = slurp(file("bench.json"));
+  EXPECT_TRUE(contains(json, "\"precision\": \"tf32\"")) << json;
+  EXPECT_TRUE(contains(json, "\"conv_algo\": \"measured\"")) << json;
+  // The defaults say nothing.
+  const CliResult quiet = run("bench --device cpu --ops sum --repeat 1");
+  ASSERT_EQ(quiet.status, 0) << quiet.err;
+  EXPECT_FALSE(contains(quiet.err, "note:")) << quiet.err;
+}
+
+TEST_F(Cli, BenchTimesOneOpAtAUsersShapeWithItsSpreadAndTheMachine) {
+  const CliResult r = run(fmt::format("bench --device cpu --ops conv2d_fwd --shape 2x3x9x9,4x3x3x3 --repeat 3 --json '{}'",
+                                      file("shape.json")));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "conv2d_fwd")) << r.out;
+  EXPECT_TRUE(contains(r.out, "x=[2,3,9,9] w=[4,3,3,3]")) << r.out;
+  const nlohmann::json doc = nlohmann::json::parse(slurp(file("shape.json")));
+  ASSERT_EQ(doc["results"].size(), 1u);
+  const nlohmann::json& row = doc["results"][0];
+  EXPECT_GE(row["samples"].get<int>(), 3);
+  EXPECT_LE(row["min_ms"].get<double>(), row["median_ms"].get<double>());
+  EXPECT_LE(row["q1_ms"].get<double>(), row["q3_ms"].get<double>());
+  EXPECT_GE(row["cv"].get<double>(), 0.0);
+  EXPECT_TRUE(doc["machine"].contains("cores"));
+  EXPECT_TRUE(doc["machine"]["build"].contains("commit"));
+  EXPECT_TRUE(doc["machine"].contains("load_average"));
+
+  expect_refused("bench --device cpu --ops conv2d_fwd --shape 2x3x9x9", {"--shape '2x3x9x9' does not fit conv2d_fwd"});
+  expect_refused("bench --device cpu --ops gemm --shape 8x0x8", {"--shape '8x0x8': '0' is not a whole number"});
+  expect_refused("bench --device cpu --ops gemm,sum --shape 8", {"--shape needs exactly one op in --ops"});
+}
+
+TEST_F(Cli, BenchCompareFlagsARegressionBeyondTheNoiseOnly) {
+  const auto write_run = [&](const std::string& name, double gemm_ms, double sum_ms, double cv) {
+    nlohmann::json doc = {{"results",
+                           {{{"op", "gemm"}, {"shape", "8x8x8"}, {"backend", "cpu"}, {"median_ms", gemm_ms}, {"cv", cv}},
+                            {{"op", "sum"}, {"shape", "[8]"}, {"backend", "cpu"}, {"median_ms", sum_ms}, {"cv", cv}}}}};
+    std::ofstream(file(name)) << doc.dump();
+  };
+  write_run("old.json", 1.0, 1.0, 0.01);
+  write_run("new.json", 1.5, 1.02, 0.01);  // gemm 50% slower; sum 2% (inside the 5% floor)
+  const CliResult r = run(fmt::format("bench --compare '{}' '{}'", file("old.json"), file("new.json")));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "REGRESSION (slower by 50%")) << r.out;
+  EXPECT_TRUE(contains(r.out, "same within noise")) << r.out;
+  EXPECT_TRUE(contains(r.out, "2 cases compared, 1 regression(s)")) << r.out;
+  // A noisy pair widens the allowance: the same 50% is noise when each run's cv is 20%.
+  write_run("old.json", 1.0, 1.0, 0.2);
+  write_run("new.json", 1.5, 1.0, 0.2);
+  EXPECT_TRUE(contains(run(fmt::format("bench --compare '{}' '{}'", file("old.json"), file("new.json"))).out,
+                       "0 regression(s)"));
+  expect_refused(fmt::format("bench --compare '{}' '{}'", file("old.json"), file("missing.json")),
+                 {"--compare: cannot read", "missing.json"});
 }
 
 TEST_F(Cli, EvalRefusesWeightsHoldingNanOrInfNamingTheFileAndTheTensor) {

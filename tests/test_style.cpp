@@ -289,7 +289,7 @@ TEST(StyleTransfer, ScalesAndOriginalColors) {
   Context ctx;
   StyleOptions o = small_options(0, 2, "adam");
   o.scales = {16, 24};
-  o.original_colors = true;
+  o.color_transfer = ColorTransfer::luminance;
   o.style_layers = {"relu1_1", "relu2_1"};
   o.content_layers = {"relu2_2"};
   Sequential net = make_style_network(ctx, o, "random:2");
@@ -392,7 +392,7 @@ TEST_F(StyleCli, RunsAndWritesTheLog) {
   std::ifstream log(path("log.csv"));
   std::string line;
   std::getline(log, line);
-  EXPECT_EQ(line, "iteration,total,content,style,tv");
+  EXPECT_EQ(line, "iteration,total,content,style,tv,content_relu1_2,style_relu1_1");  // then per layer
   int rows = 0;
   while (std::getline(log, line)) ++rows;
   EXPECT_EQ(rows, 4);

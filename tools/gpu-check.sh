@@ -25,9 +25,13 @@
 #   models         cudl bench --device cuda --models vgg19,mnist_cnn (vgg19 at batch 1, 32, 64;
 #                  mnist_cnn at 128)
 #   style_512, style_1024   cudl style with random:1 VGG19 weights (no weights file travels),
-#                  30 L-BFGS iterations: ms/iteration and the pool's peak memory
+#                  30 L-BFGS iterations, --conv-algo measured: ms/iteration and the pool's peak memory
 #   compare_torch  bench/compare_torch.py --device cuda (PyTorch on the same GPU; downloads nothing)
 #   kernels_vs_cpu cudl bench --device cpu,cuda --sizes vgg (the GPU's speed-up over the CPU)
+#   profile_heuristic, profile_measured   cudl bench --models vgg19 --batch-sizes 64 --profile under
+#                  each --conv-algo (every layer's forward and backward time)
+#   compare_torch_tf32   bench/compare_torch.py --precision tf32 (both sides) on vgg19
+#   train_mnist    cudl train --model mnist_cnn --epochs 3 on the kit's real MNIST, on the device
 #   tests_other    the rest of cudl_tests but the end-to-end training runs (EndToEnd.*)
 #   chart          tools/bench_chart.py
 # With --cpu the same steps run on the CPU alone with tiny sizes (the CUDA tests skip visibly).
@@ -201,16 +205,21 @@ summary() {
     grep -v '^wrote ' "$res/logs/$f.log" | sed 's/^/  /' | head -80
   done
   if ls "$res"/logs/style_*.log >/dev/null 2>&1; then
-    echo; echo "style transfer (random:1 VGG19 weights, chelsea.png content, brick.png style):"
+    echo; echo "style transfer (random:1 VGG19 weights, chelsea.png content, brick.png style, --conv-algo measured):"
     for i in "${!step_names[@]}"; do
       f=$res/logs/${step_names[$i]}.log
       case "${step_names[$i]}" in style_*) [ -f "$f" ] || continue ;; *) continue ;; esac
       echo "  ${step_names[$i]}: $(grep -h '^style transfer on\|^wrote' "$f" | sed "s|$res/||" | tr '\n' ' ' || true)"
     done
   fi
-  if [ -f "$res/logs/compare_torch.log" ]; then
-    echo; echo "compare_torch (torch/cudl time > 1: cudl is faster):"; sed 's/^/  /' "$res/logs/compare_torch.log" | tail -20
-  fi
+  for f in compare_torch compare_torch_tf32; do
+    [ -f "$res/logs/$f.log" ] || continue
+    echo; echo "$f (torch/cudl time > 1: cudl is faster):"; sed 's/^/  /' "$res/logs/$f.log" | tail -20
+  done
+  for f in profile_heuristic profile_measured train_mnist; do
+    [ -f "$res/logs/$f.log" ] || continue
+    echo; echo "$f:"; grep -v '^wrote ' "$res/logs/$f.log" | tr '\r' '\n' | grep -v '^ *$' | sed 's/^/  /' | tail -70
+  done
   echo
   local bad=() skipped=()
   for i in "${!step_names[@]}"; do
@@ -440,7 +449,7 @@ fi
 for size in $style_sizes; do
   step "style_$size" 90 "$cudl" style --weights random:1 --content "$root/tests/data/chelsea.png" \
     --style "$root/tests/data/brick.png" --size "$size" --iters "$style_iters" --print-every "$style_iters" \
-    --device "$dev" --output "$res/style_$size.png" --log "$res/style_$size.csv"
+    --device "$dev" --conv-algo measured --output "$res/style_$size.png" --log "$res/style_$size.csv"
 done
 if [ -n "$torch_version" ]; then
   if [ $cpu = 1 ]; then
@@ -459,6 +468,30 @@ else
 fi
 
 step kernels_vs_cpu 150 "$cudl" bench --device cpu,cuda --sizes $sizes --repeat 5 --json "$res/kernels_vs_cpu.json"
+
+# ---------------------------------------------------------------- where VGG19's time goes, and training
+# vgg19 at batch 64 layer by layer under cuDNN's heuristic choice and the measured one; the PyTorch
+# comparison again in TF32 (both sides); real MNIST trained on the device (the kit's data/mnist).
+if [ $cpu = 1 ]; then prof_model=mnist_cnn prof_batch=16; else prof_model=vgg19 prof_batch=64; fi
+for search in heuristic measured; do
+  step "profile_$search" 60 "$cudl" bench --device "$dev" --models $prof_model --batch-sizes $prof_batch --repeat 3 \
+    --profile --conv-algo $search --json "$res/profile_$search.json"
+done
+if [ -n "$torch_version" ] && [ $cpu = 0 ]; then
+  step compare_torch_tf32 120 "$python" "$root/bench/compare_torch.py" --cudl "$cudl" --device cuda \
+    --models vgg19 --precision tf32 --repeat 5 --json "$res/compare_torch_tf32.json"
+elif ! wanted compare_torch_tf32; then
+  record compare_torch_tf32 "skipped (not in --only $only)" 0
+else
+  record compare_torch_tf32 "skipped (no PyTorch, or no GPU)" 0
+fi
+if [ -f "$root/data/mnist/train-images-idx3-ubyte.gz" ]; then
+  if [ $cpu = 1 ]; then train_args=(--model mlp --epochs 1); else train_args=(--model mnist_cnn --epochs 3); fi
+  step train_mnist 120 "$cudl" train "${train_args[@]}" --data "$root/data/mnist" --device "$dev" \
+    --metrics-json "$res/train_mnist.json" --save "$work/train_mnist.safetensors"
+else
+  record train_mnist "skipped (the kit holds no data/mnist)" 0
+fi
 
 # ---------------------------------------------------------------- the other tests, then the chart
 # Without the end-to-end training runs (minutes on a CPU); in the rehearsal also without the

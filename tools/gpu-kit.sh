@@ -15,6 +15,7 @@
 #                              PyTorch's nvidia wheels): fmt, OpenBLAS, gfortran, quadmath, libpng,
 #                              libjpeg, zlib, gomp
 #     lib/gcc/                 libstdc++ and libgcc_s, used there only when the machine's own are older
+#   data/mnist/*.gz            real MNIST (gzipped IDX), for the GPU training step
 #   gpu-check.sh, gpu-common.sh, tests/data/*.png, the JPEG test input from tests/fuzz/corpus/, bench/compare_torch.py, tools/bench_chart.py
 #   cudl-src.tar.gz            `git archive HEAD` (without bench/results), for a rebuild there when
 #                              the prebuilt binaries do not load
@@ -91,6 +92,12 @@ cp tests/data/chelsea.png tests/data/brick.png "$kit/tests/data/"
 # Test inputs the tests read through source_dir() (gpu-check.sh points CUDL_TEST_SOURCE_DIR at the kit).
 mkdir -p "$kit/tests/fuzz/corpus/image"
 cp tests/fuzz/corpus/image/progressive_16x16.jpg "$kit/tests/fuzz/corpus/image/"
+# Real MNIST, gzipped (11 MB), for the GPU training step; fetched here when it is not yet.
+[ -f data/mnist/train-images-idx3-ubyte ] || [ -f data/mnist/train-images-idx3-ubyte.gz ] || bash tools/fetch-mnist.sh data/mnist
+mkdir -p "$kit/data/mnist"
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+  if [ -f "data/mnist/$f.gz" ]; then cp "data/mnist/$f.gz" "$kit/data/mnist/"; else gzip -9c "data/mnist/$f" > "$kit/data/mnist/$f.gz"; fi
+done
 cp bench/compare_torch.py "$kit/bench/"
 cp tools/bench_chart.py "$kit/tools/"
 git archive --format=tar.gz -o "$kit/cudl-src.tar.gz" HEAD -- . ':(exclude)bench/results'

@@ -3,7 +3,7 @@
 # The CUDA toolkit (with cuDNN and cuBLAS) is optional: without it the CPU backend is built.
 set -euo pipefail
 # clang with its sanitizer/libFuzzer runtimes and OpenMP: tools/sanitize.sh and tools/fuzz.sh.
-packages=(cmake ninja-build g++ pkg-config libfmt-dev libcli11-dev nlohmann-json3-dev libgtest-dev
+packages=(cmake ninja-build g++ pkg-config dpkg-dev libfmt-dev libcli11-dev nlohmann-json3-dev libgtest-dev
           libopenblas-dev libpng-dev libjpeg-dev zlib1g-dev clang libclang-rt-14-dev libomp-dev)
 missing=()
 for p in "${packages[@]}"; do

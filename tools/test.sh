@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: set-up, then build and test both configurations: the default one (the CUDA
 # backend compiled when nvcc, cuDNN and cuBLAS are found; its GPU tests skip visibly without a
-# GPU) and the CPU-only one (-DCUDL_CUDA=OFF); then the unit tests under ASan+UBSan
+# GPU) and the CPU-only one (-DCUDL_CUDA=OFF); the CPU-only build installed and used as a package
+# (tools/test-install.sh); then the unit tests under ASan+UBSan
 # (tools/sanitize.sh) and a short run of each fuzz target (tools/fuzz.sh), both in one clang
 # build (build-san/).
 set -euo pipefail
@@ -16,6 +17,8 @@ bash tools/build.sh build
 echo "=== cudl: building and testing build-cpu (CUDL_CUDA=OFF)"
 bash tools/build.sh build-cpu -DCUDL_CUDA=OFF
 (cd build-cpu && ctest --output-on-failure -j "$(nproc)" -E '^(EndToEnd|Training)\.') || status=1
+echo "=== cudl: installed as a user gets it (cmake --install, find_package, the Debian package)"
+bash tools/test-install.sh build-cpu || status=1
 echo "=== cudl: unit tests under AddressSanitizer + UndefinedBehaviorSanitizer (build-san, clang)"
 bash tools/sanitize.sh || status=1
 echo "=== cudl: fuzzing the safetensors, IDX/CIFAR and PNG/JPEG readers (20 s each)"

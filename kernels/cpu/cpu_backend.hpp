@@ -42,8 +42,9 @@ class CpuBackend final : public Backend {
   void do_mse_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) override;
   void do_l1_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) override;
   void do_l1_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) override;
-  void do_tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss) override;
-  void do_tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate) override;
+  void do_tv_loss_forward(Context& ctx, const Tensor& x, float beta, Tensor& loss) override;
+  void do_tv_loss_backward(Context& ctx, const Tensor& x, float beta, float dloss, Tensor& dx,
+                           bool accumulate) override;
   void do_dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset, Tensor& y,
                           Tensor& mask) override;
   void do_mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) override;

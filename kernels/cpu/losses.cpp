@@ -1,4 +1,6 @@
 // Regression losses (mean squared error, mean absolute error) and total variation.
+#include <cmath>
+
 #include "kernels/cpu/cpu_args.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 
@@ -50,23 +52,57 @@ void CpuBackend::do_l1_loss_backward(Context&, const Tensor& a, const Tensor& b,
   for (std::int64_t i = 0; i < n; ++i) pd[i] = pa[i] > pb[i] ? k : (pa[i] < pb[i] ? -k : 0.0f);
 }
 
-void CpuBackend::do_tv_loss_forward(Context&, const Tensor& x, Tensor& loss) {
+namespace {
+
+// One pixel's (a² + b²) of the TV loss: a, b its forward differences down and right (0 at an edge).
+inline void tv_diffs(const float* q, std::int64_t h, std::int64_t w, std::int64_t i, std::int64_t j, float& a,
+                     float& b) {
+  const float v = q[i * w + j];
+  a = i + 1 < h ? q[(i + 1) * w + j] - v : 0.0f;
+  b = j + 1 < w ? q[i * w + j + 1] - v : 0.0f;
+}
+
+// (β/2)·s^(β/2−1), the derivative of s^(β/2); 0 where s = 0 (see backend.hpp).
+inline float tv_factor(float a, float b, float beta) {
+  const float s = a * a + b * b;
+  return s > 0.0f ? 0.5f * beta * std::pow(s, 0.5f * beta - 1.0f) : 0.0f;
+}
+
+}  // namespace
+
+void CpuBackend::do_tv_loss_forward(Context&, const Tensor& x, float beta, Tensor& loss) {
   const std::int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
   const float* px = x.data<float>();
   double s = 0.0;
+  if (beta == 2.0f) {
 #pragma omp parallel for reduction(+ : s) if (x.numel() >= kParallelThreshold)
-  for (std::int64_t p = 0; p < planes; ++p) {
-    const float* q = px + p * h * w;
-    for (std::int64_t i = 0; i < h; ++i) {
-      for (std::int64_t j = 0; j < w; ++j) {
-        const double v = q[i * w + j];
-        if (i + 1 < h) {
-          const double d = q[(i + 1) * w + j] - v;
-          s += d * d;
+    for (std::int64_t p = 0; p < planes; ++p) {
+      const float* q = px + p * h * w;
+      for (std::int64_t i = 0; i < h; ++i) {
+        for (std::int64_t j = 0; j < w; ++j) {
+          const double v = q[i * w + j];
+          if (i + 1 < h) {
+            const double d = q[(i + 1) * w + j] - v;
+            s += d * d;
+          }
+          if (j + 1 < w) {
+            const double d = q[i * w + j + 1] - v;
+            s += d * d;
+          }
         }
-        if (j + 1 < w) {
-          const double d = q[i * w + j + 1] - v;
-          s += d * d;
+      }
+    }
+  } else {
+    const double half = 0.5 * beta;
+#pragma omp parallel for reduction(+ : s) if (x.numel() >= kParallelThreshold)
+    for (std::int64_t p = 0; p < planes; ++p) {
+      const float* q = px + p * h * w;
+      for (std::int64_t i = 0; i < h; ++i) {
+        for (std::int64_t j = 0; j < w; ++j) {
+          float a = 0, b = 0;
+          tv_diffs(q, h, w, i, j, a, b);
+          const double sq = static_cast<double>(a) * a + static_cast<double>(b) * b;
+          if (sq > 0) s += std::pow(sq, half);
         }
       }
     }
@@ -74,12 +110,12 @@ void CpuBackend::do_tv_loss_forward(Context&, const Tensor& x, Tensor& loss) {
   loss.data<float>()[0] = static_cast<float>(s);
 }
 
-void CpuBackend::do_tv_loss_backward(Context&, const Tensor& x, float dloss, Tensor& dx, bool accumulate) {
+void CpuBackend::do_tv_loss_backward(Context&, const Tensor& x, float beta, float dloss, Tensor& dx, bool accumulate) {
   const std::int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
   const float* px = x.data<float>();
   float* pd = dx.data<float>();
   const float k = 2.0f * dloss;
-  // Each element gathers the (up to four) differences it takes part in, so no two threads write
+  // Each element gathers the (up to three) pixel terms it takes part in, so no two threads write
   // the same output and no atomics are needed.
 #pragma omp parallel for if (x.numel() >= kParallelThreshold)
   for (std::int64_t p = 0; p < planes; ++p) {
@@ -89,10 +125,24 @@ void CpuBackend::do_tv_loss_backward(Context&, const Tensor& x, float dloss, Ten
       for (std::int64_t j = 0; j < w; ++j) {
         const float v = q[i * w + j];
         float g = 0.0f;
-        if (i > 0) g += v - q[(i - 1) * w + j];
-        if (i + 1 < h) g -= q[(i + 1) * w + j] - v;
-        if (j > 0) g += v - q[i * w + j - 1];
-        if (j + 1 < w) g -= q[i * w + j + 1] - v;
+        if (beta == 2.0f) {
+          if (i > 0) g += v - q[(i - 1) * w + j];
+          if (i + 1 < h) g -= q[(i + 1) * w + j] - v;
+          if (j > 0) g += v - q[i * w + j - 1];
+          if (j + 1 < w) g -= q[i * w + j + 1] - v;
+        } else {
+          float a = 0, b = 0;
+          tv_diffs(q, h, w, i, j, a, b);
+          g -= tv_factor(a, b, beta) * (a + b);
+          if (i > 0) {
+            tv_diffs(q, h, w, i - 1, j, a, b);
+            g += tv_factor(a, b, beta) * a;
+          }
+          if (j > 0) {
+            tv_diffs(q, h, w, i, j - 1, a, b);
+            g += tv_factor(a, b, beta) * b;
+          }
+        }
         d[i * w + j] = (accumulate ? d[i * w + j] : 0.0f) + k * g;
       }
     }

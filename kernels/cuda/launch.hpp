@@ -145,12 +145,12 @@ void launch_mse_loss_backward(const float* a, const float* b, float* da, std::in
                               cudaStream_t stream);
 void launch_l1_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float scale,
                              cudaStream_t stream);
-// x is [planes, H, W] (planes = N*C); loss[0] = Σ (x[i+1,j]-x[i,j])² + Σ (x[i,j+1]-x[i,j])²,
-// in double.
-void launch_tv_loss_forward(const float* x, std::int64_t planes, std::int64_t height, std::int64_t width, float* loss,
-                            void* scratch, cudaStream_t stream);
+// x is [planes, H, W] (planes = N*C); loss[0] = Σ (a² + b²)^(β/2) over pixels, a and b the
+// forward differences down and right (engine/backend.hpp), in double.
+void launch_tv_loss_forward(const float* x, std::int64_t planes, std::int64_t height, std::int64_t width, float beta,
+                            float* loss, void* scratch, cudaStream_t stream);
 // dx (+)= dloss * ∂tv/∂x, x and dx [N, C, H, W] with s.size = H*W.
-void launch_tv_loss_backward(const float* x, float* dx, const Planes& s, int height, int width, float dloss,
+void launch_tv_loss_backward(const float* x, float* dx, const Planes& s, int height, int width, float beta, float dloss,
                              bool accumulate, cudaStream_t stream);
 
 // ---- scalar_ops.cu: L-BFGS's device scalars ----

@@ -34,17 +34,18 @@ void CudaBackend::do_l1_loss_backward(Context& ctx, const Tensor& a, const Tenso
                                        stream_of(ctx));
 }
 
-void CudaBackend::do_tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss) {
+void CudaBackend::do_tv_loss_forward(Context& ctx, const Tensor& x, float beta, Tensor& loss) {
   Workspace scratch(ctx, cuda_detail::kReduceScratchBytes);
-  cuda_detail::launch_tv_loss_forward(x.data<float>(), x.dim(0) * x.dim(1), x.dim(2), x.dim(3), loss.data<float>(),
-                                      scratch.data(), stream_of(ctx));
+  cuda_detail::launch_tv_loss_forward(x.data<float>(), x.dim(0) * x.dim(1), x.dim(2), x.dim(3), beta,
+                                      loss.data<float>(), scratch.data(), stream_of(ctx));
 }
 
-void CudaBackend::do_tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate) {
+void CudaBackend::do_tv_loss_backward(Context& ctx, const Tensor& x, float beta, float dloss, Tensor& dx,
+                                      bool accumulate) {
   constexpr std::string_view op = "tv_loss_backward";
   const cuda_detail::Planes s = cuda_detail::planes_of(op, "x", x);  // H*W fits 32 bits, so H and W do
   cuda_detail::launch_tv_loss_backward(x.data<float>(), dx.data<float>(), s, static_cast<int>(x.dim(2)),
-                                       static_cast<int>(x.dim(3)), dloss, accumulate, stream_of(ctx));
+                                       static_cast<int>(x.dim(3)), beta, dloss, accumulate, stream_of(ctx));
 }
 
 }  // namespace cudl

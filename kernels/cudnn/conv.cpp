@@ -25,9 +25,16 @@
 //   it runs). Other failures (BAD_PARAM...) are thrown at once. When nothing runs, the error
 //   names the op, the shapes and every algorithm tried; it is an OutOfMemoryError if any attempt
 //   lacked memory (so callers can retry smaller).
-// - Cache key: direction, shapes, parameters, math mode and determinism (the cache is cleared
-//   when the math mode changes; Context::set_deterministic does not clear it).
+// - Measured search (ctx.conv_search() == measured, as PyTorch's cudnn.benchmark): before the
+//   first run of a shape, every candidate above runs once to warm up and then is timed
+//   (kTimedRuns runs, CUDA events) on the call's own inputs, writing into a scratch output so
+//   that an accumulating call's output is untouched; they are then tried fastest first. A
+//   candidate that fails while being timed goes last, where the run policy meets it again.
+// - Cache key: direction, shapes, parameters, math mode, determinism and search (the cache is
+//   cleared when the math mode changes; Context::set_deterministic does not clear it).
+#include <algorithm>
 #include <array>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,6 +42,7 @@
 #include "kernels/cuda/cuda_backend.hpp"
 #include "kernels/cuda/launch.hpp"
 #include "kernels/cudnn/descriptors.hpp"
+#include "engine/timer.hpp"
 
 namespace cudl {
 
@@ -175,10 +183,11 @@ std::string describe_call(const ConvCall& c) {
 
 std::string cache_key(std::string_view direction, const ConvCall& c) {
   const Conv2dParams& p = c.params;
-  return fmt::format("{} x={} w={} y={} pad={},{} stride={},{} dilation={},{} {} {}", direction, c.x_shape, c.w_shape,
-                     c.y_shape, p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
+  return fmt::format("{} x={} w={} y={} pad={},{} stride={},{} dilation={},{} {} {} {}", direction, c.x_shape,
+                     c.w_shape, c.y_shape, p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
                      c.ctx.math_mode() == MathMode::strict_fp32 ? "fp32" : "tf32",
-                     c.ctx.deterministic() ? "deterministic" : "any");
+                     c.ctx.deterministic() ? "deterministic" : "any",
+                     c.ctx.conv_search() == ConvSearch::measured ? "measured" : "heuristic");
 }
 
 // Appends one failed attempt to the "; "-separated list of them.
@@ -233,11 +242,50 @@ std::vector<ConvAlgorithm> ranked_candidates(const ConvCall& c, std::string& fai
   return candidates;
 }
 
-// Runs one convolution as the policy at the top says: the cached algorithm if there is one; if
-// there is none or it fails, cuDNN's candidates in turn. run(algo, workspace, workspace_bytes)
-// makes the cuDNN call and returns its status; c.conv is set to the algorithm's math type first.
+constexpr int kTimedRuns = 3;
+
+// The candidates fastest first, timed as the policy at the top says. run(algo, workspace,
+// workspace_bytes, out) is the direction's cuDNN call writing into `out`; `out_bytes` is the size
+// of the call's output.
 template <class Direction, class Run>
-void run_convolution(const ConvCall& c, bool overwrites_output, const Run& run) {
+std::vector<ConvAlgorithm> fastest_first(const ConvCall& c, std::vector<ConvAlgorithm> candidates, std::size_t out_bytes,
+                                         const Run& run) {
+  if (candidates.size() < 2) return candidates;
+  constexpr double kFailed = std::numeric_limits<double>::infinity();
+  Workspace scratch_out(c.ctx, out_bytes);
+  Timer timer(c.ctx);
+  std::vector<std::pair<double, ConvAlgorithm>> timed;
+  for (const ConvAlgorithm& algo : candidates) {
+    double ms = kFailed;
+    c.conv.set_math(algo.math, Direction::name);
+    try {
+      Workspace workspace(c.ctx, algo.workspace_bytes);
+      auto* out = static_cast<float*>(scratch_out.data());
+      if (run(algo, workspace.data(), workspace.bytes(), out) == CUDNN_STATUS_SUCCESS) {
+        timer.start();
+        cudnnStatus_t status = CUDNN_STATUS_SUCCESS;
+        for (int i = 0; i < kTimedRuns && status == CUDNN_STATUS_SUCCESS; ++i)
+          status = run(algo, workspace.data(), workspace.bytes(), out);
+        const double elapsed = timer.stop_ms();
+        if (status == CUDNN_STATUS_SUCCESS) ms = elapsed;
+      }
+    } catch (const OutOfMemoryError&) {
+      // Its workspace does not fit now: it goes last, where the run policy handles the shortage.
+    }
+    cudaGetLastError();  // a failed candidate's launch error must not surface at the next kernel check
+    timed.emplace_back(ms, algo);
+  }
+  std::stable_sort(timed.begin(), timed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (std::size_t i = 0; i < timed.size(); ++i) candidates[i] = timed[i].second;
+  return candidates;
+}
+
+// Runs one convolution as the policy at the top says: the cached algorithm if there is one; if
+// there is none or it fails, cuDNN's candidates in turn. run(algo, workspace, workspace_bytes, out)
+// makes the cuDNN call writing into `out` and returns its status; c.conv is set to the
+// algorithm's math type first. `out` and `out_bytes` are the call's output.
+template <class Direction, class Run>
+void run_convolution(const ConvCall& c, bool overwrites_output, float* out, std::size_t out_bytes, const Run& run) {
   CudaResources& r = cuda_resources(c.ctx);
   const std::string key = cache_key(Direction::name, c);
   std::string failures;  // "; "-separated, for the error when nothing runs
@@ -256,7 +304,7 @@ void run_convolution(const ConvCall& c, bool overwrites_output, const Run& run) 
       note(failures, fmt::format("{}: out of memory for its workspace", algo_name<Direction>(algo)));
       return false;
     }
-    const cudnnStatus_t status = run(algo, workspace->data(), workspace->bytes());
+    const cudnnStatus_t status = run(algo, workspace->data(), workspace->bytes(), out);
     if (status == CUDNN_STATUS_SUCCESS) {
       r.conv_algorithms.insert_or_assign(key, algo);
       return true;
@@ -274,7 +322,10 @@ void run_convolution(const ConvCall& c, bool overwrites_output, const Run& run) 
   std::optional<ConvAlgorithm> cached;
   if (auto it = r.conv_algorithms.find(key); it != r.conv_algorithms.end()) cached = it->second;
   if (cached && attempt(*cached)) return;
-  for (const ConvAlgorithm& algo : ranked_candidates<Direction>(c, failures))
+  std::vector<ConvAlgorithm> candidates = ranked_candidates<Direction>(c, failures);
+  if (c.ctx.conv_search() == ConvSearch::measured)
+    candidates = fastest_first<Direction>(c, std::move(candidates), out_bytes, run);
+  for (const ConvAlgorithm& algo : candidates)
     if (!(cached && same_algorithm(algo, *cached)) && attempt(algo)) return;
 
   const std::string message =
@@ -298,11 +349,13 @@ void CudaBackend::do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor&
   ConvolutionDescriptor cd(p, op);
   const ConvCall call{ctx, x.shape(), w.shape(), y.shape(), p, xd, wd, cd, yd};
   const float alpha = 1.0f, beta = 0.0f;
-  run_convolution<Forward>(call, /*overwrites_output=*/true, [&](const ConvAlgorithm& a, void* ws, std::size_t bytes) {
-    return cudnnConvolutionForward(cuda_resources(ctx).cudnn, &alpha, xd.get(), x.data<float>(), wd.get(),
-                                   w.data<float>(), cd.get(), static_cast<cudnnConvolutionFwdAlgo_t>(a.algo), ws, bytes,
-                                   &beta, yd.get(), y.data<float>());
-  });
+  run_convolution<Forward>(call, /*overwrites_output=*/true, y.data<float>(), y.nbytes(),
+                           [&](const ConvAlgorithm& a, void* ws, std::size_t bytes, float* out) {
+                             return cudnnConvolutionForward(cuda_resources(ctx).cudnn, &alpha, xd.get(), x.data<float>(),
+                                                            wd.get(), w.data<float>(), cd.get(),
+                                                            static_cast<cudnnConvolutionFwdAlgo_t>(a.algo), ws, bytes,
+                                                            &beta, yd.get(), out);
+                           });
 }
 
 void CudaBackend::do_conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p,
@@ -319,10 +372,11 @@ void CudaBackend::do_conv2d_backward_data(Context& ctx, const Tensor& dy, const 
   const ConvCall call{ctx, dx.shape(), w.shape(), dy.shape(), p, xd, wd, cd, yd};
   const float alpha = 1.0f, beta = 0.0f;
   run_convolution<BackwardData>(
-      call, /*overwrites_output=*/true, [&](const ConvAlgorithm& a, void* ws, std::size_t bytes) {
-        return cudnnConvolutionBackwardData(
-            cuda_resources(ctx).cudnn, &alpha, wd.get(), w.data<float>(), yd.get(), dy.data<float>(), cd.get(),
-            static_cast<cudnnConvolutionBwdDataAlgo_t>(a.algo), ws, bytes, &beta, xd.get(), dx.data<float>());
+      call, /*overwrites_output=*/true, dx.data<float>(), dx.nbytes(),
+      [&](const ConvAlgorithm& a, void* ws, std::size_t bytes, float* out) {
+        return cudnnConvolutionBackwardData(cuda_resources(ctx).cudnn, &alpha, wd.get(), w.data<float>(), yd.get(),
+                                            dy.data<float>(), cd.get(), static_cast<cudnnConvolutionBwdDataAlgo_t>(a.algo),
+                                            ws, bytes, &beta, xd.get(), out);
       });
 }
 
@@ -340,10 +394,12 @@ void CudaBackend::do_conv2d_backward_filter(Context& ctx, const Tensor& x, const
   const ConvCall call{ctx, x.shape(), dw.shape(), dy.shape(), p, xd, wd, cd, yd};
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   run_convolution<BackwardFilter>(
-      call, /*overwrites_output=*/!accumulate, [&](const ConvAlgorithm& a, void* ws, std::size_t bytes) {
-        return cudnnConvolutionBackwardFilter(
-            cuda_resources(ctx).cudnn, &alpha, xd.get(), x.data<float>(), yd.get(), dy.data<float>(), cd.get(),
-            static_cast<cudnnConvolutionBwdFilterAlgo_t>(a.algo), ws, bytes, &beta, wd.get(), dw.data<float>());
+      call, /*overwrites_output=*/!accumulate, dw.data<float>(), dw.nbytes(),
+      [&](const ConvAlgorithm& a, void* ws, std::size_t bytes, float* out) {
+        return cudnnConvolutionBackwardFilter(cuda_resources(ctx).cudnn, &alpha, xd.get(), x.data<float>(), yd.get(),
+                                              dy.data<float>(), cd.get(),
+                                              static_cast<cudnnConvolutionBwdFilterAlgo_t>(a.algo), ws, bytes, &beta,
+                                              wd.get(), out);
       });
 }
 

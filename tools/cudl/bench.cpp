@@ -1,9 +1,20 @@
 // `cudl bench`: each kernel on each backend, timed after a warm-up (CUDA events on the GPU),
-// reported as GFLOP/s or GB/s and as a share of the machine's peak measured on the spot (a large
-// GEMM for FLOP/s, a large device copy for bandwidth).
+// reported as GFLOP/s or GB/s and as a share of the machine's ceiling measured in the same run:
+// - FLOP/s against a large SGEMM, measured before the cases and again after every few of them
+//   (the best run counts: a machine busy at the first measurement does not set a low ceiling);
+// - GB/s against a copy moving the same number of bytes, timed right beside the case (so a case
+//   whose data fits in cache meets a copy that fits too, and a streaming case a streaming copy).
+// Each case reports its median, min and spread (interquartile range over the median); samples are
+// added while the coefficient of variation stays above 10% and its time budget lasts, and what
+// stays noisy is flagged. `--compare OLD.json NEW.json` sets two runs side by side.
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <thread>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -14,6 +25,7 @@
 
 #include "engine/backend.hpp"
 #include "engine/context.hpp"
+#include "engine/device.hpp"
 #include "engine/io/atomic_file.hpp"
 #include "engine/timer.hpp"
 #include "layers/optimizer.hpp"
@@ -35,22 +47,54 @@ struct BenchCase {
   std::function<std::function<void()>(Context&)> prepare;
 };
 
+// A case is "noisy" above this coefficient of variation of its samples.
+constexpr double kNoisyCv = 0.10;
+
 struct Timing {
-  double median_ms = 0, min_ms = 0;
+  double median_ms = 0, min_ms = 0, q1_ms = 0, q3_ms = 0;
+  double cv = 0;  // standard deviation over mean
+  int samples = 0;
+  double spread() const { return median_ms > 0 ? (q3_ms - q1_ms) / median_ms : 0.0; }  // IQR / median
+  bool noisy() const { return cv > kNoisyCv; }
 };
 
-Timing time_run(Context& ctx, const std::function<void()>& run, int repeat) {
+Timing summarize(std::vector<double> ms) {
+  std::sort(ms.begin(), ms.end());
+  Timing t;
+  const std::size_t n = ms.size();
+  t.samples = static_cast<int>(n);
+  t.median_ms = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+  t.min_ms = ms.front();
+  t.q1_ms = ms[n / 4];
+  t.q3_ms = ms[(3 * n) / 4 < n ? (3 * n) / 4 : n - 1];
+  double mean = 0;
+  for (double v : ms) mean += v;
+  mean /= static_cast<double>(n);
+  double var = 0;
+  for (double v : ms) var += (v - mean) * (v - mean);
+  t.cv = n > 1 && mean > 0 ? std::sqrt(var / static_cast<double>(n - 1)) / mean : 0.0;
+  return t;
+}
+
+// Times `run` after a warm-up: `repeat` samples, then more in rounds of `repeat` (up to 10x) while
+// their coefficient of variation is above kNoisyCv and `budget_s` seconds have not passed, so a
+// noisy machine gets more samples rather than a wrong median.
+Timing time_run(Context& ctx, const std::function<void()>& run, int repeat, double budget_s = 2.0) {
   for (int i = 0; i < 2; ++i) run();  // warm-up: algorithm choice, caches, pool
   ctx.synchronize();
   std::vector<double> ms;
   Timer timer(ctx);
-  for (int i = 0; i < repeat; ++i) {
-    timer.start();
-    run();
-    ms.push_back(timer.stop_ms());
+  const auto begin = std::chrono::steady_clock::now();
+  const auto elapsed_s = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count(); };
+  for (int round = 0; round < 10; ++round) {
+    for (int i = 0; i < repeat; ++i) {
+      timer.start();
+      run();
+      ms.push_back(timer.stop_ms());
+    }
+    if (!summarize(ms).noisy() || elapsed_s() > budget_s) break;
   }
-  std::sort(ms.begin(), ms.end());
-  return {ms[ms.size() / 2], ms.front()};
+  return summarize(ms);
 }
 
 Tensor random_tensor(Context& ctx, const Shape& shape, std::uint64_t seed) {
@@ -70,9 +114,7 @@ BenchCase gemm_case(std::int64_t m, std::int64_t n, std::int64_t k) {
           }};
 }
 
-std::vector<BenchCase> conv_cases(Shape x, Shape w, int pad) {
-  Conv2dParams p;
-  p.pad_h = p.pad_w = pad;
+std::vector<BenchCase> conv_cases_padded(Shape x, Shape w, Conv2dParams p) {
   Shape y = conv2d_output_shape(x, w, p);
   double flops = 2.0 * static_cast<double>(y.numel()) * static_cast<double>(w[1] * w[2] * w[3]);
   std::string shape = fmt::format("x={} w={}", x, w);
@@ -98,6 +140,71 @@ std::vector<BenchCase> conv_cases(Shape x, Shape w, int pad) {
   };
 }
 
+std::vector<BenchCase> conv_cases(Shape x, Shape w, int pad) {
+  Conv2dParams p;
+  p.pad_h = p.pad_w = pad;
+  return conv_cases_padded(x, w, p);
+}
+
+BenchCase relu_case(std::int64_t n) {
+  return {"relu_fwd", fmt::format("{}", Shape{n}), Rate::bytes, 2 * kFloat * static_cast<double>(n), [=](Context& ctx) {
+            Tensor x = random_tensor(ctx, {n}, 6), y = Tensor::empty({n}, ctx);
+            return std::function<void()>(
+                [&ctx, x, y]() mutable { ctx.backend().activation_forward(ctx, Activation::relu, 0.0f, x, y); });
+          }};
+}
+
+BenchCase maxpool_case(const Shape& map) {
+  Pool2dParams pool;
+  const Shape pooled = pool2d_output_shape(map, pool);
+  return {"maxpool2d_fwd", fmt::format("{}", map), Rate::bytes,
+          kFloat * static_cast<double>(map.numel() + 2 * pooled.numel()), [=](Context& ctx) {
+            Tensor x = random_tensor(ctx, map, 7), y = Tensor::empty(pooled, ctx);
+            Tensor arg = Tensor::empty(pooled, ctx, DType::i32);
+            return std::function<void()>(
+                [&ctx, x, y, arg, pool]() mutable { ctx.backend().maxpool2d_forward(ctx, x, pool, y, arg); });
+          }};
+}
+
+BenchCase gram_case(const Shape& feat) {
+  return {"gram_fwd", fmt::format("{}", feat), Rate::flops,
+          2.0 * static_cast<double>(feat[0] * feat[1] * feat[1] * feat[2] * feat[3]), [=](Context& ctx) {
+            Tensor x = random_tensor(ctx, feat, 8), g = Tensor::empty({feat[0], feat[1], feat[1]}, ctx);
+            return std::function<void()>([&ctx, x, g]() mutable { ctx.backend().gram_forward(ctx, x, g); });
+          }};
+}
+
+BenchCase softmax_xent_case(std::int64_t rows, std::int64_t classes) {
+  return {"softmax_xent_fwd", fmt::format("{}", Shape{rows, classes}), Rate::bytes,
+          2 * kFloat * static_cast<double>(rows * classes), [=](Context& ctx) {
+            Tensor logits = random_tensor(ctx, {rows, classes}, 9), probs = Tensor::empty({rows, classes}, ctx);
+            std::vector<std::int32_t> labels(static_cast<std::size_t>(rows));
+            for (std::size_t i = 0; i < labels.size(); ++i)
+              labels[i] = static_cast<std::int32_t>(static_cast<std::int64_t>(i) % classes);
+            Tensor tl = Tensor::from_host(std::span<const std::int32_t>(labels), {rows}, ctx);
+            Tensor loss = Tensor::empty({1}, ctx);
+            return std::function<void()>([&ctx, logits, tl, probs, loss]() mutable {
+              ctx.backend().softmax_cross_entropy_forward(ctx, logits, tl, probs, loss);
+            });
+          }};
+}
+
+BenchCase adam_case(std::int64_t n) {
+  return {"adam_step", fmt::format("{}", Shape{n}), Rate::bytes, 7 * kFloat * static_cast<double>(n), [=](Context& ctx) {
+            Tensor p = random_tensor(ctx, {n}, 10), g = random_tensor(ctx, {n}, 11);
+            Tensor m = Tensor::zeros({n}, ctx), v = Tensor::zeros({n}, ctx);
+            return std::function<void()>(
+                [&ctx, p, g, m, v]() mutable { ctx.backend().adam_step(ctx, AdamParams{}, p, g, m, v); });
+          }};
+}
+
+BenchCase sum_case(std::int64_t n) {
+  return {"sum", fmt::format("{}", Shape{n}), Rate::bytes, kFloat * static_cast<double>(n), [=](Context& ctx) {
+            Tensor x = random_tensor(ctx, {n}, 12), out = Tensor::empty({1}, ctx);
+            return std::function<void()>([&ctx, x, out]() mutable { ctx.backend().sum(ctx, x, out); });
+          }};
+}
+
 std::vector<BenchCase> make_cases(const std::string& sizes) {
   const bool vgg = sizes == "vgg";
   std::vector<BenchCase> cases;
@@ -113,70 +220,102 @@ std::vector<BenchCase> make_cases(const std::string& sizes) {
     for (auto& c : conv_cases({4, 32, 32, 32}, {32, 32, 3, 3}, 1)) cases.push_back(c);
   }
   const std::int64_t n = vgg ? (64ll << 20) : (1ll << 20);  // elements of the elementwise cases
-  const Shape map = vgg ? Shape{16, 64, 224, 224} : Shape{4, 32, 64, 64};
-  cases.push_back({"relu_fwd", fmt::format("{}", Shape{n}), Rate::bytes, 2 * kFloat * n, [=](Context& ctx) {
-                     Tensor x = random_tensor(ctx, {n}, 6), y = Tensor::empty({n}, ctx);
-                     return std::function<void()>([&ctx, x, y]() mutable {
-                       ctx.backend().activation_forward(ctx, Activation::relu, 0.0f, x, y);
-                     });
-                   }});
-  Pool2dParams pool;
-  Shape pooled = pool2d_output_shape(map, pool);
-  cases.push_back({"maxpool2d_fwd", fmt::format("{}", map), Rate::bytes,
-                   kFloat * static_cast<double>(map.numel() + 2 * pooled.numel()), [=](Context& ctx) {
-                     Tensor x = random_tensor(ctx, map, 7), y = Tensor::empty(pooled, ctx);
-                     Tensor arg = Tensor::empty(pooled, ctx, DType::i32);
-                     return std::function<void()>(
-                         [&ctx, x, y, arg, pool]() mutable { ctx.backend().maxpool2d_forward(ctx, x, pool, y, arg); });
-                   }});
-  const Shape feat = vgg ? Shape{1, 512, 64, 64} : Shape{1, 64, 64, 64};
-  cases.push_back({"gram_fwd", fmt::format("{}", feat), Rate::flops,
-                   2.0 * static_cast<double>(feat[1] * feat[1] * feat[2] * feat[3]), [=](Context& ctx) {
-                     Tensor x = random_tensor(ctx, feat, 8), g = Tensor::empty({1, feat[1], feat[1]}, ctx);
-                     return std::function<void()>([&ctx, x, g]() mutable { ctx.backend().gram_forward(ctx, x, g); });
-                   }});
-  const std::int64_t rows = vgg ? 4096 : 256, classes = 1000;
-  cases.push_back(
-      {"softmax_xent_fwd", fmt::format("{}", Shape{rows, classes}), Rate::bytes,
-       2 * kFloat * static_cast<double>(rows * classes), [=](Context& ctx) {
-         Tensor logits = random_tensor(ctx, {rows, classes}, 9), probs = Tensor::empty({rows, classes}, ctx);
-         std::vector<std::int32_t> labels(static_cast<std::size_t>(rows));
-         for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<std::int32_t>(i % classes);
-         Tensor tl = Tensor::from_host(std::span<const std::int32_t>(labels), {rows}, ctx);
-         Tensor loss = Tensor::empty({1}, ctx);
-         return std::function<void()>([&ctx, logits, tl, probs, loss]() mutable {
-           ctx.backend().softmax_cross_entropy_forward(ctx, logits, tl, probs, loss);
-         });
-       }});
-  cases.push_back({"adam_step", fmt::format("{}", Shape{n}), Rate::bytes, 7 * kFloat * n, [=](Context& ctx) {
-                     Tensor p = random_tensor(ctx, {n}, 10), g = random_tensor(ctx, {n}, 11);
-                     Tensor m = Tensor::zeros({n}, ctx), v = Tensor::zeros({n}, ctx);
-                     return std::function<void()>(
-                         [&ctx, p, g, m, v]() mutable { ctx.backend().adam_step(ctx, AdamParams{}, p, g, m, v); });
-                   }});
-  cases.push_back({"sum", fmt::format("{}", Shape{n}), Rate::bytes, kFloat * n, [=](Context& ctx) {
-                     Tensor x = random_tensor(ctx, {n}, 12), out = Tensor::empty({1}, ctx);
-                     return std::function<void()>([&ctx, x, out]() mutable { ctx.backend().sum(ctx, x, out); });
-                   }});
+  cases.push_back(relu_case(n));
+  cases.push_back(maxpool_case(vgg ? Shape{16, 64, 224, 224} : Shape{4, 32, 64, 64}));
+  cases.push_back(gram_case(vgg ? Shape{1, 512, 64, 64} : Shape{1, 64, 64, 64}));
+  cases.push_back(softmax_xent_case(vgg ? 4096 : 256, 1000));
+  cases.push_back(adam_case(n));
+  cases.push_back(sum_case(n));
   return cases;
 }
 
-struct Peak {
-  double gflops = 0, gbps = 0;
-};
+// --shape: the shape syntax of each op, and its cases at a user's shape.
+constexpr const char* kShapeHelp =
+    "With one op in --ops, time it at this shape instead: gemm MxNxK; conv2d_fwd, conv2d_bwd_data, "
+    "conv2d_bwd_filter NxCxHxW,KxCxRxS (padding R/2, S/2); maxpool2d_fwd, gram_fwd NxCxHxW; softmax_xent_fwd "
+    "NxK (rows x classes); relu_fwd, adam_step, sum N";
 
-// The machine's ceilings, measured now: a large SGEMM for FLOP/s and a device-to-device copy
-// (read + write) for bandwidth.
-Peak measure_peak(Context& ctx, int repeat) {
+std::vector<BenchCase> cases_at_shape(const std::string& op, const std::string& text) {
+  // Dimensions: whole numbers separated by 'x', groups by ','.
+  std::vector<std::vector<std::int64_t>> groups(1);
+  std::string number;
+  const auto flush = [&] {
+    CUDL_CHECK(!number.empty(), "--shape '{}': a dimension is missing ({})", text, kShapeHelp);
+    std::int64_t v = 0;
+    const auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), v);
+    CUDL_CHECK(ec == std::errc{} && end == number.data() + number.size() && v >= 1 && v <= (1ll << 40),
+               "--shape '{}': '{}' is not a whole number in [1, 2^40]", text, number);
+    groups.back().push_back(v);
+    number.clear();
+  };
+  for (char c : text) {
+    if (c == 'x' || c == ',') {
+      flush();
+      if (c == ',') groups.emplace_back();
+    } else {
+      number += c;
+    }
+  }
+  flush();
+  const auto want = [&](std::vector<std::size_t> ranks) {
+    bool ok = groups.size() == ranks.size();
+    for (std::size_t i = 0; ok && i < ranks.size(); ++i) ok = groups[i].size() == ranks[i];
+    CUDL_CHECK(ok, "--shape '{}' does not fit {} ({})", text, op, kShapeHelp);
+  };
+  const auto shape = [](const std::vector<std::int64_t>& d) { return Shape{d[0], d[1], d[2], d[3]}; };
+  if (op == "gemm") {
+    want({3});
+    return {gemm_case(groups[0][0], groups[0][1], groups[0][2])};
+  }
+  if (op.starts_with("conv2d_")) {
+    want({4, 4});
+    const Shape x = shape(groups[0]), w = shape(groups[1]);
+    CUDL_CHECK(x[1] == w[1], "--shape '{}': the input has {} channels but the filter takes {}", text, x[1], w[1]);
+    Conv2dParams p;
+    p.pad_h = w[2] / 2;
+    p.pad_w = w[3] / 2;
+    std::vector<BenchCase> all = conv_cases_padded(x, w, p);
+    std::erase_if(all, [&](const BenchCase& c) { return c.op != op; });
+    return all;
+  }
+  if (op == "maxpool2d_fwd" || op == "gram_fwd") {
+    want({4});
+    return {op == "gram_fwd" ? gram_case(shape(groups[0])) : maxpool_case(shape(groups[0]))};
+  }
+  if (op == "softmax_xent_fwd") {
+    want({2});
+    return {softmax_xent_case(groups[0][0], groups[0][1])};
+  }
+  want({1});
+  if (op == "relu_fwd") return {relu_case(groups[0][0])};
+  if (op == "adam_step") return {adam_case(groups[0][0])};
+  if (op == "sum") return {sum_case(groups[0][0])};
+  CUDL_THROW("--ops '{}': no such op (gemm, conv2d_fwd, conv2d_bwd_data, conv2d_bwd_filter, relu_fwd, "
+             "maxpool2d_fwd, gram_fwd, softmax_xent_fwd, adam_step, sum)",
+             op);
+}
+
+// GFLOP/s of a large SGEMM (the best of its samples).
+double gemm_peak_gflops(Context& ctx, int repeat) {
   const std::int64_t dim = ctx.device().is_cpu() ? 1024 : 8192;
   BenchCase g = gemm_case(dim, dim, dim);
   auto run_gemm = g.prepare(ctx);
-  Timing tg = time_run(ctx, run_gemm, repeat);
-  const std::int64_t n = ctx.device().is_cpu() ? (32ll << 20) : (256ll << 20);
+  return g.work / (time_run(ctx, run_gemm, repeat).min_ms * 1e6);
+}
+
+// GB/s (read + write) of a copy moving `bytes` in all: `bytes` / 2 read and as many written.
+double copy_gbps(Context& ctx, double bytes, int repeat) {
+  const auto n = std::max<std::int64_t>(1, static_cast<std::int64_t>(bytes / (2.0 * kFloat)));
   Tensor src = Tensor::zeros({n}, ctx), dst = Tensor::empty({n}, ctx);
-  Timing tc = time_run(
+  const Timing t = time_run(
       ctx, [&] { ctx.backend().copy(ctx, src, dst); }, repeat);
-  return {g.work / (tg.min_ms * 1e6), 2.0 * kFloat * static_cast<double>(n) / (tc.min_ms * 1e6)};
+  return 2.0 * kFloat * static_cast<double>(n) / (t.min_ms * 1e6);
+}
+
+// The streaming copy's bandwidth, for the table's header and the JSON: 128 MiB on the CPU, 1 GiB on
+// a GPU (both far beyond the caches).
+double streaming_copy_gbps(Context& ctx, int repeat) {
+  return copy_gbps(ctx, ctx.device().is_cpu() ? 2.0 * (32ll << 20) * kFloat : 2.0 * (256ll << 20) * kFloat, repeat);
 }
 
 std::vector<std::string> split_list(const std::string& text) {
@@ -198,7 +337,9 @@ struct Options {
   std::string sizes = "small";
   int repeat = 10;
   std::string json_path;
-  bool deterministic = true;
+  std::string shape;
+  std::vector<std::string> compare;
+  ComputeOptions compute;
 };
 
 void print_layer_profile(const Sequential& model, const char* what, int runs) {
@@ -248,9 +389,10 @@ void bench_models(Context& ctx, const Options& opt, nlohmann::json& results) {
         const std::size_t peak = ctx.allocator().stats().peak_allocated_bytes;
         const std::string shape = fmt::format("{} batch {}", name, batch);
         if (opt.profile) print_layer_profile(model, what, std::max(1, opt.repeat / 2) + 2);
-        fmt::print("{:<18} {:<34} {:<7} {:>10.3f} {:>10.3f} {:>12} {:>7} peak mem {}\n", what, shape,
-                   ctx.device().str(), t.median_ms, t.min_ms, fmt::format("{:.1f} img/s", images_per_second), "-",
-                   format_bytes(peak));
+        fmt::print("{:<18} {:<34} {:<7} {:>10.3f} {:>10.3f} {:>6.1f}% {:>15} {:>7} {:>8}  peak mem {}{}\n", what, shape,
+                   ctx.device().str(), t.median_ms, t.min_ms, 100 * t.spread(),
+                   fmt::format("{:.1f} img/s", images_per_second), "-", "-", format_bytes(peak),
+                   t.noisy() ? fmt::format("; noisy (cv {:.0f}%, {} samples)", 100 * t.cv, t.samples) : "");
         results.push_back({{"op", what},
                            {"backend", ctx.device().str()},
                            {"shape", shape},
@@ -258,6 +400,8 @@ void bench_models(Context& ctx, const Options& opt, nlohmann::json& results) {
                            {"batch", batch},
                            {"median_ms", t.median_ms},
                            {"min_ms", t.min_ms},
+                           {"cv", t.cv},
+                           {"samples", t.samples},
                            {"rate", images_per_second},
                            {"rate_unit", "img/s"},
                            {"peak_memory_bytes", peak}});
@@ -265,6 +409,40 @@ void bench_models(Context& ctx, const Options& opt, nlohmann::json& results) {
     }
   }
 }
+
+// The machine and the build, for the JSON: results are only comparable with their context.
+nlohmann::json machine_json() {
+  nlohmann::json m;
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);)
+    if (line.starts_with("model name")) {
+      m["cpu"] = line.substr(line.find(':') + 2);
+      break;
+    }
+  m["cores"] = std::thread::hardware_concurrency();
+  std::ifstream loadavg("/proc/loadavg");
+  double l1 = 0, l5 = 0, l15 = 0;
+  if (loadavg >> l1 >> l5 >> l15) m["load_average"] = {l1, l5, l15};
+  nlohmann::json gpus = nlohmann::json::array();
+  for (const CudaDeviceInfo& d : cuda_devices())
+    gpus.push_back({{"index", d.index},
+                    {"name", d.name},
+                    {"compute_capability", fmt::format("{}.{}", d.cc_major, d.cc_minor)},
+                    {"multiprocessors", d.multiprocessors}});
+  m["gpus"] = gpus;
+  const BuildInfo build = build_info();
+  m["build"] = {{"cudl", build.cudl_version},  {"commit", CUDL_GIT_COMMIT},       {"build_type", CUDL_BUILD_TYPE},
+                {"compiler", CUDL_COMPILER},    {"cpu_blas", build.blas},          {"cuda_runtime", build.cuda_runtime},
+                {"cuda_driver", build.cuda_driver}, {"cudnn", build.cudnn},        {"cublas", build.cublas}};
+  return m;
+}
+
+struct Row {
+  BenchCase c;
+  Device device;
+  Timing t;
+  double same_size_copy_gbps = 0;  // bandwidth cases only
+};
 
 void run_bench(const Options& opt) {
   check_writable_output("--json", opt.json_path);
@@ -281,7 +459,10 @@ void run_bench(const Options& opt) {
   auto wanted = split_list(opt.ops);
   // With --models alone, only the models run; --ops selects kernels (all by default).
   std::vector<BenchCase> cases;
-  if (opt.models.empty() || !wanted.empty()) {
+  if (!opt.shape.empty()) {
+    CUDL_CHECK(wanted.size() == 1, "--shape needs exactly one op in --ops (got '{}')", opt.ops);
+    cases = cases_at_shape(wanted[0], opt.shape);
+  } else if (opt.models.empty() || !wanted.empty()) {
     cases = make_cases(opt.sizes);
     std::erase_if(cases, [&](const BenchCase& c) {
       return !wanted.empty() && std::find(wanted.begin(), wanted.end(), c.op) == wanted.end();
@@ -289,64 +470,156 @@ void run_bench(const Options& opt) {
     CUDL_CHECK(!cases.empty(), "bench: no op matches --ops '{}'", opt.ops);
   }
 
+  const nlohmann::json machine = machine_json();
   nlohmann::json results = nlohmann::json::array();
   std::map<std::pair<std::string, std::string>, double> cpu_ms;  // (op, shape) -> median on the CPU
-  bool above_copy_peak = false;  // a bandwidth-bound case beat the copy: its data stayed in cache
-  fmt::print("{:<18} {:<34} {:<7} {:>10} {:>10} {:>12} {:>8} {:>8}\n", "op", "shape", "device", "median ms", "min ms",
-             "rate", "% peak", "speedup");
+  bool any_noisy = false, any_above = false;
+  fmt::print("{:<18} {:<34} {:<7} {:>10} {:>10} {:>7} {:>15} {:>7} {:>8}  {}\n", "op", "shape", "device", "median ms",
+             "min ms", "spread", "rate", "% peak", "speedup", "flags");
   for (Device device : devices) {
     Context ctx(device);
-    ctx.set_deterministic(opt.deterministic);
+    apply_compute_options(ctx, opt.compute);
     if (cases.empty()) {
       bench_models(ctx, opt, results);
       continue;
     }
-    Peak peak = measure_peak(ctx, opt.repeat);
-    fmt::print("-- {}: peak {:.1f} GFLOP/s (SGEMM), {:.1f} GB/s (copy), measured now\n", device, peak.gflops,
-               peak.gbps);
-    for (const auto& c : cases) {
-      auto run = c.prepare(ctx);
-      Timing t = time_run(ctx, run, opt.repeat);
-      const double rate = c.work / (t.median_ms * 1e6);  // GFLOP/s or GB/s
-      const double share = 100.0 * rate / (c.rate == Rate::flops ? peak.gflops : peak.gbps);
+    // Every case first, the SGEMM ceiling measured before them and after every kPeakEvery of them
+    // (the best counts), then the table: each share against that best ceiling.
+    constexpr std::size_t kPeakEvery = 4;
+    double gflops = gemm_peak_gflops(ctx, opt.repeat);
+    const double streaming_gbps = streaming_copy_gbps(ctx, opt.repeat);
+    std::vector<Row> rows;
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+      const BenchCase& c = cases[i];
+      Row row{c, device, {}, 0.0};
+      {
+        auto run = c.prepare(ctx);
+        row.t = time_run(ctx, run, opt.repeat);
+      }
+      if (c.rate == Rate::bytes) row.same_size_copy_gbps = copy_gbps(ctx, c.work, opt.repeat);
+      rows.push_back(std::move(row));
+      if ((i + 1) % kPeakEvery == 0) gflops = std::max(gflops, gemm_peak_gflops(ctx, opt.repeat));
+    }
+    gflops = std::max(gflops, gemm_peak_gflops(ctx, opt.repeat));
+    fmt::print("-- {}: peak {:.1f} GFLOP/s (SGEMM, best of {} measurements), {:.1f} GB/s (streaming copy); "
+               "bandwidth cases against a copy of their own size\n",
+               device, gflops, 2 + cases.size() / kPeakEvery, streaming_gbps);
+    for (const Row& r : rows) {
+      const BenchCase& c = r.c;
+      const double rate = c.work / (r.t.median_ms * 1e6);  // GFLOP/s or GB/s
+      const double ceiling = c.rate == Rate::flops ? gflops : r.same_size_copy_gbps;
+      const double share = 100.0 * rate / ceiling;
       const char* unit = c.rate == Rate::flops ? "GFLOP/s" : "GB/s";
       std::optional<double> speedup;
       if (device.is_cpu()) {
-        cpu_ms[{c.op, c.shape}] = t.median_ms;
+        cpu_ms[{c.op, c.shape}] = r.t.median_ms;
       } else if (auto it = cpu_ms.find({c.op, c.shape}); it != cpu_ms.end()) {
-        speedup = it->second / t.median_ms;
+        speedup = it->second / r.t.median_ms;
       }
-      const bool in_cache = c.rate == Rate::bytes && share > 100.0;
-      above_copy_peak = above_copy_peak || in_cache;
-      fmt::print("{:<18} {:<34} {:<7} {:>10.3f} {:>10.3f} {:>12} {:>6.1f}%{} {:>8}\n", c.op, c.shape, device.str(),
-                 t.median_ms, t.min_ms, fmt::format("{:.1f} {}", rate, unit), share, in_cache ? "*" : " ",
-                 speedup ? fmt::format("{:.1f}x", *speedup) : std::string("-"));
+      std::vector<std::string> flags;
+      if (r.t.noisy()) flags.push_back(fmt::format("noisy (cv {:.0f}%, {} samples)", 100 * r.t.cv, r.t.samples));
+      if (share > 100.0)
+        flags.push_back(c.rate == Rate::bytes    ? "above its copy (reads more than it writes)"
+                        : c.op.starts_with("conv") ? "above the SGEMM (an algorithm with fewer multiply-adds)"
+                                                   : "above the SGEMM (measured while the machine was busier?)");
+      any_noisy = any_noisy || r.t.noisy();
+      any_above = any_above || share > 100.0;
+      std::string joined;
+      for (const auto& f : flags) joined += (joined.empty() ? "" : "; ") + f;
+      fmt::print("{:<18} {:<34} {:<7} {:>10.3f} {:>10.3f} {:>6.1f}% {:>15} {:>6.1f}% {:>8}  {}\n", c.op, c.shape,
+                 device.str(), r.t.median_ms, r.t.min_ms, 100 * r.t.spread(), fmt::format("{:.1f} {}", rate, unit),
+                 share, speedup ? fmt::format("{:.1f}x", *speedup) : std::string("-"), joined);
       nlohmann::json row = {{"op", c.op},
                             {"backend", device.str()},
                             {"shape", c.shape},
-                            {"median_ms", t.median_ms},
-                            {"min_ms", t.min_ms},
+                            {"median_ms", r.t.median_ms},
+                            {"min_ms", r.t.min_ms},
+                            {"q1_ms", r.t.q1_ms},
+                            {"q3_ms", r.t.q3_ms},
+                            {"cv", r.t.cv},
+                            {"samples", r.t.samples},
                             {"rate", rate},
                             {"rate_unit", unit},
                             {"peak_share", share / 100.0},
-                            {"peak_gflops", peak.gflops},
-                            {"peak_gbps", peak.gbps}};
+                            {"ceiling", ceiling},
+                            {"peak_gflops", gflops},
+                            {"peak_gbps", streaming_gbps}};
       if (speedup) row["speedup_vs_cpu"] = *speedup;
-      if (in_cache) row["fits_in_cache"] = true;
+      if (r.t.noisy()) row["noisy"] = true;
+      if (share > 100.0) row["above_ceiling"] = true;
       results.push_back(row);
     }
     bench_models(ctx, opt, results);
   }
-  if (above_copy_peak)
-    fmt::print(
-        "* above 100% of the copy bandwidth: that case's data fits in cache, while the peak copy streams "
-        "from memory\n");
+  if (any_noisy)
+    fmt::print("noisy: the samples' coefficient of variation stayed above {:.0f}% (another process busy?); "
+               "trust the min more than the median there\n",
+               100 * kNoisyCv);
+  if (any_above)
+    fmt::print("% peak above 100: a convolution algorithm doing fewer multiply-adds than the direct count, a case "
+               "that reads more than it writes (a copy reads and writes alike), or a ceiling measured at a busier "
+               "moment (then the case is usually noisy too)\n");
   if (!opt.json_path.empty()) {
-    nlohmann::json doc = {
-        {"sizes", opt.sizes}, {"repeat", opt.repeat}, {"deterministic", opt.deterministic}, {"results", results}};
+    nlohmann::json doc = {{"sizes", opt.sizes},
+                          {"repeat", opt.repeat},
+                          {"deterministic", opt.compute.deterministic},
+                          {"precision", opt.compute.precision},
+                          {"conv_algo", opt.compute.conv_algo},
+                          {"machine", machine},
+                          {"results", results}};
+    if (!opt.shape.empty()) doc["shape"] = opt.shape;
     write_file_atomically(opt.json_path, doc.dump(2) + "\n");
     fmt::print("wrote {}\n", opt.json_path);
   }
+}
+
+// `cudl bench --compare OLD.json NEW.json`: the cases both runs hold, old time over new time, and a
+// regression flag where NEW is slower by more than the noise of the two runs allows.
+void compare_runs(const std::string& old_path, const std::string& new_path) {
+  const auto load = [](const std::string& path) {
+    std::ifstream in(path);
+    CUDL_CHECK(in.good(), "--compare: cannot read '{}'", path);
+    nlohmann::json doc;
+    try {
+      doc = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      CUDL_THROW("--compare: '{}' is not JSON: {}", path, e.what());
+    }
+    CUDL_CHECK(doc.is_object() && doc.contains("results") && doc["results"].is_array(),
+               "--compare: '{}' is not a `cudl bench --json` file (no \"results\" list)", path);
+    std::map<std::string, nlohmann::json> rows;
+    for (const auto& r : doc["results"]) {
+      if (!r.contains("op") || !r.contains("median_ms")) continue;
+      rows[fmt::format("{}|{}|{}", r.value("op", ""), r.value("shape", ""), r.value("backend", ""))] = r;
+    }
+    return rows;
+  };
+  const auto before = load(old_path), after = load(new_path);
+  fmt::print("{:<18} {:<34} {:<7} {:>10} {:>10} {:>9}  {}\n", "op", "shape", "device", "old ms", "new ms",
+             "old/new", "verdict");
+  int regressions = 0, compared = 0;
+  for (const auto& [key, n] : after) {
+    const auto it = before.find(key);
+    if (it == before.end()) continue;
+    const nlohmann::json& o = it->second;
+    const double old_ms = o["median_ms"].get<double>(), new_ms = n["median_ms"].get<double>();
+    // The noise allowance: twice the runs' combined coefficient of variation, at least 5%.
+    const double noise = std::max(0.05, 2.0 * (o.value("cv", 0.0) + n.value("cv", 0.0)));
+    const double ratio = old_ms / new_ms;
+    std::string verdict = "same within noise";
+    if (new_ms > old_ms * (1.0 + noise)) {
+      verdict = fmt::format("REGRESSION (slower by {:.0f}%, noise {:.0f}%)", 100 * (new_ms / old_ms - 1), 100 * noise);
+      ++regressions;
+    } else if (old_ms > new_ms * (1.0 + noise)) {
+      verdict = fmt::format("faster by {:.0f}%", 100 * (old_ms / new_ms - 1));
+    }
+    ++compared;
+    fmt::print("{:<18} {:<34} {:<7} {:>10.3f} {:>10.3f} {:>8.2f}x  {}\n", n.value("op", ""), n.value("shape", ""),
+               n.value("backend", ""), old_ms, new_ms, ratio, verdict);
+  }
+  CUDL_CHECK(compared > 0, "--compare: '{}' and '{}' have no case in common (op, shape and device)", old_path,
+             new_path);
+  fmt::print("{} cases compared, {} regression(s) beyond the noise\n", compared, regressions);
 }
 
 }  // namespace
@@ -357,7 +630,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--device", opt->devices, "Comma-separated backends to run")
       ->check(device_name(/*list=*/true))
       ->capture_default_str();
-  add_deterministic_option(cmd, opt->deterministic);
+  add_compute_options(cmd, opt->compute);
   cmd->add_option("--ops", opt->ops, "Comma-separated ops to run (default: all)");
   cmd->add_option("--sizes", opt->sizes, "Problem sizes: small (seconds on a CPU) or vgg (VGG19 layer shapes)")
       ->check(CLI::IsMember({"small", "vgg"}))
@@ -370,8 +643,19 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--batch-sizes", opt->batch_sizes, "Batch sizes for --models (default 128; 1,32,64 for VGG)")
       ->transform(whole_number_list(1, kMaxBatch));
   cmd->add_flag("--profile", opt->profile, "With --models: time every layer's forward and backward");
+  cmd->add_option("--shape", opt->shape, kShapeHelp);
   cmd->add_option("--json", opt->json_path, "Write the results as JSON to this file");
-  cmd->callback([opt] { run_bench(*opt); });
+  cmd->add_option("--compare", opt->compare,
+                  "OLD.json NEW.json: compare two --json runs case by case (old/new time) and flag regressions "
+                  "beyond their noise; runs nothing")
+      ->expected(2);
+  cmd->callback([opt] {
+    if (!opt->compare.empty()) {
+      compare_runs(opt->compare[0], opt->compare[1]);
+      return;
+    }
+    run_bench(*opt);
+  });
 }
 
 }  // namespace cudl::cli

@@ -13,6 +13,7 @@
 #include <optional>
 #include <sstream>
 
+#include "engine/context.hpp"
 #include "engine/device.hpp"
 #include "engine/error.hpp"
 #include "tools/cudl/commands.hpp"
@@ -304,12 +305,32 @@ void check_input_file(const std::string& option, const std::string& path) {
   CUDL_CHECK(why.empty(), "{} {}", option, why);
 }
 
-// Declared in commands.hpp beside the subcommands that take it.
-void add_deterministic_option(CLI::App* cmd, bool& deterministic) {
-  cmd->add_option("--deterministic", deterministic,
+// Declared in commands.hpp beside the subcommands that take them.
+void add_compute_options(CLI::App* cmd, ComputeOptions& options) {
+  cmd->add_option("--deterministic", options.deterministic,
                   "true: only cuDNN algorithms that repeat bit for bit (resume ends where an uninterrupted run "
                   "would); false: the fastest, some of which use atomics (CUDA only)")
       ->capture_default_str();
+  cmd->add_option("--precision", options.precision,
+                  "fp32: strict float32 everywhere; tf32: cuBLAS and cuDNN may use TF32 tensor cores (10-bit "
+                  "mantissa products, fp32 sums; CUDA only)")
+      ->check(CLI::IsMember({"fp32", "tf32"}))
+      ->capture_default_str();
+  cmd->add_option("--conv-algo", options.conv_algo,
+                  "heuristic: cuDNN's ranked guess, the same every run; measured: time every usable algorithm once "
+                  "per shape and keep the fastest (PyTorch's cudnn.benchmark; CUDA only)")
+      ->check(CLI::IsMember({"heuristic", "measured"}))
+      ->capture_default_str();
+}
+
+void apply_compute_options(Context& ctx, const ComputeOptions& options) {
+  const MathMode math = options.precision == "tf32" ? MathMode::tf32 : MathMode::strict_fp32;
+  ctx.set_deterministic(options.deterministic);
+  ctx.set_conv_search(options.conv_algo == "measured" ? ConvSearch::measured : ConvSearch::heuristic);
+  if (ctx.math_mode() != math) ctx.set_math_mode(math);
+  if (ctx.device().is_cpu() && (options.precision != "fp32" || options.conv_algo != "heuristic"))
+    fmt::print(stderr, "note: --precision {} --conv-algo {} change nothing on the CPU (fp32, one algorithm)\n",
+               options.precision, options.conv_algo);
 }
 
 }  // namespace cudl::cli

@@ -20,9 +20,21 @@ void add_plot_command(CLI::App& app);
 void add_style_command(CLI::App& app);
 void add_classify_command(CLI::App& app);
 
-// --deterministic true|false (default true): cuDNN's deterministic algorithms only, so runs repeat
-// bit for bit (Context::set_deterministic); false lets it pick the fastest. No effect on the CPU.
-void add_deterministic_option(CLI::App* cmd, bool& deterministic);
+// How ops run on a CUDA device, shared by train, eval, style and bench:
+//   --deterministic true|false       cuDNN's deterministic algorithms only (default true), so runs
+//                                    repeat bit for bit; false lets it pick the fastest
+//   --precision fp32|tf32            TF32 tensor cores for cuBLAS and cuDNN (default fp32)
+//   --conv-algo heuristic|measured   cuDNN's guess, or time every algorithm once per shape (as
+//                                    PyTorch's cudnn.benchmark; default heuristic)
+// The CPU computes in fp32 with one algorithm whatever they say; apply_compute_options notes it.
+struct ComputeOptions {
+  bool deterministic = true;
+  std::string precision = "fp32";     // fp32 | tf32
+  std::string conv_algo = "heuristic";  // heuristic | measured
+};
+void add_compute_options(CLI::App* cmd, ComputeOptions& options);
+// Sets them on ctx; on the CPU, one note on stderr when tf32 or measured was asked for.
+void apply_compute_options(Context& ctx, const ComputeOptions& options);
 
 // --strict: tensors in the weights file that the model does not use are an error, not a warning.
 void add_strict_option(CLI::App* cmd, bool& strict);

@@ -38,7 +38,7 @@ struct TrainArgs {
   std::uint64_t seed = 1;
   std::string save, resume, metrics_json;
   bool augment = false;
-  bool deterministic = true;
+  ComputeOptions compute;
   bool seed_given = false;
 };
 
@@ -71,7 +71,7 @@ void add_model_and_data_options(CLI::App* cmd, TrainArgs& a) {
       ->transform(whole_number(1, 1 << 20))
       ->capture_default_str();
   cmd->add_option("--device", a.device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
-  add_deterministic_option(cmd, a.deterministic);
+  add_compute_options(cmd, a.compute);
 }
 
 // --reduce-lr-on-plateau N[,FACTOR]: patience N in [1, 100000], factor in (0, 1) (default 0.1).
@@ -204,7 +204,7 @@ void run_train(TrainArgs a, const RunControlArgs& c) {
   if (c.subset > 0) data.train = stratified_subset(data.train, c.subset, a.seed);
   auto [train, validation] = split_validation(data.train, c.val_split, a.seed);
   Context ctx(Device::parse(a.device));
-  ctx.set_deterministic(a.deterministic);
+  apply_compute_options(ctx, a.compute);
   Sequential model = make_model(a.model);
   model.build(ctx, a.seed);
   fmt::print("training {} ({} params) on {} ({} train{} / {} test images) on {}\n", a.model, model.parameter_count(),
@@ -334,7 +334,7 @@ void run_eval(const TrainArgs& a, const EvalArgs& e) {
       e.labels.empty() ? class_names(kind, data.test)
                        : read_labels(e.labels, static_cast<std::size_t>(std::max(data.test.num_classes, 0)));
   Context ctx(Device::parse(a.device));
-  ctx.set_deterministic(a.deterministic);
+  apply_compute_options(ctx, a.compute);
   Sequential model = make_model(a.model);
   model.build(ctx, 0);
   load_weights_reporting_unused(e.weights, ctx, model, e.strict);
