@@ -18,6 +18,9 @@ enum class ScalarOp : int {
   safe_recip,  // out = a > 1e-10 ? 1 / a : 0        (rho = 1 / yᵀs, 0 drops the pair)
   safe_ratio,  // out = a > 1e-10 ? a / b : out      (H0 = yᵀs / yᵀy, kept when the pair is dropped)
   first_step,  // out = min(1, 1 / a)                (the first L-BFGS step, a = Σ|g|)
+  // out = min(1, b / (sqrt(a) + 1e-6)) - 1  (gradient-norm clipping, a = Σg², b = the limit: PyTorch's
+  // clip factor minus one, so axpy_scalar(g, g) with it scales g and leaves it unchanged when 0)
+  clip_delta,
 };
 
 // What a kernel found that it cannot throw on (no exception crosses the device): it sets the

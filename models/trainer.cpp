@@ -1,12 +1,16 @@
 #include "models/trainer.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "engine/io/atomic_file.hpp"
 #include "engine/io/loader.hpp"
@@ -22,22 +26,35 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 nlohmann::json to_json(const EpochMetrics& m) {
-  return {{"epoch", m.epoch},
-          {"train_loss", m.train_loss},
-          {"train_accuracy", m.train_accuracy},
-          {"test_loss", m.test_loss},
-          {"test_accuracy", m.test_accuracy},
-          {"seconds", m.seconds},
-          {"images_per_second", m.images_per_second}};
+  nlohmann::json j = {{"epoch", m.epoch}, {"train_loss", m.train_loss}, {"train_accuracy", m.train_accuracy}};
+  if (m.has_val) {
+    j["val_loss"] = m.val_loss;
+    j["val_accuracy"] = m.val_accuracy;
+  }
+  j["test_loss"] = m.test_loss;
+  j["test_accuracy"] = m.test_accuracy;
+  j["lr"] = m.lr;
+  j["steps"] = m.steps;
+  j["seconds"] = m.seconds;
+  j["images_per_second"] = m.images_per_second;
+  return j;
 }
 
+// Checkpoints written before validation existed have no val_*, lr or steps: they read as absent.
 EpochMetrics metrics_from_json(const nlohmann::json& j) {
   EpochMetrics m;
   m.epoch = j.at("epoch").get<std::int64_t>();
   m.train_loss = j.at("train_loss").get<double>();
   m.train_accuracy = j.at("train_accuracy").get<double>();
+  m.has_val = j.contains("val_accuracy");
+  if (m.has_val) {
+    m.val_loss = j.at("val_loss").get<double>();
+    m.val_accuracy = j.at("val_accuracy").get<double>();
+  }
   m.test_loss = j.at("test_loss").get<double>();
   m.test_accuracy = j.at("test_accuracy").get<double>();
+  m.lr = j.value("lr", 0.0);
+  m.steps = j.value("steps", std::int64_t{0});
   m.seconds = j.at("seconds").get<double>();
   m.images_per_second = j.at("images_per_second").get<double>();
   return m;
@@ -78,9 +95,9 @@ void check_labels(const Sequential& model, const Dataset& data, std::string_view
   const std::int64_t n = data.labels.dim(0);
   for (std::int64_t i = 0; i < n; ++i) {
     const std::int32_t label = labels[i];
-    CUDL_CHECK(label >= 0 && label < classes, "{}: label {} at index {} is outside [0, {}) (the model has {} outputs{})",
-               split, label, i, classes, classes,
-               data.name.empty() ? std::string() : fmt::format("; dataset '{}'", data.name));
+    CUDL_CHECK(label >= 0 && label < classes,
+               "{}: label {} at index {} is outside [0, {}) (the model has {} outputs{})", split, label, i, classes,
+               classes, data.name.empty() ? std::string() : fmt::format("; dataset '{}'", data.name));
   }
 }
 
@@ -125,7 +142,133 @@ EvalResult evaluate_checked(Context& ctx, Sequential& model, const Dataset& data
 
 }  // namespace
 
+namespace {
+
+// Which accuracy decides the best epoch, early stopping and plateaus: validation when there is a
+// validation split (Keras' val_*), else test (the only per-epoch signal left).
+double monitored(const EpochMetrics& m) { return m.has_val ? m.val_accuracy : m.test_accuracy; }
+
+// The best epoch so far and the epochs since it, for --save-best, --early-stopping and
+// --reduce-lr-on-plateau. Replayed over a resumed run's history, so a resumed run decides exactly
+// as the uninterrupted one would. Improvement is strictly better (Keras' min_delta 0: a tie is not).
+struct PlateauWatch {
+  double best = -std::numeric_limits<double>::infinity();
+  std::int64_t best_epoch = 0;
+  std::int64_t since_best = 0;    // epochs in a row without improvement
+  std::int64_t plateau_wait = 0;  // the same, reset when the learning rate drops
+  double lr_scale = 1.0;
+  bool reduced = false;  // the last observe() lowered the learning rate
+
+  // Returns true when `m` is the new best.
+  bool observe(const EpochMetrics& m, const FitOptions& o) {
+    reduced = false;
+    const double value = monitored(m);
+    if (value > best) {
+      best = value;
+      best_epoch = m.epoch;
+      since_best = plateau_wait = 0;
+      return true;
+    }
+    ++since_best;
+    if (o.plateau_patience > 0 && ++plateau_wait >= o.plateau_patience) {
+      lr_scale *= o.plateau_factor;
+      plateau_wait = 0;
+      reduced = true;
+    }
+    return false;
+  }
+  bool should_stop(const FitOptions& o) const {
+    return o.early_stopping_patience > 0 && since_best >= o.early_stopping_patience;
+  }
+};
+
+// Global L2-norm clipping over the whole gradient block, on the device: Σg² in one fused
+// reduction (accumulated in double), the factor min(1, max / (‖g‖ + 1e-6)) (PyTorch's
+// clip_grad_norm_) minus one in a one-thread scalar op, and g += (factor - 1)·g. Nothing is read
+// back, so there is no host sync; a factor of exactly 1 leaves the gradients bit for bit unchanged.
+class GradClipper {
+ public:
+  GradClipper(Context& ctx, double max_norm)
+      : sum_sq_(Tensor::empty({1}, ctx)),
+        max_norm_(Tensor::full({1}, static_cast<float>(max_norm), ctx)),
+        delta_(Tensor::empty({1}, ctx)) {}
+  void clip(Context& ctx, Tensor& grads) {
+    Backend& be = ctx.backend();
+    be.dot(ctx, grads, grads, sum_sq_);
+    be.scalar_op(ctx, ScalarOp::clip_delta, sum_sq_, max_norm_, delta_);
+    be.axpy_scalar(ctx, 1.0f, delta_, grads, grads);
+  }
+
+ private:
+  Tensor sum_sq_, max_norm_, delta_;
+};
+
+// The non-finite guard. Every step it records, on the device, the batch loss and the sum of the
+// parameters after the update (a sum is finite exactly when every term is: it accumulates in
+// double, which 3.4e38 * 2^31 parameters cannot overflow) into a ring of `every` slots; every
+// `every` steps, at the epoch's end and at the last step the ring is read in one copy. So the
+// GPU waits for no more reads than the progress bar already does, yet the step named is exact.
+class FiniteGuard {
+ public:
+  FiniteGuard(Context& ctx, std::int64_t every) : every_(every), ring_(Tensor::empty({2 * every}, ctx)) {}
+  std::int64_t every() const { return every_; }
+
+  // `done`: 1-based step within the epoch, just taken.
+  void record(Context& ctx, std::int64_t done, const Tensor& batch_loss, const Tensor& params) {
+    const std::int64_t slot = (done - 1) % every_;
+    Tensor loss_slot = ring_.view(2 * slot, Shape{1});
+    Tensor param_slot = ring_.view(2 * slot + 1, Shape{1});
+    ctx.backend().copy(ctx, batch_loss, loss_slot);
+    ctx.backend().sum(ctx, params, param_slot);
+  }
+  bool due(std::int64_t done, bool last) const { return last || done % every_ == 0; }
+
+  // Reads the slots of steps since the last check (those up to `done`); on a non-finite value
+  // throws naming the epoch, the step and the last good checkpoint.
+  void check(Context& ctx, std::int64_t epoch, std::int64_t done, std::int64_t batches, std::int64_t steps_before_epoch,
+             const std::string& last_good) const {
+    const std::vector<float> values = ring_.to_vector(ctx);
+    const std::int64_t count = (done - 1) % every_ + 1;
+    for (std::int64_t i = 0; i < count; ++i) {
+      const float loss = values[static_cast<std::size_t>(2 * i)];
+      const float params = values[static_cast<std::size_t>(2 * i + 1)];
+      const std::int64_t step = done - count + 1 + i;
+      const std::string where =
+          fmt::format("epoch {}, step {} of {} (step {} in all)", epoch, step, batches, steps_before_epoch + step);
+      // NaN's sign bit is noise ("-nan"): name it plainly.
+      CUDL_CHECK(std::isfinite(loss),
+                 "fit: the training loss is {} at {}: training diverged (a learning rate too high?); {}",
+                 std::isnan(loss) ? std::string("nan") : fmt::format("{}", loss), where, last_good);
+      CUDL_CHECK(std::isfinite(params),
+                 "fit: the parameters hold non-finite values after the update of {}: training diverged (a learning "
+                 "rate too high?); {}",
+                 where, last_good);
+    }
+  }
+
+ private:
+  std::int64_t every_;
+  Tensor ring_;  // [loss, Σparams] per slot
+};
+
+}  // namespace
+
+nlohmann::json metrics_document(const TrainResult& r) {
+  nlohmann::json j = {{"model", r.model},           {"device", r.device},        {"params", r.params},
+                      {"train_size", r.train_size}, {"val_size", r.val_size},    {"test_size", r.test_size},
+                      {"monitor", r.monitor},       {"best_epoch", r.best_epoch}};
+  if (!r.stopped.empty()) j["stopped"] = r.stopped;
+  j["epochs"] = history_json(r.epochs);
+  return j;
+}
+
 TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dataset& test, const FitOptions& options) {
+  return fit(ctx, model, train, Dataset{}, test, options);
+}
+
+TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dataset& validation, const Dataset& test,
+                const FitOptions& options) {
+  const auto fit_start = Clock::now();
   CUDL_CHECK(model.built(), "fit: build() the model first");
   CUDL_CHECK(options.epochs > 0 && options.batch_size > 0, "fit: epochs ({}) and batch size ({}) must be positive",
              options.epochs, options.batch_size);
@@ -135,20 +278,41 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
              "fit: momentum must be a finite number in [0, 1], got {}", oc.momentum);
   CUDL_CHECK(std::isfinite(oc.weight_decay) && oc.weight_decay >= 0,
              "fit: weight decay must be a finite number >= 0, got {}", oc.weight_decay);
+  CUDL_CHECK(options.early_stopping_patience >= 0 && options.plateau_patience >= 0 && options.max_steps >= 0 &&
+                 options.finite_check_every >= 0,
+             "fit: early-stopping patience ({}), plateau patience ({}), max steps ({}) and the check interval ({}) "
+             "must be >= 0",
+             options.early_stopping_patience, options.plateau_patience, options.max_steps, options.finite_check_every);
+  CUDL_CHECK(std::isfinite(options.plateau_factor) && options.plateau_factor > 0 && options.plateau_factor < 1,
+             "fit: the plateau factor must be in (0, 1), got {}", options.plateau_factor);
+  CUDL_CHECK(std::isfinite(options.clip_grad_norm) && options.clip_grad_norm >= 0,
+             "fit: the gradient-norm limit must be a finite number >= 0, got {}", options.clip_grad_norm);
+  const bool has_val = validation.size() > 0;
   check_labels(model, train, "train");
+  if (has_val) check_labels(model, validation, "validation");
   check_labels(model, test, "test");
   Backend& be = ctx.backend();
   TrainResult result;
   result.params = model.parameter_count();
   result.device = ctx.device().str();
+  result.model = options.model_name;
+  result.train_size = train.size();
+  result.val_size = validation.size();
+  result.test_size = test.size();
+  result.monitor = has_val ? "val_accuracy" : "test_accuracy";
 
   Optimizer optimizer(ctx, model, options.optimizer);
   std::int64_t first_epoch = 0;
+  // How a stopped run ends its message: which checkpoint on disk is the last good one.
+  std::string last_good = options.save_path.empty()
+                              ? std::string("stopped; no checkpoint is kept (no --save)")
+                              : fmt::format("stopped before saving it to '{}'", options.save_path);
   if (!options.resume_path.empty()) {
     CheckpointInfo info = load_checkpoint(options.resume_path, ctx, model, &optimizer);
     CUDL_CHECK(info.model == options.model_name, "--resume: '{}' holds a {} checkpoint, but the model is {}",
                options.resume_path, info.model, options.model_name);
     first_epoch = info.epoch;
+    last_good = fmt::format("stopped; the last good checkpoint is '{}' (epoch {})", options.resume_path, info.epoch);
     if (auto it = info.extra.find("metrics"); it != info.extra.end()) {
       try {
         for (const auto& j : nlohmann::json::parse(it->second)) result.epochs.push_back(metrics_from_json(j));
@@ -158,25 +322,36 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
       }
     }
   }
+  PlateauWatch watch;
+  for (const auto& m : result.epochs) watch.observe(m, options);
+  result.best_epoch = watch.best_epoch;
 
   Augment augment;
   augment.random_crop = augment.hflip = options.augment;
   DataLoader loader(train, ctx, options.batch_size, /*shuffle=*/true, options.seed, augment);
   const std::int64_t batches = loader.batches_per_epoch();
-  const std::int64_t total_steps = options.epochs * batches;
+  std::int64_t total_steps = options.epochs * batches;
+  if (options.max_steps > 0) total_steps = std::min(total_steps, options.max_steps);
 
   Tensor loss_sum = Tensor::zeros({1}, ctx), correct = Tensor::zeros({1}, ctx);
   Tensor batch_loss = Tensor::empty({1}, ctx), batch_accuracy = Tensor::empty({1}, ctx);
-  constexpr std::int64_t kProgressEvery = 20;  // steps between host reads of the running loss (each one syncs)
+  constexpr std::int64_t kProgressEvery = kGpuFiniteCheckEvery;  // steps between host reads of the running loss
+  FiniteGuard guard(ctx, options.finite_check_every > 0 ? options.finite_check_every
+                         : ctx.device().is_cpu()        ? 1
+                                                        : kGpuFiniteCheckEvery);
+  std::optional<GradClipper> clipper;
+  if (options.clip_grad_norm > 0) clipper.emplace(ctx, options.clip_grad_norm);
 
-  for (std::int64_t epoch = first_epoch; epoch < options.epochs; ++epoch) {
+  for (std::int64_t epoch = first_epoch; epoch < options.epochs && optimizer.steps() < total_steps; ++epoch) {
     loader.start_epoch(epoch);
     be.fill(ctx, loss_sum, 0.0f);
     be.fill(ctx, correct, 0.0f);
     std::int64_t samples = 0;
+    const std::int64_t steps_before_epoch = optimizer.steps();
     const auto start = Clock::now();
     Batch batch;
     std::int64_t done = 0;
+    float lr = 0;
     while (loader.next(batch)) {
       model.zero_grad(ctx);
       Tensor logits = model.forward(ctx, batch.images, /*train=*/true);
@@ -189,12 +364,17 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
       Tensor dlogits = Tensor::empty(logits.shape(), ctx);
       be.softmax_cross_entropy_backward(ctx, probs, batch.labels, 1.0f, dlogits);
       model.backward(ctx, dlogits);
-      const float lr = learning_rate(options.schedule, options.optimizer.lr, optimizer.steps(), total_steps);
+      if (clipper) clipper->clip(ctx, model.gradient_block());
+      lr = static_cast<float>(learning_rate(options.schedule, options.optimizer.lr, optimizer.steps(), total_steps) *
+                              watch.lr_scale);
       optimizer.step(ctx, lr);
       samples += batch.labels.numel();
       ++done;
+      guard.record(ctx, done, batch_loss, model.parameter_block());
       maybe_die_for_test(optimizer.steps());
-      if (options.on_progress && (done % kProgressEvery == 0 || done == batches)) {
+      const bool last = done == batches || optimizer.steps() >= total_steps;
+      if (guard.due(done, last)) guard.check(ctx, epoch + 1, done, batches, steps_before_epoch, last_good);
+      if (options.on_progress && (done % kProgressEvery == 0 || last)) {
         TrainProgress p;
         p.epoch = epoch + 1;
         p.epochs = options.epochs;
@@ -204,8 +384,10 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
         p.accuracy = correct.item(ctx) / static_cast<double>(samples);
         p.elapsed_seconds = seconds_since(start);
         p.images_per_second = static_cast<double>(samples) / std::max(p.elapsed_seconds, 1e-9);
+        p.lr = lr;
         options.on_progress(p);
       }
+      if (optimizer.steps() >= total_steps) break;
     }
     ctx.synchronize();
     EpochMetrics m;
@@ -214,50 +396,234 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
     m.images_per_second = static_cast<double>(samples) / std::max(m.seconds, 1e-9);
     m.train_loss = loss_sum.item(ctx) / static_cast<double>(std::max<std::int64_t>(samples, 1));
     m.train_accuracy = correct.item(ctx) / static_cast<double>(std::max<std::int64_t>(samples, 1));
+    m.lr = lr;
+    m.steps = optimizer.steps();
+    result.images_trained += samples;
+    if (has_val) {
+      const EvalResult v = evaluate_checked(ctx, model, validation, options.batch_size);
+      m.has_val = true;
+      m.val_loss = v.loss;
+      m.val_accuracy = v.accuracy;
+    }
     EvalResult eval = evaluate_checked(ctx, model, test, options.batch_size);
     m.test_loss = eval.loss;
     m.test_accuracy = eval.accuracy;
-    // A diverged run is a failure, not a result: stop before its NaN weights overwrite the last
-    // good checkpoint.
-    CUDL_CHECK(std::isfinite(m.train_loss) && std::isfinite(m.test_loss),
-               "fit: epoch {} ended with train loss {:.4g} and test loss {:.4g}: training diverged (a learning rate too "
-               "high?); {}",
-               m.epoch, m.train_loss, m.test_loss,
-               options.save_path.empty() ? std::string("stopped")
-                                         : fmt::format("stopped before saving it to '{}'", options.save_path));
+    // The guard saw finite losses and parameters; a non-finite evaluation loss still means the
+    // weights do not work (logits that overflow): stop before they overwrite the last good checkpoint.
+    CUDL_CHECK(std::isfinite(m.train_loss) && std::isfinite(m.test_loss) && (!has_val || std::isfinite(m.val_loss)),
+               "fit: epoch {} ended with train loss {:.4g}{} and test loss {:.4g}: training diverged (a learning rate "
+               "too high?); {}",
+               m.epoch, m.train_loss, has_val ? fmt::format(", validation loss {:.4g}", m.val_loss) : std::string(),
+               m.test_loss, last_good);
     result.epochs.push_back(m);
+    const bool improved = watch.observe(m, options);
+    result.best_epoch = watch.best_epoch;
+    if (optimizer.steps() >= total_steps && total_steps < options.epochs * batches) result.stopped = "max_steps";
+    if (watch.should_stop(options) && epoch + 1 < options.epochs) result.stopped = "early_stopping";
     if (options.on_progress) {
       TrainProgress p;
       p.epoch = epoch + 1;
       p.epochs = options.epochs;
-      p.batch = p.batches = batches;
+      p.batch = done;
+      p.batches = batches;
       p.loss = m.train_loss;
       p.accuracy = m.train_accuracy;
       p.elapsed_seconds = m.seconds;
       p.images_per_second = m.images_per_second;
+      p.lr = lr;
       p.epoch_done = true;
       options.on_progress(p);
     }
 
     const std::string metrics = history_json(result.epochs).dump();
+    CheckpointInfo info;
+    info.model = options.model_name;
+    info.epoch = epoch + 1;
+    info.step = optimizer.steps();
+    info.seed = options.seed;
+    info.extra["metrics"] = metrics;
     if (!options.save_path.empty()) {
-      CheckpointInfo info;
-      info.model = options.model_name;
-      info.epoch = epoch + 1;
-      info.step = optimizer.steps();
-      info.seed = options.seed;
-      info.extra["metrics"] = metrics;
       save_checkpoint(options.save_path, ctx, model, &optimizer, info);
+      last_good = fmt::format("stopped; the last good checkpoint is '{}' (epoch {})", options.save_path, epoch + 1);
     }
-    if (!options.metrics_path.empty()) {
-      nlohmann::json j = {{"model", options.model_name},
-                          {"device", result.device},
-                          {"params", result.params},
-                          {"epochs", history_json(result.epochs)}};
-      write_file_atomically(options.metrics_path, j.dump(2) + "\n");
+    if (improved && !options.save_best_path.empty()) {
+      info.extra["best_epoch"] = std::to_string(epoch + 1);
+      info.extra["monitor"] = fmt::format("{} {:.6f}", result.monitor, monitored(m));
+      save_checkpoint(options.save_best_path, ctx, model, &optimizer, info);
     }
+    result.wall_seconds = seconds_since(fit_start);
+    result.pool_peak_bytes = ctx.allocator().stats().peak_allocated_bytes;
+    if (!options.metrics_path.empty())
+      write_file_atomically(options.metrics_path, metrics_document(result).dump(2) + "\n");
+    if (options.on_epoch_end) options.on_epoch_end(result);
+    if (!result.stopped.empty()) break;
   }
+  result.wall_seconds = seconds_since(fit_start);
+  result.pool_peak_bytes = ctx.allocator().stats().peak_allocated_bytes;
   return result;
+}
+
+namespace {
+
+// splitmix64: a small, well-mixed generator whose sequence is the same on every platform (the
+// standard library's distributions and std::shuffle are not), so a split depends only on the seed.
+struct SplitMix {
+  std::uint64_t state;
+  std::uint64_t next() {
+    std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+};
+
+// Each class's sample indices, in order, shuffled with `seed` (Fisher-Yates).
+std::vector<std::vector<std::int64_t>> shuffled_by_class(const Dataset& data, std::uint64_t seed) {
+  CUDL_CHECK(data.labels.defined() && data.labels.dtype() == DType::i32 && data.labels.device().is_cpu(),
+             "split: the dataset's labels must be i32 on the CPU");
+  const std::int32_t* labels = data.labels.data<std::int32_t>();
+  std::int32_t top = 0;
+  for (std::int64_t i = 0; i < data.size(); ++i) {
+    CUDL_CHECK(labels[i] >= 0, "split: label {} at index {} is negative", labels[i], i);
+    top = std::max(top, labels[i]);
+  }
+  std::vector<std::vector<std::int64_t>> by_class(static_cast<std::size_t>(data.size() > 0 ? top + 1 : 0));
+  for (std::int64_t i = 0; i < data.size(); ++i) by_class[static_cast<std::size_t>(labels[i])].push_back(i);
+  SplitMix rng{seed ^ 0x5EED5EED5EED5EEDull};
+  for (auto& idx : by_class)
+    for (std::size_t i = idx.size(); i > 1; --i) std::swap(idx[i - 1], idx[rng.next() % i]);
+  return by_class;
+}
+
+// The samples at `indices` (sorted here, so a subset keeps the dataset's order) as a new dataset.
+Dataset gather(const Dataset& data, std::vector<std::int64_t> indices) {
+  std::sort(indices.begin(), indices.end());
+  Context cpu{Device::cpu()};
+  Shape shape = data.images.shape();
+  const std::int64_t per_image = shape.numel() / std::max<std::int64_t>(shape[0], 1);
+  shape = Shape{static_cast<std::int64_t>(indices.size()), shape[1], shape[2], shape[3]};
+  Dataset out;
+  out.images = Tensor::empty(shape, cpu);
+  out.labels = Tensor::empty({static_cast<std::int64_t>(indices.size())}, cpu, DType::i32);
+  const float* src = data.images.data<float>();
+  float* dst = out.images.data<float>();
+  const std::int32_t* labels = data.labels.data<std::int32_t>();
+  std::int32_t* out_labels = out.labels.data<std::int32_t>();
+  for (std::size_t k = 0; k < indices.size(); ++k) {
+    std::copy_n(src + indices[k] * per_image, per_image, dst + static_cast<std::int64_t>(k) * per_image);
+    out_labels[k] = labels[indices[k]];
+  }
+  out.num_classes = data.num_classes;
+  out.name = data.name;
+  out.class_names = data.class_names;
+  return out;
+}
+
+}  // namespace
+
+std::pair<Dataset, Dataset> split_validation(const Dataset& data, double fraction, std::uint64_t seed) {
+  CUDL_CHECK(std::isfinite(fraction) && fraction >= 0 && fraction < 1,
+             "validation split: the fraction must be in [0, 1), got {}", fraction);
+  if (fraction == 0) return {data, Dataset{}};
+  std::vector<std::int64_t> keep, held_out;
+  for (const auto& idx : shuffled_by_class(data, seed)) {
+    const auto n_val = static_cast<std::size_t>(std::llround(fraction * static_cast<double>(idx.size())));
+    held_out.insert(held_out.end(), idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(n_val));
+    keep.insert(keep.end(), idx.begin() + static_cast<std::ptrdiff_t>(n_val), idx.end());
+  }
+  CUDL_CHECK(!keep.empty(), "validation split: {} of {} images would leave none to train on", fraction, data.size());
+  return {gather(data, std::move(keep)), gather(data, std::move(held_out))};
+}
+
+Dataset stratified_subset(const Dataset& data, std::int64_t count, std::uint64_t seed) {
+  CUDL_CHECK(count > 0, "subset: the count must be positive, got {}", count);
+  if (count >= data.size()) return data;
+  const auto by_class = shuffled_by_class(data, seed);
+  // Each class's share rounded down, then the remainder one each to the largest remainders
+  // (ties to the lower class): largest-remainder apportionment, so the shares sum to `count`.
+  std::vector<std::int64_t> share(by_class.size());
+  std::vector<std::pair<double, std::size_t>> remainder;
+  std::int64_t given = 0;
+  for (std::size_t c = 0; c < by_class.size(); ++c) {
+    const double exact =
+        static_cast<double>(count) * static_cast<double>(by_class[c].size()) / static_cast<double>(data.size());
+    share[c] = static_cast<std::int64_t>(exact);
+    given += share[c];
+    remainder.emplace_back(-(exact - static_cast<double>(share[c])), c);
+  }
+  std::sort(remainder.begin(), remainder.end());
+  for (std::size_t i = 0; given < count && i < remainder.size(); ++i, ++given) ++share[remainder[i].second];
+  std::vector<std::int64_t> picked;
+  for (std::size_t c = 0; c < by_class.size(); ++c)
+    picked.insert(picked.end(), by_class[c].begin(), by_class[c].begin() + share[c]);
+  return gather(data, std::move(picked));
+}
+
+EvalReport evaluate_report(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size, int k) {
+  check_labels(model, data, "eval");
+  CUDL_CHECK(k >= 1, "eval: top-k needs k >= 1, got {}", k);
+  Backend& be = ctx.backend();
+  const auto classes = static_cast<int>(output_classes(model, data));
+  CUDL_CHECK(classes > 0, "eval: the model does not end in [N, K] logits for {} images", data.images.shape());
+  EvalReport r;
+  r.k = std::min(k, classes);
+  r.classes = classes;
+  r.confusion.assign(static_cast<std::size_t>(classes),
+                     std::vector<std::int64_t>(static_cast<std::size_t>(classes), 0));
+  DataLoader loader(data, ctx, batch_size, /*shuffle=*/false, /*seed=*/0);
+  loader.start_epoch(0);
+  Tensor loss_sum = Tensor::zeros({1}, ctx), batch_loss = Tensor::empty({1}, ctx);
+  std::int64_t topk_hits = 0, top1_hits = 0;
+  Batch batch;
+  while (loader.next(batch)) {
+    Tensor logits = model.forward(ctx, batch.images, /*train=*/false);
+    Tensor probs = Tensor::empty(logits.shape(), ctx);
+    be.softmax_cross_entropy_forward(ctx, logits, batch.labels, probs, batch_loss);
+    be.axpy(ctx, static_cast<float>(batch.labels.numel()), batch_loss, loss_sum);
+    // Ranks on the host: eval is not the training loop, and one copy of [B, K] logits per batch
+    // is far cheaper than the forward pass that made them.
+    const std::vector<float> z = logits.to_vector(ctx);
+    const std::vector<std::int32_t> labels = batch.labels.to_int_vector(ctx);
+    for (std::size_t n = 0; n < labels.size(); ++n) {
+      const float* row = z.data() + n * static_cast<std::size_t>(classes);
+      const auto label = static_cast<std::size_t>(labels[n]);
+      // The prediction is the first maximum (argmax_rows' rule); the label ranks after every
+      // class with a higher logit and every earlier class with an equal one.
+      std::size_t pred = 0;
+      int rank = 0;
+      for (std::size_t c = 0; c < static_cast<std::size_t>(classes); ++c) {
+        if (row[c] > row[pred]) pred = c;
+        if (row[c] > row[label] || (row[c] == row[label] && c < label)) ++rank;
+      }
+      ++r.confusion[label][pred];
+      top1_hits += pred == label;
+      topk_hits += rank < r.k;
+    }
+    r.samples += static_cast<std::int64_t>(labels.size());
+  }
+  if (r.samples > 0) {
+    r.loss = loss_sum.item(ctx) / static_cast<double>(r.samples);
+    r.top1 = static_cast<double>(top1_hits) / static_cast<double>(r.samples);
+    r.topk = static_cast<double>(topk_hits) / static_cast<double>(r.samples);
+  }
+  for (std::size_t c = 0; c < r.confusion.size(); ++c) {
+    std::int64_t row = 0;
+    for (auto v : r.confusion[c]) row += v;
+    r.per_class_accuracy.push_back(row > 0 ? static_cast<double>(r.confusion[c][c]) / static_cast<double>(row)
+                                           : std::numeric_limits<double>::quiet_NaN());
+  }
+  return r;
+}
+
+std::vector<std::string> class_names(const std::string& kind, const Dataset& data) {
+  if (kind == "fashion-mnist")
+    return {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+  if (kind == "cifar10")
+    return {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
+  if (!data.class_names.empty()) return data.class_names;
+  std::vector<std::string> names;
+  for (int c = 0; c < data.num_classes; ++c) names.push_back(std::to_string(c));
+  return names;
 }
 
 std::string default_dataset(const std::string& model_name) {

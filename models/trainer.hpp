@@ -1,11 +1,15 @@
 #pragma once
 // Supervised training and evaluation of a classifier: seeded shuffling and batching, a fused
 // softmax cross-entropy loss, one optimizer step over the whole parameter block, evaluation on
-// the test split after each epoch, atomic checkpoints after each epoch and resumption from one.
+// a validation and the test split after each epoch, atomic checkpoints after each epoch (and of
+// the best epoch) and resumption from one; early stopping, reduce-on-plateau, gradient-norm
+// clipping and a guard that stops a run whose loss or parameters stop being finite.
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/io/datasets.hpp"
@@ -17,8 +21,12 @@ namespace cudl {
 struct EpochMetrics {
   std::int64_t epoch = 0;  // 1-based
   double train_loss = 0, train_accuracy = 0;
+  bool has_val = false;  // a validation split was held out
+  double val_loss = 0, val_accuracy = 0;
   double test_loss = 0, test_accuracy = 0;
   double seconds = 0, images_per_second = 0;
+  double lr = 0;           // the learning rate of the epoch's last step
+  std::int64_t steps = 0;  // optimizer steps taken by the end of this epoch (all epochs)
 };
 
 // What the progress display needs, reported every few steps and at the end of each epoch.
@@ -28,8 +36,11 @@ struct TrainProgress {
   double loss = 0, accuracy = 0;        // running means over this epoch
   double images_per_second = 0;
   double elapsed_seconds = 0;
+  double lr = 0;  // the learning rate of the last step
   bool epoch_done = false;
 };
+
+struct TrainResult;
 
 struct FitOptions {
   std::string model_name;
@@ -43,7 +54,29 @@ struct FitOptions {
   std::string metrics_path;  // JSON rewritten atomically after every epoch
   bool augment = false;      // random crop + horizontal flip (CIFAR-10 and image folders)
   std::function<void(const TrainProgress&)> on_progress;
+
+  // The epoch with the best monitored accuracy (validation, or test without a validation split)
+  // is saved here, atomically; its checkpoint's metadata names the epoch (extra.best_epoch).
+  std::string save_best_path;
+  // Stop after this many epochs in a row without a better monitored accuracy (0: never).
+  std::int64_t early_stopping_patience = 0;
+  // Multiply the learning rate by plateau_factor after this many epochs in a row without a better
+  // monitored accuracy (0: never), then wait as many again (Keras' ReduceLROnPlateau, cooldown 0).
+  std::int64_t plateau_patience = 0;
+  double plateau_factor = 0.1;
+  // Scale the gradient block so its global L2 norm is at most this (0: no clipping), on the device.
+  double clip_grad_norm = 0;
+  // Stop after this many optimizer steps in all (0: epochs * batches); the schedule spans them.
+  std::int64_t max_steps = 0;
+  // Steps between host reads of the non-finite guard (0: 1 on the CPU, kGpuFiniteCheckEvery on a
+  // GPU, where each read waits for the device). The step it names is exact either way.
+  std::int64_t finite_check_every = 0;
+  // Called after each epoch's metrics JSON and checkpoints are written (curves, logs).
+  std::function<void(const TrainResult&)> on_epoch_end;
 };
+
+// How often the guard reads the device on a GPU, in steps (also the progress bar's interval).
+constexpr std::int64_t kGpuFiniteCheckEvery = 20;
 
 struct EvalResult {
   double loss = 0, accuracy = 0;
@@ -54,11 +87,49 @@ struct TrainResult {
   std::vector<EpochMetrics> epochs;
   std::int64_t params = 0;
   std::string device;
+  std::string model;
+  std::int64_t train_size = 0, val_size = 0, test_size = 0;
+  std::int64_t best_epoch = 0;  // by the monitored accuracy (0: none yet)
+  std::string monitor;          // "val_accuracy" or "test_accuracy"
+  std::string stopped;          // why the run ended early: "early_stopping", "max_steps" (empty: it did not)
+  double wall_seconds = 0;      // this invocation of fit
+  std::int64_t images_trained = 0;
+  std::size_t pool_peak_bytes = 0;  // the device allocator's peak allocated bytes
 };
 
-// Trains `model` (built on ctx's device) on `train`, evaluating on `test` after each epoch.
+// The metrics file `--metrics-json` writes and `cudl plot` reads: model, device, params, the split
+// sizes, the monitored metric, the best epoch and every epoch's metrics.
+nlohmann::json metrics_document(const TrainResult& result);
+
+// Trains `model` (built on ctx's device) on `train`, evaluating on `validation` (when it holds
+// images) and `test` after each epoch.
+TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dataset& validation, const Dataset& test,
+                const FitOptions& options);
 TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dataset& test, const FitOptions& options);
 EvalResult evaluate(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size);
+
+// A seeded, class-stratified hold-out: `fraction` of each class's images (rounded) go to the
+// second dataset, the rest to the first, both in their original order. 0 <= fraction < 1.
+std::pair<Dataset, Dataset> split_validation(const Dataset& data, double fraction, std::uint64_t seed);
+// A seeded, class-stratified subset of `count` images (all of them when count >= the size), in
+// their original order: each class keeps its share, the rounding remainder going to the largest.
+Dataset stratified_subset(const Dataset& data, std::int64_t count, std::uint64_t seed);
+
+// Top-1 and top-k accuracy, per-class accuracy and the confusion matrix of a classifier.
+struct EvalReport {
+  double loss = 0;
+  double top1 = 0, topk = 0;
+  int k = 5;
+  std::int64_t samples = 0;
+  int classes = 0;
+  std::vector<std::vector<std::int64_t>> confusion;  // [true class][predicted class]
+  std::vector<double> per_class_accuracy;            // NaN for a class with no sample
+};
+EvalReport evaluate_report(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size, int k = 5);
+
+// Names of a dataset's classes: the folders' names for an image folder, the ten known names of
+// Fashion-MNIST and CIFAR-10, the digits for MNIST, else the class numbers.
+std::vector<std::string> class_names(const std::string& kind, const Dataset& data);
 
 // The dataset a model trains on by default: mnist for mlp/mnist_cnn, cifar10 for *_cifar, folder otherwise.
 std::string default_dataset(const std::string& model_name);

@@ -52,6 +52,9 @@ void CpuBackend::do_scalar_op(Context&, ScalarOp kind, const Tensor& a, const Te
     case ScalarOp::first_step:
       r = std::fmin(1.0f, 1.0f / va);
       break;
+    case ScalarOp::clip_delta:
+      r = std::fmin(1.0f, vb / (std::sqrt(va) + 1e-6f)) - 1.0f;
+      break;
   }
 }
 

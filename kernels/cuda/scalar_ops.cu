@@ -42,6 +42,9 @@ __global__ void scalar_op_kernel(ScalarOp op, const float* a, const float* b, fl
     case ScalarOp::first_step:
       out[0] = fminf(1.0f, 1.0f / va);
       break;
+    case ScalarOp::clip_delta:
+      out[0] = __fsub_rn(fminf(1.0f, __fdiv_rn(vb, __fadd_rn(sqrtf(va), 1e-6f))), 1.0f);
+      break;
   }
 }
 

@@ -16,6 +16,7 @@ void add_bench_command(CLI::App& app);
 void add_summary_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
+void add_plot_command(CLI::App& app);
 void add_style_command(CLI::App& app);
 void add_classify_command(CLI::App& app);
 

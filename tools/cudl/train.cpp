@@ -2,12 +2,16 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "engine/context.hpp"
+#include "engine/io/atomic_file.hpp"
 #include "engine/io/safetensors.hpp"
 #include "models/checkpoint.hpp"
+#include "models/curves.hpp"
 #include "models/trainer.hpp"
 #include "models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
@@ -38,6 +42,18 @@ struct TrainArgs {
   bool seed_given = false;
 };
 
+// Training quality-of-life options (issue 9): validation, best model, stopping rules, guards.
+struct RunControlArgs {
+  double val_split = 0;
+  std::string save_best;
+  std::int64_t early_stopping = 0;
+  std::string reduce_lr;  // "N" or "N,FACTOR"
+  double clip_grad_norm = 0;
+  std::int64_t max_steps = 0;
+  std::int64_t subset = 0;
+  std::string plot;
+};
+
 std::string model_names() {
   std::string names;
   for (const auto& s : model_specs()) names += (names.empty() ? "" : ", ") + s.name;
@@ -58,11 +74,120 @@ void add_model_and_data_options(CLI::App* cmd, TrainArgs& a) {
   add_compute_options(cmd, a.compute);
 }
 
-void run_train(TrainArgs a) {
+// --reduce-lr-on-plateau N[,FACTOR]: patience N in [1, 100000], factor in (0, 1) (default 0.1).
+struct PlateauSetting {
+  std::int64_t patience = 0;
+  double factor = 0.1;
+};
+std::string parse_plateau(const std::string& text, PlateauSetting& out) {
+  const auto comma = text.find(',');
+  std::vector<std::int64_t> n;
+  try {
+    n = parse_whole_number_list("patience", text.substr(0, comma), 1, 100000);
+  } catch (const Error&) {
+    return fmt::format("'{}' must be N or N,FACTOR with N a whole number in [1, 100000]", text);
+  }
+  if (n.size() != 1) return fmt::format("'{}' must be N or N,FACTOR with N a whole number in [1, 100000]", text);
+  out.patience = n[0];
+  if (comma == std::string::npos) return {};
+  try {
+    const auto f = parse_number_list("factor", text.substr(comma + 1), Bounds{0, 1, true, true});
+    if (f.size() == 1) {
+      out.factor = f[0];
+      return {};
+    }
+  } catch (const Error&) {
+  }
+  return fmt::format("'{}': FACTOR must be one finite number in (0, 1)", text);
+}
+
+void add_run_control_options(CLI::App* cmd, RunControlArgs& r) {
+  cmd->add_option("--val-split", r.val_split,
+                  "Hold out this fraction of the training images (per class, seeded) for validation after every epoch")
+      ->transform(finite_double(Bounds{0, 1, false, true}))
+      ->capture_default_str();
+  cmd->add_option("--save-best", r.save_best,
+                  "Keep the checkpoint of the epoch with the best validation accuracy (test accuracy without "
+                  "--val-split) here");
+  cmd->add_option("--early-stopping", r.early_stopping,
+                  "Stop after N epochs in a row without a better validation (else test) accuracy")
+      ->transform(whole_number(1, 100000));
+  cmd->add_option("--reduce-lr-on-plateau", r.reduce_lr,
+                  "N[,FACTOR]: multiply the learning rate by FACTOR (default 0.1) after N epochs without a better "
+                  "validation (else test) accuracy")
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            PlateauSetting p;
+            return parse_plateau(text, p);
+          },
+          "N[,FACTOR]"));
+  cmd->add_option("--clip-grad-norm", r.clip_grad_norm,
+                  "Scale the gradients so their global L2 norm is at most X (computed on the device)")
+      ->transform(finite_double(greater_than(0)));
+  cmd->add_option("--max-steps", r.max_steps, "Stop after N optimizer steps in all (the schedule spans them)")
+      ->transform(whole_number(1, std::int64_t{1} << 50));
+  cmd->add_option("--subset", r.subset, "Train on N training images only (per class, seeded), for quick trials")
+      ->transform(whole_number(1, std::int64_t{1} << 40));
+  cmd->add_option("--plot", r.plot, "Redraw the loss and accuracy curves into this PNG after every epoch");
+}
+
+// The progress bar: one per epoch, created when the epoch's first report arrives.
+std::function<void(const TrainProgress&)> progress_bars() {
+  auto bar = std::make_shared<std::unique_ptr<ProgressBar>>();
+  return [bar](const TrainProgress& p) {
+    const std::string status = fmt::format("loss {:.4f} acc {:.2f}% lr {:.2e} {:.0f} img/s", p.loss, 100.0 * p.accuracy,
+                                           p.lr, p.images_per_second);
+    if (!*bar) *bar = std::make_unique<ProgressBar>(fmt::format("epoch {}/{}", p.epoch, p.epochs));
+    if (p.epoch_done) {
+      (*bar)->finish(status);
+      bar->reset();
+      return;
+    }
+    (*bar)->update(p.batch, p.batches, p.elapsed_seconds, status);
+  };
+}
+
+void print_epoch_table(const TrainResult& r) {
+  for (const auto& m : r.epochs) {
+    const std::string val =
+        m.has_val ? fmt::format(" | val loss {:.4f} acc {:.2f}%", m.val_loss, 100.0 * m.val_accuracy) : std::string();
+    fmt::print(
+        "epoch {:>3}: train loss {:.4f} acc {:.2f}%{} | test loss {:.4f} acc {:.2f}% | lr {:.2e} | {:.1f} s, {:.0f} "
+        "img/s{}\n",
+        m.epoch, m.train_loss, 100.0 * m.train_accuracy, val, m.test_loss, 100.0 * m.test_accuracy, m.lr, m.seconds,
+        m.images_per_second, m.epoch == r.best_epoch ? " *" : "");
+  }
+}
+
+// Why the run ended, the best epoch, wall time, throughput and the pool's peak.
+void print_summary(const TrainResult& r, const RunControlArgs& c, std::int64_t patience) {
+  if (r.stopped == "early_stopping")
+    fmt::print("early stopping: no better {} for {} epochs since epoch {}\n", r.monitor, patience, r.best_epoch);
+  if (r.stopped == "max_steps" && !r.epochs.empty())
+    fmt::print("stopped at --max-steps {} (epoch {})\n", c.max_steps, r.epochs.back().epoch);
+  const EpochMetrics* best = nullptr;
+  for (const auto& m : r.epochs)
+    if (m.epoch == r.best_epoch) best = &m;
+  if (best) {
+    fmt::print("best epoch {} of {}: {}test accuracy {:.2f}%\n", best->epoch, r.epochs.size(),
+               best->has_val ? fmt::format("val accuracy {:.2f}%, ", 100.0 * best->val_accuracy) : std::string(),
+               100.0 * best->test_accuracy);
+  }
+  fmt::print("wall time {:.1f} s, {:.0f} img/s trained, memory pool peak {:.1f} MiB\n", r.wall_seconds,
+             static_cast<double>(r.images_trained) / std::max(r.wall_seconds, 1e-9),
+             static_cast<double>(r.pool_peak_bytes) / (1 << 20));
+  if (!r.epochs.empty()) fmt::print("test accuracy: {:.2f}%\n", 100.0 * r.epochs.back().test_accuracy);
+}
+
+void run_train(TrainArgs a, const RunControlArgs& c) {
   (void)model_spec(a.model);
   // Every output is checked writable before the data is read: a run must not fail at its end.
   check_writable_output("--save", a.save);
   check_writable_output("--metrics-json", a.metrics_json);
+  check_writable_output("--save-best", c.save_best);
+  check_writable_output("--plot", c.plot);
+  PlateauSetting plateau;
+  if (!c.reduce_lr.empty()) (void)parse_plateau(c.reduce_lr, plateau);  // validated while parsing
   if (!a.resume.empty()) {
     // The resume file's metadata is checked before the data is read (its tensors when fit loads them).
     check_input_file("--resume", a.resume);
@@ -74,12 +199,17 @@ void run_train(TrainArgs a) {
   }
   const std::string kind = a.dataset.empty() ? default_dataset(a.model) : a.dataset;
   DataSplits data = load_dataset(kind, a.data, a.model);
+  // The subset, then the hold-out, both seeded by the run's seed: a resumed run (same seed)
+  // trains and validates on the same images.
+  if (c.subset > 0) data.train = stratified_subset(data.train, c.subset, a.seed);
+  auto [train, validation] = split_validation(data.train, c.val_split, a.seed);
   Context ctx(Device::parse(a.device));
   apply_compute_options(ctx, a.compute);
   Sequential model = make_model(a.model);
   model.build(ctx, a.seed);
-  fmt::print("training {} ({} params) on {} ({} train / {} test images) on {}\n", a.model, model.parameter_count(),
-             kind, data.train.labels.numel(), data.test.labels.numel(), ctx.device());
+  fmt::print("training {} ({} params) on {} ({} train{} / {} test images) on {}\n", a.model, model.parameter_count(),
+             kind, train.size(), validation.size() > 0 ? fmt::format(" / {} validation", validation.size()) : "",
+             data.test.size(), ctx.device());
 
   FitOptions o;
   o.model_name = a.model;
@@ -96,33 +226,136 @@ void run_train(TrainArgs a) {
   o.resume_path = a.resume;
   o.metrics_path = a.metrics_json;
   o.augment = a.augment;
-  // One bar per epoch, created when the epoch's first report arrives.
-  auto bar = std::make_shared<std::unique_ptr<ProgressBar>>();
-  o.on_progress = [bar](const TrainProgress& p) {
-    const std::string status =
-        fmt::format("loss {:.4f} acc {:.2f}% {:.0f} img/s", p.loss, 100.0 * p.accuracy, p.images_per_second);
-    if (!*bar) *bar = std::make_unique<ProgressBar>(fmt::format("epoch {}/{}", p.epoch, p.epochs));
-    if (p.epoch_done) {
-      (*bar)->finish(status);
-      bar->reset();
-      return;
-    }
-    (*bar)->update(p.batch, p.batches, p.elapsed_seconds, status);
-  };
-  TrainResult r = fit(ctx, model, data.train, data.test, o);
-  for (const auto& m : r.epochs) {
-    fmt::print("epoch {:>3}: train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}% | {:.1f} s, {:.0f} img/s\n",
-               m.epoch, m.train_loss, 100.0 * m.train_accuracy, m.test_loss, 100.0 * m.test_accuracy, m.seconds,
-               m.images_per_second);
+  o.save_best_path = c.save_best;
+  o.early_stopping_patience = c.early_stopping;
+  o.plateau_patience = plateau.patience;
+  o.plateau_factor = plateau.factor;
+  o.clip_grad_norm = c.clip_grad_norm;
+  o.max_steps = c.max_steps;
+  o.on_progress = progress_bars();
+  if (!c.plot.empty()) {
+    o.on_epoch_end = [plot = c.plot](const TrainResult& r) {
+      write_training_curves(metrics_document(r), "the run's metrics", plot);
+    };
   }
-  if (!r.epochs.empty()) fmt::print("test accuracy: {:.2f}%\n", 100.0 * r.epochs.back().test_accuracy);
+  TrainResult r = fit(ctx, model, train, validation, data.test, o);
+  print_epoch_table(r);
+  print_summary(r, c, o.early_stopping_patience);
   if (!a.save.empty()) fmt::print("saved {}\n", a.save);
+  if (!c.save_best.empty() && r.best_epoch > 0)
+    fmt::print("best checkpoint (epoch {}): {}\n", r.best_epoch, c.save_best);
+  if (!c.plot.empty()) fmt::print("curves: {}\n", c.plot);
+}
+
+// ---------------------------------------------------------------- eval
+
+struct EvalArgs {
+  std::string weights, labels, json;
+  bool strict = false;
+};
+
+std::vector<std::string> read_labels(const std::string& path, std::size_t needed) {
+  std::ifstream f(path);
+  CUDL_CHECK(f.good(), "--labels: cannot read '{}'", path);
+  std::vector<std::string> names;
+  for (std::string line; std::getline(f, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    names.push_back(line);
+  }
+  CUDL_CHECK(names.size() >= needed, "--labels: '{}' has {} lines, but the data has {} classes (one name per line)",
+             path, names.size(), needed);
+  return names;
+}
+
+// The aligned report: totals, per-class accuracy and (up to 20 classes) the confusion matrix.
+void print_report(const EvalReport& r, const std::vector<std::string>& names, const std::string& header) {
+  fmt::print("{} ({} images): loss {:.4f} top-1 {:.2f}% top-{} {:.2f}%\n", header, r.samples, r.loss, 100.0 * r.top1,
+             r.k, 100.0 * r.topk);
+  std::size_t width = 5;
+  for (const auto& n : names) width = std::max(width, n.size());
+  const int index_width = fmt::formatted_size("{}", std::max(r.classes - 1, 0));
+  fmt::print("\nper-class accuracy:\n");
+  for (int c = 0; c < r.classes; ++c) {
+    const auto u = static_cast<std::size_t>(c);
+    std::int64_t count = 0;
+    for (auto v : r.confusion[u]) count += v;
+    if (count == 0) continue;  // a class of the model that the data does not have
+    fmt::print("  {:>{}} {:<{}} {:>7.2f}%  ({} of {})\n", c, index_width, names[u], width,
+               100.0 * r.per_class_accuracy[u], r.confusion[u][u], count);
+  }
+  if (r.classes > 20) {
+    fmt::print("\n(confusion matrix of {} classes: see --json)\n", r.classes);
+    return;
+  }
+  std::int64_t largest = 1;
+  for (const auto& row : r.confusion)
+    for (auto v : row) largest = std::max(largest, v);
+  const int cell = std::max<int>(static_cast<int>(fmt::formatted_size("{}", largest)), index_width) + 1;
+  fmt::print("\nconfusion matrix (rows: true class, columns: predicted class):\n");
+  fmt::print("  {:>{}} {:<{}}", "", index_width, "", width);
+  for (int c = 0; c < r.classes; ++c) fmt::print("{:>{}}", c, cell);
+  fmt::print("\n");
+  for (int t = 0; t < r.classes; ++t) {
+    fmt::print("  {:>{}} {:<{}}", t, index_width, names[static_cast<std::size_t>(t)], width);
+    for (int p = 0; p < r.classes; ++p)
+      fmt::print("{:>{}}", r.confusion[static_cast<std::size_t>(t)][static_cast<std::size_t>(p)], cell);
+    fmt::print("\n");
+  }
+}
+
+nlohmann::json report_json(const EvalReport& r, const std::vector<std::string>& names, const std::string& model,
+                           const std::string& kind, const std::string& weights) {
+  nlohmann::json per_class = nlohmann::json::array();
+  for (int c = 0; c < r.classes; ++c) {
+    const auto u = static_cast<std::size_t>(c);
+    std::int64_t count = 0;
+    for (auto v : r.confusion[u]) count += v;
+    nlohmann::json entry = {{"class", c}, {"name", names[u]}, {"images", count}};
+    entry["accuracy"] = count > 0 ? nlohmann::json(r.per_class_accuracy[u]) : nlohmann::json(nullptr);
+    per_class.push_back(entry);
+  }
+  return {{"model", model},
+          {"dataset", kind},
+          {"weights", weights},
+          {"images", r.samples},
+          {"loss", r.loss},
+          {"top1", r.top1},
+          {fmt::format("top{}", r.k), r.topk},
+          {"class_names", std::vector<std::string>(names.begin(), names.begin() + r.classes)},
+          {"per_class", per_class},
+          {"confusion", r.confusion}};
+}
+
+void run_eval(const TrainArgs& a, const EvalArgs& e) {
+  check_writable_output("--json", e.json);
+  const std::string kind = a.dataset.empty() ? default_dataset(a.model) : a.dataset;
+  DataSplits data = load_dataset(kind, a.data, a.model);
+  std::vector<std::string> names =
+      e.labels.empty() ? class_names(kind, data.test)
+                       : read_labels(e.labels, static_cast<std::size_t>(std::max(data.test.num_classes, 0)));
+  Context ctx(Device::parse(a.device));
+  apply_compute_options(ctx, a.compute);
+  Sequential model = make_model(a.model);
+  model.build(ctx, 0);
+  load_weights_reporting_unused(e.weights, ctx, model, e.strict);
+  const EvalReport r = evaluate_report(ctx, model, data.test, a.batch_size);
+  // A NaN or inf loss is not an evaluation result: the weights do not work on this data.
+  CUDL_CHECK(std::isfinite(r.loss), "eval: the loss of '{}' on the {} test split is {}: the weights are unusable",
+             e.weights, kind, r.loss);
+  // Classes of the model beyond the names known (a folder with fewer classes) go by number.
+  for (auto c = static_cast<int>(names.size()); c < r.classes; ++c) names.push_back(std::to_string(c));
+  print_report(r, names, fmt::format("{} on {} test split", a.model, kind));
+  if (!e.json.empty()) {
+    write_file_atomically(e.json, report_json(r, names, a.model, kind, e.weights).dump(2) + "\n");
+    fmt::print("\nwrote {}\n", e.json);
+  }
 }
 
 }  // namespace
 
 void add_train_command(CLI::App& app) {
   auto a = std::make_shared<TrainArgs>();
+  auto c = std::make_shared<RunControlArgs>();
   auto* cmd = app.add_subcommand("train", "Train a model on a dataset, evaluating on its test split after every epoch");
   add_model_and_data_options(cmd, *a);
   cmd->add_option("--epochs", a->epochs, "Passes over the training set")
@@ -143,7 +376,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--schedule", a->schedule, "Learning-rate schedule: none | step | cosine | onecycle")
       ->check(CLI::IsMember({"none", "step", "cosine", "onecycle"}))
       ->capture_default_str();
-  cmd->add_option("--seed", a->seed, "Seed for initialisation, shuffling and dropout (default on --resume: the run's)")
+  cmd->add_option("--seed", a->seed,
+                  "Seed for initialisation, shuffling, dropout, --val-split and --subset (default on --resume: the "
+                  "run's)")
       ->transform(seed_number())
       ->capture_default_str()
       ->each([a](const std::string&) { a->seed_given = true; });
@@ -151,32 +386,23 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--resume", a->resume, "Continue the run saved in this checkpoint");
   cmd->add_option("--metrics-json", a->metrics_json, "Write per-epoch metrics as JSON here");
   cmd->add_flag("--augment", a->augment, "Random crops and horizontal flips (CIFAR-10, image folders)");
-  cmd->callback([a] { run_train(*a); });
+  add_run_control_options(cmd, *c);
+  cmd->callback([a, c] { run_train(*a, *c); });
 }
 
 void add_eval_command(CLI::App& app) {
   auto a = std::make_shared<TrainArgs>();
-  auto weights = std::make_shared<std::string>();
-  auto strict = std::make_shared<bool>(false);
-  auto* cmd = app.add_subcommand("eval", "Evaluate saved weights on a dataset's test split");
+  auto e = std::make_shared<EvalArgs>();
+  auto* cmd = app.add_subcommand(
+      "eval", "Evaluate saved weights on a dataset's test split: top-1/top-5, per-class accuracy, confusion matrix");
   add_model_and_data_options(cmd, *a);
-  cmd->add_option("--weights", *weights, "A checkpoint or weights file (safetensors)")->required()->check(input_file());
-  add_strict_option(cmd, *strict);
-  cmd->callback([a, weights, strict] {
-    const std::string kind = a->dataset.empty() ? default_dataset(a->model) : a->dataset;
-    DataSplits data = load_dataset(kind, a->data, a->model);
-    Context ctx(Device::parse(a->device));
-    apply_compute_options(ctx, a->compute);
-    Sequential model = make_model(a->model);
-    model.build(ctx, 0);
-    load_weights_reporting_unused(*weights, ctx, model, *strict);
-    EvalResult r = evaluate(ctx, model, data.test, a->batch_size);
-    // A NaN or inf loss is not an evaluation result: the weights do not work on this data.
-    CUDL_CHECK(std::isfinite(r.loss), "eval: the loss of '{}' on the {} test split is {}: the weights are unusable",
-               *weights, kind, r.loss);
-    fmt::print("{} on {} test split ({} images): loss {:.4f} accuracy {:.2f}%\n", a->model, kind, r.samples, r.loss,
-               100.0 * r.accuracy);
-  });
+  cmd->add_option("--weights", e->weights, "A checkpoint or weights file (safetensors)")
+      ->required()
+      ->check(input_file());
+  cmd->add_option("--labels", e->labels, "Class names, one per line (default: the dataset's)")->check(input_file());
+  cmd->add_option("--json", e->json, "Also write the report (accuracies, per class, confusion matrix) as JSON here");
+  add_strict_option(cmd, e->strict);
+  cmd->callback([a, e] { run_eval(*a, *e); });
 }
 
 }  // namespace cudl::cli

@@ -1,0 +1,296 @@
+#include "models/curves.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "engine/error.hpp"
+
+namespace cudl {
+
+namespace {
+
+// ---------------------------------------------------------------- a 5x7 pixel font
+// Each glyph is seven rows of five columns, '#' set; g, p, q and y are drawn two rows lower (their
+// descenders). Lower case and digits are what axis labels and legends use; upper case letters are
+// drawn with the lower-case glyphs.
+struct Glyph {
+  char c;
+  std::array<std::string_view, 7> rows;
+  int drop = 0;
+};
+
+constexpr Glyph kGlyphs[] = {
+    {' ', {".....", ".....", ".....", ".....", ".....", ".....", "....."}},
+    {'0', {".###.", "#...#", "#..##", "#.#.#", "##..#", "#...#", ".###."}},
+    {'1', {"..#..", ".##..", "..#..", "..#..", "..#..", "..#..", ".###."}},
+    {'2', {".###.", "#...#", "....#", "...#.", "..#..", ".#...", "#####"}},
+    {'3', {"#####", "...#.", "..#..", "...#.", "....#", "#...#", ".###."}},
+    {'4', {"...#.", "..##.", ".#.#.", "#..#.", "#####", "...#.", "...#."}},
+    {'5', {"#####", "#....", "####.", "....#", "....#", "#...#", ".###."}},
+    {'6', {"..##.", ".#...", "#....", "####.", "#...#", "#...#", ".###."}},
+    {'7', {"#####", "....#", "...#.", "..#..", ".#...", ".#...", ".#..."}},
+    {'8', {".###.", "#...#", "#...#", ".###.", "#...#", "#...#", ".###."}},
+    {'9', {".###.", "#...#", "#...#", ".####", "....#", "...#.", ".##.."}},
+    {'a', {".....", ".....", ".###.", "....#", ".####", "#...#", ".####"}},
+    {'b', {"#....", "#....", "#.##.", "##..#", "#...#", "#...#", "####."}},
+    {'c', {".....", ".....", ".###.", "#....", "#....", "#...#", ".###."}},
+    {'d', {"....#", "....#", ".##.#", "#..##", "#...#", "#...#", ".####"}},
+    {'e', {".....", ".....", ".###.", "#...#", "#####", "#....", ".###."}},
+    {'f', {"..##.", ".#..#", ".#...", "###..", ".#...", ".#...", ".#..."}},
+    {'g', {".####", "#...#", "#...#", "#...#", ".####", "....#", ".###."}, 2},
+    {'h', {"#....", "#....", "#.##.", "##..#", "#...#", "#...#", "#...#"}},
+    {'i', {"..#..", ".....", ".##..", "..#..", "..#..", "..#..", ".###."}},
+    {'j', {"...#.", ".....", "..##.", "...#.", "...#.", "#..#.", ".##.."}},
+    {'k', {"#....", "#....", "#..#.", "#.#..", "##...", "#.#..", "#..#."}},
+    {'l', {".##..", "..#..", "..#..", "..#..", "..#..", "..#..", ".###."}},
+    {'m', {".....", ".....", "##.#.", "#.#.#", "#.#.#", "#...#", "#...#"}},
+    {'n', {".....", ".....", "#.##.", "##..#", "#...#", "#...#", "#...#"}},
+    {'o', {".....", ".....", ".###.", "#...#", "#...#", "#...#", ".###."}},
+    {'p', {"####.", "#...#", "#...#", "#...#", "####.", "#....", "#...."}, 2},
+    {'q', {".####", "#...#", "#...#", "#...#", ".####", "....#", "....#"}, 2},
+    {'r', {".....", ".....", "#.##.", "##..#", "#....", "#....", "#...."}},
+    {'s', {".....", ".....", ".###.", "#....", ".###.", "....#", "####."}},
+    {'t', {".#...", ".#...", "###..", ".#...", ".#...", ".#..#", "..##."}},
+    {'u', {".....", ".....", "#...#", "#...#", "#...#", "#..##", ".##.#"}},
+    {'v', {".....", ".....", "#...#", "#...#", "#...#", ".#.#.", "..#.."}},
+    {'w', {".....", ".....", "#...#", "#...#", "#.#.#", "#.#.#", ".#.#."}},
+    {'x', {".....", ".....", "#...#", ".#.#.", "..#..", ".#.#.", "#...#"}},
+    {'y', {"#...#", "#...#", "#...#", "#...#", ".####", "....#", ".###."}, 2},
+    {'z', {".....", ".....", "#####", "...#.", "..#..", ".#...", "#####"}},
+    {'.', {".....", ".....", ".....", ".....", ".....", ".##..", ".##.."}},
+    {',', {".....", ".....", ".....", ".....", ".##..", "..#..", ".#..."}},
+    {':', {".....", ".##..", ".##..", ".....", ".##..", ".##..", "....."}},
+    {'%', {"##...", "##..#", "...#.", "..#..", ".#...", "#..##", "...##"}},
+    {'/', {".....", "....#", "...#.", "..#..", ".#...", "#....", "....."}},
+    {'-', {".....", ".....", ".....", "#####", ".....", ".....", "....."}},
+    {'(', {"...#.", "..#..", ".#...", ".#...", ".#...", "..#..", "...#."}},
+    {')', {".#...", "..#..", "...#.", "...#.", "...#.", "..#..", ".#..."}},
+    {'_', {".....", ".....", ".....", ".....", ".....", ".....", "#####"}},
+    {'=', {".....", ".....", "#####", ".....", "#####", ".....", "....."}},
+    {'+', {".....", "..#..", "..#..", "#####", "..#..", "..#..", "....."}},
+    {'?', {".###.", "#...#", "....#", "...#.", "..#..", ".....", "..#.."}},
+};
+
+const Glyph& glyph(char c) {
+  const char lower = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const Glyph& g : kGlyphs)
+    if (g.c == lower) return g;
+  return kGlyphs[std::size(kGlyphs) - 1];  // '?'
+}
+
+using Rgb = std::array<float, 3>;
+constexpr Rgb kBlack{0.1f, 0.1f, 0.1f}, kGrey{0.45f, 0.45f, 0.45f}, kGrid{0.9f, 0.9f, 0.9f};
+
+Rgb rgb(const float (&c)[3]) { return {c[0], c[1], c[2]}; }
+
+// ---------------------------------------------------------------- a canvas
+class Canvas {
+ public:
+  Canvas(int width, int height) : image_(width, height, 3) {
+    std::fill(image_.pixels.begin(), image_.pixels.end(), 1.0f);
+  }
+  Image take() { return std::move(image_); }
+
+  void blend(int x, int y, const Rgb& c, float alpha) {
+    if (x < 0 || y < 0 || x >= image_.width || y >= image_.height || alpha <= 0) return;
+    alpha = std::min(alpha, 1.0f);
+    for (int k = 0; k < 3; ++k)
+      image_.at(y, x, k) = image_.at(y, x, k) * (1 - alpha) + c[static_cast<std::size_t>(k)] * alpha;
+  }
+  void rect(int x0, int y0, int x1, int y1, const Rgb& c) {
+    for (int y = y0; y < y1; ++y)
+      for (int x = x0; x < x1; ++x) blend(x, y, c, 1.0f);
+  }
+  // An antialiased segment of the given width: each pixel's coverage from its distance to the
+  // segment, so the line is drawn in one pass without overdraw.
+  void line(double x0, double y0, double x1, double y1, const Rgb& c, double width) {
+    const double r = width / 2;
+    const int bx0 = static_cast<int>(std::floor(std::min(x0, x1) - r - 1)),
+              bx1 = static_cast<int>(std::ceil(std::max(x0, x1) + r + 1));
+    const int by0 = static_cast<int>(std::floor(std::min(y0, y1) - r - 1)),
+              by1 = static_cast<int>(std::ceil(std::max(y0, y1) + r + 1));
+    const double dx = x1 - x0, dy = y1 - y0, len2 = dx * dx + dy * dy;
+    for (int y = by0; y <= by1; ++y)
+      for (int x = bx0; x <= bx1; ++x) {
+        const double px = x + 0.5, py = y + 0.5;
+        const double t = len2 > 0 ? std::clamp(((px - x0) * dx + (py - y0) * dy) / len2, 0.0, 1.0) : 0.0;
+        const double d = std::hypot(px - (x0 + t * dx), py - (y0 + t * dy));
+        blend(x, y, c, static_cast<float>(std::clamp(r + 0.5 - d, 0.0, 1.0)));
+      }
+  }
+  void dot(double x, double y, const Rgb& c, double radius) { line(x, y, x, y, c, 2 * radius); }
+  // Text with its top-left corner at (x, y), each font pixel `scale` pixels wide.
+  void text(int x, int y, std::string_view s, const Rgb& c, int scale) {
+    for (char ch : s) {
+      const Glyph& g = glyph(ch);
+      for (int row = 0; row < 7; ++row)
+        for (int col = 0; col < 5; ++col)
+          if (g.rows[static_cast<std::size_t>(row)][static_cast<std::size_t>(col)] == '#')
+            rect(x + col * scale, y + (row + g.drop) * scale, x + (col + 1) * scale, y + (row + g.drop + 1) * scale, c);
+      x += 6 * scale;
+    }
+  }
+  static int text_width(std::string_view s, int scale) { return static_cast<int>(s.size()) * 6 * scale - scale; }
+
+ private:
+  Image image_;
+};
+
+// ---------------------------------------------------------------- axes
+// Tick spacing of 1, 2 or 5 times a power of ten giving at most `max_ticks` ticks over [lo, hi].
+double nice_step(double span, int max_ticks) {
+  const double raw = span / std::max(max_ticks, 1);
+  const double p = std::pow(10.0, std::floor(std::log10(raw)));
+  for (double m : {1.0, 2.0, 5.0, 10.0})
+    if (m * p >= raw) return m * p;
+  return 10 * p;
+}
+
+std::string tick_label(double v, double step) {
+  const int decimals = step >= 1 ? 0 : static_cast<int>(std::ceil(-std::log10(step) - 1e-9));
+  return fmt::format("{:.{}f}", std::abs(v) < step * 1e-6 ? 0.0 : v, decimals);
+}
+
+struct Series {
+  std::string name;
+  Rgb color;
+  std::vector<double> x, y;
+};
+
+struct Panel {
+  int left, top, width, height;
+};
+
+void draw_panel(Canvas& canvas, const Panel& p, const std::string& title, const std::vector<Series>& series,
+                double x_lo, double x_hi, std::int64_t best_epoch, bool percent) {
+  double y_lo = std::numeric_limits<double>::infinity(), y_hi = -y_lo;
+  for (const auto& s : series)
+    for (double v : s.y) {
+      y_lo = std::min(y_lo, v);
+      y_hi = std::max(y_hi, v);
+    }
+  if (!std::isfinite(y_lo)) y_lo = 0, y_hi = 1;
+  if (y_hi - y_lo < 1e-9) y_lo -= 0.5, y_hi += 0.5;
+  const double pad = (y_hi - y_lo) * 0.08;
+  y_lo -= pad;
+  y_hi += pad;
+  if (percent) y_hi = std::min(y_hi, 100.0);
+  if (!percent) y_lo = std::max(y_lo, 0.0);  // losses here are cross-entropies, never negative
+  const double y_step = nice_step(y_hi - y_lo, 6);
+  y_lo = std::floor(y_lo / y_step) * y_step;
+  y_hi = std::ceil(y_hi / y_step) * y_step;
+
+  auto px = [&](double x) { return p.left + (x - x_lo) / (x_hi - x_lo) * p.width; };
+  auto py = [&](double y) { return p.top + p.height - (y - y_lo) / (y_hi - y_lo) * p.height; };
+
+  // Grid and tick labels.
+  for (double y = y_lo; y <= y_hi + y_step * 1e-6; y += y_step) {
+    const int yy = static_cast<int>(std::lround(py(y)));
+    canvas.rect(p.left, yy, p.left + p.width, yy + 1, kGrid);
+    const std::string label = tick_label(y, y_step);
+    canvas.text(p.left - 8 - Canvas::text_width(label, 2), yy - 7, label, kGrey, 2);
+  }
+  const double x_step = std::max(1.0, nice_step(x_hi - x_lo, 10));
+  for (double x = std::ceil(x_lo); x <= x_hi; x += x_step) {
+    const int xx = static_cast<int>(std::lround(px(x)));
+    canvas.rect(xx, p.top, xx + 1, p.top + p.height, kGrid);
+    const std::string label = tick_label(x, 1);
+    canvas.text(xx - Canvas::text_width(label, 2) / 2, p.top + p.height + 10, label, kGrey, 2);
+  }
+  // The best epoch: a dashed vertical line.
+  if (best_epoch >= 1 && best_epoch >= x_lo && best_epoch <= x_hi) {
+    const double xx = px(static_cast<double>(best_epoch));
+    for (int y = p.top; y < p.top + p.height; y += 12)
+      canvas.line(xx, y, xx, std::min(y + 6, p.top + p.height), kGrey, 1.5);
+  }
+  // Frame.
+  canvas.rect(p.left, p.top + p.height, p.left + p.width, p.top + p.height + 2, kBlack);
+  canvas.rect(p.left - 2, p.top, p.left, p.top + p.height + 2, kBlack);
+  canvas.text(p.left, p.top - 30, title, kBlack, 3);
+  canvas.text(p.left + p.width / 2 - Canvas::text_width("epoch", 2) / 2, p.top + p.height + 34, "epoch", kGrey, 2);
+
+  for (const auto& s : series) {
+    for (std::size_t i = 1; i < s.x.size(); ++i)
+      canvas.line(px(s.x[i - 1]), py(s.y[i - 1]), px(s.x[i]), py(s.y[i]), s.color, 3);
+    for (std::size_t i = 0; i < s.x.size(); ++i) canvas.dot(px(s.x[i]), py(s.y[i]), s.color, 4.5);
+  }
+}
+
+double number(const nlohmann::json& epoch, const char* field, const std::string& source, std::size_t index) {
+  const auto it = epoch.find(field);
+  CUDL_CHECK(it != epoch.end() && it->is_number(), "plot: '{}': epochs[{}].{} is missing or not a number", source,
+             index, field);
+  const double v = it->get<double>();
+  CUDL_CHECK(std::isfinite(v), "plot: '{}': epochs[{}].{} is {}, not a finite number", source, index, field, v);
+  return v;
+}
+
+}  // namespace
+
+Image draw_training_curves(const nlohmann::json& metrics, const std::string& source) {
+  CUDL_CHECK(metrics.is_object() && metrics.contains("epochs") && metrics["epochs"].is_array(),
+             "plot: '{}' is not a cudl metrics file: expected an object with an \"epochs\" list", source);
+  const auto& epochs = metrics["epochs"];
+  CUDL_CHECK(!epochs.empty(), "plot: '{}' holds no epochs yet", source);
+  Series loss[3] = {{"train", rgb(CurveColors::train), {}, {}},
+                    {"val", rgb(CurveColors::val), {}, {}},
+                    {"test", rgb(CurveColors::test), {}, {}}};
+  Series acc[3] = {loss[0], loss[1], loss[2]};
+  const char* loss_fields[3] = {"train_loss", "val_loss", "test_loss"};
+  const char* acc_fields[3] = {"train_accuracy", "val_accuracy", "test_accuracy"};
+  for (std::size_t i = 0; i < epochs.size(); ++i) {
+    const auto& e = epochs[i];
+    CUDL_CHECK(e.is_object(), "plot: '{}': epochs[{}] is not an object", source, i);
+    const double x = number(e, "epoch", source, i);
+    for (int k = 0; k < 3; ++k) {
+      // A split the run did not have (no validation) is simply not drawn; train and test are required.
+      if (k == 1 && !e.contains(loss_fields[1])) continue;
+      loss[k].x.push_back(x);
+      loss[k].y.push_back(number(e, loss_fields[k], source, i));
+      acc[k].x.push_back(x);
+      acc[k].y.push_back(100.0 * number(e, acc_fields[k], source, i));
+    }
+  }
+  std::vector<Series> loss_series, acc_series;
+  for (int k = 0; k < 3; ++k)
+    if (!loss[k].x.empty()) {
+      loss_series.push_back(loss[k]);
+      acc_series.push_back(acc[k]);
+    }
+  double x_lo = loss[0].x.front(), x_hi = loss[0].x.back();
+  if (x_hi - x_lo < 1) x_lo -= 0.5, x_hi += 0.5;
+  const std::int64_t best = metrics.value("best_epoch", std::int64_t{0});
+
+  constexpr int kWidth = 1400, kHeight = 620;
+  Canvas canvas(kWidth, kHeight);
+  std::string heading = metrics.value("model", std::string("training curves"));
+  if (best > 0)
+    heading += fmt::format("    best epoch {} ({}) - dashed", best, metrics.value("monitor", std::string("accuracy")));
+  canvas.text(40, 20, heading, kBlack, 3);
+  // Legend.
+  int lx = 40;
+  for (const auto& s : loss_series) {
+    canvas.line(lx, 78, lx + 40, 78, s.color, 4);
+    canvas.dot(lx + 20, 78, s.color, 5);
+    canvas.text(lx + 50, 71, s.name, kBlack, 2);
+    lx += 50 + Canvas::text_width(s.name, 2) + 40;
+  }
+  draw_panel(canvas, Panel{110, 150, 540, 380}, "loss", loss_series, x_lo, x_hi, best, false);
+  draw_panel(canvas, Panel{820, 150, 540, 380}, "accuracy (%)", acc_series, x_lo, x_hi, best, true);
+  return canvas.take();
+}
+
+void write_training_curves(const nlohmann::json& metrics, const std::string& source, const std::string& png_path) {
+  write_image(png_path, draw_training_curves(metrics, source));
+}
+
+}  // namespace cudl

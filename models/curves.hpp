@@ -1,0 +1,30 @@
+#pragma once
+// Training curves as a PNG, drawn here with no plotting library: `cudl train --plot` redraws them
+// after every epoch, in-process, and `cudl plot` draws them from a metrics JSON. Two panels, loss
+// and accuracy per epoch, with train, validation and test lines where the metrics have them and
+// the best epoch marked; text comes from a built-in 5x7 pixel font, so the picture needs no font
+// files and looks the same everywhere.
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "engine/io/image.hpp"
+
+namespace cudl {
+
+// Draws the metrics document (`metrics_document`, the --metrics-json file: "epochs" holds objects
+// with epoch, train_loss, train_accuracy, optional val_loss/val_accuracy, test_loss, test_accuracy;
+// "model", "best_epoch" and "monitor" are optional). `source` names the document in errors. Throws
+// a cudl::Error naming the source and the field for anything else.
+Image draw_training_curves(const nlohmann::json& metrics, const std::string& source);
+
+// draw_training_curves, written as a PNG atomically (a failed write leaves no partial file).
+void write_training_curves(const nlohmann::json& metrics, const std::string& source, const std::string& png_path);
+
+// The RGB colours of the lines (for tests): train, validation, test.
+struct CurveColors {
+  static constexpr float train[3] = {0.12f, 0.47f, 0.71f};
+  static constexpr float val[3] = {1.0f, 0.50f, 0.05f};
+  static constexpr float test[3] = {0.17f, 0.63f, 0.17f};
+};
+
+}  // namespace cudl

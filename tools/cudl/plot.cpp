@@ -1,0 +1,44 @@
+// `cudl plot METRICS.json [-o curves.png]`: the loss and accuracy curves of a run, from the file
+// `cudl train --metrics-json` writes (the same picture `cudl train --plot` redraws every epoch).
+#include <fmt/format.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "engine/io/files.hpp"
+#include "models/curves.hpp"
+#include "tools/cudl/checks.hpp"
+#include "tools/cudl/commands.hpp"
+
+namespace cudl::cli {
+
+void add_plot_command(CLI::App& app) {
+  struct Args {
+    std::string metrics, output;
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = app.add_subcommand("plot", "Draw a run's loss and accuracy per epoch (train/val/test) into a PNG");
+  cmd->add_option("metrics", a->metrics, "The metrics JSON of a run (cudl train --metrics-json)")
+      ->required()
+      ->check(input_file());
+  cmd->add_option("-o,--output", a->output, "The PNG to write (default: METRICS with .png for .json)");
+  cmd->callback([a] {
+    std::string output = a->output;
+    if (output.empty()) output = std::filesystem::path(a->metrics).replace_extension(".png").string();
+    check_writable_output("--output", output);
+    nlohmann::json metrics;
+    try {
+      const std::vector<std::uint8_t> bytes = io::read_file(a->metrics, "plot");
+      metrics = nlohmann::json::parse(bytes.begin(), bytes.end());
+    } catch (const nlohmann::json::exception& e) {
+      CUDL_THROW("plot: '{}' is not JSON ({})", a->metrics, e.what());
+    }
+    write_training_curves(metrics, a->metrics, output);
+    fmt::print("wrote {}\n", output);
+  });
+}
+
+}  // namespace cudl::cli
