@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <omp.h>
 #include <optional>
 #include <string_view>
 
@@ -80,9 +81,35 @@ Geometry geometry(const Shape& x, const Shape& w, const Shape& y, const Conv2dPa
 memory::desc plain(const memory::dims& dims) { return memory::desc(dims, dt::f32, tag::abcd); }
 memory::desc any(const memory::dims& dims) { return memory::desc(dims, dt::f32, tag::any); }
 
+// A reorder of at most this many bytes runs on the calling thread. A reorder is a copy, bound by
+// memory bandwidth that one core nearly saturates, while an OpenMP team's barrier waits for its
+// slowest thread: on the shared 2-core VM under load, VGG11-CIFAR's reorders took ~30 ms each
+// with two threads and 0.01-0.16 ms on one (ONEDNN_VERBOSE, interleaved runs). Only the largest
+// activations (a batch of VGG's 224 px maps) keep the team.
+constexpr std::size_t kSerialReorderBytes = 16u << 20;
+
+// Sets this thread's OpenMP team size for its lifetime: oneDNN (OpenMP build) sizes a primitive's
+// team from omp_get_max_threads() when it is created and run.
+class OmpTeamSize {
+ public:
+  explicit OmpTeamSize(bool serial) : previous_(omp_get_max_threads()), active_(serial) {
+    if (active_) omp_set_num_threads(1);
+  }
+  ~OmpTeamSize() {
+    if (active_) omp_set_num_threads(previous_);
+  }
+  OmpTeamSize(const OmpTeamSize&) = delete;
+  OmpTeamSize& operator=(const OmpTeamSize&) = delete;
+
+ private:
+  int previous_;
+  bool active_;
+};
+
 // One tensor argument of a primitive: the layout the primitive chose and, when it differs from
 // NCHW/KCRS, the reorder into it (an input) or out of it (an output).
 struct Arg {
+  bool serial_reorder() const { return chosen.get_size() <= kSerialReorderBytes; }
   memory::desc chosen;
   std::optional<dnnl::reorder> reorder;
   std::optional<dnnl::reorder> reorder_accumulate;  // an output added onto the user's tensor (dw)
@@ -90,12 +117,14 @@ struct Arg {
 
 Arg input_arg(const memory::desc& user, const memory::desc& chosen) {
   Arg a{chosen, {}, {}};
+  const OmpTeamSize team(a.serial_reorder());
   if (chosen != user) a.reorder = dnnl::reorder(memory(user, cpu_engine(), nullptr), memory(chosen, cpu_engine(), nullptr));
   return a;
 }
 
 Arg output_arg(const memory::desc& chosen, const memory::desc& user, bool accumulating) {
   Arg a{chosen, {}, {}};
+  const OmpTeamSize team(a.serial_reorder());
   if (chosen != user) a.reorder = dnnl::reorder(memory(chosen, cpu_engine(), nullptr), memory(user, cpu_engine(), nullptr));
   if (accumulating) {
     // dst = src + 1 * dst: the reorder's sum post-op adds the new gradient onto the old one.
@@ -231,13 +260,17 @@ void execute(Context& ctx, Direction dir, const Plan& plan, const std::array<con
   Workspace scratch(ctx, plan.scratchpad.get_size());
   try {
     for (int i = 0; i < 3; ++i) {
-      if (!plan.is_output[i] && plan.args[i].reorder) plan.args[i].reorder->execute(stream, user[i], chosen[i]);
+      if (!plan.is_output[i] && plan.args[i].reorder) {
+        const OmpTeamSize team(plan.args[i].serial_reorder());
+        plan.args[i].reorder->execute(stream, user[i], chosen[i]);
+      }
     }
     plan.conv.execute(stream, {{plan.arg_ids[0], chosen[0]},
                                {plan.arg_ids[1], chosen[1]},
                                {plan.arg_ids[2], chosen[2]},
                                {DNNL_ARG_SCRATCHPAD, memory(plan.scratchpad, eng, scratch.data())}});
     const Arg& out = plan.args[2];
+    const OmpTeamSize team(out.serial_reorder());
     if (accumulate) {
       out.reorder_accumulate->execute(stream, chosen[2], user[2]);
     } else if (out.reorder) {
