@@ -20,7 +20,16 @@ On the GPU both sides get the same numerics and algorithm policy, each flag mirr
 measured|heuristic (cudl --conv-algo; torch.backends.cudnn.benchmark on|off) and --deterministic
 true|false (cudl --deterministic; torch.backends.cudnn.deterministic). The defaults, fp32, measured
 and false, are each engine's fastest strict-fp32 settings.
+
+  bench/compare_torch.py --device cpu --models vgg19 --batch-sizes 1 --style 128,512 --style-optimizers adam,lbfgs
+
+--style SIZES times one neural-style iteration (VGG19 to relu5_1 with random weights, content loss
+at relu4_2, Gram style losses at relu1_1..relu5_1, TV loss; one loss+gradient evaluation and one
+Adam or L-BFGS step on the image) at each size. cudl runs `cudl style` twice, with W and W+N
+iterations, and takes (total(W+N) - total(W)) / N, so set-up and the first (planning) iteration
+drop out; PyTorch warms up W iterations and times N more the same way.
 """
+import re
 import argparse
 import json
 import os
@@ -116,6 +125,82 @@ def torch_numbers(name, batch, device, repeat):
     return {"train_step": time_ms(train_step, device, repeat), "inference": time_ms(inference, device, repeat)}
 
 
+STYLE_LAYERS = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 20, "relu4_2": 22, "relu5_1": 29}
+
+
+def cudl_style_ms(args, env, size, optimizer, tmp):
+    """Per-iteration ms of `cudl style` at this size, and the image's (width, height)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    data = os.path.join(here, "..", "tests", "data")
+    totals, dims = {}, None
+    for iters in (args.style_warmup, args.style_warmup + args.style_iters):
+        cmd = [args.cudl, "style", "--device", args.device, "--content", os.path.join(data, "chelsea.png"),
+               "--style", os.path.join(data, "brick.png"), "--output", os.path.join(tmp, "style.png"),
+               "--weights", "random:1", "--size", str(size), "--iters", str(iters), "--optimizer", optimizer,
+               "--print-every", "0"]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+        m = re.search(r"\((\d+)x(\d+)\); ([0-9.]+) ms/iteration", out)
+        if not m:
+            sys.exit(f"compare_torch: no ms/iteration in cudl style's output:\n{out}")
+        dims = (int(m.group(1)), int(m.group(2)))
+        totals[iters] = float(m.group(3)) * iters
+    return (totals[args.style_warmup + args.style_iters] - totals[args.style_warmup]) / args.style_iters, dims
+
+
+def torch_style_ms(args, device, dims, optimizer):
+    """The same iteration in PyTorch: VGG19 features to relu5_1, random weights, the same losses."""
+    torch.manual_seed(1)
+    layers, c = [], 3
+    for v in VGG_CFGS[19][:17]:  # through conv5_1
+        layers += [nn.MaxPool2d(2)] if v == "M" else [nn.Conv2d(c, v, 3, padding=1), nn.ReLU()]
+        c = v if v != "M" else c
+    net = nn.Sequential(*layers[:STYLE_LAYERS["relu5_1"] + 1]).to(device).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    w, h = dims
+    content, style = torch.rand(1, 3, h, w, device=device), torch.rand(1, 3, h, w, device=device)
+    taps = sorted(STYLE_LAYERS.values())
+
+    def features(x):
+        out = {}
+        for i, layer in enumerate(net):
+            x = layer(x)
+            if i in taps:
+                out[i] = x
+        return out
+
+    def gram(f):
+        _, ch, hh, ww = f.shape
+        f = f.reshape(ch, hh * ww)
+        return f @ f.t() / (ch * hh * ww)
+
+    with torch.no_grad():
+        target_content = features(content)[STYLE_LAYERS["relu4_2"]]
+        target_grams = {i: gram(f) for i, f in features(style).items() if i != STYLE_LAYERS["relu4_2"]}
+    img = content.clone().requires_grad_(True)
+    opt = (torch.optim.LBFGS([img], lr=1, max_iter=1, history_size=100) if optimizer == "lbfgs"
+           else torch.optim.Adam([img], lr=0.04))
+
+    def closure():
+        opt.zero_grad()
+        f = features(img)
+        loss = ((f[STYLE_LAYERS["relu4_2"]] - target_content) ** 2).mean()
+        loss = loss + 1e6 * sum(((gram(f[i]) - g) ** 2).mean() for i, g in target_grams.items())
+        tv = ((img[:, :, 1:, :] - img[:, :, :-1, :]) ** 2).sum() + ((img[:, :, :, 1:] - img[:, :, :, :-1]) ** 2).sum()
+        loss = loss + 1e-3 * tv
+        loss.backward()
+        return loss
+
+    for _ in range(args.style_warmup):
+        opt.step(closure)
+    t0 = time.perf_counter()
+    for _ in range(args.style_iters):
+        opt.step(closure)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) * 1e3 / args.style_iters
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,6 +211,10 @@ def main():
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="CPU threads for both sides (default: os.cpu_count(), here %(default)s)")
+    ap.add_argument("--style", default="", help="comma-separated style sizes (longest side), e.g. 128,512")
+    ap.add_argument("--style-optimizers", default="adam,lbfgs")
+    ap.add_argument("--style-warmup", type=int, default=2, help="style iterations before timing")
+    ap.add_argument("--style-iters", type=int, default=5, help="style iterations timed")
     ap.add_argument("--json", help="write the comparison here")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32"], help="both sides (GPU only)")
     ap.add_argument("--conv-algo", default="measured", choices=["measured", "heuristic"],
@@ -147,17 +236,20 @@ def main():
         torch.set_num_threads(args.threads)
         env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = str(args.threads)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "cudl.json")
-        cmd = [args.cudl, "bench", "--device", args.device, "--models", args.models, "--repeat", str(2 * args.repeat),
-               "--json", out]
-        if args.batch_sizes:
-            cmd += ["--batch-sizes", args.batch_sizes]
-        if args.device == "cuda":
-            cmd += ["--precision", args.precision, "--conv-algo", args.conv_algo, "--deterministic", args.deterministic]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
-        with open(out) as f:
-            ours = json.load(f)["results"]
+    ours = []
+    if args.models:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "cudl.json")
+            cmd = [args.cudl, "bench", "--device", args.device, "--models", args.models, "--repeat",
+                   str(2 * args.repeat), "--json", out]
+            if args.batch_sizes:
+                cmd += ["--batch-sizes", args.batch_sizes]
+            if args.device == "cuda":
+                cmd += ["--precision", args.precision, "--conv-algo", args.conv_algo, "--deterministic",
+                        args.deterministic]
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+            with open(out) as f:
+                ours = json.load(f)["results"]
 
     rows = []
     if args.device == "cpu":
@@ -180,6 +272,17 @@ def main():
                      "torch_ms": theirs, "speed_ratio_cudl_over_torch": ratio})
         print(f"{r['model']:<12} {r['batch']:>5} {r['op']:<11} {r['median_ms']:>9.2f} {theirs:>9.2f} "
               f"{1e3 * r['batch'] / r['median_ms']:>11.1f} {1e3 * r['batch'] / theirs:>11.1f} {ratio:>15.2f}x")
+    for size in [int(v) for v in args.style.split(",") if v]:
+        for optimizer in [v for v in args.style_optimizers.split(",") if v]:
+            with tempfile.TemporaryDirectory() as tmp:
+                ms, dims = cudl_style_ms(args, env, size, optimizer, tmp)
+            theirs = torch_style_ms(args, device, dims, optimizer)
+            ratio = theirs / ms
+            what = f"style_{optimizer}"
+            rows.append({"model": f"style{size}", "batch": 1, "what": what, "image": f"{dims[0]}x{dims[1]}",
+                         "cudl_ms": ms, "torch_ms": theirs, "speed_ratio_cudl_over_torch": ratio})
+            print(f"{'style' + str(size):<12} {1:>5} {what:<11} {ms:>9.2f} {theirs:>9.2f} {1e3 / ms:>11.2f} "
+                  f"{1e3 / theirs:>11.2f} {ratio:>15.2f}x  ({dims[0]}x{dims[1]}, it/s)")
     print("torch/cudl time > 1 means cudl is faster.")
     if args.json:
         with open(args.json + ".tmp", "w") as f:

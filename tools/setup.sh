@@ -2,9 +2,10 @@
 # Installs what cudl needs to build on Debian 12 (run as root), or prints the exact apt-get line.
 # The CUDA toolkit (with cuDNN and cuBLAS) is optional: without it the CPU backend is built.
 set -euo pipefail
+# libdnnl-dev: oneDNN, the CPU backend's convolutions and GEMMs (optional to CMake: CUDL_ONEDNN=AUTO).
 # clang with its sanitizer/libFuzzer runtimes and OpenMP: tools/sanitize.sh and tools/fuzz.sh.
 packages=(cmake ninja-build g++ pkg-config dpkg-dev libfmt-dev libcli11-dev nlohmann-json3-dev libgtest-dev
-          libopenblas-dev libpng-dev libjpeg-dev zlib1g-dev clang libclang-rt-14-dev libomp-dev)
+          libopenblas-dev libdnnl-dev libpng-dev libjpeg-dev zlib1g-dev clang libclang-rt-14-dev libomp-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,5 +1,7 @@
-// 2-D convolution on the CPU: im2col + OpenBLAS GEMM (col2im for the data gradient). Samples go
-// through in chunks: one large multi-threaded GEMM per chunk, OpenMP for the copies around it.
+// 2-D convolution on the CPU. With oneDNN built in (the default where libdnnl-dev is installed)
+// every direction goes to kernels/cpu/onednn_conv.cpp; this file keeps the im2col + OpenBLAS GEMM
+// path (col2im for the data gradient) as the fallback: no oneDNN, CUDL_CPU_CONV=im2col, or a
+// geometry oneDNN cannot express. Both share the empty-shape guards below.
 #include <cblas.h>
 #include <omp.h>
 
@@ -10,6 +12,7 @@
 #include "engine/context.hpp"
 #include "kernels/cpu/cpu_args.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cpu/onednn_conv.hpp"
 
 namespace cudl {
 namespace {
@@ -150,6 +153,7 @@ void CpuBackend::do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& 
     std::fill(y.data<float>(), y.data<float>() + y.numel(), 0.0f);
     return;
   }
+  if (cpu::onednn_conv_enabled() && cpu::onednn_conv2d_forward(ctx, x, w, p, y)) return;
   const float* px = x.data<float>();
   const float* pw = w.data<float>();
   float* py = y.data<float>();
@@ -170,6 +174,7 @@ void CpuBackend::do_conv2d_backward_data(Context& ctx, const Tensor& dy, const T
     std::fill(dx.data<float>(), dx.data<float>() + dx.numel(), 0.0f);
     return;
   }
+  if (cpu::onednn_conv_enabled() && cpu::onednn_conv2d_backward_data(ctx, dy, w, p, dx)) return;
   const float* pdy = dy.data<float>();
   const float* pw = w.data<float>();
   float* pdx = dx.data<float>();
@@ -186,9 +191,12 @@ void CpuBackend::do_conv2d_backward_filter(Context& ctx, const Tensor& x, const 
                                            Tensor& dw, bool accumulate) {
   const auto g = geometry(x.shape(), dw.shape(), dy.shape(), p);
   float* pdw = dw.data<float>();
+  if (dy.numel() == 0 || g.rows() == 0) {  // no products (dw is zero, or empty)
+    if (!accumulate) std::fill(pdw, pdw + dw.numel(), 0.0f);
+    return;
+  }
+  if (cpu::onednn_conv_enabled() && cpu::onednn_conv2d_backward_filter(ctx, x, dy, p, dw, accumulate)) return;
   if (!accumulate) std::fill(pdw, pdw + dw.numel(), 0.0f);
-  if (dy.numel() == 0) return;
-  if (g.rows() == 0) return;  // dw is empty
   const float* px = x.data<float>();
   const float* pdy = dy.data<float>();
   // The samples are split into groups whose size depends only on the shapes. A group's column

@@ -1,5 +1,16 @@
-// Dense linear algebra on the CPU: GEMM through OpenBLAS, bias add and its gradient with OpenMP.
+// Dense linear algebra on the CPU: GEMM through oneDNN's sgemm where cudl is built with oneDNN
+// (CUDL_CPU_GEMM=openblas picks OpenBLAS), else OpenBLAS; bias add and its gradient with OpenMP.
+// Why oneDNN: it threads with the same OpenMP pool as every other CPU op, while OpenBLAS (Debian's
+// pthread build) keeps a second pool whose spinning threads fight the OpenMP ones for the cores
+// right after each GEMM - the MLP train step, GEMMs between small OpenMP loops, lost most to it.
 #include <cblas.h>
+
+#include <cstdlib>
+#include <string_view>
+#if CUDL_HAVE_ONEDNN
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+#endif
 
 #include "engine/check.hpp"
 #include "engine/context.hpp"
@@ -25,6 +36,23 @@ ChannelView channel_view(const Tensor& t) {
   return v;
 }
 
+#if CUDL_HAVE_ONEDNN
+// A product of at most this many multiply-adds (under a millisecond on one core) runs on the
+// calling thread: an OpenMP team's barrier costs more than it saves there, and on a loaded machine
+// it waits for a descheduled thread (the MLP's inference, two GEMMs of at most 128x784x128, took
+// 44-72 ms with two threads and 0.28-0.31 ms with one, interleaved runs on the loaded 2-core VM).
+// oneDNN's sgemm sizes its team from omp_get_max_threads() per call.
+constexpr std::int64_t kSerialGemmMacs = 1 << 24;
+
+bool openblas_requested() {
+  static const bool requested = [] {
+    const char* value = std::getenv("CUDL_CPU_GEMM");
+    return value != nullptr && std::string_view(value) == "openblas";
+  }();
+  return requested;
+}
+#endif
+
 }  // namespace
 
 void CpuBackend::do_gemm(Context&, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b,
@@ -40,6 +68,20 @@ void CpuBackend::do_gemm(Context&, bool trans_a, bool trans_b, float alpha, cons
     return;
   }
   // Row-major leading dimensions are the stored column counts, whatever the transposition.
+#if CUDL_HAVE_ONEDNN
+  if (!openblas_requested()) {
+    const bool serial = m * n * k <= kSerialGemmMacs;
+    const int team = omp_get_max_threads();
+    if (serial) omp_set_num_threads(1);
+    const dnnl_status_t status =
+        dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a.data<float>(), a.dim(1), b.data<float>(),
+                   b.dim(1), beta, c.data<float>(), n);
+    if (serial) omp_set_num_threads(team);
+    CUDL_CHECK(status == dnnl_success, "gemm: oneDNN sgemm failed with status {} (a={}, b={}, c={})",
+               static_cast<int>(status), a.shape(), b.shape(), c.shape());
+    return;
+  }
+#endif
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
               static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a.data<float>(),
               static_cast<blasint>(a.dim(1)), b.data<float>(), static_cast<blasint>(b.dim(1)), beta, c.data<float>(),

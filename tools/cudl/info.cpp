@@ -2,6 +2,7 @@
 
 #include "engine/allocator.hpp"
 #include "engine/device.hpp"
+#include "kernels/cpu/onednn_conv.hpp"
 #include "tools/cudl/commands.hpp"
 
 namespace cudl::cli {
@@ -14,6 +15,7 @@ void add_info_command(CLI::App& app) {
     fmt::print("cudl {}\n", info.cudl_version);
     fmt::print("backends compiled in: {}\n", fmt::join(info.backends, ", "));
     fmt::print("CPU BLAS: {}\n", info.blas);
+    fmt::print("CPU DNN: {}\n", cpu::onednn_description());
     if (cuda_compiled()) {
       fmt::print("CUDA runtime: {}\n", info.cuda_runtime);
       fmt::print("CUDA driver: {}\n", info.cuda_driver);

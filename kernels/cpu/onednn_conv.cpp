@@ -1,0 +1,369 @@
+// 2-D convolutions through oneDNN. The tensors stay NCHW / KCRS (what every other op reads); each
+// primitive is created with format "any" so oneDNN picks its fastest blocked layout, and the
+// reorders between the two are created with it. A primitive, its reorders and its scratchpad size
+// are cached per (direction, shapes, parameters): creating them costs far more than a small
+// convolution. Buffers in the blocked layouts and the scratchpad come from the context's pool.
+#include "kernels/cpu/onednn_conv.hpp"
+
+#if CUDL_HAVE_ONEDNN
+#include <fmt/format.h>
+
+#include <array>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <omp.h>
+#include <optional>
+#include <string_view>
+
+#include "engine/context.hpp"
+#include "engine/error.hpp"
+#endif
+
+#if CUDL_HAVE_ONEDNN
+
+namespace cudl::cpu {
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+// CUDL_CPU_CONV=im2col keeps the OpenBLAS im2col path (for comparison); anything else, oneDNN.
+bool im2col_requested() {
+  static const bool requested = [] {
+    const char* value = std::getenv("CUDL_CPU_CONV");
+    return value != nullptr && std::string_view(value) == "im2col";
+  }();
+  return requested;
+}
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+enum class Direction { forward, backward_data, backward_filter };
+
+// Every number that determines a primitive: direction, x [N,C,H,W], w [K,C,R,S], the parameters.
+using Key = std::array<std::int64_t, 14>;
+
+Key make_key(Direction d, const Shape& x, const Shape& w, const Conv2dParams& p) {
+  return {static_cast<std::int64_t>(d), x[0], x[1], x[2], x[3], w[0], w[2], w[3], p.pad_h, p.pad_w, p.stride_h,
+          p.stride_w, p.dilation_h, p.dilation_w};
+}
+
+// The geometry in oneDNN's terms. oneDNN counts dilation from 0 and wants the bottom/right
+// padding that makes its output size match ours; that padding is negative when the stride does not
+// reach the last input rows, which we leave to im2col.
+struct Geometry {
+  memory::dims x, w, y, strides, dilates, pad_l, pad_r;
+  bool expressible;
+};
+
+Geometry geometry(const Shape& x, const Shape& w, const Shape& y, const Conv2dParams& p) {
+  Geometry g;
+  g.x = {x[0], x[1], x[2], x[3]};
+  g.w = {w[0], w[1], w[2], w[3]};
+  g.y = {y[0], y[1], y[2], y[3]};
+  g.strides = {p.stride_h, p.stride_w};
+  g.dilates = {p.dilation_h - 1, p.dilation_w - 1};
+  g.pad_l = {p.pad_h, p.pad_w};
+  const std::int64_t pad_b = (y[2] - 1) * p.stride_h + (w[2] - 1) * p.dilation_h + 1 - x[2] - p.pad_h;
+  const std::int64_t pad_r = (y[3] - 1) * p.stride_w + (w[3] - 1) * p.dilation_w + 1 - x[3] - p.pad_w;
+  g.pad_r = {pad_b, pad_r};
+  g.expressible = pad_b >= 0 && pad_r >= 0;
+  return g;
+}
+
+memory::desc plain(const memory::dims& dims) { return memory::desc(dims, dt::f32, tag::abcd); }
+memory::desc any(const memory::dims& dims) { return memory::desc(dims, dt::f32, tag::any); }
+
+// A reorder of at most this many bytes runs on the calling thread. A reorder is a copy, bound by
+// memory bandwidth that one core nearly saturates, while an OpenMP team's barrier waits for its
+// slowest thread: on the shared 2-core VM under load, VGG11-CIFAR's reorders took ~30 ms each
+// with two threads and 0.01-0.16 ms on one (ONEDNN_VERBOSE, interleaved runs). Only the largest
+// activations (a batch of VGG's 224 px maps) keep the team.
+constexpr std::size_t kSerialReorderBytes = 16u << 20;
+
+// Sets this thread's OpenMP team size for its lifetime: oneDNN (OpenMP build) sizes a primitive's
+// team from omp_get_max_threads() when it is created and run.
+class OmpTeamSize {
+ public:
+  explicit OmpTeamSize(bool serial) : previous_(omp_get_max_threads()), active_(serial) {
+    if (active_) omp_set_num_threads(1);
+  }
+  ~OmpTeamSize() {
+    if (active_) omp_set_num_threads(previous_);
+  }
+  OmpTeamSize(const OmpTeamSize&) = delete;
+  OmpTeamSize& operator=(const OmpTeamSize&) = delete;
+
+ private:
+  int previous_;
+  bool active_;
+};
+
+// One tensor argument of a primitive: the layout the primitive chose and, when it differs from
+// NCHW/KCRS, the reorder into it (an input) or out of it (an output).
+struct Arg {
+  bool serial_reorder() const { return chosen.get_size() <= kSerialReorderBytes; }
+  memory::desc chosen;
+  std::optional<dnnl::reorder> reorder;
+  std::optional<dnnl::reorder> reorder_accumulate;  // an output added onto the user's tensor (dw)
+};
+
+Arg input_arg(const memory::desc& user, const memory::desc& chosen) {
+  Arg a{chosen, {}, {}};
+  const OmpTeamSize team(a.serial_reorder());
+  if (chosen != user) a.reorder = dnnl::reorder(memory(user, cpu_engine(), nullptr), memory(chosen, cpu_engine(), nullptr));
+  return a;
+}
+
+Arg output_arg(const memory::desc& chosen, const memory::desc& user, bool accumulating) {
+  Arg a{chosen, {}, {}};
+  const OmpTeamSize team(a.serial_reorder());
+  if (chosen != user) a.reorder = dnnl::reorder(memory(chosen, cpu_engine(), nullptr), memory(user, cpu_engine(), nullptr));
+  if (accumulating) {
+    // dst = src + 1 * dst: the reorder's sum post-op adds the new gradient onto the old one.
+    dnnl::post_ops ops;
+    ops.append_sum(1.0f);
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(ops);
+    const dnnl::reorder::primitive_desc pd(cpu_engine(), chosen, cpu_engine(), user, attr);
+    a.reorder_accumulate = dnnl::reorder(pd);
+  }
+  return a;
+}
+
+// A cached convolution: the primitive, its three tensor arguments in the order
+// (input-like, weights-like, output-like) of its direction, and its scratchpad size.
+struct Plan {
+  dnnl::primitive conv;
+  int arg_ids[3];
+  Arg args[3];
+  bool is_output[3];
+  memory::desc scratchpad;
+};
+
+dnnl::primitive_attr user_scratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+// The forward descriptor; the backward primitives need it as a hint.
+dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, dnnl::prop_kind kind) {
+  const dnnl::convolution_forward::desc d(kind, dnnl::algorithm::convolution_direct, any(g.x), any(g.w), any(g.y),
+                                          g.strides, g.dilates, g.pad_l, g.pad_r);
+  return dnnl::convolution_forward::primitive_desc(d, user_scratchpad(), cpu_engine());
+}
+
+std::unique_ptr<Plan> make_plan(Direction dir, const Geometry& g) {
+  auto plan = std::make_unique<Plan>();
+  const memory::desc ux = plain(g.x), uw = plain(g.w), uy = plain(g.y);
+  switch (dir) {
+    case Direction::forward: {
+      // forward_training, also for inference: oneDNN 2.6 then picks its jit:avx512_core kernel,
+      // 15-20% faster than the brgconv it picks for forward_inference at VGG11-CIFAR's shapes on
+      // this VM (ONEDNN_VERBOSE, interleaved runs); PyTorch 1.13 asks for forward_training too.
+      const auto pd = forward_pd(g, dnnl::prop_kind::forward_training);
+      plan->conv = dnnl::convolution_forward(pd);
+      plan->arg_ids[0] = DNNL_ARG_SRC, plan->arg_ids[1] = DNNL_ARG_WEIGHTS, plan->arg_ids[2] = DNNL_ARG_DST;
+      plan->args[0] = input_arg(ux, pd.src_desc());
+      plan->args[1] = input_arg(uw, pd.weights_desc());
+      plan->args[2] = output_arg(pd.dst_desc(), uy, false);
+      plan->scratchpad = pd.scratchpad_desc();
+      break;
+    }
+    case Direction::backward_data: {
+      const auto hint = forward_pd(g, dnnl::prop_kind::forward_training);
+      const dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, any(g.x), any(g.w), any(g.y),
+                                                    g.strides, g.dilates, g.pad_l, g.pad_r);
+      const dnnl::convolution_backward_data::primitive_desc pd(d, user_scratchpad(), cpu_engine(), hint);
+      plan->conv = dnnl::convolution_backward_data(pd);
+      plan->arg_ids[0] = DNNL_ARG_DIFF_DST, plan->arg_ids[1] = DNNL_ARG_WEIGHTS, plan->arg_ids[2] = DNNL_ARG_DIFF_SRC;
+      plan->args[0] = input_arg(uy, pd.diff_dst_desc());
+      plan->args[1] = input_arg(uw, pd.weights_desc());
+      plan->args[2] = output_arg(pd.diff_src_desc(), ux, false);
+      plan->scratchpad = pd.scratchpad_desc();
+      break;
+    }
+    case Direction::backward_filter: {
+      const auto hint = forward_pd(g, dnnl::prop_kind::forward_training);
+      const dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, any(g.x), any(g.w),
+                                                       any(g.y), g.strides, g.dilates, g.pad_l, g.pad_r);
+      const dnnl::convolution_backward_weights::primitive_desc pd(d, user_scratchpad(), cpu_engine(), hint);
+      plan->conv = dnnl::convolution_backward_weights(pd);
+      plan->arg_ids[0] = DNNL_ARG_SRC, plan->arg_ids[1] = DNNL_ARG_DIFF_DST, plan->arg_ids[2] = DNNL_ARG_DIFF_WEIGHTS;
+      plan->args[0] = input_arg(ux, pd.src_desc());
+      plan->args[1] = input_arg(uy, pd.diff_dst_desc());
+      plan->args[2] = output_arg(pd.diff_weights_desc(), uw, true);
+      plan->scratchpad = pd.scratchpad_desc();
+      break;
+    }
+  }
+  plan->is_output[0] = plan->is_output[1] = false;
+  plan->is_output[2] = true;
+  return plan;
+}
+
+std::string_view direction_name(Direction d) {
+  switch (d) {
+    case Direction::forward: return "conv2d_forward";
+    case Direction::backward_data: return "conv2d_backward_data";
+    case Direction::backward_filter: return "conv2d_backward_filter";
+  }
+  return "conv2d";
+}
+
+// The cache: plans live for the process (a model has a few dozen shapes). Lookups take a mutex;
+// creation happens under it too, so one shape is never planned twice.
+const Plan& plan_for(Direction dir, const Shape& x, const Shape& w, const Geometry& g, const Conv2dParams& p) {
+  static std::mutex mutex;
+  static std::map<Key, std::unique_ptr<Plan>> plans;
+  const std::lock_guard lock(mutex);
+  auto& slot = plans[make_key(dir, x, w, p)];
+  if (!slot) {
+    try {
+      slot = make_plan(dir, g);
+    } catch (const dnnl::error& e) {
+      plans.erase(make_key(dir, x, w, p));
+      CUDL_THROW("{}: oneDNN could not create the primitive (x={}, w={}, pad {}x{}, stride {}x{}, dilation {}x{}): {}",
+                 direction_name(dir), x, w, p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
+                 e.what());
+    }
+  }
+  return *slot;
+}
+
+// Runs a plan over user tensors in NCHW/KCRS: inputs reordered into pool buffers where the plan's
+// layout differs, the convolution, outputs reordered (or added, for accumulate) back.
+void execute(Context& ctx, Direction dir, const Plan& plan, const std::array<const memory::desc*, 3>& user_descs,
+             const std::array<float*, 3>& user_ptrs, bool accumulate, const Shape& x, const Shape& w) {
+  auto& eng = cpu_engine();
+  thread_local dnnl::stream stream(cpu_engine());
+  std::optional<Workspace> buffers[3];
+  memory user[3], chosen[3];
+  // Accumulating into the user's tensor always goes through a separate buffer, even when the
+  // layouts agree: the convolution itself overwrites its output.
+  for (int i = 0; i < 3; ++i) {
+    const Arg& a = plan.args[i];
+    user[i] = memory(*user_descs[i], eng, user_ptrs[i]);
+    const bool separate = a.reorder.has_value() || (plan.is_output[i] && accumulate);
+    if (separate) {
+      buffers[i].emplace(ctx, a.chosen.get_size());
+      chosen[i] = memory(a.chosen, eng, buffers[i]->data());
+    } else {
+      chosen[i] = user[i];
+    }
+  }
+  Workspace scratch(ctx, plan.scratchpad.get_size());
+  try {
+    for (int i = 0; i < 3; ++i) {
+      if (!plan.is_output[i] && plan.args[i].reorder) {
+        const OmpTeamSize team(plan.args[i].serial_reorder());
+        plan.args[i].reorder->execute(stream, user[i], chosen[i]);
+      }
+    }
+    plan.conv.execute(stream, {{plan.arg_ids[0], chosen[0]},
+                               {plan.arg_ids[1], chosen[1]},
+                               {plan.arg_ids[2], chosen[2]},
+                               {DNNL_ARG_SCRATCHPAD, memory(plan.scratchpad, eng, scratch.data())}});
+    const Arg& out = plan.args[2];
+    const OmpTeamSize team(out.serial_reorder());
+    if (accumulate) {
+      out.reorder_accumulate->execute(stream, chosen[2], user[2]);
+    } else if (out.reorder) {
+      out.reorder->execute(stream, chosen[2], user[2]);
+    }
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    CUDL_THROW("{}: oneDNN failed (x={}, w={}): {}", direction_name(dir), x, w, e.what());
+  }
+}
+
+}  // namespace
+
+bool onednn_conv_enabled() { return !im2col_requested(); }
+
+bool onednn_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
+  const Geometry g = geometry(x.shape(), w.shape(), y.shape(), p);
+  if (!g.expressible) return false;
+  const Plan& plan = plan_for(Direction::forward, x.shape(), w.shape(), g, p);
+  const memory::desc ux = plain(g.x), uw = plain(g.w), uy = plain(g.y);
+  execute(ctx, Direction::forward, plan, {&ux, &uw, &uy},
+          {const_cast<float*>(x.data<float>()), const_cast<float*>(w.data<float>()), y.data<float>()}, false,
+          x.shape(), w.shape());
+  return true;
+}
+
+bool onednn_conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {
+  const Geometry g = geometry(dx.shape(), w.shape(), dy.shape(), p);
+  if (!g.expressible) return false;
+  const Plan& plan = plan_for(Direction::backward_data, dx.shape(), w.shape(), g, p);
+  const memory::desc ux = plain(g.x), uw = plain(g.w), uy = plain(g.y);
+  execute(ctx, Direction::backward_data, plan, {&uy, &uw, &ux},
+          {const_cast<float*>(dy.data<float>()), const_cast<float*>(w.data<float>()), dx.data<float>()}, false,
+          dx.shape(), w.shape());
+  return true;
+}
+
+bool onednn_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
+                                   bool accumulate) {
+  const Geometry g = geometry(x.shape(), dw.shape(), dy.shape(), p);
+  if (!g.expressible) return false;
+  const Plan& plan = plan_for(Direction::backward_filter, x.shape(), dw.shape(), g, p);
+  const memory::desc ux = plain(g.x), uw = plain(g.w), uy = plain(g.y);
+  execute(ctx, Direction::backward_filter, plan, {&ux, &uy, &uw},
+          {const_cast<float*>(x.data<float>()), const_cast<float*>(dy.data<float>()), dw.data<float>()}, accumulate,
+          x.shape(), dw.shape());
+  return true;
+}
+
+namespace {
+
+std::string_view isa_name(dnnl::cpu_isa isa) {
+  switch (isa) {
+    case dnnl::cpu_isa::sse41: return "sse41";
+    case dnnl::cpu_isa::avx: return "avx";
+    case dnnl::cpu_isa::avx2: return "avx2";
+    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
+    case dnnl::cpu_isa::avx512_mic: return "avx512_mic";
+    case dnnl::cpu_isa::avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl::cpu_isa::avx512_core: return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
+    default: return "unknown";
+  }
+}
+
+}  // namespace
+
+std::string onednn_description() {
+  const dnnl::version_t* v = dnnl::version();
+  return fmt::format("oneDNN {}.{}.{} (ISA {}); CPU convolutions: {}", v->major, v->minor, v->patch,
+                     isa_name(dnnl::get_effective_cpu_isa()),
+                     onednn_conv_enabled() ? "oneDNN" : "im2col + OpenBLAS (CUDL_CPU_CONV=im2col)");
+}
+
+}  // namespace cudl::cpu
+
+#else  // no oneDNN in this build: conv.cpp keeps im2col + OpenBLAS
+
+namespace cudl::cpu {
+
+bool onednn_conv_enabled() { return false; }
+bool onednn_conv2d_forward(Context&, const Tensor&, const Tensor&, const Conv2dParams&, Tensor&) { return false; }
+bool onednn_conv2d_backward_data(Context&, const Tensor&, const Tensor&, const Conv2dParams&, Tensor&) { return false; }
+bool onednn_conv2d_backward_filter(Context&, const Tensor&, const Tensor&, const Conv2dParams&, Tensor&, bool) {
+  return false;
+}
+std::string onednn_description() { return "oneDNN not built in (CUDL_ONEDNN=OFF or not found); CPU convolutions: im2col + OpenBLAS"; }
+
+}  // namespace cudl::cpu
+
+#endif

@@ -1,0 +1,25 @@
+#pragma once
+// 2-D convolutions on the CPU through oneDNN (forward, backward-data, backward-filter), used by
+// kernels/cpu/conv.cpp when cudl is built with oneDNN (CUDL_ONEDNN) and CUDL_CPU_CONV is not
+// "im2col". Primitives are created once per shape and cached, like the cuDNN path's algorithms.
+#include <string>
+
+#include "engine/backend.hpp"
+
+namespace cudl::cpu {
+
+// True when this build has oneDNN and CUDL_CPU_CONV (read once) does not ask for "im2col".
+bool onednn_conv_enabled();
+
+// Each returns false, having done nothing, for a geometry oneDNN cannot express as given (an
+// output shape that needs negative bottom/right padding); the caller then runs im2col. The
+// arguments are checked by the backend front and are non-empty.
+bool onednn_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y);
+bool onednn_conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx);
+bool onednn_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
+                                   bool accumulate);
+
+// "oneDNN 2.6.3 (ISA avx512_core_bf16), CPU conv: onednn" or "not built in" - for `cudl info`.
+std::string onednn_description();
+
+}  // namespace cudl::cpu
