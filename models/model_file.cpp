@@ -248,6 +248,12 @@ std::string read_text(const std::string& path) {
 
 }  // namespace
 
+std::string default_dataset_for_input(const Shape& input) {
+  if (input == Shape{1, 28, 28}) return "mnist";
+  if (input == Shape{3, 32, 32}) return "cifar10";
+  return "folder";
+}
+
 bool is_model_file(const std::string& name) { return name.size() > 5 && name.ends_with(".json"); }
 
 ModelFile parse_model_json(const std::string& text, const std::string& source) {

@@ -45,6 +45,10 @@ namespace cudl {
 // True for a --model value that names a JSON model file (ends in ".json").
 bool is_model_file(const std::string& name);
 
+// The dataset a model file trains on when --dataset is not given: mnist for [1, 28, 28] input,
+// cifar10 for [3, 32, 32], an image folder otherwise.
+std::string default_dataset_for_input(const Shape& input);
+
 // A parsed model file: its spec (name = the file's "name", or the path's stem) and an unbuilt model.
 struct ModelFile {
   ModelSpec spec;

@@ -11,6 +11,7 @@
 #include "engine/io/atomic_file.hpp"
 #include "engine/io/loader.hpp"
 #include "models/checkpoint.hpp"
+#include "models/model_file.hpp"
 #include "models/zoo.hpp"
 
 namespace cudl {
@@ -246,6 +247,7 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
       info.epoch = epoch + 1;
       info.step = optimizer.steps();
       info.seed = options.seed;
+      info.extra = options.metadata;
       info.extra["metrics"] = metrics;
       save_checkpoint(options.save_path, ctx, model, &optimizer, info);
     }
@@ -261,6 +263,7 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
 }
 
 std::string default_dataset(const std::string& model_name) {
+  if (is_model_file(model_name)) return default_dataset_for_input(model_spec(model_name).input);
   if (model_name == "mlp" || model_name == "mnist_cnn") return "mnist";
   if (model_name.ends_with("_cifar")) return "cifar10";
   return "folder";

@@ -4,6 +4,7 @@
 // the test split after each epoch, atomic checkpoints after each epoch and resumption from one.
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,6 +43,7 @@ struct FitOptions {
   std::string resume_path;   // continue from this checkpoint
   std::string metrics_path;  // JSON rewritten atomically after every epoch
   bool augment = false;      // random crop + horizontal flip (CIFAR-10 and image folders)
+  std::map<std::string, std::string> metadata;  // saved with every checkpoint as extra.<key> (models/preprocess.hpp)
   std::function<void(const TrainProgress&)> on_progress;
 };
 

@@ -184,7 +184,7 @@ TEST(ModelFile, TheShippedExamplesHaveTheLectureShapes) {
   ModelFile ae = read_model_file(kExamples + "conv_autoencoder.json");
   EXPECT_EQ(ae.spec.num_classes, 0);  // not a classifier
   EXPECT_EQ(ae.model.output_shape({5, 1, 28, 28}), (Shape{5, 1, 28, 28}));
-  EXPECT_EQ(ae.model.summary({1, 1, 28, 28})[6].output_shape, (Shape{1, 64, 7, 7}));  // conv4: the code
+  EXPECT_EQ(ae.model.summary({1, 1, 28, 28})[6].output_shape, (Shape{1, 32, 7, 7}));  // conv4: the code
 
   ModelFile vgg = read_model_file(kExamples + "vgg_small.json");
   EXPECT_EQ(vgg.model.output_shape({1, 3, 32, 32}), (Shape{1, 10}));

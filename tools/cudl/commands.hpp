@@ -18,6 +18,7 @@ void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_style_command(CLI::App& app);
 void add_classify_command(CLI::App& app);
+void add_predict_command(CLI::App& app);
 
 // --deterministic true|false (default true): cuDNN's deterministic algorithms only, so runs repeat
 // bit for bit (Context::set_deterministic); false lets it pick the fastest. No effect on the CPU.

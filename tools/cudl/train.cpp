@@ -8,11 +8,13 @@
 #include "engine/context.hpp"
 #include "engine/io/safetensors.hpp"
 #include "models/checkpoint.hpp"
+#include "models/finetune.hpp"
 #include "models/trainer.hpp"
 #include "models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 #include "tools/cudl/progress.hpp"
+#include "tools/cudl/train_extras.hpp"
 
 namespace cudl::cli {
 
@@ -36,6 +38,7 @@ struct TrainArgs {
   bool augment = false;
   bool deterministic = true;
   bool seed_given = false;
+  TrainExtras extras;  // fine-tuning and reconstruction (tools/cudl/train_extras.hpp)
 };
 
 std::string model_names() {
@@ -63,6 +66,7 @@ void run_train(TrainArgs a) {
   // Every output is checked writable before the data is read: a run must not fail at its end.
   check_writable_output("--save", a.save);
   check_writable_output("--metrics-json", a.metrics_json);
+  check_train_extras(a.extras, a.model, a.weight_decay, !a.resume.empty());
   if (!a.resume.empty()) {
     // The resume file's metadata is checked before the data is read (its tensors when fit loads them).
     check_input_file("--resume", a.resume);
@@ -73,11 +77,13 @@ void run_train(TrainArgs a) {
     if (!a.seed_given) a.seed = info.seed;
   }
   const std::string kind = a.dataset.empty() ? default_dataset(a.model) : a.dataset;
-  DataSplits data = load_dataset(kind, a.data, a.model);
+  DataSplits data = load_train_data(a.extras, kind, a.data, a.model);
   Context ctx(Device::parse(a.device));
   ctx.set_deterministic(a.deterministic);
   Sequential model = make_model(a.model);
+  prepare_model(a.extras, model);
   model.build(ctx, a.seed);
+  finish_model(a.extras, ctx, model);
   fmt::print("training {} ({} params) on {} ({} train / {} test images) on {}\n", a.model, model.parameter_count(),
              kind, data.train.labels.numel(), data.test.labels.numel(), ctx.device());
 
@@ -96,6 +102,8 @@ void run_train(TrainArgs a) {
   o.resume_path = a.resume;
   o.metrics_path = a.metrics_json;
   o.augment = a.augment;
+  add_metadata(a.extras, a.model, data, o);
+  if (run_reconstruction_if_asked(a.extras, ctx, model, data, o)) return;
   // One bar per epoch, created when the epoch's first report arrives.
   auto bar = std::make_shared<std::unique_ptr<ProgressBar>>();
   o.on_progress = [bar](const TrainProgress& p) {
@@ -151,6 +159,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--resume", a->resume, "Continue the run saved in this checkpoint");
   cmd->add_option("--metrics-json", a->metrics_json, "Write per-epoch metrics as JSON here");
   cmd->add_flag("--augment", a->augment, "Random crops and horizontal flips (CIFAR-10, image folders)");
+  add_train_extra_options(cmd, a->extras);
   cmd->callback([a] { run_train(*a); });
 }
 
@@ -168,6 +177,7 @@ void add_eval_command(CLI::App& app) {
     Context ctx(Device::parse(a->device));
     ctx.set_deterministic(a->deterministic);
     Sequential model = make_model(a->model);
+    (void)apply_saved_head(*weights, model);  // a fine-tuned checkpoint's head (models/finetune.hpp)
     model.build(ctx, 0);
     load_weights_reporting_unused(*weights, ctx, model, *strict);
     EvalResult r = evaluate(ctx, model, data.test, a->batch_size);
