@@ -19,6 +19,12 @@ class Conv2d final : public Layer {
   const Conv2dParams& params() const { return params_; }
   Parameter& weight() { return weight_; }
   Parameter& bias() { return bias_; }
+  // The constructor's arguments, for writing a model back out as a file (models/model_file).
+  std::int64_t in_channels() const { return in_channels_; }
+  std::int64_t out_channels() const { return out_channels_; }
+  int kernel_size() const { return kernel_size_; }
+  bool has_bias() const { return has_bias_; }
+  InitScheme init() const { return init_; }
 
  private:
   std::int64_t in_channels_, out_channels_;
@@ -42,6 +48,13 @@ class ConvTranspose2d final : public Layer {
   Tensor backward(Context& ctx, const Tensor& dy) override;
   std::vector<Parameter*> parameters() override;
   void initialize(Context& ctx, std::uint64_t seed) override;
+
+  std::int64_t in_channels() const { return in_channels_; }
+  std::int64_t out_channels() const { return out_channels_; }
+  int kernel_size() const { return kernel_size_; }
+  const Conv2dParams& params() const { return params_; }
+  int output_padding() const { return output_padding_; }
+  bool has_bias() const { return has_bias_; }
 
  private:
   std::int64_t in_channels_, out_channels_;

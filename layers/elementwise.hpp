@@ -12,6 +12,8 @@ class ActivationLayer final : public Layer {
   Shape output_shape(const Shape& input) const override { return input; }
   Tensor forward(Context& ctx, const Tensor& x, bool train) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
+  Activation kind() const { return kind_; }
+  float negative_slope() const { return alpha_; }
 
  private:
   Activation kind_;
@@ -29,6 +31,7 @@ class MaxPool2d final : public Layer {
   Shape output_shape(const Shape& input) const override { return pool2d_output_shape(input, params_); }
   Tensor forward(Context& ctx, const Tensor& x, bool train) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
+  const Pool2dParams& params() const { return params_; }
 
  private:
   Pool2dParams params_;
@@ -44,6 +47,7 @@ class AvgPool2d final : public Layer {
   Shape output_shape(const Shape& input) const override { return pool2d_output_shape(input, params_); }
   Tensor forward(Context& ctx, const Tensor& x, bool train) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
+  const Pool2dParams& params() const { return params_; }
 
  private:
   Pool2dParams params_;
@@ -64,6 +68,7 @@ class Dropout final : public Layer {
   // The mask stream's position: saved in checkpoints so a resumed run draws the same masks.
   std::uint64_t counter() const { return counter_; }
   void set_counter(std::uint64_t counter) { counter_ = counter; }
+  float p() const { return p_; }
 
  private:
   float p_;

@@ -15,6 +15,11 @@ class Linear final : public Layer {
   std::vector<Parameter*> parameters() override;
   void initialize(Context& ctx, std::uint64_t seed) override;
 
+  std::int64_t in_features() const { return in_features_; }
+  std::int64_t out_features() const { return out_features_; }
+  bool has_bias() const { return has_bias_; }
+  InitScheme init() const { return init_; }
+
  private:
   std::int64_t in_features_, out_features_;
   bool has_bias_;

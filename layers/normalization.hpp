@@ -17,6 +17,9 @@ class BatchNorm2d final : public Layer {
   Tensor backward(Context& ctx, const Tensor& dy) override;
   std::vector<Parameter*> parameters() override;
   void initialize(Context& ctx, std::uint64_t seed) override;
+  std::int64_t channels() const { return channels_; }
+  float eps() const { return eps_; }
+  float momentum() const { return momentum_; }
 
  private:
   std::int64_t channels_;
@@ -36,6 +39,8 @@ class Normalize final : public Layer {
   Shape output_shape(const Shape& input) const override;
   Tensor forward(Context& ctx, const Tensor& x, bool train) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
+  const std::array<float, 3>& mean() const { return mean_; }
+  const std::array<float, 3>& std() const { return std_; }
 
  private:
   std::array<float, 3> mean_, std_;

@@ -105,6 +105,11 @@ const Tensor& Sequential::tap(const std::string& name) const {
   return it->second;
 }
 
+void Sequential::replace(const std::string& name, LayerPtr layer) {
+  CUDL_CHECK(!built_, "Sequential::replace('{}'): replace layers before build()", name);
+  layers_[index_of(name)].second = std::move(layer);
+}
+
 void Sequential::truncate_after(const std::string& name) {
   CUDL_CHECK(!built_, "Sequential::truncate_after('{}'): truncate before build()", name);
   layers_.resize(index_of(name) + 1);

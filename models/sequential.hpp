@@ -46,6 +46,8 @@ class Sequential {
   void set_taps(std::vector<std::string> names);
   const Tensor& tap(const std::string& name) const;
 
+  // Puts `layer` in place of the layer called `name`, keeping its name (fine-tuning's new head).
+  void replace(const std::string& name, LayerPtr layer);
   // Drops every layer after `name` (style transfer needs VGG only up to its deepest loss layer).
   void truncate_after(const std::string& name);
   void set_frozen(bool frozen);

@@ -15,6 +15,7 @@
 #include "engine/io/atomic_file.hpp"
 #include "engine/io/loader.hpp"
 #include "models/checkpoint.hpp"
+#include "models/model_file.hpp"
 #include "models/zoo.hpp"
 
 namespace cudl {
@@ -441,6 +442,7 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
     info.epoch = epoch + 1;
     info.step = optimizer.steps();
     info.seed = options.seed;
+    info.extra = options.metadata;
     info.extra["metrics"] = metrics;
     if (!options.save_path.empty()) {
       save_checkpoint(options.save_path, ctx, model, &optimizer, info);
@@ -627,6 +629,7 @@ std::vector<std::string> class_names(const std::string& kind, const Dataset& dat
 }
 
 std::string default_dataset(const std::string& model_name) {
+  if (is_model_file(model_name)) return default_dataset_for_input(model_spec(model_name).input);
   if (model_name == "mlp" || model_name == "mnist_cnn") return "mnist";
   if (model_name.ends_with("_cifar")) return "cifar10";
   return "folder";

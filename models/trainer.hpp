@@ -6,6 +6,7 @@
 // clipping and a guard that stops a run whose loss or parameters stop being finite.
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -53,6 +54,7 @@ struct FitOptions {
   std::string resume_path;   // continue from this checkpoint
   std::string metrics_path;  // JSON rewritten atomically after every epoch
   bool augment = false;      // random crop + horizontal flip (CIFAR-10 and image folders)
+  std::map<std::string, std::string> metadata;  // saved with every checkpoint as extra.<key> (models/preprocess.hpp)
   std::function<void(const TrainProgress&)> on_progress;
 
   // The epoch with the best monitored accuracy (validation, or test without a validation split)

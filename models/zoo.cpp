@@ -7,6 +7,7 @@
 #include "layers/elementwise.hpp"
 #include "layers/linear.hpp"
 #include "layers/normalization.hpp"
+#include "models/model_file.hpp"
 
 namespace cudl {
 
@@ -148,15 +149,17 @@ const std::vector<ModelSpec>& model_specs() {
   return specs;
 }
 
-const ModelSpec& model_spec(const std::string& name) {
+ModelSpec model_spec(const std::string& name) {
+  if (is_model_file(name)) return read_model_file(name).spec;
   for (const auto& s : model_specs())
     if (s.name == name) return s;
   std::vector<std::string> names;
   for (const auto& s : model_specs()) names.push_back(s.name);
-  CUDL_THROW("model: unknown '{}'; known models: {}", name, fmt::join(names, ", "));
+  CUDL_THROW("model: unknown '{}'; known models: {} (or a model file NAME.json)", name, fmt::join(names, ", "));
 }
 
 Sequential make_model(const std::string& name) {
+  if (is_model_file(name)) return std::move(read_model_file(name).model);
   (void)model_spec(name);  // throws, listing the known names, for an unknown one
   if (name == "mlp") return make_mlp();
   if (name == "mnist_cnn") return make_mnist_cnn();

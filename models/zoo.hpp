@@ -17,7 +17,11 @@ struct ModelSpec {
 
 // mlp, mnist_cnn, vgg11/13/16/19, vgg11_bn..vgg19_bn, vgg11_cifar..vgg19_cifar.
 const std::vector<ModelSpec>& model_specs();
-const ModelSpec& model_spec(const std::string& name);  // throws listing the known names
+// A built-in model's spec (throws listing the known names), or, for a name ending in ".json",
+// the spec of that model file (models/model_file.hpp): its input, and as num_classes the width
+// of its [N, K] output (0 when the output is not [N, K]).
+ModelSpec model_spec(const std::string& name);
+// The built-in model, or the network a ".json" model file describes (unbuilt).
 Sequential make_model(const std::string& name);
 
 // A VGG feature stack: configuration 'A' (11), 'B' (13), 'D' (16) or 'E' (19) of Simonyan &

@@ -352,7 +352,7 @@ void print_layer_profile(const Sequential& model, const char* what, int runs) {
 // on synthetic data of the model's input shape, with the pool's peak memory.
 void bench_models(Context& ctx, const Options& opt, nlohmann::json& results) {
   for (const auto& name : split_list(opt.models)) {
-    const ModelSpec& spec = model_spec(name);
+    const ModelSpec spec = model_spec(name);
     std::vector<std::int64_t> batches;
     if (!opt.batch_sizes.empty()) batches = parse_whole_number_list("--batch-sizes", opt.batch_sizes, 1, kMaxBatch);
     if (batches.empty())
@@ -367,7 +367,9 @@ void bench_models(Context& ctx, const Options& opt, nlohmann::json& results) {
       ctx.backend().scale(ctx, x, 0.5f);
       ctx.backend().axpy(ctx, 1.0f, Tensor::full(input, 0.5f, ctx), x);  // pixels in [0, 1]
       std::vector<std::int32_t> host_labels(static_cast<std::size_t>(batch));
-      for (std::size_t i = 0; i < host_labels.size(); ++i) host_labels[i] = static_cast<std::int32_t>(i % 10);
+      // Labels cycle through the model's classes (a model file may have fewer than ten).
+      const std::size_t classes = static_cast<std::size_t>(std::max(1, spec.num_classes));
+      for (std::size_t i = 0; i < host_labels.size(); ++i) host_labels[i] = static_cast<std::int32_t>(i % classes);
       Tensor labels = Tensor::from_host(std::span<const std::int32_t>(host_labels), {batch}, ctx);
       Tensor loss = Tensor::empty({1}, ctx);
       auto train_step = [&] {

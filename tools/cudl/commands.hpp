@@ -19,6 +19,7 @@ void add_eval_command(CLI::App& app);
 void add_plot_command(CLI::App& app);
 void add_style_command(CLI::App& app);
 void add_classify_command(CLI::App& app);
+void add_predict_command(CLI::App& app);
 
 // How ops run on a CUDA device, shared by train, eval, style and bench:
 //   --deterministic true|false       cuDNN's deterministic algorithms only (default true), so runs

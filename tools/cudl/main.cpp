@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
   cudl::cli::add_eval_command(app);
   cudl::cli::add_plot_command(app);
   cudl::cli::add_classify_command(app);
+  cudl::cli::add_predict_command(app);
   cudl::cli::add_style_command(app);
   cudl::cli::add_bench_command(app);
   try {

@@ -1,6 +1,10 @@
 #include <fmt/format.h>
 
+#include <algorithm>
+
+#include "models/model_file.hpp"
 #include "models/zoo.hpp"
+#include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 
 namespace cudl::cli {
@@ -25,21 +29,46 @@ std::string thousands(std::int64_t n) {
 
 void add_summary_command(CLI::App& app) {
   auto name = std::make_shared<std::string>();
+  auto export_path = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand("summary", "Print a model's layers, output shapes and parameter counts");
-  cmd->add_option("--model", *name, "Model name (see the list in --help of train)")->required();
-  cmd->callback([name] {
-    const ModelSpec& spec = model_spec(*name);
-    Sequential model = make_model(*name);
+  cmd->add_option("--model", *name, "Model name (see the list in --help of train) or a model file NAME.json")
+      ->required();
+  cmd->add_option("--export", *export_path,
+                  "Also write the model as a JSON model file here (every layer and field spelled out)");
+  cmd->callback([name, export_path] {
+    check_writable_output("--export", *export_path);
+    ModelSpec spec;
+    Sequential model;
+    if (is_model_file(*name)) {
+      ModelFile file = read_model_file(*name);
+      spec = std::move(file.spec);
+      model = std::move(file.model);
+    } else {
+      spec = model_spec(*name);
+      model = make_model(*name);
+    }
     const Shape input{1, spec.input[0], spec.input[1], spec.input[2]};
     auto rows = model.summary(input);
-    const std::string rule(100, '_'), double_rule(100, '=');
+    // Columns as wide as their longest entry (a ConvTranspose2d's description runs long).
+    std::size_t name_w = 16, type_w = 40;
+    for (const auto& r : rows) {
+      name_w = std::max(name_w, r.name.size() + 1);
+      type_w = std::max(type_w, r.description.size() + 1);
+    }
+    const std::size_t width = name_w + type_w + 34;
+    const std::string rule(width, '_'), double_rule(width, '=');
     fmt::print("Model: \"{}\"  ({})\n{}\n", spec.name, spec.description, rule);
-    fmt::print("{:<16} {:<48} {:<20} {:>12}\n{}\n", "Layer", "Type", "Output Shape", "Param #", double_rule);
-    fmt::print("{:<16} {:<48} {:<20} {:>12}\n", "input", "", batch_shape(input), 0);
+    fmt::print("{:<{}} {:<{}} {:<20} {:>12}\n{}\n", "Layer", name_w, "Type", type_w, "Output Shape", "Param #",
+               double_rule);
+    fmt::print("{:<{}} {:<{}} {:<20} {:>12}\n", "input", name_w, "", type_w, batch_shape(input), 0);
     for (const auto& r : rows)
-      fmt::print("{:<16} {:<48} {:<20} {:>12}\n", r.name, r.description, batch_shape(r.output_shape),
+      fmt::print("{:<{}} {:<{}} {:<20} {:>12}\n", r.name, name_w, r.description, type_w, batch_shape(r.output_shape),
                  thousands(r.params));
     fmt::print("{}\nTotal params: {}\n", double_rule, thousands(model.parameter_count()));
+    if (!export_path->empty()) {
+      export_model_file(*export_path, model, spec);
+      fmt::print("wrote {}\n", *export_path);
+    }
   });
 }
 

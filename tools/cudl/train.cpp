@@ -12,11 +12,13 @@
 #include "engine/io/safetensors.hpp"
 #include "models/checkpoint.hpp"
 #include "models/curves.hpp"
+#include "models/finetune.hpp"
 #include "models/trainer.hpp"
 #include "models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 #include "tools/cudl/progress.hpp"
+#include "tools/cudl/train_extras.hpp"
 
 namespace cudl::cli {
 
@@ -40,6 +42,7 @@ struct TrainArgs {
   bool augment = false;
   ComputeOptions compute;
   bool seed_given = false;
+  TrainExtras extras;  // fine-tuning and reconstruction (tools/cudl/train_extras.hpp)
 };
 
 // Training quality-of-life options (issue 9): validation, best model, stopping rules, guards.
@@ -188,6 +191,7 @@ void run_train(TrainArgs a, const RunControlArgs& c) {
   check_writable_output("--plot", c.plot);
   PlateauSetting plateau;
   if (!c.reduce_lr.empty()) (void)parse_plateau(c.reduce_lr, plateau);  // validated while parsing
+  check_train_extras(a.extras, a.model, a.weight_decay, !a.resume.empty());
   if (!a.resume.empty()) {
     // The resume file's metadata is checked before the data is read (its tensors when fit loads them).
     check_input_file("--resume", a.resume);
@@ -198,7 +202,7 @@ void run_train(TrainArgs a, const RunControlArgs& c) {
     if (!a.seed_given) a.seed = info.seed;
   }
   const std::string kind = a.dataset.empty() ? default_dataset(a.model) : a.dataset;
-  DataSplits data = load_dataset(kind, a.data, a.model);
+  DataSplits data = load_train_data(a.extras, kind, a.data, a.model);
   // The subset, then the hold-out, both seeded by the run's seed: a resumed run (same seed)
   // trains and validates on the same images.
   if (c.subset > 0) data.train = stratified_subset(data.train, c.subset, a.seed);
@@ -206,7 +210,9 @@ void run_train(TrainArgs a, const RunControlArgs& c) {
   Context ctx(Device::parse(a.device));
   apply_compute_options(ctx, a.compute);
   Sequential model = make_model(a.model);
+  prepare_model(a.extras, model);
   model.build(ctx, a.seed);
+  finish_model(a.extras, ctx, model);
   fmt::print("training {} ({} params) on {} ({} train{} / {} test images) on {}\n", a.model, model.parameter_count(),
              kind, train.size(), validation.size() > 0 ? fmt::format(" / {} validation", validation.size()) : "",
              data.test.size(), ctx.device());
@@ -238,6 +244,9 @@ void run_train(TrainArgs a, const RunControlArgs& c) {
       write_training_curves(metrics_document(r), "the run's metrics", plot);
     };
   }
+  add_metadata(a.extras, a.model, data, o);
+  // Reconstruction (--target input) trains on the whole training split with its own loop and metrics.
+  if (run_reconstruction_if_asked(a.extras, ctx, model, data, o)) return;
   TrainResult r = fit(ctx, model, train, validation, data.test, o);
   print_epoch_table(r);
   print_summary(r, c, o.early_stopping_patience);
@@ -336,6 +345,7 @@ void run_eval(const TrainArgs& a, const EvalArgs& e) {
   Context ctx(Device::parse(a.device));
   apply_compute_options(ctx, a.compute);
   Sequential model = make_model(a.model);
+  (void)apply_saved_head(e.weights, model);  // a fine-tuned checkpoint's head (models/finetune.hpp)
   model.build(ctx, 0);
   load_weights_reporting_unused(e.weights, ctx, model, e.strict);
   const EvalReport r = evaluate_report(ctx, model, data.test, a.batch_size);
@@ -387,6 +397,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--metrics-json", a->metrics_json, "Write per-epoch metrics as JSON here");
   cmd->add_flag("--augment", a->augment, "Random crops and horizontal flips (CIFAR-10, image folders)");
   add_run_control_options(cmd, *c);
+  add_train_extra_options(cmd, a->extras);
   cmd->callback([a, c] { run_train(*a, *c); });
 }
 

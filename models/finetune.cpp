@@ -1,0 +1,122 @@
+#include "models/finetune.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <set>
+
+#include "engine/io/safetensors.hpp"
+#include "layers/linear.hpp"
+
+namespace cudl {
+
+std::string replace_classifier(Sequential& model, int num_classes) {
+  CUDL_CHECK(num_classes >= 1, "--num-classes: {} must be at least 1", num_classes);
+  const auto& layers = model.layers();
+  for (auto it = layers.rbegin(); it != layers.rend(); ++it) {
+    const auto* linear = dynamic_cast<const Linear*>(it->second.get());
+    if (!linear) continue;
+    const std::string name = it->first;
+    model.replace(name,
+                  std::make_unique<Linear>(linear->in_features(), num_classes, linear->has_bias(), linear->init()));
+    return name;
+  }
+  CUDL_THROW("--num-classes: the model has no linear layer to replace");
+}
+
+InitFromReport init_from(const std::string& path, Context& ctx, Sequential& model) {
+  CUDL_CHECK(model.built(), "init_from('{}'): build() the model first", path);
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  struct Match {
+    Tensor target;
+    std::vector<float> values;
+  };
+  std::vector<Match> matches;
+  InitFromReport report;
+  std::vector<NamedParameter> slots = model.parameters();
+  for (const NamedParameter& b : model.buffers()) slots.push_back(b);
+  std::set<std::string> model_names;
+  for (const NamedParameter& p : slots) {
+    model_names.insert(p.name);
+    const Shape& want = p.parameter->shape;
+    if (!file.contains(p.name)) {
+      report.skipped.push_back(p.name + " (not in the file)");
+      continue;
+    }
+    if (file.shape(p.name) != want) {
+      report.skipped.push_back(fmt::format("{} (file {}, model {})", p.name, file.shape(p.name), want));
+      continue;
+    }
+    std::vector<float> values = file.read_f32(p.name);
+    for (std::size_t i = 0; i < values.size(); ++i)
+      CUDL_CHECK(std::isfinite(values[i]),
+                 "--init-from '{}': tensor '{}' {} has {} at index {}: the file cannot be used (a run that diverged?)",
+                 path, p.name, want, values[i], i);
+    matches.push_back({p.parameter->value, std::move(values)});
+    report.loaded.push_back(p.name);
+  }
+  for (const std::string& name : file.names())
+    if (!model_names.count(name) && !name.starts_with("optimizer.")) report.unused.push_back(name);
+  CUDL_CHECK(!matches.empty(),
+             "--init-from '{}': no tensor matches the model by name and shape (the model has {} tensors, the file {}; "
+             "first model tensor: {})",
+             path, slots.size(), file.names().size(), slots.empty() ? std::string("none") : report.skipped.front());
+  // Every tensor was read and checked: only now is anything written.
+  for (Match& m : matches) {
+    Tensor src = Tensor::from_host(m.values, m.target.shape(), ctx);
+    ctx.backend().copy(ctx, src, m.target);
+  }
+  ctx.synchronize();
+  return report;
+}
+
+std::vector<std::string> freeze_layers(Sequential& model, const std::vector<std::string>& prefixes) {
+  std::vector<std::string> frozen;
+  for (const std::string& prefix : prefixes) {
+    bool matched = false;
+    for (const auto& [name, layer] : model.layers()) {
+      const bool match =
+          name == prefix || (name.starts_with(prefix) && (prefix.ends_with('.') || name[prefix.size()] == '.'));
+      if (!match || layer->parameters().empty()) continue;
+      matched = true;
+      if (!layer->frozen()) {
+        layer->set_frozen(true);
+        frozen.push_back(name);
+      }
+    }
+    std::string names;
+    for (const auto& [name, layer] : model.layers())
+      if (!layer->parameters().empty()) names += (names.empty() ? "" : ", ") + name;
+    CUDL_CHECK(matched, "--freeze: '{}' matches no layer with parameters (they are: {})", prefix, names);
+  }
+  return frozen;
+}
+
+bool apply_saved_head(const std::string& weights_path, Sequential& model) {
+  const auto meta = read_safetensors_metadata(weights_path);
+  const auto it = meta.find("extra.num_classes");
+  if (it == meta.end()) return false;
+  const std::string& text = it->second;
+  CUDL_CHECK(!text.empty() && text.size() <= 7 && text.find_first_not_of("0123456789") == std::string::npos,
+             "'{}': metadata extra.num_classes '{}' is not a whole number", weights_path, text);
+  const int n = std::stoi(text);
+  CUDL_CHECK(n >= 1, "'{}': metadata extra.num_classes is {}; expected at least 1", weights_path, n);
+  (void)replace_classifier(model, n);
+  return true;
+}
+
+std::vector<std::string> split_prefixes(const std::string& option, const std::string& csv) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t comma = csv.find(',', start);
+    std::string item = csv.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    CUDL_CHECK(!item.empty(), "{}: '{}' has an empty item (expected PREFIX[,PREFIX...])", option, csv);
+    out.push_back(std::move(item));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace cudl

@@ -1,0 +1,165 @@
+// `cudl predict`: top-K classes of images (a file, or every image under a folder) for any
+// classifier, built-in or a model file, prepared the way its training prepared its data.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "engine/context.hpp"
+#include "engine/error.hpp"
+#include "engine/io/atomic_file.hpp"
+#include "engine/io/image.hpp"
+#include "engine/io/safetensors.hpp"
+#include "models/finetune.hpp"
+#include "models/preprocess.hpp"
+#include "models/zoo.hpp"
+#include "tools/cudl/checks.hpp"
+#include "tools/cudl/commands.hpp"
+
+namespace cudl::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct PredictArgs {
+  std::string model, weights, image, labels, json, device = "auto";
+  int top = 1;
+  bool strict = false;
+};
+
+bool is_image_name(const fs::path& p) {
+  std::string ext = p.extension().string();
+  for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
+}
+
+// The file, or every .png/.jpg/.jpeg under the folder (recursively, sorted; hidden entries skipped).
+std::vector<std::string> image_paths(const std::string& target) {
+  std::error_code ec;
+  if (!fs::is_directory(target, ec)) {
+    CUDL_CHECK(fs::is_regular_file(target, ec), "predict: --image '{}' is neither an image file nor a folder", target);
+    return {target};
+  }
+  std::vector<std::string> paths;
+  for (auto it = fs::recursive_directory_iterator(target, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (it->path().filename().string().starts_with('.')) {
+      if (it->is_directory(ec)) it.disable_recursion_pending();
+      continue;
+    }
+    if (it->is_regular_file(ec) && is_image_name(it->path())) paths.push_back(it->path().string());
+  }
+  CUDL_CHECK(!ec, "predict: cannot list '{}': {}", target, ec.message());
+  CUDL_CHECK(!paths.empty(), "predict: no .png/.jpg/.jpeg images under '{}'", target);
+  std::sort(paths.begin(), paths.end());
+  return paths;
+}
+
+std::vector<std::string> read_labels(const std::string& path, int needed) {
+  std::ifstream f(path);
+  CUDL_CHECK(f.good(), "predict: cannot read labels file '{}'", path);
+  std::vector<std::string> labels;
+  for (std::string line; std::getline(f, line);) labels.push_back(line);
+  CUDL_CHECK(static_cast<int>(labels.size()) >= needed, "predict: '{}' has {} labels, the model has {} classes", path,
+             labels.size(), needed);
+  return labels;
+}
+
+void run_predict(const PredictArgs& a) {
+  check_writable_output("--json", a.json);
+  const ModelSpec spec = model_spec(a.model);
+  const Shape probe{1, spec.input[0], spec.input[1], spec.input[2]};
+  Sequential model = make_model(a.model);
+  // Preprocessing, class names and a fine-tuned head's size from the checkpoint's metadata.
+  const std::map<std::string, std::string> meta = read_safetensors_metadata(a.weights);
+  (void)apply_saved_head(a.weights, model);
+  const Shape out = model.output_shape(probe);
+  CUDL_CHECK(out.rank() == 2,
+             "predict: {} outputs [N,{}...] per image, not class scores [N, K]: predict needs a classifier", a.model,
+             out.rank() > 1 ? out[1] : 0);
+  const int classes = static_cast<int>(out[1]);
+
+  Preprocess pre = default_preprocess(spec.input);
+  if (auto it = meta.find(std::string("extra.") + kPreprocessKey); it != meta.end())
+    pre = preprocess_from_json(it->second, a.weights);
+  CUDL_CHECK(pre.channels == spec.input[0] && pre.crop_height == spec.input[1] && pre.crop_width == spec.input[2],
+             "predict: '{}' was trained on {}x{}x{} inputs but {} takes {}", a.weights, pre.channels, pre.crop_height,
+             pre.crop_width, a.model, spec.input);
+  std::vector<std::string> labels;
+  if (!a.labels.empty()) {
+    labels = read_labels(a.labels, classes);
+  } else if (auto it = meta.find(std::string("extra.") + kClassesKey); it != meta.end()) {
+    labels = classes_from_json(it->second, a.weights);
+    if (static_cast<int>(labels.size()) != classes) labels.clear();  // a replaced head: indices only
+  }
+  const std::vector<std::string> paths = image_paths(a.image);
+
+  Context ctx(Device::parse(a.device));
+  model.build(ctx, 0);
+  load_weights_reporting_unused(a.weights, ctx, model, a.strict);
+
+  nlohmann::json results = nlohmann::json::array();
+  const int k = std::min(a.top, classes);
+  std::vector<std::string> lines;
+  for (const std::string& path : paths) {
+    ImageReadOptions options;
+    options.shorter_side = pre.resize;  // a large JPEG decodes at a reduced scale that keeps this
+    Tensor x = preprocess_image(read_image(path, options), pre, ctx, path);
+    Tensor logits = model.forward(ctx, x, /*train=*/false);
+    Tensor probs = Tensor::empty(logits.shape(), ctx);
+    ctx.backend().softmax_forward(ctx, logits, probs);
+    const std::vector<float> p = probs.to_vector(ctx);
+    for (float v : p)
+      CUDL_CHECK(std::isfinite(v), "predict: '{}' gives non-finite class probabilities ({}) for '{}': unusable weights",
+                 a.weights, v, path);
+    std::vector<int> order(p.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int i, int j) { return p[i] > p[j]; });
+    std::string line = path + ":";
+    nlohmann::json top = nlohmann::json::array();
+    for (int r = 0; r < k; ++r) {
+      const auto i = static_cast<std::size_t>(order[static_cast<std::size_t>(r)]);
+      const std::string label = labels.empty() ? std::to_string(i) : labels[i];
+      line += fmt::format("{} {} {:.4f}", r ? "," : "", label, p[i]);
+      nlohmann::json entry = {{"index", i}, {"probability", p[i]}};
+      if (!labels.empty()) entry["label"] = labels[i];
+      top.push_back(entry);
+    }
+    // Printed as each image is done: a folder of thousands shows progress.
+    fmt::print("{}\n", line);
+    results.push_back({{"image", path}, {"top", top}});
+  }
+  if (!a.json.empty())
+    write_file_atomically(
+        a.json, nlohmann::json{{"model", a.model}, {"weights", a.weights}, {"predictions", results}}.dump(2) + "\n");
+}
+
+}  // namespace
+
+void add_predict_command(CLI::App& app) {
+  auto a = std::make_shared<PredictArgs>();
+  auto* cmd = app.add_subcommand(
+      "predict", "Top-K classes of an image or of every image under a folder, for any classifier (one line per image)");
+  cmd->add_option("--model", a->model, "A built-in model name or a model file NAME.json")->required();
+  cmd->add_option("--weights", a->weights, "Weights or a checkpoint (safetensors) of that model")
+      ->required()
+      ->check(input_file());
+  add_strict_option(cmd, a->strict);
+  cmd->add_option("--image", a->image, "An image (PNG or JPEG) or a folder of them")->required();
+  cmd->add_option("--top", a->top, "How many classes per image")
+      ->transform(whole_number(1, 1000))
+      ->capture_default_str();
+  cmd->add_option("--labels", a->labels, "Class names, one per line (default: those saved with the checkpoint)")
+      ->check(input_file());
+  cmd->add_option("--json", a->json, "Also write the predictions as JSON here");
+  cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
+  cmd->callback([a] { run_predict(*a); });
+}
+
+}  // namespace cudl::cli

@@ -1,0 +1,144 @@
+#include "tools/cudl/train_extras.hpp"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "models/finetune.hpp"
+#include "models/preprocess.hpp"
+#include "models/reconstruction.hpp"
+#include "models/zoo.hpp"
+#include "tools/cudl/checks.hpp"
+#include "tools/cudl/progress.hpp"
+
+namespace cudl::cli {
+
+namespace {
+
+std::string listed(const std::vector<std::string>& items, std::size_t shown = 6) {
+  std::string out;
+  for (std::size_t i = 0; i < items.size() && i < shown; ++i) out += (i ? ", " : "") + items[i];
+  if (items.size() > shown) out += fmt::format(" and {} more", items.size() - shown);
+  return out;
+}
+
+}  // namespace
+
+void add_train_extra_options(CLI::App* cmd, TrainExtras& e) {
+  cmd->add_option("--loss", e.loss, "cross_entropy (with --target labels) | mse | l1 (with --target input)")
+      ->check(CLI::IsMember({"cross_entropy", "mse", "l1"}))
+      ->capture_default_str();
+  cmd->add_option("--target", e.target, "labels (classification) | input (reconstruction, e.g. an autoencoder)")
+      ->check(CLI::IsMember({"labels", "input"}))
+      ->capture_default_str();
+  cmd->add_option("--samples", e.samples,
+                  "With --target input: write a PNG of test inputs above their reconstructions here after every epoch");
+  cmd->add_option("--init-from", e.init_from,
+                  "Start from the tensors of this safetensors file whose names and shapes match (lists the others)")
+      ->check(input_file());
+  cmd->add_option("--num-classes", e.num_classes, "Replace the last linear layer with a new one with N outputs")
+      ->transform(whole_number(1, 1 << 20));
+  cmd->add_option("--freeze", e.freeze,
+                  "Freeze the layers whose names start with PREFIX[,PREFIX...] (e.g. features): no weight gradients, "
+                  "the gradient still flows through");
+}
+
+void check_train_extras(const TrainExtras& e, const std::string& model, float weight_decay, bool resuming) {
+  const bool reconstruct = e.target == "input";
+  CUDL_CHECK(!reconstruct || e.loss != "cross_entropy",
+             "--target input: reconstruction needs a pixel loss: add --loss mse or --loss l1");
+  CUDL_CHECK(reconstruct || e.loss == "cross_entropy",
+             "--loss {}: a pixel loss compares the output with the input: add --target input (or use --loss "
+             "cross_entropy for labels)",
+             e.loss);
+  CUDL_CHECK(e.samples.empty() || reconstruct, "--samples: only with --target input (it shows reconstructions)");
+  check_writable_output("--samples", e.samples);
+  CUDL_CHECK(e.samples.empty() || e.samples.ends_with(".png"), "--samples '{}': must be a .png file", e.samples);
+  CUDL_CHECK(e.init_from.empty() || !resuming,
+             "--init-from and --resume: a resumed run continues from its own checkpoint; give one of them");
+  // With weight decay the optimizer would move frozen weights (decay acts without a gradient).
+  CUDL_CHECK(e.freeze.empty() || weight_decay == 0.0f,
+             "--freeze with --weight-decay {}: decay would still change the frozen weights; use --weight-decay 0",
+             weight_decay);
+  // The head and the prefixes are tried on an unbuilt copy of the model (no memory, no data yet).
+  if (e.num_classes > 0 || !e.freeze.empty()) {
+    Sequential probe = make_model(model);
+    if (e.num_classes > 0) (void)replace_classifier(probe, e.num_classes);
+    if (!e.freeze.empty()) (void)freeze_layers(probe, split_prefixes("--freeze", e.freeze));
+  }
+}
+
+DataSplits load_train_data(const TrainExtras& e, const std::string& kind, const std::string& dir,
+                           const std::string& model) {
+  if (e.target == "input" || e.num_classes > 0) return load_images_for_model(kind, dir, model);
+  return load_dataset(kind, dir, model);
+}
+
+void prepare_model(const TrainExtras& e, Sequential& model) {
+  if (e.num_classes > 0) {
+    const std::string head = replace_classifier(model, e.num_classes);
+    fmt::print("new head: {} with {} outputs\n", head, e.num_classes);
+  }
+}
+
+void finish_model(const TrainExtras& e, Context& ctx, Sequential& model) {
+  if (!e.init_from.empty()) {
+    const InitFromReport r = init_from(e.init_from, ctx, model);
+    fmt::print("--init-from: loaded {} tensor{} from '{}'\n", r.loaded.size(), r.loaded.size() == 1 ? "" : "s",
+               e.init_from);
+    if (!r.skipped.empty())
+      fmt::print("--init-from: skipped {} (kept at their initialisation): {}\n", r.skipped.size(), listed(r.skipped));
+    if (!r.unused.empty()) fmt::print("--init-from: unused in the file: {}\n", listed(r.unused));
+  }
+  if (!e.freeze.empty()) {
+    const std::vector<std::string> frozen = freeze_layers(model, split_prefixes("--freeze", e.freeze));
+    fmt::print("frozen: {}\n", listed(frozen, 12));
+  }
+}
+
+void add_metadata(const TrainExtras& e, const std::string& model, const DataSplits& data, FitOptions& o) {
+  o.metadata = training_metadata(model_spec(model).input, data.train.class_names);
+  if (e.num_classes > 0) o.metadata["num_classes"] = std::to_string(e.num_classes);
+}
+
+bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential& model, const DataSplits& data,
+                                 FitOptions o) {
+  if (e.target != "input") return false;
+  ReconstructionOptions r;
+  r.loss = parse_loss(e.loss);
+  r.samples_path = e.samples;
+  auto bar = std::make_shared<std::unique_ptr<ProgressBar>>();
+  o.on_progress = [bar](const TrainProgress& p) {
+    const std::string status = fmt::format("loss {:.5f} {:.0f} img/s", p.loss, p.images_per_second);
+    if (!*bar) *bar = std::make_unique<ProgressBar>(fmt::format("epoch {}/{}", p.epoch, p.epochs));
+    if (p.epoch_done) {
+      (*bar)->finish(status);
+      bar->reset();
+      return;
+    }
+    (*bar)->update(p.batch, p.batches, p.elapsed_seconds, status);
+  };
+  r.fit = std::move(o);
+  const std::string loss = e.loss;
+  r.on_epoch = [loss](const ReconstructionMetrics& m) {
+    const std::string test = loss == "l1" ? fmt::format("l1 {:.5f} mse {:.5f}", m.test_l1, m.test_mse)
+                                          : fmt::format("mse {:.5f}", m.test_mse);
+    fmt::print(
+        "epoch {:>3}: train {} {:.5f} | test {} psnr {:.2f} dB | mean image: {} {:.5f} psnr {:.2f} dB | {:.1f} s, "
+        "{:.0f} img/s\n",
+        m.epoch, loss, m.train_loss, test, m.test_psnr, loss, loss == "l1" ? m.mean_image_l1 : m.mean_image_mse,
+        m.mean_image_psnr, m.seconds, m.images_per_second);
+    std::fflush(stdout);
+  };
+  const auto history = fit_reconstruction(ctx, model, data.train, data.test, r);
+  if (!history.empty())
+    fmt::print("test {}: {:.5f} (the mean image: {:.5f}); psnr {:.2f} dB (the mean image: {:.2f} dB)\n", loss,
+               history.back().test_loss, loss == "l1" ? history.back().mean_image_l1 : history.back().mean_image_mse,
+               history.back().test_psnr, history.back().mean_image_psnr);
+  if (!r.fit.save_path.empty()) fmt::print("saved {}\n", r.fit.save_path);
+  if (!r.samples_path.empty()) fmt::print("samples in {}\n", r.samples_path);
+  return true;
+}
+
+}  // namespace cudl::cli

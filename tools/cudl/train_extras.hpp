@@ -1,0 +1,40 @@
+#pragma once
+// `cudl train`'s options beyond classification from scratch: fine-tuning (--init-from,
+// --num-classes, --freeze) and reconstruction (--target input, --loss mse|l1, --samples). They
+// live here, apart from train.cpp, which only registers them and calls these hooks in order.
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "engine/io/datasets.hpp"
+#include "models/sequential.hpp"
+#include "models/trainer.hpp"
+
+namespace cudl::cli {
+
+struct TrainExtras {
+  std::string loss = "cross_entropy";
+  std::string target = "labels";
+  std::string samples;
+  std::string init_from;
+  std::string freeze;
+  int num_classes = 0;  // 0: keep the model's head
+};
+
+void add_train_extra_options(CLI::App* cmd, TrainExtras& e);
+// Refuses contradictory combinations before any data is read.
+void check_train_extras(const TrainExtras& e, const std::string& model, float weight_decay, bool resuming);
+// The dataset: load_dataset's checks for plain classification; for reconstruction or a new head,
+// only the input shape is checked (fit checks every label against the model's outputs).
+DataSplits load_train_data(const TrainExtras& e, const std::string& kind, const std::string& dir,
+                           const std::string& model);
+// Before build: the new head.
+void prepare_model(const TrainExtras& e, Sequential& model);
+// After build: weights from --init-from, then --freeze. Prints what was skipped and frozen.
+void finish_model(const TrainExtras& e, Context& ctx, Sequential& model);
+// Metadata saved with the checkpoints (preprocessing, class names, the new head's size).
+void add_metadata(const TrainExtras& e, const std::string& model, const DataSplits& data, FitOptions& o);
+// True when the run was a reconstruction run, which this then did (instead of fit()).
+bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential& model, const DataSplits& data,
+                                 FitOptions o);
+
+}  // namespace cudl::cli
