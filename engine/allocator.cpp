@@ -1,15 +1,15 @@
-#include "engine/allocator.hpp"
+#include "cudl/engine/allocator.hpp"
 
 #include <cstdlib>
 #include <mutex>
 #include <string_view>
 #include <unordered_map>
 
-#include "engine/caching_allocator.hpp"
-#include "engine/error.hpp"
+#include "cudl/engine/caching_allocator.hpp"
+#include "cudl/engine/error.hpp"
 
 #if defined(CUDL_HAVE_CUDA)
-#include "engine/cuda/cuda_runtime.hpp"
+#include "cudl/engine/cuda/cuda_runtime.hpp"
 #endif
 
 namespace cudl {

@@ -8,7 +8,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "engine/device.hpp"
+#include "cudl/engine/device.hpp"
 
 namespace cudl {
 

@@ -3,14 +3,14 @@
 // on entry to do_<op>: every tensor is defined, on ctx's device, of the documented dtype and
 // shape, and every parameter is in range. Checks that need the data itself (the CPU's label scan)
 // or a backend's own limits (cuBLAS/cuDNN int sizes) stay in the backends.
-#include "engine/backend.hpp"
+#include "cudl/engine/backend.hpp"
 
 #include <cmath>
 #include <initializer_list>
 
-#include "engine/channel_dims.hpp"
-#include "engine/check.hpp"
-#include "engine/context.hpp"
+#include "cudl/engine/channel_dims.hpp"
+#include "cudl/engine/check.hpp"
+#include "cudl/engine/context.hpp"
 
 namespace cudl {
 

@@ -16,8 +16,8 @@
 #include <cstdint>
 #include <string_view>
 
-#include "engine/op_kinds.hpp"
-#include "engine/tensor.hpp"
+#include "cudl/engine/op_kinds.hpp"
+#include "cudl/engine/tensor.hpp"
 
 namespace cudl {
 

@@ -1,4 +1,4 @@
-#include "engine/caching_allocator.hpp"
+#include "cudl/engine/caching_allocator.hpp"
 
 #include <algorithm>
 #include <cstdint>
@@ -7,7 +7,7 @@
 #include <set>
 #include <unordered_map>
 
-#include "engine/error.hpp"
+#include "cudl/engine/error.hpp"
 
 namespace cudl {
 

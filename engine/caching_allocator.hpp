@@ -9,7 +9,7 @@
 // a request that finds no block of its own stream takes a retired one and adopts its segment.
 #include <memory>
 
-#include "engine/allocator.hpp"
+#include "cudl/engine/allocator.hpp"
 
 namespace cudl {
 

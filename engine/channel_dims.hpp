@@ -4,7 +4,7 @@
 // the op interface's front (engine/backend.cpp).
 #include <string_view>
 
-#include "engine/check.hpp"
+#include "cudl/engine/check.hpp"
 
 namespace cudl {
 

@@ -3,8 +3,8 @@
 // on either device with a message that names the op and the shapes.
 #include <string_view>
 
-#include "engine/error.hpp"
-#include "engine/tensor.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/tensor.hpp"
 
 namespace cudl::check {
 

@@ -1,8 +1,8 @@
 #pragma once
 #include <memory>
 
-#include "engine/allocator.hpp"
-#include "engine/device.hpp"
+#include "cudl/engine/allocator.hpp"
+#include "cudl/engine/device.hpp"
 
 namespace cudl {
 

@@ -1,8 +1,8 @@
-#include "engine/device.hpp"
+#include "cudl/engine/device.hpp"
 
 #include <charconv>
 
-#include "engine/error.hpp"
+#include "cudl/engine/error.hpp"
 
 namespace cudl {
 

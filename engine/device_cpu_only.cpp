@@ -1,5 +1,5 @@
 // Device queries of a build without the CUDA backend (CUDL_CUDA=OFF or CUDA not found).
-#include "engine/device.hpp"
+#include "cudl/engine/device.hpp"
 
 namespace cudl {
 

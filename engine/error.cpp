@@ -1,4 +1,4 @@
-#include "engine/error.hpp"
+#include "cudl/engine/error.hpp"
 
 namespace cudl::detail {
 

@@ -1,7 +1,7 @@
-#include "engine/ops.hpp"
+#include "cudl/engine/ops.hpp"
 
-#include "engine/check.hpp"
-#include "engine/context.hpp"
+#include "cudl/engine/check.hpp"
+#include "cudl/engine/context.hpp"
 
 namespace cudl {
 namespace {

@@ -1,6 +1,6 @@
 #pragma once
 // Composite ops built only from Backend calls, so they run on every backend unchanged.
-#include "engine/backend.hpp"
+#include "cudl/engine/backend.hpp"
 
 namespace cudl {
 

@@ -1,6 +1,6 @@
-#include "engine/shape.hpp"
+#include "cudl/engine/shape.hpp"
 
-#include "engine/error.hpp"
+#include "cudl/engine/error.hpp"
 
 namespace cudl {
 

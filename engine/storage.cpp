@@ -1,4 +1,4 @@
-#include "engine/storage.hpp"
+#include "cudl/engine/storage.hpp"
 
 namespace cudl {
 

@@ -2,7 +2,7 @@
 #include <cstddef>
 #include <memory>
 
-#include "engine/allocator.hpp"
+#include "cudl/engine/allocator.hpp"
 
 namespace cudl {
 

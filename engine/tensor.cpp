@@ -1,12 +1,12 @@
-#include "engine/tensor.hpp"
+#include "cudl/engine/tensor.hpp"
 
 #include <cstring>
 
-#include "engine/backend.hpp"
-#include "engine/context.hpp"
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/context.hpp"
 
 #if defined(CUDL_HAVE_CUDA)
-#include "engine/cuda/cuda_runtime.hpp"
+#include "cudl/engine/cuda/cuda_runtime.hpp"
 #endif
 
 namespace cudl {

@@ -4,10 +4,10 @@
 #include <span>
 #include <vector>
 
-#include "engine/dtype.hpp"
-#include "engine/error.hpp"
-#include "engine/shape.hpp"
-#include "engine/storage.hpp"
+#include "cudl/engine/dtype.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/shape.hpp"
+#include "cudl/engine/storage.hpp"
 
 namespace cudl {
 

@@ -1,11 +1,11 @@
-#include "engine/timer.hpp"
+#include "cudl/engine/timer.hpp"
 
 #include <chrono>
 
-#include "engine/error.hpp"
+#include "cudl/engine/error.hpp"
 
 #if defined(CUDL_HAVE_CUDA)
-#include "engine/cuda/cuda_runtime.hpp"
+#include "cudl/engine/cuda/cuda_runtime.hpp"
 #endif
 
 namespace cudl {

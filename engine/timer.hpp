@@ -3,7 +3,7 @@
 // a steady clock on the CPU.
 #include <memory>
 
-#include "engine/context.hpp"
+#include "cudl/engine/context.hpp"
 
 namespace cudl {
 

@@ -1,9 +1,9 @@
-#include "layers/conv2d.hpp"
+#include "cudl/layers/conv2d.hpp"
 
 #include <fmt/format.h>
 
-#include "engine/ops.hpp"
-#include "layers/init.hpp"
+#include "cudl/engine/ops.hpp"
+#include "cudl/layers/init.hpp"
 
 namespace cudl {
 

@@ -1,4 +1,4 @@
-#include "layers/elementwise.hpp"
+#include "cudl/layers/elementwise.hpp"
 
 #include <fmt/format.h>
 

@@ -1,6 +1,6 @@
 #pragma once
 // Layers without parameters: activations, pooling, dropout, flatten.
-#include "layers/layer.hpp"
+#include "cudl/layers/layer.hpp"
 
 namespace cudl {
 

@@ -3,9 +3,9 @@
 #include <cmath>
 #include <cstdint>
 
-#include "engine/context.hpp"
-#include "engine/tensor.hpp"
-#include "layers/layer.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/tensor.hpp"
+#include "cudl/layers/layer.hpp"
 
 namespace cudl::init {
 

@@ -1,8 +1,8 @@
-#include "layers/lbfgs.hpp"
+#include "cudl/layers/lbfgs.hpp"
 
-#include "engine/backend.hpp"
-#include "engine/check.hpp"
-#include "engine/context.hpp"
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/check.hpp"
+#include "cudl/engine/context.hpp"
 
 namespace cudl {
 

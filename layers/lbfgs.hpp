@@ -9,7 +9,7 @@
 // it therefore takes a history slot that the references would leave to an older pair.
 #include <cstdint>
 
-#include "engine/tensor.hpp"
+#include "cudl/engine/tensor.hpp"
 
 namespace cudl {
 

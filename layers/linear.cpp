@@ -1,8 +1,8 @@
-#include "layers/linear.hpp"
+#include "cudl/layers/linear.hpp"
 
 #include <fmt/format.h>
 
-#include "layers/init.hpp"
+#include "cudl/layers/init.hpp"
 
 namespace cudl {
 

@@ -1,5 +1,5 @@
 #pragma once
-#include "layers/layer.hpp"
+#include "cudl/layers/layer.hpp"
 
 namespace cudl {
 

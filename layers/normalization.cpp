@@ -1,4 +1,4 @@
-#include "layers/normalization.hpp"
+#include "cudl/layers/normalization.hpp"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>

@@ -1,7 +1,7 @@
 #pragma once
 #include <array>
 
-#include "layers/layer.hpp"
+#include "cudl/layers/layer.hpp"
 
 namespace cudl {
 

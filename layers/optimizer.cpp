@@ -1,4 +1,4 @@
-#include "layers/optimizer.hpp"
+#include "cudl/layers/optimizer.hpp"
 
 #include <algorithm>
 #include <cmath>

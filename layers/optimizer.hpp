@@ -7,8 +7,8 @@
 #include <utility>
 #include <vector>
 
-#include "engine/backend.hpp"
-#include "models/sequential.hpp"
+#include "cudl/engine/backend.hpp"
+#include "cudl/models/sequential.hpp"
 
 namespace cudl {
 

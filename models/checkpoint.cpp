@@ -1,4 +1,4 @@
-#include "models/checkpoint.hpp"
+#include "cudl/models/checkpoint.hpp"
 
 #include <charconv>
 #include <cmath>
@@ -8,8 +8,8 @@
 #include <utility>
 #include <vector>
 
-#include "engine/io/safetensors.hpp"
-#include "layers/elementwise.hpp"
+#include "cudl/engine/io/safetensors.hpp"
+#include "cudl/layers/elementwise.hpp"
 
 namespace cudl {
 

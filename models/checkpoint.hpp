@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "layers/optimizer.hpp"
-#include "models/sequential.hpp"
+#include "cudl/layers/optimizer.hpp"
+#include "cudl/models/sequential.hpp"
 
 namespace cudl {
 

@@ -1,4 +1,4 @@
-#include "models/curves.hpp"
+#include "cudl/models/curves.hpp"
 
 #include <fmt/format.h>
 
@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/error.hpp"
+#include "cudl/engine/error.hpp"
 
 namespace cudl {
 

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "engine/io/image.hpp"
+#include "cudl/engine/io/image.hpp"
 
 namespace cudl {
 

@@ -1,12 +1,12 @@
-#include "models/finetune.hpp"
+#include "cudl/models/finetune.hpp"
 
 #include <fmt/format.h>
 
 #include <cmath>
 #include <set>
 
-#include "engine/io/safetensors.hpp"
-#include "layers/linear.hpp"
+#include "cudl/engine/io/safetensors.hpp"
+#include "cudl/layers/linear.hpp"
 
 namespace cudl {
 

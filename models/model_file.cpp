@@ -1,4 +1,4 @@
-#include "models/model_file.hpp"
+#include "cudl/models/model_file.hpp"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -11,11 +11,11 @@
 #include <set>
 #include <sstream>
 
-#include "engine/io/atomic_file.hpp"
-#include "layers/conv2d.hpp"
-#include "layers/elementwise.hpp"
-#include "layers/linear.hpp"
-#include "layers/normalization.hpp"
+#include "cudl/engine/io/atomic_file.hpp"
+#include "cudl/layers/conv2d.hpp"
+#include "cudl/layers/elementwise.hpp"
+#include "cudl/layers/linear.hpp"
+#include "cudl/layers/normalization.hpp"
 
 namespace cudl {
 

@@ -37,8 +37,8 @@
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 
-#include "models/sequential.hpp"
-#include "models/zoo.hpp"
+#include "cudl/models/sequential.hpp"
+#include "cudl/models/zoo.hpp"
 
 namespace cudl {
 

@@ -1,11 +1,11 @@
-#include "models/preprocess.hpp"
+#include "cudl/models/preprocess.hpp"
 
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
 
-#include "engine/context.hpp"
-#include "engine/error.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/error.hpp"
 
 namespace cudl {
 

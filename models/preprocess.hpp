@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/io/image.hpp"
-#include "engine/shape.hpp"
-#include "engine/tensor.hpp"
+#include "cudl/engine/io/image.hpp"
+#include "cudl/engine/shape.hpp"
+#include "cudl/engine/tensor.hpp"
 
 namespace cudl {
 

@@ -1,15 +1,15 @@
-#include "models/reconstruction.hpp"
+#include "cudl/models/reconstruction.hpp"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "engine/io/atomic_file.hpp"
-#include "engine/io/image.hpp"
-#include "engine/io/loader.hpp"
-#include "models/checkpoint.hpp"
-#include "models/zoo.hpp"
+#include "cudl/engine/io/atomic_file.hpp"
+#include "cudl/engine/io/image.hpp"
+#include "cudl/engine/io/loader.hpp"
+#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/zoo.hpp"
 
 namespace cudl {
 

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/io/datasets.hpp"
-#include "models/sequential.hpp"
-#include "models/trainer.hpp"
+#include "cudl/engine/io/datasets.hpp"
+#include "cudl/models/sequential.hpp"
+#include "cudl/models/trainer.hpp"
 
 namespace cudl {
 

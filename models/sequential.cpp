@@ -1,10 +1,10 @@
-#include "models/sequential.hpp"
+#include "cudl/models/sequential.hpp"
 
 #include <algorithm>
 
-#include "engine/check.hpp"
-#include "engine/timer.hpp"
-#include "layers/init.hpp"
+#include "cudl/engine/check.hpp"
+#include "cudl/engine/timer.hpp"
+#include "cudl/layers/init.hpp"
 
 namespace cudl {
 

@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "layers/layer.hpp"
+#include "cudl/layers/layer.hpp"
 
 namespace cudl {
 

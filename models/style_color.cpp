@@ -5,8 +5,8 @@
 #include <array>
 #include <cmath>
 
-#include "engine/check.hpp"
-#include "models/style_transfer.hpp"
+#include "cudl/engine/check.hpp"
+#include "cudl/models/style_transfer.hpp"
 
 namespace cudl {
 

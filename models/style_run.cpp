@@ -8,12 +8,12 @@
 #include <cmath>
 #include <random>
 
-#include "engine/backend.hpp"
-#include "engine/check.hpp"
-#include "engine/context.hpp"
-#include "layers/lbfgs.hpp"
-#include "models/style_transfer.hpp"
-#include "models/zoo.hpp"
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/check.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/layers/lbfgs.hpp"
+#include "cudl/models/style_transfer.hpp"
+#include "cudl/models/zoo.hpp"
 
 namespace cudl {
 

@@ -1,4 +1,4 @@
-#include "models/style_transfer.hpp"
+#include "cudl/models/style_transfer.hpp"
 
 #include <fmt/format.h>
 
@@ -9,13 +9,13 @@
 #include <limits>
 #include <sstream>
 
-#include "engine/backend.hpp"
-#include "engine/check.hpp"
-#include "engine/context.hpp"
-#include "engine/device.hpp"
-#include "layers/normalization.hpp"
-#include "models/checkpoint.hpp"
-#include "models/zoo.hpp"
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/check.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/device.hpp"
+#include "cudl/layers/normalization.hpp"
+#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/zoo.hpp"
 
 namespace cudl {
 

@@ -26,8 +26,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/io/image.hpp"
-#include "models/sequential.hpp"
+#include "cudl/engine/io/image.hpp"
+#include "cudl/models/sequential.hpp"
 
 namespace cudl {
 

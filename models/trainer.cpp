@@ -1,4 +1,4 @@
-#include "models/trainer.hpp"
+#include "cudl/models/trainer.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -12,11 +12,11 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/io/atomic_file.hpp"
-#include "engine/io/loader.hpp"
-#include "models/checkpoint.hpp"
-#include "models/model_file.hpp"
-#include "models/zoo.hpp"
+#include "cudl/engine/io/atomic_file.hpp"
+#include "cudl/engine/io/loader.hpp"
+#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/model_file.hpp"
+#include "cudl/models/zoo.hpp"
 
 namespace cudl {
 

@@ -13,9 +13,9 @@
 #include <utility>
 #include <vector>
 
-#include "engine/io/datasets.hpp"
-#include "layers/optimizer.hpp"
-#include "models/sequential.hpp"
+#include "cudl/engine/io/datasets.hpp"
+#include "cudl/layers/optimizer.hpp"
+#include "cudl/models/sequential.hpp"
 
 namespace cudl {
 

@@ -1,13 +1,13 @@
-#include "models/zoo.hpp"
+#include "cudl/models/zoo.hpp"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "layers/conv2d.hpp"
-#include "layers/elementwise.hpp"
-#include "layers/linear.hpp"
-#include "layers/normalization.hpp"
-#include "models/model_file.hpp"
+#include "cudl/layers/conv2d.hpp"
+#include "cudl/layers/elementwise.hpp"
+#include "cudl/layers/linear.hpp"
+#include "cudl/layers/normalization.hpp"
+#include "cudl/models/model_file.hpp"
 
 namespace cudl {
 

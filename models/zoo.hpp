@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "models/sequential.hpp"
+#include "cudl/models/sequential.hpp"
 
 namespace cudl {
 

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/backend.hpp"
-#include "engine/context.hpp"
-#include "engine/tensor.hpp"
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/tensor.hpp"
 
 namespace cudl {
 // Readable parameter values in ctest's test names and in failure messages.

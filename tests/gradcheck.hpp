@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/context.hpp"
-#include "engine/tensor.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/tensor.hpp"
 
 namespace cudl::testing {
 

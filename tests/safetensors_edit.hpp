@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/io/safetensors.hpp"
+#include "cudl/engine/io/safetensors.hpp"
 
 namespace cudl::testing {
 

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/context.hpp"
-#include "engine/io/datasets.hpp"
-#include "engine/philox.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/io/datasets.hpp"
+#include "cudl/engine/philox.hpp"
 
 namespace cudl::testing {
 

@@ -11,7 +11,7 @@
 #include <set>
 #include <string>
 
-#include "engine/io/atomic_file.hpp"
+#include "cudl/engine/io/atomic_file.hpp"
 #include "tests/test_util.hpp"
 
 using cudl::testing::TempDir;

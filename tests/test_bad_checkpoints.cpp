@@ -13,15 +13,15 @@
 #include <string>
 #include <vector>
 
-#include "engine/context.hpp"
-#include "engine/error.hpp"
-#include "engine/io/safetensors.hpp"
-#include "layers/linear.hpp"
-#include "layers/optimizer.hpp"
-#include "models/checkpoint.hpp"
-#include "models/sequential.hpp"
-#include "models/style_transfer.hpp"
-#include "models/trainer.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/io/safetensors.hpp"
+#include "cudl/layers/linear.hpp"
+#include "cudl/layers/optimizer.hpp"
+#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/sequential.hpp"
+#include "cudl/models/style_transfer.hpp"
+#include "cudl/models/trainer.hpp"
 #include "tests/safetensors_edit.hpp"
 #include "tests/test_util.hpp"
 

@@ -7,8 +7,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "engine/caching_allocator.hpp"
-#include "engine/error.hpp"
+#include "cudl/engine/caching_allocator.hpp"
+#include "cudl/engine/error.hpp"
 
 using namespace cudl;
 

@@ -8,15 +8,15 @@
 #include <string>
 #include <vector>
 
-#include "engine/context.hpp"
-#include "engine/error.hpp"
-#include "engine/io/safetensors.hpp"
-#include "layers/conv2d.hpp"
-#include "layers/elementwise.hpp"
-#include "layers/linear.hpp"
-#include "layers/optimizer.hpp"
-#include "models/checkpoint.hpp"
-#include "models/sequential.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/io/safetensors.hpp"
+#include "cudl/layers/conv2d.hpp"
+#include "cudl/layers/elementwise.hpp"
+#include "cudl/layers/linear.hpp"
+#include "cudl/layers/optimizer.hpp"
+#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/sequential.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/test_util.hpp"
 

@@ -22,11 +22,11 @@
 #include <string>
 #include <vector>
 
-#include "engine/context.hpp"
-#include "engine/io/image.hpp"
-#include "engine/io/safetensors.hpp"
-#include "models/checkpoint.hpp"
-#include "models/zoo.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/io/image.hpp"
+#include "cudl/engine/io/safetensors.hpp"
+#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/zoo.hpp"
 #include "tests/safetensors_edit.hpp"
 #include "tests/test_util.hpp"
 

@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "engine/io/image.hpp"
-#include "models/checkpoint.hpp"
+#include "cudl/engine/io/image.hpp"
+#include "cudl/models/checkpoint.hpp"
 #include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"
 

@@ -1,9 +1,9 @@
 #include <gtest/gtest.h>
 
-#include "engine/backend.hpp"
-#include "engine/context.hpp"
-#include "engine/error.hpp"
-#include "engine/tensor.hpp"
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/tensor.hpp"
 
 using namespace cudl;
 

@@ -7,15 +7,15 @@
 #include <string>
 #include <vector>
 
-#include "engine/allocator.hpp"
-#include "engine/context.hpp"
-#include "engine/device.hpp"
-#include "engine/op_kinds.hpp"
-#include "engine/tensor.hpp"
+#include "cudl/engine/allocator.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/device.hpp"
+#include "cudl/engine/op_kinds.hpp"
+#include "cudl/engine/tensor.hpp"
 #include "tests/test_util.hpp"
 
 #if defined(CUDL_HAVE_CUDA)
-#include "engine/cuda/cuda_runtime.hpp"
+#include "cudl/engine/cuda/cuda_runtime.hpp"
 #endif
 
 using namespace cudl;

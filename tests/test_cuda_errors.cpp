@@ -4,13 +4,13 @@
 
 #include <string>
 
-#include "engine/context.hpp"
-#include "engine/error.hpp"
-#include "engine/shape.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/shape.hpp"
 
 #if defined(CUDL_HAVE_CUDA)
-#include "engine/cuda/cuda_runtime.hpp"
-#include "kernels/cuda/launch.hpp"
+#include "cudl/engine/cuda/cuda_runtime.hpp"
+#include "cudl/kernels/cuda/launch.hpp"
 #endif
 
 using namespace cudl;

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/context.hpp"
-#include "engine/io/datasets.hpp"
-#include "engine/io/image.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/io/datasets.hpp"
+#include "cudl/engine/io/image.hpp"
 #include "test_util.hpp"
 
 using namespace cudl;

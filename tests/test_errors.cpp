@@ -5,12 +5,12 @@
 #include <string>
 #include <vector>
 
-#include "engine/backend.hpp"
-#include "engine/check.hpp"
-#include "engine/context.hpp"
-#include "engine/device.hpp"
-#include "engine/error.hpp"
-#include "engine/tensor.hpp"
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/check.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/device.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/tensor.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

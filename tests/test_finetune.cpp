@@ -8,11 +8,11 @@
 #include <fstream>
 #include <random>
 
-#include "engine/io/image.hpp"
-#include "models/checkpoint.hpp"
-#include "models/finetune.hpp"
-#include "models/model_file.hpp"
-#include "models/trainer.hpp"
+#include "cudl/engine/io/image.hpp"
+#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/finetune.hpp"
+#include "cudl/models/model_file.hpp"
+#include "cudl/models/trainer.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/context.hpp"
-#include "engine/io/image.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/io/image.hpp"
 #include "test_util.hpp"
 
 using namespace cudl;

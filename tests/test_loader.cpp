@@ -9,9 +9,9 @@
 #include <set>
 #include <vector>
 
-#include "engine/context.hpp"
-#include "engine/device.hpp"
-#include "engine/io/loader.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/device.hpp"
+#include "cudl/engine/io/loader.hpp"
 #include "test_util.hpp"
 
 using namespace cudl;

@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "models/model_file.hpp"
-#include "models/zoo.hpp"
+#include "cudl/models/model_file.hpp"
+#include "cudl/models/zoo.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

@@ -4,12 +4,12 @@
 
 #include <cmath>
 
-#include "layers/conv2d.hpp"
-#include "layers/elementwise.hpp"
-#include "layers/linear.hpp"
-#include "layers/normalization.hpp"
-#include "layers/optimizer.hpp"
-#include "models/zoo.hpp"
+#include "cudl/layers/conv2d.hpp"
+#include "cudl/layers/elementwise.hpp"
+#include "cudl/layers/linear.hpp"
+#include "cudl/layers/normalization.hpp"
+#include "cudl/layers/optimizer.hpp"
+#include "cudl/models/zoo.hpp"
 #include "tests/gradcheck.hpp"
 
 using namespace cudl;

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/backend.hpp"
-#include "engine/context.hpp"
-#include "engine/ops.hpp"
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/ops.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
 #include "tests/test_util.hpp"

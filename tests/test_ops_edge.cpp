@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/backend.hpp"
-#include "engine/context.hpp"
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/context.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/test_util.hpp"
 

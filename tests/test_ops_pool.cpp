@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/backend.hpp"
-#include "engine/context.hpp"
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/context.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
 #include "tests/test_util.hpp"

@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/philox.hpp"
+#include "cudl/engine/philox.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
 

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "engine/philox.hpp"
+#include "cudl/engine/philox.hpp"
 
 using cudl::philox::Uint4;
 namespace philox = cudl::philox;

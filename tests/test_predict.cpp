@@ -8,12 +8,12 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "engine/io/datasets.hpp"
-#include "engine/io/image.hpp"
-#include "engine/io/safetensors.hpp"
-#include "models/checkpoint.hpp"
-#include "models/preprocess.hpp"
-#include "models/zoo.hpp"
+#include "cudl/engine/io/datasets.hpp"
+#include "cudl/engine/io/image.hpp"
+#include "cudl/engine/io/safetensors.hpp"
+#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/preprocess.hpp"
+#include "cudl/models/zoo.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

@@ -2,10 +2,10 @@
 // README cannot drift from the API.
 #include <gtest/gtest.h>
 
-#include "layers/conv2d.hpp"
-#include "layers/elementwise.hpp"
-#include "layers/linear.hpp"
-#include "models/trainer.hpp"
+#include "cudl/layers/conv2d.hpp"
+#include "cudl/layers/elementwise.hpp"
+#include "cudl/layers/linear.hpp"
+#include "cudl/models/trainer.hpp"
 
 TEST(Readme, DefineYourOwnNet) {
   cudl::Context ctx(cudl::Device::parse("cpu"));

@@ -9,10 +9,10 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "engine/io/image.hpp"
-#include "engine/io/safetensors.hpp"
-#include "models/model_file.hpp"
-#include "models/reconstruction.hpp"
+#include "cudl/engine/io/image.hpp"
+#include "cudl/engine/io/safetensors.hpp"
+#include "cudl/models/model_file.hpp"
+#include "cudl/models/reconstruction.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

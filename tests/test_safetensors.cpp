@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.hpp"
-#include "engine/io/safetensors.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/io/safetensors.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

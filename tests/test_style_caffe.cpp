@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/context.hpp"
-#include "engine/io/image.hpp"
-#include "models/style_transfer.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/io/image.hpp"
+#include "cudl/models/style_transfer.hpp"
 #include "tests/test_util.hpp"
 
 namespace {

@@ -15,13 +15,13 @@
 #include <numeric>
 #include <vector>
 
-#include "engine/backend.hpp"
-#include "engine/context.hpp"
-#include "engine/io/image.hpp"
-#include "layers/conv2d.hpp"
-#include "layers/elementwise.hpp"
-#include "models/style_transfer.hpp"
-#include "models/zoo.hpp"
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/io/image.hpp"
+#include "cudl/layers/conv2d.hpp"
+#include "cudl/layers/elementwise.hpp"
+#include "cudl/models/style_transfer.hpp"
+#include "cudl/models/zoo.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
 #include "tests/test_util.hpp"

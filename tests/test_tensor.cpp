@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/context.hpp"
-#include "engine/error.hpp"
-#include "engine/tensor.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/tensor.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "models/curves.hpp"
+#include "cudl/models/curves.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "engine/device.hpp"
-#include "layers/elementwise.hpp"
-#include "layers/linear.hpp"
-#include "models/checkpoint.hpp"
-#include "models/trainer.hpp"
+#include "cudl/engine/device.hpp"
+#include "cudl/layers/elementwise.hpp"
+#include "cudl/layers/linear.hpp"
+#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/trainer.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/test_util.hpp"
 

@@ -10,11 +10,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "engine/io/safetensors.hpp"
-#include "engine/philox.hpp"
-#include "models/checkpoint.hpp"
-#include "models/trainer.hpp"
-#include "models/zoo.hpp"
+#include "cudl/engine/io/safetensors.hpp"
+#include "cudl/engine/philox.hpp"
+#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/trainer.hpp"
+#include "cudl/models/zoo.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

@@ -16,9 +16,9 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/context.hpp"
-#include "engine/error.hpp"
-#include "engine/tensor.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/tensor.hpp"
 
 namespace cudl::testing {
 

@@ -4,11 +4,11 @@
 #include <cstring>
 #include <string_view>
 
-#include "engine/caching_allocator.hpp"
-#include "engine/context.hpp"
-#include "engine/cuda/cuda_runtime.hpp"
-#include "engine/device.hpp"
-#include "engine/op_kinds.hpp"
+#include "cudl/engine/caching_allocator.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/cuda/cuda_runtime.hpp"
+#include "cudl/engine/device.hpp"
+#include "cudl/engine/op_kinds.hpp"
 
 namespace cudl {
 

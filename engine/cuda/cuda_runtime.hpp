@@ -12,9 +12,9 @@
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
 
-#include "engine/allocator.hpp"
-#include "engine/context.hpp"
-#include "engine/error.hpp"
+#include "cudl/engine/allocator.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/error.hpp"
 
 namespace cudl {
 

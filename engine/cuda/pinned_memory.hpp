@@ -13,11 +13,11 @@
 #include <new>
 #include <utility>
 
-#include "engine/context.hpp"
-#include "engine/error.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/error.hpp"
 
 #if defined(CUDL_HAVE_CUDA)
-#include "engine/cuda/cuda_runtime.hpp"
+#include "cudl/engine/cuda/cuda_runtime.hpp"
 #endif
 
 namespace cudl {

@@ -1,4 +1,4 @@
-#include "engine/io/atomic_file.hpp"
+#include "cudl/engine/io/atomic_file.hpp"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -9,7 +9,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "engine/error.hpp"
+#include "cudl/engine/error.hpp"
 
 namespace cudl {
 

@@ -1,4 +1,4 @@
-#include "engine/io/datasets.hpp"
+#include "cudl/engine/io/datasets.hpp"
 
 #include <fmt/ranges.h>
 
@@ -10,10 +10,10 @@
 #include <span>
 #include <system_error>
 
-#include "engine/context.hpp"
-#include "engine/error.hpp"
-#include "engine/io/files.hpp"
-#include "engine/io/image.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/io/files.hpp"
+#include "cudl/engine/io/image.hpp"
 
 namespace cudl {
 

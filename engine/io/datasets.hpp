@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/tensor.hpp"
+#include "cudl/engine/tensor.hpp"
 
 namespace cudl {
 

@@ -1,4 +1,4 @@
-#include "engine/io/files.hpp"
+#include "cudl/engine/io/files.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -12,7 +12,7 @@
 #include <filesystem>
 #include <utility>
 
-#include "engine/error.hpp"
+#include "cudl/engine/error.hpp"
 
 namespace cudl::io {
 

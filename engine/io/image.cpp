@@ -4,7 +4,7 @@
 // it back to a setjmp in a small decode/encode function whose frame holds no C++ objects, so no
 // destructor is ever skipped; the libraries' state lives in a struct owned by the caller, which
 // frees it on every path and turns the recorded message into a cudl::Error.
-#include "engine/io/image.hpp"
+#include "cudl/engine/io/image.hpp"
 
 #include <png.h>
 
@@ -22,10 +22,10 @@
 #include <jerror.h>
 #include <jpeglib.h>
 
-#include "engine/context.hpp"
-#include "engine/error.hpp"
-#include "engine/io/atomic_file.hpp"
-#include "engine/io/files.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/io/atomic_file.hpp"
+#include "cudl/engine/io/files.hpp"
 
 namespace cudl {
 

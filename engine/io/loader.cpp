@@ -1,4 +1,4 @@
-#include "engine/io/loader.hpp"
+#include "cudl/engine/io/loader.hpp"
 
 #include <algorithm>
 #include <condition_variable>
@@ -8,10 +8,10 @@
 #include <numeric>
 #include <thread>
 
-#include "engine/context.hpp"
-#include "engine/cuda/pinned_memory.hpp"
-#include "engine/error.hpp"
-#include "engine/philox.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/cuda/pinned_memory.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/philox.hpp"
 
 namespace cudl {
 

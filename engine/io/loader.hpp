@@ -14,9 +14,9 @@
 #include <memory>
 #include <vector>
 
-#include "engine/device.hpp"
-#include "engine/io/datasets.hpp"
-#include "engine/tensor.hpp"
+#include "cudl/engine/device.hpp"
+#include "cudl/engine/io/datasets.hpp"
+#include "cudl/engine/tensor.hpp"
 
 namespace cudl {
 

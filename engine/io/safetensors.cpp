@@ -1,6 +1,6 @@
-#include "engine/io/safetensors.hpp"
+#include "cudl/engine/io/safetensors.hpp"
 
-#include "engine/io/atomic_file.hpp"
+#include "cudl/engine/io/atomic_file.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -18,8 +18,8 @@
 #include <system_error>
 #include <utility>
 
-#include "engine/error.hpp"
-#include "engine/io/files.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/io/files.hpp"
 
 namespace cudl {
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/shape.hpp"
+#include "cudl/engine/shape.hpp"
 
 namespace cudl {
 

@@ -1,8 +1,8 @@
 // Pointwise activations: y = f(x), dx = f'(x) * dy.
 #include <cmath>
 
-#include "kernels/cpu/cpu_args.hpp"
-#include "kernels/cpu/cpu_backend.hpp"
+#include "cudl/kernels/cpu/cpu_args.hpp"
+#include "cudl/kernels/cpu/cpu_backend.hpp"
 
 namespace cudl {
 

@@ -1,6 +1,6 @@
 #include <cblas.h>
 
-#include "kernels/cpu/cpu_args.hpp"
+#include "cudl/kernels/cpu/cpu_args.hpp"
 
 namespace cudl::cpu {
 

@@ -8,11 +8,11 @@
 #include <algorithm>
 #include <optional>
 
-#include "engine/check.hpp"
-#include "engine/context.hpp"
-#include "kernels/cpu/cpu_args.hpp"
-#include "kernels/cpu/cpu_backend.hpp"
-#include "kernels/cpu/onednn_conv.hpp"
+#include "cudl/engine/check.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/kernels/cpu/cpu_args.hpp"
+#include "cudl/kernels/cpu/cpu_backend.hpp"
+#include "cudl/kernels/cpu/onednn_conv.hpp"
 
 namespace cudl {
 namespace {

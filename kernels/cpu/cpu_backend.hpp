@@ -2,7 +2,7 @@
 // The CPU backend: every op, OpenMP-parallel loops and OpenBLAS GEMMs. Always built; the
 // reference the CUDA backend is tested against. Definitions are split by op family across
 // kernels/cpu/*.cpp.
-#include "engine/backend.hpp"
+#include "cudl/engine/backend.hpp"
 
 namespace cudl {
 

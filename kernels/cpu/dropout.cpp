@@ -1,7 +1,7 @@
 // Inverted dropout and the elementwise product its backward (and anyone else) uses.
-#include "engine/philox.hpp"
-#include "kernels/cpu/cpu_args.hpp"
-#include "kernels/cpu/cpu_backend.hpp"
+#include "cudl/engine/philox.hpp"
+#include "cudl/kernels/cpu/cpu_args.hpp"
+#include "cudl/kernels/cpu/cpu_backend.hpp"
 
 namespace cudl {
 

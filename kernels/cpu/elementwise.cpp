@@ -1,9 +1,9 @@
 // Elementwise basics (fill, copy, axpy, scale, clamp) and seeded random fills.
 #include <cstring>
 
-#include "engine/philox.hpp"
-#include "kernels/cpu/cpu_args.hpp"
-#include "kernels/cpu/cpu_backend.hpp"
+#include "cudl/engine/philox.hpp"
+#include "cudl/kernels/cpu/cpu_args.hpp"
+#include "cudl/kernels/cpu/cpu_backend.hpp"
 
 namespace cudl {
 

@@ -12,9 +12,9 @@
 #include <omp.h>
 #endif
 
-#include "engine/check.hpp"
-#include "engine/context.hpp"
-#include "kernels/cpu/cpu_backend.hpp"
+#include "cudl/engine/check.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/kernels/cpu/cpu_backend.hpp"
 
 namespace cudl {
 namespace {

@@ -1,8 +1,8 @@
 // Regression losses (mean squared error, mean absolute error) and total variation.
 #include <cmath>
 
-#include "kernels/cpu/cpu_args.hpp"
-#include "kernels/cpu/cpu_backend.hpp"
+#include "cudl/kernels/cpu/cpu_args.hpp"
+#include "cudl/kernels/cpu/cpu_backend.hpp"
 
 namespace cudl {
 

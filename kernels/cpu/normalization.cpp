@@ -6,9 +6,9 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/channel_dims.hpp"
-#include "kernels/cpu/cpu_args.hpp"
-#include "kernels/cpu/cpu_backend.hpp"
+#include "cudl/engine/channel_dims.hpp"
+#include "cudl/kernels/cpu/cpu_args.hpp"
+#include "cudl/kernels/cpu/cpu_backend.hpp"
 
 namespace cudl {
 

@@ -3,7 +3,7 @@
 // reorders between the two are created with it. A primitive, its reorders and its scratchpad size
 // are cached per (direction, shapes, parameters): creating them costs far more than a small
 // convolution. Buffers in the blocked layouts and the scratchpad come from the context's pool.
-#include "kernels/cpu/onednn_conv.hpp"
+#include "cudl/kernels/cpu/onednn_conv.hpp"
 
 #if CUDL_HAVE_ONEDNN
 #include <fmt/format.h>
@@ -18,8 +18,8 @@
 #include <optional>
 #include <string_view>
 
-#include "engine/context.hpp"
-#include "engine/error.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/error.hpp"
 #endif
 
 #if CUDL_HAVE_ONEDNN

@@ -4,7 +4,7 @@
 // "im2col". Primitives are created once per shape and cached, like the cuDNN path's algorithms.
 #include <string>
 
-#include "engine/backend.hpp"
+#include "cudl/engine/backend.hpp"
 
 namespace cudl::cpu {
 

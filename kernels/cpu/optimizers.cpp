@@ -1,8 +1,8 @@
 // Fused optimizer steps: one pass over param, grad and state per tensor.
 #include <cmath>
 
-#include "kernels/cpu/cpu_args.hpp"
-#include "kernels/cpu/cpu_backend.hpp"
+#include "cudl/kernels/cpu/cpu_args.hpp"
+#include "cudl/kernels/cpu/cpu_backend.hpp"
 
 namespace cudl {
 

@@ -3,10 +3,10 @@
 #include <cmath>
 #include <limits>
 
-#include "engine/check.hpp"
-#include "engine/context.hpp"
-#include "kernels/cpu/cpu_args.hpp"
-#include "kernels/cpu/cpu_backend.hpp"
+#include "cudl/engine/check.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/kernels/cpu/cpu_args.hpp"
+#include "cudl/kernels/cpu/cpu_backend.hpp"
 
 namespace cudl {
 namespace {

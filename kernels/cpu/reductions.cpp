@@ -2,8 +2,8 @@
 #include <cmath>
 #include <limits>
 
-#include "kernels/cpu/cpu_args.hpp"
-#include "kernels/cpu/cpu_backend.hpp"
+#include "cudl/kernels/cpu/cpu_args.hpp"
+#include "cudl/kernels/cpu/cpu_backend.hpp"
 
 namespace cudl {
 

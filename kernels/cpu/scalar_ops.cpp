@@ -2,8 +2,8 @@
 // and the ScalarOp table. The CUDA twins live in kernels/cuda/scalar_ops.cu.
 #include <cmath>
 
-#include "kernels/cpu/cpu_args.hpp"
-#include "kernels/cpu/cpu_backend.hpp"
+#include "cudl/kernels/cpu/cpu_args.hpp"
+#include "cudl/kernels/cpu/cpu_backend.hpp"
 
 namespace cudl {
 

@@ -2,8 +2,8 @@
 // independent, so the row loop is the parallel one; each row subtracts its max before exp.
 #include <cmath>
 
-#include "kernels/cpu/cpu_args.hpp"
-#include "kernels/cpu/cpu_backend.hpp"
+#include "cudl/kernels/cpu/cpu_args.hpp"
+#include "cudl/kernels/cpu/cpu_backend.hpp"
 
 namespace cudl {
 

@@ -11,9 +11,9 @@
 // checked here.
 #include <algorithm>
 
-#include "kernels/cuda/cuda_backend.hpp"
-#include "kernels/cuda/launch.hpp"
-#include "kernels/cuda/op_util.hpp"
+#include "cudl/kernels/cuda/cuda_backend.hpp"
+#include "cudl/kernels/cuda/launch.hpp"
+#include "cudl/kernels/cuda/op_util.hpp"
 
 namespace cudl {
 

@@ -1,8 +1,8 @@
 // CudaBackend: pointwise activations. Kernels in kernels/cuda/activations.cu; CPU twin
 // kernels/cpu/activations.cpp. Arguments were checked by the Backend front.
-#include "kernels/cuda/cuda_backend.hpp"
-#include "kernels/cuda/launch.hpp"
-#include "kernels/cuda/op_util.hpp"
+#include "cudl/kernels/cuda/cuda_backend.hpp"
+#include "cudl/kernels/cuda/launch.hpp"
+#include "cudl/kernels/cuda/op_util.hpp"
 
 namespace cudl {
 

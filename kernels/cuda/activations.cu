@@ -1,7 +1,7 @@
 // Pointwise activations: y = f(x), dx = f'(x) * dy. CPU twin: kernels/cpu/activations.cpp.
 #include <cmath>
 
-#include "kernels/cuda/launch.cuh"
+#include "cudl/kernels/cuda/launch.cuh"
 
 namespace cudl::cuda_detail {
 

@@ -1,4 +1,4 @@
-#include "kernels/cuda/cuda_backend.hpp"
+#include "cudl/kernels/cuda/cuda_backend.hpp"
 
 namespace cudl {
 

@@ -4,7 +4,7 @@
 // arguments (the Backend front checked them) and lives in the file named like its CPU twin:
 // kernels/cpu/pooling.cpp <-> kernels/cuda/pooling.cpp (the do_ methods, host C++) and
 // kernels/cuda/pooling.cu (the kernels and their launchers, declared in kernels/cuda/launch.hpp).
-#include "engine/backend.hpp"
+#include "cudl/engine/backend.hpp"
 
 namespace cudl {
 

@@ -1,6 +1,6 @@
 // Inverted dropout and the elementwise product its backward uses. CPU twin: kernels/cpu/dropout.cpp.
-#include "engine/philox.hpp"
-#include "kernels/cuda/launch.cuh"
+#include "cudl/engine/philox.hpp"
+#include "cudl/kernels/cuda/launch.cuh"
 
 namespace cudl::cuda_detail {
 

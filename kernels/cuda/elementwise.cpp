@@ -3,9 +3,9 @@
 // Backend front.
 #include <cstdint>
 
-#include "kernels/cuda/cuda_backend.hpp"
-#include "kernels/cuda/launch.hpp"
-#include "kernels/cuda/op_util.hpp"
+#include "cudl/kernels/cuda/cuda_backend.hpp"
+#include "cudl/kernels/cuda/launch.hpp"
+#include "cudl/kernels/cuda/op_util.hpp"
 
 namespace cudl {
 

@@ -1,7 +1,7 @@
 // Elementwise basics (fill, axpy, scale, clamp) and seeded random fills. CPU twin:
 // kernels/cpu/elementwise.cpp (copy is a cudaMemcpyAsync in elementwise.cpp).
-#include "engine/philox.hpp"
-#include "kernels/cuda/launch.cuh"
+#include "cudl/engine/philox.hpp"
+#include "cudl/kernels/cuda/launch.cuh"
 
 namespace cudl::cuda_detail {
 

@@ -2,9 +2,9 @@
 // Kernels in kernels/cuda/gemm.cu; CPU twin kernels/cpu/gemm.cpp. Arguments were checked by the
 // Backend front; the one check here is the CUDA backend's own: a plane (the dims after the channel)
 // fits the kernels' 32-bit offsets.
-#include "kernels/cuda/cuda_backend.hpp"
-#include "kernels/cuda/launch.hpp"
-#include "kernels/cuda/op_util.hpp"
+#include "cudl/kernels/cuda/cuda_backend.hpp"
+#include "cudl/kernels/cuda/launch.hpp"
+#include "cudl/kernels/cuda/op_util.hpp"
 
 namespace cudl {
 

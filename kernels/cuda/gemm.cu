@@ -2,8 +2,8 @@
 // are cuBLAS's, kernels/cublas/gemm.cpp). CPU twin: kernels/cpu/gemm.cpp.
 #include <algorithm>
 
-#include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/reduce.cuh"
+#include "cudl/kernels/cuda/launch.cuh"
+#include "cudl/kernels/cuda/reduce.cuh"
 
 namespace cudl::cuda_detail {
 

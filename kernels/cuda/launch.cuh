@@ -17,7 +17,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "kernels/cuda/launch.hpp"
+#include "cudl/kernels/cuda/launch.hpp"
 
 namespace cudl::cuda_detail {
 

@@ -15,7 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "engine/op_kinds.hpp"
+#include "cudl/engine/op_kinds.hpp"
 
 #define CUDL_STATUS_CHECK(call) ::cudl::cuda_detail::check_status((call), #call, __FILE__, __LINE__)
 

@@ -1,5 +1,5 @@
-#include "engine/cuda/cuda_runtime.hpp"
-#include "kernels/cuda/launch.hpp"
+#include "cudl/engine/cuda/cuda_runtime.hpp"
+#include "cudl/kernels/cuda/launch.hpp"
 
 namespace cudl::cuda_detail {
 

@@ -1,9 +1,9 @@
 // CudaBackend: the MSE, L1 and total-variation losses. Kernels in kernels/cuda/losses.cu; CPU twin
 // kernels/cpu/losses.cpp. Arguments were checked by the Backend front (tv_loss_backward adds the
 // CUDA backend's own check: an H*W plane fits 32-bit offsets); scratch comes from the context's pool.
-#include "kernels/cuda/cuda_backend.hpp"
-#include "kernels/cuda/launch.hpp"
-#include "kernels/cuda/op_util.hpp"
+#include "cudl/kernels/cuda/cuda_backend.hpp"
+#include "cudl/kernels/cuda/launch.hpp"
+#include "cudl/kernels/cuda/op_util.hpp"
 
 namespace cudl {
 

@@ -4,8 +4,8 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/reduce.cuh"
+#include "cudl/kernels/cuda/launch.cuh"
+#include "cudl/kernels/cuda/reduce.cuh"
 
 namespace cudl::cuda_detail {
 

@@ -1,6 +1,6 @@
 // The per-channel affine map over dim 1 (input normalisation) and its backward (batch norm is
 // cuDNN's, kernels/cudnn/normalization.cpp). CPU twin: kernels/cpu/normalization.cpp.
-#include "kernels/cuda/launch.cuh"
+#include "cudl/kernels/cuda/launch.cuh"
 
 namespace cudl::cuda_detail {
 

@@ -8,12 +8,12 @@
 #include <string>
 #include <string_view>
 
-#include "engine/context.hpp"
-#include "engine/cuda/cuda_runtime.hpp"
-#include "engine/error.hpp"
-#include "engine/shape.hpp"
-#include "engine/tensor.hpp"
-#include "kernels/cuda/launch.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/cuda/cuda_runtime.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/shape.hpp"
+#include "cudl/engine/tensor.hpp"
+#include "cudl/kernels/cuda/launch.hpp"
 
 namespace cudl::cuda_detail {
 

@@ -4,7 +4,7 @@
 // GPU gives the CPU's bits and a run can move between devices without drifting.
 #include <cmath>
 
-#include "kernels/cuda/launch.cuh"
+#include "cudl/kernels/cuda/launch.cuh"
 
 namespace cudl::cuda_detail {
 

@@ -1,9 +1,9 @@
 // CudaBackend: max and average pooling. Kernels in kernels/cuda/pooling.cu; CPU twin
 // kernels/cpu/pooling.cpp. Arguments were checked by the Backend front; the one check here is the
 // CUDA backend's own: plane sizes fit the kernels' 32-bit in-plane offsets.
-#include "kernels/cuda/cuda_backend.hpp"
-#include "kernels/cuda/launch.hpp"
-#include "kernels/cuda/op_util.hpp"
+#include "cudl/kernels/cuda/cuda_backend.hpp"
+#include "cudl/kernels/cuda/launch.hpp"
+#include "cudl/kernels/cuda/op_util.hpp"
 
 namespace cudl {
 

@@ -4,7 +4,7 @@
 // grid, and the row and column from one 32-bit division of the in-plane offset.
 #include <cmath>
 
-#include "kernels/cuda/launch.cuh"
+#include "cudl/kernels/cuda/launch.cuh"
 
 namespace cudl::cuda_detail {
 

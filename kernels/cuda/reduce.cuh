@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kernels/cuda/launch.cuh"
+#include "cudl/kernels/cuda/launch.cuh"
 
 namespace cudl::cuda_detail {
 

@@ -1,9 +1,9 @@
 // CudaBackend: sum, mean, max, dot, argmax_rows and accuracy. Kernels in kernels/cuda/reductions.cu;
 // CPU twin kernels/cpu/reductions.cpp. Arguments were checked by the Backend front; scratch comes
 // from the context's pool.
-#include "kernels/cuda/cuda_backend.hpp"
-#include "kernels/cuda/launch.hpp"
-#include "kernels/cuda/op_util.hpp"
+#include "cudl/kernels/cuda/cuda_backend.hpp"
+#include "cudl/kernels/cuda/launch.hpp"
+#include "cudl/kernels/cuda/op_util.hpp"
 
 namespace cudl {
 

@@ -2,8 +2,8 @@
 // CPU twin: kernels/cpu/reductions.cpp. Results land in device tensors; nothing here waits.
 #include <cmath>
 
-#include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/reduce.cuh"
+#include "cudl/kernels/cuda/launch.cuh"
+#include "cudl/kernels/cuda/reduce.cuh"
 
 namespace cudl::cuda_detail {
 

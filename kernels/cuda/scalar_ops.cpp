@@ -1,9 +1,9 @@
 // CudaBackend: L-BFGS's device-scalar ops (axpy_scalar, abs_sum, scalar_op). Kernels in
 // kernels/cuda/scalar_ops.cu; CPU twin kernels/cpu/scalar_ops.cpp. Arguments were checked by the
 // Backend front.
-#include "kernels/cuda/cuda_backend.hpp"
-#include "kernels/cuda/launch.hpp"
-#include "kernels/cuda/op_util.hpp"
+#include "cudl/kernels/cuda/cuda_backend.hpp"
+#include "cudl/kernels/cuda/launch.hpp"
+#include "cudl/kernels/cuda/op_util.hpp"
 
 namespace cudl {
 

@@ -2,8 +2,8 @@
 // the ScalarOp table evaluated by one thread. CPU twin: kernels/cpu/scalar_ops.cpp.
 #include <cmath>
 
-#include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/reduce.cuh"
+#include "cudl/kernels/cuda/launch.cuh"
+#include "cudl/kernels/cuda/reduce.cuh"
 
 namespace cudl::cuda_detail {
 

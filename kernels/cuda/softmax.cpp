@@ -1,9 +1,9 @@
 // CudaBackend: softmax and log-softmax (forward, backward) and the fused softmax cross-entropy.
 // Kernels in kernels/cuda/softmax.cu; CPU twin kernels/cpu/softmax.cpp. Arguments were checked by
 // the Backend front.
-#include "kernels/cuda/cuda_backend.hpp"
-#include "kernels/cuda/launch.hpp"
-#include "kernels/cuda/op_util.hpp"
+#include "cudl/kernels/cuda/cuda_backend.hpp"
+#include "cudl/kernels/cuda/launch.hpp"
+#include "cudl/kernels/cuda/op_util.hpp"
 
 namespace cudl {
 

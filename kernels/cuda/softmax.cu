@@ -3,8 +3,8 @@
 // the shuffles. CPU twin: kernels/cpu/softmax.cpp.
 #include <cmath>
 
-#include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/reduce.cuh"
+#include "cudl/kernels/cuda/launch.cuh"
+#include "cudl/kernels/cuda/reduce.cuh"
 
 namespace cudl::cuda_detail {
 

@@ -39,10 +39,10 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cuda/cuda_backend.hpp"
-#include "kernels/cuda/launch.hpp"
-#include "kernels/cudnn/descriptors.hpp"
-#include "engine/timer.hpp"
+#include "cudl/kernels/cuda/cuda_backend.hpp"
+#include "cudl/kernels/cuda/launch.hpp"
+#include "cudl/kernels/cudnn/descriptors.hpp"
+#include "cudl/engine/timer.hpp"
 
 namespace cudl {
 

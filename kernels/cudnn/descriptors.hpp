@@ -6,10 +6,10 @@
 #include <climits>
 #include <string_view>
 
-#include "engine/backend.hpp"
-#include "engine/channel_dims.hpp"
-#include "engine/tensor.hpp"
-#include "kernels/cuda/op_util.hpp"
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/channel_dims.hpp"
+#include "cudl/engine/tensor.hpp"
+#include "cudl/kernels/cuda/op_util.hpp"
 
 namespace cudl::cudnn_detail {
 

@@ -10,9 +10,9 @@
 // described as [N, C, inner, 1], which spatial mode treats exactly like [N, C, H, W].
 #include <string_view>
 
-#include "engine/channel_dims.hpp"
-#include "kernels/cuda/cuda_backend.hpp"
-#include "kernels/cudnn/descriptors.hpp"
+#include "cudl/engine/channel_dims.hpp"
+#include "cudl/kernels/cuda/cuda_backend.hpp"
+#include "cudl/kernels/cudnn/descriptors.hpp"
 
 namespace cudl {
 

@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <span>
 
-#include "engine/error.hpp"
-#include "engine/io/datasets.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/io/datasets.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;

@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <span>
 
-#include "engine/error.hpp"
-#include "engine/io/image.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/io/image.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::span<const std::uint8_t> bytes(data, size);

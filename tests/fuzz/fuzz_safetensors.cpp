@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/error.hpp"
-#include "engine/io/safetensors.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/io/safetensors.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   try {

@@ -23,13 +23,13 @@
 #include <string>
 #include <vector>
 
-#include "engine/backend.hpp"
-#include "engine/context.hpp"
-#include "engine/device.hpp"
-#include "engine/io/atomic_file.hpp"
-#include "engine/timer.hpp"
-#include "layers/optimizer.hpp"
-#include "models/zoo.hpp"
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/device.hpp"
+#include "cudl/engine/io/atomic_file.hpp"
+#include "cudl/engine/timer.hpp"
+#include "cudl/layers/optimizer.hpp"
+#include "cudl/models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 

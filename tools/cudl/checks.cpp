@@ -13,9 +13,9 @@
 #include <optional>
 #include <sstream>
 
-#include "engine/context.hpp"
-#include "engine/device.hpp"
-#include "engine/error.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/device.hpp"
+#include "cudl/engine/error.hpp"
 #include "tools/cudl/commands.hpp"
 
 namespace cudl::cli {

@@ -7,12 +7,12 @@
 #include <memory>
 #include <numeric>
 
-#include "engine/backend.hpp"
-#include "engine/context.hpp"
-#include "engine/error.hpp"
-#include "engine/io/image.hpp"
-#include "models/checkpoint.hpp"
-#include "models/zoo.hpp"
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/io/image.hpp"
+#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 

@@ -1,8 +1,8 @@
 #include <fmt/format.h>
 
-#include "engine/allocator.hpp"
-#include "engine/device.hpp"
-#include "kernels/cpu/onednn_conv.hpp"
+#include "cudl/engine/allocator.hpp"
+#include "cudl/engine/device.hpp"
+#include "cudl/kernels/cpu/onednn_conv.hpp"
 #include "tools/cudl/commands.hpp"
 
 namespace cudl::cli {

@@ -7,8 +7,8 @@
 #include <new>
 #include <string>
 
-#include "engine/device.hpp"
-#include "engine/error.hpp"
+#include "cudl/engine/device.hpp"
+#include "cudl/engine/error.hpp"
 #include "tools/cudl/commands.hpp"
 
 namespace {

@@ -8,8 +8,8 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
-#include "engine/io/files.hpp"
-#include "models/curves.hpp"
+#include "cudl/engine/io/files.hpp"
+#include "cudl/models/curves.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 

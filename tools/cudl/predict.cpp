@@ -10,14 +10,14 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 
-#include "engine/context.hpp"
-#include "engine/error.hpp"
-#include "engine/io/atomic_file.hpp"
-#include "engine/io/image.hpp"
-#include "engine/io/safetensors.hpp"
-#include "models/finetune.hpp"
-#include "models/preprocess.hpp"
-#include "models/zoo.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/io/atomic_file.hpp"
+#include "cudl/engine/io/image.hpp"
+#include "cudl/engine/io/safetensors.hpp"
+#include "cudl/models/finetune.hpp"
+#include "cudl/models/preprocess.hpp"
+#include "cudl/models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 

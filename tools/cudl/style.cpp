@@ -10,11 +10,11 @@
 #include <memory>
 #include <sstream>
 
-#include "engine/context.hpp"
-#include "engine/error.hpp"
-#include "engine/io/atomic_file.hpp"
-#include "engine/io/image.hpp"
-#include "models/style_transfer.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/io/atomic_file.hpp"
+#include "cudl/engine/io/image.hpp"
+#include "cudl/models/style_transfer.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 #include "tools/cudl/progress.hpp"

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include "models/model_file.hpp"
-#include "models/zoo.hpp"
+#include "cudl/models/model_file.hpp"
+#include "cudl/models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 

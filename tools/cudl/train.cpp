@@ -7,14 +7,14 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
-#include "engine/context.hpp"
-#include "engine/io/atomic_file.hpp"
-#include "engine/io/safetensors.hpp"
-#include "models/checkpoint.hpp"
-#include "models/curves.hpp"
-#include "models/finetune.hpp"
-#include "models/trainer.hpp"
-#include "models/zoo.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/io/atomic_file.hpp"
+#include "cudl/engine/io/safetensors.hpp"
+#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/curves.hpp"
+#include "cudl/models/finetune.hpp"
+#include "cudl/models/trainer.hpp"
+#include "cudl/models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 #include "tools/cudl/progress.hpp"

@@ -5,10 +5,10 @@
 #include <cstdio>
 #include <memory>
 
-#include "models/finetune.hpp"
-#include "models/preprocess.hpp"
-#include "models/reconstruction.hpp"
-#include "models/zoo.hpp"
+#include "cudl/models/finetune.hpp"
+#include "cudl/models/preprocess.hpp"
+#include "cudl/models/reconstruction.hpp"
+#include "cudl/models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/progress.hpp"
 

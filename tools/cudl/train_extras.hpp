@@ -5,9 +5,9 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
-#include "engine/io/datasets.hpp"
-#include "models/sequential.hpp"
-#include "models/trainer.hpp"
+#include "cudl/engine/io/datasets.hpp"
+#include "cudl/models/sequential.hpp"
+#include "cudl/models/trainer.hpp"
 
 namespace cudl::cli {
 
