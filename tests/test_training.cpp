@@ -15,6 +15,7 @@
 #include "cudl/models/checkpoint.hpp"
 #include "cudl/models/trainer.hpp"
 #include "cudl/models/zoo.hpp"
+#include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;
@@ -23,59 +24,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// n images of `classes` classes: each class is a fixed random pattern, each image that pattern
-// plus noise (so the classes are separable but no two images are equal). Values in [0, 1].
+using cudl::testing::write_synthetic_mnist_dir;
+
 Dataset synthetic(std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, int classes, std::uint64_t seed,
                   Context& ctx) {
-  const std::int64_t pixels = c * h * w;
-  std::vector<float> images(static_cast<std::size_t>(n * pixels));
-  std::vector<std::int32_t> labels(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) {
-    const auto label = static_cast<std::int32_t>(i % classes);
-    labels[static_cast<std::size_t>(i)] = label;
-    for (std::int64_t p = 0; p < pixels; ++p) {
-      const float pattern = philox::uniform(static_cast<std::uint64_t>(label * pixels + p), 1234);
-      const float noise = philox::uniform(static_cast<std::uint64_t>(i * pixels + p), seed) - 0.5f;
-      images[static_cast<std::size_t>(i * pixels + p)] = std::clamp(0.7f * pattern + 0.3f * (noise + 0.5f), 0.f, 1.f);
-    }
-  }
-  Dataset d;
-  d.images = Tensor::from_host(images, {n, c, h, w}, ctx);
-  d.labels = Tensor::from_host(std::span<const std::int32_t>(labels), {n}, ctx);
-  d.num_classes = classes;
-  d.name = "synthetic";
-  return d;
-}
-
-void write_idx(const std::string& path, const Dataset& d, Context& ctx, bool labels) {
-  std::ofstream out(path, std::ios::binary);
-  auto be32 = [&](std::uint32_t v) {
-    const unsigned char b[4] = {static_cast<unsigned char>(v >> 24), static_cast<unsigned char>(v >> 16),
-                                static_cast<unsigned char>(v >> 8), static_cast<unsigned char>(v)};
-    out.write(reinterpret_cast<const char*>(b), 4);
-  };
-  const auto n = static_cast<std::uint32_t>(d.size());
-  if (labels) {
-    be32(2049);
-    be32(n);
-    for (std::int32_t l : d.labels.to_int_vector(ctx)) out.put(static_cast<char>(l));
-  } else {
-    be32(2051);
-    be32(n);
-    be32(static_cast<std::uint32_t>(d.images.dim(2)));
-    be32(static_cast<std::uint32_t>(d.images.dim(3)));
-    for (float v : d.images.to_vector(ctx))
-      out.put(static_cast<char>(static_cast<unsigned char>(std::lround(v * 255))));
-  }
-}
-
-// A small MNIST-shaped dataset in IDX files, as `cudl train --dataset mnist` reads them.
-void write_synthetic_mnist(const std::string& dir, Context& ctx) {
-  Dataset train = synthetic(320, 1, 28, 28, 10, 1, ctx), test = synthetic(100, 1, 28, 28, 10, 2, ctx);
-  write_idx(dir + "/train-images-idx3-ubyte", train, ctx, false);
-  write_idx(dir + "/train-labels-idx1-ubyte", train, ctx, true);
-  write_idx(dir + "/t10k-images-idx3-ubyte", test, ctx, false);
-  write_idx(dir + "/t10k-labels-idx1-ubyte", test, ctx, true);
+  return cudl::testing::synthetic_patterns(n, c, h, w, classes, seed, ctx);
 }
 
 // Runs the cudl CLI; returns the exit status, or 128 + signal when it was killed.
@@ -167,7 +120,7 @@ TEST(Training, KilledMidEpochResumesWithNothingLostButThatEpoch) {
   TempDir dir;
   const std::string data = dir.file("mnist");
   fs::create_directories(data);
-  write_synthetic_mnist(data, ctx);
+  write_synthetic_mnist_dir(data, ctx);
   const std::string common =
       fmt::format("train --model mnist_cnn --data '{}' --epochs 3 --batch-size 32 --device cpu", data);
   // 320 images / 32 = 10 steps per epoch: the run is killed at step 15, in the middle of epoch 2.
