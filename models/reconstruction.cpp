@@ -8,6 +8,7 @@
 #include "cudl/engine/io/atomic_file.hpp"
 #include "cudl/engine/io/image.hpp"
 #include "cudl/engine/io/loader.hpp"
+#include "cudl/models/batch_means.hpp"
 #include "cudl/models/checkpoint.hpp"
 #include "cudl/models/zoo.hpp"
 
@@ -100,26 +101,14 @@ std::vector<float> mean_image(const Dataset& data) {
 
 ReconstructionMetrics evaluate_reconstruction(Context& ctx, Sequential& model, const Dataset& data,
                                               std::int64_t batch_size, LossKind loss, const std::vector<float>& mean) {
-  Backend& be = ctx.backend();
-  DataLoader loader(data, ctx, batch_size, /*shuffle=*/false, /*seed=*/0);
-  loader.start_epoch(0);
-  Tensor mse_sum = Tensor::zeros({1}, ctx), l1_sum = Tensor::zeros({1}, ctx);
-  Tensor batch_mse = Tensor::empty({1}, ctx), batch_l1 = Tensor::empty({1}, ctx);
-  std::int64_t samples = 0;
-  Batch batch;
-  while (loader.next(batch)) {
-    Tensor y = model.forward(ctx, batch.images, /*train=*/false);
-    be.mse_loss_forward(ctx, y, batch.images, batch_mse);
-    be.l1_loss_forward(ctx, y, batch.images, batch_l1);
-    const auto n = static_cast<float>(batch.images.dim(0));
-    be.axpy(ctx, n, batch_mse, mse_sum);
-    be.axpy(ctx, n, batch_l1, l1_sum);
-    samples += batch.images.dim(0);
-  }
+  const BatchMeans means = batch_means(ctx, model, data, batch_size,
+                                      [&](const Tensor& y, const Batch& batch, Tensor& mse, Tensor& l1) {
+                                        ctx.backend().mse_loss_forward(ctx, y, batch.images, mse);
+                                        ctx.backend().l1_loss_forward(ctx, y, batch.images, l1);
+                                      });
   ReconstructionMetrics m;
-  const double count = static_cast<double>(std::max<std::int64_t>(samples, 1));
-  m.test_mse = mse_sum.item(ctx) / count;
-  m.test_l1 = l1_sum.item(ctx) / count;
+  m.test_mse = means.first;
+  m.test_l1 = means.second;
   m.test_loss = loss == LossKind::l1 ? m.test_l1 : m.test_mse;
   m.test_psnr = psnr(m.test_mse);
   // The mean training image as every prediction, on the host (the data is there).

@@ -14,6 +14,7 @@
 
 #include "cudl/engine/io/atomic_file.hpp"
 #include "cudl/engine/io/loader.hpp"
+#include "cudl/models/batch_means.hpp"
 #include "cudl/models/checkpoint.hpp"
 #include "cudl/models/model_file.hpp"
 #include "cudl/models/zoo.hpp"
@@ -115,29 +116,16 @@ namespace {
 
 // evaluate() after its labels were checked (fit checks the test split once, not every epoch).
 EvalResult evaluate_checked(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size) {
-  Backend& be = ctx.backend();
-  DataLoader loader(data, ctx, batch_size, /*shuffle=*/false, /*seed=*/0);
-  loader.start_epoch(0);
-  Tensor loss_sum = Tensor::zeros({1}, ctx), correct = Tensor::zeros({1}, ctx);
-  Tensor batch_loss = Tensor::empty({1}, ctx), batch_accuracy = Tensor::empty({1}, ctx);
-  std::int64_t samples = 0;
-  Batch batch;
-  while (loader.next(batch)) {
-    Tensor logits = model.forward(ctx, batch.images, /*train=*/false);
-    Tensor probs = Tensor::empty(logits.shape(), ctx);
-    be.softmax_cross_entropy_forward(ctx, logits, batch.labels, probs, batch_loss);
-    be.accuracy(ctx, logits, batch.labels, batch_accuracy);
-    const auto n = static_cast<float>(batch.labels.numel());
-    be.axpy(ctx, n, batch_loss, loss_sum);
-    be.axpy(ctx, n, batch_accuracy, correct);
-    samples += batch.labels.numel();
-  }
+  const BatchMeans means =
+      batch_means(ctx, model, data, batch_size, [&](const Tensor& logits, const Batch& batch, Tensor& loss, Tensor& acc) {
+        Tensor probs = Tensor::empty(logits.shape(), ctx);
+        ctx.backend().softmax_cross_entropy_forward(ctx, logits, batch.labels, probs, loss);
+        ctx.backend().accuracy(ctx, logits, batch.labels, acc);
+      });
   EvalResult r;
-  r.samples = samples;
-  if (samples > 0) {
-    r.loss = loss_sum.item(ctx) / static_cast<double>(samples);
-    r.accuracy = correct.item(ctx) / static_cast<double>(samples);
-  }
+  r.samples = means.samples;
+  r.loss = means.first;
+  r.accuracy = means.second;
   return r;
 }
 
