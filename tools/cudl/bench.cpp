@@ -472,7 +472,8 @@ void run_bench(const Options& opt) {
     CUDL_CHECK(!cases.empty(), "bench: no op matches --ops '{}'", opt.ops);
   }
 
-  const nlohmann::json machine = machine_json();
+  // Read before the cases run (the load average then is the one that shaped them), and only for --json.
+  const nlohmann::json machine = opt.json_path.empty() ? nlohmann::json() : machine_json();
   nlohmann::json results = nlohmann::json::array();
   std::map<std::pair<std::string, std::string>, double> cpu_ms;  // (op, shape) -> median on the CPU
   bool any_noisy = false, any_above = false;
