@@ -39,7 +39,6 @@ void Sequential::build(Context& ctx, std::uint64_t seed) {
     }
     layer->initialize(ctx, init::derive_seed(seed, index++));
   }
-  if (!layers_.empty()) layers_.front().second->set_input_grad(false);
   built_ = true;
 }
 
@@ -64,9 +63,33 @@ Tensor Sequential::forward(Context& ctx, const Tensor& x, bool train) {
   return h;
 }
 
+namespace {
+
+bool learns(Layer& layer) {
+  if (layer.frozen()) return false;
+  auto params = layer.parameters();
+  return std::any_of(params.begin(), params.end(), [](const Parameter* p) { return p->trainable; });
+}
+
+}  // namespace
+
 Tensor Sequential::backward(Context& ctx, const Tensor& dy, const std::map<std::string, Tensor>& tap_grads) {
+  // A layer passes a gradient down only when something below reads it: a layer that learns, or the
+  // caller (input_grad_). Below the first layer that learns, nothing does: the first convolution
+  // skips its backward-data pass, and layers that learn nothing (the input normalisation, a frozen
+  // backbone when fine-tuning) skip backward altogether. Decided here, not in build(), because
+  // freezing and set_input_grad may change between steps.
+  std::vector<bool> passes_down(layers_.size());
+  bool wanted = input_grad_;
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    Layer& layer = *layers_[i].second;
+    passes_down[i] = wanted;
+    layer.set_input_grad(wanted);
+    wanted = wanted || learns(layer);
+  }
   Tensor g = dy;
   for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
+    const auto index = static_cast<std::size_t>(layers_.rend() - it - 1);
     if (auto extra = tap_grads.find(it->first); extra != tap_grads.end()) {
       if (!g.defined()) {
         g = extra->second.clone(ctx);  // nothing flows from above this layer: the tap's gradient is all
@@ -75,15 +98,17 @@ Tensor Sequential::backward(Context& ctx, const Tensor& dy, const std::map<std::
         ctx.backend().axpy(ctx, 1.0f, extra->second, g);
       }
     }
-    if (!g.defined()) continue;  // above every tap: nothing to propagate yet
+    if (!g.defined()) continue;                                        // above every tap: nothing to propagate yet
+    if (!passes_down[index] && !learns(*it->second)) return Tensor();  // nothing below wants anything
     if (profiling_) {
       Timer timer(ctx);
       timer.start();
       g = it->second->backward(ctx, g);
-      profile_[static_cast<std::size_t>(layers_.rend() - it - 1)].backward_ms += timer.stop_ms();
+      profile_[index].backward_ms += timer.stop_ms();
     } else {
       g = it->second->backward(ctx, g);
     }
+    if (!passes_down[index]) g = Tensor();
   }
   return g;
 }
@@ -119,9 +144,7 @@ void Sequential::set_frozen(bool frozen) {
   for (auto& [name, layer] : layers_) layer->set_frozen(frozen);
 }
 
-void Sequential::set_input_grad(bool needed) {
-  if (!layers_.empty()) layers_.front().second->set_input_grad(needed);
-}
+void Sequential::set_input_grad(bool needed) { input_grad_ = needed; }
 
 void Sequential::zero_grad(Context& ctx) {
   if (grads_.defined()) ctx.backend().fill(ctx, grads_, 0.0f);

@@ -52,6 +52,8 @@ class Sequential {
   void truncate_after(const std::string& name);
   void set_frozen(bool frozen);
   // Whether backward computes the gradient of the network's input (the image, for style transfer).
+  // Off by default: then no layer below the first one that learns computes an input gradient, and
+  // layers there that learn nothing skip backward altogether.
   void set_input_grad(bool needed);
   void zero_grad(Context& ctx);
 
@@ -85,6 +87,7 @@ class Sequential {
   std::map<std::string, Tensor> tap_outputs_;
   Tensor params_, grads_, buffers_;
   bool built_ = false;
+  bool input_grad_ = false;
   bool profiling_ = false;
   std::vector<LayerTime> profile_;
 };

@@ -18,8 +18,8 @@ using cudl::testing::weighted_sum;
 
 TEST(Models, ParameterCountsMatchTheReferenceModels) {
   const std::vector<std::pair<std::string, std::int64_t>> expected{
-      {"mlp", 101'770},         {"mnist_cnn", 600'810},   {"vgg11", 132'863'336},   {"vgg13", 133'047'848},
-      {"vgg16", 138'357'544},   {"vgg19", 143'667'240},   {"vgg11_bn", 132'868'840}, {"vgg16_bn", 138'365'992},
+      {"mlp", 101'770},          {"mnist_cnn", 600'810},     {"vgg11", 132'863'336},     {"vgg13", 133'047'848},
+      {"vgg16", 138'357'544},    {"vgg19", 143'667'240},     {"vgg11_bn", 132'868'840},  {"vgg16_bn", 138'365'992},
       {"vgg19_bn", 143'678'248}, {"vgg11_cifar", 9'225'610}, {"vgg19_cifar", 20'029'514}};
   for (const auto& [name, count] : expected) EXPECT_EQ(make_model(name).parameter_count(), count) << name;
 }
@@ -155,8 +155,8 @@ TEST(GradientModel, TapGradientsAddAtTheirLayer) {
   };
   m.zero_grad(ctx);
   Tensor y = m.forward(ctx, x, true);
-  Tensor dx = m.backward(ctx, Tensor::from_host(w, y.shape(), ctx),
-                         {{"act", Tensor::from_host(v, m.tap("act").shape(), ctx)}});
+  Tensor dx =
+      m.backward(ctx, Tensor::from_host(w, y.shape(), ctx), {{"act", Tensor::from_host(v, m.tap("act").shape(), ctx)}});
   expect_gradient_matches(ctx, x, dx, loss, "dx with a tap");
 }
 
@@ -212,4 +212,79 @@ TEST(Optimizers, OneFusedStepUpdatesEveryParameterOfTheBlock) {
     EXPECT_EQ(moved, before.size()) << optimizer_name(kind);
     EXPECT_EQ(opt.steps(), 1);
   }
+}
+
+namespace {
+
+// Wraps a layer and records which backward passes ran and whether each was asked for dx.
+class Probe : public Layer {
+ public:
+  Probe(LayerPtr inner, std::vector<std::string>* log, std::string name)
+      : inner_(std::move(inner)), log_(log), name_(std::move(name)) {}
+  std::string type() const override { return inner_->type(); }
+  Shape output_shape(const Shape& input) const override { return inner_->output_shape(input); }
+  std::vector<Parameter*> parameters() override { return inner_->parameters(); }
+  void initialize(Context& ctx, std::uint64_t seed) override { inner_->initialize(ctx, seed); }
+  Tensor forward(Context& ctx, const Tensor& x, bool train) override { return inner_->forward(ctx, x, train); }
+  Tensor backward(Context& ctx, const Tensor& dy) override {
+    inner_->set_frozen(frozen());
+    inner_->set_input_grad(input_grad());
+    log_->push_back(name_ + (input_grad() ? "+dx" : ""));
+    return inner_->backward(ctx, dy);
+  }
+
+ private:
+  LayerPtr inner_;
+  std::vector<std::string>* log_;
+  std::string name_;
+};
+
+}  // namespace
+
+TEST(GradientModel, NoGradientIsComputedThatNothingBelowReads) {
+  Context ctx;
+  std::vector<std::string> log;
+  Conv2dParams same;
+  same.pad_h = same.pad_w = 1;
+  Sequential m;
+  auto probe = [&](const char* name, LayerPtr layer) {
+    m.add(name, std::make_unique<Probe>(std::move(layer), &log, name));
+  };
+  probe("norm",
+        std::make_unique<Normalize>(std::array<float, 3>{0.5f, 0.5f, 0.5f}, std::array<float, 3>{0.2f, 0.2f, 0.2f}));
+  probe("conv1", std::make_unique<Conv2d>(3, 4, 3, same));
+  probe("relu1", std::make_unique<ActivationLayer>(Activation::relu));
+  probe("conv2", std::make_unique<Conv2d>(4, 4, 3, same));
+  probe("flatten", std::make_unique<Flatten>());
+  probe("fc", std::make_unique<Linear>(4 * 4 * 4, 3));
+  m.build(ctx, 3);
+  Tensor x = Tensor::empty({2, 3, 4, 4}, ctx);
+  ctx.backend().fill_uniform(ctx, x, 0.0f, 1.0f, 7, 0);
+  auto run = [&] {
+    log.clear();
+    m.zero_grad(ctx);
+    Tensor y = m.forward(ctx, x, true);
+    Tensor dx = m.backward(ctx, Tensor::full(y.shape(), 0.1f, ctx));
+    return std::make_pair(dx, m.gradient_block().to_vector(ctx));
+  };
+
+  // Training a classifier: the first convolution computes its weight gradient only, and the input
+  // normalisation below it does nothing.
+  auto [dx, grads] = run();
+  EXPECT_FALSE(dx.defined());
+  EXPECT_EQ(log, (std::vector<std::string>{"fc+dx", "flatten+dx", "conv2+dx", "relu1+dx", "conv1"}));
+
+  // The same weight gradients as when the image gradient is wanted too (which runs every pass).
+  m.set_input_grad(true);
+  auto [dx_all, grads_all] = run();
+  EXPECT_TRUE(dx_all.defined());
+  EXPECT_EQ(log, (std::vector<std::string>{"fc+dx", "flatten+dx", "conv2+dx", "relu1+dx", "conv1+dx", "norm+dx"}));
+  EXPECT_EQ(grads, grads_all);
+
+  // Fine-tuning a head on a frozen backbone: only the head runs backward, and not for dx.
+  m.set_input_grad(false);
+  for (const char* name : {"conv1", "conv2"}) m.layer(name).set_frozen(true);
+  auto [dx_head, grads_head] = run();
+  EXPECT_FALSE(dx_head.defined());
+  EXPECT_EQ(log, (std::vector<std::string>{"fc"}));
 }
