@@ -8,12 +8,13 @@
 #include <cstdlib>
 #include <string_view>
 #if CUDL_HAVE_ONEDNN
-#include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
 #endif
 
 #include "cudl/engine/check.hpp"
 #include "cudl/engine/context.hpp"
+#include "cudl/kernels/cpu/cpu_args.hpp"
 #include "cudl/kernels/cpu/cpu_backend.hpp"
 
 namespace cudl {
@@ -55,37 +56,41 @@ bool openblas_requested() {
 
 }  // namespace
 
-void CpuBackend::do_gemm(Context&, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b,
-                         float beta, Tensor& c) {
-  const std::int64_t m = trans_a ? a.dim(1) : a.dim(0);
-  const std::int64_t k = trans_a ? a.dim(0) : a.dim(1);
-  const std::int64_t n = trans_b ? b.dim(0) : b.dim(1);
+void cpu::sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
   if (m == 0 || n == 0) return;
   if (k == 0) {
     // BLAS would be asked for a zero-width product; C = beta * C is all that is left.
-    float* pc = c.data<float>();
-    for (std::int64_t i = 0; i < m * n; ++i) pc[i] = beta == 0.0f ? 0.0f : beta * pc[i];
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
     return;
   }
-  // Row-major leading dimensions are the stored column counts, whatever the transposition.
 #if CUDL_HAVE_ONEDNN
   if (!openblas_requested()) {
     const bool serial = m * n * k <= kSerialGemmMacs;
     const int team = omp_get_max_threads();
     if (serial) omp_set_num_threads(1);
     const dnnl_status_t status =
-        dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a.data<float>(), a.dim(1), b.data<float>(),
-                   b.dim(1), beta, c.data<float>(), n);
+        dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     if (serial) omp_set_num_threads(team);
-    CUDL_CHECK(status == dnnl_success, "gemm: oneDNN sgemm failed with status {} (a={}, b={}, c={})",
-               static_cast<int>(status), a.shape(), b.shape(), c.shape());
+    CUDL_CHECK(status == dnnl_success, "sgemm: oneDNN sgemm failed with status {} (m={}, n={}, k={})",
+               static_cast<int>(status), m, n, k);
     return;
   }
 #endif
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-              static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a.data<float>(),
-              static_cast<blasint>(a.dim(1)), b.data<float>(), static_cast<blasint>(b.dim(1)), beta, c.data<float>(),
-              static_cast<blasint>(n));
+              static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
+              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+}
+
+void CpuBackend::do_gemm(Context&, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b,
+                         float beta, Tensor& c) {
+  const std::int64_t m = trans_a ? a.dim(1) : a.dim(0);
+  const std::int64_t k = trans_a ? a.dim(0) : a.dim(1);
+  const std::int64_t n = trans_b ? b.dim(0) : b.dim(1);
+  // Row-major leading dimensions are the stored column counts, whatever the transposition.
+  cpu::sgemm(trans_a, trans_b, m, n, k, alpha, a.data<float>(), a.dim(1), b.data<float>(), b.dim(1), beta,
+             c.data<float>(), n);
 }
 
 void CpuBackend::do_bias_add(Context&, Tensor& y, const Tensor& bias) {

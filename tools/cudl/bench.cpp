@@ -14,13 +14,13 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
-#include <thread>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cudl/engine/backend.hpp"
@@ -85,7 +85,9 @@ Timing time_run(Context& ctx, const std::function<void()>& run, int repeat, doub
   std::vector<double> ms;
   Timer timer(ctx);
   const auto begin = std::chrono::steady_clock::now();
-  const auto elapsed_s = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count(); };
+  const auto elapsed_s = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+  };
   for (int round = 0; round < 10; ++round) {
     for (int i = 0; i < repeat; ++i) {
       timer.start();
@@ -190,7 +192,8 @@ BenchCase softmax_xent_case(std::int64_t rows, std::int64_t classes) {
 }
 
 BenchCase adam_case(std::int64_t n) {
-  return {"adam_step", fmt::format("{}", Shape{n}), Rate::bytes, 7 * kFloat * static_cast<double>(n), [=](Context& ctx) {
+  return {"adam_step", fmt::format("{}", Shape{n}), Rate::bytes, 7 * kFloat * static_cast<double>(n),
+          [=](Context& ctx) {
             Tensor p = random_tensor(ctx, {n}, 10), g = random_tensor(ctx, {n}, 11);
             Tensor m = Tensor::zeros({n}, ctx), v = Tensor::zeros({n}, ctx);
             return std::function<void()>(
@@ -290,9 +293,10 @@ std::vector<BenchCase> cases_at_shape(const std::string& op, const std::string& 
   if (op == "relu_fwd") return {relu_case(groups[0][0])};
   if (op == "adam_step") return {adam_case(groups[0][0])};
   if (op == "sum") return {sum_case(groups[0][0])};
-  CUDL_THROW("--ops '{}': no such op (gemm, conv2d_fwd, conv2d_bwd_data, conv2d_bwd_filter, relu_fwd, "
-             "maxpool2d_fwd, gram_fwd, softmax_xent_fwd, adam_step, sum)",
-             op);
+  CUDL_THROW(
+      "--ops '{}': no such op (gemm, conv2d_fwd, conv2d_bwd_data, conv2d_bwd_filter, relu_fwd, "
+      "maxpool2d_fwd, gram_fwd, softmax_xent_fwd, adam_step, sum)",
+      op);
 }
 
 // GFLOP/s of a large SGEMM (the best of its samples).
@@ -342,10 +346,15 @@ struct Options {
   ComputeOptions compute;
 };
 
-void print_layer_profile(const Sequential& model, const char* what, int runs) {
+// Per call of the layer (time_run adds samples while they are noisy, so the count varies), with
+// the warm-up excluded: the first call pays one-time costs (oneDNN's JIT GEMM kernels, seconds of
+// first touches) that would land on whichever layer met them first.
+void print_layer_profile(const Sequential& model, const char* what) {
   fmt::print("  per-layer ms per {} (each layer waited for; totals include that overhead):\n", what);
-  for (const auto& t : model.profile())
-    fmt::print("    {:<16} forward {:>9.3f}  backward {:>9.3f}\n", t.name, t.forward_ms / runs, t.backward_ms / runs);
+  for (const auto& t : model.profile()) {
+    const double calls = static_cast<double>(std::max<std::int64_t>(1, t.calls));
+    fmt::print("    {:<16} forward {:>9.3f}  backward {:>9.3f}\n", t.name, t.forward_ms / calls, t.backward_ms / calls);
+  }
 }
 
 // Images per second of a whole training step (forward, loss, backward, Adam) and of inference,
@@ -385,12 +394,13 @@ void bench_models(Context& ctx, const Options& opt, nlohmann::json& results) {
       for (auto [what, run] : {std::pair<const char*, std::function<void()>>{"train_step", train_step},
                                std::pair<const char*, std::function<void()>>{"inference", inference}}) {
         ctx.allocator().reset_peak_stats();
+        if (opt.profile) run();  // the warm-up, outside the profile
         model.set_profiling(opt.profile);
         Timing t = time_run(ctx, run, std::max(1, opt.repeat / 2));
         const double images_per_second = static_cast<double>(batch) / (t.median_ms / 1e3);
         const std::size_t peak = ctx.allocator().stats().peak_allocated_bytes;
         const std::string shape = fmt::format("{} batch {}", name, batch);
-        if (opt.profile) print_layer_profile(model, what, std::max(1, opt.repeat / 2) + 2);
+        if (opt.profile) print_layer_profile(model, what);
         fmt::print("{:<18} {:<34} {:<7} {:>10.3f} {:>10.3f} {:>6.1f}% {:>15} {:>7} {:>8}  peak mem {}{}\n", what, shape,
                    ctx.device().str(), t.median_ms, t.min_ms, 100 * t.spread(),
                    fmt::format("{:.1f} img/s", images_per_second), "-", "-", format_bytes(peak),
@@ -433,9 +443,9 @@ nlohmann::json machine_json() {
                     {"multiprocessors", d.multiprocessors}});
   m["gpus"] = gpus;
   const BuildInfo build = build_info();
-  m["build"] = {{"cudl", build.cudl_version},  {"commit", CUDL_GIT_COMMIT},       {"build_type", CUDL_BUILD_TYPE},
-                {"compiler", CUDL_COMPILER},    {"cpu_blas", build.blas},          {"cuda_runtime", build.cuda_runtime},
-                {"cuda_driver", build.cuda_driver}, {"cudnn", build.cudnn},        {"cublas", build.cublas}};
+  m["build"] = {{"cudl", build.cudl_version},       {"commit", CUDL_GIT_COMMIT}, {"build_type", CUDL_BUILD_TYPE},
+                {"compiler", CUDL_COMPILER},        {"cpu_blas", build.blas},    {"cuda_runtime", build.cuda_runtime},
+                {"cuda_driver", build.cuda_driver}, {"cudnn", build.cudnn},      {"cublas", build.cublas}};
   return m;
 }
 
@@ -504,9 +514,10 @@ void run_bench(const Options& opt) {
       if ((i + 1) % kPeakEvery == 0) gflops = std::max(gflops, gemm_peak_gflops(ctx, opt.repeat));
     }
     gflops = std::max(gflops, gemm_peak_gflops(ctx, opt.repeat));
-    fmt::print("-- {}: peak {:.1f} GFLOP/s (SGEMM, best of {} measurements), {:.1f} GB/s (streaming copy); "
-               "bandwidth cases against a copy of their own size\n",
-               device, gflops, 2 + cases.size() / kPeakEvery, streaming_gbps);
+    fmt::print(
+        "-- {}: peak {:.1f} GFLOP/s (SGEMM, best of {} measurements), {:.1f} GB/s (streaming copy); "
+        "bandwidth cases against a copy of their own size\n",
+        device, gflops, 2 + cases.size() / kPeakEvery, streaming_gbps);
     for (const Row& r : rows) {
       const BenchCase& c = r.c;
       const double rate = c.work / (r.t.median_ms * 1e6);  // GFLOP/s or GB/s
@@ -522,7 +533,7 @@ void run_bench(const Options& opt) {
       std::vector<std::string> flags;
       if (r.t.noisy()) flags.push_back(fmt::format("noisy (cv {:.0f}%, {} samples)", 100 * r.t.cv, r.t.samples));
       if (share > 100.0)
-        flags.push_back(c.rate == Rate::bytes    ? "above its copy (reads more than it writes)"
+        flags.push_back(c.rate == Rate::bytes      ? "above its copy (reads more than it writes)"
                         : c.op.starts_with("conv") ? "above the SGEMM (an algorithm with fewer multiply-adds)"
                                                    : "above the SGEMM (measured while the machine was busier?)");
       any_noisy = any_noisy || r.t.noisy();
@@ -555,13 +566,15 @@ void run_bench(const Options& opt) {
     bench_models(ctx, opt, results);
   }
   if (any_noisy)
-    fmt::print("noisy: the samples' coefficient of variation stayed above {:.0f}% (another process busy?); "
-               "trust the min more than the median there\n",
-               100 * kNoisyCv);
+    fmt::print(
+        "noisy: the samples' coefficient of variation stayed above {:.0f}% (another process busy?); "
+        "trust the min more than the median there\n",
+        100 * kNoisyCv);
   if (any_above)
-    fmt::print("% peak above 100: a convolution algorithm doing fewer multiply-adds than the direct count, a case "
-               "that reads more than it writes (a copy reads and writes alike), or a ceiling measured at a busier "
-               "moment (then the case is usually noisy too)\n");
+    fmt::print(
+        "% peak above 100: a convolution algorithm doing fewer multiply-adds than the direct count, a case "
+        "that reads more than it writes (a copy reads and writes alike), or a ceiling measured at a busier "
+        "moment (then the case is usually noisy too)\n");
   if (!opt.json_path.empty()) {
     nlohmann::json doc = {{"sizes", opt.sizes},
                           {"repeat", opt.repeat},
@@ -598,8 +611,8 @@ void compare_runs(const std::string& old_path, const std::string& new_path) {
     return rows;
   };
   const auto before = load(old_path), after = load(new_path);
-  fmt::print("{:<18} {:<34} {:<7} {:>10} {:>10} {:>9}  {}\n", "op", "shape", "device", "old ms", "new ms",
-             "old/new", "verdict");
+  fmt::print("{:<18} {:<34} {:<7} {:>10} {:>10} {:>9}  {}\n", "op", "shape", "device", "old ms", "new ms", "old/new",
+             "verdict");
   int regressions = 0, compared = 0;
   for (const auto& [key, n] : after) {
     const auto it = before.find(key);
