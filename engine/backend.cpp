@@ -252,6 +252,14 @@ void Backend::bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accu
 
 // ---- convolution ----
 
+ConstantHold Backend::hold_constant(Context& ctx, const Tensor& t) {
+  constexpr std::string_view op = "hold_constant";
+  bound_to(ctx, op);
+  placed(ctx, op, "t", t);
+  if (t.numel() == 0) return nullptr;
+  return do_hold_constant(ctx, t);
+}
+
 void Backend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
   constexpr std::string_view op = "conv2d_forward";
   bound_to(ctx, op);

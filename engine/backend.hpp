@@ -11,11 +11,11 @@
 // the caller with the documented shape and are overwritten unless the name says `accumulate`.
 // Scalar results (losses, sums) are written into a one-element device tensor so that nothing
 // waits for the device. Errors name the op and the shapes.
-#include "cudl/config.hpp"  // CUDL_HAVE_CUDA
-
 #include <cstdint>
+#include <memory>
 #include <string_view>
 
+#include "cudl/config.hpp"  // CUDL_HAVE_CUDA
 #include "cudl/engine/op_kinds.hpp"
 #include "cudl/engine/tensor.hpp"
 
@@ -61,10 +61,20 @@ std::int64_t pool_out_size(std::int64_t in, int kernel, int pad, int stride);
 Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dParams& p);
 Shape pool2d_output_shape(const Shape& x, const Pool2dParams& p);
 
+// A promise, kept while the hold lives, that nobody writes a tensor's values (the weights of a
+// network that only runs inference, or that style transfer differentiates through): a backend may
+// then keep copies derived from it, such as weights reordered into a convolution library's
+// layout, instead of deriving them again on every call. Dropping the hold drops the copies.
+using ConstantHold = std::shared_ptr<void>;
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;
+
+  // See ConstantHold. The tensor's memory must outlive the hold. Null when the backend keeps
+  // nothing (the CUDA backend: cuDNN reads NCHW weights as they are).
+  [[nodiscard]] ConstantHold hold_constant(Context& ctx, const Tensor& t);
 
   // Each op below checks its arguments (placement on ctx's device, dtype, shapes, parameters)
   // once, under its own name, then calls the backend's do_<op>, which trusts them.
@@ -196,6 +206,7 @@ class Backend {
   // The front does not call them for empty inputs of the softmax family, cross-entropy backward,
   // gram_backward, argmax_rows, copy (or a copy onto itself) and batch norm (nor for batch-norm
   // training without channels); the other ops must handle empty tensors.
+  virtual ConstantHold do_hold_constant(Context& ctx, const Tensor& t) = 0;
   virtual void do_gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b,
                        float beta, Tensor& c) = 0;
   virtual void do_bias_add(Context& ctx, Tensor& y, const Tensor& bias) = 0;

@@ -2,10 +2,11 @@
 
 namespace cudl {
 
-BatchMeans batch_means(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size,
-                       const std::function<void(const Tensor& output, const Batch& batch, Tensor& first,
-                                                Tensor& second)>& metric) {
+BatchMeans batch_means(
+    Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size,
+    const std::function<void(const Tensor& output, const Batch& batch, Tensor& first, Tensor& second)>& metric) {
   Backend& be = ctx.backend();
+  const ConstantHold weights = model.hold_parameters_constant(ctx);  // nothing trains while it runs
   DataLoader loader(data, ctx, batch_size, /*shuffle=*/false, /*seed=*/0);
   loader.start_epoch(0);
   Tensor first_sum = Tensor::zeros({1}, ctx), second_sum = Tensor::zeros({1}, ctx);

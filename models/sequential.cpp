@@ -146,6 +146,11 @@ void Sequential::set_frozen(bool frozen) {
 
 void Sequential::set_input_grad(bool needed) { input_grad_ = needed; }
 
+ConstantHold Sequential::hold_parameters_constant(Context& ctx) {
+  CUDL_CHECK(built_, "Sequential::hold_parameters_constant: build() the model first");
+  return ctx.backend().hold_constant(ctx, params_);
+}
+
 void Sequential::zero_grad(Context& ctx) {
   if (grads_.defined()) ctx.backend().fill(ctx, grads_, 0.0f);
 }

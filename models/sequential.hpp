@@ -56,6 +56,10 @@ class Sequential {
   // layers there that learn nothing skip backward altogether.
   void set_input_grad(bool needed);
   void zero_grad(Context& ctx);
+  // Promises that nothing writes the parameters while the hold lives (Backend::hold_constant):
+  // inference and style transfer take one, and the CPU convolutions stop re-laying out their
+  // weights on every call. Not while training: the optimizer writes them every step.
+  [[nodiscard]] ConstantHold hold_parameters_constant(Context& ctx);
 
   std::vector<NamedParameter> parameters();  // trainable, in order
   std::vector<NamedParameter> buffers();     // non-trainable state (BatchNorm running stats)

@@ -281,7 +281,8 @@ StyleObjective::StyleObjective(Context& ctx, Sequential& net, std::vector<std::s
       cw_(content_weight),
       sw_(style_weight),
       tvw_(tv_weight),
-      extra_(extra) {
+      extra_(extra),
+      weights_(net.hold_parameters_constant(ctx)) {
   all_taps_ = content_taps_;
   for (const auto& s : style_taps_)
     if (std::find(all_taps_.begin(), all_taps_.end(), s) == all_taps_.end()) all_taps_.push_back(s);

@@ -163,6 +163,8 @@ struct StyleObjectiveOptions {
   float tv_beta = 2.0f;
 };
 
+// The network's weights are held constant (Backend::hold_constant) while the objective lives:
+// load weights into `net` before constructing it.
 class StyleObjective {
  public:
   // `content_taps` / `style_taps` are layer names in `net` (features.N).
@@ -210,6 +212,7 @@ class StyleObjective {
   std::vector<std::vector<Tensor>> style_masks_;    // [style][layer] [1,C,h,w]; empty: none
   std::vector<std::vector<float>> mask_gains_;      // [style][layer] h·w / Σ m²
   Tensor losses_, tmp_, norm_;
+  ConstantHold weights_;  // the network's weights, constant for the objective's lifetime
 };
 
 // Style transfer of one or more content images (video frames) with the same styles: the network

@@ -560,6 +560,7 @@ EvalReport evaluate_report(Context& ctx, Sequential& model, const Dataset& data,
   r.classes = classes;
   r.confusion.assign(static_cast<std::size_t>(classes),
                      std::vector<std::int64_t>(static_cast<std::size_t>(classes), 0));
+  const ConstantHold weights = model.hold_parameters_constant(ctx);  // nothing trains while it runs
   DataLoader loader(data, ctx, batch_size, /*shuffle=*/false, /*seed=*/0);
   loader.start_epoch(0);
   Tensor loss_sum = Tensor::zeros({1}, ctx), batch_loss = Tensor::empty({1}, ctx);

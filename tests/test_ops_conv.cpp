@@ -10,6 +10,7 @@
 #include "cudl/engine/backend.hpp"
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/ops.hpp"
+#include "cudl/kernels/cpu/onednn_conv.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
 #include "tests/test_util.hpp"
@@ -114,6 +115,46 @@ TEST_P(ConvTest, ForwardMatchesNaive) {
     });
     expect_close(host(y), expected, "conv2d_forward " + cc.name);
   }
+}
+
+// Held weights (Backend::hold_constant) give bit-for-bit the results of weights read afresh, in
+// both directions that read them; once the hold is gone a change of the weights shows again.
+TEST_P(ConvTest, HeldWeightsGiveTheSameResults) {
+  const ConvCase cc{2, 16, 9, 7, 32, 3, 3, params(1, 1, 1, 1, 1, 1), "held"};
+  const Shape ys = conv2d_output_shape(cc.x(), cc.wt(), cc.p);
+  auto x = make(random_values(cc.x().numel(), 31), cc.x());
+  auto dy = make(random_values(ys.numel(), 32), ys);
+  auto w = make(random_values(cc.wt().numel(), 33), cc.wt());
+  auto run = [&] {
+    auto y = make(std::vector<float>(static_cast<std::size_t>(ys.numel()), 0.0f), ys);
+    auto dx = make(std::vector<float>(static_cast<std::size_t>(cc.x().numel()), 0.0f), cc.x());
+    backend().conv2d_forward(ctx(), x, w, cc.p, y);
+    backend().conv2d_backward_data(ctx(), dy, w, cc.p, dx);
+    return std::make_pair(host(y), host(dx));
+  };
+  const auto fresh = run();
+  {
+    const ConstantHold hold = backend().hold_constant(ctx(), w);
+    EXPECT_EQ(run(), fresh);  // the first call makes the held copies
+    EXPECT_EQ(run(), fresh);  // the second reuses them
+    if (ctx().device().is_cpu() && cpu::onednn_conv_enabled()) {
+      // The CPU keeps a re-laid-out copy: a write under the hold (breaking its promise) is not
+      // seen, which shows the copy is what runs.
+      auto other = make(random_values(cc.wt().numel(), 35), cc.wt());
+      auto saved = make(host(w), cc.wt());
+      backend().copy(ctx(), other, w);
+      EXPECT_EQ(run(), fresh);
+      backend().copy(ctx(), saved, w);
+    }
+  }
+  // Released: new weights are read, not an old copy.
+  auto w2 = make(random_values(cc.wt().numel(), 34), cc.wt());
+  backend().copy(ctx(), w2, w);
+  const auto changed = run();
+  EXPECT_NE(changed.first, fresh.first);
+  auto y2 = make(std::vector<float>(static_cast<std::size_t>(ys.numel()), 0.0f), ys);
+  backend().conv2d_forward(ctx(), x, w2, cc.p, y2);
+  EXPECT_EQ(changed.first, host(y2));
 }
 
 TEST_P(ConvTest, BackwardDataMatchesNaive) {

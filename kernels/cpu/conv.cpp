@@ -146,6 +146,12 @@ void for_each_sample_with_columns(Context& ctx, const ConvGeometry& g, const Bod
 
 }  // namespace
 
+// Weights held constant skip their per-call reorder into oneDNN's layout (im2col reads them as
+// they are, so it keeps nothing).
+ConstantHold CpuBackend::do_hold_constant(Context&, const Tensor& t) {
+  return cpu::hold_constant_weights(t.data<float>(), static_cast<std::size_t>(t.numel()) * sizeof(float));
+}
+
 void CpuBackend::do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
   const auto g = geometry(x.shape(), w.shape(), y.shape(), p);
   if (y.numel() == 0) return;

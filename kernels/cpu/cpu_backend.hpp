@@ -11,6 +11,7 @@ class CpuBackend final : public Backend {
   std::string_view name() const override;
 
  protected:
+  ConstantHold do_hold_constant(Context& ctx, const Tensor& t) override;
   void do_gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta,
                Tensor& c) override;
   void do_bias_add(Context& ctx, Tensor& y, const Tensor& bias) override;

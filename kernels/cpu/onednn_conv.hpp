@@ -2,6 +2,8 @@
 // 2-D convolutions on the CPU through oneDNN (forward, backward-data, backward-filter), used by
 // kernels/cpu/conv.cpp when cudl is built with oneDNN (CUDL_ONEDNN) and CUDL_CPU_CONV is not
 // "im2col". Primitives are created once per shape and cached, like the cuDNN path's algorithms.
+#include <cstddef>
+#include <memory>
 #include <string>
 
 #include "cudl/engine/backend.hpp"
@@ -18,6 +20,11 @@ bool onednn_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const
 bool onednn_conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx);
 bool onednn_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
                                    bool accumulate);
+
+// Registers [data, data + bytes) as constant until the returned hold is dropped: convolutions
+// then reorder weights that lie in it into their primitive's layout once, and keep the copy
+// (Backend::hold_constant). Null when oneDNN is not in use.
+std::shared_ptr<void> hold_constant_weights(const void* data, std::size_t bytes);
 
 // "oneDNN 2.6.3 (ISA avx512_core_bf16), CPU conv: onednn" or "not built in" - for `cudl info`.
 std::string onednn_description();

@@ -103,6 +103,7 @@ void run_predict(const PredictArgs& a) {
   Context ctx(Device::parse(a.device));
   model.build(ctx, 0);
   load_weights_reporting_unused(a.weights, ctx, model, a.strict);
+  const ConstantHold weights = model.hold_parameters_constant(ctx);  // one layout change per run, not per image
 
   nlohmann::json results = nlohmann::json::array();
   const int k = std::min(a.top, classes);
