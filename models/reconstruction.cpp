@@ -75,11 +75,12 @@ DataSplits load_images_for_model(const std::string& kind, const std::string& dir
     CUDL_CHECK(spec.input[1] == spec.input[2] && spec.input[0] == 3,
                "--dataset folder: image folders are loaded as square RGB images, but model {} takes {}", model_name,
                spec.input);
-    splits = load_image_folder(dir, static_cast<int>(spec.input[1]));
+    // Listed; reconstruction decodes it whole (fit_reconstruction), fine-tuning streams it.
+    splits = list_image_folder(dir, static_cast<int>(spec.input[1]));
   } else {
     CUDL_THROW("--dataset: unknown '{}': expected mnist, fashion-mnist, cifar10 or folder", kind);
   }
-  const Shape& got = splits.train.images.shape();
+  const Shape got = splits.train.image_shape();
   CUDL_CHECK(got[1] == spec.input[0] && got[2] == spec.input[1] && got[3] == spec.input[2],
              "model {} takes [{}, {}, {}] images but the {} data in '{}' is {}", model_name, spec.input[0],
              spec.input[1], spec.input[2], kind, dir, got);
@@ -156,8 +157,11 @@ void write_reconstruction_samples(const std::string& path, Context& ctx, Sequent
   write_image(path, grid);
 }
 
-std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& model, const Dataset& train,
-                                                      const Dataset& test, const ReconstructionOptions& options) {
+std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& model, const Dataset& train_data,
+                                                      const Dataset& test_data, const ReconstructionOptions& options) {
+  // The mean-image baseline and the sample grid read every pixel on the host: a listed folder is
+  // decoded whole here (reconstruction does not stream yet).
+  const Dataset train = decode_all(train_data), test = decode_all(test_data);
   const FitOptions& fo = options.fit;
   CUDL_CHECK(model.built(), "fit_reconstruction: build() the model first");
   CUDL_CHECK(options.loss != LossKind::cross_entropy,
@@ -182,9 +186,14 @@ std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& 
     first_epoch = info.epoch;
   }
   const std::vector<float> mean = mean_image(train);
-  Augment augment;
-  augment.random_crop = augment.hflip = fo.augment;
-  DataLoader loader(train, ctx, fo.batch_size, /*shuffle=*/true, fo.seed, augment);
+  LoaderOptions lo;
+  lo.batch_size = fo.batch_size;
+  lo.shuffle = true;
+  lo.seed = fo.seed;
+  lo.augment = fo.augment;
+  lo.workers = fo.workers;
+  lo.prefetch = fo.prefetch;
+  DataLoader loader(train, ctx, lo);
   const std::int64_t batches = loader.batches_per_epoch();
   const std::int64_t total_steps = fo.epochs * batches;
   Tensor loss_sum = Tensor::zeros({1}, ctx), batch_loss = Tensor::empty({1}, ctx);
