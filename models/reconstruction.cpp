@@ -186,14 +186,7 @@ std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& 
     first_epoch = info.epoch;
   }
   const std::vector<float> mean = mean_image(train);
-  LoaderOptions lo;
-  lo.batch_size = fo.batch_size;
-  lo.shuffle = true;
-  lo.seed = fo.seed;
-  lo.augment = fo.augment;
-  lo.workers = fo.workers;
-  lo.prefetch = fo.prefetch;
-  DataLoader loader(train, ctx, lo);
+  DataLoader loader(train, ctx, training_loader_options(fo));
   const std::int64_t batches = loader.batches_per_epoch();
   const std::int64_t total_steps = fo.epochs * batches;
   Tensor loss_sum = Tensor::zeros({1}, ctx), batch_loss = Tensor::empty({1}, ctx);

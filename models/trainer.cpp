@@ -107,6 +107,17 @@ EvalResult evaluate_checked(Context& ctx, Sequential& model, const Dataset& data
 
 }  // namespace
 
+LoaderOptions training_loader_options(const FitOptions& options) {
+  LoaderOptions lo;
+  lo.batch_size = options.batch_size;
+  lo.shuffle = true;
+  lo.seed = options.seed;
+  lo.augment = options.augment;
+  lo.workers = options.workers;
+  lo.prefetch = options.prefetch;
+  return lo;
+}
+
 EvalResult evaluate(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size) {
   check_labels(model, data, "eval");
   return evaluate_checked(ctx, model, data, batch_size);
@@ -315,14 +326,7 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
   for (const auto& m : result.epochs) watch.observe(m, options);
   result.best_epoch = watch.best_epoch;
 
-  LoaderOptions lo;
-  lo.batch_size = options.batch_size;
-  lo.shuffle = true;
-  lo.seed = options.seed;
-  lo.augment = options.augment;
-  lo.workers = options.workers;
-  lo.prefetch = options.prefetch;
-  DataLoader loader(train, ctx, lo);
+  DataLoader loader(train, ctx, training_loader_options(options));
   const std::int64_t batches = loader.batches_per_epoch();
   std::int64_t total_steps = options.epochs * batches;
   if (options.max_steps > 0) total_steps = std::min(total_steps, options.max_steps);

@@ -15,6 +15,7 @@
 
 #include "cudl/engine/io/augment.hpp"
 #include "cudl/engine/io/datasets.hpp"
+#include "cudl/engine/io/loader.hpp"
 #include "cudl/layers/optimizer.hpp"
 #include "cudl/models/sequential.hpp"
 
@@ -105,6 +106,9 @@ struct TrainResult {
 // The metrics file `--metrics-json` writes and `cudl plot` reads: model, device, params, the split
 // sizes, the monitored metric, the best epoch and every epoch's metrics.
 nlohmann::json metrics_document(const TrainResult& result);
+
+// The training loader's settings: shuffled, seeded, augmented and threaded as `options` say.
+LoaderOptions training_loader_options(const FitOptions& options);
 
 // Trains `model` (built on ctx's device) on `train`, evaluating on `validation` (when it holds
 // images) and `test` after each epoch.

@@ -81,7 +81,10 @@ void add_pipeline_bench_options(CLI::App* cmd, PipelineBenchArgs& a) {
       ->capture_default_str();
   cmd->add_option("--image-size", a.image_size, "With --pipeline: as train's --image-size")
       ->transform(whole_number(1, 8192));
-  cmd->add_option("--batches", a.batches, "With --pipeline: batches timed per measurement")
+  cmd->add_option("--batches", a.batches, "With --pipeline: batches timed through the pipeline alone")
+      ->transform(whole_number(1, 100000))
+      ->capture_default_str();
+  cmd->add_option("--steps", a.steps, "With --pipeline: train steps timed, alone and fed by the pipeline")
       ->transform(whole_number(1, 100000))
       ->capture_default_str();
 }
@@ -123,14 +126,14 @@ void run_pipeline_bench(const PipelineBenchArgs& a, const std::string& model_nam
   for (std::size_t i = 0; i < host_labels.size(); ++i) host_labels[i] = static_cast<std::int32_t>(i % classes);
   Tensor labels = Tensor::from_host(std::span<const std::int32_t>(host_labels), {batch_size}, ctx);
   train_step(ctx, model, optimizer, x, labels);  // warm-up
-  const std::int64_t steps = std::max<std::int64_t>(3, std::min<std::int64_t>(a.batches, 10));
+  const std::int64_t steps = a.steps;
   const auto start = Clock::now();
   for (std::int64_t i = 0; i < steps; ++i) train_step(ctx, model, optimizer, x, labels);
   const double step_rate = static_cast<double>(steps * batch_size) / seconds_since(start);
   fmt::print("train step alone (synthetic batch): {:>9.1f} img/s ({} steps)\n", step_rate, steps);
 
   lo.workers = workers;
-  const Rate both = run_loader(ctx, data.train, lo, a.batches, [&](const Batch& b) {
+  const Rate both = run_loader(ctx, data.train, lo, a.steps, [&](const Batch& b) {
     train_step(ctx, model, optimizer, b.images, b.labels);
   });
   fmt::print("pipeline ({} workers) feeding the train step: {:>9.1f} img/s ({} images)\n", workers,
