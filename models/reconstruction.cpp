@@ -183,6 +183,7 @@ std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& 
     CheckpointInfo info = load_checkpoint(fo.resume_path, ctx, model, &optimizer);
     CUDL_CHECK(info.model == fo.model_name, "--resume: '{}' holds a {} checkpoint, but the model is {}", fo.resume_path,
                info.model, fo.model_name);
+    optimizer.clear_frozen_state(ctx);  // as fit: restored moments must not move frozen weights
     first_epoch = info.epoch;
   }
   const std::vector<float> mean = mean_image(train);

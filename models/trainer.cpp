@@ -311,6 +311,7 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
     CheckpointInfo info = load_checkpoint(options.resume_path, ctx, model, &optimizer);
     CUDL_CHECK(info.model == options.model_name, "--resume: '{}' holds a {} checkpoint, but the model is {}",
                options.resume_path, info.model, options.model_name);
+    optimizer.clear_frozen_state(ctx);  // --freeze on resume: restored moments must not move frozen weights
     first_epoch = info.epoch;
     last_good = fmt::format("stopped; the last good checkpoint is '{}' (epoch {})", options.resume_path, info.epoch);
     if (auto it = info.extra.find("metrics"); it != info.extra.end()) {

@@ -113,6 +113,29 @@ TEST(Finetune, FrozenLayersKeepTheirWeightsWhileEarlierLayersStillLearn) {
   }
 }
 
+TEST(Finetune, FreezeOnResumeKeepsWeightsWhoseOptimizerStateWasRestored) {
+  // Epoch 1 trains every layer (Adam's moments for features.2 become non-zero and are saved);
+  // epoch 2 resumes with features.2 frozen: its weights must not move, although the restored
+  // moments alone would move them.
+  TempDir dir;
+  const DataSplits data = load_image_folder(stripe_folder(dir.file("d"), {0, 1, 2, 3}, 8, 2, 1), 16);
+  Context ctx(Device::cpu());
+  FitOptions first = options(1);
+  first.save_path = dir.file("run.safetensors");
+  Sequential a = tiny_net();
+  a.build(ctx, 1);
+  (void)fit(ctx, a, data.train, data.test, first);
+  const auto saved = values_of(a, "features.2.weight", ctx), head = values_of(a, "classifier.weight", ctx);
+  Sequential b = tiny_net();
+  b.build(ctx, 1);
+  EXPECT_EQ(freeze_layers(b, {"features.2"}), std::vector<std::string>{"features.2"});
+  FitOptions second = options(2);
+  second.resume_path = first.save_path;
+  (void)fit(ctx, b, data.train, data.test, second);
+  EXPECT_EQ(values_of(b, "features.2.weight", ctx), saved);  // bit for bit
+  EXPECT_NE(values_of(b, "classifier.weight", ctx), head);   // the rest trained on
+}
+
 TEST(Finetune, FreezePrefixesMatchWholeNameParts) {
   Sequential m = tiny_net();
   EXPECT_EQ(freeze_layers(m, {"features"}), (std::vector<std::string>{"features.0", "features.2"}));
