@@ -28,17 +28,22 @@ void loss_forward(Context& ctx, LossKind kind, const Tensor& y, const Tensor& x,
 }
 
 nlohmann::json to_json(const ReconstructionMetrics& m) {
-  return {{"epoch", m.epoch},
-          {"train_loss", m.train_loss},
-          {"test_loss", m.test_loss},
-          {"test_mse", m.test_mse},
-          {"test_l1", m.test_l1},
-          {"test_psnr", m.test_psnr},
-          {"mean_image_mse", m.mean_image_mse},
-          {"mean_image_l1", m.mean_image_l1},
-          {"mean_image_psnr", m.mean_image_psnr},
-          {"seconds", m.seconds},
-          {"images_per_second", m.images_per_second}};
+  nlohmann::json j = {{"epoch", m.epoch},
+                      {"train_loss", m.train_loss},
+                      {"test_loss", m.test_loss},
+                      {"test_mse", m.test_mse},
+                      {"test_l1", m.test_l1},
+                      {"test_psnr", m.test_psnr},
+                      {"mean_image_mse", m.mean_image_mse},
+                      {"mean_image_l1", m.mean_image_l1},
+                      {"mean_image_psnr", m.mean_image_psnr},
+                      {"seconds", m.seconds},
+                      {"images_per_second", m.images_per_second}};
+  if (m.has_val) {
+    j["val_loss"] = m.val_loss;
+    j["val_psnr"] = m.val_psnr;
+  }
+  return j;
 }
 
 }  // namespace
@@ -100,13 +105,21 @@ std::vector<float> mean_image(const Dataset& data) {
   return out;
 }
 
+namespace {
+
+// The model's mean squared and absolute pixel errors on `data` (first: MSE, second: L1).
+BatchMeans pixel_errors(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size) {
+  return batch_means(ctx, model, data, batch_size, [&](const Tensor& y, const Batch& batch, Tensor& mse, Tensor& l1) {
+    ctx.backend().mse_loss_forward(ctx, y, batch.images, mse);
+    ctx.backend().l1_loss_forward(ctx, y, batch.images, l1);
+  });
+}
+
+}  // namespace
+
 ReconstructionMetrics evaluate_reconstruction(Context& ctx, Sequential& model, const Dataset& data,
                                               std::int64_t batch_size, LossKind loss, const std::vector<float>& mean) {
-  const BatchMeans means = batch_means(ctx, model, data, batch_size,
-                                      [&](const Tensor& y, const Batch& batch, Tensor& mse, Tensor& l1) {
-                                        ctx.backend().mse_loss_forward(ctx, y, batch.images, mse);
-                                        ctx.backend().l1_loss_forward(ctx, y, batch.images, l1);
-                                      });
+  const BatchMeans means = pixel_errors(ctx, model, data, batch_size);
   ReconstructionMetrics m;
   m.test_mse = means.first;
   m.test_l1 = means.second;
@@ -157,8 +170,14 @@ void write_reconstruction_samples(const std::string& path, Context& ctx, Sequent
   write_image(path, grid);
 }
 
+std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& model, const Dataset& train,
+                                                      const Dataset& test, const ReconstructionOptions& options) {
+  return fit_reconstruction(ctx, model, train, Dataset{}, test, options);
+}
+
 std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& model, const Dataset& train_data,
-                                                      const Dataset& test_data, const ReconstructionOptions& options) {
+                                                      const Dataset& validation, const Dataset& test_data,
+                                                      const ReconstructionOptions& options) {
   // The mean-image baseline and the sample grid read every pixel on the host: a listed folder is
   // decoded whole here (reconstruction does not stream yet).
   const Dataset train = decode_all(train_data), test = decode_all(test_data);
@@ -232,6 +251,12 @@ std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& 
     m.seconds = seconds;
     m.images_per_second = static_cast<double>(samples) / std::max(seconds, 1e-9);
     m.train_loss = loss_sum.item(ctx) / static_cast<double>(std::max<std::int64_t>(samples, 1));
+    if (validation.size() > 0) {
+      const BatchMeans v = pixel_errors(ctx, model, validation, fo.batch_size);
+      m.has_val = true;
+      m.val_loss = options.loss == LossKind::l1 ? v.second : v.first;
+      m.val_psnr = psnr(v.first);
+    }
     CUDL_CHECK(
         std::isfinite(m.train_loss) && std::isfinite(m.test_loss),
         "fit: epoch {} ended with train loss {:.4g} and test loss {:.4g}: training diverged (a learning rate too "

@@ -80,18 +80,8 @@ void add_model_and_data_options(CLI::App* cmd, TrainArgs& a) {
                   "Image folders: decode at NxN (default: the model's input; another size only when the model's "
                   "layers take it)")
       ->transform(whole_number(1, 8192));
-  cmd->add_option("--workers", a.workers,
-                  "Image folders and augmentation: threads that decode and augment batches ahead of the step (0: "
-                  "min(4, hardware threads))")
-      ->transform(whole_number(0, 256))
-      ->capture_default_str();
-  cmd->add_option("--prefetch", a.prefetch,
-                  "Batches staged ahead of the step; bounds the pipeline's memory (0: 2 per worker)")
-      ->transform(whole_number(0, 4096))
-      ->capture_default_str();
   add_compute_options(cmd, a.compute);
 }
-
 
 // --reduce-lr-on-plateau N[,FACTOR]: patience N in [1, 100000], factor in (0, 1) (default 0.1).
 struct PlateauSetting {
@@ -264,8 +254,8 @@ void run_train(TrainArgs a, const RunControlArgs& c) {
     };
   }
   add_metadata(a.extras, a.model, data, o);
-  // Reconstruction (--target input) trains on the whole training split with its own loop and metrics.
-  if (run_reconstruction_if_asked(a.extras, ctx, model, data, o)) return;
+  // Reconstruction (--target input) has its own loop and metrics, on the same subset and hold-out.
+  if (run_reconstruction_if_asked(a.extras, ctx, model, train, validation, data.test, o)) return;
   TrainResult r = fit(ctx, model, train, validation, data.test, o);
   print_epoch_table(r);
   print_summary(r, c, o.early_stopping_patience);
@@ -419,6 +409,15 @@ void add_train_command(CLI::App& app) {
                   "crop), random-resized-crop (scale 0.08-1, ratio 3/4-4/3), flip, color-jitter; bare: crop,flip")
       ->expected(0, 1)
       ->default_str("default");
+  cmd->add_option("--workers", a->workers,
+                  "Image folders and augmentation: threads that decode and augment batches ahead of the step (0: "
+                  "min(4, hardware threads))")
+      ->transform(whole_number(0, 256))
+      ->capture_default_str();
+  cmd->add_option("--prefetch", a->prefetch,
+                  "Batches staged ahead of the step; bounds the pipeline's memory (0: 2 per worker)")
+      ->transform(whole_number(0, 4096))
+      ->capture_default_str();
   cmd->add_option("--color-jitter", a->color_jitter,
                   "Strength S of --augment color-jitter: brightness, contrast and saturation factors in [1-S, 1+S] "
                   "(no hue)")

@@ -37,8 +37,9 @@ void prepare_model(const TrainExtras& e, Sequential& model);
 void finish_model(const TrainExtras& e, Context& ctx, Sequential& model);
 // Metadata saved with the checkpoints (preprocessing, class names, the new head's size).
 void add_metadata(const TrainExtras& e, const std::string& model, const DataSplits& data, FitOptions& o);
-// True when the run was a reconstruction run, which this then did (instead of fit()).
-bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential& model, const DataSplits& data,
-                                 FitOptions o);
+// True when the run was a reconstruction run, which this then did (instead of fit()) on `train`,
+// with `validation` (when it holds images) and `test` evaluated after each epoch.
+bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential& model, const Dataset& train,
+                                 const Dataset& validation, const Dataset& test, FitOptions o);
 
 }  // namespace cudl::cli
