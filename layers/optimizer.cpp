@@ -69,7 +69,8 @@ void Optimizer::clear_frozen_state(Context& ctx) {
     for (Parameter* p : layer->parameters()) {
       if (!p->trainable) continue;
       // The parameter's place in the block, which the state tensors share.
-      const auto begin = (static_cast<const char*>(p->value.raw()) - block) / static_cast<std::ptrdiff_t>(sizeof(float));
+      const auto begin =
+          (static_cast<const char*>(p->value.raw()) - block) / static_cast<std::ptrdiff_t>(sizeof(float));
       for (Tensor* state : {&first_, &second_}) {
         if (!state->defined()) continue;
         Tensor range = state->slice(begin, begin + p->value.numel());

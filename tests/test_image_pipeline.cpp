@@ -289,8 +289,9 @@ TEST(ImagePipeline, CliTrainsATinyModelOnAFolderWithWorkers) {
   for (const auto& [extra, fragment] :
        {std::pair<std::string, std::string>{"--augment sharpen", "--augment: unknown 'sharpen'"},
         {"--image-size 32", "fixes its input at 16x16"}}) {
-    const std::string bad = fmt::format("'{}' train --model '{}' --data '{}' --dataset folder --device cpu {} > '{}' 2>&1",
-                                        cli_path(), net, folder, extra, out);
+    const std::string bad =
+        fmt::format("'{}' train --model '{}' --data '{}' --dataset folder --device cpu {} > '{}' 2>&1", cli_path(), net,
+                    folder, extra, out);
     const int st = std::system(bad.c_str());
     const auto b = read_bytes(out);
     const std::string t(b.begin(), b.end());

@@ -85,8 +85,8 @@ philox::Uint4 sample_draw(std::uint64_t seed, std::int64_t epoch, std::uint32_t 
   return philox::philox4x32_10(counter, static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));
 }
 
-CropBox random_resized_crop_box(int width, int height, const Augment& augment, std::uint64_t seed,
-                                std::int64_t epoch, std::int64_t sample) {
+CropBox random_resized_crop_box(int width, int height, const Augment& augment, std::uint64_t seed, std::int64_t epoch,
+                                std::int64_t sample) {
   const double area = static_cast<double>(width) * height;
   const double log_lo = std::log(augment.ratio_min), log_hi = std::log(augment.ratio_max);
   for (int t = 0; t < kResizedCropTries; ++t) {

@@ -48,8 +48,8 @@ struct CropBox {
 };
 
 // RandomResizedCrop.get_params for a width x height image and (seed, epoch, sample).
-CropBox random_resized_crop_box(int width, int height, const Augment& augment, std::uint64_t seed,
-                                std::int64_t epoch, std::int64_t sample);
+CropBox random_resized_crop_box(int width, int height, const Augment& augment, std::uint64_t seed, std::int64_t epoch,
+                                std::int64_t sample);
 
 // Colour jitter of one CHW sample in place (1 channel: brightness and contrast only; 3: all).
 void color_jitter(float* chw, std::int64_t channels, std::int64_t height, std::int64_t width, const Augment& augment,

@@ -322,9 +322,7 @@ Shape Dataset::image_shape() const {
   return images.defined() ? images.shape() : Shape{0};
 }
 
-std::size_t Dataset::image_bytes() const {
-  return static_cast<std::size_t>(image_shape().numel()) * sizeof(float);
-}
+std::size_t Dataset::image_bytes() const { return static_cast<std::size_t>(image_shape().numel()) * sizeof(float); }
 
 Dataset select_samples(const Dataset& data, const std::vector<std::int64_t>& indices) {
   CUDL_CHECK(data.labels.defined() && data.labels.dtype() == DType::i32 && data.labels.device().is_cpu(),

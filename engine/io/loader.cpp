@@ -23,9 +23,9 @@ constexpr std::uint32_t kShuffleStream = 0x5348;  // "SH"
 
 // Copies samples order[begin, end) of the dataset into images/labels (host memory), decoding a
 // listed folder's images and augmenting each sample when asked. Returns the images decoded.
-std::int64_t gather(const Dataset& data, const std::vector<std::int64_t>& order, std::int64_t begin,
-                    std::int64_t end, float* images, std::int32_t* labels, const Augment* augment, std::uint64_t seed,
-                    std::int64_t epoch, const std::atomic<bool>* stop = nullptr) {
+std::int64_t gather(const Dataset& data, const std::vector<std::int64_t>& order, std::int64_t begin, std::int64_t end,
+                    float* images, std::int32_t* labels, const Augment* augment, std::uint64_t seed, std::int64_t epoch,
+                    const std::atomic<bool>* stop = nullptr) {
   const Shape s = data.image_shape();
   std::int64_t values = s[1] * s[2] * s[3];
   const std::int32_t* src_labels = data.labels.data<std::int32_t>();
@@ -145,9 +145,8 @@ struct DataLoader::Impl {
       std::int64_t b = 0;
       {
         std::unique_lock lock(mutex);
-        changed.wait(lock, [&] {
-          return stop || failed || next_claim >= last || slot_of(next_claim).state == SlotState::free;
-        });
+        changed.wait(
+            lock, [&] { return stop || failed || next_claim >= last || slot_of(next_claim).state == SlotState::free; });
         if (stop || failed || next_claim >= last) return;
         b = next_claim++;
         Slot& slot = slot_of(b);
@@ -254,8 +253,8 @@ DataLoader::DataLoader(const Dataset& dataset, Context& ctx, const LoaderOptions
   m.sample_values = dataset.image_shape().numel() / m.n;
   // Images (f32) and labels (i32) of the whole dataset: what one epoch stages.
   const auto epoch_bytes = static_cast<std::size_t>(m.n) * static_cast<std::size_t>(m.sample_values + 1) * 4;
-  m.per_batch = dataset.listed() || loader_stages_per_batch(options.augment, ctx.device(), options.shuffle,
-                                                            epoch_bytes, options.whole_epoch_limit);
+  m.per_batch = dataset.listed() || loader_stages_per_batch(options.augment, ctx.device(), options.shuffle, epoch_bytes,
+                                                            options.whole_epoch_limit);
   if (m.per_batch) {
     m.worker_count = options.workers > 0 ? options.workers : default_loader_workers();
     const int slots = options.prefetch > 0 ? options.prefetch : std::max(2, 2 * m.worker_count);

@@ -50,10 +50,10 @@ struct LoaderOptions {
 
 // What the per-batch pipeline holds and did, for tests and `cudl bench --pipeline`.
 struct LoaderStats {
-  int workers = 0, slots = 0;         // 0 when batches are not staged one by one
-  std::size_t staging_bytes = 0;      // host staging held: slots x one batch (images and labels)
-  std::int64_t peak_staged = 0;       // the most batches staged (being filled or waiting) at once
-  std::int64_t samples_decoded = 0;   // listed images decoded so far
+  int workers = 0, slots = 0;        // 0 when batches are not staged one by one
+  std::size_t staging_bytes = 0;     // host staging held: slots x one batch (images and labels)
+  std::int64_t peak_staged = 0;      // the most batches staged (being filled or waiting) at once
+  std::int64_t samples_decoded = 0;  // listed images decoded so far
 };
 
 struct Batch {

@@ -662,8 +662,8 @@ void add_bench_command(CLI::App& app) {
     if (!opt->pipeline.dir.empty()) {
       const auto models = split_list(opt->models);
       CUDL_CHECK(models.size() == 1, "bench --pipeline: name one model with --models (its train step is timed)");
-      const auto batches = parse_whole_number_list("--batch-sizes", opt->batch_sizes.empty() ? "64" : opt->batch_sizes,
-                                                   1, kMaxBatch);
+      const auto batches =
+          parse_whole_number_list("--batch-sizes", opt->batch_sizes.empty() ? "64" : opt->batch_sizes, 1, kMaxBatch);
       run_pipeline_bench(opt->pipeline, models[0], batches.front());
       return;
     }

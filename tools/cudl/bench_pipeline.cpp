@@ -133,9 +133,8 @@ void run_pipeline_bench(const PipelineBenchArgs& a, const std::string& model_nam
   fmt::print("train step alone (synthetic batch): {:>9.1f} img/s ({} steps)\n", step_rate, steps);
 
   lo.workers = workers;
-  const Rate both = run_loader(ctx, data.train, lo, a.steps, [&](const Batch& b) {
-    train_step(ctx, model, optimizer, b.images, b.labels);
-  });
+  const Rate both = run_loader(ctx, data.train, lo, a.steps,
+                               [&](const Batch& b) { train_step(ctx, model, optimizer, b.images, b.labels); });
   fmt::print("pipeline ({} workers) feeding the train step: {:>9.1f} img/s ({} images)\n", workers,
              both.images_per_second, both.images);
   const double best_pipeline = pipeline.back().second;

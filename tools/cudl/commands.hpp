@@ -28,8 +28,8 @@ struct PipelineBenchArgs {
   std::string dir;
   std::string augment = "random-resized-crop,flip,color-jitter";
   int workers = 0, image_size = 0;  // 0: defaults
-  std::int64_t batches = 20;  // timed through the pipeline alone
-  std::int64_t steps = 5;     // timed train steps, alone and fed by the pipeline
+  std::int64_t batches = 20;        // timed through the pipeline alone
+  std::int64_t steps = 5;           // timed train steps, alone and fed by the pipeline
 };
 void add_pipeline_bench_options(CLI::App* cmd, PipelineBenchArgs& a);
 void run_pipeline_bench(const PipelineBenchArgs& a, const std::string& model_name, std::int64_t batch_size);
