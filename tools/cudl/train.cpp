@@ -404,9 +404,11 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--save", a->save, "Write a checkpoint (safetensors) here after every epoch");
   cmd->add_option("--resume", a->resume, "Continue the run saved in this checkpoint");
   cmd->add_option("--metrics-json", a->metrics_json, "Write per-epoch metrics as JSON here");
-  cmd->add_option("--augment", a->augment,
-                  "Training augmentation, seeded per (seed, epoch, image): a comma-separated list of crop (pad 4 and "
-                  "crop), random-resized-crop (scale 0.08-1, ratio 3/4-4/3), flip, color-jitter; bare: crop,flip")
+  cmd->add_option(
+         "--augment", a->augment,
+         "Training augmentation, seeded per (seed, epoch, image): a comma-separated list of crop (pad 4 and "
+         "crop), random-resized-crop (scale 0.08-1, ratio 3/4-4/3), flip, color-jitter; given bare: crop,flip; not "
+         "given: none")
       ->expected(0, 1)
       ->default_str("default");
   cmd->add_option("--workers", a->workers,
