@@ -32,10 +32,11 @@ void BatchNorm2d::initialize(Context& ctx, std::uint64_t /*seed*/) {
 
 Tensor BatchNorm2d::forward(Context& ctx, const Tensor& x, bool train) {
   Tensor y = Tensor::empty(output_shape(x.shape()), ctx);
-  if (!train) {
+  eval_forward_ = !train || frozen_;
+  if (eval_forward_) {
     ctx.backend().batchnorm_forward_eval(ctx, x, weight_.value, bias_.value, running_mean_.value, running_var_.value,
                                          eps_, y);
-    x_ = Tensor();
+    x_ = train ? x : Tensor();  // a frozen layer in training still passes gradients down
     return y;
   }
   save_mean_ = Tensor::empty({channels_}, ctx);
@@ -49,7 +50,12 @@ Tensor BatchNorm2d::forward(Context& ctx, const Tensor& x, bool train) {
 Tensor BatchNorm2d::backward(Context& ctx, const Tensor& dy) {
   CUDL_CHECK(x_.defined(), "BatchNorm2d::backward: no saved input (forward was not run with train=true)");
   Tensor dx = Tensor::empty(x_.shape(), ctx);
-  if (frozen_) {
+  if (eval_forward_) {
+    // y = gamma (x - mean) / sqrt(var + eps) + beta with constant statistics, so dx is dy scaled
+    // per channel by gamma / sqrt(var + eps): the same evaluation op with mean 0 and beta 0.
+    Tensor zeros = Tensor::zeros({channels_}, ctx);
+    ctx.backend().batchnorm_forward_eval(ctx, dy, weight_.value, zeros, zeros, running_var_.value, eps_, dx);
+  } else if (frozen_) {
     // Frozen: gradients for gamma/beta are computed into scratch and dropped.
     Tensor dgamma = Tensor::zeros({channels_}, ctx), dbeta = Tensor::zeros({channels_}, ctx);
     ctx.backend().batchnorm_backward(ctx, x_, dy, weight_.value, save_mean_, save_invstd_, eps_, dx, dgamma, dbeta);

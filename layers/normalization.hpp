@@ -6,7 +6,9 @@
 namespace cudl {
 
 // torch.nn.BatchNorm2d: per-channel batch statistics in training, running statistics in
-// evaluation; weight (gamma) and bias (beta) trainable, running_mean/var as buffers.
+// evaluation; weight (gamma) and bias (beta) trainable, running_mean/var as buffers. A frozen
+// layer runs as in evaluation even in training (running statistics, never updated: fine-tuning
+// on a small set must not drift the statistics of a frozen backbone) and passes dx down.
 class BatchNorm2d final : public Layer {
  public:
   explicit BatchNorm2d(std::int64_t channels, float eps = 1e-5f, float momentum = 0.1f);
@@ -26,6 +28,7 @@ class BatchNorm2d final : public Layer {
   float eps_, momentum_;
   Parameter weight_, bias_, running_mean_, running_var_;
   Tensor x_, save_mean_, save_invstd_;
+  bool eval_forward_ = false;  // the saved forward used the running statistics (frozen)
 };
 
 // (x - mean[c]) / std[c]: the ImageNet normalisation that VGG applies to RGB input in [0, 1]

@@ -62,6 +62,24 @@ void Optimizer::step(Context& ctx, float lr) {
   ctx.backend().adam_step(ctx, p, params, grads, first_, second_);
 }
 
+void Optimizer::clear_frozen_state(Context& ctx) {
+  const auto* block = static_cast<const char*>(model_->parameter_block().raw());
+  for (const auto& [name, layer] : model_->layers()) {
+    if (!layer->frozen()) continue;
+    for (Parameter* p : layer->parameters()) {
+      if (!p->trainable) continue;
+      // The parameter's place in the block, which the state tensors share.
+      const auto begin =
+          (static_cast<const char*>(p->value.raw()) - block) / static_cast<std::ptrdiff_t>(sizeof(float));
+      for (Tensor* state : {&first_, &second_}) {
+        if (!state->defined()) continue;
+        Tensor range = state->slice(begin, begin + p->value.numel());
+        ctx.backend().fill(ctx, range, 0.0f);
+      }
+    }
+  }
+}
+
 std::vector<std::pair<std::string, Tensor*>> Optimizer::state() {
   if (config_.kind == OptimizerKind::sgd) {
     if (first_.defined()) return {{"momentum_buffer", &first_}};

@@ -41,6 +41,10 @@ class Optimizer {
   const OptimizerConfig& config() const { return config_; }
   std::int64_t steps() const { return steps_; }
   void set_steps(std::int64_t steps) { steps_ = steps; }
+  // Zeroes the state (momentum, Adam's moments) of frozen layers' parameters. Frozen layers get no
+  // gradient, so with zero state their update is zero; state restored from a checkpoint of a run
+  // that trained them would otherwise keep moving them. Call after loading state.
+  void clear_frozen_state(Context& ctx);
   // Named flat state tensors ("exp_avg", "exp_avg_sq" or "momentum_buffer"), each shaped like
   // the parameter block; checkpoints save and restore them.
   std::vector<std::pair<std::string, Tensor*>> state();

@@ -28,17 +28,22 @@ void loss_forward(Context& ctx, LossKind kind, const Tensor& y, const Tensor& x,
 }
 
 nlohmann::json to_json(const ReconstructionMetrics& m) {
-  return {{"epoch", m.epoch},
-          {"train_loss", m.train_loss},
-          {"test_loss", m.test_loss},
-          {"test_mse", m.test_mse},
-          {"test_l1", m.test_l1},
-          {"test_psnr", m.test_psnr},
-          {"mean_image_mse", m.mean_image_mse},
-          {"mean_image_l1", m.mean_image_l1},
-          {"mean_image_psnr", m.mean_image_psnr},
-          {"seconds", m.seconds},
-          {"images_per_second", m.images_per_second}};
+  nlohmann::json j = {{"epoch", m.epoch},
+                      {"train_loss", m.train_loss},
+                      {"test_loss", m.test_loss},
+                      {"test_mse", m.test_mse},
+                      {"test_l1", m.test_l1},
+                      {"test_psnr", m.test_psnr},
+                      {"mean_image_mse", m.mean_image_mse},
+                      {"mean_image_l1", m.mean_image_l1},
+                      {"mean_image_psnr", m.mean_image_psnr},
+                      {"seconds", m.seconds},
+                      {"images_per_second", m.images_per_second}};
+  if (m.has_val) {
+    j["val_loss"] = m.val_loss;
+    j["val_psnr"] = m.val_psnr;
+  }
+  return j;
 }
 
 }  // namespace
@@ -75,11 +80,12 @@ DataSplits load_images_for_model(const std::string& kind, const std::string& dir
     CUDL_CHECK(spec.input[1] == spec.input[2] && spec.input[0] == 3,
                "--dataset folder: image folders are loaded as square RGB images, but model {} takes {}", model_name,
                spec.input);
-    splits = load_image_folder(dir, static_cast<int>(spec.input[1]));
+    // Listed; reconstruction decodes it whole (fit_reconstruction), fine-tuning streams it.
+    splits = list_image_folder(dir, static_cast<int>(spec.input[1]));
   } else {
     CUDL_THROW("--dataset: unknown '{}': expected mnist, fashion-mnist, cifar10 or folder", kind);
   }
-  const Shape& got = splits.train.images.shape();
+  const Shape got = splits.train.image_shape();
   CUDL_CHECK(got[1] == spec.input[0] && got[2] == spec.input[1] && got[3] == spec.input[2],
              "model {} takes [{}, {}, {}] images but the {} data in '{}' is {}", model_name, spec.input[0],
              spec.input[1], spec.input[2], kind, dir, got);
@@ -99,13 +105,21 @@ std::vector<float> mean_image(const Dataset& data) {
   return out;
 }
 
+namespace {
+
+// The model's mean squared and absolute pixel errors on `data` (first: MSE, second: L1).
+BatchMeans pixel_errors(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size) {
+  return batch_means(ctx, model, data, batch_size, [&](const Tensor& y, const Batch& batch, Tensor& mse, Tensor& l1) {
+    ctx.backend().mse_loss_forward(ctx, y, batch.images, mse);
+    ctx.backend().l1_loss_forward(ctx, y, batch.images, l1);
+  });
+}
+
+}  // namespace
+
 ReconstructionMetrics evaluate_reconstruction(Context& ctx, Sequential& model, const Dataset& data,
                                               std::int64_t batch_size, LossKind loss, const std::vector<float>& mean) {
-  const BatchMeans means = batch_means(ctx, model, data, batch_size,
-                                      [&](const Tensor& y, const Batch& batch, Tensor& mse, Tensor& l1) {
-                                        ctx.backend().mse_loss_forward(ctx, y, batch.images, mse);
-                                        ctx.backend().l1_loss_forward(ctx, y, batch.images, l1);
-                                      });
+  const BatchMeans means = pixel_errors(ctx, model, data, batch_size);
   ReconstructionMetrics m;
   m.test_mse = means.first;
   m.test_l1 = means.second;
@@ -158,6 +172,15 @@ void write_reconstruction_samples(const std::string& path, Context& ctx, Sequent
 
 std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& model, const Dataset& train,
                                                       const Dataset& test, const ReconstructionOptions& options) {
+  return fit_reconstruction(ctx, model, train, Dataset{}, test, options);
+}
+
+std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& model, const Dataset& train_data,
+                                                      const Dataset& validation, const Dataset& test_data,
+                                                      const ReconstructionOptions& options) {
+  // The mean-image baseline and the sample grid read every pixel on the host: a listed folder is
+  // decoded whole here (reconstruction does not stream yet).
+  const Dataset train = decode_all(train_data), test = decode_all(test_data);
   const FitOptions& fo = options.fit;
   CUDL_CHECK(model.built(), "fit_reconstruction: build() the model first");
   CUDL_CHECK(options.loss != LossKind::cross_entropy,
@@ -179,12 +202,11 @@ std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& 
     CheckpointInfo info = load_checkpoint(fo.resume_path, ctx, model, &optimizer);
     CUDL_CHECK(info.model == fo.model_name, "--resume: '{}' holds a {} checkpoint, but the model is {}", fo.resume_path,
                info.model, fo.model_name);
+    optimizer.clear_frozen_state(ctx);  // as fit: restored moments must not move frozen weights
     first_epoch = info.epoch;
   }
   const std::vector<float> mean = mean_image(train);
-  Augment augment;
-  augment.random_crop = augment.hflip = fo.augment;
-  DataLoader loader(train, ctx, fo.batch_size, /*shuffle=*/true, fo.seed, augment);
+  DataLoader loader(train, ctx, training_loader_options(fo));
   const std::int64_t batches = loader.batches_per_epoch();
   const std::int64_t total_steps = fo.epochs * batches;
   Tensor loss_sum = Tensor::zeros({1}, ctx), batch_loss = Tensor::empty({1}, ctx);
@@ -229,6 +251,12 @@ std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& 
     m.seconds = seconds;
     m.images_per_second = static_cast<double>(samples) / std::max(seconds, 1e-9);
     m.train_loss = loss_sum.item(ctx) / static_cast<double>(std::max<std::int64_t>(samples, 1));
+    if (validation.size() > 0) {
+      const BatchMeans v = pixel_errors(ctx, model, validation, fo.batch_size);
+      m.has_val = true;
+      m.val_loss = options.loss == LossKind::l1 ? v.second : v.first;
+      m.val_psnr = psnr(v.first);
+    }
     CUDL_CHECK(
         std::isfinite(m.train_loss) && std::isfinite(m.test_loss),
         "fit: epoch {} ended with train loss {:.4g} and test loss {:.4g}: training diverged (a learning rate too "

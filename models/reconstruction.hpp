@@ -23,6 +23,8 @@ struct ReconstructionMetrics {
   double train_loss = 0;
   double test_loss = 0, test_mse = 0, test_l1 = 0, test_psnr = 0;
   double mean_image_mse = 0, mean_image_l1 = 0, mean_image_psnr = 0;  // the mean training image as the prediction
+  bool has_val = false;                                               // a validation split was held out (--val-split)
+  double val_loss = 0, val_psnr = 0;
   double seconds = 0, images_per_second = 0;
 };
 
@@ -43,6 +45,10 @@ DataSplits load_images_for_model(const std::string& kind, const std::string& dir
 // its input. Checkpoints and resumption as fit() does them.
 std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& model, const Dataset& train,
                                                       const Dataset& test, const ReconstructionOptions& options);
+// The same, also evaluating on `validation` after each epoch when it holds images.
+std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& model, const Dataset& train,
+                                                      const Dataset& validation, const Dataset& test,
+                                                      const ReconstructionOptions& options);
 
 // The errors of `model` on `data`, and of `mean_image` ([C, H, W] on the host) as the prediction.
 ReconstructionMetrics evaluate_reconstruction(Context& ctx, Sequential& model, const Dataset& data,

@@ -78,8 +78,8 @@ void maybe_die_for_test(std::int64_t step) {
 // The model's number of output classes for data's images: the columns of its [N, K] logits.
 // 0 when the model does not end in [N, K] (softmax cross-entropy then rejects it itself).
 std::int64_t output_classes(const Sequential& model, const Dataset& data) {
-  if (!data.images.defined() || data.images.rank() != 4) return 0;
-  const Shape& s = data.images.shape();
+  const Shape s = data.image_shape();
+  if (s.rank() != 4) return 0;
   const Shape out = model.output_shape(Shape{1, s[1], s[2], s[3]});
   return out.rank() == 2 ? out[1] : 0;
 }
@@ -106,6 +106,17 @@ void check_labels(const Sequential& model, const Dataset& data, std::string_view
 EvalResult evaluate_checked(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size);
 
 }  // namespace
+
+LoaderOptions training_loader_options(const FitOptions& options) {
+  LoaderOptions lo;
+  lo.batch_size = options.batch_size;
+  lo.shuffle = true;
+  lo.seed = options.seed;
+  lo.augment = options.augment;
+  lo.workers = options.workers;
+  lo.prefetch = options.prefetch;
+  return lo;
+}
 
 EvalResult evaluate(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size) {
   check_labels(model, data, "eval");
@@ -300,6 +311,7 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
     CheckpointInfo info = load_checkpoint(options.resume_path, ctx, model, &optimizer);
     CUDL_CHECK(info.model == options.model_name, "--resume: '{}' holds a {} checkpoint, but the model is {}",
                options.resume_path, info.model, options.model_name);
+    optimizer.clear_frozen_state(ctx);  // --freeze on resume: restored moments must not move frozen weights
     first_epoch = info.epoch;
     last_good = fmt::format("stopped; the last good checkpoint is '{}' (epoch {})", options.resume_path, info.epoch);
     if (auto it = info.extra.find("metrics"); it != info.extra.end()) {
@@ -315,9 +327,7 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
   for (const auto& m : result.epochs) watch.observe(m, options);
   result.best_epoch = watch.best_epoch;
 
-  Augment augment;
-  augment.random_crop = augment.hflip = options.augment;
-  DataLoader loader(train, ctx, options.batch_size, /*shuffle=*/true, options.seed, augment);
+  DataLoader loader(train, ctx, training_loader_options(options));
   const std::int64_t batches = loader.batches_per_epoch();
   std::int64_t total_steps = options.epochs * batches;
   if (options.max_steps > 0) total_steps = std::min(total_steps, options.max_steps);
@@ -485,28 +495,11 @@ std::vector<std::vector<std::int64_t>> shuffled_by_class(const Dataset& data, st
   return by_class;
 }
 
-// The samples at `indices` (sorted here, so a subset keeps the dataset's order) as a new dataset.
+// The samples at `indices` (sorted here, so a subset keeps the dataset's order) as a new dataset;
+// a listed folder stays listed.
 Dataset gather(const Dataset& data, std::vector<std::int64_t> indices) {
   std::sort(indices.begin(), indices.end());
-  Context cpu{Device::cpu()};
-  Shape shape = data.images.shape();
-  const std::int64_t per_image = shape.numel() / std::max<std::int64_t>(shape[0], 1);
-  shape = Shape{static_cast<std::int64_t>(indices.size()), shape[1], shape[2], shape[3]};
-  Dataset out;
-  out.images = Tensor::empty(shape, cpu);
-  out.labels = Tensor::empty({static_cast<std::int64_t>(indices.size())}, cpu, DType::i32);
-  const float* src = data.images.data<float>();
-  float* dst = out.images.data<float>();
-  const std::int32_t* labels = data.labels.data<std::int32_t>();
-  std::int32_t* out_labels = out.labels.data<std::int32_t>();
-  for (std::size_t k = 0; k < indices.size(); ++k) {
-    std::copy_n(src + indices[k] * per_image, per_image, dst + static_cast<std::int64_t>(k) * per_image);
-    out_labels[k] = labels[indices[k]];
-  }
-  out.num_classes = data.num_classes;
-  out.name = data.name;
-  out.class_names = data.class_names;
-  return out;
+  return select_samples(data, indices);
 }
 
 }  // namespace
@@ -554,7 +547,7 @@ EvalReport evaluate_report(Context& ctx, Sequential& model, const Dataset& data,
   CUDL_CHECK(k >= 1, "eval: top-k needs k >= 1, got {}", k);
   Backend& be = ctx.backend();
   const auto classes = static_cast<int>(output_classes(model, data));
-  CUDL_CHECK(classes > 0, "eval: the model does not end in [N, K] logits for {} images", data.images.shape());
+  CUDL_CHECK(classes > 0, "eval: the model does not end in [N, K] logits for {} images", data.image_shape());
   EvalReport r;
   r.k = std::min(k, classes);
   r.classes = classes;
@@ -624,22 +617,47 @@ std::string default_dataset(const std::string& model_name) {
   return "folder";
 }
 
-DataSplits load_dataset(const std::string& kind, const std::string& dir, const std::string& model_name) {
+int folder_image_size(const std::string& model_name, int requested) {
+  const ModelSpec spec = model_spec(model_name);
+  CUDL_CHECK(spec.input.rank() == 3 && spec.input[0] == 3 && spec.input[1] == spec.input[2],
+             "--dataset folder: image folders give square RGB images, but model {} takes {}", model_name, spec.input);
+  const auto own = static_cast<int>(spec.input[1]);
+  if (requested == 0 || requested == own) return own;
+  CUDL_CHECK(requested > 0, "--image-size {} must be positive", requested);
+  // Whether the layers take the other size: a linear layer after flatten fixes it.
+  std::string why;
+  try {
+    const Shape out = make_model(model_name).output_shape(Shape{1, 3, requested, requested});
+    if (spec.num_classes == 0 || (out.rank() == 2 && out[1] == spec.num_classes)) return requested;
+    why = fmt::format("it would output {} instead of [1, {}]", out, spec.num_classes);
+  } catch (const Error& e) {
+    why = e.what();
+  }
+  CUDL_THROW("--image-size {}: model {} fixes its input at {}x{} ({})", requested, model_name, own, own, why);
+}
+
+DataSplits load_dataset(const std::string& kind, const std::string& dir, const std::string& model_name,
+                        int image_size) {
   const ModelSpec& spec = model_spec(model_name);
+  CUDL_CHECK(image_size == 0 || kind == "folder",
+             "--image-size applies to image folders; {} images have their own size", kind);
   DataSplits splits;
+  Shape input = spec.input;
   if (kind == "mnist" || kind == "fashion-mnist") {
     splits = load_mnist_dir(dir);
   } else if (kind == "cifar10") {
     splits = load_cifar10_dir(dir);
   } else if (kind == "folder") {
-    splits = load_image_folder(dir, static_cast<int>(spec.input[1]));
+    const int size = folder_image_size(model_name, image_size);
+    splits = list_image_folder(dir, size);
+    input = Shape{3, size, size};  // the model's, or another its layers take
   } else {
     CUDL_THROW("--dataset: unknown '{}': expected mnist, fashion-mnist, cifar10 or folder", kind);
   }
-  const Shape& got = splits.train.images.shape();
-  CUDL_CHECK(got[1] == spec.input[0] && got[2] == spec.input[1] && got[3] == spec.input[2],
-             "model {} takes [{}, {}, {}] images but the {} data in '{}' is {}", model_name, spec.input[0],
-             spec.input[1], spec.input[2], kind, dir, got);
+  const Shape got = splits.train.image_shape();
+  CUDL_CHECK(got[1] == input[0] && got[2] == input[1] && got[3] == input[2],
+             "model {} takes [{}, {}, {}] images but the {} data in '{}' is {}", model_name, input[0], input[1],
+             input[2], kind, dir, got);
   CUDL_CHECK(splits.train.num_classes <= spec.num_classes,
              "model {} has {} outputs but the {} data in '{}' has {} classes", model_name, spec.num_classes, kind, dir,
              splits.train.num_classes);

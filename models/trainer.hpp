@@ -13,7 +13,9 @@
 #include <utility>
 #include <vector>
 
+#include "cudl/engine/io/augment.hpp"
 #include "cudl/engine/io/datasets.hpp"
+#include "cudl/engine/io/loader.hpp"
 #include "cudl/layers/optimizer.hpp"
 #include "cudl/models/sequential.hpp"
 
@@ -53,7 +55,9 @@ struct FitOptions {
   std::string save_path;     // checkpoint written atomically after every epoch
   std::string resume_path;   // continue from this checkpoint
   std::string metrics_path;  // JSON rewritten atomically after every epoch
-  bool augment = false;      // random crop + horizontal flip (CIFAR-10 and image folders)
+  Augment augment;           // training-time augmentation (engine/io/augment.hpp); none by default
+  int workers = 0;           // the training loader's threads (0: default_loader_workers())
+  int prefetch = 0;          // batches staged ahead of the step (0: the loader's default)
   std::map<std::string, std::string> metadata;  // saved with every checkpoint as extra.<key> (models/preprocess.hpp)
   std::function<void(const TrainProgress&)> on_progress;
 
@@ -103,6 +107,9 @@ struct TrainResult {
 // sizes, the monitored metric, the best epoch and every epoch's metrics.
 nlohmann::json metrics_document(const TrainResult& result);
 
+// The training loader's settings: shuffled, seeded, augmented and threaded as `options` say.
+LoaderOptions training_loader_options(const FitOptions& options);
+
 // Trains `model` (built on ctx's device) on `train`, evaluating on `validation` (when it holds
 // images) and `test` after each epoch.
 TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dataset& validation, const Dataset& test,
@@ -136,6 +143,12 @@ std::vector<std::string> class_names(const std::string& kind, const Dataset& dat
 // The dataset a model trains on by default: mnist for mlp/mnist_cnn, cifar10 for *_cifar, folder otherwise.
 std::string default_dataset(const std::string& model_name);
 // Loads `kind` (mnist, fashion-mnist, cifar10, folder) from `dir`, checking it fits the model's input.
-DataSplits load_dataset(const std::string& kind, const std::string& dir, const std::string& model_name);
+// A folder is listed, not decoded (the DataLoader decodes each batch), at folder_image_size.
+DataSplits load_dataset(const std::string& kind, const std::string& dir, const std::string& model_name,
+                        int image_size = 0);
+// The side of the square RGB images a folder dataset gives the model: the model's own input size
+// without `requested` (0); `requested` when the model's layers take that size too (a fully
+// convolutional net); else an Error naming both sizes and why the model refuses the other.
+int folder_image_size(const std::string& model_name, int requested);
 
 }  // namespace cudl

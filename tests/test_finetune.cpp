@@ -113,6 +113,61 @@ TEST(Finetune, FrozenLayersKeepTheirWeightsWhileEarlierLayersStillLearn) {
   }
 }
 
+TEST(Finetune, FreezeOnResumeKeepsWeightsWhoseOptimizerStateWasRestored) {
+  // Epoch 1 trains every layer (Adam's moments for features.2 become non-zero and are saved);
+  // epoch 2 resumes with features.2 frozen: its weights must not move, although the restored
+  // moments alone would move them.
+  TempDir dir;
+  const DataSplits data = load_image_folder(stripe_folder(dir.file("d"), {0, 1, 2, 3}, 8, 2, 1), 16);
+  Context ctx(Device::cpu());
+  FitOptions first = options(1);
+  first.save_path = dir.file("run.safetensors");
+  Sequential a = tiny_net();
+  a.build(ctx, 1);
+  (void)fit(ctx, a, data.train, data.test, first);
+  const auto saved = values_of(a, "features.2.weight", ctx), head = values_of(a, "classifier.weight", ctx);
+  Sequential b = tiny_net();
+  b.build(ctx, 1);
+  EXPECT_EQ(freeze_layers(b, {"features.2"}), std::vector<std::string>{"features.2"});
+  FitOptions second = options(2);
+  second.resume_path = first.save_path;
+  (void)fit(ctx, b, data.train, data.test, second);
+  EXPECT_EQ(values_of(b, "features.2.weight", ctx), saved);  // bit for bit
+  EXPECT_NE(values_of(b, "classifier.weight", ctx), head);   // the rest trained on
+}
+
+TEST(Finetune, FrozenBatchNormKeepsItsRunningStatisticsAndPassesGradients) {
+  const char* net = R"({"name": "bn", "input": [3, 4, 4], "layers": [
+    {"type": "conv2d", "name": "features.0", "out_channels": 2, "kernel_size": 3, "padding": 1},
+    {"type": "batchnorm2d", "name": "features.1"}, {"type": "flatten"},
+    {"type": "linear", "name": "classifier", "out_features": 2}]})";
+  Context ctx(Device::cpu());
+  Sequential m = parse_model_json(net, "bn.json").model;
+  m.build(ctx, 1);
+  EXPECT_EQ(freeze_layers(m, {"features.1"}), std::vector<std::string>{"features.1"});
+  auto stats = [&] {
+    std::vector<float> all;
+    for (const auto& b : m.buffers()) {
+      const auto v = b.parameter->value.to_vector(ctx);
+      all.insert(all.end(), v.begin(), v.end());
+    }
+    return all;
+  };
+  const auto before = stats();
+  m.zero_grad(ctx);
+  Tensor x = Tensor::from_host(cudl::testing::random_values(4 * 3 * 4 * 4, 3, 0, 1), {4, 3, 4, 4}, ctx);
+  Tensor y = m.forward(ctx, x, /*train=*/true);
+  EXPECT_EQ(y.to_vector(ctx), m.forward(ctx, x, /*train=*/false).to_vector(ctx)) << "runs as in evaluation";
+  (void)m.forward(ctx, x, true);
+  m.backward(ctx, Tensor::full(y.shape(), 1.0f, ctx));
+  EXPECT_EQ(stats(), before) << "running statistics untouched";
+  for (const auto& p : m.parameters()) {
+    const auto g = p.parameter->grad.to_vector(ctx);
+    const bool all_zero = std::all_of(g.begin(), g.end(), [](float v) { return v == 0.0f; });
+    EXPECT_EQ(all_zero, p.name.starts_with("features.1")) << p.name << ": gradients still reach the conv";
+  }
+}
+
 TEST(Finetune, FreezePrefixesMatchWholeNameParts) {
   Sequential m = tiny_net();
   EXPECT_EQ(freeze_layers(m, {"features"}), (std::vector<std::string>{"features.0", "features.2"}));

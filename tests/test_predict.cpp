@@ -159,6 +159,9 @@ TEST(Predict, TrainedModelFilePredictsAFolderWithItsClassNamesOneLinePerImage) {
            {fmt::format("predict --model mlp --weights '{}' --image '{}'", dir.file("mlp.safetensors"),
                         dir.file("nothing")),
             "neither an image file nor a folder"},
+           {fmt::format("predict --model '{}' --weights '{}' --image '{}' --image-size 32", dir.file("net.json"),
+                        dir.file("w.safetensors"), dir.file("d/test")),
+            "--image-size 32: model"},
        }) {
     r = cli(dir, args);
     EXPECT_EQ(r.status, 1) << args;

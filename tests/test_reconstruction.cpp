@@ -4,6 +4,7 @@
 // an EndToEnd test (skipped without data/mnist).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -87,6 +88,21 @@ TEST(Reconstruction, AnAutoencoderLearnsToBeatTheMeanImageWithEitherPixelLoss) {
   }
 }
 
+TEST(Reconstruction, AValidationSplitIsEvaluatedAfterEveryEpoch) {
+  const Dataset train = squares(32, 1), validation = squares(16, 4), test = squares(16, 2);
+  Context ctx(Device::cpu());
+  Sequential m = parse_model_json(kAutoencoder, "ae.json").model;
+  m.build(ctx, 1);
+  const auto history = fit_reconstruction(ctx, m, train, validation, test, options(LossKind::l1, 2));
+  ASSERT_EQ(history.size(), 2u);
+  for (const auto& e : history) {
+    EXPECT_TRUE(e.has_val);
+    EXPECT_TRUE(std::isfinite(e.val_loss) && e.val_loss > 0) << e.val_loss;
+    EXPECT_NE(e.val_loss, e.test_loss) << "the validation images, not the test images";
+  }
+  EXPECT_FALSE(fit_reconstruction(ctx, m, train, test, options(LossKind::l1, 1)).front().has_val);
+}
+
 TEST(Reconstruction, TheMeanImageBaselineAndPsnrAreWhatTheyClaim) {
   const Dataset d = squares(10, 3);
   const std::vector<float> mean = mean_image(d);
@@ -153,12 +169,13 @@ TEST(ReconstructionCli, TheLectureAutoencoderTrainsFromTheCommandLineWithSamples
   ASSERT_EQ(
       run_cli(dir, fmt::format("train --model '{}' --data '{}' --dataset mnist --target input --loss l1 "
                                "--epochs 1 --batch-size 16 --device cpu --samples '{}' --save '{}' "
-                               "--metrics-json '{}'",
+                               "--metrics-json '{}' --val-split 0.25",
                                model, data, dir.file("samples.png"), dir.file("ae.safetensors"), dir.file("m.json"))),
       0)
       << slurp(dir.file("err"));
   const std::string out = slurp(dir.file("out"));
   EXPECT_TRUE(contains(out, "epoch   1: train l1 ")) << out;
+  EXPECT_TRUE(contains(out, "| val l1 ")) << out;  // --val-split holds images out for validation
   EXPECT_TRUE(contains(out, "(the mean image: ")) << out;
   // 8 test images of 28 px, each enlarged 2x, 2 px apart; inputs above reconstructions.
   const Image grid = read_image(dir.file("samples.png"));
@@ -170,6 +187,7 @@ TEST(ReconstructionCli, TheLectureAutoencoderTrainsFromTheCommandLineWithSamples
   const auto j = nlohmann::json::parse(slurp(dir.file("m.json")));
   EXPECT_EQ(j["epochs"].size(), 1u);
   EXPECT_GT(j["epochs"][0]["mean_image_mse"].get<double>(), 0.0);
+  EXPECT_GT(j["epochs"][0]["val_loss"].get<double>(), 0.0);
 
   // Refused before any work: cross-entropy for a reconstruction, --samples without one.
   EXPECT_EQ(run_cli(dir, fmt::format("train --model '{}' --data '{}' --target input", model, data)), 1);

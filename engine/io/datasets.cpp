@@ -12,6 +12,7 @@
 
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/error.hpp"
+#include "cudl/engine/io/augment.hpp"
 #include "cudl/engine/io/files.hpp"
 #include "cudl/engine/io/image.hpp"
 
@@ -215,48 +216,25 @@ std::vector<std::string> sorted_entries(const fs::path& dir, bool directories) {
   return names;
 }
 
-// Shorter side to `size` (aspect ratio kept), then the centred size x size square, computed for the
-// square alone: a thin image would otherwise be resized to millions of pixels to keep size x size.
-Image square(const Image& image, int size, const std::string& path) {
-  Image rgb = to_rgb(image);
-  int w = rgb.width, h = rgb.height;
-  double new_w = w <= h ? size : std::max<double>(size, std::round(static_cast<double>(w) * size / h));
-  double new_h = h < w ? size : std::max<double>(size, std::round(static_cast<double>(h) * size / w));
-  CUDL_CHECK(new_w <= std::numeric_limits<int>::max() && new_h <= std::numeric_limits<int>::max(),
-             "load_image_folder: '{}': {}x{} with its shorter side at {} would be {:.0f}x{:.0f}, too elongated", path,
-             w, h, size, new_w, new_h);
-  return resize_center_crop(rgb, static_cast<int>(new_w), static_cast<int>(new_h), size, size);
-}
-
-Dataset load_split(const fs::path& split_dir, const std::vector<std::string>& classes, int size,
+Dataset list_split(const fs::path& split_dir, const std::vector<std::string>& classes, int size,
                    const std::string& name) {
-  std::vector<std::pair<std::string, std::int32_t>> files;
+  auto files = std::make_shared<ImageFiles>();
+  files->size = size;
+  std::vector<std::int32_t> labels;
   for (std::size_t c = 0; c < classes.size(); ++c) {
     for (const std::string& f : sorted_entries(split_dir / classes[c], false)) {
-      files.emplace_back((split_dir / classes[c] / f).string(), static_cast<std::int32_t>(c));
+      files->paths.push_back((split_dir / classes[c] / f).string());
+      labels.push_back(static_cast<std::int32_t>(c));
     }
   }
-  CUDL_CHECK(!files.empty(), "load_image_folder: no .png/.jpg/.jpeg images under '{}'", split_dir.string());
+  CUDL_CHECK(!labels.empty(), "load_image_folder: no .png/.jpg/.jpeg images under '{}'", split_dir.string());
   Dataset d;
   d.name = name;
   d.num_classes = static_cast<int>(classes.size());
   d.class_names = classes;
-  std::int64_t n = static_cast<std::int64_t>(files.size());
-  d.images = Tensor::empty({n, 3, size, size}, host_context());
-  d.labels = Tensor::empty({n}, host_context(), DType::i32);
-  std::size_t plane = static_cast<std::size_t>(size) * static_cast<std::size_t>(size);
-  for (std::size_t i = 0; i < files.size(); ++i) {
-    // read_image's errors name the file; a large JPEG is decoded at a reduced scale when its
-    // shorter side stays >= size.
-    ImageReadOptions options;
-    options.shorter_side = size;
-    Image img = square(read_image(files[i].first, options), size, files[i].first);
-    float* out = d.images.data<float>() + i * 3 * plane;
-    for (std::size_t p = 0; p < plane; ++p) {
-      for (std::size_t c = 0; c < 3; ++c) out[c * plane + p] = img.pixels[p * 3 + c];
-    }
-    d.labels.data<std::int32_t>()[i] = files[i].second;
-  }
+  d.labels = Tensor::from_host(std::span<const std::int32_t>(labels), {static_cast<std::int64_t>(labels.size())},
+                               host_context());
+  d.files = std::move(files);
   return d;
 }
 
@@ -339,7 +317,59 @@ Dataset decode_cifar10_batch(std::span<const std::uint8_t> bytes, const std::str
   return cifar_dataset({decode_cifar_file(bytes, name)}, name);
 }
 
-DataSplits load_image_folder(const std::string& dir, int size) {
+Shape Dataset::image_shape() const {
+  if (listed()) return Shape{size(), 3, files->size, files->size};
+  return images.defined() ? images.shape() : Shape{0};
+}
+
+std::size_t Dataset::image_bytes() const { return static_cast<std::size_t>(image_shape().numel()) * sizeof(float); }
+
+Dataset select_samples(const Dataset& data, const std::vector<std::int64_t>& indices) {
+  CUDL_CHECK(data.labels.defined() && data.labels.dtype() == DType::i32 && data.labels.device().is_cpu(),
+             "select_samples: dataset '{}' needs i32 labels on the CPU", data.name);
+  Dataset out;
+  out.num_classes = data.num_classes;
+  out.name = data.name;
+  out.class_names = data.class_names;
+  const auto count = static_cast<std::int64_t>(indices.size());
+  out.labels = Tensor::empty({count}, host_context(), DType::i32);
+  const std::int32_t* labels = data.labels.data<std::int32_t>();
+  for (std::int64_t k = 0; k < count; ++k) {
+    const std::int64_t i = indices[static_cast<std::size_t>(k)];
+    CUDL_CHECK(i >= 0 && i < data.size(), "select_samples: index {} is outside dataset '{}' of {}", i, data.name,
+               data.size());
+    out.labels.data<std::int32_t>()[k] = labels[i];
+  }
+  if (data.listed()) {
+    auto files = std::make_shared<ImageFiles>();
+    files->size = data.files->size;
+    for (std::int64_t i : indices) files->paths.push_back(data.files->paths[static_cast<std::size_t>(i)]);
+    out.files = std::move(files);
+    return out;
+  }
+  Shape shape = data.images.shape();
+  const std::int64_t per_image = shape.numel() / std::max<std::int64_t>(shape[0], 1);
+  out.images = Tensor::empty(Shape{count, shape[1], shape[2], shape[3]}, host_context());
+  const float* src = data.images.data<float>();
+  float* dst = out.images.data<float>();
+  for (std::int64_t k = 0; k < count; ++k)
+    std::copy_n(src + indices[static_cast<std::size_t>(k)] * per_image, per_image, dst + k * per_image);
+  return out;
+}
+
+Dataset decode_all(const Dataset& data) {
+  if (!data.listed()) return data;
+  Dataset out = data;
+  out.files = nullptr;
+  const int size = data.files->size;
+  out.images = Tensor::empty(data.image_shape(), host_context());
+  const std::size_t per_image = 3 * static_cast<std::size_t>(size) * static_cast<std::size_t>(size);
+  for (std::size_t i = 0; i < data.files->paths.size(); ++i)
+    load_folder_sample(data.files->paths[i], size, nullptr, 0, 0, 0, out.images.data<float>() + i * per_image);
+  return out;
+}
+
+DataSplits list_image_folder(const std::string& dir, int size) {
   CUDL_CHECK(size > 0, "load_image_folder: size {} must be positive ('{}')", size, dir);
   check_directory(dir, "load_image_folder");
   fs::path root = dir;
@@ -365,8 +395,15 @@ DataSplits load_image_folder(const std::string& dir, int size) {
         join(only_train, ", "), join(only_test, ", "));
   }
   DataSplits splits;
-  splits.train = load_split(root / "train", classes, size, base_name(dir) + "/train");
-  splits.test = load_split(root / "test", classes, size, base_name(dir) + "/test");
+  splits.train = list_split(root / "train", classes, size, base_name(dir) + "/train");
+  splits.test = list_split(root / "test", classes, size, base_name(dir) + "/test");
+  return splits;
+}
+
+DataSplits load_image_folder(const std::string& dir, int size) {
+  DataSplits splits = list_image_folder(dir, size);
+  splits.train = decode_all(splits.train);
+  splits.test = decode_all(splits.test);
   return splits;
 }
 

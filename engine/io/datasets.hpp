@@ -1,8 +1,10 @@
 #pragma once
-// In-memory datasets and their loaders: IDX (MNIST, Fashion-MNIST), the CIFAR-10 binary batches,
-// and folders of images, one subfolder per class. Every loader returns host tensors; the
-// DataLoader (engine/io/loader.hpp) moves batches to the device.
+// Datasets and their loaders: IDX (MNIST, Fashion-MNIST) and the CIFAR-10 binary batches in
+// memory, and folders of images, one subfolder per class, either listed (paths and labels; the
+// DataLoader's workers decode each batch) or decoded whole. Every loader returns host tensors;
+// the DataLoader (engine/io/loader.hpp) moves batches to the device.
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -11,15 +13,35 @@
 
 namespace cudl {
 
+// A listed image folder's samples: decoded only when a loader asks for them.
+struct ImageFiles {
+  std::vector<std::string> paths;  // one per sample, in the dataset's order
+  int size = 0;                    // each decodes to [3, size, size]
+};
+
 struct Dataset {
-  Tensor images;  // [N,C,H,W] f32 on the CPU, values in [0,1]
-  Tensor labels;  // [N] i32 on the CPU, in [0, num_classes)
+  // In memory: [N,C,H,W] f32 on the CPU, values in [0,1]. Undefined for a listed dataset, whose
+  // `files` say where each sample is; image_shape() is right for both.
+  Tensor images;
+  Tensor labels;  // [N] i32 on the CPU, in [0, num_classes); in memory for listed datasets too
+  std::shared_ptr<const ImageFiles> files;  // set for a listed image folder
   int num_classes = 0;
   std::string name;
-  std::vector<std::string> class_names;  // filled by load_image_folder; empty otherwise
+  std::vector<std::string> class_names;  // filled for image folders; empty otherwise
 
   std::int64_t size() const { return labels.defined() ? labels.dim(0) : 0; }
+  bool listed() const { return files != nullptr; }
+  // [N,C,H,W] of the images, decoded or not ([0] when there are none).
+  Shape image_shape() const;
+  // The bytes the decoded images take (or would take) as f32.
+  std::size_t image_bytes() const;
 };
+
+// The samples at `indices` (in that order) as a new dataset of the same kind: in-memory images
+// are copied, a listed dataset's paths.
+Dataset select_samples(const Dataset& data, const std::vector<std::int64_t>& indices);
+// A listed dataset decoded into memory the way evaluation sees it (the dataset itself otherwise).
+Dataset decode_all(const Dataset& data);
 
 struct DataSplits {
   Dataset train, test;
@@ -48,8 +70,11 @@ DataSplits load_cifar10_dir(const std::string& dir);
 Dataset decode_cifar10_batch(std::span<const std::uint8_t> bytes, const std::string& name);
 
 // dir/train/<class>/*.{png,jpg,jpeg} and dir/test/<class>/... (class folders sorted by name; both
-// splits must have the same classes). Each image is decoded, converted to RGB, resized so its
-// shorter side is `size`, then centre-cropped to size x size.
+// splits must have the same classes), listed: paths, labels and class names, nothing decoded, so
+// memory does not grow with the number of images. The DataLoader decodes each image, converts it
+// to RGB and (without augmentation) resizes its shorter side to `size` and centre-crops size x size.
+DataSplits list_image_folder(const std::string& dir, int size);
+// The same, decoded whole into memory (small folders, tests, tools that need every pixel at once).
 DataSplits load_image_folder(const std::string& dir, int size);
 
 }  // namespace cudl

@@ -665,6 +665,16 @@ Image resize_center_crop(const Image& image, int width, int height, int crop_wid
   return resize_window(image, width, height, x, y, crop_width, crop_height);
 }
 
+Image resize_shorter_center_crop(const Image& image, int size, const std::string& name) {
+  const int w = image.width, h = image.height;
+  const double new_w = w <= h ? size : std::max<double>(size, std::round(static_cast<double>(w) * size / h));
+  const double new_h = h < w ? size : std::max<double>(size, std::round(static_cast<double>(h) * size / w));
+  CUDL_CHECK(new_w <= std::numeric_limits<int>::max() && new_h <= std::numeric_limits<int>::max(),
+             "'{}': {}x{} with its shorter side at {} would be {:.0f}x{:.0f}, too elongated", name, w, h, size, new_w,
+             new_h);
+  return resize_center_crop(image, static_cast<int>(new_w), static_cast<int>(new_h), size, size);
+}
+
 Image crop(const Image& image, int x, int y, int width, int height) {
   check_image(image, "crop");
   CUDL_CHECK(width > 0 && height > 0 && x >= 0 && y >= 0 && x + width <= image.width && y + height <= image.height,

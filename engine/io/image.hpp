@@ -77,6 +77,10 @@ Image resize(const Image& image, int width, int height);
 // the window alone: resizing a 3000x1 image to a shorter side of 256 would make 768000x256 pixels
 // to keep 224x224 of them.
 Image resize_center_crop(const Image& image, int width, int height, int crop_width, int crop_height);
+// The shorter side resized to `size` (aspect ratio kept), then the centred size x size window,
+// computed for the window alone (evaluation's preprocessing of image folders). `name` is what the
+// error for an image too elongated to resize calls it.
+Image resize_shorter_center_crop(const Image& image, int size, const std::string& name);
 // The width x height window at (x, y); it must lie inside the image.
 Image crop(const Image& image, int x, int y, int width, int height);
 // The centred width x height window (offsets rounded like torchvision's center_crop).

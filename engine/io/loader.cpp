@@ -1,6 +1,7 @@
 #include "cudl/engine/io/loader.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <exception>
@@ -17,37 +18,32 @@ namespace cudl {
 
 namespace {
 
-// Separate Philox streams for the permutation and the augmentations, so neither shifts the other.
+// The permutation's Philox stream (the augmentations have their own, engine/io/augment.cpp).
 constexpr std::uint32_t kShuffleStream = 0x5348;  // "SH"
-constexpr std::uint32_t kAugmentStream = 0x4147;  // "AG"
 
-philox::Uint4 draw(std::uint64_t seed, std::int64_t epoch, std::uint32_t stream, std::int64_t index) {
-  auto e = static_cast<std::uint64_t>(epoch);
-  auto i = static_cast<std::uint64_t>(index);
-  philox::Uint4 counter{static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(i >> 32),
-                        static_cast<std::uint32_t>(e), stream | (static_cast<std::uint32_t>(e >> 32) << 16)};
-  return philox::philox4x32_10(counter, static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));
-}
-
-// Copies samples order[begin, end) of the dataset into images/labels (host memory), augmenting
-// each when asked.
-void gather(const Dataset& data, const std::vector<std::int64_t>& order, std::int64_t begin, std::int64_t end,
-            float* images, std::int32_t* labels, const Augment* augment, std::uint64_t seed, std::int64_t epoch) {
-  const Shape& s = data.images.shape();
+// Copies samples order[begin, end) of the dataset into images/labels (host memory), decoding a
+// listed folder's images and augmenting each sample when asked. Returns the images decoded.
+std::int64_t gather(const Dataset& data, const std::vector<std::int64_t>& order, std::int64_t begin, std::int64_t end,
+                    float* images, std::int32_t* labels, const Augment* augment, std::uint64_t seed, std::int64_t epoch,
+                    const std::atomic<bool>* stop = nullptr) {
+  const Shape s = data.image_shape();
   std::int64_t values = s[1] * s[2] * s[3];
-  const float* src = data.images.data<float>();
   const std::int32_t* src_labels = data.labels.data<std::int32_t>();
   for (std::int64_t k = 0; k < end - begin; ++k) {
+    if (stop != nullptr && stop->load(std::memory_order_relaxed)) return k;  // the loader is going away
     std::int64_t sample = order[static_cast<std::size_t>(begin + k)];
-    const float* in = src + sample * values;
     float* out = images + k * values;
-    if (augment) {
-      augment_sample(in, out, s[1], s[2], s[3], *augment, seed, epoch, sample);
+    if (data.listed()) {
+      load_folder_sample(data.files->paths[static_cast<std::size_t>(sample)], data.files->size, augment, seed, epoch,
+                         sample, out);
+    } else if (augment) {
+      augment_sample(data.images.data<float>() + sample * values, out, s[1], s[2], s[3], *augment, seed, epoch, sample);
     } else {
-      std::memcpy(out, in, static_cast<std::size_t>(values) * sizeof(float));
+      std::memcpy(out, data.images.data<float>() + sample * values, static_cast<std::size_t>(values) * sizeof(float));
     }
     labels[k] = src_labels[sample];
   }
+  return data.listed() ? end - begin : 0;
 }
 
 }  // namespace
@@ -63,7 +59,7 @@ std::vector<std::int64_t> shuffled_order(std::int64_t n, std::uint64_t seed, std
   std::vector<std::int64_t> order(static_cast<std::size_t>(n));
   std::iota(order.begin(), order.end(), std::int64_t{0});
   for (std::int64_t i = n - 1; i > 0; --i) {
-    philox::Uint4 r = draw(seed, epoch, kShuffleStream, i);
+    philox::Uint4 r = sample_draw(seed, epoch, kShuffleStream, i);
     // 64 random bits modulo i+1: the bias is below 2^-30 for any dataset that fits in memory.
     std::uint64_t bits = (static_cast<std::uint64_t>(r.x) << 32) | r.y;
     auto j = static_cast<std::int64_t>(bits % static_cast<std::uint64_t>(i + 1));
@@ -72,29 +68,9 @@ std::vector<std::int64_t> shuffled_order(std::int64_t n, std::uint64_t seed, std
   return order;
 }
 
-void augment_sample(const float* src, float* dst, std::int64_t channels, std::int64_t height, std::int64_t width,
-                    const Augment& augment, std::uint64_t seed, std::int64_t epoch, std::int64_t sample) {
-  philox::Uint4 r = draw(seed, epoch, kAugmentStream, sample);
-  std::int64_t dx = 0, dy = 0;
-  if (augment.random_crop && augment.crop_padding > 0) {
-    std::uint32_t span = 2u * static_cast<std::uint32_t>(augment.crop_padding) + 1u;
-    dx = static_cast<std::int64_t>(r.x % span) - augment.crop_padding;
-    dy = static_cast<std::int64_t>(r.y % span) - augment.crop_padding;
-  }
-  bool flip = augment.hflip && (r.z & 1u) != 0;
-  // out[y][x] = padded-and-cropped input at (y + dy, x' + dx), x' = x or its mirror; zero padding.
-  for (std::int64_t c = 0; c < channels; ++c) {
-    const float* in = src + c * height * width;
-    float* out = dst + c * height * width;
-    for (std::int64_t y = 0; y < height; ++y) {
-      std::int64_t sy = y + dy;
-      for (std::int64_t x = 0; x < width; ++x) {
-        std::int64_t sx = (flip ? width - 1 - x : x) + dx;
-        bool inside = sy >= 0 && sy < height && sx >= 0 && sx < width;
-        out[y * width + x] = inside ? in[sy * width + sx] : 0.0f;
-      }
-    }
-  }
+int default_loader_workers() {
+  const unsigned hardware = std::thread::hardware_concurrency();
+  return static_cast<int>(std::clamp(hardware, 1u, 4u));
 }
 
 struct DataLoader::Impl {
@@ -105,78 +81,96 @@ struct DataLoader::Impl {
   std::uint64_t seed = 0;
   Augment augment;
   std::int64_t n = 0, sample_values = 0;
-  bool per_batch = false;      // staging batch by batch (augmenting, or a large epoch)
+  bool per_batch = false;      // staging batch by batch (listed, augmenting, or a large epoch)
   std::int64_t slot_rows = 0;  // images a staging slot holds; its labels follow them
 
   std::vector<std::int64_t> order;
   std::int64_t epoch = -1;
   std::int64_t next_batch = 0;
 
-  // Without augmentation: the epoch's samples from batch `first_sample / batch_size` on, on the device.
+  // Whole-epoch staging: the epoch's samples from batch `first_sample / batch_size` on, on the device.
   Tensor epoch_images, epoch_labels;
   std::int64_t first_sample = 0;
   HostStaging epoch_staging;  // CUDA only: reused across epochs
 
-  // Per batch: two host staging slots filled by the producer thread.
+  // Per-batch staging: a ring of slots; batch b goes to slot b % slots.size(), so a worker may
+  // fill batch b only once the caller has taken batch b - slots.size() out of it.
+  enum class SlotState { free, filling, full };
   struct Slot {
     HostStaging staging;  // images, then labels
     std::int64_t batch = -1;
-    bool full = false;
+    SlotState state = SlotState::free;
+    std::exception_ptr error;  // the worker's failure on this batch, thrown when it is taken
   };
-  Slot slots[2];
-  std::thread producer;
+  std::vector<Slot> slots;
+  int worker_count = 0;
+  std::vector<std::thread> workers;
   std::mutex mutex;
   std::condition_variable changed;
-  bool stop = false;
-  std::exception_ptr error;
+  std::atomic<bool> stop{false};
+  bool failed = false;          // a worker failed: no more batches are claimed this epoch
+  std::int64_t next_claim = 0;  // the next batch a worker takes
+  std::int64_t staged = 0, peak_staged = 0;
+  std::atomic<std::int64_t> samples_decoded{0};
 
   std::int64_t batches() const { return (n + batch_size - 1) / batch_size; }
   std::int64_t rows(std::int64_t b) const { return std::min(batch_size, n - b * batch_size); }
   Shape image_shape(std::int64_t count) const {
-    const Shape& s = data.images.shape();
+    const Shape s = data.image_shape();
     return Shape{count, s[1], s[2], s[3]};
   }
+  Slot& slot_of(std::int64_t b) { return slots[static_cast<std::size_t>(b) % slots.size()]; }
 
-  void stop_producer() {
-    if (producer.joinable()) {
-      {
-        std::lock_guard lock(mutex);
-        stop = true;
-      }
-      changed.notify_all();
-      producer.join();
+  void stop_workers() {
+    {
+      std::lock_guard lock(mutex);
+      stop = true;
     }
+    changed.notify_all();
+    for (std::thread& t : workers) t.join();
+    workers.clear();
     stop = false;
-    error = nullptr;
-    for (Slot& slot : slots) slot = Slot{std::move(slot.staging), -1, false};
+    failed = false;
+    staged = 0;
+    for (Slot& slot : slots) {
+      slot.batch = -1;
+      slot.state = SlotState::free;
+      slot.error = nullptr;
+    }
   }
 
-  void produce(std::int64_t first, std::int64_t last, std::int64_t ep) {
-    try {
-      for (std::int64_t b = first; b < last; ++b) {
-        Slot& slot = slots[b % 2];
-        {
-          std::unique_lock lock(mutex);
-          changed.wait(lock, [&] { return stop || !slot.full; });
-          if (stop) return;
-        }
+  // One worker: claims batches in order while their slots are free, fills them outside the lock.
+  void work(std::int64_t last, std::int64_t ep) {
+    for (;;) {
+      std::int64_t b = 0;
+      {
+        std::unique_lock lock(mutex);
+        changed.wait(
+            lock, [&] { return stop || failed || next_claim >= last || slot_of(next_claim).state == SlotState::free; });
+        if (stop || failed || next_claim >= last) return;
+        b = next_claim++;
+        Slot& slot = slot_of(b);
+        slot.batch = b;
+        slot.state = SlotState::filling;
+        peak_staged = std::max(peak_staged, ++staged);
+      }
+      Slot& slot = slot_of(b);
+      std::exception_ptr error;
+      try {
         // The slot's previous batch may still be on its way to the device.
         slot.staging.wait_until_free();
         auto* images = static_cast<float*>(slot.staging.data());
         auto* labels = reinterpret_cast<std::int32_t*>(images + slot_rows * sample_values);
-        gather(data, order, b * batch_size, b * batch_size + rows(b), images, labels,
-               augment.enabled() ? &augment : nullptr, seed, ep);
-        {
-          std::lock_guard lock(mutex);
-          slot.batch = b;
-          slot.full = true;
-        }
-        changed.notify_all();
+        samples_decoded += gather(data, order, b * batch_size, b * batch_size + rows(b), images, labels,
+                                  augment.enabled() ? &augment : nullptr, seed, ep, &stop);
+      } catch (...) {
+        error = std::current_exception();
       }
-    } catch (...) {
       {
         std::lock_guard lock(mutex);
-        error = std::current_exception();
+        slot.error = error;
+        slot.state = SlotState::full;
+        if (error) failed = true;
       }
       changed.notify_all();
     }
@@ -218,42 +212,60 @@ struct DataLoader::Impl {
 
 DataLoader::DataLoader(const Dataset& dataset, Context& ctx, std::int64_t batch_size, bool shuffle, std::uint64_t seed,
                        Augment augment, std::size_t whole_epoch_limit)
+    : DataLoader(dataset, ctx, LoaderOptions{batch_size, shuffle, seed, augment, 0, 0, whole_epoch_limit}) {}
+
+DataLoader::DataLoader(const Dataset& dataset, Context& ctx, const LoaderOptions& options)
     : impl_(std::make_unique<Impl>()) {
   const std::string& name = dataset.name;
-  CUDL_CHECK(dataset.images.defined() && dataset.labels.defined(), "DataLoader: dataset '{}' has no tensors", name);
-  CUDL_CHECK(dataset.images.rank() == 4 && dataset.images.dtype() == DType::f32,
-             "DataLoader: dataset '{}' images must be [N,C,H,W] f32, got {} {}", name,
-             dtype_name(dataset.images.dtype()), dataset.images.shape());
-  CUDL_CHECK(dataset.labels.rank() == 1 && dataset.labels.dtype() == DType::i32 &&
-                 dataset.labels.dim(0) == dataset.images.dim(0),
-             "DataLoader: dataset '{}' labels must be [N] i32 with N = {}, got {} {}", name, dataset.images.dim(0),
+  if (dataset.listed()) {
+    CUDL_CHECK(dataset.files->size > 0 && dataset.labels.defined() &&
+                   static_cast<std::int64_t>(dataset.files->paths.size()) == dataset.labels.numel(),
+               "DataLoader: listed dataset '{}' needs one label per file and a positive size", name);
+  } else {
+    CUDL_CHECK(dataset.images.defined() && dataset.labels.defined(), "DataLoader: dataset '{}' has no tensors", name);
+    CUDL_CHECK(dataset.images.rank() == 4 && dataset.images.dtype() == DType::f32,
+               "DataLoader: dataset '{}' images must be [N,C,H,W] f32, got {} {}", name,
+               dtype_name(dataset.images.dtype()), dataset.images.shape());
+    CUDL_CHECK(dataset.images.device().is_cpu(), "DataLoader: dataset '{}' must be on the CPU, its images are on {}",
+               name, dataset.images.device());
+  }
+  const std::int64_t count = dataset.image_shape()[0];
+  CUDL_CHECK(dataset.labels.rank() == 1 && dataset.labels.dtype() == DType::i32 && dataset.labels.dim(0) == count,
+             "DataLoader: dataset '{}' labels must be [N] i32 with N = {}, got {} {}", name, count,
              dtype_name(dataset.labels.dtype()), dataset.labels.shape());
-  CUDL_CHECK(dataset.images.device().is_cpu() && dataset.labels.device().is_cpu(),
-             "DataLoader: dataset '{}' must be on the CPU, its images are on {}", name, dataset.images.device());
-  CUDL_CHECK(dataset.images.dim(0) > 0, "DataLoader: dataset '{}' is empty", name);
-  CUDL_CHECK(batch_size > 0, "DataLoader: batch size {} must be positive (dataset '{}')", batch_size, name);
-  CUDL_CHECK(!augment.random_crop || augment.crop_padding >= 0, "DataLoader: crop padding {} must be >= 0",
-             augment.crop_padding);
+  CUDL_CHECK(dataset.labels.device().is_cpu(), "DataLoader: dataset '{}' must be on the CPU, its labels are on {}",
+             name, dataset.labels.device());
+  CUDL_CHECK(count > 0, "DataLoader: dataset '{}' is empty", name);
+  CUDL_CHECK(options.batch_size > 0, "DataLoader: batch size {} must be positive (dataset '{}')", options.batch_size,
+             name);
+  CUDL_CHECK(options.workers >= 0 && options.prefetch >= 0,
+             "DataLoader: workers ({}) and prefetch ({}) must be >= 0 (0: the default; dataset '{}')", options.workers,
+             options.prefetch, name);
+  check_augment(options.augment);
   Impl& m = *impl_;
   m.data = dataset;
   m.ctx = &ctx;
-  m.batch_size = batch_size;
-  m.shuffle = shuffle;
-  m.seed = seed;
-  m.augment = augment;
-  m.n = dataset.images.dim(0);
-  m.sample_values = dataset.images.numel() / m.n;
+  m.batch_size = options.batch_size;
+  m.shuffle = options.shuffle;
+  m.seed = options.seed;
+  m.augment = options.augment;
+  m.n = count;
+  m.sample_values = dataset.image_shape().numel() / m.n;
   // Images (f32) and labels (i32) of the whole dataset: what one epoch stages.
   const auto epoch_bytes = static_cast<std::size_t>(m.n) * static_cast<std::size_t>(m.sample_values + 1) * 4;
-  m.per_batch = loader_stages_per_batch(augment, ctx.device(), shuffle, epoch_bytes, whole_epoch_limit);
+  m.per_batch = dataset.listed() || loader_stages_per_batch(options.augment, ctx.device(), options.shuffle, epoch_bytes,
+                                                            options.whole_epoch_limit);
   if (m.per_batch) {
-    m.slot_rows = std::min(batch_size, m.n);
+    m.worker_count = options.workers > 0 ? options.workers : default_loader_workers();
+    const int slots = options.prefetch > 0 ? options.prefetch : std::max(2, 2 * m.worker_count);
+    m.slot_rows = std::min(options.batch_size, m.n);
     std::size_t slot_bytes = static_cast<std::size_t>(m.slot_rows * (m.sample_values + 1)) * 4;
+    m.slots.resize(static_cast<std::size_t>(slots));
     for (Impl::Slot& slot : m.slots) slot.staging = HostStaging(slot_bytes, ctx);
   }
 }
 
-DataLoader::~DataLoader() { impl_->stop_producer(); }
+DataLoader::~DataLoader() { impl_->stop_workers(); }
 
 std::int64_t DataLoader::size() const { return impl_->n; }
 std::int64_t DataLoader::batch_size() const { return impl_->batch_size; }
@@ -261,13 +273,26 @@ std::int64_t DataLoader::batches_per_epoch() const { return impl_->batches(); }
 bool DataLoader::stages_per_batch() const { return impl_->per_batch; }
 const std::vector<std::int64_t>& DataLoader::order() const { return impl_->order; }
 
+LoaderStats DataLoader::stats() const {
+  Impl& m = *impl_;
+  LoaderStats s;
+  if (!m.per_batch) return s;
+  std::lock_guard lock(m.mutex);
+  s.workers = m.worker_count;
+  s.slots = static_cast<int>(m.slots.size());
+  for (const Impl::Slot& slot : m.slots) s.staging_bytes += slot.staging.bytes();
+  s.peak_staged = m.peak_staged;
+  s.samples_decoded = m.samples_decoded.load();
+  return s;
+}
+
 void DataLoader::start_epoch(std::int64_t epoch, std::int64_t first_batch) {
   Impl& m = *impl_;
   CUDL_CHECK(epoch >= 0, "DataLoader::start_epoch: epoch {} must be >= 0 (dataset '{}')", epoch, m.data.name);
   CUDL_CHECK(first_batch >= 0 && first_batch <= m.batches(),
              "DataLoader::start_epoch: first batch {} is outside 0..{} (dataset '{}', {} samples, batch size {})",
              first_batch, m.batches(), m.data.name, m.n, m.batch_size);
-  m.stop_producer();
+  m.stop_workers();
   m.epoch = epoch;
   m.next_batch = first_batch;
   if (m.shuffle) {
@@ -280,7 +305,11 @@ void DataLoader::start_epoch(std::int64_t epoch, std::int64_t first_batch) {
     m.load_epoch_to_device(first_batch);
     return;
   }
-  m.producer = std::thread([&m, first_batch, epoch] { m.produce(first_batch, m.batches(), epoch); });
+  m.next_claim = first_batch;
+  const std::int64_t last = m.batches();
+  // No more threads than batches left to make.
+  const auto threads = std::min<std::int64_t>(m.worker_count, last - first_batch);
+  for (std::int64_t w = 0; w < threads; ++w) m.workers.emplace_back([&m, last, epoch] { m.work(last, epoch); });
 }
 
 bool DataLoader::next(Batch& batch) {
@@ -295,11 +324,15 @@ bool DataLoader::next(Batch& batch) {
     batch.index = m.next_batch++;
     return true;
   }
-  Impl::Slot& slot = m.slots[b % 2];
+  Impl::Slot& slot = m.slot_of(b);
   {
     std::unique_lock lock(m.mutex);
-    m.changed.wait(lock, [&] { return m.error || (slot.full && slot.batch == b); });
-    if (m.error) std::rethrow_exception(m.error);
+    m.changed.wait(lock, [&] { return slot.batch == b && slot.state == Impl::SlotState::full; });
+    if (slot.error) {
+      // The epoch cannot go on; the next start_epoch begins afresh.
+      m.next_batch = m.batches();
+      std::rethrow_exception(slot.error);
+    }
   }
   batch.images = Tensor::empty(m.image_shape(count), *m.ctx);
   batch.labels = Tensor::empty({count}, *m.ctx, DType::i32);
@@ -310,7 +343,9 @@ bool DataLoader::next(Batch& batch) {
   slot.staging.mark_in_use(*m.ctx);
   {
     std::lock_guard lock(m.mutex);
-    slot.full = false;
+    slot.state = Impl::SlotState::free;
+    slot.batch = -1;
+    --m.staged;
   }
   m.changed.notify_all();
   batch.index = m.next_batch++;

@@ -2,19 +2,23 @@
 // Batches of a Dataset on a context's device, in a seeded order that depends only on (seed,
 // epoch), so a run resumed at batch k of epoch e sees exactly the batches the first run would have.
 //
-// Without augmentation, start_epoch gathers the epoch's permuted samples on the host once and
-// copies them to the device in one transfer; batches are then zero-copy slices of that copy (the
-// whole of MNIST sits on the GPU for the epoch). With augmentation, or when the epoch's data is
-// larger than a limit (1 GiB by default: a folder of 224 px images would otherwise pin tens of GB
-// of host memory and hold as much on the device), a background thread gathers (and augments)
-// batch b+1 into host staging (pinned for CUDA) while the caller trains on batch b, and each batch
-// is copied on its own. Either way the batches are the same.
+// Without augmentation, an in-memory dataset's epoch is gathered on the host once (the permuted
+// samples) and copied to the device in one transfer; batches are then zero-copy slices of that
+// copy (the whole of MNIST sits on the GPU for the epoch). A listed image folder, an augmented
+// dataset, or an epoch larger than a limit (1 GiB by default) is staged batch by batch instead:
+// a pool of worker threads fills a bounded ring of host staging slots (pinned for CUDA) ahead of
+// the training step, each worker a whole batch at a time (decoding, resizing and augmenting a
+// listed folder's images), and the caller takes the batches in order. Host memory is the ring's
+// `prefetch` batches, whatever the dataset's size. Every sample's pixels are a pure function of
+// (seed, epoch, sample), so the batches are the same whichever way they are made and whatever the
+// number of workers.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
 #include "cudl/engine/device.hpp"
+#include "cudl/engine/io/augment.hpp"
 #include "cudl/engine/io/datasets.hpp"
 #include "cudl/engine/tensor.hpp"
 
@@ -22,25 +26,35 @@ namespace cudl {
 
 class Context;
 
-// Host-side augmentations in torchvision's order: pad by crop_padding with zeros and take a random
-// crop of the original size, then flip left-right with probability 1/2. Each sample's draws come
-// from (seed, epoch, sample index) alone.
-struct Augment {
-  bool random_crop = false;
-  int crop_padding = 4;
-  bool hflip = false;
-
-  bool enabled() const { return random_crop || hflip; }
-};
-
 // Epochs with more data than this (images and labels, in bytes) are staged batch by batch.
 inline constexpr std::size_t kWholeEpochStagingLimit = std::size_t{1} << 30;
 
-// True when a loader stages batch by batch: with augmentation, or when the epoch's `epoch_bytes`
-// exceed `limit`. A CPU loader without shuffling stages nothing (its batches are slices of the
-// dataset), so it never does.
+// True when an in-memory dataset is staged batch by batch: with augmentation, or when the epoch's
+// `epoch_bytes` exceed `limit`. A CPU loader without shuffling stages nothing (its batches are
+// slices of the dataset), so it never does. Listed datasets are always staged batch by batch.
 bool loader_stages_per_batch(const Augment& augment, Device device, bool shuffle, std::size_t epoch_bytes,
                              std::size_t limit);
+
+// Worker threads when LoaderOptions::workers is 0: min(4, hardware threads).
+int default_loader_workers();
+
+struct LoaderOptions {
+  std::int64_t batch_size = 128;
+  bool shuffle = false;
+  std::uint64_t seed = 0;
+  Augment augment;
+  int workers = 0;   // threads that stage batches (0: default_loader_workers())
+  int prefetch = 0;  // staging slots: batches made ahead of the step (0: 2 per worker, at least 2)
+  std::size_t whole_epoch_limit = kWholeEpochStagingLimit;  // tests lower it to force per-batch staging
+};
+
+// What the per-batch pipeline holds and did, for tests and `cudl bench --pipeline`.
+struct LoaderStats {
+  int workers = 0, slots = 0;        // 0 when batches are not staged one by one
+  std::size_t staging_bytes = 0;     // host staging held: slots x one batch (images and labels)
+  std::int64_t peak_staged = 0;      // the most batches staged (being filled or waiting) at once
+  std::int64_t samples_decoded = 0;  // listed images decoded so far
+};
 
 struct Batch {
   Tensor images;           // [B,C,H,W] f32 on the loader's device
@@ -51,9 +65,10 @@ struct Batch {
 class DataLoader {
  public:
   // `dataset` tensors must be on the CPU; they are shared, not copied. `ctx` must outlive the loader.
-  // `whole_epoch_limit`: see kWholeEpochStagingLimit (tests lower it to force per-batch staging).
+  DataLoader(const Dataset& dataset, Context& ctx, const LoaderOptions& options);
   DataLoader(const Dataset& dataset, Context& ctx, std::int64_t batch_size, bool shuffle, std::uint64_t seed,
              Augment augment = {}, std::size_t whole_epoch_limit = kWholeEpochStagingLimit);
+  // Stops and joins the workers, also mid-epoch.
   ~DataLoader();
   DataLoader(const DataLoader&) = delete;
   DataLoader& operator=(const DataLoader&) = delete;
@@ -64,11 +79,13 @@ class DataLoader {
   std::int64_t batches_per_epoch() const;
   // Whether batches are staged one by one (see loader_stages_per_batch) rather than per epoch.
   bool stages_per_batch() const;
+  LoaderStats stats() const;
 
   // Begins epoch `epoch`, skipping its first `first_batch` batches (to resume a run).
   void start_epoch(std::int64_t epoch, std::int64_t first_batch = 0);
   // The next batch of the epoch; false when the epoch is done. Tensors of an earlier batch stay
-  // valid (they own or share their memory).
+  // valid (they own or share their memory). A worker's error (an unreadable image: the message
+  // names the file) is thrown here, at the batch it belongs to.
   bool next(Batch& batch);
 
   // The epoch's sample order (dataset indices), for tests and debugging.
@@ -82,10 +99,5 @@ class DataLoader {
 // The seeded permutation of 0..n-1 the loader uses for (seed, epoch): Fisher-Yates driven by
 // Philox, so it is the same on every machine and build.
 std::vector<std::int64_t> shuffled_order(std::int64_t n, std::uint64_t seed, std::int64_t epoch);
-
-// Augments one CHW sample (`src` to `dst`, both channels*height*width floats) as the loader does
-// for (seed, epoch, sample).
-void augment_sample(const float* src, float* dst, std::int64_t channels, std::int64_t height, std::int64_t width,
-                    const Augment& augment, std::uint64_t seed, std::int64_t epoch, std::int64_t sample);
 
 }  // namespace cudl

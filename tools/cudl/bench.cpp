@@ -344,6 +344,7 @@ struct Options {
   std::string shape;
   std::vector<std::string> compare;
   ComputeOptions compute;
+  PipelineBenchArgs pipeline;
 };
 
 // Per call of the layer (time_run adds samples while they are noisy, so the count varies), with
@@ -665,9 +666,18 @@ void add_bench_command(CLI::App& app) {
                   "OLD.json NEW.json: compare two --json runs case by case (old/new time) and flag regressions "
                   "beyond their noise; runs nothing")
       ->expected(2);
+  add_pipeline_bench_options(cmd, opt->pipeline);
   cmd->callback([opt] {
     if (!opt->compare.empty()) {
       compare_runs(opt->compare[0], opt->compare[1]);
+      return;
+    }
+    if (!opt->pipeline.dir.empty()) {
+      const auto models = split_list(opt->models);
+      CUDL_CHECK(models.size() == 1, "bench --pipeline: name one model with --models (its train step is timed)");
+      const auto batches =
+          parse_whole_number_list("--batch-sizes", opt->batch_sizes.empty() ? "64" : opt->batch_sizes, 1, kMaxBatch);
+      run_pipeline_bench(opt->pipeline, models[0], batches.front());
       return;
     }
     run_bench(*opt);

@@ -2,6 +2,7 @@
 // Subcommands of the `cudl` CLI. Each registers its options on the app and returns the
 // callback that runs it; main() turns any exception into one line on stderr and exit code 1.
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <string>
 
 namespace cudl {
@@ -20,6 +21,18 @@ void add_plot_command(CLI::App& app);
 void add_style_command(CLI::App& app);
 void add_classify_command(CLI::App& app);
 void add_predict_command(CLI::App& app);
+
+// `cudl bench --pipeline DIR` (tools/cudl/bench_pipeline.cpp): the image-folder pipeline's
+// images/s alone, the model's CPU train step alone, and both together.
+struct PipelineBenchArgs {
+  std::string dir;
+  std::string augment = "random-resized-crop,flip,color-jitter";
+  int workers = 0, image_size = 0;  // 0: defaults
+  std::int64_t batches = 20;        // timed through the pipeline alone
+  std::int64_t steps = 5;           // timed train steps, alone and fed by the pipeline
+};
+void add_pipeline_bench_options(CLI::App* cmd, PipelineBenchArgs& a);
+void run_pipeline_bench(const PipelineBenchArgs& a, const std::string& model_name, std::int64_t batch_size);
 
 // How ops run on a CUDA device, shared by train, eval, style and bench:
 //   --deterministic true|false       cuDNN's deterministic algorithms only (default true), so runs

@@ -17,6 +17,7 @@
 #include "cudl/engine/io/safetensors.hpp"
 #include "cudl/models/finetune.hpp"
 #include "cudl/models/preprocess.hpp"
+#include "cudl/models/trainer.hpp"
 #include "cudl/models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
@@ -30,6 +31,7 @@ namespace fs = std::filesystem;
 struct PredictArgs {
   std::string model, weights, image, labels, json, device = "auto";
   int top = 1;
+  int image_size = 0;  // 0: the checkpoint's (or the model's) input size
   bool strict = false;
 };
 
@@ -74,11 +76,11 @@ std::vector<std::string> read_labels(const std::string& path, int needed) {
 void run_predict(const PredictArgs& a) {
   check_writable_output("--json", a.json);
   const ModelSpec spec = model_spec(a.model);
-  const Shape probe{1, spec.input[0], spec.input[1], spec.input[2]};
   Sequential model = make_model(a.model);
   // Preprocessing, class names and a fine-tuned head's size from the checkpoint's metadata.
   const std::map<std::string, std::string> meta = read_safetensors_metadata(a.weights);
   (void)apply_saved_head(a.weights, model);
+  const Shape probe{1, spec.input[0], spec.input[1], spec.input[2]};
   const Shape out = model.output_shape(probe);
   CUDL_CHECK(out.rank() == 2,
              "predict: {} outputs [N,{}...] per image, not class scores [N, K]: predict needs a classifier", a.model,
@@ -88,9 +90,15 @@ void run_predict(const PredictArgs& a) {
   Preprocess pre = default_preprocess(spec.input);
   if (auto it = meta.find(std::string("extra.") + kPreprocessKey); it != meta.end())
     pre = preprocess_from_json(it->second, a.weights);
-  CUDL_CHECK(pre.channels == spec.input[0] && pre.crop_height == spec.input[1] && pre.crop_width == spec.input[2],
+  if (a.image_size > 0) pre.resize = pre.crop_height = pre.crop_width = a.image_size;  // as training's --image-size
+  const bool model_size = pre.crop_height == spec.input[1] && pre.crop_width == spec.input[2];
+  CUDL_CHECK(pre.channels == spec.input[0] && (model_size || pre.crop_height == pre.crop_width),
              "predict: '{}' was trained on {}x{}x{} inputs but {} takes {}", a.weights, pre.channels, pre.crop_height,
              pre.crop_width, a.model, spec.input);
+  // Another square size (a checkpoint trained with --image-size, or --image-size here) only when
+  // the model's layers take it; folder_image_size says why not otherwise.
+  if (!model_size) (void)folder_image_size(a.model, pre.crop_height);
+
   std::vector<std::string> labels;
   if (!a.labels.empty()) {
     labels = read_labels(a.labels, classes);
@@ -159,6 +167,10 @@ void add_predict_command(CLI::App& app) {
   cmd->add_option("--labels", a->labels, "Class names, one per line (default: those saved with the checkpoint)")
       ->check(input_file());
   cmd->add_option("--json", a->json, "Also write the predictions as JSON here");
+  cmd->add_option("--image-size", a->image_size,
+                  "Resize the shorter side to N and centre-crop NxN (default: as the checkpoint was trained; another "
+                  "size only when the model's layers take it)")
+      ->transform(whole_number(1, 8192));
   cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
   cmd->callback([a] { run_predict(*a); });
 }

@@ -39,7 +39,9 @@ struct TrainArgs {
   std::string device = "auto";
   std::uint64_t seed = 1;
   std::string save, resume, metrics_json;
-  bool augment = false;
+  std::string augment;  // empty: none; see parse_augment
+  float color_jitter = 0.4f;
+  int workers = 0, prefetch = 0, image_size = 0;  // 0: defaults
   ComputeOptions compute;
   bool seed_given = false;
   TrainExtras extras;  // fine-tuning and reconstruction (tools/cudl/train_extras.hpp)
@@ -74,6 +76,10 @@ void add_model_and_data_options(CLI::App* cmd, TrainArgs& a) {
       ->transform(whole_number(1, 1 << 20))
       ->capture_default_str();
   cmd->add_option("--device", a.device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
+  cmd->add_option("--image-size", a.image_size,
+                  "Image folders: decode at NxN (default: the model's input; another size only when the model's "
+                  "layers take it)")
+      ->transform(whole_number(1, 8192));
   add_compute_options(cmd, a.compute);
 }
 
@@ -202,7 +208,8 @@ void run_train(TrainArgs a, const RunControlArgs& c) {
     if (!a.seed_given) a.seed = info.seed;
   }
   const std::string kind = a.dataset.empty() ? default_dataset(a.model) : a.dataset;
-  DataSplits data = load_train_data(a.extras, kind, a.data, a.model);
+  const Augment augment = parse_augment(a.augment, a.color_jitter);
+  DataSplits data = load_train_data(a.extras, kind, a.data, a.model, a.image_size);
   // The subset, then the hold-out, both seeded by the run's seed: a resumed run (same seed)
   // trains and validates on the same images.
   if (c.subset > 0) data.train = stratified_subset(data.train, c.subset, a.seed);
@@ -231,7 +238,9 @@ void run_train(TrainArgs a, const RunControlArgs& c) {
   o.save_path = a.save;
   o.resume_path = a.resume;
   o.metrics_path = a.metrics_json;
-  o.augment = a.augment;
+  o.augment = augment;
+  o.workers = a.workers;
+  o.prefetch = a.prefetch;
   o.save_best_path = c.save_best;
   o.early_stopping_patience = c.early_stopping;
   o.plateau_patience = plateau.patience;
@@ -245,8 +254,8 @@ void run_train(TrainArgs a, const RunControlArgs& c) {
     };
   }
   add_metadata(a.extras, a.model, data, o);
-  // Reconstruction (--target input) trains on the whole training split with its own loop and metrics.
-  if (run_reconstruction_if_asked(a.extras, ctx, model, data, o)) return;
+  // Reconstruction (--target input) has its own loop and metrics, on the same subset and hold-out.
+  if (run_reconstruction_if_asked(a.extras, ctx, model, train, validation, data.test, o)) return;
   TrainResult r = fit(ctx, model, train, validation, data.test, o);
   print_epoch_table(r);
   print_summary(r, c, o.early_stopping_patience);
@@ -338,7 +347,7 @@ nlohmann::json report_json(const EvalReport& r, const std::vector<std::string>& 
 void run_eval(const TrainArgs& a, const EvalArgs& e) {
   check_writable_output("--json", e.json);
   const std::string kind = a.dataset.empty() ? default_dataset(a.model) : a.dataset;
-  DataSplits data = load_dataset(kind, a.data, a.model);
+  DataSplits data = load_dataset(kind, a.data, a.model, a.image_size);
   std::vector<std::string> names =
       e.labels.empty() ? class_names(kind, data.test)
                        : read_labels(e.labels, static_cast<std::size_t>(std::max(data.test.num_classes, 0)));
@@ -395,7 +404,27 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--save", a->save, "Write a checkpoint (safetensors) here after every epoch");
   cmd->add_option("--resume", a->resume, "Continue the run saved in this checkpoint");
   cmd->add_option("--metrics-json", a->metrics_json, "Write per-epoch metrics as JSON here");
-  cmd->add_flag("--augment", a->augment, "Random crops and horizontal flips (CIFAR-10, image folders)");
+  cmd->add_option(
+         "--augment", a->augment,
+         "Training augmentation, seeded per (seed, epoch, image): a comma-separated list of crop (pad 4 and "
+         "crop), random-resized-crop (scale 0.08-1, ratio 3/4-4/3), flip, color-jitter; given bare: crop,flip; not "
+         "given: none")
+      ->expected(0, 1)
+      ->default_str("default");
+  cmd->add_option("--workers", a->workers,
+                  "Image folders and augmentation: threads that decode and augment batches ahead of the step (0: "
+                  "min(4, hardware threads))")
+      ->transform(whole_number(0, 256))
+      ->capture_default_str();
+  cmd->add_option("--prefetch", a->prefetch,
+                  "Batches staged ahead of the step; bounds the pipeline's memory (0: 2 per worker)")
+      ->transform(whole_number(0, 4096))
+      ->capture_default_str();
+  cmd->add_option("--color-jitter", a->color_jitter,
+                  "Strength S of --augment color-jitter: brightness, contrast and saturation factors in [1-S, 1+S] "
+                  "(no hue)")
+      ->transform(finite_float(between(0, 1)))
+      ->capture_default_str();
   add_run_control_options(cmd, *c);
   add_train_extra_options(cmd, a->extras);
   cmd->callback([a, c] { run_train(*a, *c); });

@@ -69,10 +69,42 @@ void check_train_extras(const TrainExtras& e, const std::string& model, float we
   }
 }
 
+// --augment [LIST]: comma-separated crop (pad 4 and crop, CIFAR's recipe), random-resized-crop
+// (torchvision's, scale 0.08-1, ratio 3/4-4/3), flip, color-jitter (brightness, contrast and
+// saturation by `jitter`); given bare, crop,flip.
+Augment parse_augment(const std::string& list, float jitter) {
+  Augment a;
+  if (list.empty()) return a;
+  for (const std::string& item : split_prefixes("--augment", list == "default" ? "crop,flip" : list)) {
+    if (item == "crop") {
+      a.random_crop = true;
+    } else if (item == "random-resized-crop") {
+      a.random_resized_crop = true;
+    } else if (item == "flip") {
+      a.hflip = true;
+    } else if (item == "color-jitter") {
+      a.brightness = a.contrast = a.saturation = jitter;
+    } else {
+      CUDL_THROW(
+          "--augment: unknown '{}': expected a comma-separated list of crop, random-resized-crop, flip, "
+          "color-jitter",
+          item);
+    }
+  }
+  CUDL_CHECK(!(a.random_crop && a.random_resized_crop),
+             "--augment: crop and random-resized-crop both crop; choose one");
+  return a;
+}
+
 DataSplits load_train_data(const TrainExtras& e, const std::string& kind, const std::string& dir,
-                           const std::string& model) {
-  if (e.target == "input" || e.num_classes > 0) return load_images_for_model(kind, dir, model);
-  return load_dataset(kind, dir, model);
+                           const std::string& model, int image_size) {
+  if (e.target == "input" || e.num_classes > 0) {
+    CUDL_CHECK(image_size == 0 || image_size == model_spec(model).input[1],
+               "--image-size {} with --target input or --num-classes: these train at the model's own size ({})",
+               image_size, model_spec(model).input[1]);
+    return load_images_for_model(kind, dir, model);
+  }
+  return load_dataset(kind, dir, model, image_size);
 }
 
 void prepare_model(const TrainExtras& e, Sequential& model) {
@@ -98,12 +130,14 @@ void finish_model(const TrainExtras& e, Context& ctx, Sequential& model) {
 }
 
 void add_metadata(const TrainExtras& e, const std::string& model, const DataSplits& data, FitOptions& o) {
-  o.metadata = training_metadata(model_spec(model).input, data.train.class_names);
+  const Shape s = data.train.image_shape();  // the model's input, or the --image-size it also takes
+  o.metadata =
+      training_metadata(s.rank() == 4 ? Shape{s[1], s[2], s[3]} : model_spec(model).input, data.train.class_names);
   if (e.num_classes > 0) o.metadata["num_classes"] = std::to_string(e.num_classes);
 }
 
-bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential& model, const DataSplits& data,
-                                 FitOptions o) {
+bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential& model, const Dataset& train,
+                                 const Dataset& validation, const Dataset& test, FitOptions o) {
   if (e.target != "input") return false;
   ReconstructionOptions r;
   r.loss = parse_loss(e.loss);
@@ -122,16 +156,18 @@ bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential&
   r.fit = std::move(o);
   const std::string loss = e.loss;
   r.on_epoch = [loss](const ReconstructionMetrics& m) {
-    const std::string test = loss == "l1" ? fmt::format("l1 {:.5f} mse {:.5f}", m.test_l1, m.test_mse)
-                                          : fmt::format("mse {:.5f}", m.test_mse);
+    const std::string errors = loss == "l1" ? fmt::format("l1 {:.5f} mse {:.5f}", m.test_l1, m.test_mse)
+                                            : fmt::format("mse {:.5f}", m.test_mse);
+    const std::string val =
+        m.has_val ? fmt::format("val {} {:.5f} psnr {:.2f} dB | ", loss, m.val_loss, m.val_psnr) : std::string();
     fmt::print(
-        "epoch {:>3}: train {} {:.5f} | test {} psnr {:.2f} dB | mean image: {} {:.5f} psnr {:.2f} dB | {:.1f} s, "
+        "epoch {:>3}: train {} {:.5f} | {}test {} psnr {:.2f} dB | mean image: {} {:.5f} psnr {:.2f} dB | {:.1f} s, "
         "{:.0f} img/s\n",
-        m.epoch, loss, m.train_loss, test, m.test_psnr, loss, loss == "l1" ? m.mean_image_l1 : m.mean_image_mse,
+        m.epoch, loss, m.train_loss, val, errors, m.test_psnr, loss, loss == "l1" ? m.mean_image_l1 : m.mean_image_mse,
         m.mean_image_psnr, m.seconds, m.images_per_second);
     std::fflush(stdout);
   };
-  const auto history = fit_reconstruction(ctx, model, data.train, data.test, r);
+  const auto history = fit_reconstruction(ctx, model, train, validation, test, r);
   if (!history.empty())
     fmt::print("test {}: {:.5f} (the mean image: {:.5f}); psnr {:.2f} dB (the mean image: {:.2f} dB)\n", loss,
                history.back().test_loss, loss == "l1" ? history.back().mean_image_l1 : history.back().mean_image_mse,

@@ -23,18 +23,23 @@ struct TrainExtras {
 void add_train_extra_options(CLI::App* cmd, TrainExtras& e);
 // Refuses contradictory combinations before any data is read.
 void check_train_extras(const TrainExtras& e, const std::string& model, float weight_decay, bool resuming);
+// --augment [LIST]: comma-separated crop (pad 4 and crop, CIFAR's recipe), random-resized-crop,
+// flip, color-jitter (strength `jitter`); "default" (the bare flag) is crop,flip; empty: none.
+Augment parse_augment(const std::string& list, float jitter);
 // The dataset: load_dataset's checks for plain classification; for reconstruction or a new head,
 // only the input shape is checked (fit checks every label against the model's outputs).
+// `image_size`: --image-size for a folder (0: the model's).
 DataSplits load_train_data(const TrainExtras& e, const std::string& kind, const std::string& dir,
-                           const std::string& model);
+                           const std::string& model, int image_size);
 // Before build: the new head.
 void prepare_model(const TrainExtras& e, Sequential& model);
 // After build: weights from --init-from, then --freeze. Prints what was skipped and frozen.
 void finish_model(const TrainExtras& e, Context& ctx, Sequential& model);
 // Metadata saved with the checkpoints (preprocessing, class names, the new head's size).
 void add_metadata(const TrainExtras& e, const std::string& model, const DataSplits& data, FitOptions& o);
-// True when the run was a reconstruction run, which this then did (instead of fit()).
-bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential& model, const DataSplits& data,
-                                 FitOptions o);
+// True when the run was a reconstruction run, which this then did (instead of fit()) on `train`,
+// with `validation` (when it holds images) and `test` evaluated after each epoch.
+bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential& model, const Dataset& train,
+                                 const Dataset& validation, const Dataset& test, FitOptions o);
 
 }  // namespace cudl::cli
