@@ -82,20 +82,29 @@ void MpiCommunicator::check(int status, const char* call, const char* what) cons
              size_, mpi_error_string(status));
 }
 
-void MpiCommunicator::wait(MPI_Request& request, const char* what) {
+void poll_until_done(const std::function<bool()>& done, const char* what, int rank, int size,
+                     double timeout_seconds) {
   const auto start = Clock::now();
   for (long spins = 0;; ++spins) {
-    int done = 0;
-    check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test", what);
-    if (done) return;
-    CUDL_CHECK(seconds_since(start) < timeout_,
+    if (done()) return;
+    CUDL_CHECK(seconds_since(start) < timeout_seconds,
                "{}: rank {} of {} waited {:g} s (--dist-timeout) for the other ranks: one of them died or hangs; "
                "stopping every rank",
-               what, rank_, size_, timeout_);
+               what, rank, size, timeout_seconds);
     // Spin briefly (a step's all-reduce is usually ready within microseconds of the last rank),
     // then yield the core: on an oversubscribed CPU the rank we wait for may need it.
     if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
+}
+
+void MpiCommunicator::wait(MPI_Request& request, const char* what) {
+  poll_until_done(
+      [&] {
+        int done = 0;
+        check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test", what);
+        return done != 0;
+      },
+      what, rank_, size_, timeout_);
 }
 
 void MpiCommunicator::allreduce_mean(Context& ctx, Tensor& block) {

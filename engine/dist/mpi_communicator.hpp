@@ -3,12 +3,19 @@
 // ranks bootstrap and exchange host values over it). Internal to cudl_distributed.
 #include <mpi.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "cudl/engine/dist/mpi.hpp"
 
 namespace cudl {
+
+// Calls `done` until it returns true; throws naming `what` when `timeout_seconds` pass first (a
+// peer died or hangs). Spins briefly, then sleeps between polls so that on an oversubscribed CPU
+// the rank being waited for gets the core. MPI's and NCCL's watchdogs both wait this way.
+void poll_until_done(const std::function<bool()>& done, const char* what, int rank, int size,
+                     double timeout_seconds);
 
 class MpiCommunicator final : public Communicator {
  public:

@@ -7,7 +7,6 @@
 #include <nccl.h>
 
 #include <chrono>
-#include <thread>
 
 #include "cudl/engine/cuda/cuda_runtime.hpp"
 #include "cudl/engine/dist/mpi_communicator.hpp"
@@ -101,21 +100,18 @@ class NcclCommunicator final : public Communicator {
  private:
   void wait_done(const char* what) {
     if (!pending_) return;
-    const auto start = Clock::now();
-    for (long spins = 0;; ++spins) {
-      const cudaError_t q = cudaEventQuery(done_);
-      if (q == cudaSuccess) break;
-      CUDL_CHECK(q == cudaErrorNotReady, "{}: cudaEventQuery: {}", what, cudaGetErrorString(q));
-      ncclResult_t async = ncclSuccess;
-      CUDL_NCCL_CHECK(ncclCommGetAsyncError(comm_, &async), what);
-      CUDL_CHECK(async == ncclSuccess, "{}: NCCL reports {} on rank {} of {} (did another rank die?)", what,
-                 ncclGetErrorString(async), rank(), size());
-      CUDL_CHECK(std::chrono::duration<double>(Clock::now() - start).count() < mpi_.timeout_seconds(),
-                 "{}: rank {} of {} waited {:g} s (--dist-timeout) for the other ranks: one of them died or hangs; "
-                 "stopping every rank",
-                 what, rank(), size(), mpi_.timeout_seconds());
-      if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
-    }
+    poll_until_done(
+        [&] {
+          const cudaError_t q = cudaEventQuery(done_);
+          if (q == cudaSuccess) return true;
+          CUDL_CHECK(q == cudaErrorNotReady, "{}: cudaEventQuery: {}", what, cudaGetErrorString(q));
+          ncclResult_t async = ncclSuccess;
+          CUDL_NCCL_CHECK(ncclCommGetAsyncError(comm_, &async), what);
+          CUDL_CHECK(async == ncclSuccess, "{}: NCCL reports {} on rank {} of {} (did another rank die?)", what,
+                     ncclGetErrorString(async), rank(), size());
+          return false;
+        },
+        what, rank(), size(), mpi_.timeout_seconds());
     pending_ = false;
   }
 
