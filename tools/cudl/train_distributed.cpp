@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/error.hpp"
@@ -24,6 +25,15 @@ struct DistributedRun::Session {};
 DistributedRun::DistributedRun() {
 #if CUDL_HAVE_MPI
   if (launched_by_mpi()) session_ = std::make_unique<Session>();
+#else
+  // Without MPI each of N launched copies would train alone and all write the same files.
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"}) {
+    const char* n = std::getenv(v);
+    CUDL_CHECK(!n || std::atoi(n) <= 1,
+               "train: started as one of {} ranks ({}={}), but this cudl was built without MPI: rebuild with "
+               "libopenmpi-dev installed (CUDL_DISTRIBUTED=ON), or run one process",
+               n ? n : "", v, n ? n : "");
+  }
 #endif
 }
 
