@@ -1,4 +1,5 @@
 #pragma once
+#include <cstdint>
 #include <memory>
 
 #include "cudl/engine/allocator.hpp"
@@ -46,6 +47,16 @@ class Context {
   ConvSearch conv_search() const { return conv_search_; }
   void set_conv_search(ConvSearch search) { conv_search_ = search; }
 
+  // Data-parallel training: this process's batch is rows [begin, begin + rows) of a global batch
+  // of `global` rows (global 0: the batch is the whole batch). Layers that draw random numbers
+  // per element (dropout) then draw the global batch's numbers for these rows, so N ranks train
+  // with the masks one process would (models/data_parallel.hpp sets it each step).
+  struct BatchShard {
+    std::int64_t begin = 0, global = 0;
+  };
+  BatchShard batch_shard() const { return batch_shard_; }
+  void set_batch_shard(BatchShard shard) { batch_shard_ = shard; }
+
   // The CUDA stream, cuBLAS and cuDNN handles; nullptr on the CPU.
   CudaResources* cuda() const { return cuda_.get(); }
   // Waits for everything queued on this context's stream.
@@ -59,6 +70,7 @@ class Context {
   MathMode math_;
   bool deterministic_ = true;
   ConvSearch conv_search_ = ConvSearch::heuristic;
+  BatchShard batch_shard_;
   Backend* backend_ = nullptr;
   std::shared_ptr<Allocator> allocator_;
   std::unique_ptr<CudaResources, CudaResourcesDeleter> cuda_;

@@ -16,6 +16,7 @@
 #include "cudl/engine/io/loader.hpp"
 #include "cudl/models/batch_means.hpp"
 #include "cudl/models/checkpoint.hpp"
+#include "cudl/models/data_parallel.hpp"
 #include "cudl/models/model_file.hpp"
 #include "cudl/models/zoo.hpp"
 
@@ -143,6 +144,22 @@ EvalResult evaluate_checked(Context& ctx, Sequential& model, const Dataset& data
 }  // namespace
 
 namespace {
+
+// evaluate_checked() of this rank's part of `data`, combined over the ranks (data-parallel runs
+// evaluate each split once in all, not once per rank).
+EvalResult evaluate_split(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size,
+                          Communicator* comm) {
+  if (!comm) return evaluate_checked(ctx, model, data, batch_size);
+  const Dataset part = local_part(data, comm);
+  const EvalResult r = part.size() > 0 ? evaluate_checked(ctx, model, part, batch_size) : EvalResult{};
+  const auto n = static_cast<double>(r.samples);
+  const Sums all = combine_sums(comm, {r.loss * n, r.accuracy * n, n});
+  EvalResult out;
+  out.samples = static_cast<std::int64_t>(all.samples);
+  out.loss = all.samples > 0 ? all.loss / all.samples : 0;
+  out.accuracy = all.samples > 0 ? all.correct / all.samples : 0;
+  return out;
+}
 
 // Which accuracy decides the best epoch, early stopping and plateaus: validation when there is a
 // validation split (Keras' val_*), else test (the only per-epoch signal left).
@@ -323,12 +340,15 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
       }
     }
   }
+  // Every rank starts from rank 0's parameters (the same seed builds the same ones; this makes sure).
+  if (options.comm) options.comm->broadcast(ctx, model.parameter_block(), 0);
   PlateauWatch watch;
   for (const auto& m : result.epochs) watch.observe(m, options);
   result.best_epoch = watch.best_epoch;
 
   DataLoader loader(train, ctx, training_loader_options(options));
   const std::int64_t batches = loader.batches_per_epoch();
+  check_data_parallel_batches(options.comm, train.size(), options.batch_size);
   std::int64_t total_steps = options.epochs * batches;
   if (options.max_steps > 0) total_steps = std::min(total_steps, options.max_steps);
 
@@ -352,59 +372,69 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
     std::int64_t done = 0;
     float lr = 0;
     while (loader.next(batch)) {
+      const Batch local = local_shard(ctx, batch, options.comm);  // the batch itself in one process
       model.zero_grad(ctx);
-      Tensor logits = model.forward(ctx, batch.images, /*train=*/true);
+      Tensor logits = model.forward(ctx, local.images, /*train=*/true);
       Tensor probs = Tensor::empty(logits.shape(), ctx);
-      be.softmax_cross_entropy_forward(ctx, logits, batch.labels, probs, batch_loss);
-      be.accuracy(ctx, logits, batch.labels, batch_accuracy);
-      const auto n = static_cast<float>(batch.labels.numel());
+      be.softmax_cross_entropy_forward(ctx, logits, local.labels, probs, batch_loss);
+      be.accuracy(ctx, logits, local.labels, batch_accuracy);
+      const auto n = static_cast<float>(local.labels.numel());
       be.axpy(ctx, n, batch_loss, loss_sum);
       be.axpy(ctx, n, batch_accuracy, correct);
       Tensor dlogits = Tensor::empty(logits.shape(), ctx);
-      be.softmax_cross_entropy_backward(ctx, probs, batch.labels, 1.0f, dlogits);
+      be.softmax_cross_entropy_backward(
+          ctx, probs, local.labels, shard_loss_scale(options.comm, local.labels.numel(), batch.labels.numel()), dlogits);
       model.backward(ctx, dlogits);
+      if (options.comm) {
+        maybe_inject_fault_for_test(*options.comm, optimizer.steps() + 1);
+        options.comm->allreduce_mean(ctx, model.gradient_block());  // one call over the whole block
+      }
       if (clipper) clipper->clip(ctx, model.gradient_block());
       lr = static_cast<float>(learning_rate(options.schedule, options.optimizer.lr, optimizer.steps(), total_steps) *
                               watch.lr_scale);
       optimizer.step(ctx, lr);
-      samples += batch.labels.numel();
+      samples += local.labels.numel();
       ++done;
       guard.record(ctx, done, batch_loss, model.parameter_block());
       maybe_die_for_test(optimizer.steps());
       const bool last = done == batches || optimizer.steps() >= total_steps;
       if (guard.due(done, last)) guard.check(ctx, epoch + 1, done, batches, steps_before_epoch, last_good);
-      if (options.on_progress && (done % kProgressEvery == 0 || last)) {
+      // Collective with several ranks (the running sums are combined), so every rank comes here.
+      if ((options.on_progress || options.comm) && (done % kProgressEvery == 0 || last)) {
+        const Sums all = combine_sums(options.comm, {loss_sum.item(ctx), correct.item(ctx), static_cast<double>(samples)});
         TrainProgress p;
         p.epoch = epoch + 1;
         p.epochs = options.epochs;
         p.batch = done;
         p.batches = batches;
-        p.loss = loss_sum.item(ctx) / static_cast<double>(samples);
-        p.accuracy = correct.item(ctx) / static_cast<double>(samples);
+        p.loss = all.loss / all.samples;
+        p.accuracy = all.correct / all.samples;
         p.elapsed_seconds = seconds_since(start);
-        p.images_per_second = static_cast<double>(samples) / std::max(p.elapsed_seconds, 1e-9);
+        p.images_per_second = all.samples / std::max(p.elapsed_seconds, 1e-9);
         p.lr = lr;
-        options.on_progress(p);
+        if (options.on_progress) options.on_progress(p);
       }
       if (optimizer.steps() >= total_steps) break;
     }
     ctx.synchronize();
+    // Over all ranks' shards (this rank's alone in one process).
+    const Sums all = combine_sums(options.comm, {loss_sum.item(ctx), correct.item(ctx), static_cast<double>(samples)});
     EpochMetrics m;
     m.epoch = epoch + 1;
     m.seconds = seconds_since(start);
-    m.images_per_second = static_cast<double>(samples) / std::max(m.seconds, 1e-9);
-    m.train_loss = loss_sum.item(ctx) / static_cast<double>(std::max<std::int64_t>(samples, 1));
-    m.train_accuracy = correct.item(ctx) / static_cast<double>(std::max<std::int64_t>(samples, 1));
+    m.images_per_second = all.samples / std::max(m.seconds, 1e-9);
+    m.train_loss = all.loss / std::max(all.samples, 1.0);
+    m.train_accuracy = all.correct / std::max(all.samples, 1.0);
     m.lr = lr;
     m.steps = optimizer.steps();
-    result.images_trained += samples;
+    result.images_trained += static_cast<std::int64_t>(all.samples);
     if (has_val) {
-      const EvalResult v = evaluate_checked(ctx, model, validation, options.batch_size);
+      const EvalResult v = evaluate_split(ctx, model, validation, options.batch_size, options.comm);
       m.has_val = true;
       m.val_loss = v.loss;
       m.val_accuracy = v.accuracy;
     }
-    EvalResult eval = evaluate_checked(ctx, model, test, options.batch_size);
+    EvalResult eval = evaluate_split(ctx, model, test, options.batch_size, options.comm);
     m.test_loss = eval.loss;
     m.test_accuracy = eval.accuracy;
     // The guard saw finite losses and parameters; a non-finite evaluation loss still means the

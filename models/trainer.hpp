@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "cudl/engine/distributed.hpp"
 #include "cudl/engine/io/augment.hpp"
 #include "cudl/engine/io/datasets.hpp"
 #include "cudl/engine/io/loader.hpp"
@@ -79,6 +80,10 @@ struct FitOptions {
   std::int64_t finite_check_every = 0;
   // Called after each epoch's metrics JSON and checkpoints are written (curves, logs).
   std::function<void(const TrainResult&)> on_epoch_end;
+  // Data-parallel training (models/data_parallel.hpp): this process is one of comm->size() ranks,
+  // each training on its shard of every global batch of batch_size images. nullptr: one process.
+  // Writers (save paths, metrics, callbacks) are the caller's to give to one rank only.
+  Communicator* comm = nullptr;
 };
 
 // How often the guard reads the device on a GPU, in steps (also the progress bar's interval).

@@ -18,6 +18,7 @@
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 #include "tools/cudl/progress.hpp"
+#include "tools/cudl/train_distributed.hpp"
 #include "tools/cudl/train_extras.hpp"
 
 namespace cudl::cli {
@@ -57,6 +58,7 @@ struct RunControlArgs {
   std::int64_t max_steps = 0;
   std::int64_t subset = 0;
   std::string plot;
+  double dist_timeout = 300;  // seconds a rank waits for the others in a collective (mpirun)
 };
 
 std::string model_names() {
@@ -138,6 +140,10 @@ void add_run_control_options(CLI::App* cmd, RunControlArgs& r) {
   cmd->add_option("--subset", r.subset, "Train on N training images only (per class, seeded), for quick trials")
       ->transform(whole_number(1, std::int64_t{1} << 40));
   cmd->add_option("--plot", r.plot, "Redraw the loss and accuracy curves into this PNG after every epoch");
+  cmd->add_option("--dist-timeout", r.dist_timeout,
+                  "Under mpirun: seconds a rank waits for the others at a step before it stops every rank")
+      ->transform(finite_double(greater_than(0)))
+      ->capture_default_str();
 }
 
 // The progress bar: one per epoch, created when the epoch's first report arrives.
@@ -188,13 +194,17 @@ void print_summary(const TrainResult& r, const RunControlArgs& c, std::int64_t p
   if (!r.epochs.empty()) fmt::print("test accuracy: {:.2f}%\n", 100.0 * r.epochs.back().test_accuracy);
 }
 
-void run_train(TrainArgs a, const RunControlArgs& c) {
+void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
   (void)model_spec(a.model);
   // Every output is checked writable before the data is read: a run must not fail at its end.
+  // Only the writing rank writes (and checks); the others keep no outputs.
+  if (!dist.writer()) a.save = a.metrics_json = {};
+  const std::string save_best = dist.writer() ? c.save_best : std::string();
+  const std::string plot = dist.writer() ? c.plot : std::string();
   check_writable_output("--save", a.save);
   check_writable_output("--metrics-json", a.metrics_json);
-  check_writable_output("--save-best", c.save_best);
-  check_writable_output("--plot", c.plot);
+  check_writable_output("--save-best", save_best);
+  check_writable_output("--plot", plot);
   PlateauSetting plateau;
   if (!c.reduce_lr.empty()) (void)parse_plateau(c.reduce_lr, plateau);  // validated while parsing
   check_train_extras(a.extras, a.model, a.weight_decay, !a.resume.empty());
@@ -214,15 +224,21 @@ void run_train(TrainArgs a, const RunControlArgs& c) {
   // trains and validates on the same images.
   if (c.subset > 0) data.train = stratified_subset(data.train, c.subset, a.seed);
   auto [train, validation] = split_validation(data.train, c.val_split, a.seed);
-  Context ctx(Device::parse(a.device));
+  Context ctx(dist.device(a.device));
   apply_compute_options(ctx, a.compute);
+  Communicator* comm = dist.connect(ctx, c.dist_timeout);
   Sequential model = make_model(a.model);
   prepare_model(a.extras, model);
   model.build(ctx, a.seed);
   finish_model(a.extras, ctx, model);
-  fmt::print("training {} ({} params) on {} ({} train{} / {} test images) on {}\n", a.model, model.parameter_count(),
-             kind, train.size(), validation.size() > 0 ? fmt::format(" / {} validation", validation.size()) : "",
-             data.test.size(), ctx.device());
+  if (dist.writer())
+    fmt::print("training {} ({} params) on {} ({} train{} / {} test images) on {}\n", a.model,
+               model.parameter_count(), kind, train.size(),
+               validation.size() > 0 ? fmt::format(" / {} validation", validation.size()) : "", data.test.size(),
+               ctx.device());
+  if (comm && dist.writer())
+    fmt::print("data-parallel: {} ranks over {}, global batch {} ({} per rank)\n", comm->size(), comm->name(),
+               a.batch_size, a.batch_size / comm->size());
 
   FitOptions o;
   o.model_name = a.model;
@@ -241,28 +257,47 @@ void run_train(TrainArgs a, const RunControlArgs& c) {
   o.augment = augment;
   o.workers = a.workers;
   o.prefetch = a.prefetch;
-  o.save_best_path = c.save_best;
+  o.save_best_path = save_best;
   o.early_stopping_patience = c.early_stopping;
   o.plateau_patience = plateau.patience;
   o.plateau_factor = plateau.factor;
   o.clip_grad_norm = c.clip_grad_norm;
   o.max_steps = c.max_steps;
-  o.on_progress = progress_bars();
-  if (!c.plot.empty()) {
-    o.on_epoch_end = [plot = c.plot](const TrainResult& r) {
+  o.comm = comm;
+  if (dist.writer()) o.on_progress = progress_bars();
+  if (!plot.empty()) {
+    o.on_epoch_end = [plot](const TrainResult& r) {
       write_training_curves(metrics_document(r), "the run's metrics", plot);
     };
   }
   add_metadata(a.extras, a.model, data, o);
   // Reconstruction (--target input) has its own loop and metrics, on the same subset and hold-out.
+  CUDL_CHECK(!comm || a.extras.target != "input",
+             "--target input: reconstruction training does not run data-parallel (under mpirun) yet; run one process");
   if (run_reconstruction_if_asked(a.extras, ctx, model, train, validation, data.test, o)) return;
   TrainResult r = fit(ctx, model, train, validation, data.test, o);
+  if (!dist.writer()) return;
+  if (comm) {
+    fmt::print("data-parallel: rank 0 waited {:.2f} s of the run's {:.2f} s in the gradient all-reduce ({:.1f}%)\n",
+               comm->allreduce_seconds(), r.wall_seconds,
+               100.0 * comm->allreduce_seconds() / std::max(r.wall_seconds, 1e-9));
+  }
   print_epoch_table(r);
   print_summary(r, c, o.early_stopping_patience);
   if (!a.save.empty()) fmt::print("saved {}\n", a.save);
-  if (!c.save_best.empty() && r.best_epoch > 0)
+  if (!save_best.empty() && r.best_epoch > 0)
     fmt::print("best checkpoint (epoch {}): {}\n", r.best_epoch, c.save_best);
-  if (!c.plot.empty()) fmt::print("curves: {}\n", c.plot);
+  if (!plot.empty()) fmt::print("curves: {}\n", plot);
+}
+
+void run_train(const TrainArgs& a, const RunControlArgs& c) {
+  DistributedRun dist;
+  try {
+    train_ranks(a, c, dist);
+  } catch (const std::exception& e) {
+    dist.fail(e.what());  // several ranks: print, stop them all (does not return)
+    throw;                // one process: main() prints it
+  }
 }
 
 // ---------------------------------------------------------------- eval

@@ -1,0 +1,157 @@
+#include "cudl/engine/dist/mpi.hpp"
+
+#include <chrono>
+#include <cstdlib>
+#include <limits>
+#include <thread>
+
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/dist/mpi_communicator.hpp"
+#include "cudl/engine/error.hpp"
+#include "cudl/engine/tensor.hpp"
+
+namespace cudl {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+std::string mpi_error_string(int status) {
+  char text[MPI_MAX_ERROR_STRING] = {};
+  int length = 0;
+  if (MPI_Error_string(status, text, &length) != MPI_SUCCESS) return fmt::format("MPI error {}", status);
+  return std::string(text, static_cast<std::size_t>(length));
+}
+
+int checked_count(std::int64_t n, const char* what) {
+  // MPI counts are int; the largest model here (VGG19, 143.7M floats) is far below the limit.
+  CUDL_CHECK(n >= 0 && n <= std::numeric_limits<int>::max(), "{}: {} elements is more than one MPI call takes ({})",
+             what, n, std::numeric_limits<int>::max());
+  return static_cast<int>(n);
+}
+
+}  // namespace
+
+bool launched_by_mpi() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "PMI_RANK", "MV2_COMM_WORLD_SIZE"})
+    if (std::getenv(v)) return true;
+  return false;
+}
+
+MpiSession::MpiSession() {
+  int provided = 0;
+  // FUNNELED: only the training thread calls MPI (the loader's staging thread never does).
+  const int status = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+  CUDL_CHECK(status == MPI_SUCCESS, "MPI_Init_thread failed: {}", mpi_error_string(status));
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  // The ranks that share this machine (and its GPUs): the local rank picks cuda:local_rank.
+  MPI_Comm local = MPI_COMM_NULL;
+  if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local) == MPI_SUCCESS) {
+    MPI_Comm_rank(local, &local_rank_);
+    MPI_Comm_free(&local);
+  } else if (const char* v = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK")) {
+    local_rank_ = std::atoi(v);
+  }
+}
+
+MpiSession::~MpiSession() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+MpiCommunicator::MpiCommunicator(const MpiSession& session, double timeout_seconds)
+    : rank_(session.rank()), size_(session.size()), local_rank_(session.local_rank()), timeout_(timeout_seconds) {
+  CUDL_CHECK(timeout_seconds > 0, "MpiCommunicator: the timeout must be > 0 seconds, got {}", timeout_seconds);
+  check(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup", "MpiCommunicator");
+  // Errors come back to us as codes (MPI's default aborts the job with MPI's own message), so a
+  // peer's death is reported as cudl's one line naming the step.
+  MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+void MpiCommunicator::check(int status, const char* call, const char* what) const {
+  CUDL_CHECK(status == MPI_SUCCESS, "{}: {} failed on rank {} of {}: {} (did another rank die?)", what, call, rank_,
+             size_, mpi_error_string(status));
+}
+
+void poll_until_done(const std::function<bool()>& done, const char* what, int rank, int size,
+                     double timeout_seconds) {
+  const auto start = Clock::now();
+  for (long spins = 0;; ++spins) {
+    if (done()) return;
+    CUDL_CHECK(seconds_since(start) < timeout_seconds,
+               "{}: rank {} of {} waited {:g} s (--dist-timeout) for the other ranks: one of them died or hangs; "
+               "stopping every rank",
+               what, rank, size, timeout_seconds);
+    // Spin briefly (a step's all-reduce is usually ready within microseconds of the last rank),
+    // then yield the core: on an oversubscribed CPU the rank we wait for may need it.
+    if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
+void MpiCommunicator::wait(MPI_Request& request, const char* what) {
+  poll_until_done(
+      [&] {
+        int done = 0;
+        check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test", what);
+        return done != 0;
+      },
+      what, rank_, size_, timeout_);
+}
+
+void MpiCommunicator::allreduce_mean(Context& ctx, Tensor& block) {
+  CUDL_CHECK(block.device().is_cpu() && block.dtype() == DType::f32,
+             "allreduce_mean (mpi): the block must be f32 on the CPU, got {} on {} (CUDA ranks use NCCL)",
+             dtype_name(block.dtype()), block.device());
+  const auto start = Clock::now();
+  const int n = checked_count(block.numel(), "allreduce_mean (mpi)");
+  MPI_Request request = MPI_REQUEST_NULL;
+  check(MPI_Iallreduce(MPI_IN_PLACE, block.data<float>(), n, MPI_FLOAT, MPI_SUM, comm_, &request), "MPI_Iallreduce",
+        "allreduce_mean (gradients)");
+  wait(request, "allreduce_mean (gradients)");
+  ctx.backend().scale(ctx, block, 1.0f / static_cast<float>(size_));
+  allreduce_seconds_ += seconds_since(start);
+}
+
+void MpiCommunicator::allreduce_sum(std::vector<double>& values) {
+  const int n = checked_count(static_cast<std::int64_t>(values.size()), "allreduce_sum (mpi)");
+  MPI_Request request = MPI_REQUEST_NULL;
+  check(MPI_Iallreduce(MPI_IN_PLACE, values.data(), n, MPI_DOUBLE, MPI_SUM, comm_, &request), "MPI_Iallreduce",
+        "allreduce_sum (metrics)");
+  wait(request, "allreduce_sum (metrics)");
+}
+
+void MpiCommunicator::broadcast(Context& /*ctx*/, Tensor& block, int root) {
+  CUDL_CHECK(block.device().is_cpu() && block.dtype() == DType::f32,
+             "broadcast (mpi): the block must be f32 on the CPU, got {} on {}", dtype_name(block.dtype()),
+             block.device());
+  const int n = checked_count(block.numel(), "broadcast (mpi)");
+  MPI_Request request = MPI_REQUEST_NULL;
+  check(MPI_Ibcast(block.data<float>(), n, MPI_FLOAT, root, comm_, &request), "MPI_Ibcast", "broadcast (parameters)");
+  wait(request, "broadcast (parameters)");
+}
+
+void MpiCommunicator::broadcast_bytes(void* data, int bytes, int root, const char* what) {
+  MPI_Request request = MPI_REQUEST_NULL;
+  check(MPI_Ibcast(data, bytes, MPI_BYTE, root, comm_, &request), "MPI_Ibcast", what);
+  wait(request, what);
+}
+
+void MpiCommunicator::abort(int code) {
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);  // MPI_Abort does not return; this keeps [[noreturn]] honest if it ever did
+}
+
+std::unique_ptr<Communicator> make_mpi_communicator(const MpiSession& session, double timeout_seconds) {
+  return std::make_unique<MpiCommunicator>(session, timeout_seconds);
+}
+
+}  // namespace cudl

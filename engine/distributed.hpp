@@ -1,0 +1,62 @@
+#pragma once
+// Data-parallel training's view of the other processes: who this rank is, and the few collective
+// operations a training step needs. The interface has no MPI or NCCL in it, so the library (and
+// an installed cudl) stays free of both; the implementations live in engine/dist/ (built into
+// the CLI's private cudl_distributed library when CMake finds MPI, and NCCL for CUDA devices).
+//
+// Every rank runs the same program on the same global batch order; rank r trains on rows
+// shard_of(B, r, N) of each global batch, and the gradient block is averaged once per step.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cudl {
+
+class Context;
+class Tensor;
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // This rank's index among the ranks on its machine: it picks the GPU (cuda:local_rank).
+  virtual int local_rank() const = 0;
+  // "mpi" or "nccl": what moves the gradients.
+  virtual std::string name() const = 0;
+
+  // Replaces `block` (f32, contiguous, on ctx's device) with its mean over all ranks. Called once
+  // per step on the whole gradient block. A rank that does not arrive within the timeout makes it
+  // throw (the caller then aborts the job: see abort()).
+  virtual void allreduce_mean(Context& ctx, Tensor& block) = 0;
+  // Sums host values element-wise over all ranks, in place (metrics: loss sums, counts).
+  virtual void allreduce_sum(std::vector<double>& values) = 0;
+  // Copies rank `root`'s `block` (f32, on ctx's device) to every rank.
+  virtual void broadcast(Context& ctx, Tensor& block, int root) = 0;
+  // Ends every rank of the job with `code` (after a rank's own error, so the others do not wait
+  // for it until their timeout). Does not return.
+  [[noreturn]] virtual void abort(int code) = 0;
+
+  // Host seconds spent in allreduce_mean so far (waiting for the slowest rank included), for the
+  // all-reduce's share of the step.
+  double allreduce_seconds() const { return allreduce_seconds_; }
+
+ protected:
+  double allreduce_seconds_ = 0;
+};
+
+// Rows [begin, end) of a global batch of `batch` rows that rank `rank` of `size` trains on: equal
+// shards when size divides batch, else the first rows of each rank's equal share (an epoch's last,
+// partial batch), so the shards cover the batch exactly once.
+struct Shard {
+  std::int64_t begin = 0, end = 0;
+  std::int64_t rows() const { return end - begin; }
+};
+Shard shard_of(std::int64_t batch, int rank, int size);
+
+// Fault injection for the tests: CUDL_TEST_DIST_FAULT="RANK:STEP:exit|hang" makes rank RANK exit
+// at once (without MPI_Finalize, as a crash would) or hang, just before the all-reduce of global
+// step STEP (1-based). No effect when unset or for other ranks.
+void maybe_inject_fault_for_test(const Communicator& comm, std::int64_t step);
+
+}  // namespace cudl

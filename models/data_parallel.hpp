@@ -1,0 +1,41 @@
+#pragma once
+// fit()'s data-parallel hooks (issue 12), kept apart from the training loop so that the loop reads
+// as the one-process loop with a few calls added. With no communicator every hook is the identity.
+//
+// Every rank draws the same global batch (the loader's order depends on the seed and the epoch
+// only, never on the number of ranks) and trains on its rows shard_of(B, rank, N); the gradient
+// block is averaged over the ranks once per step, so every rank applies the same update. Metrics
+// are sums over all ranks' shards. BatchNorm statistics stay per rank (PyTorch DDP without
+// SyncBatchNorm).
+#include <cstdint>
+
+#include "cudl/engine/distributed.hpp"
+#include "cudl/engine/io/loader.hpp"
+
+namespace cudl {
+
+// Checks, before the first step, that the global batch splits over the ranks: it must divide by
+// the number of ranks, and an epoch's last, partial batch must give every rank a row.
+void check_data_parallel_batches(const Communicator* comm, std::int64_t dataset_size, std::int64_t batch_size);
+
+// This rank's rows of a global batch (the batch itself without a communicator); tells ctx which
+// rows they are (Context::BatchShard), so dropout draws one process's masks for them.
+Batch local_shard(Context& ctx, const Batch& global, const Communicator* comm);
+
+// The dloss that makes the all-reduced mean of the ranks' gradients the gradient of the global
+// batch's mean loss: each rank's loss is a mean over its own rows, so its gradient is weighted by
+// its share of the batch (N * rows / B; exactly 1 when the shards are equal).
+float shard_loss_scale(const Communicator* comm, std::int64_t shard_rows, std::int64_t global_rows);
+
+// This rank's contiguous part of an evaluation split (each rank evaluates its part; the results
+// are combined with combine_eval). The dataset itself without a communicator.
+Dataset local_part(const Dataset& data, const Communicator* comm);
+
+// Running sums over all ranks: `loss_sum` and `correct` are sums over samples, `samples` a count.
+// Collective: every rank calls it at the same step.
+struct Sums {
+  double loss = 0, correct = 0, samples = 0;
+};
+Sums combine_sums(Communicator* comm, Sums local);
+
+}  // namespace cudl

@@ -1,0 +1,300 @@
+// Data-parallel training (issue 12): the shard arithmetic in process, and `mpirun -np 2 cudl train`
+// against one process on a small synthetic MNIST-shaped set: the same parameters after a step,
+// resuming on another number of ranks, one writer, a clear error for a batch that does not split,
+// and a dead or hung rank ending the run within the timeout with the last checkpoint intact.
+// The mpirun tests skip visibly without MPI in the build or mpirun on the PATH; the NCCL one
+// without two GPUs.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "cudl/engine/distributed.hpp"
+#include "cudl/engine/io/safetensors.hpp"
+#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/data_parallel.hpp"
+#include "tests/synthetic_data.hpp"
+#include "tests/test_util.hpp"
+
+// Defined by cudl_distributed's build when CMake found MPI (and NCCL).
+#ifndef CUDL_HAVE_MPI
+#define CUDL_HAVE_MPI 0
+#endif
+#ifndef CUDL_HAVE_NCCL
+#define CUDL_HAVE_NCCL 0
+#endif
+
+using namespace cudl;
+using namespace cudl::testing;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A communicator that only knows its place: enough for the shard arithmetic.
+class PlaceOnly final : public Communicator {
+ public:
+  PlaceOnly(int rank, int size) : rank_(rank), size_(size) {}
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  int local_rank() const override { return rank_; }
+  std::string name() const override { return "test"; }
+  void allreduce_mean(Context&, Tensor&) override {}
+  void allreduce_sum(std::vector<double>&) override {}
+  void broadcast(Context&, Tensor&, int) override {}
+  [[noreturn]] void abort(int code) override { std::exit(code); }
+
+ private:
+  int rank_, size_;
+};
+
+}  // namespace
+
+TEST(DataParallel, ShardsCoverEveryBatchOnceAndWeightTheGradient) {
+  for (int size : {1, 2, 3, 8})
+    for (std::int64_t batch : {0, 1, 7, 8, 64, 100}) {
+      std::int64_t next = 0;
+      double weight = 0;
+      for (int r = 0; r < size; ++r) {
+        const Shard s = shard_of(batch, r, size);
+        EXPECT_EQ(s.begin, next) << batch << " rows over " << size;
+        EXPECT_LE(s.rows(), batch / size + 1);
+        next = s.end;
+        PlaceOnly comm(r, size);
+        weight += shard_loss_scale(&comm, s.rows(), batch) / size;
+      }
+      EXPECT_EQ(next, batch);
+      // The ranks' gradient weights average to one: the mean of the ranks' gradients is the batch's.
+      if (batch > 0) {
+        EXPECT_NEAR(weight, 1.0, 1e-6) << batch << " rows over " << size;
+      }
+    }
+  EXPECT_THROW(shard_of(8, 2, 2), Error);
+}
+
+TEST(DataParallel, BatchThatDoesNotSplitIsRefusedBeforeTraining) {
+  PlaceOnly comm(0, 2);
+  expect_error([&] { check_data_parallel_batches(&comm, 320, 33); },
+               {"--batch-size 33 is the global batch and must divide by the 2 ranks"});
+  expect_error([&] { check_data_parallel_batches(&comm, 321, 32); }, {"last batch of each epoch holds 1 image"});
+  check_data_parallel_batches(&comm, 322, 32);  // 2 in the last batch: one each
+  check_data_parallel_batches(nullptr, 321, 33);
+}
+
+TEST(DataParallel, LocalShardSlicesTheGlobalBatch) {
+  Context ctx{Device::cpu()};
+  const Dataset d = synthetic_patterns(10, 1, 4, 4, 3, 1, ctx);
+  Batch global;
+  global.images = d.images;
+  global.labels = d.labels;
+  PlaceOnly second(1, 2);
+  const Batch local = local_shard(ctx, global, &second);
+  ASSERT_EQ(local.labels.dim(0), 5);
+  EXPECT_EQ(local.labels.to_int_vector(ctx)[0], d.labels.to_int_vector(ctx)[5]);
+  EXPECT_EQ(local.images.to_vector(ctx)[0], d.images.to_vector(ctx)[5 * 16]);
+  EXPECT_EQ(local_part(d, &second).size(), 5);
+  EXPECT_EQ(ctx.batch_shard().begin, 5);
+  EXPECT_EQ(ctx.batch_shard().global, 10);
+  EXPECT_EQ(local_shard(ctx, global, nullptr).labels.dim(0), 10);
+}
+
+TEST(DataParallel, LocalPartOfAListedFolderTakesItsFilesAndLabels) {
+  // An image folder streams from its files (engine/io/datasets.hpp): a rank's part of it is a
+  // part of the list, not of an image tensor it does not have.
+  Dataset listed;
+  listed.name = "folder";
+  listed.num_classes = 2;
+  auto files = std::make_shared<ImageFiles>();
+  files->size = 8;
+  std::vector<std::int32_t> labels;
+  for (int i = 0; i < 6; ++i) {
+    files->paths.push_back(fmt::format("img{}.png", i));
+    labels.push_back(i % 2);
+  }
+  listed.files = files;
+  Context ctx{Device::cpu()};
+  listed.labels = Tensor::from_host(std::span<const std::int32_t>(labels), {6}, ctx);
+  PlaceOnly second(1, 2);
+  const Dataset part = local_part(listed, &second);
+  ASSERT_TRUE(part.listed());
+  EXPECT_EQ(part.files->paths, (std::vector<std::string>{"img3.png", "img4.png", "img5.png"}));
+  EXPECT_EQ(part.files->size, 8);
+  EXPECT_EQ(part.labels.to_int_vector(ctx), (std::vector<std::int32_t>{1, 0, 1}));
+}
+
+// ---------------------------------------------------------------- under mpirun
+
+namespace {
+
+struct ShellRun {
+  int status = -1;
+  std::string out, err;
+  double seconds = 0;
+};
+
+// Runs `command` (a shell line) with a hard limit, capturing stdout and stderr.
+ShellRun shell(const TempDir& dir, const std::string& command, int limit_seconds = 120) {
+  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
+  const auto start = std::chrono::steady_clock::now();
+  const int status =
+      std::system(fmt::format("timeout -k 5 {} {} > '{}' 2> '{}'", limit_seconds, command, out, err).c_str());
+  ShellRun r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  const auto o = read_bytes(out), e = read_bytes(err);
+  r.out.assign(o.begin(), o.end());
+  r.err.assign(e.begin(), e.end());
+  return r;
+}
+
+bool have_mpirun() { return std::system("command -v mpirun > /dev/null 2>&1") == 0; }
+
+// mpirun with N ranks on this machine: --oversubscribe (CI has 2 cores), --allow-run-as-root
+// when root (CI is), one OpenMP thread per rank.
+std::string mpirun(int ranks, const std::string& env = "") {
+  return fmt::format("mpirun --oversubscribe {} -np {} -x OMP_NUM_THREADS=1 {} '{}'",
+                     ::geteuid() == 0 ? "--allow-run-as-root" : "", ranks, env, cli_path());
+}
+
+std::string one_process() { return fmt::format("env OMP_NUM_THREADS=1 '{}'", cli_path()); }
+
+#define SKIP_WITHOUT_MPIRUN()                                                                          \
+  do {                                                                                                 \
+    if (!CUDL_HAVE_MPI) GTEST_SKIP() << "built without MPI (CUDL_DISTRIBUTED found no MPI)";           \
+    if (!have_mpirun()) GTEST_SKIP() << "no mpirun on the PATH (Debian: apt-get install openmpi-bin)"; \
+  } while (0)
+
+struct MpiWorkspace {
+  TempDir dir;
+  std::string data;
+  MpiWorkspace() : data(dir.file("data")) {
+    fs::create_directories(data);
+    Context ctx{Device::cpu()};
+    write_synthetic_mnist_dir(data, ctx);  // 320 train (10 batches of 32), 100 test
+  }
+  std::string train(const std::string& model, const std::string& extra) const {
+    return fmt::format("train --model {} --data '{}' --optimizer sgd --lr 0.05 --schedule none --seed 7 {}{}", model,
+                       data, contains(extra, "--batch-size") ? "" : "--batch-size 32 ", extra);
+  }
+};
+
+// Every tensor of two checkpoints within `rtol` of each other, relative to the larger magnitude
+// (with an absolute floor for values near zero): the parameters within `rtol`, the optimizer
+// state (after one SGD step, the gradient itself: sums over 16 rows twice against 32 rows once
+// round differently) within `state_rtol`.
+void expect_same_checkpoint(const std::string& a_path, const std::string& b_path, double rtol,
+                            double state_rtol = 1e-3) {
+  const SafetensorsFile a = SafetensorsFile::open(a_path), b = SafetensorsFile::open(b_path);
+  ASSERT_EQ(a.names(), b.names());
+  double worst[2] = {0, 0};
+  std::string where[2];
+  for (const auto& name : a.names()) {
+    if (a.dtype(name) != "F32") continue;
+    const int state = name.starts_with("optimizer.") ? 1 : 0;
+    const auto x = a.read_f32(name), y = b.read_f32(name);
+    ASSERT_EQ(x.size(), y.size()) << name;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const double scale = std::max({std::abs(double(x[i])), std::abs(double(y[i])), 1e-3});
+      const double rel = std::abs(double(x[i]) - double(y[i])) / scale;
+      if (rel > worst[state]) worst[state] = rel, where[state] = fmt::format("{}[{}] {} vs {}", name, i, x[i], y[i]);
+    }
+  }
+  EXPECT_LE(worst[0], rtol) << "parameters: largest relative difference at " << where[0];
+  EXPECT_LE(worst[1], state_rtol) << "optimizer state: largest relative difference at " << where[1];
+}
+
+}  // namespace
+
+TEST(Distributed, TwoCpuRanksMatchOneProcessAfterOneStep) {
+  SKIP_WITHOUT_MPIRUN();
+  MpiWorkspace w;
+  for (const std::string model : {"mlp", "mnist_cnn"}) {
+    const std::string one = w.dir.file(model + "-1.st"), two = w.dir.file(model + "-2.st");
+    ShellRun r =
+        shell(w.dir, fmt::format("{} {}", one_process(), w.train(model, "--epochs 1 --max-steps 1 --save " + one)));
+    ASSERT_EQ(r.status, 0) << r.err;
+    r = shell(w.dir, fmt::format("{} {}", mpirun(2), w.train(model, "--epochs 1 --max-steps 1 --save " + two)));
+    ASSERT_EQ(r.status, 0) << r.out << r.err;
+    // One writer: rank 0 alone prints.
+    EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n') > 0, true);
+    EXPECT_EQ(r.out.find("training " + model), r.out.rfind("training " + model)) << r.out;
+    EXPECT_TRUE(contains(r.out, "data-parallel: 2 ranks over mpi, global batch 32 (16 per rank)")) << r.out;
+    expect_same_checkpoint(one, two, 1e-5);
+  }
+}
+
+TEST(Distributed, ResumesOnAnotherNumberOfRanks) {
+  SKIP_WITHOUT_MPIRUN();
+  MpiWorkspace w;
+  const std::string straight = w.dir.file("straight.st"), split = w.dir.file("split.st");
+  // Two epochs in one process, against epoch 1 on two ranks then epoch 2 in one process, and
+  // epoch 1 in one process then epoch 2 on two ranks: the global batches are the same either way.
+  // (A constant learning rate: a run of --epochs 1 would otherwise schedule over 1 epoch, not 2.)
+  ShellRun r = shell(w.dir, fmt::format("{} {}", one_process(), w.train("mlp", "--epochs 2 --save " + straight)));
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = shell(w.dir, fmt::format("{} {}", mpirun(2), w.train("mlp", "--epochs 1 --save " + split)));
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = shell(w.dir, fmt::format("{} {}", one_process(),
+                               w.train("mlp", fmt::format("--epochs 2 --resume {0} --save {0}", split))));
+  ASSERT_EQ(r.status, 0) << r.err;
+  expect_same_checkpoint(straight, split, 1e-4);
+  const std::string other = w.dir.file("other.st");
+  r = shell(w.dir, fmt::format("{} {}", one_process(), w.train("mlp", "--epochs 1 --save " + other)));
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = shell(w.dir,
+            fmt::format("{} {}", mpirun(2), w.train("mlp", fmt::format("--epochs 2 --resume {0} --save {0}", other))));
+  ASSERT_EQ(r.status, 0) << r.err;
+  expect_same_checkpoint(straight, other, 1e-4);
+}
+
+TEST(Distributed, GlobalBatchThatDoesNotSplitIsAClearError) {
+  SKIP_WITHOUT_MPIRUN();
+  MpiWorkspace w;
+  const ShellRun r = shell(w.dir, fmt::format("{} {}", mpirun(2), w.train("mlp", "--epochs 1 --batch-size 33")));
+  EXPECT_NE(r.status, 0);
+  EXPECT_TRUE(contains(r.err, "--batch-size 33 is the global batch and must divide by the 2 ranks")) << r.err;
+}
+
+// A rank that hangs (or dies) in epoch 2: the other stops within --dist-timeout with a message
+// saying so, and epoch 1's checkpoint stays whole.
+TEST(Distributed, HungOrDeadRankStopsTheRunAndKeepsTheCheckpoint) {
+  SKIP_WITHOUT_MPIRUN();
+  for (const std::string mode : {"hang", "exit"}) {
+    MpiWorkspace w;
+    const std::string save = w.dir.file("run.st");
+    const ShellRun r = shell(w.dir, fmt::format("{} {}", mpirun(2, "-x CUDL_TEST_DIST_FAULT=1:13:" + mode),
+                                                w.train("mlp", "--epochs 3 --dist-timeout 3 --save " + save)));
+    EXPECT_NE(r.status, 0) << mode;
+    EXPECT_LT(r.seconds, 60) << mode;
+    EXPECT_TRUE(contains(r.err, "test fault: rank 1 " + mode + " at step 13")) << r.err;
+    if (mode == "hang") {
+      EXPECT_TRUE(contains(r.err, "rank 0 of 2 waited 3 s (--dist-timeout) for the other ranks")) << r.err;
+    }
+    const CheckpointInfo info = read_checkpoint_info(save);
+    EXPECT_EQ(info.epoch, 1) << mode;
+    EXPECT_EQ(info.step, 10) << mode;
+    EXPECT_NO_THROW(SafetensorsFile::open(save)) << mode;
+  }
+}
+
+TEST(Distributed, TwoGpuRanksOverNcclMatchOneProcess) {
+  SKIP_WITHOUT_MPIRUN();
+  if (!CUDL_HAVE_NCCL) GTEST_SKIP() << "built without NCCL (no CUDA backend, or nccl.h/libnccl not found)";
+  if (cuda_device_count() < 2) GTEST_SKIP() << "needs 2 CUDA devices, found " << cuda_device_count();
+  MpiWorkspace w;
+  const std::string one = w.dir.file("one.st"), two = w.dir.file("two.st");
+  ShellRun r =
+      shell(w.dir, fmt::format("'{}' {}", cli_path(),
+                               w.train("mnist_cnn", "--device cuda:0 --epochs 1 --max-steps 1 --save " + one)));
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = shell(w.dir, fmt::format("{} {}", mpirun(2),
+                               w.train("mnist_cnn", "--device cuda --epochs 1 --max-steps 1 --save " + two)));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "2 ranks over nccl")) << r.out;
+  expect_same_checkpoint(one, two, 1e-5);
+}
