@@ -39,6 +39,24 @@ import sys
 import tempfile
 import time
 
+
+
+def threads_from_argv(argv):
+    """--threads N as given (the default: every core), read before argparse runs."""
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+    return str(os.cpu_count() or 1)
+
+
+# PyTorch's OpenMP pool sizes itself from OMP_NUM_THREADS when it loads, so the thread count is
+# set there before the import as well as through torch.set_num_threads. (Debian's PyTorch 1.13
+# MLP train step is bimodal across processes on the 2-core VM whatever the settings tried: 1.3-1.8
+# ms or 6.6-8.3 ms per step, its OpenBLAS linear layers the likely cause; compare a few runs.)
+os.environ["OMP_NUM_THREADS"] = threads_from_argv(sys.argv)
+
 try:
     import torch
     import torch.nn as nn
