@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -71,6 +73,27 @@ inline void write_synthetic_mnist_dir(const std::string& dir, Context& ctx, std:
   write_idx_file(dir + "/train-labels-idx1-ubyte", tr, ctx, true);
   write_idx_file(dir + "/t10k-images-idx3-ubyte", te, ctx, false);
   write_idx_file(dir + "/t10k-labels-idx1-ubyte", te, ctx, true);
+}
+
+// MNIST's four IDX files in `dir` (created): n training and n / 2 test 28x28 images, byte p of
+// image i being pixel(i, p), labels i % 10.
+inline void write_mnist_bytes_dir(const std::string& dir, int n, const std::function<std::uint8_t(int, int)>& pixel) {
+  std::filesystem::create_directories(dir);
+  Context cpu{Device::cpu()};
+  for (auto [prefix, count] : {std::pair<std::string, int>{"train", n}, {"t10k", n / 2}}) {
+    std::vector<float> values;
+    std::vector<std::int32_t> labels;
+    for (int i = 0; i < count; ++i) {
+      for (int p = 0; p < 28 * 28; ++p) values.push_back(static_cast<float>(pixel(i, p)) / 255.0f);
+      labels.push_back(i % 10);
+    }
+    Dataset d;
+    d.images = Tensor::from_host(values, {count, 1, 28, 28}, cpu);
+    d.labels = Tensor::from_host(std::span<const std::int32_t>(labels), {count}, cpu);
+    d.num_classes = 10;
+    write_idx_file(dir + "/" + prefix + "-images-idx3-ubyte", d, cpu, false);
+    write_idx_file(dir + "/" + prefix + "-labels-idx1-ubyte", d, cpu, true);
+  }
 }
 
 }  // namespace cudl::testing

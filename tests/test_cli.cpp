@@ -5,8 +5,6 @@
 // Fast: tiny MNIST-shaped data, the mlp, style at 16 px, --device cpu.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-
-#include <nlohmann/json.hpp>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +16,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -28,6 +27,7 @@
 #include "cudl/models/checkpoint.hpp"
 #include "cudl/models/zoo.hpp"
 #include "tests/safetensors_edit.hpp"
+#include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;
@@ -89,23 +89,10 @@ class Cli : public ::testing::Test {
   // Four IDX files of n random 28x28 images (and n / 2 test images) with labels 0..9.
   std::string tiny_mnist(int n = 64, const std::string& name = "mnist") const {
     const std::string dir = file(name);
-    fs::create_directories(dir);
-    auto be32 = [](std::vector<std::uint8_t>& b, std::uint32_t v) {
-      for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<std::uint8_t>(v >> s));
-    };
-    for (auto [prefix, count] : {std::pair<std::string, int>{"train", n}, {"t10k", n / 2}}) {
-      std::vector<std::uint8_t> images, labels;
-      be32(images, 2051);
-      be32(images, static_cast<std::uint32_t>(count));
-      be32(images, 28);
-      be32(images, 28);
-      for (int i = 0; i < count * 28 * 28; ++i) images.push_back(static_cast<std::uint8_t>((i * 37 + i / 784) % 256));
-      be32(labels, 2049);
-      be32(labels, static_cast<std::uint32_t>(count));
-      for (int i = 0; i < count; ++i) labels.push_back(static_cast<std::uint8_t>(i % 10));
-      cudl::testing::write_bytes(dir + "/" + prefix + "-images-idx3-ubyte", images);
-      cudl::testing::write_bytes(dir + "/" + prefix + "-labels-idx1-ubyte", labels);
-    }
+    cudl::testing::write_mnist_bytes_dir(dir, n, [](int i, int p) {
+      const int flat = i * 28 * 28 + p;
+      return static_cast<std::uint8_t>((flat * 37 + i) % 256);
+    });
     return dir;
   }
 
@@ -213,9 +200,10 @@ TEST_F(Cli, UsageErrorsAreOneLineAndExitCodeOne) {
 }
 
 TEST_F(Cli, CudaOnlyComputeOptionsAreNotedOnTheCpuAndRecordedInBenchJson) {
-  const CliResult r = run(fmt::format("bench --device cpu --ops sum --repeat 1 --precision tf32 --conv-algo measured "
-                                      "--json '{}'",
-                                      file("bench.json")));
+  const CliResult r =
+      run(fmt::format("bench --device cpu --ops sum --repeat 1 --precision tf32 --conv-algo measured "
+                      "--json '{}'",
+                      file("bench.json")));
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(contains(r.err, "note: --precision tf32 --conv-algo measured change nothing on the CPU")) << r.err;
   const std::string json = slurp(file("bench.json"));
@@ -228,8 +216,8 @@ TEST_F(Cli, CudaOnlyComputeOptionsAreNotedOnTheCpuAndRecordedInBenchJson) {
 }
 
 TEST_F(Cli, BenchTimesOneOpAtAUsersShapeWithItsSpreadAndTheMachine) {
-  const CliResult r = run(fmt::format("bench --device cpu --ops conv2d_fwd --shape 2x3x9x9,4x3x3x3 --repeat 3 --json '{}'",
-                                      file("shape.json")));
+  const CliResult r = run(fmt::format(
+      "bench --device cpu --ops conv2d_fwd --shape 2x3x9x9,4x3x3x3 --repeat 3 --json '{}'", file("shape.json")));
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "conv2d_fwd")) << r.out;
   EXPECT_TRUE(contains(r.out, "x=[2,3,9,9] w=[4,3,3,3]")) << r.out;
@@ -251,9 +239,10 @@ TEST_F(Cli, BenchTimesOneOpAtAUsersShapeWithItsSpreadAndTheMachine) {
 
 TEST_F(Cli, BenchCompareFlagsARegressionBeyondTheNoiseOnly) {
   const auto write_run = [&](const std::string& name, double gemm_ms, double sum_ms, double cv) {
-    nlohmann::json doc = {{"results",
-                           {{{"op", "gemm"}, {"shape", "8x8x8"}, {"backend", "cpu"}, {"median_ms", gemm_ms}, {"cv", cv}},
-                            {{"op", "sum"}, {"shape", "[8]"}, {"backend", "cpu"}, {"median_ms", sum_ms}, {"cv", cv}}}}};
+    nlohmann::json doc = {
+        {"results",
+         {{{"op", "gemm"}, {"shape", "8x8x8"}, {"backend", "cpu"}, {"median_ms", gemm_ms}, {"cv", cv}},
+          {{"op", "sum"}, {"shape", "[8]"}, {"backend", "cpu"}, {"median_ms", sum_ms}, {"cv", cv}}}}};
     std::ofstream(file(name)) << doc.dump();
   };
   write_run("old.json", 1.0, 1.0, 0.01);

@@ -14,6 +14,7 @@
 #include "cudl/engine/io/safetensors.hpp"
 #include "cudl/models/model_file.hpp"
 #include "cudl/models/reconstruction.hpp"
+#include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;
@@ -132,24 +133,8 @@ namespace {
 
 // Four IDX files of n 28x28 images (n / 2 for the test split): a bright bar at a varying place.
 std::string tiny_idx(const std::string& dir, int n) {
-  std::filesystem::create_directories(dir);
-  auto be32 = [](std::vector<std::uint8_t>& b, std::uint32_t v) {
-    for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<std::uint8_t>(v >> s));
-  };
-  for (auto [prefix, count] : {std::pair<std::string, int>{"train", n}, {"t10k", n / 2}}) {
-    std::vector<std::uint8_t> images, labels;
-    be32(images, 2051);
-    be32(images, static_cast<std::uint32_t>(count));
-    be32(images, 28);
-    be32(images, 28);
-    for (int i = 0; i < count; ++i)
-      for (int p = 0; p < 784; ++p) images.push_back((p / 28 - i % 20) / 4 == 0 ? 230 : 10);
-    be32(labels, 2049);
-    be32(labels, static_cast<std::uint32_t>(count));
-    for (int i = 0; i < count; ++i) labels.push_back(static_cast<std::uint8_t>(i % 10));
-    cudl::testing::write_bytes(dir + "/" + prefix + "-images-idx3-ubyte", images);
-    cudl::testing::write_bytes(dir + "/" + prefix + "-labels-idx1-ubyte", labels);
-  }
+  cudl::testing::write_mnist_bytes_dir(
+      dir, n, [](int i, int p) -> std::uint8_t { return (p / 28 - i % 20) / 4 == 0 ? 230 : 10; });
   return dir;
 }
 

@@ -23,6 +23,7 @@
 #include "cudl/models/zoo.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
+#include "tests/style_fixtures.hpp"
 #include "tests/test_util.hpp"
 
 namespace {
@@ -123,25 +124,8 @@ CUDL_INSTANTIATE_BACKENDS(LbfgsTest);
 
 // ---------------------------------------------------------------- losses and the image gradient
 
-// A tiny smooth VGG-like chain (tanh, average pooling: no kinks for the finite differences).
-Sequential tiny_net(Context& ctx) {
-  Sequential net;
-  net.add("conv1", std::make_unique<Conv2d>(3, 4, 3, Conv2dParams{1, 1}));
-  net.add("act1", std::make_unique<ActivationLayer>(Activation::tanh));
-  net.add("pool1", std::make_unique<AvgPool2d>(2));
-  net.add("conv2", std::make_unique<Conv2d>(4, 6, 3, Conv2dParams{1, 1}));
-  net.add("act2", std::make_unique<ActivationLayer>(Activation::tanh));
-  net.build(ctx, 7);
-  net.set_frozen(true);
-  net.set_input_grad(true);
-  return net;
-}
-
-Tensor random_image(Context& ctx, int h, int w, std::uint64_t seed) {
-  Tensor t = Tensor::empty(Shape{1, 3, h, w}, ctx);
-  ctx.backend().fill_uniform(ctx, t, 0.0f, 1.0f, seed, 0);
-  return t;
-}
+using cudl::testing::random_image;
+using cudl::testing::tiny_style_net;
 
 struct Weights {
   double cw, sw, tvw;
@@ -150,7 +134,7 @@ struct Weights {
 
 TEST(StyleLosses, ImageGradientMatchesFiniteDifferences) {
   Context ctx;
-  Sequential net = tiny_net(ctx);
+  Sequential net = tiny_style_net(ctx);
   Tensor content = random_image(ctx, 8, 8, 1);
   Tensor style_a = random_image(ctx, 10, 6, 2), style_b = random_image(ctx, 8, 8, 3);
   for (const Weights& w : {Weights{1, 0, 0, "content"}, Weights{0, 1e3, 0, "style"}, Weights{0, 0, 1, "tv"},
@@ -177,7 +161,7 @@ TEST(StyleLosses, ImageGradientMatchesFiniteDifferences) {
 
 TEST(StyleLosses, DefinitionsOnHandCases) {
   Context ctx;
-  Sequential net = tiny_net(ctx);
+  Sequential net = tiny_style_net(ctx);
   Tensor content = random_image(ctx, 8, 8, 1);
   // The content image against itself: no content loss, and no style loss against its own Gram.
   StyleObjective obj(ctx, net, {"act2"}, {"act1", "act2"}, 1.0, 1.0, 0.0);

@@ -24,6 +24,7 @@
 #include "cudl/models/zoo.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
+#include "tests/style_fixtures.hpp"
 #include "tests/test_util.hpp"
 
 namespace {
@@ -90,24 +91,8 @@ CUDL_INSTANTIATE_BACKENDS(TvBeta);
 
 // ---------------------------------------------------------------- the objective's options
 
-Sequential tiny_net(Context& ctx) {
-  Sequential net;
-  net.add("conv1", std::make_unique<Conv2d>(3, 4, 3, Conv2dParams{1, 1}));
-  net.add("act1", std::make_unique<ActivationLayer>(Activation::tanh));
-  net.add("pool1", std::make_unique<AvgPool2d>(2));
-  net.add("conv2", std::make_unique<Conv2d>(4, 6, 3, Conv2dParams{1, 1}));
-  net.add("act2", std::make_unique<ActivationLayer>(Activation::tanh));
-  net.build(ctx, 7);
-  net.set_frozen(true);
-  net.set_input_grad(true);
-  return net;
-}
-
-Tensor random_image(Context& ctx, int h, int w, std::uint64_t seed) {
-  Tensor t = Tensor::empty(Shape{1, 3, h, w}, ctx);
-  ctx.backend().fill_uniform(ctx, t, 0.0f, 1.0f, seed, 0);
-  return t;
-}
+using cudl::testing::random_image;
+using cudl::testing::tiny_style_net;
 
 Image grey(int w, int h, const std::function<float(int, int)>& f) {
   Image m(w, h, 1);
@@ -118,7 +103,7 @@ Image grey(int w, int h, const std::function<float(int, int)>& f) {
 
 TEST(StyleObjectiveOptions, PerLayerLossesSumToTheTotals) {
   Context ctx;
-  Sequential net = tiny_net(ctx);
+  Sequential net = tiny_style_net(ctx);
   StyleObjective obj(ctx, net, {"act2", "act1"}, {"act1", "act2"}, 2.0, 1e3, 0.1);
   obj.set_targets(ctx, random_image(ctx, 8, 8, 1), {random_image(ctx, 8, 8, 2)}, {});
   Tensor image = random_image(ctx, 8, 8, 3), grad = Tensor::empty(image.shape(), ctx);
@@ -135,7 +120,7 @@ TEST(StyleObjectiveOptions, PerLayerLossesSumToTheTotals) {
 
 TEST(StyleObjectiveOptions, NormalizedGradientsDivideEachLossGradientByItsL1Norm) {
   Context ctx;
-  Sequential net = tiny_net(ctx);
+  Sequential net = tiny_style_net(ctx);
   Tensor content = random_image(ctx, 8, 8, 1), image = random_image(ctx, 8, 8, 2);
   // ‖∂(mean((F−P)²))/∂F‖₁ = 2·mean|F−P|, from the features on the host.
   net.set_taps({"act2"});
@@ -165,7 +150,7 @@ TEST(StyleObjectiveOptions, NormalizedGradientsDivideEachLossGradientByItsL1Norm
 
 TEST(StyleObjectiveOptions, MaskedLossesMatchFiniteDifferences) {
   Context ctx;
-  Sequential net = tiny_net(ctx);
+  Sequential net = tiny_style_net(ctx);
   Tensor content = random_image(ctx, 8, 8, 1);
   Tensor style_a = random_image(ctx, 8, 8, 2), style_b = random_image(ctx, 10, 6, 3);
   StyleObjective obj(ctx, net, {"act2"}, {"act1", "act2"}, 2.0, 5e2, 0.0, StyleObjectiveOptions{false, 1.5f});
@@ -191,7 +176,7 @@ TEST(StyleObjectiveOptions, MaskedLossesMatchFiniteDifferences) {
 
 TEST(StyleObjectiveOptions, AWhiteMaskIsNoMaskAndABlackRegionGetsNoStyleGradient) {
   Context ctx;
-  Sequential net = tiny_net(ctx);
+  Sequential net = tiny_style_net(ctx);
   Tensor content = random_image(ctx, 8, 32, 1), style = random_image(ctx, 8, 8, 2);
   Tensor image = random_image(ctx, 8, 32, 3), grad = Tensor::empty(image.shape(), ctx);
   StyleObjective plain(ctx, net, {}, {"act1", "act2"}, 0.0, 1e3, 0.0);

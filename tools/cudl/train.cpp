@@ -17,7 +17,6 @@
 #include "cudl/models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
-#include "tools/cudl/progress.hpp"
 #include "tools/cudl/train_distributed.hpp"
 #include "tools/cudl/train_extras.hpp"
 
@@ -148,18 +147,10 @@ void add_run_control_options(CLI::App* cmd, RunControlArgs& r) {
 
 // The progress bar: one per epoch, created when the epoch's first report arrives.
 std::function<void(const TrainProgress&)> progress_bars() {
-  auto bar = std::make_shared<std::unique_ptr<ProgressBar>>();
-  return [bar](const TrainProgress& p) {
-    const std::string status = fmt::format("loss {:.4f} acc {:.2f}% lr {:.2e} {:.0f} img/s", p.loss, 100.0 * p.accuracy,
-                                           p.lr, p.images_per_second);
-    if (!*bar) *bar = std::make_unique<ProgressBar>(fmt::format("epoch {}/{}", p.epoch, p.epochs));
-    if (p.epoch_done) {
-      (*bar)->finish(status);
-      bar->reset();
-      return;
-    }
-    (*bar)->update(p.batch, p.batches, p.elapsed_seconds, status);
-  };
+  return epoch_progress_bars([](const TrainProgress& p) {
+    return fmt::format("loss {:.4f} acc {:.2f}% lr {:.2e} {:.0f} img/s", p.loss, 100.0 * p.accuracy, p.lr,
+                       p.images_per_second);
+  });
 }
 
 void print_epoch_table(const TrainResult& r) {
@@ -232,10 +223,9 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
   model.build(ctx, a.seed);
   finish_model(a.extras, ctx, model);
   if (dist.writer())
-    fmt::print("training {} ({} params) on {} ({} train{} / {} test images) on {}\n", a.model,
-               model.parameter_count(), kind, train.size(),
-               validation.size() > 0 ? fmt::format(" / {} validation", validation.size()) : "", data.test.size(),
-               ctx.device());
+    fmt::print("training {} ({} params) on {} ({} train{} / {} test images) on {}\n", a.model, model.parameter_count(),
+               kind, train.size(), validation.size() > 0 ? fmt::format(" / {} validation", validation.size()) : "",
+               data.test.size(), ctx.device());
   if (comm && dist.writer())
     fmt::print("data-parallel: {} ranks over {}, global batch {} ({} per rank)\n", comm->size(), comm->name(),
                a.batch_size, a.batch_size / comm->size());
@@ -285,8 +275,7 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
   print_epoch_table(r);
   print_summary(r, c, o.early_stopping_patience);
   if (!a.save.empty()) fmt::print("saved {}\n", a.save);
-  if (!save_best.empty() && r.best_epoch > 0)
-    fmt::print("best checkpoint (epoch {}): {}\n", r.best_epoch, c.save_best);
+  if (!save_best.empty() && r.best_epoch > 0) fmt::print("best checkpoint (epoch {}): {}\n", r.best_epoch, c.save_best);
   if (!plot.empty()) fmt::print("curves: {}\n", plot);
 }
 

@@ -136,23 +136,28 @@ void add_metadata(const TrainExtras& e, const std::string& model, const DataSpli
   if (e.num_classes > 0) o.metadata["num_classes"] = std::to_string(e.num_classes);
 }
 
+std::function<void(const TrainProgress&)> epoch_progress_bars(std::function<std::string(const TrainProgress&)> status) {
+  auto bar = std::make_shared<std::unique_ptr<ProgressBar>>();
+  return [bar, status = std::move(status)](const TrainProgress& p) {
+    const std::string text = status(p);
+    if (!*bar) *bar = std::make_unique<ProgressBar>(fmt::format("epoch {}/{}", p.epoch, p.epochs));
+    if (p.epoch_done) {
+      (*bar)->finish(text);
+      bar->reset();
+      return;
+    }
+    (*bar)->update(p.batch, p.batches, p.elapsed_seconds, text);
+  };
+}
+
 bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential& model, const Dataset& train,
                                  const Dataset& validation, const Dataset& test, FitOptions o) {
   if (e.target != "input") return false;
   ReconstructionOptions r;
   r.loss = parse_loss(e.loss);
   r.samples_path = e.samples;
-  auto bar = std::make_shared<std::unique_ptr<ProgressBar>>();
-  o.on_progress = [bar](const TrainProgress& p) {
-    const std::string status = fmt::format("loss {:.5f} {:.0f} img/s", p.loss, p.images_per_second);
-    if (!*bar) *bar = std::make_unique<ProgressBar>(fmt::format("epoch {}/{}", p.epoch, p.epochs));
-    if (p.epoch_done) {
-      (*bar)->finish(status);
-      bar->reset();
-      return;
-    }
-    (*bar)->update(p.batch, p.batches, p.elapsed_seconds, status);
-  };
+  o.on_progress = epoch_progress_bars(
+      [](const TrainProgress& p) { return fmt::format("loss {:.5f} {:.0f} img/s", p.loss, p.images_per_second); });
   r.fit = std::move(o);
   const std::string loss = e.loss;
   r.on_epoch = [loss](const ReconstructionMetrics& m) {

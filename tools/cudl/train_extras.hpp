@@ -3,6 +3,7 @@
 // --num-classes, --freeze) and reconstruction (--target input, --loss mse|l1, --samples). They
 // live here, apart from train.cpp, which only registers them and calls these hooks in order.
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <string>
 
 #include "cudl/engine/io/datasets.hpp"
@@ -37,6 +38,10 @@ void prepare_model(const TrainExtras& e, Sequential& model);
 void finish_model(const TrainExtras& e, Context& ctx, Sequential& model);
 // Metadata saved with the checkpoints (preprocessing, class names, the new head's size).
 void add_metadata(const TrainExtras& e, const std::string& model, const DataSplits& data, FitOptions& o);
+// A progress bar per epoch on stderr, its status text from `status` (classification and
+// reconstruction report different metrics).
+std::function<void(const TrainProgress&)> epoch_progress_bars(std::function<std::string(const TrainProgress&)> status);
+
 // True when the run was a reconstruction run, which this then did (instead of fit()) on `train`,
 // with `validation` (when it holds images) and `test` evaluated after each epoch.
 bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential& model, const Dataset& train,
