@@ -79,13 +79,14 @@ Tensor Sequential::backward(Context& ctx, const Tensor& dy, const std::map<std::
   // skips its backward-data pass, and layers that learn nothing (the input normalisation, a frozen
   // backbone when fine-tuning) skip backward altogether. Decided here, not in build(), because
   // freezing and set_input_grad may change between steps.
-  std::vector<bool> passes_down(layers_.size());
+  std::vector<bool> passes_down(layers_.size()), runs(layers_.size());
   bool wanted = input_grad_;
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     Layer& layer = *layers_[i].second;
     passes_down[i] = wanted;
     layer.set_input_grad(wanted);
-    wanted = wanted || learns(layer);
+    runs[i] = wanted || learns(layer);
+    wanted = runs[i];
   }
   Tensor g = dy;
   for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
@@ -98,8 +99,8 @@ Tensor Sequential::backward(Context& ctx, const Tensor& dy, const std::map<std::
         ctx.backend().axpy(ctx, 1.0f, extra->second, g);
       }
     }
-    if (!g.defined()) continue;                                        // above every tap: nothing to propagate yet
-    if (!passes_down[index] && !learns(*it->second)) return Tensor();  // nothing below wants anything
+    if (!g.defined()) continue;         // above every tap: nothing to propagate yet
+    if (!runs[index]) return Tensor();  // neither this layer nor any below wants anything
     if (profiling_) {
       Timer timer(ctx);
       timer.start();
