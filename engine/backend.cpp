@@ -84,6 +84,32 @@ void placed(const Context& ctx, std::string_view op, std::string_view name, cons
   check::dtype_is(op, name, t, dtype);
 }
 
+// Defined, on the op's device, holding real numbers of any precision (f32, bf16 or f16).
+void placed_float(const Context& ctx, std::string_view op, std::string_view name, const Tensor& t) {
+  check::defined(op, name, t);
+  check::on_device(op, name, t, ctx.device());
+  CUDL_CHECK(is_floating(t.dtype()), "{}: {} must be f32, bf16 or f16, got {} (shape {})", op, name,
+             dtype_name(t.dtype()), t.shape());
+}
+
+// Defined, on the op's device, of the same dtype as `like` (the op's leading float tensor).
+void placed_as(const Context& ctx, std::string_view op, std::string_view name, const Tensor& t,
+               std::string_view like_name, const Tensor& like) {
+  check::defined(op, name, t);
+  check::on_device(op, name, t, ctx.device());
+  CUDL_CHECK(t.dtype() == like.dtype(), "{}: {} is {} but {} is {}; they must match (shape {})", op, name,
+             dtype_name(t.dtype()), like_name, dtype_name(like.dtype()), t.shape());
+}
+
+// An output that accumulates in f32 or is stored in its input's precision.
+void placed_f32_or_as(const Context& ctx, std::string_view op, std::string_view name, const Tensor& t,
+                      std::string_view like_name, const Tensor& like) {
+  check::defined(op, name, t);
+  check::on_device(op, name, t, ctx.device());
+  CUDL_CHECK(t.dtype() == DType::f32 || t.dtype() == like.dtype(), "{}: {} is {}; it must be f32 or {}'s {} (shape {})",
+             op, name, dtype_name(t.dtype()), like_name, dtype_name(like.dtype()), t.shape());
+}
+
 // A one-element f32 tensor (losses, sums, L-BFGS's device scalars).
 void scalar(const Context& ctx, std::string_view op, std::string_view name, const Tensor& t) {
   placed(ctx, op, name, t);
@@ -112,9 +138,9 @@ void conv_params(std::string_view op, const Tensor& x, const Tensor& w, const Co
 // must convolve to dy's shape.
 void conv_backward_args(const Context& ctx, std::string_view op, std::string_view image_name, const Tensor& image,
                         std::string_view filter_name, const Tensor& filter, const Tensor& dy, const Conv2dParams& p) {
-  placed(ctx, op, "dy", dy);
-  placed(ctx, op, image_name, image);
-  placed(ctx, op, filter_name, filter);
+  placed_float(ctx, op, "dy", dy);
+  placed_float(ctx, op, image_name, image);
+  placed_float(ctx, op, filter_name, filter);
   check::rank_is(op, image_name, image, 4);
   check::rank_is(op, filter_name, filter, 4);
   conv_params(op, image, filter, p);
@@ -136,8 +162,8 @@ void pool_backward_shapes(std::string_view op, const Tensor& dy, const Tensor& d
 
 // A regression loss's two same-shaped inputs, not empty (a mean over nothing is undefined).
 void loss_pair(const Context& ctx, std::string_view op, const Tensor& a, const Tensor& b) {
-  placed(ctx, op, "a", a);
-  placed(ctx, op, "b", b);
+  placed_float(ctx, op, "a", a);
+  placed_as(ctx, op, "b", b, "a", a);
   check::same_shape(op, "a", a, "b", b);
   CUDL_CHECK(a.numel() > 0, "{}: inputs are empty (a={})", op, a.shape());
 }
@@ -149,7 +175,7 @@ void loss_forward_args(const Context& ctx, std::string_view op, const Tensor& a,
 
 void loss_backward_args(const Context& ctx, std::string_view op, const Tensor& a, const Tensor& b, const Tensor& da) {
   loss_pair(ctx, op, a, b);
-  placed(ctx, op, "da", da);
+  placed_as(ctx, op, "da", da, "a", a);
   check::same_shape(op, "a", a, "da", da);
 }
 
@@ -185,8 +211,13 @@ struct Arg {
 
 // Every tensor placed, x of rank >= 2, each per-channel argument [C] and each like-x one x's shape.
 ChannelDims batchnorm_args(const Context& ctx, std::string_view op, const Tensor& x, std::initializer_list<Arg> args) {
-  placed(ctx, op, "x", x);
-  for (const Arg& a : args) placed(ctx, op, a.name, a.tensor);
+  placed_float(ctx, op, "x", x);
+  for (const Arg& a : args) {
+    if (a.role == Role::like_x)
+      placed_as(ctx, op, a.name, a.tensor, "x", x);
+    else
+      placed(ctx, op, a.name, a.tensor);
+  }
   const ChannelDims d = channel_dims(op, "x", x);
   for (const Arg& a : args) {
     if (a.role == Role::per_channel)
@@ -209,9 +240,9 @@ void Backend::gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const 
                    Tensor& c) {
   constexpr std::string_view op = "gemm";
   bound_to(ctx, op);
-  placed(ctx, op, "a", a);
-  placed(ctx, op, "b", b);
-  placed(ctx, op, "c", c);
+  placed_float(ctx, op, "a", a);
+  placed_as(ctx, op, "b", b, "a", a);
+  placed_f32_or_as(ctx, op, "c", c, "a", a);
   check::rank_is(op, "a", a, 2);
   check::rank_is(op, "b", b, 2);
   check::rank_is(op, "c", c, 2);
@@ -231,7 +262,7 @@ void Backend::gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const 
 void Backend::bias_add(Context& ctx, Tensor& y, const Tensor& bias) {
   constexpr std::string_view op = "bias_add";
   bound_to(ctx, op);
-  placed(ctx, op, "y", y);
+  placed_float(ctx, op, "y", y);
   placed(ctx, op, "bias", bias);
   CUDL_CHECK(y.rank() >= 2, "bias_add: y={} must have a channel dim (rank >= 2)", y.shape());
   CUDL_CHECK(bias.shape() == Shape{y.dim(1)}, "bias_add: bias={} but y={} has {} channels", bias.shape(), y.shape(),
@@ -242,7 +273,7 @@ void Backend::bias_add(Context& ctx, Tensor& y, const Tensor& bias) {
 void Backend::bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accumulate) {
   constexpr std::string_view op = "bias_grad";
   bound_to(ctx, op);
-  placed(ctx, op, "dy", dy);
+  placed_float(ctx, op, "dy", dy);
   placed(ctx, op, "dbias", dbias);
   CUDL_CHECK(dy.rank() >= 2, "bias_grad: dy={} must have a channel dim (rank >= 2)", dy.shape());
   CUDL_CHECK(dbias.shape() == Shape{dy.dim(1)}, "bias_grad: dbias={} but dy={} has {} channels", dbias.shape(),
@@ -255,7 +286,7 @@ void Backend::bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accu
 ConstantHold Backend::hold_constant(Context& ctx, const Tensor& t) {
   constexpr std::string_view op = "hold_constant";
   bound_to(ctx, op);
-  placed(ctx, op, "t", t);
+  placed_float(ctx, op, "t", t);
   if (t.numel() == 0) return nullptr;
   return do_hold_constant(ctx, t);
 }
@@ -263,9 +294,9 @@ ConstantHold Backend::hold_constant(Context& ctx, const Tensor& t) {
 void Backend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
   constexpr std::string_view op = "conv2d_forward";
   bound_to(ctx, op);
-  placed(ctx, op, "x", x);
-  placed(ctx, op, "w", w);
-  placed(ctx, op, "y", y);
+  placed_float(ctx, op, "x", x);
+  placed_as(ctx, op, "w", w, "x", x);
+  placed_as(ctx, op, "y", y, "x", x);
   conv_params(op, x, w, p);
   check::shape_is(op, "y", y, conv2d_output_shape(x.shape(), w.shape(), p));
   do_conv2d_forward(ctx, x, w, p, y);
@@ -275,6 +306,8 @@ void Backend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor&
   constexpr std::string_view op = "conv2d_backward_data";
   bound_to(ctx, op);
   conv_backward_args(ctx, op, "dx", dx, "w", w, dy, p);
+  placed_as(ctx, op, "w", w, "dy", dy);
+  placed_as(ctx, op, "dx", dx, "dy", dy);
   do_conv2d_backward_data(ctx, dy, w, p, dx);
 }
 
@@ -283,6 +316,8 @@ void Backend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor
   constexpr std::string_view op = "conv2d_backward_filter";
   bound_to(ctx, op);
   conv_backward_args(ctx, op, "x", x, "dw", dw, dy, p);
+  placed_as(ctx, op, "dy", dy, "x", x);
+  placed_f32_or_as(ctx, op, "dw", dw, "x", x);
   do_conv2d_backward_filter(ctx, x, dy, p, dw, accumulate);
 }
 
@@ -291,8 +326,8 @@ void Backend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor
 void Backend::activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y) {
   constexpr std::string_view op = "activation_forward";
   bound_to(ctx, op);
-  placed(ctx, op, "x", x);
-  placed(ctx, op, "y", y);
+  placed_float(ctx, op, "x", x);
+  placed_as(ctx, op, "y", y, "x", x);
   check::same_shape(op, "x", x, "y", y);
   do_activation_forward(ctx, a, alpha, x, y);
 }
@@ -301,15 +336,15 @@ void Backend::activation_backward(Context& ctx, Activation a, float alpha, const
                                   const Tensor& dy, Tensor& dx) {
   constexpr std::string_view op = "activation_backward";
   bound_to(ctx, op);
-  placed(ctx, op, "dy", dy);
-  placed(ctx, op, "dx", dx);
+  placed_float(ctx, op, "dy", dy);
+  placed_as(ctx, op, "dx", dx, "dy", dy);
   check::same_shape(op, "dy", dy, "dx", dx);
   // ReLU-like functions differentiate from x, sigmoid and tanh from y; only that one is needed.
   if (a == Activation::relu || a == Activation::leaky_relu) {
-    placed(ctx, op, "x", x);
+    placed_as(ctx, op, "x", x, "dy", dy);
     check::same_shape(op, "x", x, "dy", dy);
   } else {
-    placed(ctx, op, "y", y);
+    placed_as(ctx, op, "y", y, "dy", dy);
     check::same_shape(op, "y", y, "dy", dy);
   }
   do_activation_backward(ctx, a, alpha, x, y, dy, dx);
@@ -320,8 +355,8 @@ void Backend::activation_backward(Context& ctx, Activation a, float alpha, const
 void Backend::maxpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
   constexpr std::string_view op = "maxpool2d_forward";
   bound_to(ctx, op);
-  placed(ctx, op, "x", x);
-  placed(ctx, op, "y", y);
+  placed_float(ctx, op, "x", x);
+  placed_as(ctx, op, "y", y, "x", x);
   placed(ctx, op, "argmax", argmax, DType::i32);
   check::shape_is(op, "y", y, pool2d_output_shape(x.shape(), p));
   check::same_shape(op, "y", y, "argmax", argmax);
@@ -332,9 +367,9 @@ void Backend::maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& a
                                  Tensor& dx) {
   constexpr std::string_view op = "maxpool2d_backward";
   bound_to(ctx, op);
-  placed(ctx, op, "dy", dy);
+  placed_float(ctx, op, "dy", dy);
   placed(ctx, op, "argmax", argmax, DType::i32);
-  placed(ctx, op, "dx", dx);
+  placed_as(ctx, op, "dx", dx, "dy", dy);
   pool_backward_shapes(op, dy, dx, p);
   check::same_shape(op, "dy", dy, "argmax", argmax);
   do_maxpool2d_backward(ctx, dy, argmax, p, dx);
@@ -343,8 +378,8 @@ void Backend::maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& a
 void Backend::avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y) {
   constexpr std::string_view op = "avgpool2d_forward";
   bound_to(ctx, op);
-  placed(ctx, op, "x", x);
-  placed(ctx, op, "y", y);
+  placed_float(ctx, op, "x", x);
+  placed_as(ctx, op, "y", y, "x", x);
   check::shape_is(op, "y", y, pool2d_output_shape(x.shape(), p));
   do_avgpool2d_forward(ctx, x, p, y);
 }
@@ -352,8 +387,8 @@ void Backend::avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParam
 void Backend::avgpool2d_backward(Context& ctx, const Tensor& dy, const Pool2dParams& p, Tensor& dx) {
   constexpr std::string_view op = "avgpool2d_backward";
   bound_to(ctx, op);
-  placed(ctx, op, "dy", dy);
-  placed(ctx, op, "dx", dx);
+  placed_float(ctx, op, "dy", dy);
+  placed_as(ctx, op, "dx", dx, "dy", dy);
   pool_backward_shapes(op, dy, dx, p);
   do_avgpool2d_backward(ctx, dy, p, dx);
 }
@@ -415,7 +450,7 @@ void Backend::softmax_cross_entropy_backward(Context& ctx, const Tensor& probs, 
 void Backend::gram_forward(Context& ctx, const Tensor& x, Tensor& g) {
   constexpr std::string_view op = "gram_forward";
   bound_to(ctx, op);
-  placed(ctx, op, "x", x);
+  placed_float(ctx, op, "x", x);
   placed(ctx, op, "g", g);
   check::rank_is(op, "x", x, 4);
   check::shape_is(op, "g", g, Shape{x.dim(0), x.dim(1), x.dim(1)});
@@ -425,9 +460,9 @@ void Backend::gram_forward(Context& ctx, const Tensor& x, Tensor& g) {
 void Backend::gram_backward(Context& ctx, const Tensor& x, const Tensor& dg, Tensor& dx) {
   constexpr std::string_view op = "gram_backward";
   bound_to(ctx, op);
-  placed(ctx, op, "x", x);
+  placed_float(ctx, op, "x", x);
   placed(ctx, op, "dg", dg);
-  placed(ctx, op, "dx", dx);
+  placed_as(ctx, op, "dx", dx, "x", x);
   check::rank_is(op, "x", x, 4);
   check::shape_is(op, "dg", dg, Shape{x.dim(0), x.dim(1), x.dim(1)});
   check::same_shape(op, "x", x, "dx", dx);
@@ -498,9 +533,9 @@ void Backend::dropout_forward(Context& ctx, const Tensor& x, float p, std::uint6
                               Tensor& y, Tensor& mask) {
   constexpr std::string_view op = "dropout_forward";
   bound_to(ctx, op);
-  placed(ctx, op, "x", x);
-  placed(ctx, op, "y", y);
-  placed(ctx, op, "mask", mask);
+  placed_float(ctx, op, "x", x);
+  placed_as(ctx, op, "y", y, "x", x);
+  placed_as(ctx, op, "mask", mask, "x", x);
   check::same_shape(op, "x", x, "y", y);
   check::same_shape(op, "x", x, "mask", mask);
   CUDL_CHECK(p >= 0.0f && p < 1.0f, "{}: p={} must be in [0, 1) (x={})", op, p, x.shape());
@@ -510,9 +545,9 @@ void Backend::dropout_forward(Context& ctx, const Tensor& x, float p, std::uint6
 void Backend::mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
   constexpr std::string_view op = "mul";
   bound_to(ctx, op);
-  placed(ctx, op, "a", a);
-  placed(ctx, op, "b", b);
-  placed(ctx, op, "out", out);
+  placed_float(ctx, op, "a", a);
+  placed_as(ctx, op, "b", b, "a", a);
+  placed_as(ctx, op, "out", out, "a", a);
   check::same_shape(op, "a", a, "b", b);
   check::same_shape(op, "a", a, "out", out);
   do_mul(ctx, a, b, out);
@@ -555,14 +590,14 @@ void Backend::adam_step(Context& ctx, const AdamParams& p, Tensor& param, const 
 
 void Backend::sum(Context& ctx, const Tensor& x, Tensor& out) {
   bound_to(ctx, "sum");
-  placed(ctx, "sum", "x", x);
+  placed_float(ctx, "sum", "x", x);
   scalar(ctx, "sum", "out", out);
   do_sum(ctx, x, out);
 }
 
 void Backend::mean(Context& ctx, const Tensor& x, Tensor& out) {
   bound_to(ctx, "mean");
-  placed(ctx, "mean", "x", x);
+  placed_float(ctx, "mean", "x", x);
   scalar(ctx, "mean", "out", out);
   CUDL_CHECK(x.numel() > 0, "mean: x is empty (shape {})", x.shape());
   do_mean(ctx, x, out);
@@ -570,7 +605,7 @@ void Backend::mean(Context& ctx, const Tensor& x, Tensor& out) {
 
 void Backend::max(Context& ctx, const Tensor& x, Tensor& out) {
   bound_to(ctx, "max");
-  placed(ctx, "max", "x", x);
+  placed_float(ctx, "max", "x", x);
   scalar(ctx, "max", "out", out);
   CUDL_CHECK(x.numel() > 0, "max: x is empty (shape {})", x.shape());
   do_max(ctx, x, out);
@@ -579,7 +614,8 @@ void Backend::max(Context& ctx, const Tensor& x, Tensor& out) {
 void Backend::argmax_rows(Context& ctx, const Tensor& x, Tensor& out) {
   constexpr std::string_view op = "argmax_rows";
   bound_to(ctx, op);
-  rows(ctx, op, "x", x);
+  placed_float(ctx, op, "x", x);
+  check::rank_is(op, "x", x, 2);
   placed(ctx, op, "out", out, DType::i32);
   check::shape_is(op, "out", out, Shape{x.dim(0)});
   CUDL_CHECK(x.dim(1) > 0, "argmax_rows: x has no columns (shape {})", x.shape());
@@ -589,7 +625,8 @@ void Backend::argmax_rows(Context& ctx, const Tensor& x, Tensor& out) {
 void Backend::accuracy(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& out) {
   constexpr std::string_view op = "accuracy";
   bound_to(ctx, op);
-  rows(ctx, op, "logits", logits);
+  placed_float(ctx, op, "logits", logits);
+  check::rank_is(op, "logits", logits, 2);
   labels_for(ctx, op, labels, logits.dim(0));
   scalar(ctx, op, "out", out);
   CUDL_CHECK(logits.dim(0) > 0 && logits.dim(1) > 0, "accuracy: logits is empty (shape {})", logits.shape());
@@ -600,7 +637,7 @@ void Backend::accuracy(Context& ctx, const Tensor& logits, const Tensor& labels,
 
 void Backend::fill(Context& ctx, Tensor& x, float value) {
   bound_to(ctx, "fill");
-  placed(ctx, "fill", "x", x);
+  placed_float(ctx, "fill", "x", x);
   do_fill(ctx, x, value);
 }
 
@@ -617,15 +654,15 @@ void Backend::copy(Context& ctx, const Tensor& src, Tensor& dst) {
 
 void Backend::axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) {
   bound_to(ctx, "axpy");
-  placed(ctx, "axpy", "x", x);
-  placed(ctx, "axpy", "y", y);
+  placed_float(ctx, "axpy", "x", x);
+  placed_as(ctx, "axpy", "y", y, "x", x);
   check::same_shape("axpy", "x", x, "y", y);
   do_axpy(ctx, alpha, x, y);
 }
 
 void Backend::scale(Context& ctx, Tensor& x, float alpha) {
   bound_to(ctx, "scale");
-  placed(ctx, "scale", "x", x);
+  placed_float(ctx, "scale", "x", x);
   do_scale(ctx, x, alpha);
 }
 
@@ -634,10 +671,10 @@ void Backend::scale(Context& ctx, Tensor& x, float alpha) {
 void Backend::channel_affine(Context& ctx, const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y) {
   constexpr std::string_view op = "channel_affine";
   bound_to(ctx, op);
-  placed(ctx, op, "x", x);
+  placed_float(ctx, op, "x", x);
   placed(ctx, op, "scale", scale);
   placed(ctx, op, "shift", shift);
-  placed(ctx, op, "y", y);
+  placed_as(ctx, op, "y", y, "x", x);
   channel_dims(op, "x", x);
   per_channel(op, "scale", scale, "x", x);
   per_channel(op, "shift", shift, "x", x);
@@ -648,9 +685,9 @@ void Backend::channel_affine(Context& ctx, const Tensor& x, const Tensor& scale,
 void Backend::channel_affine_backward(Context& ctx, const Tensor& dy, const Tensor& scale, Tensor& dx) {
   constexpr std::string_view op = "channel_affine_backward";
   bound_to(ctx, op);
-  placed(ctx, op, "dy", dy);
+  placed_float(ctx, op, "dy", dy);
   placed(ctx, op, "scale", scale);
-  placed(ctx, op, "dx", dx);
+  placed_as(ctx, op, "dx", dx, "dy", dy);
   channel_dims(op, "dy", dy);
   per_channel(op, "scale", scale, "dy", dy);
   check::same_shape(op, "dy", dy, "dx", dx);
@@ -710,6 +747,23 @@ void Backend::batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy
   batchnorm_eps(op, eps);
   if (x.numel() == 0) return;  // no values (or no channels): nothing to differentiate, nothing to add
   do_batchnorm_backward(ctx, x, dy, gamma, save_mean, save_invstd, eps, dx, dgamma, dbeta);
+}
+
+// ---- precision ----
+
+void Backend::cast(Context& ctx, const Tensor& src, Tensor& dst) {
+  constexpr std::string_view op = "cast";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "src", src);
+  placed_float(ctx, op, "dst", dst);
+  CUDL_CHECK(src.numel() == dst.numel(), "{}: src={} ({} elements) but dst={} ({} elements)", op, src.shape(),
+             src.numel(), dst.shape(), dst.numel());
+  if (src.numel() == 0) return;
+  if (src.dtype() == dst.dtype()) {
+    if (src.raw() != dst.raw()) do_copy(ctx, src, dst);
+    return;
+  }
+  do_cast(ctx, src, dst);
 }
 
 // ---- vector helpers for L-BFGS and image output ----

@@ -7,8 +7,21 @@
 // protected pure-virtual do_<op>. Error messages are therefore identical on both backends, a new
 // backend writes no argument checks, and a backend that lacks an op does not compile.
 //
-// Conventions: tensors are contiguous f32 (labels and argmax i32); outputs are preallocated by
-// the caller with the documented shape and are overwritten unless the name says `accumulate`.
+// Conventions: tensors are contiguous; outputs are preallocated by the caller with the documented
+// shape and are overwritten unless the name says `accumulate`.
+//
+// Dtypes (autocast, as PyTorch's: engine/context.hpp's Precision). Labels and argmax are i32.
+// "Float" means f32, bf16 or f16; every op computes and accumulates in f32 whatever it stores.
+// - Float, every tensor one dtype: conv2d_forward (x, w, y), conv2d_backward_data (dy, w, dx),
+//   activations, pooling, dropout and mul, axpy, scale, fill, batch norm's x, y, dy and dx.
+// - Float in, f32 or the input's dtype out: gemm (a, b one dtype; c f32 or theirs),
+//   conv2d_backward_filter (x, dy one dtype; dw f32 or theirs: a master-weight gradient).
+// - Float in, f32 out: bias_add/bias_grad's bias, gram_forward's g (gram_backward: dg f32, dx as x),
+//   mse/l1 losses (a, b, da one dtype; loss f32), sum, mean, max, argmax_rows, accuracy, channel
+//   affine's scale and shift, batch norm's per-channel tensors.
+// - f32 only: the softmax family and cross-entropy, tv_loss, optimizer steps, dot, clamp,
+//   axpy_scalar, abs_sum, scalar_op, the random fills.
+// - cast converts between any two float dtypes (rounding to nearest even).
 // Scalar results (losses, sums) are written into a one-element device tensor so that nothing
 // waits for the device. Errors name the op and the shapes.
 #include <cstdint>
@@ -183,6 +196,9 @@ class Backend {
   void batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
                           const Tensor& save_invstd, float eps, Tensor& dx, Tensor& dgamma, Tensor& dbeta);
 
+  // ---- precision: dst = src rounded to dst's dtype (any two float dtypes, same element count) ----
+  void cast(Context& ctx, const Tensor& src, Tensor& dst);
+
   // ---- vector helpers for L-BFGS and image output ----
   void dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out);  // out[0] = Σ a·b
   void clamp(Context& ctx, Tensor& x, float low, float high);             // in place
@@ -270,6 +286,7 @@ class Backend {
   virtual void do_batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                                      const Tensor& save_mean, const Tensor& save_invstd, float eps, Tensor& dx,
                                      Tensor& dgamma, Tensor& dbeta) = 0;
+  virtual void do_cast(Context& ctx, const Tensor& src, Tensor& dst) = 0;  // dtypes differ
   virtual void do_dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) = 0;
   virtual void do_clamp(Context& ctx, Tensor& x, float low, float high) = 0;
   virtual void do_axpy_scalar(Context& ctx, float sign, const Tensor& alpha, const Tensor& x, Tensor& y) = 0;

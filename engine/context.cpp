@@ -53,6 +53,40 @@ void Context::set_math_mode(MathMode math) {
 #endif
 }
 
+std::string_view precision_name(Precision p) {
+  switch (p) {
+    case Precision::fp32: return "fp32";
+    case Precision::tf32: return "tf32";
+    case Precision::bf16: return "bf16";
+    case Precision::fp16: return "fp16";
+  }
+  return "?";
+}
+
+DType autocast_dtype(Precision p) {
+  if (p == Precision::bf16) return DType::bf16;
+  if (p == Precision::fp16) return DType::f16;
+  return DType::f32;
+}
+
+void Context::set_precision(Precision p) {
+#if defined(CUDL_HAVE_CUDA)
+  if (cuda_ && (p == Precision::bf16 || p == Precision::fp16)) {
+    const int needed = p == Precision::bf16 ? 8 : 7;
+    for (const CudaDeviceInfo& info : cuda_devices()) {
+      if (info.index != device_.index) continue;
+      CUDL_CHECK(info.cc_major >= needed,
+                 "precision {}: {} ({}) has compute capability {}.{}; {} tensor cores need {}.0 or newer (use "
+                 "--precision fp32)",
+                 precision_name(p), device_, info.name, info.cc_major, info.cc_minor, precision_name(p), needed);
+    }
+  }
+#endif
+  precision_ = p;
+  const MathMode math = p == Precision::tf32 ? MathMode::tf32 : MathMode::strict_fp32;
+  if (math != math_) set_math_mode(math);
+}
+
 void Context::synchronize() const {
 #if defined(CUDL_HAVE_CUDA)
   if (cuda_) synchronize_cuda(*cuda_);

@@ -2,8 +2,11 @@
 #include <cstdint>
 #include <memory>
 
+#include <string_view>
+
 #include "cudl/engine/allocator.hpp"
 #include "cudl/engine/device.hpp"
+#include "cudl/engine/dtype.hpp"
 
 namespace cudl {
 
@@ -20,6 +23,18 @@ enum class MathMode { strict_fp32, tf32 };
 // per shape, and timing noise may pick another algorithm in another run (other rounding), so
 // bit-for-bit repeatable runs want heuristic.
 enum class ConvSearch { heuristic, measured };
+
+// The precision a run computes in (--precision). fp32: strict float32 everywhere. tf32: float32
+// tensors, TF32 tensor-core products in cuBLAS/cuDNN (CUDA only). bf16 and fp16 are autocast, as
+// PyTorch's torch.autocast: convolutions, linear layers and Gram matrices take half-precision
+// inputs and weights (fp32 accumulation), and the activations between them are stored in half;
+// batch-norm statistics, softmax-cross-entropy, the other losses, reductions and the optimizer run
+// in fp32 on fp32 master weights. fp16 training needs loss scaling (layers/loss_scaler.hpp), bf16
+// does not (it has fp32's exponent range).
+enum class Precision { fp32, tf32, bf16, fp16 };
+std::string_view precision_name(Precision p);
+// The storage dtype of autocast's half-precision tensors: bf16, f16, or f32 when autocast is off.
+DType autocast_dtype(Precision p);
 
 // Where ops run: a device, its allocator and, for CUDA, a stream with cuBLAS and cuDNN handles
 // bound to it. Move-only; the handles and the stream are released with it.
@@ -39,6 +54,12 @@ class Context {
   StreamId stream_id() const;
   MathMode math_mode() const { return math_; }
   void set_math_mode(MathMode math);
+  // See Precision. Setting it also sets the math mode (tf32 or strict fp32). bf16 on a GPU without
+  // bf16 tensor cores (compute capability below 8.0), or fp16 below 7.0, throws naming the GPU.
+  Precision precision() const { return precision_; }
+  void set_precision(Precision p);
+  // The dtype autocast layers compute in: f32 (autocast off), bf16 or f16.
+  DType autocast_dtype() const { return cudl::autocast_dtype(precision_); }
   // Deterministic (the default): the CUDA backend uses only algorithms whose results are
   // bit-identical run to run (cuDNN's deterministic convolutions), so a resumed run ends where an
   // uninterrupted one would. Off lets it pick the fastest (some use atomics).
@@ -68,6 +89,7 @@ class Context {
   };
   Device device_;
   MathMode math_;
+  Precision precision_ = Precision::fp32;
   bool deterministic_ = true;
   ConvSearch conv_search_ = ConvSearch::heuristic;
   BatchShard batch_shard_;

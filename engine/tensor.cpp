@@ -21,16 +21,14 @@ Tensor Tensor::empty(const Shape& shape, Context& ctx, DType dtype) {
 
 Tensor Tensor::zeros(const Shape& shape, Context& ctx, DType dtype) {
   Tensor t = empty(shape, ctx, dtype);
-  // All-zero bits are 0 for every dtype we hold, so a float fill of a same-size view does it.
+  if (is_floating(dtype)) {
+    ctx.backend().fill(ctx, t, 0.0f);
+    return t;
+  }
+  // i32: all-zero bits are 0 there too, so a float fill of a same-size view does it.
   Tensor as_float = t;
   as_float.dtype_ = DType::f32;
-  as_float.shape_ = Shape{static_cast<std::int64_t>(t.nbytes() / 4)};
-  if (t.nbytes() % 4 == 0) {
-    ctx.backend().fill(ctx, as_float, 0.0f);
-  } else {
-    CUDL_THROW("Tensor::zeros: {} bytes is not a whole number of words (shape {}, {})", t.nbytes(), shape,
-               dtype_name(dtype));
-  }
+  ctx.backend().fill(ctx, as_float, 0.0f);
   return t;
 }
 
@@ -40,11 +38,28 @@ Tensor Tensor::full(const Shape& shape, float value, Context& ctx) {
   return t;
 }
 
-Tensor Tensor::from_host(std::span<const float> values, const Shape& shape, Context& ctx) {
+namespace {
+template <class Half>
+std::vector<Half> rounded(std::span<const float> values) {
+  std::vector<Half> out(values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) out[i] = store<Half>(values[i]);
+  return out;
+}
+}  // namespace
+
+Tensor Tensor::from_host(std::span<const float> values, const Shape& shape, Context& ctx, DType dtype) {
   CUDL_CHECK(static_cast<std::int64_t>(values.size()) == shape.numel(),
              "Tensor::from_host: {} values for shape {} ({} elements)", values.size(), shape, shape.numel());
-  Tensor t = empty(shape, ctx, DType::f32);
-  copy_bytes(ctx, t.raw(), t.device(), values.data(), Device::cpu(), t.nbytes());
+  CUDL_CHECK(is_floating(dtype), "Tensor::from_host: float values cannot fill a {} tensor (shape {})",
+             dtype_name(dtype), shape);
+  Tensor t = empty(shape, ctx, dtype);
+  if (dtype == DType::bf16) {
+    copy_bytes(ctx, t.raw(), t.device(), rounded<bf16>(values).data(), Device::cpu(), t.nbytes());
+  } else if (dtype == DType::f16) {
+    copy_bytes(ctx, t.raw(), t.device(), rounded<f16>(values).data(), Device::cpu(), t.nbytes());
+  } else {
+    copy_bytes(ctx, t.raw(), t.device(), values.data(), Device::cpu(), t.nbytes());
+  }
   return t;
 }
 
@@ -108,7 +123,28 @@ Tensor Tensor::to(Context& ctx) const {
 
 Tensor Tensor::clone(Context& ctx) const { return to(ctx); }
 
+Tensor Tensor::cast(Context& ctx, DType dtype) const {
+  CUDL_CHECK(defined(), "Tensor::cast: tensor is undefined");
+  if (dtype == dtype_) return *this;
+  Tensor out = empty(shape_, ctx, dtype);
+  ctx.backend().cast(ctx, *this, out);
+  return out;
+}
+
+namespace {
+template <class Half>
+std::vector<float> widened(Context& ctx, const Tensor& t) {
+  std::vector<Half> bits(static_cast<std::size_t>(t.numel()));
+  copy_bytes(ctx, bits.data(), Device::cpu(), t.raw(), t.device(), t.nbytes());
+  std::vector<float> out(bits.size());
+  for (std::size_t i = 0; i < bits.size(); ++i) out[i] = to_float(bits[i]);
+  return out;
+}
+}  // namespace
+
 std::vector<float> Tensor::to_vector(Context& ctx) const {
+  if (defined() && dtype_ == DType::bf16) return widened<bf16>(ctx, *this);
+  if (defined() && dtype_ == DType::f16) return widened<f16>(ctx, *this);
   std::vector<float> out(static_cast<std::size_t>(numel()));
   check_dtype_for_host_copy(DType::f32);
   copy_bytes(ctx, out.data(), Device::cpu(), raw(), device(), nbytes());

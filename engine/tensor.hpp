@@ -24,8 +24,9 @@ class Tensor {
   static Tensor empty(const Shape& shape, Context& ctx, DType dtype = DType::f32);
   static Tensor zeros(const Shape& shape, Context& ctx, DType dtype = DType::f32);
   static Tensor full(const Shape& shape, float value, Context& ctx);
-  // Copies host values onto the context's device.
-  static Tensor from_host(std::span<const float> values, const Shape& shape, Context& ctx);
+  // Copies host values onto the context's device; a half `dtype` rounds them (to nearest even).
+  static Tensor from_host(std::span<const float> values, const Shape& shape, Context& ctx,
+                          DType dtype = DType::f32);
   static Tensor from_host(std::span<const std::int32_t> values, const Shape& shape, Context& ctx);
   // A tensor over memory owned by someone else (which must outlive it).
   static Tensor borrow(void* data, const Shape& shape, DType dtype, Device device);
@@ -59,7 +60,9 @@ class Tensor {
   // waits for it, so the returned tensor can be read at once.
   Tensor to(Context& ctx) const;
   Tensor clone(Context& ctx) const;
-  // Copies the values to the host (waits for the device).
+  // This tensor's values as `dtype` on the same device (backend().cast); itself when it already is.
+  Tensor cast(Context& ctx, DType dtype) const;
+  // Copies the values to the host (waits for the device); half values are widened exactly.
   std::vector<float> to_vector(Context& ctx) const;
   std::vector<std::int32_t> to_int_vector(Context& ctx) const;
   // Reads one float (for scalars such as a loss); waits for the device.

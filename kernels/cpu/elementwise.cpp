@@ -9,11 +9,19 @@ namespace cudl {
 
 using cpu::kParallelThreshold;
 
-void CpuBackend::do_fill(Context&, Tensor& x, float value) {
-  float* p = x.data<float>();
-  const std::int64_t n = x.numel();
+namespace {
+template <class T>
+void fill_with(T* p, std::int64_t n, T value) {
 #pragma omp parallel for if (n >= kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) p[i] = value;
+}
+}  // namespace
+
+void CpuBackend::do_fill(Context&, Tensor& x, float value) {
+  const std::int64_t n = x.numel();
+  if (x.dtype() == DType::bf16) return fill_with(x.data<bf16>(), n, to_bf16(value));
+  if (x.dtype() == DType::f16) return fill_with(x.data<f16>(), n, to_f16(value));
+  fill_with(x.data<float>(), n, value);
 }
 
 void CpuBackend::do_copy(Context&, const Tensor& src, Tensor& dst) {

@@ -73,6 +73,7 @@ class CudaBackend final : public Backend {
   void do_batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                              const Tensor& save_mean, const Tensor& save_invstd, float eps, Tensor& dx, Tensor& dgamma,
                              Tensor& dbeta) override;
+  void do_cast(Context& ctx, const Tensor& src, Tensor& dst) override;
   void do_dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) override;
   void do_clamp(Context& ctx, Tensor& x, float low, float high) override;
   void do_axpy_scalar(Context& ctx, float sign, const Tensor& alpha, const Tensor& x, Tensor& y) override;

@@ -39,6 +39,13 @@ inline constexpr std::size_t kReduceScratchBytes = static_cast<std::size_t>(kPar
 // plane size 1, [N, C, H, W] plane size H*W). The size is < 2^31 (the .cpp files check it with
 // to_int), so offsets inside a plane are 32-bit; kernels launched over Planes put the plane on the
 // grid's y (channel) and z (sample) dimensions and never divide a 64-bit index (launch.cuh).
+// The float dtypes a templated kernel instantiates for (engine/dtype.hpp's f32, bf16, f16), as a
+// plain enum: nvcc-compiled code does not include the engine's headers with fmt.
+enum class FloatType { f32, bf16, f16 };
+
+// ---- cast.cu: dst = src rounded to `to` (nearest even); from != to ----
+void launch_cast(const void* src, FloatType from, void* dst, FloatType to, std::int64_t n, cudaStream_t stream);
+
 struct Planes {
   std::int64_t samples = 0, channels = 0;
   int size = 1;

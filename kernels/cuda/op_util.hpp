@@ -19,6 +19,17 @@ namespace cudl::cuda_detail {
 
 inline cudaStream_t stream_of(Context& ctx) { return cuda_resources(ctx).stream; }
 
+// A float tensor's dtype as the kernels' FloatType (the Backend front checked it is a float).
+inline FloatType float_type(DType t) {
+  switch (t) {
+    case DType::f32: return FloatType::f32;
+    case DType::bf16: return FloatType::bf16;
+    case DType::f16: return FloatType::f16;
+    case DType::i32: break;
+  }
+  CUDL_THROW("CUDA kernels: {} is not a float dtype", dtype_name(t));
+}
+
 // `v` as an int, or a cudl::Error naming the op, the quantity and the shape it came from.
 inline int to_int(std::string_view op, std::string_view what, std::int64_t v, const Shape& shape) {
   CUDL_CHECK(v >= 0 && v <= INT_MAX, "{}: {}={} of shape {} does not fit a 32-bit int", op, what, v, shape);
