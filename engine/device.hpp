@@ -63,4 +63,14 @@ struct BuildInfo {
 };
 BuildInfo build_info();
 
+// What the CPU backend does with half precision on this machine (kernels/cpu): whether bf16 and
+// f16 convolutions and GEMMs run on native half kernels (AMX, avx512_bf16, avx512_fp16 through
+// oneDNN) or widen to f32 (correct, not faster), each with a line saying which.
+struct CpuHalfSupport {
+  bool bf16_native = false, f16_native = false;
+  std::string bf16, f16;
+};
+CpuHalfSupport cpu_half_support();
+inline bool cpu_has_native_f16() { return cpu_half_support().f16_native; }
+
 }  // namespace cudl

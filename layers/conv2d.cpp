@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "cudl/engine/ops.hpp"
+#include "cudl/layers/autocast.hpp"
 #include "cudl/layers/init.hpp"
 
 namespace cudl {
@@ -25,8 +26,8 @@ Conv2d::Conv2d(std::int64_t in_channels, std::int64_t out_channels, int kernel_s
       params_(params),
       has_bias_(bias),
       init_(init) {
-  weight_ = {"weight", Shape{out_channels, in_channels, kernel_size, kernel_size}, {}, {}, true};
-  bias_ = {"bias", Shape{out_channels}, {}, {}, true};
+  weight_ = {"weight", Shape{out_channels, in_channels, kernel_size, kernel_size}, {}, {}, true, {}};
+  bias_ = {"bias", Shape{out_channels}, {}, {}, true, {}};
 }
 
 std::string Conv2d::describe() const {
@@ -54,24 +55,29 @@ void Conv2d::initialize(Context& ctx, std::uint64_t seed) {
 }
 
 Tensor Conv2d::forward(Context& ctx, const Tensor& x, bool train) {
-  Tensor y = Tensor::empty(output_shape(x.shape()), ctx);
-  ctx.backend().conv2d_forward(ctx, x, weight_.value, params_, y);
+  const Tensor xc = autocast::input(ctx, x);
+  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, xc.dtype());
+  ctx.backend().conv2d_forward(ctx, xc, autocast::weight(ctx, weight_, xc.dtype()), params_, y);
   if (has_bias_) ctx.backend().bias_add(ctx, y, bias_.value);
   // Inference keeps nothing alive, so activations are released as soon as the next layer is done.
-  x_ = train ? x : Tensor();
+  x_ = train ? xc : Tensor();
+  input_dtype_ = x.dtype();
   return y;
 }
 
 Tensor Conv2d::backward(Context& ctx, const Tensor& dy) {
   CUDL_CHECK(x_.defined(), "Conv2d::backward: no saved input (forward was not run with train=true)");
+  const Tensor dyc = dy.cast(ctx, x_.dtype());
   if (!frozen_) {
-    ctx.backend().conv2d_backward_filter(ctx, x_, dy, params_, weight_.grad, true);
-    if (has_bias_) ctx.backend().bias_grad(ctx, dy, bias_.grad, true);
+    // The gradients accumulate in the f32 master gradient block whatever the compute dtype.
+    ctx.backend().conv2d_backward_filter(ctx, x_, dyc, params_, weight_.grad, true);
+    if (has_bias_) ctx.backend().bias_grad(ctx, dyc, bias_.grad, true);
   }
   Tensor dx;
   if (input_grad_) {
-    dx = Tensor::empty(x_.shape(), ctx);
-    ctx.backend().conv2d_backward_data(ctx, dy, weight_.value, params_, dx);
+    dx = Tensor::empty(x_.shape(), ctx, x_.dtype());
+    ctx.backend().conv2d_backward_data(ctx, dyc, autocast::weight(ctx, weight_, x_.dtype()), params_, dx);
+    dx = dx.cast(ctx, input_dtype_);
   }
   x_ = Tensor();
   return dx;
@@ -85,8 +91,8 @@ ConvTranspose2d::ConvTranspose2d(std::int64_t in_channels, std::int64_t out_chan
       params_(params),
       output_padding_(output_padding),
       has_bias_(bias) {
-  weight_ = {"weight", Shape{in_channels, out_channels, kernel_size, kernel_size}, {}, {}, true};
-  bias_ = {"bias", Shape{out_channels}, {}, {}, true};
+  weight_ = {"weight", Shape{in_channels, out_channels, kernel_size, kernel_size}, {}, {}, true, {}};
+  bias_ = {"bias", Shape{out_channels}, {}, {}, true, {}};
 }
 
 std::string ConvTranspose2d::describe() const {
@@ -112,23 +118,27 @@ void ConvTranspose2d::initialize(Context& ctx, std::uint64_t seed) {
 }
 
 Tensor ConvTranspose2d::forward(Context& ctx, const Tensor& x, bool train) {
-  Tensor y = Tensor::empty(output_shape(x.shape()), ctx);
-  conv_transpose2d_forward(ctx, x, weight_.value, params_, y);
+  const Tensor xc = autocast::input(ctx, x);
+  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, xc.dtype());
+  conv_transpose2d_forward(ctx, xc, autocast::weight(ctx, weight_, xc.dtype()), params_, y);
   if (has_bias_) ctx.backend().bias_add(ctx, y, bias_.value);
-  x_ = train ? x : Tensor();
+  x_ = train ? xc : Tensor();
+  input_dtype_ = x.dtype();
   return y;
 }
 
 Tensor ConvTranspose2d::backward(Context& ctx, const Tensor& dy) {
   CUDL_CHECK(x_.defined(), "ConvTranspose2d::backward: no saved input (forward was not run with train=true)");
+  const Tensor dyc = dy.cast(ctx, x_.dtype());
   if (!frozen_) {
-    conv_transpose2d_backward_filter(ctx, x_, dy, params_, weight_.grad, true);
-    if (has_bias_) ctx.backend().bias_grad(ctx, dy, bias_.grad, true);
+    conv_transpose2d_backward_filter(ctx, x_, dyc, params_, weight_.grad, true);
+    if (has_bias_) ctx.backend().bias_grad(ctx, dyc, bias_.grad, true);
   }
   Tensor dx;
   if (input_grad_) {
-    dx = Tensor::empty(x_.shape(), ctx);
-    conv_transpose2d_backward_data(ctx, dy, weight_.value, params_, dx);
+    dx = Tensor::empty(x_.shape(), ctx, x_.dtype());
+    conv_transpose2d_backward_data(ctx, dyc, autocast::weight(ctx, weight_, x_.dtype()), params_, dx);
+    dx = dx.cast(ctx, input_dtype_);
   }
   x_ = Tensor();
   return dx;

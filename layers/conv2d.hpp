@@ -33,7 +33,8 @@ class Conv2d final : public Layer {
   bool has_bias_;
   InitScheme init_;
   Parameter weight_, bias_;
-  Tensor x_;
+  Tensor x_;  // the input in the compute dtype, saved for backward
+  DType input_dtype_ = DType::f32;
 };
 
 // Transposed 2-D convolution (torch.nn.ConvTranspose2d with groups=1), weight [C_in, C_out, R, S].
@@ -64,6 +65,7 @@ class ConvTranspose2d final : public Layer {
   bool has_bias_;
   Parameter weight_, bias_;
   Tensor x_;
+  DType input_dtype_ = DType::f32;
 };
 
 }  // namespace cudl

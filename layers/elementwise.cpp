@@ -25,7 +25,7 @@ std::string ActivationLayer::describe() const {
 }
 
 Tensor ActivationLayer::forward(Context& ctx, const Tensor& x, bool train) {
-  Tensor y = Tensor::empty(x.shape(), ctx);
+  Tensor y = Tensor::empty(x.shape(), ctx, x.dtype());
   ctx.backend().activation_forward(ctx, kind_, alpha_, x, y);
   // ReLU-like functions differentiate from x, sigmoid/tanh from y: keep only what backward reads.
   const bool needs_x = kind_ == Activation::relu || kind_ == Activation::leaky_relu;
@@ -37,7 +37,7 @@ Tensor ActivationLayer::forward(Context& ctx, const Tensor& x, bool train) {
 Tensor ActivationLayer::backward(Context& ctx, const Tensor& dy) {
   const Tensor& saved = x_.defined() ? x_ : y_;
   CUDL_CHECK(saved.defined(), "{}::backward: no saved activation (forward was not run with train=true)", type());
-  Tensor dx = Tensor::empty(dy.shape(), ctx);
+  Tensor dx = Tensor::empty(dy.shape(), ctx, dy.dtype());
   // The backend reads x for ReLU-like functions and y for the others; pass the saved one as both.
   ctx.backend().activation_backward(ctx, kind_, alpha_, saved, saved, dy, dx);
   x_ = y_ = Tensor();
@@ -63,7 +63,7 @@ std::string MaxPool2d::describe() const { return pool_describe("MaxPool2d", para
 
 Tensor MaxPool2d::forward(Context& ctx, const Tensor& x, bool train) {
   Shape out = output_shape(x.shape());
-  Tensor y = Tensor::empty(out, ctx);
+  Tensor y = Tensor::empty(out, ctx, x.dtype());
   Tensor argmax = Tensor::empty(out, ctx, DType::i32);
   ctx.backend().maxpool2d_forward(ctx, x, params_, y, argmax);
   input_shape_ = x.shape();
@@ -73,7 +73,7 @@ Tensor MaxPool2d::forward(Context& ctx, const Tensor& x, bool train) {
 
 Tensor MaxPool2d::backward(Context& ctx, const Tensor& dy) {
   CUDL_CHECK(argmax_.defined(), "MaxPool2d::backward: no saved argmax (forward was not run with train=true)");
-  Tensor dx = Tensor::empty(input_shape_, ctx);
+  Tensor dx = Tensor::empty(input_shape_, ctx, dy.dtype());
   ctx.backend().maxpool2d_backward(ctx, dy, argmax_, params_, dx);
   argmax_ = Tensor();
   return dx;
@@ -83,7 +83,7 @@ AvgPool2d::AvgPool2d(int kernel_size, int stride, int padding) : params_(pool_pa
 std::string AvgPool2d::describe() const { return pool_describe("AvgPool2d", params_); }
 
 Tensor AvgPool2d::forward(Context& ctx, const Tensor& x, bool /*train*/) {
-  Tensor y = Tensor::empty(output_shape(x.shape()), ctx);
+  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, x.dtype());
   ctx.backend().avgpool2d_forward(ctx, x, params_, y);
   input_shape_ = x.shape();
   return y;
@@ -91,7 +91,7 @@ Tensor AvgPool2d::forward(Context& ctx, const Tensor& x, bool /*train*/) {
 
 Tensor AvgPool2d::backward(Context& ctx, const Tensor& dy) {
   CUDL_CHECK(input_shape_.rank() == 4, "AvgPool2d::backward: forward was not run");
-  Tensor dx = Tensor::empty(input_shape_, ctx);
+  Tensor dx = Tensor::empty(input_shape_, ctx, dy.dtype());
   ctx.backend().avgpool2d_backward(ctx, dy, params_, dx);
   return dx;
 }
@@ -108,8 +108,8 @@ Tensor Dropout::forward(Context& ctx, const Tensor& x, bool train) {
     mask_ = Tensor();
     return x;
   }
-  Tensor y = Tensor::empty(x.shape(), ctx);
-  mask_ = Tensor::empty(x.shape(), ctx);
+  Tensor y = Tensor::empty(x.shape(), ctx, x.dtype());
+  mask_ = Tensor::empty(x.shape(), ctx, x.dtype());
   // On a data-parallel rank, this batch is some rows of a global batch: draw those rows' numbers
   // and advance past the whole global batch, as one process would.
   const Context::BatchShard shard = ctx.batch_shard();
@@ -122,7 +122,7 @@ Tensor Dropout::forward(Context& ctx, const Tensor& x, bool train) {
 
 Tensor Dropout::backward(Context& ctx, const Tensor& dy) {
   if (!mask_.defined()) return dy;  // p == 0: identity
-  Tensor dx = Tensor::empty(dy.shape(), ctx);
+  Tensor dx = Tensor::empty(dy.shape(), ctx, dy.dtype());
   ctx.backend().mul(ctx, dy, mask_, dx);
   mask_ = Tensor();
   return dx;

@@ -21,6 +21,9 @@ struct Parameter {
   Tensor value;
   Tensor grad;
   bool trainable = true;  // false for buffers such as BatchNorm's running statistics
+  // Under bf16/fp16 autocast, the model's half-precision copy of `value` (a view into one block,
+  // refreshed from the f32 master once per step; layers/autocast.hpp). Undefined otherwise.
+  Tensor half;
 };
 
 // How weights start. `pytorch`: PyTorch's defaults (Kaiming-uniform with a=sqrt(5), i.e.

@@ -2,14 +2,15 @@
 
 #include <fmt/format.h>
 
+#include "cudl/layers/autocast.hpp"
 #include "cudl/layers/init.hpp"
 
 namespace cudl {
 
 Linear::Linear(std::int64_t in_features, std::int64_t out_features, bool bias, InitScheme init)
     : in_features_(in_features), out_features_(out_features), has_bias_(bias), init_(init) {
-  weight_ = {"weight", Shape{out_features, in_features}, {}, {}, true};
-  bias_ = {"bias", Shape{out_features}, {}, {}, true};
+  weight_ = {"weight", Shape{out_features, in_features}, {}, {}, true, {}};
+  bias_ = {"bias", Shape{out_features}, {}, {}, true, {}};
 }
 
 std::string Linear::describe() const {
@@ -39,23 +40,28 @@ void Linear::initialize(Context& ctx, std::uint64_t seed) {
 }
 
 Tensor Linear::forward(Context& ctx, const Tensor& x, bool train) {
-  Tensor y = Tensor::empty(output_shape(x.shape()), ctx);
-  ctx.backend().gemm(ctx, false, true, 1.0f, x, weight_.value, 0.0f, y);
+  const Tensor xc = autocast::input(ctx, x);
+  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, xc.dtype());
+  ctx.backend().gemm(ctx, false, true, 1.0f, xc, autocast::weight(ctx, weight_, xc.dtype()), 0.0f, y);
   if (has_bias_) ctx.backend().bias_add(ctx, y, bias_.value);
-  x_ = train ? x : Tensor();
+  x_ = train ? xc : Tensor();
+  input_dtype_ = x.dtype();
   return y;
 }
 
 Tensor Linear::backward(Context& ctx, const Tensor& dy) {
   CUDL_CHECK(x_.defined(), "Linear::backward: no saved input (forward was not run with train=true)");
+  const Tensor dyc = dy.cast(ctx, x_.dtype());
   if (!frozen_) {
-    ctx.backend().gemm(ctx, true, false, 1.0f, dy, x_, 1.0f, weight_.grad);  // dW += dyᵀ x
-    if (has_bias_) ctx.backend().bias_grad(ctx, dy, bias_.grad, true);
+    // dW += dyᵀ x, accumulated in the f32 master gradient whatever the compute dtype.
+    ctx.backend().gemm(ctx, true, false, 1.0f, dyc, x_, 1.0f, weight_.grad);
+    if (has_bias_) ctx.backend().bias_grad(ctx, dyc, bias_.grad, true);
   }
   Tensor dx;
   if (input_grad_) {
-    dx = Tensor::empty(x_.shape(), ctx);
-    ctx.backend().gemm(ctx, false, false, 1.0f, dy, weight_.value, 0.0f, dx);  // dx = dy W
+    dx = Tensor::empty(x_.shape(), ctx, x_.dtype());
+    ctx.backend().gemm(ctx, false, false, 1.0f, dyc, autocast::weight(ctx, weight_, x_.dtype()), 0.0f, dx);  // dy W
+    dx = dx.cast(ctx, input_dtype_);
   }
   x_ = Tensor();
   return dx;

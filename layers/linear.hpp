@@ -25,7 +25,8 @@ class Linear final : public Layer {
   bool has_bias_;
   InitScheme init_;
   Parameter weight_, bias_;
-  Tensor x_;
+  Tensor x_;  // the input in the compute dtype, saved for backward
+  DType input_dtype_ = DType::f32;
 };
 
 }  // namespace cudl

@@ -7,10 +7,10 @@ namespace cudl {
 
 BatchNorm2d::BatchNorm2d(std::int64_t channels, float eps, float momentum)
     : channels_(channels), eps_(eps), momentum_(momentum) {
-  weight_ = {"weight", Shape{channels}, {}, {}, true};
-  bias_ = {"bias", Shape{channels}, {}, {}, true};
-  running_mean_ = {"running_mean", Shape{channels}, {}, {}, false};
-  running_var_ = {"running_var", Shape{channels}, {}, {}, false};
+  weight_ = {"weight", Shape{channels}, {}, {}, true, {}};
+  bias_ = {"bias", Shape{channels}, {}, {}, true, {}};
+  running_mean_ = {"running_mean", Shape{channels}, {}, {}, false, {}};
+  running_var_ = {"running_var", Shape{channels}, {}, {}, false, {}};
 }
 
 std::string BatchNorm2d::describe() const { return fmt::format("BatchNorm2d({}, eps={})", channels_, eps_); }
@@ -31,7 +31,8 @@ void BatchNorm2d::initialize(Context& ctx, std::uint64_t /*seed*/) {
 }
 
 Tensor BatchNorm2d::forward(Context& ctx, const Tensor& x, bool train) {
-  Tensor y = Tensor::empty(output_shape(x.shape()), ctx);
+  // Under autocast x and y stay in half; the statistics and parameters are f32 (as in PyTorch).
+  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, x.dtype());
   eval_forward_ = !train || frozen_;
   if (eval_forward_) {
     ctx.backend().batchnorm_forward_eval(ctx, x, weight_.value, bias_.value, running_mean_.value, running_var_.value,
@@ -49,18 +50,19 @@ Tensor BatchNorm2d::forward(Context& ctx, const Tensor& x, bool train) {
 
 Tensor BatchNorm2d::backward(Context& ctx, const Tensor& dy) {
   CUDL_CHECK(x_.defined(), "BatchNorm2d::backward: no saved input (forward was not run with train=true)");
-  Tensor dx = Tensor::empty(x_.shape(), ctx);
+  const Tensor dyc = dy.cast(ctx, x_.dtype());
+  Tensor dx = Tensor::empty(x_.shape(), ctx, x_.dtype());
   if (eval_forward_) {
     // y = gamma (x - mean) / sqrt(var + eps) + beta with constant statistics, so dx is dy scaled
     // per channel by gamma / sqrt(var + eps): the same evaluation op with mean 0 and beta 0.
     Tensor zeros = Tensor::zeros({channels_}, ctx);
-    ctx.backend().batchnorm_forward_eval(ctx, dy, weight_.value, zeros, zeros, running_var_.value, eps_, dx);
+    ctx.backend().batchnorm_forward_eval(ctx, dyc, weight_.value, zeros, zeros, running_var_.value, eps_, dx);
   } else if (frozen_) {
     // Frozen: gradients for gamma/beta are computed into scratch and dropped.
     Tensor dgamma = Tensor::zeros({channels_}, ctx), dbeta = Tensor::zeros({channels_}, ctx);
-    ctx.backend().batchnorm_backward(ctx, x_, dy, weight_.value, save_mean_, save_invstd_, eps_, dx, dgamma, dbeta);
+    ctx.backend().batchnorm_backward(ctx, x_, dyc, weight_.value, save_mean_, save_invstd_, eps_, dx, dgamma, dbeta);
   } else {
-    ctx.backend().batchnorm_backward(ctx, x_, dy, weight_.value, save_mean_, save_invstd_, eps_, dx, weight_.grad,
+    ctx.backend().batchnorm_backward(ctx, x_, dyc, weight_.value, save_mean_, save_invstd_, eps_, dx, weight_.grad,
                                      bias_.grad);
   }
   x_ = Tensor();
@@ -94,14 +96,14 @@ Tensor Normalize::forward(Context& ctx, const Tensor& x, bool /*train*/) {
     shift_ = Tensor::from_host(shift, {3}, ctx);
     device_ = ctx.device();
   }
-  Tensor y = Tensor::empty(output_shape(x.shape()), ctx);
+  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, x.dtype());
   ctx.backend().channel_affine(ctx, x, scale_, shift_, y);
   return y;
 }
 
 Tensor Normalize::backward(Context& ctx, const Tensor& dy) {
   if (!input_grad_) return Tensor();  // the first layer of a classifier: nobody wants the image gradient
-  Tensor dx = Tensor::empty(dy.shape(), ctx);
+  Tensor dx = Tensor::empty(dy.shape(), ctx, dy.dtype());
   ctx.backend().channel_affine_backward(ctx, dy, scale_, dx);
   return dx;
 }

@@ -40,6 +40,7 @@ Optimizer::Optimizer(Context& ctx, Sequential& model, OptimizerConfig config) : 
 
 void Optimizer::step(Context& ctx, float lr) {
   ++steps_;
+  model_->parameters_changed();
   Tensor& params = model_->parameter_block();
   const Tensor& grads = model_->gradient_block();
   if (config_.kind == OptimizerKind::sgd) {

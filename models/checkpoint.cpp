@@ -28,20 +28,30 @@ bool starts_with(std::string_view text, std::string_view prefix) { return text.s
 // entries point into earlier vectors and a deque never moves its elements when it grows.
 struct HostTensors {
   std::deque<std::vector<float>> values;
+  std::deque<std::vector<std::uint16_t>> halves;
   std::vector<SafetensorsEntry> entries;
 
   const float* keep(std::vector<float> v) {
     values.push_back(std::move(v));
     return values.back().data();
   }
-  void add(Context& ctx, const std::string& name, const Tensor& t) {
-    entries.push_back({name, "F32", t.shape(), keep(t.to_vector(ctx))});
+  // `dtype` f32 writes the values as they are; bf16 or f16 rounds them (to nearest even).
+  void add(Context& ctx, const std::string& name, const Tensor& t, DType dtype = DType::f32) {
+    if (dtype == DType::f32) {
+      entries.push_back({name, "F32", t.shape(), keep(t.to_vector(ctx))});
+      return;
+    }
+    const std::vector<float> v = t.to_vector(ctx);
+    std::vector<std::uint16_t> bits(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) bits[i] = dtype == DType::bf16 ? to_bf16(v[i]).bits : to_f16(v[i]).bits;
+    halves.push_back(std::move(bits));
+    entries.push_back({name, dtype == DType::bf16 ? "BF16" : "F16", t.shape(), halves.back().data()});
   }
 };
 
-void add_model_tensors(Context& ctx, Sequential& model, HostTensors& out) {
-  for (const NamedParameter& p : model.parameters()) out.add(ctx, p.name, p.parameter->value);
-  for (const NamedParameter& b : model.buffers()) out.add(ctx, b.name, b.parameter->value);
+void add_model_tensors(Context& ctx, Sequential& model, HostTensors& out, DType dtype = DType::f32) {
+  for (const NamedParameter& p : model.parameters()) out.add(ctx, p.name, p.parameter->value, dtype);
+  for (const NamedParameter& b : model.buffers()) out.add(ctx, b.name, b.parameter->value, dtype);
 }
 
 // A tensor the model expects in the file, and where its values go.
@@ -312,6 +322,7 @@ CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Sequential
 
   // Everything matched: only now is anything written.
   for (Slot& s : slots) copy_into(ctx, file, s.name, s.target);
+  model.parameters_changed();
   if (optimizer) optimizer->set_steps(optimizer_steps);
   for (std::size_t i = 0; i < dropouts.size(); ++i) dropouts[i]->set_counter(counters[i]);
   // The host vectors the copies read from are gone when this returns; finishing the copies here
@@ -321,10 +332,12 @@ CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Sequential
 }
 
 void save_weights(const std::string& path, Context& ctx, Sequential& model,
-                  const std::map<std::string, std::string>& metadata) {
+                  const std::map<std::string, std::string>& metadata, DType dtype) {
   check_built(model, "save_weights", path);
+  CUDL_CHECK(is_floating(dtype), "save_weights '{}': weights are saved as f32, bf16 or f16, not {}", path,
+             dtype_name(dtype));
   HostTensors host;
-  add_model_tensors(ctx, model, host);
+  add_model_tensors(ctx, model, host, dtype);
   write_safetensors(path, host.entries, metadata);
 }
 
@@ -344,6 +357,7 @@ std::vector<std::string> load_weights(const std::string& path, Context& ctx, Seq
   bad.throw_if_any("weights", path);
   check_finite(file, slots, "weights", path);
   for (Slot& s : slots) copy_into(ctx, file, s.name, s.target);
+  model.parameters_changed();
   ctx.synchronize();
   return unused;
 }

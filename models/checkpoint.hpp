@@ -45,8 +45,10 @@ CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Sequential
 CheckpointInfo read_checkpoint_info(const std::string& path);
 
 // Parameters and buffers only, under their model names; `metadata` goes into the header as is.
+// `dtype` bf16 or f16 rounds every tensor to half precision (an inference export, half the size;
+// load_weights widens it back), f32 keeps the values exactly.
 void save_weights(const std::string& path, Context& ctx, Sequential& model,
-                  const std::map<std::string, std::string>& metadata = {});
+                  const std::map<std::string, std::string>& metadata = {}, DType dtype = DType::f32);
 
 // Loads parameters and buffers: every one the model has must be in the file with the same shape
 // (F32, F16, BF16 or F64, converted to float) and finite values (a NaN or inf is an Error naming the

@@ -66,6 +66,7 @@ InitFromReport init_from(const std::string& path, Context& ctx, Sequential& mode
     Tensor src = Tensor::from_host(m.values, m.target.shape(), ctx);
     ctx.backend().copy(ctx, src, m.target);
   }
+  model.parameters_changed();
   ctx.synchronize();
   return report;
 }

@@ -39,12 +39,38 @@ void Sequential::build(Context& ctx, std::uint64_t seed) {
     }
     layer->initialize(ctx, init::derive_seed(seed, index++));
   }
+  half_params_ = Tensor();
+  half_stale_ = true;
   built_ = true;
+}
+
+void Sequential::refresh_half_parameters(Context& ctx, DType dtype) {
+  if (!half_params_.defined() || half_params_.dtype() != dtype || half_params_.device() != ctx.device()) {
+    half_params_ = Tensor::empty(params_.shape(), ctx, dtype);
+    std::int64_t offset = 0;
+    for (auto& [name, layer] : layers_)
+      for (Parameter* p : layer->parameters())
+        if (p->trainable) {
+          p->half = half_params_.view(offset, p->shape);
+          offset += p->shape.numel();
+        }
+    half_stale_ = true;
+  }
+  // One cast over the whole block: a launch per step, not one per layer.
+  if (half_stale_) ctx.backend().cast(ctx, params_, half_params_);
+  half_stale_ = false;
 }
 
 Tensor Sequential::forward(Context& ctx, const Tensor& x, bool train) {
   CUDL_CHECK(built_, "Sequential::forward: build() the model first");
   tap_outputs_.clear();
+  const DType compute = ctx.autocast_dtype();
+  if (compute != DType::f32) {
+    // In training the optimizer changes the masters every step; outside it, the copy is fresh
+    // while nothing wrote the parameters, and a constant hold promises nothing will.
+    if (train && constant_hold_.expired()) half_stale_ = true;
+    refresh_half_parameters(ctx, compute);
+  }
   Tensor h = x;
   std::size_t index = 0;
   for (auto& [name, layer] : layers_) {
@@ -60,7 +86,8 @@ Tensor Sequential::forward(Context& ctx, const Tensor& x, bool train) {
     ++index;
     if (std::find(tap_names_.begin(), tap_names_.end(), name) != tap_names_.end()) tap_outputs_[name] = h;
   }
-  return h;
+  output_dtype_ = h.dtype();
+  return is_half(h.dtype()) ? h.cast(ctx, DType::f32) : h;
 }
 
 namespace {
@@ -88,7 +115,7 @@ Tensor Sequential::backward(Context& ctx, const Tensor& dy, const std::map<std::
     runs[i] = wanted || learns(layer);
     wanted = runs[i];
   }
-  Tensor g = dy;
+  Tensor g = dy.defined() ? dy.cast(ctx, output_dtype_) : dy;
   for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
     const auto index = static_cast<std::size_t>(layers_.rend() - it - 1);
     if (auto extra = tap_grads.find(it->first); extra != tap_grads.end()) {
@@ -96,7 +123,7 @@ Tensor Sequential::backward(Context& ctx, const Tensor& dy, const std::map<std::
         g = extra->second.clone(ctx);  // nothing flows from above this layer: the tap's gradient is all
       } else {
         check::same_shape("Sequential::backward", "gradient at " + it->first, g, "tap gradient", extra->second);
-        ctx.backend().axpy(ctx, 1.0f, extra->second, g);
+        ctx.backend().axpy(ctx, 1.0f, extra->second.cast(ctx, g.dtype()), g);
       }
     }
     if (!g.defined()) continue;         // above every tap: nothing to propagate yet
@@ -149,7 +176,11 @@ void Sequential::set_input_grad(bool needed) { input_grad_ = needed; }
 
 ConstantHold Sequential::hold_parameters_constant(Context& ctx) {
   CUDL_CHECK(built_, "Sequential::hold_parameters_constant: build() the model first");
-  return ctx.backend().hold_constant(ctx, params_);
+  // The backend's hold (null on CUDA) inside one of our own, whose lifetime says whether the
+  // half copies may be reused without a refresh.
+  auto hold = std::make_shared<ConstantHold>(ctx.backend().hold_constant(ctx, params_));
+  constant_hold_ = hold;
+  return hold;
 }
 
 void Sequential::zero_grad(Context& ctx) {

@@ -5,6 +5,7 @@
 // live in one contiguous block each, carved into per-layer views, so an optimizer steps over
 // the whole model in one fused kernel.
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,9 +38,14 @@ class Sequential {
   void build(Context& ctx, std::uint64_t seed);
   bool built() const { return built_; }
 
+  // Under bf16/fp16 autocast (ctx.precision()) the layers compute in half precision from a half
+  // copy of the parameters, refreshed from the f32 masters when they have changed; the output is
+  // returned in f32 (a classifier's logits go to an f32 loss, as under torch.autocast's
+  // float32 list), taps keep the layer's own dtype.
   Tensor forward(Context& ctx, const Tensor& x, bool train);
   // Runs backward from the last layer with dy; `tap_grads` adds gradients at layer outputs (keyed by
   // layer name) on the way back. Returns the gradient of the input (undefined unless input_grad).
+  // dy and the tap gradients may be f32 or the layer output's dtype (they are cast to it).
   Tensor backward(Context& ctx, const Tensor& dy, const std::map<std::string, Tensor>& tap_grads = {});
 
   // Layers whose output forward should keep; read them with tap() afterwards.
@@ -56,6 +62,10 @@ class Sequential {
   // layers there that learn nothing skip backward altogether.
   void set_input_grad(bool needed);
   void zero_grad(Context& ctx);
+  // Says the f32 parameters were written (an optimizer step, a load): the half copies autocast
+  // reads are refreshed before the next forward. The optimizer and the loaders call it; so must a
+  // caller that writes parameter_block() itself.
+  void parameters_changed() { half_stale_ = true; }
   // Promises that nothing writes the parameters while the hold lives (Backend::hold_constant):
   // inference and style transfer take one, and the CPU convolutions stop re-laying out their
   // weights on every call. Not while training: the optimizer writes them every step.
@@ -89,7 +99,14 @@ class Sequential {
   std::vector<std::pair<std::string, LayerPtr>> layers_;
   std::vector<std::string> tap_names_;
   std::map<std::string, Tensor> tap_outputs_;
+  // The half-precision copy of params_ under autocast (Parameter::half views into it).
+  void refresh_half_parameters(Context& ctx, DType dtype);
+
   Tensor params_, grads_, buffers_;
+  Tensor half_params_;
+  bool half_stale_ = true;
+  std::weak_ptr<void> constant_hold_;  // alive while the parameters are promised constant
+  DType output_dtype_ = DType::f32;    // the last layer's output dtype in the last forward
   bool built_ = false;
   bool input_grad_ = false;
   bool profiling_ = false;

@@ -40,6 +40,10 @@ nlohmann::json to_json(const EpochMetrics& m) {
   j["steps"] = m.steps;
   j["seconds"] = m.seconds;
   j["images_per_second"] = m.images_per_second;
+  if (m.loss_scale > 0) {
+    j["loss_scale"] = m.loss_scale;
+    j["skipped_steps"] = m.skipped_steps;
+  }
   return j;
 }
 
@@ -60,6 +64,8 @@ EpochMetrics metrics_from_json(const nlohmann::json& j) {
   m.steps = j.value("steps", std::int64_t{0});
   m.seconds = j.at("seconds").get<double>();
   m.images_per_second = j.at("images_per_second").get<double>();
+  m.loss_scale = j.value("loss_scale", 0.0);
+  m.skipped_steps = j.value("skipped_steps", std::int64_t{0});
   return m;
 }
 
@@ -271,7 +277,8 @@ class FiniteGuard {
 }  // namespace
 
 nlohmann::json metrics_document(const TrainResult& r) {
-  nlohmann::json j = {{"model", r.model},           {"device", r.device},        {"params", r.params},
+  nlohmann::json j = {{"model", r.model},           {"device", r.device},        {"precision", r.precision},
+                      {"params", r.params},
                       {"train_size", r.train_size}, {"val_size", r.val_size},    {"test_size", r.test_size},
                       {"monitor", r.monitor},       {"best_epoch", r.best_epoch}};
   if (!r.stopped.empty()) j["stopped"] = r.stopped;
@@ -313,6 +320,7 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
   result.params = model.parameter_count();
   result.device = ctx.device().str();
   result.model = options.model_name;
+  result.precision = std::string(precision_name(ctx.precision()));
   result.train_size = train.size();
   result.val_size = validation.size();
   result.test_size = test.size();
@@ -341,7 +349,10 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
     }
   }
   // Every rank starts from rank 0's parameters (the same seed builds the same ones; this makes sure).
-  if (options.comm) options.comm->broadcast(ctx, model.parameter_block(), 0);
+  if (options.comm) {
+    options.comm->broadcast(ctx, model.parameter_block(), 0);
+    model.parameters_changed();
+  }
   PlateauWatch watch;
   for (const auto& m : result.epochs) watch.observe(m, options);
   result.best_epoch = watch.best_epoch;
@@ -360,6 +371,8 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
                                                         : kGpuFiniteCheckEvery);
   std::optional<GradClipper> clipper;
   if (options.clip_grad_norm > 0) clipper.emplace(ctx, options.clip_grad_norm);
+  std::optional<LossScaler> scaler;
+  if (ctx.precision() == Precision::fp16) scaler.emplace(ctx, options.loss_scaling);
 
   for (std::int64_t epoch = first_epoch; epoch < options.epochs && optimizer.steps() < total_steps; ++epoch) {
     loader.start_epoch(epoch);
@@ -367,6 +380,7 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
     be.fill(ctx, correct, 0.0f);
     std::int64_t samples = 0;
     const std::int64_t steps_before_epoch = optimizer.steps();
+    const std::int64_t skipped_before_epoch = scaler ? scaler->skipped_steps() : 0;
     const auto start = Clock::now();
     Batch batch;
     std::int64_t done = 0;
@@ -382,17 +396,22 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
       be.axpy(ctx, n, batch_loss, loss_sum);
       be.axpy(ctx, n, batch_accuracy, correct);
       Tensor dlogits = Tensor::empty(logits.shape(), ctx);
-      be.softmax_cross_entropy_backward(
-          ctx, probs, local.labels, shard_loss_scale(options.comm, local.labels.numel(), batch.labels.numel()), dlogits);
+      const float dloss = shard_loss_scale(options.comm, local.labels.numel(), batch.labels.numel()) *
+                          (scaler ? scaler->scale() : 1.0f);
+      be.softmax_cross_entropy_backward(ctx, probs, local.labels, dloss, dlogits);
       model.backward(ctx, dlogits);
       if (options.comm) {
         maybe_inject_fault_for_test(*options.comm, optimizer.steps() + 1);
         options.comm->allreduce_mean(ctx, model.gradient_block());  // one call over the whole block
       }
-      if (clipper) clipper->clip(ctx, model.gradient_block());
-      lr = static_cast<float>(learning_rate(options.schedule, options.optimizer.lr, optimizer.steps(), total_steps) *
-                              watch.lr_scale);
-      optimizer.step(ctx, lr);
+      // fp16: a step whose scaled gradients overflowed is skipped (the same on every rank: the
+      // gradients were all-reduced first) and never reaches the weights.
+      if (!scaler || scaler->unscale(ctx, model.gradient_block())) {
+        if (clipper) clipper->clip(ctx, model.gradient_block());
+        lr = static_cast<float>(learning_rate(options.schedule, options.optimizer.lr, optimizer.steps(), total_steps) *
+                                watch.lr_scale);
+        optimizer.step(ctx, lr);
+      }
       samples += local.labels.numel();
       ++done;
       guard.record(ctx, done, batch_loss, model.parameter_block());
@@ -412,6 +431,10 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
         p.elapsed_seconds = seconds_since(start);
         p.images_per_second = all.samples / std::max(p.elapsed_seconds, 1e-9);
         p.lr = lr;
+        if (scaler) {
+          p.loss_scale = scaler->scale();
+          p.skipped_steps = scaler->skipped_steps() - skipped_before_epoch;
+        }
         if (options.on_progress) options.on_progress(p);
       }
       if (optimizer.steps() >= total_steps) break;
@@ -427,6 +450,10 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
     m.train_accuracy = all.correct / std::max(all.samples, 1.0);
     m.lr = lr;
     m.steps = optimizer.steps();
+    if (scaler) {
+      m.loss_scale = scaler->scale();
+      m.skipped_steps = scaler->skipped_steps() - skipped_before_epoch;
+    }
     result.images_trained += static_cast<std::int64_t>(all.samples);
     if (has_val) {
       const EvalResult v = evaluate_split(ctx, model, validation, options.batch_size, options.comm);
@@ -460,6 +487,8 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
       p.elapsed_seconds = m.seconds;
       p.images_per_second = m.images_per_second;
       p.lr = lr;
+      p.loss_scale = m.loss_scale;
+      p.skipped_steps = m.skipped_steps;
       p.epoch_done = true;
       options.on_progress(p);
     }

@@ -17,6 +17,7 @@
 #include "cudl/engine/io/augment.hpp"
 #include "cudl/engine/io/datasets.hpp"
 #include "cudl/engine/io/loader.hpp"
+#include "cudl/layers/loss_scaler.hpp"
 #include "cudl/layers/optimizer.hpp"
 #include "cudl/models/sequential.hpp"
 
@@ -31,6 +32,10 @@ struct EpochMetrics {
   double seconds = 0, images_per_second = 0;
   double lr = 0;           // the learning rate of the epoch's last step
   std::int64_t steps = 0;  // optimizer steps taken by the end of this epoch (all epochs)
+  // fp16 only (0 otherwise): the loss scale at the epoch's end and the steps it skipped because
+  // their gradients overflowed (layers/loss_scaler.hpp).
+  double loss_scale = 0;
+  std::int64_t skipped_steps = 0;
 };
 
 // What the progress display needs, reported every few steps and at the end of each epoch.
@@ -41,6 +46,8 @@ struct TrainProgress {
   double images_per_second = 0;
   double elapsed_seconds = 0;
   double lr = 0;  // the learning rate of the last step
+  double loss_scale = 0;           // fp16: the current loss scale (0: no loss scaling)
+  std::int64_t skipped_steps = 0;  // fp16: steps skipped in this epoch (gradients overflowed)
   bool epoch_done = false;
 };
 
@@ -80,6 +87,8 @@ struct FitOptions {
   std::int64_t finite_check_every = 0;
   // Called after each epoch's metrics JSON and checkpoints are written (curves, logs).
   std::function<void(const TrainResult&)> on_epoch_end;
+  // fp16 (ctx.precision()): dynamic loss scaling's settings; unused in other precisions.
+  LossScalerConfig loss_scaling;
   // Data-parallel training (models/data_parallel.hpp): this process is one of comm->size() ranks,
   // each training on its shard of every global batch of batch_size images. nullptr: one process.
   // Writers (save paths, metrics, callbacks) are the caller's to give to one rank only.
@@ -99,6 +108,7 @@ struct TrainResult {
   std::int64_t params = 0;
   std::string device;
   std::string model;
+  std::string precision = "fp32";  // ctx.precision() of the run
   std::int64_t train_size = 0, val_size = 0, test_size = 0;
   std::int64_t best_epoch = 0;  // by the monitored accuracy (0: none yet)
   std::string monitor;          // "val_accuracy" or "test_accuracy"

@@ -18,7 +18,9 @@
 #include <system_error>
 #include <utility>
 
+#include "cudl/engine/context.hpp"
 #include "cudl/engine/error.hpp"
+#include "cudl/engine/half.hpp"
 #include "cudl/engine/io/files.hpp"
 
 namespace cudl {
@@ -74,28 +76,6 @@ Shape shape_from(const std::vector<std::int64_t>& dims) {
   return s;
 }
 
-float half_to_float(std::uint16_t h) {
-  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-  const std::uint32_t exponent = (h >> 10) & 0x1fu;
-  std::uint32_t mantissa = h & 0x3ffu;
-  std::uint32_t bits;
-  if (exponent == 0x1f) {
-    bits = sign | 0x7f800000u | (mantissa << 13);  // inf / nan
-  } else if (exponent != 0) {
-    bits = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
-  } else if (mantissa == 0) {
-    bits = sign;  // ±0
-  } else {
-    // Subnormal half: normalise it, as every subnormal half is a normal float.
-    int e = -1;
-    do {
-      ++e;
-      mantissa <<= 1;
-    } while ((mantissa & 0x400u) == 0);
-    bits = sign | (static_cast<std::uint32_t>(127 - 15 - e) << 23) | ((mantissa & 0x3ffu) << 13);
-  }
-  return std::bit_cast<float>(bits);
-}
 
 // An ifstream opens a folder too, and reports its size as 2^63 - 1: only a regular file is read.
 void check_regular_file(const std::string& path) {
@@ -303,17 +283,33 @@ std::vector<float> SafetensorsFile::read_f32(const std::string& name) const {
   if (e.dtype == "F32") {
     if (n) std::memcpy(out.data(), p, n * sizeof(float));
   } else if (e.dtype == "F16") {
-    for (std::size_t i = 0; i < n; ++i) out[i] = half_to_float(load<std::uint16_t>(p + 2 * i));
+    for (std::size_t i = 0; i < n; ++i) out[i] = to_float(f16{load<std::uint16_t>(p + 2 * i)});
   } else if (e.dtype == "BF16") {
-    // bfloat16 is the top half of a float32.
-    for (std::size_t i = 0; i < n; ++i)
-      out[i] = std::bit_cast<float>(static_cast<std::uint32_t>(load<std::uint16_t>(p + 2 * i)) << 16);
+    for (std::size_t i = 0; i < n; ++i) out[i] = to_float(bf16{load<std::uint16_t>(p + 2 * i)});
   } else if (e.dtype == "F64") {
     for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<float>(load<double>(p + 8 * i));
   } else {
     CUDL_THROW("safetensors: '{}': tensor '{}' is {}, expected F32, F16, BF16 or F64", path_, name, e.dtype);
   }
   return out;
+}
+
+Tensor SafetensorsFile::read(const std::string& name, Context& ctx) const {
+  const Entry& e = entry(name);
+  if (e.dtype == "F16" || e.dtype == "BF16") {
+    const auto n = static_cast<std::size_t>(e.shape.numel());
+    std::vector<std::uint16_t> bits(n);
+    const unsigned char* p = data(e);
+    for (std::size_t i = 0; i < n; ++i) bits[i] = load<std::uint16_t>(p + 2 * i);  // little-endian, any alignment
+    Tensor t = Tensor::empty(e.shape, ctx, e.dtype == "F16" ? DType::f16 : DType::bf16);
+    copy_bytes(ctx, t.raw(), t.device(), bits.data(), Device::cpu(), t.nbytes());
+    ctx.synchronize();  // `bits` is freed on return
+    return t;
+  }
+  if (e.dtype == "I32") return Tensor::from_host(read_i32(name), e.shape, ctx);
+  Tensor t = Tensor::from_host(read_f32(name), e.shape, ctx);
+  ctx.synchronize();
+  return t;
 }
 
 std::vector<std::int32_t> SafetensorsFile::read_i32(const std::string& name) const {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cudl/engine/shape.hpp"
+#include "cudl/engine/tensor.hpp"
 
 namespace cudl {
 
@@ -28,6 +29,9 @@ class SafetensorsFile {
   std::string dtype(const std::string& name) const;  // "F32", "BF16", ...
   // Values as float; F32, F16, BF16 and F64 convert (PyTorch checkpoints are often F16/BF16).
   std::vector<float> read_f32(const std::string& name) const;
+  // A tensor on ctx's device in the file's own precision: F16 and BF16 stay half (no widening),
+  // F32 and F64 become f32, I32 stays i32.
+  Tensor read(const std::string& name, Context& ctx) const;
   // Values of an I32 tensor.
   std::vector<std::int32_t> read_i32(const std::string& name) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }

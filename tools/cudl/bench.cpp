@@ -580,7 +580,7 @@ void run_bench(const Options& opt) {
     nlohmann::json doc = {{"sizes", opt.sizes},
                           {"repeat", opt.repeat},
                           {"deterministic", opt.compute.deterministic},
-                          {"precision", opt.compute.precision},
+                          {"precision", precision_name(opt.compute.precision)},
                           {"conv_algo", opt.compute.conv_algo},
                           {"machine", machine},
                           {"results", results}};

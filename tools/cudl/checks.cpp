@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <sstream>
 
@@ -311,11 +312,15 @@ void add_compute_options(CLI::App* cmd, ComputeOptions& options) {
                   "true: only cuDNN algorithms that repeat bit for bit (resume ends where an uninterrupted run "
                   "would); false: the fastest, some of which use atomics (CUDA only)")
       ->capture_default_str();
+  const std::map<std::string, Precision> precisions{
+      {"fp32", Precision::fp32}, {"tf32", Precision::tf32}, {"bf16", Precision::bf16}, {"fp16", Precision::fp16}};
   cmd->add_option("--precision", options.precision,
-                  "fp32: strict float32 everywhere; tf32: cuBLAS and cuDNN may use TF32 tensor cores (10-bit "
-                  "mantissa products, fp32 sums; CUDA only)")
-      ->check(CLI::IsMember({"fp32", "tf32"}))
-      ->capture_default_str();
+                  "fp32: strict float32 everywhere; tf32: cuBLAS and cuDNN may use TF32 tensor cores (CUDA only); "
+                  "bf16, fp16: mixed precision as torch.autocast (convolutions, linear layers and Gram matrices in "
+                  "half with fp32 sums, activations stored in half, fp32 master weights, losses and optimizer; "
+                  "fp16 trains with dynamic loss scaling)")
+      ->transform(CLI::CheckedTransformer(precisions, CLI::ignore_case))
+      ->default_str("fp32");
   cmd->add_option("--conv-algo", options.conv_algo,
                   "heuristic: cuDNN's ranked guess, the same every run; measured: time every usable algorithm once "
                   "per shape and keep the fastest (PyTorch's cudnn.benchmark; CUDA only)")
@@ -324,13 +329,17 @@ void add_compute_options(CLI::App* cmd, ComputeOptions& options) {
 }
 
 void apply_compute_options(Context& ctx, const ComputeOptions& options) {
-  const MathMode math = options.precision == "tf32" ? MathMode::tf32 : MathMode::strict_fp32;
   ctx.set_deterministic(options.deterministic);
   ctx.set_conv_search(options.conv_algo == "measured" ? ConvSearch::measured : ConvSearch::heuristic);
-  if (ctx.math_mode() != math) ctx.set_math_mode(math);
-  if (ctx.device().is_cpu() && (options.precision != "fp32" || options.conv_algo != "heuristic"))
-    fmt::print(stderr, "note: --precision {} --conv-algo {} change nothing on the CPU (fp32, one algorithm)\n",
-               options.precision, options.conv_algo);
+  ctx.set_precision(options.precision);  // throws, naming the GPU, where it lacks the tensor cores
+  if (!ctx.device().is_cpu()) return;
+  if (options.precision == Precision::tf32 || options.conv_algo != "heuristic")
+    fmt::print(stderr, "note: --precision tf32 and --conv-algo measured change nothing on the CPU (no TF32, one "
+                       "algorithm)\n");
+  if (options.precision == Precision::fp16 && !cpu_has_native_f16())
+    fmt::print(stderr, "note: --precision fp16 on this CPU is computed through fp32 (no f16 kernels for it: {}): "
+                       "correct fp16 results, not faster; bf16 is this CPU's fast half precision\n",
+               cpu_half_support().f16);
 }
 
 }  // namespace cudl::cli

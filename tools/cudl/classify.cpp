@@ -24,6 +24,7 @@ struct ClassifyArgs {
   std::string model = "vgg19", weights, image, labels, device = "auto";
   int top = 5;
   bool strict = false;
+  ComputeOptions compute;
 };
 
 // torchvision: Resize(256) on the shorter side, CenterCrop(224); a 224x224 image goes in as is. The
@@ -57,6 +58,7 @@ void run_classify(const ClassifyArgs& a) {
   read_options.shorter_side = 256;  // a large JPEG decodes at a reduced scale that keeps this
   const Image image = preprocess(read_image(a.image, read_options));
   Context ctx(Device::parse(a.device));
+  apply_compute_options(ctx, a.compute);
   Sequential model = make_model(a.model);
   if (a.weights.rfind("random:", 0) == 0) {
     model.build(ctx, parse_seed("classify: --weights random:SEED", a.weights.substr(7)));
@@ -98,6 +100,7 @@ void add_classify_command(CLI::App& app) {
   cmd->add_option("--top", a->top, "How many classes")->transform(whole_number(1, 1000))->capture_default_str();
   cmd->add_option("--labels", a->labels, "Class names, one per line")->check(input_file());
   cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
+  add_compute_options(cmd, a->compute);
   cmd->callback([a] { run_classify(*a); });
 }
 

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "cudl/engine/context.hpp"
+
 namespace cudl {
 class Context;
 class Sequential;
@@ -34,16 +36,17 @@ struct PipelineBenchArgs {
 void add_pipeline_bench_options(CLI::App* cmd, PipelineBenchArgs& a);
 void run_pipeline_bench(const PipelineBenchArgs& a, const std::string& model_name, std::int64_t batch_size);
 
-// How ops run on a CUDA device, shared by train, eval, style and bench:
+// How ops run, shared by train, eval, predict, classify, style and bench:
+//   --precision fp32|tf32|bf16|fp16  strict fp32, TF32 tensor cores (CUDA), or bf16/fp16 autocast
+//                                    on tensor cores or the CPU's AMX (engine/context.hpp)
 //   --deterministic true|false       cuDNN's deterministic algorithms only (default true), so runs
 //                                    repeat bit for bit; false lets it pick the fastest
-//   --precision fp32|tf32            TF32 tensor cores for cuBLAS and cuDNN (default fp32)
 //   --conv-algo heuristic|measured   cuDNN's guess, or time every algorithm once per shape (as
 //                                    PyTorch's cudnn.benchmark; default heuristic)
-// The CPU computes in fp32 with one algorithm whatever they say; apply_compute_options notes it.
+// The CPU has one algorithm and no TF32; apply_compute_options notes what it ignores.
 struct ComputeOptions {
   bool deterministic = true;
-  std::string precision = "fp32";     // fp32 | tf32
+  Precision precision = Precision::fp32;
   std::string conv_algo = "heuristic";  // heuristic | measured
 };
 void add_compute_options(CLI::App* cmd, ComputeOptions& options);

@@ -33,6 +33,7 @@ struct PredictArgs {
   int top = 1;
   int image_size = 0;  // 0: the checkpoint's (or the model's) input size
   bool strict = false;
+  ComputeOptions compute;
 };
 
 bool is_image_name(const fs::path& p) {
@@ -109,6 +110,7 @@ void run_predict(const PredictArgs& a) {
   const std::vector<std::string> paths = image_paths(a.image);
 
   Context ctx(Device::parse(a.device));
+  apply_compute_options(ctx, a.compute);
   model.build(ctx, 0);
   load_weights_reporting_unused(a.weights, ctx, model, a.strict);
   const ConstantHold weights = model.hold_parameters_constant(ctx);  // one layout change per run, not per image
@@ -172,6 +174,7 @@ void add_predict_command(CLI::App& app) {
                   "size only when the model's layers take it)")
       ->transform(whole_number(1, 8192));
   cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
+  add_compute_options(cmd, a->compute);
   cmd->callback([a] { run_predict(*a); });
 }
 

@@ -148,7 +148,9 @@ void add_run_control_options(CLI::App* cmd, RunControlArgs& r) {
 // The progress bar: one per epoch, created when the epoch's first report arrives.
 std::function<void(const TrainProgress&)> progress_bars() {
   return epoch_progress_bars([](const TrainProgress& p) {
-    return fmt::format("loss {:.4f} acc {:.2f}% lr {:.2e} {:.0f} img/s", p.loss, 100.0 * p.accuracy, p.lr,
+    const std::string scaling =
+        p.loss_scale > 0 ? fmt::format(" scale {:g} skipped {}", p.loss_scale, p.skipped_steps) : std::string();
+    return fmt::format("loss {:.4f} acc {:.2f}% lr {:.2e}{} {:.0f} img/s", p.loss, 100.0 * p.accuracy, p.lr, scaling,
                        p.images_per_second);
   });
 }
@@ -158,10 +160,12 @@ void print_epoch_table(const TrainResult& r) {
     const std::string val =
         m.has_val ? fmt::format(" | val loss {:.4f} acc {:.2f}%", m.val_loss, 100.0 * m.val_accuracy) : std::string();
     fmt::print(
-        "epoch {:>3}: train loss {:.4f} acc {:.2f}%{} | test loss {:.4f} acc {:.2f}% | lr {:.2e} | {:.1f} s, {:.0f} "
+        "epoch {:>3}: train loss {:.4f} acc {:.2f}%{} | test loss {:.4f} acc {:.2f}% | lr {:.2e}{} | {:.1f} s, {:.0f} "
         "img/s{}\n",
-        m.epoch, m.train_loss, 100.0 * m.train_accuracy, val, m.test_loss, 100.0 * m.test_accuracy, m.lr, m.seconds,
-        m.images_per_second, m.epoch == r.best_epoch ? " *" : "");
+        m.epoch, m.train_loss, 100.0 * m.train_accuracy, val, m.test_loss, 100.0 * m.test_accuracy, m.lr,
+        m.loss_scale > 0 ? fmt::format(" | loss scale {:g}, {} steps skipped", m.loss_scale, m.skipped_steps)
+                         : std::string(),
+        m.seconds, m.images_per_second, m.epoch == r.best_epoch ? " *" : "");
   }
 }
 
