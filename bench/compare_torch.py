@@ -16,10 +16,17 @@ to cudl (some PyTorch builds, Debian's among them, default to one thread, which 
   bench/compare_torch.py --device cuda --models vgg19 --precision tf32 --conv-algo heuristic
 
 On the GPU both sides get the same numerics and algorithm policy, each flag mirrored:
---precision fp32|tf32 (cudl --precision; torch allow_tf32 for cuDNN and matmul), --conv-algo
+--precision fp32|tf32|bf16|fp16 (cudl --precision; torch: allow_tf32 for cuDNN and matmul for
+tf32; for bf16 and fp16 the mixed precision a PyTorch user would run: torch.autocast(device_type=
+"cuda", dtype=...) around forward and loss, channels_last model and input, fp32 master weights and
+Adam, and torch.amp.GradScaler in the fp16 train step; TF32 off for what stays fp32), --conv-algo
 measured|heuristic (cudl --conv-algo; torch.backends.cudnn.benchmark on|off) and --deterministic
 true|false (cudl --deterministic; torch.backends.cudnn.deterministic). The defaults, fp32, measured
 and false, are each engine's fastest strict-fp32 settings.
+
+Each row also records both sides' peak memory of that run: torch.cuda.max_memory_allocated after
+torch.cuda.reset_peak_memory_stats() (GPU only), and the peak of cudl's memory pool that
+`cudl bench` reports (peak_memory_bytes; both include the parameters and optimizer state).
 
   bench/compare_torch.py --device cpu --models vgg19 --batch-sizes 1 --style 128,512 --style-optimizers adam,lbfgs
 
@@ -38,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-
+from contextlib import nullcontext
 
 
 def threads_from_argv(argv):
@@ -120,27 +127,53 @@ def time_ms(fn, device, repeat):
     return statistics.median(times)
 
 
-def torch_numbers(name, batch, device, repeat):
+HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def torch_numbers(name, batch, device, repeat, precision="fp32"):
+    """Median ms and peak memory (bytes, GPU only) of a train step and of inference."""
     torch.manual_seed(1)
     model, shape = make_model(name)
     model = model.to(device)
     x = torch.rand(batch, *shape, device=device)
     y = torch.arange(batch, device=device) % 10
+    half = HALF_DTYPES.get(precision) if device.type == "cuda" else None
+    if half is not None and len(shape) == 3:
+        # The layout cuDNN's half-precision tensor-core kernels want (PyTorch's AMP recipe).
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = nn.CrossEntropyLoss()
+    autocast = (lambda: torch.autocast(device_type="cuda", dtype=half)) if half is not None else nullcontext
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" and device.type == "cuda" else None
 
     def train_step():
         model.train()
         opt.zero_grad(set_to_none=False)
-        loss_fn(model(x), y).backward()
-        opt.step()
+        with autocast():
+            loss = loss_fn(model(x), y)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
 
     def inference():
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             model(x)
 
-    return {"train_step": time_ms(train_step, device, repeat), "inference": time_ms(inference, device, repeat)}
+    out = {}
+    for what, fn in (("train_step", train_step), ("inference", inference)):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        ms = time_ms(fn, device, repeat)
+        peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
+        out[what] = (ms, peak)
+    return out
 
 
 STYLE_LAYERS = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 20, "relu4_2": 22, "relu5_1": 29}
@@ -234,12 +267,16 @@ def main():
     ap.add_argument("--style-warmup", type=int, default=2, help="style iterations before timing")
     ap.add_argument("--style-iters", type=int, default=5, help="style iterations timed")
     ap.add_argument("--json", help="write the comparison here")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32"], help="both sides (GPU only)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"],
+                    help="both sides (GPU only); bf16/fp16: autocast + channels_last (+ GradScaler for fp16) in "
+                         "PyTorch, --precision in cudl")
     ap.add_argument("--conv-algo", default="measured", choices=["measured", "heuristic"],
                     help="both sides: time cuDNN's algorithms once per shape, or take its guess (GPU only)")
     ap.add_argument("--deterministic", default="false", choices=["true", "false"],
                     help="both sides: deterministic cuDNN algorithms only (GPU only)")
     args = ap.parse_args()
+    if args.device == "cpu" and args.precision != "fp32":
+        ap.error("--precision is for --device cuda")
     if args.device == "cuda":
         tf32 = args.precision == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -275,21 +312,27 @@ def main():
               f"PyTorch {torch.get_num_threads()} threads (torch.set_num_threads), "
               f"cudl {env['OMP_NUM_THREADS']} threads (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS)")
     else:
-        print(f"PyTorch {torch.__version__} vs cudl on {torch.cuda.get_device_name()}: both {args.precision}, "
+        extra = (" (torch: autocast, channels_last" + (", GradScaler" if args.precision == "fp16" else "") + ")"
+                 if args.precision in HALF_DTYPES else "")
+        print(f"PyTorch {torch.__version__} vs cudl on {torch.cuda.get_device_name()}: both {args.precision}{extra}, "
               f"conv algorithms {args.conv_algo}, deterministic {args.deterministic}")
     print(f"{'model':<12} {'batch':>5} {'what':<11} {'cudl ms':>9} {'torch ms':>9} {'cudl img/s':>11} "
-          f"{'torch img/s':>11} {'torch/cudl time':>16}")
+          f"{'torch img/s':>11} {'torch/cudl time':>16} {'cudl MiB':>9} {'torch MiB':>9}")
+    mib = lambda b: f"{b / 2**20:.0f}" if b is not None else "-"
     torch_cache = {}
     for r in ours:
         key = (r["model"], r["batch"])
         if key not in torch_cache:
-            torch_cache[key] = torch_numbers(r["model"], r["batch"], device, args.repeat)
-        theirs = torch_cache[key][r["op"]]
+            torch_cache[key] = torch_numbers(r["model"], r["batch"], device, args.repeat, args.precision)
+        theirs, torch_peak = torch_cache[key][r["op"]]
+        cudl_peak = r.get("peak_memory_bytes")
         ratio = theirs / r["median_ms"]
         rows.append({"model": r["model"], "batch": r["batch"], "what": r["op"], "cudl_ms": r["median_ms"],
-                     "torch_ms": theirs, "speed_ratio_cudl_over_torch": ratio})
+                     "torch_ms": theirs, "speed_ratio_cudl_over_torch": ratio, "cudl_peak_memory_bytes": cudl_peak,
+                     "torch_peak_memory_bytes": torch_peak})
         print(f"{r['model']:<12} {r['batch']:>5} {r['op']:<11} {r['median_ms']:>9.2f} {theirs:>9.2f} "
-              f"{1e3 * r['batch'] / r['median_ms']:>11.1f} {1e3 * r['batch'] / theirs:>11.1f} {ratio:>15.2f}x")
+              f"{1e3 * r['batch'] / r['median_ms']:>11.1f} {1e3 * r['batch'] / theirs:>11.1f} {ratio:>15.2f}x "
+              f"{mib(cudl_peak):>9} {mib(torch_peak):>9}")
     for size in [int(v) for v in args.style.split(",") if v]:
         for optimizer in [v for v in args.style_optimizers.split(",") if v]:
             with tempfile.TemporaryDirectory() as tmp:
@@ -308,6 +351,10 @@ def main():
             if args.device == "cuda":
                 doc["settings"] = {"precision": args.precision, "conv_algo": args.conv_algo,
                                    "deterministic": args.deterministic == "true"}
+                if args.precision in HALF_DTYPES:
+                    doc["settings"]["torch_mixed_precision"] = {
+                        "autocast": args.precision, "memory_format": "channels_last",
+                        "grad_scaler": args.precision == "fp16"}
             if args.device == "cpu":
                 doc["threads"] = {"torch": torch.get_num_threads(), "cudl": int(env["OMP_NUM_THREADS"])}
             json.dump(doc, f, indent=2)

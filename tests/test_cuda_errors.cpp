@@ -74,8 +74,7 @@ TEST(CudaErrors, CublasStatusNamesCallStatusOpAndLocation) {
     FAIL() << "throw_cublas returned";
   } catch (const Error& e) {
     const std::string message = e.what();
-    EXPECT_NE(message.find("cublasSgemm failed: CUBLAS_STATUS_INVALID_VALUE (gemm a=[2,3] b=[4,5])"),
-              std::string::npos)
+    EXPECT_NE(message.find("cublasSgemm failed: CUBLAS_STATUS_INVALID_VALUE (gemm a=[2,3] b=[4,5])"), std::string::npos)
         << message;
     EXPECT_NE(message.find(location(line)), std::string::npos) << message;
   }
@@ -138,7 +137,7 @@ TEST(CudaErrors, KernelLaunchWithoutDeviceNamesTheKernel) {
 #if defined(CUDL_HAVE_CUDA)
   if (cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is present";
   try {
-    cuda_detail::launch_fill(nullptr, 16, 0.0f, nullptr);
+    cuda_detail::launch_fill(nullptr, cuda_detail::FloatType::f32, 16, 0.0f, nullptr);
     FAIL() << "a kernel launch without a device did not throw";
   } catch (const Error& e) {
     const std::string message = e.what();

@@ -20,7 +20,12 @@
 #                  tarball, cmake + ninja, the host libraries from the kit's Debian .debs
 #                  unpacked with `dpkg -x` into a prefix (tools/gpu-common.sh, as gpu-bench.sh);
 #                  up to two thirds of the budget, so the later steps may not all run
-#   tests_cuda     cudl_tests --gtest_filter='*cuda*:*Cuda*:*CUDA*' (gtest XML)
+#   tests_cuda     cudl_tests --gtest_filter='*cuda*:*Cuda*:*CUDA*' (gtest XML; includes the bf16/fp16
+#                  CudaVsCpuHalf suite)
+#   compare_torch_bf16, compare_torch_fp16   bench/compare_torch.py --precision bf16|fp16 on vgg19 at
+#                  batch 32 and 64: cudl --precision against PyTorch's autocast + channels_last (+
+#                  GradScaler for fp16), with both sides' peak memory; first after the tests, since
+#                  mixed precision (issue 20) is what the next GPU run is for
 #   kernels        cudl bench --device cuda --sizes vgg (every kernel at VGG19 layer shapes)
 #   models         cudl bench --device cuda --models vgg19,mnist_cnn (vgg19 at batch 1, 32, 64;
 #                  mnist_cnn at 128)
@@ -212,7 +217,7 @@ summary() {
       echo "  ${step_names[$i]}: $(grep -h '^style transfer on\|^wrote' "$f" | sed "s|$res/||" | tr '\n' ' ' || true)"
     done
   fi
-  for f in compare_torch compare_torch_tf32; do
+  for f in compare_torch compare_torch_bf16 compare_torch_fp16 compare_torch_tf32; do
     [ -f "$res/logs/$f.log" ] || continue
     echo; echo "$f (torch/cudl time > 1: cudl is faster):"; sed 's/^/  /' "$res/logs/$f.log" | tail -20
   done
@@ -431,6 +436,23 @@ no_device_check() {
 if [ $cpu = 1 ]; then cuda_cap=120 other_cap=240; else cuda_cap=150 other_cap=150; fi
 step tests_cuda $cuda_cap "$tests" --gtest_filter="$cuda_filter" --gtest_output="xml:$res/tests_cuda.xml"
 no_device_check tests_cuda
+
+# ---------------------------------------------------------------- mixed precision against PyTorch
+# compare_torch_half PRECISION: vgg19 at batch 32 and 64 in bf16 or fp16 on both sides (GPU only;
+# the rehearsal records a skip: --precision is refused for the CPU).
+compare_torch_half() {
+  local name=compare_torch_$1
+  if ! wanted "$name"; then
+    record "$name" "skipped (not in --only $only)" 0
+  elif [ -z "$torch_version" ] || [ $cpu = 1 ]; then
+    record "$name" "skipped (no PyTorch, or no GPU)" 0
+  else
+    step "$name" 110 "$python" "$root/bench/compare_torch.py" --cudl "$cudl" --device cuda \
+      --models vgg19 --batch-sizes 32,64 --precision "$1" --repeat 5 --json "$res/$name.json"
+  fi
+}
+compare_torch_half bf16
+compare_torch_half fp16
 
 # ---------------------------------------------------------------- benchmarks
 # The GPU's kernels first (seconds); their speed-up over the CPU later (kernels_vs_cpu), since the

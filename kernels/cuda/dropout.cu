@@ -1,34 +1,75 @@
 // Inverted dropout and the elementwise product its backward uses. CPU twin: kernels/cpu/dropout.cpp.
+// Templated on the element type (float_types.cuh; float inside): the mask is stored in x's dtype
+// (keep_scale rounded once), y = x * keep_scale or 0 formed in float and rounded once. Both
+// kernels use 16-byte accesses where the pointers allow.
 #include "cudl/engine/philox.hpp"
-#include "cudl/kernels/cuda/launch.cuh"
+#include "cudl/kernels/cuda/float_types.cuh"
 
 namespace cudl::cuda_detail {
 
 namespace {
 
-__global__ void dropout_kernel(std::int64_t n, const float* x, float* y, float* mask, float p, float keep_scale,
-                               std::uint64_t seed, std::uint64_t offset) {
-  for (std::int64_t i = global_thread(); i < n; i += global_stride()) {
-    const float u = philox::uniform(offset + static_cast<std::uint64_t>(i), seed);
-    const float m = u >= p ? keep_scale : 0.0f;
-    mask[i] = m;
-    y[i] = x[i] * m;
+__device__ __forceinline__ float dropout_mask(std::int64_t i, float p, float keep_scale, std::uint64_t seed,
+                                              std::uint64_t offset) {
+  const float u = philox::uniform(offset + static_cast<std::uint64_t>(i), seed);
+  return u >= p ? keep_scale : 0.0f;
+}
+
+// N elements per access (N = 1: scalar), as launch_map's kernel, with two outputs.
+template <int N, class T>
+__global__ void dropout_kernel(std::int64_t n, const T* x, T* y, T* mask, float p, float keep_scale, std::uint64_t seed,
+                               std::uint64_t offset) {
+  using P = Pack<T, N>;
+  const std::int64_t packs = N > 1 ? n / N : 0;
+  for (std::int64_t k = global_thread(); k < packs; k += global_stride()) {
+    const P xv = reinterpret_cast<const P*>(x)[k];
+    P yv, mv;
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      const float m = dropout_mask(k * N + j, p, keep_scale, seed, offset);
+      mv.v[j] = narrow<T>(m);
+      yv.v[j] = narrow<T>(widen(xv.v[j]) * m);
+    }
+    reinterpret_cast<P*>(mask)[k] = mv;
+    reinterpret_cast<P*>(y)[k] = yv;
+  }
+  for (std::int64_t i = packs * N + global_thread(); i < n; i += global_stride()) {
+    const float m = dropout_mask(i, p, keep_scale, seed, offset);
+    mask[i] = narrow<T>(m);
+    y[i] = narrow<T>(widen(x[i]) * m);
   }
 }
 
-__global__ void mul_kernel(std::int64_t n, const float* a, const float* b, float* out) {
-  for (std::int64_t i = global_thread(); i < n; i += global_stride()) out[i] = a[i] * b[i];
-}
+struct Product {
+  __device__ float operator()(std::int64_t, float a, float b) const { return a * b; }
+};
 
 }  // namespace
 
-void launch_dropout(const float* x, float* y, float* mask, std::int64_t n, float p, float keep_scale,
+void launch_dropout(const void* x, void* y, void* mask, FloatType t, std::int64_t n, float p, float keep_scale,
                     std::uint64_t seed, std::uint64_t offset, cudaStream_t stream) {
-  launch_linear("dropout_kernel", dropout_kernel, n, stream, x, y, mask, p, keep_scale, seed, offset);
+  if (n <= 0) return;
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    constexpr int N = kVec<T>;
+    const auto* xt = static_cast<const T*>(x);
+    auto* yt = static_cast<T*>(y);
+    auto* mt = static_cast<T*>(mask);
+    if (n >= N && aligned16(x) && aligned16(y) && aligned16(mask))
+      launch_grid("dropout_kernel", dropout_kernel<N, T>, dim3(blocks_for(n / N, kBlock)), dim3(kBlock), stream, n, xt,
+                  yt, mt, p, keep_scale, seed, offset);
+    else
+      launch_grid("dropout_kernel", dropout_kernel<1, T>, dim3(blocks_for(n, kBlock)), dim3(kBlock), stream, n, xt, yt,
+                  mt, p, keep_scale, seed, offset);
+  });
 }
 
-void launch_mul(const float* a, const float* b, float* out, std::int64_t n, cudaStream_t stream) {
-  launch_linear("mul_kernel", mul_kernel, n, stream, a, b, out);
+void launch_mul(const void* a, const void* b, void* out, FloatType t, std::int64_t n, cudaStream_t stream) {
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch_map("mul_kernel", Product{}, n, stream, static_cast<T*>(out), static_cast<const T*>(a),
+               static_cast<const T*>(b));
+  });
 }
 
 }  // namespace cudl::cuda_detail

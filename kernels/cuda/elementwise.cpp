@@ -1,6 +1,6 @@
 // CudaBackend: fill, copy, axpy, scale, clamp and the seeded random fills. Kernels in
 // kernels/cuda/elementwise.cu; CPU twin kernels/cpu/elementwise.cpp. Arguments were checked by the
-// Backend front.
+// Backend front (fill, axpy and scale: any float dtype; the others f32).
 #include <cstdint>
 
 #include "cudl/kernels/cuda/cuda_backend.hpp"
@@ -9,10 +9,11 @@
 
 namespace cudl {
 
+using cuda_detail::float_type;
 using cuda_detail::stream_of;
 
 void CudaBackend::do_fill(Context& ctx, Tensor& x, float value) {
-  cuda_detail::launch_fill(x.data<float>(), x.numel(), value, stream_of(ctx));
+  cuda_detail::launch_fill(x.raw(), float_type(x.dtype()), x.numel(), value, stream_of(ctx));
 }
 
 void CudaBackend::do_copy(Context& ctx, const Tensor& src, Tensor& dst) {
@@ -34,11 +35,11 @@ void CudaBackend::do_copy(Context& ctx, const Tensor& src, Tensor& dst) {
 }
 
 void CudaBackend::do_axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) {
-  cuda_detail::launch_axpy(alpha, x.data<float>(), y.data<float>(), x.numel(), stream_of(ctx));
+  cuda_detail::launch_axpy(alpha, x.raw(), y.raw(), float_type(x.dtype()), x.numel(), stream_of(ctx));
 }
 
 void CudaBackend::do_scale(Context& ctx, Tensor& x, float alpha) {
-  cuda_detail::launch_scale(x.data<float>(), alpha, x.numel(), stream_of(ctx));
+  cuda_detail::launch_scale(x.raw(), float_type(x.dtype()), alpha, x.numel(), stream_of(ctx));
 }
 
 void CudaBackend::do_clamp(Context& ctx, Tensor& x, float low, float high) {

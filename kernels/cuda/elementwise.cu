@@ -1,24 +1,30 @@
 // Elementwise basics (fill, axpy, scale, clamp) and seeded random fills. CPU twin:
-// kernels/cpu/elementwise.cpp (copy is a cudaMemcpyAsync in elementwise.cpp).
+// kernels/cpu/elementwise.cpp (copy is a cudaMemcpyAsync in elementwise.cpp). fill, axpy and scale
+// take any float dtype (float_types.cuh: float inside, one rounding per stored value) with 16-byte
+// accesses through launch_map; clamp and the random fills are f32 only.
 #include "cudl/engine/philox.hpp"
-#include "cudl/kernels/cuda/launch.cuh"
+#include "cudl/kernels/cuda/float_types.cuh"
 
 namespace cudl::cuda_detail {
 
 namespace {
 
-__global__ void fill_kernel(std::int64_t n, float* x, float value) {
-  for (std::int64_t i = global_thread(); i < n; i += global_stride()) x[i] = value;
-}
+struct Fill {
+  float value;
+  __device__ float operator()(std::int64_t) const { return value; }
+};
 
-// __fmul_rn/__fadd_rn: the product is rounded before the sum, as on the CPU (nvcc would fuse them).
-__global__ void axpy_kernel(std::int64_t n, float alpha, const float* x, float* y) {
-  for (std::int64_t i = global_thread(); i < n; i += global_stride()) y[i] = __fadd_rn(y[i], __fmul_rn(alpha, x[i]));
-}
+// y + alpha * x with __fmul_rn/__fadd_rn: the product is rounded before the sum, as on the CPU (nvcc
+// would fuse them).
+struct Axpy {
+  float alpha;
+  __device__ float operator()(std::int64_t, float x, float y) const { return __fadd_rn(y, __fmul_rn(alpha, x)); }
+};
 
-__global__ void scale_kernel(std::int64_t n, float* x, float alpha) {
-  for (std::int64_t i = global_thread(); i < n; i += global_stride()) x[i] *= alpha;
-}
+struct Scale {
+  float alpha;
+  __device__ float operator()(std::int64_t, float x) const { return x * alpha; }
+};
 
 // Comparisons rather than fminf/fmaxf, which would turn a NaN into a bound; the CPU does the same.
 __global__ void clamp_kernel(std::int64_t n, float* x, float low, float high) {
@@ -48,16 +54,26 @@ __global__ void fill_normal_kernel(std::int64_t n, float* x, float mean, float s
 
 }  // namespace
 
-void launch_fill(float* x, std::int64_t n, float value, cudaStream_t stream) {
-  launch_linear("fill_kernel", fill_kernel, n, stream, x, value);
+void launch_fill(void* x, FloatType t, std::int64_t n, float value, cudaStream_t stream) {
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch_map("fill_kernel", Fill{value}, n, stream, static_cast<T*>(x));
+  });
 }
 
-void launch_axpy(float alpha, const float* x, float* y, std::int64_t n, cudaStream_t stream) {
-  launch_linear("axpy_kernel", axpy_kernel, n, stream, alpha, x, y);
+void launch_axpy(float alpha, const void* x, void* y, FloatType t, std::int64_t n, cudaStream_t stream) {
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch_map("axpy_kernel", Axpy{alpha}, n, stream, static_cast<T*>(y), static_cast<const T*>(x),
+               static_cast<const T*>(y));
+  });
 }
 
-void launch_scale(float* x, float alpha, std::int64_t n, cudaStream_t stream) {
-  launch_linear("scale_kernel", scale_kernel, n, stream, x, alpha);
+void launch_scale(void* x, FloatType t, float alpha, std::int64_t n, cudaStream_t stream) {
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch_map("scale_kernel", Scale{alpha}, n, stream, static_cast<T*>(x), static_cast<const T*>(x));
+  });
 }
 
 void launch_clamp(float* x, std::int64_t n, float low, float high, cudaStream_t stream) {

@@ -8,17 +8,19 @@
 
 namespace cudl {
 
+using cuda_detail::float_type;
 using cuda_detail::stream_of;
 
 void CudaBackend::do_bias_add(Context& ctx, Tensor& y, const Tensor& bias) {
-  cuda_detail::launch_bias_add(y.data<float>(), bias.data<float>(), cuda_detail::planes_of("bias_add", "y", y),
-                               stream_of(ctx));
+  cuda_detail::launch_bias_add(y.raw(), float_type(y.dtype()), bias.data<float>(),
+                               cuda_detail::planes_of("bias_add", "y", y), stream_of(ctx));
 }
 
 void CudaBackend::do_bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accumulate) {
   const cuda_detail::Planes s = cuda_detail::planes_of("bias_grad", "dy", dy);
   Workspace scratch(ctx, cuda_detail::bias_grad_scratch_bytes(s));
-  cuda_detail::launch_bias_grad(dy.data<float>(), dbias.data<float>(), s, accumulate, scratch.data(), stream_of(ctx));
+  cuda_detail::launch_bias_grad(dy.raw(), float_type(dy.dtype()), dbias.data<float>(), s, accumulate, scratch.data(),
+                                stream_of(ctx));
 }
 
 }  // namespace cudl

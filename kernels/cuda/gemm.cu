@@ -1,21 +1,42 @@
 // The bias of dense and convolution layers: bias_add and bias_grad over dim 1 (the GEMMs themselves
-// are cuBLAS's, kernels/cublas/gemm.cpp). CPU twin: kernels/cpu/gemm.cpp.
+// are cuBLAS's, kernels/cublas/gemm.cpp). CPU twin: kernels/cpu/gemm.cpp. y and dy are any float
+// dtype (float_types.cuh: widened to float, y rounded once), bias and dbias f32. Also the one
+// kernel the half-precision Gram backward needs (kernels/cublas/gram.cpp).
 #include <algorithm>
 
-#include "cudl/kernels/cuda/launch.cuh"
+#include "cudl/kernels/cuda/float_types.cuh"
 #include "cudl/kernels/cuda/reduce.cuh"
 
 namespace cudl::cuda_detail {
 
 namespace {
 
-__global__ void bias_add_kernel(Planes s, float* y, const float* bias) {
+// s.size counts packs of N elements (the launcher divides the plane size by N).
+template <int N, class T>
+__global__ void bias_add_kernel(Planes s, T* y, const float* bias) {
+  using P = Pack<T, N>;
   const auto size = static_cast<unsigned>(s.size);
   for_each_plane(s, [&](std::int64_t plane, std::int64_t c) {
     const float b = bias[c];
-    float* yp = y + plane * s.size;
-    for (unsigned p = plane_thread(); p < size; p += plane_stride()) yp[p] += b;
+    P* yp = reinterpret_cast<P*>(y) + plane * s.size;
+    for (unsigned p = plane_thread(); p < size; p += plane_stride()) {
+      P v = yp[p];
+#pragma unroll
+      for (int j = 0; j < N; ++j) v.v[j] = narrow<T>(widen(v.v[j]) + b);
+      yp[p] = v;
+    }
   });
+}
+
+// s[n, i, j] = dg[n, i, j] + dg[n, j, i], summed in float and rounded once to T.
+template <class T>
+__global__ void gram_symmetrize_kernel(std::int64_t total, const float* dg, T* s, std::int64_t c) {
+  const std::int64_t cc = c * c;
+  for (std::int64_t idx = global_thread(); idx < total; idx += global_stride()) {
+    const std::int64_t n = idx / cc, r = idx - n * cc;
+    const std::int64_t i = r / c, j = r - i * c;
+    s[idx] = narrow<T>(dg[idx] + dg[n * cc + j * c + i]);
+  }
 }
 
 // bias_grad's pass-1 geometry: each channel's samples * size elements, in flat order
@@ -40,8 +61,9 @@ BiasGradChunks bias_grad_chunks(const Planes& s) {
 // Pass 1, block (k, c): partials[c * chunks + k] = Σ of chunk k of channel c, in double. A thread
 // steps blockDim.x elements at a time and carries its (sample, offset) position along instead of
 // dividing the flat index again.
+template <class T>
 __global__ void __launch_bounds__(kBlock)
-    bias_grad_partials_kernel(Planes s, const float* dy, double* partials, BiasGradChunks k) {
+    bias_grad_partials_kernel(Planes s, const T* dy, double* partials, BiasGradChunks k) {
   const std::int64_t count = s.samples * s.size;
   const auto size = static_cast<unsigned>(s.size);
   // size == 0 (no pixels) leaves every chunk empty; the guard keeps the division defined.
@@ -55,7 +77,7 @@ __global__ void __launch_bounds__(kBlock)
       std::int64_t n = j / size;
       unsigned p = static_cast<unsigned>(j - n * size);
       for (; j < end; j += blockDim.x) {
-        acc += dy[(n * s.channels + c) * size + p];
+        acc += widen(dy[(n * s.channels + c) * size + p]);
         n += step_samples;
         p += step_offset;
         if (p >= size) {
@@ -81,21 +103,45 @@ __global__ void bias_grad_finish_kernel(std::int64_t channels, const double* par
 
 }  // namespace
 
-void launch_bias_add(float* y, const float* bias, const Planes& s, cudaStream_t stream) {
-  launch_planes("bias_add_kernel", bias_add_kernel, s, stream, y, bias);
+// 16-byte accesses when every plane holds whole packs and y is aligned (then so is each plane).
+void launch_bias_add(void* y, FloatType t, const float* bias, const Planes& s, cudaStream_t stream) {
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    constexpr int N = kVec<T>;
+    if (s.size % N == 0 && aligned16(y)) {
+      Planes packs = s;
+      packs.size = s.size / N;
+      launch_planes("bias_add_kernel", bias_add_kernel<N, T>, packs, stream, static_cast<T*>(y), bias);
+    } else {
+      launch_planes("bias_add_kernel", bias_add_kernel<1, T>, s, stream, static_cast<T*>(y), bias);
+    }
+  });
+}
+
+void launch_gram_symmetrize(const float* dg, void* s, FloatType t, std::int64_t samples, std::int64_t channels,
+                            cudaStream_t stream) {
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch_linear("gram_symmetrize_kernel", gram_symmetrize_kernel<T>, samples * channels * channels, stream, dg,
+                  static_cast<T*>(s), channels);
+  });
 }
 
 std::size_t bias_grad_scratch_bytes(const Planes& s) {
   return static_cast<std::size_t>(std::max<std::int64_t>(s.channels, 0) * bias_grad_chunks(s).chunks) * sizeof(double);
 }
 
-void launch_bias_grad(const float* dy, float* dbias, const Planes& s, bool accumulate, void* scratch,
+void launch_bias_grad(const void* dy, FloatType t, float* dbias, const Planes& s, bool accumulate, void* scratch,
                       cudaStream_t stream) {
   if (s.channels <= 0) return;
   const BiasGradChunks k = bias_grad_chunks(s);
   auto* partials = static_cast<double*>(scratch);
   const dim3 grid(static_cast<unsigned>(k.chunks), static_cast<unsigned>(std::min(s.channels, kMaxGridYZ)));
-  launch_grid("bias_grad_partials_kernel", bias_grad_partials_kernel, grid, dim3(kBlock), stream, s, dy, partials, k);
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch_grid("bias_grad_partials_kernel", bias_grad_partials_kernel<T>, grid, dim3(kBlock), stream, s,
+                static_cast<const T*>(dy), partials, k);
+  });
   launch_linear("bias_grad_finish_kernel", bias_grad_finish_kernel, s.channels, stream, partials, k.chunks, dbias,
                 accumulate);
 }

@@ -10,6 +10,13 @@
 // checked by the Backend front; launchers trust them. Each launcher enqueues on `stream`, never
 // synchronises, and checks its launches under the kernel's name (kernels/cuda/launch.cuh).
 // Every formula is the CPU twin's (kernels/cpu/<family>.cpp).
+//
+// Dtypes (engine/backend.hpp's rules): a launcher whose tensors may be f32, bf16 or f16 takes them
+// as void pointers plus their FloatType and switches on it once, on the host, to a kernel templated
+// on the element type (kernels/cuda/float_types.cuh), which widens to float, computes and
+// accumulates in float (double where the f32 kernel does) and rounds each stored value once. f32
+// results are bit-identical to the f32-only kernels these replaced. Per-channel vectors, scalar
+// results and the f32-only families keep float pointers.
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
@@ -35,40 +42,44 @@ void check_status(cudaError_t status, const char* call, const char* file, int li
 inline constexpr int kPartials = 1024;
 inline constexpr std::size_t kReduceScratchBytes = static_cast<std::size_t>(kPartials) * 16;
 
-// A tensor seen as [samples, channels, plane]: dim 0, dim 1 and the rest flattened ([N, C] has
-// plane size 1, [N, C, H, W] plane size H*W). The size is < 2^31 (the .cpp files check it with
-// to_int), so offsets inside a plane are 32-bit; kernels launched over Planes put the plane on the
-// grid's y (channel) and z (sample) dimensions and never divide a 64-bit index (launch.cuh).
 // The float dtypes a templated kernel instantiates for (engine/dtype.hpp's f32, bf16, f16), as a
 // plain enum: nvcc-compiled code does not include the engine's headers with fmt.
 enum class FloatType { f32, bf16, f16 };
 
 // ---- cast.cu: dst = src rounded to `to` (nearest even); from != to ----
 void launch_cast(const void* src, FloatType from, void* dst, FloatType to, std::int64_t n, cudaStream_t stream);
+// dst[i] += src[i] (widened exactly, one float add): folds a half-precision partial result (cuDNN's
+// filter gradient) into an f32 tensor.
+void launch_cast_add(const void* src, FloatType from, float* dst, std::int64_t n, cudaStream_t stream);
 
+// A tensor seen as [samples, channels, plane]: dim 0, dim 1 and the rest flattened ([N, C] has
+// plane size 1, [N, C, H, W] plane size H*W). The size is < 2^31 (the .cpp files check it with
+// to_int), so offsets inside a plane are 32-bit; kernels launched over Planes put the plane on the
+// grid's y (channel) and z (sample) dimensions and never divide a 64-bit index (launch.cuh).
 struct Planes {
   std::int64_t samples = 0, channels = 0;
   int size = 1;
 };
 
 // ---- activations.cu ----
-void launch_activation_forward(Activation a, float alpha, const float* x, float* y, std::int64_t n,
+void launch_activation_forward(Activation a, float alpha, const void* x, void* y, FloatType t, std::int64_t n,
                                cudaStream_t stream);
 // `saved` is x for ReLU-like activations and y for sigmoid/tanh (what the derivative reads).
-void launch_activation_backward(Activation a, float alpha, const float* saved, const float* dy, float* dx,
+void launch_activation_backward(Activation a, float alpha, const void* saved, const void* dy, void* dx, FloatType t,
                                 std::int64_t n, cudaStream_t stream);
 
 // ---- dropout.cu ----
-// mask[i] = u >= p ? keep_scale : 0 with u = philox::uniform(offset + i, seed); y = x * mask.
-void launch_dropout(const float* x, float* y, float* mask, std::int64_t n, float p, float keep_scale,
+// mask[i] = u >= p ? keep_scale : 0 with u = philox::uniform(offset + i, seed); y = x * mask (x, y
+// and mask one dtype; y formed from the unrounded keep_scale, as PyTorch's half dropout).
+void launch_dropout(const void* x, void* y, void* mask, FloatType t, std::int64_t n, float p, float keep_scale,
                     std::uint64_t seed, std::uint64_t offset, cudaStream_t stream);
-void launch_mul(const float* a, const float* b, float* out, std::int64_t n, cudaStream_t stream);
+void launch_mul(const void* a, const void* b, void* out, FloatType t, std::int64_t n, cudaStream_t stream);
 
 // ---- elementwise.cu ----
-void launch_fill(float* x, std::int64_t n, float value, cudaStream_t stream);
+void launch_fill(void* x, FloatType t, std::int64_t n, float value, cudaStream_t stream);
 // y += alpha * x, the product rounded before the sum as on the CPU (no FMA).
-void launch_axpy(float alpha, const float* x, float* y, std::int64_t n, cudaStream_t stream);
-void launch_scale(float* x, float alpha, std::int64_t n, cudaStream_t stream);
+void launch_axpy(float alpha, const void* x, void* y, FloatType t, std::int64_t n, cudaStream_t stream);
+void launch_scale(void* x, FloatType t, float alpha, std::int64_t n, cudaStream_t stream);
 // x = low if x < low, high if x > high; NaN stays NaN.
 void launch_clamp(float* x, std::int64_t n, float low, float high, cudaStream_t stream);
 void launch_fill_uniform(float* x, std::int64_t n, float low, float high, std::uint64_t seed, std::uint64_t offset,
@@ -78,20 +89,25 @@ void launch_fill_normal(float* x, std::int64_t n, float mean, float stddev, std:
 
 // ---- gemm.cu: the bias of dense and convolution layers (the GEMMs are cuBLAS's) ----
 // y[n, c, p] += bias[c].
-void launch_bias_add(float* y, const float* bias, const Planes& s, cudaStream_t stream);
+void launch_bias_add(void* y, FloatType t, const float* bias, const Planes& s, cudaStream_t stream);
 // dbias[c] (+)= Σ_{n,p} dy[n, c, p] in double, deterministic: pass 1 sums a fixed number of chunks
 // of each channel (enough blocks to fill the GPU), pass 2 adds a channel's chunks in order and
 // forms dbias[c] + sum in double, like the CPU. Scratch: bias_grad_scratch_bytes(s).
 std::size_t bias_grad_scratch_bytes(const Planes& s);
-void launch_bias_grad(const float* dy, float* dbias, const Planes& s, bool accumulate, void* scratch,
+void launch_bias_grad(const void* dy, FloatType t, float* dbias, const Planes& s, bool accumulate, void* scratch,
                       cudaStream_t stream);
+// The half-precision Gram backward's operand (kernels/cublas/gram.cpp): s[n] = dg[n] + dg[n]ᵀ,
+// dg f32 [samples, C, C], summed in float and rounded once to s's type t.
+void launch_gram_symmetrize(const float* dg, void* s, FloatType t, std::int64_t samples, std::int64_t channels,
+                            cudaStream_t stream);
 
 // ---- normalization.cu: the per-channel affine map (batch norm is cuDNN's) ----
 // y[n, c, p] = x[n, c, p] * scale[c] + shift[c] (y may be x).
-void launch_channel_affine(const float* x, const float* scale, const float* shift, float* y, const Planes& s,
+void launch_channel_affine(const void* x, const float* scale, const float* shift, void* y, FloatType t, const Planes& s,
                            cudaStream_t stream);
 // dx[n, c, p] = dy[n, c, p] * scale[c].
-void launch_channel_scale(const float* dy, const float* scale, float* dx, const Planes& s, cudaStream_t stream);
+void launch_channel_scale(const void* dy, const float* scale, void* dx, FloatType t, const Planes& s,
+                          cudaStream_t stream);
 
 // ---- optimizers.cu ----
 // PyTorch SGD in the CPU's form; momentum_buf is read only when momentum > 0 (else it may be null).
@@ -111,46 +127,49 @@ struct PoolGeometry {
 };
 // The CPU's rule: row-major window scan, the first in-bounds pixel is the start, a strictly greater
 // value or the first NaN replaces it, and a NaN stays. argmax is the winner's h*W+w in its plane.
-void launch_maxpool_forward(const float* x, float* y, std::int32_t* argmax, const PoolGeometry& g, cudaStream_t stream);
+void launch_maxpool_forward(const void* x, void* y, std::int32_t* argmax, FloatType t, const PoolGeometry& g,
+                            cudaStream_t stream);
 // Gather formulation (deterministic, no atomics): each input pixel sums dy of the windows whose
 // argmax points at it, in the same order as the CPU's scatter loop. An argmax entry outside its
 // plane (which no pixel would gather) sets DeviceFault::argmax_out_of_range in *fault, where the
 // CPU throws.
-void launch_maxpool_backward(const float* dy, const std::int32_t* argmax, float* dx, const PoolGeometry& g, int* fault,
-                             cudaStream_t stream);
-void launch_avgpool_forward(const float* x, float* y, const PoolGeometry& g, cudaStream_t stream);
-void launch_avgpool_backward(const float* dy, float* dx, const PoolGeometry& g, cudaStream_t stream);
+void launch_maxpool_backward(const void* dy, const std::int32_t* argmax, void* dx, FloatType t, const PoolGeometry& g,
+                             int* fault, cudaStream_t stream);
+void launch_avgpool_forward(const void* x, void* y, FloatType t, const PoolGeometry& g, cudaStream_t stream);
+void launch_avgpool_backward(const void* dy, void* dx, FloatType t, const PoolGeometry& g, cudaStream_t stream);
 
 // ---- reductions.cu; the one-value results take kReduceScratchBytes of scratch, and sums run in
 // double and are rounded to float once ----
 // out[0] = Σ x / divisor (divisor 1 for sum, n for mean).
-void launch_sum(const float* x, std::int64_t n, double divisor, float* out, void* scratch, cudaStream_t stream);
+void launch_sum(const void* x, FloatType t, std::int64_t n, double divisor, float* out, void* scratch,
+                cudaStream_t stream);
 // out[0] = the CPU's max: -inf, then each element in index order replaces it when strictly
 // greater, so a NaN is never taken (all NaN gives -inf) and of equal maxima (+0, -0) the first
 // stays; the same value whatever the reduction order.
-void launch_max(const float* x, std::int64_t n, float* out, void* scratch, cudaStream_t stream);
+void launch_max(const void* x, FloatType t, std::int64_t n, float* out, void* scratch, cudaStream_t stream);
 // out[0] = Σ a[i] * b[i].
 void launch_dot(const float* a, const float* b, std::int64_t n, float* out, void* scratch, cudaStream_t stream);
 // out[r] = the CPU's argmax of row r: the first column holding the largest non-NaN value (strictly
 // greater replaces, so the first of equal maxima stays); a NaN never wins, not even in column 0;
 // a row of NaN only gives column 0. Needs cols > 0.
-void launch_argmax_rows(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t cols, cudaStream_t stream);
+void launch_argmax_rows(const void* x, FloatType t, std::int32_t* out, std::int64_t rows, std::int64_t cols,
+                        cudaStream_t stream);
 // correct[r] = argmax(row r) == labels[r] (argmax as above); out[0] = mean(correct). A label
 // outside [0, cols) counts as wrong and sets *fault to DeviceFault::label_out_of_range. `correct`
 // is rows floats of scratch.
-void launch_accuracy(const float* logits, const std::int32_t* labels, float* correct, float* out, std::int64_t rows,
-                     std::int64_t cols, int* fault, cudaStream_t stream);
+void launch_accuracy(const void* logits, FloatType t, const std::int32_t* labels, float* correct, float* out,
+                     std::int64_t rows, std::int64_t cols, int* fault, cudaStream_t stream);
 
 // ---- losses.cu (the forward passes take kReduceScratchBytes of scratch) ----
 // loss[0] = mean((a-b)²) or mean(|a-b|), each term and the sum in double.
-void launch_mse_loss_forward(const float* a, const float* b, std::int64_t n, float* loss, void* scratch,
+void launch_mse_loss_forward(const void* a, const void* b, FloatType t, std::int64_t n, float* loss, void* scratch,
                              cudaStream_t stream);
-void launch_l1_loss_forward(const float* a, const float* b, std::int64_t n, float* loss, void* scratch,
+void launch_l1_loss_forward(const void* a, const void* b, FloatType t, std::int64_t n, float* loss, void* scratch,
                             cudaStream_t stream);
 // da = scale * (a-b) with scale = 2 dloss / n, or scale * sign(a-b) with scale = dloss / n.
-void launch_mse_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float scale,
+void launch_mse_loss_backward(const void* a, const void* b, void* da, FloatType t, std::int64_t n, float scale,
                               cudaStream_t stream);
-void launch_l1_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float scale,
+void launch_l1_loss_backward(const void* a, const void* b, void* da, FloatType t, std::int64_t n, float scale,
                              cudaStream_t stream);
 // x is [planes, H, W] (planes = N*C); loss[0] = Σ (a² + b²)^(β/2) over pixels, a and b the
 // forward differences down and right (engine/backend.hpp), in double.

@@ -7,30 +7,31 @@
 
 namespace cudl {
 
+using cuda_detail::float_type;
 using cuda_detail::stream_of;
 
 void CudaBackend::do_mse_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) {
   Workspace scratch(ctx, cuda_detail::kReduceScratchBytes);
-  cuda_detail::launch_mse_loss_forward(a.data<float>(), b.data<float>(), a.numel(), loss.data<float>(), scratch.data(),
-                                       stream_of(ctx));
+  cuda_detail::launch_mse_loss_forward(a.raw(), b.raw(), float_type(a.dtype()), a.numel(), loss.data<float>(),
+                                       scratch.data(), stream_of(ctx));
 }
 
 void CudaBackend::do_mse_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
   // The CPU's scale: formed in double, rounded once.
   const auto scale = static_cast<float>(2.0 * dloss / static_cast<double>(a.numel()));
-  cuda_detail::launch_mse_loss_backward(a.data<float>(), b.data<float>(), da.data<float>(), a.numel(), scale,
+  cuda_detail::launch_mse_loss_backward(a.raw(), b.raw(), da.raw(), float_type(a.dtype()), a.numel(), scale,
                                         stream_of(ctx));
 }
 
 void CudaBackend::do_l1_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) {
   Workspace scratch(ctx, cuda_detail::kReduceScratchBytes);
-  cuda_detail::launch_l1_loss_forward(a.data<float>(), b.data<float>(), a.numel(), loss.data<float>(), scratch.data(),
-                                      stream_of(ctx));
+  cuda_detail::launch_l1_loss_forward(a.raw(), b.raw(), float_type(a.dtype()), a.numel(), loss.data<float>(),
+                                      scratch.data(), stream_of(ctx));
 }
 
 void CudaBackend::do_l1_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
   const auto scale = static_cast<float>(dloss / static_cast<double>(a.numel()));
-  cuda_detail::launch_l1_loss_backward(a.data<float>(), b.data<float>(), da.data<float>(), a.numel(), scale,
+  cuda_detail::launch_l1_loss_backward(a.raw(), b.raw(), da.raw(), float_type(a.dtype()), a.numel(), scale,
                                        stream_of(ctx));
 }
 

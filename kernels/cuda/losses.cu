@@ -1,6 +1,8 @@
 // Regression losses (mean squared error, mean absolute error) and total variation, forward and
 // backward. CPU twin: kernels/cpu/losses.cpp. The forward passes reduce deterministically in two
-// passes (kernels/cuda/reduce.cuh).
+// passes (kernels/cuda/reduce.cuh). MSE and L1 take any float dtype for a, b and da
+// (float_types.cuh: widened exactly, terms in double, da rounded once; the backward passes use
+// 16-byte accesses through launch_map); total variation is f32 only.
 #include <cmath>
 #include <cstdint>
 
@@ -11,20 +13,24 @@ namespace cudl::cuda_detail {
 
 namespace {
 
-// The CPU's terms: differences formed in double from the float inputs.
+// The CPU's terms: differences formed in double from the (widened) inputs.
+template <class T>
 struct SquaredDiff {
-  const float* a;
-  const float* b;
+  const T* a;
+  const T* b;
   __device__ double operator()(std::int64_t i) const {
-    const double d = static_cast<double>(a[i]) - b[i];
+    const double d = static_cast<double>(widen(a[i])) - static_cast<double>(widen(b[i]));
     return d * d;
   }
 };
 
+template <class T>
 struct AbsDiff {
-  const float* a;
-  const float* b;
-  __device__ double operator()(std::int64_t i) const { return fabs(static_cast<double>(a[i]) - b[i]); }
+  const T* a;
+  const T* b;
+  __device__ double operator()(std::int64_t i) const {
+    return fabs(static_cast<double>(widen(a[i])) - static_cast<double>(widen(b[i])));
+  }
 };
 
 // The squared differences of element i with its lower and right neighbours, x viewed as
@@ -73,16 +79,18 @@ __device__ inline float tv_factor(float a, float b, float beta) {
   return s > 0.0f ? 0.5f * beta * powf(s, 0.5f * beta - 1.0f) : 0.0f;
 }
 
-__global__ void mse_backward_kernel(std::int64_t n, const float* a, const float* b, float* da, float scale) {
-  for (std::int64_t i = global_thread(); i < n; i += global_stride()) da[i] = scale * (a[i] - b[i]);
-}
+struct MseGrad {
+  float scale;
+  __device__ float operator()(std::int64_t, float a, float b) const { return scale * (a - b); }
+};
 
-__global__ void l1_backward_kernel(std::int64_t n, const float* a, const float* b, float* da, float scale) {
-  for (std::int64_t i = global_thread(); i < n; i += global_stride()) {
-    const float d = a[i] - b[i];
-    da[i] = d > 0.0f ? scale : (d < 0.0f ? -scale : 0.0f);  // sign(0) = 0, like PyTorch
+struct L1Grad {
+  float scale;
+  __device__ float operator()(std::int64_t, float a, float b) const {
+    const float d = a - b;
+    return d > 0.0f ? scale : (d < 0.0f ? -scale : 0.0f);  // sign(0) = 0, like PyTorch
   }
-}
+};
 
 // Each element gathers the (up to four) differences it takes part in, in the CPU's order and
 // form: g = Σ ±(difference), then dx = (accumulate ? dx : 0) + 2 dloss * g, with __fmul_rn and
@@ -124,24 +132,40 @@ __global__ void tv_backward_kernel(Planes s, const float* x, float* dx, int heig
 
 }  // namespace
 
-void launch_mse_loss_forward(const float* a, const float* b, std::int64_t n, float* loss, void* scratch,
+void launch_mse_loss_forward(const void* a, const void* b, FloatType t, std::int64_t n, float* loss, void* scratch,
                              cudaStream_t stream) {
-  reduce_to_scalar<SumOp>(SquaredDiff{a, b}, n, DivideBy{static_cast<double>(n)}, loss, scratch, stream);
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    reduce_to_scalar<SumOp>(SquaredDiff<T>{static_cast<const T*>(a), static_cast<const T*>(b)}, n,
+                            DivideBy{static_cast<double>(n)}, loss, scratch, stream);
+  });
 }
 
-void launch_l1_loss_forward(const float* a, const float* b, std::int64_t n, float* loss, void* scratch,
+void launch_l1_loss_forward(const void* a, const void* b, FloatType t, std::int64_t n, float* loss, void* scratch,
                             cudaStream_t stream) {
-  reduce_to_scalar<SumOp>(AbsDiff{a, b}, n, DivideBy{static_cast<double>(n)}, loss, scratch, stream);
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    reduce_to_scalar<SumOp>(AbsDiff<T>{static_cast<const T*>(a), static_cast<const T*>(b)}, n,
+                            DivideBy{static_cast<double>(n)}, loss, scratch, stream);
+  });
 }
 
-void launch_mse_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float scale,
+void launch_mse_loss_backward(const void* a, const void* b, void* da, FloatType t, std::int64_t n, float scale,
                               cudaStream_t stream) {
-  launch_linear("mse_backward_kernel", mse_backward_kernel, n, stream, a, b, da, scale);
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch_map("mse_backward_kernel", MseGrad{scale}, n, stream, static_cast<T*>(da), static_cast<const T*>(a),
+               static_cast<const T*>(b));
+  });
 }
 
-void launch_l1_loss_backward(const float* a, const float* b, float* da, std::int64_t n, float scale,
+void launch_l1_loss_backward(const void* a, const void* b, void* da, FloatType t, std::int64_t n, float scale,
                              cudaStream_t stream) {
-  launch_linear("l1_backward_kernel", l1_backward_kernel, n, stream, a, b, da, scale);
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch_map("l1_backward_kernel", L1Grad{scale}, n, stream, static_cast<T*>(da), static_cast<const T*>(a),
+               static_cast<const T*>(b));
+  });
 }
 
 void launch_tv_loss_forward(const float* x, std::int64_t planes, std::int64_t height, std::int64_t width, float beta,

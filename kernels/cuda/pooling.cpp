@@ -7,6 +7,7 @@
 
 namespace cudl {
 
+using cuda_detail::float_type;
 using cuda_detail::stream_of;
 
 namespace {
@@ -35,24 +36,24 @@ cuda_detail::PoolGeometry geometry(std::string_view op, const Shape& x, const Po
 
 void CudaBackend::do_maxpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y,
                                        Tensor& argmax) {
-  cuda_detail::launch_maxpool_forward(x.data<float>(), y.data<float>(), argmax.data<std::int32_t>(),
+  cuda_detail::launch_maxpool_forward(x.raw(), y.raw(), argmax.data<std::int32_t>(), float_type(x.dtype()),
                                       geometry("maxpool2d_forward", x.shape(), p), stream_of(ctx));
 }
 
 void CudaBackend::do_maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p,
                                         Tensor& dx) {
-  cuda_detail::launch_maxpool_backward(dy.data<float>(), argmax.data<std::int32_t>(), dx.data<float>(),
+  cuda_detail::launch_maxpool_backward(dy.raw(), argmax.data<std::int32_t>(), dx.raw(), float_type(dy.dtype()),
                                        geometry("maxpool2d_backward", dx.shape(), p), device_fault_word(ctx),
                                        stream_of(ctx));
 }
 
 void CudaBackend::do_avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y) {
-  cuda_detail::launch_avgpool_forward(x.data<float>(), y.data<float>(), geometry("avgpool2d_forward", x.shape(), p),
-                                      stream_of(ctx));
+  cuda_detail::launch_avgpool_forward(x.raw(), y.raw(), float_type(x.dtype()),
+                                      geometry("avgpool2d_forward", x.shape(), p), stream_of(ctx));
 }
 
 void CudaBackend::do_avgpool2d_backward(Context& ctx, const Tensor& dy, const Pool2dParams& p, Tensor& dx) {
-  cuda_detail::launch_avgpool_backward(dy.data<float>(), dx.data<float>(),
+  cuda_detail::launch_avgpool_backward(dy.raw(), dx.raw(), float_type(dy.dtype()),
                                        geometry("avgpool2d_backward", dx.shape(), p), stream_of(ctx));
 }
 

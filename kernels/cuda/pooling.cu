@@ -1,10 +1,11 @@
 // Max and average pooling over NCHW planes, forward and backward. Backward passes gather (each
 // input pixel sums the windows that cover it), so they are deterministic and need no atomics.
 // CPU twin: kernels/cpu/pooling.cpp. Launched over planes (launch_planes): the plane comes from the
-// grid, and the row and column from one 32-bit division of the in-plane offset.
+// grid, and the row and column from one 32-bit division of the in-plane offset. x, y, dy and dx are
+// any float dtype (float_types.cuh): compared and summed in float, each output rounded once.
 #include <cmath>
 
-#include "cudl/kernels/cuda/launch.cuh"
+#include "cudl/kernels/cuda/float_types.cuh"
 
 namespace cudl::cuda_detail {
 
@@ -31,12 +32,13 @@ __device__ __forceinline__ void covering_range(int h, int kernel, int stride, in
   *last = hi < out_size - 1 ? hi : out_size - 1;
 }
 
-__global__ void maxpool_forward_kernel(Planes out, const float* x, float* y, std::int32_t* argmax, PoolGeometry g) {
+template <class T>
+__global__ void maxpool_forward_kernel(Planes out, const T* x, T* y, std::int32_t* argmax, PoolGeometry g) {
   const auto size = static_cast<unsigned>(out.size);
   const std::int64_t in_size = static_cast<std::int64_t>(g.height) * g.width;
   for_each_plane(out, [&](std::int64_t plane, std::int64_t) {
-    const float* xp = x + plane * in_size;
-    float* yp = y + plane * out.size;
+    const T* xp = x + plane * in_size;
+    T* yp = y + plane * out.size;
     std::int32_t* ap = argmax + plane * out.size;
     for (unsigned p = plane_thread(); p < size; p += plane_stride()) {
       int oh, ow;
@@ -50,7 +52,7 @@ __global__ void maxpool_forward_kernel(Planes out, const float* x, float* y, std
         for (int j = 0; j < g.kernel_w; ++j) {
           const int w = w0 + j;
           if (w < 0 || w >= g.width) continue;
-          const float v = xp[h * g.width + w];
+          const float v = widen(xp[h * g.width + w]);
           // The CPU's rule: the first in-bounds pixel starts (padding never wins), a strictly greater
           // value replaces it (the first of equal maxima stays), and so does the first NaN; a NaN then
           // stays, so a NaN input is never hidden (as in PyTorch).
@@ -60,7 +62,7 @@ __global__ void maxpool_forward_kernel(Planes out, const float* x, float* y, std
           }
         }
       }
-      yp[p] = best;
+      yp[p] = narrow<T>(best);  // exact: best is one of the inputs
       ap[p] = arg;
     }
   });
@@ -72,14 +74,14 @@ __global__ void argmax_range_kernel(std::int64_t n, const std::int32_t* argmax, 
     if (argmax[i] < 0 || argmax[i] >= plane_size) raise_fault(fault, DeviceFault::argmax_out_of_range);
 }
 
-__global__ void maxpool_backward_kernel(Planes in, const float* dy, const std::int32_t* argmax, float* dx,
-                                        PoolGeometry g) {
+template <class T>
+__global__ void maxpool_backward_kernel(Planes in, const T* dy, const std::int32_t* argmax, T* dx, PoolGeometry g) {
   const auto size = static_cast<unsigned>(in.size);
   const std::int64_t out_size = static_cast<std::int64_t>(g.out_height) * g.out_width;
   for_each_plane(in, [&](std::int64_t plane, std::int64_t) {
-    const float* dyp = dy + plane * out_size;
+    const T* dyp = dy + plane * out_size;
     const std::int32_t* ap = argmax + plane * out_size;
-    float* dxp = dx + plane * in.size;
+    T* dxp = dx + plane * in.size;
     for (unsigned p = plane_thread(); p < size; p += plane_stride()) {
       int h, w;
       row_col(p, g.width, &h, &w);
@@ -91,20 +93,21 @@ __global__ void maxpool_backward_kernel(Planes in, const float* dy, const std::i
       for (int oh = oh0; oh <= oh1; ++oh)
         for (int ow = ow0; ow <= ow1; ++ow) {
           const int o = oh * g.out_width + ow;
-          if (ap[o] == self) acc += dyp[o];
+          if (ap[o] == self) acc += widen(dyp[o]);
         }
-      dxp[p] = acc;
+      dxp[p] = narrow<T>(acc);
     }
   });
 }
 
-__global__ void avgpool_forward_kernel(Planes out, const float* x, float* y, PoolGeometry g) {
+template <class T>
+__global__ void avgpool_forward_kernel(Planes out, const T* x, T* y, PoolGeometry g) {
   const float inv = 1.0f / static_cast<float>(g.kernel_h * g.kernel_w);  // the CPU's factor
   const auto size = static_cast<unsigned>(out.size);
   const std::int64_t in_size = static_cast<std::int64_t>(g.height) * g.width;
   for_each_plane(out, [&](std::int64_t plane, std::int64_t) {
-    const float* xp = x + plane * in_size;
-    float* yp = y + plane * out.size;
+    const T* xp = x + plane * in_size;
+    T* yp = y + plane * out.size;
     for (unsigned p = plane_thread(); p < size; p += plane_stride()) {
       int oh, ow;
       row_col(p, g.out_width, &oh, &ow);
@@ -116,21 +119,22 @@ __global__ void avgpool_forward_kernel(Planes out, const float* x, float* y, Poo
         for (int j = 0; j < g.kernel_w; ++j) {
           const int w = w0 + j;
           if (w < 0 || w >= g.width) continue;
-          acc += xp[h * g.width + w];
+          acc += widen(xp[h * g.width + w]);
         }
       }
-      yp[p] = acc * inv;  // padding counts as zeros (count_include_pad=True)
+      yp[p] = narrow<T>(acc * inv);  // padding counts as zeros (count_include_pad=True)
     }
   });
 }
 
-__global__ void avgpool_backward_kernel(Planes in, const float* dy, float* dx, PoolGeometry g) {
+template <class T>
+__global__ void avgpool_backward_kernel(Planes in, const T* dy, T* dx, PoolGeometry g) {
   const float inv = 1.0f / static_cast<float>(g.kernel_h * g.kernel_w);  // the CPU's factor
   const auto size = static_cast<unsigned>(in.size);
   const std::int64_t out_size = static_cast<std::int64_t>(g.out_height) * g.out_width;
   for_each_plane(in, [&](std::int64_t plane, std::int64_t) {
-    const float* dyp = dy + plane * out_size;
-    float* dxp = dx + plane * in.size;
+    const T* dyp = dy + plane * out_size;
+    T* dxp = dx + plane * in.size;
     for (unsigned p = plane_thread(); p < size; p += plane_stride()) {
       int h, w;
       row_col(p, g.width, &h, &w);
@@ -140,33 +144,49 @@ __global__ void avgpool_backward_kernel(Planes in, const float* dy, float* dx, P
       float acc = 0.0f;
       for (int oh = oh0; oh <= oh1; ++oh)
         // __fmul_rn/__fadd_rn: the CPU rounds dy * inv, then the sum (no FMA).
-        for (int ow = ow0; ow <= ow1; ++ow) acc = __fadd_rn(acc, __fmul_rn(dyp[oh * g.out_width + ow], inv));
-      dxp[p] = acc;
+        for (int ow = ow0; ow <= ow1; ++ow) acc = __fadd_rn(acc, __fmul_rn(widen(dyp[oh * g.out_width + ow]), inv));
+      dxp[p] = narrow<T>(acc);
     }
   });
 }
 
 }  // namespace
 
-void launch_maxpool_forward(const float* x, float* y, std::int32_t* argmax, const PoolGeometry& g,
+void launch_maxpool_forward(const void* x, void* y, std::int32_t* argmax, FloatType t, const PoolGeometry& g,
                             cudaStream_t stream) {
-  launch_planes("maxpool_forward_kernel", maxpool_forward_kernel, output_planes(g), stream, x, y, argmax, g);
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch_planes("maxpool_forward_kernel", maxpool_forward_kernel<T>, output_planes(g), stream,
+                  static_cast<const T*>(x), static_cast<T*>(y), argmax, g);
+  });
 }
 
-void launch_maxpool_backward(const float* dy, const std::int32_t* argmax, float* dx, const PoolGeometry& g, int* fault,
-                             cudaStream_t stream) {
+void launch_maxpool_backward(const void* dy, const std::int32_t* argmax, void* dx, FloatType t, const PoolGeometry& g,
+                             int* fault, cudaStream_t stream) {
   const std::int64_t outputs = g.samples * g.channels * g.out_height * g.out_width;
   launch_linear("argmax_range_kernel", argmax_range_kernel, outputs, stream, argmax,
                 static_cast<std::int32_t>(static_cast<std::int64_t>(g.height) * g.width), fault);
-  launch_planes("maxpool_backward_kernel", maxpool_backward_kernel, input_planes(g), stream, dy, argmax, dx, g);
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch_planes("maxpool_backward_kernel", maxpool_backward_kernel<T>, input_planes(g), stream,
+                  static_cast<const T*>(dy), argmax, static_cast<T*>(dx), g);
+  });
 }
 
-void launch_avgpool_forward(const float* x, float* y, const PoolGeometry& g, cudaStream_t stream) {
-  launch_planes("avgpool_forward_kernel", avgpool_forward_kernel, output_planes(g), stream, x, y, g);
+void launch_avgpool_forward(const void* x, void* y, FloatType t, const PoolGeometry& g, cudaStream_t stream) {
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch_planes("avgpool_forward_kernel", avgpool_forward_kernel<T>, output_planes(g), stream,
+                  static_cast<const T*>(x), static_cast<T*>(y), g);
+  });
 }
 
-void launch_avgpool_backward(const float* dy, float* dx, const PoolGeometry& g, cudaStream_t stream) {
-  launch_planes("avgpool_backward_kernel", avgpool_backward_kernel, input_planes(g), stream, dy, dx, g);
+void launch_avgpool_backward(const void* dy, void* dx, FloatType t, const PoolGeometry& g, cudaStream_t stream) {
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch_planes("avgpool_backward_kernel", avgpool_backward_kernel<T>, input_planes(g), stream,
+                  static_cast<const T*>(dy), static_cast<T*>(dx), g);
+  });
 }
 
 }  // namespace cudl::cuda_detail

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "cudl/kernels/cuda/launch.cuh"
+#include "cudl/kernels/cuda/float_types.cuh"
 
 namespace cudl::cuda_detail {
 
@@ -38,11 +38,14 @@ struct SumOp {
   __device__ static Value shfl_xor(Value v, int offset) { return __shfl_xor_sync(kFullMask, v, offset); }
 };
 
-// The term of a plain sum: element i, in double.
+// The term of a plain sum: element i (any float dtype, widened exactly), in double.
+template <class T>
 struct AsDouble {
-  const float* x;
-  __device__ double operator()(std::int64_t i) const { return static_cast<double>(x[i]); }
+  const T* x;
+  __device__ double operator()(std::int64_t i) const { return static_cast<double>(widen(x[i])); }
 };
+template <class T>
+AsDouble(const T*) -> AsDouble<T>;
 
 // out[0] = total / divisor, rounded once (divisor 1 for a sum, n for a mean).
 struct DivideBy {
@@ -73,14 +76,18 @@ struct MaxOp {
   }
 };
 
-// The term of max: element i, unless it is NaN.
+// The term of max: element i (any float dtype, widened exactly), unless it is NaN.
+template <class T>
 struct MaxTerm {
-  const float* x;
+  const T* x;
   __device__ MaxCandidate operator()(std::int64_t i) const {
-    const float v = x[i];
+    const float v = widen(x[i]);
     return isnan(v) ? MaxOp::identity() : MaxCandidate{v, i};
   }
 };
+
+template <class T>
+MaxTerm(const T*) -> MaxTerm<T>;
 
 // out[0] = the maximum, or -inf when there is no candidate (the CPU's seed).
 struct MaxFinish {

@@ -7,22 +7,24 @@
 
 namespace cudl {
 
+using cuda_detail::float_type;
 using cuda_detail::stream_of;
 
 void CudaBackend::do_sum(Context& ctx, const Tensor& x, Tensor& out) {
   Workspace scratch(ctx, cuda_detail::kReduceScratchBytes);
-  cuda_detail::launch_sum(x.data<float>(), x.numel(), 1.0, out.data<float>(), scratch.data(), stream_of(ctx));
+  cuda_detail::launch_sum(x.raw(), float_type(x.dtype()), x.numel(), 1.0, out.data<float>(), scratch.data(),
+                          stream_of(ctx));
 }
 
 void CudaBackend::do_mean(Context& ctx, const Tensor& x, Tensor& out) {
   Workspace scratch(ctx, cuda_detail::kReduceScratchBytes);
-  cuda_detail::launch_sum(x.data<float>(), x.numel(), static_cast<double>(x.numel()), out.data<float>(), scratch.data(),
-                          stream_of(ctx));
+  cuda_detail::launch_sum(x.raw(), float_type(x.dtype()), x.numel(), static_cast<double>(x.numel()), out.data<float>(),
+                          scratch.data(), stream_of(ctx));
 }
 
 void CudaBackend::do_max(Context& ctx, const Tensor& x, Tensor& out) {
   Workspace scratch(ctx, cuda_detail::kReduceScratchBytes);
-  cuda_detail::launch_max(x.data<float>(), x.numel(), out.data<float>(), scratch.data(), stream_of(ctx));
+  cuda_detail::launch_max(x.raw(), float_type(x.dtype()), x.numel(), out.data<float>(), scratch.data(), stream_of(ctx));
 }
 
 void CudaBackend::do_dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
@@ -34,7 +36,8 @@ void CudaBackend::do_dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor&
 }
 
 void CudaBackend::do_argmax_rows(Context& ctx, const Tensor& x, Tensor& out) {
-  cuda_detail::launch_argmax_rows(x.data<float>(), out.data<std::int32_t>(), x.dim(0), x.dim(1), stream_of(ctx));
+  cuda_detail::launch_argmax_rows(x.raw(), float_type(x.dtype()), out.data<std::int32_t>(), x.dim(0), x.dim(1),
+                                  stream_of(ctx));
 }
 
 // A label outside [0, K) counts as wrong and sets the context's device fault word (the labels are
@@ -42,8 +45,9 @@ void CudaBackend::do_argmax_rows(Context& ctx, const Tensor& x, Tensor& out) {
 void CudaBackend::do_accuracy(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& out) {
   const std::int64_t rows = logits.dim(0);
   Workspace correct(ctx, static_cast<std::size_t>(rows) * sizeof(float));
-  cuda_detail::launch_accuracy(logits.data<float>(), labels.data<std::int32_t>(), static_cast<float*>(correct.data()),
-                               out.data<float>(), rows, logits.dim(1), device_fault_word(ctx), stream_of(ctx));
+  cuda_detail::launch_accuracy(logits.raw(), float_type(logits.dtype()), labels.data<std::int32_t>(),
+                               static_cast<float*>(correct.data()), out.data<float>(), rows, logits.dim(1),
+                               device_fault_word(ctx), stream_of(ctx));
 }
 
 }  // namespace cudl

@@ -1,4 +1,5 @@
-// CudaBackend: 2-D convolution (cross-correlation, NCHW, fp32) through the legacy cuDNN API. The
+// CudaBackend: 2-D convolution (cross-correlation, NCHW; f32, bf16 or f16 data with float compute)
+// through the legacy cuDNN API. The
 // CPU twin is kernels/cpu/conv.cpp. Arguments were checked by Backend's public methods
 // (engine/backend.cpp); only cuDNN's own limits are checked here (kernels/cudnn/descriptors.hpp).
 //
@@ -15,6 +16,12 @@
 //   report DEFAULT_MATH for some plain FMA kernels). TF32 mode allows everything except
 //   CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION (which may round to fp16). Determinism is the
 //   algorithm's, whatever its math type, so TF32 mode keeps the deterministic tensor-op kernels.
+//   Half data (bf16, f16; the math mode does not apply) asks with CUDNN_TENSOR_OP_MATH and runs
+//   each candidate with the math type cuDNN reports for it (ALLOW_CONVERSION excluded); its
+//   fallback runs with TENSOR_OP_MATH, which permits tensor cores without requiring them.
+// - Half filter gradients into an f32 dw (a master-weight gradient, engine/backend.hpp): cuDNN
+//   wants dw in x's data type, so the gradient goes into a half scratch (beta 0) and one kernel
+//   then writes it into dw (launch_cast) or adds it (launch_cast_add, accumulate=true).
 // - Run: the first candidate whose workspace can be allocated and whose cuDNN call succeeds is
 //   cached in CudaResources::conv_algorithms and tried first next time. When allocating its
 //   workspace runs out of memory, or cuDNN says the algorithm cannot run this call
@@ -30,7 +37,7 @@
 //   (kTimedRuns runs, CUDA events) on the call's own inputs, writing into a scratch output so
 //   that an accumulating call's output is untouched; they are then tried fastest first. A
 //   candidate that fails while being timed goes last, where the run policy meets it again.
-// - Cache key: direction, shapes, parameters, math mode, determinism and search (the cache is
+// - Cache key: direction, data type, shapes, parameters, math mode, determinism and search (the cache is
 //   cleared when the math mode changes; Context::set_deterministic does not clear it).
 #include <algorithm>
 #include <array>
@@ -39,10 +46,10 @@
 #include <string>
 #include <vector>
 
+#include "cudl/engine/timer.hpp"
 #include "cudl/kernels/cuda/cuda_backend.hpp"
 #include "cudl/kernels/cuda/launch.hpp"
 #include "cudl/kernels/cudnn/descriptors.hpp"
-#include "cudl/engine/timer.hpp"
 
 namespace cudl {
 
@@ -89,6 +96,7 @@ struct BackwardFilter {
 // backward directions, dx or dy).
 struct ConvCall {
   Context& ctx;
+  DType dtype;  // of x, w and y as cuDNN sees them (a half dw's scratch, not an f32 dw)
   const Shape& x_shape;
   const Shape& w_shape;
   const Shape& y_shape;
@@ -130,13 +138,28 @@ cudnnStatus_t workspace_size(const ConvCall& c, BackwardFilter, BackwardFilter::
 // Algorithms that want more scratch than this (FFT variants on big images) are passed over.
 constexpr std::size_t kMaxWorkspaceBytes = std::size_t{1} << 30;
 
-bool math_allowed(cudnnMathType_t math, MathMode mode) {
-  if (mode == MathMode::strict_fp32) return math == CUDNN_FMA_MATH || math == CUDNN_DEFAULT_MATH;
+// f32 data follows the context's math mode; half data has no fp32 mode to keep.
+bool strict_fp32(const ConvCall& c) { return c.dtype == DType::f32 && c.ctx.math_mode() == MathMode::strict_fp32; }
+
+bool math_allowed(cudnnMathType_t math, bool strict) {
+  if (strict) return math == CUDNN_FMA_MATH || math == CUDNN_DEFAULT_MATH;
   return math != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
 }
 
-cudnnMathType_t execution_math(cudnnMathType_t candidate, MathMode mode) {
-  return mode == MathMode::strict_fp32 ? CUDNN_FMA_MATH : candidate;
+cudnnMathType_t execution_math(cudnnMathType_t candidate, bool strict) { return strict ? CUDNN_FMA_MATH : candidate; }
+
+// The math type the heuristics are asked with, and the fallback's.
+cudnnMathType_t query_math(const ConvCall& c) {
+  if (c.dtype != DType::f32) return CUDNN_TENSOR_OP_MATH;
+  return strict_fp32(c) ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
+}
+cudnnMathType_t fallback_math(const ConvCall& c) {
+  return c.dtype != DType::f32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+}
+
+std::string_view mode_name(const ConvCall& c) {
+  if (c.dtype != DType::f32) return dtype_name(c.dtype);
+  return c.ctx.math_mode() == MathMode::strict_fp32 ? "strict fp32" : "tf32";
 }
 
 // A failure that another algorithm may not have (see the policy at the top). A run-time failure
@@ -176,16 +199,15 @@ std::string describe_call(const ConvCall& c) {
   const Conv2dParams& p = c.params;
   return fmt::format("{}={} {}={} {}={} pad={}x{} stride={}x{} dilation={}x{} ({}, {})", Direction::x_name, c.x_shape,
                      Direction::w_name, c.w_shape, Direction::y_name, c.y_shape, p.pad_h, p.pad_w, p.stride_h,
-                     p.stride_w, p.dilation_h, p.dilation_w,
-                     c.ctx.math_mode() == MathMode::strict_fp32 ? "strict fp32" : "tf32",
+                     p.stride_w, p.dilation_h, p.dilation_w, mode_name(c),
                      c.ctx.deterministic() ? "deterministic" : "non-deterministic allowed");
 }
 
 std::string cache_key(std::string_view direction, const ConvCall& c) {
   const Conv2dParams& p = c.params;
-  return fmt::format("{} x={} w={} y={} pad={},{} stride={},{} dilation={},{} {} {} {}", direction, c.x_shape,
-                     c.w_shape, c.y_shape, p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
-                     c.ctx.math_mode() == MathMode::strict_fp32 ? "fp32" : "tf32",
+  return fmt::format("{} {} x={} w={} y={} pad={},{} stride={},{} dilation={},{} {} {} {}", direction,
+                     dtype_name(c.dtype), c.x_shape, c.w_shape, c.y_shape, p.pad_h, p.pad_w, p.stride_h, p.stride_w,
+                     p.dilation_h, p.dilation_w, c.ctx.math_mode() == MathMode::strict_fp32 ? "fp32" : "tf32",
                      c.ctx.deterministic() ? "deterministic" : "any",
                      c.ctx.conv_search() == ConvSearch::measured ? "measured" : "heuristic");
 }
@@ -203,9 +225,9 @@ bool same_algorithm(const ConvAlgorithm& a, const ConvAlgorithm& b) { return a.a
 template <class Direction>
 std::vector<ConvAlgorithm> ranked_candidates(const ConvCall& c, std::string& failures) {
   constexpr Direction dir{};
-  const MathMode mode = c.ctx.math_mode();
+  const bool strict = strict_fp32(c);
   // Ask with the mode's math type on the descriptor: FMA restricts cuDNN to non-tensor-core kernels.
-  c.conv.set_math(mode == MathMode::strict_fp32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH, Direction::name);
+  c.conv.set_math(query_math(c), Direction::name);
   std::array<typename Direction::Perf, Direction::algo_names.size()> perf{};
   int returned = 0;
   CUDL_CUDNN_CHECK(heuristics(c, dir, static_cast<int>(perf.size()), &returned, perf.data()), "{} {}", Direction::name,
@@ -214,11 +236,11 @@ std::vector<ConvAlgorithm> ranked_candidates(const ConvCall& c, std::string& fai
   std::vector<ConvAlgorithm> candidates;
   for (int i = 0; i < returned; ++i) {
     const auto& candidate = perf[static_cast<std::size_t>(i)];
-    if (candidate.status != CUDNN_STATUS_SUCCESS || !math_allowed(candidate.mathType, mode)) continue;
+    if (candidate.status != CUDNN_STATUS_SUCCESS || !math_allowed(candidate.mathType, strict)) continue;
     if (c.ctx.deterministic() && candidate.determinism == CUDNN_NON_DETERMINISTIC) continue;
     ConvAlgorithm a;
     a.algo = static_cast<int>(candidate.algo);
-    a.math = execution_math(candidate.mathType, mode);
+    a.math = execution_math(candidate.mathType, strict);
     c.conv.set_math(a.math, Direction::name);
     if (workspace_size(c, dir, candidate.algo, &a.workspace_bytes) != CUDNN_STATUS_SUCCESS ||
         a.workspace_bytes > kMaxWorkspaceBytes)
@@ -228,7 +250,7 @@ std::vector<ConvAlgorithm> ranked_candidates(const ConvCall& c, std::string& fai
 
   ConvAlgorithm fallback;
   fallback.algo = static_cast<int>(Direction::fallback);
-  fallback.math = CUDNN_FMA_MATH;
+  fallback.math = fallback_math(c);
   for (const ConvAlgorithm& a : candidates)
     if (same_algorithm(a, fallback)) return candidates;
   c.conv.set_math(fallback.math, Direction::name);
@@ -248,8 +270,8 @@ constexpr int kTimedRuns = 3;
 // workspace_bytes, out) is the direction's cuDNN call writing into `out`; `out_bytes` is the size
 // of the call's output.
 template <class Direction, class Run>
-std::vector<ConvAlgorithm> fastest_first(const ConvCall& c, std::vector<ConvAlgorithm> candidates, std::size_t out_bytes,
-                                         const Run& run) {
+std::vector<ConvAlgorithm> fastest_first(const ConvCall& c, std::vector<ConvAlgorithm> candidates,
+                                         std::size_t out_bytes, const Run& run) {
   if (candidates.size() < 2) return candidates;
   constexpr double kFailed = std::numeric_limits<double>::infinity();
   Workspace scratch_out(c.ctx, out_bytes);
@@ -260,7 +282,7 @@ std::vector<ConvAlgorithm> fastest_first(const ConvCall& c, std::vector<ConvAlgo
     c.conv.set_math(algo.math, Direction::name);
     try {
       Workspace workspace(c.ctx, algo.workspace_bytes);
-      auto* out = static_cast<float*>(scratch_out.data());
+      void* out = scratch_out.data();
       if (run(algo, workspace.data(), workspace.bytes(), out) == CUDNN_STATUS_SUCCESS) {
         timer.start();
         cudnnStatus_t status = CUDNN_STATUS_SUCCESS;
@@ -285,7 +307,7 @@ std::vector<ConvAlgorithm> fastest_first(const ConvCall& c, std::vector<ConvAlgo
 // makes the cuDNN call writing into `out` and returns its status; c.conv is set to the
 // algorithm's math type first. `out` and `out_bytes` are the call's output.
 template <class Direction, class Run>
-void run_convolution(const ConvCall& c, bool overwrites_output, float* out, std::size_t out_bytes, const Run& run) {
+void run_convolution(const ConvCall& c, bool overwrites_output, void* out, std::size_t out_bytes, const Run& run) {
   CudaResources& r = cuda_resources(c.ctx);
   const std::string key = cache_key(Direction::name, c);
   std::string failures;  // "; "-separated, for the error when nothing runs
@@ -341,20 +363,20 @@ void CudaBackend::do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor&
   constexpr std::string_view op = Forward::name;
   if (y.numel() == 0) return;
   if (x.numel() == 0 || w.numel() == 0) {  // no input channels: the sum is empty
-    cuda_detail::launch_fill(y.data<float>(), y.numel(), 0.0f, cuda_resources(ctx).stream);
+    cuda_detail::launch_fill(y.raw(), cuda_detail::float_type(y.dtype()), y.numel(), 0.0f, cuda_resources(ctx).stream);
     return;
   }
-  TensorDescriptor xd(op, "x", x.shape()), yd(op, "y", y.shape());
-  FilterDescriptor wd(op, "w", w.shape());
+  const DType dtype = x.dtype();  // x, w and y share it (the front checked)
+  TensorDescriptor xd(op, "x", x.shape(), dtype), yd(op, "y", y.shape(), dtype);
+  FilterDescriptor wd(op, "w", w.shape(), dtype);
   ConvolutionDescriptor cd(p, op);
-  const ConvCall call{ctx, x.shape(), w.shape(), y.shape(), p, xd, wd, cd, yd};
-  const float alpha = 1.0f, beta = 0.0f;
-  run_convolution<Forward>(call, /*overwrites_output=*/true, y.data<float>(), y.nbytes(),
-                           [&](const ConvAlgorithm& a, void* ws, std::size_t bytes, float* out) {
-                             return cudnnConvolutionForward(cuda_resources(ctx).cudnn, &alpha, xd.get(), x.data<float>(),
-                                                            wd.get(), w.data<float>(), cd.get(),
-                                                            static_cast<cudnnConvolutionFwdAlgo_t>(a.algo), ws, bytes,
-                                                            &beta, yd.get(), out);
+  const ConvCall call{ctx, dtype, x.shape(), w.shape(), y.shape(), p, xd, wd, cd, yd};
+  const float alpha = 1.0f, beta = 0.0f;  // float scaling factors for every data type (float compute)
+  run_convolution<Forward>(call, /*overwrites_output=*/true, y.raw(), y.nbytes(),
+                           [&](const ConvAlgorithm& a, void* ws, std::size_t bytes, void* out) {
+                             return cudnnConvolutionForward(
+                                 cuda_resources(ctx).cudnn, &alpha, xd.get(), x.raw(), wd.get(), w.raw(), cd.get(),
+                                 static_cast<cudnnConvolutionFwdAlgo_t>(a.algo), ws, bytes, &beta, yd.get(), out);
                            });
 }
 
@@ -363,44 +385,61 @@ void CudaBackend::do_conv2d_backward_data(Context& ctx, const Tensor& dy, const 
   constexpr std::string_view op = BackwardData::name;
   if (dx.numel() == 0) return;
   if (dy.numel() == 0 || w.numel() == 0) {
-    cuda_detail::launch_fill(dx.data<float>(), dx.numel(), 0.0f, cuda_resources(ctx).stream);
+    cuda_detail::launch_fill(dx.raw(), cuda_detail::float_type(dx.dtype()), dx.numel(), 0.0f,
+                             cuda_resources(ctx).stream);
     return;
   }
-  TensorDescriptor xd(op, "dx", dx.shape()), yd(op, "dy", dy.shape());
-  FilterDescriptor wd(op, "w", w.shape());
+  const DType dtype = dy.dtype();  // dy, w and dx share it
+  TensorDescriptor xd(op, "dx", dx.shape(), dtype), yd(op, "dy", dy.shape(), dtype);
+  FilterDescriptor wd(op, "w", w.shape(), dtype);
   ConvolutionDescriptor cd(p, op);
-  const ConvCall call{ctx, dx.shape(), w.shape(), dy.shape(), p, xd, wd, cd, yd};
+  const ConvCall call{ctx, dtype, dx.shape(), w.shape(), dy.shape(), p, xd, wd, cd, yd};
   const float alpha = 1.0f, beta = 0.0f;
-  run_convolution<BackwardData>(
-      call, /*overwrites_output=*/true, dx.data<float>(), dx.nbytes(),
-      [&](const ConvAlgorithm& a, void* ws, std::size_t bytes, float* out) {
-        return cudnnConvolutionBackwardData(cuda_resources(ctx).cudnn, &alpha, wd.get(), w.data<float>(), yd.get(),
-                                            dy.data<float>(), cd.get(), static_cast<cudnnConvolutionBwdDataAlgo_t>(a.algo),
-                                            ws, bytes, &beta, xd.get(), out);
-      });
+  run_convolution<BackwardData>(call, /*overwrites_output=*/true, dx.raw(), dx.nbytes(),
+                                [&](const ConvAlgorithm& a, void* ws, std::size_t bytes, void* out) {
+                                  return cudnnConvolutionBackwardData(
+                                      cuda_resources(ctx).cudnn, &alpha, wd.get(), w.raw(), yd.get(), dy.raw(),
+                                      cd.get(), static_cast<cudnnConvolutionBwdDataAlgo_t>(a.algo), ws, bytes, &beta,
+                                      xd.get(), out);
+                                });
 }
 
 void CudaBackend::do_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p,
                                             Tensor& dw, bool accumulate) {
   constexpr std::string_view op = BackwardFilter::name;
   if (dw.numel() == 0) return;
+  const cuda_detail::FloatType dw_type = cuda_detail::float_type(dw.dtype());
   if (x.numel() == 0 || dy.numel() == 0) {  // empty batch: the gradient is zero
-    if (!accumulate) cuda_detail::launch_fill(dw.data<float>(), dw.numel(), 0.0f, cuda_resources(ctx).stream);
+    if (!accumulate) cuda_detail::launch_fill(dw.raw(), dw_type, dw.numel(), 0.0f, cuda_resources(ctx).stream);
     return;
   }
-  TensorDescriptor xd(op, "x", x.shape()), yd(op, "dy", dy.shape());
-  FilterDescriptor wd(op, "dw", dw.shape());
+  const DType dtype = x.dtype();  // x and dy share it; dw is it or f32
+  TensorDescriptor xd(op, "x", x.shape(), dtype), yd(op, "dy", dy.shape(), dtype);
+  FilterDescriptor wd(op, "dw", dw.shape(), dtype);
   ConvolutionDescriptor cd(p, op);
-  const ConvCall call{ctx, x.shape(), dw.shape(), dy.shape(), p, xd, wd, cd, yd};
-  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  run_convolution<BackwardFilter>(
-      call, /*overwrites_output=*/!accumulate, dw.data<float>(), dw.nbytes(),
-      [&](const ConvAlgorithm& a, void* ws, std::size_t bytes, float* out) {
-        return cudnnConvolutionBackwardFilter(cuda_resources(ctx).cudnn, &alpha, xd.get(), x.data<float>(), yd.get(),
-                                              dy.data<float>(), cd.get(),
-                                              static_cast<cudnnConvolutionBwdFilterAlgo_t>(a.algo), ws, bytes, &beta,
-                                              wd.get(), out);
-      });
+  const ConvCall call{ctx, dtype, x.shape(), dw.shape(), dy.shape(), p, xd, wd, cd, yd};
+  const auto backward_filter = [&](float beta, bool overwrites_output, void* out, std::size_t out_bytes) {
+    const float alpha = 1.0f;
+    run_convolution<BackwardFilter>(
+        call, overwrites_output, out, out_bytes, [&](const ConvAlgorithm& a, void* ws, std::size_t bytes, void* o) {
+          return cudnnConvolutionBackwardFilter(
+              cuda_resources(ctx).cudnn, &alpha, xd.get(), x.raw(), yd.get(), dy.raw(), cd.get(),
+              static_cast<cudnnConvolutionBwdFilterAlgo_t>(a.algo), ws, bytes, &beta, wd.get(), o);
+        });
+  };
+  if (dw.dtype() == dtype) {
+    backward_filter(accumulate ? 1.0f : 0.0f, /*overwrites_output=*/!accumulate, dw.raw(), dw.nbytes());
+    return;
+  }
+  // Half x and dy, f32 dw: the gradient in x's dtype first, then into dw in one pass.
+  const std::size_t half_bytes = static_cast<std::size_t>(dw.numel()) * dtype_size(dtype);
+  Workspace half_dw(ctx, half_bytes);
+  backward_filter(0.0f, /*overwrites_output=*/true, half_dw.data(), half_bytes);
+  const cuda_detail::FloatType half_type = cuda_detail::float_type(dtype);
+  if (accumulate)
+    cuda_detail::launch_cast_add(half_dw.data(), half_type, dw.data<float>(), dw.numel(), cuda_resources(ctx).stream);
+  else
+    cuda_detail::launch_cast(half_dw.data(), half_type, dw.raw(), dw_type, dw.numel(), cuda_resources(ctx).stream);
 }
 
 }  // namespace cudl

@@ -22,19 +22,37 @@ inline void check_element_count(std::string_view op, std::string_view name, cons
              s.numel(), INT_MAX);
 }
 
-// ---- convolution: NCHW data, KCRS filters, the convolution itself ----
+// The cuDNN data type of a float dtype: f32 FLOAT, bf16 BFLOAT16, f16 HALF.
+inline cudnnDataType_t cudnn_data_type(DType t) {
+  switch (t) {
+    case DType::f32:
+      return CUDNN_DATA_FLOAT;
+    case DType::bf16:
+      return CUDNN_DATA_BFLOAT16;
+    case DType::f16:
+      return CUDNN_DATA_HALF;
+    case DType::i32:
+      break;
+  }
+  CUDL_THROW("cuDNN: {} is not a float dtype", dtype_name(t));
+}
 
-// An NCHW tensor; `name` is the op's name for it (x, y, dx, dy), for messages.
+// ---- convolution: NCHW data, KCRS filters, the convolution itself ----
+// Half-precision data (bf16 or f16 x, w and y) runs with a float compute type in the convolution
+// descriptor: cuDNN's PSEUDO_BFLOAT16 and PSEUDO_HALF configurations, which accumulate in float
+// and round each output once, as the CPU does.
+
+// An NCHW tensor of `dtype`; `name` is the op's name for it (x, y, dx, dy), for messages.
 class TensorDescriptor {
  public:
-  TensorDescriptor(std::string_view op, std::string_view name, const Shape& s) {
+  TensorDescriptor(std::string_view op, std::string_view name, const Shape& s, DType dtype = DType::f32) {
     check_element_count(op, name, s);
     CUDL_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc_), "{} {}={}", op, name, s);
     try {
       CUDL_CUDNN_CHECK(
-          cudnnSetTensor4dDescriptor(desc_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, cuda_detail::to_int(op, "N", s[0], s),
-                                     cuda_detail::to_int(op, "C", s[1], s), cuda_detail::to_int(op, "H", s[2], s),
-                                     cuda_detail::to_int(op, "W", s[3], s)),
+          cudnnSetTensor4dDescriptor(desc_, CUDNN_TENSOR_NCHW, cudnn_data_type(dtype),
+                                     cuda_detail::to_int(op, "N", s[0], s), cuda_detail::to_int(op, "C", s[1], s),
+                                     cuda_detail::to_int(op, "H", s[2], s), cuda_detail::to_int(op, "W", s[3], s)),
           "{} {}={}", op, name, s);
     } catch (...) {
       cudnnDestroyTensorDescriptor(desc_);
@@ -50,17 +68,17 @@ class TensorDescriptor {
   cudnnTensorDescriptor_t desc_ = nullptr;
 };
 
-// A KCRS filter; `name` is the op's name for it (w, dw), for messages.
+// A KCRS filter of `dtype`; `name` is the op's name for it (w, dw), for messages.
 class FilterDescriptor {
  public:
-  FilterDescriptor(std::string_view op, std::string_view name, const Shape& s) {
+  FilterDescriptor(std::string_view op, std::string_view name, const Shape& s, DType dtype = DType::f32) {
     check_element_count(op, name, s);
     CUDL_CUDNN_CHECK(cudnnCreateFilterDescriptor(&desc_), "{} {}={}", op, name, s);
     try {
       CUDL_CUDNN_CHECK(
-          cudnnSetFilter4dDescriptor(desc_, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, cuda_detail::to_int(op, "K", s[0], s),
-                                     cuda_detail::to_int(op, "C", s[1], s), cuda_detail::to_int(op, "R", s[2], s),
-                                     cuda_detail::to_int(op, "S", s[3], s)),
+          cudnnSetFilter4dDescriptor(desc_, cudnn_data_type(dtype), CUDNN_TENSOR_NCHW,
+                                     cuda_detail::to_int(op, "K", s[0], s), cuda_detail::to_int(op, "C", s[1], s),
+                                     cuda_detail::to_int(op, "R", s[2], s), cuda_detail::to_int(op, "S", s[3], s)),
           "{} {}={}", op, name, s);
     } catch (...) {
       cudnnDestroyFilterDescriptor(desc_);
@@ -76,6 +94,7 @@ class FilterDescriptor {
   cudnnFilterDescriptor_t desc_ = nullptr;
 };
 
+// The compute type is float for every data type (strict fp32, TF32 and the half configurations).
 class ConvolutionDescriptor {
  public:
   ConvolutionDescriptor(const Conv2dParams& p, std::string_view op) {
@@ -104,14 +123,15 @@ class ConvolutionDescriptor {
 
 // ---- batch normalisation ----
 
-// x (and y, dy, dx) as a 4-D NCHW descriptor [N, C, inner, 1].
+// x (and y, dy, dx) as a 4-D NCHW descriptor [N, C, inner, 1] of `dtype` (f32 or f16: see
+// kernels/cudnn/normalization.cpp for bf16).
 class DataDescriptor {
  public:
-  DataDescriptor(const Tensor& x, const ChannelDims& d, std::string_view op) {
+  DataDescriptor(const Tensor& x, const ChannelDims& d, DType dtype, std::string_view op) {
     check_element_count(op, "x", x.shape());
     CUDL_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc_), "{} x={}", op, x.shape());
     try {
-      CUDL_CUDNN_CHECK(cudnnSetTensor4dDescriptor(desc_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
+      CUDL_CUDNN_CHECK(cudnnSetTensor4dDescriptor(desc_, CUDNN_TENSOR_NCHW, cudnn_data_type(dtype),
                                                   cuda_detail::to_int(op, "N", d.outer, x.shape()),
                                                   cuda_detail::to_int(op, "C", d.channels, x.shape()),
                                                   cuda_detail::to_int(op, "spatial size", d.inner, x.shape()), 1),
@@ -130,7 +150,8 @@ class DataDescriptor {
   cudnnTensorDescriptor_t desc_ = nullptr;
 };
 
-// gamma, beta and the running and saved statistics: [1, C, 1, 1], derived from x's descriptor.
+// gamma, beta and the running and saved statistics: [1, C, 1, 1], derived from x's descriptor
+// (float for float and half x: cuDNN's derived type for HALF data is FLOAT).
 class ParamDescriptor {
  public:
   ParamDescriptor(const DataDescriptor& x, const Shape& x_shape, std::string_view op) {
