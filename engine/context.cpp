@@ -63,6 +63,12 @@ std::string_view precision_name(Precision p) {
   return "?";
 }
 
+Precision parse_precision(std::string_view name) {
+  for (Precision p : {Precision::fp32, Precision::tf32, Precision::bf16, Precision::fp16})
+    if (precision_name(p) == name) return p;
+  CUDL_THROW("unknown precision '{}': expected fp32, tf32, bf16 or fp16", name);
+}
+
 DType autocast_dtype(Precision p) {
   if (p == Precision::bf16) return DType::bf16;
   if (p == Precision::fp16) return DType::f16;

@@ -33,6 +33,8 @@ enum class ConvSearch { heuristic, measured };
 // does not (it has fp32's exponent range).
 enum class Precision { fp32, tf32, bf16, fp16 };
 std::string_view precision_name(Precision p);
+// "fp32", "tf32", "bf16" or "fp16"; anything else is an Error listing them.
+Precision parse_precision(std::string_view name);
 // The storage dtype of autocast's half-precision tensors: bf16, f16, or f32 when autocast is off.
 DType autocast_dtype(Precision p);
 

@@ -9,6 +9,7 @@ class Conv2d final : public Layer {
   Conv2d(std::int64_t in_channels, std::int64_t out_channels, int kernel_size, Conv2dParams params = {},
          bool bias = true, InitScheme init = InitScheme::pytorch);
   std::string type() const override { return "Conv2d"; }
+  bool autocasts() const override { return true; }
   std::string describe() const override;
   Shape output_shape(const Shape& input) const override;
   Tensor forward(Context& ctx, const Tensor& x, bool train) override;
@@ -43,6 +44,7 @@ class ConvTranspose2d final : public Layer {
   ConvTranspose2d(std::int64_t in_channels, std::int64_t out_channels, int kernel_size, Conv2dParams params = {},
                   int output_padding = 0, bool bias = true);
   std::string type() const override { return "ConvTranspose2d"; }
+  bool autocasts() const override { return true; }
   std::string describe() const override;
   Shape output_shape(const Shape& input) const override;
   Tensor forward(Context& ctx, const Tensor& x, bool train) override;

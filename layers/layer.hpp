@@ -42,6 +42,9 @@ class Layer {
   virtual Tensor backward(Context& ctx, const Tensor& dy) = 0;
   // Trainable parameters and buffers, in a fixed order (checkpoints rely on it).
   virtual std::vector<Parameter*> parameters() { return {}; }
+  // Whether the layer computes in the context's autocast dtype (layers/autocast.hpp); the others
+  // produce the dtype they are given.
+  virtual bool autocasts() const { return false; }
   // Writes initial values into the bound parameters; `seed` is this layer's own.
   virtual void initialize(Context& /*ctx*/, std::uint64_t /*seed*/) {}
 

@@ -8,6 +8,7 @@ class Linear final : public Layer {
  public:
   Linear(std::int64_t in_features, std::int64_t out_features, bool bias = true, InitScheme init = InitScheme::pytorch);
   std::string type() const override { return "Linear"; }
+  bool autocasts() const override { return true; }
   std::string describe() const override;
   Shape output_shape(const Shape& input) const override;
   Tensor forward(Context& ctx, const Tensor& x, bool train) override;

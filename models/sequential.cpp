@@ -211,15 +211,17 @@ std::int64_t Sequential::parameter_count() const {
   return n;
 }
 
-std::vector<LayerSummary> Sequential::summary(const Shape& input) const {
+std::vector<LayerSummary> Sequential::summary(const Shape& input, DType compute) const {
   std::vector<LayerSummary> rows;
   Shape s = input;
+  DType dtype = DType::f32;  // the input image
   for (const auto& [name, layer] : layers_) {
     s = layer->output_shape(s);
+    if (layer->autocasts()) dtype = compute;
     std::int64_t n = 0;
     for (Parameter* p : layer->parameters())
       if (p->trainable) n += p->shape.numel();
-    rows.push_back({name, layer->describe(), s, n});
+    rows.push_back({name, layer->describe(), s, n, dtype});
   }
   return rows;
 }

@@ -23,6 +23,7 @@ struct LayerSummary {
   std::string name, description;
   Shape output_shape;
   std::int64_t params = 0;
+  DType output_dtype = DType::f32;  // under the summary's compute dtype
 };
 
 class Sequential {
@@ -87,7 +88,8 @@ class Sequential {
   void set_profiling(bool on);
   const std::vector<LayerTime>& profile() const { return profile_; }
 
-  std::vector<LayerSummary> summary(const Shape& input) const;
+  // `compute`: the autocast dtype to show the layers' output dtypes for (f32: autocast off).
+  std::vector<LayerSummary> summary(const Shape& input, DType compute = DType::f32) const;
   Shape output_shape(const Shape& input) const;
   std::size_t size() const { return layers_.size(); }
   Layer& layer(const std::string& name);

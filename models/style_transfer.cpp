@@ -354,8 +354,8 @@ void StyleObjective::set_content(Context& ctx, const Tensor& content, const Imag
       continue;
     }
     double sum_sq = 0;
-    content_masks_.push_back(mask_tensor(ctx, content_mask, f.shape(), sum_sq));
-    Tensor p = Tensor::empty(f.shape(), ctx);
+    content_masks_.push_back(mask_tensor(ctx, content_mask, f.shape(), sum_sq).cast(ctx, f.dtype()));
+    Tensor p = Tensor::empty(f.shape(), ctx, f.dtype());
     be.mul(ctx, f, content_masks_.back(), p);  // targets P ⊙ m: the loss is mean((F ⊙ m − P ⊙ m)²)
     content_targets_.push_back(std::move(p));
   }
@@ -371,7 +371,7 @@ void StyleObjective::set_content(Context& ctx, const Tensor& content, const Imag
     for (const auto& name : style_taps_) {
       const Tensor& f = net_->tap(name);
       double sum_sq = 0;
-      layers.push_back(mask_tensor(ctx, mask, f.shape(), sum_sq));
+      layers.push_back(mask_tensor(ctx, mask, f.shape(), sum_sq).cast(ctx, f.dtype()));
       // G(F ⊙ m) · h·w/Σm² is the Gram per masked pixel, comparable with a whole style image's;
       // 0 marks a mask with nothing left at this layer (that style is skipped there).
       gains.push_back(sum_sq > 1e-12 ? static_cast<float>(static_cast<double>(f.dim(2) * f.dim(3)) / sum_sq) : 0.0f);
@@ -400,12 +400,15 @@ void StyleObjective::add_weighted(Context& ctx, Tensor& df, float weight, Tensor
   }
   // neural-style's -normalize_gradients: gradInput / (‖gradInput‖₁ + 1e-8) * strength, with the
   // scale kept on the device (safe_recip: 1/‖g‖₁, or 0 for a gradient that is already ~0).
+  // In f32 under autocast too: the norm is a reduction, and the sum of normalised parts is kept in
+  // f32 until the model casts it to the layer's dtype.
+  const Tensor df32 = df.cast(ctx, DType::f32);
   Tensor norm = norm_.view(0, Shape{1}), factor = norm_.view(1, Shape{1});
-  be.abs_sum(ctx, df, norm);
+  be.abs_sum(ctx, df32, norm);
   be.scalar_op(ctx, ScalarOp::safe_recip, norm, norm, factor);
   be.scale(ctx, factor, weight);
   if (first) into = Tensor::zeros(df.shape(), ctx);
-  be.axpy_scalar(ctx, 1.0f, factor, df, into);
+  be.axpy_scalar(ctx, 1.0f, factor, df32, into);
 }
 
 void StyleObjective::evaluate(Context& ctx, const Tensor& image, Tensor& grad) {
@@ -434,15 +437,15 @@ void StyleObjective::evaluate(Context& ctx, const Tensor& image, Tensor& grad) {
     const Tensor& f = net_->tap(content_taps_[i]);
     check::same_shape("style content loss", "features", f, "content target", content_targets_[i]);
     Tensor layer = losses_.view(4 + static_cast<std::int64_t>(i), Shape{1});
-    Tensor df = Tensor::empty(f.shape(), ctx);
+    Tensor df = Tensor::empty(f.shape(), ctx, f.dtype());
     if (content_masks_.empty()) {
       be.mse_loss_forward(ctx, f, content_targets_[i], tmp_);
       be.mse_loss_backward(ctx, f, content_targets_[i], norm ? 1.0f : cw, df);
     } else {
-      Tensor fm = Tensor::empty(f.shape(), ctx);
+      Tensor fm = Tensor::empty(f.shape(), ctx, f.dtype());
       be.mul(ctx, f, content_masks_[i], fm);
       be.mse_loss_forward(ctx, fm, content_targets_[i], tmp_);
-      Tensor dfm = Tensor::empty(f.shape(), ctx);
+      Tensor dfm = Tensor::empty(f.shape(), ctx, f.dtype());
       be.mse_loss_backward(ctx, fm, content_targets_[i], norm ? 1.0f : cw, dfm);
       be.mul(ctx, dfm, content_masks_[i], df);
     }
@@ -461,7 +464,7 @@ void StyleObjective::evaluate(Context& ctx, const Tensor& image, Tensor& grad) {
       const auto weight = static_cast<float>(sw_ * style_factors_[s]);
       Tensor fm;
       if (masked) {
-        fm = Tensor::empty(f.shape(), ctx);
+        fm = Tensor::empty(f.shape(), ctx, f.dtype());
         be.mul(ctx, f, style_masks_[s][l], fm);
       }
       const Tensor& input = masked ? fm : f;
@@ -474,11 +477,11 @@ void StyleObjective::evaluate(Context& ctx, const Tensor& image, Tensor& grad) {
       Tensor dg = Tensor::empty(g.shape(), ctx);
       be.mse_loss_backward(ctx, g, style_targets_[s][l], norm ? static_cast<float>(style_factors_[s]) : weight, dg);
       if (masked) be.scale(ctx, dg, gain);
-      Tensor df = Tensor::empty(f.shape(), ctx);
+      Tensor df = Tensor::empty(f.shape(), ctx, f.dtype());
       be.gram_backward(ctx, input, dg, df);
       if (masked) {
         Tensor dfm = std::move(df);
-        df = Tensor::empty(f.shape(), ctx);
+        df = Tensor::empty(f.shape(), ctx, f.dtype());
         be.mul(ctx, dfm, style_masks_[s][l], df);
       }
       if (!df_layer.defined())

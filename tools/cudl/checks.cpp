@@ -312,20 +312,23 @@ void add_compute_options(CLI::App* cmd, ComputeOptions& options) {
                   "true: only cuDNN algorithms that repeat bit for bit (resume ends where an uninterrupted run "
                   "would); false: the fastest, some of which use atomics (CUDA only)")
       ->capture_default_str();
-  const std::map<std::string, Precision> precisions{
-      {"fp32", Precision::fp32}, {"tf32", Precision::tf32}, {"bf16", Precision::bf16}, {"fp16", Precision::fp16}};
-  cmd->add_option("--precision", options.precision,
-                  "fp32: strict float32 everywhere; tf32: cuBLAS and cuDNN may use TF32 tensor cores (CUDA only); "
-                  "bf16, fp16: mixed precision as torch.autocast (convolutions, linear layers and Gram matrices in "
-                  "half with fp32 sums, activations stored in half, fp32 master weights, losses and optimizer; "
-                  "fp16 trains with dynamic loss scaling)")
-      ->transform(CLI::CheckedTransformer(precisions, CLI::ignore_case))
-      ->default_str("fp32");
+  add_precision_option(cmd, options.precision);
   cmd->add_option("--conv-algo", options.conv_algo,
                   "heuristic: cuDNN's ranked guess, the same every run; measured: time every usable algorithm once "
                   "per shape and keep the fastest (PyTorch's cudnn.benchmark; CUDA only)")
       ->check(CLI::IsMember({"heuristic", "measured"}))
       ->capture_default_str();
+}
+
+void add_precision_option(CLI::App* cmd, Precision& precision) {
+  cmd->add_option_function<std::string>(
+         "--precision", [&precision](const std::string& name) { precision = parse_precision(name); },
+         "fp32: strict float32 everywhere; tf32: cuBLAS and cuDNN may use TF32 tensor cores (CUDA only); bf16, fp16: "
+         "mixed precision as torch.autocast (convolutions, linear layers and Gram matrices in half with fp32 sums, "
+         "activations stored in half, fp32 master weights, losses and optimizer; fp16 trains with dynamic loss "
+         "scaling)")
+      ->check(CLI::IsMember({"fp32", "tf32", "bf16", "fp16"}))
+      ->default_str("fp32");
 }
 
 void apply_compute_options(Context& ctx, const ComputeOptions& options) {

@@ -50,6 +50,8 @@ struct ComputeOptions {
   std::string conv_algo = "heuristic";  // heuristic | measured
 };
 void add_compute_options(CLI::App* cmd, ComputeOptions& options);
+// --precision alone (summary shows the dtypes it gives each layer).
+void add_precision_option(CLI::App* cmd, Precision& precision);
 // Sets them on ctx; on the CPU, one note on stderr when tf32 or measured was asked for.
 void apply_compute_options(Context& ctx, const ComputeOptions& options);
 

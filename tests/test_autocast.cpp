@@ -1,0 +1,209 @@
+// Mixed precision above the ops: autocast in the layers and the model (half weights refreshed from
+// the f32 masters, activations in half, f32 output), dynamic loss scaling for fp16 (an injected
+// overflow is skipped, the scale halved, the weights stay finite), training in bf16 and fp16
+// against fp32, and half-precision weight files.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "cudl/engine/io/safetensors.hpp"
+#include "cudl/layers/conv2d.hpp"
+#include "cudl/layers/elementwise.hpp"
+#include "cudl/layers/linear.hpp"
+#include "cudl/layers/loss_scaler.hpp"
+#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/trainer.hpp"
+#include "cudl/models/zoo.hpp"
+#include "tests/synthetic_data.hpp"
+#include "tests/test_util.hpp"
+
+using namespace cudl;
+using namespace cudl::testing;
+
+namespace {
+
+double max_abs(const std::vector<float>& v) {
+  double m = 0;
+  for (float x : v) m = std::max(m, static_cast<double>(std::fabs(x)));
+  return m;
+}
+
+double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double m = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, static_cast<double>(std::fabs(a[i] - b[i])));
+  return m;
+}
+
+// A small conv net with every layer kind autocast touches.
+Sequential small_cnn(Context& ctx) {
+  Sequential net;
+  net.add("conv1", std::make_unique<Conv2d>(1, 8, 3, Conv2dParams{1, 1}))
+      .add("relu1", std::make_unique<ActivationLayer>(Activation::relu))
+      .add("pool1", std::make_unique<MaxPool2d>(2))
+      .add("flatten", std::make_unique<Flatten>())
+      .add("fc", std::make_unique<Linear>(8 * 4 * 4, 4));
+  net.build(ctx, 11);
+  return net;
+}
+
+TEST(Autocast, Bf16AndFp16ForwardAndBackwardFollowFp32) {
+  for (const Precision precision : {Precision::bf16, Precision::fp16}) {
+    Context ctx{Device::cpu()};
+    Sequential net = small_cnn(ctx);
+    net.set_input_grad(true);
+    const Dataset d = synthetic_patterns(6, 1, 8, 8, 4, 3, ctx);
+    Tensor dy = Tensor::full({6, 4}, 0.25f, ctx);
+
+    net.zero_grad(ctx);
+    const std::vector<float> y32 = net.forward(ctx, d.images, true).to_vector(ctx);
+    const std::vector<float> dx32 = net.backward(ctx, dy).to_vector(ctx);
+    const std::vector<float> g32 = net.gradient_block().to_vector(ctx);
+
+    ctx.set_precision(precision);
+    net.zero_grad(ctx);
+    Tensor y = net.forward(ctx, d.images, true);
+    EXPECT_EQ(y.dtype(), DType::f32) << "the model's output stays f32 for the loss";
+    EXPECT_EQ(net.layer("fc").parameters()[0]->half.dtype(), autocast_dtype(precision));
+    Tensor dx = net.backward(ctx, dy);
+    EXPECT_EQ(dx.dtype(), DType::f32) << "the input gradient comes back in the input's dtype";
+    const std::vector<float> g = net.gradient_block().to_vector(ctx);
+    // A few roundings of 2^-8 (bf16) or 2^-11 (f16) relative to the largest value, through three
+    // layers: 4 units of roundoff is generous for f16 and tight enough to catch a wrong dtype path.
+    const double u = precision == Precision::bf16 ? 0x1p-8 : 0x1p-11;
+    EXPECT_LE(max_diff(y.to_vector(ctx), y32), 16 * u * max_abs(y32)) << precision_name(precision);
+    EXPECT_LE(max_diff(dx.to_vector(ctx), dx32), 16 * u * max_abs(dx32)) << precision_name(precision);
+    EXPECT_LE(max_diff(g, g32), 16 * u * max_abs(g32)) << precision_name(precision);
+    EXPECT_NE(y.to_vector(ctx), y32) << "half precision should round somewhere";
+  }
+}
+
+// The half weights are refreshed from the masters after a step, and not before it.
+TEST(Autocast, HalfWeightsFollowTheMastersAfterEachOptimizerStep) {
+  Context ctx{Device::cpu()};
+  ctx.set_precision(Precision::bf16);
+  Sequential net = small_cnn(ctx);
+  const Dataset d = synthetic_patterns(4, 1, 8, 8, 4, 3, ctx);
+  Optimizer opt(ctx, net, OptimizerConfig{});
+  const std::vector<float> before = net.forward(ctx, d.images, false).to_vector(ctx);
+  EXPECT_EQ(net.forward(ctx, d.images, false).to_vector(ctx), before);
+  Parameter& w = *net.layer("fc").parameters()[0];
+  ctx.backend().fill(ctx, net.gradient_block(), 1.0f);
+  opt.step(ctx, 0.1f);
+  const std::vector<float> master = w.value.to_vector(ctx), half = w.half.to_vector(ctx);
+  EXPECT_NE(net.forward(ctx, d.images, false).to_vector(ctx), before);
+  const std::vector<float> refreshed = w.half.to_vector(ctx);
+  EXPECT_NE(refreshed, half);
+  for (std::size_t i = 0; i < master.size(); ++i) ASSERT_EQ(refreshed[i], to_float(to_bf16(master[i]))) << i;
+}
+
+TEST(LossScaler, AnOverflowIsSkippedTheScaleHalvedAndGoodStepsUnscaled) {
+  Context ctx{Device::cpu()};
+  LossScalerConfig config;
+  config.growth_interval = 2;
+  LossScaler scaler(ctx, config);
+  EXPECT_EQ(scaler.scale(), 65536.0f);
+  Tensor grads = Tensor::from_host(std::vector<float>{65536.0f, -131072.0f, 0.0f}, {3}, ctx);
+  EXPECT_TRUE(scaler.unscale(ctx, grads));
+  EXPECT_EQ(grads.to_vector(ctx), (std::vector<float>{1.0f, -2.0f, 0.0f}));
+  Tensor bad = Tensor::from_host(std::vector<float>{1.0f, INFINITY, 2.0f}, {3}, ctx);
+  EXPECT_FALSE(scaler.unscale(ctx, bad));
+  EXPECT_EQ(scaler.scale(), 32768.0f);
+  EXPECT_EQ(scaler.skipped_steps(), 1);
+  Tensor nan = Tensor::from_host(std::vector<float>{NAN}, {1}, ctx);
+  EXPECT_FALSE(scaler.unscale(ctx, nan));
+  EXPECT_EQ(scaler.scale(), 16384.0f);
+  // Two good steps in a row grow it back.
+  Tensor ok = Tensor::from_host(std::vector<float>{1.0f}, {1}, ctx);
+  EXPECT_TRUE(scaler.unscale(ctx, ok));
+  EXPECT_EQ(scaler.scale(), 16384.0f);
+  EXPECT_TRUE(scaler.unscale(ctx, ok));
+  EXPECT_EQ(scaler.scale(), 32768.0f);
+  LossScalerConfig zero;
+  zero.init_scale = 0.0f;
+  EXPECT_THROW(LossScaler(ctx, zero), Error);
+}
+
+// fp16 training from a scale so large that the first steps' gradients overflow f16: those steps
+// are skipped (the weights untouched), the scale halves until gradients fit, training goes on and
+// ends with finite weights and a better loss; the metrics say how many steps were skipped.
+TEST(LossScaler, Fp16TrainingSkipsOverflowingStepsAndRecovers) {
+  Context ctx{Device::cpu()};
+  ctx.set_precision(Precision::fp16);
+  Sequential net = small_cnn(ctx);
+  const Dataset train = synthetic_patterns(64, 1, 8, 8, 4, 5, ctx);
+  const Dataset test = synthetic_patterns(16, 1, 8, 8, 4, 6, ctx);
+  const std::vector<float> initial = net.parameter_block().to_vector(ctx);
+  FitOptions o;
+  o.model_name = "small_cnn";
+  o.epochs = 3;
+  o.batch_size = 8;
+  o.loss_scaling.init_scale = 0x1p40f;  // dlogits of ~0.1 times 2^40 is far past f16's 65504
+  std::vector<TrainProgress> reports;
+  o.on_progress = [&](const TrainProgress& p) { reports.push_back(p); };
+  const TrainResult r = fit(ctx, net, train, test, o);
+  ASSERT_EQ(r.epochs.size(), 3u);
+  EXPECT_EQ(r.precision, "fp16");
+  EXPECT_GE(r.epochs[0].skipped_steps, 10) << "2^40 must come down to about 2^15 or below, one halving a step";
+  EXPECT_LT(r.epochs[0].loss_scale, 0x1p40);
+  EXPECT_GT(r.epochs[0].loss_scale, 0.0);
+  EXPECT_EQ(r.epochs[2].skipped_steps, 0);
+  EXPECT_LT(r.epochs[2].steps, 3 * 8) << "skipped steps are not optimizer steps";
+  for (float v : net.parameter_block().to_vector(ctx)) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_NE(net.parameter_block().to_vector(ctx), initial);
+  EXPECT_LT(r.epochs[2].train_loss, r.epochs[0].train_loss);
+  ASSERT_FALSE(reports.empty());
+  EXPECT_GT(reports.back().loss_scale, 0.0);
+  const nlohmann::json metrics = metrics_document(r);
+  EXPECT_EQ(metrics["precision"], "fp16");
+  EXPECT_EQ(metrics["epochs"][0]["skipped_steps"], r.epochs[0].skipped_steps);
+  EXPECT_TRUE(metrics["epochs"][0].contains("loss_scale"));
+}
+
+// bf16 has fp32's range: no loss scaling, and it trains as fp32 does on a separable set.
+TEST(Autocast, Bf16TrainingLearnsAsFp32Does) {
+  double accuracy[2] = {0, 0};
+  for (int run = 0; run < 2; ++run) {
+    Context ctx{Device::cpu()};
+    if (run == 1) ctx.set_precision(Precision::bf16);
+    Sequential net = small_cnn(ctx);
+    const Dataset train = synthetic_patterns(128, 1, 8, 8, 4, 5, ctx);
+    const Dataset test = synthetic_patterns(64, 1, 8, 8, 4, 6, ctx);
+    FitOptions o;
+    o.model_name = "small_cnn";
+    o.epochs = 2;
+    o.batch_size = 16;
+    const TrainResult r = fit(ctx, net, train, test, o);
+    EXPECT_EQ(r.epochs.back().loss_scale, 0.0);
+    accuracy[run] = r.epochs.back().test_accuracy;
+  }
+  EXPECT_GE(accuracy[0], 0.9);
+  EXPECT_NEAR(accuracy[1], accuracy[0], 0.05);
+}
+
+// --save-dtype's export: half weights, half the bytes, loading back within one rounding.
+TEST(HalfWeights, SavedInBf16AndFp16LoadBackWithinOneRounding) {
+  Context ctx{Device::cpu()};
+  Sequential net = small_cnn(ctx);
+  TempDir dir;
+  const std::vector<float> master = net.parameter_block().to_vector(ctx);
+  for (const DType dtype : {DType::bf16, DType::f16}) {
+    const std::string path = dir.file(std::string(dtype_name(dtype)) + ".safetensors");
+    save_weights(path, ctx, net, {}, dtype);
+    const SafetensorsFile file = SafetensorsFile::open(path);
+    EXPECT_EQ(file.dtype("fc.weight"), dtype == DType::bf16 ? "BF16" : "F16");
+    const Tensor kept = file.read("fc.weight", ctx);
+    EXPECT_EQ(kept.dtype(), dtype) << "read without widening";
+    Sequential copy = small_cnn(ctx);
+    load_weights(path, ctx, copy);
+    const std::vector<float> loaded = copy.parameter_block().to_vector(ctx);
+    for (std::size_t i = 0; i < master.size(); ++i) {
+      const float expected = dtype == DType::bf16 ? to_float(to_bf16(master[i])) : to_float(to_f16(master[i]));
+      ASSERT_EQ(loaded[i], expected) << i;
+    }
+  }
+  EXPECT_THROW(save_weights(dir.file("i32.safetensors"), ctx, net, {}, DType::i32), Error);
+}
+
+}  // namespace
