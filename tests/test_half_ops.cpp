@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -26,6 +27,11 @@
 #include "cudl/engine/half.hpp"
 #include "cudl/engine/tensor.hpp"
 #include "tests/test_util.hpp"
+
+namespace cudl {
+// "bf16" rather than "1-byte object <01>" in failure reports.
+inline void PrintTo(DType t, std::ostream* os) { *os << dtype_name(t); }
+}  // namespace cudl
 
 using namespace cudl;
 using cudl::testing::contains;
