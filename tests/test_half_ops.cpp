@@ -108,6 +108,7 @@ const ConvCase kConvCases[] = {
     {{2, 8, 10, 10}, {6, 8, 3, 3}, {1, 1, 1, 1, 1, 1}},  // VGG's 3x3 (the f32 reference may be Winograd)
     {{2, 5, 9, 11}, {4, 5, 3, 2}, {1, 0, 2, 1, 1, 1}},   // strided, asymmetric
     {{1, 3, 7, 7}, {4, 3, 1, 1}, {0, 0, 1, 1, 1, 1}},    // pointwise
+    {{1, 4, 11, 11}, {3, 4, 3, 3}, {2, 2, 1, 1, 2, 2}},  // dilated
 };
 
 TEST_P(HalfOps, ConvForward) {

@@ -190,6 +190,9 @@ struct Plan {
   Arg args[3];
   bool is_output[3];
   memory::desc scratchpad;
+  // oneDNN fell back to its reference kernel (a geometry its optimised half kernels skip): for a
+  // half dtype, widening to f32 and the f32 kernels is faster, so the caller does that instead.
+  bool reference = false;
 };
 
 dnnl::primitive_attr user_scratchpad() {
@@ -205,6 +208,8 @@ dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, dt type,
                                           g.dilates, g.pad_l, g.pad_r);
   return dnnl::convolution_forward::primitive_desc(d, user_scratchpad(), cpu_engine());
 }
+
+bool is_reference(const char* impl) { return std::string_view(impl).starts_with("ref"); }
 
 std::unique_ptr<Plan> make_plan(Direction dir, const Geometry& g, Types t, dnnl::algorithm algo) {
   auto plan = std::make_unique<Plan>();
@@ -222,6 +227,7 @@ std::unique_ptr<Plan> make_plan(Direction dir, const Geometry& g, Types t, dnnl:
       plan->args[1] = input_arg(uw, pd.weights_desc());
       plan->args[2] = output_arg(pd.dst_desc(), uy, false);
       plan->scratchpad = pd.scratchpad_desc();
+      plan->reference = is_reference(pd.impl_info_str());
       break;
     }
     case Direction::backward_data: {
@@ -235,6 +241,7 @@ std::unique_ptr<Plan> make_plan(Direction dir, const Geometry& g, Types t, dnnl:
       plan->args[1] = input_arg(uw, pd.weights_desc());
       plan->args[2] = output_arg(pd.diff_src_desc(), ux, false);
       plan->scratchpad = pd.scratchpad_desc();
+      plan->reference = is_reference(pd.impl_info_str());
       break;
     }
     case Direction::backward_filter: {
@@ -250,6 +257,7 @@ std::unique_ptr<Plan> make_plan(Direction dir, const Geometry& g, Types t, dnnl:
       plan->args[1] = input_arg(uy, pd.diff_dst_desc());
       plan->args[2] = output_arg(pd.diff_weights_desc(), uw, true);
       plan->scratchpad = pd.scratchpad_desc();
+      plan->reference = is_reference(pd.impl_info_str());
       break;
     }
   }
@@ -279,9 +287,8 @@ std::optional<std::string> probe_conv(dt type) {
   try {
     const Geometry g = geometry(Shape{2, 32, 14, 14}, Shape{32, 32, 3, 3}, Shape{2, 32, 14, 14}, Conv2dParams{1, 1});
     const auto pd = forward_pd(g, type, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct);
-    std::string impl = pd.impl_info_str();
-    if (impl.rfind("ref", 0) == 0) return std::nullopt;
-    return impl;
+    if (is_reference(pd.impl_info_str())) return std::nullopt;
+    return std::string(pd.impl_info_str());
   } catch (const dnnl::error&) {
     return std::nullopt;
   }
@@ -464,6 +471,7 @@ bool onednn_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const
   if (!g.expressible || !native_dtype(x.dtype())) return false;
   const Types t{to_dnnl(x.dtype()), to_dnnl(x.dtype())};
   const Plan& plan = plan_for(Direction::forward, t, x.shape(), w.shape(), g, p);
+  if (plan.reference && t.data != dt::f32) return false;
   const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.data), uy = plain(g.y, t.data);
   execute(ctx, Direction::forward, plan, {&ux, &uw, &uy}, {x.raw(), w.raw(), y.raw()}, false, x.shape(), w.shape());
   return true;
@@ -474,6 +482,7 @@ bool onednn_conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w
   if (!g.expressible || !native_dtype(dy.dtype())) return false;
   const Types t{to_dnnl(dy.dtype()), to_dnnl(dy.dtype())};
   const Plan& plan = plan_for(Direction::backward_data, t, dx.shape(), w.shape(), g, p);
+  if (plan.reference && t.data != dt::f32) return false;
   const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.data), uy = plain(g.y, t.data);
   execute(ctx, Direction::backward_data, plan, {&uy, &uw, &ux}, {dy.raw(), w.raw(), dx.raw()}, false, dx.shape(),
           w.shape());
@@ -486,6 +495,7 @@ bool onednn_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& 
   if (!g.expressible || !native_dtype(x.dtype()) || !native_dtype(dw.dtype())) return false;
   const Types t{to_dnnl(x.dtype()), to_dnnl(dw.dtype())};
   const Plan& plan = plan_for(Direction::backward_filter, t, x.shape(), dw.shape(), g, p);
+  if (plan.reference && t.data != dt::f32) return false;
   const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.filter_grad), uy = plain(g.y, t.data);
   execute(ctx, Direction::backward_filter, plan, {&ux, &uy, &uw}, {x.raw(), dy.raw(), dw.raw()}, accumulate, x.shape(),
           dw.shape());
