@@ -1,6 +1,7 @@
 #pragma once
-// Shared by the CPU ops: the size above which loops go parallel, and the guard that keeps OpenBLAS
-// single-threaded inside our own OpenMP loops. (Argument checks happen once, in the op interface's
+// Shared by the CPU ops: the size above which loops go parallel, the guard that keeps OpenBLAS
+// single-threaded inside our own OpenMP loops, and the dtype dispatch and f32 widening that let
+// one kernel template serve f32, bf16 and f16. (Argument checks happen once, in the op interface's
 // front: engine/backend.cpp.)
 #include <cstdint>
 #include <string_view>
