@@ -10,24 +10,24 @@ using cpu::kParallelThreshold;
 
 namespace {
 
-// One loop per activation, with the switch outside it, so each loop vectorises.
-template <class F>
-void map(const float* x, float* y, std::int64_t n, F f) {
+// One loop per activation and element type, with both switches outside it, so each loop
+// vectorises. f is evaluated in f32; a half result is rounded once.
+template <class T, class F>
+void map(const T* x, T* y, std::int64_t n, F f) {
 #pragma omp parallel for if (n >= kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+  for (std::int64_t i = 0; i < n; ++i) y[i] = store<T>(f(load(x[i])));
 }
 
-template <class F>
-void map2(const float* a, const float* b, float* out, std::int64_t n, F f) {
+template <class T, class F>
+void map2(const T* a, const T* b, T* out, std::int64_t n, F f) {
 #pragma omp parallel for if (n >= kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
+  for (std::int64_t i = 0; i < n; ++i) out[i] = store<T>(f(load(a[i]), load(b[i])));
 }
 
-}  // namespace
-
-void CpuBackend::do_activation_forward(Context&, Activation a, float alpha, const Tensor& x, Tensor& y) {
-  const float* px = x.data<float>();
-  float* py = y.data<float>();
+template <class T>
+void forward(Activation a, float alpha, const Tensor& x, Tensor& y) {
+  const T* px = x.data<T>();
+  T* py = y.data<T>();
   const std::int64_t n = x.numel();
   switch (a) {
     case Activation::relu:
@@ -46,28 +46,40 @@ void CpuBackend::do_activation_forward(Context&, Activation a, float alpha, cons
   CUDL_THROW("activation_forward: unknown activation {}", static_cast<int>(a));
 }
 
-void CpuBackend::do_activation_backward(Context&, Activation a, float alpha, const Tensor& x, const Tensor& y,
-                                        const Tensor& dy, Tensor& dx) {
-  float* pdx = dx.data<float>();
-  const float* pdy = dy.data<float>();
+template <class T>
+void backward(Activation a, float alpha, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx) {
+  T* pdx = dx.data<T>();
+  const T* pdy = dy.data<T>();
   const std::int64_t n = dy.numel();
   switch (a) {
     case Activation::relu:
       // 0, not 0 * dy: an infinite or NaN gradient stops where the unit is off (as in PyTorch and
       // the CUDA kernel).
-      map2(x.data<float>(), pdy, pdx, n, [](float v, float g) { return v > 0.0f ? g : 0.0f; });
+      map2(x.data<T>(), pdy, pdx, n, [](float v, float g) { return v > 0.0f ? g : 0.0f; });
       return;
     case Activation::leaky_relu:
-      map2(x.data<float>(), pdy, pdx, n, [alpha](float v, float g) { return v > 0.0f ? g : alpha * g; });
+      map2(x.data<T>(), pdy, pdx, n, [alpha](float v, float g) { return v > 0.0f ? g : alpha * g; });
       return;
     case Activation::sigmoid:
-      map2(y.data<float>(), pdy, pdx, n, [](float s, float g) { return g * s * (1.0f - s); });
+      map2(y.data<T>(), pdy, pdx, n, [](float s, float g) { return g * s * (1.0f - s); });
       return;
     case Activation::tanh:
-      map2(y.data<float>(), pdy, pdx, n, [](float t, float g) { return g * (1.0f - t * t); });
+      map2(y.data<T>(), pdy, pdx, n, [](float t, float g) { return g * (1.0f - t * t); });
       return;
   }
   CUDL_THROW("activation_backward: unknown activation {}", static_cast<int>(a));
+}
+
+}  // namespace
+
+void CpuBackend::do_activation_forward(Context&, Activation a, float alpha, const Tensor& x, Tensor& y) {
+  cpu::dispatch_float(x.dtype(), "activation_forward", [&](auto tag) { forward<decltype(tag)>(a, alpha, x, y); });
+}
+
+void CpuBackend::do_activation_backward(Context&, Activation a, float alpha, const Tensor& x, const Tensor& y,
+                                        const Tensor& dy, Tensor& dx) {
+  cpu::dispatch_float(dy.dtype(), "activation_backward",
+                      [&](auto tag) { backward<decltype(tag)>(a, alpha, x, y, dy, dx); });
 }
 
 }  // namespace cudl

@@ -19,10 +19,14 @@ void convert(const From* src, To* dst, std::int64_t n) {
 template <class From>
 void convert_to(const From* src, Tensor& dst, std::int64_t n) {
   switch (dst.dtype()) {
-    case DType::f32: return convert(src, dst.data<float>(), n);
-    case DType::bf16: return convert(src, dst.data<bf16>(), n);
-    case DType::f16: return convert(src, dst.data<f16>(), n);
-    case DType::i32: break;
+    case DType::f32:
+      return convert(src, dst.data<float>(), n);
+    case DType::bf16:
+      return convert(src, dst.data<bf16>(), n);
+    case DType::f16:
+      return convert(src, dst.data<f16>(), n);
+    case DType::i32:
+      break;
   }
   CUDL_THROW("cast: cannot write {} (shape {})", dtype_name(dst.dtype()), dst.shape());
 }
@@ -32,12 +36,30 @@ void convert_to(const From* src, Tensor& dst, std::int64_t n) {
 void CpuBackend::do_cast(Context&, const Tensor& src, Tensor& dst) {
   const std::int64_t n = src.numel();
   switch (src.dtype()) {
-    case DType::f32: return convert_to(src.data<float>(), dst, n);
-    case DType::bf16: return convert_to(src.data<bf16>(), dst, n);
-    case DType::f16: return convert_to(src.data<f16>(), dst, n);
-    case DType::i32: break;
+    case DType::f32:
+      return convert_to(src.data<float>(), dst, n);
+    case DType::bf16:
+      return convert_to(src.data<bf16>(), dst, n);
+    case DType::f16:
+      return convert_to(src.data<f16>(), dst, n);
+    case DType::i32:
+      break;
   }
   CUDL_THROW("cast: cannot read {} (shape {})", dtype_name(src.dtype()), src.shape());
+}
+
+void cpu::widen(const Tensor& src, float* dst) {
+  dispatch_float(src.dtype(), "widen", [&](auto tag) { widen(src.data<decltype(tag)>(), dst, src.numel()); });
+}
+
+void cpu::narrow(const float* src, Tensor& dst) {
+  dispatch_float(dst.dtype(), "narrow", [&](auto tag) { narrow(src, dst.data<decltype(tag)>(), dst.numel()); });
+}
+
+cpu::F32Copy::F32Copy(Context& ctx, const Tensor& t, bool copy_values)
+    : buffer_(ctx, static_cast<std::size_t>(t.numel()) * sizeof(float)),
+      tensor_(Tensor::borrow(buffer_.data(), t.shape(), DType::f32, t.device())) {
+  if (copy_values && t.numel() > 0) widen(t, tensor_.data<float>());
 }
 
 }  // namespace cudl

@@ -1,11 +1,14 @@
 // 2-D convolution on the CPU. With oneDNN built in (the default where libdnnl-dev is installed)
 // every direction goes to kernels/cpu/onednn_conv.cpp; this file keeps the im2col + OpenBLAS GEMM
 // path (col2im for the data gradient) as the fallback: no oneDNN, CUDL_CPU_CONV=im2col, or a
-// geometry oneDNN cannot express. Both share the empty-shape guards below.
+// geometry oneDNN cannot express. Both share the empty-shape guards below. Half tensors go to
+// oneDNN where it has a native kernel for their dtype on this CPU (bf16 with AVX-512 BF16 / AMX);
+// otherwise they are widened to f32, convolved on the f32 path and the output rounded once.
 #include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <optional>
 
 #include "cudl/engine/check.hpp"
@@ -148,18 +151,27 @@ void for_each_sample_with_columns(Context& ctx, const ConvGeometry& g, const Bod
 
 // Weights held constant skip their per-call reorder into oneDNN's layout (im2col reads them as
 // they are, so it keeps nothing).
+// Held bf16 weights are reordered once too (the copies are keyed by address and layout, dtype
+// included); f16 weights, widened on every call, keep nothing.
 ConstantHold CpuBackend::do_hold_constant(Context&, const Tensor& t) {
-  return cpu::hold_constant_weights(t.data<float>(), static_cast<std::size_t>(t.numel()) * sizeof(float));
+  return cpu::hold_constant_weights(t.raw(), t.nbytes());
 }
 
 void CpuBackend::do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
   const auto g = geometry(x.shape(), w.shape(), y.shape(), p);
   if (y.numel() == 0) return;
-  if (g.rows() == 0) {  // no input channels: an empty sum, and BLAS rejects a zero inner dimension
-    std::fill(y.data<float>(), y.data<float>() + y.numel(), 0.0f);
+  if (g.rows() == 0) {                    // no input channels: an empty sum, and BLAS rejects a zero inner dimension
+    std::memset(y.raw(), 0, y.nbytes());  // +0 in every float dtype
     return;
   }
   if (cpu::onednn_conv_enabled() && cpu::onednn_conv2d_forward(ctx, x, w, p, y)) return;
+  if (x.dtype() != DType::f32) {
+    // No native kernel for this dtype here: f32 copies (exact), the f32 path, one rounding of y.
+    cpu::F32Copy wx(ctx, x, true), ww(ctx, w, true), wy(ctx, y, false);
+    do_conv2d_forward(ctx, wx.tensor(), ww.tensor(), p, wy.tensor());
+    cpu::narrow(wy.data(), y);
+    return;
+  }
   const float* px = x.data<float>();
   const float* pw = w.data<float>();
   float* py = y.data<float>();
@@ -177,10 +189,16 @@ void CpuBackend::do_conv2d_backward_data(Context& ctx, const Tensor& dy, const T
   const auto g = geometry(dx.shape(), w.shape(), dy.shape(), p);
   if (dx.numel() == 0) return;
   if (g.k == 0) {  // no output channels: nothing flows back
-    std::fill(dx.data<float>(), dx.data<float>() + dx.numel(), 0.0f);
+    std::memset(dx.raw(), 0, dx.nbytes());
     return;
   }
   if (cpu::onednn_conv_enabled() && cpu::onednn_conv2d_backward_data(ctx, dy, w, p, dx)) return;
+  if (dy.dtype() != DType::f32) {
+    cpu::F32Copy wdy(ctx, dy, true), ww(ctx, w, true), wdx(ctx, dx, false);
+    do_conv2d_backward_data(ctx, wdy.tensor(), ww.tensor(), p, wdx.tensor());
+    cpu::narrow(wdx.data(), dx);
+    return;
+  }
   const float* pdy = dy.data<float>();
   const float* pw = w.data<float>();
   float* pdx = dx.data<float>();
@@ -196,12 +214,24 @@ void CpuBackend::do_conv2d_backward_data(Context& ctx, const Tensor& dy, const T
 void CpuBackend::do_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p,
                                            Tensor& dw, bool accumulate) {
   const auto g = geometry(x.shape(), dw.shape(), dy.shape(), p);
-  float* pdw = dw.data<float>();
   if (dy.numel() == 0 || g.rows() == 0) {  // no products (dw is zero, or empty)
-    if (!accumulate) std::fill(pdw, pdw + dw.numel(), 0.0f);
+    if (!accumulate) std::memset(dw.raw(), 0, dw.nbytes());
     return;
   }
   if (cpu::onednn_conv_enabled() && cpu::onednn_conv2d_backward_filter(ctx, x, dy, p, dw, accumulate)) return;
+  if (x.dtype() != DType::f32 || dw.dtype() != DType::f32) {
+    // A half dw accumulates in f32 too (its old value widened): one rounding of the sum.
+    cpu::F32Copy wx(ctx, x, true), wdy(ctx, dy, true);
+    if (dw.dtype() == DType::f32) {
+      do_conv2d_backward_filter(ctx, wx.tensor(), wdy.tensor(), p, dw, accumulate);
+      return;
+    }
+    cpu::F32Copy wdw(ctx, dw, accumulate);
+    do_conv2d_backward_filter(ctx, wx.tensor(), wdy.tensor(), p, wdw.tensor(), accumulate);
+    cpu::narrow(wdw.data(), dw);
+    return;
+  }
+  float* pdw = dw.data<float>();
   if (!accumulate) std::fill(pdw, pdw + dw.numel(), 0.0f);
   const float* px = x.data<float>();
   const float* pdy = dy.data<float>();

@@ -7,28 +7,43 @@ namespace cudl {
 
 using cpu::kParallelThreshold;
 
-void CpuBackend::do_dropout_forward(Context&, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset,
-                                    Tensor& y, Tensor& mask) {
+namespace {
+
+// y is x times the exact keep factor, rounded once; the stored mask is that factor rounded to T
+// (what backward multiplies by), 0 where dropped.
+template <class T>
+void dropout(const T* px, float p, std::uint64_t seed, std::uint64_t offset, T* py, T* pm, std::int64_t n) {
   const float keep = 1.0f / (1.0f - p);
-  const float* px = x.data<float>();
-  float* py = y.data<float>();
-  float* pm = mask.data<float>();
-  const std::int64_t n = x.numel();
 #pragma omp parallel for if (n >= kParallelThreshold / 8)
   for (std::int64_t i = 0; i < n; ++i) {
     // u >= 0 always, so p == 0 keeps every element with mask exactly 1.
     const float m = philox::uniform(offset + static_cast<std::uint64_t>(i), seed) >= p ? keep : 0.0f;
-    pm[i] = m;
-    py[i] = px[i] * m;
+    pm[i] = store<T>(m);
+    py[i] = store<T>(load(px[i]) * m);
   }
 }
 
-void CpuBackend::do_mul(Context&, const Tensor& a, const Tensor& b, Tensor& out) {
-  const float *pa = a.data<float>(), *pb = b.data<float>();
-  float* po = out.data<float>();
-  const std::int64_t n = a.numel();
+template <class T>
+void multiply(const T* pa, const T* pb, T* po, std::int64_t n) {
 #pragma omp parallel for if (n >= kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) po[i] = pa[i] * pb[i];
+  for (std::int64_t i = 0; i < n; ++i) po[i] = store<T>(load(pa[i]) * load(pb[i]));
+}
+
+}  // namespace
+
+void CpuBackend::do_dropout_forward(Context&, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset,
+                                    Tensor& y, Tensor& mask) {
+  cpu::dispatch_float(x.dtype(), "dropout_forward", [&](auto tag) {
+    using T = decltype(tag);
+    dropout(x.data<T>(), p, seed, offset, y.data<T>(), mask.data<T>(), x.numel());
+  });
+}
+
+void CpuBackend::do_mul(Context&, const Tensor& a, const Tensor& b, Tensor& out) {
+  cpu::dispatch_float(a.dtype(), "mul", [&](auto tag) {
+    using T = decltype(tag);
+    multiply(a.data<T>(), b.data<T>(), out.data<T>(), a.numel());
+  });
 }
 
 }  // namespace cudl

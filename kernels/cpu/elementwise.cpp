@@ -29,19 +29,31 @@ void CpuBackend::do_copy(Context&, const Tensor& src, Tensor& dst) {
   std::memmove(dst.raw(), src.raw(), src.nbytes());
 }
 
-void CpuBackend::do_axpy(Context&, float alpha, const Tensor& x, Tensor& y) {
-  const float* px = x.data<float>();
-  float* py = y.data<float>();
-  const std::int64_t n = x.numel();
+namespace {
+
+template <class T>
+void axpy_kernel(float alpha, const T* px, T* py, std::int64_t n) {
 #pragma omp parallel for if (n >= kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) py[i] += alpha * px[i];
+  for (std::int64_t i = 0; i < n; ++i) py[i] = store<T>(load(py[i]) + alpha * load(px[i]));
+}
+
+template <class T>
+void scale_kernel(T* p, float alpha, std::int64_t n) {
+#pragma omp parallel for if (n >= kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) p[i] = store<T>(load(p[i]) * alpha);
+}
+
+}  // namespace
+
+void CpuBackend::do_axpy(Context&, float alpha, const Tensor& x, Tensor& y) {
+  cpu::dispatch_float(x.dtype(), "axpy", [&](auto tag) {
+    using T = decltype(tag);
+    axpy_kernel(alpha, x.data<T>(), y.data<T>(), x.numel());
+  });
 }
 
 void CpuBackend::do_scale(Context&, Tensor& x, float alpha) {
-  float* p = x.data<float>();
-  const std::int64_t n = x.numel();
-#pragma omp parallel for if (n >= kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) p[i] *= alpha;
+  cpu::dispatch_float(x.dtype(), "scale", [&](auto tag) { scale_kernel(x.data<decltype(tag)>(), alpha, x.numel()); });
 }
 
 void CpuBackend::do_clamp(Context&, Tensor& x, float low, float high) {

@@ -16,6 +16,7 @@
 #include "cudl/engine/context.hpp"
 #include "cudl/kernels/cpu/cpu_args.hpp"
 #include "cudl/kernels/cpu/cpu_backend.hpp"
+#include "cudl/kernels/cpu/onednn_conv.hpp"
 
 namespace cudl {
 namespace {
@@ -83,42 +84,69 @@ void cpu::sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std:
               static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
 }
 
-void CpuBackend::do_gemm(Context&, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b,
+void CpuBackend::do_gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b,
                          float beta, Tensor& c) {
   const std::int64_t m = trans_a ? a.dim(1) : a.dim(0);
   const std::int64_t k = trans_a ? a.dim(0) : a.dim(1);
   const std::int64_t n = trans_b ? b.dim(0) : b.dim(1);
   // Row-major leading dimensions are the stored column counts, whatever the transposition.
-  cpu::sgemm(trans_a, trans_b, m, n, k, alpha, a.data<float>(), a.dim(1), b.data<float>(), b.dim(1), beta,
-             c.data<float>(), n);
+  if (a.dtype() == DType::f32) {
+    cpu::sgemm(trans_a, trans_b, m, n, k, alpha, a.data<float>(), a.dim(1), b.data<float>(), b.dim(1), beta,
+               c.data<float>(), n);
+    return;
+  }
+  if (m == 0 || n == 0) return;
+  if (k > 0 && cpu::onednn_half_gemm(trans_a, trans_b, m, n, k, alpha, a, b, beta, c)) return;
+  // Halves without a native kernel here: widened to f32 (exact), the f32 GEMM, one rounding of c.
+  cpu::F32Copy wa(ctx, a, true), wb(ctx, b, true);
+  if (c.dtype() == DType::f32) {
+    cpu::sgemm(trans_a, trans_b, m, n, k, alpha, wa.data(), a.dim(1), wb.data(), b.dim(1), beta, c.data<float>(), n);
+    return;
+  }
+  cpu::F32Copy wc(ctx, c, beta != 0.0f);  // beta 0 never reads c (BLAS's rule: NaN there stays out)
+  cpu::sgemm(trans_a, trans_b, m, n, k, alpha, wa.data(), a.dim(1), wb.data(), b.dim(1), beta, wc.data(), n);
+  cpu::narrow(wc.data(), c);
 }
+
+namespace {
+
+template <class T>
+void add_bias(const ChannelView& v, T* py, const float* pb, std::int64_t numel) {
+#pragma omp parallel for schedule(static) if (numel >= kParallelWork)
+  for (std::int64_t plane = 0; plane < v.outer * v.channels; ++plane) {
+    const float b = pb[plane % v.channels];
+    T* row = py + plane * v.inner;
+    for (std::int64_t i = 0; i < v.inner; ++i) row[i] = store<T>(load(row[i]) + b);
+  }
+}
+
+template <class T>
+void sum_per_channel(const ChannelView& v, const T* pdy, float* pdb, bool accumulate, std::int64_t numel) {
+  // One channel per iteration, summed in a fixed order in double: deterministic and accurate.
+#pragma omp parallel for schedule(static) if (numel >= kParallelWork)
+  for (std::int64_t c = 0; c < v.channels; ++c) {
+    double s = 0;
+    for (std::int64_t n = 0; n < v.outer; ++n) {
+      const T* row = pdy + (n * v.channels + c) * v.inner;
+      for (std::int64_t i = 0; i < v.inner; ++i) s += load(row[i]);
+    }
+    pdb[c] = static_cast<float>(accumulate ? pdb[c] + s : s);
+  }
+}
+
+}  // namespace
 
 void CpuBackend::do_bias_add(Context&, Tensor& y, const Tensor& bias) {
   const auto v = channel_view(y);
-  float* py = y.data<float>();
-  const float* pb = bias.data<float>();
-#pragma omp parallel for schedule(static) if (y.numel() >= kParallelWork)
-  for (std::int64_t plane = 0; plane < v.outer * v.channels; ++plane) {
-    const float b = pb[plane % v.channels];
-    float* row = py + plane * v.inner;
-    for (std::int64_t i = 0; i < v.inner; ++i) row[i] += b;
-  }
+  cpu::dispatch_float(y.dtype(), "bias_add",
+                      [&](auto tag) { add_bias(v, y.data<decltype(tag)>(), bias.data<float>(), y.numel()); });
 }
 
 void CpuBackend::do_bias_grad(Context&, const Tensor& dy, Tensor& dbias, bool accumulate) {
   const auto v = channel_view(dy);
-  const float* pdy = dy.data<float>();
-  float* pdb = dbias.data<float>();
-  // One channel per iteration, summed in a fixed order in double: deterministic and accurate.
-#pragma omp parallel for schedule(static) if (dy.numel() >= kParallelWork)
-  for (std::int64_t c = 0; c < v.channels; ++c) {
-    double s = 0;
-    for (std::int64_t n = 0; n < v.outer; ++n) {
-      const float* row = pdy + (n * v.channels + c) * v.inner;
-      for (std::int64_t i = 0; i < v.inner; ++i) s += row[i];
-    }
-    pdb[c] = static_cast<float>(accumulate ? pdb[c] + s : s);
-  }
+  cpu::dispatch_float(dy.dtype(), "bias_grad", [&](auto tag) {
+    sum_per_channel(v, dy.data<decltype(tag)>(), dbias.data<float>(), accumulate, dy.numel());
+  });
 }
 
 }  // namespace cudl

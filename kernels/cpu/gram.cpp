@@ -2,11 +2,16 @@
 // Both directions are GEMMs on cpu::sgemm, threaded by the same pool as the convolutions around
 // them (OpenBLAS's ssyrk did half the multiply-adds but woke OpenBLAS's own spinning pool, which
 // fought the OpenMP threads for the cores in every style iteration).
+#include <cstddef>
 #include <limits>
+#include <optional>
+#include <type_traits>
 #include <vector>
 
+#include "cudl/engine/context.hpp"
 #include "cudl/kernels/cpu/cpu_args.hpp"
 #include "cudl/kernels/cpu/cpu_backend.hpp"
+#include "cudl/kernels/cpu/onednn_conv.hpp"
 
 namespace cudl {
 
@@ -19,19 +24,36 @@ void check_blas_size(const char* op, std::int64_t v, const Shape& shape) {
 
 }  // namespace
 
-void CpuBackend::do_gram_forward(Context&, const Tensor& x, Tensor& g) {
+void CpuBackend::do_gram_forward(Context& ctx, const Tensor& x, Tensor& g) {
   const char* op = "gram_forward";
   const std::int64_t n = x.dim(0), c = x.dim(1), hw = x.dim(2) * x.dim(3);
   if (n == 0 || c == 0) return;
   check_blas_size(op, c, x.shape());
   check_blas_size(op, hw, x.shape());
   const float alpha = hw == 0 ? 0.0f : static_cast<float>(1.0 / static_cast<double>(c * hw));
-  const float* px = x.data<float>();
   float* pg = g.data<float>();
+  // A half x goes to oneDNN's matmul where it has a native kernel (F in bf16 on AMX, G in f32), else
+  // one sample at a time is widened to f32 (exact) for sgemm.
+  const bool half = x.dtype() != DType::f32;
+  std::optional<Workspace> widened;
+  if (half) widened.emplace(ctx, static_cast<std::size_t>(c * hw) * sizeof(float));
   for (std::int64_t s = 0; s < n; ++s) {
-    const float* f = px + s * c * hw;
     float* gs = pg + s * c * c;
-    cpu::sgemm(false, true, c, c, hw, alpha, f, hw > 0 ? hw : 1, f, hw > 0 ? hw : 1, 0.0f, gs, c);
+    const std::int64_t ld = hw > 0 ? hw : 1;
+    if (!half) {
+      const float* f = x.data<float>() + s * c * hw;
+      cpu::sgemm(false, true, c, c, hw, alpha, f, ld, f, ld, 0.0f, gs, c);
+    } else {
+      const auto* f =
+          static_cast<const std::byte*>(x.raw()) + s * c * hw * static_cast<std::int64_t>(dtype_size(x.dtype()));
+      if (hw == 0 ||
+          !cpu::onednn_half_gemm(false, true, c, c, hw, alpha, x.dtype(), f, ld, f, ld, 0.0f, DType::f32, gs, c)) {
+        auto* wf = static_cast<float*>(widened->data());
+        cpu::dispatch_float(x.dtype(), op,
+                            [&](auto tag) { cpu::widen(reinterpret_cast<const decltype(tag)*>(f), wf, c * hw); });
+        cpu::sgemm(false, true, c, c, hw, alpha, wf, ld, wf, ld, 0.0f, gs, c);
+      }
+    }
     // A GEMM kernel may sum G[i][j] and G[j][i] in different orders; a Gram matrix is symmetric
     // exactly, as it was from syrk, so the lower triangle mirrors the upper one.
     for (std::int64_t i = 0; i < c; ++i)
@@ -39,22 +61,38 @@ void CpuBackend::do_gram_forward(Context&, const Tensor& x, Tensor& g) {
   }
 }
 
-void CpuBackend::do_gram_backward(Context&, const Tensor& x, const Tensor& dg, Tensor& dx) {
+void CpuBackend::do_gram_backward(Context& ctx, const Tensor& x, const Tensor& dg, Tensor& dx) {
   const char* op = "gram_backward";
   const std::int64_t n = x.dim(0), c = x.dim(1), hw = x.dim(2) * x.dim(3);
   check_blas_size(op, c, x.shape());
   check_blas_size(op, hw, x.shape());
   const float alpha = static_cast<float>(1.0 / static_cast<double>(c * hw));
-  const float* px = x.data<float>();
   const float* pdg = dg.data<float>();
-  float* pdx = dx.data<float>();
   std::vector<float> sym(static_cast<std::size_t>(c * c));
-  for (std::int64_t s = 0; s < n; ++s) {
-    const float* d = pdg + s * c * c;
-    for (std::int64_t i = 0; i < c; ++i)
-      for (std::int64_t j = 0; j < c; ++j) sym[static_cast<std::size_t>(i * c + j)] = d[i * c + j] + d[j * c + i];
-    cpu::sgemm(false, false, c, hw, c, alpha, sym.data(), c, px + s * c * hw, hw, 0.0f, pdx + s * c * hw, hw);
-  }
+  // dg is f32 (and so is the symmetrised matrix): a half x is widened to f32 (exact) for the f32
+  // GEMM and dx rounded once.
+  cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>();
+    T* pdx = dx.data<T>();
+    constexpr bool half = !std::is_same_v<T, float>;
+    std::optional<Workspace> widened;
+    if constexpr (half) widened.emplace(ctx, static_cast<std::size_t>(2 * c * hw) * sizeof(float));
+    for (std::int64_t s = 0; s < n; ++s) {
+      const float* d = pdg + s * c * c;
+      for (std::int64_t i = 0; i < c; ++i)
+        for (std::int64_t j = 0; j < c; ++j) sym[static_cast<std::size_t>(i * c + j)] = d[i * c + j] + d[j * c + i];
+      if constexpr (half) {
+        float* wx = static_cast<float*>(widened->data());
+        float* wdx = wx + c * hw;
+        cpu::widen(px + s * c * hw, wx, c * hw);
+        cpu::sgemm(false, false, c, hw, c, alpha, sym.data(), c, wx, hw, 0.0f, wdx, hw);
+        cpu::narrow(wdx, pdx + s * c * hw, c * hw);
+      } else {
+        cpu::sgemm(false, false, c, hw, c, alpha, sym.data(), c, px + s * c * hw, hw, 0.0f, pdx + s * c * hw, hw);
+      }
+    }
+  });
 }
 
 }  // namespace cudl

@@ -8,48 +8,81 @@ namespace cudl {
 
 using cpu::kParallelThreshold;
 
-namespace {}  // namespace
+namespace {
 
-void CpuBackend::do_mse_loss_forward(Context&, const Tensor& a, const Tensor& b, Tensor& loss) {
-  const float *pa = a.data<float>(), *pb = b.data<float>();
-  const std::int64_t n = a.numel();
+template <class T>
+double squared_error_sum(const T* pa, const T* pb, std::int64_t n) {
   double s = 0.0;
 #pragma omp parallel for reduction(+ : s) if (n >= kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(pa[i]) - pb[i];
+    const double d = static_cast<double>(load(pa[i])) - load(pb[i]);
     s += d * d;
   }
+  return s;
+}
+
+template <class T>
+double absolute_error_sum(const T* pa, const T* pb, std::int64_t n) {
+  double s = 0.0;
+#pragma omp parallel for reduction(+ : s) if (n >= kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(load(pa[i])) - load(pb[i]);
+    s += d < 0 ? -d : d;
+  }
+  return s;
+}
+
+template <class T>
+void mse_gradient(const T* pa, const T* pb, float k, T* pd, std::int64_t n) {
+#pragma omp parallel for if (n >= kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) pd[i] = store<T>(k * (load(pa[i]) - load(pb[i])));
+}
+
+template <class T>
+void l1_gradient(const T* pa, const T* pb, float k, T* pd, std::int64_t n) {
+#pragma omp parallel for if (n >= kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float a = load(pa[i]), b = load(pb[i]);
+    pd[i] = store<T>(a > b ? k : (a < b ? -k : 0.0f));
+  }
+}
+
+}  // namespace
+
+void CpuBackend::do_mse_loss_forward(Context&, const Tensor& a, const Tensor& b, Tensor& loss) {
+  const std::int64_t n = a.numel();
+  const double s = cpu::dispatch_float(a.dtype(), "mse_loss_forward", [&](auto tag) {
+    using T = decltype(tag);
+    return squared_error_sum(a.data<T>(), b.data<T>(), n);
+  });
   loss.data<float>()[0] = static_cast<float>(s / static_cast<double>(n));
 }
 
 void CpuBackend::do_mse_loss_backward(Context&, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
-  const float *pa = a.data<float>(), *pb = b.data<float>();
-  float* pd = da.data<float>();
   const std::int64_t n = a.numel();
   const float k = static_cast<float>(2.0 * dloss / static_cast<double>(n));
-#pragma omp parallel for if (n >= kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) pd[i] = k * (pa[i] - pb[i]);
+  cpu::dispatch_float(a.dtype(), "mse_loss_backward", [&](auto tag) {
+    using T = decltype(tag);
+    mse_gradient(a.data<T>(), b.data<T>(), k, da.data<T>(), n);
+  });
 }
 
 void CpuBackend::do_l1_loss_forward(Context&, const Tensor& a, const Tensor& b, Tensor& loss) {
-  const float *pa = a.data<float>(), *pb = b.data<float>();
   const std::int64_t n = a.numel();
-  double s = 0.0;
-#pragma omp parallel for reduction(+ : s) if (n >= kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(pa[i]) - pb[i];
-    s += d < 0 ? -d : d;
-  }
+  const double s = cpu::dispatch_float(a.dtype(), "l1_loss_forward", [&](auto tag) {
+    using T = decltype(tag);
+    return absolute_error_sum(a.data<T>(), b.data<T>(), n);
+  });
   loss.data<float>()[0] = static_cast<float>(s / static_cast<double>(n));
 }
 
 void CpuBackend::do_l1_loss_backward(Context&, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
-  const float *pa = a.data<float>(), *pb = b.data<float>();
-  float* pd = da.data<float>();
   const std::int64_t n = a.numel();
   const float k = static_cast<float>(dloss / static_cast<double>(n));
-#pragma omp parallel for if (n >= kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) pd[i] = pa[i] > pb[i] ? k : (pa[i] < pb[i] ? -k : 0.0f);
+  cpu::dispatch_float(a.dtype(), "l1_loss_backward", [&](auto tag) {
+    using T = decltype(tag);
+    l1_gradient(a.data<T>(), b.data<T>(), k, da.data<T>(), n);
+  });
 }
 
 namespace {

@@ -23,15 +23,17 @@ void for_each_plane(const ChannelDims& d, std::int64_t c, F f) {
 }
 
 // y = (x - mean) * mul + beta, with mul = gamma * invstd folded per channel.
-void normalise(const ChannelDims& d, const float* x, const float* gamma, const float* beta, const double* mean,
-               const double* invstd, float* y) {
+template <class T>
+void normalise(const ChannelDims& d, const T* x, const float* gamma, const float* beta, const double* mean,
+               const double* invstd, T* y) {
   const std::int64_t total = d.outer * d.channels * d.inner;
 #pragma omp parallel for schedule(static) if (total >= kParallelThreshold)
   for (std::int64_t c = 0; c < d.channels; ++c) {
     const double mul = static_cast<double>(gamma[c]) * invstd[c];
     const double m = mean[c], b = beta[c];
     for_each_plane(d, c, [&](std::int64_t base) {
-      for (std::int64_t i = 0; i < d.inner; ++i) y[base + i] = static_cast<float>((x[base + i] - m) * mul + b);
+      for (std::int64_t i = 0; i < d.inner; ++i)
+        y[base + i] = store<T>(static_cast<float>((load(x[base + i]) - m) * mul + b));
     });
   }
 }
@@ -41,41 +43,47 @@ void normalise(const ChannelDims& d, const float* x, const float* gamma, const f
 void CpuBackend::do_channel_affine(Context&, const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y) {
   constexpr std::string_view op = "channel_affine";
   const ChannelDims d = channel_dims(op, "x", x);
-  const float* px = x.data<float>();
-  const float* ps = scale.data<float>();
-  const float* pb = shift.data<float>();
-  float* py = y.data<float>();  // may alias x: each element is read before it is written
-  const std::int64_t planes = d.outer * d.channels;
+  cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>();
+    const float* ps = scale.data<float>();
+    const float* pb = shift.data<float>();
+    T* py = y.data<T>();  // may alias x: each element is read before it is written
+    const std::int64_t planes = d.outer * d.channels;
 #pragma omp parallel for schedule(static) if (x.numel() >= kParallelThreshold)
-  for (std::int64_t p = 0; p < planes; ++p) {
-    const float s = ps[p % d.channels], b = pb[p % d.channels];
-    const std::int64_t base = p * d.inner;
-    for (std::int64_t i = 0; i < d.inner; ++i) py[base + i] = px[base + i] * s + b;
-  }
+    for (std::int64_t p = 0; p < planes; ++p) {
+      const float s = ps[p % d.channels], b = pb[p % d.channels];
+      const std::int64_t base = p * d.inner;
+      for (std::int64_t i = 0; i < d.inner; ++i) py[base + i] = store<T>(load(px[base + i]) * s + b);
+    }
+  });
 }
 
 void CpuBackend::do_channel_affine_backward(Context&, const Tensor& dy, const Tensor& scale, Tensor& dx) {
   constexpr std::string_view op = "channel_affine_backward";
   const ChannelDims d = channel_dims(op, "dy", dy);
-  const float* pdy = dy.data<float>();
-  const float* ps = scale.data<float>();
-  float* pdx = dx.data<float>();
-  const std::int64_t planes = d.outer * d.channels;
+  cpu::dispatch_float(dy.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    const T* pdy = dy.data<T>();
+    const float* ps = scale.data<float>();
+    T* pdx = dx.data<T>();
+    const std::int64_t planes = d.outer * d.channels;
 #pragma omp parallel for schedule(static) if (dy.numel() >= kParallelThreshold)
-  for (std::int64_t p = 0; p < planes; ++p) {
-    const float s = ps[p % d.channels];
-    const std::int64_t base = p * d.inner;
-    for (std::int64_t i = 0; i < d.inner; ++i) pdx[base + i] = pdy[base + i] * s;
-  }
+    for (std::int64_t p = 0; p < planes; ++p) {
+      const float s = ps[p % d.channels];
+      const std::int64_t base = p * d.inner;
+      for (std::int64_t i = 0; i < d.inner; ++i) pdx[base + i] = store<T>(load(pdy[base + i]) * s);
+    }
+  });
 }
 
-void CpuBackend::do_batchnorm_forward_train(Context&, const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                            float eps, float momentum, Tensor& running_mean, Tensor& running_var,
-                                            Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
-  constexpr std::string_view op = "batchnorm_forward_train";
-  const ChannelDims d = channel_dims(op, "x", x);
+namespace {
 
-  const float* px = x.data<float>();
+template <class T>
+void batchnorm_train(const ChannelDims& d, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+                     float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y, Tensor& save_mean,
+                     Tensor& save_invstd) {
+  const T* px = x.data<T>();
   float* prm = running_mean.data<float>();
   float* prv = running_var.data<float>();
   float* psm = save_mean.data<float>();
@@ -87,13 +95,13 @@ void CpuBackend::do_batchnorm_forward_train(Context&, const Tensor& x, const Ten
     // Two passes (mean, then squared deviations): no cancellation for data far from zero.
     double s = 0;
     for_each_plane(d, c, [&](std::int64_t base) {
-      for (std::int64_t i = 0; i < d.inner; ++i) s += px[base + i];
+      for (std::int64_t i = 0; i < d.inner; ++i) s += load(px[base + i]);
     });
     const double m = s / count;
     double ss = 0;
     for_each_plane(d, c, [&](std::int64_t base) {
       for (std::int64_t i = 0; i < d.inner; ++i) {
-        const double dev = px[base + i] - m;
+        const double dev = load(px[base + i]) - m;
         ss += dev * dev;
       }
     });
@@ -108,7 +116,58 @@ void CpuBackend::do_batchnorm_forward_train(Context&, const Tensor& x, const Ten
     prm[c] = static_cast<float>((1.0 - mom) * prm[c] + mom * m);
     prv[c] = static_cast<float>((1.0 - mom) * prv[c] + mom * var * count / (count - 1.0));  // unbiased
   }
-  normalise(d, px, gamma.data<float>(), beta.data<float>(), mean.data(), invstd.data(), y.data<float>());
+  normalise(d, px, gamma.data<float>(), beta.data<float>(), mean.data(), invstd.data(), y.data<T>());
+}
+
+// With x̂ = (x - mean) * invstd and m values per channel:
+//   dbeta = Σ dy, dgamma = Σ dy x̂, dx = gamma * invstd / m * (m dy - dbeta - x̂ dgamma).
+template <class T>
+void batchnorm_backward_kernel(const ChannelDims& d, const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                               const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma,
+                               Tensor& dbeta) {
+  const T* px = x.data<T>();
+  const T* pdy = dy.data<T>();
+  const float* pg = gamma.data<float>();
+  const float* psm = save_mean.data<float>();
+  const float* psi = save_invstd.data<float>();
+  T* pdx = dx.data<T>();
+  float* pdg = dgamma.data<float>();
+  float* pdb = dbeta.data<float>();
+  const auto count = static_cast<double>(d.per_channel());
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelThreshold)
+  for (std::int64_t c = 0; c < d.channels; ++c) {
+    const double m = psm[c], inv = psi[c];
+    double sum_dy = 0, sum_dy_xhat = 0;
+    for_each_plane(d, c, [&](std::int64_t base) {
+      for (std::int64_t i = 0; i < d.inner; ++i) {
+        const float g = load(pdy[base + i]);
+        sum_dy += g;
+        sum_dy_xhat += g * ((load(px[base + i]) - m) * inv);
+      }
+    });
+    const double k = static_cast<double>(pg[c]) * inv / count;
+    for_each_plane(d, c, [&](std::int64_t base) {
+      for (std::int64_t i = 0; i < d.inner; ++i) {
+        const double xhat = (load(px[base + i]) - m) * inv;
+        pdx[base + i] = store<T>(static_cast<float>(k * (count * load(pdy[base + i]) - sum_dy - xhat * sum_dy_xhat)));
+      }
+    });
+    pdg[c] = static_cast<float>(pdg[c] + sum_dy_xhat);
+    pdb[c] = static_cast<float>(pdb[c] + sum_dy);
+  }
+}
+
+}  // namespace
+
+void CpuBackend::do_batchnorm_forward_train(Context&, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                            float eps, float momentum, Tensor& running_mean, Tensor& running_var,
+                                            Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
+  constexpr std::string_view op = "batchnorm_forward_train";
+  const ChannelDims d = channel_dims(op, "x", x);
+  cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
+    batchnorm_train<decltype(tag)>(d, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
+                                   save_invstd);
+  });
 }
 
 void CpuBackend::do_batchnorm_forward_eval(Context&, const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -124,46 +183,20 @@ void CpuBackend::do_batchnorm_forward_eval(Context&, const Tensor& x, const Tens
     mean[uc] = prm[c];
     invstd[uc] = 1.0 / std::sqrt(static_cast<double>(prv[c]) + static_cast<double>(eps));
   }
-  normalise(d, x.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data(), invstd.data(), y.data<float>());
+  cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    normalise(d, x.data<T>(), gamma.data<float>(), beta.data<float>(), mean.data(), invstd.data(), y.data<T>());
+  });
 }
 
-// With x̂ = (x - mean) * invstd and m values per channel:
-//   dbeta = Σ dy, dgamma = Σ dy x̂, dx = gamma * invstd / m * (m dy - dbeta - x̂ dgamma).
 void CpuBackend::do_batchnorm_backward(Context&, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                                        const Tensor& save_mean, const Tensor& save_invstd, float /*eps*/, Tensor& dx,
                                        Tensor& dgamma, Tensor& dbeta) {
   constexpr std::string_view op = "batchnorm_backward";
   const ChannelDims d = channel_dims(op, "x", x);
-
-  const float* px = x.data<float>();
-  const float* pdy = dy.data<float>();
-  const float* pg = gamma.data<float>();
-  const float* psm = save_mean.data<float>();
-  const float* psi = save_invstd.data<float>();
-  float* pdx = dx.data<float>();
-  float* pdg = dgamma.data<float>();
-  float* pdb = dbeta.data<float>();
-  const auto count = static_cast<double>(d.per_channel());
-#pragma omp parallel for schedule(static) if (x.numel() >= kParallelThreshold)
-  for (std::int64_t c = 0; c < d.channels; ++c) {
-    const double m = psm[c], inv = psi[c];
-    double sum_dy = 0, sum_dy_xhat = 0;
-    for_each_plane(d, c, [&](std::int64_t base) {
-      for (std::int64_t i = 0; i < d.inner; ++i) {
-        sum_dy += pdy[base + i];
-        sum_dy_xhat += pdy[base + i] * ((px[base + i] - m) * inv);
-      }
-    });
-    const double k = static_cast<double>(pg[c]) * inv / count;
-    for_each_plane(d, c, [&](std::int64_t base) {
-      for (std::int64_t i = 0; i < d.inner; ++i) {
-        const double xhat = (px[base + i] - m) * inv;
-        pdx[base + i] = static_cast<float>(k * (count * pdy[base + i] - sum_dy - xhat * sum_dy_xhat));
-      }
-    });
-    pdg[c] = static_cast<float>(pdg[c] + sum_dy_xhat);
-    pdb[c] = static_cast<float>(pdb[c] + sum_dy);
-  }
+  cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
+    batchnorm_backward_kernel<decltype(tag)>(d, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+  });
 }
 
 }  // namespace cudl

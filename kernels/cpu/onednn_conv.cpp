@@ -5,8 +5,9 @@
 // convolution. Buffers in the blocked layouts and the scratchpad come from the context's pool.
 #include "cudl/kernels/cpu/onednn_conv.hpp"
 
-#if CUDL_HAVE_ONEDNN
 #include <fmt/format.h>
+
+#if CUDL_HAVE_ONEDNN
 #include <omp.h>
 
 #include <algorithm>
@@ -54,11 +55,19 @@ dnnl::engine& cpu_engine() {
 
 enum class Direction { forward, backward_data, backward_filter };
 
-// Every number that determines a primitive: direction, x [N,C,H,W], w [K,C,R,S], the parameters.
-using Key = std::array<std::int64_t, 14>;
+// The element types of a convolution: `data` for x, w, y and their gradients, except the filter
+// gradient's, which is `filter_grad` (f32 master-weight gradients of half activations).
+struct Types {
+  dt data = dt::f32, filter_grad = dt::f32;
+};
 
-Key make_key(Direction d, const Shape& x, const Shape& w, const Conv2dParams& p) {
+// Every number that determines a primitive: direction, dtypes, x [N,C,H,W], w [K,C,R,S], the parameters.
+using Key = std::array<std::int64_t, 16>;
+
+Key make_key(Direction d, Types t, const Shape& x, const Shape& w, const Conv2dParams& p) {
   return {static_cast<std::int64_t>(d),
+          static_cast<std::int64_t>(t.data),
+          static_cast<std::int64_t>(t.filter_grad),
           x[0],
           x[1],
           x[2],
@@ -105,13 +114,14 @@ Geometry geometry(const Shape& x, const Shape& w, const Shape& y, const Conv2dPa
 // 47; at a 2x2 output the tiles are mostly padding and it lost (26 against 14), at 4x4 it still
 // won (27 against 44). oneDNN refuses shapes it has no Winograd kernel for (e.g. 3 input
 // channels), and those stay direct.
-bool winograd_candidate(const Geometry& g) {
-  return conv_mode() == ConvMode::fastest && g.w[2] == 3 && g.w[3] == 3 && g.strides[0] == 1 && g.strides[1] == 1 &&
-         g.dilates[0] == 0 && g.dilates[1] == 0 && g.y[2] >= 4 && g.y[3] >= 4;
+// (oneDNN 2.6 has Winograd for f32 only.)
+bool winograd_candidate(const Geometry& g, Types t) {
+  return conv_mode() == ConvMode::fastest && t.data == dt::f32 && g.w[2] == 3 && g.w[3] == 3 && g.strides[0] == 1 &&
+         g.strides[1] == 1 && g.dilates[0] == 0 && g.dilates[1] == 0 && g.y[2] >= 4 && g.y[3] >= 4;
 }
 
-memory::desc plain(const memory::dims& dims) { return memory::desc(dims, dt::f32, tag::abcd); }
-memory::desc any(const memory::dims& dims) { return memory::desc(dims, dt::f32, tag::any); }
+memory::desc plain(const memory::dims& dims, dt type) { return memory::desc(dims, type, tag::abcd); }
+memory::desc any(const memory::dims& dims, dt type) { return memory::desc(dims, type, tag::any); }
 
 // A reorder of at most this many bytes runs on the calling thread. A reorder is a copy, bound by
 // memory bandwidth that one core nearly saturates, while an OpenMP team's barrier waits for its
@@ -180,6 +190,9 @@ struct Plan {
   Arg args[3];
   bool is_output[3];
   memory::desc scratchpad;
+  // oneDNN fell back to its reference kernel (a geometry its optimised half kernels skip): for a
+  // half dtype, widening to f32 and the f32 kernels is faster, so the caller does that instead.
+  bool reference = false;
 };
 
 dnnl::primitive_attr user_scratchpad() {
@@ -189,33 +202,38 @@ dnnl::primitive_attr user_scratchpad() {
 }
 
 // The forward descriptor; the backward primitives need it as a hint.
-dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, dnnl::prop_kind kind, dnnl::algorithm algo) {
-  const dnnl::convolution_forward::desc d(kind, algo, any(g.x), any(g.w), any(g.y), g.strides, g.dilates, g.pad_l,
-                                          g.pad_r);
+dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, dt type, dnnl::prop_kind kind,
+                                                     dnnl::algorithm algo) {
+  const dnnl::convolution_forward::desc d(kind, algo, any(g.x, type), any(g.w, type), any(g.y, type), g.strides,
+                                          g.dilates, g.pad_l, g.pad_r);
   return dnnl::convolution_forward::primitive_desc(d, user_scratchpad(), cpu_engine());
 }
 
-std::unique_ptr<Plan> make_plan(Direction dir, const Geometry& g, dnnl::algorithm algo) {
+bool is_reference(const char* impl) { return std::string_view(impl).starts_with("ref"); }
+
+std::unique_ptr<Plan> make_plan(Direction dir, const Geometry& g, Types t, dnnl::algorithm algo) {
   auto plan = std::make_unique<Plan>();
-  const memory::desc ux = plain(g.x), uw = plain(g.w), uy = plain(g.y);
+  const dt w_type = dir == Direction::backward_filter ? t.filter_grad : t.data;
+  const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, w_type), uy = plain(g.y, t.data);
   switch (dir) {
     case Direction::forward: {
       // forward_training, also for inference: oneDNN 2.6 then picks its jit:avx512_core kernel,
       // 15-20% faster than the brgconv it picks for forward_inference at VGG11-CIFAR's shapes on
       // this VM (ONEDNN_VERBOSE, interleaved runs); PyTorch 1.13 asks for forward_training too.
-      const auto pd = forward_pd(g, dnnl::prop_kind::forward_training, algo);
+      const auto pd = forward_pd(g, t.data, dnnl::prop_kind::forward_training, algo);
       plan->conv = dnnl::convolution_forward(pd);
       plan->arg_ids[0] = DNNL_ARG_SRC, plan->arg_ids[1] = DNNL_ARG_WEIGHTS, plan->arg_ids[2] = DNNL_ARG_DST;
       plan->args[0] = input_arg(ux, pd.src_desc());
       plan->args[1] = input_arg(uw, pd.weights_desc());
       plan->args[2] = output_arg(pd.dst_desc(), uy, false);
       plan->scratchpad = pd.scratchpad_desc();
+      plan->reference = is_reference(pd.impl_info_str());
       break;
     }
     case Direction::backward_data: {
-      const auto hint = forward_pd(g, dnnl::prop_kind::forward_training, algo);
-      const dnnl::convolution_backward_data::desc d(algo, any(g.x), any(g.w), any(g.y), g.strides, g.dilates, g.pad_l,
-                                                    g.pad_r);
+      const auto hint = forward_pd(g, t.data, dnnl::prop_kind::forward_training, algo);
+      const dnnl::convolution_backward_data::desc d(algo, any(g.x, t.data), any(g.w, t.data), any(g.y, t.data),
+                                                    g.strides, g.dilates, g.pad_l, g.pad_r);
       const dnnl::convolution_backward_data::primitive_desc pd(d, user_scratchpad(), cpu_engine(), hint);
       plan->conv = dnnl::convolution_backward_data(pd);
       plan->arg_ids[0] = DNNL_ARG_DIFF_DST, plan->arg_ids[1] = DNNL_ARG_WEIGHTS, plan->arg_ids[2] = DNNL_ARG_DIFF_SRC;
@@ -223,12 +241,15 @@ std::unique_ptr<Plan> make_plan(Direction dir, const Geometry& g, dnnl::algorith
       plan->args[1] = input_arg(uw, pd.weights_desc());
       plan->args[2] = output_arg(pd.diff_src_desc(), ux, false);
       plan->scratchpad = pd.scratchpad_desc();
+      plan->reference = is_reference(pd.impl_info_str());
       break;
     }
     case Direction::backward_filter: {
-      const auto hint = forward_pd(g, dnnl::prop_kind::forward_training, algo);
-      const dnnl::convolution_backward_weights::desc d(algo, any(g.x), any(g.w), any(g.y), g.strides, g.dilates,
-                                                       g.pad_l, g.pad_r);
+      const auto hint = forward_pd(g, t.data, dnnl::prop_kind::forward_training, algo);
+      // The primitive always writes f32: a half dw is then rounded once, by the reorder that
+      // stores it (and, accumulating, once after the add rather than before and after).
+      const dnnl::convolution_backward_weights::desc d(algo, any(g.x, t.data), any(g.w, dt::f32), any(g.y, t.data),
+                                                       g.strides, g.dilates, g.pad_l, g.pad_r);
       const dnnl::convolution_backward_weights::primitive_desc pd(d, user_scratchpad(), cpu_engine(), hint);
       plan->conv = dnnl::convolution_backward_weights(pd);
       plan->arg_ids[0] = DNNL_ARG_SRC, plan->arg_ids[1] = DNNL_ARG_DIFF_DST, plan->arg_ids[2] = DNNL_ARG_DIFF_WEIGHTS;
@@ -236,6 +257,7 @@ std::unique_ptr<Plan> make_plan(Direction dir, const Geometry& g, dnnl::algorith
       plan->args[1] = input_arg(uy, pd.diff_dst_desc());
       plan->args[2] = output_arg(pd.diff_weights_desc(), uw, true);
       plan->scratchpad = pd.scratchpad_desc();
+      plan->reference = is_reference(pd.impl_info_str());
       break;
     }
   }
@@ -243,6 +265,42 @@ std::unique_ptr<Plan> make_plan(Direction dir, const Geometry& g, dnnl::algorith
   plan->is_output[2] = true;
   return plan;
 }
+
+dt to_dnnl(DType t) {
+  switch (t) {
+    case DType::f32:
+      return dt::f32;
+    case DType::bf16:
+      return dt::bf16;
+    case DType::f16:
+      return dt::f16;
+    case DType::i32:
+      break;
+  }
+  return dt::undef;
+}
+
+// The implementation oneDNN picks for a small 3x3 forward convolution in `type` on this CPU, or
+// nothing when it has none. A reference ("ref:") kernel counts as none: it is slower than
+// widening to f32 and running the optimised f32 kernels.
+std::optional<std::string> probe_conv(dt type) {
+  try {
+    const Geometry g = geometry(Shape{2, 32, 14, 14}, Shape{32, 32, 3, 3}, Shape{2, 32, 14, 14}, Conv2dParams{1, 1});
+    const auto pd = forward_pd(g, type, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct);
+    if (is_reference(pd.impl_info_str())) return std::nullopt;
+    return std::string(pd.impl_info_str());
+  } catch (const dnnl::error&) {
+    return std::nullopt;
+  }
+}
+
+const std::optional<std::string>& conv_impl(DType t) {
+  static const std::optional<std::string> bf16 = probe_conv(dt::bf16), f16 = probe_conv(dt::f16);
+  return t == DType::bf16 ? bf16 : f16;
+}
+
+// Whether oneDNN convolves tensors of this dtype natively here (f32 always).
+bool native_dtype(DType t) { return t == DType::f32 || (is_half(t) && conv_impl(t).has_value()); }
 
 std::string_view direction_name(Direction d) {
   switch (d) {
@@ -258,23 +316,23 @@ std::string_view direction_name(Direction d) {
 
 // The cache: plans live for the process (a model has a few dozen shapes). Lookups take a mutex;
 // creation happens under it too, so one shape is never planned twice.
-const Plan& plan_for(Direction dir, const Shape& x, const Shape& w, const Geometry& g, const Conv2dParams& p) {
+const Plan& plan_for(Direction dir, Types t, const Shape& x, const Shape& w, const Geometry& g, const Conv2dParams& p) {
   static std::mutex mutex;
   static std::map<Key, std::unique_ptr<Plan>> plans;
   const std::lock_guard lock(mutex);
-  auto& slot = plans[make_key(dir, x, w, p)];
+  auto& slot = plans[make_key(dir, t, x, w, p)];
   if (!slot) {
     try {
-      if (winograd_candidate(g)) {
+      if (winograd_candidate(g, t)) {
         try {
-          slot = make_plan(dir, g, dnnl::algorithm::convolution_winograd);
+          slot = make_plan(dir, g, t, dnnl::algorithm::convolution_winograd);
         } catch (const dnnl::error&) {
           // no Winograd kernel for this shape on this CPU: the direct one below
         }
       }
-      if (!slot) slot = make_plan(dir, g, dnnl::algorithm::convolution_direct);
+      if (!slot) slot = make_plan(dir, g, t, dnnl::algorithm::convolution_direct);
     } catch (const dnnl::error& e) {
-      plans.erase(make_key(dir, x, w, p));
+      plans.erase(make_key(dir, t, x, w, p));
       CUDL_THROW("{}: oneDNN could not create the primitive (x={}, w={}, pad {}x{}, stride {}x{}, dilation {}x{}): {}",
                  direction_name(dir), x, w, p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
                  e.what());
@@ -347,7 +405,7 @@ class ConstantWeights {
 // Runs a plan over user tensors in NCHW/KCRS: inputs reordered into pool buffers where the plan's
 // layout differs, the convolution, outputs reordered (or added, for accumulate) back.
 void execute(Context& ctx, Direction dir, const Plan& plan, const std::array<const memory::desc*, 3>& user_descs,
-             const std::array<float*, 3>& user_ptrs, bool accumulate, const Shape& x, const Shape& w) {
+             const std::array<void*, 3>& user_ptrs, bool accumulate, const Shape& x, const Shape& w) {
   auto& eng = cpu_engine();
   thread_local dnnl::stream stream(cpu_engine());
   std::optional<Workspace> buffers[3];
@@ -410,35 +468,37 @@ bool onednn_conv_enabled() { return conv_mode() != ConvMode::im2col; }
 
 bool onednn_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
   const Geometry g = geometry(x.shape(), w.shape(), y.shape(), p);
-  if (!g.expressible) return false;
-  const Plan& plan = plan_for(Direction::forward, x.shape(), w.shape(), g, p);
-  const memory::desc ux = plain(g.x), uw = plain(g.w), uy = plain(g.y);
-  execute(ctx, Direction::forward, plan, {&ux, &uw, &uy},
-          {const_cast<float*>(x.data<float>()), const_cast<float*>(w.data<float>()), y.data<float>()}, false, x.shape(),
-          w.shape());
+  if (!g.expressible || !native_dtype(x.dtype())) return false;
+  const Types t{to_dnnl(x.dtype()), to_dnnl(x.dtype())};
+  const Plan& plan = plan_for(Direction::forward, t, x.shape(), w.shape(), g, p);
+  if (plan.reference && t.data != dt::f32) return false;
+  const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.data), uy = plain(g.y, t.data);
+  execute(ctx, Direction::forward, plan, {&ux, &uw, &uy}, {x.raw(), w.raw(), y.raw()}, false, x.shape(), w.shape());
   return true;
 }
 
 bool onednn_conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {
   const Geometry g = geometry(dx.shape(), w.shape(), dy.shape(), p);
-  if (!g.expressible) return false;
-  const Plan& plan = plan_for(Direction::backward_data, dx.shape(), w.shape(), g, p);
-  const memory::desc ux = plain(g.x), uw = plain(g.w), uy = plain(g.y);
-  execute(ctx, Direction::backward_data, plan, {&uy, &uw, &ux},
-          {const_cast<float*>(dy.data<float>()), const_cast<float*>(w.data<float>()), dx.data<float>()}, false,
-          dx.shape(), w.shape());
+  if (!g.expressible || !native_dtype(dy.dtype())) return false;
+  const Types t{to_dnnl(dy.dtype()), to_dnnl(dy.dtype())};
+  const Plan& plan = plan_for(Direction::backward_data, t, dx.shape(), w.shape(), g, p);
+  if (plan.reference && t.data != dt::f32) return false;
+  const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.data), uy = plain(g.y, t.data);
+  execute(ctx, Direction::backward_data, plan, {&uy, &uw, &ux}, {dy.raw(), w.raw(), dx.raw()}, false, dx.shape(),
+          w.shape());
   return true;
 }
 
 bool onednn_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
                                    bool accumulate) {
   const Geometry g = geometry(x.shape(), dw.shape(), dy.shape(), p);
-  if (!g.expressible) return false;
-  const Plan& plan = plan_for(Direction::backward_filter, x.shape(), dw.shape(), g, p);
-  const memory::desc ux = plain(g.x), uw = plain(g.w), uy = plain(g.y);
-  execute(ctx, Direction::backward_filter, plan, {&ux, &uy, &uw},
-          {const_cast<float*>(x.data<float>()), const_cast<float*>(dy.data<float>()), dw.data<float>()}, accumulate,
-          x.shape(), dw.shape());
+  if (!g.expressible || !native_dtype(x.dtype()) || !native_dtype(dw.dtype())) return false;
+  const Types t{to_dnnl(x.dtype()), to_dnnl(dw.dtype())};
+  const Plan& plan = plan_for(Direction::backward_filter, t, x.shape(), dw.shape(), g, p);
+  if (plan.reference && t.data != dt::f32) return false;
+  const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.filter_grad), uy = plain(g.y, t.data);
+  execute(ctx, Direction::backward_filter, plan, {&ux, &uy, &uw}, {x.raw(), dy.raw(), dw.raw()}, accumulate, x.shape(),
+          dw.shape());
   return true;
 }
 
@@ -488,6 +548,25 @@ std::string onednn_description() {
                                                        : "im2col + OpenBLAS (CUDL_CPU_CONV=im2col)");
 }
 
+std::string half_path_description(DType t) {
+  const dnnl::version_t* v = dnnl::version();
+  const std::string isa(isa_name(dnnl::get_effective_cpu_isa()));
+  const std::optional<std::string>& conv = conv_impl(t);
+  const std::string gemm = onednn_matmul_impl(t);
+  const std::string conv_path = !onednn_conv_enabled() ? "widened to f32 (CUDL_CPU_CONV=im2col)"
+                                : conv                 ? fmt::format("oneDNN {}", *conv)
+                                                       : fmt::format(
+                                                             "widened to f32 (oneDNN {}.{} has no {} CPU "
+                                                                             "convolution for ISA {})",
+                                                             v->major, v->minor, dtype_name(t), isa);
+  const std::string gemm_path =
+      !gemm.empty()
+          ? fmt::format("oneDNN matmul {}", gemm)
+          : fmt::format("widened to f32 (no oneDNN {} matmul here, or CUDL_CPU_GEMM=openblas)", dtype_name(t));
+  return fmt::format("{}: convolutions {}; GEMM {}; other ops native {} loops, f32 arithmetic", dtype_name(t),
+                     conv_path, gemm_path, dtype_name(t));
+}
+
 }  // namespace cudl::cpu
 
 #else  // no oneDNN in this build: conv.cpp keeps im2col + OpenBLAS
@@ -503,6 +582,12 @@ bool onednn_conv2d_backward_filter(Context&, const Tensor&, const Tensor&, const
 std::shared_ptr<void> hold_constant_weights(const void*, std::size_t) { return nullptr; }
 std::string onednn_description() {
   return "oneDNN not built in (CUDL_ONEDNN=OFF or not found); CPU convolutions: im2col + OpenBLAS";
+}
+std::string half_path_description(DType t) {
+  return fmt::format(
+      "{}: convolutions and GEMM widened to f32 (built without oneDNN); other ops native {} loops, "
+      "f32 arithmetic",
+      dtype_name(t), dtype_name(t));
 }
 
 }  // namespace cudl::cpu

@@ -3,6 +3,7 @@
 // kernels/cpu/conv.cpp when cudl is built with oneDNN (CUDL_ONEDNN) and CUDL_CPU_CONV is not
 // "im2col". Primitives are created once per shape and cached, like the cuDNN path's algorithms.
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -14,8 +15,9 @@ namespace cudl::cpu {
 bool onednn_conv_enabled();
 
 // Each returns false, having done nothing, for a geometry oneDNN cannot express as given (an
-// output shape that needs negative bottom/right padding); the caller then runs im2col. The
-// arguments are checked by the backend front and are non-empty.
+// output shape that needs negative bottom/right padding) or a dtype it has no native kernel for
+// on this CPU (probed once: see half_path_description); the caller then runs im2col, widening
+// halves to f32. The arguments are checked by the backend front and are non-empty.
 bool onednn_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y);
 bool onednn_conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx);
 bool onednn_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
@@ -28,5 +30,24 @@ std::shared_ptr<void> hold_constant_weights(const void* data, std::size_t bytes)
 
 // "oneDNN 2.6.3 (ISA avx512_core_bf16), CPU conv: onednn" or "not built in" - for `cudl info`.
 std::string onednn_description();
+
+// C = alpha op(A) op(B) + beta C with A and B half (one dtype) and C f32 or their dtype, row-major
+// with explicit leading dimensions, through oneDNN's matmul: products accumulate in f32 and a half
+// C is rounded once. Returns false, having done nothing, when this build or CPU has no native
+// kernel for the dtype or CUDL_CPU_GEMM=openblas (the caller widens to f32). m, n, k > 0.
+bool onednn_half_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, DType ab,
+                      const void* a, std::int64_t lda, const void* b, std::int64_t ldb, float beta, DType ct, void* c,
+                      std::int64_t ldc);
+// The same for 2-D tensors (Backend::gemm's arguments).
+bool onednn_half_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                      const Tensor& a, const Tensor& b, float beta, Tensor& c);
+// The implementation oneDNN's matmul picks for `t` here (e.g. "brg:avx512_core_amx"); empty when
+// the GEMMs of `t` are widened to f32.
+std::string onednn_matmul_impl(DType t);
+
+// One line on how the CPU backend runs `t` (bf16 or f16), probed at run time, for `cudl info`:
+// "bf16: convolutions oneDNN brg:avx512_core_amx; GEMM oneDNN matmul brg:avx512_core_amx; ..." or
+// "f16: convolutions widened to f32 (oneDNN 2.6 has no f16 CPU convolution for ISA ...); ...".
+std::string half_path_description(DType t);
 
 }  // namespace cudl::cpu

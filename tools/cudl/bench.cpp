@@ -99,53 +99,58 @@ Timing time_run(Context& ctx, const std::function<void()>& run, int repeat, doub
   return summarize(ms);
 }
 
-Tensor random_tensor(Context& ctx, const Shape& shape, std::uint64_t seed) {
+Tensor random_tensor(Context& ctx, const Shape& shape, std::uint64_t seed, DType dtype = DType::f32) {
   Tensor t = Tensor::empty(shape, ctx);
   ctx.backend().fill_uniform(ctx, t, -1.0f, 1.0f, seed, 0);
-  return t;
+  return t.cast(ctx, dtype);
 }
 
 constexpr double kFloat = 4.0;
 
-BenchCase gemm_case(std::int64_t m, std::int64_t n, std::int64_t k) {
+// With a half `dtype` (--dtype), a, b and c are half (autocast's linear layer): f32 products.
+BenchCase gemm_case(std::int64_t m, std::int64_t n, std::int64_t k, DType dtype = DType::f32) {
   return {"gemm", fmt::format("{}x{}x{}", m, n, k), Rate::flops, 2.0 * m * n * k, [=](Context& ctx) {
-            Tensor a = random_tensor(ctx, {m, k}, 1), b = random_tensor(ctx, {k, n}, 2);
-            Tensor c = Tensor::empty({m, n}, ctx);
+            Tensor a = random_tensor(ctx, {m, k}, 1, dtype), b = random_tensor(ctx, {k, n}, 2, dtype);
+            Tensor c = Tensor::empty({m, n}, ctx, dtype);
             return std::function<void()>(
                 [&ctx, a, b, c]() mutable { ctx.backend().gemm(ctx, false, false, 1.0f, a, b, 0.0f, c); });
           }};
 }
 
-std::vector<BenchCase> conv_cases_padded(Shape x, Shape w, Conv2dParams p) {
+// With a half `dtype` every tensor is half except dw, an f32 master-weight gradient (autocast).
+std::vector<BenchCase> conv_cases_padded(Shape x, Shape w, Conv2dParams p, DType dtype = DType::f32) {
   Shape y = conv2d_output_shape(x, w, p);
   double flops = 2.0 * static_cast<double>(y.numel()) * static_cast<double>(w[1] * w[2] * w[3]);
   std::string shape = fmt::format("x={} w={}", x, w);
   return {
       {"conv2d_fwd", shape, Rate::flops, flops,
        [=](Context& ctx) {
-         Tensor tx = random_tensor(ctx, x, 3), tw = random_tensor(ctx, w, 4), ty = Tensor::empty(y, ctx);
+         Tensor tx = random_tensor(ctx, x, 3, dtype), tw = random_tensor(ctx, w, 4, dtype);
+         Tensor ty = Tensor::empty(y, ctx, dtype);
          return std::function<void()>(
              [&ctx, tx, tw, ty, p]() mutable { ctx.backend().conv2d_forward(ctx, tx, tw, p, ty); });
        }},
       {"conv2d_bwd_data", shape, Rate::flops, flops,
        [=](Context& ctx) {
-         Tensor dy = random_tensor(ctx, y, 5), tw = random_tensor(ctx, w, 4), dx = Tensor::empty(x, ctx);
+         Tensor dy = random_tensor(ctx, y, 5, dtype), tw = random_tensor(ctx, w, 4, dtype);
+         Tensor dx = Tensor::empty(x, ctx, dtype);
          return std::function<void()>(
              [&ctx, dy, tw, dx, p]() mutable { ctx.backend().conv2d_backward_data(ctx, dy, tw, p, dx); });
        }},
       {"conv2d_bwd_filter", shape, Rate::flops, flops,
        [=](Context& ctx) {
-         Tensor tx = random_tensor(ctx, x, 3), dy = random_tensor(ctx, y, 5), dw = Tensor::empty(w, ctx);
+         Tensor tx = random_tensor(ctx, x, 3, dtype), dy = random_tensor(ctx, y, 5, dtype);
+         Tensor dw = Tensor::empty(w, ctx);
          return std::function<void()>(
              [&ctx, tx, dy, dw, p]() mutable { ctx.backend().conv2d_backward_filter(ctx, tx, dy, p, dw, false); });
        }},
   };
 }
 
-std::vector<BenchCase> conv_cases(Shape x, Shape w, int pad) {
+std::vector<BenchCase> conv_cases(Shape x, Shape w, int pad, DType dtype) {
   Conv2dParams p;
   p.pad_h = p.pad_w = pad;
-  return conv_cases_padded(x, w, p);
+  return conv_cases_padded(x, w, p, dtype);
 }
 
 BenchCase relu_case(std::int64_t n) {
@@ -208,19 +213,19 @@ BenchCase sum_case(std::int64_t n) {
           }};
 }
 
-std::vector<BenchCase> make_cases(const std::string& sizes) {
+std::vector<BenchCase> make_cases(const std::string& sizes, DType dtype) {
   const bool vgg = sizes == "vgg";
   std::vector<BenchCase> cases;
   // GEMM: a square problem, and VGG's first classifier layer at batch 64.
-  cases.push_back(vgg ? gemm_case(64, 4096, 25088) : gemm_case(256, 256, 256));
+  cases.push_back(vgg ? gemm_case(64, 4096, 25088, dtype) : gemm_case(256, 256, 256, dtype));
   // Convolutions at VGG19 layer shapes (conv1_2, conv3_1, conv5_1) or one small layer.
   if (vgg) {
     for (auto [x, w] : std::vector<std::pair<Shape, Shape>>{{{16, 64, 224, 224}, {64, 64, 3, 3}},
                                                             {{16, 128, 56, 56}, {256, 128, 3, 3}},
                                                             {{16, 512, 14, 14}, {512, 512, 3, 3}}})
-      for (auto& c : conv_cases(x, w, 1)) cases.push_back(c);
+      for (auto& c : conv_cases(x, w, 1, dtype)) cases.push_back(c);
   } else {
-    for (auto& c : conv_cases({4, 32, 32, 32}, {32, 32, 3, 3}, 1)) cases.push_back(c);
+    for (auto& c : conv_cases({4, 32, 32, 32}, {32, 32, 3, 3}, 1, dtype)) cases.push_back(c);
   }
   const std::int64_t n = vgg ? (64ll << 20) : (1ll << 20);  // elements of the elementwise cases
   cases.push_back(relu_case(n));
@@ -238,7 +243,7 @@ constexpr const char* kShapeHelp =
     "conv2d_bwd_filter NxCxHxW,KxCxRxS (padding R/2, S/2); maxpool2d_fwd, gram_fwd NxCxHxW; softmax_xent_fwd "
     "NxK (rows x classes); relu_fwd, adam_step, sum N";
 
-std::vector<BenchCase> cases_at_shape(const std::string& op, const std::string& text) {
+std::vector<BenchCase> cases_at_shape(const std::string& op, const std::string& text, DType dtype) {
   // Dimensions: whole numbers separated by 'x', groups by ','.
   std::vector<std::vector<std::int64_t>> groups(1);
   std::string number;
@@ -268,7 +273,7 @@ std::vector<BenchCase> cases_at_shape(const std::string& op, const std::string& 
   const auto shape = [](const std::vector<std::int64_t>& d) { return Shape{d[0], d[1], d[2], d[3]}; };
   if (op == "gemm") {
     want({3});
-    return {gemm_case(groups[0][0], groups[0][1], groups[0][2])};
+    return {gemm_case(groups[0][0], groups[0][1], groups[0][2], dtype)};
   }
   if (op.starts_with("conv2d_")) {
     want({4, 4});
@@ -277,7 +282,7 @@ std::vector<BenchCase> cases_at_shape(const std::string& op, const std::string& 
     Conv2dParams p;
     p.pad_h = w[2] / 2;
     p.pad_w = w[3] / 2;
-    std::vector<BenchCase> all = conv_cases_padded(x, w, p);
+    std::vector<BenchCase> all = conv_cases_padded(x, w, p, dtype);
     std::erase_if(all, [&](const BenchCase& c) { return c.op != op; });
     return all;
   }
@@ -332,6 +337,10 @@ std::vector<std::string> split_list(const std::string& text) {
 
 constexpr std::int64_t kMaxBatch = 1 << 16;
 
+DType case_dtype(const std::string& name) {
+  return name == "bf16" ? DType::bf16 : name == "f16" ? DType::f16 : DType::f32;
+}
+
 struct Options {
   std::string devices = "cpu,cuda";
   std::string ops;
@@ -339,6 +348,7 @@ struct Options {
   std::string batch_sizes;
   bool profile = false;
   std::string sizes = "small";
+  std::string dtype = "f32";
   int repeat = 10;
   std::string json_path;
   std::string shape;
@@ -474,9 +484,9 @@ void run_bench(const Options& opt) {
   std::vector<BenchCase> cases;
   if (!opt.shape.empty()) {
     CUDL_CHECK(wanted.size() == 1, "--shape needs exactly one op in --ops (got '{}')", opt.ops);
-    cases = cases_at_shape(wanted[0], opt.shape);
+    cases = cases_at_shape(wanted[0], opt.shape, case_dtype(opt.dtype));
   } else if (opt.models.empty() || !wanted.empty()) {
-    cases = make_cases(opt.sizes);
+    cases = make_cases(opt.sizes, case_dtype(opt.dtype));
     std::erase_if(cases, [&](const BenchCase& c) {
       return !wanted.empty() && std::find(wanted.begin(), wanted.end(), c.op) == wanted.end();
     });
@@ -578,6 +588,7 @@ void run_bench(const Options& opt) {
         "moment (then the case is usually noisy too)\n");
   if (!opt.json_path.empty()) {
     nlohmann::json doc = {{"sizes", opt.sizes},
+                          {"dtype", opt.dtype},
                           {"repeat", opt.repeat},
                           {"deterministic", opt.compute.deterministic},
                           {"precision", precision_name(opt.compute.precision)},
@@ -649,6 +660,11 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str();
   add_compute_options(cmd, opt->compute);
   cmd->add_option("--ops", opt->ops, "Comma-separated ops to run (default: all)");
+  cmd->add_option("--dtype", opt->dtype,
+                  "Element type of the gemm and conv cases: f32, or bf16/f16 (half inputs and outputs, f32 "
+                  "accumulation, conv2d_bwd_filter's dw f32 - autocast's choices)")
+      ->check(CLI::IsMember({"f32", "bf16", "f16"}))
+      ->capture_default_str();
   cmd->add_option("--sizes", opt->sizes, "Problem sizes: small (seconds on a CPU) or vgg (VGG19 layer shapes)")
       ->check(CLI::IsMember({"small", "vgg"}))
       ->capture_default_str();
