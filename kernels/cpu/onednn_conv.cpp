@@ -567,6 +567,8 @@ std::string half_path_description(DType t) {
                      conv_path, gemm_path, dtype_name(t));
 }
 
+bool half_native(DType t) { return onednn_conv_enabled() && conv_impl(t).has_value(); }
+
 }  // namespace cudl::cpu
 
 #else  // no oneDNN in this build: conv.cpp keeps im2col + OpenBLAS
@@ -589,6 +591,7 @@ std::string half_path_description(DType t) {
       "f32 arithmetic",
       dtype_name(t), dtype_name(t));
 }
+bool half_native(DType) { return false; }
 
 }  // namespace cudl::cpu
 

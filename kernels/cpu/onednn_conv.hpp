@@ -49,5 +49,7 @@ std::string onednn_matmul_impl(DType t);
 // "bf16: convolutions oneDNN brg:avx512_core_amx; GEMM oneDNN matmul brg:avx512_core_amx; ..." or
 // "f16: convolutions widened to f32 (oneDNN 2.6 has no f16 CPU convolution for ISA ...); ...".
 std::string half_path_description(DType t);
+// Whether convolutions of `t` (bf16 or f16) run on native oneDNN half kernels here.
+bool half_native(DType t);
 
 }  // namespace cudl::cpu

@@ -337,7 +337,9 @@ std::vector<std::string> split_list(const std::string& text) {
 
 constexpr std::int64_t kMaxBatch = 1 << 16;
 
-DType case_dtype(const std::string& name) {
+// --dtype, or without it the dtype --precision computes convolutions and GEMMs in.
+DType case_dtype(const std::string& name, Precision precision) {
+  if (name.empty()) return autocast_dtype(precision);
   return name == "bf16" ? DType::bf16 : name == "f16" ? DType::f16 : DType::f32;
 }
 
@@ -348,7 +350,7 @@ struct Options {
   std::string batch_sizes;
   bool profile = false;
   std::string sizes = "small";
-  std::string dtype = "f32";
+  std::string dtype;  // empty: as --precision
   int repeat = 10;
   std::string json_path;
   std::string shape;
@@ -484,9 +486,9 @@ void run_bench(const Options& opt) {
   std::vector<BenchCase> cases;
   if (!opt.shape.empty()) {
     CUDL_CHECK(wanted.size() == 1, "--shape needs exactly one op in --ops (got '{}')", opt.ops);
-    cases = cases_at_shape(wanted[0], opt.shape, case_dtype(opt.dtype));
+    cases = cases_at_shape(wanted[0], opt.shape, case_dtype(opt.dtype, opt.compute.precision));
   } else if (opt.models.empty() || !wanted.empty()) {
-    cases = make_cases(opt.sizes, case_dtype(opt.dtype));
+    cases = make_cases(opt.sizes, case_dtype(opt.dtype, opt.compute.precision));
     std::erase_if(cases, [&](const BenchCase& c) {
       return !wanted.empty() && std::find(wanted.begin(), wanted.end(), c.op) == wanted.end();
     });
@@ -588,7 +590,7 @@ void run_bench(const Options& opt) {
         "moment (then the case is usually noisy too)\n");
   if (!opt.json_path.empty()) {
     nlohmann::json doc = {{"sizes", opt.sizes},
-                          {"dtype", opt.dtype},
+                          {"dtype", dtype_name(case_dtype(opt.dtype, opt.compute.precision))},
                           {"repeat", opt.repeat},
                           {"deterministic", opt.compute.deterministic},
                           {"precision", precision_name(opt.compute.precision)},
@@ -662,9 +664,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--ops", opt->ops, "Comma-separated ops to run (default: all)");
   cmd->add_option("--dtype", opt->dtype,
                   "Element type of the gemm and conv cases: f32, or bf16/f16 (half inputs and outputs, f32 "
-                  "accumulation, conv2d_bwd_filter's dw f32 - autocast's choices)")
-      ->check(CLI::IsMember({"f32", "bf16", "f16"}))
-      ->capture_default_str();
+                  "accumulation, conv2d_bwd_filter's dw f32 - autocast's choices); default: as --precision")
+      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
   cmd->add_option("--sizes", opt->sizes, "Problem sizes: small (seconds on a CPU) or vgg (VGG19 layer shapes)")
       ->check(CLI::IsMember({"small", "vgg"}))
       ->capture_default_str();

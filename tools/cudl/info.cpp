@@ -16,8 +16,9 @@ void add_info_command(CLI::App& app) {
     fmt::print("backends compiled in: {}\n", fmt::join(info.backends, ", "));
     fmt::print("CPU BLAS: {}\n", info.blas);
     fmt::print("CPU DNN: {}\n", cpu::onednn_description());
-    fmt::print("CPU {}\n", cpu::half_path_description(DType::bf16));
-    fmt::print("CPU {}\n", cpu::half_path_description(DType::f16));
+    const CpuHalfSupport half = cpu_half_support();
+    fmt::print("CPU {}\n", half.bf16);
+    fmt::print("CPU {}\n", half.f16);
     if (cuda_compiled()) {
       fmt::print("CUDA runtime: {}\n", info.cuda_runtime);
       fmt::print("CUDA driver: {}\n", info.cuda_driver);
