@@ -137,14 +137,15 @@ def torch_numbers(name, batch, device, repeat, precision="fp32"):
     model = model.to(device)
     x = torch.rand(batch, *shape, device=device)
     y = torch.arange(batch, device=device) % 10
-    half = HALF_DTYPES.get(precision) if device.type == "cuda" else None
+    half = HALF_DTYPES.get(precision)
     if half is not None and len(shape) == 3:
-        # The layout cuDNN's half-precision tensor-core kernels want (PyTorch's AMP recipe).
+        # The layout cuDNN's half-precision tensor-core kernels (and oneDNN's on the CPU) want
+        # (PyTorch's AMP recipe).
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = nn.CrossEntropyLoss()
-    autocast = (lambda: torch.autocast(device_type="cuda", dtype=half)) if half is not None else nullcontext
+    autocast = (lambda: torch.autocast(device_type=device.type, dtype=half)) if half is not None else nullcontext
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" and device.type == "cuda" else None
 
     def train_step():
@@ -185,7 +186,8 @@ def cudl_style_ms(args, env, size, optimizer, tmp):
     data = os.path.join(here, "..", "tests", "data")
     totals, dims = {}, None
     for iters in (args.style_warmup, args.style_warmup + args.style_iters):
-        cmd = [args.cudl, "style", "--device", args.device, "--content", os.path.join(data, "chelsea.png"),
+        cmd = [args.cudl, "style", "--device", args.device, "--precision", args.precision,
+               "--content", os.path.join(data, "chelsea.png"),
                "--style", os.path.join(data, "brick.png"), "--output", os.path.join(tmp, "style.png"),
                "--weights", "random:1", "--size", str(size), "--iters", str(iters), "--optimizer", optimizer,
                "--print-every", "0"]
@@ -198,8 +200,11 @@ def cudl_style_ms(args, env, size, optimizer, tmp):
     return (totals[args.style_warmup + args.style_iters] - totals[args.style_warmup]) / args.style_iters, dims
 
 
-def torch_style_ms(args, device, dims, optimizer):
-    """The same iteration in PyTorch: VGG19 features to relu5_1, random weights, the same losses."""
+def torch_style_ms(args, device, dims, optimizer, precision="fp32"):
+    """The same iteration in PyTorch: VGG19 features to relu5_1, random weights, the same losses;
+    bf16/fp16 run the network and the Gram matrices under torch.autocast, the losses in fp32."""
+    half = HALF_DTYPES.get(precision)
+    autocast = (lambda: torch.autocast(device_type=device.type, dtype=half)) if half is not None else nullcontext
     torch.manual_seed(1)
     layers, c = [], 3
     for v in VGG_CFGS[19][:17]:  # through conv5_1
@@ -234,9 +239,11 @@ def torch_style_ms(args, device, dims, optimizer):
 
     def closure():
         opt.zero_grad()
-        f = features(img)
-        loss = ((f[STYLE_LAYERS["relu4_2"]] - target_content) ** 2).mean()
-        loss = loss + 1e6 * sum(((gram(f[i]) - g) ** 2).mean() for i, g in target_grams.items())
+        with autocast():
+            f = features(img)
+            grams = {i: gram(f[i]) for i in target_grams}
+        loss = ((f[STYLE_LAYERS["relu4_2"]].float() - target_content) ** 2).mean()
+        loss = loss + 1e6 * sum(((grams[i].float() - g) ** 2).mean() for i, g in target_grams.items())
         tv = ((img[:, :, 1:, :] - img[:, :, :-1, :]) ** 2).sum() + ((img[:, :, :, 1:] - img[:, :, :, :-1]) ** 2).sum()
         loss = loss + 1e-3 * tv
         loss.backward()
@@ -275,8 +282,8 @@ def main():
     ap.add_argument("--deterministic", default="false", choices=["true", "false"],
                     help="both sides: deterministic cuDNN algorithms only (GPU only)")
     args = ap.parse_args()
-    if args.device == "cpu" and args.precision != "fp32":
-        ap.error("--precision is for --device cuda")
+    if args.device == "cpu" and args.precision not in ("fp32", "bf16"):
+        ap.error("--precision on the CPU: fp32 or bf16 (PyTorch's CPU autocast has no fp16)")
     if args.device == "cuda":
         tf32 = args.precision == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -291,7 +298,10 @@ def main():
         torch.set_num_threads(args.threads)
         env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = str(args.threads)
 
-    ours = []
+    # On the CPU a half precision is compared with PyTorch's best CPU mode, the faster of its fp32
+    # and its torch.autocast("cpu", bfloat16), and with cudl's own fp32.
+    cpu_half = args.device == "cpu" and args.precision in HALF_DTYPES
+    ours, ours_fp32 = [], {}
     if args.models:
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "cudl.json")
@@ -300,17 +310,21 @@ def main():
             if args.batch_sizes:
                 cmd += ["--batch-sizes", args.batch_sizes]
             if args.device == "cuda":
-                cmd += ["--precision", args.precision, "--conv-algo", args.conv_algo, "--deterministic",
-                        args.deterministic]
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+                cmd += ["--conv-algo", args.conv_algo, "--deterministic", args.deterministic]
+            subprocess.run(cmd + ["--precision", args.precision], check=True, stdout=subprocess.DEVNULL, env=env)
             with open(out) as f:
                 ours = json.load(f)["results"]
+            if cpu_half:  # cudl's own fp32 beside its bf16, in the same run
+                subprocess.run(cmd + ["--precision", "fp32"], check=True, stdout=subprocess.DEVNULL, env=env)
+                with open(out) as f:
+                    ours_fp32 = {(r["model"], r["batch"], r["op"]): r["median_ms"] for r in json.load(f)["results"]}
 
     rows = []
     if args.device == "cpu":
         print(f"PyTorch {torch.__version__} vs cudl on the CPU ({os.cpu_count()} cores): "
               f"PyTorch {torch.get_num_threads()} threads (torch.set_num_threads), "
-              f"cudl {env['OMP_NUM_THREADS']} threads (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS)")
+              f"cudl {env['OMP_NUM_THREADS']} threads (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS); cudl {args.precision}"
+              + (", PyTorch the faster of fp32 and autocast bf16 (channels_last) per row" if cpu_half else ""))
     else:
         extra = (" (torch: autocast, channels_last" + (", GradScaler" if args.precision == "fp16" else "") + ")"
                  if args.precision in HALF_DTYPES else "")
@@ -323,13 +337,23 @@ def main():
     for r in ours:
         key = (r["model"], r["batch"])
         if key not in torch_cache:
-            torch_cache[key] = torch_numbers(r["model"], r["batch"], device, args.repeat, args.precision)
-        theirs, torch_peak = torch_cache[key][r["op"]]
+            torch_cache[key] = {p: torch_numbers(r["model"], r["batch"], device, args.repeat, p)
+                                for p in (["fp32", args.precision] if cpu_half else [args.precision])}
+        modes = {p: numbers[r["op"]] for p, numbers in torch_cache[key].items()}
+        torch_mode = min(modes, key=lambda p: modes[p][0])
+        theirs, torch_peak = modes[torch_mode]
         cudl_peak = r.get("peak_memory_bytes")
         ratio = theirs / r["median_ms"]
-        rows.append({"model": r["model"], "batch": r["batch"], "what": r["op"], "cudl_ms": r["median_ms"],
-                     "torch_ms": theirs, "speed_ratio_cudl_over_torch": ratio, "cudl_peak_memory_bytes": cudl_peak,
-                     "torch_peak_memory_bytes": torch_peak})
+        row = {"model": r["model"], "batch": r["batch"], "what": r["op"], "cudl_ms": r["median_ms"],
+               "torch_ms": theirs, "speed_ratio_cudl_over_torch": ratio, "cudl_peak_memory_bytes": cudl_peak,
+               "torch_peak_memory_bytes": torch_peak}
+        if cpu_half:
+            row.update({"torch_mode": torch_mode, "torch_fp32_ms": modes["fp32"][0],
+                        f"torch_{args.precision}_ms": modes[args.precision][0],
+                        "cudl_fp32_ms": ours_fp32.get((r["model"], r["batch"], r["op"]))})
+            if row["cudl_fp32_ms"]:
+                row["speed_ratio_cudl_over_cudl_fp32"] = row["cudl_fp32_ms"] / r["median_ms"]
+        rows.append(row)
         print(f"{r['model']:<12} {r['batch']:>5} {r['op']:<11} {r['median_ms']:>9.2f} {theirs:>9.2f} "
               f"{1e3 * r['batch'] / r['median_ms']:>11.1f} {1e3 * r['batch'] / theirs:>11.1f} {ratio:>15.2f}x "
               f"{mib(cudl_peak):>9} {mib(torch_peak):>9}")
@@ -337,11 +361,21 @@ def main():
         for optimizer in [v for v in args.style_optimizers.split(",") if v]:
             with tempfile.TemporaryDirectory() as tmp:
                 ms, dims = cudl_style_ms(args, env, size, optimizer, tmp)
-            theirs = torch_style_ms(args, device, dims, optimizer)
+                fp32_ms = (cudl_style_ms(argparse.Namespace(**{**vars(args), "precision": "fp32"}), env, size,
+                                         optimizer, tmp)[0] if cpu_half else None)
+            modes = {p: torch_style_ms(args, device, dims, optimizer, p)
+                     for p in (["fp32", args.precision] if cpu_half else [args.precision])}
+            torch_mode = min(modes, key=modes.get)
+            theirs = modes[torch_mode]
             ratio = theirs / ms
             what = f"style_{optimizer}"
-            rows.append({"model": f"style{size}", "batch": 1, "what": what, "image": f"{dims[0]}x{dims[1]}",
-                         "cudl_ms": ms, "torch_ms": theirs, "speed_ratio_cudl_over_torch": ratio})
+            row = {"model": f"style{size}", "batch": 1, "what": what, "image": f"{dims[0]}x{dims[1]}",
+                   "cudl_ms": ms, "torch_ms": theirs, "speed_ratio_cudl_over_torch": ratio}
+            if cpu_half:
+                row.update({"torch_mode": torch_mode, "torch_fp32_ms": modes["fp32"],
+                            f"torch_{args.precision}_ms": modes[args.precision], "cudl_fp32_ms": fp32_ms,
+                            "speed_ratio_cudl_over_cudl_fp32": fp32_ms / ms})
+            rows.append(row)
             print(f"{'style' + str(size):<12} {1:>5} {what:<11} {ms:>9.2f} {theirs:>9.2f} {1e3 / ms:>11.2f} "
                   f"{1e3 / theirs:>11.2f} {ratio:>15.2f}x  ({dims[0]}x{dims[1]}, it/s)")
     print("torch/cudl time > 1 means cudl is faster.")
@@ -357,6 +391,9 @@ def main():
                         "grad_scaler": args.precision == "fp16"}
             if args.device == "cpu":
                 doc["threads"] = {"torch": torch.get_num_threads(), "cudl": int(env["OMP_NUM_THREADS"])}
+                doc["settings"] = {"precision": args.precision}
+                if cpu_half:
+                    doc["settings"]["torch_modes"] = ["fp32", f"autocast {args.precision}, channels_last"]
             json.dump(doc, f, indent=2)
         os.replace(args.json + ".tmp", args.json)
 

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "cudl/engine/io/atomic_file.hpp"
 #include "cudl/engine/io/image.hpp"
@@ -211,6 +212,8 @@ std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& 
   const std::int64_t total_steps = fo.epochs * batches;
   Tensor loss_sum = Tensor::zeros({1}, ctx), batch_loss = Tensor::empty({1}, ctx);
   constexpr std::int64_t kProgressEvery = 20;
+  std::optional<LossScaler> scaler;  // fp16: as in fit (layers/loss_scaler.hpp)
+  if (ctx.precision() == Precision::fp16) scaler.emplace(ctx, fo.loss_scaling);
   for (std::int64_t epoch = first_epoch; epoch < fo.epochs; ++epoch) {
     loader.start_epoch(epoch);
     be.fill(ctx, loss_sum, 0.0f);
@@ -224,12 +227,14 @@ std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& 
       const auto n = static_cast<float>(batch.images.dim(0));
       be.axpy(ctx, n, batch_loss, loss_sum);
       Tensor dy = Tensor::empty(y.shape(), ctx);
+      const float dloss = scaler ? scaler->scale() : 1.0f;
       if (options.loss == LossKind::l1)
-        be.l1_loss_backward(ctx, y, batch.images, 1.0f, dy);
+        be.l1_loss_backward(ctx, y, batch.images, dloss, dy);
       else
-        be.mse_loss_backward(ctx, y, batch.images, 1.0f, dy);
+        be.mse_loss_backward(ctx, y, batch.images, dloss, dy);
       model.backward(ctx, dy);
-      optimizer.step(ctx, learning_rate(fo.schedule, fo.optimizer.lr, optimizer.steps(), total_steps));
+      if (!scaler || scaler->unscale(ctx, model.gradient_block()))
+        optimizer.step(ctx, learning_rate(fo.schedule, fo.optimizer.lr, optimizer.steps(), total_steps));
       samples += batch.images.dim(0);
       ++done;
       if (fo.on_progress && (done % kProgressEvery == 0 || done == batches)) {

@@ -8,12 +8,14 @@
 #include <string>
 #include <vector>
 
+#include "cudl/engine/io/image.hpp"
 #include "cudl/engine/io/safetensors.hpp"
 #include "cudl/layers/conv2d.hpp"
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/layers/linear.hpp"
 #include "cudl/layers/loss_scaler.hpp"
 #include "cudl/models/checkpoint.hpp"
+#include "cudl/models/style_transfer.hpp"
 #include "cudl/models/trainer.hpp"
 #include "cudl/models/zoo.hpp"
 #include "tests/synthetic_data.hpp"
@@ -208,6 +210,41 @@ TEST(HalfWeights, SavedInBf16AndFp16LoadBackWithinOneRounding) {
     }
   }
   EXPECT_THROW(save_weights(dir.file("i32.safetensors"), ctx, net, {}, DType::i32), Error);
+}
+
+}  // namespace
+
+namespace {
+
+// The acceptance run for style: 128 px, seeded VGG19 weights, 20 Adam iterations; the bf16
+// loss curve follows fp32's within 2% at every iteration. (Minutes-long suites run once, in the
+// default configuration: the EndToEnd prefix.)
+TEST(EndToEnd, Bf16StyleTransferFollowsTheFp32LossCurveWithin2Percent) {
+  const std::string data = source_dir() + "/tests/data/";
+  const Image content = read_image(data + "chelsea.png");
+  const Image style = read_image(data + "brick.png");
+  std::vector<StyleLosses> curves[2];
+  for (int run = 0; run < 2; ++run) {
+    Context ctx{Device::cpu()};
+    if (run == 1) ctx.set_precision(Precision::bf16);
+    StyleOptions o;
+    o.size = 128;
+    o.iters = 20;
+    o.optimizer = "adam";
+    o.print_every = 1;
+    Sequential net = make_style_network(ctx, o, "random:1");
+    curves[run] = run_style_transfer(ctx, net, content, {style}, o).log[0];
+  }
+  ASSERT_EQ(curves[0].size(), curves[1].size());
+  ASSERT_GE(curves[0].size(), 20u);
+  EXPECT_LT(curves[0].back().total, curves[0].front().total);
+  for (std::size_t i = 0; i < curves[0].size(); ++i) {
+    const double fp32 = curves[0][i].total, bf16 = curves[1][i].total;
+    EXPECT_LE(std::fabs(bf16 - fp32), 0.02 * std::fabs(fp32)) << "iteration row " << i << ": fp32 " << fp32
+                                                             << ", bf16 " << bf16;
+  }
+  std::printf("style 128 px, 20 Adam iterations: total loss fp32 %.6g -> %.6g, bf16 %.6g -> %.6g\n",
+              curves[0].front().total, curves[0].back().total, curves[1].front().total, curves[1].back().total);
 }
 
 }  // namespace

