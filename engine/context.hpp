@@ -1,7 +1,6 @@
 #pragma once
 #include <cstdint>
 #include <memory>
-
 #include <string_view>
 
 #include "cudl/engine/allocator.hpp"

@@ -1,10 +1,10 @@
 #pragma once
+#include <fmt/format.h>
+
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <vector>
-#include <cstddef>
-
-#include <fmt/format.h>
 
 namespace cudl {
 

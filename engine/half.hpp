@@ -7,8 +7,8 @@
 // Conversions from float round to nearest, ties to even (what cuDNN, cuBLAS, oneDNN and
 // PyTorch's .to() do); NaN stays NaN, values beyond the format's range become ±inf.
 #include <bit>
-#include <type_traits>
 #include <cstdint>
+#include <type_traits>
 
 namespace cudl {
 

@@ -25,8 +25,7 @@ class Tensor {
   static Tensor zeros(const Shape& shape, Context& ctx, DType dtype = DType::f32);
   static Tensor full(const Shape& shape, float value, Context& ctx);
   // Copies host values onto the context's device; a half `dtype` rounds them (to nearest even).
-  static Tensor from_host(std::span<const float> values, const Shape& shape, Context& ctx,
-                          DType dtype = DType::f32);
+  static Tensor from_host(std::span<const float> values, const Shape& shape, Context& ctx, DType dtype = DType::f32);
   static Tensor from_host(std::span<const std::int32_t> values, const Shape& shape, Context& ctx);
   // A tensor over memory owned by someone else (which must outlive it).
   static Tensor borrow(void* data, const Shape& shape, DType dtype, Device device);
@@ -43,8 +42,8 @@ class Tensor {
   void* raw() const;
   template <class T>
   T* data() const {
-    CUDL_CHECK(dtype_of<T>() == dtype_, "Tensor::data: tensor holds {}, asked for {} (shape {})",
-               dtype_name(dtype_), dtype_name(dtype_of<T>()), shape_);
+    CUDL_CHECK(dtype_of<T>() == dtype_, "Tensor::data: tensor holds {}, asked for {} (shape {})", dtype_name(dtype_),
+               dtype_name(dtype_of<T>()), shape_);
     return static_cast<T*>(raw());
   }
 

@@ -134,8 +134,8 @@ namespace {
 
 // evaluate() after its labels were checked (fit checks the test split once, not every epoch).
 EvalResult evaluate_checked(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size) {
-  const BatchMeans means =
-      batch_means(ctx, model, data, batch_size, [&](const Tensor& logits, const Batch& batch, Tensor& loss, Tensor& acc) {
+  const BatchMeans means = batch_means(
+      ctx, model, data, batch_size, [&](const Tensor& logits, const Batch& batch, Tensor& loss, Tensor& acc) {
         Tensor probs = Tensor::empty(logits.shape(), ctx);
         ctx.backend().softmax_cross_entropy_forward(ctx, logits, batch.labels, probs, loss);
         ctx.backend().accuracy(ctx, logits, batch.labels, acc);
@@ -277,10 +277,9 @@ class FiniteGuard {
 }  // namespace
 
 nlohmann::json metrics_document(const TrainResult& r) {
-  nlohmann::json j = {{"model", r.model},           {"device", r.device},        {"precision", r.precision},
-                      {"params", r.params},
-                      {"train_size", r.train_size}, {"val_size", r.val_size},    {"test_size", r.test_size},
-                      {"monitor", r.monitor},       {"best_epoch", r.best_epoch}};
+  nlohmann::json j = {{"model", r.model},         {"device", r.device},         {"precision", r.precision},
+                      {"params", r.params},       {"train_size", r.train_size}, {"val_size", r.val_size},
+                      {"test_size", r.test_size}, {"monitor", r.monitor},       {"best_epoch", r.best_epoch}};
   if (!r.stopped.empty()) j["stopped"] = r.stopped;
   j["epochs"] = history_json(r.epochs);
   return j;
@@ -420,7 +419,8 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
       if (guard.due(done, last)) guard.check(ctx, epoch + 1, done, batches, steps_before_epoch, last_good);
       // Collective with several ranks (the running sums are combined), so every rank comes here.
       if ((options.on_progress || options.comm) && (done % kProgressEvery == 0 || last)) {
-        const Sums all = combine_sums(options.comm, {loss_sum.item(ctx), correct.item(ctx), static_cast<double>(samples)});
+        const Sums all =
+            combine_sums(options.comm, {loss_sum.item(ctx), correct.item(ctx), static_cast<double>(samples)});
         TrainProgress p;
         p.epoch = epoch + 1;
         p.epochs = options.epochs;

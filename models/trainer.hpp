@@ -45,7 +45,7 @@ struct TrainProgress {
   double loss = 0, accuracy = 0;        // running means over this epoch
   double images_per_second = 0;
   double elapsed_seconds = 0;
-  double lr = 0;  // the learning rate of the last step
+  double lr = 0;                   // the learning rate of the last step
   double loss_scale = 0;           // fp16: the current loss scale (0: no loss scaling)
   std::int64_t skipped_steps = 0;  // fp16: steps skipped in this epoch (gradients overflowed)
   bool epoch_done = false;
@@ -60,12 +60,12 @@ struct FitOptions {
   OptimizerConfig optimizer;
   Schedule schedule = Schedule::onecycle;
   std::uint64_t seed = 1;
-  std::string save_path;     // checkpoint written atomically after every epoch
-  std::string resume_path;   // continue from this checkpoint
-  std::string metrics_path;  // JSON rewritten atomically after every epoch
-  Augment augment;           // training-time augmentation (engine/io/augment.hpp); none by default
-  int workers = 0;           // the training loader's threads (0: default_loader_workers())
-  int prefetch = 0;          // batches staged ahead of the step (0: the loader's default)
+  std::string save_path;                        // checkpoint written atomically after every epoch
+  std::string resume_path;                      // continue from this checkpoint
+  std::string metrics_path;                     // JSON rewritten atomically after every epoch
+  Augment augment;                              // training-time augmentation (engine/io/augment.hpp); none by default
+  int workers = 0;                              // the training loader's threads (0: default_loader_workers())
+  int prefetch = 0;                             // batches staged ahead of the step (0: the loader's default)
   std::map<std::string, std::string> metadata;  // saved with every checkpoint as extra.<key> (models/preprocess.hpp)
   std::function<void(const TrainProgress&)> on_progress;
 

@@ -240,8 +240,8 @@ TEST(EndToEnd, Bf16StyleTransferFollowsTheFp32LossCurveWithin2Percent) {
   EXPECT_LT(curves[0].back().total, curves[0].front().total);
   for (std::size_t i = 0; i < curves[0].size(); ++i) {
     const double fp32 = curves[0][i].total, bf16 = curves[1][i].total;
-    EXPECT_LE(std::fabs(bf16 - fp32), 0.02 * std::fabs(fp32)) << "iteration row " << i << ": fp32 " << fp32
-                                                             << ", bf16 " << bf16;
+    EXPECT_LE(std::fabs(bf16 - fp32), 0.02 * std::fabs(fp32))
+        << "iteration row " << i << ": fp32 " << fp32 << ", bf16 " << bf16;
   }
   std::printf("style 128 px, 20 Adam iterations: total loss fp32 %.6g -> %.6g, bf16 %.6g -> %.6g\n",
               curves[0].front().total, curves[0].back().total, curves[1].front().total, curves[1].back().total);

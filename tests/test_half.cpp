@@ -38,18 +38,18 @@ TEST(Half, Bf16RoundsToNearestEvenAndKeepsFp32Range) {
 
 TEST(Half, F16RoundsToNearestEvenWithItsRangeAndSubnormals) {
   EXPECT_EQ(to_float(to_f16(1.0f)), 1.0f);
-  EXPECT_EQ(to_float(to_f16(1.0f + 0x1p-11f)), 1.0f);                 // tie to even
-  EXPECT_EQ(to_float(to_f16(1.0f + 3 * 0x1p-11f)), 1.0f + 0x1p-9f);   // tie to even (up)
-  EXPECT_EQ(to_float(to_f16(65504.0f)), 65504.0f);                    // the largest finite
-  EXPECT_EQ(to_float(to_f16(65519.0f)), 65504.0f);                    // below halfway to 65536
-  EXPECT_EQ(to_float(to_f16(65520.0f)), kInf);                        // halfway: rounds to even, inf
+  EXPECT_EQ(to_float(to_f16(1.0f + 0x1p-11f)), 1.0f);                // tie to even
+  EXPECT_EQ(to_float(to_f16(1.0f + 3 * 0x1p-11f)), 1.0f + 0x1p-9f);  // tie to even (up)
+  EXPECT_EQ(to_float(to_f16(65504.0f)), 65504.0f);                   // the largest finite
+  EXPECT_EQ(to_float(to_f16(65519.0f)), 65504.0f);                   // below halfway to 65536
+  EXPECT_EQ(to_float(to_f16(65520.0f)), kInf);                       // halfway: rounds to even, inf
   EXPECT_EQ(to_float(to_f16(-1e6f)), -kInf);
-  EXPECT_EQ(to_float(to_f16(0x1p-24f)), 0x1p-24f);                    // the smallest subnormal
-  EXPECT_EQ(to_float(to_f16(0x1p-25f)), 0.0f);                        // half of it: tie to even, 0
-  EXPECT_EQ(to_float(to_f16(0x1.8p-25f)), 0x1p-24f);                  // above half: rounds up
-  EXPECT_EQ(to_float(to_f16(3 * 0x1p-25f)), 2 * 0x1p-24f);            // 1.5 units: tie to even (2)
-  EXPECT_EQ(to_float(to_f16(0x1.ff8p-15f)), 0x1.ff8p-15f);            // the largest subnormal, exact
-  EXPECT_EQ(to_float(to_f16(0x1.ffcp-15f)), 0x1p-14f);                // halfway: carries into the smallest normal
+  EXPECT_EQ(to_float(to_f16(0x1p-24f)), 0x1p-24f);          // the smallest subnormal
+  EXPECT_EQ(to_float(to_f16(0x1p-25f)), 0.0f);              // half of it: tie to even, 0
+  EXPECT_EQ(to_float(to_f16(0x1.8p-25f)), 0x1p-24f);        // above half: rounds up
+  EXPECT_EQ(to_float(to_f16(3 * 0x1p-25f)), 2 * 0x1p-24f);  // 1.5 units: tie to even (2)
+  EXPECT_EQ(to_float(to_f16(0x1.ff8p-15f)), 0x1.ff8p-15f);  // the largest subnormal, exact
+  EXPECT_EQ(to_float(to_f16(0x1.ffcp-15f)), 0x1p-14f);      // halfway: carries into the smallest normal
   EXPECT_TRUE(std::isnan(to_float(to_f16(std::nanf("")))));
   EXPECT_EQ(to_float(to_f16(kInf)), kInf);
 }

@@ -1,7 +1,5 @@
 #include "cudl/engine/io/safetensors.hpp"
 
-#include "cudl/engine/io/atomic_file.hpp"
-
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -21,6 +19,7 @@
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/error.hpp"
 #include "cudl/engine/half.hpp"
+#include "cudl/engine/io/atomic_file.hpp"
 #include "cudl/engine/io/files.hpp"
 
 namespace cudl {
@@ -75,7 +74,6 @@ Shape shape_from(const std::vector<std::int64_t>& dims) {
   for (std::size_t i = 0; i < dims.size(); ++i) s[static_cast<int>(i)] = dims[i];
   return s;
 }
-
 
 // An ifstream opens a folder too, and reports its size as 2^63 - 1: only a regular file is read.
 void check_regular_file(const std::string& path) {

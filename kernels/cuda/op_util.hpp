@@ -22,10 +22,14 @@ inline cudaStream_t stream_of(Context& ctx) { return cuda_resources(ctx).stream;
 // A float tensor's dtype as the kernels' FloatType (the Backend front checked it is a float).
 inline FloatType float_type(DType t) {
   switch (t) {
-    case DType::f32: return FloatType::f32;
-    case DType::bf16: return FloatType::bf16;
-    case DType::f16: return FloatType::f16;
-    case DType::i32: break;
+    case DType::f32:
+      return FloatType::f32;
+    case DType::bf16:
+      return FloatType::bf16;
+    case DType::f16:
+      return FloatType::f16;
+    case DType::i32:
+      break;
   }
   CUDL_THROW("CUDA kernels: {} is not a float dtype", dtype_name(t));
 }

@@ -337,11 +337,13 @@ void apply_compute_options(Context& ctx, const ComputeOptions& options) {
   ctx.set_precision(options.precision);  // throws, naming the GPU, where it lacks the tensor cores
   if (!ctx.device().is_cpu()) return;
   if (options.precision == Precision::tf32 || options.conv_algo != "heuristic")
-    fmt::print(stderr, "note: --precision tf32 and --conv-algo measured change nothing on the CPU (no TF32, one "
-                       "algorithm)\n");
+    fmt::print(stderr,
+               "note: --precision tf32 and --conv-algo measured change nothing on the CPU (no TF32, one "
+               "algorithm)\n");
   if (options.precision == Precision::fp16 && !cpu_has_native_f16())
-    fmt::print(stderr, "note: --precision fp16 on this CPU is computed through fp32 (no f16 kernels for it: {}): "
-                       "correct fp16 results, not faster; bf16 is this CPU's fast half precision\n",
+    fmt::print(stderr,
+               "note: --precision fp16 on this CPU is computed through fp32 (no f16 kernels for it: {}): "
+               "correct fp16 results, not faster; bf16 is this CPU's fast half precision\n",
                cpu_half_support().f16);
 }
 
