@@ -666,9 +666,10 @@ int folder_image_size(const std::string& model_name, int requested) {
   CUDL_THROW("--image-size {}: model {} fixes its input at {}x{} ({})", requested, model_name, own, own, why);
 }
 
-DataSplits load_dataset(const std::string& kind, const std::string& dir, const std::string& model_name,
-                        int image_size) {
+DataSplits load_dataset(const std::string& kind, const std::string& dir, const std::string& model_name, int image_size,
+                        int outputs) {
   const ModelSpec& spec = model_spec(model_name);
+  const int classes = outputs > 0 ? outputs : spec.num_classes;
   CUDL_CHECK(image_size == 0 || kind == "folder",
              "--image-size applies to image folders; {} images have their own size", kind);
   DataSplits splits;
@@ -688,9 +689,8 @@ DataSplits load_dataset(const std::string& kind, const std::string& dir, const s
   CUDL_CHECK(got[1] == input[0] && got[2] == input[1] && got[3] == input[2],
              "model {} takes [{}, {}, {}] images but the {} data in '{}' is {}", model_name, input[0], input[1],
              input[2], kind, dir, got);
-  CUDL_CHECK(splits.train.num_classes <= spec.num_classes,
-             "model {} has {} outputs but the {} data in '{}' has {} classes", model_name, spec.num_classes, kind, dir,
-             splits.train.num_classes);
+  CUDL_CHECK(splits.train.num_classes <= classes, "model {} has {} outputs but the {} data in '{}' has {} classes",
+             model_name, classes, kind, dir, splits.train.num_classes);
   return splits;
 }
 

@@ -149,8 +149,9 @@ std::vector<std::string> class_names(const std::string& kind, const Dataset& dat
 std::string default_dataset(const std::string& model_name);
 // Loads `kind` (mnist, fashion-mnist, cifar10, folder) from `dir`, checking it fits the model's input.
 // A folder is listed, not decoded (the DataLoader decodes each batch), at folder_image_size.
+// `outputs`: the model's class count when it is not the spec's (a checkpoint with a new head).
 DataSplits load_dataset(const std::string& kind, const std::string& dir, const std::string& model_name,
-                        int image_size = 0);
+                        int image_size = 0, int outputs = 0);
 // The side of the square RGB images a folder dataset gives the model: the model's own input size
 // without `requested` (0); `requested` when the model's layers take that size too (a fully
 // convolutional net); else an Error naming both sizes and why the model refuses the other.

@@ -17,6 +17,7 @@
 #include "cudl/engine/io/safetensors.hpp"
 #include "cudl/models/finetune.hpp"
 #include "cudl/models/preprocess.hpp"
+#include "cudl/models/saved_run.hpp"
 #include "cudl/models/trainer.hpp"
 #include "cudl/models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
@@ -75,15 +76,16 @@ std::vector<std::string> read_labels(const std::string& path, int needed) {
 
 void run_predict(const PredictArgs& a) {
   check_writable_output("--json", a.json);
-  const ModelSpec spec = model_spec(a.model);
-  Sequential model = make_model(a.model);
+  const std::string model_name = resolve_model("predict", a.model, a.weights, read_saved_run(a.weights));
+  const ModelSpec spec = model_spec(model_name);
+  Sequential model = make_model(model_name);
   // Preprocessing, class names and a fine-tuned head's size from the checkpoint's metadata.
   const std::map<std::string, std::string> meta = read_safetensors_metadata(a.weights);
   (void)apply_saved_head(a.weights, model);
   const Shape probe{1, spec.input[0], spec.input[1], spec.input[2]};
   const Shape out = model.output_shape(probe);
   CUDL_CHECK(out.rank() == 2,
-             "predict: {} outputs [N,{}...] per image, not class scores [N, K]: predict needs a classifier", a.model,
+             "predict: {} outputs [N,{}...] per image, not class scores [N, K]: predict needs a classifier", model_name,
              out.rank() > 1 ? out[1] : 0);
   const int classes = static_cast<int>(out[1]);
 
@@ -94,10 +96,10 @@ void run_predict(const PredictArgs& a) {
   const bool model_size = pre.crop_height == spec.input[1] && pre.crop_width == spec.input[2];
   CUDL_CHECK(pre.channels == spec.input[0] && (model_size || pre.crop_height == pre.crop_width),
              "predict: '{}' was trained on {}x{}x{} inputs but {} takes {}", a.weights, pre.channels, pre.crop_height,
-             pre.crop_width, a.model, spec.input);
+             pre.crop_width, model_name, spec.input);
   // Another square size (a checkpoint trained with --image-size, or --image-size here) only when
   // the model's layers take it; folder_image_size says why not otherwise.
-  if (!model_size) (void)folder_image_size(a.model, pre.crop_height);
+  if (!model_size) (void)folder_image_size(model_name, pre.crop_height);
 
   std::vector<std::string> labels;
   if (!a.labels.empty()) {
@@ -146,7 +148,7 @@ void run_predict(const PredictArgs& a) {
   }
   if (!a.json.empty())
     write_file_atomically(
-        a.json, nlohmann::json{{"model", a.model}, {"weights", a.weights}, {"predictions", results}}.dump(2) + "\n");
+        a.json, nlohmann::json{{"model", model_name}, {"weights", a.weights}, {"predictions", results}}.dump(2) + "\n");
 }
 
 }  // namespace
@@ -155,7 +157,8 @@ void add_predict_command(CLI::App& app) {
   auto a = std::make_shared<PredictArgs>();
   auto* cmd = app.add_subcommand(
       "predict", "Top-K classes of an image or of every image under a folder, for any classifier (one line per image)");
-  cmd->add_option("--model", a->model, "A built-in model name or a model file NAME.json")->required();
+  cmd->add_option("--model", a->model,
+                  "A built-in model name or a model file NAME.json (default: the one the checkpoint was trained as)");
   cmd->add_option("--weights", a->weights, "Weights or a checkpoint (safetensors) of that model")
       ->required()
       ->check(input_file());
