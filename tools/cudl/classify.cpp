@@ -12,6 +12,7 @@
 #include "cudl/engine/error.hpp"
 #include "cudl/engine/io/image.hpp"
 #include "cudl/models/checkpoint.hpp"
+#include "cudl/models/imagenet_classes.hpp"
 #include "cudl/models/saved_run.hpp"
 #include "cudl/models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
@@ -51,8 +52,10 @@ void run_classify(const ClassifyArgs& a) {
   const ModelSpec& spec = model_spec(model_name);
   CUDL_CHECK(spec.input == (Shape{3, 224, 224}), "classify: {} is not an ImageNet model (input {})", model_name,
              spec.input);
-  std::vector<std::string> labels;
+  // --labels, else ImageNet's bundled names for a 1000-class model (models/imagenet_classes.hpp).
+  std::vector<std::string> labels = default_class_names(spec.num_classes);
   if (!a.labels.empty()) {
+    labels.clear();
     std::ifstream f(a.labels);
     CUDL_CHECK(f.good(), "classify: cannot read labels file {}", a.labels);
     for (std::string line; std::getline(f, line);) labels.push_back(line);
@@ -103,7 +106,8 @@ void add_classify_command(CLI::App& app) {
   add_strict_option(cmd, a->strict);
   cmd->add_option("--image", a->image, "Image (PNG or JPEG)")->required();
   cmd->add_option("--top", a->top, "How many classes")->transform(whole_number(1, 1000))->capture_default_str();
-  cmd->add_option("--labels", a->labels, "Class names, one per line")->check(input_file());
+  cmd->add_option("--labels", a->labels, "Class names, one per line (default: ImageNet's, bundled)")
+      ->check(input_file());
   cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
   cmd->callback([a] { run_classify(*a); });
 }

@@ -16,6 +16,7 @@
 #include "cudl/engine/io/image.hpp"
 #include "cudl/engine/io/safetensors.hpp"
 #include "cudl/models/finetune.hpp"
+#include "cudl/models/imagenet_classes.hpp"
 #include "cudl/models/preprocess.hpp"
 #include "cudl/models/saved_run.hpp"
 #include "cudl/models/trainer.hpp"
@@ -108,6 +109,7 @@ void run_predict(const PredictArgs& a) {
     labels = classes_from_json(it->second, a.weights);
     if (static_cast<int>(labels.size()) != classes) labels.clear();  // a replaced head: indices only
   }
+  if (labels.empty()) labels = default_class_names(classes);  // ImageNet's names for a 1000-class model
   const std::vector<std::string> paths = image_paths(a.image);
 
   Context ctx(Device::parse(a.device));
@@ -137,7 +139,8 @@ void run_predict(const PredictArgs& a) {
     for (int r = 0; r < k; ++r) {
       const auto i = static_cast<std::size_t>(order[static_cast<std::size_t>(r)]);
       const std::string label = labels.empty() ? std::to_string(i) : labels[i];
-      line += fmt::format("{} {} {:.4f}", r ? "," : "", label, p[i]);
+      // classify's format, "PROB - INDEX NAME": the index stays for scripts, the name for people.
+      line += fmt::format("{} {:.4f} - {}{}", r ? "," : "", p[i], i, labels.empty() ? "" : " " + label);
       nlohmann::json entry = {{"index", i}, {"probability", p[i]}};
       if (!labels.empty()) entry["label"] = labels[i];
       top.push_back(entry);
