@@ -60,6 +60,20 @@ SavedRun read_saved_run(const std::string& path) {
                "'{}': metadata extra.num_classes '{}' is not a whole number >= 1", path, n);
     s.num_classes = std::stoi(n);
   }
+  if (const std::string t = get(meta, std::string("extra.") + kTestSplitKey); !t.empty()) {
+    char* end = nullptr;
+    s.test_split = std::strtod(t.c_str(), &end);
+    CUDL_CHECK(end && *end == '\0' && s.test_split > 0 && s.test_split < 1,
+               "'{}': metadata extra.test_split '{}' is not a fraction in (0, 1)", path, t);
+  }
+  if (const std::string seed = get(meta, "seed");
+      !seed.empty() && seed.find_first_not_of("0123456789") == std::string::npos && seed.size() <= 20) {
+    try {
+      s.seed = std::stoull(seed);
+    } catch (const std::exception&) {
+      s.seed = 0;
+    }
+  }
   return s;
 }
 

@@ -4,6 +4,7 @@
 // its text embedded as "extra.model_file"), the dataset kind ("extra.dataset"), the class names,
 // the preprocessing and a replaced head's class count. A plain weights file (a converted
 // torchvision VGG) says none of it; every field is then empty.
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 namespace cudl {
 
 inline constexpr const char* kDatasetKey = "dataset";       // "extra.dataset": mnist, fashion-mnist, cifar10, folder
+inline constexpr const char* kTestSplitKey = "test_split";  // "extra.test_split": a flat folder's test fraction
 inline constexpr const char* kModelFileKey = "model_file";  // "extra.model_file": the JSON model file's text
 
 struct SavedRun {
@@ -21,7 +23,9 @@ struct SavedRun {
   std::string dataset;     // the dataset kind (empty when not recorded)
   std::vector<std::string> classes;
   std::optional<Preprocess> preprocess;
-  int num_classes = 0;  // a replaced head's outputs (0: the model's own)
+  int num_classes = 0;     // a replaced head's outputs (0: the model's own)
+  double test_split = 0;   // a flat folder's held-out test fraction ("extra.test_split"; 0: none)
+  std::uint64_t seed = 0;  // the run's seed (it chose the test split)
 };
 
 // Reads the header of `path` only; checks what it reads (class names a JSON list, the class count

@@ -629,6 +629,27 @@ EvalReport evaluate_report(Context& ctx, Sequential& model, const Dataset& data,
   return r;
 }
 
+void hold_out_test(DataSplits& data, double fraction, std::uint64_t seed, const std::string& dir) {
+  if (!data.flat) {
+    CUDL_CHECK(fraction == 0,
+               "--test-split: '{}' has its own test split (test/, or the dataset's test files); --test-split is for a "
+               "flat DIR/<class>/ folder",
+               dir);
+    return;
+  }
+  CUDL_CHECK(fraction > 0 && fraction < 1,
+             "'{}' is a flat folder (<class>/ folders, no train/ and test/): give --test-split F (e.g. 0.2) to hold "
+             "out a test set",
+             dir);
+  auto [train, test] = split_validation(data.train, fraction, seed);
+  CUDL_CHECK(test.size() > 0 && train.size() > 0,
+             "--test-split {}: '{}' holds {} images, too few to split into a training and a test set", fraction, dir,
+             data.train.size());
+  data.train = std::move(train);
+  data.test = std::move(test);
+  data.flat = false;
+}
+
 std::vector<std::string> class_names(const std::string& kind, const Dataset& data) {
   if (kind == "fashion-mnist")
     return {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};

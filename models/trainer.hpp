@@ -125,6 +125,10 @@ EvalResult evaluate(Context& ctx, Sequential& model, const Dataset& data, std::i
 // A seeded, class-stratified hold-out: `fraction` of each class's images (rounded) go to the
 // second dataset, the rest to the first, both in their original order. 0 <= fraction < 1.
 std::pair<Dataset, Dataset> split_validation(const Dataset& data, double fraction, std::uint64_t seed);
+// A flat image folder (DataSplits::flat) gets its test split here: `fraction` of each class's
+// images, seeded (split_validation). Throws naming `dir` when a flat folder has no fraction, and
+// when a dataset with its own test split (test/, the test files) is given one.
+void hold_out_test(DataSplits& data, double fraction, std::uint64_t seed, const std::string& dir);
 // A seeded, class-stratified subset of `count` images (all of them when count >= the size), in
 // their original order: each class keeps its share, the rounding remainder going to the largest.
 Dataset stratified_subset(const Dataset& data, std::int64_t count, std::uint64_t seed);

@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "cudl/engine/io/image.hpp"
 #include "cudl/engine/io/safetensors.hpp"
@@ -149,4 +151,69 @@ TEST(CliSavedRun, ARecordedModelFileAndANewHeadCarryThroughEvalAndPredict) {
   EXPECT_TRUE(contains(cli.out(), "c0")) << cli.out();
   EXPECT_TRUE(contains(cli.out(), "c1")) << cli.out();
   EXPECT_TRUE(contains(cli.out(), "c2")) << cli.out();
+}
+
+// Issue 23 item 5: a flat DIR/<class>/ folder with --test-split (and --val-split), evaluated from
+// the checkpoint; predict over a folder with an unreadable file goes on and still writes --json.
+TEST(CliFolders, AFlatClassFolderWithATestSplitTrainsAndEvaluates) {
+  TempDir dir;
+  Cli cli{dir};
+  cudl::testing::write_string(dir.file("two.json"), kTwoClassNet);
+  const std::string flat = dir.file("flat");
+  for (int c = 0; c < 2; ++c) {
+    std::filesystem::create_directories(fmt::format("{}/c{}", flat, c));
+    for (int i = 0; i < 10; ++i) {
+      Image im(16, 16, 3);
+      for (int y = 0; y < 16; ++y)
+        for (int x = 0; x < 16; ++x)
+          for (int ch = 0; ch < 3; ++ch) im.at(y, x, ch) = ch == c ? 0.7f + 0.02f * static_cast<float>(i) : 0.1f;
+      write_image(fmt::format("{}/c{}/{}.png", flat, c, i), im);
+    }
+  }
+  const std::string train =
+      fmt::format("train --model '{}' --data '{}' --epochs 1 --batch-size 4 --device cpu", dir.file("two.json"), flat);
+  EXPECT_EQ(cli(train), 1);
+  EXPECT_TRUE(contains(cli.err(), "is a flat folder")) << cli.err();
+  EXPECT_TRUE(contains(cli.err(), "--test-split F")) << cli.err();
+  ASSERT_EQ(cli(train + fmt::format(" --test-split 0.2 --val-split 0.25 --save '{}'", dir.file("f.safetensors"))), 0)
+      << cli.err();
+  // 20 images: 4 held out for test (2 per class), 4 of the other 16 for validation.
+  EXPECT_TRUE(contains(cli.out(), "(12 train / 4 validation / 4 test images)")) << cli.out();
+  EXPECT_EQ(read_saved_run(dir.file("f.safetensors")).test_split, 0.2);
+
+  ASSERT_EQ(cli(fmt::format("eval --weights '{}' --data '{}' --device cpu", dir.file("f.safetensors"), flat)), 0)
+      << cli.err();
+  EXPECT_TRUE(contains(cli.out(), "(4 images)")) << cli.out();
+
+  // The train/ and test/ layout has its own test split.
+  const std::string split = colour_folder(dir.file("split"), 2);
+  EXPECT_EQ(cli(fmt::format("train --model '{}' --data '{}' --epochs 1 --device cpu --test-split 0.2",
+                            dir.file("two.json"), split)),
+            1);
+  EXPECT_TRUE(contains(cli.err(), "has its own test split")) << cli.err();
+}
+
+TEST(CliFolders, PredictSkipsAnUnreadableFileReportsItAndStillWritesJson) {
+  TempDir dir;
+  Cli cli{dir};
+  cudl::testing::write_string(dir.file("two.json"), kTwoClassNet);
+  const std::string data = colour_folder(dir.file("d"), 2);
+  ASSERT_EQ(cli(fmt::format("train --model '{}' --data '{}' --epochs 1 --batch-size 4 --device cpu --save '{}'",
+                            dir.file("two.json"), data, dir.file("w.safetensors"))),
+            0)
+      << cli.err();
+  cudl::testing::write_string(data + "/test/c0/broken.png", "not a png at all");
+  ASSERT_EQ(cli(fmt::format("predict --weights '{}' --image '{}/test' --json '{}' --device cpu",
+                            dir.file("w.safetensors"), data, dir.file("p.json"))),
+            1);
+  EXPECT_TRUE(contains(cli.err(), "predict: skipped '" + data + "/test/c0/broken.png'")) << cli.err();
+  EXPECT_TRUE(contains(cli.err(), "predict: 1 of 9 images could not be read")) << cli.err();
+  // The 8 readable images were predicted, printed and written.
+  const std::string out = cli.out();
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 8) << out;
+  const auto j = nlohmann::json::parse(slurp(dir.file("p.json")));
+  ASSERT_EQ(j["predictions"].size(), 9u);
+  int errors = 0;
+  for (const auto& p : j["predictions"]) errors += p.contains("error");
+  EXPECT_EQ(errors, 1);
 }

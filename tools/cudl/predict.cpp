@@ -120,10 +120,23 @@ void run_predict(const PredictArgs& a) {
   nlohmann::json results = nlohmann::json::array();
   const int k = std::min(a.top, classes);
   std::vector<std::string> lines;
+  std::size_t unreadable = 0;
   for (const std::string& path : paths) {
     ImageReadOptions options;
     options.shorter_side = pre.resize;  // a large JPEG decodes at a reduced scale that keeps this
-    Tensor x = preprocess_image(read_image(path, options), pre, ctx, path);
+    Tensor x;
+    try {
+      x = preprocess_image(read_image(path, options), pre, ctx, path);
+    } catch (const Error& e) {
+      // One bad file in a folder costs that file, not the run: say so, go on, fail at the end.
+      if (paths.size() == 1) throw;
+      ++unreadable;
+      std::string message = e.what();
+      std::replace(message.begin(), message.end(), '\n', ' ');
+      fmt::print(stderr, "predict: skipped '{}': {}\n", path, message);
+      results.push_back({{"image", path}, {"error", message}});
+      continue;
+    }
     Tensor logits = model.forward(ctx, x, /*train=*/false);
     Tensor probs = Tensor::empty(logits.shape(), ctx);
     ctx.backend().softmax_forward(ctx, logits, probs);
@@ -152,6 +165,8 @@ void run_predict(const PredictArgs& a) {
   if (!a.json.empty())
     write_file_atomically(
         a.json, nlohmann::json{{"model", model_name}, {"weights", a.weights}, {"predictions", results}}.dump(2) + "\n");
+  CUDL_CHECK(unreadable == 0, "predict: {} of {} images could not be read (each named above){}", unreadable,
+             paths.size(), a.json.empty() ? "" : fmt::format("; the others' predictions are in '{}'", a.json));
 }
 
 }  // namespace

@@ -54,6 +54,7 @@ struct TrainArgs {
 // Training quality-of-life options (issue 9): validation, best model, stopping rules, guards.
 struct RunControlArgs {
   double val_split = 0;
+  double test_split = 0;  // a flat DIR/<class>/ folder's held-out test fraction
   std::string save_best;
   std::int64_t early_stopping = 0;
   std::string reduce_lr;  // "N" or "N,FACTOR"
@@ -124,6 +125,10 @@ void add_run_control_options(CLI::App* cmd, RunControlArgs& r) {
                   "Hold out this fraction of the training images (per class, seeded) for validation after every epoch")
       ->transform(finite_double(Bounds{0, 1, false, true}))
       ->capture_default_str();
+  cmd->add_option("--test-split", r.test_split,
+                  "A flat DIR/<class>/ folder (no train/ and test/): hold out this fraction of each class (seeded) as "
+                  "the test set; recorded in the checkpoint for eval and --resume")
+      ->transform(finite_double(Bounds{0, 1, true, true}));
   cmd->add_option("--save-best", r.save_best,
                   "Keep the checkpoint of the epoch with the best validation accuracy (test accuracy without "
                   "--val-split) here");
@@ -195,6 +200,7 @@ void print_summary(const TrainResult& r, const RunControlArgs& c, std::int64_t p
 
 void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
   std::string saved_dataset, recorded_model;
+  double test_split = c.test_split;
   if (!a.resume.empty()) {
     // The model and the dataset kind come from the checkpoint unless given (models/saved_run.hpp).
     check_input_file("--resume", a.resume);
@@ -202,6 +208,7 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
     a.model = resolve_model("--resume", a.model_given ? a.model : std::string(), a.resume, saved);
     saved_dataset = saved.dataset;
     recorded_model = saved.model;
+    if (test_split == 0) test_split = saved.test_split;  // the same held-out test set
   }
   (void)model_spec(a.model);
   // Every output is checked writable before the data is read: a run must not fail at its end.
@@ -230,6 +237,7 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
                                                     : default_dataset(a.model);
   const Augment augment = parse_augment(a.augment, a.color_jitter);
   DataSplits data = load_train_data(a.extras, kind, a.data, a.model, a.image_size);
+  hold_out_test(data, test_split, a.seed, a.data);  // a flat folder's test set, seeded by the run's seed
   // The subset, then the hold-out, both seeded by the run's seed: a resumed run (same seed)
   // trains and validates on the same images.
   if (c.subset > 0) data.train = stratified_subset(data.train, c.subset, a.seed);
@@ -284,6 +292,7 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
     };
   }
   add_metadata(a.extras, a.model, kind, data, o);
+  if (test_split > 0) o.metadata[kTestSplitKey] = fmt::format("{}", test_split);
   // Reconstruction (--target input) has its own loop and metrics, on the same subset and hold-out.
   CUDL_CHECK(!comm || a.extras.target != "input",
              "--target input: reconstruction training does not run data-parallel (under mpirun) yet; run one process");
@@ -413,6 +422,14 @@ void run_eval(const TrainArgs& a, const EvalArgs& e) {
   if (image_size == 0 && kind == "folder" && saved.preprocess && saved.preprocess->crop_height != spec.input[1])
     image_size = saved.preprocess->crop_height;  // trained with --image-size
   DataSplits data = load_dataset(kind, a.data, model_name, image_size, outputs);
+  if (data.flat) {
+    // A flat folder: the test images the training run held out (its fraction and seed).
+    CUDL_CHECK(saved.test_split > 0,
+               "eval: '{}' is a flat folder (<class>/ folders, no train/ and test/), and '{}' records no --test-split "
+               "to take its test images from",
+               a.data, e.weights);
+    hold_out_test(data, saved.test_split, saved.seed, a.data);
+  }
   const int classes = outputs > 0 ? outputs : spec.num_classes;
   std::vector<std::string> names;
   if (!e.labels.empty())
