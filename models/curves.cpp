@@ -247,6 +247,11 @@ Image draw_training_curves(const nlohmann::json& metrics, const std::string& sou
   Series acc[3] = {loss[0], loss[1], loss[2]};
   const char* loss_fields[3] = {"train_loss", "val_loss", "test_loss"};
   const char* acc_fields[3] = {"train_accuracy", "val_accuracy", "test_accuracy"};
+  // A reconstruction run (--target input: an autoencoder) has PSNR where a classifier has
+  // accuracy, for validation and test, and the mean image's PSNR as the bar to clear.
+  const bool reconstruction = metrics.value("target", std::string()) == "input";
+  if (reconstruction) acc_fields[0] = nullptr, acc_fields[1] = "val_psnr", acc_fields[2] = "test_psnr";
+  Series mean_image{"mean image", kGrey, {}, {}};
   for (std::size_t i = 0; i < epochs.size(); ++i) {
     const auto& e = epochs[i];
     CUDL_CHECK(e.is_object(), "plot: '{}': epochs[{}] is not an object", source, i);
@@ -256,16 +261,21 @@ Image draw_training_curves(const nlohmann::json& metrics, const std::string& sou
       if (k == 1 && !e.contains(loss_fields[1])) continue;
       loss[k].x.push_back(x);
       loss[k].y.push_back(number(e, loss_fields[k], source, i));
+      if (!acc_fields[k]) continue;
       acc[k].x.push_back(x);
-      acc[k].y.push_back(100.0 * number(e, acc_fields[k], source, i));
+      acc[k].y.push_back((reconstruction ? 1.0 : 100.0) * number(e, acc_fields[k], source, i));
+    }
+    if (reconstruction) {
+      mean_image.x.push_back(x);
+      mean_image.y.push_back(number(e, "mean_image_psnr", source, i));
     }
   }
   std::vector<Series> loss_series, acc_series;
-  for (int k = 0; k < 3; ++k)
-    if (!loss[k].x.empty()) {
-      loss_series.push_back(loss[k]);
-      acc_series.push_back(acc[k]);
-    }
+  for (int k = 0; k < 3; ++k) {
+    if (!loss[k].x.empty()) loss_series.push_back(loss[k]);
+    if (!acc[k].x.empty()) acc_series.push_back(acc[k]);
+  }
+  if (reconstruction) acc_series.push_back(mean_image);
   double x_lo = loss[0].x.front(), x_hi = loss[0].x.back();
   if (x_hi - x_lo < 1) x_lo -= 0.5, x_hi += 0.5;
   const std::int64_t best = metrics.value("best_epoch", std::int64_t{0});
@@ -278,14 +288,17 @@ Image draw_training_curves(const nlohmann::json& metrics, const std::string& sou
   canvas.text(40, 20, heading, kBlack, 3);
   // Legend.
   int lx = 40;
-  for (const auto& s : loss_series) {
+  std::vector<Series> legend = loss_series;
+  if (reconstruction) legend.push_back(mean_image);
+  for (const auto& s : legend) {
     canvas.line(lx, 78, lx + 40, 78, s.color, 4);
     canvas.dot(lx + 20, 78, s.color, 5);
     canvas.text(lx + 50, 71, s.name, kBlack, 2);
     lx += 50 + Canvas::text_width(s.name, 2) + 40;
   }
   draw_panel(canvas, Panel{110, 150, 540, 380}, "loss", loss_series, x_lo, x_hi, best, false);
-  draw_panel(canvas, Panel{820, 150, 540, 380}, "accuracy (%)", acc_series, x_lo, x_hi, best, true);
+  draw_panel(canvas, Panel{820, 150, 540, 380}, reconstruction ? "psnr (db)" : "accuracy (%)", acc_series, x_lo, x_hi,
+             best, !reconstruction);
   return canvas.take();
 }
 

@@ -155,7 +155,7 @@ TEST(Predict, TrainedModelFilePredictsAFolderWithItsClassNamesOneLinePerImage) {
   for (const auto& [args, fragment] : std::vector<std::pair<std::string, std::string>>{
            {fmt::format("predict --model '{}/examples/conv_autoencoder.json' --weights '{}' --image '{}'",
                         cudl::testing::source_dir(), dir.file("w.safetensors"), dir.file("d/test")),
-            "predict needs a classifier"},
+            "is an autoencoder: give --reconstructions DIR"},  // issue 23: autoencoders are predicted too
            {fmt::format("predict --model mlp --weights '{}' --image '{}'", dir.file("w.safetensors"),
                         dir.file("d/test")),
             "was trained on 3x16x16 inputs but mlp takes [1,28,28]"},

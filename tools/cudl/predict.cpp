@@ -23,6 +23,7 @@
 #include "cudl/models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
+#include "tools/cudl/predict_reconstruct.hpp"
 
 namespace cudl::cli {
 
@@ -35,6 +36,7 @@ struct PredictArgs {
   int top = 1;
   int image_size = 0;  // 0: the checkpoint's (or the model's) input size
   bool strict = false;
+  ReconstructArgs recon;  // autoencoders
 };
 
 bool is_image_name(const fs::path& p) {
@@ -85,10 +87,19 @@ void run_predict(const PredictArgs& a) {
   (void)apply_saved_head(a.weights, model);
   const Shape probe{1, spec.input[0], spec.input[1], spec.input[2]};
   const Shape out = model.output_shape(probe);
-  CUDL_CHECK(out.rank() == 2,
-             "predict: {} outputs [N,{}...] per image, not class scores [N, K]: predict needs a classifier", model_name,
-             out.rank() > 1 ? out[1] : 0);
-  const int classes = static_cast<int>(out[1]);
+  // An autoencoder (its output shaped like its input) gets reconstructions and codes instead of
+  // classes (tools/cudl/predict_reconstruct.hpp).
+  const bool autoencoder = out == probe;
+  CUDL_CHECK(autoencoder || out.rank() == 2,
+             "predict: {} outputs [N,{}...] per image: neither class scores [N, K] nor an image of its input's shape",
+             model_name, out.rank() > 1 ? out[1] : 0);
+  CUDL_CHECK(autoencoder || (a.recon.reconstructions.empty() && !a.recon.encode),
+             "predict: --reconstructions and --encode are for autoencoders; {} is a classifier", model_name);
+  CUDL_CHECK(!autoencoder || !a.recon.reconstructions.empty() || (a.recon.encode && !a.json.empty()),
+             "predict: {} is an autoencoder: give --reconstructions DIR for its reconstructions (and --encode with "
+             "--json for the code vectors)",
+             model_name);
+  const int classes = autoencoder ? 0 : static_cast<int>(out[1]);
 
   Preprocess pre = default_preprocess(spec.input);
   if (auto it = meta.find(std::string("extra.") + kPreprocessKey); it != meta.end())
@@ -116,6 +127,13 @@ void run_predict(const PredictArgs& a) {
   model.build(ctx, 0);
   load_weights_reporting_unused(a.weights, ctx, model, a.strict);
   const ConstantHold weights = model.hold_parameters_constant(ctx);  // one layout change per run, not per image
+  if (autoencoder) {
+    ReconstructArgs r = a.recon;
+    r.json = a.json;
+    const std::size_t skipped = run_reconstruction_predict(ctx, model, pre, paths, r, model_name, a.weights);
+    CUDL_CHECK(skipped == 0, "predict: {} of {} images could not be read (each named above)", skipped, paths.size());
+    return;
+  }
 
   nlohmann::json results = nlohmann::json::array();
   const int k = std::min(a.top, classes);
@@ -193,6 +211,11 @@ void add_predict_command(CLI::App& app) {
                   "size only when the model's layers take it)")
       ->transform(whole_number(1, 8192));
   cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
+  cmd->add_option("--reconstructions", a->recon.reconstructions,
+                  "An autoencoder: write each image's reconstruction as a PNG into this folder");
+  cmd->add_flag("--encode", a->recon.encode,
+                "An autoencoder: put each image's code vector (the narrowest layer's output) into --json");
+  cmd->add_option("--code-layer", a->recon.code_layer, "With --encode: the layer whose output is the code");
   cmd->callback([a] { run_predict(*a); });
 }
 

@@ -296,7 +296,7 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
   // Reconstruction (--target input) has its own loop and metrics, on the same subset and hold-out.
   CUDL_CHECK(!comm || a.extras.target != "input",
              "--target input: reconstruction training does not run data-parallel (under mpirun) yet; run one process");
-  if (run_reconstruction_if_asked(a.extras, ctx, model, train, validation, data.test, o)) return;
+  if (run_reconstruction_if_asked(a.extras, ctx, model, train, validation, data.test, o, plot)) return;
   const OtherLoadMeter other_load;  // flags img/s measured on a busy machine
   TrainResult r = fit(ctx, model, train, validation, data.test, o);
   if (!dist.writer()) return;

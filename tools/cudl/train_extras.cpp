@@ -7,6 +7,7 @@
 #include <iterator>
 #include <memory>
 
+#include "cudl/models/curves.hpp"
 #include "cudl/models/finetune.hpp"
 #include "cudl/models/model_file.hpp"
 #include "cudl/models/preprocess.hpp"
@@ -167,7 +168,8 @@ std::function<void(const TrainProgress&)> epoch_progress_bars(std::function<std:
 }
 
 bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential& model, const Dataset& train,
-                                 const Dataset& validation, const Dataset& test, FitOptions o) {
+                                 const Dataset& validation, const Dataset& test, FitOptions o,
+                                 const std::string& plot) {
   if (e.target != "input") return false;
   ReconstructionOptions r;
   r.loss = parse_loss(e.loss);
@@ -176,7 +178,19 @@ bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential&
       [](const TrainProgress& p) { return fmt::format("loss {:.5f} {:.0f} img/s", p.loss, p.images_per_second); });
   r.fit = std::move(o);
   const std::string loss = e.loss;
-  r.on_epoch = [loss](const ReconstructionMetrics& m) {
+  auto curves = std::make_shared<nlohmann::json>(
+      nlohmann::json{{"model", o.model_name}, {"target", "input"}, {"epochs", nlohmann::json::array()}});
+  r.on_epoch = [loss, plot, curves](const ReconstructionMetrics& m) {
+    if (!plot.empty()) {
+      nlohmann::json epoch = {{"epoch", m.epoch},
+                              {"train_loss", m.train_loss},
+                              {"test_loss", m.test_loss},
+                              {"test_psnr", m.test_psnr},
+                              {"mean_image_psnr", m.mean_image_psnr}};
+      if (m.has_val) epoch["val_loss"] = m.val_loss, epoch["val_psnr"] = m.val_psnr;
+      (*curves)["epochs"].push_back(epoch);
+      write_training_curves(*curves, "the run's metrics", plot);
+    }
     const std::string errors = loss == "l1" ? fmt::format("l1 {:.5f} mse {:.5f}", m.test_l1, m.test_mse)
                                             : fmt::format("mse {:.5f}", m.test_mse);
     const std::string val =
@@ -195,6 +209,7 @@ bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential&
                history.back().test_psnr, history.back().mean_image_psnr);
   if (!r.fit.save_path.empty()) fmt::print("saved {}\n", r.fit.save_path);
   if (!r.samples_path.empty()) fmt::print("samples in {}\n", r.samples_path);
+  if (!plot.empty()) fmt::print("curves: {}\n", plot);
   return true;
 }
 

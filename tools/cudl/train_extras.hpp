@@ -47,7 +47,9 @@ std::function<void(const TrainProgress&)> epoch_progress_bars(std::function<std:
 
 // True when the run was a reconstruction run, which this then did (instead of fit()) on `train`,
 // with `validation` (when it holds images) and `test` evaluated after each epoch.
+// `plot`: --plot, the loss and PSNR curves redrawn after every epoch (empty: none).
 bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential& model, const Dataset& train,
-                                 const Dataset& validation, const Dataset& test, FitOptions o);
+                                 const Dataset& validation, const Dataset& test, FitOptions o,
+                                 const std::string& plot = {});
 
 }  // namespace cudl::cli
