@@ -22,6 +22,13 @@ Image draw_training_curves(const nlohmann::json& metrics, const std::string& sou
 // draw_training_curves, written as a PNG atomically (a failed write leaves no partial file).
 void write_training_curves(const nlohmann::json& metrics, const std::string& source, const std::string& png_path);
 
+// `cudl bench --json` output as a chart, drawn the same way (issue 23: no matplotlib needed): a
+// row per case, its median time on a log scale and its share of the peak measured in the same run
+// (model rows: images per second), coloured by backend. Throws naming `source` for a document
+// that is not a bench file or holds no results.
+bool is_bench_document(const nlohmann::json& doc);
+Image draw_bench_chart(const nlohmann::json& bench, const std::string& source);
+
 // The RGB colours of the lines (for tests): train, validation, test.
 struct CurveColors {
   static constexpr float train[3] = {0.12f, 0.47f, 0.71f};
