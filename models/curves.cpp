@@ -77,6 +77,9 @@ constexpr Glyph kGlyphs[] = {
     {'_', {".....", ".....", ".....", ".....", ".....", ".....", "#####"}},
     {'=', {".....", ".....", "#####", ".....", "#####", ".....", "....."}},
     {'+', {".....", "..#..", "..#..", "#####", "..#..", "..#..", "....."}},
+    {'[', {".###.", ".#...", ".#...", ".#...", ".#...", ".#...", ".###."}},
+    {']', {".###.", "...#.", "...#.", "...#.", "...#.", "...#.", ".###."}},
+    {'*', {".....", "#.#.#", ".###.", "#####", ".###.", "#.#.#", "....."}},
     {'?', {".###.", "#...#", "....#", "...#.", "..#..", ".....", "..#.."}},
 };
 
@@ -247,6 +250,11 @@ Image draw_training_curves(const nlohmann::json& metrics, const std::string& sou
   Series acc[3] = {loss[0], loss[1], loss[2]};
   const char* loss_fields[3] = {"train_loss", "val_loss", "test_loss"};
   const char* acc_fields[3] = {"train_accuracy", "val_accuracy", "test_accuracy"};
+  // A reconstruction run (--target input: an autoencoder) has PSNR where a classifier has
+  // accuracy, for validation and test, and the mean image's PSNR as the bar to clear.
+  const bool reconstruction = metrics.value("target", std::string()) == "input";
+  if (reconstruction) acc_fields[0] = nullptr, acc_fields[1] = "val_psnr", acc_fields[2] = "test_psnr";
+  Series mean_image{"mean image", kGrey, {}, {}};
   for (std::size_t i = 0; i < epochs.size(); ++i) {
     const auto& e = epochs[i];
     CUDL_CHECK(e.is_object(), "plot: '{}': epochs[{}] is not an object", source, i);
@@ -256,16 +264,21 @@ Image draw_training_curves(const nlohmann::json& metrics, const std::string& sou
       if (k == 1 && !e.contains(loss_fields[1])) continue;
       loss[k].x.push_back(x);
       loss[k].y.push_back(number(e, loss_fields[k], source, i));
+      if (!acc_fields[k]) continue;
       acc[k].x.push_back(x);
-      acc[k].y.push_back(100.0 * number(e, acc_fields[k], source, i));
+      acc[k].y.push_back((reconstruction ? 1.0 : 100.0) * number(e, acc_fields[k], source, i));
+    }
+    if (reconstruction) {
+      mean_image.x.push_back(x);
+      mean_image.y.push_back(number(e, "mean_image_psnr", source, i));
     }
   }
   std::vector<Series> loss_series, acc_series;
-  for (int k = 0; k < 3; ++k)
-    if (!loss[k].x.empty()) {
-      loss_series.push_back(loss[k]);
-      acc_series.push_back(acc[k]);
-    }
+  for (int k = 0; k < 3; ++k) {
+    if (!loss[k].x.empty()) loss_series.push_back(loss[k]);
+    if (!acc[k].x.empty()) acc_series.push_back(acc[k]);
+  }
+  if (reconstruction) acc_series.push_back(mean_image);
   double x_lo = loss[0].x.front(), x_hi = loss[0].x.back();
   if (x_hi - x_lo < 1) x_lo -= 0.5, x_hi += 0.5;
   const std::int64_t best = metrics.value("best_epoch", std::int64_t{0});
@@ -278,19 +291,123 @@ Image draw_training_curves(const nlohmann::json& metrics, const std::string& sou
   canvas.text(40, 20, heading, kBlack, 3);
   // Legend.
   int lx = 40;
-  for (const auto& s : loss_series) {
+  std::vector<Series> legend = loss_series;
+  if (reconstruction) legend.push_back(mean_image);
+  for (const auto& s : legend) {
     canvas.line(lx, 78, lx + 40, 78, s.color, 4);
     canvas.dot(lx + 20, 78, s.color, 5);
     canvas.text(lx + 50, 71, s.name, kBlack, 2);
     lx += 50 + Canvas::text_width(s.name, 2) + 40;
   }
   draw_panel(canvas, Panel{110, 150, 540, 380}, "loss", loss_series, x_lo, x_hi, best, false);
-  draw_panel(canvas, Panel{820, 150, 540, 380}, "accuracy (%)", acc_series, x_lo, x_hi, best, true);
+  draw_panel(canvas, Panel{820, 150, 540, 380}, reconstruction ? "psnr (db)" : "accuracy (%)", acc_series, x_lo, x_hi,
+             best, !reconstruction);
   return canvas.take();
 }
 
 void write_training_curves(const nlohmann::json& metrics, const std::string& source, const std::string& png_path) {
   write_image(png_path, draw_training_curves(metrics, source));
+}
+
+bool is_bench_document(const nlohmann::json& doc) {
+  return doc.is_object() && doc.contains("results") && doc["results"].is_array();
+}
+
+Image draw_bench_chart(const nlohmann::json& bench, const std::string& source) {
+  CUDL_CHECK(is_bench_document(bench),
+             "plot: '{}' is not a cudl bench file: expected an object with a \"results\" list", source);
+  struct Row {
+    std::string label, backend, unit;
+    double ms = 0, share = -1, rate = 0;
+  };
+  std::vector<Row> rows;
+  const auto& results = bench["results"];
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    const auto& r = results[i];
+    CUDL_CHECK(r.is_object(), "plot: '{}': results[{}] is not an object", source, i);
+    Row row;
+    row.ms = number(r, "median_ms", source, i);
+    CUDL_CHECK(row.ms > 0, "plot: '{}': results[{}].median_ms is {}, not a positive time", source, i, row.ms);
+    row.backend = r.value("backend", std::string("?"));
+    row.unit = r.value("rate_unit", std::string());
+    if (r.contains("rate")) row.rate = number(r, "rate", source, i);
+    if (r.contains("peak_share")) row.share = 100.0 * number(r, "peak_share", source, i);
+    std::string label = r.value("op", std::string("?")) + " " + r.value("shape", std::string());
+    if (r.contains("batch")) label += fmt::format(" batch {}", r.value("batch", 0));
+    if (label.size() > 44) label = label.substr(0, 43) + "_";
+    row.label = label;
+    rows.push_back(std::move(row));
+  }
+  CUDL_CHECK(!rows.empty(), "plot: '{}' holds no bench results", source);
+
+  // Colours per backend, in order of appearance.
+  const Rgb palette[] = {rgb(CurveColors::train), rgb(CurveColors::test), rgb(CurveColors::val), {0.55f, 0.35f, 0.7f}};
+  std::vector<std::string> backends;
+  for (const Row& r : rows)
+    if (std::find(backends.begin(), backends.end(), r.backend) == backends.end()) backends.push_back(r.backend);
+  auto colour = [&](const std::string& b) {
+    const auto i = static_cast<std::size_t>(std::find(backends.begin(), backends.end(), b) - backends.begin());
+    return palette[i % std::size(palette)];
+  };
+
+  constexpr int kLabel = 560, kTimeWidth = 520, kShareWidth = 360, kRow = 26, kTop = 130;
+  const int width = 40 + kLabel + kTimeWidth + 60 + kShareWidth + 140;
+  const int height = kTop + kRow * static_cast<int>(rows.size()) + 60;
+  Canvas canvas(width, height);
+  std::string heading = "cudl bench";
+  if (bench.contains("machine") && bench["machine"].is_object())
+    heading += "    " + bench["machine"].value("cpu", std::string());
+  if (bench.value("under_load", false)) heading += "    under load";
+  canvas.text(40, 20, heading.substr(0, 110), kBlack, 3);
+  int lx = 40;
+  for (const std::string& b : backends) {
+    canvas.rect(lx, 66, lx + 30, 82, colour(b));
+    canvas.text(lx + 40, 68, b, kBlack, 2);
+    lx += 40 + Canvas::text_width(b, 2) + 40;
+  }
+
+  // Time: a log scale over whole decades.
+  double lo = std::numeric_limits<double>::infinity(), hi = 0;
+  for (const Row& r : rows) lo = std::min(lo, r.ms), hi = std::max(hi, r.ms);
+  const double d_lo = std::floor(std::log10(lo)), d_hi = std::max(d_lo + 1, std::ceil(std::log10(hi)));
+  const int x0 = 40 + kLabel;
+  auto tx = [&](double ms) { return x0 + (std::log10(ms) - d_lo) / (d_hi - d_lo) * kTimeWidth; };
+  canvas.text(x0, kTop - 40, "median ms (log)", kBlack, 2);
+  for (double d = d_lo; d <= d_hi; d += 1) {
+    const int xx = static_cast<int>(std::lround(tx(std::pow(10.0, d))));
+    canvas.rect(xx, kTop - 6, xx + 1, kTop + kRow * static_cast<int>(rows.size()), kGrid);
+    const std::string label =
+        d >= 0 ? fmt::format("{:.0f}", std::pow(10.0, d)) : fmt::format("{:g}", std::pow(10.0, d));
+    canvas.text(xx - Canvas::text_width(label, 2) / 2, kTop + kRow * static_cast<int>(rows.size()) + 10, label, kGrey,
+                2);
+  }
+  // Share of the measured peak (kernels), or images per second (models).
+  const int s0 = x0 + kTimeWidth + 60;
+  double share_hi = 100;
+  for (const Row& r : rows) share_hi = std::max(share_hi, r.share);
+  canvas.text(s0, kTop - 40, "% of peak (models: img/s)", kBlack, 2);
+  const int x100 = s0 + static_cast<int>(std::lround(100.0 / share_hi * kShareWidth));
+  canvas.rect(x100, kTop - 6, x100 + 1, kTop + kRow * static_cast<int>(rows.size()), kGrey);
+
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const Row& r = rows[i];
+    const int y = kTop + kRow * static_cast<int>(i);
+    canvas.text(40, y + 4, r.label, kBlack, 2);
+    const Rgb c = colour(r.backend);
+    canvas.rect(x0, y + 3, static_cast<int>(std::lround(std::max(tx(r.ms), x0 + 2.0))), y + kRow - 5, c);
+    const std::string ms = fmt::format("{:.3g}", r.ms);
+    canvas.text(std::min(static_cast<int>(std::lround(tx(r.ms))) + 6, x0 + kTimeWidth - Canvas::text_width(ms, 2)),
+                y + 4, ms, kBlack, 2);
+    if (r.share >= 0) {
+      canvas.rect(s0, y + 3, s0 + std::max(2, static_cast<int>(std::lround(r.share / share_hi * kShareWidth))),
+                  y + kRow - 5, c);
+      canvas.text(s0 + static_cast<int>(std::lround(r.share / share_hi * kShareWidth)) + 6, y + 4,
+                  fmt::format("{:.0f}%", r.share), kBlack, 2);
+    } else if (r.unit == "img/s") {
+      canvas.text(s0, y + 4, fmt::format("{:.1f} img/s", r.rate), kBlack, 2);
+    }
+  }
+  return canvas.take();
 }
 
 }  // namespace cudl

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -24,7 +25,8 @@ std::string replace_classifier(Sequential& model, int num_classes) {
   CUDL_THROW("--num-classes: the model has no linear layer to replace");
 }
 
-InitFromReport init_from(const std::string& path, Context& ctx, Sequential& model) {
+InitFromReport init_from(const std::string& path, Context& ctx, Sequential& model,
+                         const std::vector<std::string>& fresh_layers) {
   CUDL_CHECK(model.built(), "init_from('{}'): build() the model first", path);
   const SafetensorsFile file = SafetensorsFile::open(path);
   struct Match {
@@ -39,6 +41,12 @@ InitFromReport init_from(const std::string& path, Context& ctx, Sequential& mode
   for (const NamedParameter& p : slots) {
     model_names.insert(p.name);
     const Shape& want = p.parameter->shape;
+    const bool fresh = std::any_of(fresh_layers.begin(), fresh_layers.end(),
+                                   [&](const std::string& layer) { return p.name.starts_with(layer + "."); });
+    if (fresh) {
+      report.skipped.push_back(p.name + " (new head)");
+      continue;
+    }
     if (!file.contains(p.name)) {
       report.skipped.push_back(p.name + " (not in the file)");
       continue;
@@ -57,6 +65,10 @@ InitFromReport init_from(const std::string& path, Context& ctx, Sequential& mode
   }
   for (const std::string& name : file.names())
     if (!model_names.count(name) && !name.starts_with("optimizer.")) report.unused.push_back(name);
+  // The new head's tensors are in the model and (perhaps) in the file, yet deliberately not loaded.
+  for (const std::string& layer : fresh_layers)
+    for (const std::string& name : file.names())
+      if (name.starts_with(layer + ".")) report.unused.push_back(name + " (the old head)");
   CUDL_CHECK(!matches.empty(),
              "--init-from '{}': no tensor matches the model by name and shape (the model has {} tensors, the file {}; "
              "first model tensor: {})",
@@ -69,6 +81,14 @@ InitFromReport init_from(const std::string& path, Context& ctx, Sequential& mode
   model.parameters_changed();
   ctx.synchronize();
   return report;
+}
+
+ParameterCounts count_parameters(Sequential& model) {
+  ParameterCounts counts;
+  for (const auto& [name, layer] : model.layers())
+    for (const Parameter* p : layer->parameters())
+      if (p->trainable) (layer->frozen() ? counts.frozen : counts.trainable) += p->shape.numel();
+  return counts;
 }
 
 std::vector<std::string> freeze_layers(Sequential& model, const std::vector<std::string>& prefixes) {

@@ -23,7 +23,17 @@ struct InitFromReport {
 // `path` with the same shape. Values must be finite (a NaN names the tensor); nothing is written
 // before every tensor was read and checked. At least one tensor must match (else the file is not
 // for this network, which is worth an error rather than a silent run from scratch).
-InitFromReport init_from(const std::string& path, Context& ctx, Sequential& model);
+// `fresh_layers`: layers whose tensors are never loaded (a new head from replace_classifier keeps
+// its fresh initialisation even when the file's head has the same shape); reported as skipped.
+InitFromReport init_from(const std::string& path, Context& ctx, Sequential& model,
+                         const std::vector<std::string>& fresh_layers = {});
+
+// Trainable and frozen parameter elements of a built or unbuilt model (frozen layers' parameters
+// count as frozen; the optimizer does not change them).
+struct ParameterCounts {
+  std::int64_t trainable = 0, frozen = 0;
+};
+ParameterCounts count_parameters(Sequential& model);
 
 // Freezes every layer whose name starts with one of `prefixes` (layer "features.3" matches
 // "features" and "features.3"; a prefix ends at a '.' or the name's end, so "features.1" does not

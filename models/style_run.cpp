@@ -217,7 +217,10 @@ StyleResult StyleRunner::run(const Image& content_in, const Image* init, const S
     }
     ctx.synchronize();
     const double total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    result.ms_per_iteration = o.iters > 0 ? total_ms / o.iters : ms_per_iteration;
+    result.optimise_seconds += total_ms / 1000.0;
+    result.iterations += o.iters;
+    result.ms_per_iteration =
+        result.iterations > 0 ? 1000.0 * result.optimise_seconds / static_cast<double>(result.iterations) : 0.0;
     result.pool_peak_bytes = std::max(result.pool_peak_bytes, ctx.allocator().stats().peak_allocated_bytes);
     const auto values = log.to_vector(ctx);
     std::vector<StyleLosses> rows;

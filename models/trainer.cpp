@@ -658,6 +658,27 @@ EvalReport evaluate_report(Context& ctx, Sequential& model, const Dataset& data,
   return r;
 }
 
+void hold_out_test(DataSplits& data, double fraction, std::uint64_t seed, const std::string& dir) {
+  if (!data.flat) {
+    CUDL_CHECK(fraction == 0,
+               "--test-split: '{}' has its own test split (test/, or the dataset's test files); --test-split is for a "
+               "flat DIR/<class>/ folder",
+               dir);
+    return;
+  }
+  CUDL_CHECK(fraction > 0 && fraction < 1,
+             "'{}' is a flat folder (<class>/ folders, no train/ and test/): give --test-split F (e.g. 0.2) to hold "
+             "out a test set",
+             dir);
+  auto [train, test] = split_validation(data.train, fraction, seed);
+  CUDL_CHECK(test.size() > 0 && train.size() > 0,
+             "--test-split {}: '{}' holds {} images, too few to split into a training and a test set", fraction, dir,
+             data.train.size());
+  data.train = std::move(train);
+  data.test = std::move(test);
+  data.flat = false;
+}
+
 std::vector<std::string> class_names(const std::string& kind, const Dataset& data) {
   if (kind == "fashion-mnist")
     return {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
@@ -695,9 +716,10 @@ int folder_image_size(const std::string& model_name, int requested) {
   CUDL_THROW("--image-size {}: model {} fixes its input at {}x{} ({})", requested, model_name, own, own, why);
 }
 
-DataSplits load_dataset(const std::string& kind, const std::string& dir, const std::string& model_name,
-                        int image_size) {
+DataSplits load_dataset(const std::string& kind, const std::string& dir, const std::string& model_name, int image_size,
+                        int outputs) {
   const ModelSpec& spec = model_spec(model_name);
+  const int classes = outputs > 0 ? outputs : spec.num_classes;
   CUDL_CHECK(image_size == 0 || kind == "folder",
              "--image-size applies to image folders; {} images have their own size", kind);
   DataSplits splits;
@@ -717,9 +739,8 @@ DataSplits load_dataset(const std::string& kind, const std::string& dir, const s
   CUDL_CHECK(got[1] == input[0] && got[2] == input[1] && got[3] == input[2],
              "model {} takes [{}, {}, {}] images but the {} data in '{}' is {}", model_name, input[0], input[1],
              input[2], kind, dir, got);
-  CUDL_CHECK(splits.train.num_classes <= spec.num_classes,
-             "model {} has {} outputs but the {} data in '{}' has {} classes", model_name, spec.num_classes, kind, dir,
-             splits.train.num_classes);
+  CUDL_CHECK(splits.train.num_classes <= classes, "model {} has {} outputs but the {} data in '{}' has {} classes",
+             model_name, classes, kind, dir, splits.train.num_classes);
   return splits;
 }
 

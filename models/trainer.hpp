@@ -135,6 +135,10 @@ EvalResult evaluate(Context& ctx, Sequential& model, const Dataset& data, std::i
 // A seeded, class-stratified hold-out: `fraction` of each class's images (rounded) go to the
 // second dataset, the rest to the first, both in their original order. 0 <= fraction < 1.
 std::pair<Dataset, Dataset> split_validation(const Dataset& data, double fraction, std::uint64_t seed);
+// A flat image folder (DataSplits::flat) gets its test split here: `fraction` of each class's
+// images, seeded (split_validation). Throws naming `dir` when a flat folder has no fraction, and
+// when a dataset with its own test split (test/, the test files) is given one.
+void hold_out_test(DataSplits& data, double fraction, std::uint64_t seed, const std::string& dir);
 // A seeded, class-stratified subset of `count` images (all of them when count >= the size), in
 // their original order: each class keeps its share, the rounding remainder going to the largest.
 Dataset stratified_subset(const Dataset& data, std::int64_t count, std::uint64_t seed);
@@ -159,8 +163,9 @@ std::vector<std::string> class_names(const std::string& kind, const Dataset& dat
 std::string default_dataset(const std::string& model_name);
 // Loads `kind` (mnist, fashion-mnist, cifar10, folder) from `dir`, checking it fits the model's input.
 // A folder is listed, not decoded (the DataLoader decodes each batch), at folder_image_size.
+// `outputs`: the model's class count when it is not the spec's (a checkpoint with a new head).
 DataSplits load_dataset(const std::string& kind, const std::string& dir, const std::string& model_name,
-                        int image_size = 0);
+                        int image_size = 0, int outputs = 0);
 // The side of the square RGB images a folder dataset gives the model: the model's own input size
 // without `requested` (0); `requested` when the model's layers take that size too (a fully
 // convolutional net); else an Error naming both sizes and why the model refuses the other.

@@ -376,6 +376,9 @@ TEST(StyleTiles, A1024RunIn256TilesStaysNearThe256RunsPeakWithoutSeams) {
   const std::size_t big_peak = std::max(big.pool_peak_bytes, ctx.allocator().stats().peak_allocated_bytes);
   ASSERT_EQ(big.image.width, 1024);
   ASSERT_EQ(big.log.size(), 25u);  // 5 x 5 tiles of 256 overlapping by >= 32
+  // The closing ms/iteration is the whole run's (issue 23 item 10), not the last tile's.
+  EXPECT_EQ(big.iterations, 25 * 3);
+  EXPECT_NEAR(big.ms_per_iteration, 1000.0 * big.optimise_seconds / 75.0, 1e-9);
   ASSERT_FALSE(tiles_seen.empty());
   EXPECT_EQ(tiles_seen.front(), 25);
   std::printf("pool peak: 256 px run %.2f MiB, 1024 px run in 256 px tiles %.2f MiB (%.2fx)\n",

@@ -24,7 +24,15 @@ consumer() {  # consumer PREFIX BUILD: configure, build and run examples/consume
   quiet cmake --build "$2"
   "$2/consumer"
 }
-say "examples/consumer against the prefix"
+# The consumer must set no C++ standard, and the package must carry cudl's: a find_package(cudl)
+# user on a compiler whose default is older than C++20 would otherwise fail inside cudl's headers.
+if grep -Eq 'CMAKE_CXX_STANDARD|cxx_std_|CXX_STANDARD' examples/consumer/CMakeLists.txt; then
+  echo "test-install: examples/consumer/CMakeLists.txt sets a C++ standard; it must rely on cudl::cudl's" >&2; exit 1
+fi
+if ! grep -q 'cxx_std_20' "$work"/prefix/lib*/cmake/cudl/cudlTargets.cmake; then
+  echo "test-install: the installed cudl::cudl target carries no cxx_std_20 compile feature" >&2; exit 1
+fi
+say "examples/consumer against the prefix (no standard set by the consumer)"
 consumer "$work/prefix" "$work/consumer-prefix"
 "$work/prefix/bin/cudl" info | head -2
 

@@ -378,6 +378,17 @@ DataSplits list_image_folder(const std::string& dir, int size) {
     std::error_code ec;
     if (!fs::is_directory(root / split, ec)) missing.push_back(split);
   }
+  if (missing.size() == 2) {
+    // Flat: the class folders are the folder's own subfolders.
+    const std::vector<std::string> classes = sorted_entries(root, true);
+    CUDL_CHECK(!classes.empty(),
+               "load_image_folder: '{}' has neither train/<class>/ and test/<class>/ nor <class>/ folders of images",
+               dir);
+    DataSplits splits;
+    splits.train = list_split(root, classes, size, base_name(dir));
+    splits.flat = true;
+    return splits;
+  }
   CUDL_CHECK(missing.empty(),
              "load_image_folder: '{}' lacks the {} folder(s) (expected train/<class>/ and test/<class>/)", dir,
              join(missing, " and "));

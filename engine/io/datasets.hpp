@@ -45,6 +45,9 @@ Dataset decode_all(const Dataset& data);
 
 struct DataSplits {
   Dataset train, test;
+  // A flat image folder (DIR/<class>/*, no train/ or test/): every image is in `train` and `test`
+  // is empty; the caller holds out a test set (cudl train --test-split, with split_validation).
+  bool flat = false;
 };
 
 // An IDX3 ubyte image file (magic 2051: count, rows, cols, then bytes) and its IDX1 ubyte label
@@ -73,6 +76,8 @@ Dataset decode_cifar10_batch(std::span<const std::uint8_t> bytes, const std::str
 // splits must have the same classes), listed: paths, labels and class names, nothing decoded, so
 // memory does not grow with the number of images. The DataLoader decodes each image, converts it
 // to RGB and (without augmentation) resizes its shorter side to `size` and centre-crops size x size.
+// A folder with neither train/ nor test/ but class folders, dir/<class>/*.{png,jpg,jpeg} as people
+// keep them (Keras' image_dataset_from_directory), is listed whole into `train`, with `flat` set.
 DataSplits list_image_folder(const std::string& dir, int size);
 // The same, decoded whole into memory (small folders, tests, tools that need every pixel at once).
 DataSplits load_image_folder(const std::string& dir, int size);

@@ -25,6 +25,7 @@
 
 #include "cudl/engine/backend.hpp"
 #include "cudl/engine/context.hpp"
+#include "cudl/engine/cpu_threads.hpp"
 #include "cudl/engine/device.hpp"
 #include "cudl/engine/io/atomic_file.hpp"
 #include "cudl/engine/timer.hpp"
@@ -469,6 +470,9 @@ struct Row {
   double same_size_copy_gbps = 0;  // bandwidth cases only
 };
 
+// Other processes' busy cores above which a run's timings are flagged as taken under load.
+constexpr double kUnderLoadCores = 0.25;
+
 void run_bench(const Options& opt) {
   check_writable_output("--json", opt.json_path);
   std::vector<Device> devices;
@@ -500,6 +504,7 @@ void run_bench(const Options& opt) {
   nlohmann::json results = nlohmann::json::array();
   std::map<std::pair<std::string, std::string>, double> cpu_ms;  // (op, shape) -> median on the CPU
   bool any_noisy = false, any_above = false;
+  const OtherLoadMeter other_load;  // other processes' CPU time while the cases run: flags a busy machine
   fmt::print("{:<18} {:<34} {:<7} {:>10} {:>10} {:>7} {:>15} {:>7} {:>8}  {}\n", "op", "shape", "device", "median ms",
              "min ms", "spread", "rate", "% peak", "speedup", "flags");
   for (Device device : devices) {
@@ -588,9 +593,21 @@ void run_bench(const Options& opt) {
         "% peak above 100: a convolution algorithm doing fewer multiply-adds than the direct count, a case "
         "that reads more than it writes (a copy reads and writes alike), or a ceiling measured at a busier "
         "moment (then the case is usually noisy too)\n");
+  // Timings shared with other busy processes are not the machine's (the review's medians under a
+  // load of 4-5 were multiples of the 4 ms scheduler tick, spread 0.1%, and looked quiet).
+  const double busy = other_load.busy_cores();
+  const bool under_load = busy > kUnderLoadCores;
+  if (under_load)
+    fmt::print(
+        "under load: other processes kept {:.1f} of {} cores busy while these ran ({} host thread{} here): the "
+        "times are not this machine's quiet numbers; rerun on a quiet machine before comparing\n",
+        busy, available_cpus(), cpu_threads(), cpu_threads() == 1 ? "" : "s");
   if (!opt.json_path.empty()) {
     nlohmann::json doc = {{"sizes", opt.sizes},
                           {"dtype", dtype_name(case_dtype(opt.dtype, opt.compute.precision))},
+                          {"threads", cpu_threads()},
+                          {"other_load_cores", busy},
+                          {"under_load", under_load},
                           {"repeat", opt.repeat},
                           {"deterministic", opt.compute.deterministic},
                           {"precision", precision_name(opt.compute.precision)},

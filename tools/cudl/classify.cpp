@@ -12,6 +12,8 @@
 #include "cudl/engine/error.hpp"
 #include "cudl/engine/io/image.hpp"
 #include "cudl/models/checkpoint.hpp"
+#include "cudl/models/imagenet_classes.hpp"
+#include "cudl/models/saved_run.hpp"
 #include "cudl/models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
@@ -21,7 +23,7 @@ namespace cudl::cli {
 namespace {
 
 struct ClassifyArgs {
-  std::string model = "vgg19", weights, image, labels, device = "auto";
+  std::string model, weights, image, labels, device = "auto";
   int top = 5;
   bool strict = false;
   ComputeOptions compute;
@@ -42,25 +44,32 @@ void run_classify(const ClassifyArgs& a) {
   CUDL_CHECK(!a.weights.empty(),
              "classify: --weights is required: {} in safetensors with torchvision names (see README: "
              "tools/convert_torchvision_vgg19.py), or random:SEED for a smoke test",
-             a.model);
-  const ModelSpec& spec = model_spec(a.model);
-  CUDL_CHECK(spec.input == (Shape{3, 224, 224}), "classify: {} is not an ImageNet model (input {})", a.model,
+             a.model.empty() ? "vgg19" : a.model);
+  // The checkpoint's model unless --model is given; vgg19 for a plain (converted) weights file.
+  const bool random = a.weights.rfind("random:", 0) == 0;
+  const SavedRun saved = random ? SavedRun{} : read_saved_run(a.weights);
+  const std::string model_name =
+      a.model.empty() && saved.model.empty() ? "vgg19" : resolve_model("classify", a.model, a.weights, saved);
+  const ModelSpec& spec = model_spec(model_name);
+  CUDL_CHECK(spec.input == (Shape{3, 224, 224}), "classify: {} is not an ImageNet model (input {})", model_name,
              spec.input);
-  std::vector<std::string> labels;
+  // --labels, else ImageNet's bundled names for a 1000-class model (models/imagenet_classes.hpp).
+  std::vector<std::string> labels = default_class_names(spec.num_classes);
   if (!a.labels.empty()) {
+    labels.clear();
     std::ifstream f(a.labels);
     CUDL_CHECK(f.good(), "classify: cannot read labels file {}", a.labels);
     for (std::string line; std::getline(f, line);) labels.push_back(line);
     CUDL_CHECK(static_cast<int>(labels.size()) >= spec.num_classes, "classify: {} has {} labels, {} needs {}", a.labels,
-               labels.size(), a.model, spec.num_classes);
+               labels.size(), model_name, spec.num_classes);
   }
   ImageReadOptions read_options;
   read_options.shorter_side = 256;  // a large JPEG decodes at a reduced scale that keeps this
   const Image image = preprocess(read_image(a.image, read_options));
   Context ctx(Device::parse(a.device));
   apply_compute_options(ctx, a.compute);
-  Sequential model = make_model(a.model);
-  if (a.weights.rfind("random:", 0) == 0) {
+  Sequential model = make_model(model_name);
+  if (random) {
     model.build(ctx, parse_seed("classify: --weights random:SEED", a.weights.substr(7)));
   } else {
     model.build(ctx, 0);
@@ -92,13 +101,15 @@ void run_classify(const ClassifyArgs& a) {
 void add_classify_command(CLI::App& app) {
   auto a = std::make_shared<ClassifyArgs>();
   auto* cmd = app.add_subcommand("classify", "Top-K ImageNet classes of an image (torchvision preprocessing)");
-  cmd->add_option("--model", a->model, "An ImageNet model (vgg11..vgg19, *_bn)")->capture_default_str();
+  cmd->add_option("--model", a->model,
+                  "An ImageNet model (vgg11..vgg19, *_bn); default: the checkpoint's, vgg19 for a plain weights file");
   cmd->add_option("--weights", a->weights, "Weights (safetensors, torchvision names) or random:SEED")
       ->check(weights_source());
   add_strict_option(cmd, a->strict);
   cmd->add_option("--image", a->image, "Image (PNG or JPEG)")->required();
   cmd->add_option("--top", a->top, "How many classes")->transform(whole_number(1, 1000))->capture_default_str();
-  cmd->add_option("--labels", a->labels, "Class names, one per line")->check(input_file());
+  cmd->add_option("--labels", a->labels, "Class names, one per line (default: ImageNet's, bundled)")
+      ->check(input_file());
   cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
   add_compute_options(cmd, a->compute);
   cmd->callback([a] { run_classify(*a); });

@@ -1,9 +1,11 @@
 #include <fmt/format.h>
 
 #include "cudl/engine/allocator.hpp"
+#include "cudl/engine/cpu_threads.hpp"
 #include "cudl/engine/device.hpp"
 #include "cudl/kernels/cpu/onednn_conv.hpp"
 #include "tools/cudl/commands.hpp"
+#include "tools/cudl/threads.hpp"
 
 namespace cudl::cli {
 
@@ -19,6 +21,9 @@ void add_info_command(CLI::App& app) {
     const CpuHalfSupport half = cpu_half_support();
     fmt::print("CPU {}\n", half.bf16);
     fmt::print("CPU {}\n", half.f16);
+    fmt::print("CPU threads: {} of {} ({}); OpenMP waiting: {}\n", cpu_threads(), available_cpus(),
+               threads_auto() ? "--threads auto: the cores other processes leave idle" : "--threads",
+               openmp_wait_policy());
     if (cuda_compiled()) {
       fmt::print("CUDA runtime: {}\n", info.cuda_runtime);
       fmt::print("CUDA driver: {}\n", info.cuda_driver);

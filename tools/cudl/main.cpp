@@ -10,6 +10,7 @@
 #include "cudl/engine/device.hpp"
 #include "cudl/engine/error.hpp"
 #include "tools/cudl/commands.hpp"
+#include "tools/cudl/threads.hpp"
 
 namespace {
 
@@ -42,6 +43,7 @@ bool is_subcommand(const CLI::App& app, const std::string& name) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  cudl::cli::reexec_with_passive_openmp(argv);  // OpenMP threads sleep when they wait (tools/cudl/threads.hpp)
   CLI::App app{"cudl: a lean CUDA deep-learning engine (VGG training, neural style transfer, kernel benchmarks)"};
   app.set_version_flag("--version", std::string("cudl ") + CUDL_VERSION);
   app.require_subcommand(1);
@@ -54,6 +56,7 @@ int main(int argc, char** argv) {
   cudl::cli::add_predict_command(app);
   cudl::cli::add_style_command(app);
   cudl::cli::add_bench_command(app);
+  cudl::cli::add_threads_option(app);  // on every command above
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -20,8 +20,10 @@ void add_plot_command(CLI::App& app) {
     std::string metrics, output;
   };
   auto a = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand("plot", "Draw a run's loss and accuracy per epoch (train/val/test) into a PNG");
-  cmd->add_option("metrics", a->metrics, "The metrics JSON of a run (cudl train --metrics-json)")
+  auto* cmd = app.add_subcommand(
+      "plot", "Draw a run's loss and accuracy per epoch (train/val/test), or a bench run's chart, into a PNG");
+  cmd->add_option("metrics", a->metrics,
+                  "The metrics JSON of a run (cudl train --metrics-json) or a bench run's (cudl bench --json)")
       ->required()
       ->check(input_file());
   cmd->add_option("-o,--output", a->output, "The PNG to write (default: METRICS with .png for .json)");
@@ -36,7 +38,10 @@ void add_plot_command(CLI::App& app) {
     } catch (const nlohmann::json::exception& e) {
       CUDL_THROW("plot: '{}' is not JSON ({})", a->metrics, e.what());
     }
-    write_training_curves(metrics, a->metrics, output);
+    if (is_bench_document(metrics))
+      write_image(output, draw_bench_chart(metrics, a->metrics));  // `cudl bench --json` output
+    else
+      write_training_curves(metrics, a->metrics, output);
     fmt::print("wrote {}\n", output);
   });
 }

@@ -16,11 +16,14 @@
 #include "cudl/engine/io/image.hpp"
 #include "cudl/engine/io/safetensors.hpp"
 #include "cudl/models/finetune.hpp"
+#include "cudl/models/imagenet_classes.hpp"
 #include "cudl/models/preprocess.hpp"
+#include "cudl/models/saved_run.hpp"
 #include "cudl/models/trainer.hpp"
 #include "cudl/models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
+#include "tools/cudl/predict_reconstruct.hpp"
 
 namespace cudl::cli {
 
@@ -34,6 +37,7 @@ struct PredictArgs {
   int image_size = 0;  // 0: the checkpoint's (or the model's) input size
   bool strict = false;
   ComputeOptions compute;
+  ReconstructArgs recon;  // autoencoders
 };
 
 bool is_image_name(const fs::path& p) {
@@ -76,17 +80,27 @@ std::vector<std::string> read_labels(const std::string& path, int needed) {
 
 void run_predict(const PredictArgs& a) {
   check_writable_output("--json", a.json);
-  const ModelSpec spec = model_spec(a.model);
-  Sequential model = make_model(a.model);
+  const std::string model_name = resolve_model("predict", a.model, a.weights, read_saved_run(a.weights));
+  const ModelSpec spec = model_spec(model_name);
+  Sequential model = make_model(model_name);
   // Preprocessing, class names and a fine-tuned head's size from the checkpoint's metadata.
   const std::map<std::string, std::string> meta = read_safetensors_metadata(a.weights);
   (void)apply_saved_head(a.weights, model);
   const Shape probe{1, spec.input[0], spec.input[1], spec.input[2]};
   const Shape out = model.output_shape(probe);
-  CUDL_CHECK(out.rank() == 2,
-             "predict: {} outputs [N,{}...] per image, not class scores [N, K]: predict needs a classifier", a.model,
-             out.rank() > 1 ? out[1] : 0);
-  const int classes = static_cast<int>(out[1]);
+  // An autoencoder (its output shaped like its input) gets reconstructions and codes instead of
+  // classes (tools/cudl/predict_reconstruct.hpp).
+  const bool autoencoder = out == probe;
+  CUDL_CHECK(autoencoder || out.rank() == 2,
+             "predict: {} outputs [N,{}...] per image: neither class scores [N, K] nor an image of its input's shape",
+             model_name, out.rank() > 1 ? out[1] : 0);
+  CUDL_CHECK(autoencoder || (a.recon.reconstructions.empty() && !a.recon.encode),
+             "predict: --reconstructions and --encode are for autoencoders; {} is a classifier", model_name);
+  CUDL_CHECK(!autoencoder || !a.recon.reconstructions.empty() || (a.recon.encode && !a.json.empty()),
+             "predict: {} is an autoencoder: give --reconstructions DIR for its reconstructions (and --encode with "
+             "--json for the code vectors)",
+             model_name);
+  const int classes = autoencoder ? 0 : static_cast<int>(out[1]);
 
   Preprocess pre = default_preprocess(spec.input);
   if (auto it = meta.find(std::string("extra.") + kPreprocessKey); it != meta.end())
@@ -95,10 +109,10 @@ void run_predict(const PredictArgs& a) {
   const bool model_size = pre.crop_height == spec.input[1] && pre.crop_width == spec.input[2];
   CUDL_CHECK(pre.channels == spec.input[0] && (model_size || pre.crop_height == pre.crop_width),
              "predict: '{}' was trained on {}x{}x{} inputs but {} takes {}", a.weights, pre.channels, pre.crop_height,
-             pre.crop_width, a.model, spec.input);
+             pre.crop_width, model_name, spec.input);
   // Another square size (a checkpoint trained with --image-size, or --image-size here) only when
   // the model's layers take it; folder_image_size says why not otherwise.
-  if (!model_size) (void)folder_image_size(a.model, pre.crop_height);
+  if (!model_size) (void)folder_image_size(model_name, pre.crop_height);
 
   std::vector<std::string> labels;
   if (!a.labels.empty()) {
@@ -107,6 +121,7 @@ void run_predict(const PredictArgs& a) {
     labels = classes_from_json(it->second, a.weights);
     if (static_cast<int>(labels.size()) != classes) labels.clear();  // a replaced head: indices only
   }
+  if (labels.empty()) labels = default_class_names(classes);  // ImageNet's names for a 1000-class model
   const std::vector<std::string> paths = image_paths(a.image);
 
   Context ctx(Device::parse(a.device));
@@ -114,14 +129,34 @@ void run_predict(const PredictArgs& a) {
   model.build(ctx, 0);
   load_weights_reporting_unused(a.weights, ctx, model, a.strict);
   const ConstantHold weights = model.hold_parameters_constant(ctx);  // one layout change per run, not per image
+  if (autoencoder) {
+    ReconstructArgs r = a.recon;
+    r.json = a.json;
+    const std::size_t skipped = run_reconstruction_predict(ctx, model, pre, paths, r, model_name, a.weights);
+    CUDL_CHECK(skipped == 0, "predict: {} of {} images could not be read (each named above)", skipped, paths.size());
+    return;
+  }
 
   nlohmann::json results = nlohmann::json::array();
   const int k = std::min(a.top, classes);
   std::vector<std::string> lines;
+  std::size_t unreadable = 0;
   for (const std::string& path : paths) {
     ImageReadOptions options;
     options.shorter_side = pre.resize;  // a large JPEG decodes at a reduced scale that keeps this
-    Tensor x = preprocess_image(read_image(path, options), pre, ctx, path);
+    Tensor x;
+    try {
+      x = preprocess_image(read_image(path, options), pre, ctx, path);
+    } catch (const Error& e) {
+      // One bad file in a folder costs that file, not the run: say so, go on, fail at the end.
+      if (paths.size() == 1) throw;
+      ++unreadable;
+      std::string message = e.what();
+      std::replace(message.begin(), message.end(), '\n', ' ');
+      fmt::print(stderr, "predict: skipped '{}': {}\n", path, message);
+      results.push_back({{"image", path}, {"error", message}});
+      continue;
+    }
     Tensor logits = model.forward(ctx, x, /*train=*/false);
     Tensor probs = Tensor::empty(logits.shape(), ctx);
     ctx.backend().softmax_forward(ctx, logits, probs);
@@ -137,7 +172,8 @@ void run_predict(const PredictArgs& a) {
     for (int r = 0; r < k; ++r) {
       const auto i = static_cast<std::size_t>(order[static_cast<std::size_t>(r)]);
       const std::string label = labels.empty() ? std::to_string(i) : labels[i];
-      line += fmt::format("{} {} {:.4f}", r ? "," : "", label, p[i]);
+      // classify's format, "PROB - INDEX NAME": the index stays for scripts, the name for people.
+      line += fmt::format("{} {:.4f} - {}{}", r ? "," : "", p[i], i, labels.empty() ? "" : " " + label);
       nlohmann::json entry = {{"index", i}, {"probability", p[i]}};
       if (!labels.empty()) entry["label"] = labels[i];
       top.push_back(entry);
@@ -148,7 +184,9 @@ void run_predict(const PredictArgs& a) {
   }
   if (!a.json.empty())
     write_file_atomically(
-        a.json, nlohmann::json{{"model", a.model}, {"weights", a.weights}, {"predictions", results}}.dump(2) + "\n");
+        a.json, nlohmann::json{{"model", model_name}, {"weights", a.weights}, {"predictions", results}}.dump(2) + "\n");
+  CUDL_CHECK(unreadable == 0, "predict: {} of {} images could not be read (each named above){}", unreadable,
+             paths.size(), a.json.empty() ? "" : fmt::format("; the others' predictions are in '{}'", a.json));
 }
 
 }  // namespace
@@ -157,7 +195,8 @@ void add_predict_command(CLI::App& app) {
   auto a = std::make_shared<PredictArgs>();
   auto* cmd = app.add_subcommand(
       "predict", "Top-K classes of an image or of every image under a folder, for any classifier (one line per image)");
-  cmd->add_option("--model", a->model, "A built-in model name or a model file NAME.json")->required();
+  cmd->add_option("--model", a->model,
+                  "A built-in model name or a model file NAME.json (default: the one the checkpoint was trained as)");
   cmd->add_option("--weights", a->weights, "Weights or a checkpoint (safetensors) of that model")
       ->required()
       ->check(input_file());
@@ -175,6 +214,11 @@ void add_predict_command(CLI::App& app) {
       ->transform(whole_number(1, 8192));
   cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
   add_compute_options(cmd, a->compute);
+  cmd->add_option("--reconstructions", a->recon.reconstructions,
+                  "An autoencoder: write each image's reconstruction as a PNG into this folder");
+  cmd->add_flag("--encode", a->recon.encode,
+                "An autoencoder: put each image's code vector (the narrowest layer's output) into --json");
+  cmd->add_option("--code-layer", a->recon.code_layer, "With --encode: the layer whose output is the code");
   cmd->callback([a] { run_predict(*a); });
 }
 

@@ -255,8 +255,10 @@ void run_style(StyleArgs a) {
   check_finite(r, "");
   if (!a.log.empty()) write_file_atomically(a.log, csv_log(o, r));
   write_image(a.output, r.image);
-  fmt::print("wrote {} ({}x{}); {:.1f} ms/iteration; memory pool peak {:.1f} MiB\n", a.output, r.image.width,
-             r.image.height, r.ms_per_iteration, static_cast<double>(r.pool_peak_bytes) / (1 << 20));
+  fmt::print(
+      "wrote {} ({}x{}); {:.1f} ms/iteration over the run's {} iterations ({:.1f} s); memory pool peak {:.1f} MiB\n",
+      a.output, r.image.width, r.image.height, r.ms_per_iteration, r.iterations, r.optimise_seconds,
+      static_cast<double>(r.pool_peak_bytes) / (1 << 20));
 }
 
 }  // namespace

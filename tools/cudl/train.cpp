@@ -8,11 +8,14 @@
 #include <optional>
 
 #include "cudl/engine/context.hpp"
+#include "cudl/engine/cpu_threads.hpp"
 #include "cudl/engine/io/atomic_file.hpp"
 #include "cudl/engine/io/safetensors.hpp"
 #include "cudl/models/checkpoint.hpp"
 #include "cudl/models/curves.hpp"
 #include "cudl/models/finetune.hpp"
+#include "cudl/models/model_file.hpp"
+#include "cudl/models/saved_run.hpp"
 #include "cudl/models/trainer.hpp"
 #include "cudl/models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
@@ -44,12 +47,14 @@ struct TrainArgs {
   int workers = 0, prefetch = 0, image_size = 0;  // 0: defaults
   ComputeOptions compute;
   bool seed_given = false;
-  TrainExtras extras;  // fine-tuning and reconstruction (tools/cudl/train_extras.hpp)
+  bool model_given = false;  // --model given: else resume and eval take the checkpoint's
+  TrainExtras extras;        // fine-tuning and reconstruction (tools/cudl/train_extras.hpp)
 };
 
 // Training quality-of-life options (issue 9): validation, best model, stopping rules, guards.
 struct RunControlArgs {
   double val_split = 0;
+  double test_split = 0;  // a flat DIR/<class>/ folder's held-out test fraction
   std::string save_best;
   std::int64_t early_stopping = 0;
   std::string reduce_lr;  // "N" or "N,FACTOR"
@@ -67,11 +72,15 @@ std::string model_names() {
 }
 
 void add_model_and_data_options(CLI::App* cmd, TrainArgs& a) {
-  cmd->add_option("--model", a.model, "Model: " + model_names())->capture_default_str();
+  cmd->add_option("--model", a.model, "Model: " + model_names() + " (eval, --resume: default the checkpoint's)")
+      ->capture_default_str()
+      ->each([&a](const std::string&) { a.model_given = true; });
   cmd->add_option("--data", a.data,
                   "Dataset folder (IDX files for MNIST, CIFAR-10 binary batches, or train/ and test/ class folders)")
       ->required();
-  cmd->add_option("--dataset", a.dataset, "mnist | fashion-mnist | cifar10 | folder (default: the model's)")
+  cmd->add_option("--dataset", a.dataset,
+                  "mnist | fashion-mnist | cifar10 | folder (default: the checkpoint's for eval and --resume, else the "
+                  "model's)")
       ->check(CLI::IsMember({"mnist", "fashion-mnist", "cifar10", "folder"}));
   cmd->add_option("--batch-size", a.batch_size, "Images per batch")
       ->transform(whole_number(1, 1 << 20))
@@ -116,6 +125,10 @@ void add_run_control_options(CLI::App* cmd, RunControlArgs& r) {
                   "Hold out this fraction of the training images (per class, seeded) for validation after every epoch")
       ->transform(finite_double(Bounds{0, 1, false, true}))
       ->capture_default_str();
+  cmd->add_option("--test-split", r.test_split,
+                  "A flat DIR/<class>/ folder (no train/ and test/): hold out this fraction of each class (seeded) as "
+                  "the test set; recorded in the checkpoint for eval and --resume")
+      ->transform(finite_double(Bounds{0, 1, true, true}));
   cmd->add_option("--save-best", r.save_best,
                   "Keep the checkpoint of the epoch with the best validation accuracy (test accuracy without "
                   "--val-split) here");
@@ -190,6 +203,17 @@ void print_summary(const TrainResult& r, const RunControlArgs& c, std::int64_t p
 }
 
 void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
+  std::string saved_dataset, recorded_model;
+  double test_split = c.test_split;
+  if (!a.resume.empty()) {
+    // The model and the dataset kind come from the checkpoint unless given (models/saved_run.hpp).
+    check_input_file("--resume", a.resume);
+    const SavedRun saved = read_saved_run(a.resume);
+    a.model = resolve_model("--resume", a.model_given ? a.model : std::string(), a.resume, saved);
+    saved_dataset = saved.dataset;
+    recorded_model = saved.model;
+    if (test_split == 0) test_split = saved.test_split;  // the same held-out test set
+  }
   (void)model_spec(a.model);
   // Every output is checked writable before the data is read: a run must not fail at its end.
   // Only the writing rank writes (and checks); the others keep no outputs.
@@ -207,14 +231,17 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
     // The resume file's metadata is checked before the data is read (its tensors when fit loads them).
     check_input_file("--resume", a.resume);
     const CheckpointInfo info = read_checkpoint_info(a.resume);
-    CUDL_CHECK(info.model == a.model, "--resume: '{}' holds a {} checkpoint, but --model is {}", a.resume, info.model,
-               a.model);
+    CUDL_CHECK(info.model == a.model || is_model_file(info.model),
+               "--resume: '{}' holds a {} checkpoint, but --model is {}", a.resume, info.model, a.model);
     // Dropout's mask streams derive from the build seed: resume with the run's own.
     if (!a.seed_given) a.seed = info.seed;
   }
-  const std::string kind = a.dataset.empty() ? default_dataset(a.model) : a.dataset;
+  const std::string kind = !a.dataset.empty()       ? a.dataset
+                           : !saved_dataset.empty() ? saved_dataset
+                                                    : default_dataset(a.model);
   const Augment augment = parse_augment(a.augment, a.color_jitter);
   DataSplits data = load_train_data(a.extras, kind, a.data, a.model, a.image_size);
+  hold_out_test(data, test_split, a.seed, a.data);  // a flat folder's test set, seeded by the run's seed
   // The subset, then the hold-out, both seeded by the run's seed: a resumed run (same seed)
   // trains and validates on the same images.
   if (c.subset > 0) data.train = stratified_subset(data.train, c.subset, a.seed);
@@ -223,19 +250,23 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
   apply_compute_options(ctx, a.compute);
   Communicator* comm = dist.connect(ctx, c.dist_timeout);
   Sequential model = make_model(a.model);
-  prepare_model(a.extras, model);
+  const std::string new_head = prepare_model(a.extras, model);
   model.build(ctx, a.seed);
-  finish_model(a.extras, ctx, model);
+  finish_model(a.extras, ctx, model, new_head);
+  const ParameterCounts counts = count_parameters(model);
   if (dist.writer())
-    fmt::print("training {} ({} params) on {} ({} train{} / {} test images) on {}\n", a.model, model.parameter_count(),
-               kind, train.size(), validation.size() > 0 ? fmt::format(" / {} validation", validation.size()) : "",
-               data.test.size(), ctx.device());
+    fmt::print("training {} ({} params: {} trainable, {} frozen) on {} ({} train{} / {} test images) on {}\n", a.model,
+               counts.trainable + counts.frozen, counts.trainable, counts.frozen, kind, train.size(),
+               validation.size() > 0 ? fmt::format(" / {} validation", validation.size()) : "", data.test.size(),
+               ctx.device());
   if (comm && dist.writer())
     fmt::print("data-parallel: {} ranks over {}, global batch {} ({} per rank)\n", comm->size(), comm->name(),
                a.batch_size, a.batch_size / comm->size());
 
   FitOptions o;
-  o.model_name = a.model;
+  // A model file keeps its recorded name in a resumed run's checkpoints, even when it was rebuilt
+  // from the copy the checkpoint holds.
+  o.model_name = !recorded_model.empty() && is_model_file(recorded_model) ? recorded_model : a.model;
   o.epochs = a.epochs;
   o.batch_size = a.batch_size;
   o.optimizer.kind = parse_optimizer(a.optimizer);
@@ -264,11 +295,13 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
       write_training_curves(metrics_document(r), "the run's metrics", plot);
     };
   }
-  add_metadata(a.extras, a.model, data, o);
+  add_metadata(a.extras, a.model, kind, data, o);
+  if (test_split > 0) o.metadata[kTestSplitKey] = fmt::format("{}", test_split);
   // Reconstruction (--target input) has its own loop and metrics, on the same subset and hold-out.
   CUDL_CHECK(!comm || a.extras.target != "input",
              "--target input: reconstruction training does not run data-parallel (under mpirun) yet; run one process");
-  if (run_reconstruction_if_asked(a.extras, ctx, model, train, validation, data.test, o)) return;
+  if (run_reconstruction_if_asked(a.extras, ctx, model, train, validation, data.test, o, plot)) return;
+  const OtherLoadMeter other_load;  // flags img/s measured on a busy machine
   TrainResult r = fit(ctx, model, train, validation, data.test, o);
   if (!dist.writer()) return;
   if (comm) {
@@ -278,6 +311,11 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
   }
   print_epoch_table(r);
   print_summary(r, c, o.early_stopping_patience);
+  if (const double busy = other_load.busy_cores(); ctx.device().is_cpu() && busy > 0.25)
+    fmt::print(
+        "under load: other processes kept {:.1f} of {} cores busy during the run (host threads here at the "
+        "end: {}): img/s is not this machine's quiet number\n",
+        busy, available_cpus(), cpu_threads());
   if (!a.save.empty()) fmt::print("saved {}\n", a.save);
   if (!save_best.empty() && r.best_epoch > 0) fmt::print("best checkpoint (epoch {}): {}\n", r.best_epoch, c.save_best);
   if (!plot.empty()) fmt::print("curves: {}\n", plot);
@@ -374,15 +412,38 @@ nlohmann::json report_json(const EvalReport& r, const std::vector<std::string>& 
 
 void run_eval(const TrainArgs& a, const EvalArgs& e) {
   check_writable_output("--json", e.json);
-  const std::string kind = a.dataset.empty() ? default_dataset(a.model) : a.dataset;
-  DataSplits data = load_dataset(kind, a.data, a.model, a.image_size);
-  std::vector<std::string> names =
-      e.labels.empty() ? class_names(kind, data.test)
-                       : read_labels(e.labels, static_cast<std::size_t>(std::max(data.test.num_classes, 0)));
+  // The model, dataset kind, class names, input size and head from the checkpoint, unless given.
+  const SavedRun saved = read_saved_run(e.weights);
+  const std::string model_name = resolve_model("eval", a.model_given ? a.model : std::string(), e.weights, saved);
+  const std::string kind = !a.dataset.empty()       ? a.dataset
+                           : !saved.dataset.empty() ? saved.dataset
+                                                    : default_dataset(model_name);
+  Sequential model = make_model(model_name);
+  const ModelSpec spec = model_spec(model_name);
+  const bool new_head = apply_saved_head(e.weights, model);  // a fine-tuned checkpoint's head (models/finetune.hpp)
+  const int outputs = new_head ? saved.num_classes : 0;
+  int image_size = a.image_size;
+  if (image_size == 0 && kind == "folder" && saved.preprocess && saved.preprocess->crop_height != spec.input[1])
+    image_size = saved.preprocess->crop_height;  // trained with --image-size
+  DataSplits data = load_dataset(kind, a.data, model_name, image_size, outputs);
+  if (data.flat) {
+    // A flat folder: the test images the training run held out (its fraction and seed).
+    CUDL_CHECK(saved.test_split > 0,
+               "eval: '{}' is a flat folder (<class>/ folders, no train/ and test/), and '{}' records no --test-split "
+               "to take its test images from",
+               a.data, e.weights);
+    hold_out_test(data, saved.test_split, saved.seed, a.data);
+  }
+  const int classes = outputs > 0 ? outputs : spec.num_classes;
+  std::vector<std::string> names;
+  if (!e.labels.empty())
+    names = read_labels(e.labels, static_cast<std::size_t>(std::max(data.test.num_classes, 0)));
+  else if (static_cast<int>(saved.classes.size()) == classes)
+    names = saved.classes;
+  else
+    names = class_names(kind, data.test);
   Context ctx(Device::parse(a.device));
   apply_compute_options(ctx, a.compute);
-  Sequential model = make_model(a.model);
-  (void)apply_saved_head(e.weights, model);  // a fine-tuned checkpoint's head (models/finetune.hpp)
   model.build(ctx, 0);
   load_weights_reporting_unused(e.weights, ctx, model, e.strict);
   const EvalReport r = evaluate_report(ctx, model, data.test, a.batch_size);
@@ -391,9 +452,9 @@ void run_eval(const TrainArgs& a, const EvalArgs& e) {
              e.weights, kind, r.loss);
   // Classes of the model beyond the names known (a folder with fewer classes) go by number.
   for (auto c = static_cast<int>(names.size()); c < r.classes; ++c) names.push_back(std::to_string(c));
-  print_report(r, names, fmt::format("{} on {} test split", a.model, kind));
+  print_report(r, names, fmt::format("{} on {} test split", model_name, kind));
   if (!e.json.empty()) {
-    write_file_atomically(e.json, report_json(r, names, a.model, kind, e.weights).dump(2) + "\n");
+    write_file_atomically(e.json, report_json(r, names, model_name, kind, e.weights).dump(2) + "\n");
     fmt::print("\nwrote {}\n", e.json);
   }
 }
@@ -460,6 +521,7 @@ void add_train_command(CLI::App& app) {
 
 void add_eval_command(CLI::App& app) {
   auto a = std::make_shared<TrainArgs>();
+  a->model.clear();  // the checkpoint's unless given
   auto e = std::make_shared<EvalArgs>();
   auto* cmd = app.add_subcommand(
       "eval", "Evaluate saved weights on a dataset's test split: top-1/top-5, per-class accuracy, confusion matrix");

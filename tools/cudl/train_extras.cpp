@@ -3,14 +3,20 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <memory>
 
+#include "cudl/models/curves.hpp"
 #include "cudl/models/finetune.hpp"
+#include "cudl/models/model_file.hpp"
 #include "cudl/models/preprocess.hpp"
 #include "cudl/models/reconstruction.hpp"
+#include "cudl/models/saved_run.hpp"
 #include "cudl/models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/progress.hpp"
+#include "tools/cudl/threads.hpp"
 
 namespace cudl::cli {
 
@@ -107,16 +113,18 @@ DataSplits load_train_data(const TrainExtras& e, const std::string& kind, const 
   return load_dataset(kind, dir, model, image_size);
 }
 
-void prepare_model(const TrainExtras& e, Sequential& model) {
-  if (e.num_classes > 0) {
-    const std::string head = replace_classifier(model, e.num_classes);
-    fmt::print("new head: {} with {} outputs\n", head, e.num_classes);
-  }
+std::string prepare_model(const TrainExtras& e, Sequential& model) {
+  if (e.num_classes == 0) return {};
+  const std::string head = replace_classifier(model, e.num_classes);
+  fmt::print("new head: {} with {} outputs\n", head, e.num_classes);
+  return head;
 }
 
-void finish_model(const TrainExtras& e, Context& ctx, Sequential& model) {
+void finish_model(const TrainExtras& e, Context& ctx, Sequential& model, const std::string& new_head) {
   if (!e.init_from.empty()) {
-    const InitFromReport r = init_from(e.init_from, ctx, model);
+    std::vector<std::string> fresh;
+    if (!new_head.empty()) fresh.push_back(new_head);
+    const InitFromReport r = init_from(e.init_from, ctx, model, fresh);
     fmt::print("--init-from: loaded {} tensor{} from '{}'\n", r.loaded.size(), r.loaded.size() == 1 ? "" : "s",
                e.init_from);
     if (!r.skipped.empty())
@@ -129,16 +137,25 @@ void finish_model(const TrainExtras& e, Context& ctx, Sequential& model) {
   }
 }
 
-void add_metadata(const TrainExtras& e, const std::string& model, const DataSplits& data, FitOptions& o) {
+void add_metadata(const TrainExtras& e, const std::string& model, const std::string& kind, const DataSplits& data,
+                  FitOptions& o) {
   const Shape s = data.train.image_shape();  // the model's input, or the --image-size it also takes
   o.metadata =
       training_metadata(s.rank() == 4 ? Shape{s[1], s[2], s[3]} : model_spec(model).input, data.train.class_names);
   if (e.num_classes > 0) o.metadata["num_classes"] = std::to_string(e.num_classes);
+  o.metadata[kDatasetKey] = kind;
+  if (is_model_file(model)) {
+    std::ifstream in(model, std::ios::binary);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CUDL_CHECK(in.good() || in.eof(), "--model '{}': cannot read it to keep a copy in the checkpoint", model);
+    o.metadata[kModelFileKey] = std::move(text);
+  }
 }
 
 std::function<void(const TrainProgress&)> epoch_progress_bars(std::function<std::string(const TrainProgress&)> status) {
   auto bar = std::make_shared<std::unique_ptr<ProgressBar>>();
   return [bar, status = std::move(status)](const TrainProgress& p) {
+    adapt_threads();  // --threads auto: the team follows other processes' load
     const std::string text = status(p);
     if (!*bar) *bar = std::make_unique<ProgressBar>(fmt::format("epoch {}/{}", p.epoch, p.epochs));
     if (p.epoch_done) {
@@ -151,7 +168,8 @@ std::function<void(const TrainProgress&)> epoch_progress_bars(std::function<std:
 }
 
 bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential& model, const Dataset& train,
-                                 const Dataset& validation, const Dataset& test, FitOptions o) {
+                                 const Dataset& validation, const Dataset& test, FitOptions o,
+                                 const std::string& plot) {
   if (e.target != "input") return false;
   ReconstructionOptions r;
   r.loss = parse_loss(e.loss);
@@ -160,7 +178,19 @@ bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential&
       [](const TrainProgress& p) { return fmt::format("loss {:.5f} {:.0f} img/s", p.loss, p.images_per_second); });
   r.fit = std::move(o);
   const std::string loss = e.loss;
-  r.on_epoch = [loss](const ReconstructionMetrics& m) {
+  auto curves = std::make_shared<nlohmann::json>(
+      nlohmann::json{{"model", o.model_name}, {"target", "input"}, {"epochs", nlohmann::json::array()}});
+  r.on_epoch = [loss, plot, curves](const ReconstructionMetrics& m) {
+    if (!plot.empty()) {
+      nlohmann::json epoch = {{"epoch", m.epoch},
+                              {"train_loss", m.train_loss},
+                              {"test_loss", m.test_loss},
+                              {"test_psnr", m.test_psnr},
+                              {"mean_image_psnr", m.mean_image_psnr}};
+      if (m.has_val) epoch["val_loss"] = m.val_loss, epoch["val_psnr"] = m.val_psnr;
+      (*curves)["epochs"].push_back(epoch);
+      write_training_curves(*curves, "the run's metrics", plot);
+    }
     const std::string errors = loss == "l1" ? fmt::format("l1 {:.5f} mse {:.5f}", m.test_l1, m.test_mse)
                                             : fmt::format("mse {:.5f}", m.test_mse);
     const std::string val =
@@ -179,6 +209,7 @@ bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential&
                history.back().test_psnr, history.back().mean_image_psnr);
   if (!r.fit.save_path.empty()) fmt::print("saved {}\n", r.fit.save_path);
   if (!r.samples_path.empty()) fmt::print("samples in {}\n", r.samples_path);
+  if (!plot.empty()) fmt::print("curves: {}\n", plot);
   return true;
 }
 

@@ -32,19 +32,24 @@ Augment parse_augment(const std::string& list, float jitter);
 // `image_size`: --image-size for a folder (0: the model's).
 DataSplits load_train_data(const TrainExtras& e, const std::string& kind, const std::string& dir,
                            const std::string& model, int image_size);
-// Before build: the new head.
-void prepare_model(const TrainExtras& e, Sequential& model);
-// After build: weights from --init-from, then --freeze. Prints what was skipped and frozen.
-void finish_model(const TrainExtras& e, Context& ctx, Sequential& model);
-// Metadata saved with the checkpoints (preprocessing, class names, the new head's size).
-void add_metadata(const TrainExtras& e, const std::string& model, const DataSplits& data, FitOptions& o);
+// Before build: the new head. Returns its layer's name (empty: the model's own head).
+std::string prepare_model(const TrainExtras& e, Sequential& model);
+// After build: weights from --init-from (never into `new_head`, which keeps its fresh
+// initialisation), then --freeze. Prints what was skipped and frozen.
+void finish_model(const TrainExtras& e, Context& ctx, Sequential& model, const std::string& new_head);
+// Metadata saved with the checkpoints (preprocessing, class names, the new head's size, the
+// dataset kind and a model file's text: models/saved_run.hpp reads them back).
+void add_metadata(const TrainExtras& e, const std::string& model, const std::string& kind, const DataSplits& data,
+                  FitOptions& o);
 // A progress bar per epoch on stderr, its status text from `status` (classification and
 // reconstruction report different metrics).
 std::function<void(const TrainProgress&)> epoch_progress_bars(std::function<std::string(const TrainProgress&)> status);
 
 // True when the run was a reconstruction run, which this then did (instead of fit()) on `train`,
 // with `validation` (when it holds images) and `test` evaluated after each epoch.
+// `plot`: --plot, the loss and PSNR curves redrawn after every epoch (empty: none).
 bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential& model, const Dataset& train,
-                                 const Dataset& validation, const Dataset& test, FitOptions o);
+                                 const Dataset& validation, const Dataset& test, FitOptions o,
+                                 const std::string& plot = {});
 
 }  // namespace cudl::cli
