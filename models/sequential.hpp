@@ -6,6 +6,7 @@
 // the whole model in one fused kernel.
 #include <map>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -87,6 +88,7 @@ class Sequential {
   std::size_t index_of(const std::string& name) const;
 
   std::vector<std::pair<std::string, LayerPtr>> layers_;
+  std::unordered_set<std::string> names_;  // of layers_, so add() checks a name in O(1), not O(layers)
   std::vector<std::string> tap_names_;
   std::map<std::string, Tensor> tap_outputs_;
   Tensor params_, grads_, buffers_;
