@@ -47,11 +47,7 @@ void run_classify(const ClassifyArgs& a) {
              spec.input);
   std::vector<std::string> labels;
   if (!a.labels.empty()) {
-    std::ifstream f(a.labels);
-    CUDL_CHECK(f.good(), "classify: cannot read labels file {}", a.labels);
-    for (std::string line; std::getline(f, line);) labels.push_back(line);
-    CUDL_CHECK(static_cast<int>(labels.size()) >= spec.num_classes, "classify: {} has {} labels, {} needs {}", a.labels,
-               labels.size(), a.model, spec.num_classes);
+    labels = read_label_file("--labels", a.labels, static_cast<std::size_t>(spec.num_classes), a.model);
   }
   ImageReadOptions read_options;
   read_options.shorter_side = 256;  // a large JPEG decodes at a reduced scale that keeps this

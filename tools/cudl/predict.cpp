@@ -63,17 +63,14 @@ std::vector<std::string> image_paths(const std::string& target) {
   return paths;
 }
 
-std::vector<std::string> read_labels(const std::string& path, int needed) {
-  std::ifstream f(path);
-  CUDL_CHECK(f.good(), "predict: cannot read labels file '{}'", path);
-  std::vector<std::string> labels;
-  for (std::string line; std::getline(f, line);) labels.push_back(line);
-  CUDL_CHECK(static_cast<int>(labels.size()) >= needed, "predict: '{}' has {} labels, the model has {} classes", path,
-             labels.size(), needed);
-  return labels;
-}
-
 void run_predict(const PredictArgs& a) {
+  std::error_code ec;
+  check_outputs_spare_inputs(
+      {{"--model", a.model.ends_with(".json") ? a.model : std::string()},
+       {"--weights", a.weights},
+       {"--image", a.image, fs::is_directory(a.image, ec) ? PathUse::Kind::tree : PathUse::Kind::file},
+       {"--labels", a.labels}},
+      {{"--json", a.json}});
   check_writable_output("--json", a.json);
   const ModelSpec spec = model_spec(a.model);
   Sequential model = make_model(a.model);
@@ -97,11 +94,17 @@ void run_predict(const PredictArgs& a) {
              pre.crop_width, a.model, spec.input);
   // Another square size (a checkpoint trained with --image-size, or --image-size here) only when
   // the model's layers take it; folder_image_size says why not otherwise.
-  if (!model_size) (void)folder_image_size(a.model, pre.crop_height);
+  if (!model_size) {
+    CUDL_CHECK(spec.input[0] == 3 && spec.input[1] == spec.input[2],
+               "predict: {} takes {} inputs only; another image size ({}x{}, from --image-size or the checkpoint) "
+               "needs a model of square RGB inputs",
+               a.model, spec.input, pre.crop_height, pre.crop_width);
+    (void)folder_image_size(a.model, pre.crop_height);
+  }
 
   std::vector<std::string> labels;
   if (!a.labels.empty()) {
-    labels = read_labels(a.labels, classes);
+    labels = read_label_file("--labels", a.labels, static_cast<std::size_t>(classes), "the model");
   } else if (auto it = meta.find(std::string("extra.") + kClassesKey); it != meta.end()) {
     labels = classes_from_json(it->second, a.weights);
     if (static_cast<int>(labels.size()) != classes) labels.clear();  // a replaced head: indices only
@@ -145,8 +148,10 @@ void run_predict(const PredictArgs& a) {
     results.push_back({{"image", path}, {"top", top}});
   }
   if (!a.json.empty())
-    write_file_atomically(
-        a.json, nlohmann::json{{"model", a.model}, {"weights", a.weights}, {"predictions", results}}.dump(2) + "\n");
+    write_file_atomically(a.json,
+                          nlohmann::json{{"model", a.model}, {"weights", a.weights}, {"predictions", results}}.dump(
+                              2, ' ', false, nlohmann::json::error_handler_t::replace) +
+                              "\n");
 }
 
 }  // namespace

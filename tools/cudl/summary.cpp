@@ -36,6 +36,8 @@ void add_summary_command(CLI::App& app) {
   cmd->add_option("--export", *export_path,
                   "Also write the model as a JSON model file here (every layer and field spelled out)");
   cmd->callback([name, export_path] {
+    check_outputs_spare_inputs({{"--model", name->ends_with(".json") ? *name : std::string()}},
+                               {{"--export", *export_path}});
     check_writable_output("--export", *export_path);
     ModelSpec spec;
     Sequential model;
