@@ -402,9 +402,10 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
     first_epoch = info.epoch;
     last_good = fmt::format("stopped; the last good checkpoint is '{}' (epoch {})", options.resume_path, info.epoch);
     if (auto it = info.extra.find("metrics"); it != info.extra.end()) {
-      const std::string what = fmt::format("--resume: '{}': metadata extra.metrics", options.resume_path);
+      const std::string what =
+          fmt::format("--resume: '{}': metadata extra.metrics is not the metrics list cudl writes", options.resume_path);
       const nlohmann::json list = io::parse_json(it->second, what);
-      CUDL_CHECK(list.is_array(), "{} is not the metrics list cudl writes", what);
+      CUDL_CHECK(list.is_array(), "{}: not a list", what);
       for (std::size_t i = 0; i < list.size(); ++i) result.epochs.push_back(metrics_from_json(list[i], i, what));
     }
     if (auto it = info.extra.find("model_fingerprint"); it != info.extra.end())

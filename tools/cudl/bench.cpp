@@ -13,6 +13,7 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -602,7 +603,12 @@ void compare_runs(const std::string& old_path, const std::string& new_path) {
     double median_ms = 0, cv = 0;
   };
   const auto load = [](const std::string& path) {
-    check_input_file("--compare", path);
+    std::error_code ec;
+    const auto st = std::filesystem::status(path, ec);
+    CUDL_CHECK(std::filesystem::is_regular_file(st), "--compare: cannot read '{}': {}", path,
+               !std::filesystem::exists(st)        ? "no such file"
+               : std::filesystem::is_directory(st) ? "it is a folder, not a results file"
+                                                   : "not a regular file");
     const std::vector<std::uint8_t> bytes = io::read_file(path, "--compare");
     const nlohmann::json doc =
         io::parse_json(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
