@@ -402,8 +402,8 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
     first_epoch = info.epoch;
     last_good = fmt::format("stopped; the last good checkpoint is '{}' (epoch {})", options.resume_path, info.epoch);
     if (auto it = info.extra.find("metrics"); it != info.extra.end()) {
-      const std::string what =
-          fmt::format("--resume: '{}': metadata extra.metrics is not the metrics list cudl writes", options.resume_path);
+      const std::string what = fmt::format("--resume: '{}': metadata extra.metrics is not the metrics list cudl writes",
+                                           options.resume_path);
       const nlohmann::json list = io::parse_json(it->second, what);
       CUDL_CHECK(list.is_array(), "{}: not a list", what);
       for (std::size_t i = 0; i < list.size(); ++i) result.epochs.push_back(metrics_from_json(list[i], i, what));
@@ -776,6 +776,12 @@ DataSplits load_dataset(const std::string& kind, const std::string& dir, const s
   CUDL_CHECK(got[1] == input[0] && got[2] == input[1] && got[3] == input[2],
              "model {} takes [{}, {}, {}] images but the {} data in '{}' is {}", model_name, input[0], input[1],
              input[2], kind, dir, got);
+  // A model whose output is not class scores [N, K] (an autoencoder's image) has no class count:
+  // say what it outputs, not "0 outputs".
+  CUDL_CHECK(spec.num_classes > 0,
+             "model {} outputs {} per batch, not class scores [N, K]: it cannot classify the {} data in '{}' (for "
+             "reconstruction: --target input)",
+             model_name, make_model(model_name).output_shape(Shape{1, input[0], input[1], input[2]}), kind, dir);
   CUDL_CHECK(splits.train.num_classes <= spec.num_classes,
              "model {} has {} outputs but the {} data in '{}' has {} classes", model_name, spec.num_classes, kind, dir,
              splits.train.num_classes);

@@ -18,6 +18,7 @@
 #include "cudl/engine/io/datasets.hpp"
 #include "cudl/engine/io/image.hpp"
 #include "cudl/engine/io/json.hpp"
+#include "cudl/engine/io/loader.hpp"
 #include "cudl/models/model_file.hpp"
 #include "cudl/models/preprocess.hpp"
 #include "cudl/models/trainer.hpp"
@@ -490,4 +491,43 @@ TEST(Reliability2Silent, AModelWithNothingToTrainIsRefused) {
   o.epochs = 1;
   o.batch_size = 4;
   expect_error([&] { (void)fit(ctx, f.model, data, Dataset{}, data, o); }, {"flat.json", "nothing to train"});
+}
+
+TEST(Reliability2Memory, PrefetchStagingBeyondTheMachinesMemoryIsRefusedBeforeAllocating) {
+  Context ctx{Device::cpu()};
+  // A listed folder of one image that decodes to 3 x 200000 x 200000 floats (480 GB): staging even
+  // one batch of it cannot fit, and the loader says so before allocating anything.
+  auto files = std::make_shared<ImageFiles>();
+  files->paths = {"never-read.png"};
+  files->size = 200000;
+  Dataset d;
+  d.files = files;
+  d.num_classes = 1;
+  d.name = "huge";
+  const std::int32_t label = 0;
+  d.labels = Tensor::from_host(std::span<const std::int32_t>(&label, 1), {1}, ctx);
+  LoaderOptions o;
+  o.batch_size = 1;
+  o.prefetch = 4;
+  expect_error([&] { DataLoader loader(d, ctx, o); }, {"--prefetch", "would stage", "huge"});
+}
+
+TEST(Reliability2Silent, AnAutoencoderTrainedAsAClassifierSaysWhatItOutputs) {
+  CliWorkspace w;
+  const CliRun r = cli(w.dir, fmt::format("train --model '{}/examples/conv_autoencoder.json' --data '{}' --dataset "
+                                          "mnist --device cpu --epochs 1",
+                                          source_dir(), w.data));
+  expect_refused(r, {"conv_autoencoder.json", "not class scores", "--target input"});
+  EXPECT_FALSE(contains(r.err, "0 outputs")) << r.err;
+}
+
+TEST(Reliability2Silent, PredictRefusesAnImageNameThatIsNotAFile) {
+  CliWorkspace w;
+  const std::string run = w.dir.file("run.st");
+  ASSERT_EQ(cli(w.dir, w.train(fmt::format("--epochs 1 --max-steps 1 --save '{}'", run))).status, 0);
+  fs::create_directories(w.dir.file("imgs"));
+  write_image(w.dir.file("imgs/a.png"), flat_image(28, 28, 0.5f));
+  fs::create_symlink(w.dir.file("imgs/missing.png"), w.dir.file("imgs/b.png"));
+  const CliRun r = cli(w.dir, fmt::format("predict --model mlp --weights '{}' --image '{}'", run, w.dir.file("imgs")));
+  expect_refused(r, {"b.png", "not a regular file"});
 }

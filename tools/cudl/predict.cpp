@@ -55,7 +55,14 @@ std::vector<std::string> image_paths(const std::string& target) {
       if (it->is_directory(ec)) it.disable_recursion_pending();
       continue;
     }
-    if (it->is_regular_file(ec) && is_image_name(it->path())) paths.push_back(it->path().string());
+    if (!is_image_name(it->path())) continue;
+    // A name of an image that is no readable file (a dangling or looping link, a FIFO, a device) is
+    // an error, as an unreadable image is, not skipped without a word.
+    CUDL_CHECK(it->is_regular_file(ec) || it->is_directory(ec),
+               "predict: '{}' is named as an image but is not a regular file (a dangling or looping link, a FIFO "
+               "or a device): remove or fix it",
+               it->path().string());
+    if (it->is_regular_file(ec)) paths.push_back(it->path().string());
   }
   CUDL_CHECK(!ec, "predict: cannot list '{}': {}", target, ec.message());
   CUDL_CHECK(!paths.empty(), "predict: no .png/.jpg/.jpeg images under '{}'", target);
