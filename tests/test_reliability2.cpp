@@ -531,3 +531,28 @@ TEST(Reliability2Silent, PredictRefusesAnImageNameThatIsNotAFile) {
   const CliRun r = cli(w.dir, fmt::format("predict --model mlp --weights '{}' --image '{}'", run, w.dir.file("imgs")));
   expect_refused(r, {"b.png", "not a regular file"});
 }
+
+TEST(Reliability2Silent, PredictOnAnotherImageSizeBlamesTheModelNotAFolderDataset) {
+  CliWorkspace w;
+  const std::string run = w.dir.file("run.st");
+  ASSERT_EQ(cli(w.dir, w.train(fmt::format("--epochs 1 --max-steps 1 --save '{}'", run))).status, 0);
+  write_image(w.dir.file("img.png"), flat_image(28, 28, 0.5f));
+  const CliRun r = cli(w.dir, fmt::format("predict --model mlp --weights '{}' --image '{}' --image-size 32", run,
+                                          w.dir.file("img.png")));
+  expect_refused(r, {"predict: mlp takes", "square RGB"});
+  EXPECT_FALSE(contains(r.err, "--dataset folder")) << r.err;
+}
+
+TEST(Reliability2Silent, ALogRedirectedToAFileKeepsItsLinesWhenTheRunIsKilled) {
+  CliWorkspace w;
+  const std::string out = w.dir.file("log.txt");
+  // Train for long; once the first line is in the file, SIGTERM. Block buffering kept that line in
+  // the process until exit, so a killed run left an empty log.
+  const std::string script = fmt::format(
+      "'{}' {} > '{}' 2> /dev/null & pid=$!; for i in $(seq 600); do grep -q training '{}' && break; sleep 0.1; done; "
+      "kill -TERM $pid; wait $pid",
+      cli_path(), w.train("--epochs 100000"), out, out);
+  write_string(w.dir.file("kill.sh"), script + "\n");
+  (void)std::system(fmt::format("cd '{}' && bash kill.sh", w.dir.path().string()).c_str());
+  EXPECT_TRUE(contains(read_text(out), "training mlp")) << read_text(out);
+}
