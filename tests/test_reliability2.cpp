@@ -125,11 +125,20 @@ TEST(Reliability2Outputs, StyleOutputThatIsTheContentIsRefused) {
   write_image(dir.file("c.png"), flat_image(16, 16, 0.2f));
   write_image(dir.file("s.png"), flat_image(16, 16, 0.6f));
   const std::string before = read_text(dir.file("c.png"));
-  const CliRun r = cli(dir, fmt::format("style --content '{}' --output '{}/./c.png' --style '{}' --weights random:1 "
-                                        "--size 16 --iters 1 --device cpu",
-                                        dir.file("c.png"), dir.path().string(), dir.file("s.png")));
+  CliRun r = cli(dir, fmt::format("style --content '{}' --output '{}/./c.png' --style '{}' --weights random:1 "
+                                  "--size 16 --iters 1 --device cpu",
+                                  dir.file("c.png"), dir.path().string(), dir.file("s.png")));
   expect_refused(r, {"--output", "--content"});
   EXPECT_EQ(read_text(dir.file("c.png")), before);
+  // --save-every's intermediate images count as outputs too: o_2.png would replace the style image.
+  write_image(dir.file("o_2.png"), flat_image(16, 16, 0.6f));
+  const std::string style_before = read_text(dir.file("o_2.png"));
+  r = cli(dir, fmt::format("style --content '{}' --output '{}' --style '{}' --weights random:1 --size 16 --iters 3 "
+                           "--save-every 1 --device cpu",
+                           dir.file("c.png"), dir.file("o.png"), dir.file("o_2.png")));
+  expect_refused(r, {"--save-every", "o_2.png", "--style"});
+  EXPECT_EQ(read_text(dir.file("o_2.png")), style_before);
+  EXPECT_FALSE(fs::exists(dir.file("o.png")));
 }
 
 TEST(Reliability2Outputs, TrainOutputsThatAreInputsOrEachOtherAreRefusedBeforeAnyWork) {

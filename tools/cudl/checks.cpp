@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -482,6 +483,8 @@ void check_outputs_spare_inputs(const std::vector<PathUse>& inputs, const std::v
   for (const PathUse& u : outputs)
     if (!u.path.empty()) outs.emplace_back(&u, resolve(u.path));
   using Kind = PathUse::Kind;
+  std::map<fs::path, std::size_t> by_path;
+  std::map<std::pair<dev_t, ino_t>, std::size_t> by_id;
   for (std::size_t i = 0; i < outs.size(); ++i) {
     const auto& [out, ro] = outs[i];
     for (const auto& [in, ri] : ins) {
@@ -497,12 +500,17 @@ void check_outputs_spare_inputs(const std::vector<PathUse>& inputs, const std::v
                    out->option, out->path, in->option, in->path);
       }
     }
-    for (std::size_t j = 0; j < i; ++j) {
-      const auto& [other, rother] = outs[j];
-      if (is_allowed(out->option, other->option)) continue;
-      CUDL_CHECK(!same(ro, rother), "{} '{}' and {} '{}' are the same path: one would overwrite the other",
-                 other->option, other->path, out->option, out->path);
-    }
+    // Outputs against each other through two indexes (by path, by identity): style may write
+    // thousands of intermediate images, and pairs would be quadratic.
+    const auto clash = [&](std::size_t j) {
+      const PathUse* other = outs[j].first;
+      CUDL_CHECK(is_allowed(out->option, other->option),
+                 "{} '{}' and {} '{}' are the same path: one would overwrite the other", other->option, other->path,
+                 out->option, out->path);
+    };
+    if (const auto [it, fresh] = by_path.emplace(ro.path, i); !fresh) clash(it->second);
+    if (ro.exists)
+      if (const auto [it, fresh] = by_id.emplace(std::make_pair(ro.dev, ro.ino), i); !fresh) clash(it->second);
   }
 }
 

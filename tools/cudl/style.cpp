@@ -137,11 +137,20 @@ std::vector<PathUse> style_inputs(const StyleArgs& a, const StyleOptions& o, con
   return in;
 }
 
-std::vector<PathUse> style_outputs(const StyleArgs& a, const std::vector<std::filesystem::path>& frames) {
+std::vector<PathUse> style_outputs(const StyleArgs& a, const StyleOptions& o,
+                                   const std::vector<std::filesystem::path>& frames) {
   std::vector<PathUse> out = {
       {"--output", a.output}, {"--output-dir", a.output_dir, PathUse::Kind::folder}, {"--log", a.log}};
   for (const auto& f : frames)
     out.push_back({"--output-dir", (std::filesystem::path(a.output_dir) / f.filename()).string()});
+  // --save-every's images beside --output (named as cb.on_image names them below).
+  if (!a.output.empty() && o.save_every > 0) {
+    const auto sizes = o.scales.empty() ? std::vector<int>{o.size} : o.scales;
+    for (int size : sizes)
+      for (std::int64_t k = o.save_every; k < o.iters; k += o.save_every)
+        out.push_back({"--save-every", with_suffix(a.output, sizes.size() > 1 ? fmt::format("_{}_{}", size, k)
+                                                                              : fmt::format("_{}", k))});
+  }
   return out;
 }
 
@@ -187,7 +196,7 @@ void run_style(StyleArgs a) {
              style_paths.size());
   std::vector<std::filesystem::path> frames;
   if (frames_mode) frames = list_frames(a.content_dir);
-  check_outputs_spare_inputs(style_inputs(a, o, style_paths, mask_paths), style_outputs(a, frames));
+  check_outputs_spare_inputs(style_inputs(a, o, style_paths, mask_paths), style_outputs(a, o, frames));
   if (frames_mode) {
     std::error_code ec;
     CUDL_CHECK(std::filesystem::is_directory(a.output_dir, ec), "style: --output-dir '{}' is not a folder",
