@@ -39,8 +39,8 @@ std::vector<std::string> parse_style_layers(const std::string& csv) {
     if (item.empty()) continue;
     (void)vgg_layer_name(kDepth, item);  // throws naming the valid layers
     // A layer twice would count its loss twice: a typo more likely than a wish.
-    CUDL_CHECK(std::find(out.begin(), out.end(), item) == out.end(), "style: layer '{}' is listed twice in '{}'",
-               item, csv);
+    CUDL_CHECK(std::find(out.begin(), out.end(), item) == out.end(), "style: layer '{}' is listed twice in '{}'", item,
+               csv);
     out.push_back(item);
   }
   CUDL_CHECK(!out.empty(), "style: empty layer list '{}'", csv);
