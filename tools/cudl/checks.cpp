@@ -486,7 +486,8 @@ void check_outputs_spare_inputs(const std::vector<PathUse>& inputs, const std::v
   std::map<fs::path, std::size_t> by_path;
   std::map<std::pair<dev_t, ino_t>, std::size_t> by_id;
   for (std::size_t i = 0; i < outs.size(); ++i) {
-    const auto& [out, ro] = outs[i];
+    const PathUse* out = outs[i].first;  // not a structured binding: the lambda below captures it
+    const Resolved& ro = outs[i].second;
     for (const auto& [in, ri] : ins) {
       if (is_allowed(out->option, in->option)) continue;
       CUDL_CHECK(!same(ro, ri), "{} '{}' is the input {}{} '{}': it would be overwritten; give another path",
