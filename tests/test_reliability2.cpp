@@ -351,7 +351,9 @@ TEST(Reliability2Resume, RefusesWhatItCannotHonourAndAcceptsAnotherSpellingOfThe
   const std::string edited = w.dir.file("edited.st");
   const std::vector<std::pair<std::string, std::string>> forgeries = {
       {"optimizer.lr", "abc"}, {"optimizer.momentum", "nan"}, {"extra.batch_size", "x"}};
-  for (const auto& [key, value] : forgeries) {
+  for (const auto& forgery : forgeries) {
+    const std::string& key = forgery.first;  // not structured bindings: the lambda below captures them
+    const std::string& value = forgery.second;
     rewrite_safetensors(run, edited, [&](auto&, auto& meta) { meta[key] = value; });
     expect_refused(cli(w.dir, w.train(fmt::format("--epochs 3 --resume '{}' {}", edited, outputs))), {key, value});
   }
