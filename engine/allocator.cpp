@@ -1,5 +1,7 @@
 #include "cudl/engine/allocator.hpp"
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <mutex>
 #include <string_view>
@@ -41,7 +43,12 @@ void HostMemory::free(void* ptr) {
 
 MemoryInfo HostMemory::memory_info() const {
   if (limit_ != SIZE_MAX) return {limit_ - in_use_, limit_};
-  return {SIZE_MAX - in_use_, SIZE_MAX};
+  // No limit set: the machine's memory, so an out-of-memory message reads "free 1.2 GiB of total
+  // 16 GiB", not 2^64 bytes ("16777216 TiB").
+  const long page = ::sysconf(_SC_PAGESIZE), total = ::sysconf(_SC_PHYS_PAGES), avail = ::sysconf(_SC_AVPHYS_PAGES);
+  if (page <= 0 || total <= 0 || avail < 0) return {SIZE_MAX - in_use_, SIZE_MAX};
+  return {static_cast<std::size_t>(avail) * static_cast<std::size_t>(page),
+          static_cast<std::size_t>(total) * static_cast<std::size_t>(page)};
 }
 
 struct DirectAllocator::State {

@@ -10,6 +10,7 @@
 
 #include "cudl/engine/io/safetensors.hpp"
 #include "cudl/layers/elementwise.hpp"
+#include "cudl/models/data_parallel.hpp"
 
 namespace cudl {
 
@@ -165,6 +166,17 @@ void check_built(const Sequential& model, const char* call, const std::string& p
 
 }  // namespace
 
+std::uint64_t model_fingerprint(const Sequential& model) {
+  std::uint64_t h = fingerprint("cudl model");
+  for (const auto& [name, layer] : model.layers()) h = fingerprint(name + ": " + layer->describe(), h);
+  return h;
+}
+
+bool same_model_name(const CheckpointInfo& info, const std::string& model) {
+  const auto is_file = [](const std::string& n) { return n.size() > 5 && n.ends_with(".json"); };
+  return info.model == model || (is_file(info.model) && is_file(model) && info.extra.count("model_fingerprint") > 0);
+}
+
 void save_checkpoint(const std::string& path, Context& ctx, Sequential& model, Optimizer* optimizer,
                      const CheckpointInfo& info) {
   check_built(model, "save_checkpoint", path);
@@ -236,6 +248,21 @@ class MetadataReader {
       out = 0;
     }
   }
+  // The optimizer's settings: informational (the resuming run supplies its own), but a checkpoint
+  // is checked as the CLI checks its values, so "abc" or nan there is a damaged file, not a value.
+  void optimizer_settings() {
+    for (const char* key : {"optimizer.lr", "optimizer.momentum", "optimizer.weight_decay", "optimizer.beta1",
+                            "optimizer.beta2", "optimizer.eps"}) {
+      const std::string* text = value(key);
+      if (!text) continue;
+      double v = 0;
+      const auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), v);
+      if (ec != std::errc() || end != text->data() + text->size() || !std::isfinite(v) || v < 0)
+        bad_.add(fmt::format("metadata {} = '{}', expected a finite number >= 0", key, *text));
+    }
+    if (const std::string* n = value("optimizer.nesterov"); n && *n != "true" && *n != "false")
+      bad_.add(fmt::format("metadata optimizer.nesterov = '{}', expected true or false", *n));
+  }
   CheckpointInfo info() {
     const std::string* format = value("format");
     if (!format) {
@@ -268,6 +295,7 @@ CheckpointInfo read_checkpoint_info(const std::string& path) {
   if (reader.value("optimizer")) {
     std::int64_t steps = 0;
     reader.count("optimizer.steps", steps);
+    reader.optimizer_settings();
   }
   bad.throw_if_any("checkpoint", path);
   return info;
@@ -294,6 +322,7 @@ CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Sequential
       bad.add(fmt::format("optimizer: checkpoint {}, model {}", *kind, expected));
     }
     reader.count("optimizer.steps", optimizer_steps);
+    reader.optimizer_settings();
     for_each_state_view(model, *optimizer,
                         [&](std::string name, Tensor& state, std::int64_t offset, const Shape& shape) {
                           slots.push_back({std::move(name), state.view(offset, shape)});

@@ -26,6 +26,14 @@ struct CheckpointInfo {
   std::map<std::string, std::string> extra;
 };
 
+// A fingerprint of the model's layers (names and what each is, e.g. "Conv2d(3, 16, kernel_size=3)"):
+// checkpoints keep it as extra.model_fingerprint, so a model file may be renamed or copied.
+std::uint64_t model_fingerprint(const Sequential& model);
+// Whether a checkpoint's model is `model`: the same name, or both model files (NAME.json, however
+// spelled) when the checkpoint has the fingerprint to compare layers with (load_checkpoint's
+// caller compares it once the model exists).
+bool same_model_name(const CheckpointInfo& info, const std::string& model);
+
 // Writes a checkpoint atomically (see write_safetensors). `optimizer` may be null (weights only,
 // plus the info and the Dropout counters).
 void save_checkpoint(const std::string& path, Context& ctx, Sequential& model, Optimizer* optimizer,

@@ -10,9 +10,11 @@
 #include <limits>
 #include <optional>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "cudl/engine/error.hpp"
+#include "cudl/engine/io/json.hpp"
 
 namespace cudl {
 
@@ -158,6 +160,19 @@ double nice_step(double span, int max_ticks) {
   return 10 * p;
 }
 
+// lo, lo + step, ... up to hi, by index (a float sum stops moving once the step is below its
+// precision: epochs near 1e17 never reached hi). At most 64 ticks; none when the range is not finite.
+std::vector<double> ticks(double lo, double hi, double step) {
+  std::vector<double> out;
+  if (!std::isfinite(lo) || !std::isfinite(hi) || !(step > 0) || !std::isfinite(step)) return out;
+  for (int i = 0; i < 64; ++i) {
+    const double v = lo + i * step;
+    if (v > hi) break;
+    out.push_back(v);
+  }
+  return out;
+}
+
 std::string tick_label(double v, double step) {
   const int decimals = step >= 1 ? 0 : static_cast<int>(std::ceil(-std::log10(step) - 1e-9));
   return fmt::format("{:.{}f}", std::abs(v) < step * 1e-6 ? 0.0 : v, decimals);
@@ -196,14 +211,14 @@ void draw_panel(Canvas& canvas, const Panel& p, const std::string& title, const 
   auto py = [&](double y) { return p.top + p.height - (y - y_lo) / (y_hi - y_lo) * p.height; };
 
   // Grid and tick labels.
-  for (double y = y_lo; y <= y_hi + y_step * 1e-6; y += y_step) {
+  for (double y : ticks(y_lo, y_hi + y_step * 1e-6, y_step)) {
     const int yy = static_cast<int>(std::lround(py(y)));
     canvas.rect(p.left, yy, p.left + p.width, yy + 1, kGrid);
     const std::string label = tick_label(y, y_step);
     canvas.text(p.left - 8 - Canvas::text_width(label, 2), yy - 7, label, kGrey, 2);
   }
   const double x_step = std::max(1.0, nice_step(x_hi - x_lo, 10));
-  for (double x = std::ceil(x_lo); x <= x_hi; x += x_step) {
+  for (double x : ticks(std::ceil(x_lo), x_hi, x_step)) {
     const int xx = static_cast<int>(std::lround(px(x)));
     canvas.rect(xx, p.top, xx + 1, p.top + p.height, kGrid);
     const std::string label = tick_label(x, 1);
@@ -226,6 +241,28 @@ void draw_panel(Canvas& canvas, const Panel& p, const std::string& title, const 
       canvas.line(px(s.x[i - 1]), py(s.y[i - 1]), px(s.x[i]), py(s.y[i]), s.color, 3);
     for (std::size_t i = 0; i < s.x.size(); ++i) canvas.dot(px(s.x[i]), py(s.y[i]), s.color, 4.5);
   }
+}
+
+// A top-level field of the metrics file, or `fallback` when absent; the wrong type is an error naming it.
+template <class T>
+T optional_field(const nlohmann::json& metrics, const char* field, T fallback, const std::string& source) {
+  const auto it = metrics.find(field);
+  if (it == metrics.end() || it->is_null()) return fallback;
+  if constexpr (std::is_same_v<T, std::string>) {
+    CUDL_CHECK(it->is_string(), "plot: '{}': \"{}\" must be a string, got {}", source, field, io::json_excerpt(*it));
+  } else {
+    CUDL_CHECK(it->is_number_integer() && it->get<double>() >= 0 && it->get<double>() < 9.2e18,
+               "plot: '{}': \"{}\" must be a whole number >= 0, got {}", source, field, io::json_excerpt(*it));
+  }
+  return it->get<T>();
+}
+
+// Text for the picture: the font has printable ASCII only, and a heading is one line.
+std::string printable(std::string text) {
+  for (char& c : text)
+    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
+  if (text.size() > 100) text = text.substr(0, 100) + "...";
+  return text;
 }
 
 double number(const nlohmann::json& epoch, const char* field, const std::string& source, std::size_t index) {
@@ -279,15 +316,18 @@ Image draw_training_curves(const nlohmann::json& metrics, const std::string& sou
     if (!acc[k].x.empty()) acc_series.push_back(acc[k]);
   }
   if (reconstruction) acc_series.push_back(mean_image);
-  double x_lo = loss[0].x.front(), x_hi = loss[0].x.back();
+  // The axis spans the smallest to the largest epoch, in whatever order the file lists them.
+  const auto [lo_it, hi_it] = std::minmax_element(loss[0].x.begin(), loss[0].x.end());
+  double x_lo = *lo_it, x_hi = *hi_it;
   if (x_hi - x_lo < 1) x_lo -= 0.5, x_hi += 0.5;
-  const std::int64_t best = metrics.value("best_epoch", std::int64_t{0});
+  const std::int64_t best = optional_field<std::int64_t>(metrics, "best_epoch", std::int64_t{0}, source);
 
   constexpr int kWidth = 1400, kHeight = 620;
   Canvas canvas(kWidth, kHeight);
-  std::string heading = metrics.value("model", std::string("training curves"));
+  std::string heading = printable(optional_field<std::string>(metrics, "model", "training curves", source));
   if (best > 0)
-    heading += fmt::format("    best epoch {} ({}) - dashed", best, metrics.value("monitor", std::string("accuracy")));
+    heading += fmt::format("    best epoch {} ({}) - dashed", best,
+                           printable(optional_field<std::string>(metrics, "monitor", "accuracy", source)));
   canvas.text(40, 20, heading, kBlack, 3);
   // Legend.
   int lx = 40;

@@ -8,6 +8,8 @@
 // are sums over all ranks' shards. BatchNorm statistics stay per rank (PyTorch DDP without
 // SyncBatchNorm).
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "cudl/engine/distributed.hpp"
 #include "cudl/engine/io/loader.hpp"
@@ -37,5 +39,34 @@ struct Sums {
   double loss = 0, correct = 0, samples = 0;
 };
 Sums combine_sums(Communicator* comm, Sums local);
+
+// A value every rank of a run must share: the model, its parameter count, an option, a dataset's
+// size, the seed. `hashed`: a fingerprint (printed in hex) rather than a number to print.
+struct AgreedValue {
+  std::string name;
+  std::uint64_t value = 0;
+  bool hashed = false;
+};
+
+// Checks with one small collective (each rank's values, exchanged by one host all-reduce) that every
+// rank holds the same `values`; call it before any other collective, so that ranks that disagree
+// on the model, the batch or the step count stop with this Error instead of exchanging blocks of
+// different sizes: "ranks disagree on --batch-size: rank 0 has 64, rank 1 has 32". Every rank
+// must pass the same number of values (the same code builds them). No-op without a communicator.
+void check_ranks_agree(Communicator* comm, const std::vector<AgreedValue>& values);
+
+// What fit's ranks must agree on before their first collective: the model (name, layer names,
+// types and parameter shapes), its parameter count, every option that sets the steps or the update
+// (batch, epochs, max steps, optimizer, schedule, augmentation, seed...), the splits' sizes and
+// labels, and where a resumed run starts (epoch and step).
+struct FitOptions;
+class Sequential;
+std::vector<AgreedValue> fit_agreement(const Sequential& model, const FitOptions& o, const Dataset& train,
+                                       const Dataset& validation, const Dataset& test, std::int64_t first_epoch,
+                                       std::int64_t first_step);
+
+// 64-bit FNV-1a over bytes, continued from `h`: the fingerprints above.
+std::uint64_t fingerprint(const void* data, std::size_t bytes, std::uint64_t h = 14695981039346656037ull);
+std::uint64_t fingerprint(const std::string& text, std::uint64_t h = 14695981039346656037ull);
 
 }  // namespace cudl

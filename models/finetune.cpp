@@ -122,7 +122,20 @@ bool apply_saved_head(const std::string& weights_path, Sequential& model) {
              "'{}': metadata extra.num_classes '{}' is not a whole number", weights_path, text);
   const int n = std::stoi(text);
   CUDL_CHECK(n >= 1, "'{}': metadata extra.num_classes is {}; expected at least 1", weights_path, n);
-  (void)replace_classifier(model, n);
+  // The head is sized from the file's own tensor before anything is allocated: a forged count
+  // (9999999 classes: a head of gigabytes) is refused by comparing it with what the file holds.
+  const std::string head = replace_classifier(model, n);
+  const SafetensorsFile file = SafetensorsFile::open(weights_path);
+  const std::string weight = head + ".weight";
+  const auto names = file.names();
+  CUDL_CHECK(std::find(names.begin(), names.end(), weight) != names.end(),
+             "'{}': metadata extra.num_classes is {}, but the file holds no '{}' for that head", weights_path, n,
+             weight);
+  const Shape shape = file.shape(weight);
+  CUDL_CHECK(shape.rank() == 2 && shape[0] == n,
+             "'{}': metadata extra.num_classes is {}, but the file's '{}' is {}: the metadata does not match the "
+             "weights",
+             weights_path, n, weight, shape);
   return true;
 }
 

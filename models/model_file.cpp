@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +13,7 @@
 #include <sstream>
 
 #include "cudl/engine/io/atomic_file.hpp"
+#include "cudl/engine/io/json.hpp"
 #include "cudl/layers/conv2d.hpp"
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/layers/linear.hpp"
@@ -29,6 +31,25 @@ using ordered_json = nlohmann::ordered_json;
 constexpr std::int64_t kMaxChannels = 1 << 20;
 constexpr std::int64_t kMaxKernel = 4096;
 constexpr std::int64_t kMaxSpatial = 1 << 16;
+// Far more than any real chain (VGG19 has 46); a file of millions would only exhaust setup time.
+constexpr std::size_t kMaxLayers = 10000;
+// Far more than any real model file's text.
+constexpr std::uintmax_t kMaxModelFileBytes = 64u << 20;
+
+// One sample's element count must stay far below what overflows (or fits any memory): a file whose
+// shapes multiply past 2^63 would otherwise print as valid with a wrapped count.
+constexpr std::int64_t kMaxSampleElements = std::int64_t{1} << 40;
+
+std::string batch_shape(const Shape& s);
+
+void check_sample_size(const Shape& s, const std::string& where) {
+  std::int64_t n = 1;
+  for (int i = 1; i < s.rank(); ++i) {
+    CUDL_CHECK(s[i] >= 0 && (s[i] == 0 || n <= kMaxSampleElements / s[i]),
+               "{}: the shape {} holds more than 2^40 elements per sample", where, batch_shape(s));
+    n *= s[i];
+  }
+}
 
 // "[N,16,32,32]": the batch dimension is whatever the caller feeds.
 std::string batch_shape(const Shape& s) {
@@ -84,10 +105,10 @@ std::int64_t get_int(const json& j, const char* key, const Where& w, std::int64_
     return *fallback;
   }
   CUDL_CHECK(it->is_number_integer(), "{}: '{}' must be a whole number in [{}, {}], got {}", w.str(), key, lo, hi,
-             it->dump());
+             io::json_excerpt(*it));
   // A JSON integer may be unsigned and above int64's range; read it as such before comparing.
   if (it->is_number_unsigned() && it->get<std::uint64_t>() > static_cast<std::uint64_t>(hi))
-    CUDL_THROW("{}: '{}' must be a whole number in [{}, {}], got {}", w.str(), key, lo, hi, it->dump());
+    CUDL_THROW("{}: '{}' must be a whole number in [{}, {}], got {}", w.str(), key, lo, hi, io::json_excerpt(*it));
   const auto v = it->get<std::int64_t>();
   CUDL_CHECK(v >= lo && v <= hi, "{}: '{}' must be a whole number in [{}, {}], got {}", w.str(), key, lo, hi, v);
   return v;
@@ -96,18 +117,18 @@ std::int64_t get_int(const json& j, const char* key, const Where& w, std::int64_
 double get_number(const json& j, const char* key, const Where& w, double lo, double hi, bool hi_open, double fallback) {
   auto it = j.find(key);
   if (it == j.end()) return fallback;
-  CUDL_CHECK(it->is_number(), "{}: '{}' must be a number, got {}", w.str(), key, it->dump());
+  CUDL_CHECK(it->is_number(), "{}: '{}' must be a number, got {}", w.str(), key, io::json_excerpt(*it));
   const auto v = it->get<double>();
   CUDL_CHECK(std::isfinite(v) && v >= lo && (hi_open ? v < hi : v <= hi),
              "{}: '{}' must be a finite number in [{}, {}{}, got {}", w.str(), key, lo, hi, hi_open ? ")" : "]",
-             it->dump());
+             io::json_excerpt(*it));
   return v;
 }
 
 bool get_bool(const json& j, const char* key, const Where& w, bool fallback) {
   auto it = j.find(key);
   if (it == j.end()) return fallback;
-  CUDL_CHECK(it->is_boolean(), "{}: '{}' must be true or false, got {}", w.str(), key, it->dump());
+  CUDL_CHECK(it->is_boolean(), "{}: '{}' must be true or false, got {}", w.str(), key, io::json_excerpt(*it));
   return it->get<bool>();
 }
 
@@ -115,7 +136,7 @@ InitScheme get_init(const json& j, const Where& w, InitScheme fallback) {
   auto it = j.find("init");
   if (it == j.end()) return fallback;
   CUDL_CHECK(it->is_string() && (*it == "pytorch" || *it == "vgg"), "{}: 'init' must be \"pytorch\" or \"vgg\", got {}",
-             w.str(), it->dump());
+             w.str(), io::json_excerpt(*it));
   return *it == "vgg" ? InitScheme::vgg : InitScheme::pytorch;
 }
 
@@ -124,12 +145,13 @@ std::array<float, 3> get_triple(const json& j, const char* key, const Where& w, 
   CUDL_CHECK(it != j.end(), "{}: '{}' is required (three numbers, one per channel), or give \"preset\": \"imagenet\"",
              w.str(), key);
   CUDL_CHECK(it->is_array() && it->size() == 3, "{}: '{}' must be a list of three numbers, got {}", w.str(), key,
-             it->dump());
+             io::json_excerpt(*it));
   std::array<float, 3> out{};
   for (std::size_t c = 0; c < 3; ++c) {
     const json& v = (*it)[c];
     CUDL_CHECK(v.is_number() && std::isfinite(v.get<double>()) && (!positive || v.get<double>() > 0),
-               "{}: '{}' must hold finite numbers{}, got {}", w.str(), key, positive ? " > 0" : "", it->dump());
+               "{}: '{}' must hold finite numbers{}, got {}", w.str(), key, positive ? " > 0" : "",
+               io::json_excerpt(*it));
     out[c] = v.get<float>();
   }
   return out;
@@ -219,7 +241,7 @@ LayerPtr make_layer(const json& j, const std::string& type, const Shape& in, Ini
     CUDL_CHECK(input_channels(in, w) == 3, "{}: normalizes RGB input [N, 3, H, W], but the input is {}", w.str(),
                batch_shape(in));
     if (auto it = j.find("preset"); it != j.end()) {
-      CUDL_CHECK(*it == "imagenet", "{}: 'preset' must be \"imagenet\", got {}", w.str(), it->dump());
+      CUDL_CHECK(*it == "imagenet", "{}: 'preset' must be \"imagenet\", got {}", w.str(), io::json_excerpt(*it));
       CUDL_CHECK(!j.contains("mean") && !j.contains("std"), "{}: give either 'preset' or 'mean' and 'std', not both",
                  w.str());
       return Normalize::imagenet();
@@ -239,6 +261,9 @@ ordered_json short_floats(const std::array<float, 3>& v) {
 std::string read_text(const std::string& path) {
   std::error_code ec;
   CUDL_CHECK(std::filesystem::is_regular_file(path, ec), "model file '{}': not a readable file", path);
+  const std::uintmax_t bytes = std::filesystem::file_size(path, ec);
+  CUDL_CHECK(!ec && bytes <= kMaxModelFileBytes, "model file '{}': {} bytes; a model file may have at most {} MiB",
+             path, bytes, kMaxModelFileBytes >> 20);
   std::ifstream f(path, std::ios::binary);
   CUDL_CHECK(f.good(), "model file '{}': cannot be opened", path);
   std::ostringstream text;
@@ -258,12 +283,7 @@ bool is_model_file(const std::string& name) { return name.size() > 5 && name.end
 
 ModelFile parse_model_json(const std::string& text, const std::string& source) {
   const Where top{source, -1, "", ""};
-  json doc;
-  try {
-    doc = json::parse(text);
-  } catch (const json::parse_error& e) {
-    CUDL_THROW("{}: not valid JSON ({})", top.str(), e.what());
-  }
+  const json doc = io::parse_json(text, top.str());
   CUDL_CHECK(doc.is_object(), "{}: must hold a JSON object with \"input\" and \"layers\"", top.str());
   for (const auto& [key, value] : doc.items())
     CUDL_CHECK(key == "name" || key == "description" || key == "input" || key == "init" || key == "layers",
@@ -283,31 +303,40 @@ ModelFile parse_model_json(const std::string& text, const std::string& source) {
   auto input = doc.find("input");
   CUDL_CHECK(input != doc.end(), "{}: 'input' is required: one sample's shape [C, H, W], e.g. [3, 64, 64]", top.str());
   CUDL_CHECK(input->is_array() && input->size() == 3, "{}: 'input' must be one sample's shape [C, H, W], got {}",
-             top.str(), input->dump());
+             top.str(), io::json_excerpt(*input));
   Shape shape{1, 0, 0, 0};
   for (int d = 0; d < 3; ++d) {
     const json& v = (*input)[static_cast<std::size_t>(d)];
     const std::int64_t hi = d == 0 ? kMaxChannels : kMaxSpatial;
     CUDL_CHECK(v.is_number_integer() && v.get<std::int64_t>() >= 1 && v.get<std::int64_t>() <= hi,
                "{}: 'input' must be [C, H, W] with C in [1, {}] and H, W in [1, {}], got {}", top.str(), kMaxChannels,
-               kMaxSpatial, input->dump());
+               kMaxSpatial, io::json_excerpt(*input));
     shape[d + 1] = v.get<std::int64_t>();
   }
   out.spec.input = Shape{shape[1], shape[2], shape[3]};
+  check_sample_size(shape, top.str() + ": 'input'");
   const InitScheme init = get_init(doc, top, InitScheme::pytorch);
 
   auto layers = doc.find("layers");
   CUDL_CHECK(layers != doc.end() && layers->is_array() && !layers->empty(),
              "{}: 'layers' must be a non-empty list of layer objects", top.str());
+  CUDL_CHECK(layers->size() <= kMaxLayers, "{}: 'layers' lists {} layers; a model file may have at most {}", top.str(),
+             layers->size(), kMaxLayers);
   std::set<std::string> names;
   for (std::size_t i = 0; i < layers->size(); ++i) {
     const json& j = (*layers)[i];
     Where w{source, static_cast<int>(i), std::to_string(i), ""};
-    CUDL_CHECK(j.is_object(), "{}: must be an object with a \"type\", got {}", w.str(), j.dump());
+    CUDL_CHECK(j.is_object(), "{}: must be an object with a \"type\", got {}", w.str(), io::json_excerpt(j));
     if (auto it = j.find("name"); it != j.end()) {
       CUDL_CHECK(it->is_string() && !it->get<std::string>().empty(), "{}: 'name' must be a non-empty string, got {}",
-                 w.str(), it->dump());
+                 w.str(), io::json_excerpt(*it));
       w.name = it->get<std::string>();
+      // A name is printed in tables and messages, one per line: no control characters, no huge names.
+      const bool printable = std::none_of(w.name.begin(), w.name.end(),
+                                          [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+      CUDL_CHECK(printable && w.name.size() <= 256,
+                 "{}: 'name' must be at most 256 characters without control characters, got {}",
+                 Where{source, static_cast<int>(i), std::to_string(i), ""}.str(), io::json_excerpt(*it));
     }
     auto type_it = j.find("type");
     CUDL_CHECK(type_it != j.end() && type_it->is_string(), "{}: 'type' is required (one of {})", w.str(),
@@ -331,6 +360,7 @@ ModelFile parse_model_json(const std::string& text, const std::string& source) {
       if (const auto at = inner.rfind(" ["); at != std::string::npos && inner.ends_with(']')) inner.resize(at);
       CUDL_THROW("{}: its input {} does not fit: {}", w.str(), batch_shape(shape), inner);
     }
+    check_sample_size(shape, w.str());
     out.model.add(w.name, std::move(layer));
   }
   const Shape output = shape;

@@ -1,11 +1,14 @@
 #include "cudl/models/preprocess.hpp"
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
 
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/error.hpp"
+#include "cudl/engine/io/json.hpp"
 
 namespace cudl {
 
@@ -29,32 +32,44 @@ std::string preprocess_to_json(const Preprocess& p) {
 }
 
 Preprocess preprocess_from_json(const std::string& text, const std::string& source) {
+  const std::string what = fmt::format("'{}': metadata extra.preprocess", source);
+  const nlohmann::json j = io::parse_json(text, what);
+  // Each value a whole JSON number in range, read as such: 1.5 or 4294967297 is refused, not
+  // truncated or wrapped into an int.
+  const auto whole = [&](const nlohmann::json& v, const char* field, int hi) {
+    CUDL_CHECK(v.is_number_integer() && v.get<double>() >= 1 && v.get<double>() <= hi,
+               "{}: {} must be a whole number in [1, {}], got {}", what, field, hi, io::json_excerpt(v));
+    return v.get<int>();
+  };
+  CUDL_CHECK(j.is_object() && j.size() == 3 && j.contains("resize") && j.contains("crop") && j.contains("channels"),
+             "{} is not the preprocessing cudl writes ({{\"resize\", \"crop\", \"channels\"}}), got {}", what,
+             io::json_excerpt(j));
+  const nlohmann::json& crop = j["crop"];
+  CUDL_CHECK(crop.is_array() && crop.size() == 2, "{}: crop must be [height, width], got {}", what,
+             io::json_excerpt(crop));
   Preprocess p;
-  try {
-    const auto j = nlohmann::json::parse(text);
-    p.resize = j.at("resize").get<int>();
-    p.crop_height = j.at("crop").at(0).get<int>();
-    p.crop_width = j.at("crop").at(1).get<int>();
-    p.channels = j.at("channels").get<int>();
-  } catch (const nlohmann::json::exception& e) {
-    CUDL_THROW("'{}': metadata extra.preprocess is not the preprocessing cudl writes ({})", source, e.what());
-  }
-  CUDL_CHECK(p.resize >= 1 && p.resize <= 65536 && p.crop_height >= 1 && p.crop_height <= p.resize &&
-                 p.crop_width >= 1 && p.crop_width <= p.resize && (p.channels == 1 || p.channels == 3),
-             "'{}': metadata extra.preprocess {} is out of range (resize in [1, 65536], crops at most resize, 1 or 3 "
-             "channels)",
-             source, text);
+  p.resize = whole(j["resize"], "resize", 65536);
+  p.crop_height = whole(crop[0], "crop height", 65536);
+  p.crop_width = whole(crop[1], "crop width", 65536);
+  p.channels = whole(j["channels"], "channels", 3);
+  CUDL_CHECK(p.crop_height <= p.resize && p.crop_width <= p.resize && (p.channels == 1 || p.channels == 3),
+             "{} {} is out of range (resize in [1, 65536], crops at most resize, 1 or 3 channels)", what,
+             io::json_excerpt(j));
   return p;
 }
 
 std::string classes_to_json(const std::vector<std::string>& names) { return nlohmann::json(names).dump(); }
 
 std::vector<std::string> classes_from_json(const std::string& text, const std::string& source) {
-  try {
-    return nlohmann::json::parse(text).get<std::vector<std::string>>();
-  } catch (const nlohmann::json::exception& e) {
-    CUDL_THROW("'{}': metadata extra.classes is not a list of class names ({})", source, e.what());
+  const std::string what = fmt::format("'{}': metadata extra.classes", source);
+  const nlohmann::json j = io::parse_json(text, what);
+  CUDL_CHECK(j.is_array(), "{} is not a list of class names", what);
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < j.size(); ++i) {
+    CUDL_CHECK(j[i].is_string(), "{}: item {} is not a string, got {}", what, i, io::json_excerpt(j[i]));
+    names.push_back(j[i].get<std::string>());
   }
+  return names;
 }
 
 std::map<std::string, std::string> training_metadata(const Shape& input, const std::vector<std::string>& class_names) {

@@ -10,8 +10,7 @@ namespace cudl {
 
 Sequential& Sequential::add(std::string name, LayerPtr layer) {
   CUDL_CHECK(!built_, "Sequential::add('{}'): the model is already built", name);
-  CUDL_CHECK(std::none_of(layers_.begin(), layers_.end(), [&](const auto& l) { return l.first == name; }),
-             "Sequential::add: duplicate layer name '{}'", name);
+  CUDL_CHECK(names_.insert(name).second, "Sequential::add: duplicate layer name '{}'", name);
   layers_.emplace_back(std::move(name), std::move(layer));
   return *this;
 }

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -99,6 +100,7 @@ class Sequential {
   std::size_t index_of(const std::string& name) const;
 
   std::vector<std::pair<std::string, LayerPtr>> layers_;
+  std::unordered_set<std::string> names_;  // of layers_, so add() checks a name in O(1), not O(layers)
   std::vector<std::string> tap_names_;
   std::map<std::string, Tensor> tap_outputs_;
   // The half-precision copy of params_ under autocast (Parameter::half views into it).

@@ -38,6 +38,9 @@ std::vector<std::string> parse_style_layers(const std::string& csv) {
     item.erase(item.find_last_not_of(' ') + 1);
     if (item.empty()) continue;
     (void)vgg_layer_name(kDepth, item);  // throws naming the valid layers
+    // A layer twice would count its loss twice: a typo more likely than a wish.
+    CUDL_CHECK(std::find(out.begin(), out.end(), item) == out.end(), "style: layer '{}' is listed twice in '{}'", item,
+               csv);
     out.push_back(item);
   }
   CUDL_CHECK(!out.empty(), "style: empty layer list '{}'", csv);

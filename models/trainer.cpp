@@ -1,6 +1,7 @@
 #include "cudl/models/trainer.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "cudl/engine/io/atomic_file.hpp"
+#include "cudl/engine/io/json.hpp"
 #include "cudl/engine/io/loader.hpp"
 #include "cudl/models/batch_means.hpp"
 #include "cudl/models/checkpoint.hpp"
@@ -48,25 +50,89 @@ nlohmann::json to_json(const EpochMetrics& m) {
 }
 
 // Checkpoints written before validation existed have no val_*, lr or steps: they read as absent.
-EpochMetrics metrics_from_json(const nlohmann::json& j) {
+// One epoch of a checkpoint's extra.metrics, each value checked as the CLI checks its own: a
+// hand-edited epoch of 1e30 or an accuracy of 7 is refused, not printed.
+EpochMetrics metrics_from_json(const nlohmann::json& j, std::size_t index, const std::string& what) {
+  CUDL_CHECK(j.is_object(), "{}: metrics[{}] is not an object", what, index);
+  const auto number = [&](const char* key, double lo, double hi, bool required) {
+    const auto it = j.find(key);
+    if (it == j.end()) {
+      CUDL_CHECK(!required, "{}: metrics[{}].{} is missing", what, index, key);
+      return 0.0;
+    }
+    const double v = it->is_number() ? it->get<double>() : std::nan("");
+    CUDL_CHECK(std::isfinite(v) && v >= lo && v <= hi, "{}: metrics[{}].{} must be a finite number in [{}, {}], got {}",
+               what, index, key, lo, hi, io::json_excerpt(*it));
+    return v;
+  };
+  const auto whole = [&](const char* key, bool required) {
+    const auto it = j.find(key);
+    CUDL_CHECK(it != j.end() || !required, "{}: metrics[{}].{} is missing", what, index, key);
+    if (it == j.end()) return std::int64_t{0};
+    CUDL_CHECK(it->is_number_integer() && it->get<double>() >= 0 && it->get<double>() <= 9007199254740992.0,
+               "{}: metrics[{}].{} must be a whole number in [0, 2^53], got {}", what, index, key,
+               io::json_excerpt(*it));
+    return it->get<std::int64_t>();
+  };
+  constexpr double kBig = std::numeric_limits<double>::max();
   EpochMetrics m;
-  m.epoch = j.at("epoch").get<std::int64_t>();
-  m.train_loss = j.at("train_loss").get<double>();
-  m.train_accuracy = j.at("train_accuracy").get<double>();
+  m.epoch = whole("epoch", true);
+  m.train_loss = number("train_loss", 0, kBig, true);
+  m.train_accuracy = number("train_accuracy", 0, 1, true);
   m.has_val = j.contains("val_accuracy");
   if (m.has_val) {
-    m.val_loss = j.at("val_loss").get<double>();
-    m.val_accuracy = j.at("val_accuracy").get<double>();
+    m.val_loss = number("val_loss", 0, kBig, true);
+    m.val_accuracy = number("val_accuracy", 0, 1, true);
   }
-  m.test_loss = j.at("test_loss").get<double>();
-  m.test_accuracy = j.at("test_accuracy").get<double>();
-  m.lr = j.value("lr", 0.0);
-  m.steps = j.value("steps", std::int64_t{0});
-  m.seconds = j.at("seconds").get<double>();
-  m.images_per_second = j.at("images_per_second").get<double>();
-  m.loss_scale = j.value("loss_scale", 0.0);
-  m.skipped_steps = j.value("skipped_steps", std::int64_t{0});
+  m.test_loss = number("test_loss", 0, kBig, true);
+  m.test_accuracy = number("test_accuracy", 0, 1, true);
+  m.lr = number("lr", 0, kBig, false);
+  m.steps = whole("steps", false);
+  m.seconds = number("seconds", 0, kBig, true);
+  m.images_per_second = number("images_per_second", 0, kBig, true);
+  m.loss_scale = number("loss_scale", 0, kBig, false);
+  m.skipped_steps = whole("skipped_steps", false);
   return m;
+}
+
+// Where a resumed run starts, checked against what this run asks: it must be able to continue.
+void check_resume(const CheckpointInfo& info, const FitOptions& o, std::int64_t train_size,
+                  const std::vector<EpochMetrics>& history, std::int64_t steps) {
+  const std::string& path = o.resume_path;
+  CUDL_CHECK(history.size() <= static_cast<std::size_t>(info.epoch),
+             "--resume: '{}': metadata extra.metrics lists {} epochs, but the checkpoint is at epoch {}", path,
+             history.size(), info.epoch);
+  for (std::size_t i = 0; i < history.size(); ++i)
+    CUDL_CHECK(history[i].epoch == info.epoch - static_cast<std::int64_t>(history.size() - i) + 1,
+               "--resume: '{}': metadata extra.metrics lists epoch {} at position {}; expected epochs up to {} in "
+               "order",
+               path, history[i].epoch, i, info.epoch);
+  // The schedule and the data order count steps per epoch: another batch size or training set
+  // would continue a different run (or none: the step count already past the new end).
+  const auto saved = [&](const char* key) -> std::optional<std::int64_t> {
+    const auto it = info.extra.find(key);
+    if (it == info.extra.end()) return std::nullopt;
+    std::int64_t v = 0;
+    const auto [end, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), v);
+    CUDL_CHECK(ec == std::errc() && end == it->second.data() + it->second.size() && v >= 1,
+               "--resume: '{}': metadata extra.{} = '{}', expected a whole number >= 1", path, key, it->second);
+    return v;
+  };
+  if (const auto b = saved("batch_size"))
+    CUDL_CHECK(*b == o.batch_size,
+               "--resume: '{}' was trained with --batch-size {}, this run asks {}: resume with the same --batch-size "
+               "(or start a new run from its weights with --init-from)",
+               path, *b, o.batch_size);
+  if (const auto n = saved("train_images"))
+    CUDL_CHECK(*n == train_size,
+               "--resume: '{}' was trained on {} training images, this run has {} (another --subset, --val-split or "
+               "data): resume with the same ones (or start a new run from its weights with --init-from)",
+               path, *n, train_size);
+  CUDL_CHECK(info.epoch < o.epochs,
+             "--resume: '{}' is at epoch {} already; --epochs {} asks for no more: give --epochs above {} to train on",
+             path, info.epoch, o.epochs, info.epoch);
+  CUDL_CHECK(o.max_steps == 0 || steps < o.max_steps,
+             "--resume: '{}' is at step {} already; --max-steps {} asks for no more", path, steps, o.max_steps);
 }
 
 nlohmann::json history_json(const std::vector<EpochMetrics>& history) {
@@ -311,6 +377,9 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
   CUDL_CHECK(std::isfinite(options.clip_grad_norm) && options.clip_grad_norm >= 0,
              "fit: the gradient-norm limit must be a finite number >= 0, got {}", options.clip_grad_norm);
   const bool has_val = validation.size() > 0;
+  CUDL_CHECK(model.parameter_count() > 0,
+             "fit: model {} has no trainable parameters: there is nothing to train (add a layer with weights)",
+             options.model_name);
   check_labels(model, train, "train");
   if (has_val) check_labels(model, validation, "validation");
   check_labels(model, test, "test");
@@ -333,20 +402,30 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
                               : fmt::format("stopped before saving it to '{}'", options.save_path);
   if (!options.resume_path.empty()) {
     CheckpointInfo info = load_checkpoint(options.resume_path, ctx, model, &optimizer);
-    CUDL_CHECK(info.model == options.model_name, "--resume: '{}' holds a {} checkpoint, but the model is {}",
+    // A model file may be spelled another way (./net.json, /abs/net.json, a copy): its fingerprint decides.
+    CUDL_CHECK(same_model_name(info, options.model_name), "--resume: '{}' holds a {} checkpoint, but the model is {}",
                options.resume_path, info.model, options.model_name);
     optimizer.clear_frozen_state(ctx);  // --freeze on resume: restored moments must not move frozen weights
     first_epoch = info.epoch;
     last_good = fmt::format("stopped; the last good checkpoint is '{}' (epoch {})", options.resume_path, info.epoch);
     if (auto it = info.extra.find("metrics"); it != info.extra.end()) {
-      try {
-        for (const auto& j : nlohmann::json::parse(it->second)) result.epochs.push_back(metrics_from_json(j));
-      } catch (const nlohmann::json::exception& e) {
-        CUDL_THROW("--resume: '{}': metadata extra.metrics is not the metrics list cudl writes ({})",
-                   options.resume_path, e.what());
-      }
+      const std::string what = fmt::format("--resume: '{}': metadata extra.metrics is not the metrics list cudl writes",
+                                           options.resume_path);
+      const nlohmann::json list = io::parse_json(it->second, what);
+      CUDL_CHECK(list.is_array(), "{}: not a list", what);
+      for (std::size_t i = 0; i < list.size(); ++i) result.epochs.push_back(metrics_from_json(list[i], i, what));
     }
+    if (auto it = info.extra.find("model_fingerprint"); it != info.extra.end())
+      CUDL_CHECK(it->second == fmt::format("{:016x}", model_fingerprint(model)),
+                 "--resume: '{}' holds another model than {}: their layers differ", options.resume_path,
+                 options.model_name);
+    check_resume(info, options, train.size(), result.epochs, optimizer.steps());
   }
+  // Ranks that disagree on the model, options, data or starting step would exchange blocks of
+  // different sizes (heap corruption) or different steps (a hang): one small collective first.
+  if (options.comm)
+    check_ranks_agree(options.comm,
+                      fit_agreement(model, options, train, validation, test, first_epoch, optimizer.steps()));
   // Every rank starts from rank 0's parameters (the same seed builds the same ones; this makes sure).
   if (options.comm) {
     options.comm->broadcast(ctx, model.parameter_block(), 0);
@@ -501,6 +580,10 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
     info.seed = options.seed;
     info.extra = options.metadata;
     info.extra["metrics"] = metrics;
+    // What a resume must match (check_resume) and the layers a renamed model file must still have.
+    info.extra["batch_size"] = std::to_string(options.batch_size);
+    info.extra["train_images"] = std::to_string(train.size());
+    info.extra["model_fingerprint"] = fmt::format("{:016x}", model_fingerprint(model));
     if (!options.save_path.empty()) {
       save_checkpoint(options.save_path, ctx, model, &optimizer, info);
       last_good = fmt::format("stopped; the last good checkpoint is '{}' (epoch {})", options.save_path, epoch + 1);
@@ -569,7 +652,10 @@ std::pair<Dataset, Dataset> split_validation(const Dataset& data, double fractio
   if (fraction == 0) return {data, Dataset{}};
   std::vector<std::int64_t> keep, held_out;
   for (const auto& idx : shuffled_by_class(data, seed)) {
-    const auto n_val = static_cast<std::size_t>(std::llround(fraction * static_cast<double>(idx.size())));
+    // Every class keeps at least one training image: a class of one would otherwise move wholly
+    // into validation, and the model would be scored on a class it never saw.
+    const auto n_val = std::min(static_cast<std::size_t>(std::llround(fraction * static_cast<double>(idx.size()))),
+                                idx.empty() ? std::size_t{0} : idx.size() - 1);
     held_out.insert(held_out.end(), idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(n_val));
     keep.insert(keep.end(), idx.begin() + static_cast<std::ptrdiff_t>(n_val), idx.end());
   }
@@ -739,6 +825,12 @@ DataSplits load_dataset(const std::string& kind, const std::string& dir, const s
   CUDL_CHECK(got[1] == input[0] && got[2] == input[1] && got[3] == input[2],
              "model {} takes [{}, {}, {}] images but the {} data in '{}' is {}", model_name, input[0], input[1],
              input[2], kind, dir, got);
+  // A model whose output is not class scores [N, K] (an autoencoder's image) has no class count:
+  // say what it outputs, not "0 outputs".
+  CUDL_CHECK(classes > 0,
+             "model {} outputs {} per batch, not class scores [N, K]: it cannot classify the {} data in '{}' (for "
+             "reconstruction: --target input)",
+             model_name, make_model(model_name).output_shape(Shape{1, input[0], input[1], input[2]}), kind, dir);
   CUDL_CHECK(splits.train.num_classes <= classes, "model {} has {} outputs but the {} data in '{}' has {} classes",
              model_name, classes, kind, dir, splits.train.num_classes);
   return splits;

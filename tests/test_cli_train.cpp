@@ -198,5 +198,5 @@ TEST(CliPlot, RefusesAFileThatIsNotMetrics) {
   write_string(dir.file("text.json"), "not json");
   r = cli(dir, fmt::format("plot '{}'", dir.file("text.json")));
   EXPECT_EQ(r.status, 1);
-  EXPECT_TRUE(contains(r.err, "is not JSON")) << r.err;
+  EXPECT_TRUE(contains(r.err, "not valid JSON")) << r.err;
 }

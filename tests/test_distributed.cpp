@@ -262,6 +262,40 @@ TEST(Distributed, GlobalBatchThatDoesNotSplitIsAClearError) {
 
 // A rank that hangs (or dies) in epoch 2: the other stops within --dist-timeout with a message
 // saying so, and epoch 1's checkpoint stays whole.
+// Issue 22: two ranks started with different arguments (mpirun's A : B form) stop with one line
+// naming what differs, before any collective whose sizes they would disagree on (that corrupted
+// the heap: MPI_ERR_TRUNCATE, then free(): invalid pointer) or a different seed trained silently.
+TEST(Distributed, RanksThatDisagreeStopNamingWhatDiffers) {
+  SKIP_WITHOUT_MPIRUN();
+  MpiWorkspace w;
+  const auto rank = [](const std::string& args) {
+    return fmt::format("-np 1 -x OMP_NUM_THREADS=1 '{}' {}", cli_path(), args);
+  };
+  const std::string launcher = fmt::format("mpirun --oversubscribe {}", ::geteuid() == 0 ? "--allow-run-as-root" : "");
+  const std::string out = w.dir.file("never.st");
+  std::string seed8 = w.train("mlp", "--epochs 1");
+  seed8.replace(seed8.find("--seed 7"), 8, "--seed 8");
+  struct Case {
+    std::string a, b, expected;
+  };
+  const std::vector<Case> cases = {
+      {w.train("mlp", "--epochs 1"), w.train("mlp", "--epochs 1 --batch-size 64"),
+       "ranks disagree on --batch-size: rank 0 has 32, rank 1 has 64"},
+      {w.train("mlp", "--epochs 1"), seed8, "ranks disagree on --seed: rank 0 has 7, rank 1 has 8"},
+      {w.train("mlp", "--epochs 1"), w.train("mnist_cnn", "--epochs 1"), "ranks disagree on the model"},
+      {w.train("mlp", "--epochs 1"), w.train("mlp", "--epochs 1 --subset 160"),
+       "ranks disagree on the training images: rank 0 has 320, rank 1 has 160"},
+  };
+  for (const Case& c : cases) {
+    const ShellRun r = shell(w.dir, fmt::format("{} {} --save '{}' : {}", launcher, rank(c.a), out, rank(c.b)));
+    EXPECT_NE(r.status, 0) << c.expected;
+    EXPECT_TRUE(contains(r.err, c.expected)) << r.err;
+    for (const char* crash : {"MPI_ERR_TRUNCATE", "free()", "Segmentation", "SIGSEGV"})
+      EXPECT_FALSE(contains(r.err, crash)) << r.err;
+    EXPECT_FALSE(fs::exists(out)) << c.expected;
+  }
+}
+
 TEST(Distributed, HungOrDeadRankStopsTheRunAndKeepsTheCheckpoint) {
   SKIP_WITHOUT_MPIRUN();
   for (const std::string mode : {"hang", "exit"}) {

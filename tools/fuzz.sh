@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs each libFuzzer target in tests/fuzz/ (the safetensors, IDX/CIFAR and PNG/JPEG readers) for
-# SECONDS (default 20) from its seed corpus in tests/fuzz/corpus/<target>/ (part of tools/test.sh).
+# Runs each libFuzzer target in tests/fuzz/ (the safetensors, IDX/CIFAR, PNG/JPEG and model-file
+# readers) for SECONDS (default 20) from its seed corpus in tests/fuzz/corpus/<target>/ (part of
+# tools/test.sh).
 # Builds them with clang, ASan and UBSan into build-san/ (shared with tools/sanitize.sh). Fails on a
 # crash, a sanitizer report, an exception other than cudl::Error, a leak, an input slower than 10 s
 # or one that needs over 2 GB; the input that did it is left in build-san/fuzz/<target>/ (replay:
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors datasets image)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors datasets image model_file)
 build_dir=build-san
 CC=clang CXX=clang++ bash tools/build.sh "$build_dir" -DCUDL_CUDA=OFF -DCUDL_SANITIZE=ON -DCUDL_FUZZ=ON \
   -DCUDL_WERROR=OFF

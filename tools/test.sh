@@ -21,6 +21,6 @@ echo "=== cudl: installed as a user gets it (cmake --install, find_package, the 
 bash tools/test-install.sh build-cpu || status=1
 echo "=== cudl: unit tests under AddressSanitizer + UndefinedBehaviorSanitizer (build-san, clang)"
 bash tools/sanitize.sh || status=1
-echo "=== cudl: fuzzing the safetensors, IDX/CIFAR and PNG/JPEG readers (20 s each)"
+echo "=== cudl: fuzzing the safetensors, IDX/CIFAR, PNG/JPEG and model-file readers (20 s each)"
 bash tools/fuzz.sh 20 || status=1
 exit $status

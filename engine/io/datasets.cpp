@@ -210,6 +210,13 @@ std::vector<std::string> sorted_entries(const fs::path& dir, bool directories) {
     if (entry.path().filename().string().starts_with('.')) continue;
     if (directories ? entry.is_directory(ec) : (entry.is_regular_file(ec) && is_image_name(entry.path()))) {
       names.push_back(entry.path().filename().string());
+    } else if (!directories && is_image_name(entry.path())) {
+      // An image name that is no readable file stops training (as an unreadable image does), not
+      // skipped without a word: a dangling link, a link loop, a FIFO, a device or a folder.
+      CUDL_THROW(
+          "load_image_folder: '{}' is named as an image but is not a regular file (a dangling or looping "
+          "link, a FIFO, a device or a folder): remove or fix it",
+          entry.path().string());
     }
   }
   std::sort(names.begin(), names.end());
@@ -222,7 +229,10 @@ Dataset list_split(const fs::path& split_dir, const std::vector<std::string>& cl
   files->size = size;
   std::vector<std::int32_t> labels;
   for (std::size_t c = 0; c < classes.size(); ++c) {
-    for (const std::string& f : sorted_entries(split_dir / classes[c], false)) {
+    const std::vector<std::string> images = sorted_entries(split_dir / classes[c], false);
+    CUDL_CHECK(!images.empty(), "load_image_folder: the class folder '{}' holds no .png/.jpg/.jpeg image",
+               (split_dir / classes[c]).string());
+    for (const std::string& f : images) {
       files->paths.push_back((split_dir / classes[c] / f).string());
       labels.push_back(static_cast<std::int32_t>(c));
     }

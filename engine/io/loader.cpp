@@ -1,5 +1,7 @@
 #include "cudl/engine/io/loader.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -9,6 +11,7 @@
 #include <numeric>
 #include <thread>
 
+#include "cudl/engine/allocator.hpp"
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/cuda/pinned_memory.hpp"
 #include "cudl/engine/error.hpp"
@@ -260,6 +263,18 @@ DataLoader::DataLoader(const Dataset& dataset, Context& ctx, const LoaderOptions
     const int slots = options.prefetch > 0 ? options.prefetch : std::max(2, 2 * m.worker_count);
     m.slot_rows = std::min(options.batch_size, m.n);
     std::size_t slot_bytes = static_cast<std::size_t>(m.slot_rows * (m.sample_values + 1)) * 4;
+    // All the staging at once, before any of it is allocated: 4096 slots of a large batch asked
+    // for 48 GiB and failed as "cannot allocate 12.00 MiB" at some slot, naming neither.
+    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) {
+      const double total = static_cast<double>(slot_bytes) * slots;
+      const double memory = static_cast<double>(pages) * static_cast<double>(page);
+      CUDL_CHECK(total <= memory,
+                 "DataLoader: {} prefetched batches (--prefetch) of {} each would stage {}, more than this machine's "
+                 "{} of memory (dataset '{}'): lower --prefetch, --workers or --batch-size",
+                 slots, format_bytes(slot_bytes), format_bytes(static_cast<std::size_t>(total)),
+                 format_bytes(static_cast<std::size_t>(memory)), name);
+    }
     m.slots.resize(static_cast<std::size_t>(slots));
     for (Impl::Slot& slot : m.slots) slot.staging = HostStaging(slot_bytes, ctx);
   }

@@ -13,6 +13,7 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -28,6 +29,8 @@
 #include "cudl/engine/cpu_threads.hpp"
 #include "cudl/engine/device.hpp"
 #include "cudl/engine/io/atomic_file.hpp"
+#include "cudl/engine/io/files.hpp"
+#include "cudl/engine/io/json.hpp"
 #include "cudl/engine/timer.hpp"
 #include "cudl/layers/optimizer.hpp"
 #include "cudl/models/zoo.hpp"
@@ -474,6 +477,7 @@ struct Row {
 constexpr double kUnderLoadCores = 0.25;
 
 void run_bench(const Options& opt) {
+  check_outputs_spare_inputs({}, {{"--json", opt.json_path}});
   check_writable_output("--json", opt.json_path);
   std::vector<Device> devices;
   for (const auto& name : split_list(opt.devices)) {
@@ -623,21 +627,53 @@ void run_bench(const Options& opt) {
 // `cudl bench --compare OLD.json NEW.json`: the cases both runs hold, old time over new time, and a
 // regression flag where NEW is slower by more than the noise of the two runs allows.
 void compare_runs(const std::string& old_path, const std::string& new_path) {
+  // One case of a results file: its key fields as strings, its times as positive finite numbers.
+  struct Case {
+    std::string op, shape, backend;
+    double median_ms = 0, cv = 0;
+  };
   const auto load = [](const std::string& path) {
-    std::ifstream in(path);
-    CUDL_CHECK(in.good(), "--compare: cannot read '{}'", path);
-    nlohmann::json doc;
-    try {
-      doc = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      CUDL_THROW("--compare: '{}' is not JSON: {}", path, e.what());
-    }
+    std::error_code ec;
+    const auto st = std::filesystem::status(path, ec);
+    CUDL_CHECK(std::filesystem::is_regular_file(st), "--compare: cannot read '{}': {}", path,
+               !std::filesystem::exists(st)        ? "no such file"
+               : std::filesystem::is_directory(st) ? "it is a folder, not a results file"
+                                                   : "not a regular file");
+    const std::vector<std::uint8_t> bytes = io::read_file(path, "--compare");
+    const nlohmann::json doc =
+        io::parse_json(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+                       fmt::format("--compare: '{}'", path));
     CUDL_CHECK(doc.is_object() && doc.contains("results") && doc["results"].is_array(),
                "--compare: '{}' is not a `cudl bench --json` file (no \"results\" list)", path);
-    std::map<std::string, nlohmann::json> rows;
-    for (const auto& r : doc["results"]) {
+    std::map<std::string, Case> rows;
+    const auto& results = doc["results"];
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      const nlohmann::json& r = results[i];
+      CUDL_CHECK(r.is_object(), "--compare: '{}': results[{}] is not an object, got {}", path, i, io::json_excerpt(r));
       if (!r.contains("op") || !r.contains("median_ms")) continue;
-      rows[fmt::format("{}|{}|{}", r.value("op", ""), r.value("shape", ""), r.value("backend", ""))] = r;
+      Case c;
+      const auto text = [&](const char* field) {
+        const auto it = r.find(field);
+        if (it == r.end()) return std::string();
+        CUDL_CHECK(it->is_string(), "--compare: '{}': results[{}].{} must be a string, got {}", path, i, field,
+                   io::json_excerpt(*it));
+        return it->get<std::string>();
+      };
+      const auto number = [&](const char* field, bool positive) {
+        const auto it = r.find(field);
+        if (it == r.end()) return 0.0;
+        const double v = it->is_number() ? it->get<double>() : std::nan("");
+        CUDL_CHECK(std::isfinite(v) && (positive ? v > 0 : v >= 0),
+                   "--compare: '{}': results[{}].{} must be a finite number {} 0, got {}", path, i, field,
+                   positive ? ">" : ">=", io::json_excerpt(*it));
+        return v;
+      };
+      c.op = text("op");
+      c.shape = text("shape");
+      c.backend = text("backend");
+      c.median_ms = number("median_ms", true);
+      c.cv = number("cv", false);
+      rows[fmt::format("{}|{}|{}", c.op, c.shape, c.backend)] = c;
     }
     return rows;
   };
@@ -648,10 +684,10 @@ void compare_runs(const std::string& old_path, const std::string& new_path) {
   for (const auto& [key, n] : after) {
     const auto it = before.find(key);
     if (it == before.end()) continue;
-    const nlohmann::json& o = it->second;
-    const double old_ms = o["median_ms"].get<double>(), new_ms = n["median_ms"].get<double>();
+    const Case& o = it->second;
+    const double old_ms = o.median_ms, new_ms = n.median_ms;
     // The noise allowance: twice the runs' combined coefficient of variation, at least 5%.
-    const double noise = std::max(0.05, 2.0 * (o.value("cv", 0.0) + n.value("cv", 0.0)));
+    const double noise = std::max(0.05, 2.0 * (o.cv + n.cv));
     const double ratio = old_ms / new_ms;
     std::string verdict = "same within noise";
     if (new_ms > old_ms * (1.0 + noise)) {
@@ -661,8 +697,8 @@ void compare_runs(const std::string& old_path, const std::string& new_path) {
       verdict = fmt::format("faster by {:.0f}%", 100 * (old_ms / new_ms - 1));
     }
     ++compared;
-    fmt::print("{:<18} {:<34} {:<7} {:>10.3f} {:>10.3f} {:>8.2f}x  {}\n", n.value("op", ""), n.value("shape", ""),
-               n.value("backend", ""), old_ms, new_ms, ratio, verdict);
+    fmt::print("{:<18} {:<34} {:<7} {:>10.3f} {:>10.3f} {:>8.2f}x  {}\n", n.op, n.shape, n.backend, old_ms, new_ms,
+               ratio, verdict);
   }
   CUDL_CHECK(compared > 0, "--compare: '{}' and '{}' have no case in common (op, shape and device)", old_path,
              new_path);

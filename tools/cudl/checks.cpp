@@ -3,14 +3,18 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <optional>
 #include <sstream>
 
@@ -301,6 +305,88 @@ void check_writable_output(const std::string& option, const std::string& path) {
   ::unlink(probe.c_str());
 }
 
+namespace {
+
+// Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
+bool valid_utf8(const std::string& s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    int extra = 0;
+    std::uint32_t cp = 0, min = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xe0) == 0xc0) {
+      extra = 1, cp = c & 0x1f, min = 0x80;
+    } else if ((c & 0xf0) == 0xe0) {
+      extra = 2, cp = c & 0x0f, min = 0x800;
+    } else if ((c & 0xf8) == 0xf0) {
+      extra = 3, cp = c & 0x07, min = 0x10000;
+    } else {
+      return false;
+    }
+    if (i + static_cast<std::size_t>(extra) >= s.size()) return false;
+    for (int k = 1; k <= extra; ++k) {
+      const auto d = static_cast<unsigned char>(s[i + static_cast<std::size_t>(k)]);
+      if ((d & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (d & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += static_cast<std::size_t>(extra) + 1;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::vector<std::string> read_label_file(const std::string& option, const std::string& path, std::size_t classes,
+                                         const std::string& owner) {
+  check_input_file(option, path);
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  CUDL_CHECK(f != nullptr, "{} '{}' cannot be read: {}", option, path, std::strerror(errno));
+  std::vector<std::string> names;
+  std::string line;
+  bool pending = false;  // a line has begun (the file does not end right after a newline)
+  const auto finish = [&] {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    const std::size_t n = names.size() + 1;
+    CUDL_CHECK(n <= classes, "{} '{}' has more than {} lines, but {} has {} classes: give one name per class", option,
+               path, classes, owner, classes);
+    CUDL_CHECK(!line.empty(), "{} '{}': line {} is blank; give one name per class", option, path, n);
+    CUDL_CHECK(valid_utf8(line), "{} '{}': line {} is not UTF-8 text", option, path, n);
+    for (char c : line)
+      CUDL_CHECK(static_cast<unsigned char>(c) >= 0x20 && c != 0x7f, "{} '{}': line {} holds a control character",
+                 option, path, n);
+    names.push_back(std::move(line));
+    line.clear();
+    pending = false;
+  };
+  for (int c; (c = std::getc(f.get())) != EOF;) {
+    if (c == '\n') {
+      finish();
+      continue;
+    }
+    pending = true;
+    line.push_back(static_cast<char>(c));
+    CUDL_CHECK(line.size() <= kMaxLabelBytes + 1,
+               "{} '{}': line {} is longer than {} bytes; give one short name per line", option, path, names.size() + 1,
+               kMaxLabelBytes);
+  }
+  CUDL_CHECK(!std::ferror(f.get()), "{} '{}' cannot be read: {}", option, path, std::strerror(errno));
+  if (pending) finish();
+  CUDL_CHECK(names.size() == classes, "{} '{}' has {} lines, but {} has {} classes (one name per line)", option, path,
+             names.size(), owner, classes);
+  return names;
+}
+
+void check_image_output(const std::string& option, const std::string& path) {
+  if (path.empty()) return;
+  std::string ext = fs::path(path).extension().string();
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  CUDL_CHECK(ext == ".png" || ext == ".jpg" || ext == ".jpeg", "{} '{}' must end in .png, .jpg or .jpeg", option, path);
+}
+
 void check_input_file(const std::string& option, const std::string& path) {
   const std::string why = input_file_problem(path);
   CUDL_CHECK(why.empty(), "{} {}", option, why);
@@ -345,6 +431,101 @@ void apply_compute_options(Context& ctx, const ComputeOptions& options) {
                "note: --precision fp16 on this CPU is computed through fp32 (no f16 kernels for it: {}): "
                "correct fp16 results, not faster; bf16 is this CPU's fast half precision\n",
                cpu_half_support().f16);
+}
+
+}  // namespace cudl::cli
+
+namespace cudl::cli {
+
+namespace {
+
+// A path as the file system resolves it: symlinks and "." / ".." gone, no trailing separator,
+// and the identity of what it names when that exists.
+struct Resolved {
+  fs::path path;
+  bool exists = false;
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
+
+Resolved resolve(const std::string& text) {
+  Resolved r;
+  std::error_code ec;
+  fs::path p = fs::weakly_canonical(fs::absolute(text, ec), ec);
+  if (ec) p = fs::absolute(text).lexically_normal();
+  if (!p.has_filename() && p.has_parent_path() && p != p.root_path()) p = p.parent_path();
+  r.path = p;
+  struct stat st {};
+  if (::stat(text.c_str(), &st) == 0) {
+    r.exists = true;
+    r.dev = st.st_dev;
+    r.ino = st.st_ino;
+  }
+  return r;
+}
+
+bool same(const Resolved& a, const Resolved& b) {
+  return a.path == b.path || (a.exists && b.exists && a.dev == b.dev && a.ino == b.ino);
+}
+
+// Whether `inner` lies in the folder `outer`: directly (`direct_only`) or anywhere below it.
+bool lies_in(const Resolved& inner, const Resolved& outer, bool direct_only) {
+  fs::path p = inner.path;
+  while (p.has_parent_path() && p.parent_path() != p) {
+    p = p.parent_path();
+    if (same(resolve(p.string()), outer)) return true;
+    if (direct_only) return false;
+  }
+  return false;
+}
+
+const char* kind_word(PathUse::Kind k) { return k == PathUse::Kind::file ? "" : " folder"; }
+
+}  // namespace
+
+void check_outputs_spare_inputs(const std::vector<PathUse>& inputs, const std::vector<PathUse>& outputs,
+                                const std::vector<std::pair<std::string, std::string>>& allowed) {
+  const auto is_allowed = [&](const std::string& a, const std::string& b) {
+    for (const auto& [x, y] : allowed)
+      if ((x == a && y == b) || (x == b && y == a)) return true;
+    return false;
+  };
+  std::vector<std::pair<const PathUse*, Resolved>> ins, outs;
+  for (const PathUse& u : inputs)
+    if (!u.path.empty()) ins.emplace_back(&u, resolve(u.path));
+  for (const PathUse& u : outputs)
+    if (!u.path.empty()) outs.emplace_back(&u, resolve(u.path));
+  using Kind = PathUse::Kind;
+  std::map<fs::path, std::size_t> by_path;
+  std::map<std::pair<dev_t, ino_t>, std::size_t> by_id;
+  for (std::size_t i = 0; i < outs.size(); ++i) {
+    const PathUse* out = outs[i].first;  // not a structured binding: the lambda below captures it
+    const Resolved& ro = outs[i].second;
+    for (const auto& [in, ri] : ins) {
+      if (is_allowed(out->option, in->option)) continue;
+      CUDL_CHECK(!same(ro, ri), "{} '{}' is the input {}{} '{}': it would be overwritten; give another path",
+                 out->option, out->path, in->option, kind_word(in->kind), in->path);
+      if (in->kind != Kind::file) {
+        const bool direct = in->kind == Kind::folder;
+        // A file in a folder of frames replaces a frame; anything under a dataset's tree changes the data.
+        CUDL_CHECK(!(out->kind == Kind::file || !direct) || !lies_in(ro, ri, direct),
+                   "{} '{}' lies in the input {} folder '{}': it could overwrite or add to the input; write it "
+                   "elsewhere",
+                   out->option, out->path, in->option, in->path);
+      }
+    }
+    // Outputs against each other through two indexes (by path, by identity): style may write
+    // thousands of intermediate images, and pairs would be quadratic.
+    const auto clash = [&](std::size_t j) {
+      const PathUse* other = outs[j].first;
+      CUDL_CHECK(is_allowed(out->option, other->option),
+                 "{} '{}' and {} '{}' are the same path: one would overwrite the other", other->option, other->path,
+                 out->option, out->path);
+    };
+    if (const auto [it, fresh] = by_path.emplace(ro.path, i); !fresh) clash(it->second);
+    if (ro.exists)
+      if (const auto [it, fresh] = by_id.emplace(std::make_pair(ro.dev, ro.ino), i); !fresh) clash(it->second);
+  }
 }
 
 }  // namespace cudl::cli

@@ -54,11 +54,46 @@ std::vector<std::int64_t> parse_whole_number_list(const std::string& option, con
 std::vector<double> parse_number_list(const std::string& option, const std::string& csv, Bounds b);
 std::uint64_t parse_seed(const std::string& what, const std::string& text);
 
+// The class names of a --labels file: exactly `classes` lines (a last newline optional; CRLF read as
+// LF), each a name of 1 to kMaxLabelBytes bytes of UTF-8 without control characters. Read line by
+// line, stopping at the first line too long or too many, so a huge file costs no more than that.
+// Errors name `option`, the file and the line.
+constexpr std::size_t kMaxLabelBytes = 1024;
+// `owner` says whose classes they are in messages ("the data", "the model").
+std::vector<std::string> read_label_file(const std::string& option, const std::string& path, std::size_t classes,
+                                         const std::string& owner);
+
 // Throws a cudl::Error naming `option` when `path` cannot be written: its folder is missing or
 // not writable (a temporary file is created there and removed), or the path is a folder. An empty
 // path (the option not given) passes. Called before any work, so a long run cannot fail at its end.
 void check_writable_output(const std::string& option, const std::string& path);
+// Throws naming `option` when a non-empty `path` does not end in .png, .jpg or .jpeg (what
+// write_image can encode), before any work rather than when the first image is written.
+void check_image_output(const std::string& option, const std::string& path);
 // Throws naming `option` when `path` is not an existing regular file we can open.
 void check_input_file(const std::string& option, const std::string& path);
+
+}  // namespace cudl::cli
+
+namespace cudl::cli {
+
+// A path a command reads or writes, for check_outputs_spare_inputs. `folder`: a folder whose
+// direct entries are used (style's --content-dir, bench --pipeline); `tree`: a folder whose whole
+// tree is used (a dataset, predict's image folder). An empty path (option not given) is skipped.
+struct PathUse {
+  enum class Kind { file, folder, tree };
+  std::string option;
+  std::string path;
+  Kind kind = Kind::file;
+};
+
+// Refuses, before any work, a command whose outputs would overwrite one of its inputs or each
+// other: every output is compared with every input and every other output by resolved path
+// (symlinks, "D/./", relative spellings) and by file identity (st_dev, st_ino: hard links, bind
+// mounts). An output file may not be an input file, nor lie in an input folder (directly) or
+// anywhere under an input tree; an output folder may not be an input folder or lie in an input
+// tree. Pairs in `allowed` ({"--save", "--resume"}: the run continues in place) may coincide.
+void check_outputs_spare_inputs(const std::vector<PathUse>& inputs, const std::vector<PathUse>& outputs,
+                                const std::vector<std::pair<std::string, std::string>>& allowed = {});
 
 }  // namespace cudl::cli

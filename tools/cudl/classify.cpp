@@ -56,12 +56,7 @@ void run_classify(const ClassifyArgs& a) {
   // --labels, else ImageNet's bundled names for a 1000-class model (models/imagenet_classes.hpp).
   std::vector<std::string> labels = default_class_names(spec.num_classes);
   if (!a.labels.empty()) {
-    labels.clear();
-    std::ifstream f(a.labels);
-    CUDL_CHECK(f.good(), "classify: cannot read labels file {}", a.labels);
-    for (std::string line; std::getline(f, line);) labels.push_back(line);
-    CUDL_CHECK(static_cast<int>(labels.size()) >= spec.num_classes, "classify: {} has {} labels, {} needs {}", a.labels,
-               labels.size(), model_name, spec.num_classes);
+    labels = read_label_file("--labels", a.labels, static_cast<std::size_t>(spec.num_classes), model_name);
   }
   ImageReadOptions read_options;
   read_options.shorter_side = 256;  // a large JPEG decodes at a reduced scale that keeps this

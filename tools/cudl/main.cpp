@@ -44,6 +44,9 @@ bool is_subcommand(const CLI::App& app, const std::string& name) {
 
 int main(int argc, char** argv) {
   cudl::cli::reexec_with_passive_openmp(argv);  // OpenMP threads sleep when they wait (tools/cudl/threads.hpp)
+  // One line at a time even into a file or a pipe: a run stopped by SIGINT or SIGTERM keeps every
+  // line it printed (block buffering lost the whole epoch log).
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   CLI::App app{"cudl: a lean CUDA deep-learning engine (VGG training, neural style transfer, kernel benchmarks)"};
   app.set_version_flag("--version", std::string("cudl ") + CUDL_VERSION);
   app.require_subcommand(1);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cudl/engine/io/files.hpp"
+#include "cudl/engine/io/json.hpp"
 #include "cudl/models/curves.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
@@ -30,14 +31,13 @@ void add_plot_command(CLI::App& app) {
   cmd->callback([a] {
     std::string output = a->output;
     if (output.empty()) output = std::filesystem::path(a->metrics).replace_extension(".png").string();
+    check_outputs_spare_inputs({{"metrics", a->metrics}}, {{"--output", output}});
     check_writable_output("--output", output);
-    nlohmann::json metrics;
-    try {
-      const std::vector<std::uint8_t> bytes = io::read_file(a->metrics, "plot");
-      metrics = nlohmann::json::parse(bytes.begin(), bytes.end());
-    } catch (const nlohmann::json::exception& e) {
-      CUDL_THROW("plot: '{}' is not JSON ({})", a->metrics, e.what());
-    }
+    check_image_output("--output", output);
+    const std::vector<std::uint8_t> bytes = io::read_file(a->metrics, "plot");
+    const nlohmann::json metrics =
+        io::parse_json(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+                       fmt::format("plot: '{}'", a->metrics));
     if (is_bench_document(metrics))
       write_image(output, draw_bench_chart(metrics, a->metrics));  // `cudl bench --json` output
     else

@@ -60,7 +60,14 @@ std::vector<std::string> image_paths(const std::string& target) {
       if (it->is_directory(ec)) it.disable_recursion_pending();
       continue;
     }
-    if (it->is_regular_file(ec) && is_image_name(it->path())) paths.push_back(it->path().string());
+    if (!is_image_name(it->path())) continue;
+    // A name of an image that is no readable file (a dangling or looping link, a FIFO, a device) is
+    // an error, as an unreadable image is, not skipped without a word.
+    CUDL_CHECK(it->is_regular_file(ec) || it->is_directory(ec),
+               "predict: '{}' is named as an image but is not a regular file (a dangling or looping link, a FIFO "
+               "or a device): remove or fix it",
+               it->path().string());
+    if (it->is_regular_file(ec)) paths.push_back(it->path().string());
   }
   CUDL_CHECK(!ec, "predict: cannot list '{}': {}", target, ec.message());
   CUDL_CHECK(!paths.empty(), "predict: no .png/.jpg/.jpeg images under '{}'", target);
@@ -68,17 +75,14 @@ std::vector<std::string> image_paths(const std::string& target) {
   return paths;
 }
 
-std::vector<std::string> read_labels(const std::string& path, int needed) {
-  std::ifstream f(path);
-  CUDL_CHECK(f.good(), "predict: cannot read labels file '{}'", path);
-  std::vector<std::string> labels;
-  for (std::string line; std::getline(f, line);) labels.push_back(line);
-  CUDL_CHECK(static_cast<int>(labels.size()) >= needed, "predict: '{}' has {} labels, the model has {} classes", path,
-             labels.size(), needed);
-  return labels;
-}
-
 void run_predict(const PredictArgs& a) {
+  std::error_code ec;
+  check_outputs_spare_inputs(
+      {{"--model", a.model.ends_with(".json") ? a.model : std::string()},
+       {"--weights", a.weights},
+       {"--image", a.image, fs::is_directory(a.image, ec) ? PathUse::Kind::tree : PathUse::Kind::file},
+       {"--labels", a.labels}},
+      {{"--json", a.json}});
   check_writable_output("--json", a.json);
   const std::string model_name = resolve_model("predict", a.model, a.weights, read_saved_run(a.weights));
   const ModelSpec spec = model_spec(model_name);
@@ -112,11 +116,17 @@ void run_predict(const PredictArgs& a) {
              pre.crop_width, model_name, spec.input);
   // Another square size (a checkpoint trained with --image-size, or --image-size here) only when
   // the model's layers take it; folder_image_size says why not otherwise.
-  if (!model_size) (void)folder_image_size(model_name, pre.crop_height);
+  if (!model_size) {
+    CUDL_CHECK(spec.input[0] == 3 && spec.input[1] == spec.input[2],
+               "predict: {} takes {} inputs only; another image size ({}x{}, from --image-size or the checkpoint) "
+               "needs a model of square RGB inputs",
+               model_name, spec.input, pre.crop_height, pre.crop_width);
+    (void)folder_image_size(model_name, pre.crop_height);
+  }
 
   std::vector<std::string> labels;
   if (!a.labels.empty()) {
-    labels = read_labels(a.labels, classes);
+    labels = read_label_file("--labels", a.labels, static_cast<std::size_t>(classes), "the model");
   } else if (auto it = meta.find(std::string("extra.") + kClassesKey); it != meta.end()) {
     labels = classes_from_json(it->second, a.weights);
     if (static_cast<int>(labels.size()) != classes) labels.clear();  // a replaced head: indices only
@@ -183,8 +193,10 @@ void run_predict(const PredictArgs& a) {
     results.push_back({{"image", path}, {"top", top}});
   }
   if (!a.json.empty())
-    write_file_atomically(
-        a.json, nlohmann::json{{"model", model_name}, {"weights", a.weights}, {"predictions", results}}.dump(2) + "\n");
+    write_file_atomically(a.json,
+                          nlohmann::json{{"model", model_name}, {"weights", a.weights}, {"predictions", results}}.dump(
+                              2, ' ', false, nlohmann::json::error_handler_t::replace) +
+                              "\n");
   CUDL_CHECK(unreadable == 0, "predict: {} of {} images could not be read (each named above){}", unreadable,
              paths.size(), a.json.empty() ? "" : fmt::format("; the others' predictions are in '{}'", a.json));
 }

@@ -34,13 +34,20 @@ struct StyleArgs {
   StyleOptions o;
 };
 
-std::vector<std::string> split(const std::string& csv) {
+// The items of a comma-separated list of paths; an empty item ("a.png,", ",") is an error naming
+// the option, not a path silently dropped.
+std::vector<std::string> split(const std::string& option, const std::string& csv) {
   std::vector<std::string> out;
-  std::stringstream ss(csv);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
+  if (csv.empty()) return out;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t comma = csv.find(',', start);
+    std::string item = csv.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    CUDL_CHECK(!item.empty(), "style: {} '{}' has an empty item; expected comma-separated image paths", option, csv);
+    out.push_back(std::move(item));
+    if (comma == std::string::npos) return out;
+    start = comma + 1;
+  }
 }
 
 const char* kWeightsHelp =
@@ -116,6 +123,37 @@ void check_finite(const StyleResult& r, const std::string& what) {
              last.total, last.content, last.style, last.tv, what);
 }
 
+// Everything style reads, and everything it writes (each frame's output by name), so that no
+// output can overwrite an input or another output.
+std::vector<PathUse> style_inputs(const StyleArgs& a, const StyleOptions& o, const std::vector<std::string>& styles,
+                                  const std::vector<std::string>& masks) {
+  std::vector<PathUse> in = {{"--content", a.content},
+                             {"--content-dir", a.content_dir, PathUse::Kind::folder},
+                             {"--weights", a.weights.starts_with("random:") ? std::string() : a.weights},
+                             {"--content-mask", a.content_mask},
+                             {"--init", o.init == "content" || o.init == "random" ? std::string() : o.init}};
+  for (const auto& p : styles) in.push_back({"--style", p});
+  for (const auto& p : masks) in.push_back({"--style-masks", p});
+  return in;
+}
+
+std::vector<PathUse> style_outputs(const StyleArgs& a, const StyleOptions& o,
+                                   const std::vector<std::filesystem::path>& frames) {
+  std::vector<PathUse> out = {
+      {"--output", a.output}, {"--output-dir", a.output_dir, PathUse::Kind::folder}, {"--log", a.log}};
+  for (const auto& f : frames)
+    out.push_back({"--output-dir", (std::filesystem::path(a.output_dir) / f.filename()).string()});
+  // --save-every's images beside --output (named as cb.on_image names them below).
+  if (!a.output.empty() && o.save_every > 0) {
+    const auto sizes = o.scales.empty() ? std::vector<int>{o.size} : o.scales;
+    for (int size : sizes)
+      for (std::int64_t k = o.save_every; k < o.iters; k += o.save_every)
+        out.push_back({"--save-every", with_suffix(a.output, sizes.size() > 1 ? fmt::format("_{}_{}", size, k)
+                                                                              : fmt::format("_{}", k))});
+  }
+  return out;
+}
+
 void run_style(StyleArgs a) {
   CUDL_CHECK(!a.weights.empty(), "{}", kWeightsHelp);
   StyleOptions o = a.o;
@@ -148,17 +186,18 @@ void run_style(StyleArgs a) {
     CUDL_CHECK(!a.content.empty() && !a.output.empty(),
                "style: --content and --output are required (or --content-dir and --output-dir for frames)");
   }
-  const std::vector<std::string> style_paths = split(a.style);
+  const std::vector<std::string> style_paths = split("--style", a.style);
   CUDL_CHECK(!style_paths.empty(), "style: --style needs at least one image");
   CUDL_CHECK(o.style_blend_weights.empty() || o.style_blend_weights.size() == style_paths.size(),
              "style: {} --style-blend-weights for {} style images", o.style_blend_weights.size(), style_paths.size());
-  const std::vector<std::string> mask_paths = split(a.style_masks);
+  const std::vector<std::string> mask_paths = split("--style-masks", a.style_masks);
   CUDL_CHECK(mask_paths.empty() || mask_paths.size() == style_paths.size(),
              "style: {} --style-masks for {} style images: give one grey mask per style image", mask_paths.size(),
              style_paths.size());
   std::vector<std::filesystem::path> frames;
+  if (frames_mode) frames = list_frames(a.content_dir);
+  check_outputs_spare_inputs(style_inputs(a, o, style_paths, mask_paths), style_outputs(a, o, frames));
   if (frames_mode) {
-    frames = list_frames(a.content_dir);
     std::error_code ec;
     CUDL_CHECK(std::filesystem::is_directory(a.output_dir, ec), "style: --output-dir '{}' is not a folder",
                a.output_dir);
@@ -178,6 +217,9 @@ void run_style(StyleArgs a) {
   content_read.longest_side = largest;
   style_read.longest_side = style_image_size(largest, o);
   const Image content = read_image(frames_mode ? frames[0].string() : a.content, content_read);
+  // Every frame decodes before the first is stylised: a corrupt one found later would leave the
+  // output folder half written.
+  for (std::size_t i = 1; i < frames.size(); ++i) (void)read_image(frames[i].string(), content_read);
   std::vector<Image> styles;
   for (const auto& p : style_paths) styles.push_back(read_image(p, style_read));
   if (o.init != "content" && o.init != "random") (void)read_image(o.init);

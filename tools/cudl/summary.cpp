@@ -38,6 +38,8 @@ void add_summary_command(CLI::App& app) {
                   "Also write the model as a JSON model file here (every layer and field spelled out)");
   add_precision_option(cmd, compute->precision);
   cmd->callback([name, export_path, compute] {
+    check_outputs_spare_inputs({{"--model", name->ends_with(".json") ? *name : std::string()}},
+                               {{"--export", *export_path}});
     check_writable_output("--export", *export_path);
     ModelSpec spec;
     Sequential model;

@@ -202,6 +202,14 @@ void print_summary(const TrainResult& r, const RunControlArgs& c, std::int64_t p
   if (!r.epochs.empty()) fmt::print("test accuracy: {:.2f}%\n", 100.0 * r.epochs.back().test_accuracy);
 }
 
+// What train and eval read: the dataset's tree, and the files they load.
+std::vector<PathUse> train_inputs(const TrainArgs& a) {
+  return {{"--data", a.data, PathUse::Kind::tree},
+          {"--model", a.model.ends_with(".json") ? a.model : std::string()},
+          {"--resume", a.resume},
+          {"--init-from", a.extras.init_from}};
+}
+
 void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
   std::string saved_dataset, recorded_model;
   double test_split = c.test_split;
@@ -220,10 +228,18 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
   if (!dist.writer()) a.save = a.metrics_json = {};
   const std::string save_best = dist.writer() ? c.save_best : std::string();
   const std::string plot = dist.writer() ? c.plot : std::string();
+  check_outputs_spare_inputs(train_inputs(a),
+                             {{"--save", a.save},
+                              {"--save-best", save_best},
+                              {"--metrics-json", a.metrics_json},
+                              {"--plot", plot},
+                              {"--samples", a.extras.samples}},
+                             {{"--save", "--resume"}});  // resuming in place continues the run
   check_writable_output("--save", a.save);
   check_writable_output("--metrics-json", a.metrics_json);
   check_writable_output("--save-best", save_best);
   check_writable_output("--plot", plot);
+  check_image_output("--plot", plot);
   PlateauSetting plateau;
   if (!c.reduce_lr.empty()) (void)parse_plateau(c.reduce_lr, plateau);  // validated while parsing
   check_train_extras(a.extras, a.model, a.weight_decay, !a.resume.empty());
@@ -231,8 +247,15 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
     // The resume file's metadata is checked before the data is read (its tensors when fit loads them).
     check_input_file("--resume", a.resume);
     const CheckpointInfo info = read_checkpoint_info(a.resume);
-    CUDL_CHECK(info.model == a.model || is_model_file(info.model),
-               "--resume: '{}' holds a {} checkpoint, but --model is {}", a.resume, info.model, a.model);
+    CUDL_CHECK(same_model_name(info, a.model), "--resume: '{}' holds a {} checkpoint, but --model is {}", a.resume,
+               info.model, a.model);
+    CUDL_CHECK(
+        info.epoch < a.epochs,
+        "--resume: '{}' is at epoch {} already; --epochs {} asks for no more: give --epochs above {} to train on",
+        a.resume, info.epoch, a.epochs, info.epoch);
+    if (dist.writer())
+      fmt::print("resuming '{}' at epoch {} (step {}): training epochs {} to {}\n", a.resume, info.epoch, info.step,
+                 info.epoch + 1, a.epochs);
     // Dropout's mask streams derive from the build seed: resume with the run's own.
     if (!a.seed_given) a.seed = info.seed;
   }
@@ -338,19 +361,6 @@ struct EvalArgs {
   bool strict = false;
 };
 
-std::vector<std::string> read_labels(const std::string& path, std::size_t needed) {
-  std::ifstream f(path);
-  CUDL_CHECK(f.good(), "--labels: cannot read '{}'", path);
-  std::vector<std::string> names;
-  for (std::string line; std::getline(f, line);) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    names.push_back(line);
-  }
-  CUDL_CHECK(names.size() >= needed, "--labels: '{}' has {} lines, but the data has {} classes (one name per line)",
-             path, names.size(), needed);
-  return names;
-}
-
 // The aligned report: totals, per-class accuracy and (up to 20 classes) the confusion matrix.
 void print_report(const EvalReport& r, const std::vector<std::string>& names, const std::string& header) {
   fmt::print("{} ({} images): loss {:.4f} top-1 {:.2f}% top-{} {:.2f}%\n", header, r.samples, r.loss, 100.0 * r.top1,
@@ -411,6 +421,10 @@ nlohmann::json report_json(const EvalReport& r, const std::vector<std::string>& 
 }
 
 void run_eval(const TrainArgs& a, const EvalArgs& e) {
+  std::vector<PathUse> inputs = train_inputs(a);
+  inputs.push_back({"--weights", e.weights});
+  inputs.push_back({"--labels", e.labels});
+  check_outputs_spare_inputs(inputs, {{"--json", e.json}});
   check_writable_output("--json", e.json);
   // The model, dataset kind, class names, input size and head from the checkpoint, unless given.
   const SavedRun saved = read_saved_run(e.weights);
@@ -437,7 +451,8 @@ void run_eval(const TrainArgs& a, const EvalArgs& e) {
   const int classes = outputs > 0 ? outputs : spec.num_classes;
   std::vector<std::string> names;
   if (!e.labels.empty())
-    names = read_labels(e.labels, static_cast<std::size_t>(std::max(data.test.num_classes, 0)));
+    names = read_label_file("--labels", e.labels, static_cast<std::size_t>(std::max(data.test.num_classes, 0)),
+                            "the data");
   else if (static_cast<int>(saved.classes.size()) == classes)
     names = saved.classes;
   else
@@ -454,7 +469,10 @@ void run_eval(const TrainArgs& a, const EvalArgs& e) {
   for (auto c = static_cast<int>(names.size()); c < r.classes; ++c) names.push_back(std::to_string(c));
   print_report(r, names, fmt::format("{} on {} test split", model_name, kind));
   if (!e.json.empty()) {
-    write_file_atomically(e.json, report_json(r, names, model_name, kind, e.weights).dump(2) + "\n");
+    write_file_atomically(
+        e.json,
+        report_json(r, names, model_name, kind, e.weights).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) +
+            "\n");
     fmt::print("\nwrote {}\n", e.json);
   }
 }
