@@ -190,7 +190,7 @@ TEST_F(Cli, UsageErrorsAreOneLineAndExitCodeOne) {
   expect_refused("style --size", {"--size", "(see cudl style --help)"});
   expect_refused("summary --model mlp --extra", {"--extra"});
   expect_refused("train --data . --deterministic maybe", {"--deterministic"});
-  expect_refused("train --data . --precision bf16", {"--precision", "bf16"});
+  expect_refused("train --data . --precision bf17", {"--precision", "bf17", "fp32", "tf32", "bf16", "fp16"});
   expect_refused("style --content x --style y --conv-algo fastest", {"--conv-algo", "fastest"});
   // --help and --version are not errors.
   const CliResult help = run("train --help");
@@ -205,7 +205,7 @@ TEST_F(Cli, CudaOnlyComputeOptionsAreNotedOnTheCpuAndRecordedInBenchJson) {
                       "--json '{}'",
                       file("bench.json")));
   ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_TRUE(contains(r.err, "note: --precision tf32 --conv-algo measured change nothing on the CPU")) << r.err;
+  EXPECT_TRUE(contains(r.err, "note: --precision tf32 and --conv-algo measured change nothing on the CPU")) << r.err;
   const std::string json = slurp(file("bench.json"));
   EXPECT_TRUE(contains(json, "\"precision\": \"tf32\"")) << json;
   EXPECT_TRUE(contains(json, "\"conv_algo\": \"measured\"")) << json;

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "cudl/engine/io/safetensors.hpp"
 #include "cudl/engine/io/datasets.hpp"
 #include "cudl/engine/io/image.hpp"
 #include "cudl/engine/io/json.hpp"
@@ -203,7 +204,9 @@ TEST(Reliability2Crashes, AModelFileNested75000DeepIsOneLineNotASegfault) {
   TempDir dir;
   const std::string path = dir.file("deep.json");
   write_string(path, deeply_nested_model(75000));
-  write_string(dir.file("w.st"), "x");
+  // A valid (empty) weights file: predict and eval read a checkpoint's metadata before the model
+  // file, and the model file's depth is what is under test.
+  write_safetensors(dir.file("w.st"), {});
   fs::create_directories(dir.file("data"));
   for (const std::string cmd : {"summary --model", "predict --weights w.st --image w.st --model",
                                 "train --data data --model", "eval --data data --weights w.st --model"}) {
