@@ -190,7 +190,7 @@ def cudl_style_ms(args, env, size, optimizer, tmp):
                "--content", os.path.join(data, "chelsea.png"),
                "--style", os.path.join(data, "brick.png"), "--output", os.path.join(tmp, "style.png"),
                "--weights", "random:1", "--size", str(size), "--iters", str(iters), "--optimizer", optimizer,
-               "--print-every", "0"]
+               "--print-every", "0"] + (["--threads", str(args.threads)] if args.device == "cpu" else [])
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
         m = re.search(r"\((\d+)x(\d+)\); ([0-9.]+) ms/iteration", out)
         if not m:
@@ -311,6 +311,8 @@ def main():
                 cmd += ["--batch-sizes", args.batch_sizes]
             if args.device == "cuda":
                 cmd += ["--conv-algo", args.conv_algo, "--deterministic", args.deterministic]
+            else:
+                cmd += ["--threads", str(args.threads)]  # not --threads auto's guess from the load average
             subprocess.run(cmd + ["--precision", args.precision], check=True, stdout=subprocess.DEVNULL, env=env)
             with open(out) as f:
                 ours = json.load(f)["results"]
