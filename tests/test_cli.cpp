@@ -31,6 +31,7 @@
 #include "tests/test_util.hpp"
 
 using namespace cudl;
+using cudl::testing::slurp;
 using cudl::testing::contains;
 using cudl::testing::rewrite_safetensors;
 using cudl::testing::TempDir;
@@ -50,11 +51,6 @@ struct CliResult {
     return lines;
   }
 };
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 class Cli : public ::testing::Test {
  protected:

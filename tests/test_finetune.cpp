@@ -16,6 +16,7 @@
 #include "tests/test_util.hpp"
 
 using namespace cudl;
+using cudl::testing::slurp;
 using cudl::testing::contains;
 using cudl::testing::expect_error;
 using cudl::testing::TempDir;
@@ -246,10 +247,6 @@ TEST(Finetune, FineTuningFromACheckpointBeatsTrainingFromScratchInTheSameSteps) 
 }
 
 namespace {
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 }  // namespace
 
 TEST(FinetuneCli, InitFromNumClassesAndFreezeFromTheCommandLine) {

@@ -15,6 +15,7 @@
 #include "tests/test_util.hpp"
 
 using namespace cudl;
+using cudl::testing::slurp;
 using cudl::testing::contains;
 using cudl::testing::TempDir;
 
@@ -25,11 +26,6 @@ std::vector<float> values_of(Sequential& m, const std::string& name, Context& ct
     if (p.name == name) return p.parameter->value.to_vector(ctx);
   ADD_FAILURE() << "no parameter " << name;
   return {};
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "tests/test_util.hpp"
 
 using namespace cudl;
+using cudl::testing::slurp;
 using cudl::testing::contains;
 using cudl::testing::expect_error;
 using cudl::testing::TempDir;
@@ -32,11 +33,6 @@ std::vector<std::pair<std::string, Shape>> parameter_shapes(Sequential& m) {
   for (const auto& p : m.parameters()) out.emplace_back(p.name, p.parameter->shape);
   for (const auto& p : m.buffers()) out.emplace_back(p.name, p.parameter->shape);
   return out;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 }  // namespace

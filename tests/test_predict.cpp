@@ -17,16 +17,12 @@
 #include "tests/test_util.hpp"
 
 using namespace cudl;
+using cudl::testing::slurp;
 using cudl::testing::contains;
 using cudl::testing::expect_error;
 using cudl::testing::TempDir;
 
 namespace {
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 // write_image into a folder made first.
 void write_png(const std::string& path, const Image& image) {

@@ -18,6 +18,7 @@
 #include "tests/test_util.hpp"
 
 using namespace cudl;
+using cudl::testing::slurp;
 using cudl::testing::contains;
 using cudl::testing::expect_error;
 using cudl::testing::TempDir;
@@ -61,11 +62,6 @@ ReconstructionOptions options(LossKind loss, std::int64_t epochs) {
   o.fit.schedule = Schedule::none;
   o.fit.seed = 1;
   return o;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 }  // namespace

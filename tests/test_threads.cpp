@@ -19,15 +19,11 @@
 #include "tests/test_util.hpp"
 
 using namespace cudl;
+using cudl::testing::slurp;
 using cudl::testing::contains;
 using cudl::testing::TempDir;
 
 namespace {
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 int run(TempDir& dir, const std::string& env_and_args) {
   const std::string cmd = fmt::format("{} > '{}' 2> '{}'", env_and_args, dir.file("out"), dir.file("err"));
