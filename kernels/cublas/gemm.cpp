@@ -23,23 +23,6 @@ namespace cudl {
 
 using cuda_detail::to_int;
 
-namespace {
-// The cuBLAS data type of a float dtype (shared with kernels/cublas/gram.cpp's twin).
-cudaDataType_t cublas_type(DType t) {
-  switch (t) {
-    case DType::f32:
-      return CUDA_R_32F;
-    case DType::bf16:
-      return CUDA_R_16BF;
-    case DType::f16:
-      return CUDA_R_16F;
-    case DType::i32:
-      break;
-  }
-  CUDL_THROW("cuBLAS: {} is not a float dtype", dtype_name(t));
-}
-}  // namespace
-
 void CudaBackend::do_gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b,
                           float beta, Tensor& c) {
   const std::int64_t m = c.dim(0), n = c.dim(1);
@@ -64,8 +47,8 @@ void CudaBackend::do_gemm(Context& ctx, bool trans_a, bool trans_b, float alpha,
     CUDL_CUBLAS_CHECK(cublasGemmEx(cuda_resources(ctx).cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                                    trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, to_int("gemm", "n", n, c.shape()),
                                    to_int("gemm", "m", m, c.shape()), to_int("gemm", "k", k, a.shape()), &alpha,
-                                   b.raw(), cublas_type(b.dtype()), ldb, a.raw(), cublas_type(a.dtype()), lda, &beta,
-                                   c.raw(), cublas_type(c.dtype()), ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                                   b.raw(), cuda_detail::cublas_type(b.dtype()), ldb, a.raw(), cuda_detail::cublas_type(a.dtype()), lda, &beta,
+                                   c.raw(), cuda_detail::cublas_type(c.dtype()), ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                       "gemm a={} b={} c={} ({} x {} -> {}) trans_a={} trans_b={}", a.shape(), b.shape(), c.shape(),
                       dtype_name(a.dtype()), dtype_name(b.dtype()), dtype_name(c.dtype()), trans_a, trans_b);
     return;

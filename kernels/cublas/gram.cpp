@@ -27,20 +27,6 @@ struct GramDims {
   float inv_chw = 0.0f;
 };
 
-cudaDataType_t cublas_type(DType t) {
-  switch (t) {
-    case DType::f32:
-      return CUDA_R_32F;
-    case DType::bf16:
-      return CUDA_R_16BF;
-    case DType::f16:
-      return CUDA_R_16F;
-    case DType::i32:
-      break;
-  }
-  CUDL_THROW("cuBLAS: {} is not a float dtype", dtype_name(t));
-}
-
 GramDims gram_dims(std::string_view op, const Tensor& x) {
   GramDims d;
   d.n = to_int(op, "N", x.dim(0), x.shape());
@@ -67,7 +53,7 @@ void CudaBackend::do_gram_forward(Context& ctx, const Tensor& x, Tensor& g) {
   const long long stride_g = static_cast<long long>(d.c) * d.c;
   const int ld = std::max(1, d.hw);
   if (x.dtype() != DType::f32) {
-    const cudaDataType_t xt = cublas_type(x.dtype());
+    const cudaDataType_t xt = cuda_detail::cublas_type(x.dtype());
     CUDL_CUBLAS_CHECK(
         cublasGemmStridedBatchedEx(cuda_resources(ctx).cublas, CUBLAS_OP_T, CUBLAS_OP_N, d.c, d.c, d.hw, &d.inv_chw,
                                    x.raw(), xt, ld, stride_f, x.raw(), xt, ld, stride_f, &beta, g.raw(), CUDA_R_32F,
@@ -92,7 +78,7 @@ void CudaBackend::do_gram_backward(Context& ctx, const Tensor& x, const Tensor& 
   const long long stride_g = static_cast<long long>(d.c) * d.c;
   if (x.dtype() != DType::f32) {
     // S_n = dG_n + dG_nᵀ in x's dtype; dXc = inv * Fc * S_n (S symmetric: no transpose to mind).
-    const cudaDataType_t xt = cublas_type(x.dtype());
+    const cudaDataType_t xt = cuda_detail::cublas_type(x.dtype());
     Workspace s(ctx, static_cast<std::size_t>(dg.numel()) * dtype_size(x.dtype()));
     cuda_detail::launch_gram_symmetrize(dg.data<float>(), s.data(), cuda_detail::float_type(x.dtype()), d.n, d.c,
                                         cuda_detail::stream_of(ctx));

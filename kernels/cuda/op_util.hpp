@@ -3,6 +3,8 @@
 // kernels/cublas): the context's stream, and the one check that belongs to the CUDA backend alone,
 // that a size fits the 32-bit int a kernel's geometry or a cuBLAS/cuDNN call takes. Argument
 // validation (placement, dtype, shapes, parameters) is the Backend front's (engine/backend.cpp).
+#include <library_types.h>
+
 #include <climits>
 #include <cstdint>
 #include <string>
@@ -32,6 +34,17 @@ inline FloatType float_type(DType t) {
       break;
   }
   CUDL_THROW("CUDA kernels: {} is not a float dtype", dtype_name(t));
+}
+
+// A float tensor's dtype as cuBLAS's data type (gemm and gram, kernels/cublas).
+inline cudaDataType_t cublas_type(DType t) {
+  switch (t) {
+    case DType::f32: return CUDA_R_32F;
+    case DType::bf16: return CUDA_R_16BF;
+    case DType::f16: return CUDA_R_16F;
+    case DType::i32: break;
+  }
+  CUDL_THROW("cuBLAS: {} is not a float dtype", dtype_name(t));
 }
 
 // `v` as an int, or a cudl::Error naming the op, the quantity and the shape it came from.
