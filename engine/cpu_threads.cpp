@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "cudl/engine/error.hpp"
 
@@ -79,6 +80,14 @@ double OtherLoadMeter::busy_cores() const {
 int threads_for_load(int cpus, double busy_cores, int max_threads) {
   const auto idle = static_cast<int>(std::lround(static_cast<double>(cpus) - busy_cores));
   return std::clamp(idle, 1, std::max(1, max_threads));
+}
+
+int threads_for_current_load(int max_threads, std::chrono::milliseconds window) {
+  const int cpus = available_cpus();
+  if (cpus == 1 || max_threads <= 1) return std::clamp(max_threads, 1, cpus);
+  const OtherLoadMeter others;
+  std::this_thread::sleep_for(window);
+  return threads_for_load(cpus, others.busy_cores(), max_threads);
 }
 
 CpuThreadGovernor::CpuThreadGovernor(int max_threads, std::chrono::milliseconds interval)

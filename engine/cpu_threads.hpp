@@ -63,4 +63,10 @@ class CpuThreadGovernor {
 // The team size for a given load: clamp(round(cpus - busy_cores), 1, max_threads).
 int threads_for_load(int cpus, double busy_cores, int max_threads);
 
+// The team size for the machine as it is now: other processes' busy cores, measured while this
+// thread sleeps for `window` (so our own work does not count, unlike the load average, which
+// remembers this process's previous runs for minutes), given to threads_for_load. Returns at once
+// with max_threads capped by the machine when there is one CPU or one thread to give.
+int threads_for_current_load(int max_threads, std::chrono::milliseconds window = std::chrono::milliseconds(100));
+
 }  // namespace cudl

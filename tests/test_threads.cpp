@@ -94,6 +94,19 @@ TEST(Threads, OtherLoadMeterSeesAnotherProcessSpinning) {
   EXPECT_GT(child, 0.05) << "the spinner never ran";
 }
 
+TEST(Threads, CurrentLoadLeavesTheCoresOthersUse) {
+  const int cpus = available_cpus();
+  if (cpus < 2) GTEST_SKIP() << "one CPU: there is no team size to choose";
+  // As many spinning processes as cores: whatever else runs, at most one thread is left idle.
+  Spinners spin(cpus);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const int busy_team = threads_for_current_load(cpus, std::chrono::milliseconds(300));
+  (void)spin.stop();
+  std::printf("team beside %d spinners on %d CPUs: %d\n", cpus, cpus, busy_team);
+  EXPECT_LE(busy_team, 1);
+  EXPECT_EQ(threads_for_current_load(1), 1);  // one thread asked: no measuring
+}
+
 TEST(ThreadsCli, ThreadsOnEveryCommandAndPassiveWaitingByDefault) {
   TempDir dir;
   const std::string cli = fmt::format("'{}'", cudl::testing::cli_path());

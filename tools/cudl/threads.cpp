@@ -23,11 +23,6 @@ ThreadSetting& setting() {
   return s;
 }
 
-double load_average_1min() {
-  double load[1] = {0};
-  return getloadavg(load, 1) == 1 ? load[0] : 0.0;
-}
-
 void apply_threads() {
   ThreadSetting& s = setting();
   const int cpus = available_cpus();
@@ -35,7 +30,7 @@ void apply_threads() {
     set_cpu_threads(std::stoi(s.text));
     return;
   }
-  set_cpu_threads(threads_for_load(cpus, load_average_1min(), cpus));
+  set_cpu_threads(threads_for_current_load(cpus));
   s.governor = std::make_unique<CpuThreadGovernor>(cpus);
 }
 
