@@ -181,10 +181,11 @@ STYLE_LAYERS = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 20, "relu4
 
 
 def cudl_style_ms(args, env, size, optimizer, tmp):
-    """Per-iteration ms of `cudl style` at this size, and the image's (width, height)."""
+    """Per-iteration ms of `cudl style` at this size, the image's (width, height) and the memory
+    pool's peak bytes of the longer run."""
     here = os.path.dirname(os.path.abspath(__file__))
     data = os.path.join(here, "..", "tests", "data")
-    totals, dims = {}, None
+    totals, dims, peak = {}, None, None
     for iters in (args.style_warmup, args.style_warmup + args.style_iters):
         cmd = [args.cudl, "style", "--device", args.device, "--precision", args.precision,
                "--content", os.path.join(data, "chelsea.png"),
@@ -197,12 +198,17 @@ def cudl_style_ms(args, env, size, optimizer, tmp):
             sys.exit(f"compare_torch: no ms/iteration in cudl style's output:\n{out}")
         dims = (int(m.group(1)), int(m.group(2)))
         totals[iters] = float(m.group(3)) * iters
-    return (totals[args.style_warmup + args.style_iters] - totals[args.style_warmup]) / args.style_iters, dims
+        p = re.search(r"memory pool peak ([0-9.]+) MiB", out)
+        peak = int(float(p.group(1)) * (1 << 20)) if p else None
+    ms = (totals[args.style_warmup + args.style_iters] - totals[args.style_warmup]) / args.style_iters
+    return ms, dims, peak
 
 
 def torch_style_ms(args, device, dims, optimizer, precision="fp32"):
     """The same iteration in PyTorch: VGG19 features to relu5_1, random weights, the same losses;
-    bf16/fp16 run the network and the Gram matrices under torch.autocast, the losses in fp32."""
+    bf16/fp16 run the network and the Gram matrices under torch.autocast with channels_last (as a
+    PyTorch user would), the losses in fp32. Returns ms per iteration and, on a GPU, the peak of
+    torch.cuda.max_memory_allocated over the run (None on the CPU)."""
     half = HALF_DTYPES.get(precision)
     autocast = (lambda: torch.autocast(device_type=device.type, dtype=half)) if half is not None else nullcontext
     torch.manual_seed(1)
@@ -210,7 +216,11 @@ def torch_style_ms(args, device, dims, optimizer, precision="fp32"):
     for v in VGG_CFGS[19][:17]:  # through conv5_1
         layers += [nn.MaxPool2d(2)] if v == "M" else [nn.Conv2d(c, v, 3, padding=1), nn.ReLU()]
         c = v if v != "M" else c
-    net = nn.Sequential(*layers[:STYLE_LAYERS["relu5_1"] + 1]).to(device).eval()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    memory_format = torch.channels_last if half is not None else torch.contiguous_format
+    net = nn.Sequential(*layers[:STYLE_LAYERS["relu5_1"] + 1]).to(device, memory_format=memory_format).eval()
     for p in net.parameters():
         p.requires_grad_(False)
     w, h = dims
@@ -233,7 +243,7 @@ def torch_style_ms(args, device, dims, optimizer, precision="fp32"):
     with torch.no_grad():
         target_content = features(content)[STYLE_LAYERS["relu4_2"]]
         target_grams = {i: gram(f) for i, f in features(style).items() if i != STYLE_LAYERS["relu4_2"]}
-    img = content.clone().requires_grad_(True)
+    img = content.clone().contiguous(memory_format=memory_format).requires_grad_(True)
     opt = (torch.optim.LBFGS([img], lr=1, max_iter=1, history_size=100) if optimizer == "lbfgs"
            else torch.optim.Adam([img], lr=0.04))
 
@@ -254,9 +264,11 @@ def torch_style_ms(args, device, dims, optimizer, precision="fp32"):
     t0 = time.perf_counter()
     for _ in range(args.style_iters):
         opt.step(closure)
+    peak = None
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - t0) * 1e3 / args.style_iters
+        peak = torch.cuda.max_memory_allocated()
+    return (time.perf_counter() - t0) * 1e3 / args.style_iters, peak
 
 
 def main():
@@ -362,24 +374,26 @@ def main():
     for size in [int(v) for v in args.style.split(",") if v]:
         for optimizer in [v for v in args.style_optimizers.split(",") if v]:
             with tempfile.TemporaryDirectory() as tmp:
-                ms, dims = cudl_style_ms(args, env, size, optimizer, tmp)
+                ms, dims, cudl_peak = cudl_style_ms(args, env, size, optimizer, tmp)
                 fp32_ms = (cudl_style_ms(argparse.Namespace(**{**vars(args), "precision": "fp32"}), env, size,
                                          optimizer, tmp)[0] if cpu_half else None)
             modes = {p: torch_style_ms(args, device, dims, optimizer, p)
                      for p in (["fp32", args.precision] if cpu_half else [args.precision])}
-            torch_mode = min(modes, key=modes.get)
-            theirs = modes[torch_mode]
+            torch_mode = min(modes, key=lambda p: modes[p][0])
+            theirs, torch_peak = modes[torch_mode]
             ratio = theirs / ms
             what = f"style_{optimizer}"
             row = {"model": f"style{size}", "batch": 1, "what": what, "image": f"{dims[0]}x{dims[1]}",
-                   "cudl_ms": ms, "torch_ms": theirs, "speed_ratio_cudl_over_torch": ratio}
+                   "cudl_ms": ms, "torch_ms": theirs, "speed_ratio_cudl_over_torch": ratio,
+                   "cudl_peak_memory_bytes": cudl_peak, "torch_peak_memory_bytes": torch_peak}
             if cpu_half:
-                row.update({"torch_mode": torch_mode, "torch_fp32_ms": modes["fp32"],
-                            f"torch_{args.precision}_ms": modes[args.precision], "cudl_fp32_ms": fp32_ms,
+                row.update({"torch_mode": torch_mode, "torch_fp32_ms": modes["fp32"][0],
+                            f"torch_{args.precision}_ms": modes[args.precision][0], "cudl_fp32_ms": fp32_ms,
                             "speed_ratio_cudl_over_cudl_fp32": fp32_ms / ms})
             rows.append(row)
             print(f"{'style' + str(size):<12} {1:>5} {what:<11} {ms:>9.2f} {theirs:>9.2f} {1e3 / ms:>11.2f} "
-                  f"{1e3 / theirs:>11.2f} {ratio:>15.2f}x  ({dims[0]}x{dims[1]}, it/s)")
+                  f"{1e3 / theirs:>11.2f} {ratio:>15.2f}x {mib(cudl_peak):>9} {mib(torch_peak):>9}"
+                  f"  ({dims[0]}x{dims[1]}, it/s)")
     print("torch/cudl time > 1 means cudl is faster.")
     if args.json:
         with open(args.json + ".tmp", "w") as f:

@@ -23,8 +23,9 @@
 #   tests_cuda     cudl_tests --gtest_filter='*cuda*:*Cuda*:*CUDA*' (gtest XML; includes the bf16/fp16
 #                  CudaVsCpuHalf suite)
 #   compare_torch_bf16, compare_torch_fp16   bench/compare_torch.py --precision bf16|fp16 on vgg19 at
-#                  batch 32 and 64: cudl --precision against PyTorch's autocast + channels_last (+
-#                  GradScaler for fp16), with both sides' peak memory; first after the tests, since
+#                  batch 1, 32 and 64 and style (Adam) at 512 and 1024 px: cudl --precision against
+#                  PyTorch's autocast + channels_last (+ GradScaler for fp16), with both sides' peak
+#                  memory; first after the tests, since
 #                  mixed precision (issue 20) is what the next GPU run is for
 #   kernels        cudl bench --device cuda --sizes vgg (every kernel at VGG19 layer shapes)
 #   models         cudl bench --device cuda --models vgg19,mnist_cnn (vgg19 at batch 1, 32, 64;
@@ -438,7 +439,8 @@ step tests_cuda $cuda_cap "$tests" --gtest_filter="$cuda_filter" --gtest_output=
 no_device_check tests_cuda
 
 # ---------------------------------------------------------------- mixed precision against PyTorch
-# compare_torch_half PRECISION: vgg19 at batch 32 and 64 in bf16 or fp16 on both sides (GPU only;
+# compare_torch_half PRECISION: vgg19 at batch 1, 32 and 64 and an Adam style iteration at 512 and 1024
+# px, in bf16 or fp16 on both sides, with both sides' peak memory (GPU only;
 # the rehearsal records a skip: --precision is refused for the CPU).
 compare_torch_half() {
   local name=compare_torch_$1
@@ -447,8 +449,9 @@ compare_torch_half() {
   elif [ -z "$torch_version" ] || [ $cpu = 1 ]; then
     record "$name" "skipped (no PyTorch, or no GPU)" 0
   else
-    step "$name" 110 "$python" "$root/bench/compare_torch.py" --cudl "$cudl" --device cuda \
-      --models vgg19 --batch-sizes 32,64 --precision "$1" --repeat 5 --json "$res/$name.json"
+    step "$name" 150 "$python" "$root/bench/compare_torch.py" --cudl "$cudl" --device cuda \
+      --models vgg19 --batch-sizes 1,32,64 --precision "$1" --repeat 5 --style 512,1024 --style-optimizers adam \
+      --json "$res/$name.json"
   fi
 }
 compare_torch_half bf16
