@@ -1,0 +1,94 @@
+// Issue 20 item 5: checkpoints hold the fp32 master weights whatever the precision a run trained
+// in, so a bf16 run resumes in fp32 and an fp32 run in fp16 (with loss scaling), from the CLI.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "cudl/engine/io/safetensors.hpp"
+#include "tests/synthetic_data.hpp"
+#include "tests/test_util.hpp"
+
+using namespace cudl;
+using cudl::testing::contains;
+using cudl::testing::slurp;
+using cudl::testing::TempDir;
+
+namespace {
+
+int run_cli(const TempDir& dir, const std::string& args) {
+  const std::string cmd =
+      fmt::format("'{}' {} > '{}' 2> '{}'", cudl::testing::cli_path(), args, dir.file("out"), dir.file("err"));
+  const int status = std::system(cmd.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// Every tensor of a checkpoint is stored in F32 (the masters; no half copy leaks into it).
+void expect_all_f32(const std::string& path) {
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  ASSERT_FALSE(file.names().empty()) << path;
+  for (const std::string& name : file.names()) {
+    const std::string dtype = file.dtype(name);
+    if (dtype != "I32") {
+      EXPECT_EQ(dtype, "F32") << path << ": " << name;
+    }
+  }
+}
+
+// The metrics file of a run: its precision and the last epoch's finite training loss.
+void expect_epochs_in(const std::string& metrics_path, const std::string& precision, std::size_t epochs) {
+  const auto doc = nlohmann::json::parse(slurp(metrics_path));
+  EXPECT_EQ(doc.at("precision").get<std::string>(), precision);
+  ASSERT_EQ(doc.at("epochs").size(), epochs) << doc.dump();
+  EXPECT_TRUE(std::isfinite(doc.at("epochs").back().at("train_loss").get<double>())) << doc.dump();
+}
+
+}  // namespace
+
+TEST(CliPrecision, ABf16RunResumesInFp32AndAnFp32RunResumesInFp16) {
+  TempDir dir;
+  const std::string data = dir.file("idx");
+  std::filesystem::create_directories(data);
+  {
+    Context ctx(Device::cpu());
+    cudl::testing::write_synthetic_mnist_dir(data, ctx, 64, 32);
+  }
+  const std::string common = fmt::format("--model mlp --data '{}' --batch-size 32 --device cpu", data);
+
+  ASSERT_EQ(run_cli(dir, fmt::format("train {} --epochs 1 --precision bf16 --save '{}' --metrics-json '{}'", common,
+                                     dir.file("bf16.safetensors"), dir.file("bf16.json"))),
+            0)
+      << slurp(dir.file("err"));
+  expect_all_f32(dir.file("bf16.safetensors"));
+  expect_epochs_in(dir.file("bf16.json"), "bf16", 1);
+  ASSERT_EQ(run_cli(dir, fmt::format("train {} --epochs 2 --precision fp32 --resume '{}' --save '{}' --metrics-json '{}'",
+                                     common, dir.file("bf16.safetensors"), dir.file("bf16.safetensors"),
+                                     dir.file("resumed.json"))),
+            0)
+      << slurp(dir.file("err"));
+  expect_all_f32(dir.file("bf16.safetensors"));
+  expect_epochs_in(dir.file("resumed.json"), "fp32", 2);
+
+  ASSERT_EQ(run_cli(dir, fmt::format("train {} --epochs 1 --save '{}'", common, dir.file("fp32.safetensors"))), 0)
+      << slurp(dir.file("err"));
+  ASSERT_EQ(run_cli(dir, fmt::format("train {} --epochs 2 --precision fp16 --resume '{}' --save '{}' --metrics-json '{}'",
+                                     common, dir.file("fp32.safetensors"), dir.file("fp32.safetensors"),
+                                     dir.file("fp16.json"))),
+            0)
+      << slurp(dir.file("err"));
+  expect_all_f32(dir.file("fp32.safetensors"));
+  expect_epochs_in(dir.file("fp16.json"), "fp16", 2);
+  const auto fp16 = nlohmann::json::parse(slurp(dir.file("fp16.json")));
+  EXPECT_GT(fp16.at("epochs").back().at("loss_scale").get<double>(), 0) << fp16.dump();
+}
+
+TEST(CliPrecision, AnUnknownPrecisionListsTheValidOnes) {
+  TempDir dir;
+  EXPECT_EQ(run_cli(dir, "train --model mlp --precision fp8 --device cpu --data nowhere"), 1);
+  const std::string err = slurp(dir.file("err"));
+  for (const char* name : {"fp32", "tf32", "bf16", "fp16"}) EXPECT_TRUE(contains(err, name)) << err;
+  EXPECT_TRUE(contains(err, "fp8")) << err;
+}
