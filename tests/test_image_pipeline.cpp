@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cudl/engine/context.hpp"
+#include "cudl/engine/distributed.hpp"
 #include "cudl/engine/io/augment.hpp"
 #include "cudl/engine/io/image.hpp"
 #include "cudl/engine/io/loader.hpp"
@@ -297,5 +298,55 @@ TEST(ImagePipeline, CliTrainsATinyModelOnAFolderWithWorkers) {
     const std::string t(b.begin(), b.end());
     EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1) << t;
     EXPECT_TRUE(contains(t, fragment)) << t;
+  }
+}
+
+// Issue 27 item 2: with N shards each rank's loader decodes only its rows of every global batch,
+// and the shards, put side by side, are the one-process batches exactly (pixels and labels).
+TEST(ImagePipeline, ShardsDecodeOnlyTheirRowsAndTogetherMakeTheGlobalBatches) {
+  TempDir dir;
+  const DataSplits s = list_image_folder(make_folder(dir.file("d"), 19, 1), 16);  // 38 images: a partial last batch
+  Context ctx(Device::cpu());
+  DataLoader whole(s.train, ctx, options(2, 4, full_augment()));
+  const Epoch global = run_epoch(whole, ctx, 1);
+  ASSERT_EQ(global.images.size(), 5u);
+  const std::int64_t values = 3 * 16 * 16;
+
+  constexpr int kShards = 3;
+  std::vector<Epoch> shards;
+  std::int64_t decoded = 0;
+  for (int r = 0; r < kShards; ++r) {
+    LoaderOptions o = options(2, 4, full_augment());
+    o.shard_index = r;
+    o.shard_count = kShards;
+    DataLoader loader(s.train, ctx, o);
+    loader.start_epoch(1);
+    Epoch e;
+    Batch b;
+    std::int64_t k = 0;
+    while (loader.next(b)) {
+      EXPECT_EQ(b.global_rows, static_cast<std::int64_t>(global.labels[static_cast<std::size_t>(k)].size()));
+      EXPECT_EQ(b.row_offset, shard_of(b.global_rows, r, kShards).begin);
+      EXPECT_EQ(b.labels.dim(0), shard_of(b.global_rows, r, kShards).rows());
+      e.images.push_back(b.images.to_vector(ctx));
+      e.labels.push_back(b.labels.to_int_vector(ctx));
+      ++k;
+    }
+    EXPECT_EQ(k, 5) << "every shard sees every batch";
+    decoded += loader.stats().samples_decoded;
+    EXPECT_LE(loader.stats().samples_decoded, 38 / kShards + 5) << "shard " << r << " decoded more than its rows";
+    shards.push_back(std::move(e));
+  }
+  EXPECT_EQ(decoded, 38) << "each image decoded once over all shards";
+  for (std::size_t b = 0; b < global.images.size(); ++b) {
+    std::vector<float> images;
+    std::vector<std::int32_t> labels;
+    for (const Epoch& e : shards) {
+      images.insert(images.end(), e.images[b].begin(), e.images[b].end());
+      labels.insert(labels.end(), e.labels[b].begin(), e.labels[b].end());
+    }
+    EXPECT_EQ(images, global.images[b]) << "batch " << b;
+    EXPECT_EQ(labels, global.labels[b]) << "batch " << b;
+    EXPECT_EQ(static_cast<std::int64_t>(images.size()), values * static_cast<std::int64_t>(labels.size()));
   }
 }

@@ -11,6 +11,7 @@
 
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/device.hpp"
+#include "cudl/engine/distributed.hpp"
 #include "cudl/engine/io/loader.hpp"
 #include "test_util.hpp"
 
@@ -281,6 +282,41 @@ TEST(Loader, AugmentedLoaderCoversEverySample) {
   loader.start_epoch(8, 2);
   ASSERT_TRUE(loader.next(batch));
   EXPECT_EQ(batch.index, 2);
+}
+
+TEST(Loader, InMemoryShardsSliceTheGlobalBatches) {
+  Context ctx{Device::cpu()};
+  Dataset d = numbered(11);
+  DataLoader whole(d, ctx, 4, true, 5);
+  const Seen global = run_epoch(whole, ctx, 2);
+  std::vector<std::int64_t> joined;
+  for (int r = 0; r < 2; ++r) {
+    LoaderOptions o;
+    o.batch_size = 4;
+    o.shuffle = true;
+    o.seed = 5;
+    o.shard_index = r;
+    o.shard_count = 2;
+    DataLoader shard(d, ctx, o);
+    const Seen mine = run_epoch(shard, ctx, 2);
+    // Batches of 4, 4, 3: shard 0 takes rows [0, 2), [0, 2), [0, 1); shard 1 the rest.
+    EXPECT_EQ(mine.batch_sizes, r == 0 ? (std::vector<std::int64_t>{2, 2, 1}) : (std::vector<std::int64_t>{2, 2, 2}));
+    for (std::size_t b = 0, at = 0; b < mine.batch_sizes.size();
+         at += static_cast<std::size_t>(mine.batch_sizes[b]), ++b) {
+      const std::int64_t global_begin = static_cast<std::int64_t>(b) * 4 + shard_of(global.batch_sizes[b], r, 2).begin;
+      for (std::int64_t k = 0; k < mine.batch_sizes[b]; ++k)
+        EXPECT_EQ(mine.samples[at + static_cast<std::size_t>(k)],
+                  global.samples[static_cast<std::size_t>(global_begin + k)]);
+    }
+    joined.insert(joined.end(), mine.samples.begin(), mine.samples.end());
+  }
+  std::sort(joined.begin(), joined.end());
+  EXPECT_EQ(joined, iota(11)) << "the shards cover the epoch once";
+
+  LoaderOptions bad;
+  bad.shard_index = 2;
+  bad.shard_count = 2;
+  expect_error([&] { DataLoader loader(d, ctx, bad); }, {"DataLoader: shard 2 of 2", "dataset 'numbered'"});
 }
 
 TEST(Loader, BadArgumentsAreErrors) {

@@ -14,6 +14,7 @@
 #include "cudl/engine/allocator.hpp"
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/cuda/pinned_memory.hpp"
+#include "cudl/engine/distributed.hpp"
 #include "cudl/engine/error.hpp"
 #include "cudl/engine/philox.hpp"
 
@@ -84,6 +85,7 @@ struct DataLoader::Impl {
   std::uint64_t seed = 0;
   Augment augment;
   std::int64_t n = 0, sample_values = 0;
+  int shard_index = 0, shard_count = 1;
   bool per_batch = false;      // staging batch by batch (listed, augmenting, or a large epoch)
   std::int64_t slot_rows = 0;  // images a staging slot holds; its labels follow them
 
@@ -118,6 +120,11 @@ struct DataLoader::Impl {
 
   std::int64_t batches() const { return (n + batch_size - 1) / batch_size; }
   std::int64_t rows(std::int64_t b) const { return std::min(batch_size, n - b * batch_size); }
+  // This loader's rows of batch b, as positions in the epoch's order.
+  Shard shard(std::int64_t b) const {
+    const Shard s = shard_of(rows(b), shard_index, shard_count);
+    return {b * batch_size + s.begin, b * batch_size + s.end};
+  }
   Shape image_shape(std::int64_t count) const {
     const Shape s = data.image_shape();
     return Shape{count, s[1], s[2], s[3]};
@@ -164,7 +171,8 @@ struct DataLoader::Impl {
         slot.staging.wait_until_free();
         auto* images = static_cast<float*>(slot.staging.data());
         auto* labels = reinterpret_cast<std::int32_t*>(images + slot_rows * sample_values);
-        samples_decoded += gather(data, order, b * batch_size, b * batch_size + rows(b), images, labels,
+        const Shard mine = shard(b);
+        samples_decoded += gather(data, order, mine.begin, mine.end, images, labels,
                                   augment.enabled() ? &augment : nullptr, seed, ep, &stop);
       } catch (...) {
         error = std::current_exception();
@@ -241,6 +249,9 @@ DataLoader::DataLoader(const Dataset& dataset, Context& ctx, const LoaderOptions
   CUDL_CHECK(count > 0, "DataLoader: dataset '{}' is empty", name);
   CUDL_CHECK(options.batch_size > 0, "DataLoader: batch size {} must be positive (dataset '{}')", options.batch_size,
              name);
+  CUDL_CHECK(options.shard_count >= 1 && options.shard_index >= 0 && options.shard_index < options.shard_count,
+             "DataLoader: shard {} of {}: expected 0 <= shard < count (dataset '{}')", options.shard_index,
+             options.shard_count, name);
   CUDL_CHECK(options.workers >= 0 && options.prefetch >= 0,
              "DataLoader: workers ({}) and prefetch ({}) must be >= 0 (0: the default; dataset '{}')", options.workers,
              options.prefetch, name);
@@ -253,6 +264,8 @@ DataLoader::DataLoader(const Dataset& dataset, Context& ctx, const LoaderOptions
   m.seed = options.seed;
   m.augment = options.augment;
   m.n = count;
+  m.shard_index = options.shard_index;
+  m.shard_count = options.shard_count;
   m.sample_values = dataset.image_shape().numel() / m.n;
   // Images (f32) and labels (i32) of the whole dataset: what one epoch stages.
   const auto epoch_bytes = static_cast<std::size_t>(m.n) * static_cast<std::size_t>(m.sample_values + 1) * 4;
@@ -261,7 +274,8 @@ DataLoader::DataLoader(const Dataset& dataset, Context& ctx, const LoaderOptions
   if (m.per_batch) {
     m.worker_count = options.workers > 0 ? options.workers : default_loader_workers();
     const int slots = options.prefetch > 0 ? options.prefetch : std::max(2, 2 * m.worker_count);
-    m.slot_rows = std::min(options.batch_size, m.n);
+    // A slot holds this shard's rows of a batch: at most its share of a full one, rounded up.
+    m.slot_rows = (std::min(options.batch_size, m.n) + m.shard_count - 1) / m.shard_count;
     std::size_t slot_bytes = static_cast<std::size_t>(m.slot_rows * (m.sample_values + 1)) * 4;
     // All the staging at once, before any of it is allocated: 4096 slots of a large batch asked
     // for 48 GiB and failed as "cannot allocate 12.00 MiB" at some slot, naming neither.
@@ -332,7 +346,10 @@ bool DataLoader::next(Batch& batch) {
   CUDL_CHECK(m.epoch >= 0, "DataLoader::next: call start_epoch first (dataset '{}')", m.data.name);
   if (m.next_batch >= m.batches()) return false;
   std::int64_t b = m.next_batch;
-  std::int64_t begin = b * m.batch_size - m.first_sample, count = m.rows(b);
+  const Shard mine = m.shard(b);
+  const std::int64_t begin = mine.begin - m.first_sample, count = mine.rows();
+  batch.global_rows = m.rows(b);
+  batch.row_offset = mine.begin - b * m.batch_size;
   if (!m.per_batch) {
     batch.images = m.epoch_images.slice(begin, begin + count);
     batch.labels = m.epoch_labels.slice(begin, begin + count);

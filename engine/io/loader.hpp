@@ -46,6 +46,11 @@ struct LoaderOptions {
   int workers = 0;   // threads that stage batches (0: default_loader_workers())
   int prefetch = 0;  // staging slots: batches made ahead of the step (0: 2 per worker, at least 2)
   std::size_t whole_epoch_limit = kWholeEpochStagingLimit;  // tests lower it to force per-batch staging
+  // Data parallel: this loader is shard `shard_index` of `shard_count` and yields only its rows,
+  // shard_of(rows, index, count), of each global batch of batch_size rows (engine/distributed.hpp),
+  // so each rank decodes, augments and copies only what it trains on. The global order, and hence
+  // the union of the shards, is the one-process loader's.
+  int shard_index = 0, shard_count = 1;
 };
 
 // What the per-batch pipeline holds and did, for tests and `cudl bench --pipeline`.
@@ -60,6 +65,9 @@ struct Batch {
   Tensor images;           // [B,C,H,W] f32 on the loader's device
   Tensor labels;           // [B] i32 on the loader's device
   std::int64_t index = 0;  // the batch's position in its epoch
+  // The global batch this one is a shard of (LoaderOptions::shard_count > 1): its rows, and the
+  // first of them this shard holds. Without sharding, B and 0.
+  std::int64_t global_rows = 0, row_offset = 0;
 };
 
 class DataLoader {
