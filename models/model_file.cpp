@@ -17,6 +17,7 @@
 #include "cudl/layers/conv2d.hpp"
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/layers/linear.hpp"
+#include "cudl/layers/merge.hpp"
 #include "cudl/layers/normalization.hpp"
 
 namespace cudl {
@@ -87,6 +88,9 @@ const std::map<std::string, std::set<std::string>>& layer_fields() {
       {"dropout", {"p"}},
       {"batchnorm2d", {"eps", "momentum", "num_features"}},
       {"normalize", {"mean", "std", "preset"}},
+      {"add", {}},
+      {"concat", {}},
+      {"global_avg_pool2d", {}},
   };
   return fields;
 }
@@ -248,7 +252,30 @@ LayerPtr make_layer(const json& j, const std::string& type, const Shape& in, Ini
     }
     return std::make_unique<Normalize>(get_triple(j, "mean", w, false), get_triple(j, "std", w, true));
   }
+  if (type == "add") return std::make_unique<Add>();
+  if (type == "concat") return std::make_unique<Concat>();
+  if (type == "global_avg_pool2d") {
+    (void)input_channels(in, w);
+    return std::make_unique<GlobalAvgPool2d>();
+  }
   CUDL_THROW("{}: unknown type '{}'; known types: {}", w.str(), type, known_types());
+}
+
+// The layer's "inputs" (names of earlier layers, or "input"), or none: it reads the previous one.
+std::vector<std::string> layer_inputs(const json& j, const std::map<std::string, Shape>& shapes, const Where& w) {
+  std::vector<std::string> inputs;
+  auto it = j.find("inputs");
+  if (it == j.end()) return inputs;
+  CUDL_CHECK(it->is_array() && !it->empty() && it->size() <= 64,
+             "{}: 'inputs' must be a list of 1 to 64 layer names (earlier layers, or \"input\"), got {}", w.str(),
+             io::json_excerpt(*it));
+  for (const json& name : *it) {
+    CUDL_CHECK(name.is_string() && shapes.contains(name.get<std::string>()),
+               "{}: input {} is not an earlier layer's name (nor \"input\", the network's input)", w.str(),
+               io::json_excerpt(name));
+    inputs.push_back(name.get<std::string>());
+  }
+  return inputs;
 }
 
 // A float as the shortest decimal that reads back as the same float ("0.485", not the double
@@ -323,6 +350,7 @@ ModelFile parse_model_json(const std::string& text, const std::string& source) {
   CUDL_CHECK(layers->size() <= kMaxLayers, "{}: 'layers' lists {} layers; a model file may have at most {}", top.str(),
              layers->size(), kMaxLayers);
   std::set<std::string> names;
+  std::map<std::string, Shape> shapes{{"input", shape}};  // each layer's output, for "inputs"
   for (std::size_t i = 0; i < layers->size(); ++i) {
     const json& j = (*layers)[i];
     Where w{source, static_cast<int>(i), std::to_string(i), ""};
@@ -347,13 +375,21 @@ ModelFile parse_model_json(const std::string& text, const std::string& source) {
                known_types());
     for (const auto& [key, value] : j.items())
       CUDL_CHECK(
-          key == "type" || key == "name" || fields->second.count(key), "{}: unknown field '{}' (a {} takes: {})",
-          w.str(), key, w.type,
+          key == "type" || key == "name" || key == "inputs" || fields->second.count(key),
+          "{}: unknown field '{}' (a {} takes: {})", w.str(), key, w.type,
           fields->second.empty() ? std::string("no fields") : fmt::format("{}", fmt::join(fields->second, ", ")));
-    CUDL_CHECK(names.insert(w.name).second, "{}: the name '{}' is used by an earlier layer", w.str(), w.name);
+    CUDL_CHECK(w.name != "input" && names.insert(w.name).second,
+               "{}: the name '{}' is used by an earlier layer (or is \"input\", the network's input)", w.str(), w.name);
+    const std::vector<std::string> inputs = layer_inputs(j, shapes, w);
+    std::vector<Shape> in_shapes;
+    for (const std::string& name : inputs) in_shapes.push_back(shapes.at(name));
+    if (!inputs.empty()) shape = in_shapes.front();
     LayerPtr layer = make_layer(j, w.type, shape, init, w);
+    auto* merge = dynamic_cast<MergeLayer*>(layer.get());
+    CUDL_CHECK(in_shapes.size() <= 1 || merge != nullptr,
+               "{}: a {} takes one input, not {} (add and concat join several)", w.str(), w.type, in_shapes.size());
     try {
-      shape = layer->output_shape(shape);
+      shape = merge != nullptr && !in_shapes.empty() ? merge->output_shape(in_shapes) : layer->output_shape(shape);
     } catch (const Error& e) {
       // The layer's own message, without its source location (this error gets its own).
       std::string inner = e.what();
@@ -361,7 +397,8 @@ ModelFile parse_model_json(const std::string& text, const std::string& source) {
       CUDL_THROW("{}: its input {} does not fit: {}", w.str(), batch_shape(shape), inner);
     }
     check_sample_size(shape, w.str());
-    out.model.add(w.name, std::move(layer));
+    shapes[w.name] = shape;
+    out.model.add(w.name, std::move(layer), inputs);
   }
   const Shape output = shape;
   out.spec.num_classes = output.rank() == 2 ? static_cast<int>(output[1]) : 0;
@@ -377,7 +414,8 @@ ordered_json model_to_json(const Sequential& model, const ModelSpec& spec) {
   doc["input"] = {spec.input[0], spec.input[1], spec.input[2]};
   ordered_json layers = ordered_json::array();
   auto init_name = [](InitScheme s) { return s == InitScheme::vgg ? "vgg" : "pytorch"; };
-  for (const auto& [name, ptr] : model.layers()) {
+  for (std::size_t index = 0; index < model.layers().size(); ++index) {
+    const auto& [name, ptr] = model.layers()[index];
     const Layer* layer = ptr.get();
     ordered_json j;
     if (auto* c = dynamic_cast<const Conv2d*>(layer)) {
@@ -431,9 +469,16 @@ ordered_json model_to_json(const Sequential& model, const ModelSpec& spec) {
            {"momentum", short_float(b->momentum())}};
     } else if (auto* n = dynamic_cast<const Normalize*>(layer)) {
       j = {{"type", "normalize"}, {"name", name}, {"mean", short_floats(n->mean())}, {"std", short_floats(n->std())}};
+    } else if (dynamic_cast<const Add*>(layer)) {
+      j = {{"type", "add"}, {"name", name}};
+    } else if (dynamic_cast<const Concat*>(layer)) {
+      j = {{"type", "concat"}, {"name", name}};
+    } else if (dynamic_cast<const GlobalAvgPool2d*>(layer)) {
+      j = {{"type", "global_avg_pool2d"}, {"name", name}};
     } else {
       CUDL_THROW("model file: layer '{}' is a {}, which the JSON model format cannot describe", name, layer->type());
     }
+    if (const std::vector<std::string> inputs = model.input_names(index); !inputs.empty()) j["inputs"] = inputs;
     layers.push_back(std::move(j));
   }
   doc["layers"] = std::move(layers);

@@ -1,5 +1,5 @@
 #pragma once
-// Networks described in a JSON file, so a chain of layers outside the built-in zoo needs no C++.
+// Networks described in a JSON file, so a network outside the built-in zoo needs no C++.
 // `--model FILE.json` is accepted wherever `--model NAME` is: model_spec() and make_model() in
 // models/zoo.hpp send any name ending in ".json" here.
 //
@@ -26,6 +26,12 @@
 //   dropout           p (0.5)
 //   batchnorm2d       eps (1e-5), momentum (0.1), num_features
 //   normalize         mean*, std* (three numbers each), or "preset": "imagenet"
+//   add, concat       (no fields) join the layers named in "inputs": a sum of equal shapes (a
+//                     residual connection), or the channels side by side
+//   global_avg_pool2d (no fields) [N, C, H, W] -> [N, C, 1, 1]
+// A network that is not a chain names each layer's inputs: "inputs": ["layer1.0.bn2", "maxpool"]
+// (earlier layers' names, or "input" for the network's input); a layer without "inputs" reads the
+// previous layer's output.
 // in_channels / in_features / num_features are taken from the shape flowing in; when given they
 // are checked against it. Every layer may have a "name"; without one it is named by its index in
 // the list ("0", "1", ...), as torch.nn.Sequential names its children, so parameters are called

@@ -1,9 +1,16 @@
 #pragma once
-// A chain of named layers (torchvision's names for VGG: "features.0", "classifier.6") with named
+// A network of named layers (torchvision's names: "features.0", "layer1.0.conv1") with named
 // taps: the output of any layer can be read after forward, and a gradient can be added at any
 // layer's output on the way back (style transfer's losses). Parameters, gradients and buffers
 // live in one contiguous block each, carved into per-layer views, so an optimizer steps over
 // the whole model in one fused kernel.
+//
+// A layer reads the previous layer's output unless it names its inputs: earlier layers, or
+// "input" (the network's input). Several inputs go to a merge layer (layers/merge.hpp: Add for a
+// residual connection, Concat). So the layers, in the order they were added, are a graph in
+// topological order: forward runs them in that order and drops each output after its last
+// reader; backward runs them in reverse, summing the gradients of an output read by several
+// layers. A chain is the graph where no layer names its inputs.
 #include <map>
 #include <memory>
 #include <string>
@@ -22,6 +29,7 @@ struct NamedParameter {
 
 struct LayerSummary {
   std::string name, description;
+  std::vector<std::string> inputs;  // the layer's named inputs (empty: the previous layer's output)
   Shape output_shape;
   std::int64_t params = 0;
   DType output_dtype = DType::f32;  // under the summary's compute dtype
@@ -33,7 +41,13 @@ class Sequential {
   Sequential(Sequential&&) noexcept = default;
   Sequential& operator=(Sequential&&) noexcept = default;
 
-  Sequential& add(std::string name, LayerPtr layer);
+  // The layer reads `inputs` (names of layers added before it, or "input"); none: the previous
+  // layer's output (the network's input for the first layer). More than one needs a MergeLayer.
+  Sequential& add(std::string name, LayerPtr layer, const std::vector<std::string>& inputs = {});
+  // The named inputs of layer `index` (empty when it reads the previous layer's output).
+  std::vector<std::string> input_names(std::size_t index) const;
+  // Whether some layer names its inputs (the model is not a plain chain).
+  bool is_graph() const;
 
   // Allocates the parameter, gradient and buffer blocks on ctx's device, binds every layer's views
   // and initialises them from `seed` (each layer draws from its own derived seed).
@@ -99,7 +113,14 @@ class Sequential {
  private:
   std::size_t index_of(const std::string& name) const;
 
+  // Index of the producer of each input of each layer; kInput: the network's input.
+  static constexpr int kInput = -1;
+  std::vector<int> producers(std::size_t index) const;
+  // The last layer that reads each layer's output (its own index when none does).
+  std::vector<std::size_t> last_readers() const;
+
   std::vector<std::pair<std::string, LayerPtr>> layers_;
+  std::vector<std::vector<int>> inputs_;   // per layer: explicit producers (empty: the previous layer)
   std::unordered_set<std::string> names_;  // of layers_, so add() checks a name in O(1), not O(layers)
   std::vector<std::string> tap_names_;
   std::map<std::string, Tensor> tap_outputs_;

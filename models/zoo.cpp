@@ -8,6 +8,7 @@
 #include "cudl/layers/linear.hpp"
 #include "cudl/layers/normalization.hpp"
 #include "cudl/models/model_file.hpp"
+#include "cudl/models/resnet.hpp"
 
 namespace cudl {
 
@@ -133,6 +134,13 @@ const std::vector<ModelSpec>& model_specs() {
         {"mlp", {1, 28, 28}, 10, "Flatten -> Dense 128 + ReLU -> Dense 10 (MNIST)"},
         {"mnist_cnn", {1, 28, 28}, 10, "2x Conv 32 3x3 + ReLU -> MaxPool -> Dropout -> Dense 128 -> Dense 10 (MNIST)"},
     };
+    for (int depth : {18, 34, 50})
+      s.push_back({fmt::format("resnet{}", depth),
+                   {3, 224, 224},
+                   1000,
+                   fmt::format("ResNet-{} for ImageNet (torchvision's layer names)", depth)});
+    s.push_back({"resnet20_cifar", {3, 32, 32}, 10, "ResNet-20 of He et al. for CIFAR-10 (0.27 M parameters)"});
+    s.push_back({"resnet8_mnist", {1, 28, 28}, 10, "A ResNet-8 (three stages of one basic block) for MNIST"});
     for (int depth : {11, 13, 16, 19}) {
       s.push_back({fmt::format("vgg{}", depth), {3, 224, 224}, 1000, fmt::format("VGG{} for ImageNet", depth)});
       s.push_back({fmt::format("vgg{}_bn", depth),
@@ -163,6 +171,11 @@ Sequential make_model(const std::string& name) {
   (void)model_spec(name);  // throws, listing the known names, for an unknown one
   if (name == "mlp") return make_mlp();
   if (name == "mnist_cnn") return make_mnist_cnn();
+  if (name.starts_with("resnet")) {
+    if (name == "resnet20_cifar") return make_small_resnet(20, 3);
+    if (name == "resnet8_mnist") return make_small_resnet(8, 1);
+    return make_resnet(std::stoi(name.substr(6)));
+  }
   // vggNN, vggNN_bn, vggNN_cifar
   const int depth = std::stoi(name.substr(3, 2));
   const bool bn = name.ends_with("_bn");

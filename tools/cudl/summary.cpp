@@ -1,4 +1,5 @@
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 
@@ -54,6 +55,9 @@ void add_summary_command(CLI::App& app) {
     const Shape input{1, spec.input[0], spec.input[1], spec.input[2]};
     const DType dtype = autocast_dtype(compute->precision);
     auto rows = model.summary(input, dtype);
+    // A layer that names its inputs (a graph's joins and branches) shows them after its type.
+    for (auto& r : rows)
+      if (!r.inputs.empty()) r.description += fmt::format(" <- {}", fmt::join(r.inputs, ", "));
     // Columns as wide as their longest entry (a ConvTranspose2d's description runs long).
     std::size_t name_w = 16, type_w = 40;
     for (const auto& r : rows) {
