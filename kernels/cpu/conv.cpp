@@ -27,10 +27,6 @@ struct ConvGeometry {
   std::int64_t rows() const { return c * r * s; }  // of the column matrix [C*R*S, P*Q]
   std::int64_t cols() const { return p * q; }
   std::int64_t col_size() const { return rows() * cols(); }
-  // A 1x1, stride-1, unpadded convolution reads x[n] as [C, H*W] directly: no column matrix.
-  bool is_pointwise() const {
-    return r == 1 && s == 1 && prm.stride_h == 1 && prm.stride_w == 1 && prm.pad_h == 0 && prm.pad_w == 0;
-  }
 };
 
 ConvGeometry geometry(const Shape& x, const Shape& w, const Shape& y, const Conv2dParams& p) {
