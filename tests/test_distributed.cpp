@@ -17,8 +17,10 @@
 
 #include "cudl/engine/distributed.hpp"
 #include "cudl/engine/io/safetensors.hpp"
+#include "cudl/layers/elementwise.hpp"
 #include "cudl/models/checkpoint.hpp"
 #include "cudl/models/data_parallel.hpp"
+#include "cudl/models/sequential.hpp"
 #include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"
 
@@ -92,15 +94,36 @@ TEST(DataParallel, LocalShardSlicesTheGlobalBatch) {
   Batch global;
   global.images = d.images;
   global.labels = d.labels;
+  Sequential model;
+  model.add("drop", std::make_unique<Dropout>(0.5f));
   PlaceOnly second(1, 2);
-  const Batch local = local_shard(ctx, global, &second);
+  const Batch local = local_shard(model, global, &second);
   ASSERT_EQ(local.labels.dim(0), 5);
   EXPECT_EQ(local.labels.to_int_vector(ctx)[0], d.labels.to_int_vector(ctx)[5]);
   EXPECT_EQ(local.images.to_vector(ctx)[0], d.images.to_vector(ctx)[5 * 16]);
   EXPECT_EQ(local_part(d, &second).size(), 5);
-  EXPECT_EQ(ctx.batch_shard().begin, 5);
-  EXPECT_EQ(ctx.batch_shard().global, 10);
-  EXPECT_EQ(local_shard(ctx, global, nullptr).labels.dim(0), 10);
+  // The model's dropout knows its rows of the global batch (the layer's own setting, not the context's).
+  const auto& drop = dynamic_cast<const Dropout&>(model.layer("drop"));
+  EXPECT_EQ(drop.global_rows().begin, 5);
+  EXPECT_EQ(drop.global_rows().global, 10);
+  EXPECT_EQ(local_shard(model, global, nullptr).labels.dim(0), 10);
+}
+
+TEST(DataParallel, DropoutOnAShardDrawsTheGlobalBatchsMaskForItsRows) {
+  // Two steps of a [10, 6] batch in one process against rows 5..9 on rank 1 of 2: the rank's masks
+  // are the global masks' rows, and its counter steps past the whole global batch each time.
+  Context ctx{Device::cpu()};
+  std::vector<float> ones(60, 1.0f);
+  const Tensor x = Tensor::from_host(std::span<const float>(ones), {10, 6}, ctx);
+  Dropout whole(0.5f, 11), shard(0.5f, 11);
+  shard.set_global_rows({5, 10});
+  for (int step = 0; step < 2; ++step) {
+    const std::vector<float> all = whole.forward(ctx, x, true).to_vector(ctx);
+    const std::vector<float> part = shard.forward(ctx, x.slice(5, 10), true).to_vector(ctx);
+    ASSERT_EQ(part.size(), 30u);
+    EXPECT_EQ(part, std::vector<float>(all.begin() + 30, all.end())) << "step " << step;
+    EXPECT_EQ(shard.counter(), whole.counter()) << "step " << step;
+  }
 }
 
 TEST(DataParallel, LocalPartOfAListedFolderTakesItsFilesAndLabels) {
