@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <string>
 
+#include "cudl/engine/dist/session.hpp"
 #include "cudl/engine/distributed.hpp"
 #include "cudl/engine/io/safetensors.hpp"
 #include "cudl/layers/elementwise.hpp"
@@ -126,6 +127,21 @@ TEST(DataParallel, DropoutOnAShardDrawsTheGlobalBatchsMaskForItsRows) {
   }
 }
 
+TEST(DataParallel, SessionStartedWithoutALauncherIsOneProcess) {
+  // The C++ API a program uses for data parallel (engine/dist/session.hpp); `mpirun` starts the
+  // multi-rank case below, through `cudl train`, which runs on it.
+  DistributedSession session;
+  EXPECT_EQ(session.rank(), 0);
+  EXPECT_EQ(session.size(), 1);
+  EXPECT_FALSE(session.active());
+  EXPECT_TRUE(session.writer());
+  EXPECT_EQ(session.device("cpu"), Device::cpu());
+  Context ctx{Device::cpu()};
+  EXPECT_EQ(session.connect(ctx, 5.0), nullptr);
+  EXPECT_EQ(session.communicator(), nullptr);
+  session.fail("one process: the caller reports the error itself");  // returns
+}
+
 TEST(DataParallel, LocalPartOfAListedFolderTakesItsFilesAndLabels) {
   // An image folder streams from its files (engine/io/datasets.hpp): a rank's part of it is a
   // part of the list, not of an image tensor it does not have.
@@ -178,13 +194,22 @@ ShellRun shell(const TempDir& dir, const std::string& command, int limit_seconds
 bool have_mpirun() { return std::system("command -v mpirun > /dev/null 2>&1") == 0; }
 
 // mpirun with N ranks on this machine: --oversubscribe (CI has 2 cores), --allow-run-as-root
-// when root (CI is), one OpenMP thread per rank.
-std::string mpirun(int ranks, const std::string& env = "") {
-  return fmt::format("mpirun --oversubscribe {} -np {} -x OMP_NUM_THREADS=1 {} '{}'",
-                     ::geteuid() == 0 ? "--allow-run-as-root" : "", ranks, env, cli_path());
+// when root (CI is), one OpenMP thread per rank; `program` (the CLI by default) on each.
+std::string mpirun(int ranks, const std::string& program = "") {
+  return fmt::format("mpirun --oversubscribe {} -np {} -x OMP_NUM_THREADS=1 {}",
+                     ::geteuid() == 0 ? "--allow-run-as-root" : "", ranks,
+                     program.empty() ? fmt::format("'{}'", cli_path()) : program);
 }
 
 std::string one_process() { return fmt::format("env OMP_NUM_THREADS=1 '{}'", cli_path()); }
+
+// The CLI with a test-only fault hook (tests/drivers/dist_fault.cpp), built beside the CLI; its
+// first argument is RANK:STEP:exit|hang.
+std::string fault_driver_path() {
+  if (const char* cli = std::getenv("CUDL_TEST_CLI"); cli != nullptr && *cli != '\0')
+    return (fs::path(cli).parent_path() / "cudl_test_dist_fault").string();
+  return CUDL_DIST_FAULT_DRIVER;
+}
 
 #define SKIP_WITHOUT_MPIRUN()                                                                          \
   do {                                                                                                 \
@@ -200,9 +225,12 @@ struct MpiWorkspace {
     Context ctx{Device::cpu()};
     write_synthetic_mnist_dir(data, ctx);  // 320 train (10 batches of 32), 100 test
   }
+  // CPU ranks unless `extra` names a device: in an MPI+CUDA build a run with no --device would
+  // take the GPU (issue 27).
   std::string train(const std::string& model, const std::string& extra) const {
-    return fmt::format("train --model {} --data '{}' --optimizer sgd --lr 0.05 --schedule none --seed 7 {}{}", model,
-                       data, contains(extra, "--batch-size") ? "" : "--batch-size 32 ", extra);
+    return fmt::format("train --model {} --data '{}' --optimizer sgd --lr 0.05 --schedule none --seed 7 {}{}{}", model,
+                       data, contains(extra, "--batch-size") ? "" : "--batch-size 32 ",
+                       contains(extra, "--device") ? "" : "--device cpu ", extra);
   }
 };
 
@@ -321,11 +349,15 @@ TEST(Distributed, RanksThatDisagreeStopNamingWhatDiffers) {
 
 TEST(Distributed, HungOrDeadRankStopsTheRunAndKeepsTheCheckpoint) {
   SKIP_WITHOUT_MPIRUN();
+  const std::string driver = fault_driver_path();
+  if (!fs::exists(driver)) GTEST_SKIP() << "no fault-injection driver at " << driver;
   for (const std::string mode : {"hang", "exit"}) {
     MpiWorkspace w;
     const std::string save = w.dir.file("run.st");
-    const ShellRun r = shell(w.dir, fmt::format("{} {}", mpirun(2, "-x CUDL_TEST_DIST_FAULT=1:13:" + mode),
-                                                w.train("mlp", "--epochs 3 --dist-timeout 3 --save " + save)));
+    // The driver's first argument makes rank 1 hang or exit just before step 13's all-reduce.
+    const std::string launch = mpirun(2, fmt::format("'{}' 1:13:{}", driver, mode));
+    const ShellRun r =
+        shell(w.dir, fmt::format("{} {}", launch, w.train("mlp", "--epochs 3 --dist-timeout 3 --save " + save)));
     EXPECT_NE(r.status, 0) << mode;
     EXPECT_LT(r.seconds, 60) << mode;
     EXPECT_TRUE(contains(r.err, "test fault: rank 1 " + mode + " at step 13")) << r.err;
