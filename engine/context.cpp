@@ -1,5 +1,7 @@
 #include "cudl/engine/context.hpp"
 
+#include <cstdlib>
+
 #include "cudl/engine/backend.hpp"
 #include "cudl/engine/error.hpp"
 
@@ -17,7 +19,8 @@ void Context::CudaResourcesDeleter::operator()(CudaResources* r) const {
 #endif
 }
 
-Context::Context(Device device, MathMode math) : device_(device), math_(math) {
+Context::Context(Device device, MathMode math)
+    : device_(device), math_(math), cpu_policy_(cpu_policy_from_environment()) {
   if (device.is_cpu()) {
     backend_ = &cpu_backend();
     allocator_ = allocator_for(device);
@@ -71,6 +74,41 @@ Precision parse_precision(std::string_view name) {
   for (Precision p : {Precision::fp32, Precision::tf32, Precision::bf16, Precision::fp16})
     if (precision_name(p) == name) return p;
   CUDL_THROW("unknown precision '{}': expected fp32, tf32, bf16 or fp16", name);
+}
+
+std::string_view cpu_conv_name(CpuConv c) {
+  switch (c) {
+    case CpuConv::fastest:
+      return "fastest";
+    case CpuConv::direct:
+      return "direct";
+    case CpuConv::im2col:
+      return "im2col";
+  }
+  return "?";
+}
+
+std::string_view cpu_gemm_name(CpuGemm g) { return g == CpuGemm::openblas ? "openblas" : "onednn"; }
+
+CpuConv parse_cpu_conv(std::string_view name, std::string_view what) {
+  for (CpuConv c : {CpuConv::fastest, CpuConv::direct, CpuConv::im2col})
+    if (cpu_conv_name(c) == name) return c;
+  CUDL_THROW("{}: unknown value '{}': expected fastest, direct or im2col", what, name);
+}
+
+CpuGemm parse_cpu_gemm(std::string_view name, std::string_view what) {
+  for (CpuGemm g : {CpuGemm::onednn, CpuGemm::openblas})
+    if (cpu_gemm_name(g) == name) return g;
+  CUDL_THROW("{}: unknown value '{}': expected onednn or openblas", what, name);
+}
+
+CpuPolicy cpu_policy_from_environment() {
+  CpuPolicy policy;
+  const char* conv = std::getenv("CUDL_CPU_CONV");
+  if (conv != nullptr && *conv != '\0') policy.conv = parse_cpu_conv(conv, "CUDL_CPU_CONV");
+  const char* gemm = std::getenv("CUDL_CPU_GEMM");
+  if (gemm != nullptr && *gemm != '\0') policy.gemm = parse_cpu_gemm(gemm, "CUDL_CPU_GEMM");
+  return policy;
 }
 
 DType autocast_dtype(Precision p) {

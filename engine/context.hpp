@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include "cudl/engine/allocator.hpp"
+#include "cudl/engine/cpu_policy.hpp"
 #include "cudl/engine/device.hpp"
 #include "cudl/engine/dtype.hpp"
 
@@ -69,15 +70,13 @@ class Context {
   ConvSearch conv_search() const { return conv_search_; }
   void set_conv_search(ConvSearch search) { conv_search_ = search; }
 
-  // Data-parallel training: this process's batch is rows [begin, begin + rows) of a global batch
-  // of `global` rows (global 0: the batch is the whole batch). Layers that draw random numbers
-  // per element (dropout) then draw the global batch's numbers for these rows, so N ranks train
-  // with the masks one process would (models/data_parallel.hpp sets it each step).
-  struct BatchShard {
-    std::int64_t begin = 0, global = 0;
-  };
-  BatchShard batch_shard() const { return batch_shard_; }
-  void set_batch_shard(BatchShard shard) { batch_shard_ = shard; }
+  // The CPU backend's convolution and GEMM paths (engine/cpu_policy.hpp); no effect on a CUDA
+  // context. Starts as cpu_policy_from_environment() says (the constructor throws on a bad value).
+  CpuConv cpu_conv() const { return cpu_policy_.conv; }
+  void set_cpu_conv(CpuConv conv) { cpu_policy_.conv = conv; }
+  CpuGemm cpu_gemm() const { return cpu_policy_.gemm; }
+  void set_cpu_gemm(CpuGemm gemm) { cpu_policy_.gemm = gemm; }
+  CpuPolicy cpu_policy() const { return cpu_policy_; }
 
   // The CUDA stream, cuBLAS and cuDNN handles; nullptr on the CPU.
   CudaResources* cuda() const { return cuda_.get(); }
@@ -93,7 +92,7 @@ class Context {
   Precision precision_ = Precision::fp32;
   bool deterministic_ = true;
   ConvSearch conv_search_ = ConvSearch::heuristic;
-  BatchShard batch_shard_;
+  CpuPolicy cpu_policy_;
   Backend* backend_ = nullptr;
   std::shared_ptr<Allocator> allocator_;
   std::unique_ptr<CudaResources, CudaResourcesDeleter> cuda_;

@@ -65,7 +65,8 @@ BuildInfo build_info();
 
 // What the CPU backend does with half precision on this machine (kernels/cpu): whether bf16 and
 // f16 convolutions and GEMMs run on native half kernels (AMX, avx512_bf16, avx512_fp16 through
-// oneDNN) or widen to f32 (correct, not faster), each with a line saying which.
+// oneDNN) or widen to f32 (correct, not faster), each with a line saying which; under the CPU
+// policy a new Context starts with (cpu_policy_from_environment, engine/cpu_policy.hpp).
 struct CpuHalfSupport {
   bool bf16_native = false, f16_native = false;
   std::string bf16, f16;

@@ -1,10 +1,6 @@
 #include "cudl/engine/distributed.hpp"
 
-#include <chrono>
-#include <cstdio>
-#include <cstdlib>
-#include <string>
-#include <thread>
+#include <atomic>
 
 #include "cudl/engine/error.hpp"
 
@@ -19,20 +15,15 @@ Shard shard_of(std::int64_t batch, int rank, int size) {
   return {batch * rank / size, batch * (rank + 1) / size};
 }
 
+namespace {
+// Set before training starts by a test driver's main(), read by the training thread.
+std::atomic<StepFaultHook> step_fault_hook{nullptr};
+}  // namespace
+
+void set_step_fault_hook_for_test(StepFaultHook hook) { step_fault_hook.store(hook); }
+
 void maybe_inject_fault_for_test(const Communicator& comm, std::int64_t step) {
-  static const char* spec = std::getenv("CUDL_TEST_DIST_FAULT");
-  if (!spec) return;
-  int rank = -1;
-  long long at = -1;
-  char mode[8] = {};
-  if (std::sscanf(spec, "%d:%lld:%7s", &rank, &at, mode) != 3 || rank != comm.rank() || at != step) return;
-  const std::string m = mode;
-  std::fprintf(stderr, "cudl: test fault: rank %d %s at step %lld\n", rank, m.c_str(), at);
-  std::fflush(stderr);
-  // _Exit: no destructors, no MPI_Finalize: the peers see what they would see after a crash.
-  if (m == "exit") std::_Exit(3);
-  if (m == "hang")
-    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+  if (const StepFaultHook hook = step_fault_hook.load()) hook(comm, step);
 }
 
 }  // namespace cudl

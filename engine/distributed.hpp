@@ -2,7 +2,8 @@
 // Data-parallel training's view of the other processes: who this rank is, and the few collective
 // operations a training step needs. The interface has no MPI or NCCL in it, so the library (and
 // an installed cudl) stays free of both; the implementations live in engine/dist/ (built into
-// the CLI's private cudl_distributed library when CMake finds MPI, and NCCL for CUDA devices).
+// cudl_distributed with the session that creates them, engine/dist/session.hpp; MPI when CMake
+// finds it, and NCCL for CUDA devices).
 //
 // Every rank runs the same program on the same global batch order; rank r trains on rows
 // shard_of(B, r, N) of each global batch, and the gradient block is averaged once per step.
@@ -54,9 +55,13 @@ struct Shard {
 };
 Shard shard_of(std::int64_t batch, int rank, int size);
 
-// Fault injection for the tests: CUDL_TEST_DIST_FAULT="RANK:STEP:exit|hang" makes rank RANK exit
-// at once (without MPI_Finalize, as a crash would) or hang, just before the all-reduce of global
-// step STEP (1-based). No effect when unset or for other ranks.
+// A test seam, not a feature: the training loop calls maybe_inject_fault_for_test just before each
+// step's gradient all-reduce (global step `step`, 1-based), which calls the hook a test program
+// installed, if any. Only the test driver tests/drivers/dist_fault.cpp installs one (it makes a
+// rank exit or hang there, to test that the others stop); in every other program it is null and
+// the call does nothing. Nothing reads the environment for it.
+using StepFaultHook = void (*)(const Communicator& comm, std::int64_t step);
+void set_step_fault_hook_for_test(StepFaultHook hook);
 void maybe_inject_fault_for_test(const Communicator& comm, std::int64_t step);
 
 }  // namespace cudl

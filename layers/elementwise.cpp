@@ -112,11 +112,10 @@ Tensor Dropout::forward(Context& ctx, const Tensor& x, bool train) {
   mask_ = Tensor::empty(x.shape(), ctx, x.dtype());
   // On a data-parallel rank, this batch is some rows of a global batch: draw those rows' numbers
   // and advance past the whole global batch, as one process would.
-  const Context::BatchShard shard = ctx.batch_shard();
   const std::int64_t per_row = x.rank() > 0 && x.dim(0) > 0 ? x.numel() / x.dim(0) : 0;
-  const std::uint64_t first = counter_ + static_cast<std::uint64_t>(shard.global > 0 ? shard.begin * per_row : 0);
+  const std::uint64_t first = counter_ + static_cast<std::uint64_t>(rows_.global > 0 ? rows_.begin * per_row : 0);
   ctx.backend().dropout_forward(ctx, x, p_, seed_, first, y, mask_);
-  counter_ += static_cast<std::uint64_t>(shard.global > 0 ? shard.global * per_row : x.numel());
+  counter_ += static_cast<std::uint64_t>(rows_.global > 0 ? rows_.global * per_row : x.numel());
   return y;
 }
 

@@ -69,11 +69,21 @@ class Dropout final : public Layer {
   std::uint64_t counter() const { return counter_; }
   void set_counter(std::uint64_t counter) { counter_ = counter; }
   float p() const { return p_; }
+  // Data parallel: this layer's batches are rows [begin, begin + rows) of global batches of
+  // `global` rows. It then draws the global batch's numbers for its rows and steps past the whole
+  // global batch, so N ranks train with the masks one process would. global 0 (the default): each
+  // batch is a whole batch. local_shard (models/data_parallel.hpp) sets it every step.
+  struct GlobalRows {
+    std::int64_t begin = 0, global = 0;
+  };
+  void set_global_rows(GlobalRows rows) { rows_ = rows; }
+  GlobalRows global_rows() const { return rows_; }
 
  private:
   float p_;
   std::uint64_t seed_;
   std::uint64_t counter_ = 0;
+  GlobalRows rows_;
   Tensor mask_;
 };
 

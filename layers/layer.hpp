@@ -26,6 +26,28 @@ struct Parameter {
   Tensor half;
 };
 
+// What an optimizer updates: a model's contiguous f32 parameter and gradient blocks (the views
+// its layers' Parameters point into). models/sequential.hpp implements it; the optimizers
+// (layers/optimizer.hpp) see only this, so layers/ does not depend on models/.
+class ParameterBlocks {
+ public:
+  virtual ~ParameterBlocks() = default;
+  virtual bool built() const = 0;
+  virtual Tensor& parameter_block() = 0;
+  virtual Tensor& gradient_block() = 0;
+  // Says the parameters were written (an optimizer step), so derived copies are refreshed.
+  virtual void parameters_changed() = 0;
+  // The trainable parameters of frozen layers (their optimizer state is kept at zero).
+  virtual std::vector<Parameter*> frozen_parameters() = 0;
+
+ protected:
+  ParameterBlocks() = default;
+  ParameterBlocks(const ParameterBlocks&) = default;
+  ParameterBlocks(ParameterBlocks&&) = default;
+  ParameterBlocks& operator=(const ParameterBlocks&) = default;
+  ParameterBlocks& operator=(ParameterBlocks&&) = default;
+};
+
 // How weights start. `pytorch`: PyTorch's defaults (Kaiming-uniform with a=sqrt(5), i.e.
 // U(±1/sqrt(fan_in)), and the same bound for biases). `vgg`: torchvision's VGG (Kaiming-normal,
 // fan_out, ReLU gain for convolutions; N(0, 0.01) for linear layers; zero biases).

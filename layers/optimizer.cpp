@@ -27,7 +27,7 @@ std::string optimizer_name(OptimizerKind kind) {
 
 float default_learning_rate(OptimizerKind kind) { return kind == OptimizerKind::sgd ? 0.05f : 3e-3f; }
 
-Optimizer::Optimizer(Context& ctx, Sequential& model, OptimizerConfig config) : model_(&model), config_(config) {
+Optimizer::Optimizer(Context& ctx, ParameterBlocks& model, OptimizerConfig config) : model_(&model), config_(config) {
   CUDL_CHECK(model.built(), "Optimizer: build() the model first");
   const Shape shape = model.parameter_block().shape();
   if (config_.kind == OptimizerKind::sgd) {
@@ -65,18 +65,13 @@ void Optimizer::step(Context& ctx, float lr) {
 
 void Optimizer::clear_frozen_state(Context& ctx) {
   const auto* block = static_cast<const char*>(model_->parameter_block().raw());
-  for (const auto& [name, layer] : model_->layers()) {
-    if (!layer->frozen()) continue;
-    for (Parameter* p : layer->parameters()) {
-      if (!p->trainable) continue;
-      // The parameter's place in the block, which the state tensors share.
-      const auto begin =
-          (static_cast<const char*>(p->value.raw()) - block) / static_cast<std::ptrdiff_t>(sizeof(float));
-      for (Tensor* state : {&first_, &second_}) {
-        if (!state->defined()) continue;
-        Tensor range = state->slice(begin, begin + p->value.numel());
-        ctx.backend().fill(ctx, range, 0.0f);
-      }
+  for (Parameter* p : model_->frozen_parameters()) {
+    // The parameter's place in the block, which the state tensors share.
+    const auto begin = (static_cast<const char*>(p->value.raw()) - block) / static_cast<std::ptrdiff_t>(sizeof(float));
+    for (Tensor* state : {&first_, &second_}) {
+      if (!state->defined()) continue;
+      Tensor range = state->slice(begin, begin + p->value.numel());
+      ctx.backend().fill(ctx, range, 0.0f);
     }
   }
 }

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "cudl/engine/backend.hpp"
-#include "cudl/models/sequential.hpp"
+#include "cudl/layers/layer.hpp"
 
 namespace cudl {
 
@@ -32,7 +32,8 @@ struct OptimizerConfig {
 class Optimizer {
  public:
   // State lives on ctx's device, zero-initialised, laid out like the model's parameter block.
-  Optimizer(Context& ctx, Sequential& model, OptimizerConfig config);
+  // `model` (a Sequential) must outlive the optimizer.
+  Optimizer(Context& ctx, ParameterBlocks& model, OptimizerConfig config);
 
   // Applies one update with learning rate `lr` (the schedule's value for this step) from the
   // gradients currently in the model's gradient block.
@@ -50,7 +51,7 @@ class Optimizer {
   std::vector<std::pair<std::string, Tensor*>> state();
 
  private:
-  Sequential* model_;
+  ParameterBlocks* model_;
   OptimizerConfig config_;
   std::int64_t steps_ = 0;
   Tensor first_, second_;  // SGD: momentum buffer; Adam: exp_avg, exp_avg_sq

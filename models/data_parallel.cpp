@@ -8,6 +8,7 @@
 
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/error.hpp"
+#include "cudl/layers/elementwise.hpp"
 #include "cudl/models/sequential.hpp"
 #include "cudl/models/trainer.hpp"
 
@@ -27,10 +28,11 @@ void check_data_parallel_batches(const Communicator* comm, std::int64_t dataset_
              last, dataset_size, batch_size, n);
 }
 
-Batch local_shard(Context& ctx, const Batch& global, const Communicator* comm) {
+Batch local_shard(Sequential& model, const Batch& global, const Communicator* comm) {
   if (!comm || comm->size() == 1) return global;
   const Shard s = shard_of(global.labels.dim(0), comm->rank(), comm->size());
-  ctx.set_batch_shard({s.begin, global.labels.dim(0)});
+  for (const auto& [name, layer] : model.layers())
+    if (auto* dropout = dynamic_cast<Dropout*>(layer.get())) dropout->set_global_rows({s.begin, global.labels.dim(0)});
   Batch local;
   local.images = global.images.slice(s.begin, s.end);
   local.labels = global.labels.slice(s.begin, s.end);

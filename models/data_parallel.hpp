@@ -20,9 +20,11 @@ namespace cudl {
 // the number of ranks, and an epoch's last, partial batch must give every rank a row.
 void check_data_parallel_batches(const Communicator* comm, std::int64_t dataset_size, std::int64_t batch_size);
 
-// This rank's rows of a global batch (the batch itself without a communicator); tells ctx which
-// rows they are (Context::BatchShard), so dropout draws one process's masks for them.
-Batch local_shard(Context& ctx, const Batch& global, const Communicator* comm);
+// This rank's rows of a global batch (the batch itself without a communicator); tells the model's
+// Dropout layers which rows they are (Dropout::set_global_rows), so they draw one process's masks
+// for them.
+class Sequential;
+Batch local_shard(Sequential& model, const Batch& global, const Communicator* comm);
 
 // The dloss that makes the all-reduced mean of the ranks' gradients the gradient of the global
 // batch's mean loss: each rank's loss is a mean over its own rows, so its gradient is weighted by

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "cudl/engine/io/safetensors.hpp"
+#include "cudl/engine/text.hpp"
 #include "cudl/layers/linear.hpp"
 
 namespace cudl {
@@ -140,16 +141,10 @@ bool apply_saved_head(const std::string& weights_path, Sequential& model) {
 }
 
 std::vector<std::string> split_prefixes(const std::string& option, const std::string& csv) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t comma = csv.find(',', start);
-    std::string item = csv.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+  // An empty text is one empty item here: the option was given, with nothing in it.
+  std::vector<std::string> out = csv.empty() ? std::vector<std::string>{""} : split_list(csv);
+  for (const std::string& item : out)
     CUDL_CHECK(!item.empty(), "{}: '{}' has an empty item (expected PREFIX[,PREFIX...])", option, csv);
-    out.push_back(std::move(item));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
   return out;
 }
 

@@ -364,4 +364,14 @@ std::size_t Sequential::index_of(const std::string& name) const {
   CUDL_THROW("Sequential: no layer named '{}'", name);
 }
 
+std::vector<Parameter*> Sequential::frozen_parameters() {
+  std::vector<Parameter*> out;
+  for (const auto& [name, layer] : layers_) {
+    if (!layer->frozen()) continue;
+    for (Parameter* p : layer->parameters())
+      if (p->trainable) out.push_back(p);
+  }
+  return out;
+}
+
 }  // namespace cudl

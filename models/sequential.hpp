@@ -35,7 +35,7 @@ struct LayerSummary {
   DType output_dtype = DType::f32;  // under the summary's compute dtype
 };
 
-class Sequential {
+class Sequential : public ParameterBlocks {
  public:
   Sequential() = default;
   Sequential(Sequential&&) noexcept = default;
@@ -52,7 +52,7 @@ class Sequential {
   // Allocates the parameter, gradient and buffer blocks on ctx's device, binds every layer's views
   // and initialises them from `seed` (each layer draws from its own derived seed).
   void build(Context& ctx, std::uint64_t seed);
-  bool built() const { return built_; }
+  bool built() const override { return built_; }
 
   // Under bf16/fp16 autocast (ctx.precision()) the layers compute in half precision from a half
   // copy of the parameters, refreshed from the f32 masters when they have changed; the output is
@@ -81,7 +81,7 @@ class Sequential {
   // Says the f32 parameters were written (an optimizer step, a load): the half copies autocast
   // reads are refreshed before the next forward. The optimizer and the loaders call it; so must a
   // caller that writes parameter_block() itself.
-  void parameters_changed() { half_stale_ = true; }
+  void parameters_changed() override { half_stale_ = true; }
   // Promises that nothing writes the parameters while the hold lives (Backend::hold_constant):
   // inference and style transfer take one, and the CPU convolutions stop re-laying out their
   // weights on every call. Not while training: the optimizer writes them every step.
@@ -90,8 +90,9 @@ class Sequential {
   std::vector<NamedParameter> parameters();  // trainable, in order
   std::vector<NamedParameter> buffers();     // non-trainable state (BatchNorm running stats)
   std::int64_t parameter_count() const;      // trainable elements
-  Tensor& parameter_block() { return params_; }
-  Tensor& gradient_block() { return grads_; }
+  Tensor& parameter_block() override { return params_; }
+  Tensor& gradient_block() override { return grads_; }
+  std::vector<Parameter*> frozen_parameters() override;  // trainable ones of frozen layers
 
   // Per-layer timing: when on, every layer's forward and backward is timed (waiting for the device
   // after each, so it slows the model down); profile() holds the accumulated milliseconds.

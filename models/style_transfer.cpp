@@ -7,12 +7,12 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
-#include <sstream>
 
 #include "cudl/engine/backend.hpp"
 #include "cudl/engine/check.hpp"
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/device.hpp"
+#include "cudl/engine/text.hpp"
 #include "cudl/layers/normalization.hpp"
 #include "cudl/models/checkpoint.hpp"
 #include "cudl/models/zoo.hpp"
@@ -31,11 +31,8 @@ int feature_index(const std::string& torchvision_name) {  // "features.22" -> 22
 
 std::vector<std::string> parse_style_layers(const std::string& csv) {
   std::vector<std::string> out;
-  std::stringstream ss(csv);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    item.erase(0, item.find_first_not_of(' '));
-    item.erase(item.find_last_not_of(' ') + 1);
+  for (const std::string& raw : split_list(csv)) {
+    const std::string item = trim_blanks(raw);
     if (item.empty()) continue;
     (void)vgg_layer_name(kDepth, item);  // throws naming the valid layers
     // A layer twice would count its loss twice: a typo more likely than a wish.

@@ -198,8 +198,6 @@ class StyleObjective {
   StyleLosses read_losses(Context& ctx) const;
   // A row of losses() read back (the log keeps them on the device until the end).
   StyleLosses unpack(const float* row) const;
-  std::size_t content_layer_count() const { return content_taps_.size(); }
-  std::size_t style_layer_count() const { return style_taps_.size(); }
 
  private:
   // g (+)= the gradient scaled by w, or by w / (‖g‖₁ + tiny) with normalize_gradients.

@@ -464,7 +464,7 @@ TrainResult fit(Context& ctx, Sequential& model, const Dataset& train, const Dat
     std::int64_t done = 0;
     float lr = 0;
     while (loader.next(batch)) {
-      const Batch local = local_shard(ctx, batch, options.comm);  // the batch itself in one process
+      const Batch local = local_shard(model, batch, options.comm);  // the batch itself in one process
       model.zero_grad(ctx);
       Tensor logits = model.forward(ctx, local.images, /*train=*/true);
       Tensor probs = Tensor::empty(logits.shape(), ctx);

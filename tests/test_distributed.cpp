@@ -15,10 +15,13 @@
 #include <filesystem>
 #include <string>
 
+#include "cudl/engine/dist/session.hpp"
 #include "cudl/engine/distributed.hpp"
 #include "cudl/engine/io/safetensors.hpp"
+#include "cudl/layers/elementwise.hpp"
 #include "cudl/models/checkpoint.hpp"
 #include "cudl/models/data_parallel.hpp"
+#include "cudl/models/sequential.hpp"
 #include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"
 
@@ -92,15 +95,51 @@ TEST(DataParallel, LocalShardSlicesTheGlobalBatch) {
   Batch global;
   global.images = d.images;
   global.labels = d.labels;
+  Sequential model;
+  model.add("drop", std::make_unique<Dropout>(0.5f));
   PlaceOnly second(1, 2);
-  const Batch local = local_shard(ctx, global, &second);
+  const Batch local = local_shard(model, global, &second);
   ASSERT_EQ(local.labels.dim(0), 5);
   EXPECT_EQ(local.labels.to_int_vector(ctx)[0], d.labels.to_int_vector(ctx)[5]);
   EXPECT_EQ(local.images.to_vector(ctx)[0], d.images.to_vector(ctx)[5 * 16]);
   EXPECT_EQ(local_part(d, &second).size(), 5);
-  EXPECT_EQ(ctx.batch_shard().begin, 5);
-  EXPECT_EQ(ctx.batch_shard().global, 10);
-  EXPECT_EQ(local_shard(ctx, global, nullptr).labels.dim(0), 10);
+  // The model's dropout knows its rows of the global batch (the layer's own setting, not the context's).
+  const auto& drop = dynamic_cast<const Dropout&>(model.layer("drop"));
+  EXPECT_EQ(drop.global_rows().begin, 5);
+  EXPECT_EQ(drop.global_rows().global, 10);
+  EXPECT_EQ(local_shard(model, global, nullptr).labels.dim(0), 10);
+}
+
+TEST(DataParallel, DropoutOnAShardDrawsTheGlobalBatchsMaskForItsRows) {
+  // Two steps of a [10, 6] batch in one process against rows 5..9 on rank 1 of 2: the rank's masks
+  // are the global masks' rows, and its counter steps past the whole global batch each time.
+  Context ctx{Device::cpu()};
+  std::vector<float> ones(60, 1.0f);
+  const Tensor x = Tensor::from_host(std::span<const float>(ones), {10, 6}, ctx);
+  Dropout whole(0.5f, 11), shard(0.5f, 11);
+  shard.set_global_rows({5, 10});
+  for (int step = 0; step < 2; ++step) {
+    const std::vector<float> all = whole.forward(ctx, x, true).to_vector(ctx);
+    const std::vector<float> part = shard.forward(ctx, x.slice(5, 10), true).to_vector(ctx);
+    ASSERT_EQ(part.size(), 30u);
+    EXPECT_EQ(part, std::vector<float>(all.begin() + 30, all.end())) << "step " << step;
+    EXPECT_EQ(shard.counter(), whole.counter()) << "step " << step;
+  }
+}
+
+TEST(DataParallel, SessionStartedWithoutALauncherIsOneProcess) {
+  // The C++ API a program uses for data parallel (engine/dist/session.hpp); `mpirun` starts the
+  // multi-rank case below, through `cudl train`, which runs on it.
+  DistributedSession session;
+  EXPECT_EQ(session.rank(), 0);
+  EXPECT_EQ(session.size(), 1);
+  EXPECT_FALSE(session.active());
+  EXPECT_TRUE(session.writer());
+  EXPECT_EQ(session.device("cpu"), Device::cpu());
+  Context ctx{Device::cpu()};
+  EXPECT_EQ(session.connect(ctx, 5.0), nullptr);
+  EXPECT_EQ(session.communicator(), nullptr);
+  session.fail("one process: the caller reports the error itself");  // returns
 }
 
 TEST(DataParallel, LocalPartOfAListedFolderTakesItsFilesAndLabels) {
@@ -155,13 +194,22 @@ ShellRun shell(const TempDir& dir, const std::string& command, int limit_seconds
 bool have_mpirun() { return std::system("command -v mpirun > /dev/null 2>&1") == 0; }
 
 // mpirun with N ranks on this machine: --oversubscribe (CI has 2 cores), --allow-run-as-root
-// when root (CI is), one OpenMP thread per rank.
-std::string mpirun(int ranks, const std::string& env = "") {
-  return fmt::format("mpirun --oversubscribe {} -np {} -x OMP_NUM_THREADS=1 {} '{}'",
-                     ::geteuid() == 0 ? "--allow-run-as-root" : "", ranks, env, cli_path());
+// when root (CI is), one OpenMP thread per rank; `program` (the CLI by default) on each.
+std::string mpirun(int ranks, const std::string& program = "") {
+  return fmt::format("mpirun --oversubscribe {} -np {} -x OMP_NUM_THREADS=1 {}",
+                     ::geteuid() == 0 ? "--allow-run-as-root" : "", ranks,
+                     program.empty() ? fmt::format("'{}'", cli_path()) : program);
 }
 
 std::string one_process() { return fmt::format("env OMP_NUM_THREADS=1 '{}'", cli_path()); }
+
+// The CLI with a test-only fault hook (tests/drivers/dist_fault.cpp), built beside the CLI; its
+// first argument is RANK:STEP:exit|hang.
+std::string fault_driver_path() {
+  if (const char* cli = std::getenv("CUDL_TEST_CLI"); cli != nullptr && *cli != '\0')
+    return (fs::path(cli).parent_path() / "cudl_test_dist_fault").string();
+  return CUDL_DIST_FAULT_DRIVER;
+}
 
 #define SKIP_WITHOUT_MPIRUN()                                                                          \
   do {                                                                                                 \
@@ -177,9 +225,12 @@ struct MpiWorkspace {
     Context ctx{Device::cpu()};
     write_synthetic_mnist_dir(data, ctx);  // 320 train (10 batches of 32), 100 test
   }
+  // CPU ranks unless `extra` names a device: in an MPI+CUDA build a run with no --device would
+  // take the GPU (issue 27).
   std::string train(const std::string& model, const std::string& extra) const {
-    return fmt::format("train --model {} --data '{}' --optimizer sgd --lr 0.05 --schedule none --seed 7 {}{}", model,
-                       data, contains(extra, "--batch-size") ? "" : "--batch-size 32 ", extra);
+    return fmt::format("train --model {} --data '{}' --optimizer sgd --lr 0.05 --schedule none --seed 7 {}{}{}", model,
+                       data, contains(extra, "--batch-size") ? "" : "--batch-size 32 ",
+                       contains(extra, "--device") ? "" : "--device cpu ", extra);
   }
 };
 
@@ -298,11 +349,15 @@ TEST(Distributed, RanksThatDisagreeStopNamingWhatDiffers) {
 
 TEST(Distributed, HungOrDeadRankStopsTheRunAndKeepsTheCheckpoint) {
   SKIP_WITHOUT_MPIRUN();
+  const std::string driver = fault_driver_path();
+  if (!fs::exists(driver)) GTEST_SKIP() << "no fault-injection driver at " << driver;
   for (const std::string mode : {"hang", "exit"}) {
     MpiWorkspace w;
     const std::string save = w.dir.file("run.st");
-    const ShellRun r = shell(w.dir, fmt::format("{} {}", mpirun(2, "-x CUDL_TEST_DIST_FAULT=1:13:" + mode),
-                                                w.train("mlp", "--epochs 3 --dist-timeout 3 --save " + save)));
+    // The driver's first argument makes rank 1 hang or exit just before step 13's all-reduce.
+    const std::string launch = mpirun(2, fmt::format("'{}' 1:13:{}", driver, mode));
+    const ShellRun r =
+        shell(w.dir, fmt::format("{} {}", launch, w.train("mlp", "--epochs 3 --dist-timeout 3 --save " + save)));
     EXPECT_NE(r.status, 0) << mode;
     EXPECT_LT(r.seconds, 60) << mode;
     EXPECT_TRUE(contains(r.err, "test fault: rank 1 " + mode + " at step 13")) << r.err;

@@ -139,7 +139,7 @@ TEST_P(ConvTest, HeldWeightsGiveTheSameResults) {
     const ConstantHold hold = backend().hold_constant(ctx(), w);
     EXPECT_EQ(run(), fresh);  // the first call makes the held copies
     EXPECT_EQ(run(), fresh);  // the second reuses them
-    if (ctx().device().is_cpu() && cpu::onednn_conv_enabled()) {
+    if (ctx().device().is_cpu() && cpu::onednn_conv_enabled(ctx().cpu_conv())) {
       // The CPU keeps a re-laid-out copy: a write under the hold (breaking its promise) is not
       // seen, which shows the copy is what runs.
       auto other = make(random_values(cc.wt().numel(), 35), cc.wt());

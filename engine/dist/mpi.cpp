@@ -7,6 +7,7 @@
 
 #include "cudl/engine/backend.hpp"
 #include "cudl/engine/context.hpp"
+#include "cudl/engine/dist/job.hpp"
 #include "cudl/engine/dist/mpi_communicator.hpp"
 #include "cudl/engine/error.hpp"
 #include "cudl/engine/tensor.hpp"
@@ -152,6 +153,35 @@ void MpiCommunicator::abort(int code) {
 
 std::unique_ptr<Communicator> make_mpi_communicator(const MpiSession& session, double timeout_seconds) {
   return std::make_unique<MpiCommunicator>(session, timeout_seconds);
+}
+
+namespace {
+
+// DistributedSession's job in a build with MPI: the session (MPI_Init .. MPI_Finalize) and the
+// communicator for a context's device.
+class LaunchedJob final : public MpiJob {
+ public:
+  int rank() const override { return session_.rank(); }
+  int size() const override { return session_.size(); }
+  int local_rank() const override { return session_.local_rank(); }
+  std::unique_ptr<Communicator> connect(Context& ctx, double timeout_seconds) override {
+    return ctx.device().is_cuda() ? make_nccl_communicator(session_, ctx, timeout_seconds)
+                                  : make_mpi_communicator(session_, timeout_seconds);
+  }
+  [[noreturn]] void abort(int code) override {
+    MPI_Abort(MPI_COMM_WORLD, code);
+    std::_Exit(code);  // MPI_Abort does not return; this keeps [[noreturn]] honest if it ever did
+  }
+
+ private:
+  MpiSession session_;
+};
+
+}  // namespace
+
+std::unique_ptr<MpiJob> join_mpi_job() {
+  if (!launched_by_mpi()) return nullptr;
+  return std::make_unique<LaunchedJob>();
 }
 
 }  // namespace cudl

@@ -2,7 +2,7 @@
 // The MPI session and the communicators behind cudl::Communicator: MPI_Allreduce for CPU ranks,
 // NCCL for CUDA ranks (bootstrapped over MPI). Built into cudl_distributed when CMake finds MPI
 // (CUDL_DISTRIBUTED); not installed with the library, so a consumer of find_package(cudl) never
-// needs MPI.
+// needs MPI. Programs use it through DistributedSession (engine/dist/session.hpp).
 #include <memory>
 
 #include "cudl/engine/distributed.hpp"

@@ -1,6 +1,6 @@
 // 2-D convolution on the CPU. With oneDNN built in (the default where libdnnl-dev is installed)
 // every direction goes to kernels/cpu/onednn_conv.cpp; this file keeps the im2col + OpenBLAS GEMM
-// path (col2im for the data gradient) as the fallback: no oneDNN, CUDL_CPU_CONV=im2col, or a
+// path (col2im for the data gradient) as the fallback: no oneDNN, CpuConv::im2col (Context::cpu_conv), or a
 // geometry oneDNN cannot express. Both share the empty-shape guards below. Half tensors go to
 // oneDNN where it has a native kernel for their dtype on this CPU (bf16 with AVX-512 BF16 / AMX);
 // otherwise they are widened to f32, convolved on the f32 path and the output rounded once.
@@ -27,10 +27,6 @@ struct ConvGeometry {
   std::int64_t rows() const { return c * r * s; }  // of the column matrix [C*R*S, P*Q]
   std::int64_t cols() const { return p * q; }
   std::int64_t col_size() const { return rows() * cols(); }
-  // A 1x1, stride-1, unpadded convolution reads x[n] as [C, H*W] directly: no column matrix.
-  bool is_pointwise() const {
-    return r == 1 && s == 1 && prm.stride_h == 1 && prm.stride_w == 1 && prm.pad_h == 0 && prm.pad_w == 0;
-  }
 };
 
 ConvGeometry geometry(const Shape& x, const Shape& w, const Shape& y, const Conv2dParams& p) {
@@ -153,8 +149,8 @@ void for_each_sample_with_columns(Context& ctx, const ConvGeometry& g, const Bod
 // they are, so it keeps nothing).
 // Held bf16 weights are reordered once too (the copies are keyed by address and layout, dtype
 // included); f16 weights, widened on every call, keep nothing.
-ConstantHold CpuBackend::do_hold_constant(Context&, const Tensor& t) {
-  return cpu::hold_constant_weights(t.raw(), t.nbytes());
+ConstantHold CpuBackend::do_hold_constant(Context& ctx, const Tensor& t) {
+  return cpu::hold_constant_weights(ctx.cpu_conv(), t.raw(), t.nbytes());
 }
 
 void CpuBackend::do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
@@ -164,7 +160,7 @@ void CpuBackend::do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& 
     std::memset(y.raw(), 0, y.nbytes());  // +0 in every float dtype
     return;
   }
-  if (cpu::onednn_conv_enabled() && cpu::onednn_conv2d_forward(ctx, x, w, p, y)) return;
+  if (cpu::onednn_conv_enabled(ctx.cpu_conv()) && cpu::onednn_conv2d_forward(ctx, x, w, p, y)) return;
   if (x.dtype() != DType::f32) {
     // No native kernel for this dtype here: f32 copies (exact), the f32 path, one rounding of y.
     cpu::F32Copy wx(ctx, x, true), ww(ctx, w, true), wy(ctx, y, false);
@@ -192,7 +188,7 @@ void CpuBackend::do_conv2d_backward_data(Context& ctx, const Tensor& dy, const T
     std::memset(dx.raw(), 0, dx.nbytes());
     return;
   }
-  if (cpu::onednn_conv_enabled() && cpu::onednn_conv2d_backward_data(ctx, dy, w, p, dx)) return;
+  if (cpu::onednn_conv_enabled(ctx.cpu_conv()) && cpu::onednn_conv2d_backward_data(ctx, dy, w, p, dx)) return;
   if (dy.dtype() != DType::f32) {
     cpu::F32Copy wdy(ctx, dy, true), ww(ctx, w, true), wdx(ctx, dx, false);
     do_conv2d_backward_data(ctx, wdy.tensor(), ww.tensor(), p, wdx.tensor());
@@ -218,7 +214,8 @@ void CpuBackend::do_conv2d_backward_filter(Context& ctx, const Tensor& x, const 
     if (!accumulate) std::memset(dw.raw(), 0, dw.nbytes());
     return;
   }
-  if (cpu::onednn_conv_enabled() && cpu::onednn_conv2d_backward_filter(ctx, x, dy, p, dw, accumulate)) return;
+  if (cpu::onednn_conv_enabled(ctx.cpu_conv()) && cpu::onednn_conv2d_backward_filter(ctx, x, dy, p, dw, accumulate))
+    return;
   if (x.dtype() != DType::f32 || dw.dtype() != DType::f32) {
     // A half dw accumulates in f32 too (its old value widened): one rounding of the sum.
     cpu::F32Copy wx(ctx, x, true), wdy(ctx, dy, true);

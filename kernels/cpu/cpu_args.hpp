@@ -19,9 +19,9 @@ inline constexpr std::int64_t kParallelThreshold = 1 << 15;
 
 // Row-major C = alpha op(A) op(B) + beta C with explicit leading dimensions, on the library every
 // CPU GEMM uses (kernels/cpu/gemm.cpp says which and why): the Gram ops call it too, so no op
-// wakes a second thread pool.
-void sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
-           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
+// wakes a second thread pool. `gemm` is the context's choice (Context::cpu_gemm).
+void sgemm(CpuGemm gemm, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+           const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
 
 }  // namespace cudl::cpu
 

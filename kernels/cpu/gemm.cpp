@@ -1,12 +1,10 @@
 // Dense linear algebra on the CPU: GEMM through oneDNN's sgemm where cudl is built with oneDNN
-// (CUDL_CPU_GEMM=openblas picks OpenBLAS), else OpenBLAS; bias add and its gradient with OpenMP.
+// (a context's CpuGemm::openblas picks OpenBLAS), else OpenBLAS; bias add and its gradient with OpenMP.
 // Why oneDNN: it threads with the same OpenMP pool as every other CPU op, while OpenBLAS (Debian's
 // pthread build) keeps a second pool whose spinning threads fight the OpenMP ones for the cores
 // right after each GEMM - the MLP train step, GEMMs between small OpenMP loops, lost most to it.
 #include <cblas.h>
 
-#include <cstdlib>
-#include <string_view>
 #if CUDL_HAVE_ONEDNN
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -45,20 +43,13 @@ ChannelView channel_view(const Tensor& t) {
 // 44-72 ms with two threads and 0.28-0.31 ms with one, interleaved runs on the loaded 2-core VM).
 // oneDNN's sgemm sizes its team from omp_get_max_threads() per call.
 constexpr std::int64_t kSerialGemmMacs = 1 << 24;
-
-bool openblas_requested() {
-  static const bool requested = [] {
-    const char* value = std::getenv("CUDL_CPU_GEMM");
-    return value != nullptr && std::string_view(value) == "openblas";
-  }();
-  return requested;
-}
 #endif
 
 }  // namespace
 
-void cpu::sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
-                std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+void cpu::sgemm(CpuGemm gemm, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                std::int64_t ldc) {
   if (m == 0 || n == 0) return;
   if (k == 0) {
     // BLAS would be asked for a zero-width product; C = beta * C is all that is left.
@@ -67,7 +58,7 @@ void cpu::sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std:
     return;
   }
 #if CUDL_HAVE_ONEDNN
-  if (!openblas_requested()) {
+  if (gemm != CpuGemm::openblas) {
     const bool serial = m * n * k <= kSerialGemmMacs;
     const int team = omp_get_max_threads();
     if (serial) omp_set_num_threads(1);
@@ -78,6 +69,8 @@ void cpu::sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std:
                static_cast<int>(status), m, n, k);
     return;
   }
+#else
+  (void)gemm;  // OpenBLAS is the only library in this build
 #endif
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
               static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
@@ -91,20 +84,22 @@ void CpuBackend::do_gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, 
   const std::int64_t n = trans_b ? b.dim(0) : b.dim(1);
   // Row-major leading dimensions are the stored column counts, whatever the transposition.
   if (a.dtype() == DType::f32) {
-    cpu::sgemm(trans_a, trans_b, m, n, k, alpha, a.data<float>(), a.dim(1), b.data<float>(), b.dim(1), beta,
-               c.data<float>(), n);
+    cpu::sgemm(ctx.cpu_gemm(), trans_a, trans_b, m, n, k, alpha, a.data<float>(), a.dim(1), b.data<float>(), b.dim(1),
+               beta, c.data<float>(), n);
     return;
   }
   if (m == 0 || n == 0) return;
-  if (k > 0 && cpu::onednn_half_gemm(trans_a, trans_b, m, n, k, alpha, a, b, beta, c)) return;
+  if (k > 0 && cpu::onednn_half_gemm(ctx.cpu_gemm(), trans_a, trans_b, m, n, k, alpha, a, b, beta, c)) return;
   // Halves without a native kernel here: widened to f32 (exact), the f32 GEMM, one rounding of c.
   cpu::F32Copy wa(ctx, a, true), wb(ctx, b, true);
   if (c.dtype() == DType::f32) {
-    cpu::sgemm(trans_a, trans_b, m, n, k, alpha, wa.data(), a.dim(1), wb.data(), b.dim(1), beta, c.data<float>(), n);
+    cpu::sgemm(ctx.cpu_gemm(), trans_a, trans_b, m, n, k, alpha, wa.data(), a.dim(1), wb.data(), b.dim(1), beta,
+               c.data<float>(), n);
     return;
   }
   cpu::F32Copy wc(ctx, c, beta != 0.0f);  // beta 0 never reads c (BLAS's rule: NaN there stays out)
-  cpu::sgemm(trans_a, trans_b, m, n, k, alpha, wa.data(), a.dim(1), wb.data(), b.dim(1), beta, wc.data(), n);
+  cpu::sgemm(ctx.cpu_gemm(), trans_a, trans_b, m, n, k, alpha, wa.data(), a.dim(1), wb.data(), b.dim(1), beta,
+             wc.data(), n);
   cpu::narrow(wc.data(), c);
 }
 

@@ -42,16 +42,16 @@ void CpuBackend::do_gram_forward(Context& ctx, const Tensor& x, Tensor& g) {
     const std::int64_t ld = hw > 0 ? hw : 1;
     if (!half) {
       const float* f = x.data<float>() + s * c * hw;
-      cpu::sgemm(false, true, c, c, hw, alpha, f, ld, f, ld, 0.0f, gs, c);
+      cpu::sgemm(ctx.cpu_gemm(), false, true, c, c, hw, alpha, f, ld, f, ld, 0.0f, gs, c);
     } else {
       const auto* f =
           static_cast<const std::byte*>(x.raw()) + s * c * hw * static_cast<std::int64_t>(dtype_size(x.dtype()));
-      if (hw == 0 ||
-          !cpu::onednn_half_gemm(false, true, c, c, hw, alpha, x.dtype(), f, ld, f, ld, 0.0f, DType::f32, gs, c)) {
+      if (hw == 0 || !cpu::onednn_half_gemm(ctx.cpu_gemm(), false, true, c, c, hw, alpha, x.dtype(), f, ld, f, ld, 0.0f,
+                                            DType::f32, gs, c)) {
         auto* wf = static_cast<float*>(widened->data());
         cpu::dispatch_float(x.dtype(), op,
                             [&](auto tag) { cpu::widen(reinterpret_cast<const decltype(tag)*>(f), wf, c * hw); });
-        cpu::sgemm(false, true, c, c, hw, alpha, wf, ld, wf, ld, 0.0f, gs, c);
+        cpu::sgemm(ctx.cpu_gemm(), false, true, c, c, hw, alpha, wf, ld, wf, ld, 0.0f, gs, c);
       }
     }
     // A GEMM kernel may sum G[i][j] and G[j][i] in different orders; a Gram matrix is symmetric
@@ -86,10 +86,11 @@ void CpuBackend::do_gram_backward(Context& ctx, const Tensor& x, const Tensor& d
         float* wx = static_cast<float*>(widened->data());
         float* wdx = wx + c * hw;
         cpu::widen(px + s * c * hw, wx, c * hw);
-        cpu::sgemm(false, false, c, hw, c, alpha, sym.data(), c, wx, hw, 0.0f, wdx, hw);
+        cpu::sgemm(ctx.cpu_gemm(), false, false, c, hw, c, alpha, sym.data(), c, wx, hw, 0.0f, wdx, hw);
         cpu::narrow(wdx, pdx + s * c * hw, c * hw);
       } else {
-        cpu::sgemm(false, false, c, hw, c, alpha, sym.data(), c, px + s * c * hw, hw, 0.0f, pdx + s * c * hw, hw);
+        cpu::sgemm(ctx.cpu_gemm(), false, false, c, hw, c, alpha, sym.data(), c, px + s * c * hw, hw, 0.0f,
+                   pdx + s * c * hw, hw);
       }
     }
   });

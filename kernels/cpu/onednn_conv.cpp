@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -35,19 +34,6 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-// CUDL_CPU_CONV (read once): "im2col" keeps the OpenBLAS im2col path and "direct" oneDNN's direct
-// kernels only (both for comparison); anything else, oneDNN with Winograd where it pays.
-enum class ConvMode { im2col, direct, fastest };
-
-ConvMode conv_mode() {
-  static const ConvMode mode = [] {
-    const char* value = std::getenv("CUDL_CPU_CONV");
-    const std::string_view v = value != nullptr ? value : "";
-    return v == "im2col" ? ConvMode::im2col : v == "direct" ? ConvMode::direct : ConvMode::fastest;
-  }();
-  return mode;
-}
-
 dnnl::engine& cpu_engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   return engine;
@@ -61,11 +47,13 @@ struct Types {
   dt data = dt::f32, filter_grad = dt::f32;
 };
 
-// Every number that determines a primitive: direction, dtypes, x [N,C,H,W], w [K,C,R,S], the parameters.
-using Key = std::array<std::int64_t, 16>;
+// Every number that determines a primitive: the policy (Winograd or not), direction, dtypes,
+// x [N,C,H,W], w [K,C,R,S], the parameters.
+using Key = std::array<std::int64_t, 17>;
 
-Key make_key(Direction d, Types t, const Shape& x, const Shape& w, const Conv2dParams& p) {
-  return {static_cast<std::int64_t>(d),
+Key make_key(CpuConv conv, Direction d, Types t, const Shape& x, const Shape& w, const Conv2dParams& p) {
+  return {static_cast<std::int64_t>(conv),
+          static_cast<std::int64_t>(d),
           static_cast<std::int64_t>(t.data),
           static_cast<std::int64_t>(t.filter_grad),
           x[0],
@@ -115,8 +103,8 @@ Geometry geometry(const Shape& x, const Shape& w, const Shape& y, const Conv2dPa
 // won (27 against 44). oneDNN refuses shapes it has no Winograd kernel for (e.g. 3 input
 // channels), and those stay direct.
 // (oneDNN 2.6 has Winograd for f32 only.)
-bool winograd_candidate(const Geometry& g, Types t) {
-  return conv_mode() == ConvMode::fastest && t.data == dt::f32 && g.w[2] == 3 && g.w[3] == 3 && g.strides[0] == 1 &&
+bool winograd_candidate(CpuConv conv, const Geometry& g, Types t) {
+  return conv == CpuConv::fastest && t.data == dt::f32 && g.w[2] == 3 && g.w[3] == 3 && g.strides[0] == 1 &&
          g.strides[1] == 1 && g.dilates[0] == 0 && g.dilates[1] == 0 && g.y[2] >= 4 && g.y[3] >= 4;
 }
 
@@ -316,14 +304,16 @@ std::string_view direction_name(Direction d) {
 
 // The cache: plans live for the process (a model has a few dozen shapes). Lookups take a mutex;
 // creation happens under it too, so one shape is never planned twice.
-const Plan& plan_for(Direction dir, Types t, const Shape& x, const Shape& w, const Geometry& g, const Conv2dParams& p) {
+const Plan& plan_for(CpuConv conv, Direction dir, Types t, const Shape& x, const Shape& w, const Geometry& g,
+                     const Conv2dParams& p) {
   static std::mutex mutex;
   static std::map<Key, std::unique_ptr<Plan>> plans;
   const std::lock_guard lock(mutex);
-  auto& slot = plans[make_key(dir, t, x, w, p)];
+  const Key key = make_key(conv, dir, t, x, w, p);
+  auto& slot = plans[key];
   if (!slot) {
     try {
-      if (winograd_candidate(g, t)) {
+      if (winograd_candidate(conv, g, t)) {
         try {
           slot = make_plan(dir, g, t, dnnl::algorithm::convolution_winograd);
         } catch (const dnnl::error&) {
@@ -332,7 +322,7 @@ const Plan& plan_for(Direction dir, Types t, const Shape& x, const Shape& w, con
       }
       if (!slot) slot = make_plan(dir, g, t, dnnl::algorithm::convolution_direct);
     } catch (const dnnl::error& e) {
-      plans.erase(make_key(dir, t, x, w, p));
+      plans.erase(key);
       CUDL_THROW("{}: oneDNN could not create the primitive (x={}, w={}, pad {}x{}, stride {}x{}, dilation {}x{}): {}",
                  direction_name(dir), x, w, p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
                  e.what());
@@ -464,13 +454,13 @@ void execute(Context& ctx, Direction dir, const Plan& plan, const std::array<con
 
 }  // namespace
 
-bool onednn_conv_enabled() { return conv_mode() != ConvMode::im2col; }
+bool onednn_conv_enabled(CpuConv conv) { return conv != CpuConv::im2col; }
 
 bool onednn_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
   const Geometry g = geometry(x.shape(), w.shape(), y.shape(), p);
   if (!g.expressible || !native_dtype(x.dtype())) return false;
   const Types t{to_dnnl(x.dtype()), to_dnnl(x.dtype())};
-  const Plan& plan = plan_for(Direction::forward, t, x.shape(), w.shape(), g, p);
+  const Plan& plan = plan_for(ctx.cpu_conv(), Direction::forward, t, x.shape(), w.shape(), g, p);
   if (plan.reference && t.data != dt::f32) return false;
   const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.data), uy = plain(g.y, t.data);
   execute(ctx, Direction::forward, plan, {&ux, &uw, &uy}, {x.raw(), w.raw(), y.raw()}, false, x.shape(), w.shape());
@@ -481,7 +471,7 @@ bool onednn_conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w
   const Geometry g = geometry(dx.shape(), w.shape(), dy.shape(), p);
   if (!g.expressible || !native_dtype(dy.dtype())) return false;
   const Types t{to_dnnl(dy.dtype()), to_dnnl(dy.dtype())};
-  const Plan& plan = plan_for(Direction::backward_data, t, dx.shape(), w.shape(), g, p);
+  const Plan& plan = plan_for(ctx.cpu_conv(), Direction::backward_data, t, dx.shape(), w.shape(), g, p);
   if (plan.reference && t.data != dt::f32) return false;
   const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.data), uy = plain(g.y, t.data);
   execute(ctx, Direction::backward_data, plan, {&uy, &uw, &ux}, {dy.raw(), w.raw(), dx.raw()}, false, dx.shape(),
@@ -494,7 +484,7 @@ bool onednn_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& 
   const Geometry g = geometry(x.shape(), dw.shape(), dy.shape(), p);
   if (!g.expressible || !native_dtype(x.dtype()) || !native_dtype(dw.dtype())) return false;
   const Types t{to_dnnl(x.dtype()), to_dnnl(dw.dtype())};
-  const Plan& plan = plan_for(Direction::backward_filter, t, x.shape(), dw.shape(), g, p);
+  const Plan& plan = plan_for(ctx.cpu_conv(), Direction::backward_filter, t, x.shape(), dw.shape(), g, p);
   if (plan.reference && t.data != dt::f32) return false;
   const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.filter_grad), uy = plain(g.y, t.data);
   execute(ctx, Direction::backward_filter, plan, {&ux, &uy, &uw}, {x.raw(), dy.raw(), dw.raw()}, accumulate, x.shape(),
@@ -502,8 +492,8 @@ bool onednn_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& 
   return true;
 }
 
-std::shared_ptr<void> hold_constant_weights(const void* data, std::size_t bytes) {
-  if (!onednn_conv_enabled()) return nullptr;
+std::shared_ptr<void> hold_constant_weights(CpuConv conv, const void* data, std::size_t bytes) {
+  if (!onednn_conv_enabled(conv)) return nullptr;
   const std::uint64_t id = ConstantWeights::instance().add(data, bytes);
   return std::shared_ptr<void>(nullptr, [id](void*) { ConstantWeights::instance().remove(id); });
 }
@@ -539,35 +529,33 @@ std::string_view isa_name(dnnl::cpu_isa isa) {
 
 }  // namespace
 
-std::string onednn_description() {
+std::string onednn_description(CpuConv conv) {
   const dnnl::version_t* v = dnnl::version();
   return fmt::format("oneDNN {}.{}.{} (ISA {}); CPU convolutions: {}", v->major, v->minor, v->patch,
                      isa_name(dnnl::get_effective_cpu_isa()),
-                     conv_mode() == ConvMode::fastest  ? "oneDNN, Winograd F(4x4,3x3) where it pays"
-                     : conv_mode() == ConvMode::direct ? "oneDNN direct kernels only (CUDL_CPU_CONV=direct)"
-                                                       : "im2col + OpenBLAS (CUDL_CPU_CONV=im2col)");
+                     conv == CpuConv::fastest  ? "oneDNN, Winograd F(4x4,3x3) where it pays (fastest)"
+                     : conv == CpuConv::direct ? "oneDNN direct kernels only (direct)"
+                                               : "im2col + OpenBLAS (im2col)");
 }
 
-std::string half_path_description(DType t) {
+std::string half_path_description(DType t, CpuPolicy policy) {
   const dnnl::version_t* v = dnnl::version();
   const std::string isa(isa_name(dnnl::get_effective_cpu_isa()));
   const std::optional<std::string>& conv = conv_impl(t);
-  const std::string gemm = onednn_matmul_impl(t);
-  const std::string conv_path = !onednn_conv_enabled() ? "widened to f32 (CUDL_CPU_CONV=im2col)"
-                                : conv                 ? fmt::format("oneDNN {}", *conv)
-                                                       : fmt::format(
-                                                             "widened to f32 (oneDNN {}.{} has no {} CPU "
-                                                                             "convolution for ISA {})",
-                                                             v->major, v->minor, dtype_name(t), isa);
+  const std::string gemm = onednn_matmul_impl(t, policy.gemm);
+  std::string conv_path = "widened to f32 (CPU convolutions: im2col)";
+  if (onednn_conv_enabled(policy.conv))
+    conv_path = conv ? fmt::format("oneDNN {}", *conv)
+                     : fmt::format("widened to f32 (oneDNN {}.{} has no {} CPU convolution for ISA {})", v->major,
+                                   v->minor, dtype_name(t), isa);
   const std::string gemm_path =
-      !gemm.empty()
-          ? fmt::format("oneDNN matmul {}", gemm)
-          : fmt::format("widened to f32 (no oneDNN {} matmul here, or CUDL_CPU_GEMM=openblas)", dtype_name(t));
+      !gemm.empty() ? fmt::format("oneDNN matmul {}", gemm)
+                    : fmt::format("widened to f32 (no oneDNN {} matmul here, or CPU GEMM: openblas)", dtype_name(t));
   return fmt::format("{}: convolutions {}; GEMM {}; other ops native {} loops, f32 arithmetic", dtype_name(t),
                      conv_path, gemm_path, dtype_name(t));
 }
 
-bool half_native(DType t) { return onednn_conv_enabled() && conv_impl(t).has_value(); }
+bool half_native(DType t, CpuConv conv) { return onednn_conv_enabled(conv) && conv_impl(t).has_value(); }
 
 }  // namespace cudl::cpu
 
@@ -575,23 +563,23 @@ bool half_native(DType t) { return onednn_conv_enabled() && conv_impl(t).has_val
 
 namespace cudl::cpu {
 
-bool onednn_conv_enabled() { return false; }
+bool onednn_conv_enabled(CpuConv) { return false; }
 bool onednn_conv2d_forward(Context&, const Tensor&, const Tensor&, const Conv2dParams&, Tensor&) { return false; }
 bool onednn_conv2d_backward_data(Context&, const Tensor&, const Tensor&, const Conv2dParams&, Tensor&) { return false; }
 bool onednn_conv2d_backward_filter(Context&, const Tensor&, const Tensor&, const Conv2dParams&, Tensor&, bool) {
   return false;
 }
-std::shared_ptr<void> hold_constant_weights(const void*, std::size_t) { return nullptr; }
-std::string onednn_description() {
+std::shared_ptr<void> hold_constant_weights(CpuConv, const void*, std::size_t) { return nullptr; }
+std::string onednn_description(CpuConv) {
   return "oneDNN not built in (CUDL_ONEDNN=OFF or not found); CPU convolutions: im2col + OpenBLAS";
 }
-std::string half_path_description(DType t) {
+std::string half_path_description(DType t, CpuPolicy) {
   return fmt::format(
       "{}: convolutions and GEMM widened to f32 (built without oneDNN); other ops native {} loops, "
       "f32 arithmetic",
       dtype_name(t), dtype_name(t));
 }
-bool half_native(DType) { return false; }
+bool half_native(DType, CpuConv) { return false; }
 
 }  // namespace cudl::cpu
 

@@ -11,12 +11,10 @@
 
 #include <array>
 #include <bit>
-#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
-#include <string_view>
 
 #include "cudl/engine/error.hpp"
 #endif
@@ -32,14 +30,6 @@ using dt = memory::data_type;
 // As in kernels/cpu/gemm.cpp: a product this small runs on the calling thread (a team's barrier
 // costs more than it saves, and waits for descheduled threads on a loaded machine).
 constexpr std::int64_t kSerialGemmMacs = 1 << 24;
-
-bool openblas_requested() {
-  static const bool requested = [] {
-    const char* value = std::getenv("CUDL_CPU_GEMM");
-    return value != nullptr && std::string_view(value) == "openblas";
-  }();
-  return requested;
-}
 
 dnnl::engine& engine() {
   static dnnl::engine e(dnnl::engine::kind::cpu, 0);
@@ -157,10 +147,10 @@ const dnnl::matmul& primitive_for(const Gemm& g) {
 
 }  // namespace
 
-bool onednn_half_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, DType ab,
-                      const void* a, std::int64_t lda, const void* b, std::int64_t ldb, float beta, DType ct, void* c,
-                      std::int64_t ldc) {
-  if (!is_half(ab) || openblas_requested() || impl_for(ab).empty()) return false;
+bool onednn_half_gemm(CpuGemm gemm, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
+                      float alpha, DType ab, const void* a, std::int64_t lda, const void* b, std::int64_t ldb,
+                      float beta, DType ct, void* c, std::int64_t ldc) {
+  if (!is_half(ab) || gemm == CpuGemm::openblas || impl_for(ab).empty()) return false;
   const Gemm g{trans_a, trans_b, m, n, k, lda, ldb, ldc, ab, ct, alpha, beta};
   const SerialTeam team(m * n * k <= kSerialGemmMacs);
   const dnnl::matmul& mm = primitive_for(g);
@@ -177,22 +167,24 @@ bool onednn_half_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n
   return true;
 }
 
-std::string onednn_matmul_impl(DType t) { return is_half(t) && !openblas_requested() ? impl_for(t) : std::string(); }
+std::string onednn_matmul_impl(DType t, CpuGemm gemm) {
+  return is_half(t) && gemm != CpuGemm::openblas ? impl_for(t) : std::string();
+}
 
 #else  // no oneDNN: every half GEMM is widened to f32
 
-bool onednn_half_gemm(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, DType, const void*, std::int64_t,
-                      const void*, std::int64_t, float, DType, void*, std::int64_t) {
+bool onednn_half_gemm(CpuGemm, bool, bool, std::int64_t, std::int64_t, std::int64_t, float, DType, const void*,
+                      std::int64_t, const void*, std::int64_t, float, DType, void*, std::int64_t) {
   return false;
 }
 
-std::string onednn_matmul_impl(DType) { return {}; }
+std::string onednn_matmul_impl(DType, CpuGemm) { return {}; }
 
 #endif
 
-bool onednn_half_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
-                      const Tensor& a, const Tensor& b, float beta, Tensor& c) {
-  return onednn_half_gemm(trans_a, trans_b, m, n, k, alpha, a.dtype(), a.raw(), a.dim(1), b.raw(), b.dim(1), beta,
+bool onednn_half_gemm(CpuGemm gemm, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
+                      float alpha, const Tensor& a, const Tensor& b, float beta, Tensor& c) {
+  return onednn_half_gemm(gemm, trans_a, trans_b, m, n, k, alpha, a.dtype(), a.raw(), a.dim(1), b.raw(), b.dim(1), beta,
                           c.dtype(), c.raw(), n);
 }
 

@@ -31,6 +31,7 @@
 #include "cudl/engine/io/atomic_file.hpp"
 #include "cudl/engine/io/files.hpp"
 #include "cudl/engine/io/json.hpp"
+#include "cudl/engine/text.hpp"
 #include "cudl/engine/timer.hpp"
 #include "cudl/layers/optimizer.hpp"
 #include "cudl/models/zoo.hpp"
@@ -331,11 +332,9 @@ double streaming_copy_gbps(Context& ctx, int repeat) {
   return copy_gbps(ctx, ctx.device().is_cpu() ? 2.0 * (32ll << 20) * kFloat : 2.0 * (256ll << 20) * kFloat, repeat);
 }
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> items;
-  std::stringstream ss(text);
-  for (std::string item; std::getline(ss, item, ',');)
-    if (!item.empty()) items.push_back(item);
+std::vector<std::string> non_empty_items(const std::string& text) {
+  std::vector<std::string> items = split_list(text);
+  std::erase(items, std::string());
   return items;
 }
 
@@ -377,7 +376,7 @@ void print_layer_profile(const Sequential& model, const char* what) {
 // Images per second of a whole training step (forward, loss, backward, Adam) and of inference,
 // on synthetic data of the model's input shape, with the pool's peak memory.
 void bench_models(Context& ctx, const Options& opt, nlohmann::json& results) {
-  for (const auto& name : split_list(opt.models)) {
+  for (const auto& name : non_empty_items(opt.models)) {
     const ModelSpec spec = model_spec(name);
     std::vector<std::int64_t> batches;
     if (!opt.batch_sizes.empty()) batches = parse_whole_number_list("--batch-sizes", opt.batch_sizes, 1, kMaxBatch);
@@ -480,7 +479,7 @@ void run_bench(const Options& opt) {
   check_outputs_spare_inputs({}, {{"--json", opt.json_path}});
   check_writable_output("--json", opt.json_path);
   std::vector<Device> devices;
-  for (const auto& name : split_list(opt.devices)) {
+  for (const auto& name : non_empty_items(opt.devices)) {
     Device d = Device::parse(name);
     if (d.is_cuda() && cuda_device_count() == 0) {
       fmt::print("{}: skipped (no CUDA device)\n", name);
@@ -489,7 +488,7 @@ void run_bench(const Options& opt) {
     devices.push_back(d);
   }
   CUDL_CHECK(!devices.empty(), "bench: no usable device in '{}'", opt.devices);
-  auto wanted = split_list(opt.ops);
+  auto wanted = non_empty_items(opt.ops);
   // With --models alone, only the models run; --ops selects kernels (all by default).
   std::vector<BenchCase> cases;
   if (!opt.shape.empty()) {
@@ -743,7 +742,7 @@ void add_bench_command(CLI::App& app) {
       return;
     }
     if (!opt->pipeline.dir.empty()) {
-      const auto models = split_list(opt->models);
+      const auto models = non_empty_items(opt->models);
       CUDL_CHECK(models.size() == 1, "bench --pipeline: name one model with --models (its train step is timed)");
       const auto batches =
           parse_whole_number_list("--batch-sizes", opt->batch_sizes.empty() ? "64" : opt->batch_sizes, 1, kMaxBatch);

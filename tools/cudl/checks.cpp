@@ -16,11 +16,11 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <sstream>
 
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/device.hpp"
 #include "cudl/engine/error.hpp"
+#include "cudl/engine/text.hpp"
 #include "tools/cudl/commands.hpp"
 
 namespace cudl::cli {
@@ -92,10 +92,8 @@ std::string check_integer(const std::string& raw, Int lo, Int hi, Int& out) {
 }
 
 std::vector<std::string> split_items(const std::string& csv) {
-  std::vector<std::string> items;
-  std::stringstream ss(csv);
-  for (std::string item; std::getline(ss, item, ',');) items.push_back(trim(item));
-  if (!csv.empty() && csv.back() == ',') items.emplace_back();
+  std::vector<std::string> items = split_list(csv);
+  for (std::string& item : items) item = trim(item);
   return items;
 }
 

@@ -1,6 +1,7 @@
 #include <fmt/format.h>
 
 #include "cudl/engine/allocator.hpp"
+#include "cudl/engine/context.hpp"
 #include "cudl/engine/cpu_threads.hpp"
 #include "cudl/engine/device.hpp"
 #include "cudl/kernels/cpu/onednn_conv.hpp"
@@ -17,7 +18,13 @@ void add_info_command(CLI::App& app) {
     fmt::print("cudl {}\n", info.cudl_version);
     fmt::print("backends compiled in: {}\n", fmt::join(info.backends, ", "));
     fmt::print("CPU BLAS: {}\n", info.blas);
-    fmt::print("CPU DNN: {}\n", cpu::onednn_description());
+    // A new context's CPU policy (engine/cpu_policy.hpp): what every command here runs on the CPU.
+    const Context cpu_ctx(Device::cpu());
+    fmt::print("CPU DNN: {}\n", cpu::onednn_description(cpu_ctx.cpu_conv()));
+    fmt::print(
+        "CPU policy: convolutions {}, GEMM {} (Context::set_cpu_conv / set_cpu_gemm; defaults from "
+        "CUDL_CPU_CONV, CUDL_CPU_GEMM)\n",
+        cpu_conv_name(cpu_ctx.cpu_conv()), cpu_gemm_name(cpu_ctx.cpu_gemm()));
     const CpuHalfSupport half = cpu_half_support();
     fmt::print("CPU {}\n", half.bf16);
     fmt::print("CPU {}\n", half.f16);

@@ -8,12 +8,12 @@
 #include <cmath>
 #include <filesystem>
 #include <memory>
-#include <sstream>
 
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/error.hpp"
 #include "cudl/engine/io/atomic_file.hpp"
 #include "cudl/engine/io/image.hpp"
+#include "cudl/engine/text.hpp"
 #include "cudl/models/style_transfer.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
@@ -37,17 +37,10 @@ struct StyleArgs {
 // The items of a comma-separated list of paths; an empty item ("a.png,", ",") is an error naming
 // the option, not a path silently dropped.
 std::vector<std::string> split(const std::string& option, const std::string& csv) {
-  std::vector<std::string> out;
-  if (csv.empty()) return out;
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t comma = csv.find(',', start);
-    std::string item = csv.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+  std::vector<std::string> out = split_list(csv);
+  for (const std::string& item : out)
     CUDL_CHECK(!item.empty(), "style: {} '{}' has an empty item; expected comma-separated image paths", option, csv);
-    out.push_back(std::move(item));
-    if (comma == std::string::npos) return out;
-    start = comma + 1;
-  }
+  return out;
 }
 
 const char* kWeightsHelp =
