@@ -201,7 +201,7 @@ StyleOptions small_options(int size, int iters, const std::string& optimizer) {
   StyleOptions o;
   o.size = size;
   o.iters = iters;
-  o.optimizer = optimizer;
+  o.optimizer = parse_style_optimizer(optimizer);
   o.print_every = 0;
   return o;
 }
@@ -255,7 +255,7 @@ TEST(StyleTransfer, LbfgsLowersTheLossAndPoolPeakDoesNotGrow) {
   Context ctx;
   StyleOptions o = small_options(32, 6, "lbfgs");
   o.print_every = 1;
-  o.init = "random";
+  o.init = StyleInit::random;
   Sequential net = make_style_network(ctx, o, "random:1");
   const Image content = read_image(kData + "chelsea.png");
   const Image style = read_image(kData + "brick.png");
