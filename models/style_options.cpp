@@ -193,10 +193,44 @@ std::string style_bounds_problem(StyleField f, double v) {
                      b->whole ? "a whole number" : "a finite number", range, v);
 }
 
-StyleOptionError::StyleOptionError(StyleField field, std::string problem)
-    : Error(fmt::format("style: {} {}", style_field_name(field), problem)),
+namespace {
+
+// "<tile>" -> name(StyleField::tile) for every field named in `text`.
+template <typename Name>
+std::string spell_fields(const std::string& text, StyleField field, bool field_first, Name name) {
+  std::string out = field_first ? std::string(name(field)) + " " : std::string();
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const std::size_t close = text[i] == '<' ? text.find('>', i) : std::string::npos;
+    bool replaced = false;
+    if (close != std::string::npos) {
+      const std::string token = text.substr(i + 1, close - i - 1);
+      for (int f = 0; f <= static_cast<int>(StyleField::save_every) && !replaced; ++f)
+        if (token == style_field_name(static_cast<StyleField>(f))) {
+          out += name(static_cast<StyleField>(f));
+          i = close;
+          replaced = true;
+        }
+    }
+    if (!replaced) out += text[i];
+  }
+  return "style: " + out;
+}
+
+}  // namespace
+
+StyleOptionError::StyleOptionError(StyleField field, std::string problem, bool field_first)
+    : Error(spell_fields(problem, field, field_first, style_field_name)),
       field_(field),
-      problem_(std::move(problem)) {}
+      problem_(std::move(problem)),
+      field_first_(field_first) {}
+
+std::string StyleOptionError::message(const char* (*name)(StyleField)) const {
+  return spell_fields(problem_, field_, field_first_, name);
+}
+
+std::string StyleOptionError::message(std::string (*name)(StyleField)) const {
+  return spell_fields(problem_, field_, field_first_, name);
+}
 
 void check_style_options(const StyleOptions& o) {
   check_numbers(o);

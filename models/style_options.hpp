@@ -129,17 +129,22 @@ std::optional<StyleBounds> style_bounds(StyleField f);
 // "must be in [16, 32768], got 8", or empty when `value` is within the field's bounds.
 std::string style_bounds_problem(StyleField f, double value);
 
-// What check_style_options throws: "style: <field> <problem>". problem() is the text after the
-// field's name, so a caller can put its own name for the field in front.
+// What the style library throws about an option: "style: <field> <problem>" (or, with
+// field_first false, "style: <problem>" for a sentence that names fields where it needs them).
+// The problem may name other fields as "<tile>"; message() spells every field with the caller's
+// names (the CLI's flags), what() with the StyleOptions members' names.
 class StyleOptionError : public Error {
  public:
-  StyleOptionError(StyleField field, std::string problem);
+  StyleOptionError(StyleField field, std::string problem, bool field_first = true);
   StyleField field() const { return field_; }
   const std::string& problem() const { return problem_; }
+  std::string message(const char* (*name)(StyleField)) const;
+  std::string message(std::string (*name)(StyleField)) const;
 
  private:
   StyleField field_;
   std::string problem_;
+  bool field_first_;
 };
 
 // Throws a StyleOptionError when an option is out of range or not finite: sizes in

@@ -72,7 +72,7 @@ Sequential make_style_network(Context& ctx, const StyleOptions& o, const std::st
     std::uint64_t value = 0;
     const auto [end, ec] = std::from_chars(seed.data(), seed.data() + seed.size(), value);
     CUDL_CHECK(!seed.empty() && ec == std::errc() && end == seed.data() + seed.size(),
-               "style: --weights random:SEED needs a whole number in [0, {}] as the seed, got '{}'",
+               "style: weights random:SEED needs a whole number in [0, {}] as the seed, got '{}'",
                std::numeric_limits<std::uint64_t>::max(), weights);
     net.build(ctx, value);
   } else {
@@ -137,14 +137,18 @@ void check_style_memory(Context& ctx, const Sequential& net, const StyleOptions&
   }
   // Tiling bounds the memory by the tile, whatever the photo: suggest the largest tile that fits.
   const int tile = suggest_style_tile(net, o, available);
-  CUDL_THROW(
-      "style: a {}x{} {} needs about {:.1f} GiB with --optimizer {} but only {:.1f} GiB is available on {}; the "
-      "largest size that fits is {}{}{}",
-      width, height, o.tile > 0 ? "tile" : "image", static_cast<double>(need) / (1 << 30),
-      style_optimizer_name(o.optimizer), static_cast<double>(available) / (1 << 30), ctx.device(),
-      fits > 0 ? fmt::format("{} {}", o.tile > 0 ? "--tile" : "--size", fits) : std::string("none"),
-      o.optimizer == StyleOptimizer::lbfgs ? " (--optimizer adam needs much less)" : "",
-      o.tile == 0 && tile > 0 ? fmt::format("; or keep the size and tile it: --tile {}", tile) : std::string());
+  const StyleField field = o.tile > 0 ? StyleField::tile : o.scales.empty() ? StyleField::size : StyleField::scales;
+  throw StyleOptionError(
+      field,
+      fmt::format(
+          "a {}x{} {} needs about {:.1f} GiB with <optimizer> {} but only {:.1f} GiB is available on {}; the "
+          "largest size that fits is {}{}{}",
+          width, height, o.tile > 0 ? "tile" : "image", static_cast<double>(need) / (1 << 30),
+          style_optimizer_name(o.optimizer), static_cast<double>(available) / (1 << 30), ctx.device(),
+          fits > 0 ? fmt::format("<{}> {}", style_field_name(field), fits) : std::string("none"),
+          o.optimizer == StyleOptimizer::lbfgs ? " (<optimizer> adam needs much less)" : "",
+          o.tile == 0 && tile > 0 ? fmt::format("; or keep the size and tile it: <tile> {}", tile) : std::string()),
+      /*field_first=*/false);
 }
 
 std::size_t check_style_memory(Context& ctx, const Sequential& net, const StyleOptions& o,
@@ -181,16 +185,19 @@ void check_style_sizes(const Sequential& net, const CheckedStyleOptions& checked
     const auto [w, h] = fit_longest_side(image.width, image.height, longest);
     return passes_the_network(net, h, w);
   };
-  // image_size(size): the longest side an image gets at --size `size`.
+  // image_size(size): the longest side an image gets at size `size`.
   auto check = [&](const char* what, const Image& image, int size, auto image_size) {
     if (passes(image, image_size(size))) return;
     int needed = size + 1;
     while (needed < (1 << 16) && !passes(image, image_size(needed))) ++needed;
     const auto [w, h] = fit_longest_side(image.width, image.height, image_size(size));
-    CUDL_THROW(
-        "style: the {} image ({}x{}) becomes {}x{} at --size {}, too small for the network's poolings up to its "
-        "deepest loss layer: use --size >= {}",
-        what, image.width, image.height, w, h, size, needed);
+    const StyleField field = o.scales.empty() ? StyleField::size : StyleField::scales;
+    throw StyleOptionError(field,
+                           fmt::format("the {} image ({}x{}) becomes {}x{} at <{}> {}, too small for the network's "
+                                       "poolings up to its deepest loss layer: use <{}> >= {}",
+                                       what, image.width, image.height, w, h, style_field_name(field), size,
+                                       style_field_name(field), needed),
+                           /*field_first=*/false);
   };
   for (int size : scales) {
     check("content", content, size, [](int s) { return s; });
@@ -263,14 +270,17 @@ void StyleObjective::set_style_grams(Context& ctx, const std::vector<std::vector
                                      const std::vector<double>& blend_weights, bool per_style) {
   Backend& be = ctx.backend();
   std::vector<double> w = blend_weights.empty() ? std::vector<double>(grams.size(), 1.0) : blend_weights;
-  CUDL_CHECK(w.size() == grams.size(), "style: {} --style-blend-weights for {} style images", w.size(), grams.size());
+  if (w.size() != grams.size())
+    throw StyleOptionError(StyleField::style_blend_weights,
+                           fmt::format("has {} weights for {} style images", w.size(), grams.size()));
   CUDL_CHECK(!grams.empty() || style_taps_.empty(), "style: style layers but no style image");
   double total = 0;
   for (double v : w) {
-    CUDL_CHECK(v >= 0 && std::isfinite(v), "style: --style-blend-weights must be >= 0, got {}", v);
+    if (!(v >= 0 && std::isfinite(v)))
+      throw StyleOptionError(StyleField::style_blend_weights, fmt::format("must be finite numbers >= 0, got {}", v));
     total += v;
   }
-  CUDL_CHECK(grams.empty() || total > 0, "style: --style-blend-weights sum to 0");
+  if (!grams.empty() && total <= 0) throw StyleOptionError(StyleField::style_blend_weights, "sum to 0");
   style_targets_.clear();
   style_factors_.clear();
   style_masks_.clear();

@@ -166,13 +166,13 @@ TEST(StyleOptions, PlanTilesOnlyTheLastScale) {
 // back with the flag's name: both ends of --tile agree.
 class StyleOptionsCli : public ::testing::Test {
  protected:
-  std::string run(const std::string& extra) {
+  std::string run(const std::string& extra, const std::string& layers = "relu1_1") {
     const std::string err = (dir_.path() / "err.txt").string();
     const std::string cmd = fmt::format(
         "'{}' style --content '{}' --style '{}' --output '{}' --weights random:1 --size 32 --iters 1 --device cpu "
-        "--style-layers relu1_1 --content-layers relu1_1 {} > /dev/null 2> '{}'",
+        "--style-layers {} --content-layers {} {} > /dev/null 2> '{}'",
         cudl::testing::cli_path(), kData + "chelsea.png", kData + "brick.png", (dir_.path() / "out.png").string(),
-        extra, err);
+        layers, layers, extra, err);
     const int status = std::system(cmd.c_str());
     status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
     return cudl::testing::slurp(err);
@@ -191,6 +191,12 @@ TEST_F(StyleOptionsCli, RefusalsNameTheFlagWithTheLibrarysRange) {
       {"--style-scale 101", "--style-scale: 101 must be a finite number in (0, 100]"},
       {"--style-blend-weights 0", "style: --style-blend-weights sum to 0"},
   };
+  // A sentence from the library with the field inside it: the flag there too.
+  EXPECT_NE(run("--scales 16", "relu5_1")
+                .find("style: the content image (451x300) becomes 16x11 at --scales 16, too small for the network's "
+                      "poolings up to its deepest loss layer: use --scales >= 24"),
+            std::string::npos);
+  EXPECT_EQ(status_, 1);
   for (const auto& [args, fragment] : cases) {
     const std::string err = run(args);
     EXPECT_EQ(status_, 1) << args;

@@ -396,7 +396,7 @@ void add_style_command(CLI::App& app) {
     try {
       run_style(*a);
     } catch (const StyleOptionError& e) {  // the library names the field; the user typed the flag
-      CUDL_THROW("style: {} {}", flag_name(e.field()), e.problem());
+      CUDL_THROW("{}", e.message(flag_name));
     }
   });
 }
