@@ -38,32 +38,7 @@ Image clamped(Image im) {
   return im;
 }
 
-// Starts of tiles of side `tile` covering [0, extent) with overlaps >= overlap, the last flush with
-// the end (so it may overlap its neighbour by more).
-std::vector<int> tile_starts(int extent, int tile, int overlap) {
-  if (extent <= tile) return {0};
-  const int step = tile - overlap;
-  std::vector<int> starts;
-  for (int s = 0;; s += step) {
-    if (s + tile >= extent) {
-      starts.push_back(extent - tile);
-      break;
-    }
-    starts.push_back(s);
-  }
-  return starts;
-}
-
 }  // namespace
-
-std::vector<StyleTile> style_tiles(int width, int height, int tile, int overlap) {
-  CUDL_CHECK(tile > 0 && overlap >= 0 && overlap < tile, "style_tiles: bad tile {} / overlap {}", tile, overlap);
-  std::vector<StyleTile> out;
-  for (int y : tile_starts(height, tile, overlap))
-    for (int x : tile_starts(width, tile, overlap))
-      out.push_back({x, y, std::min(tile, width), std::min(tile, height)});
-  return out;
-}
 
 int suggest_style_tile(const Sequential& net, const StyleOptions& o, std::size_t available) {
   for (int t = kMaxStyleSide; t >= 64; t -= 32)
@@ -73,21 +48,30 @@ int suggest_style_tile(const Sequential& net, const StyleOptions& o, std::size_t
 
 // ---------------------------------------------------------------- the runner
 
-StyleRunner::StyleRunner(Context& ctx, Sequential& net, std::vector<Image> styles, StyleOptions options)
+StyleRunner::StyleRunner(Context& ctx, Sequential& net, std::vector<Image> styles, CheckedStyleOptions options)
     : ctx_(&ctx),
       net_(&net),
       styles_(std::move(styles)),
-      o_(std::move(options)),
+      checked_(std::move(options)),
+      o_(checked_.get()),
       objective_(ctx, net, to_torchvision(o_.content_layers), to_torchvision(o_.style_layers), o_.content_weight,
                  o_.style_weight, o_.tv_weight,
                  StyleObjectiveOptions{o_.normalize_gradients, static_cast<float>(o_.tv_beta)}) {
-  CUDL_CHECK(o_.optimizer == "lbfgs" || o_.optimizer == "adam", "style: --optimizer must be lbfgs or adam, got '{}'",
-             o_.optimizer);
-  check_style_options(o_);
   for (auto& s : styles_) s = to_rgb(s);
-  CUDL_CHECK(o_.style_masks.empty() || o_.style_masks.size() == styles_.size(),
-             "style: {} --style-masks for {} style images (one mask per style image)", o_.style_masks.size(),
-             styles_.size());
+  if (!o_.style_masks.empty() && o_.style_masks.size() != styles_.size())
+    throw StyleOptionError(StyleField::style_masks, fmt::format("has {} images for {} style images (one mask per "
+                                                                "style image)",
+                                                                o_.style_masks.size(), styles_.size()));
+  if (!o_.style_blend_weights.empty() && o_.style_blend_weights.size() != styles_.size())
+    throw StyleOptionError(StyleField::style_blend_weights, fmt::format("has {} weights for {} style images",
+                                                                        o_.style_blend_weights.size(), styles_.size()));
+}
+
+std::vector<StyleScalePlan> StyleRunner::prepare(const Image& content) const {
+  check_style_sizes(*net_, checked_, content, styles_);
+  std::vector<StyleScalePlan> plan = plan_style_scales(checked_, content.width, content.height);
+  check_style_memory(*ctx_, *net_, o_, plan);
+  return plan;
 }
 
 const std::vector<std::vector<Tensor>>& StyleRunner::style_grams_at(int style_size, int tile) {
@@ -142,15 +126,14 @@ StyleResult StyleRunner::run(const Image& content_in, const Image* init, const S
   Context& ctx = *ctx_;
   Backend& be = ctx.backend();
   const StyleOptions& o = o_;
-  const std::vector<int> scales = o.scales.empty() ? std::vector<int>{o.size} : o.scales;
   const Image content_rgb = to_rgb(content_in);
   if (o.color_transfer == ColorTransfer::histogram && !recoloured_) {
     for (auto& s : styles_) s = match_color_histogram(s, content_rgb);
     recoloured_ = true;
   }
+  const std::vector<StyleScalePlan> plan = prepare(content_rgb);  // before any work
   Image init_file;
-  if (init == nullptr && o.init != "content" && o.init != "random") init_file = to_rgb(read_image(o.init));
-  check_style_sizes(*net_, o, content_rgb, styles_);
+  if (init == nullptr && o.init == StyleInit::image) init_file = to_rgb(read_image(o.init_image));
   const bool per_style = !o.style_masks.empty();
   const std::int64_t row_size = objective_.losses().numel();
 
@@ -162,7 +145,7 @@ StyleResult StyleRunner::run(const Image& content_in, const Image* init, const S
     std::unique_ptr<Lbfgs> lbfgs;
     Tensor m, v;
     AdamParams adam;
-    if (o.optimizer == "lbfgs") {
+    if (o.optimizer == StyleOptimizer::lbfgs) {
       lbfgs = std::make_unique<Lbfgs>(ctx, x.shape(), LbfgsOptions{o.lbfgs_history, o.lr > 0 ? o.lr : 1.0f});
     } else {
       m = Tensor::zeros(x.shape(), ctx);
@@ -231,22 +214,22 @@ StyleResult StyleRunner::run(const Image& content_in, const Image* init, const S
   };
 
   Image previous;
-  for (std::size_t si = 0; si < scales.size(); ++si) {
-    const int size = scales[si];
-    const bool last = si + 1 == scales.size();
-    const auto [w, h] = fit_longest_side(content_rgb.width, content_rgb.height, size);
-    const bool tiled = last && o.tile > 0 && std::max(w, h) > o.tile;
-    check_style_memory(ctx, *net_, o, tiled ? std::min(h, o.tile) : h, tiled ? std::min(w, o.tile) : w);
+  const int scales = static_cast<int>(plan.size());
+  for (std::size_t si = 0; si < plan.size(); ++si) {
+    const StyleScalePlan& scale = plan[si];
+    const int size = scale.size, w = scale.width, h = scale.height;
+    const bool last = si + 1 == plan.size();
+    const bool tiled = scale.tiled;
     const Image content_scaled = resize(content_rgb, w, h);
     objective_.set_style_grams(ctx, style_grams_at(style_image_size(size, o), tiled ? o.tile : 0),
                                o.style_blend_weights, per_style);
-    const bool random_start = si == 0 && init == nullptr && o.init == "random";
+    const bool random_start = si == 0 && init == nullptr && o.init == StyleInit::random;
     Image start;  // the starting image on the host (not for a random start of an untiled scale)
     if (si > 0)
       start = resize(previous, w, h);
     else if (init != nullptr)
       start = resize(to_rgb(*init), w, h);
-    else if (o.init == "content")
+    else if (o.init == StyleInit::content)
       start = content_scaled;
     else if (!random_start)
       start = resize(init_file, w, h);
@@ -262,7 +245,7 @@ StyleResult StyleRunner::run(const Image& content_in, const Image* init, const S
         x = rgb_tensor(start, ctx);
       }
       content_tensor = Tensor();
-      optimise(x, {static_cast<int>(si), static_cast<int>(scales.size()), size, 0, 1});
+      optimise(x, {static_cast<int>(si), scales, size, 0, 1});
       previous = tensor_to_image(x, ctx);
       if (last) result.image = clamped_image(ctx, x);
     } else {
@@ -276,8 +259,7 @@ StyleResult StyleRunner::run(const Image& content_in, const Image* init, const S
       const Image content_mask = o.content_mask.width > 0 ? resize(o.content_mask, w, h) : Image();
       std::vector<Image> style_masks;
       for (const Image& m : o.style_masks) style_masks.push_back(resize(m, w, h));
-      const int overlap = o.tile_overlap >= 0 ? o.tile_overlap : o.tile / 8;
-      const auto tiles = style_tiles(w, h, o.tile, overlap);
+      const std::vector<StyleTile>& tiles = scale.tiles;
       Image canvas = start;
       for (std::size_t t = 0; t < tiles.size(); ++t) {
         const StyleTile& tile = tiles[t];
@@ -295,8 +277,7 @@ StyleResult StyleRunner::run(const Image& content_in, const Image* init, const S
         // ramps across their overlaps with the tiles before them (left, above), which also gives
         // a tile's own edge pixels (zero padding in every convolution) almost no weight.
         Tensor x = rgb_tensor(crop(start, tile.x, tile.y, tile.width, tile.height), ctx);
-        optimise(x, {static_cast<int>(si), static_cast<int>(scales.size()), size, static_cast<int>(t),
-                     static_cast<int>(tiles.size())});
+        optimise(x, {static_cast<int>(si), scales, size, static_cast<int>(t), static_cast<int>(tiles.size())});
         const Image done = tensor_to_image(x, ctx);
         // Overlaps with the finished tiles to the left and above (0 at the image's edges).
         int left = 0, top = 0;

@@ -45,7 +45,6 @@ std::vector<std::string> parse_style_layers(const std::string& csv) {
 }
 
 Sequential make_style_network(Context& ctx, const StyleOptions& o, const std::string& weights) {
-  CUDL_CHECK(o.pooling == "max" || o.pooling == "avg", "style: --pooling must be max or avg, got '{}'", o.pooling);
   CUDL_CHECK(!o.content_layers.empty() || !o.style_layers.empty(), "style: no content or style layers");
   std::string deepest;
   int deepest_index = -1;
@@ -55,7 +54,7 @@ Sequential make_style_network(Context& ctx, const StyleOptions& o, const std::st
       if (i > deepest_index) deepest_index = i, deepest = n;
     }
   }
-  Sequential net = make_vgg_features(kDepth, false, o.pooling == "avg");
+  Sequential net = make_vgg_features(kDepth, false, o.pooling == StylePooling::avg);
   if (o.model == StyleModel::caffe) {
     // Caffe's VGG19 takes 0-255 pixels minus its mean pixel (B 103.939, G 116.779, R 123.68): as
     // (x - mean/255) / (1/255) on our [0,1] RGB input. The BGR order is in the weights (the
@@ -70,7 +69,7 @@ Sequential make_style_network(Context& ctx, const StyleOptions& o, const std::st
     std::uint64_t value = 0;
     const auto [end, ec] = std::from_chars(seed.data(), seed.data() + seed.size(), value);
     CUDL_CHECK(!seed.empty() && ec == std::errc() && end == seed.data() + seed.size(),
-               "style: --weights random:SEED needs a whole number in [0, {}] as the seed, got '{}'",
+               "style: weights random:SEED needs a whole number in [0, {}] as the seed, got '{}'",
                std::numeric_limits<std::uint64_t>::max(), weights);
     net.build(ctx, value);
   } else {
@@ -80,16 +79,6 @@ Sequential make_style_network(Context& ctx, const StyleOptions& o, const std::st
   net.set_frozen(true);
   net.set_input_grad(true);
   return net;
-}
-
-std::pair<int, int> fit_longest_side(int width, int height, int longest) {
-  CUDL_CHECK(width > 0 && height > 0 && longest > 0, "fit_longest_side: bad sizes {}x{} -> {}", width, height, longest);
-  if (width >= height) {
-    const int h = std::max(1, static_cast<int>(std::lround(static_cast<double>(height) * longest / width)));
-    return {longest, h};
-  }
-  const int w = std::max(1, static_cast<int>(std::lround(static_cast<double>(width) * longest / height)));
-  return {w, longest};
 }
 
 // ---------------------------------------------------------------- memory
@@ -105,7 +94,7 @@ std::size_t estimate_style_bytes(const Sequential& net, const StyleOptions& o, i
   for (const auto& [name, layer] : net.layers())
     for (Parameter* p : layer->parameters()) params += p->shape.numel();
   const std::int64_t optimizer =
-      o.optimizer == "adam" ? 3 * image : (2LL * o.lbfgs_history + 3) * image + 2LL * o.lbfgs_history;
+      o.optimizer == StyleOptimizer::adam ? 3 * image : (2LL * o.lbfgs_history + 3) * image + 2LL * o.lbfgs_history;
   // Activations saved for backward, the tap gradients and content targets (bounded by `saved`),
   // two gradients in flight plus a workspace (3 x the largest output), image + gradient.
   const std::int64_t floats = 2 * saved + 3 * largest + optimizer + 3 * image + 2 * params;
@@ -145,14 +134,32 @@ void check_style_memory(Context& ctx, const Sequential& net, const StyleOptions&
   }
   // Tiling bounds the memory by the tile, whatever the photo: suggest the largest tile that fits.
   const int tile = suggest_style_tile(net, o, available);
-  CUDL_THROW(
-      "style: a {}x{} {} needs about {:.1f} GiB with --optimizer {} but only {:.1f} GiB is available on {}; the "
-      "largest size that fits is {}{}{}",
-      width, height, o.tile > 0 ? "tile" : "image", static_cast<double>(need) / (1 << 30), o.optimizer,
-      static_cast<double>(available) / (1 << 30), ctx.device(),
-      fits > 0 ? fmt::format("{} {}", o.tile > 0 ? "--tile" : "--size", fits) : std::string("none"),
-      o.optimizer == "lbfgs" ? " (--optimizer adam needs much less)" : "",
-      o.tile == 0 && tile > 0 ? fmt::format("; or keep the size and tile it: --tile {}", tile) : std::string());
+  const StyleField field = o.tile > 0 ? StyleField::tile : o.scales.empty() ? StyleField::size : StyleField::scales;
+  throw StyleOptionError(
+      field,
+      fmt::format(
+          "a {}x{} {} needs about {:.1f} GiB with <optimizer> {} but only {:.1f} GiB is available on {}; the "
+          "largest size that fits is {}{}{}",
+          width, height, o.tile > 0 ? "tile" : "image", static_cast<double>(need) / (1 << 30),
+          style_optimizer_name(o.optimizer), static_cast<double>(available) / (1 << 30), ctx.device(),
+          fits > 0 ? fmt::format("<{}> {}", style_field_name(field), fits) : std::string("none"),
+          o.optimizer == StyleOptimizer::lbfgs ? " (<optimizer> adam needs much less)" : "",
+          o.tile == 0 && tile > 0 ? fmt::format("; or keep the size and tile it: <tile> {}", tile) : std::string()),
+      /*field_first=*/false);
+}
+
+std::size_t check_style_memory(Context& ctx, const Sequential& net, const StyleOptions& o,
+                               const std::vector<StyleScalePlan>& plan) {
+  // The largest work first, so the error names the scale that matters (an untiled smaller scale
+  // can outweigh the last scale's tile).
+  const StyleScalePlan* largest = nullptr;
+  std::size_t most = 0;
+  for (const auto& s : plan) {
+    const std::size_t bytes = estimate_style_bytes(net, o, s.work_height, s.work_width);
+    if (largest == nullptr || bytes > most) largest = &s, most = bytes;
+  }
+  if (largest != nullptr) check_style_memory(ctx, net, o, largest->work_height, largest->work_width);
+  return most;
 }
 
 namespace {
@@ -167,75 +174,27 @@ bool passes_the_network(const Sequential& net, int height, int width) {
 
 }  // namespace
 
-int style_image_size(int size, const StyleOptions& o) {
-  // Clamped before the cast: a huge --style-scale is refused by check_style_options, never wrapped.
-  return static_cast<int>(std::clamp(std::round(size * o.style_scale), 16.0, double(kMaxStyleSide)));
-}
-
-void check_style_options(const StyleOptions& o) {
-  const std::vector<int> scales = o.scales.empty() ? std::vector<int>{o.size} : o.scales;
-  for (int s : scales)
-    CUDL_CHECK(s >= 16 && s <= kMaxStyleSide, "style: image sizes must be in [16, {}] px, got {}", kMaxStyleSide, s);
-  CUDL_CHECK(o.iters >= 0, "style: --iters must be >= 0, got {}", o.iters);
-  CUDL_CHECK(std::isfinite(o.style_scale) && o.style_scale > 0,
-             "style: --style-scale must be a finite number > 0, got {}", o.style_scale);
-  const double style_side = std::round(*std::max_element(scales.begin(), scales.end()) * o.style_scale);
-  CUDL_CHECK(style_side <= kMaxStyleSide, "style: --style-scale {} makes the style images {} px, over {} px",
-             o.style_scale, style_side, kMaxStyleSide);
-  CUDL_CHECK(std::isfinite(o.lr) && o.lr >= 0,
-             "style: --lr must be a finite number >= 0 (0: the optimizer's default), got {}", o.lr);
-  // The weights scale float losses and gradients: each must be a finite float.
-  for (const auto& [name, w] : {std::pair<const char*, double>{"--content-weight", o.content_weight},
-                                {"--style-weight", o.style_weight},
-                                {"--tv-weight", o.tv_weight}})
-    CUDL_CHECK(std::isfinite(w) && w >= 0 && w <= std::numeric_limits<float>::max(),
-               "style: {} must be a finite number in [0, {}], got {}", name, std::numeric_limits<float>::max(), w);
-  for (double w : o.style_blend_weights)
-    CUDL_CHECK(std::isfinite(w) && w >= 0, "style: --style-blend-weights must be finite numbers >= 0, got {}", w);
-  CUDL_CHECK(std::isfinite(o.tv_beta) && o.tv_beta >= 1 && o.tv_beta <= 4, "style: --tv-beta must be in [1, 4], got {}",
-             o.tv_beta);
-  CUDL_CHECK(o.tile == 0 || (o.tile >= 64 && o.tile <= kMaxStyleSide), "style: --tile must be 0 or in [64, {}], got {}",
-             kMaxStyleSide, o.tile);
-  CUDL_CHECK(o.tile > 0 || o.tile_overlap < 0, "style: --tile-overlap {} needs --tile", o.tile_overlap);
-  if (o.tile > 0) {
-    const int overlap = o.tile_overlap >= 0 ? o.tile_overlap : o.tile / 8;
-    CUDL_CHECK(overlap <= o.tile / 2, "style: --tile-overlap must be at most half of --tile {} ({}), got {}", o.tile,
-               o.tile / 2, overlap);
-    CUDL_CHECK(o.tile < scales.back(),
-               "style: --tile {} must be smaller than the image's longest side {} (the last size)", o.tile,
-               scales.back());
-  }
-  // Masks: grey images, not black everywhere (a style or content loss with nowhere to apply).
-  auto check_mask = [](const char* what, const Image& m) {
-    CUDL_CHECK(m.width > 0 && m.height > 0, "style: {} is empty", what);
-    float brightest = 0;
-    for (float v : m.pixels) brightest = std::max(brightest, v);
-    CUDL_CHECK(brightest > 0, "style: {} ({}x{}) is black everywhere: its loss would apply nowhere", what, m.width,
-               m.height);
-  };
-  if (o.content_mask.width > 0 || o.content_mask.height > 0) check_mask("--content-mask", o.content_mask);
-  for (std::size_t i = 0; i < o.style_masks.size(); ++i)
-    check_mask(fmt::format("--style-masks image {}", i + 1).c_str(), o.style_masks[i]);
-}
-
-void check_style_sizes(const Sequential& net, const StyleOptions& o, const Image& content,
+void check_style_sizes(const Sequential& net, const CheckedStyleOptions& checked, const Image& content,
                        const std::vector<Image>& styles) {
-  check_style_options(o);
+  const StyleOptions& o = checked.get();
   const std::vector<int> scales = o.scales.empty() ? std::vector<int>{o.size} : o.scales;
   auto passes = [&](const Image& image, int longest) {
     const auto [w, h] = fit_longest_side(image.width, image.height, longest);
     return passes_the_network(net, h, w);
   };
-  // image_size(size): the longest side an image gets at --size `size`.
+  // image_size(size): the longest side an image gets at size `size`.
   auto check = [&](const char* what, const Image& image, int size, auto image_size) {
     if (passes(image, image_size(size))) return;
     int needed = size + 1;
     while (needed < (1 << 16) && !passes(image, image_size(needed))) ++needed;
     const auto [w, h] = fit_longest_side(image.width, image.height, image_size(size));
-    CUDL_THROW(
-        "style: the {} image ({}x{}) becomes {}x{} at --size {}, too small for the network's poolings up to its "
-        "deepest loss layer: use --size >= {}",
-        what, image.width, image.height, w, h, size, needed);
+    const StyleField field = o.scales.empty() ? StyleField::size : StyleField::scales;
+    throw StyleOptionError(field,
+                           fmt::format("the {} image ({}x{}) becomes {}x{} at <{}> {}, too small for the network's "
+                                       "poolings up to its deepest loss layer: use <{}> >= {}",
+                                       what, image.width, image.height, w, h, style_field_name(field), size,
+                                       style_field_name(field), needed),
+                           /*field_first=*/false);
   };
   for (int size : scales) {
     check("content", content, size, [](int s) { return s; });
@@ -308,14 +267,17 @@ void StyleObjective::set_style_grams(Context& ctx, const std::vector<std::vector
                                      const std::vector<double>& blend_weights, bool per_style) {
   Backend& be = ctx.backend();
   std::vector<double> w = blend_weights.empty() ? std::vector<double>(grams.size(), 1.0) : blend_weights;
-  CUDL_CHECK(w.size() == grams.size(), "style: {} --style-blend-weights for {} style images", w.size(), grams.size());
+  if (w.size() != grams.size())
+    throw StyleOptionError(StyleField::style_blend_weights,
+                           fmt::format("has {} weights for {} style images", w.size(), grams.size()));
   CUDL_CHECK(!grams.empty() || style_taps_.empty(), "style: style layers but no style image");
   double total = 0;
   for (double v : w) {
-    CUDL_CHECK(v >= 0 && std::isfinite(v), "style: --style-blend-weights must be >= 0, got {}", v);
+    if (!(v >= 0 && std::isfinite(v)))
+      throw StyleOptionError(StyleField::style_blend_weights, fmt::format("must be finite numbers >= 0, got {}", v));
     total += v;
   }
-  CUDL_CHECK(grams.empty() || total > 0, "style: --style-blend-weights sum to 0");
+  if (!grams.empty() && total <= 0) throw StyleOptionError(StyleField::style_blend_weights, "sum to 0");
   style_targets_.clear();
   style_factors_.clear();
   style_masks_.clear();

@@ -28,54 +28,9 @@
 
 #include "cudl/engine/io/image.hpp"
 #include "cudl/models/sequential.hpp"
+#include "cudl/models/style_options.hpp"
 
 namespace cudl {
-
-// How the output's colours relate to the content's (Gatys et al. 2017, "Controlling perceptual
-// factors"): none; luminance: the result's luminance with the content's chroma (YIQ, after the
-// optimisation, neural-style's -original_colors); histogram: each style image's colours are
-// mapped to the content's mean and covariance before the optimisation.
-enum class ColorTransfer { none, luminance, histogram };
-
-// The VGG19 the weights come from. torchvision: RGB in [0,1] normalised by the ImageNet mean and
-// std. caffe: VGG_ILSVRC_19_layers, which expects BGR in 0-255 minus the mean pixel (103.939,
-// 116.779, 123.68); tools/convert_caffe_vgg19.py stores its weights with torchvision names and
-// conv1_1's input channels in RGB order, so the network only scales by 255 and subtracts the mean.
-enum class StyleModel { torchvision, caffe };
-
-struct StyleOptions {
-  int size = 512;                           // longest side of the output
-  double style_scale = 1.0;                 // style images sized to size * style_scale on their longest side
-  std::vector<double> style_blend_weights;  // empty: equal; normalised to sum 1
-  int iters = 1000;                         // per scale
-  std::string optimizer = "lbfgs";          // lbfgs | adam
-  float lr = 0.0f;  // 0: the optimizer's default (L-BFGS 1, Adam 0.04 ≈ neural-style's 10 on 0-255)
-  int lbfgs_history = 100;
-  double content_weight = 1.0;  // default_style_weights(model) gives the model type's defaults
-  double style_weight = 1e6;
-  double tv_weight = 1e-3;
-  double tv_beta = 2.0;              // TV exponent, in [1, 4]
-  bool normalize_gradients = false;  // neural-style's -normalize_gradients: each loss's gradient / its L1 norm
-  bool clamp = false;                // clamp the image to [0,1] after every step
-  StyleModel model = StyleModel::torchvision;
-  ColorTransfer color_transfer = ColorTransfer::none;
-  // Spatial control: empty (width 0) for none; otherwise grey images of any size (resized to the
-  // content's frame), white where the loss applies. style_masks: none or one per style image.
-  Image content_mask;
-  std::vector<Image> style_masks;
-  // Tiling of the last scale: 0 for none, else the tile side in pixels (>= 64); the image is
-  // optimised tile by tile with the whole style images' targets. overlap < 0: tile / 8.
-  int tile = 0;
-  int tile_overlap = -1;
-  std::vector<std::string> content_layers{"relu4_2"};
-  std::vector<std::string> style_layers{"relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"};
-  std::string init = "content";  // content | random | an image file
-  std::string pooling = "max";   // max | avg
-  std::vector<int> scales;       // coarse to fine longest sides; empty: {size}
-  int print_every = 50;          // progress callback period (losses read back then only)
-  int save_every = 0;            // intermediate image callback period (0: never)
-  std::uint64_t seed = 0;        // random init
-};
 
 // Losses of one image, already weighted. total = content + style + tv.
 struct StyleLosses {
@@ -125,27 +80,16 @@ std::size_t estimate_style_bytes(const Sequential& net, const StyleOptions& opti
 std::size_t available_memory(const Context& ctx);
 // Throws naming the largest size that fits when `size` does not.
 void check_style_memory(Context& ctx, const Sequential& net, const StyleOptions& options, int height, int width);
-
-// The longest side style transfer takes, for the content (--size, --scales) and the style images.
-constexpr int kMaxStyleSide = 1 << 15;
-
-// Throws when a number in the options is out of range or not finite: sizes in [16, kMaxStyleSide]
-// (the style images' size * style_scale too), weights finite floats >= 0, lr finite >= 0 (0: the
-// optimizer's default). run_style_transfer and check_style_sizes call it first.
-void check_style_options(const StyleOptions& options);
+// The memory decision of a run, made here only: every scale's work (an image or a tile) must fit;
+// returns the bytes of the largest.
+std::size_t check_style_memory(Context& ctx, const Sequential& net, const StyleOptions& options,
+                               const std::vector<StyleScalePlan>& plan);
 
 // Throws, before any work, when an image at one of the scales (the content at each size, a style
 // at size * style_scale) is too small for the network's poolings up to its deepest loss layer,
 // naming the image, the size it becomes and the smallest --size that works.
-void check_style_sizes(const Sequential& net, const StyleOptions& options, const Image& content,
+void check_style_sizes(const Sequential& net, const CheckedStyleOptions& options, const Image& content,
                        const std::vector<Image>& styles);
-
-// The longest side the style images get when the content's is `size`: size * style_scale, clamped
-// to [16, kMaxStyleSide].
-int style_image_size(int size, const StyleOptions& options);
-
-// (width, height) with the longest side `longest`, keeping the aspect ratio.
-std::pair<int, int> fit_longest_side(int width, int height, int longest);
 
 // Default (content, style, tv) weights of a model type: torchvision (1, 1e6, 1e-3, see above);
 // caffe neural-style's (5, 100, 1e-3), tuned for that network's 0-255 input.
@@ -221,9 +165,15 @@ class StyleObjective {
 // and the style targets (per style size) are computed once and reused.
 class StyleRunner {
  public:
-  // Checks the options; with ColorTransfer::histogram the styles are recoloured against the first
-  // content image run() sees (so every frame keeps the same targets and colours do not flicker).
-  StyleRunner(Context& ctx, Sequential& net, std::vector<Image> styles, StyleOptions options);
+  // Options already checked (a StyleOptions converts, checking); with ColorTransfer::histogram the
+  // styles are recoloured against the first content image run() sees (so every frame keeps the
+  // same targets and colours do not flicker).
+  StyleRunner(Context& ctx, Sequential& net, std::vector<Image> styles, CheckedStyleOptions options);
+  // The run's plan for `content` (scales, tiles), after checking that every scale passes the
+  // network and fits in memory: run() starts with it; a caller may ask first, before any work.
+  std::vector<StyleScalePlan> prepare(const Image& content) const;
+  StyleRunner(const StyleRunner&) = delete;  // o_ refers into the runner
+  StyleRunner& operator=(const StyleRunner&) = delete;
   // Every scale; `init` (optional, any size) replaces options.init at the first scale: a frame
   // starts from the previous frame's result.
   StyleResult run(const Image& content, const Image* init = nullptr, const StyleCallbacks& callbacks = {});
@@ -236,7 +186,8 @@ class StyleRunner {
   Context* ctx_;
   Sequential* net_;
   std::vector<Image> styles_;
-  StyleOptions o_;
+  CheckedStyleOptions checked_;
+  const StyleOptions& o_;  // checked_'s
   StyleObjective objective_;
   bool recoloured_ = false;
   std::map<std::pair<int, int>, std::vector<std::vector<Tensor>>> grams_;  // (style size, tile) -> [style][layer]
@@ -246,13 +197,6 @@ class StyleRunner {
 // The whole run: every scale, both optimizers. content and styles are RGB images of any size.
 StyleResult run_style_transfer(Context& ctx, Sequential& net, const Image& content, const std::vector<Image>& styles,
                                const StyleOptions& options, const StyleCallbacks& callbacks = {});
-
-// The tiles of a width x height image: tiles of side <= tile overlapping by >= overlap, the last
-// in each row and column flush with the edge. Exposed for tests.
-struct StyleTile {
-  int x = 0, y = 0, width = 0, height = 0;
-};
-std::vector<StyleTile> style_tiles(int width, int height, int tile, int overlap);
 
 // The largest square tile (a multiple of 32, >= 64) whose optimisation fits in `available` bytes, 0 if none.
 int suggest_style_tile(const Sequential& net, const StyleOptions& options, std::size_t available);

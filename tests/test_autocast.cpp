@@ -230,7 +230,7 @@ TEST(EndToEnd, Bf16StyleTransferFollowsTheFp32LossCurveWithin2Percent) {
     StyleOptions o;
     o.size = 128;
     o.iters = 20;
-    o.optimizer = "adam";
+    o.optimizer = StyleOptimizer::adam;
     o.print_every = 1;
     Sequential net = make_style_network(ctx, o, "random:1");
     curves[run] = run_style_transfer(ctx, net, content, {style}, o).log[0];

@@ -190,14 +190,20 @@ TEST_F(BadCheckpoints, StyleOptionsRefuseNonFiniteOrHugeNumbers) {
     const std::string msg = error_message([&] { check_style_options(o); });
     EXPECT_TRUE(contains(msg, fragment)) << msg;
   };
-  refuse([](StyleOptions& o) { o.style_weight = std::nan(""); }, "--style-weight");
-  refuse([](StyleOptions& o) { o.tv_weight = 1e39; }, "--tv-weight");
-  refuse([](StyleOptions& o) { o.content_weight = -1; }, "--content-weight");
-  refuse([](StyleOptions& o) { o.style_scale = std::numeric_limits<double>::infinity(); }, "--style-scale");
-  refuse([](StyleOptions& o) { o.style_scale = 1e10; }, "over 32768 px");
+  refuse([](StyleOptions& o) { o.style_weight = std::nan(""); }, "style_weight");
+  refuse([](StyleOptions& o) { o.tv_weight = 1e39; }, "tv_weight");
+  refuse([](StyleOptions& o) { o.content_weight = -1; }, "content_weight");
+  refuse([](StyleOptions& o) { o.style_scale = std::numeric_limits<double>::infinity(); }, "style_scale");
+  refuse([](StyleOptions& o) { o.style_scale = 1e10; }, "style_scale must be a finite number in (0, 100]");
+  refuse(
+      [](StyleOptions& o) {
+        o.size = 1024;
+        o.style_scale = 50;
+      },
+      "over 32768 px");
   refuse([](StyleOptions& o) { o.scales = {256, 100000}; }, "got 100000");
-  refuse([](StyleOptions& o) { o.lr = std::nanf(""); }, "--lr");
-  refuse([](StyleOptions& o) { o.style_blend_weights = {1, std::nan("")}; }, "--style-blend-weights");
+  refuse([](StyleOptions& o) { o.lr = std::nanf(""); }, "style: lr must be");
+  refuse([](StyleOptions& o) { o.style_blend_weights = {1, std::nan("")}; }, "style_blend_weights");
   EXPECT_NO_THROW(check_style_options(StyleOptions{}));
   // A seed past 2^64 - 1 is a sentence, not std::stoull's "stoull".
   const std::string msg =

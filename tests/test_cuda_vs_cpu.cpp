@@ -15,27 +15,34 @@
 
 #include "cudl/engine/backend.hpp"
 #include "cudl/engine/context.hpp"
+#include "cudl/engine/op_table.hpp"
 #include "cudl/engine/tensor.hpp"
 #include "tests/backend_fixture.hpp"
+#include "tests/op_coverage.hpp"
 #include "tests/test_util.hpp"
 
 namespace {
 
 using namespace cudl;
 
-struct Tolerance {
-  float atol, rtol;
-};
+// The tolerance classes and the ops' shapes come from the op table (engine/op_table.hpp).
+using Tolerance = OpTolerance;
 // Elementwise maps: a few float roundings apart at most (expf/tanhf/sqrtf ulps, FMA contraction).
-constexpr Tolerance kElementwise{1e-5f, 1e-4f};
+const Tolerance kElementwise = op_tolerance(ToleranceClass::elementwise);
 // GEMM, convolution, reductions and losses: summation order differs between the backends.
-constexpr Tolerance kAccumulated{1e-4f, 1e-3f};
+const Tolerance kAccumulated = op_tolerance(ToleranceClass::accumulated);
 // Box-Muller is computed in double on both sides; the float results agree to rounding.
-constexpr Tolerance kNormal{1e-5f, 1e-5f};
+const Tolerance kNormal = op_tolerance(ToleranceClass::normal);
 // Reductions past the CUDA small-size paths: the CPU accumulates in double and rounds once (CUDA is
 // to as well), so the two agree to a few ulps; a float accumulator misses by about 1e-2 on the
 // drifting data used there.
-constexpr Tolerance kDoubleSum{0.0f, 1e-6f};
+const Tolerance kDoubleSum = op_tolerance(ToleranceClass::double_sum);
+
+// The CUDA-vs-CPU checks below, by the op table's names (test_op_table.cpp holds them to the table).
+CUDL_OP_COVERAGE(cuda_vs_cpu, "gemm", "bias_add", "bias_grad", "gram", "conv2d", "activation", "maxpool2d", "avgpool2d",
+                 "softmax", "log_softmax", "softmax_cross_entropy", "mse_loss", "l1_loss", "tv_loss", "dropout", "mul",
+                 "sgd_step", "adam_step", "sum", "mean", "max", "argmax_rows", "accuracy", "fill", "copy", "axpy",
+                 "scale", "fill_uniform", "fill_normal", "channel_affine", "batchnorm", "dot", "clamp", "abs_sum");
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 const float kInf = std::numeric_limits<float>::infinity();
@@ -166,7 +173,8 @@ class CudaVsCpu : public ::testing::Test {
 // ---------------------------------------------------------------- dense linear algebra
 
 TEST_F(CudaVsCpu, Gemm) {
-  const std::int64_t m = 33, k = 47, n = 29;
+  const Shape& mkn = op_spec("gemm").shapes.at(0);
+  const std::int64_t m = mkn[0], k = mkn[1], n = mkn[2];
   for (bool ta : {false, true})
     for (bool tb : {false, true}) {
       Both a = random(ta ? Shape{k, m} : Shape{m, k}, 1);
@@ -178,7 +186,7 @@ TEST_F(CudaVsCpu, Gemm) {
 }
 
 TEST_F(CudaVsCpu, BiasAddAndGrad) {
-  for (const Shape& shape : {Shape{6, 5}, Shape{3, 5, 7, 9}}) {
+  for (const Shape& shape : op_spec("bias_add").shapes) {
     Both y = random(shape, 4);
     Both bias = random(Shape{5}, 5);
     on_both([&](Backend& be, Context& ctx, Side s) { be.bias_add(ctx, y.*s, bias.*s); });
@@ -194,13 +202,14 @@ TEST_F(CudaVsCpu, BiasAddAndGrad) {
 }
 
 TEST_F(CudaVsCpu, Gram) {
-  const Shape xs{2, 5, 6, 7};
+  const Shape xs = op_spec("gram").shapes.at(0);
+  const Shape gs{xs[0], xs[1], xs[1]};
   Both x = random(xs, 8);
-  Both g = zeros(Shape{2, 5, 5});
+  Both g = zeros(gs);
   on_both([&](Backend& be, Context& ctx, Side s) { be.gram_forward(ctx, x.*s, g.*s); });
   expect_close(g, kAccumulated, "gram_forward");
 
-  Both dg = random(Shape{2, 5, 5}, 9);  // deliberately not symmetric
+  Both dg = random(gs, 9);  // deliberately not symmetric
   Both dx = zeros(xs);
   on_both([&](Backend& be, Context& ctx, Side s) { be.gram_backward(ctx, x.*s, dg.*s, dx.*s); });
   expect_close(dx, kAccumulated, "gram_backward");
@@ -279,7 +288,7 @@ TEST_F(CudaVsCpu, Conv2dInTf32) {
 // ---------------------------------------------------------------- activations
 
 TEST_F(CudaVsCpu, Activations) {
-  const Shape shape{4, 3, 5, 7};
+  const Shape shape = op_spec("activation").shapes.at(0);
   for (Activation a : {Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::tanh}) {
     const std::string name(activation_name(a));
     Both x = random(shape, 20, -4.0f, 4.0f);
@@ -314,7 +323,7 @@ std::vector<Pool2dParams> pool_cases() {
 }
 
 TEST_F(CudaVsCpu, MaxPool) {
-  const Shape xs{2, 3, 9, 10};
+  const Shape xs = op_spec("maxpool2d").shapes.at(0);
   for (const Pool2dParams& p : pool_cases()) {
     const std::string name = fmt::format("kernel {}x{} stride {}x{} pad {}x{}", p.kernel_h, p.kernel_w, p.stride_h,
                                          p.stride_w, p.pad_h, p.pad_w);
@@ -334,7 +343,7 @@ TEST_F(CudaVsCpu, MaxPool) {
 }
 
 TEST_F(CudaVsCpu, AvgPool) {
-  const Shape xs{2, 3, 9, 10};
+  const Shape xs = op_spec("avgpool2d").shapes.at(0);
   for (const Pool2dParams& p : pool_cases()) {
     const std::string name = fmt::format("kernel {}x{} stride {}x{} pad {}x{}", p.kernel_h, p.kernel_w, p.stride_h,
                                          p.stride_w, p.pad_h, p.pad_w);
@@ -354,7 +363,7 @@ TEST_F(CudaVsCpu, AvgPool) {
 // ---------------------------------------------------------------- softmax family
 
 TEST_F(CudaVsCpu, SoftmaxAndLogSoftmax) {
-  for (const Shape& shape : {Shape{7, 10}, Shape{5, 1000}, Shape{3, 1}}) {
+  for (const Shape& shape : op_spec("softmax").shapes) {
     const std::string name = fmt::format("{}", shape);
     Both x = random(shape, 40, -6.0f, 6.0f);
     Both dy = random(shape, 41);
@@ -374,7 +383,8 @@ TEST_F(CudaVsCpu, SoftmaxAndLogSoftmax) {
 }
 
 TEST_F(CudaVsCpu, SoftmaxCrossEntropy) {
-  const std::int64_t n = 37, k = 11;
+  const Shape& nk = op_spec("softmax_cross_entropy").shapes.at(0);
+  const std::int64_t n = nk[0], k = nk[1];
   Both logits = random(Shape{n, k}, 50, -5.0f, 5.0f);
   Both labels = from_int(random_labels(n, static_cast<std::int32_t>(k), 51), Shape{n});
   Both probs = zeros(Shape{n, k});
@@ -395,7 +405,7 @@ TEST_F(CudaVsCpu, SoftmaxCrossEntropy) {
 // ---------------------------------------------------------------- losses
 
 TEST_F(CudaVsCpu, MseAndL1Losses) {
-  const Shape shape{3, 4, 17, 19};
+  const Shape shape = op_spec("mse_loss").shapes.at(0);
   Both a = random(shape, 60), b = random(shape, 61);
   Both loss = zeros(Shape{1}), da = zeros(shape);
 
@@ -411,7 +421,7 @@ TEST_F(CudaVsCpu, MseAndL1Losses) {
 }
 
 TEST_F(CudaVsCpu, TotalVariationLoss) {
-  const Shape shape{2, 3, 13, 17};
+  const Shape shape = op_spec("tv_loss").shapes.at(0);
   Both x = random(shape, 62);
   Both loss = zeros(Shape{1});
   on_both([&](Backend& be, Context& ctx, Side s) { be.tv_loss_forward(ctx, x.*s, loss.*s); });
@@ -427,7 +437,7 @@ TEST_F(CudaVsCpu, TotalVariationLoss) {
 // ---------------------------------------------------------------- dropout, mul
 
 TEST_F(CudaVsCpu, DropoutMaskIsIdentical) {
-  const Shape shape{5, 1001};
+  const Shape shape = op_spec("dropout").shapes.at(0);
   for (float p : {0.0f, 0.3f, 0.5f}) {
     Both x = random(shape, 70);
     Both y = zeros(shape), mask = zeros(shape);
@@ -438,7 +448,7 @@ TEST_F(CudaVsCpu, DropoutMaskIsIdentical) {
 }
 
 TEST_F(CudaVsCpu, Mul) {
-  const Shape shape{3, 7, 11};
+  const Shape shape = op_spec("mul").shapes.at(0);
   Both a = random(shape, 71), b = random(shape, 72), out = zeros(shape);
   on_both([&](Backend& be, Context& ctx, Side s) { be.mul(ctx, a.*s, b.*s, out.*s); });
   expect_bits_equal(out, "mul");
@@ -456,7 +466,7 @@ TEST_F(CudaVsCpu, SgdStep) {
   cases[3].dampening = 0.1f;
   cases[3].weight_decay = 5e-4f;
   cases[3].lr = 0.1f;
-  const Shape shape{257, 3};
+  const Shape shape = op_spec("sgd_step").shapes.at(0);
   int index = 0;
   for (const SgdParams& p : cases) {
     Both param = random(shape, 80);
@@ -477,7 +487,7 @@ TEST_F(CudaVsCpu, AdamAndAdamWSteps) {
     p.lr = 1e-2f;
     p.weight_decay = 1e-2f;
     p.decoupled_weight_decay = decoupled;
-    const Shape shape{129, 5};
+    const Shape shape = op_spec("adam_step").shapes.at(0);
     Both param = random(shape, 90);
     Both m = zeros(shape), v = zeros(shape);
     for (std::int64_t step = 1; step <= 3; ++step) {
@@ -495,7 +505,8 @@ TEST_F(CudaVsCpu, AdamAndAdamWSteps) {
 // ---------------------------------------------------------------- reductions
 
 TEST_F(CudaVsCpu, SumMeanMax) {
-  for (std::int64_t n : {1, 1000, 100003}) {
+  for (const Shape& shape : op_spec("sum").shapes) {
+    const std::int64_t n = shape[0];
     Both x = random(Shape{n}, 100, -1.0f, 2.0f);
     Both out = zeros(Shape{1});
     on_both([&](Backend& be, Context& ctx, Side s) { be.sum(ctx, x.*s, out.*s); });
@@ -508,7 +519,7 @@ TEST_F(CudaVsCpu, SumMeanMax) {
 }
 
 TEST_F(CudaVsCpu, ArgmaxRowsAndAccuracy) {
-  for (const Shape& shape : {Shape{64, 10}, Shape{9, 1000}, Shape{5, 1}}) {
+  for (const Shape& shape : op_spec("argmax_rows").shapes) {
     const std::string name = fmt::format("{}", shape);
     Both x = from(tied_values(shape.numel(), 110), shape);  // ties: the first index must win on both
     Both arg = zeros(Shape{shape[0]}, DType::i32);
@@ -525,7 +536,7 @@ TEST_F(CudaVsCpu, ArgmaxRowsAndAccuracy) {
 // ---------------------------------------------------------------- elementwise basics
 
 TEST_F(CudaVsCpu, FillCopyAxpyScale) {
-  const Shape shape{13, 31};
+  const Shape shape = op_spec("fill").shapes.at(0);
   Both x = random(shape, 120);
   on_both([&](Backend& be, Context& ctx, Side s) { be.fill(ctx, x.*s, 2.5f); });
   expect_bits_equal(x, "fill");
@@ -543,7 +554,7 @@ TEST_F(CudaVsCpu, FillCopyAxpyScale) {
 }
 
 TEST_F(CudaVsCpu, SeededRandomFills) {
-  const Shape shape{3, 4099};
+  const Shape shape = op_spec("fill_uniform").shapes.at(0);
   Both u = zeros(shape);
   on_both([&](Backend& be, Context& ctx, Side s) { be.fill_uniform(ctx, u.*s, -0.5f, 1.5f, 42, 1000); });
   expect_bits_equal(u, "fill_uniform");
@@ -559,7 +570,7 @@ TEST_F(CudaVsCpu, SeededRandomFills) {
 // ---------------------------------------------------------------- per-channel ops, batch norm, dot, clamp
 
 TEST_F(CudaVsCpu, ChannelAffine) {
-  for (const Shape& shape : {Shape{6, 5}, Shape{3, 5, 7, 9}}) {
+  for (const Shape& shape : op_spec("channel_affine").shapes) {
     Both x = random(shape, 130), scale = random(Shape{5}, 131, -2.0f, 2.0f), shift = random(Shape{5}, 132);
     Both y = zeros(shape);
     on_both([&](Backend& be, Context& ctx, Side s) { be.channel_affine(ctx, x.*s, scale.*s, shift.*s, y.*s); });
@@ -573,7 +584,7 @@ TEST_F(CudaVsCpu, ChannelAffine) {
 // cuDNN (spatial mode) against the CPU's double-precision loops: y, the saved statistics, the
 // running-statistics update (unbiased variance), eval, and backward with accumulation.
 TEST_F(CudaVsCpu, BatchNorm) {
-  for (const Shape& shape : {Shape{4, 3, 5, 7}, Shape{16, 5}, Shape{2, 4, 3, 2, 3}}) {
+  for (const Shape& shape : op_spec("batchnorm").shapes) {
     const std::string name = fmt::format("{}", shape);
     const Shape ps{shape[1]};
     Both x = random(shape, 140, -1.0f, 3.0f);
@@ -607,12 +618,13 @@ TEST_F(CudaVsCpu, BatchNorm) {
 }
 
 TEST_F(CudaVsCpu, DotAndClamp) {
-  for (std::int64_t n : {1, 1000, 100003}) {
+  for (const Shape& shape : op_spec("dot").shapes) {
+    const std::int64_t n = shape[0];
     Both a = random(Shape{n}, 150), b = random(Shape{n}, 151, -2.0f, 2.0f), out = zeros(Shape{1});
     on_both([&](Backend& be, Context& ctx, Side s) { be.dot(ctx, a.*s, b.*s, out.*s); });
     expect_close(out, kAccumulated, fmt::format("dot n={}", n));
   }
-  Both x = random(Shape{17, 33}, 152, -2.0f, 2.0f);
+  Both x = random(op_spec("clamp").shapes.at(0), 152, -2.0f, 2.0f);
   on_both([&](Backend& be, Context& ctx, Side s) { be.clamp(ctx, x.*s, -0.5f, 1.25f); });
   expect_bits_equal(x, "clamp");
 }

@@ -23,8 +23,14 @@
 #include "cudl/engine/half.hpp"
 #include "cudl/engine/tensor.hpp"
 #include "tests/backend_fixture.hpp"
+#include "tests/op_coverage.hpp"
 
 namespace {
+
+// The ops this suite checks in bf16 and f16, by the op table's names (see test_op_table.cpp).
+CUDL_OP_COVERAGE(cuda_vs_cpu_half, "activation", "mul", "axpy", "scale", "fill", "dropout", "cast", "bias_add",
+                 "bias_grad", "channel_affine", "maxpool2d", "avgpool2d", "sum", "mean", "max", "mse_loss", "l1_loss",
+                 "argmax_rows", "accuracy", "gemm", "gram", "conv2d", "batchnorm");
 
 using namespace cudl;
 

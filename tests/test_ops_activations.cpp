@@ -4,11 +4,15 @@
 
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
+#include "tests/op_coverage.hpp"
 
 using namespace cudl;
 using cudl::testing::BackendTest;
 
 namespace {
+
+// The ops this file gradient-checks (Gradient* tests), by the op table's names.
+CUDL_OP_COVERAGE(gradient, "activation");
 
 std::vector<float> ramp(int n, float lo, float hi) {
   std::vector<float> v(static_cast<std::size_t>(n));

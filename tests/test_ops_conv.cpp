@@ -13,12 +13,16 @@
 #include "cudl/kernels/cpu/onednn_conv.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
+#include "tests/op_coverage.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;
 using namespace cudl::testing;  // BackendTest, expect_close, expect_error, random_values, zeros
 
 namespace {
+
+// The ops this file gradient-checks (Gradient* tests), by the op table's names.
+CUDL_OP_COVERAGE(gradient, "conv2d");
 
 struct ConvCase {
   std::int64_t n, c, h, w, k, r, s;

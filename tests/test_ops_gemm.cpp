@@ -10,12 +10,16 @@
 #include "cudl/engine/context.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
+#include "tests/op_coverage.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;
 using namespace cudl::testing;  // BackendTest, expect_close, expect_error, random_values, zeros
 
 namespace {
+
+// The ops this file gradient-checks (Gradient* tests), by the op table's names.
+CUDL_OP_COVERAGE(gradient, "gemm", "bias_add", "bias_grad");
 
 // C = alpha * op(A) op(B) + beta * C in double, from row-major storage.
 std::vector<double> naive_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,

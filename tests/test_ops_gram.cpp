@@ -4,11 +4,15 @@
 
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
+#include "tests/op_coverage.hpp"
 
 using namespace cudl;
 using cudl::testing::BackendTest;
 
 namespace {
+
+// The ops this file gradient-checks (Gradient* tests), by the op table's names.
+CUDL_OP_COVERAGE(gradient, "gram");
 
 std::vector<float> pseudo_random(int n, int seed) {
   std::vector<float> v;

@@ -7,11 +7,15 @@
 
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
+#include "tests/op_coverage.hpp"
 
 using namespace cudl;
 using cudl::testing::BackendTest;
 
 namespace {
+
+// The ops this file gradient-checks (Gradient* tests), by the op table's names.
+CUDL_OP_COVERAGE(gradient, "channel_affine", "batchnorm");
 
 std::vector<float> pseudo_random(std::int64_t n, int seed, float amplitude = 1.0f, float offset = 0.0f) {
   std::vector<float> v;

@@ -14,6 +14,7 @@
 #include "cudl/engine/context.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
+#include "tests/op_coverage.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;
@@ -23,6 +24,9 @@ using cudl::testing::random_values;
 using cudl::testing::zeros;
 
 namespace {
+
+// The ops this file gradient-checks (Gradient* tests), by the op table's names.
+CUDL_OP_COVERAGE(gradient, "maxpool2d", "avgpool2d");
 
 // Distinct values 0.1 apart, shuffled: no ties, and no two within a finite-difference step.
 std::vector<float> distinct_values(std::int64_t n, unsigned seed) {

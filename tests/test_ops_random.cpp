@@ -6,9 +6,13 @@
 #include "cudl/engine/philox.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
+#include "tests/op_coverage.hpp"
 
 using namespace cudl;
 using cudl::testing::BackendTest;
+
+// The ops this file gradient-checks (Gradient* tests), by the op table's names.
+CUDL_OP_COVERAGE(gradient, "dropout");
 
 class RandomOps : public BackendTest {};
 

@@ -5,6 +5,7 @@
 
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
+#include "tests/op_coverage.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;
@@ -13,6 +14,9 @@ using cudl::testing::expect_error_by_next_read;
 using cudl::testing::label_error_fragments;
 
 namespace {
+
+// The ops this file gradient-checks (Gradient* tests), by the op table's names.
+CUDL_OP_COVERAGE(gradient, "softmax", "log_softmax", "softmax_cross_entropy");
 
 std::vector<double> naive_softmax(const std::vector<float>& row) {
   double m = row[0];

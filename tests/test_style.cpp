@@ -201,7 +201,7 @@ StyleOptions small_options(int size, int iters, const std::string& optimizer) {
   StyleOptions o;
   o.size = size;
   o.iters = iters;
-  o.optimizer = optimizer;
+  o.optimizer = parse_style_optimizer(optimizer);
   o.print_every = 0;
   return o;
 }
@@ -255,7 +255,7 @@ TEST(StyleTransfer, LbfgsLowersTheLossAndPoolPeakDoesNotGrow) {
   Context ctx;
   StyleOptions o = small_options(32, 6, "lbfgs");
   o.print_every = 1;
-  o.init = "random";
+  o.init = StyleInit::random;
   Sequential net = make_style_network(ctx, o, "random:1");
   const Image content = read_image(kData + "chelsea.png");
   const Image style = read_image(kData + "brick.png");
@@ -295,7 +295,14 @@ TEST(StyleTransfer, MemoryEstimateRefusesNamingTheLargestSize) {
     check_style_memory(ctx, net, o, 1 << 15, 1 << 15);
     FAIL() << "a 32768 px image should not fit";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("largest size that fits is --size"), std::string::npos) << e.what();
+    // The library names the field; the CLI spells it as its flag (message(flag) below).
+    EXPECT_NE(std::string(e.what()).find("largest size that fits is size "), std::string::npos) << e.what();
+    const auto* option = dynamic_cast<const StyleOptionError*>(&e);
+    ASSERT_NE(option, nullptr);
+    EXPECT_EQ(option->field(), StyleField::size);
+    const std::string cli = option->message(+[](StyleField f) { return "--" + std::string(style_field_name(f)); });
+    EXPECT_NE(cli.find("largest size that fits is --size "), std::string::npos) << cli;
+    EXPECT_NE(cli.find("with --optimizer lbfgs"), std::string::npos) << cli;
   }
 }
 
@@ -309,16 +316,16 @@ TEST(StyleTransfer, ImagesTooSmallForThePoolingsAreRefusedNamingTheSize) {
   Sequential net = make_style_network(ctx, o, "random:1");
   const Image wide(451, 300, 3), square(64, 64, 3);
   cudl::testing::expect_error([&] { check_style_sizes(net, o, wide, {square}); },
-                              {"content image (451x300) becomes 16x11 at --size 16", "--size >= 24"});
+                              {"content image (451x300) becomes 16x11 at size 16", "use size >= 24"});
   o.size = 24;
   EXPECT_NO_THROW(check_style_sizes(net, o, wide, {square}));
   o.style_scale = 0.5f;
   o.size = 32;
   const Image thin_style(300, 40, 3);
   cudl::testing::expect_error([&] { check_style_sizes(net, o, wide, {thin_style}); },
-                              {"style image (300x40)", "--size 32"});
+                              {"style image (300x40)", "at size 32"});
   o.scales = {16, 64};  // every scale is checked, not only the last
-  cudl::testing::expect_error([&] { check_style_sizes(net, o, wide, {square}); }, {"at --size 16"});
+  cudl::testing::expect_error([&] { check_style_sizes(net, o, wide, {square}); }, {"at scales 16"});
 }
 
 TEST(StyleTransfer, CudaMatchesCpuForAFewIterations) {

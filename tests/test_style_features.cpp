@@ -260,7 +260,7 @@ StyleOptions small_options(int size, int iters) {
   StyleOptions o;
   o.size = size;
   o.iters = iters;
-  o.optimizer = "adam";
+  o.optimizer = StyleOptimizer::adam;
   o.print_every = 0;
   o.content_layers = {"relu1_1"};
   o.style_layers = {"relu1_1"};

@@ -31,6 +31,7 @@
 #include "cudl/engine/io/atomic_file.hpp"
 #include "cudl/engine/io/files.hpp"
 #include "cudl/engine/io/json.hpp"
+#include "cudl/engine/op_table.hpp"
 #include "cudl/engine/text.hpp"
 #include "cudl/engine/timer.hpp"
 #include "cudl/layers/optimizer.hpp"
@@ -218,27 +219,27 @@ BenchCase sum_case(std::int64_t n) {
           }};
 }
 
+// The cases of one op of the op table (engine/op_table.hpp) at one of its bench sizes.
+std::vector<BenchCase> cases_of(const OpSpec& op, const BenchDims& d, DType dtype) {
+  const auto shape4 = [&](std::size_t at) { return Shape{d[at], d[at + 1], d[at + 2], d[at + 3]}; };
+  if (op.name == "gemm") return {gemm_case(d[0], d[1], d[2], dtype)};
+  if (op.name == "conv2d") return conv_cases(shape4(0), shape4(4), static_cast<int>(d[6] / 2), dtype);
+  if (op.name == "activation") return {relu_case(d[0])};
+  if (op.name == "maxpool2d") return {maxpool_case(shape4(0))};
+  if (op.name == "gram") return {gram_case(shape4(0))};
+  if (op.name == "softmax_cross_entropy") return {softmax_xent_case(d[0], d[1])};
+  if (op.name == "adam_step") return {adam_case(d[0])};
+  if (op.name == "sum") return {sum_case(d[0])};
+  CUDL_THROW("bench: the op table benches '{}' but bench.cpp has no case for it", op.name);
+}
+
+// Every op the table benches, at --sizes small or vgg, in the table's order.
 std::vector<BenchCase> make_cases(const std::string& sizes, DType dtype) {
   const bool vgg = sizes == "vgg";
   std::vector<BenchCase> cases;
-  // GEMM: a square problem, and VGG's first classifier layer at batch 64.
-  cases.push_back(vgg ? gemm_case(64, 4096, 25088, dtype) : gemm_case(256, 256, 256, dtype));
-  // Convolutions at VGG19 layer shapes (conv1_2, conv3_1, conv5_1) or one small layer.
-  if (vgg) {
-    for (auto [x, w] : std::vector<std::pair<Shape, Shape>>{{{16, 64, 224, 224}, {64, 64, 3, 3}},
-                                                            {{16, 128, 56, 56}, {256, 128, 3, 3}},
-                                                            {{16, 512, 14, 14}, {512, 512, 3, 3}}})
-      for (auto& c : conv_cases(x, w, 1, dtype)) cases.push_back(c);
-  } else {
-    for (auto& c : conv_cases({4, 32, 32, 32}, {32, 32, 3, 3}, 1, dtype)) cases.push_back(c);
-  }
-  const std::int64_t n = vgg ? (64ll << 20) : (1ll << 20);  // elements of the elementwise cases
-  cases.push_back(relu_case(n));
-  cases.push_back(maxpool_case(vgg ? Shape{16, 64, 224, 224} : Shape{4, 32, 64, 64}));
-  cases.push_back(gram_case(vgg ? Shape{1, 512, 64, 64} : Shape{1, 64, 64, 64}));
-  cases.push_back(softmax_xent_case(vgg ? 4096 : 256, 1000));
-  cases.push_back(adam_case(n));
-  cases.push_back(sum_case(n));
+  for (const OpSpec& op : op_table())
+    for (const BenchDims& d : vgg ? op.bench_vgg : op.bench_small)
+      for (auto& c : cases_of(op, d, dtype)) cases.push_back(std::move(c));
   return cases;
 }
 
@@ -303,10 +304,7 @@ std::vector<BenchCase> cases_at_shape(const std::string& op, const std::string& 
   if (op == "relu_fwd") return {relu_case(groups[0][0])};
   if (op == "adam_step") return {adam_case(groups[0][0])};
   if (op == "sum") return {sum_case(groups[0][0])};
-  CUDL_THROW(
-      "--ops '{}': no such op (gemm, conv2d_fwd, conv2d_bwd_data, conv2d_bwd_filter, relu_fwd, "
-      "maxpool2d_fwd, gram_fwd, softmax_xent_fwd, adam_step, sum)",
-      op);
+  CUDL_THROW("--ops '{}': no such op ({})", op, bench_op_names());
 }
 
 // GFLOP/s of a large SGEMM (the best of its samples).

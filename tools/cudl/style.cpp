@@ -18,6 +18,7 @@
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 #include "tools/cudl/progress.hpp"
+#include "tools/cudl/style_flags.hpp"
 
 namespace cudl::cli {
 
@@ -27,6 +28,7 @@ struct StyleArgs {
   std::string content, style, output, weights, device = "auto", log;
   std::string blend_weights, content_layers = "relu4_2", style_layers = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1";
   std::string scales, model_type = "torchvision", color_transfer = "none", content_mask, style_masks;
+  std::string optimizer = "lbfgs", pooling = "max", init = "content";
   std::string content_dir, output_dir;
   bool original_colors = false;
   ComputeOptions compute;
@@ -124,7 +126,7 @@ std::vector<PathUse> style_inputs(const StyleArgs& a, const StyleOptions& o, con
                              {"--content-dir", a.content_dir, PathUse::Kind::folder},
                              {"--weights", a.weights.starts_with("random:") ? std::string() : a.weights},
                              {"--content-mask", a.content_mask},
-                             {"--init", o.init == "content" || o.init == "random" ? std::string() : o.init}};
+                             {"--init", o.init_image}};
   for (const auto& p : styles) in.push_back({"--style", p});
   for (const auto& p : masks) in.push_back({"--style-masks", p});
   return in;
@@ -150,13 +152,14 @@ std::vector<PathUse> style_outputs(const StyleArgs& a, const StyleOptions& o,
 void run_style(StyleArgs a) {
   CUDL_CHECK(!a.weights.empty(), "{}", kWeightsHelp);
   StyleOptions o = a.o;
-  o.model = a.model_type == "caffe" ? StyleModel::caffe : StyleModel::torchvision;
+  o.model = parse_style_model(a.model_type);
+  o.optimizer = parse_style_optimizer(a.optimizer);
+  o.pooling = parse_style_pooling(a.pooling);
+  set_style_init(o, a.init);
   const StyleWeights defaults = default_style_weights(o.model);
   if (!a.content_weight_given) o.content_weight = defaults.content;
   if (!a.style_weight_given) o.style_weight = defaults.style;
-  o.color_transfer = a.color_transfer == "histogram"   ? ColorTransfer::histogram
-                     : a.color_transfer == "luminance" ? ColorTransfer::luminance
-                                                       : ColorTransfer::none;
+  o.color_transfer = parse_color_transfer(a.color_transfer);
   if (a.original_colors) {
     CUDL_CHECK(o.color_transfer != ColorTransfer::histogram,
                "style: --original-colors is --color-transfer luminance; it contradicts --color-transfer histogram");
@@ -165,11 +168,14 @@ void run_style(StyleArgs a) {
   o.content_layers = parse_style_layers(a.content_layers);
   o.style_layers = parse_style_layers(a.style_layers);
   if (!a.blend_weights.empty())
-    o.style_blend_weights = parse_number_list("--style-blend-weights", a.blend_weights, at_least(0));
-  if (!a.scales.empty())
-    for (std::int64_t s : parse_whole_number_list("--scales", a.scales, 16, kMaxStyleSide))
+    o.style_blend_weights =
+        parse_number_list("--style-blend-weights", a.blend_weights, cli_bounds(StyleField::style_blend_weights));
+  if (!a.scales.empty()) {
+    const StyleBounds b = *style_bounds(StyleField::scales);
+    for (std::int64_t s : parse_whole_number_list("--scales", a.scales, static_cast<std::int64_t>(b.lo),
+                                                  static_cast<std::int64_t>(b.hi)))
       o.scales.push_back(static_cast<int>(s));
-  check_style_options(o);
+  }
   const bool frames_mode = !a.content_dir.empty() || !a.output_dir.empty();
   if (frames_mode) {
     CUDL_CHECK(!a.content_dir.empty() && !a.output_dir.empty(), "style: --content-dir and --output-dir go together");
@@ -181,6 +187,8 @@ void run_style(StyleArgs a) {
   }
   const std::vector<std::string> style_paths = split("--style", a.style);
   CUDL_CHECK(!style_paths.empty(), "style: --style needs at least one image");
+  // Counts against the style images, before the network loads (the runner checks them again for
+  // library callers).
   CUDL_CHECK(o.style_blend_weights.empty() || o.style_blend_weights.size() == style_paths.size(),
              "style: {} --style-blend-weights for {} style images", o.style_blend_weights.size(), style_paths.size());
   const std::vector<std::string> mask_paths = split("--style-masks", a.style_masks);
@@ -205,7 +213,8 @@ void run_style(StyleArgs a) {
   // Every input is read and checked before any work (and before anything is written). Only the
   // largest scale's sizes are needed: a large JPEG is decoded at a reduced scale that keeps them.
   const auto sizes = o.scales.empty() ? std::vector<int>{o.size} : o.scales;
-  const int largest = *std::max_element(sizes.begin(), sizes.end());
+  // Clamped: the numbers are checked (once, below) after the masks are read.
+  const int largest = std::clamp(*std::max_element(sizes.begin(), sizes.end()), 16, kMaxStyleSide);
   ImageReadOptions content_read, style_read;
   content_read.longest_side = largest;
   style_read.longest_side = style_image_size(largest, o);
@@ -215,26 +224,24 @@ void run_style(StyleArgs a) {
   for (std::size_t i = 1; i < frames.size(); ++i) (void)read_image(frames[i].string(), content_read);
   std::vector<Image> styles;
   for (const auto& p : style_paths) styles.push_back(read_image(p, style_read));
-  if (o.init != "content" && o.init != "random") (void)read_image(o.init);
+  if (o.init == StyleInit::image) (void)read_image(o.init_image);
   if (!a.content_mask.empty()) o.content_mask = read_image(a.content_mask, content_read);
   for (const auto& p : mask_paths) o.style_masks.push_back(read_image(p, content_read));
-  check_style_options(o);  // the masks, now that they are read
+  const CheckedStyleOptions checked(o);  // the one check of the options, masks included
 
   Context ctx(Device::parse(a.device));
   apply_compute_options(ctx, a.compute);
-  Sequential net = make_style_network(ctx, o, a.weights);
-  const auto [w, h] = fit_longest_side(content.width, content.height, sizes.back());
-  check_style_sizes(net, o, content, styles);  // every scale, before any work
-  // The largest scale (a tile of it when tiled), before spending time on the smaller ones.
-  const bool tiled = o.tile > 0 && std::max(w, h) > o.tile;
-  const int work_w = tiled ? std::min(w, o.tile) : w, work_h = tiled ? std::min(h, o.tile) : h;
-  check_style_memory(ctx, net, o, work_h, work_w);
-  const double gib = static_cast<double>(estimate_style_bytes(net, o, work_h, work_w)) / (1 << 30);
-  fmt::print("style transfer on {}: {}x{} output{}, {} x {} iterations, {}, about {:.2f} GiB{}\n", ctx.device(), w, h,
-             frames_mode ? fmt::format(" x {} frames", frames.size()) : std::string(), sizes.size(), o.iters,
-             o.optimizer, gib, tiled ? fmt::format(" per {}x{} tile", work_w, work_h) : std::string());
-
-  StyleRunner runner(ctx, net, styles, o);
+  Sequential net = make_style_network(ctx, checked.get(), a.weights);
+  StyleRunner runner(ctx, net, styles, checked);
+  // The library's plan: every scale passes the network and fits in memory, before any work.
+  const auto plan = runner.prepare(content);
+  const StyleScalePlan& last = plan.back();
+  const double gib =
+      static_cast<double>(estimate_style_bytes(net, checked.get(), last.work_height, last.work_width)) / (1 << 30);
+  fmt::print("style transfer on {}: {}x{} output{}, {} x {} iterations, {}, about {:.2f} GiB{}\n", ctx.device(),
+             last.width, last.height, frames_mode ? fmt::format(" x {} frames", frames.size()) : std::string(),
+             sizes.size(), checked->iters, style_optimizer_name(checked->optimizer), gib,
+             last.tiled ? fmt::format(" per {}x{} tile", last.work_width, last.work_height) : std::string());
   if (frames_mode) {
     // One network and one set of style targets for every frame; each frame starts from the
     // previous stylised one (temporal warm start), so the sequence changes only where it moves.
@@ -309,69 +316,68 @@ void add_style_command(CLI::App& app) {
   cmd->add_option("--weights", a->weights, "VGG19 safetensors (torchvision names) or random:SEED")
       ->check(weights_source());
   cmd->add_option("--style-blend-weights", a->blend_weights, "Weights of the style images (normalised to sum 1)")
-      ->transform(number_list(at_least(0)));
+      ->transform(bounded_list(StyleField::style_blend_weights));
   cmd->add_option("--size", a->o.size, "Longest side of the output")
-      ->transform(whole_number(16, kMaxStyleSide))
+      ->transform(bounded(StyleField::size))
       ->capture_default_str();
   cmd->add_option("--style-scale", a->o.style_scale, "Style images sized to size x this")
-      ->transform(finite_double({0, 100, /*lo_open=*/true}))
+      ->transform(bounded(StyleField::style_scale))
       ->capture_default_str();
   cmd->add_option("--iters", a->o.iters, "Iterations (per scale)")
-      ->transform(whole_number(0, 1 << 24))
+      ->transform(bounded(StyleField::iters))
       ->capture_default_str();
-  cmd->add_option("--optimizer", a->o.optimizer, "lbfgs | adam")
-      ->check(CLI::IsMember({"lbfgs", "adam"}))
+  cmd->add_option("--optimizer", a->optimizer, "lbfgs | adam")
+      ->check(one_of(parse_style_optimizer))
       ->capture_default_str();
-  cmd->add_option("--lr", a->o.lr, "Step size (default: L-BFGS 1, Adam 0.04)")
-      ->transform(finite_float(greater_than(0)));
+  cmd->add_option("--lr", a->o.lr, "Step size (default or 0: L-BFGS 1, Adam 0.04)")
+      ->transform(bounded(StyleField::lr, /*as_float=*/true));
   cmd->add_option("--lbfgs-history", a->o.lbfgs_history, "L-BFGS curvature pairs")
-      ->transform(whole_number(1, 10000))
+      ->transform(bounded(StyleField::lbfgs_history))
       ->capture_default_str();
-  // The loss weights scale float losses and gradients: finite floats >= 0.
   // Their defaults depend on --model-type: whether they were given is read in the callback.
   auto* content_weight =
       cmd->add_option("--content-weight", a->o.content_weight, "Content loss weight (default: torchvision 1, caffe 5)")
-          ->transform(finite_float(at_least(0)));
+          ->transform(bounded(StyleField::content_weight, /*as_float=*/true));
   auto* style_weight =
       cmd->add_option("--style-weight", a->o.style_weight, "Style loss weight (default: torchvision 1e6, caffe 100)")
-          ->transform(finite_float(at_least(0)));
+          ->transform(bounded(StyleField::style_weight, /*as_float=*/true));
   cmd->add_option("--tv-weight", a->o.tv_weight, "Total-variation weight")
-      ->transform(finite_float(at_least(0)))
+      ->transform(bounded(StyleField::tv_weight, /*as_float=*/true))
       ->capture_default_str();
   cmd->add_option("--tv-beta", a->o.tv_beta, "TV exponent: sum of (dx^2 + dy^2)^(beta/2) (Keras example: 1.25)")
-      ->transform(finite_double(between(1, 4)))
+      ->transform(bounded(StyleField::tv_beta))
       ->capture_default_str();
   cmd->add_flag("--normalize-gradients", a->o.normalize_gradients,
                 "Divide each content/style loss's gradient by its L1 norm (neural-style's -normalize_gradients)");
   cmd->add_flag("--clamp", a->o.clamp, "Clamp the image to [0,1] after every step");
   cmd->add_option("--model-type", a->model_type, "torchvision | caffe (VGG_ILSVRC_19_layers, BGR 0-255 input)")
-      ->check(CLI::IsMember({"torchvision", "caffe"}))
+      ->check(one_of(parse_style_model))
       ->capture_default_str();
   cmd->add_option("--color-transfer", a->color_transfer,
                   "none | luminance (keep the content's colours) | histogram (recolour the styles first)")
-      ->check(CLI::IsMember({"none", "luminance", "histogram"}))
+      ->check(one_of(parse_color_transfer))
       ->capture_default_str();
   cmd->add_option("--content-mask", a->content_mask, "Grey mask: the content loss applies where it is white")
       ->check(input_file());
   cmd->add_option("--style-masks", a->style_masks,
                   "Grey masks, one per style image, comma-separated: where each style applies");
   cmd->add_option("--tile", a->o.tile, "Optimise the last scale in tiles of this side (0: whole image)")
-      ->transform(whole_number(0, kMaxStyleSide))
+      ->transform(bounded(StyleField::tile))
       ->capture_default_str();
   cmd->add_option("--tile-overlap", a->o.tile_overlap, "Overlap of the tiles in px (default: tile / 8)")
-      ->transform(whole_number(0, kMaxStyleSide));
+      ->transform(bounded(StyleField::tile_overlap));
   cmd->add_option("--content-layers", a->content_layers, "Content layers")->capture_default_str();
   cmd->add_option("--style-layers", a->style_layers, "Style layers")->capture_default_str();
-  cmd->add_option("--init", a->o.init, "content | random | an image file")->capture_default_str();
+  cmd->add_option("--init", a->init, "content | random | an image file")->capture_default_str();
   cmd->add_flag("--original-colors", a->original_colors, "--color-transfer luminance (neural-style's name)");
-  cmd->add_option("--pooling", a->o.pooling, "max | avg")->check(CLI::IsMember({"max", "avg"}))->capture_default_str();
+  cmd->add_option("--pooling", a->pooling, "max | avg")->check(one_of(parse_style_pooling))->capture_default_str();
   cmd->add_option("--scales", a->scales, "Coarse-to-fine sizes, e.g. 256,512,1024 (overrides --size)")
-      ->transform(whole_number_list(16, kMaxStyleSide));
+      ->transform(bounded_list(StyleField::scales));
   cmd->add_option("--print-every", a->o.print_every, "Report losses every N iterations (0: at the end only)")
-      ->transform(whole_number(0, 1 << 24))
+      ->transform(bounded(StyleField::print_every))
       ->capture_default_str();
   cmd->add_option("--save-every", a->o.save_every, "Save the image every N iterations (0: never)")
-      ->transform(whole_number(0, 1 << 24))
+      ->transform(bounded(StyleField::save_every))
       ->capture_default_str();
   cmd->add_option("--seed", a->o.seed, "Seed of --init random")->transform(seed_number())->capture_default_str();
   cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
@@ -380,7 +386,11 @@ void add_style_command(CLI::App& app) {
   cmd->callback([a, content_weight, style_weight] {
     a->content_weight_given = content_weight->count() > 0;
     a->style_weight_given = style_weight->count() > 0;
-    run_style(*a);
+    try {
+      run_style(*a);
+    } catch (const StyleOptionError& e) {  // the library names the field; the user typed the flag
+      CUDL_THROW("{}", e.message(flag_name));
+    }
   });
 }
 
