@@ -59,3 +59,22 @@ def test_image_folder(tmp_path):
     assert list(y) == [0, 1] and list(yt) == [0, 1]
     with pytest.raises(cudl.FileError):
         cudl.datasets.image_folder(str(tmp_path / "missing"), 32)
+
+
+def test_cifar10_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+
+    def batch(name, n):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        pixels = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        (tmp_path / name).write_bytes(np.concatenate([labels[:, None], pixels], axis=1).tobytes())
+        return labels, pixels
+
+    train = [batch(f"data_batch_{i}.bin", 4) for i in range(1, 6)]
+    test_labels, test_pixels = batch("test_batch.bin", 3)
+    (x, y), (xt, yt) = cudl.datasets.cifar10(str(tmp_path))
+    assert x.shape == (20, 3, 32, 32) and x.dtype == np.float32 and y.dtype == np.int32
+    assert xt.shape == (3, 3, 32, 32)
+    np.testing.assert_array_equal(yt, test_labels)
+    np.testing.assert_array_equal(np.rint(xt.reshape(3, 3072) * 255).astype(np.uint8), test_pixels)
+    np.testing.assert_array_equal(y[:4], train[0][0])
