@@ -13,13 +13,12 @@ py::tuple arrays(const Dataset& d) {
 
 // ((x_train, y_train), (x_test, y_test)) as Keras' load_data() returns them; a flat class folder
 // (no train/ and test/) has no test split: (x_test, y_test) is None.
-py::tuple splits(const std::string& what, const std::string& dir, DataSplits (*load)(const std::string&)) {
+py::tuple splits(const std::string& dir, DataSplits (*load)(const std::string&)) {
   DataSplits s;
   {
     py::gil_scoped_release release;
     s = reading_file([&] { return load(dir); });
   }
-  (void)what;
   return py::make_tuple(arrays(s.train), s.test.size() > 0 ? py::object(arrays(s.test)) : py::object(py::none()));
 }
 
@@ -27,11 +26,11 @@ py::tuple splits(const std::string& what, const std::string& dir, DataSplits (*l
 
 void bind_datasets(py::module_& m) {
   py::module_ d = m.def_submodule("datasets", "Datasets as numpy arrays: ((x_train, y_train), (x_test, y_test))");
-  d.def("mnist", [](const std::string& dir) { return splits("mnist", dir, &load_mnist_dir); }, py::arg("path"),
+  d.def("mnist", [](const std::string& dir) { return splits(dir, &load_mnist_dir); }, py::arg("path"),
         "MNIST's four IDX files (optionally .gz) in `path` (tools/fetch-mnist.sh puts them in data/mnist)");
-  d.def("fashion_mnist", [](const std::string& dir) { return splits("fashion_mnist", dir, &load_mnist_dir); },
+  d.def("fashion_mnist", [](const std::string& dir) { return splits(dir, &load_mnist_dir); },
         py::arg("path"), "Fashion-MNIST's IDX files in `path` (same names as MNIST's)");
-  d.def("cifar10", [](const std::string& dir) { return splits("cifar10", dir, &load_cifar10_dir); }, py::arg("path"),
+  d.def("cifar10", [](const std::string& dir) { return splits(dir, &load_cifar10_dir); }, py::arg("path"),
         "CIFAR-10's binary batches in `path` or its cifar-10-batches-bin folder");
   d.def(
       "image_folder",
