@@ -6,9 +6,11 @@ set -euo pipefail
 # clang with its sanitizer/libFuzzer runtimes and OpenMP: tools/sanitize.sh and tools/fuzz.sh.
 # OpenMPI: data-parallel training (mpirun -np N cudl train; optional to CMake: CUDL_DISTRIBUTED=AUTO)
 # and its tests, which run 2 ranks under mpirun.
+# pybind11, Python's headers, pytest and numpy: the Python module and its tests (optional to CMake:
+# CUDL_PYTHON=AUTO).
 packages=(cmake ninja-build g++ pkg-config dpkg-dev libfmt-dev libcli11-dev nlohmann-json3-dev libgtest-dev
           libopenblas-dev libdnnl-dev libpng-dev libjpeg-dev zlib1g-dev clang libclang-rt-14-dev libomp-dev
-          libopenmpi-dev openmpi-bin)
+          libopenmpi-dev openmpi-bin pybind11-dev python3-dev python3-pytest python3-numpy)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

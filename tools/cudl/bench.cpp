@@ -35,6 +35,7 @@
 #include "cudl/engine/text.hpp"
 #include "cudl/engine/timer.hpp"
 #include "cudl/layers/optimizer.hpp"
+#include "cudl/models/model_bench.hpp"
 #include "cudl/models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
@@ -53,56 +54,13 @@ struct BenchCase {
   std::function<std::function<void()>(Context&)> prepare;
 };
 
-// A case is "noisy" above this coefficient of variation of its samples.
-constexpr double kNoisyCv = 0.10;
+// Timings, their summary and the noisy threshold: the library's (models/model_bench.hpp), shared
+// with the Python module's cudl.bench.
+using Timing = BenchTiming;
+constexpr double kNoisyCv = kBenchNoisyCv;
 
-struct Timing {
-  double median_ms = 0, min_ms = 0, q1_ms = 0, q3_ms = 0;
-  double cv = 0;  // standard deviation over mean
-  int samples = 0;
-  double spread() const { return median_ms > 0 ? (q3_ms - q1_ms) / median_ms : 0.0; }  // IQR / median
-  bool noisy() const { return cv > kNoisyCv; }
-};
-
-Timing summarize(std::vector<double> ms) {
-  std::sort(ms.begin(), ms.end());
-  Timing t;
-  const std::size_t n = ms.size();
-  t.samples = static_cast<int>(n);
-  t.median_ms = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
-  t.min_ms = ms.front();
-  t.q1_ms = ms[n / 4];
-  t.q3_ms = ms[(3 * n) / 4 < n ? (3 * n) / 4 : n - 1];
-  double mean = 0;
-  for (double v : ms) mean += v;
-  mean /= static_cast<double>(n);
-  double var = 0;
-  for (double v : ms) var += (v - mean) * (v - mean);
-  t.cv = n > 1 && mean > 0 ? std::sqrt(var / static_cast<double>(n - 1)) / mean : 0.0;
-  return t;
-}
-
-// Times `run` after a warm-up: `repeat` samples, then more in rounds of `repeat` (up to 10x) while
-// their coefficient of variation is above kNoisyCv and `budget_s` seconds have not passed, so a
-// noisy machine gets more samples rather than a wrong median.
 Timing time_run(Context& ctx, const std::function<void()>& run, int repeat, double budget_s = 2.0) {
-  for (int i = 0; i < 2; ++i) run();  // warm-up: algorithm choice, caches, pool
-  ctx.synchronize();
-  std::vector<double> ms;
-  Timer timer(ctx);
-  const auto begin = std::chrono::steady_clock::now();
-  const auto elapsed_s = [&] {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
-  };
-  for (int round = 0; round < 10; ++round) {
-    for (int i = 0; i < repeat; ++i) {
-      timer.start();
-      run();
-      ms.push_back(timer.stop_ms());
-    }
-    if (!summarize(ms).noisy() || elapsed_s() > budget_s) break;
-  }
-  return summarize(ms);
+  return time_repeated(ctx, run, repeat, budget_s);
 }
 
 Tensor random_tensor(Context& ctx, const Shape& shape, std::uint64_t seed, DType dtype = DType::f32) {
@@ -372,67 +330,33 @@ void print_layer_profile(const Sequential& model, const char* what) {
 }
 
 // Images per second of a whole training step (forward, loss, backward, Adam) and of inference,
-// on synthetic data of the model's input shape, with the pool's peak memory.
+// on synthetic data of the model's input shape, with the pool's peak memory (models/model_bench.hpp).
 void bench_models(Context& ctx, const Options& opt, nlohmann::json& results) {
   for (const auto& name : non_empty_items(opt.models)) {
-    const ModelSpec spec = model_spec(name);
     std::vector<std::int64_t> batches;
     if (!opt.batch_sizes.empty()) batches = parse_whole_number_list("--batch-sizes", opt.batch_sizes, 1, kMaxBatch);
-    if (batches.empty())
-      batches = name.starts_with("vgg") && !name.ends_with("_cifar") ? std::vector<std::int64_t>{1, 32, 64}
-                                                                     : std::vector<std::int64_t>{128};
-    Sequential model = make_model(name);
-    model.build(ctx, 1);
-    Optimizer optimizer(ctx, model, OptimizerConfig{});
-    for (std::int64_t batch : batches) {
-      const Shape input{batch, spec.input[0], spec.input[1], spec.input[2]};
-      Tensor x = random_tensor(ctx, input, 21);
-      ctx.backend().scale(ctx, x, 0.5f);
-      ctx.backend().axpy(ctx, 1.0f, Tensor::full(input, 0.5f, ctx), x);  // pixels in [0, 1]
-      std::vector<std::int32_t> host_labels(static_cast<std::size_t>(batch));
-      // Labels cycle through the model's classes (a model file may have fewer than ten).
-      const std::size_t classes = static_cast<std::size_t>(std::max(1, spec.num_classes));
-      for (std::size_t i = 0; i < host_labels.size(); ++i) host_labels[i] = static_cast<std::int32_t>(i % classes);
-      Tensor labels = Tensor::from_host(std::span<const std::int32_t>(host_labels), {batch}, ctx);
-      Tensor loss = Tensor::empty({1}, ctx);
-      auto train_step = [&] {
-        model.zero_grad(ctx);
-        Tensor logits = model.forward(ctx, x, true);
-        Tensor probs = Tensor::empty(logits.shape(), ctx), dlogits = Tensor::empty(logits.shape(), ctx);
-        ctx.backend().softmax_cross_entropy_forward(ctx, logits, labels, probs, loss);
-        ctx.backend().softmax_cross_entropy_backward(ctx, probs, labels, 1.0f, dlogits);
-        model.backward(ctx, dlogits);
-        optimizer.step(ctx, 1e-4f);
-      };
-      auto inference = [&] { (void)model.forward(ctx, x, false); };
-      for (auto [what, run] : {std::pair<const char*, std::function<void()>>{"train_step", train_step},
-                               std::pair<const char*, std::function<void()>>{"inference", inference}}) {
-        ctx.allocator().reset_peak_stats();
-        if (opt.profile) run();  // the warm-up, outside the profile
-        model.set_profiling(opt.profile);
-        Timing t = time_run(ctx, run, std::max(1, opt.repeat / 2));
-        const double images_per_second = static_cast<double>(batch) / (t.median_ms / 1e3);
-        const std::size_t peak = ctx.allocator().stats().peak_allocated_bytes;
-        const std::string shape = fmt::format("{} batch {}", name, batch);
-        if (opt.profile) print_layer_profile(model, what);
-        fmt::print("{:<18} {:<34} {:<7} {:>10.3f} {:>10.3f} {:>6.1f}% {:>15} {:>7} {:>8}  peak mem {}{}\n", what, shape,
-                   ctx.device().str(), t.median_ms, t.min_ms, 100 * t.spread(),
-                   fmt::format("{:.1f} img/s", images_per_second), "-", "-", format_bytes(peak),
-                   t.noisy() ? fmt::format("; noisy (cv {:.0f}%, {} samples)", 100 * t.cv, t.samples) : "");
-        results.push_back({{"op", what},
-                           {"backend", ctx.device().str()},
-                           {"shape", shape},
-                           {"model", name},
-                           {"batch", batch},
-                           {"median_ms", t.median_ms},
-                           {"min_ms", t.min_ms},
-                           {"cv", t.cv},
-                           {"samples", t.samples},
-                           {"rate", images_per_second},
-                           {"rate_unit", "img/s"},
-                           {"peak_memory_bytes", peak}});
-      }
-    }
+    if (batches.empty()) batches = default_bench_batches(name);
+    bench_model(ctx, name, batches, opt.repeat, opt.profile, [&](const ModelBenchResult& r, const Sequential& model) {
+      const Timing& t = r.timing;
+      const std::string shape = fmt::format("{} batch {}", name, r.batch);
+      if (opt.profile) print_layer_profile(model, r.what.c_str());
+      fmt::print("{:<18} {:<34} {:<7} {:>10.3f} {:>10.3f} {:>6.1f}% {:>15} {:>7} {:>8}  peak mem {}{}\n", r.what, shape,
+                 ctx.device().str(), t.median_ms, t.min_ms, 100 * t.spread(),
+                 fmt::format("{:.1f} img/s", r.images_per_second), "-", "-", format_bytes(r.peak_bytes),
+                 t.noisy() ? fmt::format("; noisy (cv {:.0f}%, {} samples)", 100 * t.cv, t.samples) : "");
+      results.push_back({{"op", r.what},
+                         {"backend", ctx.device().str()},
+                         {"shape", shape},
+                         {"model", name},
+                         {"batch", r.batch},
+                         {"median_ms", t.median_ms},
+                         {"min_ms", t.min_ms},
+                         {"cv", t.cv},
+                         {"samples", t.samples},
+                         {"rate", r.images_per_second},
+                         {"rate_unit", "img/s"},
+                         {"peak_memory_bytes", r.peak_bytes}});
+    });
   }
 }
 
