@@ -53,10 +53,17 @@ py::array style_transfer(const py::object& content_arg, const py::object& style_
               "'random:SEED'");
   if (!weights.starts_with("random:")) check_input_file("style_transfer: weights", weights);
   StyleOptions o;
-  std::string model = "torchvision", color = "none";
+  std::string model = "torchvision", color = "none", optimizer = "lbfgs", init = "content", pooling = "max";
   take(kw, "model", model);
-  if (model != "torchvision" && model != "caffe") bad_value("style_transfer: model '{}': expected torchvision or caffe", model);
-  o.model = model == "caffe" ? StyleModel::caffe : StyleModel::torchvision;
+  // The library's parse_* name what they expected; as Python ValueErrors.
+  auto parsed = [](auto parse, const std::string& text) {
+    try {
+      return parse(text);
+    } catch (const Error& e) {
+      throw ValueError(fmt::format("style_transfer: {}", e.what()));
+    }
+  };
+  o.model = parsed(parse_style_model, model);
   const StyleWeights defaults = default_style_weights(o.model);
   o.content_weight = defaults.content;
   o.style_weight = defaults.style;
@@ -64,7 +71,7 @@ py::array style_transfer(const py::object& content_arg, const py::object& style_
   take(kw, "style_scale", o.style_scale);
   take(kw, "style_blend_weights", o.style_blend_weights);
   take(kw, "iters", o.iters);
-  take(kw, "optimizer", o.optimizer);
+  take(kw, "optimizer", optimizer);
   take(kw, "lr", o.lr);
   take(kw, "lbfgs_history", o.lbfgs_history);
   take(kw, "content_weight", o.content_weight);
@@ -77,16 +84,19 @@ py::array style_transfer(const py::object& content_arg, const py::object& style_
   take(kw, "tile_overlap", o.tile_overlap);
   take(kw, "content_layers", o.content_layers);
   take(kw, "style_layers", o.style_layers);
-  take(kw, "init", o.init);
-  take(kw, "pooling", o.pooling);
+  take(kw, "init", init);
+  take(kw, "pooling", pooling);
   take(kw, "scales", o.scales);
   take(kw, "seed", o.seed);
   take(kw, "color_transfer", color);
-  if (color != "none" && color != "luminance" && color != "histogram")
-    bad_value("style_transfer: color_transfer '{}': expected none, luminance or histogram", color);
-  o.color_transfer = color == "histogram" ? ColorTransfer::histogram
-                     : color == "luminance" ? ColorTransfer::luminance
-                                            : ColorTransfer::none;
+  o.color_transfer = parsed(parse_color_transfer, color);
+  o.optimizer = parsed(parse_style_optimizer, optimizer);
+  o.pooling = parsed(parse_style_pooling, pooling);
+  try {
+    set_style_init(o, init);
+  } catch (const Error& e) {
+    throw ValueError(fmt::format("style_transfer: {}", e.what()));
+  }
   if (!kw.empty()) {
     std::vector<std::string> unknown;
     for (auto [k, v] : kw) unknown.push_back(py::str(k).cast<std::string>());
