@@ -11,10 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "cudl/engine/tensor.hpp"
+
 namespace cudl {
 
 class Context;
-class Tensor;
 
 class Communicator {
  public:
@@ -30,6 +31,15 @@ class Communicator {
   // per step on the whole gradient block. A rank that does not arrive within the timeout makes it
   // throw (the caller then aborts the job: see abort()).
   virtual void allreduce_mean(Context& ctx, Tensor& block) = 0;
+  // Overlapping the all-reduce with backward (models/gradient_buckets.hpp): starts averaging
+  // `part` (a view into the gradient block) over all ranks and returns at once where the transport
+  // can (MPI's non-blocking collectives); progress() lets started ones advance between layers;
+  // finish_allreduces() waits for every started one (with the timeout) and leaves each part
+  // averaged. The parts of one step never overlap; every rank starts the same parts in the same
+  // order. By default a part is averaged at once, in allreduce_mean.
+  virtual void start_allreduce_mean(Context& ctx, Tensor part) { allreduce_mean(ctx, part); }
+  virtual void progress() {}
+  virtual void finish_allreduces(Context& /*ctx*/) {}
   // Sums host values element-wise over all ranks, in place (metrics: loss sums, counts).
   virtual void allreduce_sum(std::vector<double>& values) = 0;
   // Copies rank `root`'s `block` (f32, on ctx's device) to every rank.

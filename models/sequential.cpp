@@ -83,7 +83,9 @@ void Sequential::build(Context& ctx, std::uint64_t seed) {
   buffers_ = Tensor::zeros({std::max<std::int64_t>(buffer, 1)}, ctx);
   std::int64_t param_offset = 0, buffer_offset = 0;
   std::uint64_t index = 0;
+  param_offsets_.clear();
   for (auto& [name, layer] : layers_) {
+    param_offsets_.push_back(param_offset);
     for (Parameter* p : layer->parameters()) {
       if (p->trainable) {
         p->value = params_.view(param_offset, p->shape);
@@ -239,6 +241,7 @@ Tensor Sequential::backward(Context& ctx, const Tensor& dy, const std::map<std::
     const std::vector<Tensor> dx =
         merge != nullptr ? merge->backward_inputs(ctx, g) : std::vector{layer.backward(ctx, g)};
     if (timer) profile_[index].backward_ms += timer->stop_ms();
+    if (gradients_ready_ && learns(layer)) gradients_ready_(param_offsets_[index]);
     // A layer's fresh result is ours alone; one that reuses dy's storage (a reshape, Add) is as
     // shared as dy was, and Add's results share it with each other.
     const void* dy_storage = g.raw();

@@ -11,6 +11,7 @@
 // topological order: forward runs them in that order and drops each output after its last
 // reader; backward runs them in reverse, summing the gradients of an output read by several
 // layers. A chain is the graph where no layer names its inputs.
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -94,6 +95,14 @@ class Sequential : public ParameterBlocks {
   Tensor& gradient_block() override { return grads_; }
   std::vector<Parameter*> frozen_parameters() override;  // trainable ones of frozen layers
 
+  // Called during backward after each layer that learns has written its gradients, with the
+  // offset in gradient_block() from which every gradient is final (backward runs the layers in
+  // reverse and their parameters lie in layer order). Data parallel starts bucketed all-reduces
+  // from it (models/gradient_buckets.hpp). Empty: none.
+  void set_gradients_ready_hook(std::function<void(std::int64_t ready_from)> hook) {
+    gradients_ready_ = std::move(hook);
+  }
+
   // Per-layer timing: when on, every layer's forward and backward is timed (waiting for the device
   // after each, so it slows the model down); profile() holds the accumulated milliseconds.
   struct LayerTime {
@@ -128,6 +137,8 @@ class Sequential : public ParameterBlocks {
   // The half-precision copy of params_ under autocast (Parameter::half views into it).
   void refresh_half_parameters(Context& ctx, DType dtype);
 
+  std::vector<std::int64_t> param_offsets_;  // per layer: where its trainable parameters start
+  std::function<void(std::int64_t)> gradients_ready_;
   Tensor params_, grads_, buffers_;
   Tensor half_params_;
   bool half_stale_ = true;

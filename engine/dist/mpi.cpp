@@ -83,8 +83,7 @@ void MpiCommunicator::check(int status, const char* call, const char* what) cons
              size_, mpi_error_string(status));
 }
 
-void poll_until_done(const std::function<bool()>& done, const char* what, int rank, int size,
-                     double timeout_seconds) {
+void poll_until_done(const std::function<bool()>& done, const char* what, int rank, int size, double timeout_seconds) {
   const auto start = Clock::now();
   for (long spins = 0;; ++spins) {
     if (done()) return;
@@ -119,6 +118,40 @@ void MpiCommunicator::allreduce_mean(Context& ctx, Tensor& block) {
         "allreduce_mean (gradients)");
   wait(request, "allreduce_mean (gradients)");
   ctx.backend().scale(ctx, block, 1.0f / static_cast<float>(size_));
+  allreduce_seconds_ += seconds_since(start);
+}
+
+void MpiCommunicator::start_allreduce_mean(Context& /*ctx*/, Tensor part) {
+  CUDL_CHECK(part.device().is_cpu() && part.dtype() == DType::f32,
+             "start_allreduce_mean (mpi): the part must be f32 on the CPU, got {} on {} (CUDA ranks use NCCL)",
+             dtype_name(part.dtype()), part.device());
+  const auto start = Clock::now();
+  const int n = checked_count(part.numel(), "start_allreduce_mean (mpi)");
+  Pending p;
+  p.part = part;
+  check(MPI_Iallreduce(MPI_IN_PLACE, p.part.data<float>(), n, MPI_FLOAT, MPI_SUM, comm_, &p.request), "MPI_Iallreduce",
+        "allreduce_mean (a gradient bucket)");
+  pending_.push_back(std::move(p));
+  allreduce_seconds_ += seconds_since(start);
+}
+
+void MpiCommunicator::progress() {
+  // Without a progress thread, MPI moves a non-blocking collective only inside MPI calls.
+  for (Pending& p : pending_) {
+    if (p.done) continue;
+    int done = 0;
+    check(MPI_Test(&p.request, &done, MPI_STATUS_IGNORE), "MPI_Test", "allreduce_mean (a gradient bucket)");
+    p.done = done != 0;
+  }
+}
+
+void MpiCommunicator::finish_allreduces(Context& ctx) {
+  const auto start = Clock::now();
+  for (Pending& p : pending_) {
+    if (!p.done) wait(p.request, "allreduce_mean (gradients)");
+    ctx.backend().scale(ctx, p.part, 1.0f / static_cast<float>(size_));
+  }
+  pending_.clear();
   allreduce_seconds_ += seconds_since(start);
 }
 

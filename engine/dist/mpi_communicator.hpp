@@ -8,14 +8,14 @@
 #include <vector>
 
 #include "cudl/engine/dist/mpi.hpp"
+#include "cudl/engine/tensor.hpp"
 
 namespace cudl {
 
 // Calls `done` until it returns true; throws naming `what` when `timeout_seconds` pass first (a
 // peer died or hangs). Spins briefly, then sleeps between polls so that on an oversubscribed CPU
 // the rank being waited for gets the core. MPI's and NCCL's watchdogs both wait this way.
-void poll_until_done(const std::function<bool()>& done, const char* what, int rank, int size,
-                     double timeout_seconds);
+void poll_until_done(const std::function<bool()>& done, const char* what, int rank, int size, double timeout_seconds);
 
 class MpiCommunicator final : public Communicator {
  public:
@@ -29,6 +29,9 @@ class MpiCommunicator final : public Communicator {
   int local_rank() const override { return local_rank_; }
   std::string name() const override { return "mpi"; }
   void allreduce_mean(Context& ctx, Tensor& block) override;
+  void start_allreduce_mean(Context& ctx, Tensor part) override;
+  void progress() override;
+  void finish_allreduces(Context& ctx) override;
   void allreduce_sum(std::vector<double>& values) override;
   void broadcast(Context& ctx, Tensor& block, int root) override;
   [[noreturn]] void abort(int code) override;
@@ -42,6 +45,13 @@ class MpiCommunicator final : public Communicator {
   // timeout passes first (a peer died or hangs).
   void wait(MPI_Request& request, const char* what);
   void check(int status, const char* call, const char* what) const;
+
+  struct Pending {
+    MPI_Request request = MPI_REQUEST_NULL;
+    Tensor part;
+    bool done = false;
+  };
+  std::vector<Pending> pending_;  // started by start_allreduce_mean, not yet finished
 
   MPI_Comm comm_ = MPI_COMM_NULL;  // a duplicate of MPI_COMM_WORLD, with errors returned to us
   int rank_ = 0, size_ = 1, local_rank_ = 0;
