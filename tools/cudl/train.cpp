@@ -60,6 +60,7 @@ struct RunControlArgs {
   std::string reduce_lr;  // "N" or "N,FACTOR"
   double clip_grad_norm = 0;
   std::int64_t max_steps = 0;
+  std::int64_t eval_test_every = 0;
   std::int64_t subset = 0;
   std::string plot;
   double dist_timeout = 300;  // seconds a rank waits for the others in a collective (mpirun)
@@ -130,14 +131,15 @@ void add_run_control_options(CLI::App* cmd, RunControlArgs& r) {
                   "the test set; recorded in the checkpoint for eval and --resume")
       ->transform(finite_double(Bounds{0, 1, true, true}));
   cmd->add_option("--save-best", r.save_best,
-                  "Keep the checkpoint of the epoch with the best validation accuracy (test accuracy without "
-                  "--val-split) here");
+                  "Keep the checkpoint of the epoch with the best validation metric (accuracy; loss with --target "
+                  "input) here; without --val-split, the lowest training loss (never the test set)");
   cmd->add_option("--early-stopping", r.early_stopping,
-                  "Stop after N epochs in a row without a better validation (else test) accuracy")
+                  "Stop after N epochs in a row without a better validation metric (training loss without "
+                  "--val-split)")
       ->transform(whole_number(1, 100000));
   cmd->add_option("--reduce-lr-on-plateau", r.reduce_lr,
                   "N[,FACTOR]: multiply the learning rate by FACTOR (default 0.1) after N epochs without a better "
-                  "validation (else test) accuracy")
+                  "validation metric (training loss without --val-split)")
       ->check(CLI::Validator(
           [](std::string& text) {
             PlateauSetting p;
@@ -149,6 +151,10 @@ void add_run_control_options(CLI::App* cmd, RunControlArgs& r) {
       ->transform(finite_double(greater_than(0)));
   cmd->add_option("--max-steps", r.max_steps, "Stop after N optimizer steps in all (the schedule spans them)")
       ->transform(whole_number(1, std::int64_t{1} << 50));
+  cmd->add_option("--eval-test-every", r.eval_test_every,
+                  "With --val-split: also score the test set every N epochs, for the curves (default: once, at the "
+                  "end); without --val-split it is scored every epoch")
+      ->transform(whole_number(1, 100000));
   cmd->add_option("--subset", r.subset, "Train on N training images only (per class, seeded), for quick trials")
       ->transform(whole_number(1, std::int64_t{1} << 40));
   cmd->add_option("--plot", r.plot, "Redraw the loss and accuracy curves into this PNG after every epoch");
@@ -172,34 +178,46 @@ void print_epoch_table(const TrainResult& r) {
   for (const auto& m : r.epochs) {
     const std::string val =
         m.has_val ? fmt::format(" | val loss {:.4f} acc {:.2f}%", m.val_loss, 100.0 * m.val_accuracy) : std::string();
-    fmt::print(
-        "epoch {:>3}: train loss {:.4f} acc {:.2f}%{} | test loss {:.4f} acc {:.2f}% | lr {:.2e}{} | {:.1f} s, {:.0f} "
-        "img/s{}\n",
-        m.epoch, m.train_loss, 100.0 * m.train_accuracy, val, m.test_loss, 100.0 * m.test_accuracy, m.lr,
-        m.loss_scale > 0 ? fmt::format(" | loss scale {:g}, {} steps skipped", m.loss_scale, m.skipped_steps)
-                         : std::string(),
-        m.seconds, m.images_per_second, m.epoch == r.best_epoch ? " *" : "");
+    // The test split is scored every epoch without a validation split, else at the end (and every
+    // --eval-test-every epochs).
+    const std::string test = m.has_test
+                                 ? fmt::format(" | test loss {:.4f} acc {:.2f}%", m.test_loss, 100.0 * m.test_accuracy)
+                                 : std::string();
+    fmt::print("epoch {:>3}: train loss {:.4f} acc {:.2f}%{}{} | lr {:.2e}{} | {:.1f} s, {:.0f} img/s{}\n", m.epoch,
+               m.train_loss, 100.0 * m.train_accuracy, val, test, m.lr,
+               m.loss_scale > 0 ? fmt::format(" | loss scale {:g}, {} steps skipped", m.loss_scale, m.skipped_steps)
+                                : std::string(),
+               m.seconds, m.images_per_second, m.epoch == r.best_epoch ? " *" : "");
   }
 }
 
-// Why the run ended, the best epoch, wall time, throughput and the pool's peak.
-void print_summary(const TrainResult& r, const RunControlArgs& c, std::int64_t patience) {
+// Why the run ended, the best epoch, wall time, throughput and the pool's peak, then the test
+// result: the best checkpoint's for a save-best run (`save_best`), else the last epoch's.
+void print_summary(const TrainResult& r, const RunControlArgs& c, std::int64_t patience, bool save_best,
+                   const std::string& loss, bool reconstruction) {
   if (r.stopped == "early_stopping")
     fmt::print("early stopping: no better {} for {} epochs since epoch {}\n", r.monitor, patience, r.best_epoch);
   if (r.stopped == "max_steps" && !r.epochs.empty())
     fmt::print("stopped at --max-steps {} (epoch {})\n", c.max_steps, r.epochs.back().epoch);
-  const EpochMetrics* best = nullptr;
-  for (const auto& m : r.epochs)
-    if (m.epoch == r.best_epoch) best = &m;
-  if (best) {
-    fmt::print("best epoch {} of {}: {}test accuracy {:.2f}%\n", best->epoch, r.epochs.size(),
-               best->has_val ? fmt::format("val accuracy {:.2f}%, ", 100.0 * best->val_accuracy) : std::string(),
-               100.0 * best->test_accuracy);
+  const EpochMetrics* best = r.best();
+  if (best && !reconstruction) {
+    const std::string by = best->has_val ? fmt::format("val accuracy {:.2f}%", 100.0 * best->val_accuracy)
+                                         : fmt::format("train loss {:.4f}", best->train_loss);
+    fmt::print("best epoch {} of {}: {}{}\n", best->epoch, r.epochs.size(), by,
+               best->has_test ? fmt::format(", test accuracy {:.2f}%", 100.0 * best->test_accuracy) : std::string());
   }
   fmt::print("wall time {:.1f} s, {:.0f} img/s trained, memory pool peak {:.1f} MiB\n", r.wall_seconds,
              static_cast<double>(r.images_trained) / std::max(r.wall_seconds, 1e-9),
              static_cast<double>(r.pool_peak_bytes) / (1 << 20));
-  if (!r.epochs.empty()) fmt::print("test accuracy: {:.2f}%\n", 100.0 * r.epochs.back().test_accuracy);
+  if (r.epochs.empty()) return;
+  const bool from_best = save_best && best && best->has_test;
+  const EpochMetrics& shown = from_best ? *best : r.epochs.back();
+  if (reconstruction)
+    print_reconstruction_result(shown, loss, from_best);
+  else if (from_best)
+    fmt::print("test accuracy of the best checkpoint (epoch {}): {:.2f}%\n", shown.epoch, 100.0 * shown.test_accuracy);
+  else
+    fmt::print("test accuracy: {:.2f}%\n", 100.0 * shown.test_accuracy);
 }
 
 // What train and eval read: the dataset's tree, and the files they load.
@@ -311,6 +329,7 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
   o.plateau_factor = plateau.factor;
   o.clip_grad_norm = c.clip_grad_norm;
   o.max_steps = c.max_steps;
+  o.eval_test_every = c.eval_test_every;
   o.comm = comm;
   if (dist.writer()) o.on_progress = progress_bars();
   if (!plot.empty()) {
@@ -320,20 +339,28 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
   }
   add_metadata(a.extras, a.model, kind, data, o);
   if (test_split > 0) o.metadata[kTestSplitKey] = fmt::format("{}", test_split);
-  // Reconstruction (--target input) has its own loop and metrics, on the same subset and hold-out.
-  CUDL_CHECK(!comm || a.extras.target != "input",
-             "--target input: reconstruction training does not run data-parallel (under mpirun) yet; run one process");
-  if (run_reconstruction_if_asked(a.extras, ctx, model, train, validation, data.test, o, plot)) return;
+  // One loop for every task (models/train/train.hpp): classification or reconstruction.
+  const std::unique_ptr<Task> task = make_task(a.extras);
+  const bool reconstruction = a.extras.target == "input";
+  if (reconstruction && dist.writer()) {
+    o.on_progress = reconstruction_progress_bars();
+    const auto curves = o.on_epoch_end;
+    const std::string loss = a.extras.loss;
+    o.on_epoch_end = [curves, loss](const TrainResult& r) {
+      print_reconstruction_epoch(r.epochs.back(), loss);
+      if (curves) curves(r);
+    };
+  }
   const OtherLoadMeter other_load;  // flags img/s measured on a busy machine
-  TrainResult r = fit(ctx, model, train, validation, data.test, o);
+  TrainResult r = cudl::train(ctx, model, *task, TrainData{train, validation, data.test}, o);
   if (!dist.writer()) return;
   if (comm) {
     fmt::print("data-parallel: rank 0 waited {:.2f} s of the run's {:.2f} s in the gradient all-reduce ({:.1f}%)\n",
                comm->allreduce_seconds(), r.wall_seconds,
                100.0 * comm->allreduce_seconds() / std::max(r.wall_seconds, 1e-9));
   }
-  print_epoch_table(r);
-  print_summary(r, c, o.early_stopping_patience);
+  if (!reconstruction) print_epoch_table(r);
+  print_summary(r, c, o.early_stopping_patience, !save_best.empty(), a.extras.loss, reconstruction);
   if (const double busy = other_load.busy_cores(); ctx.device().is_cpu() && busy > 0.25)
     fmt::print(
         "under load: other processes kept {:.1f} of {} cores busy during the run (host threads here at the "
@@ -341,6 +368,7 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
         busy, available_cpus(), cpu_threads());
   if (!a.save.empty()) fmt::print("saved {}\n", a.save);
   if (!save_best.empty() && r.best_epoch > 0) fmt::print("best checkpoint (epoch {}): {}\n", r.best_epoch, c.save_best);
+  if (!a.extras.samples.empty()) fmt::print("samples in {}\n", a.extras.samples);
   if (!plot.empty()) fmt::print("curves: {}\n", plot);
 }
 
