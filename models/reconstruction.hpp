@@ -28,7 +28,7 @@ std::string loss_name(LossKind kind);
 class ReconstructionTask final : public Task {
  public:
   explicit ReconstructionTask(LossKind loss, std::string samples_path = {}, int samples = 8);
-  std::string target() const override { return "input"; }
+  Target target() const override { return Target::input; }
   bool has_accuracy() const override { return false; }
   std::pair<std::string, bool> validation_monitor() const override { return {"val_loss", false}; }
   void check(const Sequential& model, const Dataset& data, std::string_view split,

@@ -11,7 +11,7 @@ namespace cudl {
 
 class ClassificationTask final : public Task {
  public:
-  std::string target() const override { return "labels"; }
+  Target target() const override { return Target::labels; }
   bool has_accuracy() const override { return true; }
   std::pair<std::string, bool> validation_monitor() const override { return {"val_accuracy", true}; }
   void check(const Sequential& model, const Dataset& data, std::string_view split,

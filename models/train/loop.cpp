@@ -90,7 +90,7 @@ void Run::describe() {
   result_.params = model_.parameter_count();
   result_.device = ctx_.device().str();
   result_.model = o_.model_name;
-  result_.target = task_.target();
+  result_.target = target_name(task_.target());
   result_.precision = std::string(precision_name(ctx_.precision()));
   result_.train_size = data_.train.size();
   result_.val_size = data_.validation.size();
@@ -110,8 +110,9 @@ void Run::resume() {
   last_good_ = fmt::format("stopped; the last good checkpoint is '{}' (epoch {})", o_.resume_path, info.epoch);
   const auto target = info.extra.find("target");
   const std::string saved_target = target == info.extra.end() ? std::string("labels") : target->second;
-  CUDL_CHECK(saved_target == task_.target(), "--resume: '{}' was trained with target {}, this run's target is {}",
-             o_.resume_path, saved_target, task_.target());
+  CUDL_CHECK(saved_target == target_name(task_.target()),
+             "--resume: '{}' was trained with target {}, this run's target is {}", o_.resume_path, saved_target,
+             target_name(task_.target()));
   if (auto it = info.extra.find("metrics"); it != info.extra.end())
     result_.epochs = history_from_json(
         it->second,
@@ -367,53 +368,6 @@ TrainResult Run::run() {
 }
 
 }  // namespace
-
-const EpochMetrics* TrainResult::best() const {
-  for (const auto& m : epochs)
-    if (m.epoch == best_epoch) return &m;
-  return nullptr;
-}
-
-nlohmann::json metrics_document(const TrainResult& r) {
-  nlohmann::json j = {{"model", r.model},          {"device", r.device},         {"precision", r.precision},
-                      {"params", r.params},        {"train_size", r.train_size}, {"val_size", r.val_size},
-                      {"test_size", r.test_size},  {"target", r.target},         {"monitor", r.monitor},
-                      {"best_epoch", r.best_epoch}};
-  if (!r.stopped.empty()) j["stopped"] = r.stopped;
-  j["epochs"] = history_json(r.epochs);
-  return j;
-}
-
-LoaderOptions training_loader_options(const FitOptions& options) {
-  LoaderOptions lo;
-  lo.batch_size = options.batch_size;
-  lo.shuffle = true;
-  lo.seed = options.seed;
-  lo.augment = options.augment;
-  lo.workers = options.workers;
-  lo.prefetch = options.prefetch;
-  return lo;
-}
-
-void check_train_config(const TrainConfig& o) {
-  CUDL_CHECK(o.epochs > 0 && o.batch_size > 0, "train: epochs ({}) and batch size ({}) must be positive", o.epochs,
-             o.batch_size);
-  const OptimizerConfig& oc = o.optimizer;
-  CUDL_CHECK(std::isfinite(oc.lr) && oc.lr > 0, "train: the learning rate must be a finite number > 0, got {}", oc.lr);
-  CUDL_CHECK(std::isfinite(oc.momentum) && oc.momentum >= 0 && oc.momentum <= 1,
-             "train: momentum must be a finite number in [0, 1], got {}", oc.momentum);
-  CUDL_CHECK(std::isfinite(oc.weight_decay) && oc.weight_decay >= 0,
-             "train: weight decay must be a finite number >= 0, got {}", oc.weight_decay);
-  CUDL_CHECK(o.early_stopping_patience >= 0 && o.plateau_patience >= 0 && o.max_steps >= 0 &&
-                 o.finite_check_every >= 0 && o.eval_test_every >= 0,
-             "train: early-stopping patience ({}), plateau patience ({}), max steps ({}), the check interval ({}) and "
-             "the test interval ({}) must be >= 0",
-             o.early_stopping_patience, o.plateau_patience, o.max_steps, o.finite_check_every, o.eval_test_every);
-  CUDL_CHECK(std::isfinite(o.plateau_factor) && o.plateau_factor > 0 && o.plateau_factor < 1,
-             "train: the plateau factor must be in (0, 1), got {}", o.plateau_factor);
-  CUDL_CHECK(std::isfinite(o.clip_grad_norm) && o.clip_grad_norm >= 0,
-             "train: the gradient-norm limit must be a finite number >= 0, got {}", o.clip_grad_norm);
-}
 
 TrainResult train(Context& ctx, Sequential& model, Task& task, const TrainData& data, const TrainConfig& config) {
   check_train_config(config);

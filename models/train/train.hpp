@@ -62,6 +62,11 @@ struct TrainProgress {
 
 struct TrainResult;
 
+// What the model learns to output: the labels (classification) or its input (reconstruction).
+enum class Target { labels, input };
+Target parse_target(const std::string& name);  // "labels" | "input"; throws listing them
+std::string target_name(Target target);
+
 // The training configuration (train()'s and fit()'s): one struct, checked once by train().
 struct FitOptions {
   std::string model_name;
@@ -150,8 +155,8 @@ struct SplitScores {
 class Task {
  public:
   virtual ~Task() = default;
-  // "labels" (classification) or "input" (reconstruction): the metrics file's and checkpoints' target.
-  virtual std::string target() const = 0;
+  // The metrics file's and checkpoints' target (target_name: "labels", "input").
+  virtual Target target() const = 0;
   virtual bool has_accuracy() const = 0;
   // The metric that picks the best epoch with a validation split ("val_accuracy", "val_loss")
   // and whether higher is better.

@@ -34,11 +34,11 @@ std::string listed(const std::vector<std::string>& items, std::size_t shown = 6)
 
 void add_train_extra_options(CLI::App* cmd, TrainExtras& e) {
   cmd->add_option("--loss", e.loss, "cross_entropy (with --target labels) | mse | l1 (with --target input)")
-      ->check(CLI::IsMember({"cross_entropy", "mse", "l1"}))
-      ->capture_default_str();
+      ->transform(named_enum({LossKind::cross_entropy, LossKind::mse, LossKind::l1}, loss_name))
+      ->default_str(loss_name(e.loss));
   cmd->add_option("--target", e.target, "labels (classification) | input (reconstruction, e.g. an autoencoder)")
-      ->check(CLI::IsMember({"labels", "input"}))
-      ->capture_default_str();
+      ->transform(named_enum({Target::labels, Target::input}, target_name))
+      ->default_str(target_name(e.target));
   cmd->add_option("--samples", e.samples,
                   "With --target input: write a PNG of test inputs above their reconstructions here after every epoch");
   cmd->add_option("--init-from", e.init_from,
@@ -52,13 +52,13 @@ void add_train_extra_options(CLI::App* cmd, TrainExtras& e) {
 }
 
 void check_train_extras(const TrainExtras& e, const std::string& model, float weight_decay, bool resuming) {
-  const bool reconstruct = e.target == "input";
-  CUDL_CHECK(!reconstruct || e.loss != "cross_entropy",
+  const bool reconstruct = e.target == Target::input;
+  CUDL_CHECK(!reconstruct || e.loss != LossKind::cross_entropy,
              "--target input: reconstruction needs a pixel loss: add --loss mse or --loss l1");
-  CUDL_CHECK(reconstruct || e.loss == "cross_entropy",
+  CUDL_CHECK(reconstruct || e.loss == LossKind::cross_entropy,
              "--loss {}: a pixel loss compares the output with the input: add --target input (or use --loss "
              "cross_entropy for labels)",
-             e.loss);
+             loss_name(e.loss));
   CUDL_CHECK(e.samples.empty() || reconstruct, "--samples: only with --target input (it shows reconstructions)");
   check_writable_output("--samples", e.samples);
   CUDL_CHECK(e.samples.empty() || e.samples.ends_with(".png"), "--samples '{}': must be a .png file", e.samples);
@@ -105,7 +105,7 @@ Augment parse_augment(const std::string& list, float jitter) {
 
 DataSplits load_train_data(const TrainExtras& e, const std::string& kind, const std::string& dir,
                            const std::string& model, int image_size) {
-  if (e.target == "input" || e.num_classes > 0) {
+  if (e.target == Target::input || e.num_classes > 0) {
     CUDL_CHECK(image_size == 0 || image_size == model_spec(model).input[1],
                "--image-size {} with --target input or --num-classes: these train at the model's own size ({})",
                image_size, model_spec(model).input[1]);
@@ -169,8 +169,8 @@ std::function<void(const TrainProgress&)> epoch_progress_bars(std::function<std:
 }
 
 std::unique_ptr<Task> make_task(const TrainExtras& e) {
-  if (e.target != "input") return std::make_unique<ClassificationTask>();
-  return std::make_unique<ReconstructionTask>(parse_loss(e.loss), e.samples);
+  if (e.target != Target::input) return std::make_unique<ClassificationTask>();
+  return std::make_unique<ReconstructionTask>(e.loss, e.samples);
 }
 
 std::function<void(const TrainProgress&)> reconstruction_progress_bars() {

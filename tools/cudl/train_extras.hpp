@@ -9,14 +9,15 @@
 #include <string>
 
 #include "cudl/engine/io/datasets.hpp"
+#include "cudl/models/reconstruction.hpp"
 #include "cudl/models/sequential.hpp"
 #include "cudl/models/trainer.hpp"
 
 namespace cudl::cli {
 
 struct TrainExtras {
-  std::string loss = "cross_entropy";
-  std::string target = "labels";
+  LossKind loss = LossKind::cross_entropy;
+  Target target = Target::labels;
   std::string samples;
   std::string init_from;
   std::string freeze;
