@@ -297,8 +297,9 @@ Image draw_training_curves(const nlohmann::json& metrics, const std::string& sou
     CUDL_CHECK(e.is_object(), "plot: '{}': epochs[{}] is not an object", source, i);
     const double x = number(e, "epoch", source, i);
     for (int k = 0; k < 3; ++k) {
-      // A split the run did not have (no validation) is simply not drawn; train and test are required.
-      if (k == 1 && !e.contains(loss_fields[1])) continue;
+      // A split not scored that epoch (no validation split; the test split of a run with one is
+      // scored at the end and every --eval-test-every epochs) is simply not drawn; train is required.
+      if (k > 0 && !e.contains(loss_fields[k])) continue;
       loss[k].x.push_back(x);
       loss[k].y.push_back(number(e, loss_fields[k], source, i));
       if (!acc_fields[k]) continue;

@@ -12,9 +12,9 @@
 namespace cudl {
 
 // Draws the metrics document (`metrics_document`, the --metrics-json file: "epochs" holds objects
-// with epoch, train_loss, train_accuracy, optional val_loss/val_accuracy, test_loss, test_accuracy;
-// "model", "best_epoch" and "monitor" are optional). A reconstruction run's document ("target":
-// "input", from fit_reconstruction) has val_psnr/test_psnr and mean_image_psnr instead of
+// with epoch, train_loss, train_accuracy and, in the epochs that scored them, val_loss/val_accuracy
+// and test_loss/test_accuracy; "model", "best_epoch" and "monitor" are optional). A reconstruction
+// run's document ("target": "input") has val_psnr/test_psnr and mean_image_psnr instead of
 // accuracies: its second panel is PSNR, with the mean image's as a grey line. `source` names the document in errors.
 // Throws a cudl::Error naming the source and the field for anything else.
 Image draw_training_curves(const nlohmann::json& metrics, const std::string& source);

@@ -28,15 +28,22 @@ void check_data_parallel_batches(const Communicator* comm, std::int64_t dataset_
              last, dataset_size, batch_size, n);
 }
 
-Batch local_shard(Sequential& model, const Batch& global, const Communicator* comm) {
-  if (!comm || comm->size() == 1) return global;
-  const Shard s = shard_of(global.labels.dim(0), comm->rank(), comm->size());
+Batch local_shard(Sequential& model, const Batch& batch, const Communicator* comm) {
+  if (!comm || comm->size() == 1) return batch;
+  Batch local = batch;
+  std::int64_t begin = batch.row_offset, global = batch.global_rows;
+  if (batch.labels.dim(0) >= batch.global_rows) {
+    // A whole global batch (a loader without shard options): this rank's rows are sliced from it.
+    global = batch.labels.dim(0);
+    const Shard s = shard_of(global, comm->rank(), comm->size());
+    begin = s.begin;
+    local.images = batch.images.slice(s.begin, s.end);
+    local.labels = batch.labels.slice(s.begin, s.end);
+    local.global_rows = global;
+    local.row_offset = begin;
+  }
   for (const auto& [name, layer] : model.layers())
-    if (auto* dropout = dynamic_cast<Dropout*>(layer.get())) dropout->set_global_rows({s.begin, global.labels.dim(0)});
-  Batch local;
-  local.images = global.images.slice(s.begin, s.end);
-  local.labels = global.labels.slice(s.begin, s.end);
-  local.index = global.index;
+    if (auto* dropout = dynamic_cast<Dropout*>(layer.get())) dropout->set_global_rows({begin, global});
   return local;
 }
 
@@ -124,6 +131,7 @@ std::vector<AgreedValue> fit_agreement(const Sequential& model, const FitOptions
           {"--batch-size", u(o.batch_size)},
           {"--epochs", u(o.epochs)},
           {"--max-steps", u(o.max_steps)},
+          {"--bucket-mb (the all-reduces' sizes)", bits(o.bucket_mb)},
           {"--seed", o.seed},
           {"the optimizer and schedule (--optimizer, --lr, --momentum, --weight-decay, --schedule)", optimizer, true},
           {"--augment", augment, true},

@@ -20,9 +20,10 @@ namespace cudl {
 // the number of ranks, and an epoch's last, partial batch must give every rank a row.
 void check_data_parallel_batches(const Communicator* comm, std::int64_t dataset_size, std::int64_t batch_size);
 
-// This rank's rows of a global batch (the batch itself without a communicator); tells the model's
-// Dropout layers which rows they are (Dropout::set_global_rows), so they draw one process's masks
-// for them.
+// This rank's rows of a global batch (the batch itself without a communicator): a sharded
+// loader's batch as it is (LoaderOptions::shard_count: the rank's rows already), a whole global
+// batch sliced; tells the model's Dropout layers which rows they are (Dropout::set_global_rows),
+// so they draw one process's masks for them.
 class Sequential;
 Batch local_shard(Sequential& model, const Batch& global, const Communicator* comm);
 

@@ -1,50 +1,23 @@
 #include "cudl/models/reconstruction.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
-#include <nlohmann/json.hpp>
-#include <optional>
 
-#include "cudl/engine/io/atomic_file.hpp"
 #include "cudl/engine/io/image.hpp"
 #include "cudl/engine/io/loader.hpp"
 #include "cudl/models/batch_means.hpp"
-#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/data_parallel.hpp"
 #include "cudl/models/zoo.hpp"
 
 namespace cudl {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
 void loss_forward(Context& ctx, LossKind kind, const Tensor& y, const Tensor& x, Tensor& loss) {
   if (kind == LossKind::l1)
     ctx.backend().l1_loss_forward(ctx, y, x, loss);
   else
     ctx.backend().mse_loss_forward(ctx, y, x, loss);
-}
-
-nlohmann::json to_json(const ReconstructionMetrics& m) {
-  nlohmann::json j = {{"epoch", m.epoch},
-                      {"train_loss", m.train_loss},
-                      {"test_loss", m.test_loss},
-                      {"test_mse", m.test_mse},
-                      {"test_l1", m.test_l1},
-                      {"test_psnr", m.test_psnr},
-                      {"mean_image_mse", m.mean_image_mse},
-                      {"mean_image_l1", m.mean_image_l1},
-                      {"mean_image_psnr", m.mean_image_psnr},
-                      {"seconds", m.seconds},
-                      {"images_per_second", m.images_per_second}};
-  if (m.has_val) {
-    j["val_loss"] = m.val_loss;
-    j["val_psnr"] = m.val_psnr;
-  }
-  return j;
 }
 
 }  // namespace
@@ -118,31 +91,6 @@ BatchMeans pixel_errors(Context& ctx, Sequential& model, const Dataset& data, st
 
 }  // namespace
 
-ReconstructionMetrics evaluate_reconstruction(Context& ctx, Sequential& model, const Dataset& data,
-                                              std::int64_t batch_size, LossKind loss, const std::vector<float>& mean) {
-  const BatchMeans means = pixel_errors(ctx, model, data, batch_size);
-  ReconstructionMetrics m;
-  m.test_mse = means.first;
-  m.test_l1 = means.second;
-  m.test_loss = loss == LossKind::l1 ? m.test_l1 : m.test_mse;
-  m.test_psnr = psnr(m.test_mse);
-  // The mean training image as every prediction, on the host (the data is there).
-  const std::int64_t per = static_cast<std::int64_t>(mean.size());
-  const float* x = data.images.data<float>();
-  double se = 0, ae = 0;
-  for (std::int64_t i = 0; i < data.images.dim(0); ++i)
-    for (std::int64_t j = 0; j < per; ++j) {
-      const double d = x[i * per + j] - mean[static_cast<std::size_t>(j)];
-      se += d * d;
-      ae += std::abs(d);
-    }
-  const double total = static_cast<double>(std::max<std::int64_t>(data.images.dim(0) * per, 1));
-  m.mean_image_mse = se / total;
-  m.mean_image_l1 = ae / total;
-  m.mean_image_psnr = psnr(m.mean_image_mse);
-  return m;
-}
-
 void write_reconstruction_samples(const std::string& path, Context& ctx, Sequential& model, const Dataset& data,
                                   int count) {
   const Shape& s = data.images.shape();
@@ -171,139 +119,80 @@ void write_reconstruction_samples(const std::string& path, Context& ctx, Sequent
   write_image(path, grid);
 }
 
-std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& model, const Dataset& train,
-                                                      const Dataset& test, const ReconstructionOptions& options) {
-  return fit_reconstruction(ctx, model, train, Dataset{}, test, options);
+ReconstructionTask::ReconstructionTask(LossKind loss, std::string samples_path, int samples)
+    : loss_(loss), samples_path_(std::move(samples_path)), samples_(samples) {
+  CUDL_CHECK(loss != LossKind::cross_entropy, "reconstruction needs a pixel loss, mse or l1 (not cross_entropy)");
+  CUDL_CHECK(samples >= 1, "reconstruction: the sample grid needs at least one column, got {}", samples);
 }
 
-std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& model, const Dataset& train_data,
-                                                      const Dataset& validation, const Dataset& test_data,
-                                                      const ReconstructionOptions& options) {
-  // The mean-image baseline and the sample grid read every pixel on the host: a listed folder is
-  // decoded whole here (reconstruction does not stream yet).
-  const Dataset train = decode_all(train_data), test = decode_all(test_data);
-  const FitOptions& fo = options.fit;
-  CUDL_CHECK(model.built(), "fit_reconstruction: build() the model first");
-  CUDL_CHECK(options.loss != LossKind::cross_entropy,
-             "--target input: reconstruction needs a pixel loss, --loss mse or --loss l1 (not cross_entropy)");
-  CUDL_CHECK(fo.epochs > 0 && fo.batch_size > 0, "fit_reconstruction: epochs ({}) and batch size ({}) must be positive",
-             fo.epochs, fo.batch_size);
-  const Shape& s = train.images.shape();
+void ReconstructionTask::check(const Sequential& model, const Dataset& data, std::string_view split,
+                               const std::string& model_name) const {
+  const Shape s = data.image_shape();
+  CUDL_CHECK(s.rank() == 4, "reconstruction: the {} split holds {} images, expected [N, C, H, W]", split, s);
   const Shape in{1, s[1], s[2], s[3]};
   const Shape out = model.output_shape(in);
   CUDL_CHECK(out == in,
-             "--target input: the model must output its input's shape to reconstruct it, but {} maps [N,{},{},{}] to "
+             "reconstruction: the model must output its input's shape to reconstruct it, but {} maps [N,{},{},{}] to "
              "{}",
-             fo.model_name, s[1], s[2], s[3], out);
-  Backend& be = ctx.backend();
-  Optimizer optimizer(ctx, model, fo.optimizer);
-  std::vector<ReconstructionMetrics> history;
-  std::int64_t first_epoch = 0;
-  if (!fo.resume_path.empty()) {
-    CheckpointInfo info = load_checkpoint(fo.resume_path, ctx, model, &optimizer);
-    CUDL_CHECK(info.model == fo.model_name, "--resume: '{}' holds a {} checkpoint, but the model is {}", fo.resume_path,
-               info.model, fo.model_name);
-    optimizer.clear_frozen_state(ctx);  // as fit: restored moments must not move frozen weights
-    first_epoch = info.epoch;
+             model_name, s[1], s[2], s[3], out);
+}
+
+// The mean-image baseline reads every pixel on the host: listed folders are decoded whole here
+// (reconstruction does not stream its baseline).
+void ReconstructionTask::prepare(Context&, const Dataset& train, const Dataset& test) {
+  test_ = decode_all(test);
+  const std::vector<float> mean = mean_image(decode_all(train));
+  const std::int64_t per = static_cast<std::int64_t>(mean.size());
+  const float* x = test_.images.data<float>();
+  double se = 0, ae = 0;
+  for (std::int64_t i = 0; i < test_.images.dim(0); ++i)
+    for (std::int64_t j = 0; j < per; ++j) {
+      const double d = x[i * per + j] - mean[static_cast<std::size_t>(j)];
+      se += d * d;
+      ae += std::abs(d);
+    }
+  const double total = static_cast<double>(std::max<std::int64_t>(test_.images.dim(0) * per, 1));
+  baseline_ = {{"mean_image_mse", se / total}, {"mean_image_l1", ae / total}, {"mean_image_psnr", psnr(se / total)}};
+}
+
+Tensor ReconstructionTask::loss_and_gradient(Context& ctx, const Tensor& y, const Batch& batch, float dloss,
+                                             Tensor& loss, Tensor&) {
+  loss_forward(ctx, loss_, y, batch.images, loss);
+  Tensor dy = Tensor::empty(y.shape(), ctx);
+  if (loss_ == LossKind::l1)
+    ctx.backend().l1_loss_backward(ctx, y, batch.images, dloss, dy);
+  else
+    ctx.backend().mse_loss_backward(ctx, y, batch.images, dloss, dy);
+  return dy;
+}
+
+// Data-parallel runs evaluate each split once in all: each rank its part, the sums combined.
+SplitScores ReconstructionTask::evaluate(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size,
+                                         Communicator* comm) {
+  const Dataset part = local_part(data, comm);
+  const BatchMeans e = part.size() > 0 ? pixel_errors(ctx, model, part, batch_size) : BatchMeans{};
+  double mse = e.first, l1 = e.second, n = static_cast<double>(e.samples);
+  if (comm) {
+    const Sums all = combine_sums(comm, {mse * n, l1 * n, n});
+    n = all.samples;
+    mse = n > 0 ? all.loss / n : 0;
+    l1 = n > 0 ? all.correct / n : 0;
   }
-  const std::vector<float> mean = mean_image(train);
-  DataLoader loader(train, ctx, training_loader_options(fo));
-  const std::int64_t batches = loader.batches_per_epoch();
-  const std::int64_t total_steps = fo.epochs * batches;
-  Tensor loss_sum = Tensor::zeros({1}, ctx), batch_loss = Tensor::empty({1}, ctx);
-  constexpr std::int64_t kProgressEvery = 20;
-  std::optional<LossScaler> scaler;  // fp16: as in fit (layers/loss_scaler.hpp)
-  if (ctx.precision() == Precision::fp16) scaler.emplace(ctx, fo.loss_scaling);
-  for (std::int64_t epoch = first_epoch; epoch < fo.epochs; ++epoch) {
-    loader.start_epoch(epoch);
-    be.fill(ctx, loss_sum, 0.0f);
-    std::int64_t samples = 0, done = 0;
-    const auto start = Clock::now();
-    Batch batch;
-    while (loader.next(batch)) {
-      model.zero_grad(ctx);
-      Tensor y = model.forward(ctx, batch.images, /*train=*/true);
-      loss_forward(ctx, options.loss, y, batch.images, batch_loss);
-      const auto n = static_cast<float>(batch.images.dim(0));
-      be.axpy(ctx, n, batch_loss, loss_sum);
-      Tensor dy = Tensor::empty(y.shape(), ctx);
-      const float dloss = scaler ? scaler->scale() : 1.0f;
-      if (options.loss == LossKind::l1)
-        be.l1_loss_backward(ctx, y, batch.images, dloss, dy);
-      else
-        be.mse_loss_backward(ctx, y, batch.images, dloss, dy);
-      model.backward(ctx, dy);
-      if (!scaler || scaler->unscale(ctx, model.gradient_block()))
-        optimizer.step(ctx, learning_rate(fo.schedule, fo.optimizer.lr, optimizer.steps(), total_steps));
-      samples += batch.images.dim(0);
-      ++done;
-      if (fo.on_progress && (done % kProgressEvery == 0 || done == batches)) {
-        TrainProgress p;
-        p.epoch = epoch + 1;
-        p.epochs = fo.epochs;
-        p.batch = done;
-        p.batches = batches;
-        p.loss = loss_sum.item(ctx) / static_cast<double>(samples);
-        p.elapsed_seconds = seconds_since(start);
-        p.images_per_second = static_cast<double>(samples) / std::max(p.elapsed_seconds, 1e-9);
-        fo.on_progress(p);
-      }
-    }
-    ctx.synchronize();
-    const double seconds = seconds_since(start);
-    ReconstructionMetrics m = evaluate_reconstruction(ctx, model, test, fo.batch_size, options.loss, mean);
-    m.epoch = epoch + 1;
-    m.seconds = seconds;
-    m.images_per_second = static_cast<double>(samples) / std::max(seconds, 1e-9);
-    m.train_loss = loss_sum.item(ctx) / static_cast<double>(std::max<std::int64_t>(samples, 1));
-    if (validation.size() > 0) {
-      const BatchMeans v = pixel_errors(ctx, model, validation, fo.batch_size);
-      m.has_val = true;
-      m.val_loss = options.loss == LossKind::l1 ? v.second : v.first;
-      m.val_psnr = psnr(v.first);
-    }
-    CUDL_CHECK(
-        std::isfinite(m.train_loss) && std::isfinite(m.test_loss),
-        "fit: epoch {} ended with train loss {:.4g} and test loss {:.4g}: training diverged (a learning rate too "
-        "high?); {}",
-        m.epoch, m.train_loss, m.test_loss,
-        fo.save_path.empty() ? std::string("stopped") : fmt::format("stopped before saving it to '{}'", fo.save_path));
-    history.push_back(m);
-    if (fo.on_progress) {
-      TrainProgress p;
-      p.epoch = epoch + 1;
-      p.epochs = fo.epochs;
-      p.batch = p.batches = batches;
-      p.loss = m.train_loss;
-      p.elapsed_seconds = m.seconds;
-      p.images_per_second = m.images_per_second;
-      p.epoch_done = true;
-      fo.on_progress(p);
-    }
-    if (options.on_epoch) options.on_epoch(m);
-    if (!options.samples_path.empty())
-      write_reconstruction_samples(options.samples_path, ctx, model, test, options.samples);
-    if (!fo.save_path.empty()) {
-      CheckpointInfo info;
-      info.model = fo.model_name;
-      info.epoch = epoch + 1;
-      info.step = optimizer.steps();
-      info.seed = fo.seed;
-      info.extra = fo.metadata;
-      info.extra["target"] = "input";
-      info.extra["loss"] = loss_name(options.loss);
-      save_checkpoint(fo.save_path, ctx, model, &optimizer, info);
-    }
-    if (!fo.metrics_path.empty()) {
-      nlohmann::json epochs = nlohmann::json::array();
-      for (const auto& e : history) epochs.push_back(to_json(e));
-      nlohmann::json j = {
-          {"model", fo.model_name}, {"device", ctx.device().str()},    {"params", model.parameter_count()},
-          {"target", "input"},      {"loss", loss_name(options.loss)}, {"epochs", epochs}};
-      write_file_atomically(fo.metrics_path, j.dump(2) + "\n");
-    }
-  }
-  return history;
+  SplitScores r;
+  r.samples = static_cast<std::int64_t>(n);
+  r.loss = loss_ == LossKind::l1 ? l1 : mse;
+  r.extra = {{"mse", mse}, {"l1", l1}, {"psnr", psnr(mse)}};
+  return r;
+}
+
+void ReconstructionTask::end_epoch(Context& ctx, Sequential& model, EpochMetrics& m) {
+  for (const auto& [key, value] : baseline_) m.extra[key] = value;
+  if (!samples_path_.empty()) write_reconstruction_samples(samples_path_, ctx, model, test_, samples_);
+}
+
+void ReconstructionTask::add_checkpoint_metadata(std::map<std::string, std::string>& extra) const {
+  extra["target"] = "input";
+  extra["loss"] = loss_name(loss_);
 }
 
 }  // namespace cudl

@@ -1,16 +1,17 @@
 #pragma once
 // Training a network to reproduce its input (an autoencoder): `--target input` with a pixel loss
-// (`--loss mse|l1`). The metrics are the loss, the mean squared error and the PSNR on the test
-// split, beside the same errors of the mean training image (the prediction that ignores its input:
-// a model that does not beat it has learnt nothing about the images). Optionally, after every
-// epoch, a PNG grid of test inputs above their reconstructions.
-#include <functional>
+// (`--loss mse|l1`), as a Task of the one training loop. The metrics are the loss, the mean squared
+// error and the PSNR, beside the same errors of the mean training image (the prediction that
+// ignores its input: a model that does not beat it has learnt nothing about the images).
+// Optionally, after every epoch, a PNG grid of test inputs above their reconstructions.
+#include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cudl/engine/io/datasets.hpp"
 #include "cudl/models/sequential.hpp"
-#include "cudl/models/trainer.hpp"
+#include "cudl/models/train/train.hpp"
 
 namespace cudl {
 
@@ -18,22 +19,34 @@ enum class LossKind { cross_entropy, mse, l1 };
 LossKind parse_loss(const std::string& name);  // "cross_entropy" | "mse" | "l1"
 std::string loss_name(LossKind kind);
 
-struct ReconstructionMetrics {
-  std::int64_t epoch = 0;  // 1-based
-  double train_loss = 0;
-  double test_loss = 0, test_mse = 0, test_l1 = 0, test_psnr = 0;
-  double mean_image_mse = 0, mean_image_l1 = 0, mean_image_psnr = 0;  // the mean training image as the prediction
-  bool has_val = false;                                               // a validation split was held out (--val-split)
-  double val_loss = 0, val_psnr = 0;
-  double seconds = 0, images_per_second = 0;
-};
+// Reconstruction for the training loop (models/train/train.hpp): the pixel loss of the output
+// against the input. Each split's metrics are its loss, MSE, L1 and PSNR (extra: mse, l1, psnr);
+// every epoch also records the mean training image's errors on the test split (mean_image_mse,
+// mean_image_l1, mean_image_psnr). With a validation split, the validation loss picks the best
+// epoch. `samples_path`: a PNG grid of test inputs above their reconstructions, rewritten after
+// every epoch ("" = none), `samples` columns wide.
+class ReconstructionTask final : public Task {
+ public:
+  explicit ReconstructionTask(LossKind loss, std::string samples_path = {}, int samples = 8);
+  Target target() const override { return Target::input; }
+  bool has_accuracy() const override { return false; }
+  std::pair<std::string, bool> validation_monitor() const override { return {"val_loss", false}; }
+  void check(const Sequential& model, const Dataset& data, std::string_view split,
+             const std::string& model_name) const override;
+  void prepare(Context& ctx, const Dataset& train, const Dataset& test) override;
+  Tensor loss_and_gradient(Context& ctx, const Tensor& output, const Batch& batch, float dloss, Tensor& loss,
+                           Tensor& accuracy) override;
+  SplitScores evaluate(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size,
+                       Communicator* comm) override;
+  void end_epoch(Context& ctx, Sequential& model, EpochMetrics& m) override;
+  void add_checkpoint_metadata(std::map<std::string, std::string>& extra) const override;
 
-struct ReconstructionOptions {
-  FitOptions fit;                 // epochs, batch size, optimizer, schedule, seed, save/resume/metrics paths
-  LossKind loss = LossKind::mse;  // mse or l1
-  std::string samples_path;       // PNG grid written atomically after every epoch ("" = none)
-  int samples = 8;                // columns of the grid
-  std::function<void(const ReconstructionMetrics&)> on_epoch;
+ private:
+  LossKind loss_;
+  std::string samples_path_;
+  int samples_;
+  std::map<std::string, double> baseline_;  // the mean training image's errors on the test split
+  Dataset test_;                            // decoded, for the sample grid
 };
 
 // Loads a dataset (mnist, fashion-mnist, cifar10, folder) for the model `model_name` and checks
@@ -41,19 +54,6 @@ struct ReconstructionOptions {
 // fine-tuned head may have another number of classes than the model's spec).
 DataSplits load_images_for_model(const std::string& kind, const std::string& dir, const std::string& model_name);
 
-// Trains `model` (built on ctx's device; its output must have its input's shape) to reproduce
-// its input. Checkpoints and resumption as fit() does them.
-std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& model, const Dataset& train,
-                                                      const Dataset& test, const ReconstructionOptions& options);
-// The same, also evaluating on `validation` after each epoch when it holds images.
-std::vector<ReconstructionMetrics> fit_reconstruction(Context& ctx, Sequential& model, const Dataset& train,
-                                                      const Dataset& validation, const Dataset& test,
-                                                      const ReconstructionOptions& options);
-
-// The errors of `model` on `data`, and of `mean_image` ([C, H, W] on the host) as the prediction.
-ReconstructionMetrics evaluate_reconstruction(Context& ctx, Sequential& model, const Dataset& data,
-                                              std::int64_t batch_size, LossKind loss,
-                                              const std::vector<float>& mean_image);
 // Per-pixel mean of a dataset's images, [C*H*W] on the host.
 std::vector<float> mean_image(const Dataset& data);
 // PSNR in dB of a mean squared error on images in [0, 1]: 10 log10(1 / mse).

@@ -166,6 +166,47 @@ TEST(LossScaler, Fp16TrainingSkipsOverflowingStepsAndRecovers) {
   EXPECT_TRUE(metrics["epochs"][0].contains("loss_scale"));
 }
 
+// The loss scale a fp16 run has reached is saved in its checkpoints and restored on resume: the
+// resumed run goes on at that scale (no steps skipped again from the initial one) and ends where
+// the uninterrupted run does.
+TEST(LossScaler, TheScaleIsCheckpointedAndRestoredOnResume) {
+  TempDir dir;
+  const Dataset train = [] {
+    Context host{Device::cpu()};
+    return synthetic_patterns(64, 1, 8, 8, 4, 5, host);
+  }();
+  const Dataset test = [] {
+    Context host{Device::cpu()};
+    return synthetic_patterns(16, 1, 8, 8, 4, 6, host);
+  }();
+  const auto run = [&](std::int64_t epochs, const std::string& save, const std::string& resume) {
+    Context ctx{Device::cpu()};
+    ctx.set_precision(Precision::fp16);
+    Sequential net = small_cnn(ctx);
+    FitOptions o;
+    o.model_name = "small_cnn";
+    o.epochs = epochs;
+    o.batch_size = 4;
+    o.schedule = Schedule::none;
+    o.loss_scaling.init_scale = 0x1p28f;
+    o.save_path = save;
+    o.resume_path = resume;
+    const TrainResult r = fit(ctx, net, train, test, o);
+    return std::make_pair(r, net.parameter_block().to_vector(ctx));
+  };
+  const auto [straight, straight_params] = run(2, dir.file("straight.st"), "");
+  const auto [first, first_params] = run(1, dir.file("run.st"), "");
+  const CheckpointInfo info = read_checkpoint_info(dir.file("run.st"));
+  ASSERT_TRUE(info.extra.count("loss_scale"));
+  EXPECT_EQ(std::stod(info.extra.at("loss_scale")), first.epochs[0].loss_scale);
+  ASSERT_GT(first.epochs[0].skipped_steps, 0) << "the run must have lowered its scale";
+  const auto [resumed, resumed_params] = run(2, dir.file("run.st"), dir.file("run.st"));
+  ASSERT_EQ(resumed.epochs.size(), 2u);
+  EXPECT_EQ(resumed.epochs[1].skipped_steps, straight.epochs[1].skipped_steps);
+  EXPECT_EQ(resumed.epochs[1].loss_scale, straight.epochs[1].loss_scale);
+  EXPECT_EQ(resumed_params, straight_params);
+}
+
 // bf16 has fp32's range: no loss scaling, and it trains as fp32 does on a separable set.
 TEST(Autocast, Bf16TrainingLearnsAsFp32Does) {
   double accuracy[2] = {0, 0};

@@ -133,10 +133,13 @@ TEST(CliTrain, QuickTrialOptionsSubsetMaxStepsAndEarlyStopping) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "(64 train / 100 test images)")) << r.out;
   EXPECT_TRUE(contains(r.out, "stopped at --max-steps 3 (epoch 2)")) << r.out;  // 2 steps per epoch
-  // A learning rate this small improves nothing that shows in accuracy for long: patience 1 stops it.
-  r = cli(w.dir, w.train("--epochs 6 --optimizer sgd --momentum 0 --lr 1e-9 --schedule none --early-stopping 1"));
+  // A learning rate this small improves nothing that shows in validation accuracy: patience 1
+  // stops it. (Model selection watches the validation split, never the test set; without one,
+  // the training loss: TrainerSelection.*.)
+  r = cli(w.dir, w.train("--epochs 6 --optimizer sgd --momentum 0 --lr 1e-9 --schedule none --early-stopping 1 "
+                         "--val-split 0.1"));
   ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_TRUE(contains(r.out, "early stopping: no better test_accuracy for 1 epochs since epoch 1")) << r.out;
+  EXPECT_TRUE(contains(r.out, "early stopping: no better val_accuracy for 1 epochs since epoch 1")) << r.out;
   EXPECT_FALSE(contains(r.out, "epoch   3:")) << r.out;
 }
 

@@ -279,6 +279,22 @@ TEST(Distributed, TwoCpuRanksMatchOneProcessAfterOneStep) {
   }
 }
 
+// Reconstruction runs in the same loop (models/train/), so it trains data-parallel too: the same
+// step as one process.
+TEST(Distributed, TwoCpuRanksTrainAnAutoencoderAsOneProcessDoes) {
+  SKIP_WITHOUT_MPIRUN();
+  MpiWorkspace w;
+  const std::string model = fmt::format("'{}/examples/conv_autoencoder.json'", CUDL_SOURCE_DIR);
+  const std::string args = "--target input --loss mse --epochs 1 --max-steps 1 --save ";
+  const std::string one = w.dir.file("ae-1.st"), two = w.dir.file("ae-2.st");
+  ShellRun r = shell(w.dir, fmt::format("{} {}", one_process(), w.train(model, args + one)));
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = shell(w.dir, fmt::format("{} {}", mpirun(2), w.train(model, args + two)));
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "data-parallel: 2 ranks over mpi, global batch 32 (16 per rank)")) << r.out;
+  expect_same_checkpoint(one, two, 1e-5);
+}
+
 TEST(Distributed, ResumesOnAnotherNumberOfRanks) {
   SKIP_WITHOUT_MPIRUN();
   MpiWorkspace w;

@@ -12,8 +12,11 @@
 
 #include "cudl/engine/io/image.hpp"
 #include "cudl/engine/io/safetensors.hpp"
+#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/curves.hpp"
 #include "cudl/models/model_file.hpp"
 #include "cudl/models/reconstruction.hpp"
+#include "cudl/models/train/classification.hpp"
 #include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"
 
@@ -52,16 +55,27 @@ Dataset squares(std::int64_t n, unsigned seed) {
   return d;
 }
 
-ReconstructionOptions options(LossKind loss, std::int64_t epochs) {
-  ReconstructionOptions o;
-  o.loss = loss;
-  o.fit.model_name = "ae.json";
-  o.fit.epochs = epochs;
-  o.fit.batch_size = 16;
-  o.fit.optimizer.lr = 1e-2f;
-  o.fit.schedule = Schedule::none;
-  o.fit.seed = 1;
+TrainConfig options(std::int64_t epochs) {
+  TrainConfig o;
+  o.model_name = "ae.json";
+  o.epochs = epochs;
+  o.batch_size = 16;
+  o.optimizer.lr = 1e-2f;
+  o.schedule = Schedule::none;
+  o.seed = 1;
   return o;
+}
+
+// The one training loop with the reconstruction task.
+std::vector<EpochMetrics> reconstruct(Context& ctx, Sequential& m, const Dataset& train, const Dataset& validation,
+                                      const Dataset& test, LossKind loss, const TrainConfig& o) {
+  ReconstructionTask task(loss);
+  return cudl::train(ctx, m, task, TrainData{train, validation, test}, o).epochs;
+}
+
+double metric(const EpochMetrics& m, const std::string& key) {
+  EXPECT_TRUE(m.extra.count(key)) << key;
+  return m.extra.count(key) ? m.extra.at(key) : std::nan("");
 }
 
 }  // namespace
@@ -73,15 +87,18 @@ TEST(Reconstruction, AnAutoencoderLearnsToBeatTheMeanImageWithEitherPixelLoss) {
     Context ctx(Device::cpu());
     Sequential m = parse_model_json(kAutoencoder, "ae.json").model;
     m.build(ctx, 1);
-    const auto history = fit_reconstruction(ctx, m, train, test, options(loss, 6));
+    const auto history = reconstruct(ctx, m, train, Dataset{}, test, loss, options(6));
     ASSERT_EQ(history.size(), 6u);
     const auto& last = history.back();
+    const double test_mse = metric(last, "test_mse"), mean_mse = metric(last, "mean_image_mse");
+    const double test_psnr = metric(last, "test_psnr"), mean_psnr = metric(last, "mean_image_psnr");
     std::printf("%s: test mse %.5f (mean image %.5f), psnr %.2f dB (mean image %.2f dB)\n", loss_name(loss).c_str(),
-                last.test_mse, last.mean_image_mse, last.test_psnr, last.mean_image_psnr);
-    EXPECT_LT(last.test_mse, 0.3 * last.mean_image_mse);
-    EXPECT_GT(last.test_psnr, last.mean_image_psnr + 5.0);
+                test_mse, mean_mse, test_psnr, mean_psnr);
+    EXPECT_LT(test_mse, 0.3 * mean_mse);
+    EXPECT_GT(test_psnr, mean_psnr + 5.0);
     EXPECT_LT(last.train_loss, history.front().train_loss);
-    EXPECT_DOUBLE_EQ(last.test_loss, loss == LossKind::l1 ? last.test_l1 : last.test_mse);
+    EXPECT_DOUBLE_EQ(last.test_loss, loss == LossKind::l1 ? metric(last, "test_l1") : test_mse);
+    EXPECT_FALSE(last.has_accuracy) << "reconstruction has no accuracy";
   }
 }
 
@@ -90,14 +107,76 @@ TEST(Reconstruction, AValidationSplitIsEvaluatedAfterEveryEpoch) {
   Context ctx(Device::cpu());
   Sequential m = parse_model_json(kAutoencoder, "ae.json").model;
   m.build(ctx, 1);
-  const auto history = fit_reconstruction(ctx, m, train, validation, test, options(LossKind::l1, 2));
+  const auto history = reconstruct(ctx, m, train, validation, test, LossKind::l1, options(2));
   ASSERT_EQ(history.size(), 2u);
   for (const auto& e : history) {
     EXPECT_TRUE(e.has_val);
     EXPECT_TRUE(std::isfinite(e.val_loss) && e.val_loss > 0) << e.val_loss;
-    EXPECT_NE(e.val_loss, e.test_loss) << "the validation images, not the test images";
+    EXPECT_DOUBLE_EQ(e.val_loss, metric(e, "val_l1"));
+    EXPECT_GT(metric(e, "val_psnr"), 0);
   }
-  EXPECT_FALSE(fit_reconstruction(ctx, m, train, test, options(LossKind::l1, 1)).front().has_val);
+  // With a validation split the test split is scored once, at the end (Keras' evaluate after fit).
+  EXPECT_FALSE(history[0].has_test);
+  ASSERT_TRUE(history[1].has_test);
+  EXPECT_NE(history[1].val_loss, history[1].test_loss) << "the validation images, not the test images";
+  EXPECT_FALSE(reconstruct(ctx, m, train, Dataset{}, test, LossKind::l1, options(1)).front().has_val);
+}
+
+// Reconstruction runs in the one training loop, so every option of the loop works for it: the
+// best keeper and early stopping by the validation loss, clipping, max steps, the metrics file
+// (target input, PSNR per split, the mean image's) that `cudl plot` draws, checkpoints and resume.
+TEST(Reconstruction, EveryOptionOfTheLoopWorksForIt) {
+  TempDir dir;
+  const Dataset train = squares(64, 1), validation = squares(16, 4), test = squares(16, 2);
+  Context ctx(Device::cpu());
+  Sequential m = parse_model_json(kAutoencoder, "ae.json").model;
+  m.build(ctx, 1);
+  TrainConfig o = options(4);
+  o.save_path = dir.file("run.st");
+  o.save_best_path = dir.file("best.st");
+  o.metrics_path = dir.file("m.json");
+  o.early_stopping_patience = 3;
+  o.plateau_patience = 1;
+  o.clip_grad_norm = 0.5;
+  o.max_steps = 14;  // 4 steps an epoch: the run stops inside epoch 4
+  ReconstructionTask task(LossKind::mse, dir.file("grid.png"), 4);
+  const TrainResult r = cudl::train(ctx, m, task, TrainData{train, validation, test}, o);
+  EXPECT_EQ(r.monitor, "val_loss");
+  EXPECT_EQ(r.target, "input");
+  ASSERT_EQ(r.epochs.size(), 4u);
+  EXPECT_EQ(r.epochs.back().steps, 14);
+  EXPECT_EQ(r.stopped, "max_steps");
+  std::int64_t lowest = 0;
+  for (const auto& e : r.epochs)
+    if (lowest == 0 || e.val_loss < r.epochs[static_cast<std::size_t>(lowest - 1)].val_loss) lowest = e.epoch;
+  EXPECT_EQ(r.best_epoch, lowest);
+  EXPECT_EQ(read_checkpoint_info(dir.file("best.st")).epoch, lowest);
+  const CheckpointInfo info = read_checkpoint_info(dir.file("run.st"));
+  EXPECT_EQ(info.extra.at("target"), "input");
+  EXPECT_EQ(info.extra.at("loss"), "mse");
+  EXPECT_EQ(read_image(dir.file("grid.png")).channels, 1);
+  const nlohmann::json doc = nlohmann::json::parse(slurp(dir.file("m.json")));
+  EXPECT_EQ(doc["target"], "input");
+  EXPECT_EQ(doc["monitor"], "val_loss");
+  for (const auto& e : doc["epochs"]) {
+    EXPECT_FALSE(e.contains("train_accuracy"));
+    EXPECT_TRUE(e.contains("val_psnr") && e.contains("mean_image_psnr"));
+  }
+  EXPECT_TRUE(doc["epochs"].back().contains("test_psnr"));
+  EXPECT_EQ(draw_training_curves(doc, "m.json").width, 1400);
+  // A resumed run continues the metrics history, and refuses a classification checkpoint's target.
+  TrainConfig more = options(6);
+  more.resume_path = more.save_path = dir.file("run.st");
+  ReconstructionTask again(LossKind::mse);
+  const TrainResult resumed = cudl::train(ctx, m, again, TrainData{train, validation, test}, more);
+  ASSERT_EQ(resumed.epochs.size(), 6u);
+  EXPECT_EQ(resumed.epochs[3].val_loss, r.epochs[3].val_loss);
+  ClassificationTask classify;
+  expect_error(
+      [&] {
+        cudl::train(ctx, m, classify, TrainData{train, validation, test}, more);
+      },
+      {"trained with target input", "target is labels"});
 }
 
 TEST(Reconstruction, TheMeanImageBaselineAndPsnrAreWhatTheyClaim) {
@@ -119,10 +198,11 @@ TEST(Reconstruction, AModelThatDoesNotOutputItsInputShapeIsRefused) {
           .model;
   m.build(ctx, 1);
   const Dataset d = squares(8, 1);
-  expect_error([&] { fit_reconstruction(ctx, m, d, d, options(LossKind::mse, 1)); },
-               {"--target input", "must output its input's shape", "[N,1,12,12]", "[1,3]"});
-  expect_error([&] { fit_reconstruction(ctx, m, d, d, options(LossKind::cross_entropy, 1)); },
-               {"--target input", "--loss mse or --loss l1"});
+  // The library's messages say what is wrong without naming CLI flags (the CLI names them).
+  expect_error([&] { reconstruct(ctx, m, d, Dataset{}, d, LossKind::mse, options(1)); },
+               {"reconstruction", "must output its input's shape", "[N,1,12,12]", "[1,3]"});
+  expect_error([&] { reconstruct(ctx, m, d, Dataset{}, d, LossKind::cross_entropy, options(1)); },
+               {"reconstruction needs a pixel loss", "mse or l1"});
 }
 
 namespace {

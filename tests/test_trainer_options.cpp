@@ -283,7 +283,8 @@ TEST(TrainerOptions, MaxStepsEndsTheRunInsideAnEpoch) {
   EXPECT_EQ(doc["train_size"], 24);
   EXPECT_EQ(doc["val_size"], 0);
   EXPECT_EQ(doc["test_size"], 6);
-  EXPECT_EQ(doc["monitor"], "test_accuracy");
+  // Without a validation split, model selection watches the training loss, never the test set.
+  EXPECT_EQ(doc["monitor"], "train_loss");
   EXPECT_FALSE(doc["epochs"][0].contains("val_accuracy"));
   EXPECT_FLOAT_EQ(doc["epochs"][0]["lr"].get<float>(), 0.1f);
 }
@@ -366,6 +367,74 @@ TEST(TrainerBest, EarlyStoppingStopsPatienceEpochsAfterTheBest) {
   EXPECT_GT(r.best_epoch, 1);
   EXPECT_EQ(static_cast<std::int64_t>(r.epochs.size()), r.best_epoch + 4);
   EXPECT_LT(r.epochs.size(), 12u);
+}
+
+// ---------------------------------------------------------------- model selection as Keras does it
+
+// Without a validation split the training loss picks the best epoch (never the test set), and
+// the test set is scored every epoch (for the table and the curves: it picks nothing).
+TEST(TrainerSelection, WithoutAValidationSplitTheTrainingLossPicksTheBestEpoch) {
+  Context ctx{Device::cpu()};
+  TempDir dir;
+  LateFall data;
+  Sequential net = linear_model(ctx, 3);
+  FitOptions o = late_fall_options();
+  o.save_best_path = dir.file("best.st");
+  const TrainResult r = fit(ctx, net, data.train, data.val, o);  // data.val as the *test* split here
+  ASSERT_EQ(r.epochs.size(), 12u);
+  EXPECT_EQ(r.monitor, "train_loss");
+  std::int64_t by_loss = 0, by_test = 0;
+  double lowest = 1e300, highest = -1;
+  for (const auto& m : r.epochs) {
+    EXPECT_FALSE(m.has_val);
+    EXPECT_TRUE(m.has_test) << "epoch " << m.epoch;
+    if (m.train_loss < lowest) lowest = m.train_loss, by_loss = m.epoch;
+    if (m.test_accuracy > highest) highest = m.test_accuracy, by_test = m.epoch;
+  }
+  ASSERT_NE(by_loss, by_test) << "the construction must make the two rules disagree, or this proves nothing";
+  EXPECT_EQ(r.best_epoch, by_loss);
+  EXPECT_EQ(read_checkpoint_info(dir.file("best.st")).epoch, by_loss);
+}
+
+// With a validation split the validation metric picks the best epoch and the test set is scored
+// once, at the end; eval_test_every adds every Nth epoch. A save-best run's best epoch gets the
+// test scores of its weights (what `cudl train` reports), and the model keeps its last weights.
+TEST(TrainerSelection, WithAValidationSplitTheTestSetIsScoredAtTheEndAndForTheBestWeights) {
+  Context ctx{Device::cpu()};
+  TempDir dir;
+  LateFall data;
+  {
+    Sequential net = linear_model(ctx, 3);
+    FitOptions o = late_fall_options();
+    o.eval_test_every = 5;
+    const TrainResult r = fit(ctx, net, data.train, data.val, data.test, o);
+    ASSERT_EQ(r.epochs.size(), 12u);
+    for (const auto& m : r.epochs) EXPECT_EQ(m.has_test, m.epoch % 5 == 0 || m.epoch == 12) << "epoch " << m.epoch;
+    const nlohmann::json doc = metrics_document(r);
+    EXPECT_FALSE(doc["epochs"][0].contains("test_loss"));
+    EXPECT_TRUE(doc["epochs"][4].contains("test_accuracy"));
+  }
+  Sequential net = linear_model(ctx, 3);
+  FitOptions o = late_fall_options();
+  o.save_best_path = dir.file("best.st");
+  const TrainResult r = fit(ctx, net, data.train, data.val, data.test, o);
+  EXPECT_EQ(r.monitor, "val_accuracy");
+  const EpochMetrics* best = r.best();
+  ASSERT_NE(best, nullptr);
+  ASSERT_LT(best->epoch, 12) << "the late fall makes an early epoch the best";
+  ASSERT_TRUE(best->has_test) << "the best checkpoint's test scores";
+  for (const auto& m : r.epochs) {
+    if (m.epoch != best->epoch) {
+      EXPECT_EQ(m.has_test, m.epoch == 12) << "epoch " << m.epoch;
+    }
+  }
+  Sequential loaded = linear_model(ctx, 3);
+  load_weights(dir.file("best.st"), ctx, loaded, /*allow_unused=*/true);
+  const EvalResult direct = evaluate(ctx, loaded, data.test, 8);
+  EXPECT_DOUBLE_EQ(best->test_accuracy, direct.accuracy);
+  EXPECT_DOUBLE_EQ(best->test_loss, direct.loss);
+  EXPECT_DOUBLE_EQ(evaluate(ctx, net, data.test, 8).accuracy, r.epochs.back().test_accuracy)
+      << "the model ends with its last weights, not the best";
 }
 
 TEST(TrainerBest, ReduceOnPlateauScalesTheRateAfterPatienceEpochsWithoutImprovement) {

@@ -5,9 +5,11 @@
 #include <sys/wait.h>
 
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "cudl/engine/io/safetensors.hpp"
@@ -31,13 +33,15 @@ Dataset synthetic(std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w
   return cudl::testing::synthetic_patterns(n, c, h, w, classes, seed, ctx);
 }
 
-// Runs the cudl CLI; returns the exit status, or 128 + signal when it was killed.
-int run_cli(const std::string& args, const std::string& env = "") {
-  const std::string cmd = fmt::format("{} '{}' {} > /dev/null 2>&1", env, cudl::testing::cli_path(), args);
-  const int status = std::system(cmd.c_str());
+// Runs a shell command, quietly; returns the exit status, or 128 + signal when it was killed.
+int run_command(const std::string& command) {
+  const int status = std::system(fmt::format("{} > /dev/null 2>&1", command).c_str());
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
+
+// Runs the cudl CLI, as run_command.
+int run_cli(const std::string& args) { return run_command(fmt::format("'{}' {}", cudl::testing::cli_path(), args)); }
 
 std::vector<float> all_parameters(const std::string& checkpoint) {
   auto f = SafetensorsFile::open(checkpoint);
@@ -115,24 +119,61 @@ TEST(Training, TrainSaveEvalResume) {
     EXPECT_TRUE(metrics["epochs"][0].contains(key)) << key;
 }
 
+namespace {
+
+// mnist_cnn on the synthetic MNIST in `data`, 3 epochs of 10 steps, checkpointing to `save`
+// (resuming from `resume` when given); `after_step` is the loop's test seam (FitOptions::after_step).
+void train_mnist_cnn(const std::string& data, const std::string& save, const std::string& resume,
+                     std::function<void(std::int64_t)> after_step = {}) {
+  Context ctx(Device::cpu());
+  const DataSplits splits = load_dataset("mnist", data, "mnist_cnn");
+  Sequential model = make_model("mnist_cnn");
+  model.build(ctx, 1);
+  FitOptions o;
+  o.model_name = "mnist_cnn";
+  o.epochs = 3;
+  o.batch_size = 32;
+  o.save_path = save;
+  o.resume_path = resume;
+  o.after_step = std::move(after_step);
+  fit(ctx, model, splits.train, splits.test, o);
+}
+
+}  // namespace
+
+// The killed run of the test below, in a process of its own: this test binary run again with
+// CUDL_TEST_KILLED_RUN naming the folder (a seam of the tests alone: the library reads no such
+// variable). The loop's after_step hook kills the process at step 15 (SIGKILL: no destructors,
+// no flushing), in the middle of epoch 2.
+TEST(TrainingChild, TrainsUntilKilledAtStep15) {
+  const char* dir = std::getenv("CUDL_TEST_KILLED_RUN");
+  if (!dir) GTEST_SKIP() << "the child process of Training.KilledMidEpochResumesWithNothingLostButThatEpoch";
+  train_mnist_cnn(fmt::format("{}/mnist", dir), fmt::format("{}/killed.st", dir), "", [](std::int64_t step) {
+    if (step == 15) std::raise(SIGKILL);
+  });
+  FAIL() << "the run was not killed at step 15";
+}
+
 TEST(Training, KilledMidEpochResumesWithNothingLostButThatEpoch) {
-  Context ctx;
   TempDir dir;
   const std::string data = dir.file("mnist");
   fs::create_directories(data);
-  write_synthetic_mnist_dir(data, ctx);
-  const std::string common =
-      fmt::format("train --model mnist_cnn --data '{}' --epochs 3 --batch-size 32 --device cpu", data);
-  // 320 images / 32 = 10 steps per epoch: the run is killed at step 15, in the middle of epoch 2.
-  ASSERT_EQ(run_cli(common + fmt::format(" --save '{}'", dir.file("straight.st"))), 0);
-  EXPECT_EQ(run_cli(common + fmt::format(" --save '{}'", dir.file("killed.st")), "CUDL_TEST_KILL_AT_STEP=15"),
-            128 + SIGKILL);
+  {
+    Context ctx(Device::cpu());
+    write_synthetic_mnist_dir(data, ctx);
+  }
+  // 320 images / 32 = 10 steps per epoch: the child is killed at step 15, in epoch 2.
+  const std::string self = fs::read_symlink("/proc/self/exe").string();
+  EXPECT_EQ(
+      run_command(fmt::format("CUDL_TEST_KILLED_RUN='{}' '{}' --gtest_filter=TrainingChild.TrainsUntilKilledAtStep15",
+                              dir.path().string(), self)),
+      128 + SIGKILL);
   // The checkpoint on disk is the whole one of epoch 1 (written atomically; no stray temporaries).
   auto meta = read_safetensors_metadata(dir.file("killed.st"));
   EXPECT_EQ(meta.at("epoch"), "1");
   for (const auto& e : fs::directory_iterator(dir.path())) EXPECT_NE(e.path().extension(), ".tmp") << e.path();
-  ASSERT_EQ(run_cli(common + fmt::format(" --save '{}' --resume '{}'", dir.file("killed.st"), dir.file("killed.st"))),
-            0);
+  train_mnist_cnn(data, dir.file("straight.st"), "");
+  train_mnist_cnn(data, dir.file("killed.st"), dir.file("killed.st"));
   EXPECT_EQ(read_safetensors_metadata(dir.file("killed.st")).at("epoch"), "3");
   // Same seed, same data order, same dropout masks: the resumed run ends where the straight one did.
   EXPECT_EQ(all_parameters(dir.file("killed.st")), all_parameters(dir.file("straight.st")));

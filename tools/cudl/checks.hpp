@@ -13,8 +13,10 @@
 // - Paths: an output path is checked writable, and an input file readable, before any work.
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace cudl::cli {
@@ -36,6 +38,28 @@ CLI::Validator finite_double(Bounds b);
 CLI::Validator whole_number(std::int64_t lo, std::int64_t hi);
 // A seed: a whole number in [0, 2^64 - 1].
 CLI::Validator seed_number();
+// An enum option bound straight into the library's typed field: the text must be one of the
+// names (name(value), the library's spelling, refused as CLI11's IsMember does: "x not in
+// {a,b}") and is rewritten to the value's number, which CLI11 then reads into the enum.
+template <class Enum>
+CLI::Validator named_enum(std::initializer_list<Enum> values, std::string (*name)(Enum)) {
+  std::vector<std::pair<std::string, Enum>> names;
+  for (Enum v : values) names.emplace_back(name(v), v);
+  return CLI::Validator(
+      [names](std::string& text) -> std::string {
+        std::string listed;
+        for (const auto& [n, v] : names) {
+          if (n == text) {
+            text = std::to_string(static_cast<long long>(v));
+            return {};
+          }
+          listed += (listed.empty() ? "" : ",") + n;
+        }
+        return text + " not in {" + listed + "}";
+      },
+      "");
+}
+
 // Comma-separated whole numbers in [lo, hi] (at least one, no empty item).
 CLI::Validator whole_number_list(std::int64_t lo, std::int64_t hi);
 // Comma-separated finite numbers within `b`.

@@ -27,39 +27,30 @@ namespace cudl::cli {
 
 namespace {
 
+// What train and eval parse that the training loop does not take. The loop's own settings bind
+// straight into `fit` (the library's TrainConfig, models/train/train.hpp): adding a training
+// option is a field there and one add_option here.
 struct TrainArgs {
   std::string model = "mnist_cnn";
   std::string data;
   std::string dataset;
-  std::int64_t epochs = 10;
-  std::int64_t batch_size = 128;
-  std::string optimizer = "adam";
-  std::optional<float> lr;  // default per optimizer: see default_learning_rate
-  float momentum = 0.9f;
-  float weight_decay = 0.0f;
-  bool nesterov = false;
-  std::string schedule = "onecycle";
+  std::int64_t batch_size = 128;  // eval's too
+  std::optional<float> lr;        // default per optimizer: see default_learning_rate
   std::string device = "auto";
-  std::uint64_t seed = 1;
-  std::string save, resume, metrics_json;
   std::string augment;  // empty: none; see parse_augment
   float color_jitter = 0.4f;
-  int workers = 0, prefetch = 0, image_size = 0;  // 0: defaults
+  int image_size = 0;  // 0: the model's
+  FitOptions fit;
   ComputeOptions compute;
   bool seed_given = false;
   bool model_given = false;  // --model given: else resume and eval take the checkpoint's
   TrainExtras extras;        // fine-tuning and reconstruction (tools/cudl/train_extras.hpp)
 };
 
-// Training quality-of-life options (issue 9): validation, best model, stopping rules, guards.
+// The data side of the run: validation and test hold-outs, the subset, the curves, mpirun.
 struct RunControlArgs {
   double val_split = 0;
   double test_split = 0;  // a flat DIR/<class>/ folder's held-out test fraction
-  std::string save_best;
-  std::int64_t early_stopping = 0;
-  std::string reduce_lr;  // "N" or "N,FACTOR"
-  double clip_grad_norm = 0;
-  std::int64_t max_steps = 0;
   std::int64_t subset = 0;
   std::string plot;
   double dist_timeout = 300;  // seconds a rank waits for the others in a collective (mpirun)
@@ -120,7 +111,7 @@ std::string parse_plateau(const std::string& text, PlateauSetting& out) {
   return fmt::format("'{}': FACTOR must be one finite number in (0, 1)", text);
 }
 
-void add_run_control_options(CLI::App* cmd, RunControlArgs& r) {
+void add_run_control_options(CLI::App* cmd, RunControlArgs& r, FitOptions& o) {
   cmd->add_option("--val-split", r.val_split,
                   "Hold out this fraction of the training images (per class, seeded) for validation after every epoch")
       ->transform(finite_double(Bounds{0, 1, false, true}))
@@ -129,29 +120,45 @@ void add_run_control_options(CLI::App* cmd, RunControlArgs& r) {
                   "A flat DIR/<class>/ folder (no train/ and test/): hold out this fraction of each class (seeded) as "
                   "the test set; recorded in the checkpoint for eval and --resume")
       ->transform(finite_double(Bounds{0, 1, true, true}));
-  cmd->add_option("--save-best", r.save_best,
-                  "Keep the checkpoint of the epoch with the best validation accuracy (test accuracy without "
-                  "--val-split) here");
-  cmd->add_option("--early-stopping", r.early_stopping,
-                  "Stop after N epochs in a row without a better validation (else test) accuracy")
+  cmd->add_option("--save-best", o.save_best_path,
+                  "Keep the checkpoint of the epoch with the best validation metric (accuracy; loss with --target "
+                  "input) here; without --val-split, the lowest training loss (never the test set)");
+  cmd->add_option("--early-stopping", o.early_stopping_patience,
+                  "Stop after N epochs in a row without a better validation metric (training loss without "
+                  "--val-split)")
       ->transform(whole_number(1, 100000));
-  cmd->add_option("--reduce-lr-on-plateau", r.reduce_lr,
+  cmd->add_option("--reduce-lr-on-plateau",
                   "N[,FACTOR]: multiply the learning rate by FACTOR (default 0.1) after N epochs without a better "
-                  "validation (else test) accuracy")
+                  "validation metric (training loss without --val-split)")
       ->check(CLI::Validator(
           [](std::string& text) {
             PlateauSetting p;
             return parse_plateau(text, p);
           },
-          "N[,FACTOR]"));
-  cmd->add_option("--clip-grad-norm", r.clip_grad_norm,
+          "N[,FACTOR]"))
+      ->each([&o](const std::string& text) {
+        PlateauSetting p;
+        (void)parse_plateau(text, p);  // validated above
+        o.plateau_patience = p.patience;
+        o.plateau_factor = p.factor;
+      });
+  cmd->add_option("--clip-grad-norm", o.clip_grad_norm,
                   "Scale the gradients so their global L2 norm is at most X (computed on the device)")
       ->transform(finite_double(greater_than(0)));
-  cmd->add_option("--max-steps", r.max_steps, "Stop after N optimizer steps in all (the schedule spans them)")
+  cmd->add_option("--max-steps", o.max_steps, "Stop after N optimizer steps in all (the schedule spans them)")
       ->transform(whole_number(1, std::int64_t{1} << 50));
+  cmd->add_option("--eval-test-every", o.eval_test_every,
+                  "With --val-split: also score the test set every N epochs, for the curves (default: once, at the "
+                  "end); without --val-split it is scored every epoch")
+      ->transform(whole_number(1, 100000));
   cmd->add_option("--subset", r.subset, "Train on N training images only (per class, seeded), for quick trials")
       ->transform(whole_number(1, std::int64_t{1} << 40));
   cmd->add_option("--plot", r.plot, "Redraw the loss and accuracy curves into this PNG after every epoch");
+  cmd->add_option("--bucket-mb", o.bucket_mb,
+                  "Under mpirun: all-reduce the gradients in buckets of about this many MB, each as soon as backward "
+                  "has produced it, under the rest of backward (0: one all-reduce after backward)")
+      ->transform(finite_double(at_least(0)))
+      ->capture_default_str();
   cmd->add_option("--dist-timeout", r.dist_timeout,
                   "Under mpirun: seconds a rank waits for the others at a step before it stops every rank")
       ->transform(finite_double(greater_than(0)))
@@ -172,52 +179,65 @@ void print_epoch_table(const TrainResult& r) {
   for (const auto& m : r.epochs) {
     const std::string val =
         m.has_val ? fmt::format(" | val loss {:.4f} acc {:.2f}%", m.val_loss, 100.0 * m.val_accuracy) : std::string();
-    fmt::print(
-        "epoch {:>3}: train loss {:.4f} acc {:.2f}%{} | test loss {:.4f} acc {:.2f}% | lr {:.2e}{} | {:.1f} s, {:.0f} "
-        "img/s{}\n",
-        m.epoch, m.train_loss, 100.0 * m.train_accuracy, val, m.test_loss, 100.0 * m.test_accuracy, m.lr,
-        m.loss_scale > 0 ? fmt::format(" | loss scale {:g}, {} steps skipped", m.loss_scale, m.skipped_steps)
-                         : std::string(),
-        m.seconds, m.images_per_second, m.epoch == r.best_epoch ? " *" : "");
+    // The test split is scored every epoch without a validation split, else at the end (and every
+    // --eval-test-every epochs).
+    const std::string test = m.has_test
+                                 ? fmt::format(" | test loss {:.4f} acc {:.2f}%", m.test_loss, 100.0 * m.test_accuracy)
+                                 : std::string();
+    fmt::print("epoch {:>3}: train loss {:.4f} acc {:.2f}%{}{} | lr {:.2e}{} | {:.1f} s, {:.0f} img/s{}\n", m.epoch,
+               m.train_loss, 100.0 * m.train_accuracy, val, test, m.lr,
+               m.loss_scale > 0 ? fmt::format(" | loss scale {:g}, {} steps skipped", m.loss_scale, m.skipped_steps)
+                                : std::string(),
+               m.seconds, m.images_per_second, m.epoch == r.best_epoch ? " *" : "");
   }
 }
 
-// Why the run ended, the best epoch, wall time, throughput and the pool's peak.
-void print_summary(const TrainResult& r, const RunControlArgs& c, std::int64_t patience) {
+// Why the run ended, the best epoch, wall time, throughput and the pool's peak, then the test
+// result: the best checkpoint's for a save-best run (`save_best`), else the last epoch's.
+void print_summary(const TrainResult& r, const FitOptions& o, const std::string& loss, bool reconstruction) {
+  const std::int64_t patience = o.early_stopping_patience;
+  const bool save_best = !o.save_best_path.empty();
   if (r.stopped == "early_stopping")
     fmt::print("early stopping: no better {} for {} epochs since epoch {}\n", r.monitor, patience, r.best_epoch);
   if (r.stopped == "max_steps" && !r.epochs.empty())
-    fmt::print("stopped at --max-steps {} (epoch {})\n", c.max_steps, r.epochs.back().epoch);
-  const EpochMetrics* best = nullptr;
-  for (const auto& m : r.epochs)
-    if (m.epoch == r.best_epoch) best = &m;
-  if (best) {
-    fmt::print("best epoch {} of {}: {}test accuracy {:.2f}%\n", best->epoch, r.epochs.size(),
-               best->has_val ? fmt::format("val accuracy {:.2f}%, ", 100.0 * best->val_accuracy) : std::string(),
-               100.0 * best->test_accuracy);
+    fmt::print("stopped at --max-steps {} (epoch {})\n", o.max_steps, r.epochs.back().epoch);
+  const EpochMetrics* best = r.best();
+  if (best && !reconstruction) {
+    const std::string by = best->has_val ? fmt::format("val accuracy {:.2f}%", 100.0 * best->val_accuracy)
+                                         : fmt::format("train loss {:.4f}", best->train_loss);
+    fmt::print("best epoch {} of {}: {}{}\n", best->epoch, r.epochs.size(), by,
+               best->has_test ? fmt::format(", test accuracy {:.2f}%", 100.0 * best->test_accuracy) : std::string());
   }
   fmt::print("wall time {:.1f} s, {:.0f} img/s trained, memory pool peak {:.1f} MiB\n", r.wall_seconds,
              static_cast<double>(r.images_trained) / std::max(r.wall_seconds, 1e-9),
              static_cast<double>(r.pool_peak_bytes) / (1 << 20));
-  if (!r.epochs.empty()) fmt::print("test accuracy: {:.2f}%\n", 100.0 * r.epochs.back().test_accuracy);
+  if (r.epochs.empty()) return;
+  const bool from_best = save_best && best && best->has_test;
+  const EpochMetrics& shown = from_best ? *best : r.epochs.back();
+  if (reconstruction)
+    print_reconstruction_result(shown, loss, from_best);
+  else if (from_best)
+    fmt::print("test accuracy of the best checkpoint (epoch {}): {:.2f}%\n", shown.epoch, 100.0 * shown.test_accuracy);
+  else
+    fmt::print("test accuracy: {:.2f}%\n", 100.0 * shown.test_accuracy);
 }
 
 // What train and eval read: the dataset's tree, and the files they load.
 std::vector<PathUse> train_inputs(const TrainArgs& a) {
   return {{"--data", a.data, PathUse::Kind::tree},
           {"--model", a.model.ends_with(".json") ? a.model : std::string()},
-          {"--resume", a.resume},
+          {"--resume", a.fit.resume_path},
           {"--init-from", a.extras.init_from}};
 }
 
 void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
   std::string saved_dataset, recorded_model;
   double test_split = c.test_split;
-  if (!a.resume.empty()) {
+  if (!a.fit.resume_path.empty()) {
     // The model and the dataset kind come from the checkpoint unless given (models/saved_run.hpp).
-    check_input_file("--resume", a.resume);
-    const SavedRun saved = read_saved_run(a.resume);
-    a.model = resolve_model("--resume", a.model_given ? a.model : std::string(), a.resume, saved);
+    check_input_file("--resume", a.fit.resume_path);
+    const SavedRun saved = read_saved_run(a.fit.resume_path);
+    a.model = resolve_model("--resume", a.model_given ? a.model : std::string(), a.fit.resume_path, saved);
     saved_dataset = saved.dataset;
     recorded_model = saved.model;
     if (test_split == 0) test_split = saved.test_split;  // the same held-out test set
@@ -225,56 +245,54 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
   (void)model_spec(a.model);
   // Every output is checked writable before the data is read: a run must not fail at its end.
   // Only the writing rank writes (and checks); the others keep no outputs.
-  if (!dist.writer()) a.save = a.metrics_json = {};
-  const std::string save_best = dist.writer() ? c.save_best : std::string();
+  if (!dist.writer()) a.fit.save_path = a.fit.metrics_path = a.fit.save_best_path = {};
+  const std::string& save_best = a.fit.save_best_path;
   const std::string plot = dist.writer() ? c.plot : std::string();
   check_outputs_spare_inputs(train_inputs(a),
-                             {{"--save", a.save},
+                             {{"--save", a.fit.save_path},
                               {"--save-best", save_best},
-                              {"--metrics-json", a.metrics_json},
+                              {"--metrics-json", a.fit.metrics_path},
                               {"--plot", plot},
                               {"--samples", a.extras.samples}},
                              {{"--save", "--resume"}});  // resuming in place continues the run
-  check_writable_output("--save", a.save);
-  check_writable_output("--metrics-json", a.metrics_json);
+  check_writable_output("--save", a.fit.save_path);
+  check_writable_output("--metrics-json", a.fit.metrics_path);
   check_writable_output("--save-best", save_best);
   check_writable_output("--plot", plot);
   check_image_output("--plot", plot);
-  PlateauSetting plateau;
-  if (!c.reduce_lr.empty()) (void)parse_plateau(c.reduce_lr, plateau);  // validated while parsing
-  check_train_extras(a.extras, a.model, a.weight_decay, !a.resume.empty());
-  if (!a.resume.empty()) {
+  check_train_extras(a.extras, a.model, a.fit.optimizer.weight_decay, !a.fit.resume_path.empty());
+  if (!a.fit.resume_path.empty()) {
     // The resume file's metadata is checked before the data is read (its tensors when fit loads them).
-    check_input_file("--resume", a.resume);
-    const CheckpointInfo info = read_checkpoint_info(a.resume);
-    CUDL_CHECK(same_model_name(info, a.model), "--resume: '{}' holds a {} checkpoint, but --model is {}", a.resume,
-               info.model, a.model);
+    check_input_file("--resume", a.fit.resume_path);
+    const CheckpointInfo info = read_checkpoint_info(a.fit.resume_path);
+    CUDL_CHECK(same_model_name(info, a.model), "--resume: '{}' holds a {} checkpoint, but --model is {}",
+               a.fit.resume_path, info.model, a.model);
     CUDL_CHECK(
-        info.epoch < a.epochs,
+        info.epoch < a.fit.epochs,
         "--resume: '{}' is at epoch {} already; --epochs {} asks for no more: give --epochs above {} to train on",
-        a.resume, info.epoch, a.epochs, info.epoch);
+        a.fit.resume_path, info.epoch, a.fit.epochs, info.epoch);
     if (dist.writer())
-      fmt::print("resuming '{}' at epoch {} (step {}): training epochs {} to {}\n", a.resume, info.epoch, info.step,
-                 info.epoch + 1, a.epochs);
+      fmt::print("resuming '{}' at epoch {} (step {}): training epochs {} to {}\n", a.fit.resume_path, info.epoch,
+                 info.step, info.epoch + 1, a.fit.epochs);
     // Dropout's mask streams derive from the build seed: resume with the run's own.
-    if (!a.seed_given) a.seed = info.seed;
+    if (!a.seed_given) a.fit.seed = info.seed;
   }
   const std::string kind = !a.dataset.empty()       ? a.dataset
                            : !saved_dataset.empty() ? saved_dataset
                                                     : default_dataset(a.model);
   const Augment augment = parse_augment(a.augment, a.color_jitter);
   DataSplits data = load_train_data(a.extras, kind, a.data, a.model, a.image_size);
-  hold_out_test(data, test_split, a.seed, a.data);  // a flat folder's test set, seeded by the run's seed
+  hold_out_test(data, test_split, a.fit.seed, a.data);  // a flat folder's test set, seeded by the run's seed
   // The subset, then the hold-out, both seeded by the run's seed: a resumed run (same seed)
   // trains and validates on the same images.
-  if (c.subset > 0) data.train = stratified_subset(data.train, c.subset, a.seed);
-  auto [train, validation] = split_validation(data.train, c.val_split, a.seed);
+  if (c.subset > 0) data.train = stratified_subset(data.train, c.subset, a.fit.seed);
+  auto [train, validation] = split_validation(data.train, c.val_split, a.fit.seed);
   Context ctx(dist.device(a.device));
   apply_compute_options(ctx, a.compute);
   Communicator* comm = dist.connect(ctx, c.dist_timeout);
   Sequential model = make_model(a.model);
   const std::string new_head = prepare_model(a.extras, model);
-  model.build(ctx, a.seed);
+  model.build(ctx, a.fit.seed);
   finish_model(a.extras, ctx, model, new_head);
   const ParameterCounts counts = count_parameters(model);
   if (dist.writer())
@@ -286,31 +304,14 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
     fmt::print("data-parallel: {} ranks over {}, global batch {} ({} per rank)\n", comm->size(), comm->name(),
                a.batch_size, a.batch_size / comm->size());
 
-  FitOptions o;
+  // The loop's settings as parsed (bound straight into a.fit), and what only this run knows.
+  FitOptions o = a.fit;
   // A model file keeps its recorded name in a resumed run's checkpoints, even when it was rebuilt
   // from the copy the checkpoint holds.
   o.model_name = !recorded_model.empty() && is_model_file(recorded_model) ? recorded_model : a.model;
-  o.epochs = a.epochs;
   o.batch_size = a.batch_size;
-  o.optimizer.kind = parse_optimizer(a.optimizer);
   o.optimizer.lr = a.lr.value_or(default_learning_rate(o.optimizer.kind));
-  o.optimizer.momentum = a.momentum;
-  o.optimizer.nesterov = a.nesterov;
-  o.optimizer.weight_decay = a.weight_decay;
-  o.schedule = parse_schedule(a.schedule);
-  o.seed = a.seed;
-  o.save_path = a.save;
-  o.resume_path = a.resume;
-  o.metrics_path = a.metrics_json;
   o.augment = augment;
-  o.workers = a.workers;
-  o.prefetch = a.prefetch;
-  o.save_best_path = save_best;
-  o.early_stopping_patience = c.early_stopping;
-  o.plateau_patience = plateau.patience;
-  o.plateau_factor = plateau.factor;
-  o.clip_grad_norm = c.clip_grad_norm;
-  o.max_steps = c.max_steps;
   o.comm = comm;
   if (dist.writer()) o.on_progress = progress_bars();
   if (!plot.empty()) {
@@ -320,27 +321,36 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
   }
   add_metadata(a.extras, a.model, kind, data, o);
   if (test_split > 0) o.metadata[kTestSplitKey] = fmt::format("{}", test_split);
-  // Reconstruction (--target input) has its own loop and metrics, on the same subset and hold-out.
-  CUDL_CHECK(!comm || a.extras.target != "input",
-             "--target input: reconstruction training does not run data-parallel (under mpirun) yet; run one process");
-  if (run_reconstruction_if_asked(a.extras, ctx, model, train, validation, data.test, o, plot)) return;
+  // One loop for every task (models/train/train.hpp): classification or reconstruction.
+  const std::unique_ptr<Task> task = make_task(a.extras);
+  const bool reconstruction = a.extras.target == Target::input;
+  if (reconstruction && dist.writer()) {
+    o.on_progress = reconstruction_progress_bars();
+    const auto curves = o.on_epoch_end;
+    const std::string loss = loss_name(a.extras.loss);
+    o.on_epoch_end = [curves, loss](const TrainResult& r) {
+      print_reconstruction_epoch(r.epochs.back(), loss);
+      if (curves) curves(r);
+    };
+  }
   const OtherLoadMeter other_load;  // flags img/s measured on a busy machine
-  TrainResult r = fit(ctx, model, train, validation, data.test, o);
+  TrainResult r = cudl::train(ctx, model, *task, TrainData{train, validation, data.test}, o);
   if (!dist.writer()) return;
   if (comm) {
     fmt::print("data-parallel: rank 0 waited {:.2f} s of the run's {:.2f} s in the gradient all-reduce ({:.1f}%)\n",
                comm->allreduce_seconds(), r.wall_seconds,
                100.0 * comm->allreduce_seconds() / std::max(r.wall_seconds, 1e-9));
   }
-  print_epoch_table(r);
-  print_summary(r, c, o.early_stopping_patience);
+  if (!reconstruction) print_epoch_table(r);
+  print_summary(r, o, loss_name(a.extras.loss), reconstruction);
   if (const double busy = other_load.busy_cores(); ctx.device().is_cpu() && busy > 0.25)
     fmt::print(
         "under load: other processes kept {:.1f} of {} cores busy during the run (host threads here at the "
         "end: {}): img/s is not this machine's quiet number\n",
         busy, available_cpus(), cpu_threads());
-  if (!a.save.empty()) fmt::print("saved {}\n", a.save);
-  if (!save_best.empty() && r.best_epoch > 0) fmt::print("best checkpoint (epoch {}): {}\n", r.best_epoch, c.save_best);
+  if (!a.fit.save_path.empty()) fmt::print("saved {}\n", a.fit.save_path);
+  if (!save_best.empty() && r.best_epoch > 0) fmt::print("best checkpoint (epoch {}): {}\n", r.best_epoch, save_best);
+  if (!a.extras.samples.empty()) fmt::print("samples in {}\n", a.extras.samples);
   if (!plot.empty()) fmt::print("curves: {}\n", plot);
 }
 
@@ -484,33 +494,34 @@ void add_train_command(CLI::App& app) {
   auto c = std::make_shared<RunControlArgs>();
   auto* cmd = app.add_subcommand("train", "Train a model on a dataset, evaluating on its test split after every epoch");
   add_model_and_data_options(cmd, *a);
-  cmd->add_option("--epochs", a->epochs, "Passes over the training set")
+  FitOptions& fit = a->fit;
+  cmd->add_option("--epochs", fit.epochs, "Passes over the training set")
       ->transform(whole_number(1, 100000))
       ->capture_default_str();
-  cmd->add_option("--optimizer", a->optimizer, "sgd | adam | adamw")
-      ->check(CLI::IsMember({"sgd", "adam", "adamw"}))
-      ->capture_default_str();
+  cmd->add_option("--optimizer", fit.optimizer.kind, "sgd | adam | adamw")
+      ->transform(named_enum({OptimizerKind::sgd, OptimizerKind::adam, OptimizerKind::adamw}, optimizer_name))
+      ->default_str(optimizer_name(fit.optimizer.kind));
   cmd->add_option("--lr", a->lr, "Learning rate, the peak for onecycle (default: 3e-3 for adam/adamw, 0.05 for sgd)")
       ->transform(finite_float(greater_than(0)));
-  cmd->add_option("--momentum", a->momentum, "SGD momentum")
+  cmd->add_option("--momentum", fit.optimizer.momentum, "SGD momentum")
       ->transform(finite_float(between(0, 1)))
       ->capture_default_str();
-  cmd->add_flag("--nesterov", a->nesterov, "SGD with Nesterov momentum");
-  cmd->add_option("--weight-decay", a->weight_decay, "L2 penalty (decoupled for adamw)")
+  cmd->add_flag("--nesterov", fit.optimizer.nesterov, "SGD with Nesterov momentum");
+  cmd->add_option("--weight-decay", fit.optimizer.weight_decay, "L2 penalty (decoupled for adamw)")
       ->transform(finite_float(at_least(0)))
       ->capture_default_str();
-  cmd->add_option("--schedule", a->schedule, "Learning-rate schedule: none | step | cosine | onecycle")
-      ->check(CLI::IsMember({"none", "step", "cosine", "onecycle"}))
-      ->capture_default_str();
-  cmd->add_option("--seed", a->seed,
+  cmd->add_option("--schedule", fit.schedule, "Learning-rate schedule: none | step | cosine | onecycle")
+      ->transform(named_enum({Schedule::none, Schedule::step, Schedule::cosine, Schedule::onecycle}, schedule_name))
+      ->default_str(schedule_name(fit.schedule));
+  cmd->add_option("--seed", fit.seed,
                   "Seed for initialisation, shuffling, dropout, --val-split and --subset (default on --resume: the "
                   "run's)")
       ->transform(seed_number())
       ->capture_default_str()
       ->each([a](const std::string&) { a->seed_given = true; });
-  cmd->add_option("--save", a->save, "Write a checkpoint (safetensors) here after every epoch");
-  cmd->add_option("--resume", a->resume, "Continue the run saved in this checkpoint");
-  cmd->add_option("--metrics-json", a->metrics_json, "Write per-epoch metrics as JSON here");
+  cmd->add_option("--save", fit.save_path, "Write a checkpoint (safetensors) here after every epoch");
+  cmd->add_option("--resume", fit.resume_path, "Continue the run saved in this checkpoint");
+  cmd->add_option("--metrics-json", fit.metrics_path, "Write per-epoch metrics as JSON here");
   cmd->add_option(
          "--augment", a->augment,
          "Training augmentation, seeded per (seed, epoch, image): a comma-separated list of crop (pad 4 and "
@@ -518,12 +529,12 @@ void add_train_command(CLI::App& app) {
          "given: none")
       ->expected(0, 1)
       ->default_str("default");
-  cmd->add_option("--workers", a->workers,
+  cmd->add_option("--workers", fit.workers,
                   "Image folders and augmentation: threads that decode and augment batches ahead of the step (0: "
                   "min(4, hardware threads))")
       ->transform(whole_number(0, 256))
       ->capture_default_str();
-  cmd->add_option("--prefetch", a->prefetch,
+  cmd->add_option("--prefetch", fit.prefetch,
                   "Batches staged ahead of the step; bounds the pipeline's memory (0: 2 per worker)")
       ->transform(whole_number(0, 4096))
       ->capture_default_str();
@@ -532,7 +543,7 @@ void add_train_command(CLI::App& app) {
                   "(no hue)")
       ->transform(finite_float(between(0, 1)))
       ->capture_default_str();
-  add_run_control_options(cmd, *c);
+  add_run_control_options(cmd, *c, fit);
   add_train_extra_options(cmd, a->extras);
   cmd->callback([a, c] { run_train(*a, *c); });
 }

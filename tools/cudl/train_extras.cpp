@@ -13,6 +13,7 @@
 #include "cudl/models/preprocess.hpp"
 #include "cudl/models/reconstruction.hpp"
 #include "cudl/models/saved_run.hpp"
+#include "cudl/models/train/classification.hpp"
 #include "cudl/models/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/progress.hpp"
@@ -33,11 +34,11 @@ std::string listed(const std::vector<std::string>& items, std::size_t shown = 6)
 
 void add_train_extra_options(CLI::App* cmd, TrainExtras& e) {
   cmd->add_option("--loss", e.loss, "cross_entropy (with --target labels) | mse | l1 (with --target input)")
-      ->check(CLI::IsMember({"cross_entropy", "mse", "l1"}))
-      ->capture_default_str();
+      ->transform(named_enum({LossKind::cross_entropy, LossKind::mse, LossKind::l1}, loss_name))
+      ->default_str(loss_name(e.loss));
   cmd->add_option("--target", e.target, "labels (classification) | input (reconstruction, e.g. an autoencoder)")
-      ->check(CLI::IsMember({"labels", "input"}))
-      ->capture_default_str();
+      ->transform(named_enum({Target::labels, Target::input}, target_name))
+      ->default_str(target_name(e.target));
   cmd->add_option("--samples", e.samples,
                   "With --target input: write a PNG of test inputs above their reconstructions here after every epoch");
   cmd->add_option("--init-from", e.init_from,
@@ -51,13 +52,13 @@ void add_train_extra_options(CLI::App* cmd, TrainExtras& e) {
 }
 
 void check_train_extras(const TrainExtras& e, const std::string& model, float weight_decay, bool resuming) {
-  const bool reconstruct = e.target == "input";
-  CUDL_CHECK(!reconstruct || e.loss != "cross_entropy",
+  const bool reconstruct = e.target == Target::input;
+  CUDL_CHECK(!reconstruct || e.loss != LossKind::cross_entropy,
              "--target input: reconstruction needs a pixel loss: add --loss mse or --loss l1");
-  CUDL_CHECK(reconstruct || e.loss == "cross_entropy",
+  CUDL_CHECK(reconstruct || e.loss == LossKind::cross_entropy,
              "--loss {}: a pixel loss compares the output with the input: add --target input (or use --loss "
              "cross_entropy for labels)",
-             e.loss);
+             loss_name(e.loss));
   CUDL_CHECK(e.samples.empty() || reconstruct, "--samples: only with --target input (it shows reconstructions)");
   check_writable_output("--samples", e.samples);
   CUDL_CHECK(e.samples.empty() || e.samples.ends_with(".png"), "--samples '{}': must be a .png file", e.samples);
@@ -104,7 +105,7 @@ Augment parse_augment(const std::string& list, float jitter) {
 
 DataSplits load_train_data(const TrainExtras& e, const std::string& kind, const std::string& dir,
                            const std::string& model, int image_size) {
-  if (e.target == "input" || e.num_classes > 0) {
+  if (e.target == Target::input || e.num_classes > 0) {
     CUDL_CHECK(image_size == 0 || image_size == model_spec(model).input[1],
                "--image-size {} with --target input or --num-classes: these train at the model's own size ({})",
                image_size, model_spec(model).input[1]);
@@ -167,50 +168,46 @@ std::function<void(const TrainProgress&)> epoch_progress_bars(std::function<std:
   };
 }
 
-bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential& model, const Dataset& train,
-                                 const Dataset& validation, const Dataset& test, FitOptions o,
-                                 const std::string& plot) {
-  if (e.target != "input") return false;
-  ReconstructionOptions r;
-  r.loss = parse_loss(e.loss);
-  r.samples_path = e.samples;
-  o.on_progress = epoch_progress_bars(
+std::unique_ptr<Task> make_task(const TrainExtras& e) {
+  if (e.target != Target::input) return std::make_unique<ClassificationTask>();
+  return std::make_unique<ReconstructionTask>(e.loss, e.samples);
+}
+
+std::function<void(const TrainProgress&)> reconstruction_progress_bars() {
+  return epoch_progress_bars(
       [](const TrainProgress& p) { return fmt::format("loss {:.5f} {:.0f} img/s", p.loss, p.images_per_second); });
-  r.fit = std::move(o);
-  const std::string loss = e.loss;
-  auto curves = std::make_shared<nlohmann::json>(
-      nlohmann::json{{"model", o.model_name}, {"target", "input"}, {"epochs", nlohmann::json::array()}});
-  r.on_epoch = [loss, plot, curves](const ReconstructionMetrics& m) {
-    if (!plot.empty()) {
-      nlohmann::json epoch = {{"epoch", m.epoch},
-                              {"train_loss", m.train_loss},
-                              {"test_loss", m.test_loss},
-                              {"test_psnr", m.test_psnr},
-                              {"mean_image_psnr", m.mean_image_psnr}};
-      if (m.has_val) epoch["val_loss"] = m.val_loss, epoch["val_psnr"] = m.val_psnr;
-      (*curves)["epochs"].push_back(epoch);
-      write_training_curves(*curves, "the run's metrics", plot);
-    }
-    const std::string errors = loss == "l1" ? fmt::format("l1 {:.5f} mse {:.5f}", m.test_l1, m.test_mse)
-                                            : fmt::format("mse {:.5f}", m.test_mse);
-    const std::string val =
-        m.has_val ? fmt::format("val {} {:.5f} psnr {:.2f} dB | ", loss, m.val_loss, m.val_psnr) : std::string();
-    fmt::print(
-        "epoch {:>3}: train {} {:.5f} | {}test {} psnr {:.2f} dB | mean image: {} {:.5f} psnr {:.2f} dB | {:.1f} s, "
-        "{:.0f} img/s\n",
-        m.epoch, loss, m.train_loss, val, errors, m.test_psnr, loss, loss == "l1" ? m.mean_image_l1 : m.mean_image_mse,
-        m.mean_image_psnr, m.seconds, m.images_per_second);
-    std::fflush(stdout);
-  };
-  const auto history = fit_reconstruction(ctx, model, train, validation, test, r);
-  if (!history.empty())
-    fmt::print("test {}: {:.5f} (the mean image: {:.5f}); psnr {:.2f} dB (the mean image: {:.2f} dB)\n", loss,
-               history.back().test_loss, loss == "l1" ? history.back().mean_image_l1 : history.back().mean_image_mse,
-               history.back().test_psnr, history.back().mean_image_psnr);
-  if (!r.fit.save_path.empty()) fmt::print("saved {}\n", r.fit.save_path);
-  if (!r.samples_path.empty()) fmt::print("samples in {}\n", r.samples_path);
-  if (!plot.empty()) fmt::print("curves: {}\n", plot);
-  return true;
+}
+
+namespace {
+
+double extra(const EpochMetrics& m, const std::string& key) {
+  const auto it = m.extra.find(key);
+  return it == m.extra.end() ? 0.0 : it->second;
+}
+
+// "l1 0.01234 mse 0.00456 psnr 23.41 dB" of a split ("test", "val") for the run's loss.
+std::string split_errors(const EpochMetrics& m, const std::string& split, const std::string& loss) {
+  const std::string errors =
+      loss == "l1" ? fmt::format("l1 {:.5f} mse {:.5f}", extra(m, split + "_l1"), extra(m, split + "_mse"))
+                   : fmt::format("mse {:.5f}", extra(m, split + "_mse"));
+  return fmt::format("{} psnr {:.2f} dB", errors, extra(m, split + "_psnr"));
+}
+
+}  // namespace
+
+void print_reconstruction_epoch(const EpochMetrics& m, const std::string& loss) {
+  const std::string val = m.has_val ? fmt::format("val {} | ", split_errors(m, "val", loss)) : std::string();
+  const std::string test = m.has_test ? fmt::format("test {} | ", split_errors(m, "test", loss)) : std::string();
+  fmt::print("epoch {:>3}: train {} {:.5f} | {}{}mean image: {} {:.5f} psnr {:.2f} dB | {:.1f} s, {:.0f} img/s\n",
+             m.epoch, loss, m.train_loss, val, test, loss, extra(m, "mean_image_" + loss), extra(m, "mean_image_psnr"),
+             m.seconds, m.images_per_second);
+  std::fflush(stdout);
+}
+
+void print_reconstruction_result(const EpochMetrics& m, const std::string& loss, bool best) {
+  fmt::print("test {}{}: {:.5f} (the mean image: {:.5f}); psnr {:.2f} dB (the mean image: {:.2f} dB)\n", loss,
+             best ? fmt::format(" of the best checkpoint (epoch {})", m.epoch) : std::string(), m.test_loss,
+             extra(m, "mean_image_" + loss), extra(m, "test_psnr"), extra(m, "mean_image_psnr"));
 }
 
 }  // namespace cudl::cli

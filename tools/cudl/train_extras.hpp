@@ -1,20 +1,23 @@
 #pragma once
 // `cudl train`'s options beyond classification from scratch: fine-tuning (--init-from,
-// --num-classes, --freeze) and reconstruction (--target input, --loss mse|l1, --samples). They
-// live here, apart from train.cpp, which only registers them and calls these hooks in order.
+// --num-classes, --freeze) and reconstruction (--target input, --loss mse|l1, --samples: the task
+// the one training loop runs). They live here, apart from train.cpp, which only registers them
+// and calls these hooks in order.
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "cudl/engine/io/datasets.hpp"
+#include "cudl/models/reconstruction.hpp"
 #include "cudl/models/sequential.hpp"
 #include "cudl/models/trainer.hpp"
 
 namespace cudl::cli {
 
 struct TrainExtras {
-  std::string loss = "cross_entropy";
-  std::string target = "labels";
+  LossKind loss = LossKind::cross_entropy;
+  Target target = Target::labels;
   std::string samples;
   std::string init_from;
   std::string freeze;
@@ -45,11 +48,14 @@ void add_metadata(const TrainExtras& e, const std::string& model, const std::str
 // reconstruction report different metrics).
 std::function<void(const TrainProgress&)> epoch_progress_bars(std::function<std::string(const TrainProgress&)> status);
 
-// True when the run was a reconstruction run, which this then did (instead of fit()) on `train`,
-// with `validation` (when it holds images) and `test` evaluated after each epoch.
-// `plot`: --plot, the loss and PSNR curves redrawn after every epoch (empty: none).
-bool run_reconstruction_if_asked(const TrainExtras& e, Context& ctx, Sequential& model, const Dataset& train,
-                                 const Dataset& validation, const Dataset& test, FitOptions o,
-                                 const std::string& plot = {});
+// The task --target names: classification (labels) or reconstruction (input, with --loss and --samples).
+std::unique_ptr<Task> make_task(const TrainExtras& e);
+// Reconstruction's progress bars (loss and speed; there is no accuracy).
+std::function<void(const TrainProgress&)> reconstruction_progress_bars();
+// One line per reconstruction epoch: the train loss, the validation and test errors and PSNR
+// (where scored), the mean image's; `loss`: mse or l1.
+void print_reconstruction_epoch(const EpochMetrics& m, const std::string& loss);
+// The run's test result beside the mean image's (`best`: m is the best checkpoint's epoch).
+void print_reconstruction_result(const EpochMetrics& m, const std::string& loss, bool best);
 
 }  // namespace cudl::cli
