@@ -300,9 +300,15 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
                counts.trainable + counts.frozen, counts.trainable, counts.frozen, kind, train.size(),
                validation.size() > 0 ? fmt::format(" / {} validation", validation.size()) : "", data.test.size(),
                ctx.device());
-  if (comm && dist.writer())
-    fmt::print("data-parallel: {} ranks over {}, global batch {} ({} per rank)\n", comm->size(), comm->name(),
-               a.batch_size, a.batch_size / comm->size());
+  if (comm && dist.writer()) {
+    const auto bucket_elements = static_cast<std::int64_t>(a.fit.bucket_mb * 1e6 / 4);
+    const std::int64_t buckets =
+        bucket_elements > 0 ? (counts.trainable + bucket_elements - 1) / bucket_elements : std::int64_t{1};
+    fmt::print("data-parallel: {} ranks over {}, global batch {} ({} per rank); gradients all-reduced {}\n",
+               comm->size(), comm->name(), a.batch_size, a.batch_size / comm->size(),
+               buckets > 1 ? fmt::format("in {} buckets of {:g} MB under backward", buckets, a.fit.bucket_mb)
+                           : std::string("in one piece after backward"));
+  }
 
   // The loop's settings as parsed (bound straight into a.fit), and what only this run knows.
   FitOptions o = a.fit;
@@ -461,8 +467,8 @@ void run_eval(const TrainArgs& a, const EvalArgs& e) {
   const int classes = outputs > 0 ? outputs : spec.num_classes;
   std::vector<std::string> names;
   if (!e.labels.empty())
-    names = read_label_file("--labels", e.labels, static_cast<std::size_t>(std::max(data.test.num_classes, 0)),
-                            "the data");
+    names =
+        read_label_file("--labels", e.labels, static_cast<std::size_t>(std::max(data.test.num_classes, 0)), "the data");
   else if (static_cast<int>(saved.classes.size()) == classes)
     names = saved.classes;
   else
@@ -479,10 +485,9 @@ void run_eval(const TrainArgs& a, const EvalArgs& e) {
   for (auto c = static_cast<int>(names.size()); c < r.classes; ++c) names.push_back(std::to_string(c));
   print_report(r, names, fmt::format("{} on {} test split", model_name, kind));
   if (!e.json.empty()) {
-    write_file_atomically(
-        e.json,
-        report_json(r, names, model_name, kind, e.weights).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) +
-            "\n");
+    write_file_atomically(e.json, report_json(r, names, model_name, kind, e.weights)
+                                          .dump(2, ' ', false, nlohmann::json::error_handler_t::replace) +
+                                      "\n");
     fmt::print("\nwrote {}\n", e.json);
   }
 }
