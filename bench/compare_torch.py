@@ -79,7 +79,7 @@ VGG_CFGS = {
 
 
 def make_model(name):
-    """The PyTorch twin of cudl's model zoo (models/zoo.cpp); returns (model, input shape per sample)."""
+    """The PyTorch twin of cudl's model zoo (models/zoo/zoo.cpp); returns (model, input shape per sample)."""
     if name == "mlp":
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10)), (1, 28, 28)
     if name == "mnist_cnn":

@@ -31,7 +31,7 @@ class Communicator {
   // per step on the whole gradient block. A rank that does not arrive within the timeout makes it
   // throw (the caller then aborts the job: see abort()).
   virtual void allreduce_mean(Context& ctx, Tensor& block) = 0;
-  // Overlapping the all-reduce with backward (models/gradient_buckets.hpp): starts averaging
+  // Overlapping the all-reduce with backward (models/train/gradient_buckets.hpp): starts averaging
   // `part` (a view into the gradient block) over all ranks and returns at once where the transport
   // can (MPI's non-blocking collectives); progress() lets started ones advance between layers;
   // finish_allreduces() waits for every started one (with the timeout) and leaves each part

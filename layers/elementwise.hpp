@@ -72,7 +72,7 @@ class Dropout final : public Layer {
   // Data parallel: this layer's batches are rows [begin, begin + rows) of global batches of
   // `global` rows. It then draws the global batch's numbers for its rows and steps past the whole
   // global batch, so N ranks train with the masks one process would. global 0 (the default): each
-  // batch is a whole batch. local_shard (models/data_parallel.hpp) sets it every step.
+  // batch is a whole batch. local_shard (models/train/data_parallel.hpp) sets it every step.
   struct GlobalRows {
     std::int64_t begin = 0, global = 0;
   };

@@ -27,7 +27,7 @@ struct Parameter {
 };
 
 // What an optimizer updates: a model's contiguous f32 parameter and gradient blocks (the views
-// its layers' Parameters point into). models/sequential.hpp implements it; the optimizers
+// its layers' Parameters point into). models/network/sequential.hpp implements it; the optimizers
 // (layers/optimizer.hpp) see only this, so layers/ does not depend on models/.
 class ParameterBlocks {
  public:

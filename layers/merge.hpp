@@ -1,5 +1,5 @@
 #pragma once
-// Layers that join branches of a network graph (models/sequential.hpp: a layer may name its
+// Layers that join branches of a network graph (models/network/sequential.hpp: a layer may name its
 // inputs): Add (a residual connection) and Concat (channels), and the global average pooling
 // that ends a ResNet. A merge layer takes several inputs and returns one gradient per input.
 #include <vector>

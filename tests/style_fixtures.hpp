@@ -8,7 +8,7 @@
 #include "cudl/engine/context.hpp"
 #include "cudl/layers/conv2d.hpp"
 #include "cudl/layers/elementwise.hpp"
-#include "cudl/models/sequential.hpp"
+#include "cudl/models/network/sequential.hpp"
 
 namespace cudl::testing {
 

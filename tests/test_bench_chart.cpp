@@ -6,7 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "cudl/models/curves.hpp"
+#include "cudl/models/train/curves.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

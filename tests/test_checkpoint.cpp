@@ -15,8 +15,8 @@
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/layers/linear.hpp"
 #include "cudl/layers/optimizer.hpp"
-#include "cudl/models/checkpoint.hpp"
-#include "cudl/models/sequential.hpp"
+#include "cudl/models/checkpoint/checkpoint.hpp"
+#include "cudl/models/network/sequential.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/test_util.hpp"
 

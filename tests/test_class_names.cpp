@@ -9,7 +9,7 @@
 #include <regex>
 #include <sstream>
 
-#include "cudl/models/imagenet_classes.hpp"
+#include "cudl/models/zoo/imagenet_classes.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;
@@ -24,7 +24,7 @@ TEST(ClassNames, ImageNetsThousandNamesInOrder) {
   EXPECT_EQ(names[281], "tabby");
   EXPECT_EQ(names[999], "toilet tissue");
   // The compiled-in list is the repo's file, line for line (the file is installed as a --labels file).
-  std::ifstream f(cudl::testing::source_dir() + "/models/imagenet_classes.txt");
+  std::ifstream f(cudl::testing::source_dir() + "/models/zoo/imagenet_classes.txt");
   std::vector<std::string> lines;
   for (std::string line; std::getline(f, line);) lines.push_back(line);
   EXPECT_EQ(lines, names);

@@ -12,7 +12,7 @@
 
 #include "cudl/engine/io/image.hpp"
 #include "cudl/engine/io/safetensors.hpp"
-#include "cudl/models/saved_run.hpp"
+#include "cudl/models/checkpoint/saved_run.hpp"
 #include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"
 

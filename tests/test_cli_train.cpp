@@ -11,7 +11,7 @@
 #include <string>
 
 #include "cudl/engine/io/image.hpp"
-#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/checkpoint/checkpoint.hpp"
 #include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"
 

@@ -19,9 +19,9 @@
 #include "cudl/engine/distributed.hpp"
 #include "cudl/engine/io/safetensors.hpp"
 #include "cudl/layers/elementwise.hpp"
-#include "cudl/models/checkpoint.hpp"
-#include "cudl/models/data_parallel.hpp"
-#include "cudl/models/sequential.hpp"
+#include "cudl/models/checkpoint/checkpoint.hpp"
+#include "cudl/models/train/data_parallel.hpp"
+#include "cudl/models/network/sequential.hpp"
 #include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"
 

@@ -9,10 +9,10 @@
 #include <random>
 
 #include "cudl/engine/io/image.hpp"
-#include "cudl/models/checkpoint.hpp"
-#include "cudl/models/finetune.hpp"
-#include "cudl/models/model_file.hpp"
-#include "cudl/models/trainer.hpp"
+#include "cudl/models/checkpoint/checkpoint.hpp"
+#include "cudl/models/train/finetune.hpp"
+#include "cudl/models/zoo/model_file.hpp"
+#include "cudl/models/train/trainer.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

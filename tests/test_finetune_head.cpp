@@ -7,10 +7,10 @@
 #include <filesystem>
 #include <fstream>
 
-#include "cudl/models/checkpoint.hpp"
-#include "cudl/models/finetune.hpp"
-#include "cudl/models/model_file.hpp"
-#include "cudl/models/zoo.hpp"
+#include "cudl/models/checkpoint/checkpoint.hpp"
+#include "cudl/models/train/finetune.hpp"
+#include "cudl/models/zoo/model_file.hpp"
+#include "cudl/models/zoo/zoo.hpp"
 #include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"
 

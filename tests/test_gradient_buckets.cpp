@@ -1,4 +1,4 @@
-// Data parallel's bucketed all-reduce (models/gradient_buckets.hpp): every bucket starts only once
+// Data parallel's bucketed all-reduce (models/train/gradient_buckets.hpp): every bucket starts only once
 // backward has written all of its gradients, the buckets cover the block once, and the hook
 // Sequential calls during backward says where the final gradients begin.
 #include <gtest/gtest.h>
@@ -8,8 +8,8 @@
 
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/layers/linear.hpp"
-#include "cudl/models/gradient_buckets.hpp"
-#include "cudl/models/sequential.hpp"
+#include "cudl/models/train/gradient_buckets.hpp"
+#include "cudl/models/network/sequential.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

@@ -1,6 +1,6 @@
-// Networks as graphs (models/sequential.hpp, layers/merge.hpp): layers that name their inputs,
+// Networks as graphs (models/network/sequential.hpp, layers/merge.hpp): layers that name their inputs,
 // Add and Concat joins, gradients summed where an output has several readers, and the ResNets
-// of the zoo (models/resnet.hpp) with torchvision's parameter counts.
+// of the zoo (models/zoo/resnet.hpp) with torchvision's parameter counts.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,8 +11,8 @@
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/layers/linear.hpp"
 #include "cudl/layers/merge.hpp"
-#include "cudl/models/model_file.hpp"
-#include "cudl/models/zoo.hpp"
+#include "cudl/models/zoo/model_file.hpp"
+#include "cudl/models/zoo/zoo.hpp"
 #include "tests/gradcheck.hpp"
 #include "tests/test_util.hpp"
 

@@ -18,7 +18,7 @@
 #include "cudl/engine/io/augment.hpp"
 #include "cudl/engine/io/image.hpp"
 #include "cudl/engine/io/loader.hpp"
-#include "cudl/models/trainer.hpp"
+#include "cudl/models/train/trainer.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

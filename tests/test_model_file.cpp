@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "cudl/models/model_file.hpp"
-#include "cudl/models/zoo.hpp"
+#include "cudl/models/zoo/model_file.hpp"
+#include "cudl/models/zoo/zoo.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

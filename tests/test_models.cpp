@@ -9,7 +9,7 @@
 #include "cudl/layers/linear.hpp"
 #include "cudl/layers/normalization.hpp"
 #include "cudl/layers/optimizer.hpp"
-#include "cudl/models/zoo.hpp"
+#include "cudl/models/zoo/zoo.hpp"
 #include "tests/gradcheck.hpp"
 
 using namespace cudl;

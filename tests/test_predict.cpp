@@ -11,9 +11,9 @@
 #include "cudl/engine/io/datasets.hpp"
 #include "cudl/engine/io/image.hpp"
 #include "cudl/engine/io/safetensors.hpp"
-#include "cudl/models/checkpoint.hpp"
-#include "cudl/models/preprocess.hpp"
-#include "cudl/models/zoo.hpp"
+#include "cudl/models/checkpoint/checkpoint.hpp"
+#include "cudl/models/zoo/preprocess.hpp"
+#include "cudl/models/zoo/zoo.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

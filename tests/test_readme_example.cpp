@@ -5,7 +5,7 @@
 #include "cudl/layers/conv2d.hpp"
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/layers/linear.hpp"
-#include "cudl/models/trainer.hpp"
+#include "cudl/models/train/trainer.hpp"
 
 TEST(Readme, DefineYourOwnNet) {
   cudl::Context ctx(cudl::Device::parse("cpu"));

@@ -18,7 +18,7 @@
 
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/io/image.hpp"
-#include "cudl/models/style_transfer.hpp"
+#include "cudl/models/style/style_transfer.hpp"
 #include "tests/test_util.hpp"
 
 namespace {

@@ -1,4 +1,4 @@
-// Style transfer's typed options (models/style_options.hpp): the enums' names, the one check that
+// Style transfer's typed options (models/style/style_options.hpp): the enums' names, the one check that
 // names the field, the bounds the CLI shares with the library, and the plan of scales and tiles.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "cudl/models/style_options.hpp"
+#include "cudl/models/style/style_options.hpp"
 #include "tests/test_util.hpp"
 
 namespace {

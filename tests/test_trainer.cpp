@@ -9,7 +9,7 @@
 #include "cudl/engine/device.hpp"
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/layers/linear.hpp"
-#include "cudl/models/trainer.hpp"
+#include "cudl/models/train/trainer.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

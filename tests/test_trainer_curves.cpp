@@ -5,7 +5,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "cudl/models/curves.hpp"
+#include "cudl/models/train/curves.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

@@ -14,8 +14,8 @@
 #include "cudl/engine/device.hpp"
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/layers/linear.hpp"
-#include "cudl/models/checkpoint.hpp"
-#include "cudl/models/trainer.hpp"
+#include "cudl/models/checkpoint/checkpoint.hpp"
+#include "cudl/models/train/trainer.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/test_util.hpp"
 

@@ -14,9 +14,9 @@
 
 #include "cudl/engine/io/safetensors.hpp"
 #include "cudl/engine/philox.hpp"
-#include "cudl/models/checkpoint.hpp"
-#include "cudl/models/trainer.hpp"
-#include "cudl/models/zoo.hpp"
+#include "cudl/models/checkpoint/checkpoint.hpp"
+#include "cudl/models/train/trainer.hpp"
+#include "cudl/models/zoo/zoo.hpp"
 #include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"
 

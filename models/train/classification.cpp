@@ -1,7 +1,7 @@
 #include "cudl/models/train/classification.hpp"
 
-#include "cudl/models/batch_means.hpp"
-#include "cudl/models/data_parallel.hpp"
+#include "cudl/models/train/batch_means.hpp"
+#include "cudl/models/train/data_parallel.hpp"
 
 namespace cudl {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/checkpoint/checkpoint.hpp"
 #include "cudl/models/train/train.hpp"
 
 namespace cudl::train_hooks {

@@ -10,10 +10,10 @@
 #include <string>
 
 #include "cudl/engine/io/atomic_file.hpp"
-#include "cudl/models/checkpoint.hpp"
-#include "cudl/models/data_parallel.hpp"
-#include "cudl/models/gradient_buckets.hpp"
-#include "cudl/models/model_file.hpp"
+#include "cudl/models/checkpoint/checkpoint.hpp"
+#include "cudl/models/train/data_parallel.hpp"
+#include "cudl/models/train/gradient_buckets.hpp"
+#include "cudl/models/zoo/model_file.hpp"
 #include "cudl/models/train/hooks.hpp"
 
 namespace cudl {

@@ -21,7 +21,7 @@
 #include "cudl/engine/io/loader.hpp"
 #include "cudl/layers/loss_scaler.hpp"
 #include "cudl/layers/optimizer.hpp"
-#include "cudl/models/sequential.hpp"
+#include "cudl/models/network/sequential.hpp"
 
 namespace cudl {
 
@@ -81,7 +81,7 @@ struct FitOptions {
   Augment augment;                              // training-time augmentation (engine/io/augment.hpp); none by default
   int workers = 0;                              // the training loader's threads (0: default_loader_workers())
   int prefetch = 0;                             // batches staged ahead of the step (0: the loader's default)
-  std::map<std::string, std::string> metadata;  // saved with every checkpoint as extra.<key> (models/preprocess.hpp)
+  std::map<std::string, std::string> metadata;  // saved with every checkpoint as extra.<key> (models/zoo/preprocess.hpp)
   std::function<void(const TrainProgress&)> on_progress;
 
   // The epoch with the best monitored metric (TrainResult::monitor: the task's validation metric
@@ -111,13 +111,13 @@ struct FitOptions {
   std::function<void(std::int64_t step)> after_step;
   // fp16 (ctx.precision()): dynamic loss scaling's settings; unused in other precisions.
   LossScalerConfig loss_scaling;
-  // Data-parallel training (models/data_parallel.hpp): this process is one of comm->size() ranks,
+  // Data-parallel training (models/train/data_parallel.hpp): this process is one of comm->size() ranks,
   // each training on its shard of every global batch of batch_size images. nullptr: one process.
   // Writers (save paths, metrics, callbacks) are the caller's to give to one rank only.
   Communicator* comm = nullptr;
   // With comm: the gradient all-reduce goes in buckets of about this many MB (fp32 gradients), each
   // started as soon as backward has produced it, so it runs under the rest of backward
-  // (models/gradient_buckets.hpp); 0: one all-reduce of the whole block after backward.
+  // (models/train/gradient_buckets.hpp); 0: one all-reduce of the whole block after backward.
   double bucket_mb = 25;
 };
 using TrainConfig = FitOptions;

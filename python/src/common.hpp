@@ -15,8 +15,8 @@
 #include "cudl/engine/error.hpp"
 #include "cudl/engine/tensor.hpp"
 #include "cudl/engine/io/datasets.hpp"
-#include "cudl/models/sequential.hpp"
-#include "cudl/models/zoo.hpp"
+#include "cudl/models/network/sequential.hpp"
+#include "cudl/models/zoo/zoo.hpp"
 
 namespace cudl::python {
 

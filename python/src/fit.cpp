@@ -10,7 +10,7 @@
 #include <optional>
 #include <utility>
 
-#include "cudl/models/trainer.hpp"
+#include "cudl/models/train/trainer.hpp"
 #include "python/src/common.hpp"
 
 namespace cudl::python {

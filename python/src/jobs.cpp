@@ -2,9 +2,9 @@
 #include <algorithm>
 
 #include "cudl/engine/io/image.hpp"
-#include "cudl/models/model_bench.hpp"
-#include "cudl/models/style_transfer.hpp"
-#include "cudl/models/zoo.hpp"
+#include "cudl/models/train/model_bench.hpp"
+#include "cudl/models/style/style_transfer.hpp"
+#include "cudl/models/zoo/zoo.hpp"
 #include "python/src/common.hpp"
 
 namespace cudl::python {

@@ -4,10 +4,10 @@
 #include <map>
 
 #include "cudl/engine/io/files.hpp"
-#include "cudl/models/checkpoint.hpp"
-#include "cudl/models/model_file.hpp"
-#include "cudl/models/saved_run.hpp"
-#include "cudl/models/trainer.hpp"
+#include "cudl/models/checkpoint/checkpoint.hpp"
+#include "cudl/models/zoo/model_file.hpp"
+#include "cudl/models/checkpoint/saved_run.hpp"
+#include "cudl/models/train/trainer.hpp"
 #include "python/src/common.hpp"
 
 namespace cudl::python {

@@ -35,8 +35,8 @@
 #include "cudl/engine/text.hpp"
 #include "cudl/engine/timer.hpp"
 #include "cudl/layers/optimizer.hpp"
-#include "cudl/models/model_bench.hpp"
-#include "cudl/models/zoo.hpp"
+#include "cudl/models/train/model_bench.hpp"
+#include "cudl/models/zoo/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 
@@ -54,7 +54,7 @@ struct BenchCase {
   std::function<std::function<void()>(Context&)> prepare;
 };
 
-// Timings, their summary and the noisy threshold: the library's (models/model_bench.hpp), shared
+// Timings, their summary and the noisy threshold: the library's (models/train/model_bench.hpp), shared
 // with the Python module's cudl.bench.
 using Timing = BenchTiming;
 constexpr double kNoisyCv = kBenchNoisyCv;
@@ -330,7 +330,7 @@ void print_layer_profile(const Sequential& model, const char* what) {
 }
 
 // Images per second of a whole training step (forward, loss, backward, Adam) and of inference,
-// on synthetic data of the model's input shape, with the pool's peak memory (models/model_bench.hpp).
+// on synthetic data of the model's input shape, with the pool's peak memory (models/train/model_bench.hpp).
 void bench_models(Context& ctx, const Options& opt, nlohmann::json& results) {
   for (const auto& name : non_empty_items(opt.models)) {
     std::vector<std::int64_t> batches;

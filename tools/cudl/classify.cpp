@@ -11,10 +11,10 @@
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/error.hpp"
 #include "cudl/engine/io/image.hpp"
-#include "cudl/models/checkpoint.hpp"
-#include "cudl/models/imagenet_classes.hpp"
-#include "cudl/models/saved_run.hpp"
-#include "cudl/models/zoo.hpp"
+#include "cudl/models/checkpoint/checkpoint.hpp"
+#include "cudl/models/zoo/imagenet_classes.hpp"
+#include "cudl/models/checkpoint/saved_run.hpp"
+#include "cudl/models/zoo/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 
@@ -53,7 +53,7 @@ void run_classify(const ClassifyArgs& a) {
   const ModelSpec& spec = model_spec(model_name);
   CUDL_CHECK(spec.input == (Shape{3, 224, 224}), "classify: {} is not an ImageNet model (input {})", model_name,
              spec.input);
-  // --labels, else ImageNet's bundled names for a 1000-class model (models/imagenet_classes.hpp).
+  // --labels, else ImageNet's bundled names for a 1000-class model (models/zoo/imagenet_classes.hpp).
   std::vector<std::string> labels = default_class_names(spec.num_classes);
   if (!a.labels.empty()) {
     labels = read_label_file("--labels", a.labels, static_cast<std::size_t>(spec.num_classes), model_name);

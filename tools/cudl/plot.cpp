@@ -10,7 +10,7 @@
 
 #include "cudl/engine/io/files.hpp"
 #include "cudl/engine/io/json.hpp"
-#include "cudl/models/curves.hpp"
+#include "cudl/models/train/curves.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 

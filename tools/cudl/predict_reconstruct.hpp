@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "cudl/models/preprocess.hpp"
-#include "cudl/models/sequential.hpp"
+#include "cudl/models/zoo/preprocess.hpp"
+#include "cudl/models/network/sequential.hpp"
 
 namespace cudl::cli {
 

@@ -1,4 +1,4 @@
-// `cudl style`: neural style transfer on a photo (models/style_transfer.hpp), with
+// `cudl style`: neural style transfer on a photo (models/style/style_transfer.hpp), with
 // jcjohnson/neural-style's option names.
 #include <fmt/format.h>
 
@@ -14,7 +14,7 @@
 #include "cudl/engine/io/atomic_file.hpp"
 #include "cudl/engine/io/image.hpp"
 #include "cudl/engine/text.hpp"
-#include "cudl/models/style_transfer.hpp"
+#include "cudl/models/style/style_transfer.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 #include "tools/cudl/progress.hpp"

@@ -1,11 +1,11 @@
 #pragma once
-// `cudl style`'s flags from the library's typed options (models/style_options.hpp): validators
+// `cudl style`'s flags from the library's typed options (models/style/style_options.hpp): validators
 // built from the library's bounds and enum parsers, and the flag that spells a field, so the CLI
 // and the library share one range and one list of names per option.
 #include <CLI/CLI.hpp>
 #include <string>
 
-#include "cudl/models/style_options.hpp"
+#include "cudl/models/style/style_options.hpp"
 #include "tools/cudl/checks.hpp"
 
 namespace cudl::cli {

@@ -3,8 +3,8 @@
 
 #include <algorithm>
 
-#include "cudl/models/model_file.hpp"
-#include "cudl/models/zoo.hpp"
+#include "cudl/models/zoo/model_file.hpp"
+#include "cudl/models/zoo/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 

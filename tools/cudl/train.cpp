@@ -11,13 +11,13 @@
 #include "cudl/engine/cpu_threads.hpp"
 #include "cudl/engine/io/atomic_file.hpp"
 #include "cudl/engine/io/safetensors.hpp"
-#include "cudl/models/checkpoint.hpp"
-#include "cudl/models/curves.hpp"
-#include "cudl/models/finetune.hpp"
-#include "cudl/models/model_file.hpp"
-#include "cudl/models/saved_run.hpp"
-#include "cudl/models/trainer.hpp"
-#include "cudl/models/zoo.hpp"
+#include "cudl/models/checkpoint/checkpoint.hpp"
+#include "cudl/models/train/curves.hpp"
+#include "cudl/models/train/finetune.hpp"
+#include "cudl/models/zoo/model_file.hpp"
+#include "cudl/models/checkpoint/saved_run.hpp"
+#include "cudl/models/train/trainer.hpp"
+#include "cudl/models/zoo/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 #include "tools/cudl/train_distributed.hpp"
@@ -234,7 +234,7 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
   std::string saved_dataset, recorded_model;
   double test_split = c.test_split;
   if (!a.fit.resume_path.empty()) {
-    // The model and the dataset kind come from the checkpoint unless given (models/saved_run.hpp).
+    // The model and the dataset kind come from the checkpoint unless given (models/checkpoint/saved_run.hpp).
     check_input_file("--resume", a.fit.resume_path);
     const SavedRun saved = read_saved_run(a.fit.resume_path);
     a.model = resolve_model("--resume", a.model_given ? a.model : std::string(), a.fit.resume_path, saved);
@@ -450,7 +450,7 @@ void run_eval(const TrainArgs& a, const EvalArgs& e) {
                                                     : default_dataset(model_name);
   Sequential model = make_model(model_name);
   const ModelSpec spec = model_spec(model_name);
-  const bool new_head = apply_saved_head(e.weights, model);  // a fine-tuned checkpoint's head (models/finetune.hpp)
+  const bool new_head = apply_saved_head(e.weights, model);  // a fine-tuned checkpoint's head (models/train/finetune.hpp)
   const int outputs = new_head ? saved.num_classes : 0;
   int image_size = a.image_size;
   if (image_size == 0 && kind == "folder" && saved.preprocess && saved.preprocess->crop_height != spec.input[1])

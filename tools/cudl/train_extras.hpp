@@ -9,9 +9,9 @@
 #include <string>
 
 #include "cudl/engine/io/datasets.hpp"
-#include "cudl/models/reconstruction.hpp"
-#include "cudl/models/sequential.hpp"
-#include "cudl/models/trainer.hpp"
+#include "cudl/models/train/reconstruction.hpp"
+#include "cudl/models/network/sequential.hpp"
+#include "cudl/models/train/trainer.hpp"
 
 namespace cudl::cli {
 
@@ -41,7 +41,7 @@ std::string prepare_model(const TrainExtras& e, Sequential& model);
 // initialisation), then --freeze. Prints what was skipped and frozen.
 void finish_model(const TrainExtras& e, Context& ctx, Sequential& model, const std::string& new_head);
 // Metadata saved with the checkpoints (preprocessing, class names, the new head's size, the
-// dataset kind and a model file's text: models/saved_run.hpp reads them back).
+// dataset kind and a model file's text: models/checkpoint/saved_run.hpp reads them back).
 void add_metadata(const TrainExtras& e, const std::string& model, const std::string& kind, const DataSplits& data,
                   FitOptions& o);
 // A progress bar per epoch on stderr, its status text from `status` (classification and

@@ -3,7 +3,7 @@
 
 #include <cstdio>
 
-#include "cudl/models/checkpoint.hpp"
+#include "cudl/models/checkpoint/checkpoint.hpp"
 #include "tools/cudl/commands.hpp"
 
 namespace cudl::cli {

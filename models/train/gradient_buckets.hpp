@@ -1,0 +1,47 @@
+#pragma once
+// Data parallel's all-reduce, overlapped with the backward pass (as PyTorch DDP's buckets): the
+// gradient block is cut, from its end, into buckets of about `bucket_elements`; backward produces
+// gradients from the last layer's to the first's, which are the block's end to its start
+// (models/network/sequential.hpp lays parameters out in layer order), so a bucket is final as soon as
+// backward has passed its start, and its all-reduce starts then, while backward goes on below.
+// finish() starts what is left and waits for all of them. The sums are the same as one all-reduce
+// of the whole block (element by element over the same ranks), only issued earlier.
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "cudl/engine/distributed.hpp"
+#include "cudl/engine/tensor.hpp"
+
+namespace cudl {
+
+// ~25 MB of f32 gradients, PyTorch DDP's default bucket.
+inline constexpr std::int64_t kDefaultBucketElements = 25'000'000 / 4;
+
+class GradientBuckets {
+ public:
+  // `elements`: the gradient block's size; bucket_elements <= 0: one bucket, the whole block.
+  GradientBuckets(Communicator& comm, std::int64_t elements, std::int64_t bucket_elements = kDefaultBucketElements);
+
+  // Before each step's backward.
+  void begin_step();
+  // Every gradient from `offset` to the block's end is final: starts the buckets lying there.
+  void ready_from(Context& ctx, Tensor& block, std::int64_t offset);
+  // After backward: starts the remaining buckets and waits for every one (averaged over ranks).
+  void finish(Context& ctx, Tensor& block);
+
+  // [begin, end) of each bucket, in the order they start (from the block's end).
+  const std::vector<std::pair<std::int64_t, std::int64_t>>& buckets() const { return buckets_; }
+  // Buckets started during the last step before finish() (the overlapped ones).
+  std::int64_t started_early() const { return started_early_; }
+
+ private:
+  void start(Context& ctx, Tensor& block, std::size_t index);
+
+  Communicator& comm_;
+  std::vector<std::pair<std::int64_t, std::int64_t>> buckets_;
+  std::size_t next_ = 0;
+  std::int64_t started_early_ = 0;
+};
+
+}  // namespace cudl
