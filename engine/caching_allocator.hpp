@@ -15,10 +15,10 @@ namespace cudl {
 
 struct CachingAllocatorConfig {
   std::size_t round_bytes = 512;
-  std::size_t small_block_limit = 1u << 20;      // requests <= this use the small pool
-  std::size_t small_segment_bytes = 2u << 20;    // small-pool segments are this size
+  std::size_t small_block_limit = 1u << 20;    // requests <= this use the small pool
+  std::size_t small_segment_bytes = 2u << 20;  // small-pool segments are this size
   std::size_t large_segment_min_bytes = 20u << 20;
-  std::size_t large_round_bytes = 2u << 20;      // large segments are rounded to this
+  std::size_t large_round_bytes = 2u << 20;  // large segments are rounded to this
   // A large block is split only when the rest exceeds max(small_block_limit, this); a smaller rest
   // stays inside the handed-out block as waste. 0 = the small_block_limit rule alone.
   std::size_t max_split_remainder_waste = 0;

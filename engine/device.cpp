@@ -19,8 +19,6 @@ Device Device::parse(std::string_view text) {
   CUDL_THROW("device: cannot parse '{}': expected cpu, cuda, cuda:N or auto", text);
 }
 
-std::string Device::str() const {
-  return is_cpu() ? std::string("cpu") : fmt::format("cuda:{}", index);
-}
+std::string Device::str() const { return is_cpu() ? std::string("cpu") : fmt::format("cuda:{}", index); }
 
 }  // namespace cudl

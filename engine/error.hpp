@@ -1,11 +1,11 @@
 #pragma once
 // cudl::Error and the macros that raise it. Every message names the failing call or op, the
 // shapes involved and the file:line where it was raised, so one line on stderr is enough to act.
+#include <fmt/format.h>
+
 #include <stdexcept>
 #include <string>
 #include <string_view>
-
-#include <fmt/format.h>
 
 namespace cudl {
 

@@ -1,10 +1,10 @@
 #pragma once
+#include <fmt/format.h>
+
 #include <array>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace cudl {
 

@@ -23,7 +23,7 @@ struct GradCheckOptions {
   float step = 1e-2f;
   double rtol = 2e-2;
   double atol = 2e-3;
-  std::int64_t max_checks = 256;  // checks every element when it has at most this many
+  std::int64_t max_checks = 256;                              // checks every element when it has at most this many
   std::function<bool(std::int64_t index, float value)> skip;  // e.g. points too close to a kink
 };
 

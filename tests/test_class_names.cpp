@@ -13,8 +13,8 @@
 #include "tests/test_util.hpp"
 
 using namespace cudl;
-using cudl::testing::slurp;
 using cudl::testing::contains;
+using cudl::testing::slurp;
 using cudl::testing::TempDir;
 
 TEST(ClassNames, ImageNetsThousandNamesInOrder) {

@@ -31,9 +31,9 @@
 #include "tests/test_util.hpp"
 
 using namespace cudl;
-using cudl::testing::slurp;
 using cudl::testing::contains;
 using cudl::testing::rewrite_safetensors;
+using cudl::testing::slurp;
 using cudl::testing::TempDir;
 namespace fs = std::filesystem;
 

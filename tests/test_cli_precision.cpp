@@ -64,20 +64,22 @@ TEST(CliPrecision, ABf16RunResumesInFp32AndAnFp32RunResumesInFp16) {
       << slurp(dir.file("err"));
   expect_all_f32(dir.file("bf16.safetensors"));
   expect_epochs_in(dir.file("bf16.json"), "bf16", 1);
-  ASSERT_EQ(run_cli(dir, fmt::format("train {} --epochs 2 --precision fp32 --resume '{}' --save '{}' --metrics-json '{}'",
-                                     common, dir.file("bf16.safetensors"), dir.file("bf16.safetensors"),
-                                     dir.file("resumed.json"))),
-            0)
+  ASSERT_EQ(
+      run_cli(dir,
+              fmt::format("train {} --epochs 2 --precision fp32 --resume '{}' --save '{}' --metrics-json '{}'", common,
+                          dir.file("bf16.safetensors"), dir.file("bf16.safetensors"), dir.file("resumed.json"))),
+      0)
       << slurp(dir.file("err"));
   expect_all_f32(dir.file("bf16.safetensors"));
   expect_epochs_in(dir.file("resumed.json"), "fp32", 2);
 
   ASSERT_EQ(run_cli(dir, fmt::format("train {} --epochs 1 --save '{}'", common, dir.file("fp32.safetensors"))), 0)
       << slurp(dir.file("err"));
-  ASSERT_EQ(run_cli(dir, fmt::format("train {} --epochs 2 --precision fp16 --resume '{}' --save '{}' --metrics-json '{}'",
-                                     common, dir.file("fp32.safetensors"), dir.file("fp32.safetensors"),
-                                     dir.file("fp16.json"))),
-            0)
+  ASSERT_EQ(
+      run_cli(dir,
+              fmt::format("train {} --epochs 2 --precision fp16 --resume '{}' --save '{}' --metrics-json '{}'", common,
+                          dir.file("fp32.safetensors"), dir.file("fp32.safetensors"), dir.file("fp16.json"))),
+      0)
       << slurp(dir.file("err"));
   expect_all_f32(dir.file("fp32.safetensors"));
   expect_epochs_in(dir.file("fp16.json"), "fp16", 2);

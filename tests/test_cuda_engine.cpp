@@ -32,8 +32,7 @@ void raise_fault_on_device(Context& ctx, DeviceFault fault) {
   static int code = 0;  // read by the async copy before the next sync below; static, so it outlives it
   code = static_cast<int>(fault);
   CudaResources& r = cuda_resources(ctx);
-  ASSERT_EQ(cudaMemcpyAsync(device_fault_word(ctx), &code, sizeof(int), cudaMemcpyHostToDevice, r.stream),
-            cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(device_fault_word(ctx), &code, sizeof(int), cudaMemcpyHostToDevice, r.stream), cudaSuccess);
 }
 #endif
 

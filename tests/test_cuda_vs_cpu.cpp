@@ -257,13 +257,10 @@ void CudaVsCpu::conv2d_cases(Tolerance tol) {
     // Accumulating first: under the measured search this call is the one timed, and the timing
     // must leave dw's running sum alone.
     Both dw = random(tc.w, seed++);
-    on_both([&](Backend& be, Context& ctx, Side s) {
-      be.conv2d_backward_filter(ctx, x.*s, dy.*s, tc.p, dw.*s, true);
-    });
+    on_both([&](Backend& be, Context& ctx, Side s) { be.conv2d_backward_filter(ctx, x.*s, dy.*s, tc.p, dw.*s, true); });
     expect_close(dw, tol, "conv2d_backward_filter accumulate " + name);
-    on_both([&](Backend& be, Context& ctx, Side s) {
-      be.conv2d_backward_filter(ctx, x.*s, dy.*s, tc.p, dw.*s, false);
-    });
+    on_both(
+        [&](Backend& be, Context& ctx, Side s) { be.conv2d_backward_filter(ctx, x.*s, dy.*s, tc.p, dw.*s, false); });
     expect_close(dw, tol, "conv2d_backward_filter " + name);
   }
 }
@@ -298,9 +295,7 @@ TEST_F(CudaVsCpu, Activations) {
 
     Both dy = random(shape, 21);
     Both dx = zeros(shape);
-    on_both([&](Backend& be, Context& ctx, Side s) {
-      be.activation_backward(ctx, a, 0.1f, x.*s, y.*s, dy.*s, dx.*s);
-    });
+    on_both([&](Backend& be, Context& ctx, Side s) { be.activation_backward(ctx, a, 0.1f, x.*s, y.*s, dy.*s, dx.*s); });
     expect_close(dx, kElementwise, name + " backward");
   }
 }

@@ -20,8 +20,8 @@
 #include "cudl/engine/io/safetensors.hpp"
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/models/checkpoint/checkpoint.hpp"
-#include "cudl/models/train/data_parallel.hpp"
 #include "cudl/models/network/sequential.hpp"
+#include "cudl/models/train/data_parallel.hpp"
 #include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"
 

@@ -11,14 +11,14 @@
 #include "cudl/engine/io/image.hpp"
 #include "cudl/models/checkpoint/checkpoint.hpp"
 #include "cudl/models/train/finetune.hpp"
-#include "cudl/models/zoo/model_file.hpp"
 #include "cudl/models/train/trainer.hpp"
+#include "cudl/models/zoo/model_file.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;
-using cudl::testing::slurp;
 using cudl::testing::contains;
 using cudl::testing::expect_error;
+using cudl::testing::slurp;
 using cudl::testing::TempDir;
 
 namespace {
@@ -246,8 +246,7 @@ TEST(Finetune, FineTuningFromACheckpointBeatsTrainingFromScratchInTheSameSteps) 
   EXPECT_GE(tuned.test_accuracy, scratch.test_accuracy);
 }
 
-namespace {
-}  // namespace
+namespace {}  // namespace
 
 TEST(FinetuneCli, InitFromNumClassesAndFreezeFromTheCommandLine) {
   TempDir dir;

@@ -8,8 +8,8 @@
 
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/layers/linear.hpp"
-#include "cudl/models/train/gradient_buckets.hpp"
 #include "cudl/models/network/sequential.hpp"
+#include "cudl/models/train/gradient_buckets.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;

@@ -12,9 +12,9 @@
 #include "tests/test_util.hpp"
 
 using namespace cudl;
-using cudl::testing::slurp;
 using cudl::testing::contains;
 using cudl::testing::expect_error;
+using cudl::testing::slurp;
 using cudl::testing::TempDir;
 
 namespace {

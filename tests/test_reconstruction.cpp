@@ -13,17 +13,17 @@
 #include "cudl/engine/io/image.hpp"
 #include "cudl/engine/io/safetensors.hpp"
 #include "cudl/models/checkpoint/checkpoint.hpp"
-#include "cudl/models/train/curves.hpp"
-#include "cudl/models/zoo/model_file.hpp"
-#include "cudl/models/train/reconstruction.hpp"
 #include "cudl/models/train/classification.hpp"
+#include "cudl/models/train/curves.hpp"
+#include "cudl/models/train/reconstruction.hpp"
+#include "cudl/models/zoo/model_file.hpp"
 #include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;
-using cudl::testing::slurp;
 using cudl::testing::contains;
 using cudl::testing::expect_error;
+using cudl::testing::slurp;
 using cudl::testing::TempDir;
 
 namespace {

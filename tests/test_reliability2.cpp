@@ -15,14 +15,14 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "cudl/engine/io/safetensors.hpp"
 #include "cudl/engine/io/datasets.hpp"
 #include "cudl/engine/io/image.hpp"
 #include "cudl/engine/io/json.hpp"
 #include "cudl/engine/io/loader.hpp"
+#include "cudl/engine/io/safetensors.hpp"
+#include "cudl/models/train/trainer.hpp"
 #include "cudl/models/zoo/model_file.hpp"
 #include "cudl/models/zoo/preprocess.hpp"
-#include "cudl/models/train/trainer.hpp"
 #include "tests/safetensors_edit.hpp"
 #include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"

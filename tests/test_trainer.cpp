@@ -63,10 +63,8 @@ TEST(Trainer, FitRejectsATrainLabelOutsideTheModelsClasses) {
     Context ctx{device};
     Sequential net = three_class_model(ctx);
     int reported = 0;
-    std::string message =
-        error_message([&] { fit(ctx, net, tiny(10, 3, 7, 12), tiny(6, 3), one_epoch(&reported)); });
-    EXPECT_TRUE(contains(message, "train: label 12 at index 7 is outside [0, 3) (the model has 3 outputs"))
-        << message;
+    std::string message = error_message([&] { fit(ctx, net, tiny(10, 3, 7, 12), tiny(6, 3), one_epoch(&reported)); });
+    EXPECT_TRUE(contains(message, "train: label 12 at index 7 is outside [0, 3) (the model has 3 outputs")) << message;
     EXPECT_TRUE(contains(message, "dataset 'tiny'")) << message;
     EXPECT_EQ(reported, 0) << "checked before the first step";
     message = error_message([&] { fit(ctx, net, tiny(10, 3, 0, -1), tiny(6, 3), one_epoch(&reported)); });

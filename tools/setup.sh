@@ -3,13 +3,14 @@
 # The CUDA toolkit (with cuDNN and cuBLAS) is optional: without it the CPU backend is built.
 set -euo pipefail
 # libdnnl-dev: oneDNN, the CPU backend's convolutions and GEMMs (optional to CMake: CUDL_ONEDNN=AUTO).
-# clang with its sanitizer/libFuzzer runtimes and OpenMP: tools/sanitize.sh and tools/fuzz.sh.
+# clang with its sanitizer/libFuzzer runtimes and OpenMP: tools/sanitize.sh and tools/fuzz.sh; clang-format:
+# tools/check-format.sh.
 # OpenMPI: data-parallel training (mpirun -np N cudl train; optional to CMake: CUDL_DISTRIBUTED=AUTO)
 # and its tests, which run 2 ranks under mpirun.
 # pybind11, Python's headers, pytest and numpy: the Python module and its tests (optional to CMake:
 # CUDL_PYTHON=AUTO).
 packages=(cmake ninja-build g++ pkg-config dpkg-dev libfmt-dev libcli11-dev nlohmann-json3-dev libgtest-dev
-          libopenblas-dev libdnnl-dev libpng-dev libjpeg-dev zlib1g-dev clang libclang-rt-14-dev libomp-dev
+          libopenblas-dev libdnnl-dev libpng-dev libjpeg-dev zlib1g-dev clang clang-format libclang-rt-14-dev libomp-dev
           libopenmpi-dev openmpi-bin pybind11-dev python3-dev python3-pytest python3-numpy)
 missing=()
 for p in "${packages[@]}"; do

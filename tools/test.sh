@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: set-up, then build and test both configurations: the default one (the CUDA
+# The test command: set-up and the formatting check, then build and test both configurations: the default one (the CUDA
 # backend compiled when nvcc, cuDNN and cuBLAS are found; its GPU tests skip visibly without a
 # GPU) and the CPU-only one (-DCUDL_CUDA=OFF); the CPU-only build installed and used as a package
 # (tools/test-install.sh); then the unit tests under ASan+UBSan
@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 status=0
+echo "=== cudl: formatting (clang-format, the checkout's .clang-format)"
+bash tools/check-format.sh || status=1
 # The end-to-end training runs (minutes on a CPU) run once, in the default configuration; the
 # CPU-only build runs everything else.
 echo "=== cudl: building and testing build (CUDL_CUDA=AUTO)"

@@ -2,15 +2,15 @@
 // CUDA-only plumbing shared by the engine and the CUDA kernels: status checks that throw
 // cudl::Error naming the call, the per-context resources (stream, cuBLAS and cuDNN handles), and
 // the device allocator. Included only by code compiled when CUDL_HAVE_CUDA is set.
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+
 #include <cstddef>
 #include <memory>
 #include <new>
 #include <string>
 #include <unordered_map>
-
-#include <cublas_v2.h>
-#include <cuda_runtime_api.h>
-#include <cudnn.h>
 
 #include "cudl/engine/allocator.hpp"
 #include "cudl/engine/context.hpp"
@@ -41,46 +41,46 @@ void sync_check(const char* what, const char* file, int line);
 }  // namespace cudl
 
 // Each takes the call and, optionally, a fmt format string with arguments naming the op and shapes.
-#define CUDL_CUDA_CHECK(call, ...)                                                                 \
-  do {                                                                                             \
-    cudaError_t cudl_status_ = (call);                                                             \
-    if (cudl_status_ != cudaSuccess) [[unlikely]]                                                  \
-      ::cudl::cuda_detail::throw_cuda(cudl_status_, #call, __FILE__, __LINE__,                     \
-                                      ::fmt::format("" __VA_OPT__(__VA_ARGS__)));                  \
+#define CUDL_CUDA_CHECK(call, ...)                                                \
+  do {                                                                            \
+    cudaError_t cudl_status_ = (call);                                            \
+    if (cudl_status_ != cudaSuccess) [[unlikely]]                                 \
+      ::cudl::cuda_detail::throw_cuda(cudl_status_, #call, __FILE__, __LINE__,    \
+                                      ::fmt::format("" __VA_OPT__(__VA_ARGS__))); \
   } while (0)
 
 // cuBLAS and cuDNN calls enqueue device work, so in CUDL_SYNC_CHECK mode they are followed by a
 // device sync that blames them for a fault of that work.
-#define CUDL_CUBLAS_CHECK(call, ...)                                                               \
-  do {                                                                                             \
-    cublasStatus_t cudl_status_ = (call);                                                          \
-    if (cudl_status_ != CUBLAS_STATUS_SUCCESS) [[unlikely]]                                        \
-      ::cudl::cuda_detail::throw_cublas(cudl_status_, #call, __FILE__, __LINE__,                   \
-                                        ::fmt::format("" __VA_OPT__(__VA_ARGS__)));                \
-    ::cudl::cuda_detail::sync_check(#call, __FILE__, __LINE__);                                    \
+#define CUDL_CUBLAS_CHECK(call, ...)                                                \
+  do {                                                                              \
+    cublasStatus_t cudl_status_ = (call);                                           \
+    if (cudl_status_ != CUBLAS_STATUS_SUCCESS) [[unlikely]]                         \
+      ::cudl::cuda_detail::throw_cublas(cudl_status_, #call, __FILE__, __LINE__,    \
+                                        ::fmt::format("" __VA_OPT__(__VA_ARGS__))); \
+    ::cudl::cuda_detail::sync_check(#call, __FILE__, __LINE__);                     \
   } while (0)
 
-#define CUDL_CUDNN_CHECK(call, ...)                                                                \
-  do {                                                                                             \
-    cudnnStatus_t cudl_status_ = (call);                                                           \
-    if (cudl_status_ != CUDNN_STATUS_SUCCESS) [[unlikely]]                                         \
-      ::cudl::cuda_detail::throw_cudnn(cudl_status_, #call, __FILE__, __LINE__,                    \
-                                       ::fmt::format("" __VA_OPT__(__VA_ARGS__)));                 \
-    ::cudl::cuda_detail::sync_check(#call, __FILE__, __LINE__);                                    \
+#define CUDL_CUDNN_CHECK(call, ...)                                                \
+  do {                                                                             \
+    cudnnStatus_t cudl_status_ = (call);                                           \
+    if (cudl_status_ != CUDNN_STATUS_SUCCESS) [[unlikely]]                         \
+      ::cudl::cuda_detail::throw_cudnn(cudl_status_, #call, __FILE__, __LINE__,    \
+                                       ::fmt::format("" __VA_OPT__(__VA_ARGS__))); \
+    ::cudl::cuda_detail::sync_check(#call, __FILE__, __LINE__);                    \
   } while (0)
 
 // After every kernel launch: catches bad launch configurations at the launch site (and, with
 // CUDL_SYNC_CHECK=1, faults while the kernel ran).
-#define CUDL_KERNEL_CHECK(kernel_name)                                                             \
-  do {                                                                                             \
-    CUDL_CUDA_CHECK(cudaGetLastError(), "kernel {}", kernel_name);                                 \
-    ::cudl::cuda_detail::sync_check(kernel_name, __FILE__, __LINE__);                              \
+#define CUDL_KERNEL_CHECK(kernel_name)                                \
+  do {                                                                \
+    CUDL_CUDA_CHECK(cudaGetLastError(), "kernel {}", kernel_name);    \
+    ::cudl::cuda_detail::sync_check(kernel_name, __FILE__, __LINE__); \
   } while (0)
 
 namespace cudl {
 
 struct ConvAlgorithm {
-  int algo = 0;                  // cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t
+  int algo = 0;  // cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t
   std::size_t workspace_bytes = 0;
   cudnnMathType_t math = CUDNN_FMA_MATH;
 };
@@ -140,8 +140,7 @@ std::shared_ptr<Allocator> make_cuda_allocator(int device);
 // A copy ordered on ctx's stream; to the host, it waits for it and then reports a device fault
 // (see device_fault_word). When ctx is a CPU context (Tensor::to(cpu_ctx) of a CUDA tensor) there
 // is no stream to order on: it waits for the CUDA side's whole device, then copies synchronously.
-void cuda_copy_bytes(Context& ctx, void* dst, Device dst_device, const void* src, Device src_device,
-                     std::size_t bytes);
+void cuda_copy_bytes(Context& ctx, void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes);
 
 // The context's device fault word (one int in device memory, DeviceFault::none at creation):
 // kernels that meet bad data they cannot throw on set it; the next synchronising read on the

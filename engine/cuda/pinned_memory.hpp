@@ -6,13 +6,12 @@
 // both calls do nothing (copies out of it finish before copy_bytes returns).
 //
 // Header-only so the CPU-only build, which compiles no engine/cuda/*.cpp, still gets the plain path.
-#include "cudl/config.hpp"  // CUDL_HAVE_CUDA
-
 #include <cstddef>
 #include <cstdlib>
 #include <new>
 #include <utility>
 
+#include "cudl/config.hpp"  // CUDL_HAVE_CUDA
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/error.hpp"
 

@@ -24,11 +24,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-#define CUDL_NCCL_CHECK(call, what)                                                                            \
-  do {                                                                                                         \
-    ncclResult_t cudl_nccl_ = (call);                                                                          \
+#define CUDL_NCCL_CHECK(call, what)                                                                              \
+  do {                                                                                                           \
+    ncclResult_t cudl_nccl_ = (call);                                                                            \
     CUDL_CHECK(cudl_nccl_ == ncclSuccess, "{}: {} failed: {} ({})", what, #call, ncclGetErrorString(cudl_nccl_), \
-               ncclGetLastError(nullptr));                                                                     \
+               ncclGetLastError(nullptr));                                                                       \
   } while (0)
 
 class NcclCommunicator final : public Communicator {

@@ -1,10 +1,9 @@
 // Builds the MLP from cudl's model zoo, trains it for two epochs on a small synthetic task (each
 // class is an image lit in its own band of rows) and prints the loss, which must fall.
+#include <cstdio>
 #include <cudl/config.hpp>
 #include <cudl/models/train/trainer.hpp>
 #include <cudl/models/zoo/zoo.hpp>
-
-#include <cstdio>
 #include <span>
 #include <vector>
 

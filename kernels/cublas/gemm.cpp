@@ -44,13 +44,14 @@ void CudaBackend::do_gemm(Context& ctx, bool trans_a, bool trans_b, float alpha,
   const int ldb = std::max(1, to_int("gemm", "b.dim(1)", b.dim(1), b.shape()));
   const int ldc = to_int("gemm", "c.dim(1)", n, c.shape());
   if (a.dtype() != DType::f32) {
-    CUDL_CUBLAS_CHECK(cublasGemmEx(cuda_resources(ctx).cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                   trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, to_int("gemm", "n", n, c.shape()),
-                                   to_int("gemm", "m", m, c.shape()), to_int("gemm", "k", k, a.shape()), &alpha,
-                                   b.raw(), cuda_detail::cublas_type(b.dtype()), ldb, a.raw(), cuda_detail::cublas_type(a.dtype()), lda, &beta,
-                                   c.raw(), cuda_detail::cublas_type(c.dtype()), ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                      "gemm a={} b={} c={} ({} x {} -> {}) trans_a={} trans_b={}", a.shape(), b.shape(), c.shape(),
-                      dtype_name(a.dtype()), dtype_name(b.dtype()), dtype_name(c.dtype()), trans_a, trans_b);
+    CUDL_CUBLAS_CHECK(
+        cublasGemmEx(cuda_resources(ctx).cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                     trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, to_int("gemm", "n", n, c.shape()),
+                     to_int("gemm", "m", m, c.shape()), to_int("gemm", "k", k, a.shape()), &alpha, b.raw(),
+                     cuda_detail::cublas_type(b.dtype()), ldb, a.raw(), cuda_detail::cublas_type(a.dtype()), lda, &beta,
+                     c.raw(), cuda_detail::cublas_type(c.dtype()), ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "gemm a={} b={} c={} ({} x {} -> {}) trans_a={} trans_b={}", a.shape(), b.shape(), c.shape(),
+        dtype_name(a.dtype()), dtype_name(b.dtype()), dtype_name(c.dtype()), trans_a, trans_b);
     return;
   }
   CUDL_CUBLAS_CHECK(cublasSgemm(cuda_resources(ctx).cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,

@@ -39,10 +39,14 @@ inline FloatType float_type(DType t) {
 // A float tensor's dtype as cuBLAS's data type (gemm and gram, kernels/cublas).
 inline cudaDataType_t cublas_type(DType t) {
   switch (t) {
-    case DType::f32: return CUDA_R_32F;
-    case DType::bf16: return CUDA_R_16BF;
-    case DType::f16: return CUDA_R_16F;
-    case DType::i32: break;
+    case DType::f32:
+      return CUDA_R_32F;
+    case DType::bf16:
+      return CUDA_R_16BF;
+    case DType::f16:
+      return CUDA_R_16F;
+    case DType::i32:
+      break;
   }
   CUDL_THROW("cuBLAS: {} is not a float dtype", dtype_name(t));
 }

@@ -16,8 +16,8 @@ struct BatchMeans {
 };
 
 // metric(output, batch, first, second) writes the batch's two means into the one-element tensors.
-BatchMeans batch_means(Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size,
-                       const std::function<void(const Tensor& output, const Batch& batch, Tensor& first,
-                                                Tensor& second)>& metric);
+BatchMeans batch_means(
+    Context& ctx, Sequential& model, const Dataset& data, std::int64_t batch_size,
+    const std::function<void(const Tensor& output, const Batch& batch, Tensor& first, Tensor& second)>& metric);
 
 }  // namespace cudl

@@ -13,8 +13,8 @@
 #include "cudl/models/checkpoint/checkpoint.hpp"
 #include "cudl/models/train/data_parallel.hpp"
 #include "cudl/models/train/gradient_buckets.hpp"
-#include "cudl/models/zoo/model_file.hpp"
 #include "cudl/models/train/hooks.hpp"
+#include "cudl/models/zoo/model_file.hpp"
 
 namespace cudl {
 

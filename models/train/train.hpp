@@ -75,13 +75,14 @@ struct FitOptions {
   OptimizerConfig optimizer;
   Schedule schedule = Schedule::onecycle;
   std::uint64_t seed = 1;
-  std::string save_path;                        // checkpoint written atomically after every epoch
-  std::string resume_path;                      // continue from this checkpoint
-  std::string metrics_path;                     // JSON rewritten atomically after every epoch
-  Augment augment;                              // training-time augmentation (engine/io/augment.hpp); none by default
-  int workers = 0;                              // the training loader's threads (0: default_loader_workers())
-  int prefetch = 0;                             // batches staged ahead of the step (0: the loader's default)
-  std::map<std::string, std::string> metadata;  // saved with every checkpoint as extra.<key> (models/zoo/preprocess.hpp)
+  std::string save_path;     // checkpoint written atomically after every epoch
+  std::string resume_path;   // continue from this checkpoint
+  std::string metrics_path;  // JSON rewritten atomically after every epoch
+  Augment augment;           // training-time augmentation (engine/io/augment.hpp); none by default
+  int workers = 0;           // the training loader's threads (0: default_loader_workers())
+  int prefetch = 0;          // batches staged ahead of the step (0: the loader's default)
+  std::map<std::string, std::string>
+      metadata;  // saved with every checkpoint as extra.<key> (models/zoo/preprocess.hpp)
   std::function<void(const TrainProgress&)> on_progress;
 
   // The epoch with the best monitored metric (TrainResult::monitor: the task's validation metric

@@ -13,8 +13,8 @@
 
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/error.hpp"
-#include "cudl/engine/tensor.hpp"
 #include "cudl/engine/io/datasets.hpp"
+#include "cudl/engine/tensor.hpp"
 #include "cudl/models/network/sequential.hpp"
 #include "cudl/models/zoo/zoo.hpp"
 

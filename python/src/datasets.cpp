@@ -26,12 +26,15 @@ py::tuple splits(const std::string& dir, DataSplits (*load)(const std::string&))
 
 void bind_datasets(py::module_& m) {
   py::module_ d = m.def_submodule("datasets", "Datasets as numpy arrays: ((x_train, y_train), (x_test, y_test))");
-  d.def("mnist", [](const std::string& dir) { return splits(dir, &load_mnist_dir); }, py::arg("path"),
-        "MNIST's four IDX files (optionally .gz) in `path` (tools/fetch-mnist.sh puts them in data/mnist)");
-  d.def("fashion_mnist", [](const std::string& dir) { return splits(dir, &load_mnist_dir); },
-        py::arg("path"), "Fashion-MNIST's IDX files in `path` (same names as MNIST's)");
-  d.def("cifar10", [](const std::string& dir) { return splits(dir, &load_cifar10_dir); }, py::arg("path"),
-        "CIFAR-10's binary batches in `path` or its cifar-10-batches-bin folder");
+  d.def(
+      "mnist", [](const std::string& dir) { return splits(dir, &load_mnist_dir); }, py::arg("path"),
+      "MNIST's four IDX files (optionally .gz) in `path` (tools/fetch-mnist.sh puts them in data/mnist)");
+  d.def(
+      "fashion_mnist", [](const std::string& dir) { return splits(dir, &load_mnist_dir); }, py::arg("path"),
+      "Fashion-MNIST's IDX files in `path` (same names as MNIST's)");
+  d.def(
+      "cifar10", [](const std::string& dir) { return splits(dir, &load_cifar10_dir); }, py::arg("path"),
+      "CIFAR-10's binary batches in `path` or its cifar-10-batches-bin folder");
   d.def(
       "image_folder",
       [](const std::string& dir, int size) {

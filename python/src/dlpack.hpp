@@ -9,7 +9,7 @@
 
 namespace cudl::python::dlpack {
 
-enum : std::int32_t { kCPU = 1, kCUDA = 2 };                        // DLDeviceType
+enum : std::int32_t { kCPU = 1, kCUDA = 2 };                           // DLDeviceType
 enum : std::uint8_t { kInt = 0, kUInt = 1, kFloat = 2, kBfloat = 4 };  // DLDataTypeCode
 
 struct DLDevice {
@@ -65,9 +65,10 @@ inline DType dtype_from(DLDataType t) {
     if (t.code == kBfloat && t.bits == 16) return DType::bf16;
     if (t.code == kInt && t.bits == 32) return DType::i32;
   }
-  bad_value("from_dlpack: dtype (code {}, {} bits, {} lanes) is not supported: expected float32, int32, float16 or "
-            "bfloat16",
-            t.code, t.bits, t.lanes);
+  bad_value(
+      "from_dlpack: dtype (code {}, {} bits, {} lanes) is not supported: expected float32, int32, float16 or "
+      "bfloat16",
+      t.code, t.bits, t.lanes);
 }
 
 }  // namespace cudl::python::dlpack

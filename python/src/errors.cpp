@@ -22,8 +22,8 @@ PyObject* g_file_error = nullptr;
 PyObject* g_oom_error = nullptr;
 
 PyObject* new_kind(py::module_& m, const char* name, PyObject* builtin, const char* doc) {
-  py::tuple bases = builtin ? py::make_tuple(py::handle(g_error), py::handle(builtin))
-                            : py::make_tuple(py::handle(PyExc_Exception));
+  py::tuple bases =
+      builtin ? py::make_tuple(py::handle(g_error), py::handle(builtin)) : py::make_tuple(py::handle(PyExc_Exception));
   const std::string qualified = std::string("cudl.") + name;
   PyObject* type = PyErr_NewExceptionWithDoc(qualified.c_str(), doc, bases.ptr(), nullptr);
   if (!type) throw py::error_already_set();
@@ -37,8 +37,7 @@ PyObject* new_kind(py::module_& m, const char* name, PyObject* builtin, const ch
 void check_input_file(const std::string& what, const std::string& path) {
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
-  if (!std::filesystem::exists(status))
-    throw FileError(fmt::format("{}: '{}' does not exist", what, path));
+  if (!std::filesystem::exists(status)) throw FileError(fmt::format("{}: '{}' does not exist", what, path));
   if (!std::filesystem::is_regular_file(status))
     throw FileError(fmt::format("{}: '{}' is not a regular file", what, path));
 }
@@ -47,7 +46,8 @@ void bind_errors(py::module_& m) {
   g_error = new_kind(m, "Error", nullptr, "Base class of every error cudl raises; str() is the C++ message.");
   g_value_error = new_kind(m, "ValueError", PyExc_ValueError, "A bad value: dtype, shape, layout, option or label.");
   g_file_error = new_kind(m, "FileError", PyExc_OSError, "A file that is missing, unreadable or malformed.");
-  g_oom_error = new_kind(m, "OutOfMemoryError", PyExc_MemoryError, "The device (or its memory pool) ran out of memory.");
+  g_oom_error =
+      new_kind(m, "OutOfMemoryError", PyExc_MemoryError, "The device (or its memory pool) ran out of memory.");
   // Most derived first: the first translator that matches wins.
   py::register_exception_translator([](std::exception_ptr p) {
     try {

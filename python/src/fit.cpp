@@ -90,7 +90,8 @@ struct FitArgs {
 FitOptions fit_options(const PyModel& m, const FitArgs& a) {
   if (a.epochs < 1) bad_value("fit: epochs {} must be >= 1", a.epochs);
   if (a.batch_size < 1) bad_value("fit: batch_size {} must be >= 1", a.batch_size);
-  if (a.workers < 0 || a.prefetch < 0) bad_value("fit: workers ({}) and prefetch ({}) must be >= 0", a.workers, a.prefetch);
+  if (a.workers < 0 || a.prefetch < 0)
+    bad_value("fit: workers ({}) and prefetch ({}) must be >= 0", a.workers, a.prefetch);
   if (a.lr && !(std::isfinite(*a.lr) && *a.lr > 0)) bad_value("fit: lr {} must be a finite number > 0", *a.lr);
   FitOptions o;
   o.model_name = m.name;
@@ -145,14 +146,14 @@ py::dict fit(PyModel& m, const py::array& x, const py::array& y, const FitArgs& 
   FitOptions o = fit_options(m, a);
   if (!(a.validation_split >= 0 && a.validation_split < 1))
     bad_value("fit: validation_split {} must be in [0, 1)", a.validation_split);
-  if (a.validation_split > 0 && a.validation_data)
-    bad_value("fit: give validation_split or validation_data, not both");
+  if (a.validation_split > 0 && a.validation_data) bad_value("fit: give validation_split or validation_data, not both");
   ArrayDataset train = dataset_from_arrays(m, x, y, "fit");
   Dataset validation;
   if (a.validation_split > 0) {
     // The CLI's --val-split: seeded and stratified per class (not Keras' last fraction).
     auto [kept, held] = split_validation(train.data, a.validation_split, o.seed);
-    if (held.size() == 0) bad_value("fit: validation_split {} holds out no image of {}", a.validation_split, train.data.size());
+    if (held.size() == 0)
+      bad_value("fit: validation_split {} holds out no image of {}", a.validation_split, train.data.size());
     train.data = std::move(kept);
     validation = std::move(held);
   }
@@ -212,12 +213,30 @@ void bind_fit(py::class_<PyModel>& model) {
          std::string metrics_json, std::vector<std::string> augment, int workers, int prefetch,
          std::int64_t early_stopping, std::optional<std::pair<std::int64_t, double>> reduce_lr_on_plateau,
          double clip_grad_norm, std::int64_t max_steps) {
-        FitArgs a{epochs,    batch_size,     validation_split, std::move(validation_data), std::move(test_data),
-                  callbacks, optimizer,      lr,               momentum,
-                  nesterov,  weight_decay,   schedule,         seed,
-                  save,      save_best,      resume,           metrics_json,
-                  augment,   workers,        prefetch,         early_stopping,
-                  reduce_lr_on_plateau,      clip_grad_norm,   max_steps};
+        FitArgs a{epochs,
+                  batch_size,
+                  validation_split,
+                  std::move(validation_data),
+                  std::move(test_data),
+                  callbacks,
+                  optimizer,
+                  lr,
+                  momentum,
+                  nesterov,
+                  weight_decay,
+                  schedule,
+                  seed,
+                  save,
+                  save_best,
+                  resume,
+                  metrics_json,
+                  augment,
+                  workers,
+                  prefetch,
+                  early_stopping,
+                  reduce_lr_on_plateau,
+                  clip_grad_norm,
+                  max_steps};
         return fit(m, x, y, a);
       },
       py::arg("x"), py::arg("y"), py::kw_only(), py::arg("epochs") = 1, py::arg("batch_size") = 128,

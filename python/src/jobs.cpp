@@ -2,8 +2,8 @@
 #include <algorithm>
 
 #include "cudl/engine/io/image.hpp"
-#include "cudl/models/train/model_bench.hpp"
 #include "cudl/models/style/style_transfer.hpp"
+#include "cudl/models/train/model_bench.hpp"
 #include "cudl/models/zoo/zoo.hpp"
 #include "python/src/common.hpp"
 
@@ -49,8 +49,9 @@ void take(py::kwargs& kw, const char* key, T& field) {
 py::array style_transfer(const py::object& content_arg, const py::object& style_arg, const std::string& weights,
                          const std::string& device, py::kwargs kw) {
   if (weights.empty())
-    bad_value("style_transfer: weights: give a VGG19 safetensors file (tools/convert_torchvision_vgg19.py) or "
-              "'random:SEED'");
+    bad_value(
+        "style_transfer: weights: give a VGG19 safetensors file (tools/convert_torchvision_vgg19.py) or "
+        "'random:SEED'");
   if (!weights.starts_with("random:")) check_input_file("style_transfer: weights", weights);
   StyleOptions o;
   std::string model = "torchvision", color = "none", optimizer = "lbfgs", init = "content", pooling = "max";
@@ -117,7 +118,8 @@ py::array style_transfer(const py::object& content_arg, const py::object& style_
     styles.push_back(image_from(style_arg, "style_transfer: style"));
   }
   if (!o.style_blend_weights.empty() && o.style_blend_weights.size() != styles.size())
-    bad_value("style_transfer: {} style_blend_weights for {} style images", o.style_blend_weights.size(), styles.size());
+    bad_value("style_transfer: {} style_blend_weights for {} style images", o.style_blend_weights.size(),
+              styles.size());
   Context& ctx = device_context(parse_device(device));
   StyleResult r;
   {
@@ -187,8 +189,8 @@ py::list bench(const std::vector<std::string>& models, const std::vector<std::in
 }  // namespace
 
 void bind_jobs(py::module_& m) {
-  m.def("style_transfer", &style_transfer, py::arg("content"), py::arg("style"), py::kw_only(),
-        py::arg("weights") = "", py::arg("device") = "cpu",
+  m.def("style_transfer", &style_transfer, py::arg("content"), py::arg("style"), py::kw_only(), py::arg("weights") = "",
+        py::arg("device") = "cpu",
         "Gatys neural style transfer (cudl style): content and style are file paths or float32 (H, W, 3) arrays in "
         "[0, 1] (style may be a list); weights a VGG19 safetensors file or 'random:SEED'; options as StyleOptions "
         "(size, iters, optimizer, lr, content_weight, style_weight, tv_weight, init, pooling, scales, seed, "

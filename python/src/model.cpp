@@ -5,9 +5,9 @@
 
 #include "cudl/engine/io/files.hpp"
 #include "cudl/models/checkpoint/checkpoint.hpp"
-#include "cudl/models/zoo/model_file.hpp"
 #include "cudl/models/checkpoint/saved_run.hpp"
 #include "cudl/models/train/trainer.hpp"
+#include "cudl/models/zoo/model_file.hpp"
 #include "python/src/common.hpp"
 
 namespace cudl::python {
@@ -150,8 +150,8 @@ Tensor images_from_array(const PyModel& m, const py::array& x, const std::string
   const bool ok = x.ndim() == 4 && x.shape(1) == in[0] && x.shape(2) == in[1] && x.shape(3) == in[2];
   if (!ok) {
     std::vector<py::ssize_t> dims(x.shape(), x.shape() + x.ndim());
-    bad_value("{}: x has shape ({}): model {} expects (N, {}, {}, {})", what, fmt::join(dims, ", "), m.spec.name,
-              in[0], in[1], in[2]);
+    bad_value("{}: x has shape ({}): model {} expects (N, {}, {}, {})", what, fmt::join(dims, ", "), m.spec.name, in[0],
+              in[1], in[2]);
   }
   if (x.shape(0) == 0) bad_value("{}: x holds no images", what);
   PyTensor t = borrow_array(x, what);
@@ -194,8 +194,9 @@ void bind_model(py::module_& m) {
   auto model = py::class_<PyModel>(m, "Model", "A network built on its own device; cudl.model() makes one.");
   model.def_property_readonly("name", [](const PyModel& p) { return p.name; })
       .def_property_readonly("parameter_count", [](const PyModel& p) { return p.net.parameter_count(); })
-      .def_property_readonly("input_shape",
-                             [](const PyModel& p) { return py::make_tuple(p.spec.input[0], p.spec.input[1], p.spec.input[2]); })
+      .def_property_readonly(
+          "input_shape",
+          [](const PyModel& p) { return py::make_tuple(p.spec.input[0], p.spec.input[1], p.spec.input[2]); })
       .def_property_readonly("num_classes", [](const PyModel& p) { return p.spec.num_classes; })
       .def_property_readonly("device", [](const PyModel& p) { return p.ctx->device().str(); })
       .def("summary", &summary, "The layers, their output shapes and parameter counts, as text")

@@ -1,8 +1,7 @@
 // The extension module cudl._cudl; python/cudl/__init__.py re-exports it as `cudl`.
-#include "python/src/common.hpp"
-
 #include "cudl/engine/cpu_threads.hpp"
 #include "cudl/engine/device.hpp"
+#include "python/src/common.hpp"
 
 PYBIND11_MODULE(_cudl, m) {
   namespace py = pybind11;

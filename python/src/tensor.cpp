@@ -121,9 +121,10 @@ py::object to_dlpack(const PyTensor& t, const py::object& /*stream*/) {
 PyTensor from_dlpack(const py::object& x) {
   py::object capsule = py::hasattr(x, "__dlpack__") ? x.attr("__dlpack__")() : x;
   if (!PyCapsule_IsValid(capsule.ptr(), "dltensor"))
-    bad_value("from_dlpack: expected an object with __dlpack__ (a torch tensor, a numpy array) or an unused DLPack "
-              "capsule, got {}",
-              std::string(py::str(py::type::of(x).attr("__name__"))));
+    bad_value(
+        "from_dlpack: expected an object with __dlpack__ (a torch tensor, a numpy array) or an unused DLPack "
+        "capsule, got {}",
+        std::string(py::str(py::type::of(x).attr("__name__"))));
   auto* m = static_cast<dlpack::DLManagedTensor*>(PyCapsule_GetPointer(capsule.ptr(), "dltensor"));
   // From here the tensor is ours: the capsule must not free it too.
   PyCapsule_SetName(capsule.ptr(), "used_dltensor");
@@ -142,9 +143,10 @@ PyTensor from_dlpack(const py::object& x) {
     std::int64_t expected = 1;
     for (int i = d.ndim - 1; i >= 0; --i) {
       if (dims[static_cast<std::size_t>(i)] != 1 && d.strides[i] != expected)
-        bad_value("from_dlpack: the tensor is not contiguous (dimension {} has stride {}, expected {}): pass "
-                  "x.contiguous() or a copy",
-                  i, d.strides[i], expected);
+        bad_value(
+            "from_dlpack: the tensor is not contiguous (dimension {} has stride {}, expected {}): pass "
+            "x.contiguous() or a copy",
+            i, d.strides[i], expected);
       expected *= dims[static_cast<std::size_t>(i)];
     }
   }
@@ -153,8 +155,8 @@ PyTensor from_dlpack(const py::object& x) {
 }
 
 std::string repr(const PyTensor& t) {
-  return fmt::format("cudl.Tensor(shape={}, dtype={}, device={})", t.tensor.shape(), dtype_python_name(t.tensor.dtype()),
-                     t.tensor.device());
+  return fmt::format("cudl.Tensor(shape={}, dtype={}, device={})", t.tensor.shape(),
+                     dtype_python_name(t.tensor.dtype()), t.tensor.device());
 }
 
 }  // namespace
@@ -231,17 +233,18 @@ void bind_tensor(py::module_& m) {
   py::class_<PyTensor>(m, "Tensor",
                        "A dense row-major tensor on one device (cpu or cuda). from_numpy on the CPU and numpy() of "
                        "a float32/int32/float16 host tensor share memory; other conversions copy.")
-      .def_static("from_numpy", &from_numpy, py::arg("array"), py::arg("device") = "cpu",
-                  py::arg("dtype") = py::none(),
+      .def_static("from_numpy", &from_numpy, py::arg("array"), py::arg("device") = "cpu", py::arg("dtype") = py::none(),
                   "A tensor over a C-contiguous float32, int32 or float16 array: shared on the CPU, copied to "
                   "another device; dtype='bfloat16' or 'float16' converts (a copy).")
       .def("numpy", &to_numpy, "A numpy array: shared memory for a host float32/int32/float16 tensor, else a copy")
-      .def("__array__", [](const PyTensor& t, const py::object&) { return to_numpy(t); },
-           py::arg("dtype") = py::none())
-      .def("to", [](const PyTensor& t, const std::string& device) { return to_device(t, parse_device(device)); },
-           py::arg("device"), "A copy on `device` (itself when already there)")
-      .def("astype", [](const PyTensor& t, const std::string& dtype) { return cast_to(t, parse_dtype(dtype)); },
-           py::arg("dtype"), "float32, float16 or bfloat16 (a copy unless already so)")
+      .def(
+          "__array__", [](const PyTensor& t, const py::object&) { return to_numpy(t); }, py::arg("dtype") = py::none())
+      .def(
+          "to", [](const PyTensor& t, const std::string& device) { return to_device(t, parse_device(device)); },
+          py::arg("device"), "A copy on `device` (itself when already there)")
+      .def(
+          "astype", [](const PyTensor& t, const std::string& dtype) { return cast_to(t, parse_dtype(dtype)); },
+          py::arg("dtype"), "float32, float16 or bfloat16 (a copy unless already so)")
       .def_property_readonly("shape", [](const PyTensor& t) { return shape_tuple(t.tensor.shape()); })
       .def_property_readonly("dtype", [](const PyTensor& t) { return dtype_python_name(t.tensor.dtype()); })
       .def_property_readonly("device", [](const PyTensor& t) { return t.tensor.device().str(); })

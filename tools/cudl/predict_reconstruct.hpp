@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "cudl/models/zoo/preprocess.hpp"
 #include "cudl/models/network/sequential.hpp"
+#include "cudl/models/zoo/preprocess.hpp"
 
 namespace cudl::cli {
 

@@ -12,11 +12,11 @@
 #include "cudl/engine/io/atomic_file.hpp"
 #include "cudl/engine/io/safetensors.hpp"
 #include "cudl/models/checkpoint/checkpoint.hpp"
+#include "cudl/models/checkpoint/saved_run.hpp"
 #include "cudl/models/train/curves.hpp"
 #include "cudl/models/train/finetune.hpp"
-#include "cudl/models/zoo/model_file.hpp"
-#include "cudl/models/checkpoint/saved_run.hpp"
 #include "cudl/models/train/trainer.hpp"
+#include "cudl/models/zoo/model_file.hpp"
 #include "cudl/models/zoo/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
@@ -450,7 +450,8 @@ void run_eval(const TrainArgs& a, const EvalArgs& e) {
                                                     : default_dataset(model_name);
   Sequential model = make_model(model_name);
   const ModelSpec spec = model_spec(model_name);
-  const bool new_head = apply_saved_head(e.weights, model);  // a fine-tuned checkpoint's head (models/train/finetune.hpp)
+  const bool new_head =
+      apply_saved_head(e.weights, model);  // a fine-tuned checkpoint's head (models/train/finetune.hpp)
   const int outputs = new_head ? saved.num_classes : 0;
   int image_size = a.image_size;
   if (image_size == 0 && kind == "folder" && saved.preprocess && saved.preprocess->crop_height != spec.input[1])

@@ -7,13 +7,13 @@
 #include <iterator>
 #include <memory>
 
-#include "cudl/models/train/curves.hpp"
-#include "cudl/models/train/finetune.hpp"
-#include "cudl/models/zoo/model_file.hpp"
-#include "cudl/models/zoo/preprocess.hpp"
-#include "cudl/models/train/reconstruction.hpp"
 #include "cudl/models/checkpoint/saved_run.hpp"
 #include "cudl/models/train/classification.hpp"
+#include "cudl/models/train/curves.hpp"
+#include "cudl/models/train/finetune.hpp"
+#include "cudl/models/train/reconstruction.hpp"
+#include "cudl/models/zoo/model_file.hpp"
+#include "cudl/models/zoo/preprocess.hpp"
 #include "cudl/models/zoo/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/progress.hpp"

@@ -9,8 +9,8 @@
 #include <string>
 
 #include "cudl/engine/io/datasets.hpp"
-#include "cudl/models/train/reconstruction.hpp"
 #include "cudl/models/network/sequential.hpp"
+#include "cudl/models/train/reconstruction.hpp"
 #include "cudl/models/train/trainer.hpp"
 
 namespace cudl::cli {

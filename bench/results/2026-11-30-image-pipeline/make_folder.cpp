@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <random>
 #include <string>
+
 #include "cudl/engine/io/image.hpp"
 int main(int argc, char** argv) {
   const std::string dir = argv[1];
