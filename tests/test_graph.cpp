@@ -11,6 +11,7 @@
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/layers/linear.hpp"
 #include "cudl/layers/merge.hpp"
+#include "cudl/models/train/trainer.hpp"
 #include "cudl/models/zoo/model_file.hpp"
 #include "cudl/models/zoo/zoo.hpp"
 #include "tests/gradcheck.hpp"
@@ -153,6 +154,9 @@ TEST(Graph, ASmallResNetTrainsAStepAndSummaryShowsTheJoins) {
     }
   }
   EXPECT_TRUE(saw_add);
+  EXPECT_EQ(default_dataset("resnet8_mnist"), "mnist");
+  EXPECT_EQ(default_dataset("resnet20_cifar"), "cifar10");
+  EXPECT_EQ(default_dataset("resnet50"), "folder");
 }
 
 TEST(Graph, BadGraphsAreRefusedNamingTheLayer) {

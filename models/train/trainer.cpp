@@ -217,7 +217,7 @@ std::vector<std::string> class_names(const std::string& kind, const Dataset& dat
 
 std::string default_dataset(const std::string& model_name) {
   if (is_model_file(model_name)) return default_dataset_for_input(model_spec(model_name).input);
-  if (model_name == "mlp" || model_name == "mnist_cnn") return "mnist";
+  if (model_name == "mlp" || model_name == "mnist_cnn" || model_name.ends_with("_mnist")) return "mnist";
   if (model_name.ends_with("_cifar")) return "cifar10";
   return "folder";
 }

@@ -62,7 +62,8 @@ EvalReport evaluate_report(Context& ctx, Sequential& model, const Dataset& data,
 // Fashion-MNIST and CIFAR-10, the digits for MNIST, else the class numbers.
 std::vector<std::string> class_names(const std::string& kind, const Dataset& data);
 
-// The dataset a model trains on by default: mnist for mlp/mnist_cnn, cifar10 for *_cifar, folder otherwise.
+// The dataset a model trains on by default: mnist for mlp, mnist_cnn and *_mnist, cifar10 for *_cifar,
+// folder otherwise.
 std::string default_dataset(const std::string& model_name);
 // Loads `kind` (mnist, fashion-mnist, cifar10, folder) from `dir`, checking it fits the model's input.
 // A folder is listed, not decoded (the DataLoader decodes each batch), at folder_image_size.
