@@ -1,7 +1,6 @@
 // Issue 20 item 5: checkpoints hold the fp32 master weights whatever the precision a run trained
 // in, so a bf16 run resumes in fp32 and an fp32 run in fp16 (with loss scaling), from the CLI.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -13,18 +12,13 @@
 #include "tests/test_util.hpp"
 
 using namespace cudl;
+using cudl::testing::CliRun;
 using cudl::testing::contains;
+using cudl::testing::run_cli;
 using cudl::testing::slurp;
 using cudl::testing::TempDir;
 
 namespace {
-
-int run_cli(const TempDir& dir, const std::string& args) {
-  const std::string cmd =
-      fmt::format("'{}' {} > '{}' 2> '{}'", cudl::testing::cli_path(), args, dir.file("out"), dir.file("err"));
-  const int status = std::system(cmd.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 // Every tensor of a checkpoint is stored in F32 (the masters; no half copy leaks into it).
 void expect_all_f32(const std::string& path) {
@@ -57,30 +51,24 @@ TEST(CliPrecision, ABf16RunResumesInFp32AndAnFp32RunResumesInFp16) {
     cudl::testing::write_synthetic_mnist_dir(data, ctx, 64, 32);
   }
   const std::string common = fmt::format("--model mlp --data '{}' --batch-size 32 --device cpu", data);
+  const auto train = [&](const std::string& args) {
+    const CliRun r = run_cli(dir, fmt::format("train {} {}", common, args));
+    EXPECT_EQ(r.status, 0) << args << "\n" << r.err;
+    return r.status == 0;
+  };
 
-  ASSERT_EQ(run_cli(dir, fmt::format("train {} --epochs 1 --precision bf16 --save '{}' --metrics-json '{}'", common,
-                                     dir.file("bf16.safetensors"), dir.file("bf16.json"))),
-            0)
-      << slurp(dir.file("err"));
+  ASSERT_TRUE(train(fmt::format("--epochs 1 --precision bf16 --save '{}' --metrics-json '{}'",
+                                dir.file("bf16.safetensors"), dir.file("bf16.json"))));
   expect_all_f32(dir.file("bf16.safetensors"));
   expect_epochs_in(dir.file("bf16.json"), "bf16", 1);
-  ASSERT_EQ(
-      run_cli(dir,
-              fmt::format("train {} --epochs 2 --precision fp32 --resume '{}' --save '{}' --metrics-json '{}'", common,
-                          dir.file("bf16.safetensors"), dir.file("bf16.safetensors"), dir.file("resumed.json"))),
-      0)
-      << slurp(dir.file("err"));
+  ASSERT_TRUE(train(fmt::format("--epochs 2 --precision fp32 --resume '{0}' --save '{0}' --metrics-json '{1}'",
+                                dir.file("bf16.safetensors"), dir.file("resumed.json"))));
   expect_all_f32(dir.file("bf16.safetensors"));
   expect_epochs_in(dir.file("resumed.json"), "fp32", 2);
 
-  ASSERT_EQ(run_cli(dir, fmt::format("train {} --epochs 1 --save '{}'", common, dir.file("fp32.safetensors"))), 0)
-      << slurp(dir.file("err"));
-  ASSERT_EQ(
-      run_cli(dir,
-              fmt::format("train {} --epochs 2 --precision fp16 --resume '{}' --save '{}' --metrics-json '{}'", common,
-                          dir.file("fp32.safetensors"), dir.file("fp32.safetensors"), dir.file("fp16.json"))),
-      0)
-      << slurp(dir.file("err"));
+  ASSERT_TRUE(train(fmt::format("--epochs 1 --save '{}'", dir.file("fp32.safetensors"))));
+  ASSERT_TRUE(train(fmt::format("--epochs 2 --precision fp16 --resume '{0}' --save '{0}' --metrics-json '{1}'",
+                                dir.file("fp32.safetensors"), dir.file("fp16.json"))));
   expect_all_f32(dir.file("fp32.safetensors"));
   expect_epochs_in(dir.file("fp16.json"), "fp16", 2);
   const auto fp16 = nlohmann::json::parse(slurp(dir.file("fp16.json")));
@@ -89,8 +77,8 @@ TEST(CliPrecision, ABf16RunResumesInFp32AndAnFp32RunResumesInFp16) {
 
 TEST(CliPrecision, AnUnknownPrecisionListsTheValidOnes) {
   TempDir dir;
-  EXPECT_EQ(run_cli(dir, "train --model mlp --precision fp8 --device cpu --data nowhere"), 1);
-  const std::string err = slurp(dir.file("err"));
-  for (const char* name : {"fp32", "tf32", "bf16", "fp16"}) EXPECT_TRUE(contains(err, name)) << err;
-  EXPECT_TRUE(contains(err, "fp8")) << err;
+  const CliRun r = run_cli(dir, "train --model mlp --precision fp8 --device cpu --data nowhere");
+  EXPECT_EQ(r.status, 1);
+  for (const char* name : {"fp32", "tf32", "bf16", "fp16"}) EXPECT_TRUE(contains(r.err, name)) << r.err;
+  EXPECT_TRUE(contains(r.err, "fp8")) << r.err;
 }

@@ -21,23 +21,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct CliRun {
-  int status = -1;
-  std::string out, err;
-};
-
-// Runs the CLI with `args`, capturing stdout and stderr.
-CliRun cli(const TempDir& dir, const std::string& args) {
-  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
-  const std::string cmd = fmt::format("'{}' {} > '{}' 2> '{}'", cli_path(), args, out, err);
-  const int status = std::system(cmd.c_str());
-  CliRun r;
-  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-  const auto o = read_bytes(out), e = read_bytes(err);
-  r.out.assign(o.begin(), o.end());
-  r.err.assign(e.begin(), e.end());
-  return r;
-}
+CliRun cli(const TempDir& dir, const std::string& args) { return run_cli(dir, args); }
 
 std::size_t lines(const std::string& text) {
   return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));

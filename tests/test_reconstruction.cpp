@@ -214,27 +214,21 @@ std::string tiny_idx(const std::string& dir, int n) {
   return dir;
 }
 
-int run_cli(const TempDir& dir, const std::string& args) {
-  const std::string cmd =
-      fmt::format("'{}' {} > '{}' 2> '{}'", cudl::testing::cli_path(), args, dir.file("out"), dir.file("err"));
-  const int status = std::system(cmd.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 }  // namespace
 
 TEST(ReconstructionCli, TheLectureAutoencoderTrainsFromTheCommandLineWithSamplesAndCheckpoint) {
   TempDir dir;
   const std::string data = tiny_idx(dir.file("mnist"), 64);
   const std::string model = cudl::testing::source_dir() + "/examples/conv_autoencoder.json";
-  ASSERT_EQ(
-      run_cli(dir, fmt::format("train --model '{}' --data '{}' --dataset mnist --target input --loss l1 "
-                               "--epochs 1 --batch-size 16 --device cpu --samples '{}' --save '{}' "
-                               "--metrics-json '{}' --val-split 0.25",
-                               model, data, dir.file("samples.png"), dir.file("ae.safetensors"), dir.file("m.json"))),
-      0)
-      << slurp(dir.file("err"));
-  const std::string out = slurp(dir.file("out"));
+  ASSERT_EQ(cudl::testing::run_cli(
+                dir, fmt::format("train --model '{}' --data '{}' --dataset mnist --target input --loss l1 "
+                                 "--epochs 1 --batch-size 16 --device cpu --samples '{}' --save '{}' "
+                                 "--metrics-json '{}' --val-split 0.25",
+                                 model, data, dir.file("samples.png"), dir.file("ae.safetensors"), dir.file("m.json")))
+                .status,
+            0)
+      << slurp(dir.file("stderr.txt"));
+  const std::string out = slurp(dir.file("stdout.txt"));
   EXPECT_TRUE(contains(out, "epoch   1: train l1 ")) << out;
   EXPECT_TRUE(contains(out, "| val l1 ")) << out;  // --val-split holds images out for validation
   EXPECT_TRUE(contains(out, "(the mean image: ")) << out;
@@ -251,12 +245,16 @@ TEST(ReconstructionCli, TheLectureAutoencoderTrainsFromTheCommandLineWithSamples
   EXPECT_GT(j["epochs"][0]["val_loss"].get<double>(), 0.0);
 
   // Refused before any work: cross-entropy for a reconstruction, --samples without one.
-  EXPECT_EQ(run_cli(dir, fmt::format("train --model '{}' --data '{}' --target input", model, data)), 1);
-  EXPECT_TRUE(contains(slurp(dir.file("err")), "--loss mse or --loss l1")) << slurp(dir.file("err"));
-  EXPECT_TRUE(slurp(dir.file("out")).empty());
-  EXPECT_EQ(run_cli(dir, fmt::format("train --model '{}' --data '{}' --samples '{}'", model, data, dir.file("s.png"))),
+  EXPECT_EQ(
+      cudl::testing::run_cli(dir, fmt::format("train --model '{}' --data '{}' --target input", model, data)).status, 1);
+  EXPECT_TRUE(contains(slurp(dir.file("stderr.txt")), "--loss mse or --loss l1")) << slurp(dir.file("stderr.txt"));
+  EXPECT_TRUE(slurp(dir.file("stdout.txt")).empty());
+  EXPECT_EQ(cudl::testing::run_cli(
+                dir, fmt::format("train --model '{}' --data '{}' --samples '{}'", model, data, dir.file("s.png")))
+                .status,
             1);
-  EXPECT_TRUE(contains(slurp(dir.file("err")), "--samples: only with --target input")) << slurp(dir.file("err"));
+  EXPECT_TRUE(contains(slurp(dir.file("stderr.txt")), "--samples: only with --target input"))
+      << slurp(dir.file("stderr.txt"));
 }
 
 // The acceptance run, shortened to fit ctest's 10-minute limit on a busy 2-core machine:
@@ -267,11 +265,13 @@ TEST(EndToEnd, ConvAutoencoderOneCpuEpochOnMnistBeatsTheMeanImage) {
   if (!std::filesystem::exists(data + "/t10k-labels-idx1-ubyte"))
     GTEST_SKIP() << "real MNIST not found at data/mnist (run tools/fetch-mnist.sh)";
   TempDir dir;
-  ASSERT_EQ(run_cli(dir, fmt::format("train --model '{}/examples/conv_autoencoder.json' --data '{}' --target input "
-                                     "--loss mse --epochs 1 --device cpu --metrics-json '{}'",
-                                     cudl::testing::source_dir(), data, dir.file("m.json"))),
+  ASSERT_EQ(cudl::testing::run_cli(
+                dir, fmt::format("train --model '{}/examples/conv_autoencoder.json' --data '{}' --target input "
+                                 "--loss mse --epochs 1 --device cpu --metrics-json '{}'",
+                                 cudl::testing::source_dir(), data, dir.file("m.json")))
+                .status,
             0)
-      << slurp(dir.file("err"));
+      << slurp(dir.file("stderr.txt"));
   const auto j = nlohmann::json::parse(slurp(dir.file("m.json")));
   const auto& last = j["epochs"][0];
   const double mse = last["test_mse"], mean = last["mean_image_mse"];

@@ -33,24 +33,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct CliRun {
-  int status = -1;
-  std::string out, err;
-};
-
-// Runs the CLI in `dir` with `args` (under `timeout`, so a hang fails the test instead of stalling it).
-CliRun cli(const TempDir& dir, const std::string& args, int timeout_s = 120) {
-  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
-  const std::string cmd = fmt::format("cd '{}' && timeout {} '{}' {} > '{}' 2> '{}'", dir.path().string(), timeout_s,
-                                      cli_path(), args, out, err);
-  const int status = std::system(cmd.c_str());
-  CliRun r;
-  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-  const auto o = read_bytes(out), e = read_bytes(err);
-  r.out.assign(o.begin(), o.end());
-  r.err.assign(e.begin(), e.end());
-  return r;
-}
+// Runs the CLI in `dir` (under `timeout`, so a hang fails the test instead of stalling it).
+CliRun cli(const TempDir& dir, const std::string& args, int timeout_s = 120) { return run_cli(dir, args, timeout_s); }
 
 std::size_t lines(const std::string& text) {
   return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));

@@ -3,6 +3,7 @@
 // "expect an Error naming X" checks, and random inputs compared against naive loops.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
 #include <cmath>
 #include <cstdint>
@@ -77,6 +78,27 @@ inline std::vector<std::uint8_t> read_bytes(const std::string& path) {
 inline std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// One run of the cudl CLI: its exit status (128 when it did not exit normally) and its output.
+struct CliRun {
+  int status = -1;
+  std::string out, err;
+};
+
+// Runs the CLI (cli_path()) in `dir` with `args`, stdout and stderr captured in files there; with
+// timeout_s > 0 under `timeout`, so a hang fails the test instead of stalling it.
+inline CliRun run_cli(const TempDir& dir, const std::string& args, int timeout_s = 0) {
+  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
+  const std::string limit = timeout_s > 0 ? "timeout " + std::to_string(timeout_s) + " " : "";
+  const std::string cmd = "cd '" + dir.path().string() + "' && " + limit + "'" + cli_path() + "' " + args + " > '" +
+                          out + "' 2> '" + err + "'";
+  const int status = std::system(cmd.c_str());
+  CliRun r;
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
 }
 
 inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
