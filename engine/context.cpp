@@ -56,6 +56,8 @@ void Context::set_math_mode(MathMode math) {
 #endif
 }
 
+std::string conv_search_name(ConvSearch search) { return search == ConvSearch::measured ? "measured" : "heuristic"; }
+
 std::string_view precision_name(Precision p) {
   switch (p) {
     case Precision::fp32:

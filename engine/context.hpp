@@ -23,6 +23,8 @@ enum class MathMode { strict_fp32, tf32 };
 // per shape, and timing noise may pick another algorithm in another run (other rounding), so
 // bit-for-bit repeatable runs want heuristic.
 enum class ConvSearch { heuristic, measured };
+// "heuristic" | "measured" (the --conv-algo spelling).
+std::string conv_search_name(ConvSearch search);
 
 // The precision a run computes in (--precision). fp32: strict float32 everywhere. tf32: float32
 // tensors, TF32 tensor-core products in cuBLAS/cuDNN (CUDA only). bf16 and fp16 are autocast, as

@@ -347,7 +347,7 @@ std::vector<LayerSummary> Sequential::summary(const Shape& input, DType compute)
     shapes.push_back(merge != nullptr ? joined_shape(*merge, layers_[i].first, in) : layer.output_shape(in.front()));
     dtypes.push_back(layer.autocasts() ? compute : merged_dtype(in_dtypes));
     std::int64_t n = 0;
-    for (Parameter* p : const_cast<Layer&>(layer).parameters())
+    for (Parameter* p : layers_[i].second->parameters())
       if (p->trainable) n += p->shape.numel();
     rows.push_back({layers_[i].first, layer.describe(), input_names(i), shapes.back(), n, dtypes.back()});
   }

@@ -536,7 +536,7 @@ void run_bench(const Options& opt) {
                           {"repeat", opt.repeat},
                           {"deterministic", opt.compute.deterministic},
                           {"precision", precision_name(opt.compute.precision)},
-                          {"conv_algo", opt.compute.conv_algo},
+                          {"conv_algo", conv_search_name(opt.compute.conv_algo)},
                           {"machine", machine},
                           {"results", results}};
     if (!opt.shape.empty()) doc["shape"] = opt.shape;

@@ -400,8 +400,8 @@ void add_compute_options(CLI::App* cmd, ComputeOptions& options) {
   cmd->add_option("--conv-algo", options.conv_algo,
                   "heuristic: cuDNN's ranked guess, the same every run; measured: time every usable algorithm once "
                   "per shape and keep the fastest (PyTorch's cudnn.benchmark; CUDA only)")
-      ->check(CLI::IsMember({"heuristic", "measured"}))
-      ->capture_default_str();
+      ->transform(named_enum({ConvSearch::heuristic, ConvSearch::measured}, conv_search_name))
+      ->default_str("heuristic");
 }
 
 void add_precision_option(CLI::App* cmd, Precision& precision) {
@@ -417,10 +417,10 @@ void add_precision_option(CLI::App* cmd, Precision& precision) {
 
 void apply_compute_options(Context& ctx, const ComputeOptions& options) {
   ctx.set_deterministic(options.deterministic);
-  ctx.set_conv_search(options.conv_algo == "measured" ? ConvSearch::measured : ConvSearch::heuristic);
+  ctx.set_conv_search(options.conv_algo);
   ctx.set_precision(options.precision);  // throws, naming the GPU, where it lacks the tensor cores
   if (!ctx.device().is_cpu()) return;
-  if (options.precision == Precision::tf32 || options.conv_algo != "heuristic")
+  if (options.precision == Precision::tf32 || options.conv_algo != ConvSearch::heuristic)
     fmt::print(stderr,
                "note: --precision tf32 and --conv-algo measured change nothing on the CPU (no TF32, one "
                "algorithm)\n");

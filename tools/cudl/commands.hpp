@@ -47,7 +47,7 @@ void run_pipeline_bench(const PipelineBenchArgs& a, const std::string& model_nam
 struct ComputeOptions {
   bool deterministic = true;
   Precision precision = Precision::fp32;
-  std::string conv_algo = "heuristic";  // heuristic | measured
+  ConvSearch conv_algo = ConvSearch::heuristic;
 };
 void add_compute_options(CLI::App* cmd, ComputeOptions& options);
 // --precision alone (summary shows the dtypes it gives each layer).
