@@ -14,6 +14,7 @@
 #include "cudl/models/train/trainer.hpp"
 #include "cudl/models/zoo/model_file.hpp"
 #include "cudl/models/zoo/zoo.hpp"
+#include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
 #include "tests/test_util.hpp"
 
@@ -206,4 +207,41 @@ TEST(Graph, AModelFileHoldsAGraphAndTheExportReadsBackAsTheSameNetwork) {
   const char* two_into_relu =
       R"({"input": [1, 4, 4], "layers": [{"type": "relu", "name": "a", "inputs": ["input", "input"]}]})";
   expect_error([&] { (void)parse_model_json(two_into_relu, "bad.json"); }, {"bad.json", "takes one input, not 2"});
+}
+
+// The graph path on the GPU: the same network and parameters give the CPU's outputs, input
+// gradient and parameter gradients (Add, Concat and global pooling run on existing CUDA ops).
+TEST(Graph, CudaMatchesCpuForwardAndBackward) {
+  CUDL_REQUIRE_CUDA();
+  for (const std::string name : {"branchy", "resnet8_mnist"}) {
+    Context cpu(Device::cpu()), gpu(Device::cuda(0));
+    Sequential a = name == "branchy" ? branchy() : make_model(name);
+    Sequential b = name == "branchy" ? branchy() : make_model(name);
+    a.build(cpu, 11);
+    b.build(gpu, 11);
+    const std::vector<float> params = a.parameter_block().to_vector(cpu);
+    // The CPU's initial values, whatever each device's initialisation draws.
+    Tensor block = Tensor::from_host(params, a.parameter_block().shape(), gpu);
+    gpu.backend().copy(gpu, block, b.parameter_block());
+    b.parameters_changed();
+    a.set_input_grad(true);
+    b.set_input_grad(true);
+    const Shape in = name == "branchy" ? Shape{2, 3, 5, 5} : Shape{4, 1, 28, 28};
+    const std::vector<float> x = ramp(in.numel(), 1.0f);
+    const Tensor ya = a.forward(cpu, Tensor::from_host(x, in, cpu), true);
+    const Tensor yb = b.forward(gpu, Tensor::from_host(x, in, gpu), true);
+    const std::vector<float> dy = ramp(ya.numel(), 0.5f);
+    a.zero_grad(cpu);
+    b.zero_grad(gpu);
+    const Tensor dxa = a.backward(cpu, Tensor::from_host(dy, ya.shape(), cpu));
+    const Tensor dxb = b.backward(gpu, Tensor::from_host(dy, ya.shape(), gpu));
+    const auto expect_close = [&](const std::vector<float>& want, const std::vector<float>& got, const char* what) {
+      ASSERT_EQ(want.size(), got.size()) << name << " " << what;
+      for (std::size_t i = 0; i < want.size(); ++i)
+        ASSERT_NEAR(got[i], want[i], 1e-3 * std::abs(want[i]) + 1e-4) << name << " " << what << "[" << i << "]";
+    };
+    expect_close(ya.to_vector(cpu), yb.to_vector(gpu), "output");
+    expect_close(dxa.to_vector(cpu), dxb.to_vector(gpu), "input gradient");
+    expect_close(a.gradient_block().to_vector(cpu), b.gradient_block().to_vector(gpu), "parameter gradients");
+  }
 }
