@@ -6,6 +6,13 @@
 
 namespace cudl {
 
+std::int64_t bucket_elements_for_mb(double mb) { return static_cast<std::int64_t>(mb * 1e6 / 4); }
+
+std::int64_t bucket_count(std::int64_t elements, std::int64_t bucket_elements) {
+  if (bucket_elements <= 0 || elements <= bucket_elements) return 1;
+  return (elements + bucket_elements - 1) / bucket_elements;
+}
+
 GradientBuckets::GradientBuckets(Communicator& comm, std::int64_t elements, std::int64_t bucket_elements)
     : comm_(comm) {
   CUDL_CHECK(elements >= 0, "GradientBuckets: {} elements", elements);

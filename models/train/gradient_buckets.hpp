@@ -18,6 +18,11 @@ namespace cudl {
 // ~25 MB of f32 gradients, PyTorch DDP's default bucket.
 inline constexpr std::int64_t kDefaultBucketElements = 25'000'000 / 4;
 
+// TrainConfig::bucket_mb in f32 gradients (0: none, one bucket); how many buckets a block of
+// `elements` gives. The loop's buckets and the CLI's description both follow these.
+std::int64_t bucket_elements_for_mb(double mb);
+std::int64_t bucket_count(std::int64_t elements, std::int64_t bucket_elements);
+
 class GradientBuckets {
  public:
   // `elements`: the gradient block's size; bucket_elements <= 0: one bucket, the whole block.

@@ -336,8 +336,7 @@ TrainResult Run::run() {
     // Every rank starts from rank 0's parameters (the same seed builds the same ones; this makes sure).
     o_.comm->broadcast(ctx_, model_.parameter_block(), 0);
     model_.parameters_changed();
-    const auto bucket_elements = static_cast<std::int64_t>(o_.bucket_mb * 1e6 / 4);
-    buckets_.emplace(*o_.comm, model_.gradient_block().numel(), bucket_elements);
+    buckets_.emplace(*o_.comm, model_.gradient_block().numel(), bucket_elements_for_mb(o_.bucket_mb));
     model_.set_gradients_ready_hook(
         [this](std::int64_t from) { buckets_->ready_from(ctx_, model_.gradient_block(), from); });
   }

@@ -15,6 +15,7 @@
 #include "cudl/models/checkpoint/saved_run.hpp"
 #include "cudl/models/train/curves.hpp"
 #include "cudl/models/train/finetune.hpp"
+#include "cudl/models/train/gradient_buckets.hpp"
 #include "cudl/models/train/trainer.hpp"
 #include "cudl/models/zoo/model_file.hpp"
 #include "cudl/models/zoo/zoo.hpp"
@@ -301,9 +302,7 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
                validation.size() > 0 ? fmt::format(" / {} validation", validation.size()) : "", data.test.size(),
                ctx.device());
   if (comm && dist.writer()) {
-    const auto bucket_elements = static_cast<std::int64_t>(a.fit.bucket_mb * 1e6 / 4);
-    const std::int64_t buckets =
-        bucket_elements > 0 ? (counts.trainable + bucket_elements - 1) / bucket_elements : std::int64_t{1};
+    const std::int64_t buckets = bucket_count(counts.trainable, bucket_elements_for_mb(a.fit.bucket_mb));
     fmt::print("data-parallel: {} ranks over {}, global batch {} ({} per rank); gradients all-reduced {}\n",
                comm->size(), comm->name(), a.batch_size, a.batch_size / comm->size(),
                buckets > 1 ? fmt::format("in {} buckets of {:g} MB under backward", buckets, a.fit.bucket_mb)
