@@ -23,6 +23,7 @@ void add_plot_command(CLI::App& app);
 void add_style_command(CLI::App& app);
 void add_classify_command(CLI::App& app);
 void add_predict_command(CLI::App& app);
+void add_convert_command(CLI::App& app);
 
 // `cudl bench --pipeline DIR` (tools/cudl/bench_pipeline.cpp): the image-folder pipeline's
 // images/s alone, the model's CPU train step alone, and both together.

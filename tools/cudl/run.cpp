@@ -59,6 +59,7 @@ int cudl::cli::run(int argc, char** argv) {
   cudl::cli::add_plot_command(app);
   cudl::cli::add_classify_command(app);
   cudl::cli::add_predict_command(app);
+  cudl::cli::add_convert_command(app);
   cudl::cli::add_style_command(app);
   cudl::cli::add_bench_command(app);
   cudl::cli::add_threads_option(app);  // on every command above
