@@ -39,6 +39,12 @@ Context::Context(Device device, MathMode math)
 }
 
 Context::~Context() = default;
+
+std::shared_ptr<Allocator> Context::exchange_allocator(std::shared_ptr<Allocator> allocator) {
+  CUDL_CHECK(allocator && allocator->device() == device_, "context {}: the allocator must serve this device", device_);
+  allocator_.swap(allocator);
+  return allocator;
+}
 Context::Context(Context&&) noexcept = default;
 Context& Context::operator=(Context&&) noexcept = default;
 

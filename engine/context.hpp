@@ -72,6 +72,17 @@ class Context {
   ConvSearch conv_search() const { return conv_search_; }
   void set_conv_search(ConvSearch search) { conv_search_ = search; }
 
+  // Whether fixed-shape steps written for it (inference in bench, the style objective) replay as
+  // CUDA graphs (engine/step_graph.hpp; --cuda-graphs). Off by default until a GPU run has
+  // measured it; no effect on the CPU.
+  bool cuda_graphs() const { return cuda_graphs_; }
+  void set_cuda_graphs(bool on) { cuda_graphs_ = on; }
+
+  // Routes the context's later allocations (tensors, workspaces) to `allocator`, returning the one
+  // it replaces: a StepGraph's private pool while it records. Tensors keep the allocator they came
+  // from, so they are freed where they were allocated whichever is current then.
+  std::shared_ptr<Allocator> exchange_allocator(std::shared_ptr<Allocator> allocator);
+
   // The CPU backend's convolution and GEMM paths (engine/cpu_policy.hpp); no effect on a CUDA
   // context. Starts as cpu_policy_from_environment() says (the constructor throws on a bad value).
   CpuConv cpu_conv() const { return cpu_policy_.conv; }
@@ -94,6 +105,7 @@ class Context {
   Precision precision_ = Precision::fp32;
   bool deterministic_ = true;
   ConvSearch conv_search_ = ConvSearch::heuristic;
+  bool cuda_graphs_ = false;
   CpuPolicy cpu_policy_;
   Backend* backend_ = nullptr;
   std::shared_ptr<Allocator> allocator_;

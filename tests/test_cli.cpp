@@ -198,13 +198,16 @@ TEST_F(Cli, UsageErrorsAreOneLineAndExitCodeOne) {
 TEST_F(Cli, CudaOnlyComputeOptionsAreNotedOnTheCpuAndRecordedInBenchJson) {
   const CliResult r =
       run(fmt::format("bench --device cpu --ops sum --repeat 1 --precision tf32 --conv-algo measured "
-                      "--json '{}'",
+                      "--cuda-graphs true --json '{}'",
                       file("bench.json")));
   ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_TRUE(contains(r.err, "note: --precision tf32 and --conv-algo measured change nothing on the CPU")) << r.err;
+  EXPECT_TRUE(
+      contains(r.err, "note: --precision tf32, --conv-algo measured and --cuda-graphs change nothing on the CPU"))
+      << r.err;
   const std::string json = slurp(file("bench.json"));
   EXPECT_TRUE(contains(json, "\"precision\": \"tf32\"")) << json;
   EXPECT_TRUE(contains(json, "\"conv_algo\": \"measured\"")) << json;
+  EXPECT_TRUE(contains(json, "\"cuda_graphs\": true")) << json;
   // The defaults say nothing.
   const CliResult quiet = run("bench --device cpu --ops sum --repeat 1");
   ASSERT_EQ(quiet.status, 0) << quiet.err;

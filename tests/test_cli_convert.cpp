@@ -111,7 +111,8 @@ TEST_F(CliConvert, BadInputIsOneLineAndWritesNothing) {
   for (const Case& c : {
            Case{"--weights missing.safetensors --output a.safetensors", "--weights", "a.safetensors"},
            Case{"--weights ckpt.safetensors --output b.safetensors --save-dtype int8", "--save-dtype", "b.safetensors"},
-           Case{"--weights ckpt.safetensors --output no/such/dir/c.safetensors", "--output", "no/such/dir/c.safetensors"},
+           Case{"--weights ckpt.safetensors --output no/such/dir/c.safetensors", "--output",
+                "no/such/dir/c.safetensors"},
            Case{"--weights ckpt.safetensors --output d.safetensors --model vgg11", "vgg11", "d.safetensors"},
            Case{"--weights ckpt.safetensors --output ckpt.safetensors", "--output", ""},
        }) {

@@ -11,6 +11,7 @@
 #include "cudl/engine/backend.hpp"
 #include "cudl/engine/check.hpp"
 #include "cudl/engine/context.hpp"
+#include "cudl/engine/step_graph.hpp"
 #include "cudl/layers/lbfgs.hpp"
 #include "cudl/models/style/style_transfer.hpp"
 #include "cudl/models/zoo/zoo.hpp"
@@ -158,8 +159,12 @@ StyleResult StyleRunner::run(const Image& content_in, const Image* init, const S
     ctx.synchronize();
     const auto start = std::chrono::steady_clock::now();
     double ms_per_iteration = 0;
+    // The loss and gradient evaluation reads x and writes grad and the losses, the same tensors
+    // every iteration: with --cuda-graphs it replays as one graph (the optimizer step stays outside:
+    // L-BFGS decides on the host, Adam's step count is an argument).
+    StepGraph evaluation("style iteration");
     for (int k = 0; k <= o.iters; ++k) {
-      objective_.evaluate(ctx, x, grad);
+      evaluation.run(ctx, [&] { objective_.evaluate(ctx, x, grad); });
       Tensor row = log.view(static_cast<std::int64_t>(k) * row_size, Shape{row_size});
       be.copy(ctx, objective_.losses(), row);
       const bool report = k == o.iters || (o.print_every > 0 && k % o.print_every == 0);
@@ -177,7 +182,7 @@ StyleResult StyleRunner::run(const Image& content_in, const Image* init, const S
         ms_per_iteration = k > 0 ? ms / k : 0.0;
         p.ms_per_iteration = ms_per_iteration;
         const auto stats = ctx.allocator().stats();
-        p.pool_peak_bytes = stats.peak_allocated_bytes;
+        p.pool_peak_bytes = stats.peak_allocated_bytes + evaluation.private_peak_bytes();
         p.pool_allocated_bytes = stats.allocated_bytes;
         callbacks.on_progress(p);
       }
@@ -204,7 +209,8 @@ StyleResult StyleRunner::run(const Image& content_in, const Image* init, const S
     result.iterations += o.iters;
     result.ms_per_iteration =
         result.iterations > 0 ? 1000.0 * result.optimise_seconds / static_cast<double>(result.iterations) : 0.0;
-    result.pool_peak_bytes = std::max(result.pool_peak_bytes, ctx.allocator().stats().peak_allocated_bytes);
+    result.pool_peak_bytes = std::max(result.pool_peak_bytes,
+                                      ctx.allocator().stats().peak_allocated_bytes + evaluation.private_peak_bytes());
     const auto values = log.to_vector(ctx);
     std::vector<StyleLosses> rows;
     for (int k = 0; k <= o.iters; ++k)

@@ -537,6 +537,7 @@ void run_bench(const Options& opt) {
                           {"deterministic", opt.compute.deterministic},
                           {"precision", precision_name(opt.compute.precision)},
                           {"conv_algo", conv_search_name(opt.compute.conv_algo)},
+                          {"cuda_graphs", opt.compute.cuda_graphs},
                           {"machine", machine},
                           {"results", results}};
     if (!opt.shape.empty()) doc["shape"] = opt.shape;

@@ -402,6 +402,11 @@ void add_compute_options(CLI::App* cmd, ComputeOptions& options) {
                   "per shape and keep the fastest (PyTorch's cudnn.benchmark; CUDA only)")
       ->transform(named_enum({ConvSearch::heuristic, ConvSearch::measured}, conv_search_name))
       ->default_str("heuristic");
+  cmd->add_option("--cuda-graphs", options.cuda_graphs,
+                  "true: replay fixed-shape steps (bench's inference step, the style iteration's loss and gradient) "
+                  "as CUDA graphs, one launch instead of one per kernel; false: plain launches (CUDA only; not yet "
+                  "measured on a GPU, so off by default)")
+      ->capture_default_str();
 }
 
 void add_precision_option(CLI::App* cmd, Precision& precision) {
@@ -418,12 +423,13 @@ void add_precision_option(CLI::App* cmd, Precision& precision) {
 void apply_compute_options(Context& ctx, const ComputeOptions& options) {
   ctx.set_deterministic(options.deterministic);
   ctx.set_conv_search(options.conv_algo);
+  ctx.set_cuda_graphs(options.cuda_graphs);
   ctx.set_precision(options.precision);  // throws, naming the GPU, where it lacks the tensor cores
   if (!ctx.device().is_cpu()) return;
-  if (options.precision == Precision::tf32 || options.conv_algo != ConvSearch::heuristic)
+  if (options.precision == Precision::tf32 || options.conv_algo != ConvSearch::heuristic || options.cuda_graphs)
     fmt::print(stderr,
-               "note: --precision tf32 and --conv-algo measured change nothing on the CPU (no TF32, one "
-               "algorithm)\n");
+               "note: --precision tf32, --conv-algo measured and --cuda-graphs change nothing on the CPU (no TF32, one "
+               "algorithm, no graphs)\n");
   if (options.precision == Precision::fp16 && !cpu_has_native_f16())
     fmt::print(stderr,
                "note: --precision fp16 on this CPU is computed through fp32 (no f16 kernels for it: {}): "

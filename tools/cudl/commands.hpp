@@ -44,11 +44,13 @@ void run_pipeline_bench(const PipelineBenchArgs& a, const std::string& model_nam
 //                                    repeat bit for bit; false lets it pick the fastest
 //   --conv-algo heuristic|measured   cuDNN's guess, or time every algorithm once per shape (as
 //                                    PyTorch's cudnn.benchmark; default heuristic)
+//   --cuda-graphs true|false         replay fixed-shape steps as CUDA graphs (engine/step_graph.hpp)
 // The CPU has one algorithm and no TF32; apply_compute_options notes what it ignores.
 struct ComputeOptions {
   bool deterministic = true;
   Precision precision = Precision::fp32;
   ConvSearch conv_algo = ConvSearch::heuristic;
+  bool cuda_graphs = false;
 };
 void add_compute_options(CLI::App* cmd, ComputeOptions& options);
 // --precision alone (summary shows the dtypes it gives each layer).

@@ -56,8 +56,7 @@ void run_convert(const ConvertArgs& a) {
   if (!metadata.count("model")) metadata["model"] = model_name;
   const DType dtype = save_dtype(a.save_dtype);
   save_weights(a.output, ctx, model, metadata, dtype);
-  fmt::print("wrote {}: {} parameters of {} as {}\n", a.output, model.parameter_count(), model_name,
-             dtype_name(dtype));
+  fmt::print("wrote {}: {} parameters of {} as {}\n", a.output, model.parameter_count(), model_name, dtype_name(dtype));
 }
 
 }  // namespace
@@ -65,7 +64,8 @@ void run_convert(const ConvertArgs& a) {
 void add_convert_command(CLI::App& app) {
   auto a = std::make_shared<ConvertArgs>();
   auto* cmd = app.add_subcommand(
-      "convert", "Write a checkpoint's weights as an inference weights file (no optimizer state), optionally in bf16/fp16");
+      "convert",
+      "Write a checkpoint's weights as an inference weights file (no optimizer state), optionally in bf16/fp16");
   cmd->add_option("--weights", a->weights, "The checkpoint or weights file (safetensors) to read")
       ->required()
       ->check(input_file());

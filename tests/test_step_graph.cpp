@@ -1,0 +1,136 @@
+// StepGraph (engine/step_graph.hpp): on the CPU the step simply runs each time; on a GPU a
+// replayed inference step and a replayed style iteration give exactly the plain launches' results
+// (same kernels, same algorithms), the host code runs only for the warm-up and the recording, and
+// a step that synchronises falls back to plain launches with one note and no lost result.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/engine/io/image.hpp"
+#include "cudl/engine/step_graph.hpp"
+#include "cudl/layers/conv2d.hpp"
+#include "cudl/layers/elementwise.hpp"
+#include "cudl/layers/linear.hpp"
+#include "cudl/models/network/sequential.hpp"
+#include "cudl/models/style/style_transfer.hpp"
+#include "tests/backend_fixture.hpp"
+#include "tests/test_util.hpp"
+
+using namespace cudl;
+using cudl::testing::contains;
+
+namespace {
+
+Sequential small_net(Context& ctx) {
+  Sequential m;
+  m.add("features.0", std::make_unique<Conv2d>(3, 8, 3, Conv2dParams{1, 1}));
+  m.add("features.1", relu());
+  m.add("features.2", std::make_unique<MaxPool2d>(2));
+  m.add("features.3", std::make_unique<Conv2d>(8, 8, 3, Conv2dParams{1, 1}));
+  m.add("features.4", relu());
+  m.add("flatten", std::make_unique<Flatten>());
+  m.add("classifier.0", std::make_unique<Linear>(8 * 8 * 8, 10));
+  m.build(ctx, 5);
+  return m;
+}
+
+// Batch-2 inputs [2, 3, 16, 16], a different one per seed.
+std::vector<float> input_values(unsigned seed) { return cudl::testing::random_values(2 * 3 * 16 * 16, seed); }
+
+TEST(StepGraph, OnTheCpuTheStepRunsEveryTime) {
+  Context ctx;
+  ctx.set_cuda_graphs(true);  // asked for, but the CPU has no graphs
+  StepGraph graph("test step");
+  int runs = 0;
+  for (int i = 0; i < 4; ++i) graph.run(ctx, [&] { ++runs; });
+  EXPECT_EQ(runs, 4);
+  EXPECT_EQ(graph.state(), StepGraph::State::plain);
+  EXPECT_EQ(graph.private_peak_bytes(), 0u);
+}
+
+TEST(StepGraph, CudaReplayedInferenceMatchesPlainLaunches) {
+  CUDL_REQUIRE_CUDA();
+  Context gpu(Device::cuda(0));
+  Sequential model = small_net(gpu);
+  Tensor x = Tensor::empty(Shape{2, 3, 16, 16}, gpu), out = Tensor::empty(Shape{2, 10}, gpu);
+  int host_runs = 0;
+  auto step = [&] {
+    ++host_runs;
+    Tensor y = model.forward(gpu, x, false);
+    gpu.backend().copy(gpu, y, out);
+  };
+  // Plain launches first, as the reference for each input.
+  std::vector<std::vector<float>> expected;
+  for (unsigned seed = 1; seed <= 4; ++seed) {
+    gpu.backend().copy(gpu, Tensor::from_host(input_values(seed), x.shape(), gpu), x);
+    step();
+    expected.push_back(out.to_vector(gpu));
+  }
+  gpu.set_cuda_graphs(true);
+  StepGraph graph("inference step");
+  host_runs = 0;
+  for (unsigned seed = 1; seed <= 4; ++seed) {
+    gpu.backend().copy(gpu, Tensor::from_host(input_values(seed), x.shape(), gpu), x);
+    graph.run(gpu, step);
+    EXPECT_EQ(out.to_vector(gpu), expected[seed - 1]) << "input " << seed;
+  }
+  EXPECT_EQ(graph.state(), StepGraph::State::replaying);
+  EXPECT_EQ(host_runs, 2);  // the warm-up and the recording; the last two were replays
+  EXPECT_GT(graph.private_peak_bytes(), 0u);
+}
+
+TEST(StepGraph, CudaStepThatSynchronisesRunsPlainlyAfterOneNote) {
+  CUDL_REQUIRE_CUDA();
+  Context gpu(Device::cuda(0));
+  gpu.set_cuda_graphs(true);
+  Tensor counter = Tensor::zeros(Shape{1}, gpu);
+  int host_runs = 0;
+  StepGraph graph("syncing step");
+  ::testing::internal::CaptureStderr();
+  for (int i = 0; i < 4; ++i)
+    graph.run(gpu, [&] {
+      ++host_runs;
+      gpu.backend().axpy(gpu, 1.0f, Tensor::full(Shape{1}, 1.0f, gpu), counter);
+      gpu.synchronize();  // not allowed while a stream records
+    });
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(graph.state(), StepGraph::State::refused);
+  EXPECT_TRUE(contains(err, "the syncing step cannot be captured as a CUDA graph")) << err;
+  // Every call's work happened once: the failed recording was rerun plainly.
+  EXPECT_EQ(counter.to_vector(gpu), std::vector<float>{4.0f});
+  EXPECT_EQ(host_runs, 5);  // warm-up, the refused recording and its plain rerun, two plain calls
+}
+
+TEST(StepGraph, CudaReplayedStyleIterationsMatchPlainLaunches) {
+  CUDL_REQUIRE_CUDA();
+  const std::string data = cudl::testing::source_dir() + "/tests/data/";
+  const Image content = read_image(data + "chelsea.png"), style = read_image(data + "brick.png");
+  for (const StyleOptimizer optimizer : {StyleOptimizer::adam, StyleOptimizer::lbfgs}) {
+    StyleOptions o;
+    o.size = 48;
+    o.iters = 6;
+    o.optimizer = optimizer;
+    o.print_every = 0;
+    std::vector<StyleResult> results;
+    for (const bool graphs : {false, true}) {
+      Context gpu(Device::cuda(0));
+      gpu.set_cuda_graphs(graphs);
+      Sequential net = make_style_network(gpu, o, "random:1");
+      results.push_back(run_style_transfer(gpu, net, content, {style}, o));
+    }
+    const auto& plain = results[0].log.at(0);
+    const auto& replayed = results[1].log.at(0);
+    ASSERT_EQ(plain.size(), replayed.size());
+    for (std::size_t k = 0; k < plain.size(); ++k) {
+      EXPECT_EQ(replayed[k].total, plain[k].total) << "iteration " << k;
+      EXPECT_EQ(replayed[k].style, plain[k].style) << "iteration " << k;
+    }
+    EXPECT_EQ(results[1].image.pixels, results[0].image.pixels);
+  }
+}
+
+}  // namespace
