@@ -41,9 +41,9 @@
 //   [K, C/G, R, S] as stored (kernels/cudnn/descriptors.hpp). Nothing else changes: an algorithm
 //   that cannot run the grouping reports NOT_SUPPORTED (in the heuristics' status or at run time)
 //   and the next candidate runs, as for any other call.
-// - Cache key: direction, data type, shapes, parameters (groups included), math mode, determinism and search (the cache
-// is
-//   cleared when the math mode changes; Context::set_deterministic does not clear it).
+// - Cache key: direction, data type, shapes, parameters (groups included), math mode, determinism
+//   and search (the cache is cleared when the math mode changes; Context::set_deterministic does
+//   not clear it).
 #include <algorithm>
 #include <array>
 #include <limits>
