@@ -24,6 +24,8 @@ std::string_view activation_name(Activation a) {
       return "sigmoid";
     case Activation::tanh:
       return "tanh";
+    case Activation::relu6:
+      return "relu6";
   }
   return "?";
 }
@@ -45,7 +47,16 @@ std::int64_t pool_out_size(std::int64_t in, int kernel, int pad, int stride) {
 
 Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dParams& p) {
   CUDL_CHECK(x.rank() == 4 && w.rank() == 4, "conv2d: x={} and w={} must both be 4-D (NCHW and KCRS)", x, w);
-  CUDL_CHECK(x[1] == w[1], "conv2d: x={} has {} channels but w={} expects {}", x, x[1], w, w[1]);
+  CUDL_CHECK(p.groups >= 1, "conv2d: groups must be at least 1, got {} (x={}, w={})", p.groups, x, w);
+  if (p.groups == 1) {
+    CUDL_CHECK(x[1] == w[1], "conv2d: x={} has {} channels but w={} expects {}", x, x[1], w, w[1]);
+  } else {
+    CUDL_CHECK(w[0] % p.groups == 0, "conv2d: w={} has {} output channels, not divisible by groups={}", w, w[0],
+               p.groups);
+    CUDL_CHECK(x[1] == w[1] * p.groups,
+               "conv2d: x={} has {} channels but w={} with groups={} expects {} ({} per group)", x, x[1], w, p.groups,
+               w[1] * p.groups, w[1]);
+  }
   CUDL_CHECK(p.stride_h > 0 && p.stride_w > 0 && p.dilation_h > 0 && p.dilation_w > 0 && p.pad_h >= 0 && p.pad_w >= 0,
              "conv2d: stride and dilation must be positive and padding non-negative (x={}, w={})", x, w);
   auto oh = conv_out_size(x[2], static_cast<int>(w[2]), p.pad_h, p.stride_h, p.dilation_h);
@@ -132,6 +143,7 @@ void conv_params(std::string_view op, const Tensor& x, const Tensor& w, const Co
   CUDL_CHECK(p.stride_h > 0 && p.stride_w > 0 && p.dilation_h > 0 && p.dilation_w > 0 && p.pad_h >= 0 && p.pad_w >= 0,
              "{}: stride and dilation must be positive and padding non-negative (x={}, w={})", op, x.shape(),
              w.shape());
+  CUDL_CHECK(p.groups >= 1, "{}: groups must be at least 1, got {} (x={}, w={})", op, p.groups, x.shape(), w.shape());
 }
 
 // A backward convolution: the image-shaped tensor (dx or x) and the filter-shaped one (w or dw)
@@ -144,8 +156,11 @@ void conv_backward_args(const Context& ctx, std::string_view op, std::string_vie
   check::rank_is(op, image_name, image, 4);
   check::rank_is(op, filter_name, filter, 4);
   conv_params(op, image, filter, p);
-  CUDL_CHECK(image.dim(1) == filter.dim(1), "{}: {}={} has {} channels but {}={} expects {}", op, image_name,
-             image.shape(), image.dim(1), filter_name, filter.shape(), filter.dim(1));
+  CUDL_CHECK(image.dim(1) == filter.dim(1) * p.groups, "{}: {}={} has {} channels but {}={} expects {}{}", op,
+             image_name, image.shape(), image.dim(1), filter_name, filter.shape(), filter.dim(1) * p.groups,
+             p.groups == 1 ? std::string() : fmt::format(" (groups={})", p.groups));
+  CUDL_CHECK(filter.dim(0) % p.groups == 0, "{}: {}={} has {} output channels, not divisible by groups={}", op,
+             filter_name, filter.shape(), filter.dim(0), p.groups);
   const Shape expected = conv2d_output_shape(image.shape(), filter.shape(), p);
   CUDL_CHECK(dy.shape() == expected, "{}: dy has shape {}, expected {} for {}={} and {}={}", op, dy.shape(), expected,
              image_name, image.shape(), filter_name, filter.shape());
@@ -340,7 +355,7 @@ void Backend::activation_backward(Context& ctx, Activation a, float alpha, const
   placed_as(ctx, op, "dx", dx, "dy", dy);
   check::same_shape(op, "dy", dy, "dx", dx);
   // ReLU-like functions differentiate from x, sigmoid and tanh from y; only that one is needed.
-  if (a == Activation::relu || a == Activation::leaky_relu) {
+  if (activation_grad_reads_x(a)) {
     placed_as(ctx, op, "x", x, "dy", dy);
     check::same_shape(op, "x", x, "dy", dy);
   } else {

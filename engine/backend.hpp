@@ -40,6 +40,11 @@ struct Conv2dParams {
   int pad_h = 0, pad_w = 0;
   int stride_h = 1, stride_w = 1;
   int dilation_h = 1, dilation_w = 1;
+  // Grouped convolution (torch.nn.Conv2d's groups): the C input and K output channels split into
+  // `groups` equal slices, output slice g reading input slice g only, so w is [K, C/groups, R, S].
+  // groups == C is a depthwise convolution. Last, so that {pad_h, pad_w, ...} initialisers keep
+  // meaning what they did.
+  int groups = 1;
 };
 
 struct Pool2dParams {
@@ -101,7 +106,9 @@ class Backend {
   // dbias[c] (+)= sum of dy over every dim except 1.
   void bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accumulate);
 
-  // ---- convolution (cross-correlation, like PyTorch), x [N,C,H,W], w [K,C,R,S], y [N,K,P,Q] ----
+  // ---- convolution (cross-correlation, like PyTorch), x [N,C,H,W], w [K,C/G,R,S], y [N,K,P,Q] ----
+  // G = p.groups divides C and K; output channel k reads input channels [g*C/G, (g+1)*C/G) of its
+  // group g = k / (K/G).
   void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y);
   void conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx);
   void conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,

@@ -7,7 +7,14 @@
 
 namespace cudl {
 
-enum class Activation : int { relu, leaky_relu, sigmoid, tanh };
+// relu6 is min(max(x, 0), 6) (torch.nn.ReLU6, MobileNet's activation).
+enum class Activation : int { relu, leaky_relu, sigmoid, tanh, relu6 };
+
+// Whether an activation's gradient is computed from its input x (the ReLU family: piecewise
+// linear, so y cannot tell where x was) or from its output y (sigmoid, tanh).
+constexpr bool activation_grad_reads_x(Activation a) {
+  return a == Activation::relu || a == Activation::leaky_relu || a == Activation::relu6;
+}
 
 // Arithmetic on one-element device tensors (L-BFGS's scalars stay on the device): see scalar_op.
 // The curvature threshold is PyTorch's and optim.lbfgs's: a pair with yᵀs <= 1e-10 is not used.

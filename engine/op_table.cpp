@@ -42,8 +42,12 @@ std::vector<OpSpec> make_table() {
                "",
                "",
                {"conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_filter"},
-               {{4, 32, 32, 32, 32, 32, 3, 3}},
-               {{16, 64, 224, 224, 64, 64, 3, 3}, {16, 128, 56, 56, 256, 128, 3, 3}, {16, 512, 14, 14, 512, 512, 3, 3}},
+               // The last of each: a depthwise convolution (groups = C / w's C), MobileNetV2's 144 channels at 56 px.
+               {{4, 32, 32, 32, 32, 32, 3, 3}, {4, 32, 32, 32, 32, 1, 3, 3}},
+               {{16, 64, 224, 224, 64, 64, 3, 3},
+                {16, 128, 56, 56, 256, 128, 3, 3},
+                {16, 512, 14, 14, 512, 512, 3, 3},
+                {16, 144, 56, 56, 144, 1, 3, 3}},
                ""});
   t.push_back({"activation",
                {"activation_forward", "activation_backward"},

@@ -29,7 +29,7 @@ struct OpTolerance {
 OpTolerance op_tolerance(ToleranceClass c);
 
 // The sizes `cudl bench` times an op at: each entry a list of whole numbers (gemm: M, N, K;
-// conv2d: N, C, H, W, K, C, R, S; the others the tensor's dimensions).
+// conv2d: N, C, H, W, K, C/G, R, S with G = C / (C/G) groups; the others the tensor's dimensions).
 using BenchDims = std::vector<std::int64_t>;
 
 struct OpSpec {

@@ -35,6 +35,9 @@ Shape conv_transpose2d_output_shape(const Shape& x, const Shape& w, const Conv2d
              w);
   CUDL_CHECK(x[1] == w[0], "{}: x={} has {} channels but w={} expects {} (w is [C_in, C_out, R, S])", op, x, x[1], w,
              w[0]);
+  // Grouped transposed convolutions are not wired (no layer asks for them); refused here rather
+  // than reaching conv2d with a weight layout it would read differently.
+  CUDL_CHECK(p.groups == 1, "{}: groups={} is not supported, only groups=1 (x={}, w={})", op, p.groups, x, w);
   CUDL_CHECK(p.stride_h > 0 && p.stride_w > 0 && p.dilation_h > 0 && p.dilation_w > 0 && p.pad_h >= 0 && p.pad_w >= 0,
              "{}: stride and dilation must be positive and padding non-negative (x={}, w={})", op, x, w);
   CUDL_CHECK(

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "cudl/engine/error.hpp"
 #include "cudl/engine/ops.hpp"
 #include "cudl/layers/autocast.hpp"
 #include "cudl/layers/init.hpp"
@@ -14,6 +15,7 @@ std::string conv_args(const Conv2dParams& p) {
   if (p.stride_h != 1 || p.stride_w != 1) s += fmt::format(", stride={}", p.stride_h);
   if (p.pad_h != 0 || p.pad_w != 0) s += fmt::format(", padding={}", p.pad_h);
   if (p.dilation_h != 1 || p.dilation_w != 1) s += fmt::format(", dilation={}", p.dilation_h);
+  if (p.groups != 1) s += fmt::format(", groups={}", p.groups);
   return s;
 }
 }  // namespace
@@ -26,7 +28,11 @@ Conv2d::Conv2d(std::int64_t in_channels, std::int64_t out_channels, int kernel_s
       params_(params),
       has_bias_(bias),
       init_(init) {
-  weight_ = {"weight", Shape{out_channels, in_channels, kernel_size, kernel_size}, {}, {}, true, {}};
+  CUDL_CHECK(params.groups >= 1 && in_channels % params.groups == 0 && out_channels % params.groups == 0,
+             "Conv2d({}, {}, kernel_size={}): groups={} must be at least 1 and divide both in_channels ({}) and "
+             "out_channels ({})",
+             in_channels, out_channels, kernel_size, params.groups, in_channels, out_channels);
+  weight_ = {"weight", Shape{out_channels, in_channels / params.groups, kernel_size, kernel_size}, {}, {}, true, {}};
   bias_ = {"bias", Shape{out_channels}, {}, {}, true, {}};
 }
 
@@ -43,7 +49,8 @@ std::vector<Parameter*> Conv2d::parameters() {
 }
 
 void Conv2d::initialize(Context& ctx, std::uint64_t seed) {
-  const std::int64_t fan_in = in_channels_ * kernel_size_ * kernel_size_;
+  // PyTorch's fans read the weight's dims: fan_in = C/G * R * S (dim 1), fan_out = K * R * S (dim 0).
+  const std::int64_t fan_in = in_channels_ / params_.groups * kernel_size_ * kernel_size_;
   const std::int64_t fan_out = out_channels_ * kernel_size_ * kernel_size_;
   if (init_ == InitScheme::vgg) {
     init::kaiming_normal_fan_out(ctx, weight_.value, fan_out, init::derive_seed(seed, 0));
@@ -91,6 +98,8 @@ ConvTranspose2d::ConvTranspose2d(std::int64_t in_channels, std::int64_t out_chan
       params_(params),
       output_padding_(output_padding),
       has_bias_(bias) {
+  CUDL_CHECK(params.groups == 1, "ConvTranspose2d({}, {}, kernel_size={}): groups={} is not supported, only groups=1",
+             in_channels, out_channels, kernel_size, params.groups);
   weight_ = {"weight", Shape{in_channels, out_channels, kernel_size, kernel_size}, {}, {}, true, {}};
   bias_ = {"bias", Shape{out_channels}, {}, {}, true, {}};
 }

@@ -3,7 +3,8 @@
 
 namespace cudl {
 
-// 2-D convolution (cross-correlation, like torch.nn.Conv2d with groups=1), weight [K, C, R, S].
+// 2-D convolution (cross-correlation, like torch.nn.Conv2d), weight [K, C/G, R, S] where
+// G = params.groups (1 by default; C for a depthwise convolution). C and K must be divisible by G.
 class Conv2d final : public Layer {
  public:
   Conv2d(std::int64_t in_channels, std::int64_t out_channels, int kernel_size, Conv2dParams params = {},
@@ -24,6 +25,7 @@ class Conv2d final : public Layer {
   std::int64_t in_channels() const { return in_channels_; }
   std::int64_t out_channels() const { return out_channels_; }
   int kernel_size() const { return kernel_size_; }
+  int groups() const { return params_.groups; }
   bool has_bias() const { return has_bias_; }
   InitScheme init() const { return init_; }
 

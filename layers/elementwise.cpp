@@ -16,6 +16,8 @@ std::string ActivationLayer::type() const {
       return "Sigmoid";
     case Activation::tanh:
       return "Tanh";
+    case Activation::relu6:
+      return "ReLU6";
   }
   return "Activation";
 }
@@ -28,7 +30,7 @@ Tensor ActivationLayer::forward(Context& ctx, const Tensor& x, bool train) {
   Tensor y = Tensor::empty(x.shape(), ctx, x.dtype());
   ctx.backend().activation_forward(ctx, kind_, alpha_, x, y);
   // ReLU-like functions differentiate from x, sigmoid/tanh from y: keep only what backward reads.
-  const bool needs_x = kind_ == Activation::relu || kind_ == Activation::leaky_relu;
+  const bool needs_x = activation_grad_reads_x(kind_);
   x_ = train && needs_x ? x : Tensor();
   y_ = train && !needs_x ? y : Tensor();
   return y;

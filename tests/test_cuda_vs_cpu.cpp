@@ -217,7 +217,8 @@ TEST_F(CudaVsCpu, Gram) {
 
 // ---------------------------------------------------------------- convolution
 
-// Forward, backward data and backward filter (overwriting and accumulating) on four shapes, with
+// Forward, backward data and backward filter (overwriting and accumulating) on eight shapes (four
+// of them grouped or depthwise), with
 // the GPU context's current math mode and algorithm search.
 void CudaVsCpu::conv2d_cases(Tolerance tol) {
   struct Case {
@@ -233,15 +234,25 @@ void CudaVsCpu::conv2d_cases(Tolerance tol) {
   Conv2dParams dilated;
   dilated.pad_h = dilated.pad_w = 2;
   dilated.dilation_h = dilated.dilation_w = 2;
+  // Grouped (cuDNN's group count on the convolution descriptor) and depthwise.
+  Conv2dParams two_groups = same;
+  two_groups.groups = 2;
+  Conv2dParams depthwise_strided = same;
+  depthwise_strided.stride_h = depthwise_strided.stride_w = 2;
+  depthwise_strided.groups = 6;
+  Conv2dParams depthwise_x2 = same;
+  depthwise_x2.groups = 4;
+  Conv2dParams depthwise_32 = same;
+  depthwise_32.groups = 32;
   const std::vector<Case> cases = {
-      {Shape{2, 3, 9, 11}, Shape{4, 3, 3, 3}, same},
-      {Shape{2, 3, 9, 11}, Shape{4, 3, 3, 2}, strided},
-      {Shape{1, 2, 10, 8}, Shape{3, 2, 3, 3}, dilated},
-      {Shape{3, 16, 6, 6}, Shape{8, 16, 1, 1}, Conv2dParams{}},
+      {Shape{2, 3, 9, 11}, Shape{4, 3, 3, 3}, same},        {Shape{2, 3, 9, 11}, Shape{4, 3, 3, 2}, strided},
+      {Shape{1, 2, 10, 8}, Shape{3, 2, 3, 3}, dilated},     {Shape{3, 16, 6, 6}, Shape{8, 16, 1, 1}, Conv2dParams{}},
+      {Shape{2, 8, 9, 11}, Shape{6, 4, 3, 3}, two_groups},  {Shape{2, 6, 10, 10}, Shape{6, 1, 3, 3}, depthwise_strided},
+      {Shape{1, 4, 7, 7}, Shape{8, 1, 3, 3}, depthwise_x2}, {Shape{2, 32, 14, 14}, Shape{32, 1, 3, 3}, depthwise_32},
   };
   std::uint32_t seed = 10;
   for (const Case& tc : cases) {
-    const std::string name = fmt::format("x={} w={}", tc.x, tc.w);
+    const std::string name = fmt::format("x={} w={} groups={}", tc.x, tc.w, tc.p.groups);
     const Shape ys = conv2d_output_shape(tc.x, tc.w, tc.p);
     Both x = random(tc.x, seed++);
     Both w = random(tc.w, seed++);
@@ -286,9 +297,11 @@ TEST_F(CudaVsCpu, Conv2dInTf32) {
 
 TEST_F(CudaVsCpu, Activations) {
   const Shape shape = op_spec("activation").shapes.at(0);
-  for (Activation a : {Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::tanh}) {
+  for (Activation a :
+       {Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::tanh, Activation::relu6}) {
     const std::string name(activation_name(a));
-    Both x = random(shape, 20, -4.0f, 4.0f);
+    const float range = a == Activation::relu6 ? 8.0f : 4.0f;  // relu6: both kinks, 0 and 6
+    Both x = random(shape, 20, -range, range);
     Both y = zeros(shape);
     on_both([&](Backend& be, Context& ctx, Side s) { be.activation_forward(ctx, a, 0.1f, x.*s, y.*s); });
     expect_close(y, kElementwise, name + " forward");
@@ -716,7 +729,8 @@ TEST_F(CudaVsCpu, MaxAndClampWithNaNAndInf) {
 
 TEST_F(CudaVsCpu, ActivationsWithNaNAndInf) {
   const Shape shape{4, 3, 5, 7};
-  for (Activation a : {Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::tanh}) {
+  for (Activation a :
+       {Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::tanh, Activation::relu6}) {
     const std::string name(activation_name(a));
     Both x = from(with_non_finite(uniform_values(shape.numel(), 230, -4.0f, 4.0f), 231), shape);
     Both y = zeros(shape);

@@ -136,9 +136,11 @@ const std::vector<std::int64_t> kElementwiseSizes = {8, 1003, 4096};
 TEST_P(CudaVsCpuHalf, Activations) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   for (const std::int64_t n : kElementwiseSizes) {
-    for (const Activation a : {Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::tanh}) {
+    for (const Activation a :
+         {Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::tanh, Activation::relu6}) {
       const std::string what = std::string(activation_name(a)) + " n=" + std::to_string(n);
-      Both x = half_random(Shape{n}, 1, -4.0f, 4.0f), y = half_zeros(Shape{n});
+      const float range = a == Activation::relu6 ? 8.0f : 4.0f;  // relu6: both kinks, 0 and 6
+      Both x = half_random(Shape{n}, 1, -range, range), y = half_zeros(Shape{n});
       on_both([&](Backend& b, Context& ctx, Tensor Both::*s) { b.activation_forward(ctx, a, 0.1f, x.*s, y.*s); });
       expect_close(y, rounded(), what + " forward");
       // Backward from the GPU's (rounded) y on both sides, so only the gradient's own rounding differs.
@@ -325,9 +327,11 @@ TEST_P(CudaVsCpuHalf, Conv2d) {
   };
   const Conv2dParams pad1{1, 1, 1, 1, 1, 1};
   const Conv2dParams strided{0, 0, 2, 2, 1, 1};
+  const Conv2dParams two_groups{1, 1, 1, 1, 1, 1, 2}, depthwise{1, 1, 2, 2, 1, 1, 16};
   for (const Case& c :
        {Case{Shape{2, 3, 9, 9}, Shape{8, 3, 3, 3}, pad1}, Case{Shape{2, 16, 8, 8}, Shape{8, 16, 3, 3}, pad1},
-        Case{Shape{1, 8, 11, 11}, Shape{16, 8, 1, 1}, strided}}) {
+        Case{Shape{1, 8, 11, 11}, Shape{16, 8, 1, 1}, strided}, Case{Shape{2, 16, 8, 8}, Shape{8, 8, 3, 3}, two_groups},
+        Case{Shape{2, 16, 9, 9}, Shape{16, 1, 3, 3}, depthwise}}) {
     const Shape ys = conv2d_output_shape(c.x, c.w, c.p);
     Both x = half_random(c.x, 25), w = half_random(c.w, 26), y = half_zeros(ys);
     on_both([&](Backend& b, Context& ctx, Tensor Both::*s) { b.conv2d_forward(ctx, x.*s, w.*s, c.p, y.*s); });

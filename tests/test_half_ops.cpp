@@ -109,6 +109,10 @@ const ConvCase kConvCases[] = {
     {{2, 5, 9, 11}, {4, 5, 3, 2}, {1, 0, 2, 1, 1, 1}},   // strided, asymmetric
     {{1, 3, 7, 7}, {4, 3, 1, 1}, {0, 0, 1, 1, 1, 1}},    // pointwise
     {{1, 4, 11, 11}, {3, 4, 3, 3}, {2, 2, 1, 1, 2, 2}},  // dilated
+    // Grouped and depthwise (Conv2dParams::groups; w is [K, C/groups, R, S]).
+    {{2, 8, 10, 10}, {6, 4, 3, 3}, {1, 1, 1, 1, 1, 1, 2}},     // 2 groups
+    {{2, 16, 9, 9}, {16, 1, 3, 3}, {1, 1, 2, 2, 1, 1, 16}},    // depthwise, strided
+    {{1, 32, 12, 12}, {32, 1, 3, 3}, {1, 1, 1, 1, 1, 1, 32}},  // depthwise, oneDNN's blocked kernels
 };
 
 TEST_P(HalfOps, ConvForward) {
@@ -131,7 +135,8 @@ TEST_P(HalfOps, ConvBackwardData) {
     be_.conv2d_backward_data(ctx_, f32(dyv, ys), f32(wv, c.w), c.p, ref);
     be_.conv2d_backward_data(ctx_, f32(abs(dyv), ys), f32(abs(wv), c.w), c.p, mag);
     be_.conv2d_backward_data(ctx_, hf(dyv, ys), hf(wv, c.w), c.p, dx);
-    expect_reduced(host(dx), host(ref), host(mag), static_cast<double>(c.w[0] * c.w[2] * c.w[3]),
+    // Each input channel receives the K/groups output channels of its group.
+    expect_reduced(host(dx), host(ref), host(mag), static_cast<double>(c.w[0] / c.p.groups * c.w[2] * c.w[3]),
                    "conv2d_backward_data");
   }
 }
@@ -237,8 +242,10 @@ TEST_P(HalfOps, GemmAccumulatesInF32) {
 
 TEST_P(HalfOps, Activations) {
   const Shape s{3, 5, 7};
-  const auto xv = values(s, -4.0f, 4.0f), dyv = values(s);
-  for (const Activation a : {Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::tanh}) {
+  // [-8, 8): relu6's upper kink at 6 is inside too.
+  const auto xv = values(s, -8.0f, 8.0f), dyv = values(s);
+  for (const Activation a :
+       {Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::tanh, Activation::relu6}) {
     const std::string name(activation_name(a));
     Tensor ref_y = Tensor::empty(s, ctx_), y = Tensor::empty(s, ctx_, half());
     be_.activation_forward(ctx_, a, 0.1f, f32(xv, s), ref_y);

@@ -31,6 +31,8 @@ double reference(Activation a, float alpha, double x) {
       return 1.0 / (1.0 + std::exp(-x));
     case Activation::tanh:
       return std::tanh(x);
+    case Activation::relu6:
+      return x > 0 ? (x < 6 ? x : 6) : 0;
   }
   return 0;
 }
@@ -47,11 +49,14 @@ double reference_derivative(Activation a, float alpha, double x) {
     }
     case Activation::tanh:
       return 1 - std::tanh(x) * std::tanh(x);
+    case Activation::relu6:
+      return x > 0 && x < 6 ? 1 : 0;
   }
   return 0;
 }
 
-constexpr Activation kAll[] = {Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::tanh};
+constexpr Activation kAll[] = {Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::tanh,
+                               Activation::relu6};
 
 }  // namespace
 
@@ -59,7 +64,8 @@ class ActivationOps : public BackendTest {};
 
 TEST_P(ActivationOps, ForwardAndBackwardMatchNaiveLoops) {
   const float alpha = 0.1f;
-  std::vector<float> xs = ramp(41, -6.0f, 6.0f);
+  // -8 to 8 in steps of 0.4: 0 and 6 (relu6's kinks, gradient 0 there as in PyTorch) are on it.
+  std::vector<float> xs = ramp(41, -8.0f, 8.0f);
   std::vector<float> gs = ramp(41, 0.5f, -1.5f);
   Tensor x = make(xs, {41}), dy = make(gs, {41});
   for (Activation a : kAll) {
@@ -124,4 +130,27 @@ TEST(GradientActivations, EveryActivationMatchesFiniteDifferences) {
     opts.skip = [](std::int64_t, float v) { return std::abs(v) < 0.05f; };
     cudl::testing::expect_gradient_matches(ctx, x, dx, loss, std::string(activation_name(a)), opts);
   }
+}
+
+// ReLU6 across both kinks: the slope is 1 inside (0, 6) and 0 outside.
+TEST(GradientActivations, Relu6AcrossBothKinks) {
+  Context ctx;
+  Backend& b = ctx.backend();
+  std::vector<float> xs = ramp(50, -2.0f, 8.1f), ws = ramp(50, 1.0f, -0.7f);
+  Tensor x = Tensor::from_host(xs, {5, 10}, ctx);
+  Tensor y = Tensor::empty(x.shape(), ctx), dx = Tensor::empty(x.shape(), ctx);
+  Tensor dy = Tensor::from_host(ws, x.shape(), ctx);
+  b.activation_forward(ctx, Activation::relu6, 0.0f, x, y);
+  b.activation_backward(ctx, Activation::relu6, 0.0f, x, y, dy, dx);
+  auto loss = [&] {
+    b.activation_forward(ctx, Activation::relu6, 0.0f, x, y);
+    return cudl::testing::weighted_sum(y.to_vector(ctx), ws);
+  };
+  cudl::testing::GradCheckOptions opts;
+  opts.skip = [](std::int64_t, float v) { return std::abs(v) < 0.05f || std::abs(v - 6.0f) < 0.05f; };
+  cudl::testing::expect_gradient_matches(ctx, x, dx, loss, "relu6", opts);
+  // Values beyond 6 are clamped: the slope there is 0.
+  const auto g = dx.to_vector(ctx);
+  EXPECT_EQ(g.back(), 0.0f);
+  EXPECT_EQ(g.front(), 0.0f);
 }

@@ -42,6 +42,9 @@ void forward(Activation a, float alpha, const Tensor& x, Tensor& y) {
     case Activation::tanh:
       map(px, py, n, [](float v) { return std::tanh(v); });
       return;
+    case Activation::relu6:
+      map(px, py, n, [](float v) { return v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f; });
+      return;
   }
   CUDL_THROW("activation_forward: unknown activation {}", static_cast<int>(a));
 }
@@ -65,6 +68,10 @@ void backward(Activation a, float alpha, const Tensor& x, const Tensor& y, const
       return;
     case Activation::tanh:
       map2(y.data<T>(), pdy, pdx, n, [](float t, float g) { return g * (1.0f - t * t); });
+      return;
+    case Activation::relu6:
+      // PyTorch's hardtanh gradient: dy strictly inside (0, 6), 0 at and beyond the kinks.
+      map2(x.data<T>(), pdy, pdx, n, [](float v, float g) { return v > 0.0f && v < 6.0f ? g : 0.0f; });
       return;
   }
   CUDL_THROW("activation_backward: unknown activation {}", static_cast<int>(a));

@@ -4,6 +4,9 @@
 // geometry oneDNN cannot express. Both share the empty-shape guards below. Half tensors go to
 // oneDNN where it has a native kernel for their dtype on this CPU (bf16 with AVX-512 BF16 / AMX);
 // otherwise they are widened to f32, convolved on the f32 path and the output rounded once.
+// Grouped convolutions (Conv2dParams::groups) go to oneDNN's grouped primitives; here the column
+// matrix is built for all channels at once (its rows are channel-major, so a group's rows are
+// contiguous) and each group is one GEMM over its slice of the rows and of the weights.
 #include <cblas.h>
 #include <omp.h>
 
@@ -20,13 +23,18 @@
 namespace cudl {
 namespace {
 
-// Every size the loops need, taken once from x [N,C,H,W], w [K,C,R,S], y [N,K,P,Q].
+// Every size the loops need, taken once from x [N,C,H,W], w [K,C/G,R,S], y [N,K,P,Q].
 struct ConvGeometry {
   std::int64_t n, c, h, w, k, r, s, p, q;
   Conv2dParams prm;
   std::int64_t rows() const { return c * r * s; }  // of the column matrix [C*R*S, P*Q]
   std::int64_t cols() const { return p * q; }
   std::int64_t col_size() const { return rows() * cols(); }
+  // One group's share: its rows of the column matrix, its output channels, its weights [K/G, C/G*R*S].
+  std::int64_t groups() const { return prm.groups; }
+  std::int64_t group_rows() const { return rows() / prm.groups; }
+  std::int64_t group_k() const { return k / prm.groups; }
+  std::int64_t group_weights() const { return group_k() * group_rows(); }
 };
 
 ConvGeometry geometry(const Shape& x, const Shape& w, const Shape& y, const Conv2dParams& p) {
@@ -117,17 +125,17 @@ void col2im(const float* col, std::int64_t ld, const ConvGeometry& g, float* x) 
   }
 }
 
-// The filter gradient sums over samples in groups: a group's column matrices sit side by side
-// in one [C*R*S, group*P*Q] matrix (about 4 MiB, so it stays in cache), and at least 8 groups
-// keep the threads busy. The group size depends only on the shapes, never on the thread count,
-// so the sum runs in a fixed order.
+// The filter gradient sums over samples in batches (not to be confused with channel groups): a
+// batch's column matrices sit side by side in one [C*R*S, batch*P*Q] matrix (about 4 MiB, so it
+// stays in cache), and at least 8 batches keep the threads busy. The batch size depends only on
+// the shapes, never on the thread count, so the sum runs in a fixed order.
 constexpr std::int64_t kColumnBudgetBytes = 4ll << 20;
-constexpr std::int64_t kMinGroups = 8;
+constexpr std::int64_t kMinBatches = 8;
 
-std::int64_t group_size(const ConvGeometry& g) {
+std::int64_t batch_size(const ConvGeometry& g) {
   const std::int64_t per_sample = std::max<std::int64_t>(g.col_size() * static_cast<std::int64_t>(sizeof(float)), 1);
-  const std::int64_t by_groups = std::max<std::int64_t>((g.n + kMinGroups - 1) / kMinGroups, 1);
-  return std::clamp<std::int64_t>(kColumnBudgetBytes / per_sample, 1, by_groups);
+  const std::int64_t by_batches = std::max<std::int64_t>((g.n + kMinBatches - 1) / kMinBatches, 1);
+  return std::clamp<std::int64_t>(kColumnBudgetBytes / per_sample, 1, by_batches);
 }
 
 int loop_threads(std::int64_t elements) { return elements >= cpu::kParallelThreshold ? omp_get_max_threads() : 1; }
@@ -171,12 +179,15 @@ void CpuBackend::do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& 
   const float* px = x.data<float>();
   const float* pw = w.data<float>();
   float* py = y.data<float>();
-  // Each sample is an independent [K, C*R*S] x [C*R*S, P*Q] product written straight into y: OpenMP
-  // over the samples, each thread with its own column buffer and a single-threaded GEMM.
-  const std::int64_t pq = g.cols();
+  // Each sample is an independent [K, C*R*S] x [C*R*S, P*Q] product written straight into y (per
+  // group: [K/G, C/G*R*S] x [C/G*R*S, P*Q]): OpenMP over the samples, each thread with its own
+  // column buffer and single-threaded GEMMs.
+  const std::int64_t pq = g.cols(), kg = g.group_k(), rows = g.group_rows();
   for_each_sample_with_columns(ctx, g, [&](std::int64_t n, float* pcol) {
     for (std::int64_t ch = 0; ch < g.c; ++ch) im2col_channel(px + n * g.c * g.h * g.w, g, ch, pcol, pq);
-    sgemm(false, false, g.k, pq, g.rows(), pw, pcol, 0.0f, py + n * g.k * pq);
+    for (std::int64_t gi = 0; gi < g.groups(); ++gi)
+      sgemm(false, false, kg, pq, rows, pw + gi * g.group_weights(), pcol + gi * rows * pq, 0.0f,
+            py + (n * g.k + gi * kg) * pq);
   });
 }
 
@@ -198,11 +209,14 @@ void CpuBackend::do_conv2d_backward_data(Context& ctx, const Tensor& dy, const T
   const float* pdy = dy.data<float>();
   const float* pw = w.data<float>();
   float* pdx = dx.data<float>();
-  // Per sample: col [C*R*S, P*Q] = wᵀ [C*R*S, K] * dy[n] [K, P*Q], then scattered back onto the
-  // image. OpenMP over the samples, a column buffer and a single-threaded GEMM per thread.
-  const std::int64_t pq = g.cols();
+  // Per sample: col [C*R*S, P*Q] = wᵀ [C*R*S, K] * dy[n] [K, P*Q] (per group, its rows from its
+  // weights and output channels), then scattered back onto the image. OpenMP over the samples, a
+  // column buffer and single-threaded GEMMs per thread.
+  const std::int64_t pq = g.cols(), kg = g.group_k(), rows = g.group_rows();
   for_each_sample_with_columns(ctx, g, [&](std::int64_t n, float* pcol) {
-    sgemm(true, false, g.rows(), pq, g.k, pw, pdy + n * g.k * pq, 0.0f, pcol);
+    for (std::int64_t gi = 0; gi < g.groups(); ++gi)
+      sgemm(true, false, rows, pq, kg, pw + gi * g.group_weights(), pdy + (n * g.k + gi * kg) * pq, 0.0f,
+            pcol + gi * rows * pq);
     col2im(pcol, pq, g, pdx + n * g.c * g.h * g.w);
   });
 }
@@ -232,24 +246,24 @@ void CpuBackend::do_conv2d_backward_filter(Context& ctx, const Tensor& x, const 
   if (!accumulate) std::fill(pdw, pdw + dw.numel(), 0.0f);
   const float* px = x.data<float>();
   const float* pdy = dy.data<float>();
-  // The samples are split into groups whose size depends only on the shapes. A group's column
-  // matrices sit side by side in one [C*R*S, group*P*Q] matrix, so its share of dw is ONE GEMM
-  // (single-threaded, OpenMP over the groups); the partial sums are then added in group order.
-  // The result never depends on the thread count.
-  const std::int64_t group = group_size(g), groups = (g.n + group - 1) / group, pq = g.cols();
-  const std::int64_t dw_size = g.k * g.rows();
-  const int threads = static_cast<int>(std::min<std::int64_t>(loop_threads(g.n * g.col_size()), groups));
-  const std::int64_t per_thread = group * (g.col_size() + g.k * pq);
+  // The samples are split into batches whose size depends only on the shapes. A batch's column
+  // matrices sit side by side in one [C*R*S, batch*P*Q] matrix, so its share of dw is ONE GEMM per
+  // channel group (single-threaded, OpenMP over the batches); the partial sums are then added in
+  // batch order. The result never depends on the thread count.
+  const std::int64_t batch = batch_size(g), batches = (g.n + batch - 1) / batch, pq = g.cols();
+  const std::int64_t dw_size = g.k * g.group_rows();
+  const int threads = static_cast<int>(std::min<std::int64_t>(loop_threads(g.n * g.col_size()), batches));
+  const std::int64_t per_thread = batch * (g.col_size() + g.k * pq);
   Workspace scratch(ctx, static_cast<std::size_t>(threads * per_thread) * sizeof(float));
-  Workspace partial(ctx, static_cast<std::size_t>(groups * dw_size) * sizeof(float));
+  Workspace partial(ctx, static_cast<std::size_t>(batches * dw_size) * sizeof(float));
   float* parts = static_cast<float*>(partial.data());
   {
     const cpu::SingleThreadedBlas blas_on_loop_threads(threads > 1);
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (std::int64_t gi = 0; gi < groups; ++gi) {
-      const std::int64_t n0 = gi * group, count = std::min(group, g.n - n0);
+    for (std::int64_t bi = 0; bi < batches; ++bi) {
+      const std::int64_t n0 = bi * batch, count = std::min(batch, g.n - n0);
       float* pcol = static_cast<float*>(scratch.data()) + omp_get_thread_num() * per_thread;
-      float* packed = pcol + group * g.col_size();
+      float* packed = pcol + batch * g.col_size();
       const std::int64_t ld = count * pq;
       for (std::int64_t i = 0; i < count; ++i) {
         const float* xn = px + (n0 + i) * g.c * g.h * g.w;
@@ -259,15 +273,19 @@ void CpuBackend::do_conv2d_backward_filter(Context& ctx, const Tensor& x, const 
           std::copy(src, src + pq, packed + k * ld + i * pq);
         }
       }
-      // partial[gi] [K, C*R*S] = dy [K, count*P*Q] * colᵀ [count*P*Q, C*R*S]
-      sgemm(false, true, g.k, g.rows(), ld, packed, pcol, 0.0f, parts + gi * dw_size);
+      // partial[bi] [K, C/G*R*S] = dy [K, count*P*Q] * colᵀ [count*P*Q, C/G*R*S], one GEMM per
+      // channel group over its output channels and its rows of the column matrix.
+      const std::int64_t kg = g.group_k(), rows = g.group_rows();
+      for (std::int64_t cg = 0; cg < g.groups(); ++cg)
+        sgemm(false, true, kg, rows, ld, packed + cg * kg * ld, pcol + cg * rows * ld, 0.0f,
+              parts + bi * dw_size + cg * g.group_weights());
     }
   }
-  const int sum_threads = loop_threads(groups * dw_size);
+  const int sum_threads = loop_threads(batches * dw_size);
 #pragma omp parallel for schedule(static) num_threads(sum_threads) if (sum_threads > 1)
   for (std::int64_t j = 0; j < dw_size; ++j) {
     float s = pdw[j];
-    for (std::int64_t gi = 0; gi < groups; ++gi) s += parts[gi * dw_size + j];
+    for (std::int64_t bi = 0; bi < batches; ++bi) s += parts[bi * dw_size + j];
     pdw[j] = s;
   }
 }

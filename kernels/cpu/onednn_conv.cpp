@@ -3,6 +3,9 @@
 // reorders between the two are created with it. A primitive, its reorders and its scratchpad size
 // are cached per (direction, shapes, parameters): creating them costs far more than a small
 // convolution. Buffers in the blocked layouts and the scratchpad come from the context's pool.
+// A grouped convolution (Conv2dParams::groups > 1) describes its weights to oneDNN as
+// [G, K/G, C/G, R, S] (goihw), the same bytes as cudl's [K, C/G, R, S]; depthwise ones
+// (groups == C) get oneDNN's depthwise kernels.
 #include "cudl/kernels/cpu/onednn_conv.hpp"
 
 #include <fmt/format.h>
@@ -48,8 +51,8 @@ struct Types {
 };
 
 // Every number that determines a primitive: the policy (Winograd or not), direction, dtypes,
-// x [N,C,H,W], w [K,C,R,S], the parameters.
-using Key = std::array<std::int64_t, 17>;
+// x [N,C,H,W], w [K,C/G,R,S], the parameters and the group count G.
+using Key = std::array<std::int64_t, 18>;
 
 Key make_key(CpuConv conv, Direction d, Types t, const Shape& x, const Shape& w, const Conv2dParams& p) {
   return {static_cast<std::int64_t>(conv),
@@ -68,21 +71,27 @@ Key make_key(CpuConv conv, Direction d, Types t, const Shape& x, const Shape& w,
           p.stride_h,
           p.stride_w,
           p.dilation_h,
-          p.dilation_w};
+          p.dilation_w,
+          p.groups};
 }
 
 // The geometry in oneDNN's terms. oneDNN counts dilation from 0 and wants the bottom/right
 // padding that makes its output size match ours; that padding is negative when the stride does not
 // reach the last input rows, which we leave to im2col.
 struct Geometry {
-  memory::dims x, w, y, strides, dilates, pad_l, pad_r;
+  memory::dims x, w, y, strides, dilates, pad_l, pad_r;  // w: [K,C,R,S], or [G,K/G,C/G,R,S] grouped
   bool expressible;
+  std::int64_t groups;
 };
 
 Geometry geometry(const Shape& x, const Shape& w, const Shape& y, const Conv2dParams& p) {
   Geometry g;
   g.x = {x[0], x[1], x[2], x[3]};
-  g.w = {w[0], w[1], w[2], w[3]};
+  g.groups = p.groups;
+  if (p.groups == 1)
+    g.w = {w[0], w[1], w[2], w[3]};
+  else
+    g.w = {p.groups, w[0] / p.groups, w[1], w[2], w[3]};
   g.y = {y[0], y[1], y[2], y[3]};
   g.strides = {p.stride_h, p.stride_w};
   g.dilates = {p.dilation_h - 1, p.dilation_w - 1};
@@ -104,11 +113,14 @@ Geometry geometry(const Shape& x, const Shape& w, const Shape& y, const Conv2dPa
 // channels), and those stay direct.
 // (oneDNN 2.6 has Winograd for f32 only.)
 bool winograd_candidate(CpuConv conv, const Geometry& g, Types t) {
-  return conv == CpuConv::fastest && t.data == dt::f32 && g.w[2] == 3 && g.w[3] == 3 && g.strides[0] == 1 &&
-         g.strides[1] == 1 && g.dilates[0] == 0 && g.dilates[1] == 0 && g.y[2] >= 4 && g.y[3] >= 4;
+  return conv == CpuConv::fastest && t.data == dt::f32 && g.groups == 1 && g.w[2] == 3 && g.w[3] == 3 &&
+         g.strides[0] == 1 && g.strides[1] == 1 && g.dilates[0] == 0 && g.dilates[1] == 0 && g.y[2] >= 4 && g.y[3] >= 4;
 }
 
-memory::desc plain(const memory::dims& dims, dt type) { return memory::desc(dims, type, tag::abcd); }
+// NCHW / KCRS, or goihw for grouped weights (5-D).
+memory::desc plain(const memory::dims& dims, dt type) {
+  return memory::desc(dims, type, dims.size() == 5 ? tag::abcde : tag::abcd);
+}
 memory::desc any(const memory::dims& dims, dt type) { return memory::desc(dims, type, tag::any); }
 
 // A reorder of at most this many bytes runs on the calling thread. A reorder is a copy, bound by
@@ -323,9 +335,11 @@ const Plan& plan_for(CpuConv conv, Direction dir, Types t, const Shape& x, const
       if (!slot) slot = make_plan(dir, g, t, dnnl::algorithm::convolution_direct);
     } catch (const dnnl::error& e) {
       plans.erase(key);
-      CUDL_THROW("{}: oneDNN could not create the primitive (x={}, w={}, pad {}x{}, stride {}x{}, dilation {}x{}): {}",
-                 direction_name(dir), x, w, p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
-                 e.what());
+      CUDL_THROW(
+          "{}: oneDNN could not create the primitive (x={}, w={}, pad {}x{}, stride {}x{}, dilation {}x{}, groups {}): "
+          "{}",
+          direction_name(dir), x, w, p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.groups,
+          e.what());
     }
   }
   return *slot;

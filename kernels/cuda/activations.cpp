@@ -18,8 +18,7 @@ void CudaBackend::do_activation_backward(Context& ctx, Activation a, float alpha
                                          const Tensor& dy, Tensor& dx) {
   // ReLU-like functions differentiate from x, sigmoid/tanh from y; only that one is read (the
   // other may be undefined).
-  const bool from_x = a == Activation::relu || a == Activation::leaky_relu;
-  const Tensor& saved = from_x ? x : y;
+  const Tensor& saved = activation_grad_reads_x(a) ? x : y;
   cuda_detail::launch_activation_backward(a, alpha, saved.raw(), dy.raw(), dx.raw(), float_type(dy.dtype()), dy.numel(),
                                           stream_of(ctx));
 }

@@ -18,6 +18,8 @@ __device__ __forceinline__ float activate(float alpha, float x) {
     return x > 0.0f ? x : alpha * x;
   } else if constexpr (A == Activation::sigmoid) {
     return 1.0f / (1.0f + expf(-x));
+  } else if constexpr (A == Activation::relu6) {
+    return x > 0.0f ? (x < 6.0f ? x : 6.0f) : 0.0f;
   } else {
     return tanhf(x);
   }
@@ -32,6 +34,8 @@ __device__ __forceinline__ float activate_grad(float alpha, float saved, float d
     return saved > 0.0f ? dy : alpha * dy;
   } else if constexpr (A == Activation::sigmoid) {
     return dy * saved * (1.0f - saved);
+  } else if constexpr (A == Activation::relu6) {
+    return saved > 0.0f && saved < 6.0f ? dy : 0.0f;
   } else {
     return dy * __fsub_rn(1.0f, __fmul_rn(saved, saved));  // y*y rounded first, as on the CPU (no FMA)
   }
@@ -61,6 +65,8 @@ void dispatch_activation(Activation a, F&& f) {
       return f(std::integral_constant<Activation, Activation::sigmoid>{});
     case Activation::tanh:
       return f(std::integral_constant<Activation, Activation::tanh>{});
+    case Activation::relu6:
+      return f(std::integral_constant<Activation, Activation::relu6>{});
   }
 }
 

@@ -37,8 +37,13 @@
 //   (kTimedRuns runs, CUDA events) on the call's own inputs, writing into a scratch output so
 //   that an accumulating call's output is untouched; they are then tried fastest first. A
 //   candidate that fails while being timed goes last, where the run policy meets it again.
-// - Cache key: direction, data type, shapes, parameters, math mode, determinism and search (the cache is
-//   cleared when the math mode changes; Context::set_deterministic does not clear it).
+// - Grouped convolutions: the group count is on the convolution descriptor, the filter is
+//   [K, C/G, R, S] as stored (kernels/cudnn/descriptors.hpp). Nothing else changes: an algorithm
+//   that cannot run the grouping reports NOT_SUPPORTED (in the heuristics' status or at run time)
+//   and the next candidate runs, as for any other call.
+// - Cache key: direction, data type, shapes, parameters (groups included), math mode, determinism
+//   and search (the cache is cleared when the math mode changes; Context::set_deterministic does
+//   not clear it).
 #include <algorithm>
 #include <array>
 #include <limits>
@@ -197,17 +202,19 @@ std::string algo_name(const ConvAlgorithm& a) {
 template <class Direction>
 std::string describe_call(const ConvCall& c) {
   const Conv2dParams& p = c.params;
-  return fmt::format("{}={} {}={} {}={} pad={}x{} stride={}x{} dilation={}x{} ({}, {})", Direction::x_name, c.x_shape,
+  return fmt::format("{}={} {}={} {}={} pad={}x{} stride={}x{} dilation={}x{}{} ({}, {})", Direction::x_name, c.x_shape,
                      Direction::w_name, c.w_shape, Direction::y_name, c.y_shape, p.pad_h, p.pad_w, p.stride_h,
-                     p.stride_w, p.dilation_h, p.dilation_w, mode_name(c),
+                     p.stride_w, p.dilation_h, p.dilation_w,
+                     p.groups == 1 ? std::string() : fmt::format(" groups={}", p.groups), mode_name(c),
                      c.ctx.deterministic() ? "deterministic" : "non-deterministic allowed");
 }
 
 std::string cache_key(std::string_view direction, const ConvCall& c) {
   const Conv2dParams& p = c.params;
-  return fmt::format("{} {} x={} w={} y={} pad={},{} stride={},{} dilation={},{} {} {} {}", direction,
+  // groups is in the key although x and w imply it (C = w's C/G * G): the key says what it means.
+  return fmt::format("{} {} x={} w={} y={} pad={},{} stride={},{} dilation={},{} groups={} {} {} {}", direction,
                      dtype_name(c.dtype), c.x_shape, c.w_shape, c.y_shape, p.pad_h, p.pad_w, p.stride_h, p.stride_w,
-                     p.dilation_h, p.dilation_w, c.ctx.math_mode() == MathMode::strict_fp32 ? "fp32" : "tf32",
+                     p.dilation_h, p.dilation_w, p.groups, c.ctx.math_mode() == MathMode::strict_fp32 ? "fp32" : "tf32",
                      c.ctx.deterministic() ? "deterministic" : "any",
                      c.ctx.conv_search() == ConvSearch::measured ? "measured" : "heuristic");
 }

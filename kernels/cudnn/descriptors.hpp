@@ -68,7 +68,9 @@ class TensorDescriptor {
   cudnnTensorDescriptor_t desc_ = nullptr;
 };
 
-// A KCRS filter of `dtype`; `name` is the op's name for it (w, dw), for messages.
+// A KCRS filter of `dtype`; `name` is the op's name for it (w, dw), for messages. A grouped
+// convolution's filter is [K, C/G, R, S] as it is stored: cuDNN reads C/G from it and G from the
+// convolution descriptor.
 class FilterDescriptor {
  public:
   FilterDescriptor(std::string_view op, std::string_view name, const Shape& s, DType dtype = DType::f32) {
@@ -95,6 +97,7 @@ class FilterDescriptor {
 };
 
 // The compute type is float for every data type (strict fp32, TF32 and the half configurations).
+// The group count (Conv2dParams::groups) is set on it; cuDNN's default is 1.
 class ConvolutionDescriptor {
  public:
   ConvolutionDescriptor(const Conv2dParams& p, std::string_view op) {
@@ -104,6 +107,7 @@ class ConvolutionDescriptor {
                                                        p.dilation_w, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
                        "{} pad={}x{} stride={}x{} dilation={}x{}", op, p.pad_h, p.pad_w, p.stride_h, p.stride_w,
                        p.dilation_h, p.dilation_w);
+      if (p.groups != 1) CUDL_CUDNN_CHECK(cudnnSetConvolutionGroupCount(desc_, p.groups), "{} groups={}", op, p.groups);
     } catch (...) {
       cudnnDestroyConvolutionDescriptor(desc_);
       throw;

@@ -74,13 +74,15 @@ struct Where {
 // The fields each layer type takes (besides "type" and "name").
 const std::map<std::string, std::set<std::string>>& layer_fields() {
   static const std::map<std::string, std::set<std::string>> fields{
-      {"conv2d", {"out_channels", "kernel_size", "stride", "padding", "dilation", "bias", "in_channels", "init"}},
+      {"conv2d",
+       {"out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias", "in_channels", "init"}},
       {"conv_transpose2d",
        {"out_channels", "kernel_size", "stride", "padding", "output_padding", "dilation", "bias", "in_channels"}},
       {"linear", {"out_features", "bias", "in_features", "init"}},
       {"max_pool2d", {"kernel_size", "stride", "padding"}},
       {"avg_pool2d", {"kernel_size", "stride", "padding"}},
       {"relu", {}},
+      {"relu6", {}},
       {"sigmoid", {}},
       {"tanh", {}},
       {"flatten", {}},
@@ -190,8 +192,13 @@ LayerPtr make_layer(const json& j, const std::string& type, const Shape& in, Ini
     check_declared(j, "in_channels", c, in, w);
     const auto k = get_int(j, "out_channels", w, 1, kMaxChannels, std::nullopt);
     const auto r = static_cast<int>(get_int(j, "kernel_size", w, 1, kMaxKernel, std::nullopt));
-    return std::make_unique<Conv2d>(c, k, r, conv_params(j, w), get_bool(j, "bias", w, true),
-                                    get_init(j, w, default_init));
+    Conv2dParams p = conv_params(j, w);
+    // torch.nn.Conv2d's groups: weight [out_channels, in_channels/groups, k, k].
+    p.groups = static_cast<int>(get_int(j, "groups", w, 1, kMaxChannels, 1));
+    CUDL_CHECK(c % p.groups == 0 && k % p.groups == 0,
+               "{}: 'groups' ({}) must divide both the input channels ({}, from input {}) and 'out_channels' ({})",
+               w.str(), p.groups, c, batch_shape(in), k);
+    return std::make_unique<Conv2d>(c, k, r, p, get_bool(j, "bias", w, true), get_init(j, w, default_init));
   }
   if (type == "conv_transpose2d") {
     const std::int64_t c = input_channels(in, w);
@@ -224,6 +231,7 @@ LayerPtr make_layer(const json& j, const std::string& type, const Shape& in, Ini
     return std::make_unique<AvgPool2d>(k, s, p);
   }
   if (type == "relu") return std::make_unique<ActivationLayer>(Activation::relu);
+  if (type == "relu6") return std::make_unique<ActivationLayer>(Activation::relu6);
   if (type == "sigmoid") return std::make_unique<ActivationLayer>(Activation::sigmoid);
   if (type == "tanh") return std::make_unique<ActivationLayer>(Activation::tanh);
   if (type == "leaky_relu")
@@ -429,6 +437,7 @@ ordered_json model_to_json(const Sequential& model, const ModelSpec& spec) {
            {"dilation", c->params().dilation_h},
            {"bias", c->has_bias()},
            {"init", init_name(c->init())}};
+      if (c->groups() != 1) j["groups"] = c->groups();  // written only when set: groups=1 files stay as they were
     } else if (auto* t = dynamic_cast<const ConvTranspose2d*>(layer)) {
       j = {{"type", "conv_transpose2d"},         {"name", name},
            {"in_channels", t->in_channels()},    {"out_channels", t->out_channels()},

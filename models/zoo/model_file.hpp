@@ -16,12 +16,13 @@
 //     ]
 //   }
 // Layer types and their fields (every field but the required ones has PyTorch's default):
-//   conv2d            out_channels*, kernel_size*, stride, padding, dilation, bias, in_channels, init
+//   conv2d            out_channels*, kernel_size*, stride, padding, dilation, groups (1; weight
+//                     [out, in/groups, k, k]; groups = in channels is depthwise), bias, in_channels, init
 //   conv_transpose2d  out_channels*, kernel_size*, stride, padding, output_padding, dilation, bias,
 //                     in_channels
 //   linear            out_features*, bias, in_features, init
 //   max_pool2d, avg_pool2d   kernel_size*, stride (= kernel_size), padding
-//   relu, sigmoid, tanh, flatten   (no fields)
+//   relu, relu6, sigmoid, tanh, flatten   (no fields; relu6 is min(max(x, 0), 6))
 //   leaky_relu        negative_slope (0.01)
 //   dropout           p (0.5)
 //   batchnorm2d       eps (1e-5), momentum (0.1), num_features

@@ -7,6 +7,7 @@
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/layers/linear.hpp"
 #include "cudl/layers/normalization.hpp"
+#include "cudl/models/zoo/mobilenet.hpp"
 #include "cudl/models/zoo/model_file.hpp"
 #include "cudl/models/zoo/resnet.hpp"
 
@@ -141,6 +142,10 @@ const std::vector<ModelSpec>& model_specs() {
                    fmt::format("ResNet-{} for ImageNet (torchvision's layer names)", depth)});
     s.push_back({"resnet20_cifar", {3, 32, 32}, 10, "ResNet-20 of He et al. for CIFAR-10 (0.27 M parameters)"});
     s.push_back({"resnet8_mnist", {1, 28, 28}, 10, "A ResNet-8 (three stages of one basic block) for MNIST"});
+    s.push_back({"mobilenet_v2",
+                 {3, 224, 224},
+                 1000,
+                 "MobileNetV2 for ImageNet: depthwise convolutions, ReLU6 (torchvision's layer names)"});
     for (int depth : {11, 13, 16, 19}) {
       s.push_back({fmt::format("vgg{}", depth), {3, 224, 224}, 1000, fmt::format("VGG{} for ImageNet", depth)});
       s.push_back({fmt::format("vgg{}_bn", depth),
@@ -171,6 +176,7 @@ Sequential make_model(const std::string& name) {
   (void)model_spec(name);  // throws, listing the known names, for an unknown one
   if (name == "mlp") return make_mlp();
   if (name == "mnist_cnn") return make_mnist_cnn();
+  if (name == "mobilenet_v2") return make_mobilenet_v2();
   if (name.starts_with("resnet")) {
     if (name == "resnet20_cifar") return make_small_resnet(20, 3);
     if (name == "resnet8_mnist") return make_small_resnet(8, 1);

@@ -15,8 +15,8 @@ struct ModelSpec {
   std::string description;
 };
 
-// mlp, mnist_cnn, resnet18/34/50, resnet20_cifar, resnet8_mnist, vgg11/13/16/19, vgg11_bn..vgg19_bn,
-// vgg11_cifar..vgg19_cifar.
+// mlp, mnist_cnn, resnet18/34/50, resnet20_cifar, resnet8_mnist, mobilenet_v2, vgg11/13/16/19,
+// vgg11_bn..vgg19_bn, vgg11_cifar..vgg19_cifar.
 const std::vector<ModelSpec>& model_specs();
 // A built-in model's spec (throws listing the known names), or, for a name ending in ".json",
 // the spec of that model file (models/zoo/model_file.hpp): its input, and as num_classes the width

@@ -111,9 +111,12 @@ std::vector<BenchCase> conv_cases_padded(Shape x, Shape w, Conv2dParams p, DType
   };
 }
 
+// The group count follows from the shapes, as in a grouped weight [K, C/G, R, S]: w [32,1,3,3] on
+// x [N,32,H,W] is a depthwise convolution.
 std::vector<BenchCase> conv_cases(Shape x, Shape w, int pad, DType dtype) {
   Conv2dParams p;
   p.pad_h = p.pad_w = pad;
+  if (w[1] > 0 && x[1] % w[1] == 0) p.groups = static_cast<int>(x[1] / w[1]);
   return conv_cases_padded(x, w, p, dtype);
 }
 
