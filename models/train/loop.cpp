@@ -83,6 +83,9 @@ class Run {
   TrainResult run();
 
  private:
+  // Before a host read of the device: data parallel waits within --dist-timeout (a hung all-reduce
+  // ends in an Error, not in a read that never returns).
+  void wait_for_device() { o_.comm ? o_.comm->synchronize(ctx_) : ctx_.synchronize(); }
   void describe();
   void resume();
   EpochMetrics train_epoch(std::int64_t epoch);
@@ -207,6 +210,7 @@ std::int64_t Run::step(const Batch& batch, const MicroBatch& micro) {
 // Collective with several ranks (the running sums are combined), so every rank comes here.
 void Run::progress(std::int64_t epoch, std::int64_t done, Clock::time_point start, std::int64_t samples, bool last) {
   if (!(o_.on_progress || o_.comm) || (done % kGpuFiniteCheckEvery != 0 && !last)) return;
+  wait_for_device();
   const Sums all = combine_sums(
       o_.comm, {loss_sum_.item(ctx_), task_.has_accuracy() ? correct_.item(ctx_) : 0.0, static_cast<double>(samples)});
   const double seconds = seconds_since(start);
@@ -254,12 +258,14 @@ EpochMetrics Run::train_epoch(std::int64_t epoch) {
     guard_.record(ctx_, done, step_loss_, model_.parameter_block());
     if (o_.after_step) o_.after_step(optimizer_.steps());
     const bool last = done == steps_per_epoch_ || optimizer_.steps() >= total_steps_;
-    if (guard_.due(done, last))
+    if (guard_.due(done, last)) {
+      wait_for_device();
       guard_.check(ctx_, epoch + 1, done, steps_per_epoch_, steps_before_epoch, last_good_);
+    }
     progress(epoch, done, start, samples, last);
     if (optimizer_.steps() >= total_steps_) break;
   }
-  ctx_.synchronize();
+  wait_for_device();
   // Over all ranks' shards (this rank's alone in one process).
   const Sums all = combine_sums(
       o_.comm, {loss_sum_.item(ctx_), task_.has_accuracy() ? correct_.item(ctx_) : 0.0, static_cast<double>(samples)});
