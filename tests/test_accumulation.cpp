@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cudl/engine/device.hpp"
+#include "cudl/layers/conv2d.hpp"
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/layers/linear.hpp"
 #include "cudl/models/checkpoint/checkpoint.hpp"
@@ -234,4 +235,31 @@ TEST(Accumulation, BadValuesAreRefusedInOneLine) {
     EXPECT_TRUE(contains(r.err, "--accumulate-steps")) << bad << ": " << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
+}
+
+// fp16 loss scaling decides once per optimizer step, on the group's summed gradients: from a
+// scale so large that the first steps overflow, the scale halves once per skipped group (not per
+// batch), and every group is either a step or a skipped step.
+TEST(Accumulation, Fp16LossScalingSkipsWholeGroups) {
+  Context ctx{Device::cpu()};
+  ctx.set_precision(Precision::fp16);
+  Sequential net;
+  net.add("conv1", std::make_unique<Conv2d>(1, 8, 3, Conv2dParams{1, 1}))
+      .add("relu1", std::make_unique<ActivationLayer>(Activation::relu))
+      .add("pool1", std::make_unique<MaxPool2d>(2))
+      .add("flatten", std::make_unique<Flatten>())
+      .add("fc", std::make_unique<Linear>(8 * 4 * 4, 4));
+  net.build(ctx, 11);
+  const Dataset train = synthetic_patterns(64, 1, 8, 8, 4, 5, ctx), test = synthetic_patterns(16, 1, 8, 8, 4, 6, ctx);
+  FitOptions o = sgd(2, 2, 2);  // 32 batches of 2: 16 groups an epoch
+  o.optimizer.momentum = 0;
+  o.loss_scaling.init_scale = 0x1p28f;  // far past f16's 65504 for the first gradients
+  const TrainResult r = fit(ctx, net, train, test, o);
+  ASSERT_EQ(r.epochs.size(), 2u);
+  const std::int64_t skipped = r.epochs[0].skipped_steps + r.epochs[1].skipped_steps;
+  EXPECT_GE(r.epochs[0].skipped_steps, 10) << "2^28 must come down to 2^18 or below, one halving a group";
+  EXPECT_LT(r.epochs[0].skipped_steps, 16) << "and then train";
+  EXPECT_LE(r.epochs[0].loss_scale, 0x1p18);
+  EXPECT_EQ(r.epochs[1].steps + skipped, 2 * 16) << "each group is one step, taken or skipped";
+  for (float v : net.parameter_block().to_vector(ctx)) ASSERT_TRUE(std::isfinite(v));
 }

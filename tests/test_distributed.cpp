@@ -395,6 +395,9 @@ TEST(Distributed, RanksThatDisagreeStopNamingWhatDiffers) {
       // Buckets of other sizes would exchange all-reduces of other sizes.
       {w.train("mlp", "--epochs 1 --bucket-mb 1"), w.train("mlp", "--epochs 1 --bucket-mb 2"),
        "ranks disagree on --bucket-mb"},
+      // Other accumulations would all-reduce at other batches (one rank waiting for the other's).
+      {w.train("mlp", "--epochs 1"), w.train("mlp", "--epochs 1 --accumulate-steps 2"),
+       "ranks disagree on --accumulate-steps: rank 0 has 1, rank 1 has 2"},
   };
   for (const Case& c : cases) {
     const ShellRun r = shell(w.dir, fmt::format("{} {} --save '{}' : {}", launcher, rank(c.a), out, rank(c.b)));
