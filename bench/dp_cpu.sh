@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Data parallel on CPU ranks against one process (issue 27's targets), on real MNIST:
 #   1 process x 1 thread, 2 MPI ranks x 1 thread (buckets under backward, --bucket-mb 25 and a
-#   small 0.5 MB), 1 process x 2 threads; mnist_cnn, --subset IMAGES, one epoch, global batch 128.
+#   small 0.5 MB), 1 process x 2 threads; MODEL (default mnist_cnn; any --model, e.g. vgg11_cifar on
+#   data/cifar10), --subset IMAGES, one epoch, global batch 128.
 # Prints each run's training images/s (the epoch line) and rank 0's all-reduce wait.
-#   bash bench/dp_cpu.sh [CUDL] [DATA] [IMAGES] [REPEAT] > OUT.txt
+#   bash bench/dp_cpu.sh [CUDL] [DATA] [IMAGES] [REPEAT] [MODEL] > OUT.txt
 set -euo pipefail
-cudl=${1:-build/cudl} data=${2:-data/mnist} images=${3:-12800} repeat=${4:-2}
-common=(train --model mnist_cnn --data "$data" --device cpu --epochs 1 --subset "$images" --batch-size 128 --seed 1)
+cudl=${1:-build/cudl} data=${2:-data/mnist} images=${3:-12800} repeat=${4:-2} model=${5:-mnist_cnn}
+common=(train --model "$model" --data "$data" --device cpu --epochs 1 --subset "$images" --batch-size 128 --seed 1)
 root=$([ "$(id -u)" = 0 ] && echo --allow-run-as-root || true)
-echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)"
+echo "model: $model; machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)"
 run() {
   local name=$1; shift
   local load; load=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -2,6 +2,7 @@
 
 #include <atomic>
 
+#include "cudl/engine/context.hpp"
 #include "cudl/engine/error.hpp"
 
 namespace cudl {
@@ -14,6 +15,8 @@ Shard shard_of(std::int64_t batch, int rank, int size) {
   // rank work when it has at least `size` rows.
   return {batch * rank / size, batch * (rank + 1) / size};
 }
+
+void Communicator::synchronize(Context& ctx) { ctx.synchronize(); }
 
 namespace {
 // Set before training starts by a test driver's main(), read by the training thread.

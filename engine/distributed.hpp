@@ -47,9 +47,20 @@ class Communicator {
   // Ends every rank of the job with `code` (after a rank's own error, so the others do not wait
   // for it until their timeout). Does not return.
   [[noreturn]] virtual void abort(int code) = 0;
+  // Waits for the work queued on ctx's device, as ctx.synchronize() does, but within the timeout:
+  // the training loop calls it before it reads the device (the periodic loss, the epoch's end), so
+  // a step whose all-reduce hangs on the device (NCCL) ends in an Error instead of a read that
+  // never returns. CPU ranks have nothing queued.
+  virtual void synchronize(Context& ctx);
+  // Stops this rank's collectives in flight and makes every later one throw (NCCL: ncclCommAbort,
+  // which ends the kernels a dead peer would leave waiting, so the streams behind them drain and
+  // the destructors that wait on them return). The communicators call it themselves before they
+  // throw on a timeout or an error; the process goes on (abort() ends the job). Nothing by default.
+  virtual void abort_collectives() {}
 
-  // Host seconds spent in allreduce_mean so far (waiting for the slowest rank included), for the
-  // all-reduce's share of the step.
+  // Seconds spent in the gradient all-reduce so far (waiting for the slowest rank included), for its
+  // share of the run: MPI, the host's time in it; NCCL, the all-reduces' own time on the
+  // communication stream (events around each, read a step later or at synchronize()).
   double allreduce_seconds() const { return allreduce_seconds_; }
 
  protected:

@@ -297,6 +297,28 @@ TEST(Distributed, BucketsUnderBackwardGiveTheSameWeightsAsOneAllReduceAfterIt) {
   expect_same_checkpoint(whole, buckets, 0.0, 0.0);
 }
 
+// Issue 27 item 3: two ranks accumulating two global batches of 16 (8 rows each per rank) take
+// the steps of one process on batches of 32: one all-reduce per step, of the summed gradients,
+// here in small buckets (the gradients hook fires only in the group's last backward).
+TEST(Distributed, TwoCpuRanksAccumulatingTwoBatchesMatchOneProcessOnTheDoubleBatch) {
+  SKIP_WITHOUT_MPIRUN();
+  MpiWorkspace w;
+  const std::string one = w.dir.file("one.st"), two = w.dir.file("two.st");
+  ShellRun r =
+      shell(w.dir, fmt::format("{} {}", one_process(), w.train("mnist_cnn", "--epochs 1 --max-steps 3 --save " + one)));
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = shell(w.dir, fmt::format("{} {}", mpirun(2),
+                               w.train("mnist_cnn",
+                                       "--batch-size 16 --accumulate-steps 2 --bucket-mb 0.5 --epochs 1 "
+                                       "--max-steps 3 --save " +
+                                           two)));
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "gradient accumulation: one optimizer step per 2 batches of 16 (32 images)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "data-parallel: 2 ranks over mpi, global batch 16 (8 per rank)")) << r.out;
+  EXPECT_EQ(read_checkpoint_info(two).step, 3);
+  expect_same_checkpoint(one, two, 1e-5);
+}
+
 // Reconstruction runs in the same loop (models/train/), so it trains data-parallel too: the same
 // step as one process.
 TEST(Distributed, TwoCpuRanksTrainAnAutoencoderAsOneProcessDoes) {
@@ -373,6 +395,9 @@ TEST(Distributed, RanksThatDisagreeStopNamingWhatDiffers) {
       // Buckets of other sizes would exchange all-reduces of other sizes.
       {w.train("mlp", "--epochs 1 --bucket-mb 1"), w.train("mlp", "--epochs 1 --bucket-mb 2"),
        "ranks disagree on --bucket-mb"},
+      // Other accumulations would all-reduce at other batches (one rank waiting for the other's).
+      {w.train("mlp", "--epochs 1"), w.train("mlp", "--epochs 1 --accumulate-steps 2"),
+       "ranks disagree on --accumulate-steps: rank 0 has 1, rank 1 has 2"},
   };
   for (const Case& c : cases) {
     const ShellRun r = shell(w.dir, fmt::format("{} {} --save '{}' : {}", launcher, rank(c.a), out, rank(c.b)));
@@ -388,6 +413,13 @@ TEST(Distributed, HungOrDeadRankStopsTheRunAndKeepsTheCheckpoint) {
   SKIP_WITHOUT_MPIRUN();
   const std::string driver = fault_driver_path();
   if (!fs::exists(driver)) GTEST_SKIP() << "no fault-injection driver at " << driver;
+  // What epoch 1 leaves when nothing fails: the faulty runs' checkpoint must hold exactly this.
+  MpiWorkspace reference;
+  const std::string epoch1 = reference.dir.file("epoch1.st");
+  const ShellRun clean =
+      shell(reference.dir,
+            fmt::format("{} {}", mpirun(2), reference.train("mlp", "--epochs 3 --max-steps 10 --save " + epoch1)));
+  ASSERT_EQ(clean.status, 0) << clean.err;
   for (const std::string mode : {"hang", "exit"}) {
     MpiWorkspace w;
     const std::string save = w.dir.file("run.st");
@@ -405,6 +437,7 @@ TEST(Distributed, HungOrDeadRankStopsTheRunAndKeepsTheCheckpoint) {
     EXPECT_EQ(info.epoch, 1) << mode;
     EXPECT_EQ(info.step, 10) << mode;
     EXPECT_NO_THROW(SafetensorsFile::open(save)) << mode;
+    expect_same_checkpoint(epoch1, save, 0.0, 0.0);  // intact: epoch 1's weights and optimizer state
   }
 }
 

@@ -38,5 +38,9 @@ bool nccl_compiled();
 // All of MPI_COMM_WORLD over NCCL on ctx's GPU (ctx must be a CUDA context, one GPU per rank);
 // host values (metrics) still go over MPI. Throws when NCCL was not compiled in.
 std::unique_ptr<Communicator> make_nccl_communicator(const MpiSession& session, Context& ctx, double timeout_seconds);
+// NCCL on ctx's GPU for one rank alone, without MPI: the same communicator (its stream, events,
+// non-blocking creation, abort and teardown) on the one GPU a test machine has. Throws when NCCL
+// was not compiled in.
+std::unique_ptr<Communicator> make_single_rank_nccl_communicator(Context& ctx, double timeout_seconds);
 
 }  // namespace cudl

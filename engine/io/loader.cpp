@@ -167,6 +167,12 @@ struct DataLoader::Impl {
       Slot& slot = slot_of(b);
       std::exception_ptr error;
       try {
+#if defined(CUDL_HAVE_CUDA)
+        // A worker is a thread of its own: without the context's device made current here, its
+        // CUDA calls (the event wait below) would create and use a context on GPU 0, whatever
+        // GPU this rank trains on (cheap when it already is current).
+        if (ctx->device().is_cuda()) make_device_current(ctx->device().index);
+#endif
         // The slot's previous batch may still be on its way to the device.
         slot.staging.wait_until_free();
         auto* images = static_cast<float*>(slot.staging.data());

@@ -51,6 +51,9 @@ void check_train_config(const TrainConfig& o) {
   CUDL_CHECK(std::isfinite(o.bucket_mb) && o.bucket_mb >= 0 && o.bucket_mb <= 1e6,
              "train: bucket_mb must be a finite number in [0, 1e6] (0: one all-reduce after backward), got {}",
              o.bucket_mb);
+  CUDL_CHECK(o.accumulate_steps >= 1 && o.accumulate_steps <= 1'000'000,
+             "train: accumulate_steps must be a whole number in [1, 1000000] (1: no accumulation), got {}",
+             o.accumulate_steps);
   CUDL_CHECK(o.epochs > 0 && o.batch_size > 0, "train: epochs ({}) and batch size ({}) must be positive", o.epochs,
              o.batch_size);
   const OptimizerConfig& oc = o.optimizer;

@@ -131,6 +131,7 @@ std::vector<AgreedValue> fit_agreement(const Sequential& model, const FitOptions
           {"--batch-size", u(o.batch_size)},
           {"--epochs", u(o.epochs)},
           {"--max-steps", u(o.max_steps)},
+          {"--accumulate-steps", u(o.accumulate_steps)},
           {"--bucket-mb (the all-reduces' sizes)", bits(o.bucket_mb), true},
           {"--seed", o.seed},
           {"the optimizer and schedule (--optimizer, --lr, --momentum, --weight-decay, --schedule)", optimizer, true},

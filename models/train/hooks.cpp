@@ -134,6 +134,12 @@ void check_resume(const CheckpointInfo& info, const TrainConfig& o, std::int64_t
                "--resume: '{}' was trained with --batch-size {}, this run asks {}: resume with the same --batch-size "
                "(or start a new run from its weights with --init-from)",
                path, *b, o.batch_size);
+  // Checkpoints from before accumulation existed took one step per batch.
+  const std::int64_t accumulated = saved("accumulate_steps").value_or(1);
+  CUDL_CHECK(accumulated == o.accumulate_steps,
+             "--resume: '{}' was trained with --accumulate-steps {}, this run asks {}: resume with the same "
+             "--accumulate-steps (its steps count groups of that many batches)",
+             path, accumulated, o.accumulate_steps);
   if (const auto n = saved("train_images"))
     CUDL_CHECK(*n == train_size,
                "--resume: '{}' was trained on {} training images, this run has {} (another --subset, --val-split or "

@@ -34,6 +34,30 @@ Monitor make_monitor(const Task& task, bool has_val) {
   return Monitor(name, higher);
 }
 
+// A batch's place in its accumulation group (TrainConfig::accumulate_steps): whether it starts the
+// group (the gradients are zeroed) or ends it (the all-reduce and the optimizer step), and its
+// share of the group's rows, which weights its loss so the group's summed gradient is the
+// gradient of the mean over all its rows.
+struct MicroBatch {
+  bool first = true, last = true;
+  float weight = 1.0f;
+};
+
+// Batch `index` (0-based in the epoch) of an epoch of `batches` batches of `batch_size` over
+// `samples` rows, in groups of `group`; the epoch's last group holds the batches that are left.
+MicroBatch micro_batch(std::int64_t index, std::int64_t batches, std::int64_t batch_size, std::int64_t samples,
+                       std::int64_t group) {
+  const std::int64_t begin = index / group * group, end = std::min(begin + group, batches);
+  const auto rows = [&](std::int64_t from, std::int64_t to) {
+    return std::min(to * batch_size, samples) - from * batch_size;
+  };
+  MicroBatch m;
+  m.first = index == begin;
+  m.last = index + 1 == end;
+  m.weight = static_cast<float>(static_cast<double>(rows(index, index + 1)) / static_cast<double>(rows(begin, end)));
+  return m;
+}
+
 // One run of train(): its state, and the steps of an epoch as methods.
 class Run {
  public:
@@ -59,10 +83,13 @@ class Run {
   TrainResult run();
 
  private:
+  // Before a host read of the device: data parallel waits within --dist-timeout (a hung all-reduce
+  // ends in an Error, not in a read that never returns).
+  void wait_for_device() { o_.comm ? o_.comm->synchronize(ctx_) : ctx_.synchronize(); }
   void describe();
   void resume();
   EpochMetrics train_epoch(std::int64_t epoch);
-  std::int64_t step(const Batch& batch);
+  std::int64_t step(const Batch& batch, const MicroBatch& micro);
   void progress(std::int64_t epoch, std::int64_t done, Clock::time_point start, std::int64_t samples, bool last);
   TrainProgress report(std::int64_t epoch, std::int64_t done, double loss, double accuracy, double seconds,
                        double images_per_second, bool epoch_done) const;
@@ -86,8 +113,11 @@ class Run {
   std::optional<GradientBuckets> buckets_;  // data parallel: the all-reduce, overlapped with backward
   TrainResult result_;
   std::int64_t first_epoch_ = 0, batches_ = 0, total_steps_ = 0, skipped_before_ = 0;
+  std::int64_t steps_per_epoch_ = 0;  // optimizer steps: batches_ in groups of accumulate_steps
+  bool sync_ = false;                 // this backward ends a group: the gradients hook starts the all-reduce
   float lr_ = 0;
   Tensor loss_sum_, correct_, batch_loss_, batch_accuracy_;
+  Tensor step_loss_;        // the mean loss over the rows of the optimizer step's batches (the guard's)
   Tensor best_parameters_;  // save-best runs whose test split was not scored at the best epoch
   // How a stopped run ends its message: which checkpoint on disk is the last good one.
   std::string last_good_;
@@ -138,26 +168,36 @@ void Run::resume() {
   }
 }
 
-// One optimizer step on this rank's shard of `batch`; returns the shard's rows.
-std::int64_t Run::step(const Batch& batch) {
+// Forward and backward of this rank's shard of `batch`, its gradients added to the group's; the
+// optimizer step after the group's last batch. Returns the shard's rows.
+std::int64_t Run::step(const Batch& batch, const MicroBatch& micro) {
   Backend& be = ctx_.backend();
   const Batch local = local_shard(model_, batch, o_.comm);  // the batch itself in one process
-  model_.zero_grad(ctx_);
+  if (micro.first) {
+    model_.zero_grad(ctx_);
+    be.fill(ctx_, step_loss_, 0.0f);
+  }
   Tensor output = model_.forward(ctx_, local.images, /*train=*/true);
-  const float dloss =
-      shard_loss_scale(o_.comm, local.images.dim(0), local.global_rows) * (scaler_ ? scaler_->scale() : 1.0f);
+  // The loss scale is the same over a group: only unscale(), after its last batch, changes it.
+  const float dloss = shard_loss_scale(o_.comm, local.images.dim(0), local.global_rows) * micro.weight *
+                      (scaler_ ? scaler_->scale() : 1.0f);
   Tensor grad = task_.loss_and_gradient(ctx_, output, local, dloss, batch_loss_, batch_accuracy_);
   const auto n = static_cast<float>(local.images.dim(0));
   be.axpy(ctx_, n, batch_loss_, loss_sum_);
+  be.axpy(ctx_, micro.weight, batch_loss_, step_loss_);
   if (task_.has_accuracy()) be.axpy(ctx_, n, batch_accuracy_, correct_);
-  if (buckets_) buckets_->begin_step();
+  // Data parallel: one all-reduce per optimizer step, of the group's summed gradients.
+  sync_ = buckets_.has_value() && micro.last;
+  if (sync_) buckets_->begin_step();
   model_.backward(ctx_, grad);  // starts the buckets backward has finished (the model's hook)
+  if (!micro.last) return local.images.dim(0);
   if (buckets_) {
     maybe_inject_fault_for_test(*o_.comm, optimizer_.steps() + 1);
     buckets_->finish(ctx_, model_.gradient_block());  // the rest, then waits: averaged over the ranks
   }
-  // fp16: a step whose scaled gradients overflowed is skipped (the same on every rank: the
-  // gradients were all-reduced first) and never reaches the weights.
+  // fp16: a step whose scaled gradients overflowed (in any batch of the group: the sum holds it)
+  // is skipped (the same on every rank: the gradients were all-reduced first) and never reaches
+  // the weights.
   if (!scaler_ || scaler_->unscale(ctx_, model_.gradient_block())) {
     if (clipper_) clipper_->clip(ctx_, model_.gradient_block());
     lr_ = static_cast<float>(learning_rate(o_.schedule, o_.optimizer.lr, optimizer_.steps(), total_steps_) *
@@ -170,6 +210,7 @@ std::int64_t Run::step(const Batch& batch) {
 // Collective with several ranks (the running sums are combined), so every rank comes here.
 void Run::progress(std::int64_t epoch, std::int64_t done, Clock::time_point start, std::int64_t samples, bool last) {
   if (!(o_.on_progress || o_.comm) || (done % kGpuFiniteCheckEvery != 0 && !last)) return;
+  wait_for_device();
   const Sums all = combine_sums(
       o_.comm, {loss_sum_.item(ctx_), task_.has_accuracy() ? correct_.item(ctx_) : 0.0, static_cast<double>(samples)});
   const double seconds = seconds_since(start);
@@ -184,7 +225,7 @@ TrainProgress Run::report(std::int64_t epoch, std::int64_t done, double loss, do
   p.epoch = epoch;
   p.epochs = o_.epochs;
   p.batch = done;
-  p.batches = batches_;
+  p.batches = steps_per_epoch_;
   p.loss = loss;
   p.accuracy = accuracy;
   p.elapsed_seconds = seconds;
@@ -208,17 +249,23 @@ EpochMetrics Run::train_epoch(std::int64_t epoch) {
   skipped_before_ = scaler_ ? scaler_->skipped_steps() : 0;
   const auto start = Clock::now();
   Batch batch;
-  while (loader_.next(batch)) {
-    samples += step(batch);
+  // `done` counts optimizer steps; with accumulation each is a group of batches.
+  for (std::int64_t index = 0; loader_.next(batch); ++index) {
+    const MicroBatch micro = micro_batch(index, batches_, o_.batch_size, data_.train.size(), o_.accumulate_steps);
+    samples += step(batch, micro);
+    if (!micro.last) continue;
     ++done;
-    guard_.record(ctx_, done, batch_loss_, model_.parameter_block());
+    guard_.record(ctx_, done, step_loss_, model_.parameter_block());
     if (o_.after_step) o_.after_step(optimizer_.steps());
-    const bool last = done == batches_ || optimizer_.steps() >= total_steps_;
-    if (guard_.due(done, last)) guard_.check(ctx_, epoch + 1, done, batches_, steps_before_epoch, last_good_);
+    const bool last = done == steps_per_epoch_ || optimizer_.steps() >= total_steps_;
+    if (guard_.due(done, last)) {
+      wait_for_device();
+      guard_.check(ctx_, epoch + 1, done, steps_per_epoch_, steps_before_epoch, last_good_);
+    }
     progress(epoch, done, start, samples, last);
     if (optimizer_.steps() >= total_steps_) break;
   }
-  ctx_.synchronize();
+  wait_for_device();
   // Over all ranks' shards (this rank's alone in one process).
   const Sums all = combine_sums(
       o_.comm, {loss_sum_.item(ctx_), task_.has_accuracy() ? correct_.item(ctx_) : 0.0, static_cast<double>(samples)});
@@ -280,6 +327,7 @@ void Run::save(const EpochMetrics& m, bool improved) {
   info.extra["metrics"] = history_json(result_.epochs).dump();
   // What a resume must match (check_resume) and the layers a renamed model file must still have.
   info.extra["batch_size"] = std::to_string(o_.batch_size);
+  info.extra["accumulate_steps"] = std::to_string(o_.accumulate_steps);
   info.extra["train_images"] = std::to_string(data_.train.size());
   info.extra["model_fingerprint"] = fmt::format("{:016x}", model_fingerprint(model_));
   if (scaler_) info.extra["loss_scale"] = fmt::format("{}", scaler_->scale());
@@ -337,24 +385,28 @@ TrainResult Run::run() {
     o_.comm->broadcast(ctx_, model_.parameter_block(), 0);
     model_.parameters_changed();
     buckets_.emplace(*o_.comm, model_.gradient_block().numel(), bucket_elements_for_mb(o_.bucket_mb));
-    model_.set_gradients_ready_hook(
-        [this](std::int64_t from) { buckets_->ready_from(ctx_, model_.gradient_block(), from); });
+    model_.set_gradients_ready_hook([this](std::int64_t from) {
+      if (sync_) buckets_->ready_from(ctx_, model_.gradient_block(), from);
+    });
   }
   for (const auto& m : result_.epochs) monitor_.observe(m, o_);
   result_.best_epoch = monitor_.best_epoch();
   task_.prepare(ctx_, data_.train, data_.test);
   batches_ = loader_.batches_per_epoch();
   check_data_parallel_batches(o_.comm, data_.train.size(), o_.batch_size);
-  total_steps_ = o_.epochs * batches_;
+  steps_per_epoch_ = (batches_ + o_.accumulate_steps - 1) / o_.accumulate_steps;
+  total_steps_ = o_.epochs * steps_per_epoch_;
   if (o_.max_steps > 0) total_steps_ = std::min(total_steps_, o_.max_steps);
   loss_sum_ = Tensor::zeros({1}, ctx_);
   correct_ = Tensor::zeros({1}, ctx_);
   batch_loss_ = Tensor::empty({1}, ctx_);
+  step_loss_ = Tensor::zeros({1}, ctx_);
   batch_accuracy_ = Tensor::empty({1}, ctx_);
 
   for (std::int64_t epoch = first_epoch_; epoch < o_.epochs && optimizer_.steps() < total_steps_; ++epoch) {
     EpochMetrics m = train_epoch(epoch);
-    if (optimizer_.steps() >= total_steps_ && total_steps_ < o_.epochs * batches_) result_.stopped = "max_steps";
+    if (optimizer_.steps() >= total_steps_ && total_steps_ < o_.epochs * steps_per_epoch_)
+      result_.stopped = "max_steps";
     // The monitor reads the training loss or the validation split, both known before the test.
     evaluate_validation(m);
     Monitor next = monitor_;

@@ -50,7 +50,7 @@ struct EpochMetrics {
 // What the progress display needs, reported every few steps and at the end of each epoch.
 struct TrainProgress {
   std::int64_t epoch = 0, epochs = 0;
-  std::int64_t batch = 0, batches = 0;  // batches done in this epoch, of
+  std::int64_t batch = 0, batches = 0;  // optimizer steps done in this epoch, of (batches without accumulation)
   double loss = 0, accuracy = 0;        // running means over this epoch (accuracy: 0 without one)
   double images_per_second = 0;
   double elapsed_seconds = 0;
@@ -72,6 +72,14 @@ struct FitOptions {
   std::string model_name;
   std::int64_t epochs = 10;
   std::int64_t batch_size = 128;
+  // Gradient accumulation: sum the gradients of this many consecutive batches of batch_size (the
+  // micro-batches), then take one optimizer step (and, data parallel, one all-reduce), with the
+  // loss weighted so the step is the one of a batch of accumulate_steps * batch_size rows (the
+  // mean over all of them). Steps, max_steps, the schedule, progress and checkpoints count
+  // optimizer steps. An epoch's batches that do not fill the last group make a shorter group:
+  // its step is the mean over the rows it has (as an epoch's last, partial batch is without
+  // accumulation). BatchNorm statistics are the micro-batches' own.
+  std::int64_t accumulate_steps = 1;
   OptimizerConfig optimizer;
   Schedule schedule = Schedule::onecycle;
   std::uint64_t seed = 1;

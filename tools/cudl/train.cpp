@@ -148,6 +148,12 @@ void add_run_control_options(CLI::App* cmd, RunControlArgs& r, FitOptions& o) {
       ->transform(finite_double(greater_than(0)));
   cmd->add_option("--max-steps", o.max_steps, "Stop after N optimizer steps in all (the schedule spans them)")
       ->transform(whole_number(1, std::int64_t{1} << 50));
+  cmd->add_option("--accumulate-steps", o.accumulate_steps,
+                  "Sum the gradients of N batches, then take one optimizer step (one all-reduce under mpirun): the "
+                  "step of a batch N times --batch-size. --max-steps, the schedule, the progress bar and the "
+                  "checkpoints count these steps; an epoch's last group takes the batches that are left")
+      ->transform(whole_number(1, 1'000'000))
+      ->capture_default_str();
   cmd->add_option("--eval-test-every", o.eval_test_every,
                   "With --val-split: also score the test set every N epochs, for the curves (default: once, at the "
                   "end); without --val-split it is scored every epoch")
@@ -301,6 +307,9 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
                counts.trainable + counts.frozen, counts.trainable, counts.frozen, kind, train.size(),
                validation.size() > 0 ? fmt::format(" / {} validation", validation.size()) : "", data.test.size(),
                ctx.device());
+  if (a.fit.accumulate_steps > 1 && dist.writer())
+    fmt::print("gradient accumulation: one optimizer step per {} batches of {} ({} images)\n", a.fit.accumulate_steps,
+               a.batch_size, a.fit.accumulate_steps * a.batch_size);
   if (comm && dist.writer()) {
     const std::int64_t buckets = bucket_count(counts.trainable, bucket_elements_for_mb(a.fit.bucket_mb));
     fmt::print("data-parallel: {} ranks over {}, global batch {} ({} per rank); gradients all-reduced {}\n",
