@@ -71,6 +71,11 @@ class Context {
   void set_deterministic(bool on) { deterministic_ = on; }
   ConvSearch conv_search() const { return conv_search_; }
   void set_conv_search(ConvSearch search) { conv_search_ = search; }
+  // Whether a network runs a Conv2d followed by its only reader, a ReLU, as one fused op
+  // (Backend::conv2d_bias_relu_forward; models/network/sequential.hpp). On by default; off runs
+  // the layers one by one, to compare (--fuse false). The results agree to float rounding.
+  bool fuse_layers() const { return fuse_layers_; }
+  void set_fuse_layers(bool on) { fuse_layers_ = on; }
 
   // The CPU backend's convolution and GEMM paths (engine/cpu_policy.hpp); no effect on a CUDA
   // context. Starts as cpu_policy_from_environment() says (the constructor throws on a bad value).
@@ -94,6 +99,7 @@ class Context {
   Precision precision_ = Precision::fp32;
   bool deterministic_ = true;
   ConvSearch conv_search_ = ConvSearch::heuristic;
+  bool fuse_layers_ = true;
   CpuPolicy cpu_policy_;
   Backend* backend_ = nullptr;
   std::shared_ptr<Allocator> allocator_;

@@ -402,6 +402,15 @@ void add_compute_options(CLI::App* cmd, ComputeOptions& options) {
                   "per shape and keep the fastest (PyTorch's cudnn.benchmark; CUDA only)")
       ->transform(named_enum({ConvSearch::heuristic, ConvSearch::measured}, conv_search_name))
       ->default_str("heuristic");
+  add_fuse_option(cmd, options.fuse);
+}
+
+void add_fuse_option(CLI::App* cmd, bool& fuse) {
+  cmd->add_option("--fuse", fuse,
+                  "true: run each Conv2d whose only reader is a ReLU as one op with it (convolution, bias and ReLU "
+                  "in one pass: oneDNN post-op on the CPU, cudnnConvolutionBiasActivationForward on CUDA); false: "
+                  "layer by layer, to compare")
+      ->capture_default_str();
 }
 
 void add_precision_option(CLI::App* cmd, Precision& precision) {
@@ -418,6 +427,7 @@ void add_precision_option(CLI::App* cmd, Precision& precision) {
 void apply_compute_options(Context& ctx, const ComputeOptions& options) {
   ctx.set_deterministic(options.deterministic);
   ctx.set_conv_search(options.conv_algo);
+  ctx.set_fuse_layers(options.fuse);
   ctx.set_precision(options.precision);  // throws, naming the GPU, where it lacks the tensor cores
   if (!ctx.device().is_cpu()) return;
   if (options.precision == Precision::tf32 || options.conv_algo != ConvSearch::heuristic)

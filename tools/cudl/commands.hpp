@@ -43,13 +43,18 @@ void run_pipeline_bench(const PipelineBenchArgs& a, const std::string& model_nam
 //                                    repeat bit for bit; false lets it pick the fastest
 //   --conv-algo heuristic|measured   cuDNN's guess, or time every algorithm once per shape (as
 //                                    PyTorch's cudnn.benchmark; default heuristic)
+//   --fuse true|false                a Conv2d and the ReLU after it as one op (default true;
+//                                    Context::fuse_layers)
 // The CPU has one algorithm and no TF32; apply_compute_options notes what it ignores.
 struct ComputeOptions {
   bool deterministic = true;
   Precision precision = Precision::fp32;
   ConvSearch conv_algo = ConvSearch::heuristic;
+  bool fuse = true;
 };
 void add_compute_options(CLI::App* cmd, ComputeOptions& options);
+// --fuse alone (summary shows the layers it fuses).
+void add_fuse_option(CLI::App* cmd, bool& fuse);
 // --precision alone (summary shows the dtypes it gives each layer).
 void add_precision_option(CLI::App* cmd, Precision& precision);
 // Sets them on ctx; on the CPU, one note on stderr when tf32 or measured was asked for.
