@@ -17,11 +17,13 @@ struct CudaResources;  // stream, cuBLAS and cuDNN handles, algorithm caches (CU
 // float rounding; TF32 lets cuBLAS/cuDNN use tensor cores (about 10 mantissa bits per product).
 enum class MathMode { strict_fp32, tf32 };
 
-// How the CUDA backend picks a convolution algorithm for a new shape. heuristic (the default):
-// cuDNN's ranked guess, the same choice every run. measured (PyTorch's cudnn.benchmark): every
-// usable candidate is timed once on the call's own inputs and the fastest is kept; a one-off cost
-// per shape, and timing noise may pick another algorithm in another run (other rounding), so
-// bit-for-bit repeatable runs want heuristic.
+// How the CUDA backend picks a convolution algorithm for a new shape. measured (the default, as
+// PyTorch's cudnn.benchmark): every usable candidate is timed once on the call's own inputs and the
+// fastest is kept, and written to an on-disk cache (engine/io/conv_algo_cache.hpp) that later runs
+// on the same GPU and cuDNN read instead of searching again, so they also repeat the same choice.
+// heuristic: cuDNN's ranked guess, no timing, the same choice on every machine with that cuDNN.
+// Either way determinism is deterministic()'s: timing picks among deterministic algorithms only
+// when it is on.
 enum class ConvSearch { heuristic, measured };
 // "heuristic" | "measured" (the --conv-algo spelling).
 std::string conv_search_name(ConvSearch search);
@@ -98,7 +100,7 @@ class Context {
   MathMode math_;
   Precision precision_ = Precision::fp32;
   bool deterministic_ = true;
-  ConvSearch conv_search_ = ConvSearch::heuristic;
+  ConvSearch conv_search_ = ConvSearch::measured;
   bool fuse_layers_ = true;
   CpuPolicy cpu_policy_;
   Backend* backend_ = nullptr;

@@ -398,10 +398,11 @@ void add_compute_options(CLI::App* cmd, ComputeOptions& options) {
       ->capture_default_str();
   add_precision_option(cmd, options.precision);
   cmd->add_option("--conv-algo", options.conv_algo,
-                  "heuristic: cuDNN's ranked guess, the same every run; measured: time every usable algorithm once "
-                  "per shape and keep the fastest (PyTorch's cudnn.benchmark; CUDA only)")
+                  "measured: time every usable algorithm once per shape and keep the fastest (PyTorch's "
+                  "cudnn.benchmark), saved in an on-disk cache that later runs on this GPU and cuDNN reuse (where: "
+                  "cudl info); heuristic: cuDNN's ranked guess, no timing (CUDA only)")
       ->transform(named_enum({ConvSearch::heuristic, ConvSearch::measured}, conv_search_name))
-      ->default_str("heuristic");
+      ->default_str("measured");
   add_fuse_option(cmd, options.fuse);
 }
 
@@ -430,7 +431,7 @@ void apply_compute_options(Context& ctx, const ComputeOptions& options) {
   ctx.set_fuse_layers(options.fuse);
   ctx.set_precision(options.precision);  // throws, naming the GPU, where it lacks the tensor cores
   if (!ctx.device().is_cpu()) return;
-  if (options.precision == Precision::tf32 || options.conv_algo != ConvSearch::heuristic)
+  if (options.precision == Precision::tf32)
     fmt::print(stderr,
                "note: --precision tf32 and --conv-algo measured change nothing on the CPU (no TF32, one "
                "algorithm)\n");
