@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cudl/engine/context.hpp"
 #include "cudl/engine/io/conv_algo_cache.hpp"
 #include "tests/test_util.hpp"
 
@@ -188,6 +189,20 @@ TEST(ConvAlgoCache, LivesUnderXdgCacheHomeOrHomeDotCache) {
   EXPECT_EQ(in_memory.find("k")->algo, 3);
   if (old_xdg) ::setenv("XDG_CACHE_HOME", saved_xdg.c_str(), 1);
   if (old_home) ::setenv("HOME", saved_home.c_str(), 1);
+}
+
+TEST(ConvAlgoCache, TheDefaultsAreMeasuredDeterministicAndFused) {
+  // A user who passes no flags gets the measured search (from this cache), cuDNN's deterministic
+  // algorithms only, and conv+bias+ReLU fusion.
+  const Context ctx(Device::cpu());
+  EXPECT_EQ(ctx.conv_search(), ConvSearch::measured);
+  EXPECT_TRUE(ctx.deterministic());
+  EXPECT_TRUE(ctx.fuse_layers());
+  TempDir dir;
+  const auto help = cudl::testing::run_cli(dir, "train --help");
+  ASSERT_EQ(help.status, 0) << help.err;
+  EXPECT_TRUE(contains(help.out, "cudnn.benchmark), saved in an on-disk cache")) << help.out;
+  EXPECT_TRUE(contains(help.out, "--conv-algo ENUM=measured")) << help.out;  // the default as CLI11 prints it
 }
 
 }  // namespace
