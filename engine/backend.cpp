@@ -336,6 +336,27 @@ void Backend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor
   do_conv2d_backward_filter(ctx, x, dy, p, dw, accumulate);
 }
 
+void Backend::conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
+                                       const Conv2dParams& p, Tensor& y) {
+  constexpr std::string_view op = "conv2d_bias_relu_forward";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "x", x);
+  placed_as(ctx, op, "w", w, "x", x);
+  placed_as(ctx, op, "y", y, "x", x);
+  conv_params(op, x, w, p);
+  // The fused kernels (oneDNN's post-op primitive, cuDNN's conv-bias-activation) are set up for
+  // dense weights only; a network keeps grouped convolutions unfused (models/network/fusion.cpp).
+  CUDL_CHECK(p.groups == 1, "{}: groups={} (x={}, w={}): the fused op takes dense convolutions only", op, p.groups,
+             x.shape(), w.shape());
+  check::shape_is(op, "y", y, conv2d_output_shape(x.shape(), w.shape(), p));
+  if (bias.defined()) {  // f32 whatever the data's dtype, as bias_add's
+    placed(ctx, op, "bias", bias);
+    CUDL_CHECK(bias.shape() == Shape{y.dim(1)}, "{}: bias={} but y={} has {} channels", op, bias.shape(), y.shape(),
+               y.dim(1));
+  }
+  do_conv2d_bias_relu_forward(ctx, x, w, bias, p, y);
+}
+
 // ---- activations ----
 
 void Backend::activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y) {

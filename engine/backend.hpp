@@ -113,6 +113,12 @@ class Backend {
   void conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx);
   void conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
                               bool accumulate);
+  // y = relu(conv2d(x, w) + bias) in one op (bias [K] f32, or undefined for a convolution without
+  // one): the fused form of conv2d_forward, bias_add and a ReLU, so that y is written once instead
+  // of three times. Its gradient is theirs: ReLU's backward reads only y (y > 0 exactly where the
+  // convolution's output was), and conv2d's backward then takes the masked gradient.
+  void conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
+                                const Conv2dParams& p, Tensor& y);
 
   // ---- activations: y = f(x); dx = f'(x) * dy. `alpha` is leaky ReLU's negative slope ----
   void activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y);
@@ -239,6 +245,8 @@ class Backend {
                                        Tensor& dx) = 0;
   virtual void do_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p,
                                          Tensor& dw, bool accumulate) = 0;
+  virtual void do_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
+                                           const Conv2dParams& p, Tensor& y) = 0;
   virtual void do_activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y) = 0;
   virtual void do_activation_backward(Context& ctx, Activation a, float alpha, const Tensor& x, const Tensor& y,
                                       const Tensor& dy, Tensor& dx) = 0;

@@ -17,11 +17,13 @@ struct CudaResources;  // stream, cuBLAS and cuDNN handles, algorithm caches (CU
 // float rounding; TF32 lets cuBLAS/cuDNN use tensor cores (about 10 mantissa bits per product).
 enum class MathMode { strict_fp32, tf32 };
 
-// How the CUDA backend picks a convolution algorithm for a new shape. heuristic (the default):
-// cuDNN's ranked guess, the same choice every run. measured (PyTorch's cudnn.benchmark): every
-// usable candidate is timed once on the call's own inputs and the fastest is kept; a one-off cost
-// per shape, and timing noise may pick another algorithm in another run (other rounding), so
-// bit-for-bit repeatable runs want heuristic.
+// How the CUDA backend picks a convolution algorithm for a new shape. measured (the default, as
+// PyTorch's cudnn.benchmark): every usable candidate is timed once on the call's own inputs and the
+// fastest is kept, and written to an on-disk cache (engine/io/conv_algo_cache.hpp) that later runs
+// on the same GPU and cuDNN read instead of searching again, so they also repeat the same choice.
+// heuristic: cuDNN's ranked guess, no timing, the same choice on every machine with that cuDNN.
+// Either way determinism is deterministic()'s: timing picks among deterministic algorithms only
+// when it is on.
 enum class ConvSearch { heuristic, measured };
 // "heuristic" | "measured" (the --conv-algo spelling).
 std::string conv_search_name(ConvSearch search);
@@ -71,6 +73,11 @@ class Context {
   void set_deterministic(bool on) { deterministic_ = on; }
   ConvSearch conv_search() const { return conv_search_; }
   void set_conv_search(ConvSearch search) { conv_search_ = search; }
+  // Whether a network runs a Conv2d followed by its only reader, a ReLU, as one fused op
+  // (Backend::conv2d_bias_relu_forward; models/network/sequential.hpp). On by default; off runs
+  // the layers one by one, to compare (--fuse false). The results agree to float rounding.
+  bool fuse_layers() const { return fuse_layers_; }
+  void set_fuse_layers(bool on) { fuse_layers_ = on; }
 
   // Whether fixed-shape steps written for it (inference in bench, the style objective) replay as
   // CUDA graphs (engine/step_graph.hpp; --cuda-graphs). Off by default until a GPU run has
@@ -104,7 +111,8 @@ class Context {
   MathMode math_;
   Precision precision_ = Precision::fp32;
   bool deterministic_ = true;
-  ConvSearch conv_search_ = ConvSearch::heuristic;
+  ConvSearch conv_search_ = ConvSearch::measured;
+  bool fuse_layers_ = true;
   bool cuda_graphs_ = false;
   CpuPolicy cpu_policy_;
   Backend* backend_ = nullptr;

@@ -133,6 +133,10 @@ std::vector<OpSpec> make_table() {
   const std::vector<Shape> per_channel{Shape{6, 5}, Shape{3, 5, 7, 9}};
   add("bias_add", {"bias_add"}, per_channel, kHalves, T::elementwise, "", kInsideModels);
   add("bias_grad", {"bias_grad"}, per_channel, kHalves, T::accumulated, "", kInsideModels);
+  // Its CUDA-vs-CPU cases are conv2d's geometries (with and without a bias): they live with the test.
+  add("conv2d_bias_relu", {"conv2d_bias_relu_forward"}, {}, kF32, T::accumulated,
+      "its gradient is conv2d's and relu's, each checked; the network test compares fused and unfused gradients",
+      "timed inside every model of --models (compare with --fuse false)");
   add("avgpool2d", {"avgpool2d_forward", "avgpool2d_backward"}, {Shape{2, 3, 9, 10}}, kHalves, T::elementwise, "",
       "maxpool2d_fwd times the same window walk");
   add("softmax", {"softmax_forward", "softmax_backward"}, {Shape{7, 10}, Shape{5, 1000}, Shape{3, 1}}, kF32,

@@ -22,6 +22,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <optional>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "cudl/engine/context.hpp"
@@ -42,7 +43,9 @@ dnnl::engine& cpu_engine() {
   return engine;
 }
 
-enum class Direction { forward, backward_data, backward_filter };
+// forward_relu and forward_bias_relu are the forward convolution with ReLU as an eltwise post-op
+// (and the bias inside the primitive): Backend::conv2d_bias_relu_forward, y written once.
+enum class Direction { forward, backward_data, backward_filter, forward_relu, forward_bias_relu };
 
 // The element types of a convolution: `data` for x, w, y and their gradients, except the filter
 // gradient's, which is `filter_grad` (f32 master-weight gradients of half activations).
@@ -193,20 +196,37 @@ struct Plan {
   // oneDNN fell back to its reference kernel (a geometry its optimised half kernels skip): for a
   // half dtype, widening to f32 and the f32 kernels is faster, so the caller does that instead.
   bool reference = false;
+  bool bias = false;  // forward_bias_relu: the bias is a fourth argument
 };
 
-dnnl::primitive_attr user_scratchpad() {
+dnnl::primitive_attr user_scratchpad(bool relu = false) {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (relu) {
+    // max(0, v) applied in the kernel to each output value before it is stored (scale 1, alpha 0:
+    // no negative slope).
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+    attr.set_post_ops(ops);
+  }
   return attr;
 }
 
-// The forward descriptor; the backward primitives need it as a hint.
+// The bias of a fused convolution: [K] f32, plain (never reordered).
+memory::desc bias_desc(const Geometry& g) { return memory::desc({g.w[0]}, dt::f32, tag::a); }
+
+// The forward descriptor; the backward primitives need it as a hint. `relu` and `bias` only for the
+// fused directions.
 dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, dt type, dnnl::prop_kind kind,
-                                                     dnnl::algorithm algo) {
+                                                     dnnl::algorithm algo, bool relu = false, bool bias = false) {
+  if (bias) {
+    const dnnl::convolution_forward::desc d(kind, algo, any(g.x, type), any(g.w, type), bias_desc(g), any(g.y, type),
+                                            g.strides, g.dilates, g.pad_l, g.pad_r);
+    return dnnl::convolution_forward::primitive_desc(d, user_scratchpad(relu), cpu_engine());
+  }
   const dnnl::convolution_forward::desc d(kind, algo, any(g.x, type), any(g.w, type), any(g.y, type), g.strides,
                                           g.dilates, g.pad_l, g.pad_r);
-  return dnnl::convolution_forward::primitive_desc(d, user_scratchpad(), cpu_engine());
+  return dnnl::convolution_forward::primitive_desc(d, user_scratchpad(relu), cpu_engine());
 }
 
 bool is_reference(const char* impl) { return std::string_view(impl).starts_with("ref"); }
@@ -216,11 +236,15 @@ std::unique_ptr<Plan> make_plan(Direction dir, const Geometry& g, Types t, dnnl:
   const dt w_type = dir == Direction::backward_filter ? t.filter_grad : t.data;
   const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, w_type), uy = plain(g.y, t.data);
   switch (dir) {
-    case Direction::forward: {
+    case Direction::forward:
+    case Direction::forward_relu:
+    case Direction::forward_bias_relu: {
       // forward_training, also for inference: oneDNN 2.6 then picks its jit:avx512_core kernel,
       // 15-20% faster than the brgconv it picks for forward_inference at VGG11-CIFAR's shapes on
       // this VM (ONEDNN_VERBOSE, interleaved runs); PyTorch 1.13 asks for forward_training too.
-      const auto pd = forward_pd(g, t.data, dnnl::prop_kind::forward_training, algo);
+      plan->bias = dir == Direction::forward_bias_relu;
+      const auto pd =
+          forward_pd(g, t.data, dnnl::prop_kind::forward_training, algo, dir != Direction::forward, plan->bias);
       plan->conv = dnnl::convolution_forward(pd);
       plan->arg_ids[0] = DNNL_ARG_SRC, plan->arg_ids[1] = DNNL_ARG_WEIGHTS, plan->arg_ids[2] = DNNL_ARG_DST;
       plan->args[0] = input_arg(ux, pd.src_desc());
@@ -310,6 +334,9 @@ std::string_view direction_name(Direction d) {
       return "conv2d_backward_data";
     case Direction::backward_filter:
       return "conv2d_backward_filter";
+    case Direction::forward_relu:
+    case Direction::forward_bias_relu:
+      return "conv2d_bias_relu_forward";
   }
   return "conv2d";
 }
@@ -409,7 +436,8 @@ class ConstantWeights {
 // Runs a plan over user tensors in NCHW/KCRS: inputs reordered into pool buffers where the plan's
 // layout differs, the convolution, outputs reordered (or added, for accumulate) back.
 void execute(Context& ctx, Direction dir, const Plan& plan, const std::array<const memory::desc*, 3>& user_descs,
-             const std::array<void*, 3>& user_ptrs, bool accumulate, const Shape& x, const Shape& w) {
+             const std::array<void*, 3>& user_ptrs, bool accumulate, const Shape& x, const Shape& w,
+             const void* bias = nullptr) {
   auto& eng = cpu_engine();
   thread_local dnnl::stream stream(cpu_engine());
   std::optional<Workspace> buffers[3];
@@ -422,7 +450,7 @@ void execute(Context& ctx, Direction dir, const Plan& plan, const std::array<con
   for (int i = 0; i < 3; ++i) {
     const Arg& a = plan.args[i];
     user[i] = memory(*user_descs[i], eng, user_ptrs[i]);
-    if (i == kWeights && dir != Direction::backward_filter && a.reorder) {
+    if (i == kWeights && dir != Direction::backward_filter && a.reorder) {  // forward (fused too), backward data
       try {
         if (auto copy = ConstantWeights::instance().find_or_make(user[i], a, stream)) {
           chosen[i] = *copy;
@@ -449,10 +477,13 @@ void execute(Context& ctx, Direction dir, const Plan& plan, const std::array<con
         plan.args[i].reorder->execute(stream, user[i], chosen[i]);
       }
     }
-    plan.conv.execute(stream, {{plan.arg_ids[0], chosen[0]},
-                               {plan.arg_ids[1], chosen[1]},
-                               {plan.arg_ids[2], chosen[2]},
-                               {DNNL_ARG_SCRATCHPAD, memory(plan.scratchpad, eng, scratch.data())}});
+    std::unordered_map<int, memory> args{{plan.arg_ids[0], chosen[0]},
+                                         {plan.arg_ids[1], chosen[1]},
+                                         {plan.arg_ids[2], chosen[2]},
+                                         {DNNL_ARG_SCRATCHPAD, memory(plan.scratchpad, eng, scratch.data())}};
+    if (plan.bias)
+      args.emplace(DNNL_ARG_BIAS, memory(memory::desc({w[0]}, dt::f32, tag::a), eng, const_cast<void*>(bias)));
+    plan.conv.execute(stream, args);
     const Arg& out = plan.args[2];
     const OmpTeamSize team(out.serial_reorder());
     if (accumulate) {
@@ -478,6 +509,20 @@ bool onednn_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const
   if (plan.reference && t.data != dt::f32) return false;
   const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.data), uy = plain(g.y, t.data);
   execute(ctx, Direction::forward, plan, {&ux, &uw, &uy}, {x.raw(), w.raw(), y.raw()}, false, x.shape(), w.shape());
+  return true;
+}
+
+bool onednn_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
+                                     const Conv2dParams& p, Tensor& y) {
+  const Geometry g = geometry(x.shape(), w.shape(), y.shape(), p);
+  // f32 only: the half paths keep the unfused composition (their own probe and widening rules).
+  if (!g.expressible || x.dtype() != DType::f32) return false;
+  const Types t{dt::f32, dt::f32};
+  const Direction dir = bias.defined() ? Direction::forward_bias_relu : Direction::forward_relu;
+  const Plan& plan = plan_for(ctx.cpu_conv(), dir, t, x.shape(), w.shape(), g, p);
+  const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.data), uy = plain(g.y, t.data);
+  execute(ctx, dir, plan, {&ux, &uw, &uy}, {x.raw(), w.raw(), y.raw()}, false, x.shape(), w.shape(),
+          bias.defined() ? bias.raw() : nullptr);
   return true;
 }
 
@@ -580,6 +625,10 @@ namespace cudl::cpu {
 bool onednn_conv_enabled(CpuConv) { return false; }
 bool onednn_conv2d_forward(Context&, const Tensor&, const Tensor&, const Conv2dParams&, Tensor&) { return false; }
 bool onednn_conv2d_backward_data(Context&, const Tensor&, const Tensor&, const Conv2dParams&, Tensor&) { return false; }
+bool onednn_conv2d_bias_relu_forward(Context&, const Tensor&, const Tensor&, const Tensor&, const Conv2dParams&,
+                                     Tensor&) {
+  return false;
+}
 bool onednn_conv2d_backward_filter(Context&, const Tensor&, const Tensor&, const Conv2dParams&, Tensor&, bool) {
   return false;
 }

@@ -22,6 +22,10 @@ bool onednn_conv_enabled(CpuConv conv);
 // halves to f32. ctx.cpu_conv() picks Winograd or the direct kernels; the caller has checked
 // onednn_conv_enabled. The arguments are checked by the backend front and are non-empty.
 bool onednn_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y);
+// y = relu(conv(x, w) + bias) in one primitive (ReLU as an eltwise post-op, the bias inside it;
+// bias undefined: none). f32 only: false for halves, which the caller composes unfused.
+bool onednn_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
+                                     const Conv2dParams& p, Tensor& y);
 bool onednn_conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx);
 bool onednn_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
                                    bool accumulate);

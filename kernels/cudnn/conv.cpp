@@ -44,13 +44,30 @@
 // - Cache key: direction, data type, shapes, parameters (groups included), math mode, determinism
 //   and search (the cache is cleared when the math mode changes; Context::set_deterministic does
 //   not clear it).
+// - On-disk cache (measured search only; engine/io/conv_algo_cache.hpp): the search's winner is
+//   also written to $XDG_CACHE_HOME/cudl/conv_algorithms.txt (or ~/.cache/cudl), keyed by GPU name,
+//   compute capability and cuDNN version (the file's environment line) and by direction, dtype,
+//   shapes, parameters, groups, layout, math mode and determinism (each entry's key). A later run
+//   tries that algorithm first instead of searching; the entry is checked before use (a known
+//   algorithm, an allowed math type, deterministic when asked, a workspace cuDNN confirms for it)
+//   and then goes through the run policy like any candidate, so a stale or wrong entry costs a
+//   search, never a wrong result.
+// - The search's scratch (every candidate's workspace, up to 1 GiB each, and the timed output)
+//   goes back to the device once the search is done (Allocator::empty_cache): otherwise the pool
+//   keeps the largest workspace reserved for the rest of the run.
 #include <algorithm>
 #include <array>
 #include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "cudl/engine/device.hpp"
+#include "cudl/engine/io/conv_algo_cache.hpp"
 #include "cudl/engine/timer.hpp"
 #include "cudl/kernels/cuda/cuda_backend.hpp"
 #include "cudl/kernels/cuda/launch.hpp"
@@ -219,6 +236,75 @@ std::string cache_key(std::string_view direction, const ConvCall& c) {
                      c.ctx.conv_search() == ConvSearch::measured ? "measured" : "heuristic");
 }
 
+// ---- the on-disk cache of measured choices ----
+
+// One per device for the process, read when the device first searches.
+ConvAlgoCache& disk_cache(const Context& ctx) {
+  static std::mutex mutex;
+  static std::map<int, std::unique_ptr<ConvAlgoCache>> caches;
+  const std::lock_guard lock(mutex);
+  auto& slot = caches[ctx.device().index];
+  if (!slot) {
+    std::string gpu = "unknown GPU";
+    int major = 0, minor = 0;
+    for (const CudaDeviceInfo& d : cuda_devices())
+      if (d.index == ctx.device().index) gpu = d.name, major = d.cc_major, minor = d.cc_minor;
+    slot = std::make_unique<ConvAlgoCache>(default_conv_algo_cache_file(),
+                                           conv_algo_environment(gpu, major, minor, cudnnGetVersion()));
+  }
+  return *slot;
+}
+
+template <class Direction>
+std::string disk_key(const ConvCall& c) {
+  const Conv2dParams& p = c.params;
+  ConvAlgoKey k;
+  k.direction = std::string(Direction::name);
+  k.dtype = c.dtype;
+  k.x = c.x_shape;
+  k.w = c.w_shape;
+  k.y = c.y_shape;
+  k.pad_h = p.pad_h, k.pad_w = p.pad_w, k.stride_h = p.stride_h, k.stride_w = p.stride_w;
+  k.dilation_h = p.dilation_h, k.dilation_w = p.dilation_w;
+  k.groups = p.groups;
+  k.math = c.dtype != DType::f32 ? std::string(dtype_name(c.dtype))
+                                 : (c.ctx.math_mode() == MathMode::strict_fp32 ? "fp32" : "tf32");
+  k.deterministic = c.ctx.deterministic();
+  return conv_algo_key_text(k);
+}
+
+// The algorithms that add with atomics (see the policy at the top): never taken from the file
+// for a deterministic run, whatever it says.
+template <class Direction>
+bool atomics(int algo) {
+  if constexpr (std::is_same_v<Direction, BackwardData>) return algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_0;
+  if constexpr (std::is_same_v<Direction, BackwardFilter>)
+    return algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 || algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3;
+  return false;
+}
+
+// The file's choice for this call, checked as a candidate would be; nothing when there is none or
+// it fails a check.
+template <class Direction>
+std::optional<ConvAlgorithm> from_disk(const ConvCall& c) {
+  const std::optional<CachedConvAlgo> hit = disk_cache(c.ctx).find(disk_key<Direction>(c));
+  if (!hit || hit->algo < 0 || static_cast<std::size_t>(hit->algo) >= Direction::algo_names.size()) return std::nullopt;
+  const auto math = static_cast<cudnnMathType_t>(hit->math);
+  const bool strict = strict_fp32(c);
+  const bool known_math = math == CUDNN_DEFAULT_MATH || math == CUDNN_TENSOR_OP_MATH || math == CUDNN_FMA_MATH;
+  if (!known_math || !math_allowed(math, strict) || (c.ctx.deterministic() && atomics<Direction>(hit->algo)))
+    return std::nullopt;
+  ConvAlgorithm a;
+  a.algo = hit->algo;
+  a.math = execution_math(math, strict);
+  c.conv.set_math(a.math, Direction::name);
+  const auto algo = static_cast<typename Direction::Algo>(hit->algo);
+  if (workspace_size(c, Direction{}, algo, &a.workspace_bytes) != CUDNN_STATUS_SUCCESS ||
+      a.workspace_bytes > kMaxWorkspaceBytes)
+    return std::nullopt;
+  return a;
+}
+
 // Appends one failed attempt to the "; "-separated list of them.
 void note(std::string& failures, const std::string& failure) {
   if (!failures.empty()) failures += "; ";
@@ -304,6 +390,8 @@ std::vector<ConvAlgorithm> fastest_first(const ConvCall& c, std::vector<ConvAlgo
     cudaGetLastError();  // a failed candidate's launch error must not surface at the next kernel check
     timed.emplace_back(ms, algo);
   }
+  // The workspaces are free again; give them back to the device (see the policy at the top).
+  c.ctx.allocator().empty_cache();
   std::stable_sort(timed.begin(), timed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   for (std::size_t i = 0; i < timed.size(); ++i) candidates[i] = timed[i].second;
   return candidates;
@@ -351,11 +439,22 @@ void run_convolution(const ConvCall& c, bool overwrites_output, void* out, std::
   std::optional<ConvAlgorithm> cached;
   if (auto it = r.conv_algorithms.find(key); it != r.conv_algorithms.end()) cached = it->second;
   if (cached && attempt(*cached)) return;
+  const bool measured = c.ctx.conv_search() == ConvSearch::measured;
+  if (measured && !cached) {
+    // A choice measured by an earlier run on this GPU and cuDNN: no search when it runs.
+    if (const std::optional<ConvAlgorithm> saved = from_disk<Direction>(c)) {
+      if (attempt(*saved)) return;
+      cached = saved;  // not tried twice below
+    }
+  }
   std::vector<ConvAlgorithm> candidates = ranked_candidates<Direction>(c, failures);
-  if (c.ctx.conv_search() == ConvSearch::measured)
-    candidates = fastest_first<Direction>(c, std::move(candidates), out_bytes, run);
+  if (measured) candidates = fastest_first<Direction>(c, std::move(candidates), out_bytes, run);
   for (const ConvAlgorithm& algo : candidates)
-    if (!(cached && same_algorithm(algo, *cached)) && attempt(algo)) return;
+    if (!(cached && same_algorithm(algo, *cached)) && attempt(algo)) {
+      if (measured)
+        disk_cache(c.ctx).store(disk_key<Direction>(c), {algo.algo, static_cast<int>(algo.math), algo.workspace_bytes});
+      return;
+    }
 
   const std::string message =
       fmt::format("{}: no cuDNN algorithm could run {}; tried: {}", Direction::name, describe_call<Direction>(c),

@@ -131,11 +131,13 @@ Tensor Sequential::forward(Context& ctx, const Tensor& x, bool train) {
     if (train && constant_hold_.expired()) half_stale_ = true;
     refresh_half_parameters(ctx, compute);
   }
+  fused_ = ctx.fuse_layers() ? fusion_plan() : std::vector<bool>(layers_.size(), false);
+  fused_saved_.assign(layers_.size(), FusedConvRelu{});
   // Each layer's output until its last reader has run (or to the end, when it is tapped).
   std::vector<Tensor> outputs(layers_.size());
   const std::vector<std::size_t> last = last_readers();
   for (std::size_t index = 0; index < layers_.size(); ++index) {
-    auto& [name, layer] = layers_[index];
+    const std::string& name = layers_[index].first;
     const std::vector<int> from = producers(index);
     std::vector<Tensor> in;
     for (int p : from) in.push_back(p == kInput ? x : outputs[static_cast<std::size_t>(p)]);
@@ -144,16 +146,11 @@ Tensor Sequential::forward(Context& ctx, const Tensor& x, bool train) {
       timer.emplace(ctx);
       timer->start();
     }
-    auto* merge = dynamic_cast<MergeLayer*>(layer.get());
-    if (merge != nullptr) {
-      std::vector<Shape> shapes;
-      for (const Tensor& t : in) shapes.push_back(t.shape());
-      (void)joined_shape(*merge, name, shapes);
-    }
-    outputs[index] = merge != nullptr ? merge->forward(ctx, in, train) : layer->forward(ctx, in.front(), train);
+    outputs[index] = forward_layer(ctx, index, in, train);
     if (timer) {
       profile_[index].forward_ms += timer->stop_ms();
       ++profile_[index].calls;
+      if (index > 0 && fused_[index - 1]) profile_[index].fused_into = layers_[index - 1].first;
     }
     if (std::find(tap_names_.begin(), tap_names_.end(), name) != tap_names_.end()) tap_outputs_[name] = outputs[index];
     for (int p : from)
@@ -162,6 +159,53 @@ Tensor Sequential::forward(Context& ctx, const Tensor& x, bool train) {
   const Tensor h = outputs.empty() ? x : outputs.back();
   output_dtype_ = h.dtype();
   return is_half(h.dtype()) ? h.cast(ctx, DType::f32) : h;
+}
+
+std::vector<bool> Sequential::fusion_plan() const {
+  const std::size_t n = layers_.size();
+  std::vector<int> readers(n, 0);
+  for (std::size_t i = 0; i < n; ++i)
+    for (int p : producers(i))
+      if (p != kInput) ++readers[static_cast<std::size_t>(p)];
+  std::vector<bool> plan(n, false);
+  for (std::size_t i = 0; i + 1 < n; ++i) {
+    const bool tapped = std::find(tap_names_.begin(), tap_names_.end(), layers_[i].first) != tap_names_.end();
+    plan[i] = readers[i] == 1 && producers(i + 1) == std::vector<int>{static_cast<int>(i)} && !tapped &&
+              fusible_conv_relu(*layers_[i].second, *layers_[i + 1].second);
+  }
+  return plan;
+}
+
+std::vector<std::string> Sequential::fused_layers() const {
+  std::vector<std::string> names;
+  const std::vector<bool> plan = fusion_plan();
+  for (std::size_t i = 0; i < plan.size(); ++i)
+    if (plan[i]) names.push_back(layers_[i].first);
+  return names;
+}
+
+Tensor Sequential::forward_layer(Context& ctx, std::size_t index, const std::vector<Tensor>& in, bool train) {
+  auto& [name, layer] = layers_[index];
+  // The ReLU of a fused pair: the pair's op already produced its output.
+  if (index > 0 && fused_[index - 1]) return in.front();
+  if (fused_[index])
+    return fused_conv_relu_forward(ctx, static_cast<Conv2d&>(*layer), in.front(), train, fused_saved_[index]);
+  auto* merge = dynamic_cast<MergeLayer*>(layer.get());
+  if (merge == nullptr) return layer->forward(ctx, in.front(), train);
+  std::vector<Shape> shapes;
+  for (const Tensor& t : in) shapes.push_back(t.shape());
+  (void)joined_shape(*merge, name, shapes);
+  return merge->forward(ctx, in, train);
+}
+
+std::vector<Tensor> Sequential::backward_layer(Context& ctx, std::size_t index, const Tensor& dy) {
+  Layer& layer = *layers_[index].second;
+  if (index < fused_.size() && fused_[index])
+    return {fused_conv_backward(ctx, static_cast<Conv2d&>(layer), fused_saved_[index], dy)};
+  if (index > 0 && index < fused_.size() && fused_[index - 1])
+    return {fused_relu_backward(ctx, fused_saved_[index - 1], dy)};
+  if (auto* merge = dynamic_cast<MergeLayer*>(&layer)) return merge->backward_inputs(ctx, dy);
+  return {layer.backward(ctx, dy)};
 }
 
 namespace {
@@ -237,9 +281,7 @@ Tensor Sequential::backward(Context& ctx, const Tensor& dy, const std::map<std::
       timer.emplace(ctx);
       timer->start();
     }
-    auto* merge = dynamic_cast<MergeLayer*>(&layer);
-    const std::vector<Tensor> dx =
-        merge != nullptr ? merge->backward_inputs(ctx, g) : std::vector{layer.backward(ctx, g)};
+    const std::vector<Tensor> dx = backward_layer(ctx, index, g);
     if (timer) profile_[index].backward_ms += timer->stop_ms();
     if (gradients_ready_ && learns(layer)) gradients_ready_(param_offsets_[index]);
     // A layer's fresh result is ours alone; one that reuses dy's storage (a reshape, Add) is as
@@ -261,7 +303,7 @@ Tensor Sequential::backward(Context& ctx, const Tensor& dy, const std::map<std::
 void Sequential::set_profiling(bool on) {
   profiling_ = on;
   profile_.clear();
-  for (const auto& [name, layer] : layers_) profile_.push_back({name, 0, 0, 0});
+  for (const auto& [name, layer] : layers_) profile_.push_back({name, 0, 0, 0, {}});
 }
 
 void Sequential::set_taps(std::vector<std::string> names) {
@@ -349,8 +391,14 @@ std::vector<LayerSummary> Sequential::summary(const Shape& input, DType compute)
     std::int64_t n = 0;
     for (Parameter* p : layers_[i].second->parameters())
       if (p->trainable) n += p->shape.numel();
-    rows.push_back({layers_[i].first, layer.describe(), input_names(i), shapes.back(), n, dtypes.back()});
+    rows.push_back({layers_[i].first, layer.describe(), input_names(i), shapes.back(), n, dtypes.back(), {}});
   }
+  const std::vector<bool> plan = fusion_plan();
+  for (std::size_t i = 0; i < plan.size(); ++i)
+    if (plan[i]) {
+      rows[i].fused_with = layers_[i + 1].first;
+      rows[i + 1].fused_with = layers_[i].first;
+    }
   return rows;
 }
 

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "cudl/layers/layer.hpp"
+#include "cudl/models/network/fusion.hpp"
 
 namespace cudl {
 
@@ -34,6 +35,9 @@ struct LayerSummary {
   Shape output_shape;
   std::int64_t params = 0;
   DType output_dtype = DType::f32;  // under the summary's compute dtype
+  // A Conv2d: the ReLU it runs fused with when Context::fuse_layers is on. A ReLU: the Conv2d it is
+  // fused into. Empty otherwise.
+  std::string fused_with;
 };
 
 class Sequential : public ParameterBlocks {
@@ -103,12 +107,20 @@ class Sequential : public ParameterBlocks {
     gradients_ready_ = std::move(hook);
   }
 
+  // Layer fusion (models/network/fusion.hpp): when ctx.fuse_layers() is on, forward runs each
+  // Conv2d whose only reader is a ReLU as one op with it, unless the Conv2d is tapped (its own
+  // output, before the ReLU, is then needed). backward follows what the last forward did.
+  // The Conv2d layers that would run fused with the ReLU after them.
+  std::vector<std::string> fused_layers() const;
+
   // Per-layer timing: when on, every layer's forward and backward is timed (waiting for the device
   // after each, so it slows the model down); profile() holds the accumulated milliseconds.
   struct LayerTime {
     std::string name;
     double forward_ms = 0, backward_ms = 0;
     std::int64_t calls = 0;
+    // A ReLU run inside its Conv2d: its time is in the Conv2d's row (named here).
+    std::string fused_into;
   };
   void set_profiling(bool on);
   const std::vector<LayerTime>& profile() const { return profile_; }
@@ -128,6 +140,12 @@ class Sequential : public ParameterBlocks {
   std::vector<int> producers(std::size_t index) const;
   // The last layer that reads each layer's output (its own index when none does).
   std::vector<std::size_t> last_readers() const;
+  // Per layer: whether it is a Conv2d that runs fused with the ReLU at the next index.
+  std::vector<bool> fusion_plan() const;
+  // Forward's one layer (or fused pair starting at `index`, which then also fills outputs[index + 1]).
+  Tensor forward_layer(Context& ctx, std::size_t index, const std::vector<Tensor>& in, bool train);
+  // Backward's one layer: its input gradients, through the fused path when the last forward fused it.
+  std::vector<Tensor> backward_layer(Context& ctx, std::size_t index, const Tensor& dy);
 
   std::vector<std::pair<std::string, LayerPtr>> layers_;
   std::vector<std::vector<int>> inputs_;   // per layer: explicit producers (empty: the previous layer)
@@ -147,6 +165,9 @@ class Sequential : public ParameterBlocks {
   bool built_ = false;
   bool input_grad_ = false;
   bool profiling_ = false;
+  // The last forward's fusion: per layer, whether it started a fused pair, and what the pair saved.
+  std::vector<bool> fused_;
+  std::vector<FusedConvRelu> fused_saved_;
   std::vector<LayerTime> profile_;
 };
 

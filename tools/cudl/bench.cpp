@@ -328,7 +328,9 @@ void print_layer_profile(const Sequential& model, const char* what) {
   fmt::print("  per-layer ms per {} (each layer waited for; totals include that overhead):\n", what);
   for (const auto& t : model.profile()) {
     const double calls = static_cast<double>(std::max<std::int64_t>(1, t.calls));
-    fmt::print("    {:<16} forward {:>9.3f}  backward {:>9.3f}\n", t.name, t.forward_ms / calls, t.backward_ms / calls);
+    fmt::print(
+        "    {:<16} forward {:>9.3f}  backward {:>9.3f}{}\n", t.name, t.forward_ms / calls, t.backward_ms / calls,
+        t.fused_into.empty() ? "" : fmt::format("  (forward fused into {}: conv2d_bias_relu_forward)", t.fused_into));
   }
 }
 
@@ -541,6 +543,7 @@ void run_bench(const Options& opt) {
                           {"precision", precision_name(opt.compute.precision)},
                           {"conv_algo", conv_search_name(opt.compute.conv_algo)},
                           {"cuda_graphs", opt.compute.cuda_graphs},
+                          {"fuse", opt.compute.fuse},
                           {"machine", machine},
                           {"results", results}};
     if (!opt.shape.empty()) doc["shape"] = opt.shape;

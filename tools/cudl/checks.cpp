@@ -398,14 +398,24 @@ void add_compute_options(CLI::App* cmd, ComputeOptions& options) {
       ->capture_default_str();
   add_precision_option(cmd, options.precision);
   cmd->add_option("--conv-algo", options.conv_algo,
-                  "heuristic: cuDNN's ranked guess, the same every run; measured: time every usable algorithm once "
-                  "per shape and keep the fastest (PyTorch's cudnn.benchmark; CUDA only)")
+                  "measured: time every usable algorithm once per shape and keep the fastest (PyTorch's "
+                  "cudnn.benchmark), saved in an on-disk cache that later runs on this GPU and cuDNN reuse (where: "
+                  "cudl info); heuristic: cuDNN's ranked guess, no timing (CUDA only)")
       ->transform(named_enum({ConvSearch::heuristic, ConvSearch::measured}, conv_search_name))
-      ->default_str("heuristic");
+      ->default_str("measured");
+  add_fuse_option(cmd, options.fuse);
   cmd->add_option("--cuda-graphs", options.cuda_graphs,
                   "true: replay fixed-shape steps (bench's inference step, the style iteration's loss and gradient) "
                   "as CUDA graphs, one launch instead of one per kernel; false: plain launches (CUDA only; not yet "
                   "measured on a GPU, so off by default)")
+      ->capture_default_str();
+}
+
+void add_fuse_option(CLI::App* cmd, bool& fuse) {
+  cmd->add_option("--fuse", fuse,
+                  "true: run each Conv2d whose only reader is a ReLU as one op with it (convolution, bias and ReLU "
+                  "in one pass: oneDNN post-op on the CPU, cudnnConvolutionBiasActivationForward on CUDA); false: "
+                  "layer by layer, to compare")
       ->capture_default_str();
 }
 
@@ -423,13 +433,12 @@ void add_precision_option(CLI::App* cmd, Precision& precision) {
 void apply_compute_options(Context& ctx, const ComputeOptions& options) {
   ctx.set_deterministic(options.deterministic);
   ctx.set_conv_search(options.conv_algo);
+  ctx.set_fuse_layers(options.fuse);
   ctx.set_cuda_graphs(options.cuda_graphs);
   ctx.set_precision(options.precision);  // throws, naming the GPU, where it lacks the tensor cores
   if (!ctx.device().is_cpu()) return;
-  if (options.precision == Precision::tf32 || options.conv_algo != ConvSearch::heuristic || options.cuda_graphs)
-    fmt::print(stderr,
-               "note: --precision tf32, --conv-algo measured and --cuda-graphs change nothing on the CPU (no TF32, one "
-               "algorithm, no graphs)\n");
+  if (options.precision == Precision::tf32 || options.cuda_graphs)
+    fmt::print(stderr, "note: --precision tf32 and --cuda-graphs change nothing on the CPU (no TF32, no graphs)\n");
   if (options.precision == Precision::fp16 && !cpu_has_native_f16())
     fmt::print(stderr,
                "note: --precision fp16 on this CPU is computed through fp32 (no f16 kernels for it: {}): "

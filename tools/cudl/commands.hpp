@@ -43,19 +43,26 @@ void run_pipeline_bench(const PipelineBenchArgs& a, const std::string& model_nam
 //   --deterministic true|false       cuDNN's deterministic algorithms only (default true), so runs
 //                                    repeat bit for bit; false lets it pick the fastest
 //   --conv-algo heuristic|measured   cuDNN's guess, or time every algorithm once per shape (as
-//                                    PyTorch's cudnn.benchmark; default heuristic)
+//                                    PyTorch's cudnn.benchmark) and keep the winners in an
+//                                    on-disk cache for later runs (default measured)
+//   --fuse true|false                a Conv2d and the ReLU after it as one op (default true;
+//                                    Context::fuse_layers)
 //   --cuda-graphs true|false         replay fixed-shape steps as CUDA graphs (engine/step_graph.hpp)
 // The CPU has one algorithm and no TF32; apply_compute_options notes what it ignores.
 struct ComputeOptions {
   bool deterministic = true;
   Precision precision = Precision::fp32;
-  ConvSearch conv_algo = ConvSearch::heuristic;
+  ConvSearch conv_algo = ConvSearch::measured;
+  bool fuse = true;
   bool cuda_graphs = false;
 };
 void add_compute_options(CLI::App* cmd, ComputeOptions& options);
+// --fuse alone (summary shows the layers it fuses).
+void add_fuse_option(CLI::App* cmd, bool& fuse);
 // --precision alone (summary shows the dtypes it gives each layer).
 void add_precision_option(CLI::App* cmd, Precision& precision);
-// Sets them on ctx; on the CPU, one note on stderr when tf32 or measured was asked for.
+// Sets them on ctx; on the CPU, one note on stderr when tf32 or CUDA graphs were asked for (measured,
+// the default, has nothing to choose between there and says nothing).
 void apply_compute_options(Context& ctx, const ComputeOptions& options);
 
 // --strict: tensors in the weights file that the model does not use are an error, not a warning.

@@ -1,9 +1,12 @@
 #include <fmt/format.h>
 
+#include <filesystem>
+
 #include "cudl/engine/allocator.hpp"
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/cpu_threads.hpp"
 #include "cudl/engine/device.hpp"
+#include "cudl/engine/io/conv_algo_cache.hpp"
 #include "cudl/kernels/cpu/onednn_conv.hpp"
 #include "tools/cudl/commands.hpp"
 #include "tools/cudl/threads.hpp"
@@ -36,6 +39,14 @@ void add_info_command(CLI::App& app) {
       fmt::print("CUDA driver: {}\n", info.cuda_driver);
       fmt::print("cuDNN: {}\n", info.cudnn);
       fmt::print("cuBLAS: {}\n", info.cublas);
+      // Where --conv-algo measured (the default) keeps its winners (engine/io/conv_algo_cache.hpp).
+      const std::filesystem::path cache = default_conv_algo_cache_file();
+      std::error_code ec;
+      if (cache.empty())
+        fmt::print("cuDNN algorithm cache: none (neither XDG_CACHE_HOME nor HOME is set): measured in memory only\n");
+      else
+        fmt::print("cuDNN algorithm cache: {} ({})\n", cache.string(),
+                   std::filesystem::exists(cache, ec) ? "present" : "not written yet");
     }
     auto devices = cuda_devices();
     if (devices.empty()) {

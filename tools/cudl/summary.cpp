@@ -38,6 +38,7 @@ void add_summary_command(CLI::App& app) {
   cmd->add_option("--export", *export_path,
                   "Also write the model as a JSON model file here (every layer and field spelled out)");
   add_precision_option(cmd, compute->precision);
+  add_fuse_option(cmd, compute->fuse);
   cmd->callback([name, export_path, compute] {
     check_outputs_spare_inputs({{"--model", name->ends_with(".json") ? *name : std::string()}},
                                {{"--export", *export_path}});
@@ -56,8 +57,11 @@ void add_summary_command(CLI::App& app) {
     const DType dtype = autocast_dtype(compute->precision);
     auto rows = model.summary(input, dtype);
     // A layer that names its inputs (a graph's joins and branches) shows them after its type.
-    for (auto& r : rows)
+    for (auto& r : rows) {
       if (!r.inputs.empty()) r.description += fmt::format(" <- {}", fmt::join(r.inputs, ", "));
+      // The pair runs as one op (conv2d_bias_relu_forward) unless --fuse false.
+      if (compute->fuse && !r.fused_with.empty()) r.description += fmt::format(" [fused with {}]", r.fused_with);
+    }
     // Columns as wide as their longest entry (a ConvTranspose2d's description runs long).
     std::size_t name_w = 16, type_w = 40;
     for (const auto& r : rows) {

