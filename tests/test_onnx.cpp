@@ -3,6 +3,7 @@
 // giving identical outputs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "cudl/layers/elementwise.hpp"
@@ -333,6 +334,27 @@ TEST(Onnx, ExportPassesPythonsChecker) {
       "onnx.checker.check_model(m, full_check=True)' '" +
       path + "' > '" + dir.file("log") + "' 2>&1";
   EXPECT_EQ(std::system(cmd.c_str()), 0) << testing::slurp(dir.file("log"));
+}
+
+// classify takes an ONNX ImageNet model as it takes the zoo's: cudl's export of resnet18 (seed 0)
+// prints what the zoo's resnet18 with the same weights prints. Its first layer normalises, so no
+// ImageNet normalisation is added unless asked for (which then changes the probabilities).
+TEST(Onnx, ClassifyTakesAnExportedImageNetModel) {
+  testing::TempDir dir;
+  const std::string image = "--image '" + testing::source_dir() + "/tests/data/chelsea.png' --top 3";
+  const testing::CliRun e = testing::run_cli(dir, "summary --model resnet18 --export r18.onnx", 300);
+  ASSERT_EQ(e.status, 0) << e.err;
+  const testing::CliRun zoo = testing::run_cli(dir, "classify --model resnet18 --weights random:0 " + image, 300);
+  ASSERT_EQ(zoo.status, 0) << zoo.err;
+  const testing::CliRun onnx = testing::run_cli(dir, "classify --model r18.onnx " + image, 300);
+  ASSERT_EQ(onnx.status, 0) << onnx.err;
+  EXPECT_EQ(onnx.out, zoo.out);
+  EXPECT_EQ(std::count(onnx.out.begin(), onnx.out.end(), '\n'), 3) << onnx.out;
+  EXPECT_TRUE(contains(onnx.out, " - ")) << onnx.out;
+  const testing::CliRun twice =
+      testing::run_cli(dir, "classify --model r18.onnx --input-normalize imagenet " + image, 300);
+  ASSERT_EQ(twice.status, 0) << twice.err;
+  EXPECT_NE(twice.out, zoo.out);
 }
 
 #endif  // CUDL_TEST_ONNX

@@ -72,7 +72,7 @@ void run_classify(const ClassifyArgs& args) {
     model.build(ctx, 0);
     load_weights_reporting_unused(a.weights, ctx, model, a.strict);
   }
-  Tensor x = normalize_input(ctx, image_to_tensor(image, ctx), model_name, a.input_normalize);
+  Tensor x = normalize_input(ctx, image_to_tensor(image, ctx), model_name, model, a.input_normalize);
   Tensor logits = model.forward(ctx, x, false);
   Tensor probs = Tensor::empty(logits.shape(), ctx);
   ctx.backend().softmax_forward(ctx, logits, probs);

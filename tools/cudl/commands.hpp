@@ -70,8 +70,9 @@ std::string resolve_onnx_weights(const std::string& command, const std::string& 
 // --input-normalize imagenet|none for classify and predict.
 void add_input_normalize_option(CLI::App* cmd, std::string& value);
 // x normalised by ImageNet's mean and std when `option` says imagenet, or when it is empty and
-// `model` is an ONNX file (torchvision-style models expect normalised input; cudl's own normalise
-// inside).
-Tensor normalize_input(Context& ctx, const Tensor& x, const std::string& model, const std::string& option);
+// `model_name` is an ONNX file whose first layer does not normalise (torchvision's models expect
+// normalised input; cudl's own, and their exports, normalise inside).
+Tensor normalize_input(Context& ctx, const Tensor& x, const std::string& model_name, const Sequential& model,
+                       const std::string& option);
 
 }  // namespace cudl::cli

@@ -7,6 +7,7 @@
 #include "cudl/engine/error.hpp"
 #include "cudl/engine/io/safetensors.hpp"
 #include "cudl/layers/normalization.hpp"
+#include "cudl/models/network/sequential.hpp"
 #include "cudl/models/onnx/onnx.hpp"
 #include "tools/cudl/commands.hpp"
 
@@ -53,13 +54,17 @@ std::string resolve_onnx_weights(const std::string& command, const std::string& 
 void add_input_normalize_option(CLI::App* cmd, std::string& value) {
   cmd->add_option("--input-normalize", value,
                   "imagenet | none: normalise the [0,1] RGB input by ImageNet's mean and std before the model "
-                  "(default: imagenet for an ONNX model, which expects normalised input; none for cudl's models, "
-                  "which normalise inside)")
+                  "(default: imagenet for an ONNX model, as torchvision's expect normalised input; none for cudl's "
+                  "models and an ONNX model whose first layer normalises)")
       ->check(CLI::IsMember({"imagenet", "none"}));
 }
 
-Tensor normalize_input(Context& ctx, const Tensor& x, const std::string& model, const std::string& option) {
-  const bool imagenet = option.empty() ? is_onnx_file(model) : option == "imagenet";
+Tensor normalize_input(Context& ctx, const Tensor& x, const std::string& model_name, const Sequential& model,
+                       const std::string& option) {
+  // An ONNX model that starts with its own normalisation (cudl's exports do) gets none added.
+  const bool normalises_inside =
+      model.size() > 0 && dynamic_cast<const Normalize*>(model.layers().front().second.get()) != nullptr;
+  const bool imagenet = option.empty() ? is_onnx_file(model_name) && !normalises_inside : option == "imagenet";
   if (!imagenet) return x;
   CUDL_CHECK(x.shape().rank() == 4 && x.shape()[1] == 3,
              "--input-normalize imagenet: the model's input {} is not an RGB image [N, 3, H, W]", x.shape());

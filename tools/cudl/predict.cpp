@@ -171,7 +171,7 @@ void run_predict(const PredictArgs& args) {
       results.push_back({{"image", path}, {"error", message}});
       continue;
     }
-    Tensor logits = model.forward(ctx, normalize_input(ctx, x, model_name, a.input_normalize), /*train=*/false);
+    Tensor logits = model.forward(ctx, normalize_input(ctx, x, model_name, model, a.input_normalize), /*train=*/false);
     Tensor probs = Tensor::empty(logits.shape(), ctx);
     ctx.backend().softmax_forward(ctx, logits, probs);
     const std::vector<float> p = probs.to_vector(ctx);
