@@ -5,11 +5,13 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/models/onnx/onnx.hpp"
 #include "cudl/models/zoo/model_file.hpp"
 #include "cudl/models/zoo/zoo.hpp"
+#include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"
 
 #if CUDL_TEST_ONNX
@@ -355,6 +357,36 @@ TEST(Onnx, ClassifyTakesAnExportedImageNetModel) {
       testing::run_cli(dir, "classify --model r18.onnx --input-normalize imagenet " + image, 300);
   ASSERT_EQ(twice.status, 0) << twice.err;
   EXPECT_NE(twice.out, zoo.out);
+}
+
+// eval and train take an ONNX model as --model, and train --init-from takes one for a zoo model
+// with the same layer names (cudl's export of it): every parameter and buffer loads.
+TEST(Onnx, EvalAndTrainTakeAnOnnxModel) {
+  testing::TempDir dir;
+  {
+    Context ctx(Device::cpu());
+    std::filesystem::create_directories(dir.file("mnist"));
+    testing::write_synthetic_mnist_dir(dir.file("mnist"), ctx, 64, 32);
+  }
+  ASSERT_EQ(testing::run_cli(dir, "summary --model resnet8_mnist --export r8.onnx", 120).status, 0);
+  const std::string data = " --data mnist --dataset mnist --device cpu";
+  const testing::CliRun eval = testing::run_cli(dir, "eval --model r8.onnx" + data, 120);
+  ASSERT_EQ(eval.status, 0) << eval.err;
+  EXPECT_TRUE(contains(eval.out, "r8.onnx on mnist test split (32 images)")) << eval.out;
+  Sequential zoo = make_model("resnet8_mnist");
+  const std::size_t tensors = zoo.parameters().size() + zoo.buffers().size();
+  const testing::CliRun init =
+      testing::run_cli(dir, "train --model resnet8_mnist --init-from r8.onnx --epochs 1 --batch-size 32" + data, 300);
+  ASSERT_EQ(init.status, 0) << init.err;
+  EXPECT_TRUE(contains(init.out, fmt::format("--init-from: loaded {} tensors from 'r8.onnx'", tensors))) << init.out;
+  EXPECT_FALSE(contains(init.out, "unused in the file")) << init.out;
+  const testing::CliRun train =
+      testing::run_cli(dir, "train --model r8.onnx --epochs 1 --batch-size 32 --save t.safetensors" + data, 300);
+  ASSERT_EQ(train.status, 0) << train.err;
+  // The checkpoint records the ONNX model: eval needs no --model.
+  const testing::CliRun again = testing::run_cli(dir, "eval --weights t.safetensors" + data, 120);
+  ASSERT_EQ(again.status, 0) << again.err;
+  EXPECT_TRUE(contains(again.out, "r8.onnx on mnist test split")) << again.out;
 }
 
 #endif  // CUDL_TEST_ONNX

@@ -30,7 +30,6 @@ constexpr std::int64_t kMaxTensorElements = std::int64_t{1} << 31;
 Shape shape_of(const std::vector<std::int64_t>& d, const std::string& where) {
   CUDL_CHECK(d.size() <= static_cast<std::size_t>(Shape::kMaxRank), "{}: rank {} (cudl takes at most {})", where,
              d.size(), Shape::kMaxRank);
-  Shape s;
   switch (d.size()) {
     case 0:
       return Shape{};
