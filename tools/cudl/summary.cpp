@@ -92,6 +92,10 @@ void add_summary_command(CLI::App& app) {
                                {{"--export", *export_path}});
     check_writable_output("--export", *export_path);
     const bool to_onnx = is_onnx_file(*export_path);
+    CUDL_CHECK(!to_onnx || onnx_available(),
+               "summary: --export '{}': cudl was built without ONNX support (install libonnx-dev and rebuild with "
+               "CUDL_ONNX=AUTO or ON)",
+               *export_path);
     CUDL_CHECK(weights->empty() || to_onnx,
                "summary: --weights is for --export NAME.onnx (a JSON model file holds no "
                "weights)");
