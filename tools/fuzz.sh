@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs each libFuzzer target in tests/fuzz/ (the safetensors, IDX/CIFAR, PNG/JPEG and model-file
-# readers) for SECONDS (default 20) from its seed corpus in tests/fuzz/corpus/<target>/ (part of
+# Runs each libFuzzer target in tests/fuzz/ (the safetensors, IDX/CIFAR, PNG/JPEG, model-file and
+# ONNX readers; the ONNX one only when libonnx is installed) for SECONDS (default 20) from its seed corpus in tests/fuzz/corpus/<target>/ (part of
 # tools/test.sh).
 # Builds them with clang, ASan and UBSan into build-san/ (shared with tools/sanitize.sh). Fails on a
 # crash, a sanitizer report, an exception other than cudl::Error, a leak, an input slower than 10 s
@@ -13,10 +13,14 @@ cd "$(dirname "$0")/.."
 seconds=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors datasets image model_file)
 build_dir=build-san
 CC=clang CXX=clang++ bash tools/build.sh "$build_dir" -DCUDL_CUDA=OFF -DCUDL_SANITIZE=ON -DCUDL_FUZZ=ON \
   -DCUDL_WERROR=OFF
+if [ ${#targets[@]} -eq 0 ]; then
+  targets=(safetensors datasets image model_file)
+  # Built only where CMake found libonnx (CUDL_ONNX=AUTO).
+  if [ -x "$build_dir/fuzz_onnx" ]; then targets+=(onnx); else echo "=== fuzz_onnx: not built (no libonnx)"; fi
+fi
 status=0
 for t in "${targets[@]}"; do
   work="$build_dir/fuzz/$t"

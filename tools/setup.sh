@@ -7,11 +7,14 @@ set -euo pipefail
 # tools/check-format.sh.
 # OpenMPI: data-parallel training (mpirun -np N cudl train; optional to CMake: CUDL_DISTRIBUTED=AUTO)
 # and its tests, which run 2 ranks under mpirun.
+# libonnx-dev (with libprotobuf-dev, protobuf-compiler): ONNX import and export (optional to CMake:
+# CUDL_ONNX=AUTO); python3-onnx: the test that checks an export with ONNX's Python checker.
 # pybind11, Python's headers, pytest and numpy: the Python module and its tests (optional to CMake:
 # CUDL_PYTHON=AUTO).
 packages=(cmake ninja-build g++ pkg-config dpkg-dev libfmt-dev libcli11-dev nlohmann-json3-dev libgtest-dev
           libopenblas-dev libdnnl-dev libpng-dev libjpeg-dev zlib1g-dev clang clang-format libclang-rt-14-dev libomp-dev
-          libopenmpi-dev openmpi-bin pybind11-dev python3-dev python3-pytest python3-numpy)
+          libopenmpi-dev openmpi-bin pybind11-dev python3-dev python3-pytest python3-numpy
+          libonnx-dev libprotobuf-dev protobuf-compiler python3-onnx)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

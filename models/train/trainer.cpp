@@ -17,6 +17,7 @@
 #include "cudl/engine/io/json.hpp"
 #include "cudl/engine/io/loader.hpp"
 #include "cudl/models/checkpoint/checkpoint.hpp"
+#include "cudl/models/onnx/onnx.hpp"
 #include "cudl/models/train/batch_means.hpp"
 #include "cudl/models/train/data_parallel.hpp"
 #include "cudl/models/zoo/model_file.hpp"
@@ -216,7 +217,8 @@ std::vector<std::string> class_names(const std::string& kind, const Dataset& dat
 }
 
 std::string default_dataset(const std::string& model_name) {
-  if (is_model_file(model_name)) return default_dataset_for_input(model_spec(model_name).input);
+  if (is_model_file(model_name) || is_onnx_file(model_name))
+    return default_dataset_for_input(model_spec(model_name).input);
   if (model_name == "mlp" || model_name == "mnist_cnn" || model_name.ends_with("_mnist")) return "mnist";
   if (model_name.ends_with("_cifar")) return "cifar10";
   return "folder";

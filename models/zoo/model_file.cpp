@@ -317,8 +317,11 @@ std::string default_dataset_for_input(const Shape& input) {
 bool is_model_file(const std::string& name) { return name.size() > 5 && name.ends_with(".json"); }
 
 ModelFile parse_model_json(const std::string& text, const std::string& source) {
+  return model_from_json(io::parse_json(text, Where{source, -1, "", ""}.str()), source);
+}
+
+ModelFile model_from_json(const nlohmann::json& doc, const std::string& source) {
   const Where top{source, -1, "", ""};
-  const json doc = io::parse_json(text, top.str());
   CUDL_CHECK(doc.is_object(), "{}: must hold a JSON object with \"input\" and \"layers\"", top.str());
   for (const auto& [key, value] : doc.items())
     CUDL_CHECK(key == "name" || key == "description" || key == "input" || key == "init" || key == "layers",

@@ -68,6 +68,10 @@ ModelFile read_model_file(const std::string& path);
 // The same from JSON text already in memory; `source` is what messages call it.
 ModelFile parse_model_json(const std::string& text, const std::string& source);
 
+// The same from a document already parsed (or built in C++: the ONNX importer, models/onnx/,
+// translates a graph into this form so that one builder checks and constructs every network).
+ModelFile model_from_json(const nlohmann::json& doc, const std::string& source);
+
 // The JSON of a model (every layer with its name and every field spelled out), which
 // parse_model_json turns back into the same network with the same parameter names.
 // Throws for a layer type the format has no spelling for.

@@ -7,6 +7,7 @@
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/layers/linear.hpp"
 #include "cudl/layers/normalization.hpp"
+#include "cudl/models/onnx/onnx.hpp"
 #include "cudl/models/zoo/mobilenet.hpp"
 #include "cudl/models/zoo/model_file.hpp"
 #include "cudl/models/zoo/resnet.hpp"
@@ -164,15 +165,18 @@ const std::vector<ModelSpec>& model_specs() {
 
 ModelSpec model_spec(const std::string& name) {
   if (is_model_file(name)) return read_model_file(name).spec;
+  if (is_onnx_file(name)) return read_onnx(name).file.spec;
   for (const auto& s : model_specs())
     if (s.name == name) return s;
   std::vector<std::string> names;
   for (const auto& s : model_specs()) names.push_back(s.name);
-  CUDL_THROW("model: unknown '{}'; known models: {} (or a model file NAME.json)", name, fmt::join(names, ", "));
+  CUDL_THROW("model: unknown '{}'; known models: {} (or a model file NAME.json or NAME.onnx)", name,
+             fmt::join(names, ", "));
 }
 
 Sequential make_model(const std::string& name) {
   if (is_model_file(name)) return std::move(read_model_file(name).model);
+  if (is_onnx_file(name)) return std::move(read_onnx(name).file.model);
   (void)model_spec(name);  // throws, listing the known names, for an unknown one
   if (name == "mlp") return make_mlp();
   if (name == "mnist_cnn") return make_mnist_cnn();

@@ -23,7 +23,7 @@ namespace cudl::cli {
 namespace {
 
 struct ClassifyArgs {
-  std::string model, weights, image, labels, device = "auto";
+  std::string model, weights, image, labels, device = "auto", input_normalize;
   int top = 5;
   bool strict = false;
   ComputeOptions compute;
@@ -40,7 +40,9 @@ Image preprocess(const Image& in) {
   return resize_center_crop(rgb, w, h, 224, 224);
 }
 
-void run_classify(const ClassifyArgs& a) {
+void run_classify(const ClassifyArgs& args) {
+  ClassifyArgs a = args;
+  a.weights = resolve_onnx_weights("classify", a.model, a.weights);  // an ONNX model carries its weights
   CUDL_CHECK(!a.weights.empty(),
              "classify: --weights is required: {} in safetensors with torchvision names (see README: "
              "tools/convert_torchvision_vgg19.py), or random:SEED for a smoke test",
@@ -70,7 +72,7 @@ void run_classify(const ClassifyArgs& a) {
     model.build(ctx, 0);
     load_weights_reporting_unused(a.weights, ctx, model, a.strict);
   }
-  Tensor x = image_to_tensor(image, ctx);
+  Tensor x = normalize_input(ctx, image_to_tensor(image, ctx), model_name, model, a.input_normalize);
   Tensor logits = model.forward(ctx, x, false);
   Tensor probs = Tensor::empty(logits.shape(), ctx);
   ctx.backend().softmax_forward(ctx, logits, probs);
@@ -97,7 +99,8 @@ void add_classify_command(CLI::App& app) {
   auto a = std::make_shared<ClassifyArgs>();
   auto* cmd = app.add_subcommand("classify", "Top-K ImageNet classes of an image (torchvision preprocessing)");
   cmd->add_option("--model", a->model,
-                  "An ImageNet model (vgg11..vgg19, *_bn); default: the checkpoint's, vgg19 for a plain weights file");
+                  "An ImageNet model (vgg11..vgg19, *_bn, resnet18/34/50, NAME.json, or NAME.onnx with its weights); "
+                  "default: the checkpoint's, vgg19 for a plain weights file");
   cmd->add_option("--weights", a->weights, "Weights (safetensors, torchvision names) or random:SEED")
       ->check(weights_source());
   add_strict_option(cmd, a->strict);
@@ -106,6 +109,7 @@ void add_classify_command(CLI::App& app) {
   cmd->add_option("--labels", a->labels, "Class names, one per line (default: ImageNet's, bundled)")
       ->check(input_file());
   cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
+  add_input_normalize_option(cmd, a->input_normalize);
   add_compute_options(cmd, a->compute);
   cmd->callback([a] { run_classify(*a); });
 }

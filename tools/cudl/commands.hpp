@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cudl/engine/context.hpp"
+#include "cudl/engine/tensor.hpp"
 
 namespace cudl {
 class Context;
@@ -70,5 +71,18 @@ void add_strict_option(CLI::App* cmd, bool& strict);
 // load_weights, then one warning line on stderr listing the file's tensors the model did not use
 // (a typo'd or wrong-model file loads "fine" otherwise); with `strict` they are an error instead.
 void load_weights_reporting_unused(const std::string& path, Context& ctx, Sequential& model, bool strict);
+
+// ONNX models (tools/cudl/onnx_model.cpp). The weights to load: an ONNX file given as --weights,
+// or as --model without --weights, becomes a private temporary safetensors file of its
+// initializers (whose metadata names the ONNX file as the model), so every command loads and
+// checks them as it does a checkpoint; anything else is returned as is.
+std::string resolve_onnx_weights(const std::string& command, const std::string& model, const std::string& weights);
+// --input-normalize imagenet|none for classify and predict.
+void add_input_normalize_option(CLI::App* cmd, std::string& value);
+// x normalised by ImageNet's mean and std when `option` says imagenet, or when it is empty and
+// `model_name` is an ONNX file whose first layer does not normalise (torchvision's models expect
+// normalised input; cudl's own, and their exports, normalise inside).
+Tensor normalize_input(Context& ctx, const Tensor& x, const std::string& model_name, const Sequential& model,
+                       const std::string& option);
 
 }  // namespace cudl::cli

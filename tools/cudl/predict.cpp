@@ -32,7 +32,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct PredictArgs {
-  std::string model, weights, image, labels, json, device = "auto";
+  std::string model, weights, image, labels, json, device = "auto", input_normalize;
   int top = 1;
   int image_size = 0;  // 0: the checkpoint's (or the model's) input size
   bool strict = false;
@@ -75,11 +75,15 @@ std::vector<std::string> image_paths(const std::string& target) {
   return paths;
 }
 
-void run_predict(const PredictArgs& a) {
+void run_predict(const PredictArgs& args) {
+  PredictArgs a = args;
+  a.weights = resolve_onnx_weights("predict", a.model, a.weights);  // an ONNX model carries its weights
+  CUDL_CHECK(!a.weights.empty(),
+             "predict: --weights is required (a checkpoint or weights file), unless --model is an ONNX file");
   std::error_code ec;
   check_outputs_spare_inputs(
-      {{"--model", a.model.ends_with(".json") ? a.model : std::string()},
-       {"--weights", a.weights},
+      {{"--model", a.model.ends_with(".json") || a.model.ends_with(".onnx") ? a.model : std::string()},
+       {"--weights", args.weights},
        {"--image", a.image, fs::is_directory(a.image, ec) ? PathUse::Kind::tree : PathUse::Kind::file},
        {"--labels", a.labels}},
       {{"--json", a.json}});
@@ -167,7 +171,7 @@ void run_predict(const PredictArgs& a) {
       results.push_back({{"image", path}, {"error", message}});
       continue;
     }
-    Tensor logits = model.forward(ctx, x, /*train=*/false);
+    Tensor logits = model.forward(ctx, normalize_input(ctx, x, model_name, model, a.input_normalize), /*train=*/false);
     Tensor probs = Tensor::empty(logits.shape(), ctx);
     ctx.backend().softmax_forward(ctx, logits, probs);
     const std::vector<float> p = probs.to_vector(ctx);
@@ -208,9 +212,10 @@ void add_predict_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "predict", "Top-K classes of an image or of every image under a folder, for any classifier (one line per image)");
   cmd->add_option("--model", a->model,
-                  "A built-in model name or a model file NAME.json (default: the one the checkpoint was trained as)");
-  cmd->add_option("--weights", a->weights, "Weights or a checkpoint (safetensors) of that model")
-      ->required()
+                  "A built-in model name, a model file NAME.json, or an ONNX model NAME.onnx (its weights with it) "
+                  "(default: the one the checkpoint was trained as)");
+  cmd->add_option("--weights", a->weights,
+                  "Weights or a checkpoint (safetensors) of that model; required unless --model is NAME.onnx")
       ->check(input_file());
   add_strict_option(cmd, a->strict);
   cmd->add_option("--image", a->image, "An image (PNG or JPEG) or a folder of them")->required();
@@ -226,6 +231,7 @@ void add_predict_command(CLI::App& app) {
       ->transform(whole_number(1, 8192));
   cmd->add_option("--device", a->device, "auto | cpu | cuda | cuda:N")->check(device_name())->capture_default_str();
   add_compute_options(cmd, a->compute);
+  add_input_normalize_option(cmd, a->input_normalize);
   cmd->add_option("--reconstructions", a->recon.reconstructions,
                   "An autoencoder: write each image's reconstruction as a PNG into this folder");
   cmd->add_flag("--encode", a->recon.encode,

@@ -232,7 +232,7 @@ void print_summary(const TrainResult& r, const FitOptions& o, const std::string&
 // What train and eval read: the dataset's tree, and the files they load.
 std::vector<PathUse> train_inputs(const TrainArgs& a) {
   return {{"--data", a.data, PathUse::Kind::tree},
-          {"--model", a.model.ends_with(".json") ? a.model : std::string()},
+          {"--model", a.model.ends_with(".json") || a.model.ends_with(".onnx") ? a.model : std::string()},
           {"--resume", a.fit.resume_path},
           {"--init-from", a.extras.init_from}};
 }
@@ -444,9 +444,13 @@ nlohmann::json report_json(const EvalReport& r, const std::vector<std::string>& 
           {"confusion", r.confusion}};
 }
 
-void run_eval(const TrainArgs& a, const EvalArgs& e) {
+void run_eval(const TrainArgs& a, const EvalArgs& args) {
+  EvalArgs e = args;
+  e.weights = resolve_onnx_weights("eval", a.model_given ? a.model : std::string(), e.weights);
+  CUDL_CHECK(!e.weights.empty(),
+             "eval: --weights is required (a checkpoint or weights file), unless --model is an ONNX file");
   std::vector<PathUse> inputs = train_inputs(a);
-  inputs.push_back({"--weights", e.weights});
+  inputs.push_back({"--weights", args.weights});
   inputs.push_back({"--labels", e.labels});
   check_outputs_spare_inputs(inputs, {{"--json", e.json}});
   check_writable_output("--json", e.json);
@@ -569,8 +573,8 @@ void add_eval_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "eval", "Evaluate saved weights on a dataset's test split: top-1/top-5, per-class accuracy, confusion matrix");
   add_model_and_data_options(cmd, *a);
-  cmd->add_option("--weights", e->weights, "A checkpoint or weights file (safetensors)")
-      ->required()
+  cmd->add_option("--weights", e->weights,
+                  "A checkpoint or weights file (safetensors), or an ONNX model; required unless --model is NAME.onnx")
       ->check(input_file());
   cmd->add_option("--labels", e->labels, "Class names, one per line (default: the dataset's)")->check(input_file());
   cmd->add_option("--json", e->json, "Also write the report (accuracies, per class, confusion matrix) as JSON here");

@@ -16,6 +16,7 @@
 #include "cudl/models/zoo/preprocess.hpp"
 #include "cudl/models/zoo/zoo.hpp"
 #include "tools/cudl/checks.hpp"
+#include "tools/cudl/commands.hpp"
 #include "tools/cudl/progress.hpp"
 #include "tools/cudl/threads.hpp"
 
@@ -125,7 +126,8 @@ void finish_model(const TrainExtras& e, Context& ctx, Sequential& model, const s
   if (!e.init_from.empty()) {
     std::vector<std::string> fresh;
     if (!new_head.empty()) fresh.push_back(new_head);
-    const InitFromReport r = init_from(e.init_from, ctx, model, fresh);
+    // An ONNX file's initializers, under the layer names its import gives them.
+    const InitFromReport r = init_from(resolve_onnx_weights("--init-from", "", e.init_from), ctx, model, fresh);
     fmt::print("--init-from: loaded {} tensor{} from '{}'\n", r.loaded.size(), r.loaded.size() == 1 ? "" : "s",
                e.init_from);
     if (!r.skipped.empty())
