@@ -2,12 +2,17 @@
 # Fetches onnxruntime for Node.js (the npm packages onnxruntime-node, with its prebuilt Linux x64
 # native library, and onnxruntime-common) into TARGET_DIR/node_modules (default data/onnxruntime),
 # so that tests/test_onnx_runtime.cpp can run cudl's ONNX exports in another runtime. About 115 MiB.
-# Idempotent: nothing is downloaded when both packages are there.
+# Idempotent: nothing is downloaded when both packages are there. tests/test_onnx_runtime.cpp runs
+# it when they are not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:-data/onnxruntime}
 version=1.31.1
 modules="$target/node_modules"
+# One fetch at a time (tests running in parallel each ask): the others wait, then find it there.
+mkdir -p "$target"
+exec 9>"$target/.fetch.lock"
+flock 9
 if [ -f "$modules/onnxruntime-node/package.json" ] && [ -f "$modules/onnxruntime-common/package.json" ]; then
   echo "fetch-onnxruntime: already in $modules"
   exit 0
