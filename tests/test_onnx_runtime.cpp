@@ -30,8 +30,8 @@ class OnnxRuntime : public ::testing::Test {
     // Fetched on first use, as the MNIST tests fetch MNIST (the script locks, so parallel tests
     // wait for one download).
     if (!std::filesystem::exists(runtime_dir() + "/node_modules/onnxruntime-node/package.json") &&
-        std::system(("bash '" + testing::source_dir() + "/tools/fetch-onnxruntime.sh' '" + runtime_dir() + "'").c_str()) !=
-            0)
+        std::system(
+            ("bash '" + testing::source_dir() + "/tools/fetch-onnxruntime.sh' '" + runtime_dir() + "'").c_str()) != 0)
       GTEST_SKIP() << "no onnxruntime-node in " << runtime_dir()
                    << " (tools/fetch-onnxruntime.sh failed: no npm or no network)";
   }
