@@ -24,6 +24,12 @@ measured|heuristic (cudl --conv-algo; torch.backends.cudnn.benchmark on|off) and
 true|false (cudl --deterministic; torch.backends.cudnn.deterministic). The defaults, fp32, measured
 and false, are each engine's fastest strict-fp32 settings.
 
+--defaults instead compares what each engine does untouched, as a user first meets it: cudl with
+no --precision, --conv-algo or --deterministic (its defaults: fp32, measured with the on-disk
+cache, deterministic, fused) and PyTorch without touching torch.backends (its defaults: no
+cudnn.benchmark, TF32 allowed in cuDNN convolutions but not in matmuls); the JSON's settings say
+"defaults": true.
+
 Each row also records both sides' peak memory of that run: torch.cuda.max_memory_allocated after
 torch.cuda.reset_peak_memory_stats() (GPU only), and the peak of cudl's memory pool that
 `cudl bench` reports (peak_memory_bytes; both include the parameters and optimizer state).
@@ -78,8 +84,53 @@ VGG_CFGS = {
 }
 
 
+class BasicBlock(nn.Module):
+    """torchvision's ResNet-18/34 block (torchvision is not on this machine; the same layers)."""
+    expansion = 1
+
+    def __init__(self, cin, width, stride):
+        super().__init__()
+        out = width * self.expansion
+        self.body = nn.Sequential(nn.Conv2d(cin, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                                  nn.Conv2d(width, out, 3, 1, 1, bias=False), nn.BatchNorm2d(out))
+        self.downsample = (nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+                           if stride != 1 or cin != out else nn.Identity())
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.downsample(x))
+
+
+class Bottleneck(BasicBlock):
+    """torchvision's ResNet-50 block (v1.5: the stride on the 3x3 convolution)."""
+    expansion = 4
+
+    def __init__(self, cin, width, stride):
+        super().__init__(cin, width, stride)
+        out = width * self.expansion
+        self.body = nn.Sequential(nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                                  nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                                  nn.Conv2d(width, out, 1, bias=False), nn.BatchNorm2d(out))
+
+
+RESNET_CFGS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]), 50: (Bottleneck, [3, 4, 6, 3])}
+
+
+def make_resnet(depth):
+    block, counts = RESNET_CFGS[depth]
+    layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    c = 64
+    for stage, n in enumerate(counts):
+        width = 64 << stage
+        for i in range(n):
+            layers.append(block(c, width, 2 if stage > 0 and i == 0 else 1))
+            c = width * block.expansion
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 1000)), (3, 224, 224)
+
+
 def make_model(name):
     """The PyTorch twin of cudl's model zoo (models/zoo/zoo.cpp); returns (model, input shape per sample)."""
+    if name in ("resnet18", "resnet34", "resnet50"):
+        return make_resnet(int(name[6:]))
     if name == "mlp":
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10)), (1, 28, 28)
     if name == "mnist_cnn":
@@ -293,10 +344,17 @@ def main():
                     help="both sides: time cuDNN's algorithms once per shape, or take its guess (GPU only)")
     ap.add_argument("--deterministic", default="false", choices=["true", "false"],
                     help="both sides: deterministic cuDNN algorithms only (GPU only)")
+    ap.add_argument("--defaults", action="store_true",
+                    help="each engine with its own default settings (see above) instead of mirrored flags; "
+                         "takes no --precision, --conv-algo or --deterministic")
+    raw = sys.argv[1:]
     args = ap.parse_args()
+    if args.defaults and any(a.split("=")[0] in ("--precision", "--conv-algo", "--deterministic") for a in raw):
+        ap.error("--defaults compares each engine's own settings: leave out --precision, --conv-algo and "
+                 "--deterministic")
     if args.device == "cpu" and args.precision not in ("fp32", "bf16"):
         ap.error("--precision on the CPU: fp32 or bf16 (PyTorch's CPU autocast has no fp16)")
-    if args.device == "cuda":
+    if args.device == "cuda" and not args.defaults:
         tf32 = args.precision == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
@@ -321,11 +379,12 @@ def main():
                    str(2 * args.repeat), "--json", out]
             if args.batch_sizes:
                 cmd += ["--batch-sizes", args.batch_sizes]
-            if args.device == "cuda":
+            if args.device == "cuda" and not args.defaults:
                 cmd += ["--conv-algo", args.conv_algo, "--deterministic", args.deterministic]
-            else:
+            elif args.device == "cpu":
                 cmd += ["--threads", str(args.threads)]  # not --threads auto's guess from the load average
-            subprocess.run(cmd + ["--precision", args.precision], check=True, stdout=subprocess.DEVNULL, env=env)
+            precision = [] if args.defaults else ["--precision", args.precision]
+            subprocess.run(cmd + precision, check=True, stdout=subprocess.DEVNULL, env=env)
             with open(out) as f:
                 ours = json.load(f)["results"]
             if cpu_half:  # cudl's own fp32 beside its bf16, in the same run
@@ -342,8 +401,11 @@ def main():
     else:
         extra = (" (torch: autocast, channels_last" + (", GradScaler" if args.precision == "fp16" else "") + ")"
                  if args.precision in HALF_DTYPES else "")
-        print(f"PyTorch {torch.__version__} vs cudl on {torch.cuda.get_device_name()}: both {args.precision}{extra}, "
-              f"conv algorithms {args.conv_algo}, deterministic {args.deterministic}")
+        if args.defaults:
+            print(f"PyTorch {torch.__version__} vs cudl on {torch.cuda.get_device_name()}: each with its defaults")
+        else:
+            print(f"PyTorch {torch.__version__} vs cudl on {torch.cuda.get_device_name()}: both "
+                  f"{args.precision}{extra}, conv algorithms {args.conv_algo}, deterministic {args.deterministic}")
     print(f"{'model':<12} {'batch':>5} {'what':<11} {'cudl ms':>9} {'torch ms':>9} {'cudl img/s':>11} "
           f"{'torch img/s':>11} {'torch/cudl time':>16} {'cudl MiB':>9} {'torch MiB':>9}")
     mib = lambda b: f"{b / 2**20:.0f}" if b is not None else "-"
@@ -398,7 +460,9 @@ def main():
     if args.json:
         with open(args.json + ".tmp", "w") as f:
             doc = {"device": args.device, "torch": torch.__version__, "rows": rows}
-            if args.device == "cuda":
+            if args.defaults:
+                doc["settings"] = {"defaults": True}
+            elif args.device == "cuda":
                 doc["settings"] = {"precision": args.precision, "conv_algo": args.conv_algo,
                                    "deterministic": args.deterministic == "true"}
                 if args.precision in HALF_DTYPES:
@@ -407,7 +471,7 @@ def main():
                         "grad_scaler": args.precision == "fp16"}
             if args.device == "cpu":
                 doc["threads"] = {"torch": torch.get_num_threads(), "cudl": int(env["OMP_NUM_THREADS"])}
-                doc["settings"] = {"precision": args.precision}
+                doc["settings"] = {"defaults": True} if args.defaults else {"precision": args.precision}
                 if cpu_half:
                     doc["settings"]["torch_modes"] = ["fp32", f"autocast {args.precision}, channels_last"]
             json.dump(doc, f, indent=2)

@@ -76,6 +76,8 @@ TEST_F(OnnxRuntime, RunsEveryLayerKindTheExportWritesWithCudlsOutputs) {
     {"type": "normalize", "preset": "imagenet", "name": "norm"},
     {"type": "conv2d", "name": "c1", "out_channels": 4, "kernel_size": 3, "padding": 1, "stride": 2},
     {"type": "batchnorm2d", "name": "bn"},
+    {"type": "conv2d", "name": "dw", "out_channels": 4, "kernel_size": 3, "padding": 1, "groups": 4},
+    {"type": "relu6", "name": "r6"},
     {"type": "leaky_relu", "name": "lr", "negative_slope": 0.2},
     {"type": "conv_transpose2d", "name": "up", "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": 1,
      "output_padding": 1},

@@ -35,6 +35,8 @@
 #   models_graphs, style_512_graphs   vgg19 batch-1 inference and the 512 px style iteration with
 #                  --cuda-graphs true (GPU only), to set beside models and style_512
 #   compare_torch  bench/compare_torch.py --device cuda (PyTorch on the same GPU; downloads nothing)
+#   compare_torch_defaults   the same with --defaults (each engine untouched) on vgg19 and a 512 px
+#                  style iteration
 #   kernels_vs_cpu cudl bench --device cpu,cuda --sizes vgg (the GPU's speed-up over the CPU)
 #   profile_heuristic, profile_measured   cudl bench --models vgg19 --batch-sizes 64 --profile under
 #                  each --conv-algo (every layer's forward and backward time)
@@ -220,7 +222,7 @@ summary() {
       echo "  ${step_names[$i]}: $(grep -h '^style transfer on\|^wrote' "$f" | sed "s|$res/||" | tr '\n' ' ' || true)"
     done
   fi
-  for f in compare_torch compare_torch_bf16 compare_torch_fp16 compare_torch_tf32; do
+  for f in compare_torch compare_torch_defaults compare_torch_bf16 compare_torch_fp16 compare_torch_tf32; do
     [ -f "$res/logs/$f.log" ] || continue
     echo; echo "$f (torch/cudl time > 1: cudl is faster):"; sed 's/^/  /' "$res/logs/$f.log" | tail -20
   done
@@ -494,6 +496,10 @@ if [ -n "$torch_version" ]; then
   else
     step compare_torch 150 "$python" "$root/bench/compare_torch.py" --cudl "$cudl" --device cuda \
       --models vgg19,mnist_cnn --repeat 5 --json "$res/compare_torch.json"
+    # Each engine untouched (issue 24's target: every VGG19 row at least 1.2x PyTorch's defaults),
+    # with the 512 px style iteration (Adam and L-BFGS) and both sides' peak memory.
+    step compare_torch_defaults 150 "$python" "$root/bench/compare_torch.py" --cudl "$cudl" --device cuda \
+      --defaults --models vgg19 --style 512 --repeat 5 --json "$res/compare_torch_defaults.json"
   fi
 elif ! wanted compare_torch; then
   record compare_torch "skipped (not in --only $only)" 0
