@@ -214,6 +214,24 @@ TEST(Onnx, RefusesAnUnsupportedOperatorBeforeAnyWork) {
       << msg;
 }
 
+TEST(Onnx, RefusesANodeWithoutItsFirstOutputOrInput) {
+  {
+    // The fuzzer's find: a MaxPool with no outputs read past the end of its (empty) output list.
+    onnx::ModelProto m = small_model();
+    auto* pool = m.mutable_graph()->mutable_node(2);
+    pool->set_op_type("MaxPool");
+    pool->clear_output();
+    EXPECT_TRUE(contains(refusal(m), "node 2 ('pool', MaxPool, opset 13): has no output"));
+  }
+  {
+    onnx::ModelProto m = small_model();
+    auto* relu = m.mutable_graph()->mutable_node(1);
+    relu->set_op_type("Identity");
+    relu->clear_input();
+    EXPECT_TRUE(contains(refusal(m), "node 1 ('relu', Identity, opset 13): input 0 is missing"));
+  }
+}
+
 TEST(Onnx, RefusesABadGroupCountOtherClipsAndUnknownAttributes) {
   {
     onnx::ModelProto m = small_model();

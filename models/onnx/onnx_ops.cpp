@@ -168,7 +168,6 @@ void GraphBuilder::add_weight(const std::string& name, const Shape& shape, std::
 }
 
 void GraphBuilder::refuse_extra_outputs() const {
-  CUDL_CHECK(node_->output_size() >= 1 && !node_->output(0).empty(), "{}: has no output", at());
   for (int k = 1; k < node_->output_size(); ++k)
     CUDL_CHECK(node_->output(k).empty(), "{}: output {} ('{}') is not supported (inference graphs only)", at(), k,
                node_->output(k));
@@ -178,6 +177,10 @@ void GraphBuilder::add_node(const onnx::NodeProto& node, int index) {
   node_ = &node;
   index_ = index;
   const std::string& op = node.op_type();
+  // Every operator read here has a first output and (but Constant) a first input; checked once,
+  // before anything reads them (protobuf's accessors do not check the index).
+  CUDL_CHECK(node.output_size() >= 1 && !node.output(0).empty(), "{}: has no output", at());
+  CUDL_CHECK(op == "Constant" || has_input(0), "{}: input 0 is missing", at());
   if (op != "Dropout" && op != "MaxPool" && op != "BatchNormalization") refuse_extra_outputs();
   if (op == "Conv") return conv();
   if (op == "MaxPool" || op == "AveragePool") return pool(op == "MaxPool");
