@@ -146,6 +146,17 @@ void conv_params(std::string_view op, const Tensor& x, const Tensor& w, const Co
   CUDL_CHECK(p.groups >= 1, "{}: groups must be at least 1, got {} (x={}, w={})", op, p.groups, x.shape(), w.shape());
 }
 
+// A forward convolution (plain or fused): x, w and y on ctx's device in x's float type, valid
+// parameters, and y shaped as the convolution's output.
+void conv_forward_args(const Context& ctx, std::string_view op, const Tensor& x, const Tensor& w, const Conv2dParams& p,
+                       const Tensor& y) {
+  placed_float(ctx, op, "x", x);
+  placed_as(ctx, op, "w", w, "x", x);
+  placed_as(ctx, op, "y", y, "x", x);
+  conv_params(op, x, w, p);
+  check::shape_is(op, "y", y, conv2d_output_shape(x.shape(), w.shape(), p));
+}
+
 // A backward convolution: the image-shaped tensor (dx or x) and the filter-shaped one (w or dw)
 // must convolve to dy's shape.
 void conv_backward_args(const Context& ctx, std::string_view op, std::string_view image_name, const Tensor& image,
@@ -309,11 +320,7 @@ ConstantHold Backend::hold_constant(Context& ctx, const Tensor& t) {
 void Backend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
   constexpr std::string_view op = "conv2d_forward";
   bound_to(ctx, op);
-  placed_float(ctx, op, "x", x);
-  placed_as(ctx, op, "w", w, "x", x);
-  placed_as(ctx, op, "y", y, "x", x);
-  conv_params(op, x, w, p);
-  check::shape_is(op, "y", y, conv2d_output_shape(x.shape(), w.shape(), p));
+  conv_forward_args(ctx, op, x, w, p, y);
   do_conv2d_forward(ctx, x, w, p, y);
 }
 
@@ -340,15 +347,11 @@ void Backend::conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tens
                                        const Conv2dParams& p, Tensor& y) {
   constexpr std::string_view op = "conv2d_bias_relu_forward";
   bound_to(ctx, op);
-  placed_float(ctx, op, "x", x);
-  placed_as(ctx, op, "w", w, "x", x);
-  placed_as(ctx, op, "y", y, "x", x);
-  conv_params(op, x, w, p);
+  conv_forward_args(ctx, op, x, w, p, y);
   // The fused kernels (oneDNN's post-op primitive, cuDNN's conv-bias-activation) are set up for
   // dense weights only; a network keeps grouped convolutions unfused (models/network/fusion.cpp).
   CUDL_CHECK(p.groups == 1, "{}: groups={} (x={}, w={}): the fused op takes dense convolutions only", op, p.groups,
              x.shape(), w.shape());
-  check::shape_is(op, "y", y, conv2d_output_shape(x.shape(), w.shape(), p));
   if (bias.defined()) {  // f32 whatever the data's dtype, as bias_add's
     placed(ctx, op, "bias", bias);
     CUDL_CHECK(bias.shape() == Shape{y.dim(1)}, "{}: bias={} but y={} has {} channels", op, bias.shape(), y.shape(),
