@@ -8,10 +8,11 @@
 // On a shared machine two things go wrong with OpenMP's defaults (measured on a 2-core VM under a
 // load of 4-5: mnist_cnn trained at 319 img/s with 2 threads, 1518 with 1):
 // - Waiting threads spin (libgomp: 300,000 iterations per wait) and take CPU from the thread that
-//   holds the work; OMP_WAIT_POLICY=passive makes them sleep. libgomp reads it once, when it is
-//   loaded, so it cannot be set from inside a running program: the `cudl` CLI sets it and
-//   re-executes itself when the environment does not say (tools/cudl/main.cpp); a program that
-//   links the library sets it in its own environment.
+//   holds the work; a shorter spin (GOMP_SPINCOUNT) makes them sleep sooner, and sleeping at once
+//   (passive) costs a wake-up system call per parallel region (tools/cudl/threads.hpp weighs the
+//   two). libgomp reads it once, when it is loaded, so it cannot be set from inside a running
+//   program: the `cudl` CLI sets it and re-executes itself when the environment does not say
+//   (tools/cudl/run.cpp); a program that links the library sets it in its own environment.
 // - A team as large as the machine, among busy processes, waits at every barrier for a member
 //   that is not running. CpuThreadGovernor sizes the team to the cores other processes leave idle.
 #include <chrono>

@@ -1,6 +1,6 @@
 // Issue 23 item 2: host threads on a shared machine. --threads on every command and in the API,
-// passive OpenMP waiting by default, a team sized to the cores other processes leave idle, and
-// timings flagged when other processes were busy.
+// bounded OpenMP spinning by default (GOMP_SPINCOUNT; passive waiting before), a team sized to the cores other
+// processes leave idle, and timings flagged when other processes were busy.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -107,13 +107,14 @@ TEST(Threads, CurrentLoadLeavesTheCoresOthersUse) {
   EXPECT_EQ(threads_for_current_load(1), 1);  // one thread asked: no measuring
 }
 
-TEST(ThreadsCli, ThreadsOnEveryCommandAndPassiveWaitingByDefault) {
+TEST(ThreadsCli, ThreadsOnEveryCommandAndBoundedSpinningByDefault) {
   TempDir dir;
   const std::string cli = fmt::format("'{}'", cudl::testing::cli_path());
   ASSERT_EQ(run(dir, "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT -u KMP_BLOCKTIME " + cli + " info --threads 1"), 0)
       << slurp(dir.file("err"));
   EXPECT_TRUE(contains(slurp(dir.file("out")), "CPU threads: 1 of")) << slurp(dir.file("out"));
-  EXPECT_TRUE(contains(slurp(dir.file("out")), "OpenMP waiting: passive")) << slurp(dir.file("out"));
+  EXPECT_TRUE(contains(slurp(dir.file("out")), "OpenMP waiting: spin GOMP_SPINCOUNT=30000, then sleep"))
+      << slurp(dir.file("out"));
   ASSERT_EQ(run(dir, "OMP_WAIT_POLICY=active " + cli + " info"), 0);
   EXPECT_TRUE(contains(slurp(dir.file("out")), "OpenMP waiting: active")) << slurp(dir.file("out"));
   EXPECT_TRUE(contains(slurp(dir.file("out")), "--threads auto")) << slurp(dir.file("out"));

@@ -34,7 +34,7 @@ void inject(const cudl::Communicator& comm, std::int64_t step) {
 
 int main(int argc, char** argv) {
   // Before reading the arguments: the CLI would re-execute the program with argv as it is then.
-  cudl::cli::reexec_with_passive_openmp(argv);
+  cudl::cli::reexec_with_bounded_openmp_spinning(argv);
   char mode[8] = {};
   if (argc < 2 || std::sscanf(argv[1], "%d:%lld:%7s", &fault_rank, &fault_step, mode) != 3 ||
       (std::string(mode) != "exit" && std::string(mode) != "hang")) {

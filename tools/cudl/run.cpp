@@ -45,7 +45,8 @@ bool is_subcommand(const CLI::App& app, const std::string& name) {
 }  // namespace
 
 int cudl::cli::run(int argc, char** argv) {
-  cudl::cli::reexec_with_passive_openmp(argv);  // OpenMP threads sleep when they wait (tools/cudl/threads.hpp)
+  cudl::cli::reexec_with_bounded_openmp_spinning(
+      argv);  // OpenMP waits: a bounded spin, then sleep (tools/cudl/threads.hpp)
   // One line at a time even into a file or a pipe: a run stopped by SIGINT or SIGTERM keeps every
   // line it printed (block buffering lost the whole epoch log).
   std::setvbuf(stdout, nullptr, _IOLBF, 0);

@@ -36,9 +36,9 @@ void apply_threads() {
 
 }  // namespace
 
-void reexec_with_passive_openmp(char** argv) {
+void reexec_with_bounded_openmp_spinning(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT") || std::getenv("KMP_BLOCKTIME")) return;
-  ::setenv("OMP_WAIT_POLICY", "passive", 1);
+  ::setenv("GOMP_SPINCOUNT", kOpenMpSpinCount, 1);
   ::execv("/proc/self/exe", argv);
   // No /proc (or exec refused): carry on with the runtime's default policy.
 }
