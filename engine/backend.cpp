@@ -360,6 +360,45 @@ void Backend::conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tens
   do_conv2d_bias_relu_forward(ctx, x, w, bias, p, y);
 }
 
+void Backend::conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
+                                const BatchNormEval& bn, const Conv2dParams& p, const Tensor& residual, bool relu,
+                                Tensor& y) {
+  constexpr std::string_view op = "conv2d_bn_forward";
+  bound_to(ctx, op);
+  conv_forward_args(ctx, op, x, w, p, y);
+  const Shape channels{y.dim(1)};
+  // The per-channel tensors are f32 whatever the data's dtype, as bias_add's and batch norm's.
+  const auto per_channel = [&](std::string_view name, const Tensor& t) {
+    placed(ctx, op, name, t);
+    CUDL_CHECK(t.shape() == channels, "{}: {}={} but y={} has {} channels", op, name, t.shape(), y.shape(), y.dim(1));
+  };
+  if (bias.defined()) per_channel("bias", bias);
+  per_channel("gamma", bn.gamma);
+  per_channel("beta", bn.beta);
+  per_channel("running_mean", bn.running_mean);
+  per_channel("running_var", bn.running_var);
+  batchnorm_eps(op, bn.eps);
+  if (residual.defined()) {
+    placed_as(ctx, op, "residual", residual, "x", x);
+    check::same_shape(op, "residual", residual, "y", y);
+  }
+  do_conv2d_bn_forward(ctx, x, w, bias, bn, p, residual, relu, y);
+}
+
+void Backend::compose_conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
+                                        const BatchNormEval& bn, const Conv2dParams& p, const Tensor& residual,
+                                        bool relu, Tensor& y) {
+  if (y.numel() == 0) return;
+  // The convolution into its own tensor: batch norm reads it into y (cuDNN's inference call is
+  // not documented to allow x == y); the ops after it are elementwise, safe in place.
+  Tensor conv = Tensor::empty(y.shape(), ctx, y.dtype());
+  do_conv2d_forward(ctx, x, w, p, conv);
+  if (bias.defined()) do_bias_add(ctx, conv, bias);
+  do_batchnorm_forward_eval(ctx, conv, bn.gamma, bn.beta, bn.running_mean, bn.running_var, bn.eps, y);
+  if (residual.defined()) do_axpy(ctx, 1.0f, residual, y);
+  if (relu) do_activation_forward(ctx, Activation::relu, 0.0f, y, y);
+}
+
 // ---- activations ----
 
 void Backend::activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y) {

@@ -47,6 +47,13 @@ struct Conv2dParams {
   int groups = 1;
 };
 
+// Batch normalisation with its running statistics (inference): per channel,
+// y = gamma (x - running_mean) / sqrt(running_var + eps) + beta. Each tensor [K] f32.
+struct BatchNormEval {
+  Tensor gamma, beta, running_mean, running_var;
+  float eps = 1e-5f;
+};
+
 struct Pool2dParams {
   int kernel_h = 2, kernel_w = 2;
   int stride_h = 2, stride_w = 2;
@@ -119,6 +126,13 @@ class Backend {
   // convolution's output was), and conv2d's backward then takes the masked gradient.
   void conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
                                 const Conv2dParams& p, Tensor& y);
+  // y = [relu](bn(conv2d(x, w) [+ bias]) [+ residual]) in one op, bn with its running statistics
+  // (inference only: training normalises with batch statistics and stays unfused). bias [K] f32 or
+  // undefined; residual y's shape and dtype, or undefined; relu: whether the ReLU is applied. The
+  // fused form of conv2d_forward, bias_add, batchnorm_forward_eval, axpy (a residual Add) and a
+  // ReLU, which compute the same function (the folded arithmetic rounds differently).
+  void conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, const BatchNormEval& bn,
+                         const Conv2dParams& p, const Tensor& residual, bool relu, Tensor& y);
 
   // ---- activations: y = f(x); dx = f'(x) * dy. `alpha` is leaky ReLU's negative slope ----
   void activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y);
@@ -230,6 +244,13 @@ class Backend {
   void bound_to(const Context& ctx, std::string_view op) const;
 
  protected:
+  // conv2d_bn_forward as the unfused ops in sequence (conv, bias, batch norm, residual, ReLU), in
+  // y's dtype: the backends' fallback where no fused kernel takes the call, so that the fused and
+  // unfused networks compute the same function on both.
+  void compose_conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
+                                 const BatchNormEval& bn, const Conv2dParams& p, const Tensor& residual, bool relu,
+                                 Tensor& y);
+
   // The backends' implementations, called only after the public method's checks passed. Checks
   // that belong to one backend only (a cuBLAS int limit, the CPU's label scan) stay in them.
   // The front does not call them for empty inputs of the softmax family, cross-entropy backward,
@@ -247,6 +268,9 @@ class Backend {
                                          Tensor& dw, bool accumulate) = 0;
   virtual void do_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
                                            const Conv2dParams& p, Tensor& y) = 0;
+  virtual void do_conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
+                                    const BatchNormEval& bn, const Conv2dParams& p, const Tensor& residual, bool relu,
+                                    Tensor& y) = 0;
   virtual void do_activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y) = 0;
   virtual void do_activation_backward(Context& ctx, Activation a, float alpha, const Tensor& x, const Tensor& y,
                                       const Tensor& dy, Tensor& dx) = 0;

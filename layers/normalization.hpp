@@ -22,6 +22,11 @@ class BatchNorm2d final : public Layer {
   std::int64_t channels() const { return channels_; }
   float eps() const { return eps_; }
   float momentum() const { return momentum_; }
+  // What an inference-time forward normalises with (the running statistics), for the network's
+  // fusion of a Conv2d and this layer into one op (models/network/fusion_bn.hpp).
+  BatchNormEval running_statistics() const {
+    return {weight_.value, bias_.value, running_mean_.value, running_var_.value, eps_};
+  }
 
  private:
   std::int64_t channels_;

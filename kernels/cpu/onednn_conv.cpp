@@ -45,7 +45,20 @@ dnnl::engine& cpu_engine() {
 
 // forward_relu and forward_bias_relu are the forward convolution with ReLU as an eltwise post-op
 // (and the bias inside the primitive): Backend::conv2d_bias_relu_forward, y written once.
-enum class Direction { forward, backward_data, backward_filter, forward_relu, forward_bias_relu };
+// forward_bn* are the forward convolution followed by batch norm's per-channel scale and shift
+// (binary mul and add post-ops), a residual tensor (a third binary add) and ReLU:
+// Backend::conv2d_bn_forward (its caller: kernels/cpu/conv_fused.cpp).
+enum class Direction {
+  forward,
+  backward_data,
+  backward_filter,
+  forward_relu,
+  forward_bias_relu,
+  forward_bn,
+  forward_bn_relu,
+  forward_bn_add,
+  forward_bn_add_relu
+};
 
 // The element types of a convolution: `data` for x, w, y and their gradients, except the filter
 // gradient's, which is `filter_grad` (f32 master-weight gradients of half activations).
@@ -197,6 +210,11 @@ struct Plan {
   // half dtype, widening to f32 and the f32 kernels is faster, so the caller does that instead.
   bool reference = false;
   bool bias = false;  // forward_bias_relu: the bias is a fourth argument
+  bool bn = false;    // forward_bn*: scale and shift are post-ops 0 and 1
+  // forward_bn_add*: the residual, post-op 2, in the layout the primitive writes (oneDNN 2.6's jit
+  // kernels take a full-shape binary operand only in the destination's own blocked layout; plain
+  // NCHW sends them to a slower gemm kernel), reordered into it from NCHW.
+  std::optional<Arg> residual;
 };
 
 dnnl::primitive_attr user_scratchpad(bool relu = false) {
@@ -231,11 +249,66 @@ dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, dt type,
 
 bool is_reference(const char* impl) { return std::string_view(impl).starts_with("ref"); }
 
+bool bn_adds(Direction d) { return d == Direction::forward_bn_add || d == Direction::forward_bn_add_relu; }
+bool bn_relu(Direction d) { return d == Direction::forward_bn_relu || d == Direction::forward_bn_add_relu; }
+
+// The post-ops of a forward_bn* plan: y = conv * scale + shift (per channel, [1,K,1,1] operands),
+// then + residual (in `residual`'s layout) when given, then ReLU.
+dnnl::primitive_attr bn_post_ops(const Geometry& g, const memory::desc* residual, bool relu) {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  dnnl::post_ops ops;
+  const memory::desc per_channel({1, g.w[0], 1, 1}, dt::f32, tag::abcd);
+  ops.append_binary(dnnl::algorithm::binary_mul, per_channel);
+  ops.append_binary(dnnl::algorithm::binary_add, per_channel);
+  if (residual != nullptr) ops.append_binary(dnnl::algorithm::binary_add, *residual);
+  if (relu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+  attr.set_post_ops(ops);
+  return attr;
+}
+
+// A forward_bn* plan (dense f32 weights; Winograd has no binary post-ops, so plan_for's Winograd
+// attempt fails here and the direct kernels take it).
+std::unique_ptr<Plan> make_bn_plan(Direction dir, const Geometry& g, Types t, dnnl::algorithm algo) {
+  auto plan = std::make_unique<Plan>();
+  const auto kind = dnnl::prop_kind::forward_training;  // as make_plan's forward, for the same kernels
+  const auto desc = [&](const memory::desc& y) {
+    return dnnl::convolution_forward::desc(kind, algo, any(g.x, t.data), any(g.w, t.data), y, g.strides, g.dilates,
+                                           g.pad_l, g.pad_r);
+  };
+  dnnl::convolution_forward::primitive_desc pd(desc(any(g.y, t.data)), bn_post_ops(g, nullptr, bn_relu(dir)),
+                                               cpu_engine());
+  const memory::desc uy = plain(g.y, t.data);
+  if (bn_adds(dir)) {
+    // The layout the kernel writes without the residual, fixed, and the residual described in it.
+    const memory::desc chosen = pd.dst_desc();
+    pd = dnnl::convolution_forward::primitive_desc(desc(chosen), bn_post_ops(g, &chosen, bn_relu(dir)), cpu_engine());
+    plan->residual = input_arg(uy, chosen);
+  }
+  plan->conv = dnnl::convolution_forward(pd);
+  plan->arg_ids[0] = DNNL_ARG_SRC, plan->arg_ids[1] = DNNL_ARG_WEIGHTS, plan->arg_ids[2] = DNNL_ARG_DST;
+  plan->args[0] = input_arg(plain(g.x, t.data), pd.src_desc());
+  plan->args[1] = input_arg(plain(g.w, t.data), pd.weights_desc());
+  plan->args[2] = output_arg(pd.dst_desc(), uy, false);
+  plan->scratchpad = pd.scratchpad_desc();
+  // A reference or gemm kernel would be slower than the direct convolution and the unfused passes.
+  plan->reference = !std::string_view(pd.impl_info_str()).starts_with("jit");
+  plan->bn = true;
+  plan->is_output[0] = plan->is_output[1] = false;
+  plan->is_output[2] = true;
+  return plan;
+}
+
 std::unique_ptr<Plan> make_plan(Direction dir, const Geometry& g, Types t, dnnl::algorithm algo) {
   auto plan = std::make_unique<Plan>();
   const dt w_type = dir == Direction::backward_filter ? t.filter_grad : t.data;
   const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, w_type), uy = plain(g.y, t.data);
   switch (dir) {
+    case Direction::forward_bn:
+    case Direction::forward_bn_relu:
+    case Direction::forward_bn_add:
+    case Direction::forward_bn_add_relu:
+      return make_bn_plan(dir, g, t, algo);
     case Direction::forward:
     case Direction::forward_relu:
     case Direction::forward_bias_relu: {
@@ -337,6 +410,11 @@ std::string_view direction_name(Direction d) {
     case Direction::forward_relu:
     case Direction::forward_bias_relu:
       return "conv2d_bias_relu_forward";
+    case Direction::forward_bn:
+    case Direction::forward_bn_relu:
+    case Direction::forward_bn_add:
+    case Direction::forward_bn_add_relu:
+      return "conv2d_bn_forward";
   }
   return "conv2d";
 }
@@ -433,11 +511,41 @@ class ConstantWeights {
   std::uint64_t next_id_ = 1;
 };
 
+// The extra arguments of the fused directions: the bias (forward_bias_relu), batch norm's folded
+// scale and shift ([K] f32, forward_bn*) and the residual (NCHW, forward_bn_add*).
+struct PostArgs {
+  const void* bias = nullptr;
+  const float *scale = nullptr, *shift = nullptr;
+  const void* residual = nullptr;
+};
+
+// Adds a forward_bn* plan's post-op operands to `args`: scale and shift, and the residual reordered
+// into the destination's layout (into `buffer`, from the pool) when the plan adds one.
+void add_bn_args(Context& ctx, const Plan& plan, const PostArgs& post, const memory::desc& uy, dnnl::stream& stream,
+                 std::unordered_map<int, memory>& args, std::optional<Workspace>& buffer) {
+  auto& eng = cpu_engine();
+  const memory::desc per_channel({1, uy.dims()[1], 1, 1}, dt::f32, memory::format_tag::abcd);
+  args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
+               memory(per_channel, eng, const_cast<float*>(post.scale)));
+  args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1,
+               memory(per_channel, eng, const_cast<float*>(post.shift)));
+  if (!plan.residual) return;
+  memory user(uy, eng, const_cast<void*>(post.residual));
+  memory chosen = user;
+  if (plan.residual->reorder) {
+    buffer.emplace(ctx, plan.residual->chosen.get_size());
+    chosen = memory(plan.residual->chosen, eng, buffer->data());
+    const OmpTeamSize team(plan.residual->serial_reorder());
+    plan.residual->reorder->execute(stream, user, chosen);
+  }
+  args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(2) | DNNL_ARG_SRC_1, chosen);
+}
+
 // Runs a plan over user tensors in NCHW/KCRS: inputs reordered into pool buffers where the plan's
 // layout differs, the convolution, outputs reordered (or added, for accumulate) back.
 void execute(Context& ctx, Direction dir, const Plan& plan, const std::array<const memory::desc*, 3>& user_descs,
              const std::array<void*, 3>& user_ptrs, bool accumulate, const Shape& x, const Shape& w,
-             const void* bias = nullptr) {
+             const PostArgs& post = {}) {
   auto& eng = cpu_engine();
   thread_local dnnl::stream stream(cpu_engine());
   std::optional<Workspace> buffers[3];
@@ -482,7 +590,9 @@ void execute(Context& ctx, Direction dir, const Plan& plan, const std::array<con
                                          {plan.arg_ids[2], chosen[2]},
                                          {DNNL_ARG_SCRATCHPAD, memory(plan.scratchpad, eng, scratch.data())}};
     if (plan.bias)
-      args.emplace(DNNL_ARG_BIAS, memory(memory::desc({w[0]}, dt::f32, tag::a), eng, const_cast<void*>(bias)));
+      args.emplace(DNNL_ARG_BIAS, memory(memory::desc({w[0]}, dt::f32, tag::a), eng, const_cast<void*>(post.bias)));
+    std::optional<Workspace> residual;
+    if (plan.bn) add_bn_args(ctx, plan, post, *user_descs[2], stream, args, residual);
     plan.conv.execute(stream, args);
     const Arg& out = plan.args[2];
     const OmpTeamSize team(out.serial_reorder());
@@ -522,7 +632,25 @@ bool onednn_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor
   const Plan& plan = plan_for(ctx.cpu_conv(), dir, t, x.shape(), w.shape(), g, p);
   const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.data), uy = plain(g.y, t.data);
   execute(ctx, dir, plan, {&ux, &uw, &uy}, {x.raw(), w.raw(), y.raw()}, false, x.shape(), w.shape(),
-          bias.defined() ? bias.raw() : nullptr);
+          PostArgs{bias.defined() ? bias.raw() : nullptr});
+  return true;
+}
+
+bool onednn_conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, const float* scale, const float* shift,
+                              const Conv2dParams& p, const Tensor& residual, bool relu, Tensor& y) {
+  const Geometry g = geometry(x.shape(), w.shape(), y.shape(), p);
+  if (!g.expressible || x.dtype() != DType::f32 || p.groups != 1) return false;
+  const Types t{dt::f32, dt::f32};
+  const Direction dir = residual.defined() ? (relu ? Direction::forward_bn_add_relu : Direction::forward_bn_add)
+                                           : (relu ? Direction::forward_bn_relu : Direction::forward_bn);
+  const Plan& plan = plan_for(ctx.cpu_conv(), dir, t, x.shape(), w.shape(), g, p);
+  if (plan.reference) return false;
+  const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.data), uy = plain(g.y, t.data);
+  PostArgs post;
+  post.scale = scale;
+  post.shift = shift;
+  post.residual = residual.defined() ? residual.raw() : nullptr;
+  execute(ctx, dir, plan, {&ux, &uw, &uy}, {x.raw(), w.raw(), y.raw()}, false, x.shape(), w.shape(), post);
   return true;
 }
 
@@ -630,6 +758,10 @@ bool onednn_conv2d_bias_relu_forward(Context&, const Tensor&, const Tensor&, con
   return false;
 }
 bool onednn_conv2d_backward_filter(Context&, const Tensor&, const Tensor&, const Conv2dParams&, Tensor&, bool) {
+  return false;
+}
+bool onednn_conv2d_bn_forward(Context&, const Tensor&, const Tensor&, const float*, const float*, const Conv2dParams&,
+                              const Tensor&, bool, Tensor&) {
   return false;
 }
 std::shared_ptr<void> hold_constant_weights(CpuConv, const void*, std::size_t) { return nullptr; }

@@ -26,6 +26,12 @@ bool onednn_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const
 // bias undefined: none). f32 only: false for halves, which the caller composes unfused.
 bool onednn_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
                                      const Conv2dParams& p, Tensor& y);
+// y = [relu](conv(x, w) * scale + shift [+ residual]) in one primitive, scale and shift [K] f32
+// per output channel (batch norm folded, any conv bias inside shift), the residual NCHW like y or
+// undefined. f32 and dense weights only; false also when oneDNN has only a reference or gemm
+// kernel for it, where the unfused ops are faster (the caller composes them).
+bool onednn_conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, const float* scale, const float* shift,
+                              const Conv2dParams& p, const Tensor& residual, bool relu, Tensor& y);
 bool onednn_conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx);
 bool onednn_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
                                    bool accumulate);

@@ -133,6 +133,7 @@ Tensor Sequential::forward(Context& ctx, const Tensor& x, bool train) {
   }
   fused_ = ctx.fuse_layers() ? fusion_plan() : std::vector<bool>(layers_.size(), false);
   fused_saved_.assign(layers_.size(), FusedConvRelu{});
+  bn_fused_ = !train && ctx.fuse_layers() ? conv_bn_plan() : ConvBnPlan{{}, std::vector<int>(layers_.size(), -1)};
   // Each layer's output until its last reader has run (or to the end, when it is tapped).
   std::vector<Tensor> outputs(layers_.size());
   const std::vector<std::size_t> last = last_readers();
@@ -141,6 +142,12 @@ Tensor Sequential::forward(Context& ctx, const Tensor& x, bool train) {
     const std::vector<int> from = producers(index);
     std::vector<Tensor> in;
     for (int p : from) in.push_back(p == kInput ? x : outputs[static_cast<std::size_t>(p)]);
+    // The head of a fused conv + batch norm + Add chain also reads the Add's other input.
+    if (const int c = bn_fused_.chain_of[index]; c >= 0) {
+      const ConvBnChain& chain = bn_fused_.chains[static_cast<std::size_t>(c)];
+      if (chain.conv == static_cast<int>(index) && chain.add != ConvBnChain::kNone)
+        in.push_back(chain.residual == kInput ? x : outputs[static_cast<std::size_t>(chain.residual)]);
+    }
     std::optional<Timer> timer;
     if (profiling_) {
       timer.emplace(ctx);
@@ -150,7 +157,17 @@ Tensor Sequential::forward(Context& ctx, const Tensor& x, bool train) {
     if (timer) {
       profile_[index].forward_ms += timer->stop_ms();
       ++profile_[index].calls;
-      if (index > 0 && fused_[index - 1]) profile_[index].fused_into = layers_[index - 1].first;
+      if (index > 0 && fused_[index - 1]) {
+        profile_[index].fused_into = layers_[index - 1].first;
+        profile_[index].fused_op = "conv2d_bias_relu_forward";
+      }
+      if (const int c = bn_fused_.chain_of[index]; c >= 0) {
+        const auto head = static_cast<std::size_t>(bn_fused_.chains[static_cast<std::size_t>(c)].conv);
+        if (head != index) {
+          profile_[index].fused_into = layers_[head].first;
+          profile_[index].fused_op = "conv2d_bn_forward";
+        }
+      }
     }
     if (std::find(tap_names_.begin(), tap_names_.end(), name) != tap_names_.end()) tap_outputs_[name] = outputs[index];
     for (int p : from)
@@ -176,6 +193,39 @@ std::vector<bool> Sequential::fusion_plan() const {
   return plan;
 }
 
+ConvBnPlan Sequential::conv_bn_plan() const {
+  std::vector<const Layer*> layers;
+  std::vector<std::vector<int>> from;
+  std::vector<bool> tapped;
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    layers.push_back(layers_[i].second.get());
+    from.push_back(producers(i));
+    tapped.push_back(std::find(tap_names_.begin(), tap_names_.end(), layers_[i].first) != tap_names_.end());
+  }
+  return plan_conv_bn(layers, from, tapped);
+}
+
+std::vector<std::vector<std::string>> Sequential::fused_bn_chains() const {
+  std::vector<std::vector<std::string>> out;
+  for (const ConvBnChain& c : conv_bn_plan().chains) {
+    std::vector<std::string>& names = out.emplace_back();
+    for (int member : {c.conv, c.bn, c.add, c.relu})
+      if (member != ConvBnChain::kNone) names.push_back(layers_[static_cast<std::size_t>(member)].first);
+  }
+  return out;
+}
+
+Tensor Sequential::conv_bn_layer(Context& ctx, std::size_t index, const std::vector<Tensor>& in) {
+  const ConvBnChain& c = bn_fused_.chains[static_cast<std::size_t>(bn_fused_.chain_of[index])];
+  if (c.conv == static_cast<int>(index)) {
+    auto& conv = static_cast<Conv2d&>(*layers_[index].second);
+    const auto& bn = static_cast<const BatchNorm2d&>(*layers_[static_cast<std::size_t>(c.bn)].second);
+    return conv_bn_forward(ctx, conv, bn, in.front(), in.size() > 1 ? in[1] : Tensor(), c.relu != ConvBnChain::kNone);
+  }
+  // The chain's output, which the head computed, passes along to the layers that read its tail.
+  return c.add == static_cast<int>(index) ? in[static_cast<std::size_t>(c.add_slot)] : in.front();
+}
+
 std::vector<std::string> Sequential::fused_layers() const {
   std::vector<std::string> names;
   const std::vector<bool> plan = fusion_plan();
@@ -188,6 +238,7 @@ Tensor Sequential::forward_layer(Context& ctx, std::size_t index, const std::vec
   auto& [name, layer] = layers_[index];
   // The ReLU of a fused pair: the pair's op already produced its output.
   if (index > 0 && fused_[index - 1]) return in.front();
+  if (bn_fused_.chain_of[index] >= 0) return conv_bn_layer(ctx, index, in);
   if (fused_[index])
     return fused_conv_relu_forward(ctx, static_cast<Conv2d&>(*layer), in.front(), train, fused_saved_[index]);
   auto* merge = dynamic_cast<MergeLayer*>(layer.get());
@@ -200,6 +251,10 @@ Tensor Sequential::forward_layer(Context& ctx, std::size_t index, const std::vec
 
 std::vector<Tensor> Sequential::backward_layer(Context& ctx, std::size_t index, const Tensor& dy) {
   Layer& layer = *layers_[index].second;
+  CUDL_CHECK(index >= bn_fused_.chain_of.size() || bn_fused_.chain_of[index] < 0,
+             "Sequential::backward: layer '{}' ran fused with its batch norm in an inference forward (train=false); "
+             "run forward with train=true before backward",
+             layers_[index].first);
   if (index < fused_.size() && fused_[index])
     return {fused_conv_backward(ctx, static_cast<Conv2d&>(layer), fused_saved_[index], dy)};
   if (index > 0 && index < fused_.size() && fused_[index - 1])
@@ -303,7 +358,7 @@ Tensor Sequential::backward(Context& ctx, const Tensor& dy, const std::map<std::
 void Sequential::set_profiling(bool on) {
   profiling_ = on;
   profile_.clear();
-  for (const auto& [name, layer] : layers_) profile_.push_back({name, 0, 0, 0, {}});
+  for (const auto& [name, layer] : layers_) profile_.push_back({name, 0, 0, 0, {}, {}});
 }
 
 void Sequential::set_taps(std::vector<std::string> names) {

@@ -21,6 +21,7 @@
 
 #include "cudl/layers/layer.hpp"
 #include "cudl/models/network/fusion.hpp"
+#include "cudl/models/network/fusion_bn.hpp"
 
 namespace cudl {
 
@@ -112,6 +113,10 @@ class Sequential : public ParameterBlocks {
   // output, before the ReLU, is then needed). backward follows what the last forward did.
   // The Conv2d layers that would run fused with the ReLU after them.
   std::vector<std::string> fused_layers() const;
+  // In inference (train=false) it also runs each Conv2d -> BatchNorm2d (-> Add) (-> ReLU) chain as
+  // one op (models/network/fusion_bn.hpp). The chains an inference forward would fuse, each as its
+  // layers' names.
+  std::vector<std::vector<std::string>> fused_bn_chains() const;
 
   // Per-layer timing: when on, every layer's forward and backward is timed (waiting for the device
   // after each, so it slows the model down); profile() holds the accumulated milliseconds.
@@ -119,8 +124,8 @@ class Sequential : public ParameterBlocks {
     std::string name;
     double forward_ms = 0, backward_ms = 0;
     std::int64_t calls = 0;
-    // A ReLU run inside its Conv2d: its time is in the Conv2d's row (named here).
-    std::string fused_into;
+    // A layer run inside its Conv2d: its time is in the Conv2d's row (named here), in the fused op.
+    std::string fused_into, fused_op;
   };
   void set_profiling(bool on);
   const std::vector<LayerTime>& profile() const { return profile_; }
@@ -142,6 +147,11 @@ class Sequential : public ParameterBlocks {
   std::vector<std::size_t> last_readers() const;
   // Per layer: whether it is a Conv2d that runs fused with the ReLU at the next index.
   std::vector<bool> fusion_plan() const;
+  // The Conv2d + BatchNorm2d chains inference would fuse (regardless of ctx.fuse_layers()).
+  ConvBnPlan conv_bn_plan() const;
+  // Forward's one layer of a fused conv + batch norm chain (the head runs the op; the others pass
+  // its output on).
+  Tensor conv_bn_layer(Context& ctx, std::size_t index, const std::vector<Tensor>& in);
   // Forward's one layer (or fused pair starting at `index`, which then also fills outputs[index + 1]).
   Tensor forward_layer(Context& ctx, std::size_t index, const std::vector<Tensor>& in, bool train);
   // Backward's one layer: its input gradients, through the fused path when the last forward fused it.
@@ -168,6 +178,7 @@ class Sequential : public ParameterBlocks {
   // The last forward's fusion: per layer, whether it started a fused pair, and what the pair saved.
   std::vector<bool> fused_;
   std::vector<FusedConvRelu> fused_saved_;
+  ConvBnPlan bn_fused_;  // the last forward's conv + batch norm chains (none in training)
   std::vector<LayerTime> profile_;
 };
 

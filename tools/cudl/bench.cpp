@@ -328,9 +328,9 @@ void print_layer_profile(const Sequential& model, const char* what) {
   fmt::print("  per-layer ms per {} (each layer waited for; totals include that overhead):\n", what);
   for (const auto& t : model.profile()) {
     const double calls = static_cast<double>(std::max<std::int64_t>(1, t.calls));
-    fmt::print(
-        "    {:<16} forward {:>9.3f}  backward {:>9.3f}{}\n", t.name, t.forward_ms / calls, t.backward_ms / calls,
-        t.fused_into.empty() ? "" : fmt::format("  (forward fused into {}: conv2d_bias_relu_forward)", t.fused_into));
+    fmt::print("    {:<16} forward {:>9.3f}  backward {:>9.3f}{}\n", t.name, t.forward_ms / calls,
+               t.backward_ms / calls,
+               t.fused_into.empty() ? "" : fmt::format("  (forward fused into {}: {})", t.fused_into, t.fused_op));
   }
 }
 
