@@ -360,6 +360,24 @@ void Backend::conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tens
   do_conv2d_bias_relu_forward(ctx, x, w, bias, p, y);
 }
 
+void Backend::linear_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
+  constexpr std::string_view op = "linear_bias_relu_forward";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "x", x);
+  placed_as(ctx, op, "w", w, "x", x);
+  placed_as(ctx, op, "y", y, "x", x);
+  check::rank_is(op, "x", x, 2);
+  check::rank_is(op, "w", w, 2);
+  CUDL_CHECK(w.dim(1) == x.dim(1), "{}: w={} must be [out, {}] for x={}", op, w.shape(), x.dim(1), x.shape());
+  check::shape_is(op, "y", y, Shape{x.dim(0), w.dim(0)});
+  if (bias.defined()) {  // f32 whatever the data's dtype, as bias_add's
+    placed(ctx, op, "bias", bias);
+    CUDL_CHECK(bias.shape() == Shape{w.dim(0)}, "{}: bias={} but w={} has {} outputs", op, bias.shape(), w.shape(),
+               w.dim(0));
+  }
+  do_linear_bias_relu_forward(ctx, x, w, bias, y);
+}
+
 // ---- activations ----
 
 void Backend::activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y) {

@@ -21,6 +21,7 @@
 
 #include "cudl/layers/layer.hpp"
 #include "cudl/models/network/fusion.hpp"
+#include "cudl/models/network/fusion_linear.hpp"
 
 namespace cudl {
 
@@ -35,7 +36,7 @@ struct LayerSummary {
   Shape output_shape;
   std::int64_t params = 0;
   DType output_dtype = DType::f32;  // under the summary's compute dtype
-  // A Conv2d: the ReLU it runs fused with when Context::fuse_layers is on. A ReLU: the Conv2d it is
+  // A Conv2d or Linear: the ReLU it runs fused with when Context::fuse_layers is on. A ReLU: the layer it is
   // fused into. Empty otherwise.
   std::string fused_with;
 };
@@ -108,9 +109,9 @@ class Sequential : public ParameterBlocks {
   }
 
   // Layer fusion (models/network/fusion.hpp): when ctx.fuse_layers() is on, forward runs each
-  // Conv2d whose only reader is a ReLU as one op with it, unless the Conv2d is tapped (its own
+  // Conv2d or Linear whose only reader is a ReLU as one op with it, unless that layer is tapped (its own
   // output, before the ReLU, is then needed). backward follows what the last forward did.
-  // The Conv2d layers that would run fused with the ReLU after them.
+  // The Conv2d and Linear layers that would run fused with the ReLU after them.
   std::vector<std::string> fused_layers() const;
 
   // Per-layer timing: when on, every layer's forward and backward is timed (waiting for the device
@@ -119,7 +120,7 @@ class Sequential : public ParameterBlocks {
     std::string name;
     double forward_ms = 0, backward_ms = 0;
     std::int64_t calls = 0;
-    // A ReLU run inside its Conv2d: its time is in the Conv2d's row (named here).
+    // A ReLU run inside its Conv2d or Linear: its time is in that layer's row (named here).
     std::string fused_into;
   };
   void set_profiling(bool on);
@@ -140,7 +141,7 @@ class Sequential : public ParameterBlocks {
   std::vector<int> producers(std::size_t index) const;
   // The last layer that reads each layer's output (its own index when none does).
   std::vector<std::size_t> last_readers() const;
-  // Per layer: whether it is a Conv2d that runs fused with the ReLU at the next index.
+  // Per layer: whether it is a Conv2d or Linear that runs fused with the ReLU at the next index.
   std::vector<bool> fusion_plan() const;
   // Forward's one layer (or fused pair starting at `index`, which then also fills outputs[index + 1]).
   Tensor forward_layer(Context& ctx, std::size_t index, const std::vector<Tensor>& in, bool train);

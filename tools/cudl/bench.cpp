@@ -321,6 +321,13 @@ struct Options {
   PipelineBenchArgs pipeline;
 };
 
+// The backend op a fused pair runs as, named by its first layer (a Conv2d or a Linear).
+std::string fused_op(const Sequential& model, const std::string& first) {
+  for (const auto& [name, layer] : model.layers())
+    if (name == first) return layer->type() == "Linear" ? "linear_bias_relu_forward" : "conv2d_bias_relu_forward";
+  return "?";
+}
+
 // Per call of the layer (time_run adds samples while they are noisy, so the count varies), with
 // the warm-up excluded: the first call pays one-time costs (oneDNN's JIT GEMM kernels, seconds of
 // first touches) that would land on whichever layer met them first.
@@ -328,9 +335,11 @@ void print_layer_profile(const Sequential& model, const char* what) {
   fmt::print("  per-layer ms per {} (each layer waited for; totals include that overhead):\n", what);
   for (const auto& t : model.profile()) {
     const double calls = static_cast<double>(std::max<std::int64_t>(1, t.calls));
-    fmt::print(
-        "    {:<16} forward {:>9.3f}  backward {:>9.3f}{}\n", t.name, t.forward_ms / calls, t.backward_ms / calls,
-        t.fused_into.empty() ? "" : fmt::format("  (forward fused into {}: conv2d_bias_relu_forward)", t.fused_into));
+    fmt::print("    {:<16} forward {:>9.3f}  backward {:>9.3f}{}\n", t.name, t.forward_ms / calls,
+               t.backward_ms / calls,
+               t.fused_into.empty()
+                   ? ""
+                   : fmt::format("  (forward fused into {}: {})", t.fused_into, fused_op(model, t.fused_into)));
   }
 }
 
