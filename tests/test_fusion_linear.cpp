@@ -29,9 +29,12 @@ struct LinearCase {
   std::int64_t n, in, out;
 };
 
-// An MLP layer's proportions, a VGG classifier's (wide in, narrower out), one row, odd sizes
-// (no vector-width multiple), and the empty batch.
-std::vector<LinearCase> linear_cases() { return {{8, 98, 32}, {2, 512, 64}, {1, 37, 19}, {5, 13, 3}, {0, 16, 8}}; }
+// An MLP layer's proportions, a VGG classifier's (wide in, narrower out), odd sizes (no
+// vector-width multiple), and below the CPU's 8-row threshold for the one-primitive path (one row,
+// a few) and the empty batch.
+std::vector<LinearCase> linear_cases() {
+  return {{8, 98, 32}, {16, 512, 64}, {9, 37, 19}, {1, 37, 19}, {5, 13, 3}, {0, 16, 8}};
+}
 
 // Equal as floats, NaN equal to NaN; else within atol + rtol |want|. Reports the first few misses.
 void expect_close(const std::vector<float>& got, const std::vector<float>& want, float atol, float rtol,
@@ -107,7 +110,7 @@ TEST(FusedLinearBiasRelu, NanRowsAndAnEmptyInnerDimensionMeanWhatTheUnfusedOpsMe
     ctx.set_cpu_gemm(policy);
     // A NaN in row 1 of x makes that row's products NaN; the ReLU then gives what the unfused
     // ReLU gives for NaN (0), the other rows are untouched.
-    const LinearCase c{3, 24, 10};
+    const LinearCase c{9, 24, 10};
     Operands v = operands(c, 7);
     v.x[1 * c.in + 5] = std::numeric_limits<float>::quiet_NaN();
     const Tensor x = Tensor::from_host(v.x, Shape{c.n, c.in}, ctx);

@@ -1,7 +1,8 @@
 // The network's fusion pass for Linear + ReLU (models/network/fusion_linear.hpp): which pairs it
 // fuses (a Linear whose only reader is a ReLU, not tapped), and that an MLP and a VGG-style
 // classifier head give the same outputs, input gradient and parameter gradients fused and unfused
-// (--fuse true/false), in training and inference, in f32 and under bf16 autocast, on the CPU.
+// (--fuse true/false), in training and inference, in f32 and under bf16 autocast, on the CPU. The
+// batches have at least 8 rows, so the CPU runs its one-primitive path (kernels/cpu/onednn_linear).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -112,19 +113,19 @@ void expect_fused_equals_unfused(Sequential m, const Shape& in, std::int64_t cla
 }
 
 TEST(NetworkFusionLinear, AnMlpGivesTheUnfusedOutputsAndGradients) {
-  expect_fused_equals_unfused(mlp(), Shape{6, 3, 4, 4}, 5, Precision::fp32, 1e-5f, {"fc1", "fc2"});
+  expect_fused_equals_unfused(mlp(), Shape{10, 3, 4, 4}, 5, Precision::fp32, 1e-5f, {"fc1", "fc2"});
 }
 
 TEST(NetworkFusionLinear, AVggHeadGivesTheUnfusedOutputsAndGradients) {
-  expect_fused_equals_unfused(vgg_head(), Shape{4, 3, 8, 8}, 10, Precision::fp32, 1e-5f,
+  expect_fused_equals_unfused(vgg_head(), Shape{8, 3, 8, 8}, 10, Precision::fp32, 1e-5f,
                               {"features.0", "classifier.0", "classifier.3"});
 }
 
 TEST(NetworkFusionLinear, Bf16AutocastAgreesToBf16Rounding) {
   // With a native bf16 matmul the fused op rounds y once where the unfused ops round twice: the
   // two agree to a few bf16 ulps (2^-8 relative), through the gradients as well.
-  expect_fused_equals_unfused(mlp(), Shape{6, 3, 4, 4}, 5, Precision::bf16, 3e-2f, {"fc1", "fc2"});
-  expect_fused_equals_unfused(vgg_head(), Shape{4, 3, 8, 8}, 10, Precision::bf16, 3e-2f,
+  expect_fused_equals_unfused(mlp(), Shape{10, 3, 4, 4}, 5, Precision::bf16, 3e-2f, {"fc1", "fc2"});
+  expect_fused_equals_unfused(vgg_head(), Shape{8, 3, 8, 8}, 10, Precision::bf16, 3e-2f,
                               {"features.0", "classifier.0", "classifier.3"});
 }
 

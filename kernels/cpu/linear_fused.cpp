@@ -1,7 +1,7 @@
 // CpuBackend: the fused Linear + bias + ReLU (Backend::linear_bias_relu_forward). Under oneDNN
 // (CpuGemm::onednn) one matmul primitive with the bias inside it and ReLU as a post-op, in f32 and,
 // where this CPU has native kernels, bf16/f16 with f32 accumulation (kernels/cpu/onednn_linear.cpp);
-// otherwise (OpenBLAS, an empty operand, no native half kernel) the reference composition of the
+// otherwise (OpenBLAS, an empty operand, fewer than 8 rows, no native half kernel) the reference composition of the
 // three unfused ops, exactly what Linear then ReLU run, so --fuse false compares like with like.
 // The CUDA twin is kernels/cublas/linear_fused.cpp.
 #include "cudl/engine/context.hpp"

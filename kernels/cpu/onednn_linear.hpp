@@ -9,9 +9,10 @@ namespace cudl::cpu {
 
 // y = relu(x wᵀ + bias): x [N, in], w [out, in], y [N, out] one dtype (f32, bf16 or f16), bias
 // [out] f32 or undefined. Products accumulate in f32 and y is rounded once. Returns false, having
-// done nothing, when this build has no oneDNN, `gemm` is CpuGemm::openblas, or oneDNN has only its
-// reference kernel for the dtype here (slower than the unfused ops); the caller then composes the
-// unfused ops. The arguments are checked by the backend front and are non-empty (N, in, out > 0).
+// done nothing, when this build has no oneDNN, `gemm` is CpuGemm::openblas, x has fewer than 8 rows
+// (a matrix-vector product, faster unfused) or oneDNN has only its reference kernel for the dtype
+// here (slower than the unfused ops); the caller then composes the unfused ops. The arguments are checked by the
+// backend front and are non-empty (N, in, out > 0).
 bool onednn_linear_bias_relu(CpuGemm gemm, const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
 
 }  // namespace cudl::cpu
