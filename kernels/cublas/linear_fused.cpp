@@ -10,8 +10,12 @@
 // TF32, as the handle's math mode lets cublasSgemm), bf16/f16 A, B and D with f32 accumulation and
 // y rounded once, the bias f32 (CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE) as bias_add's.
 // Fallback: when cuBLASLt's heuristic offers no algorithm (a dtype mix, an alignment or a shape it
-// does not take) the unfused gemm, bias_add and ReLU run instead: never a wrong result, only a
-// slower one. The refusal is remembered per shape so the heuristic is not asked again each call.
+// does not take) or the call answers NOT_SUPPORTED, the unfused gemm, bias_add and ReLU run
+// instead: never a wrong result, only a slower one. The refusal is remembered per shape (and
+// pointer alignment) so cuBLASLt is not asked again each call. NaN: the ReLU kernels map it to 0;
+// that the epilogue does the same is what FusionLinearCudaVsCpu checks on a GPU (not yet run).
+// Determinism: one algorithm per shape, chosen once; cuBLASLt's in-place split-K reduction is
+// sequenced, so results repeat bit for bit on one GPU model and toolkit, as cuBLAS's GEMMs do.
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -19,7 +23,6 @@
 #include <string>
 
 #include "cudl/kernels/cuda/cuda_backend.hpp"
-#include "cudl/kernels/cuda/launch.hpp"
 #include "cudl/kernels/cuda/op_util.hpp"
 
 namespace cudl {
@@ -181,11 +184,20 @@ void CudaBackend::do_linear_bias_relu_forward(Context& ctx, const Tensor& x, con
     return unfused();  // no room for cuBLASLt's scratch: the unfused ops need none
   }
   const float alpha = 1.0f, beta = 0.0f;
-  CUDL_CUBLAS_CHECK(
+  const cublasStatus_t status =
       cublasLtMatmul(r.cublaslt, c.op.get(), &alpha, w.raw(), c.a.get(), x.raw(), c.b.get(), &beta, y.raw(), c.d.get(),
-                     y.raw(), c.d.get(), &plan->algo, workspace->data(), workspace->bytes(), r.stream),
-      "cublasLtMatmul {} x={} w={} y={} {} bias={}", kOp, x.shape(), w.shape(), y.shape(), dtype_name(x.dtype()),
-      bias.defined());
+                     y.raw(), c.d.get(), &plan->algo, workspace->data(), workspace->bytes(), r.stream);
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED) {
+    // The heuristic offered an algorithm the call then refuses (reported before anything is
+    // launched): remember that, and give the result the unfused way.
+    {
+      const std::lock_guard lock(plans().mutex);
+      plans().by_key.insert_or_assign(key, Plan{});
+    }
+    return unfused();
+  }
+  CUDL_CUBLAS_CHECK(status, "cublasLtMatmul {} x={} w={} y={} {} bias={}", kOp, x.shape(), w.shape(), y.shape(),
+                    dtype_name(x.dtype()), bias.defined());
 }
 
 }  // namespace cudl
