@@ -133,6 +133,11 @@ class Backend {
   // ReLU, which compute the same function (the folded arithmetic rounds differently).
   void conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, const BatchNormEval& bn,
                          const Conv2dParams& p, const Tensor& residual, bool relu, Tensor& y);
+  // y = relu(x wᵀ + bias) in one op: x [N, in], w [out, in] (Linear's layout), bias [out] f32 or
+  // undefined, y [N, out]. x, w and y one float dtype (gemm's products accumulate in f32 and y is
+  // rounded once). The fused form of gemm(x, wᵀ), bias_add and a ReLU; its gradient is theirs, as
+  // for conv2d_bias_relu_forward (ReLU's backward reads only y).
+  void linear_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
 
   // ---- activations: y = f(x); dx = f'(x) * dy. `alpha` is leaky ReLU's negative slope ----
   void activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y);
@@ -271,6 +276,8 @@ class Backend {
   virtual void do_conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
                                     const BatchNormEval& bn, const Conv2dParams& p, const Tensor& residual, bool relu,
                                     Tensor& y) = 0;
+  virtual void do_linear_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
+                                           Tensor& y) = 0;
   virtual void do_activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y) = 0;
   virtual void do_activation_backward(Context& ctx, Activation a, float alpha, const Tensor& x, const Tensor& y,
                                       const Tensor& dy, Tensor& dx) = 0;

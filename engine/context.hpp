@@ -73,9 +73,9 @@ class Context {
   void set_deterministic(bool on) { deterministic_ = on; }
   ConvSearch conv_search() const { return conv_search_; }
   void set_conv_search(ConvSearch search) { conv_search_ = search; }
-  // Whether a network runs a Conv2d followed by its only reader, a ReLU, as one fused op
-  // (Backend::conv2d_bias_relu_forward; models/network/sequential.hpp). On by default; off runs
-  // the layers one by one, to compare (--fuse false). The results agree to float rounding.
+  // Whether a network runs a Conv2d or Linear followed by its only reader, a ReLU, as one fused op
+  // (Backend::conv2d_bias_relu_forward, linear_bias_relu_forward; models/network/sequential.hpp). On by default; off
+  // runs the layers one by one, to compare (--fuse false). The results agree to float rounding.
   bool fuse_layers() const { return fuse_layers_; }
   void set_fuse_layers(bool on) { fuse_layers_ = on; }
 

@@ -140,6 +140,11 @@ std::vector<OpSpec> make_table() {
   add("conv2d_bn", {"conv2d_bn_forward"}, {}, kF32, T::accumulated,
       "inference only (training normalises with batch statistics and is not fused); its parts are each checked",
       "timed inside every model of --models in inference (compare with --fuse false)");
+  // Its CUDA-vs-CPU cases (MLP and VGG-head widths, with and without a bias, f32 and the halves)
+  // live with the test, tests/test_fusion_linear.cpp.
+  add("linear_bias_relu", {"linear_bias_relu_forward"}, {}, kHalves, T::accumulated,
+      "its gradient is gemm's and relu's, each checked; the network test compares fused and unfused gradients",
+      "timed inside every model of --models (compare with --fuse false)");
   add("avgpool2d", {"avgpool2d_forward", "avgpool2d_backward"}, {Shape{2, 3, 9, 10}}, kHalves, T::elementwise, "",
       "maxpool2d_fwd times the same window walk");
   add("softmax", {"softmax_forward", "softmax_backward"}, {Shape{7, 10}, Shape{5, 1000}, Shape{3, 1}}, kF32,

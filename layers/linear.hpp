@@ -16,6 +16,8 @@ class Linear final : public Layer {
   std::vector<Parameter*> parameters() override;
   void initialize(Context& ctx, std::uint64_t seed) override;
 
+  Parameter& weight() { return weight_; }
+  Parameter& bias() { return bias_; }
   std::int64_t in_features() const { return in_features_; }
   std::int64_t out_features() const { return out_features_; }
   bool has_bias() const { return has_bias_; }

@@ -196,7 +196,9 @@ TEST(NetworkFusionCli, SummaryAndBenchProfileShowTheFusedPairsAndFuseFalseTurnsT
   ASSERT_EQ(on.status, 0) << on.err;
   EXPECT_TRUE(contains(on.out, "[fused with relu1]")) << on.out;
   EXPECT_TRUE(contains(on.out, "[fused with conv2]")) << on.out;
-  EXPECT_FALSE(contains(on.out, "[fused with relu3]")) << on.out;  // fc1 is a Linear
+  // fc1 is a Linear read only by relu3: fused too (linear_bias_relu_forward).
+  EXPECT_TRUE(contains(on.out, "[fused with relu3]")) << on.out;
+  EXPECT_TRUE(contains(on.out, "[fused with fc1]")) << on.out;
   const auto off = run_cli(dir, "summary --model mnist_cnn --fuse false");
   ASSERT_EQ(off.status, 0) << off.err;
   EXPECT_FALSE(contains(off.out, "fused")) << off.out;
@@ -205,6 +207,7 @@ TEST(NetworkFusionCli, SummaryAndBenchProfileShowTheFusedPairsAndFuseFalseTurnsT
       run_cli(dir, "bench --device cpu --models mnist_cnn --batch-sizes 2 --repeat 1 --profile --json b.json");
   ASSERT_EQ(bench.status, 0) << bench.err;
   EXPECT_TRUE(contains(bench.out, "(forward fused into conv1: conv2d_bias_relu_forward)")) << bench.out;
+  EXPECT_TRUE(contains(bench.out, "(forward fused into fc1: linear_bias_relu_forward)")) << bench.out;
   EXPECT_TRUE(contains(cudl::testing::slurp(dir.file("b.json")), "\"fuse\": true"));
   const auto unfused = run_cli(dir,
                                "bench --device cpu --models mnist_cnn --batch-sizes 2 --repeat 1 --profile "

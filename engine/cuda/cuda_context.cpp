@@ -323,6 +323,7 @@ std::unique_ptr<CudaResources> create_cuda_resources(int device, MathMode math) 
     CUDL_CUDA_CHECK(cudaStreamCreateWithFlags(&r->stream, cudaStreamNonBlocking));
     CUDL_CUBLAS_CHECK(cublasCreate(&r->cublas));
     CUDL_CUBLAS_CHECK(cublasSetStream(r->cublas, r->stream));
+    CUDL_CUBLAS_CHECK(cublasLtCreate(&r->cublaslt));
     CUDL_CUDNN_CHECK(cudnnCreate(&r->cudnn));
     CUDL_CUDNN_CHECK(cudnnSetStream(r->cudnn, r->stream));
     apply_math_mode(*r, math);
@@ -357,6 +358,7 @@ void destroy_cuda_resources(CudaResources* r) noexcept {
     }
     if (r->fault_host) cudaFreeHost(r->fault_host);
     if (r->cudnn) cudnnDestroy(r->cudnn);
+    if (r->cublaslt) cublasLtDestroy(r->cublaslt);
     if (r->cublas) cublasDestroy(r->cublas);
     if (r->stream) cudaStreamDestroy(r->stream);
     cudaGetLastError();

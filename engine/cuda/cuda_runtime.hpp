@@ -2,6 +2,7 @@
 // CUDA-only plumbing shared by the engine and the CUDA kernels: status checks that throw
 // cudl::Error naming the call, the per-context resources (stream, cuBLAS and cuDNN handles), and
 // the device allocator. Included only by code compiled when CUDL_HAVE_CUDA is set.
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
@@ -111,6 +112,9 @@ struct CudaResources {
   int device = 0;
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
+  // cuBLASLt, for GEMMs with a fused epilogue (kernels/cublas/linear_fused.cpp); its calls take
+  // the stream each time.
+  cublasLtHandle_t cublaslt = nullptr;
   cudnnHandle_t cudnn = nullptr;
   // The device fault word (see device_fault_word), drawn from `pool` on this stream, and the
   // pinned int its value is copied into ahead of each synchronising read.

@@ -25,6 +25,8 @@ class CpuBackend final : public Backend {
                                    const Conv2dParams& p, Tensor& y) override;
   void do_conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, const BatchNormEval& bn,
                             const Conv2dParams& p, const Tensor& residual, bool relu, Tensor& y) override;
+  void do_linear_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
+                                   Tensor& y) override;
   void do_activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y) override;
   void do_activation_backward(Context& ctx, Activation a, float alpha, const Tensor& x, const Tensor& y,
                               const Tensor& dy, Tensor& dx) override;

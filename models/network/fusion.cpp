@@ -27,7 +27,7 @@ Tensor fused_conv_relu_forward(Context& ctx, Conv2d& conv, const Tensor& x, bool
 
 Tensor fused_relu_backward(Context& ctx, FusedConvRelu& saved, const Tensor& dy) {
   CUDL_CHECK(saved.y.defined(),
-             "ReLU::backward (fused with its Conv2d): no saved output (forward was not run with "
+             "ReLU::backward (fused with its Conv2d or Linear): no saved output (forward was not run with "
              "train=true)");
   Tensor dx = Tensor::empty(dy.shape(), ctx, dy.dtype());
   // The backend reads x for ReLU; y > 0 exactly where x > 0, so the output stands in for it.

@@ -159,7 +159,9 @@ Tensor Sequential::forward(Context& ctx, const Tensor& x, bool train) {
       ++profile_[index].calls;
       if (index > 0 && fused_[index - 1]) {
         profile_[index].fused_into = layers_[index - 1].first;
-        profile_[index].fused_op = "conv2d_bias_relu_forward";
+        profile_[index].fused_op = dynamic_cast<const Linear*>(layers_[index - 1].second.get()) != nullptr
+                                       ? "linear_bias_relu_forward"
+                                       : "conv2d_bias_relu_forward";
       }
       if (const int c = bn_fused_.chain_of[index]; c >= 0) {
         const auto head = static_cast<std::size_t>(bn_fused_.chains[static_cast<std::size_t>(c)].conv);
@@ -188,7 +190,7 @@ std::vector<bool> Sequential::fusion_plan() const {
   for (std::size_t i = 0; i + 1 < n; ++i) {
     const bool tapped = std::find(tap_names_.begin(), tap_names_.end(), layers_[i].first) != tap_names_.end();
     plan[i] = readers[i] == 1 && producers(i + 1) == std::vector<int>{static_cast<int>(i)} && !tapped &&
-              fusible_conv_relu(*layers_[i].second, *layers_[i + 1].second);
+              fusible_pair(*layers_[i].second, *layers_[i + 1].second);
   }
   return plan;
 }
@@ -239,8 +241,7 @@ Tensor Sequential::forward_layer(Context& ctx, std::size_t index, const std::vec
   // The ReLU of a fused pair: the pair's op already produced its output.
   if (index > 0 && fused_[index - 1]) return in.front();
   if (bn_fused_.chain_of[index] >= 0) return conv_bn_layer(ctx, index, in);
-  if (fused_[index])
-    return fused_conv_relu_forward(ctx, static_cast<Conv2d&>(*layer), in.front(), train, fused_saved_[index]);
+  if (fused_[index]) return fused_pair_forward(ctx, *layer, in.front(), train, fused_saved_[index]);
   auto* merge = dynamic_cast<MergeLayer*>(layer.get());
   if (merge == nullptr) return layer->forward(ctx, in.front(), train);
   std::vector<Shape> shapes;
@@ -255,8 +256,7 @@ std::vector<Tensor> Sequential::backward_layer(Context& ctx, std::size_t index, 
              "Sequential::backward: layer '{}' ran fused with its batch norm in an inference forward (train=false); "
              "run forward with train=true before backward",
              layers_[index].first);
-  if (index < fused_.size() && fused_[index])
-    return {fused_conv_backward(ctx, static_cast<Conv2d&>(layer), fused_saved_[index], dy)};
+  if (index < fused_.size() && fused_[index]) return {fused_pair_backward(ctx, layer, fused_saved_[index], dy)};
   if (index > 0 && index < fused_.size() && fused_[index - 1])
     return {fused_relu_backward(ctx, fused_saved_[index - 1], dy)};
   if (auto* merge = dynamic_cast<MergeLayer*>(&layer)) return merge->backward_inputs(ctx, dy);

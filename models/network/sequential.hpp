@@ -22,6 +22,7 @@
 #include "cudl/layers/layer.hpp"
 #include "cudl/models/network/fusion.hpp"
 #include "cudl/models/network/fusion_bn.hpp"
+#include "cudl/models/network/fusion_linear.hpp"
 
 namespace cudl {
 
@@ -36,7 +37,7 @@ struct LayerSummary {
   Shape output_shape;
   std::int64_t params = 0;
   DType output_dtype = DType::f32;  // under the summary's compute dtype
-  // A Conv2d: the ReLU it runs fused with when Context::fuse_layers is on. A ReLU: the Conv2d it is
+  // A Conv2d or Linear: the ReLU it runs fused with when Context::fuse_layers is on. A ReLU: the layer it is
   // fused into. Empty otherwise.
   std::string fused_with;
 };
@@ -109,9 +110,9 @@ class Sequential : public ParameterBlocks {
   }
 
   // Layer fusion (models/network/fusion.hpp): when ctx.fuse_layers() is on, forward runs each
-  // Conv2d whose only reader is a ReLU as one op with it, unless the Conv2d is tapped (its own
+  // Conv2d or Linear whose only reader is a ReLU as one op with it, unless that layer is tapped (its own
   // output, before the ReLU, is then needed). backward follows what the last forward did.
-  // The Conv2d layers that would run fused with the ReLU after them.
+  // The Conv2d and Linear layers that would run fused with the ReLU after them.
   std::vector<std::string> fused_layers() const;
   // In inference (train=false) it also runs each Conv2d -> BatchNorm2d (-> Add) (-> ReLU) chain as
   // one op (models/network/fusion_bn.hpp). The chains an inference forward would fuse, each as its
@@ -145,7 +146,7 @@ class Sequential : public ParameterBlocks {
   std::vector<int> producers(std::size_t index) const;
   // The last layer that reads each layer's output (its own index when none does).
   std::vector<std::size_t> last_readers() const;
-  // Per layer: whether it is a Conv2d that runs fused with the ReLU at the next index.
+  // Per layer: whether it is a Conv2d or Linear that runs fused with the ReLU at the next index.
   std::vector<bool> fusion_plan() const;
   // The Conv2d + BatchNorm2d chains inference would fuse (regardless of ctx.fuse_layers()).
   ConvBnPlan conv_bn_plan() const;

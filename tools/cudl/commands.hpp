@@ -46,7 +46,7 @@ void run_pipeline_bench(const PipelineBenchArgs& a, const std::string& model_nam
 //   --conv-algo heuristic|measured   cuDNN's guess, or time every algorithm once per shape (as
 //                                    PyTorch's cudnn.benchmark) and keep the winners in an
 //                                    on-disk cache for later runs (default measured)
-//   --fuse true|false                a Conv2d and the ReLU after it as one op (default true;
+//   --fuse true|false                a Conv2d or Linear and the ReLU after it as one op (default true;
 //                                    Context::fuse_layers)
 //   --cuda-graphs true|false         replay fixed-shape steps as CUDA graphs (engine/step_graph.hpp)
 // The CPU has one algorithm and no TF32; apply_compute_options notes what it ignores.
