@@ -397,532 +397,529 @@ void Backend::compose_conv2d_bn_forward(Context& ctx, const Tensor& x, const Ten
   do_batchnorm_forward_eval(ctx, conv, bn.gamma, bn.beta, bn.running_mean, bn.running_var, bn.eps, y);
   if (residual.defined()) do_axpy(ctx, 1.0f, residual, y);
   if (relu) do_activation_forward(ctx, Activation::relu, 0.0f, y, y);
+}
 
-  void Backend::linear_bias_relu_forward(Context & ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
-                                         Tensor& y) {
-    constexpr std::string_view op = "linear_bias_relu_forward";
-    bound_to(ctx, op);
-    placed_float(ctx, op, "x", x);
-    placed_as(ctx, op, "w", w, "x", x);
-    placed_as(ctx, op, "y", y, "x", x);
-    check::rank_is(op, "x", x, 2);
-    check::rank_is(op, "w", w, 2);
-    CUDL_CHECK(w.dim(1) == x.dim(1), "{}: w={} must be [out, {}] for x={}", op, w.shape(), x.dim(1), x.shape());
-    check::shape_is(op, "y", y, Shape{x.dim(0), w.dim(0)});
-    if (bias.defined()) {  // f32 whatever the data's dtype, as bias_add's
-      placed(ctx, op, "bias", bias);
-      CUDL_CHECK(bias.shape() == Shape{w.dim(0)}, "{}: bias={} but w={} has {} outputs", op, bias.shape(), w.shape(),
-                 w.dim(0));
-    }
-    do_linear_bias_relu_forward(ctx, x, w, bias, y);
+void Backend::linear_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
+  constexpr std::string_view op = "linear_bias_relu_forward";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "x", x);
+  placed_as(ctx, op, "w", w, "x", x);
+  placed_as(ctx, op, "y", y, "x", x);
+  check::rank_is(op, "x", x, 2);
+  check::rank_is(op, "w", w, 2);
+  CUDL_CHECK(w.dim(1) == x.dim(1), "{}: w={} must be [out, {}] for x={}", op, w.shape(), x.dim(1), x.shape());
+  check::shape_is(op, "y", y, Shape{x.dim(0), w.dim(0)});
+  if (bias.defined()) {  // f32 whatever the data's dtype, as bias_add's
+    placed(ctx, op, "bias", bias);
+    CUDL_CHECK(bias.shape() == Shape{w.dim(0)}, "{}: bias={} but w={} has {} outputs", op, bias.shape(), w.shape(),
+               w.dim(0));
   }
+  do_linear_bias_relu_forward(ctx, x, w, bias, y);
+}
 
-  // ---- activations ----
+// ---- activations ----
 
-  void Backend::activation_forward(Context & ctx, Activation a, float alpha, const Tensor& x, Tensor& y) {
-    constexpr std::string_view op = "activation_forward";
-    bound_to(ctx, op);
-    placed_float(ctx, op, "x", x);
-    placed_as(ctx, op, "y", y, "x", x);
-    check::same_shape(op, "x", x, "y", y);
-    do_activation_forward(ctx, a, alpha, x, y);
+void Backend::activation_forward(Context& ctx, Activation a, float alpha, const Tensor& x, Tensor& y) {
+  constexpr std::string_view op = "activation_forward";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "x", x);
+  placed_as(ctx, op, "y", y, "x", x);
+  check::same_shape(op, "x", x, "y", y);
+  do_activation_forward(ctx, a, alpha, x, y);
+}
+
+void Backend::activation_backward(Context& ctx, Activation a, float alpha, const Tensor& x, const Tensor& y,
+                                  const Tensor& dy, Tensor& dx) {
+  constexpr std::string_view op = "activation_backward";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "dy", dy);
+  placed_as(ctx, op, "dx", dx, "dy", dy);
+  check::same_shape(op, "dy", dy, "dx", dx);
+  // ReLU-like functions differentiate from x, sigmoid and tanh from y; only that one is needed.
+  if (activation_grad_reads_x(a)) {
+    placed_as(ctx, op, "x", x, "dy", dy);
+    check::same_shape(op, "x", x, "dy", dy);
+  } else {
+    placed_as(ctx, op, "y", y, "dy", dy);
+    check::same_shape(op, "y", y, "dy", dy);
   }
+  do_activation_backward(ctx, a, alpha, x, y, dy, dx);
+}
 
-  void Backend::activation_backward(Context & ctx, Activation a, float alpha, const Tensor& x, const Tensor& y,
-                                    const Tensor& dy, Tensor& dx) {
-    constexpr std::string_view op = "activation_backward";
-    bound_to(ctx, op);
-    placed_float(ctx, op, "dy", dy);
-    placed_as(ctx, op, "dx", dx, "dy", dy);
-    check::same_shape(op, "dy", dy, "dx", dx);
-    // ReLU-like functions differentiate from x, sigmoid and tanh from y; only that one is needed.
-    if (activation_grad_reads_x(a)) {
-      placed_as(ctx, op, "x", x, "dy", dy);
-      check::same_shape(op, "x", x, "dy", dy);
-    } else {
-      placed_as(ctx, op, "y", y, "dy", dy);
-      check::same_shape(op, "y", y, "dy", dy);
-    }
-    do_activation_backward(ctx, a, alpha, x, y, dy, dx);
+// ---- pooling ----
+
+void Backend::maxpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
+  constexpr std::string_view op = "maxpool2d_forward";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "x", x);
+  placed_as(ctx, op, "y", y, "x", x);
+  placed(ctx, op, "argmax", argmax, DType::i32);
+  check::shape_is(op, "y", y, pool2d_output_shape(x.shape(), p));
+  check::same_shape(op, "y", y, "argmax", argmax);
+  do_maxpool2d_forward(ctx, x, p, y, argmax);
+}
+
+void Backend::maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p,
+                                 Tensor& dx) {
+  constexpr std::string_view op = "maxpool2d_backward";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "dy", dy);
+  placed(ctx, op, "argmax", argmax, DType::i32);
+  placed_as(ctx, op, "dx", dx, "dy", dy);
+  pool_backward_shapes(op, dy, dx, p);
+  check::same_shape(op, "dy", dy, "argmax", argmax);
+  do_maxpool2d_backward(ctx, dy, argmax, p, dx);
+}
+
+void Backend::avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y) {
+  constexpr std::string_view op = "avgpool2d_forward";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "x", x);
+  placed_as(ctx, op, "y", y, "x", x);
+  check::shape_is(op, "y", y, pool2d_output_shape(x.shape(), p));
+  do_avgpool2d_forward(ctx, x, p, y);
+}
+
+void Backend::avgpool2d_backward(Context& ctx, const Tensor& dy, const Pool2dParams& p, Tensor& dx) {
+  constexpr std::string_view op = "avgpool2d_backward";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "dy", dy);
+  placed_as(ctx, op, "dx", dx, "dy", dy);
+  pool_backward_shapes(op, dy, dx, p);
+  do_avgpool2d_backward(ctx, dy, p, dx);
+}
+
+// ---- softmax family ----
+
+void Backend::softmax_forward(Context& ctx, const Tensor& x, Tensor& y) {
+  bound_to(ctx, "softmax_forward");
+  softmax_forward_args(ctx, "softmax_forward", x, y);
+  if (x.numel() > 0) do_softmax_forward(ctx, x, y);
+}
+
+void Backend::softmax_backward(Context& ctx, const Tensor& y, const Tensor& dy, Tensor& dx) {
+  bound_to(ctx, "softmax_backward");
+  softmax_backward_args(ctx, "softmax_backward", y, dy, dx);
+  if (y.numel() > 0) do_softmax_backward(ctx, y, dy, dx);
+}
+
+void Backend::log_softmax_forward(Context& ctx, const Tensor& x, Tensor& y) {
+  bound_to(ctx, "log_softmax_forward");
+  softmax_forward_args(ctx, "log_softmax_forward", x, y);
+  if (x.numel() > 0) do_log_softmax_forward(ctx, x, y);
+}
+
+void Backend::log_softmax_backward(Context& ctx, const Tensor& y, const Tensor& dy, Tensor& dx) {
+  bound_to(ctx, "log_softmax_backward");
+  softmax_backward_args(ctx, "log_softmax_backward", y, dy, dx);
+  if (y.numel() > 0) do_log_softmax_backward(ctx, y, dy, dx);
+}
+
+void Backend::softmax_cross_entropy_forward(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& probs,
+                                            Tensor& loss) {
+  constexpr std::string_view op = "softmax_cross_entropy_forward";
+  bound_to(ctx, op);
+  rows(ctx, op, "logits", logits);
+  placed(ctx, op, "probs", probs);
+  placed(ctx, op, "loss", loss);
+  check::same_shape(op, "logits", logits, "probs", probs);
+  check::numel_is(op, "loss", loss, 1);
+  CUDL_CHECK(logits.dim(0) > 0 && logits.dim(1) > 0, "{}: logits is empty (shape {})", op, logits.shape());
+  labels_for(ctx, op, labels, logits.dim(0));
+  do_softmax_cross_entropy_forward(ctx, logits, labels, probs, loss);
+}
+
+void Backend::softmax_cross_entropy_backward(Context& ctx, const Tensor& probs, const Tensor& labels, float dloss,
+                                             Tensor& dlogits) {
+  constexpr std::string_view op = "softmax_cross_entropy_backward";
+  bound_to(ctx, op);
+  rows(ctx, op, "probs", probs);
+  placed(ctx, op, "dlogits", dlogits);
+  check::same_shape(op, "probs", probs, "dlogits", dlogits);
+  labels_for(ctx, op, labels, probs.dim(0));
+  CUDL_CHECK(probs.dim(1) > 0 || probs.dim(0) == 0, "{}: probs={} has rows but no classes", op, probs.shape());
+  if (probs.numel() > 0) do_softmax_cross_entropy_backward(ctx, probs, labels, dloss, dlogits);
+}
+
+// ---- Gram matrices ----
+
+void Backend::gram_forward(Context& ctx, const Tensor& x, Tensor& g) {
+  constexpr std::string_view op = "gram_forward";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "x", x);
+  placed(ctx, op, "g", g);
+  check::rank_is(op, "x", x, 4);
+  check::shape_is(op, "g", g, Shape{x.dim(0), x.dim(1), x.dim(1)});
+  do_gram_forward(ctx, x, g);
+}
+
+void Backend::gram_backward(Context& ctx, const Tensor& x, const Tensor& dg, Tensor& dx) {
+  constexpr std::string_view op = "gram_backward";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "x", x);
+  placed(ctx, op, "dg", dg);
+  placed_as(ctx, op, "dx", dx, "x", x);
+  check::rank_is(op, "x", x, 4);
+  check::shape_is(op, "dg", dg, Shape{x.dim(0), x.dim(1), x.dim(1)});
+  check::same_shape(op, "x", x, "dx", dx);
+  if (x.numel() > 0) do_gram_backward(ctx, x, dg, dx);
+}
+
+// ---- losses ----
+
+void Backend::mse_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) {
+  constexpr std::string_view op = "mse_loss_forward";
+  bound_to(ctx, op);
+  loss_forward_args(ctx, op, a, b, loss);
+  do_mse_loss_forward(ctx, a, b, loss);
+}
+
+void Backend::mse_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
+  constexpr std::string_view op = "mse_loss_backward";
+  bound_to(ctx, op);
+  loss_backward_args(ctx, op, a, b, da);
+  do_mse_loss_backward(ctx, a, b, dloss, da);
+}
+
+void Backend::l1_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) {
+  constexpr std::string_view op = "l1_loss_forward";
+  bound_to(ctx, op);
+  loss_forward_args(ctx, op, a, b, loss);
+  do_l1_loss_forward(ctx, a, b, loss);
+}
+
+void Backend::l1_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
+  constexpr std::string_view op = "l1_loss_backward";
+  bound_to(ctx, op);
+  loss_backward_args(ctx, op, a, b, da);
+  do_l1_loss_backward(ctx, a, b, dloss, da);
+}
+
+namespace {
+void tv_beta_arg(std::string_view op, float beta) {
+  CUDL_CHECK(beta >= 1.0f && beta <= 4.0f, "{}: beta must be in [1, 4], got {}", op, beta);
+}
+}  // namespace
+
+void Backend::tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss, float beta) {
+  constexpr std::string_view op = "tv_loss_forward";
+  bound_to(ctx, op);
+  placed(ctx, op, "x", x);
+  check::rank_is(op, "x", x, 4);
+  scalar(ctx, op, "loss", loss);
+  tv_beta_arg(op, beta);
+  do_tv_loss_forward(ctx, x, beta, loss);
+}
+
+void Backend::tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate, float beta) {
+  constexpr std::string_view op = "tv_loss_backward";
+  bound_to(ctx, op);
+  tv_beta_arg(op, beta);
+  placed(ctx, op, "x", x);
+  placed(ctx, op, "dx", dx);
+  check::rank_is(op, "x", x, 4);
+  check::same_shape(op, "x", x, "dx", dx);
+  CUDL_CHECK(dx.raw() != x.raw() || x.numel() == 0, "{}: dx must not alias x (x={})", op, x.shape());
+  do_tv_loss_backward(ctx, x, beta, dloss, dx, accumulate);
+}
+
+// ---- dropout and the elementwise product ----
+
+void Backend::dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset,
+                              Tensor& y, Tensor& mask) {
+  constexpr std::string_view op = "dropout_forward";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "x", x);
+  placed_as(ctx, op, "y", y, "x", x);
+  placed_as(ctx, op, "mask", mask, "x", x);
+  check::same_shape(op, "x", x, "y", y);
+  check::same_shape(op, "x", x, "mask", mask);
+  CUDL_CHECK(p >= 0.0f && p < 1.0f, "{}: p={} must be in [0, 1) (x={})", op, p, x.shape());
+  do_dropout_forward(ctx, x, p, seed, offset, y, mask);
+}
+
+void Backend::mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
+  constexpr std::string_view op = "mul";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "a", a);
+  placed_as(ctx, op, "b", b, "a", a);
+  placed_as(ctx, op, "out", out, "a", a);
+  check::same_shape(op, "a", a, "b", b);
+  check::same_shape(op, "a", a, "out", out);
+  do_mul(ctx, a, b, out);
+}
+
+// ---- optimizer steps ----
+
+void Backend::sgd_step(Context& ctx, const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf) {
+  constexpr std::string_view op = "sgd_step";
+  bound_to(ctx, op);
+  placed(ctx, op, "param", param);
+  placed(ctx, op, "grad", grad);
+  check::same_shape(op, "param", param, "grad", grad);
+  CUDL_CHECK(p.momentum >= 0.0f, "{}: momentum={} is negative (param={})", op, p.momentum, param.shape());
+  CUDL_CHECK(!p.nesterov || (p.momentum > 0.0f && p.dampening == 0.0f),
+             "{}: nesterov needs momentum > 0 and dampening 0, got momentum={} dampening={} (param={})", op, p.momentum,
+             p.dampening, param.shape());
+  if (p.momentum > 0.0f) {
+    placed(ctx, op, "momentum_buf", momentum_buf);
+    check::same_shape(op, "param", param, "momentum_buf", momentum_buf);
   }
+  do_sgd_step(ctx, p, param, grad, momentum_buf);
+}
 
-  // ---- pooling ----
+void Backend::adam_step(Context& ctx, const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v) {
+  constexpr std::string_view op = "adam_step";
+  bound_to(ctx, op);
+  placed(ctx, op, "param", param);
+  placed(ctx, op, "grad", grad);
+  placed(ctx, op, "m", m);
+  placed(ctx, op, "v", v);
+  check::same_shape(op, "param", param, "grad", grad);
+  check::same_shape(op, "param", param, "m", m);
+  check::same_shape(op, "param", param, "v", v);
+  CUDL_CHECK(p.step >= 1, "{}: step={} must be >= 1 (it is 1-based; param={})", op, p.step, param.shape());
+  do_adam_step(ctx, p, param, grad, m, v);
+}
 
-  void Backend::maxpool2d_forward(Context & ctx, const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
-    constexpr std::string_view op = "maxpool2d_forward";
-    bound_to(ctx, op);
-    placed_float(ctx, op, "x", x);
-    placed_as(ctx, op, "y", y, "x", x);
-    placed(ctx, op, "argmax", argmax, DType::i32);
-    check::shape_is(op, "y", y, pool2d_output_shape(x.shape(), p));
-    check::same_shape(op, "y", y, "argmax", argmax);
-    do_maxpool2d_forward(ctx, x, p, y, argmax);
+// ---- reductions ----
+
+void Backend::sum(Context& ctx, const Tensor& x, Tensor& out) {
+  bound_to(ctx, "sum");
+  placed_float(ctx, "sum", "x", x);
+  scalar(ctx, "sum", "out", out);
+  do_sum(ctx, x, out);
+}
+
+void Backend::mean(Context& ctx, const Tensor& x, Tensor& out) {
+  bound_to(ctx, "mean");
+  placed_float(ctx, "mean", "x", x);
+  scalar(ctx, "mean", "out", out);
+  CUDL_CHECK(x.numel() > 0, "mean: x is empty (shape {})", x.shape());
+  do_mean(ctx, x, out);
+}
+
+void Backend::max(Context& ctx, const Tensor& x, Tensor& out) {
+  bound_to(ctx, "max");
+  placed_float(ctx, "max", "x", x);
+  scalar(ctx, "max", "out", out);
+  CUDL_CHECK(x.numel() > 0, "max: x is empty (shape {})", x.shape());
+  do_max(ctx, x, out);
+}
+
+void Backend::argmax_rows(Context& ctx, const Tensor& x, Tensor& out) {
+  constexpr std::string_view op = "argmax_rows";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "x", x);
+  check::rank_is(op, "x", x, 2);
+  placed(ctx, op, "out", out, DType::i32);
+  check::shape_is(op, "out", out, Shape{x.dim(0)});
+  CUDL_CHECK(x.dim(1) > 0, "argmax_rows: x has no columns (shape {})", x.shape());
+  if (x.dim(0) > 0) do_argmax_rows(ctx, x, out);
+}
+
+void Backend::accuracy(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& out) {
+  constexpr std::string_view op = "accuracy";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "logits", logits);
+  check::rank_is(op, "logits", logits, 2);
+  labels_for(ctx, op, labels, logits.dim(0));
+  scalar(ctx, op, "out", out);
+  CUDL_CHECK(logits.dim(0) > 0 && logits.dim(1) > 0, "accuracy: logits is empty (shape {})", logits.shape());
+  do_accuracy(ctx, logits, labels, out);
+}
+
+// ---- elementwise basics ----
+
+void Backend::fill(Context& ctx, Tensor& x, float value) {
+  bound_to(ctx, "fill");
+  placed_float(ctx, "fill", "x", x);
+  do_fill(ctx, x, value);
+}
+
+void Backend::copy(Context& ctx, const Tensor& src, Tensor& dst) {
+  bound_to(ctx, "copy");
+  check::defined("copy", "src", src);
+  check::defined("copy", "dst", dst);
+  check::on_device("copy", "src", src, ctx.device());
+  check::on_device("copy", "dst", dst, ctx.device());
+  CUDL_CHECK(src.nbytes() == dst.nbytes(), "copy: size mismatch: src={} ({}) but dst={} ({})", src.shape(),
+             dtype_name(src.dtype()), dst.shape(), dtype_name(dst.dtype()));
+  if (src.nbytes() > 0 && src.raw() != dst.raw()) do_copy(ctx, src, dst);
+}
+
+void Backend::axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) {
+  bound_to(ctx, "axpy");
+  placed_float(ctx, "axpy", "x", x);
+  placed_as(ctx, "axpy", "y", y, "x", x);
+  check::same_shape("axpy", "x", x, "y", y);
+  do_axpy(ctx, alpha, x, y);
+}
+
+void Backend::scale(Context& ctx, Tensor& x, float alpha) {
+  bound_to(ctx, "scale");
+  placed_float(ctx, "scale", "x", x);
+  do_scale(ctx, x, alpha);
+}
+
+// ---- per-channel affine map and batch norm ----
+
+void Backend::channel_affine(Context& ctx, const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y) {
+  constexpr std::string_view op = "channel_affine";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "x", x);
+  placed(ctx, op, "scale", scale);
+  placed(ctx, op, "shift", shift);
+  placed_as(ctx, op, "y", y, "x", x);
+  channel_dims(op, "x", x);
+  per_channel(op, "scale", scale, "x", x);
+  per_channel(op, "shift", shift, "x", x);
+  check::same_shape(op, "x", x, "y", y);
+  do_channel_affine(ctx, x, scale, shift, y);
+}
+
+void Backend::channel_affine_backward(Context& ctx, const Tensor& dy, const Tensor& scale, Tensor& dx) {
+  constexpr std::string_view op = "channel_affine_backward";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "dy", dy);
+  placed(ctx, op, "scale", scale);
+  placed_as(ctx, op, "dx", dx, "dy", dy);
+  channel_dims(op, "dy", dy);
+  per_channel(op, "scale", scale, "dy", dy);
+  check::same_shape(op, "dy", dy, "dx", dx);
+  do_channel_affine_backward(ctx, dy, scale, dx);
+}
+
+void Backend::batchnorm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+                                      float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y,
+                                      Tensor& save_mean, Tensor& save_invstd) {
+  constexpr std::string_view op = "batchnorm_forward_train";
+  bound_to(ctx, op);
+  const ChannelDims d = batchnorm_args(ctx, op, x,
+                                       {{"gamma", gamma, Role::per_channel},
+                                        {"beta", beta, Role::per_channel},
+                                        {"running_mean", running_mean, Role::per_channel},
+                                        {"running_var", running_var, Role::per_channel},
+                                        {"y", y, Role::like_x},
+                                        {"save_mean", save_mean, Role::per_channel},
+                                        {"save_invstd", save_invstd, Role::per_channel}});
+  batchnorm_eps(op, eps);
+  CUDL_CHECK(momentum >= 0.0f && momentum <= 1.0f, "{}: momentum={} must be in [0, 1]", op, momentum);
+  if (d.channels == 0) return;
+  // The unbiased running variance divides by count - 1 (PyTorch refuses the same case: "Expected
+  // more than 1 value per channel when training").
+  CUDL_CHECK(d.per_channel() > 1, "{}: x={} has {} value(s) per channel; training needs more than 1", op, x.shape(),
+             d.per_channel());
+  do_batchnorm_forward_train(ctx, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean, save_invstd);
+}
+
+void Backend::batchnorm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                     const Tensor& running_mean, const Tensor& running_var, float eps, Tensor& y) {
+  constexpr std::string_view op = "batchnorm_forward_eval";
+  bound_to(ctx, op);
+  batchnorm_args(ctx, op, x,
+                 {{"gamma", gamma, Role::per_channel},
+                  {"beta", beta, Role::per_channel},
+                  {"running_mean", running_mean, Role::per_channel},
+                  {"running_var", running_var, Role::per_channel},
+                  {"y", y, Role::like_x}});
+  batchnorm_eps(op, eps);
+  if (x.numel() > 0) do_batchnorm_forward_eval(ctx, x, gamma, beta, running_mean, running_var, eps, y);
+}
+
+void Backend::batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                                 const Tensor& save_mean, const Tensor& save_invstd, float eps, Tensor& dx,
+                                 Tensor& dgamma, Tensor& dbeta) {
+  constexpr std::string_view op = "batchnorm_backward";
+  bound_to(ctx, op);
+  batchnorm_args(ctx, op, x,
+                 {{"dy", dy, Role::like_x},
+                  {"gamma", gamma, Role::per_channel},
+                  {"save_mean", save_mean, Role::per_channel},
+                  {"save_invstd", save_invstd, Role::per_channel},
+                  {"dx", dx, Role::like_x},
+                  {"dgamma", dgamma, Role::per_channel},
+                  {"dbeta", dbeta, Role::per_channel}});
+  batchnorm_eps(op, eps);
+  if (x.numel() == 0) return;  // no values (or no channels): nothing to differentiate, nothing to add
+  do_batchnorm_backward(ctx, x, dy, gamma, save_mean, save_invstd, eps, dx, dgamma, dbeta);
+}
+
+// ---- precision ----
+
+void Backend::cast(Context& ctx, const Tensor& src, Tensor& dst) {
+  constexpr std::string_view op = "cast";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "src", src);
+  placed_float(ctx, op, "dst", dst);
+  CUDL_CHECK(src.numel() == dst.numel(), "{}: src={} ({} elements) but dst={} ({} elements)", op, src.shape(),
+             src.numel(), dst.shape(), dst.numel());
+  if (src.numel() == 0) return;
+  if (src.dtype() == dst.dtype()) {
+    if (src.raw() != dst.raw()) do_copy(ctx, src, dst);
+    return;
   }
+  do_cast(ctx, src, dst);
+}
 
-  void Backend::maxpool2d_backward(Context & ctx, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p,
-                                   Tensor& dx) {
-    constexpr std::string_view op = "maxpool2d_backward";
-    bound_to(ctx, op);
-    placed_float(ctx, op, "dy", dy);
-    placed(ctx, op, "argmax", argmax, DType::i32);
-    placed_as(ctx, op, "dx", dx, "dy", dy);
-    pool_backward_shapes(op, dy, dx, p);
-    check::same_shape(op, "dy", dy, "argmax", argmax);
-    do_maxpool2d_backward(ctx, dy, argmax, p, dx);
-  }
+// ---- vector helpers for L-BFGS and image output ----
 
-  void Backend::avgpool2d_forward(Context & ctx, const Tensor& x, const Pool2dParams& p, Tensor& y) {
-    constexpr std::string_view op = "avgpool2d_forward";
-    bound_to(ctx, op);
-    placed_float(ctx, op, "x", x);
-    placed_as(ctx, op, "y", y, "x", x);
-    check::shape_is(op, "y", y, pool2d_output_shape(x.shape(), p));
-    do_avgpool2d_forward(ctx, x, p, y);
-  }
+void Backend::dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
+  bound_to(ctx, "dot");
+  placed(ctx, "dot", "a", a);
+  placed(ctx, "dot", "b", b);
+  placed(ctx, "dot", "out", out);
+  check::same_shape("dot", "a", a, "b", b);
+  check::numel_is("dot", "out", out, 1);
+  do_dot(ctx, a, b, out);
+}
 
-  void Backend::avgpool2d_backward(Context & ctx, const Tensor& dy, const Pool2dParams& p, Tensor& dx) {
-    constexpr std::string_view op = "avgpool2d_backward";
-    bound_to(ctx, op);
-    placed_float(ctx, op, "dy", dy);
-    placed_as(ctx, op, "dx", dx, "dy", dy);
-    pool_backward_shapes(op, dy, dx, p);
-    do_avgpool2d_backward(ctx, dy, p, dx);
-  }
+void Backend::clamp(Context& ctx, Tensor& x, float low, float high) {
+  bound_to(ctx, "clamp");
+  placed(ctx, "clamp", "x", x);
+  CUDL_CHECK(low <= high, "clamp: low={} > high={} (x={})", low, high, x.shape());
+  do_clamp(ctx, x, low, high);
+}
 
-  // ---- softmax family ----
+void Backend::axpy_scalar(Context& ctx, float sign, const Tensor& alpha, const Tensor& x, Tensor& y) {
+  constexpr std::string_view op = "axpy_scalar";
+  bound_to(ctx, op);
+  scalar(ctx, op, "alpha", alpha);
+  placed(ctx, op, "x", x);
+  placed(ctx, op, "y", y);
+  check::same_shape(op, "x", x, "y", y);
+  do_axpy_scalar(ctx, sign, alpha, x, y);
+}
 
-  void Backend::softmax_forward(Context & ctx, const Tensor& x, Tensor& y) {
-    bound_to(ctx, "softmax_forward");
-    softmax_forward_args(ctx, "softmax_forward", x, y);
-    if (x.numel() > 0) do_softmax_forward(ctx, x, y);
-  }
+void Backend::abs_sum(Context& ctx, const Tensor& x, Tensor& out) {
+  bound_to(ctx, "abs_sum");
+  placed(ctx, "abs_sum", "x", x);
+  scalar(ctx, "abs_sum", "out", out);
+  do_abs_sum(ctx, x, out);
+}
 
-  void Backend::softmax_backward(Context & ctx, const Tensor& y, const Tensor& dy, Tensor& dx) {
-    bound_to(ctx, "softmax_backward");
-    softmax_backward_args(ctx, "softmax_backward", y, dy, dx);
-    if (y.numel() > 0) do_softmax_backward(ctx, y, dy, dx);
-  }
+void Backend::scalar_op(Context& ctx, ScalarOp kind, const Tensor& a, const Tensor& b, Tensor& out) {
+  bound_to(ctx, "scalar_op");
+  scalar(ctx, "scalar_op", "a", a);
+  scalar(ctx, "scalar_op", "b", b);
+  scalar(ctx, "scalar_op", "out", out);
+  do_scalar_op(ctx, kind, a, b, out);
+}
 
-  void Backend::log_softmax_forward(Context & ctx, const Tensor& x, Tensor& y) {
-    bound_to(ctx, "log_softmax_forward");
-    softmax_forward_args(ctx, "log_softmax_forward", x, y);
-    if (x.numel() > 0) do_log_softmax_forward(ctx, x, y);
-  }
+// ---- seeded random fills ----
 
-  void Backend::log_softmax_backward(Context & ctx, const Tensor& y, const Tensor& dy, Tensor& dx) {
-    bound_to(ctx, "log_softmax_backward");
-    softmax_backward_args(ctx, "log_softmax_backward", y, dy, dx);
-    if (y.numel() > 0) do_log_softmax_backward(ctx, y, dy, dx);
-  }
+void Backend::fill_uniform(Context& ctx, Tensor& x, float low, float high, std::uint64_t seed, std::uint64_t offset) {
+  bound_to(ctx, "fill_uniform");
+  placed(ctx, "fill_uniform", "x", x);
+  CUDL_CHECK(low <= high, "fill_uniform: low={} > high={} (x={})", low, high, x.shape());
+  do_fill_uniform(ctx, x, low, high, seed, offset);
+}
 
-  void Backend::softmax_cross_entropy_forward(Context & ctx, const Tensor& logits, const Tensor& labels, Tensor& probs,
-                                              Tensor& loss) {
-    constexpr std::string_view op = "softmax_cross_entropy_forward";
-    bound_to(ctx, op);
-    rows(ctx, op, "logits", logits);
-    placed(ctx, op, "probs", probs);
-    placed(ctx, op, "loss", loss);
-    check::same_shape(op, "logits", logits, "probs", probs);
-    check::numel_is(op, "loss", loss, 1);
-    CUDL_CHECK(logits.dim(0) > 0 && logits.dim(1) > 0, "{}: logits is empty (shape {})", op, logits.shape());
-    labels_for(ctx, op, labels, logits.dim(0));
-    do_softmax_cross_entropy_forward(ctx, logits, labels, probs, loss);
-  }
-
-  void Backend::softmax_cross_entropy_backward(Context & ctx, const Tensor& probs, const Tensor& labels, float dloss,
-                                               Tensor& dlogits) {
-    constexpr std::string_view op = "softmax_cross_entropy_backward";
-    bound_to(ctx, op);
-    rows(ctx, op, "probs", probs);
-    placed(ctx, op, "dlogits", dlogits);
-    check::same_shape(op, "probs", probs, "dlogits", dlogits);
-    labels_for(ctx, op, labels, probs.dim(0));
-    CUDL_CHECK(probs.dim(1) > 0 || probs.dim(0) == 0, "{}: probs={} has rows but no classes", op, probs.shape());
-    if (probs.numel() > 0) do_softmax_cross_entropy_backward(ctx, probs, labels, dloss, dlogits);
-  }
-
-  // ---- Gram matrices ----
-
-  void Backend::gram_forward(Context & ctx, const Tensor& x, Tensor& g) {
-    constexpr std::string_view op = "gram_forward";
-    bound_to(ctx, op);
-    placed_float(ctx, op, "x", x);
-    placed(ctx, op, "g", g);
-    check::rank_is(op, "x", x, 4);
-    check::shape_is(op, "g", g, Shape{x.dim(0), x.dim(1), x.dim(1)});
-    do_gram_forward(ctx, x, g);
-  }
-
-  void Backend::gram_backward(Context & ctx, const Tensor& x, const Tensor& dg, Tensor& dx) {
-    constexpr std::string_view op = "gram_backward";
-    bound_to(ctx, op);
-    placed_float(ctx, op, "x", x);
-    placed(ctx, op, "dg", dg);
-    placed_as(ctx, op, "dx", dx, "x", x);
-    check::rank_is(op, "x", x, 4);
-    check::shape_is(op, "dg", dg, Shape{x.dim(0), x.dim(1), x.dim(1)});
-    check::same_shape(op, "x", x, "dx", dx);
-    if (x.numel() > 0) do_gram_backward(ctx, x, dg, dx);
-  }
-
-  // ---- losses ----
-
-  void Backend::mse_loss_forward(Context & ctx, const Tensor& a, const Tensor& b, Tensor& loss) {
-    constexpr std::string_view op = "mse_loss_forward";
-    bound_to(ctx, op);
-    loss_forward_args(ctx, op, a, b, loss);
-    do_mse_loss_forward(ctx, a, b, loss);
-  }
-
-  void Backend::mse_loss_backward(Context & ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
-    constexpr std::string_view op = "mse_loss_backward";
-    bound_to(ctx, op);
-    loss_backward_args(ctx, op, a, b, da);
-    do_mse_loss_backward(ctx, a, b, dloss, da);
-  }
-
-  void Backend::l1_loss_forward(Context & ctx, const Tensor& a, const Tensor& b, Tensor& loss) {
-    constexpr std::string_view op = "l1_loss_forward";
-    bound_to(ctx, op);
-    loss_forward_args(ctx, op, a, b, loss);
-    do_l1_loss_forward(ctx, a, b, loss);
-  }
-
-  void Backend::l1_loss_backward(Context & ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
-    constexpr std::string_view op = "l1_loss_backward";
-    bound_to(ctx, op);
-    loss_backward_args(ctx, op, a, b, da);
-    do_l1_loss_backward(ctx, a, b, dloss, da);
-  }
-
-  namespace {
-  void tv_beta_arg(std::string_view op, float beta) {
-    CUDL_CHECK(beta >= 1.0f && beta <= 4.0f, "{}: beta must be in [1, 4], got {}", op, beta);
-  }
-  }  // namespace
-
-  void Backend::tv_loss_forward(Context & ctx, const Tensor& x, Tensor& loss, float beta) {
-    constexpr std::string_view op = "tv_loss_forward";
-    bound_to(ctx, op);
-    placed(ctx, op, "x", x);
-    check::rank_is(op, "x", x, 4);
-    scalar(ctx, op, "loss", loss);
-    tv_beta_arg(op, beta);
-    do_tv_loss_forward(ctx, x, beta, loss);
-  }
-
-  void Backend::tv_loss_backward(Context & ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate, float beta) {
-    constexpr std::string_view op = "tv_loss_backward";
-    bound_to(ctx, op);
-    tv_beta_arg(op, beta);
-    placed(ctx, op, "x", x);
-    placed(ctx, op, "dx", dx);
-    check::rank_is(op, "x", x, 4);
-    check::same_shape(op, "x", x, "dx", dx);
-    CUDL_CHECK(dx.raw() != x.raw() || x.numel() == 0, "{}: dx must not alias x (x={})", op, x.shape());
-    do_tv_loss_backward(ctx, x, beta, dloss, dx, accumulate);
-  }
-
-  // ---- dropout and the elementwise product ----
-
-  void Backend::dropout_forward(Context & ctx, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset,
-                                Tensor& y, Tensor& mask) {
-    constexpr std::string_view op = "dropout_forward";
-    bound_to(ctx, op);
-    placed_float(ctx, op, "x", x);
-    placed_as(ctx, op, "y", y, "x", x);
-    placed_as(ctx, op, "mask", mask, "x", x);
-    check::same_shape(op, "x", x, "y", y);
-    check::same_shape(op, "x", x, "mask", mask);
-    CUDL_CHECK(p >= 0.0f && p < 1.0f, "{}: p={} must be in [0, 1) (x={})", op, p, x.shape());
-    do_dropout_forward(ctx, x, p, seed, offset, y, mask);
-  }
-
-  void Backend::mul(Context & ctx, const Tensor& a, const Tensor& b, Tensor& out) {
-    constexpr std::string_view op = "mul";
-    bound_to(ctx, op);
-    placed_float(ctx, op, "a", a);
-    placed_as(ctx, op, "b", b, "a", a);
-    placed_as(ctx, op, "out", out, "a", a);
-    check::same_shape(op, "a", a, "b", b);
-    check::same_shape(op, "a", a, "out", out);
-    do_mul(ctx, a, b, out);
-  }
-
-  // ---- optimizer steps ----
-
-  void Backend::sgd_step(Context & ctx, const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf) {
-    constexpr std::string_view op = "sgd_step";
-    bound_to(ctx, op);
-    placed(ctx, op, "param", param);
-    placed(ctx, op, "grad", grad);
-    check::same_shape(op, "param", param, "grad", grad);
-    CUDL_CHECK(p.momentum >= 0.0f, "{}: momentum={} is negative (param={})", op, p.momentum, param.shape());
-    CUDL_CHECK(!p.nesterov || (p.momentum > 0.0f && p.dampening == 0.0f),
-               "{}: nesterov needs momentum > 0 and dampening 0, got momentum={} dampening={} (param={})", op,
-               p.momentum, p.dampening, param.shape());
-    if (p.momentum > 0.0f) {
-      placed(ctx, op, "momentum_buf", momentum_buf);
-      check::same_shape(op, "param", param, "momentum_buf", momentum_buf);
-    }
-    do_sgd_step(ctx, p, param, grad, momentum_buf);
-  }
-
-  void Backend::adam_step(Context & ctx, const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v) {
-    constexpr std::string_view op = "adam_step";
-    bound_to(ctx, op);
-    placed(ctx, op, "param", param);
-    placed(ctx, op, "grad", grad);
-    placed(ctx, op, "m", m);
-    placed(ctx, op, "v", v);
-    check::same_shape(op, "param", param, "grad", grad);
-    check::same_shape(op, "param", param, "m", m);
-    check::same_shape(op, "param", param, "v", v);
-    CUDL_CHECK(p.step >= 1, "{}: step={} must be >= 1 (it is 1-based; param={})", op, p.step, param.shape());
-    do_adam_step(ctx, p, param, grad, m, v);
-  }
-
-  // ---- reductions ----
-
-  void Backend::sum(Context & ctx, const Tensor& x, Tensor& out) {
-    bound_to(ctx, "sum");
-    placed_float(ctx, "sum", "x", x);
-    scalar(ctx, "sum", "out", out);
-    do_sum(ctx, x, out);
-  }
-
-  void Backend::mean(Context & ctx, const Tensor& x, Tensor& out) {
-    bound_to(ctx, "mean");
-    placed_float(ctx, "mean", "x", x);
-    scalar(ctx, "mean", "out", out);
-    CUDL_CHECK(x.numel() > 0, "mean: x is empty (shape {})", x.shape());
-    do_mean(ctx, x, out);
-  }
-
-  void Backend::max(Context & ctx, const Tensor& x, Tensor& out) {
-    bound_to(ctx, "max");
-    placed_float(ctx, "max", "x", x);
-    scalar(ctx, "max", "out", out);
-    CUDL_CHECK(x.numel() > 0, "max: x is empty (shape {})", x.shape());
-    do_max(ctx, x, out);
-  }
-
-  void Backend::argmax_rows(Context & ctx, const Tensor& x, Tensor& out) {
-    constexpr std::string_view op = "argmax_rows";
-    bound_to(ctx, op);
-    placed_float(ctx, op, "x", x);
-    check::rank_is(op, "x", x, 2);
-    placed(ctx, op, "out", out, DType::i32);
-    check::shape_is(op, "out", out, Shape{x.dim(0)});
-    CUDL_CHECK(x.dim(1) > 0, "argmax_rows: x has no columns (shape {})", x.shape());
-    if (x.dim(0) > 0) do_argmax_rows(ctx, x, out);
-  }
-
-  void Backend::accuracy(Context & ctx, const Tensor& logits, const Tensor& labels, Tensor& out) {
-    constexpr std::string_view op = "accuracy";
-    bound_to(ctx, op);
-    placed_float(ctx, op, "logits", logits);
-    check::rank_is(op, "logits", logits, 2);
-    labels_for(ctx, op, labels, logits.dim(0));
-    scalar(ctx, op, "out", out);
-    CUDL_CHECK(logits.dim(0) > 0 && logits.dim(1) > 0, "accuracy: logits is empty (shape {})", logits.shape());
-    do_accuracy(ctx, logits, labels, out);
-  }
-
-  // ---- elementwise basics ----
-
-  void Backend::fill(Context & ctx, Tensor & x, float value) {
-    bound_to(ctx, "fill");
-    placed_float(ctx, "fill", "x", x);
-    do_fill(ctx, x, value);
-  }
-
-  void Backend::copy(Context & ctx, const Tensor& src, Tensor& dst) {
-    bound_to(ctx, "copy");
-    check::defined("copy", "src", src);
-    check::defined("copy", "dst", dst);
-    check::on_device("copy", "src", src, ctx.device());
-    check::on_device("copy", "dst", dst, ctx.device());
-    CUDL_CHECK(src.nbytes() == dst.nbytes(), "copy: size mismatch: src={} ({}) but dst={} ({})", src.shape(),
-               dtype_name(src.dtype()), dst.shape(), dtype_name(dst.dtype()));
-    if (src.nbytes() > 0 && src.raw() != dst.raw()) do_copy(ctx, src, dst);
-  }
-
-  void Backend::axpy(Context & ctx, float alpha, const Tensor& x, Tensor& y) {
-    bound_to(ctx, "axpy");
-    placed_float(ctx, "axpy", "x", x);
-    placed_as(ctx, "axpy", "y", y, "x", x);
-    check::same_shape("axpy", "x", x, "y", y);
-    do_axpy(ctx, alpha, x, y);
-  }
-
-  void Backend::scale(Context & ctx, Tensor & x, float alpha) {
-    bound_to(ctx, "scale");
-    placed_float(ctx, "scale", "x", x);
-    do_scale(ctx, x, alpha);
-  }
-
-  // ---- per-channel affine map and batch norm ----
-
-  void Backend::channel_affine(Context & ctx, const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y) {
-    constexpr std::string_view op = "channel_affine";
-    bound_to(ctx, op);
-    placed_float(ctx, op, "x", x);
-    placed(ctx, op, "scale", scale);
-    placed(ctx, op, "shift", shift);
-    placed_as(ctx, op, "y", y, "x", x);
-    channel_dims(op, "x", x);
-    per_channel(op, "scale", scale, "x", x);
-    per_channel(op, "shift", shift, "x", x);
-    check::same_shape(op, "x", x, "y", y);
-    do_channel_affine(ctx, x, scale, shift, y);
-  }
-
-  void Backend::channel_affine_backward(Context & ctx, const Tensor& dy, const Tensor& scale, Tensor& dx) {
-    constexpr std::string_view op = "channel_affine_backward";
-    bound_to(ctx, op);
-    placed_float(ctx, op, "dy", dy);
-    placed(ctx, op, "scale", scale);
-    placed_as(ctx, op, "dx", dx, "dy", dy);
-    channel_dims(op, "dy", dy);
-    per_channel(op, "scale", scale, "dy", dy);
-    check::same_shape(op, "dy", dy, "dx", dx);
-    do_channel_affine_backward(ctx, dy, scale, dx);
-  }
-
-  void Backend::batchnorm_forward_train(Context & ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                        float eps, float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y,
-                                        Tensor& save_mean, Tensor& save_invstd) {
-    constexpr std::string_view op = "batchnorm_forward_train";
-    bound_to(ctx, op);
-    const ChannelDims d = batchnorm_args(ctx, op, x,
-                                         {{"gamma", gamma, Role::per_channel},
-                                          {"beta", beta, Role::per_channel},
-                                          {"running_mean", running_mean, Role::per_channel},
-                                          {"running_var", running_var, Role::per_channel},
-                                          {"y", y, Role::like_x},
-                                          {"save_mean", save_mean, Role::per_channel},
-                                          {"save_invstd", save_invstd, Role::per_channel}});
-    batchnorm_eps(op, eps);
-    CUDL_CHECK(momentum >= 0.0f && momentum <= 1.0f, "{}: momentum={} must be in [0, 1]", op, momentum);
-    if (d.channels == 0) return;
-    // The unbiased running variance divides by count - 1 (PyTorch refuses the same case: "Expected
-    // more than 1 value per channel when training").
-    CUDL_CHECK(d.per_channel() > 1, "{}: x={} has {} value(s) per channel; training needs more than 1", op, x.shape(),
-               d.per_channel());
-    do_batchnorm_forward_train(ctx, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
-                               save_invstd);
-  }
-
-  void Backend::batchnorm_forward_eval(Context & ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                       const Tensor& running_mean, const Tensor& running_var, float eps, Tensor& y) {
-    constexpr std::string_view op = "batchnorm_forward_eval";
-    bound_to(ctx, op);
-    batchnorm_args(ctx, op, x,
-                   {{"gamma", gamma, Role::per_channel},
-                    {"beta", beta, Role::per_channel},
-                    {"running_mean", running_mean, Role::per_channel},
-                    {"running_var", running_var, Role::per_channel},
-                    {"y", y, Role::like_x}});
-    batchnorm_eps(op, eps);
-    if (x.numel() > 0) do_batchnorm_forward_eval(ctx, x, gamma, beta, running_mean, running_var, eps, y);
-  }
-
-  void Backend::batchnorm_backward(Context & ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
-                                   const Tensor& save_mean, const Tensor& save_invstd, float eps, Tensor& dx,
-                                   Tensor& dgamma, Tensor& dbeta) {
-    constexpr std::string_view op = "batchnorm_backward";
-    bound_to(ctx, op);
-    batchnorm_args(ctx, op, x,
-                   {{"dy", dy, Role::like_x},
-                    {"gamma", gamma, Role::per_channel},
-                    {"save_mean", save_mean, Role::per_channel},
-                    {"save_invstd", save_invstd, Role::per_channel},
-                    {"dx", dx, Role::like_x},
-                    {"dgamma", dgamma, Role::per_channel},
-                    {"dbeta", dbeta, Role::per_channel}});
-    batchnorm_eps(op, eps);
-    if (x.numel() == 0) return;  // no values (or no channels): nothing to differentiate, nothing to add
-    do_batchnorm_backward(ctx, x, dy, gamma, save_mean, save_invstd, eps, dx, dgamma, dbeta);
-  }
-
-  // ---- precision ----
-
-  void Backend::cast(Context & ctx, const Tensor& src, Tensor& dst) {
-    constexpr std::string_view op = "cast";
-    bound_to(ctx, op);
-    placed_float(ctx, op, "src", src);
-    placed_float(ctx, op, "dst", dst);
-    CUDL_CHECK(src.numel() == dst.numel(), "{}: src={} ({} elements) but dst={} ({} elements)", op, src.shape(),
-               src.numel(), dst.shape(), dst.numel());
-    if (src.numel() == 0) return;
-    if (src.dtype() == dst.dtype()) {
-      if (src.raw() != dst.raw()) do_copy(ctx, src, dst);
-      return;
-    }
-    do_cast(ctx, src, dst);
-  }
-
-  // ---- vector helpers for L-BFGS and image output ----
-
-  void Backend::dot(Context & ctx, const Tensor& a, const Tensor& b, Tensor& out) {
-    bound_to(ctx, "dot");
-    placed(ctx, "dot", "a", a);
-    placed(ctx, "dot", "b", b);
-    placed(ctx, "dot", "out", out);
-    check::same_shape("dot", "a", a, "b", b);
-    check::numel_is("dot", "out", out, 1);
-    do_dot(ctx, a, b, out);
-  }
-
-  void Backend::clamp(Context & ctx, Tensor & x, float low, float high) {
-    bound_to(ctx, "clamp");
-    placed(ctx, "clamp", "x", x);
-    CUDL_CHECK(low <= high, "clamp: low={} > high={} (x={})", low, high, x.shape());
-    do_clamp(ctx, x, low, high);
-  }
-
-  void Backend::axpy_scalar(Context & ctx, float sign, const Tensor& alpha, const Tensor& x, Tensor& y) {
-    constexpr std::string_view op = "axpy_scalar";
-    bound_to(ctx, op);
-    scalar(ctx, op, "alpha", alpha);
-    placed(ctx, op, "x", x);
-    placed(ctx, op, "y", y);
-    check::same_shape(op, "x", x, "y", y);
-    do_axpy_scalar(ctx, sign, alpha, x, y);
-  }
-
-  void Backend::abs_sum(Context & ctx, const Tensor& x, Tensor& out) {
-    bound_to(ctx, "abs_sum");
-    placed(ctx, "abs_sum", "x", x);
-    scalar(ctx, "abs_sum", "out", out);
-    do_abs_sum(ctx, x, out);
-  }
-
-  void Backend::scalar_op(Context & ctx, ScalarOp kind, const Tensor& a, const Tensor& b, Tensor& out) {
-    bound_to(ctx, "scalar_op");
-    scalar(ctx, "scalar_op", "a", a);
-    scalar(ctx, "scalar_op", "b", b);
-    scalar(ctx, "scalar_op", "out", out);
-    do_scalar_op(ctx, kind, a, b, out);
-  }
-
-  // ---- seeded random fills ----
-
-  void Backend::fill_uniform(Context & ctx, Tensor & x, float low, float high, std::uint64_t seed,
-                             std::uint64_t offset) {
-    bound_to(ctx, "fill_uniform");
-    placed(ctx, "fill_uniform", "x", x);
-    CUDL_CHECK(low <= high, "fill_uniform: low={} > high={} (x={})", low, high, x.shape());
-    do_fill_uniform(ctx, x, low, high, seed, offset);
-  }
-
-  void Backend::fill_normal(Context & ctx, Tensor & x, float mean, float stddev, std::uint64_t seed,
-                            std::uint64_t offset) {
-    bound_to(ctx, "fill_normal");
-    placed(ctx, "fill_normal", "x", x);
-    CUDL_CHECK(stddev >= 0.0f, "fill_normal: stddev={} is negative (x={})", stddev, x.shape());
-    do_fill_normal(ctx, x, mean, stddev, seed, offset);
-  }
+void Backend::fill_normal(Context& ctx, Tensor& x, float mean, float stddev, std::uint64_t seed, std::uint64_t offset) {
+  bound_to(ctx, "fill_normal");
+  placed(ctx, "fill_normal", "x", x);
+  CUDL_CHECK(stddev >= 0.0f, "fill_normal: stddev={} is negative (x={})", stddev, x.shape());
+  do_fill_normal(ctx, x, mean, stddev, seed, offset);
+}
 
 }  // namespace cudl
