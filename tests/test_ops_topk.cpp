@@ -92,8 +92,8 @@ std::vector<std::uint32_t> bits_of(const std::vector<float>& v) {
 class TopKOps : public BackendTest {};
 
 TEST_P(TopKOps, HandCaseTiesNaNAndSignedZero) {
-  Tensor x = make({1, 3, 3, 0,           //
-                   kNaN, 2, kNaN, 2,     //
+  Tensor x = make({1, 3, 3, 0,        //
+                   kNaN, 2, kNaN, 2,  //
                    -0.0f, 0, -kInf, kNaN},
                   {3, 4});
   Tensor idx = Tensor::empty({3, 3}, ctx(), DType::i32), val = Tensor::empty({3, 3}, ctx());
@@ -119,8 +119,8 @@ TEST_P(TopKOps, MatchesPartialSortReference) {
       EXPECT_EQ(got, reference_top_k(xs, s[0], s[1], k)) << fmt::format("{}", s) << " k=" << k;
       std::vector<float> expected_values;
       for (std::size_t i = 0; i < got.size(); ++i)
-        expected_values.push_back(xs[i / static_cast<std::size_t>(k) * static_cast<std::size_t>(s[1]) +
-                                     static_cast<std::size_t>(got[i])]);
+        expected_values.push_back(
+            xs[i / static_cast<std::size_t>(k) * static_cast<std::size_t>(s[1]) + static_cast<std::size_t>(got[i])]);
       EXPECT_EQ(bits_of(host(val)), bits_of(expected_values)) << fmt::format("{}", s) << " k=" << k;
     }
   }

@@ -42,7 +42,8 @@ void top_k_rows(const T* x, std::int64_t n, std::int64_t cols, std::int64_t k, s
     for (std::int64_t c = 0; c < cols; ++c) keys[static_cast<std::size_t>(c)] = rank_key(load(row[c]), c);
     std::partial_sort(keys.begin(), keys.begin() + kk, keys.end(), std::greater<>());
     for (std::int64_t j = 0; j < k; ++j) {
-      const auto col = static_cast<std::int64_t>(0xFFFFFFFFu - static_cast<std::uint32_t>(keys[static_cast<std::size_t>(j)]));
+      const auto col =
+          static_cast<std::int64_t>(0xFFFFFFFFu - static_cast<std::uint32_t>(keys[static_cast<std::size_t>(j)]));
       indices[r * k + j] = static_cast<std::int32_t>(col);
       if (values != nullptr) values[r * k + j] = load(row[col]);
     }

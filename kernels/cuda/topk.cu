@@ -9,8 +9,8 @@
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/iterator/transform_iterator.h>
 
-#include <cub/device/device_segmented_radix_sort.cuh>
 #include <cstdint>
+#include <cub/device/device_segmented_radix_sort.cuh>
 
 #include "cudl/kernels/cuda/float_types.cuh"
 #include "cudl/kernels/cuda/launch.cuh"
@@ -84,8 +84,7 @@ std::size_t top_k_scratch_bytes(std::int64_t rows, std::int64_t cols) {
 }
 
 void launch_top_k(const void* x, FloatType t, std::int64_t rows, std::int64_t cols, std::int64_t k,
-                  std::int32_t* indices, float* values, void* scratch, std::size_t scratch_bytes,
-                  cudaStream_t stream) {
+                  std::int32_t* indices, float* values, void* scratch, std::size_t scratch_bytes, cudaStream_t stream) {
   const std::int64_t n = rows * cols;
   if (n <= 0) return;
   const std::size_t key_bytes = aligned(static_cast<std::size_t>(n) * sizeof(std::uint64_t));
@@ -101,8 +100,7 @@ void launch_top_k(const void* x, FloatType t, std::int64_t rows, std::int64_t co
     CUDL_STATUS_CHECK(cub::DeviceSegmentedRadixSort::SortKeysDescending(
         sort_storage, sort_storage_bytes, keys_in, keys_out, static_cast<int>(n), static_cast<int>(rows), begin,
         begin + 1, 0, 64, stream));
-    launch_linear("top_k_pick_kernel", top_k_pick_kernel<T>, rows * k, stream, xt, keys_out, cols, k, indices,
-                  values);
+    launch_linear("top_k_pick_kernel", top_k_pick_kernel<T>, rows * k, stream, xt, keys_out, cols, k, indices, values);
   });
 }
 
