@@ -169,6 +169,12 @@ std::size_t top_k_scratch_bytes(std::int64_t rows, std::int64_t cols);
 void launch_top_k(const void* x, FloatType t, std::int64_t rows, std::int64_t cols, std::int64_t k,
                   std::int32_t* indices, float* values, void* scratch, std::size_t scratch_bytes, cudaStream_t stream);
 
+// ---- peers.cu: library baselines for `cudl bench` (kernels/cuda/peers.hpp), not ops ----
+std::size_t cub_sum_scratch_bytes(std::int64_t n);
+// out[0] = cub::DeviceReduce::Sum(x[0..n)), CUB's float accumulator.
+void launch_cub_sum(const float* x, std::int64_t n, float* out, void* scratch, std::size_t scratch_bytes,
+                    cudaStream_t stream);
+
 // ---- losses.cu (the forward passes take kReduceScratchBytes of scratch) ----
 // loss[0] = mean((a-b)²) or mean(|a-b|), each term and the sum in double.
 void launch_mse_loss_forward(const void* a, const void* b, FloatType t, std::int64_t n, float* loss, void* scratch,
