@@ -1,7 +1,7 @@
 // The CUB side of the bench's peer rows (kernels/cuda/peers.hpp). CUB's headers stay in this file
 // and kernels/cuda/topk.cu.
-#include <cub/device/device_reduce.cuh>
 #include <cstdint>
+#include <cub/device/device_reduce.cuh>
 
 #include "cudl/kernels/cuda/launch.hpp"
 
@@ -9,8 +9,8 @@ namespace cudl::cuda_detail {
 
 std::size_t cub_sum_scratch_bytes(std::int64_t n) {
   std::size_t bytes = 0;
-  CUDL_STATUS_CHECK(cub::DeviceReduce::Sum(nullptr, bytes, static_cast<const float*>(nullptr),
-                                           static_cast<float*>(nullptr), n));
+  CUDL_STATUS_CHECK(
+      cub::DeviceReduce::Sum(nullptr, bytes, static_cast<const float*>(nullptr), static_cast<float*>(nullptr), n));
   return bytes;
 }
 
