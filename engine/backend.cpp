@@ -729,6 +729,25 @@ void Backend::accuracy(Context& ctx, const Tensor& logits, const Tensor& labels,
   do_accuracy(ctx, logits, labels, out);
 }
 
+void Backend::top_k(Context& ctx, const Tensor& x, Tensor& indices, Tensor& values) {
+  constexpr std::string_view op = "top_k";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "x", x);
+  check::rank_is(op, "x", x, 2);
+  placed(ctx, op, "indices", indices, DType::i32);
+  check::rank_is(op, "indices", indices, 2);
+  const std::int64_t k = indices.dim(1);
+  CUDL_CHECK(indices.dim(0) == x.dim(0), "{}: indices={} must have x's {} rows (x={})", op, indices.shape(), x.dim(0),
+             x.shape());
+  CUDL_CHECK(k >= 1 && k <= x.dim(1), "{}: k={} (indices={}) must be in [1, K={}] (x={})", op, k, indices.shape(),
+             x.dim(1), x.shape());
+  if (values.defined()) {
+    placed(ctx, op, "values", values);
+    check::shape_is(op, "values", values, indices.shape());
+  }
+  if (x.dim(0) > 0) do_top_k(ctx, x, indices, values);
+}
+
 // ---- elementwise basics ----
 
 void Backend::fill(Context& ctx, Tensor& x, float value) {

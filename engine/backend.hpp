@@ -17,7 +17,7 @@
 // - Float in, f32 or the input's dtype out: gemm (a, b one dtype; c f32 or theirs),
 //   conv2d_backward_filter (x, dy one dtype; dw f32 or theirs: a master-weight gradient).
 // - Float in, f32 out: bias_add/bias_grad's bias, gram_forward's g (gram_backward: dg f32, dx as x),
-//   mse/l1 losses (a, b, da one dtype; loss f32), sum, mean, max, argmax_rows, accuracy, channel
+//   mse/l1 losses (a, b, da one dtype; loss f32), sum, mean, max, argmax_rows, accuracy, top_k, channel
 //   affine's scale and shift, batch norm's per-channel tensors.
 // - f32 only: the softmax family and cross-entropy, tv_loss, optimizer steps, dot, clamp,
 //   axpy_scalar, abs_sum, scalar_op, the random fills.
@@ -202,6 +202,12 @@ class Backend {
   void argmax_rows(Context& ctx, const Tensor& x, Tensor& out);
   // out[0] = fraction of rows whose argmax equals labels[n].
   void accuracy(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& out);
+  // The k best columns of each row of x [N, K] (any float dtype), k = indices.dim(1) in [1, K]:
+  // indices i32 [N, k] in rank order and, unless undefined, values f32 [N, k] (x[n, indices[n, j]]
+  // widened). One total order on both backends: larger value first, equal values (+0 == -0) by
+  // lower column, NaN after every number (so indices[n, 0] is argmax_rows' answer). Only N*k
+  // results leave the device, where a caller ranking on the host would copy all N*K logits.
+  void top_k(Context& ctx, const Tensor& x, Tensor& indices, Tensor& values);
 
   // ---- elementwise basics ----
   void fill(Context& ctx, Tensor& x, float value);
@@ -259,7 +265,7 @@ class Backend {
   // The backends' implementations, called only after the public method's checks passed. Checks
   // that belong to one backend only (a cuBLAS int limit, the CPU's label scan) stay in them.
   // The front does not call them for empty inputs of the softmax family, cross-entropy backward,
-  // gram_backward, argmax_rows, copy (or a copy onto itself) and batch norm (nor for batch-norm
+  // gram_backward, argmax_rows, top_k, copy (or a copy onto itself) and batch norm (nor for batch-norm
   // training without channels); the other ops must handle empty tensors.
   virtual ConstantHold do_hold_constant(Context& ctx, const Tensor& t) = 0;
   virtual void do_gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b,
@@ -316,6 +322,7 @@ class Backend {
   virtual void do_max(Context& ctx, const Tensor& x, Tensor& out) = 0;
   virtual void do_argmax_rows(Context& ctx, const Tensor& x, Tensor& out) = 0;
   virtual void do_accuracy(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& out) = 0;
+  virtual void do_top_k(Context& ctx, const Tensor& x, Tensor& indices, Tensor& values) = 0;  // values may be undefined
   virtual void do_fill(Context& ctx, Tensor& x, float value) = 0;
   virtual void do_copy(Context& ctx, const Tensor& src, Tensor& dst) = 0;
   virtual void do_axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) = 0;

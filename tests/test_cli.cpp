@@ -26,6 +26,7 @@
 #include "cudl/engine/io/safetensors.hpp"
 #include "cudl/models/checkpoint/checkpoint.hpp"
 #include "cudl/models/zoo/zoo.hpp"
+#include "tests/backend_fixture.hpp"
 #include "tests/safetensors_edit.hpp"
 #include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"
@@ -210,6 +211,40 @@ TEST_F(Cli, CudaOnlyComputeOptionsAreNotedOnTheCpuAndRecordedInBenchJson) {
   const CliResult quiet = run("bench --device cpu --ops sum --repeat 1");
   ASSERT_EQ(quiet.status, 0) << quiet.err;
   EXPECT_FALSE(contains(quiet.err, "note:")) << quiet.err;
+}
+
+// The peer rows (kernels/cuda/peers.hpp) exist on a GPU only: the CPU's run has its own sum alone.
+TEST_F(Cli, BenchHasNoPeerRowOnTheCpu) {
+  const CliResult r =
+      run(fmt::format("bench --device cpu --ops sum --shape 4096 --repeat 1 --json '{}'", file("p.json")));
+  ASSERT_EQ(r.status, 0) << r.err;
+  const nlohmann::json doc = nlohmann::json::parse(slurp(file("p.json")));
+  ASSERT_EQ(doc["results"].size(), 1u) << doc.dump();
+  EXPECT_EQ(doc["results"][0]["op"], "sum");
+  EXPECT_FALSE(doc["results"][0].contains("peer_of"));
+  EXPECT_FALSE(contains(r.out, "sum:cub")) << r.out;
+}
+
+// On a GPU, sum's row is followed by CUB's on a buffer of the same size, with its GB/s and how
+// many times its time cudl's sum takes; `--ops sum` keeps both.
+TEST_F(Cli, BenchTimesCubsSumBesideOursOnTheGpu) {
+  CUDL_REQUIRE_CUDA();
+  const CliResult r =
+      run(fmt::format("bench --device cuda --ops sum --shape 1048576 --repeat 3 --json '{}'", file("g.json")));
+  ASSERT_EQ(r.status, 0) << r.err;
+  const nlohmann::json doc = nlohmann::json::parse(slurp(file("g.json")));
+  ASSERT_EQ(doc["results"].size(), 2u) << doc.dump();
+  const nlohmann::json &own = doc["results"][0], &peer = doc["results"][1];
+  EXPECT_EQ(own["op"], "sum");
+  EXPECT_EQ(peer["op"], "sum:cub");
+  EXPECT_EQ(peer["peer_of"], "sum");
+  EXPECT_TRUE(contains(peer["peer"].get<std::string>(), "cub::DeviceReduce::Sum")) << peer.dump();
+  EXPECT_EQ(peer["shape"], own["shape"]);
+  EXPECT_EQ(peer["rate_unit"], "GB/s");
+  EXPECT_GT(peer["rate"].get<double>(), 0.0);
+  EXPECT_NEAR(peer["own_time_over_peer"].get<double>(),
+              own["median_ms"].get<double>() / peer["median_ms"].get<double>(), 1e-9);
+  EXPECT_TRUE(contains(r.out, "peer of sum")) << r.out;
 }
 
 TEST_F(Cli, BenchTimesOneOpAtAUsersShapeWithItsSpreadAndTheMachine) {

@@ -494,6 +494,32 @@ TEST(TrainerEval, ReportCountsTopKPerClassAndTheConfusionMatrix) {
   }
 }
 
+// Ties follow argmax_rows and top_k (ranked on the device now): of equal logits the lower class
+// ranks first, so a label tied with an earlier class is a top-1 miss but a top-2 hit.
+TEST(TrainerEval, TiedLogitsRankTheLowerClassFirst) {
+  for (Device device : devices()) {
+    SCOPED_TRACE(device.str());
+    Context ctx{device};
+    Sequential net = linear_model(ctx, 3);
+    std::vector<float> w = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0};
+    for (auto& p : net.parameters()) {
+      const bool weight = p.name.ends_with("weight");
+      Tensor values = Tensor::from_host(weight ? w : std::vector<float>(3, 0.0f), p.parameter->value.shape(), ctx);
+      ctx.backend().copy(ctx, values, p.parameter->value);
+    }
+    // [2, 2, 1] label 1 (tied with class 0: rank 2); [1, 3, 3] label 2 (rank 2); [4, 4, 4] label 0 (rank 1).
+    const Dataset data = make_dataset({2, 2, 1, 0, /**/ 1, 3, 3, 0, /**/ 4, 4, 4, 0}, {1, 2, 0}, 3);
+    const EvalReport top1 = evaluate_report(ctx, net, data, 2, 1);
+    EXPECT_DOUBLE_EQ(top1.top1, 1.0 / 3.0);
+    EXPECT_DOUBLE_EQ(top1.topk, 1.0 / 3.0);
+    const EvalReport top2 = evaluate_report(ctx, net, data, 2, 2);
+    EXPECT_DOUBLE_EQ(top2.top1, 1.0 / 3.0);
+    EXPECT_DOUBLE_EQ(top2.topk, 1.0);
+    const std::vector<std::vector<std::int64_t>> confusion = {{1, 0, 0}, {1, 0, 0}, {0, 1, 0}};
+    EXPECT_EQ(top2.confusion, confusion);
+  }
+}
+
 TEST(TrainerEval, ClassNamesComeFromTheDataset) {
   Dataset d;
   d.num_classes = 3;

@@ -160,6 +160,21 @@ void launch_argmax_rows(const void* x, FloatType t, std::int32_t* out, std::int6
 void launch_accuracy(const void* logits, FloatType t, const std::int32_t* labels, float* correct, float* out,
                      std::int64_t rows, std::int64_t cols, int* fault, cudaStream_t stream);
 
+// ---- topk.cu: the k best columns of each row of x [rows, cols], rows * cols < 2^31 ----
+// Scratch for launch_top_k: two key buffers of rows * cols 64-bit keys and CUB's sort storage.
+std::size_t top_k_scratch_bytes(std::int64_t rows, std::int64_t cols);
+// indices[r, j] (i32 [rows, k]) the j-th best column of row r by the CPU's order (kernels/cpu/topk.cpp:
+// larger first, equal values by lower column, NaN last); values[r, j] = x[r, indices[r, j]] widened,
+// unless values is null.
+void launch_top_k(const void* x, FloatType t, std::int64_t rows, std::int64_t cols, std::int64_t k,
+                  std::int32_t* indices, float* values, void* scratch, std::size_t scratch_bytes, cudaStream_t stream);
+
+// ---- peers.cu: library baselines for `cudl bench` (kernels/cuda/peers.hpp), not ops ----
+std::size_t cub_sum_scratch_bytes(std::int64_t n);
+// out[0] = cub::DeviceReduce::Sum(x[0..n)), CUB's float accumulator.
+void launch_cub_sum(const float* x, std::int64_t n, float* out, void* scratch, std::size_t scratch_bytes,
+                    cudaStream_t stream);
+
 // ---- losses.cu (the forward passes take kReduceScratchBytes of scratch) ----
 // loss[0] = mean((a-b)²) or mean(|a-b|), each term and the sum in double.
 void launch_mse_loss_forward(const void* a, const void* b, FloatType t, std::int64_t n, float* loss, void* scratch,

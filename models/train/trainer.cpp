@@ -149,24 +149,20 @@ EvalReport evaluate_report(Context& ctx, Sequential& model, const Dataset& data,
     Tensor probs = Tensor::empty(logits.shape(), ctx);
     be.softmax_cross_entropy_forward(ctx, logits, batch.labels, probs, batch_loss);
     be.axpy(ctx, static_cast<float>(batch.labels.numel()), batch_loss, loss_sum);
-    // Ranks on the host: eval is not the training loop, and one copy of [B, K] logits per batch
-    // is far cheaper than the forward pass that made them.
-    const std::vector<float> z = logits.to_vector(ctx);
+    // Ranked on the device (top_k): only B*k column indices come back, not the [B, K] logits. Its
+    // order is argmax_rows' first maximum for the prediction, and a label ranks after every class
+    // with a higher logit and every earlier class with an equal one (a NaN logit ranks last).
+    Tensor ranked = Tensor::empty({logits.dim(0), r.k}, ctx, DType::i32), no_values;
+    be.top_k(ctx, logits, ranked, no_values);
+    const std::vector<std::int32_t> top = ranked.to_int_vector(ctx);
     const std::vector<std::int32_t> labels = batch.labels.to_int_vector(ctx);
     for (std::size_t n = 0; n < labels.size(); ++n) {
-      const float* row = z.data() + n * static_cast<std::size_t>(classes);
+      const auto first = top.begin() + static_cast<std::ptrdiff_t>(n * static_cast<std::size_t>(r.k));
       const auto label = static_cast<std::size_t>(labels[n]);
-      // The prediction is the first maximum (argmax_rows' rule); the label ranks after every
-      // class with a higher logit and every earlier class with an equal one.
-      std::size_t pred = 0;
-      int rank = 0;
-      for (std::size_t c = 0; c < static_cast<std::size_t>(classes); ++c) {
-        if (row[c] > row[pred]) pred = c;
-        if (row[c] > row[label] || (row[c] == row[label] && c < label)) ++rank;
-      }
+      const auto pred = static_cast<std::size_t>(*first);
       ++r.confusion[label][pred];
       top1_hits += pred == label;
-      topk_hits += rank < r.k;
+      topk_hits += std::find(first, first + r.k, labels[n]) != first + r.k;
     }
     r.samples += static_cast<std::int64_t>(labels.size());
   }

@@ -37,6 +37,9 @@
 #include "cudl/layers/optimizer.hpp"
 #include "cudl/models/train/model_bench.hpp"
 #include "cudl/models/zoo/zoo.hpp"
+#if defined(CUDL_HAVE_CUDA)
+#include "cudl/kernels/cuda/peers.hpp"
+#endif
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
 
@@ -52,6 +55,10 @@ struct BenchCase {
   Rate rate;
   double work;  // FLOPs or bytes moved per run
   std::function<std::function<void()>(Context&)> prepare;
+  // A peer row: a library's equivalent of the case `peer_of` (the same op and shape) timed on the
+  // same kind of buffer, as a baseline for cudl's own kernel. CUDA only: on the CPU it is absent.
+  std::string peer_of = {};
+  std::string peer = {};  // what it calls, for the flags column
 };
 
 // Timings, their summary and the noisy threshold: the library's (models/train/model_bench.hpp), shared
@@ -180,6 +187,23 @@ BenchCase sum_case(std::int64_t n) {
           }};
 }
 
+// sum's cases: cudl's own reduction and, in a CUDA build, CUB's beside it on a buffer of the same size.
+std::vector<BenchCase> sum_cases(std::int64_t n) {
+  std::vector<BenchCase> cases{sum_case(n)};
+#if defined(CUDL_HAVE_CUDA)
+  BenchCase peer = sum_case(n);
+  peer.op = "sum:cub";
+  peer.peer_of = "sum";
+  peer.peer = "cub::DeviceReduce::Sum, f32 accumulator";
+  peer.prepare = [=](Context& ctx) {
+    Tensor x = random_tensor(ctx, {n}, 12), out = Tensor::empty({1}, ctx);
+    return std::function<void()>([&ctx, x, out]() mutable { cub_sum(ctx, x, out); });
+  };
+  cases.push_back(std::move(peer));
+#endif
+  return cases;
+}
+
 // The cases of one op of the op table (engine/op_table.hpp) at one of its bench sizes.
 std::vector<BenchCase> cases_of(const OpSpec& op, const BenchDims& d, DType dtype) {
   const auto shape4 = [&](std::size_t at) { return Shape{d[at], d[at + 1], d[at + 2], d[at + 3]}; };
@@ -190,7 +214,7 @@ std::vector<BenchCase> cases_of(const OpSpec& op, const BenchDims& d, DType dtyp
   if (op.name == "gram") return {gram_case(shape4(0))};
   if (op.name == "softmax_cross_entropy") return {softmax_xent_case(d[0], d[1])};
   if (op.name == "adam_step") return {adam_case(d[0])};
-  if (op.name == "sum") return {sum_case(d[0])};
+  if (op.name == "sum") return sum_cases(d[0]);
   CUDL_THROW("bench: the op table benches '{}' but bench.cpp has no case for it", op.name);
 }
 
@@ -264,7 +288,7 @@ std::vector<BenchCase> cases_at_shape(const std::string& op, const std::string& 
   want({1});
   if (op == "relu_fwd") return {relu_case(groups[0][0])};
   if (op == "adam_step") return {adam_case(groups[0][0])};
-  if (op == "sum") return {sum_case(groups[0][0])};
+  if (op == "sum") return sum_cases(groups[0][0]);
   CUDL_THROW("--ops '{}': no such op ({})", op, bench_op_names());
 }
 
@@ -424,7 +448,8 @@ void run_bench(const Options& opt) {
   } else if (opt.models.empty() || !wanted.empty()) {
     cases = make_cases(opt.sizes, case_dtype(opt.dtype, opt.compute.precision));
     std::erase_if(cases, [&](const BenchCase& c) {
-      return !wanted.empty() && std::find(wanted.begin(), wanted.end(), c.op) == wanted.end();
+      const std::string& op = c.peer_of.empty() ? c.op : c.peer_of;  // a peer comes with its op
+      return !wanted.empty() && std::find(wanted.begin(), wanted.end(), op) == wanted.end();
     });
     CUDL_CHECK(!cases.empty(), "bench: no op matches --ops '{}'", opt.ops);
   }
@@ -452,6 +477,7 @@ void run_bench(const Options& opt) {
     std::vector<Row> rows;
     for (std::size_t i = 0; i < cases.size(); ++i) {
       const BenchCase& c = cases[i];
+      if (!c.peer_of.empty() && !device.is_cuda()) continue;
       Row row{c, device, {}, 0.0};
       {
         auto run = c.prepare(ctx);
@@ -479,6 +505,14 @@ void run_bench(const Options& opt) {
         speedup = it->second / r.t.median_ms;
       }
       std::vector<std::string> flags;
+      std::optional<double> own_over_peer;  // cudl's time over the peer's, same op and shape
+      if (!c.peer_of.empty()) {
+        for (const Row& own : rows)
+          if (own.c.op == c.peer_of && own.c.shape == c.shape) own_over_peer = own.t.median_ms / r.t.median_ms;
+        flags.push_back(own_over_peer ? fmt::format("peer of {} ({}): {} takes {:.2f}x its time", c.peer_of, c.peer,
+                                                    c.peer_of, *own_over_peer)
+                                      : fmt::format("peer of {} ({})", c.peer_of, c.peer));
+      }
       if (r.t.noisy()) flags.push_back(fmt::format("noisy (cv {:.0f}%, {} samples)", 100 * r.t.cv, r.t.samples));
       if (share > 100.0)
         flags.push_back(c.rate == Rate::bytes      ? "above its copy (reads more than it writes)"
@@ -507,6 +541,11 @@ void run_bench(const Options& opt) {
                             {"peak_gflops", gflops},
                             {"peak_gbps", streaming_gbps}};
       if (speedup) row["speedup_vs_cpu"] = *speedup;
+      if (!c.peer_of.empty()) {
+        row["peer_of"] = c.peer_of;
+        row["peer"] = c.peer;
+        if (own_over_peer) row["own_time_over_peer"] = *own_over_peer;
+      }
       if (r.t.noisy()) row["noisy"] = true;
       if (share > 100.0) row["above_ceiling"] = true;
       results.push_back(row);

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <fstream>
 #include <memory>
-#include <numeric>
 
 #include "cudl/engine/backend.hpp"
 #include "cudl/engine/context.hpp"
@@ -14,6 +13,7 @@
 #include "cudl/models/checkpoint/checkpoint.hpp"
 #include "cudl/models/checkpoint/saved_run.hpp"
 #include "cudl/models/zoo/imagenet_classes.hpp"
+#include "cudl/models/zoo/top_classes.hpp"
 #include "cudl/models/zoo/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
@@ -74,22 +74,16 @@ void run_classify(const ClassifyArgs& args) {
   }
   Tensor x = normalize_input(ctx, image_to_tensor(image, ctx), model_name, model, a.input_normalize);
   Tensor logits = model.forward(ctx, x, false);
-  Tensor probs = Tensor::empty(logits.shape(), ctx);
-  ctx.backend().softmax_forward(ctx, logits, probs);
-  const std::vector<float> p = probs.to_vector(ctx);
-  for (float v : p)
-    CUDL_CHECK(std::isfinite(v), "classify: {} gives non-finite class probabilities ({}) for '{}': unusable weights",
-               a.weights, v, a.image);
-  std::vector<int> order(p.size());
-  std::iota(order.begin(), order.end(), 0);
-  const int k = std::min<int>(a.top, static_cast<int>(p.size()));
-  std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int i, int j) { return p[i] > p[j]; });
-  for (int r = 0; r < k; ++r) {
-    const int i = order[static_cast<std::size_t>(r)];
+  const TopClasses top = top_classes(ctx, logits, a.top);
+  CUDL_CHECK(std::isfinite(top.total),
+             "classify: {} gives non-finite class probabilities (their sum is {}) for '{}': unusable weights",
+             a.weights, top.total, a.image);
+  for (const RankedClass& c : top.ranked) {
+    const auto i = static_cast<std::size_t>(c.index);
     if (labels.empty())
-      fmt::print("{:.4f} - {}\n", p[static_cast<std::size_t>(i)], i);
+      fmt::print("{:.4f} - {}\n", c.probability, i);
     else
-      fmt::print("{:.4f} - {} {}\n", p[static_cast<std::size_t>(i)], i, labels[static_cast<std::size_t>(i)]);
+      fmt::print("{:.4f} - {} {}\n", c.probability, i, labels[i]);
   }
 }
 

@@ -8,7 +8,6 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <numeric>
 
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/error.hpp"
@@ -20,6 +19,7 @@
 #include "cudl/models/train/trainer.hpp"
 #include "cudl/models/zoo/imagenet_classes.hpp"
 #include "cudl/models/zoo/preprocess.hpp"
+#include "cudl/models/zoo/top_classes.hpp"
 #include "cudl/models/zoo/zoo.hpp"
 #include "tools/cudl/checks.hpp"
 #include "tools/cudl/commands.hpp"
@@ -172,23 +172,19 @@ void run_predict(const PredictArgs& args) {
       continue;
     }
     Tensor logits = model.forward(ctx, normalize_input(ctx, x, model_name, model, a.input_normalize), /*train=*/false);
-    Tensor probs = Tensor::empty(logits.shape(), ctx);
-    ctx.backend().softmax_forward(ctx, logits, probs);
-    const std::vector<float> p = probs.to_vector(ctx);
-    for (float v : p)
-      CUDL_CHECK(std::isfinite(v), "predict: '{}' gives non-finite class probabilities ({}) for '{}': unusable weights",
-                 a.weights, v, path);
-    std::vector<int> order(p.size());
-    std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int i, int j) { return p[i] > p[j]; });
+    const TopClasses ranked = top_classes(ctx, logits, k);
+    CUDL_CHECK(std::isfinite(ranked.total),
+               "predict: '{}' gives non-finite class probabilities (their sum is {}) for '{}': unusable weights",
+               a.weights, ranked.total, path);
     std::string line = path + ":";
     nlohmann::json top = nlohmann::json::array();
-    for (int r = 0; r < k; ++r) {
-      const auto i = static_cast<std::size_t>(order[static_cast<std::size_t>(r)]);
+    for (std::size_t r = 0; r < ranked.ranked.size(); ++r) {
+      const auto i = static_cast<std::size_t>(ranked.ranked[r].index);
+      const float p = ranked.ranked[r].probability;
       const std::string label = labels.empty() ? std::to_string(i) : labels[i];
       // classify's format, "PROB - INDEX NAME": the index stays for scripts, the name for people.
-      line += fmt::format("{} {:.4f} - {}{}", r ? "," : "", p[i], i, labels.empty() ? "" : " " + label);
-      nlohmann::json entry = {{"index", i}, {"probability", p[i]}};
+      line += fmt::format("{} {:.4f} - {}{}", r ? "," : "", p, i, labels.empty() ? "" : " " + label);
+      nlohmann::json entry = {{"index", i}, {"probability", p}};
       if (!labels.empty()) entry["label"] = labels[i];
       top.push_back(entry);
     }
