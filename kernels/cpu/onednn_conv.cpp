@@ -515,11 +515,14 @@ bool onednn_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const
 bool onednn_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
                                      const Conv2dParams& p, Tensor& y) {
   const Geometry g = geometry(x.shape(), w.shape(), y.shape(), p);
-  // f32 only: the half paths keep the unfused composition (their own probe and widening rules).
-  if (!g.expressible || x.dtype() != DType::f32) return false;
-  const Types t{dt::f32, dt::f32};
+  // Halves as the unfused forward: native kernels only (else the caller composes the three ops,
+  // widening the convolution). A half y is the f32 sum plus the f32 bias, ReLU'd and rounded once,
+  // where the unfused ops round after the convolution and again after the bias.
+  if (!g.expressible || !native_dtype(x.dtype())) return false;
+  const Types t{to_dnnl(x.dtype()), to_dnnl(x.dtype())};
   const Direction dir = bias.defined() ? Direction::forward_bias_relu : Direction::forward_relu;
   const Plan& plan = plan_for(ctx.cpu_conv(), dir, t, x.shape(), w.shape(), g, p);
+  if (plan.reference && t.data != dt::f32) return false;
   const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.data), uy = plain(g.y, t.data);
   execute(ctx, dir, plan, {&ux, &uw, &uy}, {x.raw(), w.raw(), y.raw()}, false, x.shape(), w.shape(),
           bias.defined() ? bias.raw() : nullptr);
