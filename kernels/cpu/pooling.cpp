@@ -39,36 +39,47 @@ float read(const T* p, std::int64_t i) {
   }
 }
 
-// The common 2x2, stride-2, unpadded window: four loads and three compares per output, with the
-// general path's rules (row-major scan, strict comparison so the first maximum wins ties, a NaN
-// wins and stays).
+// The maximum rules (those of the general path's scalar scan, maxpool_one): taps in row-major
+// order, a strictly larger value replaces the best so the first maximum wins ties, and a NaN wins
+// and stays - so the result is the first NaN if there is one, else the first maximum. Written as
+// two kinds of select, each on one comparison, because GCC 12 vectorises those but not a select on
+// the combined condition (v > best || (isnan(v) && !isnan(best))): `bigger` over the taps in
+// order, then `nan_first` over them in reverse, so the earliest NaN is applied last.
+inline void bigger(float v, std::int32_t at, float& best, std::int32_t& where) {
+  const bool take = v > best;
+  best = take ? v : best;
+  where = take ? at : where;
+}
+inline void nan_first(float v, std::int32_t at, float& best, std::int32_t& where) {
+  const bool take = v != v;
+  best = take ? v : best;
+  where = take ? at : where;
+}
+
+// The common 2x2, stride-2, unpadded window: four loads and selects per output, vectorised (AVX2:
+// its rows are short, simd_clones.hpp).
 template <class T>
-CUDL_CPU_CLONES void maxpool_2x2(const T* in, std::int64_t w, std::int64_t p, std::int64_t q, T* out,
-                                 std::int32_t* arg) {
+CUDL_CPU_CLONES_AVX2 void maxpool_2x2(const T* in, std::int64_t w, std::int64_t p, std::int64_t q, T* out,
+                                      std::int32_t* arg) {
+  const auto w32 = static_cast<std::int32_t>(w);
   for (std::int64_t oh = 0; oh < p; ++oh) {
     const T* r0 = in + 2 * oh * w;
     const T* r1 = r0 + w;
-    const std::int32_t base = static_cast<std::int32_t>(2 * oh * w);
-    const std::int32_t w32 = static_cast<std::int32_t>(w);
+    const auto base = static_cast<std::int32_t>(2 * oh * w);
     T* o = out + oh * q;
     std::int32_t* a = arg + oh * q;
-    // Selects, not branches (random data would mispredict half of them), so the loop vectorises.
-#pragma omp simd
     for (std::int64_t ow = 0; ow < q; ++ow) {
-      const std::int32_t c = static_cast<std::int32_t>(2 * ow);
-      float best = read(r0, 2 * ow);
-      std::int32_t where = base + c;
-      const float v1 = read(r0, 2 * ow + 1), v2 = read(r1, 2 * ow), v3 = read(r1, 2 * ow + 1);
-      // Bitwise, not short-circuit: no branch in the loop.
-      bool take = (v1 > best) | ((v1 != v1) & (best == best));
-      best = take ? v1 : best;
-      where = take ? base + c + 1 : where;
-      take = (v2 > best) | ((v2 != v2) & (best == best));
-      best = take ? v2 : best;
-      where = take ? base + w32 + c : where;
-      take = (v3 > best) | ((v3 != v3) & (best == best));
-      best = take ? v3 : best;
-      where = take ? base + w32 + c + 1 : where;
+      const std::int32_t c = base + static_cast<std::int32_t>(2 * ow);
+      const float v0 = read(r0, 2 * ow), v1 = read(r0, 2 * ow + 1), v2 = read(r1, 2 * ow), v3 = read(r1, 2 * ow + 1);
+      float best = v0;
+      std::int32_t where = c;
+      bigger(v1, c + 1, best, where);
+      bigger(v2, c + w32, best, where);
+      bigger(v3, c + w32 + 1, best, where);
+      nan_first(v3, c + w32 + 1, best, where);
+      nan_first(v2, c + w32, best, where);
+      nan_first(v1, c + 1, best, where);
+      nan_first(v0, c, best, where);
       o[ow] = store<T>(best);
       a[ow] = where;
     }
@@ -80,32 +91,31 @@ bool is_2x2(const Pool2dParams& p) {
 }
 
 // The outputs [q0, q1) of one output row whose windows lie inside the plane horizontally, over the
-// input rows [ih0, ih1) (non-empty): one pass over the outputs per window tap, taps in the scalar
-// path's row-major order with its rules (the first tap taken, then strict comparison, a NaN wins
-// and stays), so the results are its bits; selects over a row of outputs vectorise.
+// input rows [ih0, ih1) (non-empty): one pass over the outputs per window tap, in row-major order,
+// then the NaN pass in reverse (the rules above), so the results are the scalar scan's bits.
 template <class T>
 CUDL_CPU_CLONES void maxpool_row_interior(const T* in, std::int64_t w, std::int64_t ih0, std::int64_t ih1,
-                                          const Pool2dParams& p, std::int64_t q0, std::int64_t q1, float* best,
-                                          std::int32_t* where) {
+                                          const Pool2dParams& p, std::int64_t q0, std::int64_t q1,
+                                          float* __restrict best, std::int32_t* __restrict where) {
+  // Locals, not p's fields: `where` is an int array the compiler would otherwise reload them past.
+  const std::int64_t sw = p.stride_w, kernel_w = p.kernel_w, first = -p.pad_w;
+  for (std::int64_t ow = q0; ow < q1; ++ow) {
+    const std::int64_t i = ih0 * w + ow * sw + first;
+    best[ow] = read(in, i);
+    where[ow] = static_cast<std::int32_t>(i);
+  }
   for (std::int64_t ih = ih0; ih < ih1; ++ih) {
-    const T* row = in + ih * w;
-    for (std::int64_t kw = 0; kw < p.kernel_w; ++kw) {
-      if (ih == ih0 && kw == 0) {
-        for (std::int64_t ow = q0; ow < q1; ++ow) {
-          const std::int64_t iw = ow * p.stride_w - p.pad_w;
-          best[ow] = read(row, iw);
-          where[ow] = static_cast<std::int32_t>(ih * w + iw);
-        }
-        continue;
-      }
-      for (std::int64_t ow = q0; ow < q1; ++ow) {
-        const std::int64_t iw = ow * p.stride_w - p.pad_w + kw;
-        const float v = read(row, iw), b = best[ow];
-        // Bitwise, not short-circuit: no branch in the loop.
-        const bool take = (v > b) | ((v != v) & (b == b));
-        best[ow] = take ? v : b;
-        where[ow] = take ? static_cast<std::int32_t>(ih * w + iw) : where[ow];
-      }
+    for (std::int64_t kw = ih == ih0 ? 1 : 0; kw < kernel_w; ++kw) {
+      const std::int64_t start = ih * w + first + kw;
+      for (std::int64_t ow = q0; ow < q1; ++ow)
+        bigger(read(in, start + ow * sw), static_cast<std::int32_t>(start + ow * sw), best[ow], where[ow]);
+    }
+  }
+  for (std::int64_t ih = ih1 - 1; ih >= ih0; --ih) {
+    for (std::int64_t kw = kernel_w - 1; kw >= 0; --kw) {
+      const std::int64_t start = ih * w + first + kw;
+      for (std::int64_t ow = q0; ow < q1; ++ow)
+        nan_first(read(in, start + ow * sw), static_cast<std::int32_t>(start + ow * sw), best[ow], where[ow]);
     }
   }
 }
@@ -198,33 +208,28 @@ class PlaneAccumulator {
   std::vector<float> buffer_;
 };
 
-// The 2x2, stride-2 backward of one plane: the windows do not overlap, so each input gets its
-// window's gradient where the argmax points at it and 0 elsewhere, written once (no zeroing pass,
-// no scatter), selects that vectorise. 0 + dy as in the general path's accumulation (a -0 gradient
-// lands as +0), rounded once. Returns how many argmax entries lie outside their own window: none
-// when they come from maxpool2d_forward; else the caller redoes the plane on the general path.
+// The 2x2, stride-2 backward of one plane: the windows do not overlap, so each input receives at
+// most one gradient and it is stored straight into dx (0 + dy as in the general path's
+// accumulation, rounded once), after zeroing the plane: no f32 plane buffer for halves. Returns how
+// many argmax entries lie outside their own window: none when they come from maxpool2d_forward;
+// else the caller redoes the plane on the general path.
 template <class T>
-CUDL_CPU_CLONES std::int64_t maxpool_2x2_backward(const T* dy, const std::int32_t* arg, std::int64_t h, std::int64_t w,
-                                                  std::int64_t p, std::int64_t q, T* dx) {
+std::int64_t maxpool_2x2_backward(const T* dy, const std::int32_t* arg, std::int64_t h, std::int64_t w, std::int64_t p,
+                                  std::int64_t q, T* dx) {
+  std::fill(dx, dx + h * w, store<T>(0.0f));
   std::int64_t stray = 0;
   for (std::int64_t oh = 0; oh < p; ++oh) {
-    T* r0 = dx + 2 * oh * w;
-    T* r1 = r0 + w;
-    const T* d = dy + oh * q;
-    const std::int32_t* a = arg + oh * q;
     for (std::int64_t ow = 0; ow < q; ++ow) {
-      const float g = 0.0f + load(d[ow]);
+      const std::int64_t o = oh * q + ow, corner = 2 * oh * w + 2 * ow;
       // The argmax relative to the window's top-left input (64-bit: a corrupt entry cannot wrap).
-      const std::int64_t at = a[ow] - 2 * oh * w - 2 * ow;
-      r0[2 * ow] = store<T>(at == 0 ? g : 0.0f);
-      r0[2 * ow + 1] = store<T>(at == 1 ? g : 0.0f);
-      r1[2 * ow] = store<T>(at == w ? g : 0.0f);
-      r1[2 * ow + 1] = store<T>(at == w + 1 ? g : 0.0f);
-      stray += ((at == 0) | (at == 1) | (at == w) | (at == w + 1)) ? 0 : 1;
+      const std::int64_t at = arg[o] - corner;
+      if (at == 0 || at == 1 || at == w || at == w + 1) {
+        dx[corner + at] = store<T>(0.0f + load(dy[o]));
+      } else {
+        ++stray;
+      }
     }
-    if (w > 2 * q) r0[w - 1] = r1[w - 1] = store<T>(0.0f);  // an odd last column no window reads
   }
-  std::fill(dx + 2 * p * w, dx + h * w, store<T>(0.0f));  // an odd last row likewise
   return stray;
 }
 

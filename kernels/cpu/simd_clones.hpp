@@ -11,11 +11,16 @@
 // per chunk or plane. Clang, other targets and sanitizer builds get the plain function.
 #include <cstdint>
 
+// CUDL_CPU_CLONES_AVX2 is the same with AVX2 (x86-64-v3, 8 floats a vector) for loops over short
+// rows: MNIST's 2x2 max pool has 12 outputs a row, fewer than one AVX-512 vector, and its AVX2
+// copy took 0.90 ms where the AVX-512 one took more than the baseline's 1.25 (f32, batch 128).
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(__SANITIZE_ADDRESS__)
 #define CUDL_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
+#define CUDL_CPU_CLONES_AVX2 __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define CUDL_CPU_CLONES
+#define CUDL_CPU_CLONES_AVX2
 #endif
 
 namespace cudl::cpu {
