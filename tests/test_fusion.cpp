@@ -48,7 +48,8 @@ std::vector<ConvCase> conv_cases() {
           {Shape{2, 16, 12, 12}, Shape{16, 16, 3, 3}, same},  // a Winograd candidate under `fastest`
           {Shape{2, 3, 9, 11}, Shape{4, 3, 3, 2}, strided},
           {Shape{1, 2, 10, 8}, Shape{3, 2, 3, 3}, dilated},
-          {Shape{3, 16, 6, 6}, Shape{8, 16, 1, 1}, Conv2dParams{}}};
+          {Shape{3, 16, 6, 6}, Shape{8, 16, 1, 1}, Conv2dParams{}},
+          {Shape{4, 1, 12, 10}, Shape{8, 1, 3, 3}, Conv2dParams{}}};  // one input channel (MNIST's first layer)
 }
 
 // |a - b| <= atol + rtol |b| elementwise; counts and reports the first few misses.
