@@ -25,6 +25,7 @@
 #include "cudl/engine/backend.hpp"
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/half.hpp"
+#include "cudl/engine/philox.hpp"
 #include "cudl/engine/tensor.hpp"
 #include "tests/test_util.hpp"
 
@@ -358,6 +359,76 @@ TEST_P(HalfOps, DropoutDrawsTheF32MaskAndMul) {
     be_.mul(ctx_, f32(dyv, s), f32(hmv, s), rdx);
     be_.mul(ctx_, hf(dyv, s), hm, hdx);
     expect_rounded(host(hdx), host(rdx), "mul");
+  }
+}
+
+// The elementwise kernels split their work into chunks (kernels/cpu/simd_clones.hpp) across
+// threads: at sizes past the parallel threshold and not a multiple of a chunk, every element still
+// gets what the one-at-a-time definition gives. f32 against that definition bit for bit (ReLU's
+// select, dropout's Philox draw at each element's own offset, the cast's widening); halves against
+// f32 rounded once.
+TEST_P(HalfOps, LargeElementwiseOpsMatchTheDefinitionAcrossChunks) {
+  const Shape s{70001};
+  const auto xv = values(s), dyv = values(s);
+  // ReLU forward and backward.
+  Tensor ry = Tensor::empty(s, ctx_), hy = Tensor::empty(s, ctx_, half());
+  be_.activation_forward(ctx_, Activation::relu, 0.0f, f32(xv, s), ry);
+  be_.activation_forward(ctx_, Activation::relu, 0.0f, hf(xv, s), hy);
+  Tensor rdx = Tensor::empty(s, ctx_), hdx = Tensor::empty(s, ctx_, half());
+  be_.activation_backward(ctx_, Activation::relu, 0.0f, f32(xv, s), Tensor(), f32(dyv, s), rdx);
+  be_.activation_backward(ctx_, Activation::relu, 0.0f, hf(xv, s), Tensor(), hf(dyv, s), hdx);
+  const auto ryv = host(ry), rdxv = host(rdx);
+  for (std::size_t i = 0; i < xv.size(); ++i) {
+    ASSERT_EQ(ryv[i], xv[i] > 0.0f ? xv[i] : 0.0f) << "relu forward [" << i << "]";
+    ASSERT_EQ(rdxv[i], xv[i] > 0.0f ? dyv[i] : 0.0f) << "relu backward [" << i << "]";
+  }
+  EXPECT_EQ(host(hy), ryv) << "relu of half-representable values is exact";
+  EXPECT_EQ(host(hdx), rdxv);
+  // Dropout: the mask at element i is drawn from (seed, offset + i) alone.
+  const float p = 0.25f, keep = 1.0f / (1.0f - p);
+  Tensor rm = Tensor::empty(s, ctx_), hm = Tensor::empty(s, ctx_, half());
+  be_.dropout_forward(ctx_, f32(xv, s), p, 5, 1000, ry, rm);
+  be_.dropout_forward(ctx_, hf(xv, s), p, 5, 1000, hy, hm);
+  const auto rmv = host(rm), dropped = host(ry), hmv = host(hm);
+  for (std::size_t i = 0; i < xv.size(); ++i) {
+    const float m = philox::uniform(1000 + i, 5) >= p ? keep : 0.0f;
+    ASSERT_EQ(rmv[i], m) << "dropout mask [" << i << "]";
+    ASSERT_EQ(dropped[i], xv[i] * m) << "dropout y [" << i << "]";
+    ASSERT_EQ(hmv[i], round_to(half(), m)) << "half dropout mask [" << i << "]";
+  }
+  expect_rounded(host(hy), dropped, "dropout y");
+  // Casts both ways: f32 -> half rounds each value once, half -> f32 is exact.
+  const auto wide = values(s, -1e4f, 1e4f);
+  std::vector<float> raw(wide.size());
+  for (std::size_t i = 0; i < raw.size(); ++i) raw[i] = wide[i] * 1.0009765625f;  // off the half grid
+  Tensor narrowed = Tensor::empty(s, ctx_, half()), back = Tensor::empty(s, ctx_);
+  be_.cast(ctx_, f32(raw, s), narrowed);
+  be_.cast(ctx_, narrowed, back);
+  const auto backv = host(back);
+  for (std::size_t i = 0; i < raw.size(); ++i) ASSERT_EQ(backv[i], round_to(half(), raw[i])) << "cast [" << i << "]";
+}
+
+// Max pooling at sizes with many planes in parallel, odd rows and columns, the 2x2 fast paths and
+// ResNet's 3x3 stride-2 padded stem pool: halves pick the same maxima and argmax as f32, and their
+// gradients are f32's rounded once.
+TEST_P(HalfOps, LargeMaxPoolMatchesF32) {
+  const Shape xs{2, 16, 37, 29};
+  auto xv = values(xs);
+  for (std::size_t i = 0; i < xv.size(); i += 97) xv[i] = xv[(i + 1) % xv.size()];  // some ties
+  for (const Pool2dParams p : {Pool2dParams{2, 2, 2, 2, 0, 0}, Pool2dParams{3, 3, 2, 2, 1, 1}}) {
+    const Shape ys = pool2d_output_shape(xs, p);
+    const auto dyv = values(ys);
+    Tensor ry = Tensor::empty(ys, ctx_), ra = Tensor::empty(ys, ctx_, DType::i32);
+    Tensor hy = Tensor::empty(ys, ctx_, half()), ha = Tensor::empty(ys, ctx_, DType::i32);
+    be_.maxpool2d_forward(ctx_, f32(xv, xs), p, ry, ra);
+    be_.maxpool2d_forward(ctx_, hf(xv, xs), p, hy, ha);
+    EXPECT_EQ(host(hy), host(ry)) << "a maximum is exact";
+    EXPECT_EQ(ha.to_int_vector(ctx_), ra.to_int_vector(ctx_));
+    const std::vector<float> stale(static_cast<std::size_t>(xs.numel()), 3.0f);  // every input overwritten
+    Tensor rdx = f32(stale, xs), hdx = hf(stale, xs);
+    be_.maxpool2d_backward(ctx_, f32(dyv, ys), ra, p, rdx);
+    be_.maxpool2d_backward(ctx_, hf(dyv, ys), ha, p, hdx);
+    expect_rounded(host(hdx), host(rdx), "maxpool backward");
   }
 }
 

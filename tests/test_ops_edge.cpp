@@ -98,6 +98,49 @@ TEST_P(NonFiniteOps, MaxPoolGeneralPathNaNWinsInfTiesAndNegInfWindows) {
 }
 
 // Average pooling sums its window: +inf or -inf spreads, +inf with -inf or any NaN gives NaN.
+// Both paths at sizes where the CPU kernels run a row of outputs as vector lanes (many planes, odd
+// sizes, ties): NaN and infinities sprinkled over random values, against the scalar rule written
+// out here (the first tap, then strictly larger or a NaN over a non-NaN).
+TEST_P(NonFiniteOps, MaxPoolRulesHoldAcrossVectorLanes) {
+  const Shape xs{2, 5, 19, 23};
+  std::vector<float> xv = random_values(xs.numel(), 41);
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int> pick(0, 5);
+  for (float& v : xv) {
+    v = std::round(v * 4.0f) / 4.0f;  // ties
+    const int k = pick(rng);
+    if (k == 0) v = kNaN;
+    if (k == 1) v = -kInf;
+    if (k == 2 && pick(rng) == 0) v = kInf;
+  }
+  for (const Pool2dParams p : {pool(2, 2, 2, 2, 0, 0), pool(3, 3, 2, 2, 1, 1), pool(3, 2, 1, 2, 1, 0)}) {
+    const Shape ys = pool2d_output_shape(xs, p);
+    auto y = make(std::vector<float>(static_cast<std::size_t>(ys.numel()), 0.0f), ys);
+    auto argmax = make_int(std::vector<std::int32_t>(static_cast<std::size_t>(ys.numel()), -7), ys);
+    backend().maxpool2d_forward(ctx(), make(xv, xs), p, y, argmax);
+    std::vector<float> want_y;
+    std::vector<std::int32_t> want_arg;
+    for (std::int64_t plane = 0; plane < xs[0] * xs[1]; ++plane)
+      for (std::int64_t oh = 0; oh < ys[2]; ++oh)
+        for (std::int64_t ow = 0; ow < ys[3]; ++ow) {
+          float best = -kInf;
+          std::int64_t where = -1;
+          for (std::int64_t ih = oh * p.stride_h - p.pad_h; ih < oh * p.stride_h - p.pad_h + p.kernel_h; ++ih)
+            for (std::int64_t iw = ow * p.stride_w - p.pad_w; iw < ow * p.stride_w - p.pad_w + p.kernel_w; ++iw) {
+              if (ih < 0 || ih >= xs[2] || iw < 0 || iw >= xs[3]) continue;
+              const float v = xv[static_cast<std::size_t>((plane * xs[2] + ih) * xs[3] + iw)];
+              if (where < 0 || v > best || (std::isnan(v) && !std::isnan(best))) best = v, where = ih * xs[3] + iw;
+            }
+          want_y.push_back(best);
+          want_arg.push_back(static_cast<std::int32_t>(where));
+        }
+    const std::string what =
+        fmt::format("maxpool2d_forward {}x{} stride {}x{}", p.kernel_h, p.kernel_w, p.stride_h, p.stride_w);
+    expect_same_values(host(y), want_y, what);
+    EXPECT_EQ(argmax.to_int_vector(ctx()), want_arg) << what;
+  }
+}
+
 TEST_P(NonFiniteOps, AvgPoolPropagatesInfAndNaN) {
   auto x = make({1, kInf, 5, -kInf,  //
                  3, 4, 5, 6,         //

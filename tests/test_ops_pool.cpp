@@ -58,6 +58,8 @@ std::vector<PoolCase> pool_cases() {
       {{2, 2, 6, 9}, pool(2, 3, 1, 2, 1, 1), "non-square 2x3 stride 1x2 pad 1"},
       {{2, 3, 5, 5}, pool(3, 2, 3, 2, 0, 1), "kernel 3x2, stride 3x2, pad 0x1"},
       {{4, 16, 32, 32}, pool(2, 2, 2, 2, 0, 0), "large enough for the parallel path"},
+      {{2, 3, 9, 7}, pool(2, 2, 2, 2, 0, 0), "2x2 stride 2, an odd last row and column no window reads"},
+      {{2, 16, 33, 31}, pool(3, 3, 2, 2, 1, 1), "ResNet's stem pool (3x3 stride 2 pad 1), odd sizes, parallel"},
   };
 }
 

@@ -1,8 +1,10 @@
-// CpuBackend: the fused convolution + bias + ReLU (Backend::conv2d_bias_relu_forward). f32 under
-// oneDNN runs as one primitive with ReLU as a post-op (kernels/cpu/onednn_conv.cpp); everything
-// else (im2col, half dtypes, a geometry oneDNN cannot express) is the reference composition of
-// the three unfused ops, so both paths compute the same function and the network's fusion can
-// be switched off (--fuse false) to compare. The CUDA twin is kernels/cudnn/conv_fused.cpp.
+// CpuBackend: the fused convolution + bias + ReLU (Backend::conv2d_bias_relu_forward). Under oneDNN
+// it runs as one primitive with ReLU as a post-op (kernels/cpu/onednn_conv.cpp), in f32 and in the
+// halves this CPU has native kernels for (bf16 on AVX-512 BF16/AMX: f32 sums and bias, y rounded
+// once); everything else (im2col, a half without a native kernel, a geometry oneDNN cannot
+// express) is the reference composition of the three unfused ops, so both paths compute the same
+// function and the network's fusion can be switched off (--fuse false) to compare. The CUDA twin
+// is kernels/cudnn/conv_fused.cpp.
 // Below it, the inference-time convolution + batch norm (+ residual) (+ ReLU),
 // Backend::conv2d_bn_forward, on the same pattern.
 #include <cmath>

@@ -23,7 +23,8 @@ bool onednn_conv_enabled(CpuConv conv);
 // onednn_conv_enabled. The arguments are checked by the backend front and are non-empty.
 bool onednn_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y);
 // y = relu(conv(x, w) + bias) in one primitive (ReLU as an eltwise post-op, the bias inside it;
-// bias undefined: none). f32 only: false for halves, which the caller composes unfused.
+// bias undefined: none; an f32 bias for half x and w). Halves as onednn_conv2d_forward: false where
+// this CPU has no native kernel, and the caller composes the unfused ops.
 bool onednn_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
                                      const Conv2dParams& p, Tensor& y);
 // y = [relu](conv(x, w) * scale + shift [+ residual]) in one primitive, scale and shift [K] f32

@@ -1,5 +1,6 @@
 // Max and average pooling on the CPU, OpenMP over the N*C planes.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -9,6 +10,7 @@
 #include "cudl/engine/context.hpp"
 #include "cudl/kernels/cpu/cpu_args.hpp"
 #include "cudl/kernels/cpu/cpu_backend.hpp"
+#include "cudl/kernels/cpu/simd_clones.hpp"
 
 namespace cudl {
 namespace {
@@ -26,38 +28,118 @@ std::int64_t window_work(const Tensor& out, const Pool2dParams& p) { return out.
 
 PoolGeometry geometry(const Shape& x, const Shape& y) { return {x[0] * x[1], x[2], x[3], y[2], y[3]}; }
 
-// The common 2x2, stride-2, unpadded window: four loads and three compares per output, with the
-// general path's rules (row-major scan, strict comparison so the first maximum wins ties, a NaN
-// wins and stays).
+// p[i] widened to f32. A bf16 is read as its 16 bits (the struct's one member): the vectoriser
+// finds no vector type for strided loads of the struct itself.
 template <class T>
-void maxpool_2x2(const T* in, std::int64_t w, std::int64_t p, std::int64_t q, T* out, std::int32_t* arg) {
+float read(const T* p, std::int64_t i) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    return std::bit_cast<float>(static_cast<std::uint32_t>(reinterpret_cast<const std::uint16_t*>(p)[i]) << 16);
+  } else {
+    return load(p[i]);
+  }
+}
+
+// The maximum rules (those of the general path's scalar scan, maxpool_one): taps in row-major
+// order, a strictly larger value replaces the best so the first maximum wins ties, and a NaN wins
+// and stays - so the result is the first NaN if there is one, else the first maximum. Written as
+// two kinds of select, each on one comparison, because GCC 12 vectorises those but not a select on
+// the combined condition (v > best || (isnan(v) && !isnan(best))): `bigger` over the taps in
+// order, then `nan_first` over them in reverse, so the earliest NaN is applied last.
+inline void bigger(float v, std::int32_t at, float& best, std::int32_t& where) {
+  const bool take = v > best;
+  best = take ? v : best;
+  where = take ? at : where;
+}
+inline void nan_first(float v, std::int32_t at, float& best, std::int32_t& where) {
+  const bool take = v != v;
+  best = take ? v : best;
+  where = take ? at : where;
+}
+
+// The common 2x2, stride-2, unpadded window: four loads and selects per output, vectorised (AVX2:
+// its rows are short, simd_clones.hpp).
+template <class T>
+CUDL_CPU_CLONES_AVX2 void maxpool_2x2(const T* in, std::int64_t w, std::int64_t p, std::int64_t q, T* out,
+                                      std::int32_t* arg) {
+  const auto w32 = static_cast<std::int32_t>(w);
   for (std::int64_t oh = 0; oh < p; ++oh) {
     const T* r0 = in + 2 * oh * w;
     const T* r1 = r0 + w;
-    const std::int32_t base = static_cast<std::int32_t>(2 * oh * w);
-    const std::int32_t w32 = static_cast<std::int32_t>(w);
+    const auto base = static_cast<std::int32_t>(2 * oh * w);
     T* o = out + oh * q;
     std::int32_t* a = arg + oh * q;
-    // Selects, not branches (random data would mispredict half of them), so the loop vectorises.
-#pragma omp simd
     for (std::int64_t ow = 0; ow < q; ++ow) {
-      const std::int32_t c = static_cast<std::int32_t>(2 * ow);
-      float best = load(r0[c]);
-      std::int32_t where = base + c;
-      const float v1 = load(r0[c + 1]), v2 = load(r1[c]), v3 = load(r1[c + 1]);
-      bool take = v1 > best || (v1 != v1 && best == best);
-      best = take ? v1 : best;
-      where = take ? base + c + 1 : where;
-      take = v2 > best || (v2 != v2 && best == best);
-      best = take ? v2 : best;
-      where = take ? base + w32 + c : where;
-      take = v3 > best || (v3 != v3 && best == best);
-      best = take ? v3 : best;
-      where = take ? base + w32 + c + 1 : where;
+      const std::int32_t c = base + static_cast<std::int32_t>(2 * ow);
+      const float v0 = read(r0, 2 * ow), v1 = read(r0, 2 * ow + 1), v2 = read(r1, 2 * ow), v3 = read(r1, 2 * ow + 1);
+      float best = v0;
+      std::int32_t where = c;
+      bigger(v1, c + 1, best, where);
+      bigger(v2, c + w32, best, where);
+      bigger(v3, c + w32 + 1, best, where);
+      nan_first(v3, c + w32 + 1, best, where);
+      nan_first(v2, c + w32, best, where);
+      nan_first(v1, c + 1, best, where);
+      nan_first(v0, c, best, where);
       o[ow] = store<T>(best);
       a[ow] = where;
     }
   }
+}
+
+bool is_2x2(const Pool2dParams& p) {
+  return p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0;
+}
+
+// The outputs [q0, q1) of one output row whose windows lie inside the plane horizontally, over the
+// input rows [ih0, ih1) (non-empty): one pass over the outputs per window tap, in row-major order,
+// then the NaN pass in reverse (the rules above), so the results are the scalar scan's bits.
+template <class T>
+CUDL_CPU_CLONES void maxpool_row_interior(const T* in, std::int64_t w, std::int64_t ih0, std::int64_t ih1,
+                                          const Pool2dParams& p, std::int64_t q0, std::int64_t q1,
+                                          float* __restrict best, std::int32_t* __restrict where) {
+  // Locals, not p's fields: `where` is an int array the compiler would otherwise reload them past.
+  const std::int64_t sw = p.stride_w, kernel_w = p.kernel_w, first = -p.pad_w;
+  for (std::int64_t ow = q0; ow < q1; ++ow) {
+    const std::int64_t i = ih0 * w + ow * sw + first;
+    best[ow] = read(in, i);
+    where[ow] = static_cast<std::int32_t>(i);
+  }
+  for (std::int64_t ih = ih0; ih < ih1; ++ih) {
+    for (std::int64_t kw = ih == ih0 ? 1 : 0; kw < kernel_w; ++kw) {
+      const std::int64_t start = ih * w + first + kw;
+      for (std::int64_t ow = q0; ow < q1; ++ow)
+        bigger(read(in, start + ow * sw), static_cast<std::int32_t>(start + ow * sw), best[ow], where[ow]);
+    }
+  }
+  for (std::int64_t ih = ih1 - 1; ih >= ih0; --ih) {
+    for (std::int64_t kw = kernel_w - 1; kw >= 0; --kw) {
+      const std::int64_t start = ih * w + first + kw;
+      for (std::int64_t ow = q0; ow < q1; ++ow)
+        nan_first(read(in, start + ow * sw), static_cast<std::int32_t>(start + ow * sw), best[ow], where[ow]);
+    }
+  }
+}
+
+// One output of the general path, window clipped to the plane. Row-major scan with a strict
+// comparison: the first maximum wins ties. NaN wins and stays (as in PyTorch), so a NaN input is
+// never hidden. An empty window (padding only) gives -inf and argmax -1.
+template <class T>
+void maxpool_one(const T* in, std::int64_t h, std::int64_t w, const Pool2dParams& p, std::int64_t oh, std::int64_t ow,
+                 float& best_out, std::int32_t& where_out) {
+  const std::int64_t h0 = oh * p.stride_h - p.pad_h, w0 = ow * p.stride_w - p.pad_w;
+  float best = -std::numeric_limits<float>::infinity();
+  std::int64_t where = -1;
+  for (std::int64_t ih = std::max<std::int64_t>(h0, 0); ih < std::min(h0 + p.kernel_h, h); ++ih) {
+    for (std::int64_t iw = std::max<std::int64_t>(w0, 0); iw < std::min(w0 + p.kernel_w, w); ++iw) {
+      const float v = load(in[ih * w + iw]);
+      if (where < 0 || v > best || (std::isnan(v) && !std::isnan(best))) {
+        best = v;
+        where = ih * w + iw;
+      }
+    }
+  }
+  best_out = best;
+  where_out = static_cast<std::int32_t>(where);
 }
 
 // Pooling picks or averages in f32; a half output is rounded once (a max is exact).
@@ -67,34 +149,36 @@ void maxpool_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& 
   const T* px = x.data<T>();
   T* py = y.data<T>();
   std::int32_t* pa = argmax.data<std::int32_t>();
-  if (p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0) {
+  if (is_2x2(p)) {
 #pragma omp parallel for schedule(static) if (x.numel() >= cpu::kParallelThreshold)
     for (std::int64_t plane = 0; plane < g.planes; ++plane)
       maxpool_2x2(px + plane * g.h * g.w, g.w, g.p, g.q, py + plane * g.p * g.q, pa + plane * g.p * g.q);
     return;
   }
-#pragma omp parallel for schedule(static) if (window_work(y, p) >= kParallelWork)
-  for (std::int64_t plane = 0; plane < g.planes; ++plane) {
-    const T* in = px + plane * g.h * g.w;
-    for (std::int64_t oh = 0; oh < g.p; ++oh) {
-      for (std::int64_t ow = 0; ow < g.q; ++ow) {
-        const std::int64_t h0 = oh * p.stride_h - p.pad_h, w0 = ow * p.stride_w - p.pad_w;
-        float best = -std::numeric_limits<float>::infinity();
-        std::int64_t where = -1;
-        // Row-major scan with a strict comparison: the first maximum wins ties. NaN wins and
-        // stays (as in PyTorch), so a NaN input is never hidden.
-        for (std::int64_t ih = std::max<std::int64_t>(h0, 0); ih < std::min(h0 + p.kernel_h, g.h); ++ih) {
-          for (std::int64_t iw = std::max<std::int64_t>(w0, 0); iw < std::min(w0 + p.kernel_w, g.w); ++iw) {
-            const float v = load(in[ih * g.w + iw]);
-            if (where < 0 || v > best || (std::isnan(v) && !std::isnan(best))) {
-              best = v;
-              where = ih * g.w + iw;
-            }
-          }
+  // Outputs [q0, q1) have their whole window inside the row; the rest are clipped, one by one.
+  const std::int64_t q0 = std::min<std::int64_t>(g.q, (p.pad_w + p.stride_w - 1) / p.stride_w);
+  const std::int64_t reach = g.w + p.pad_w - p.kernel_w;
+  const std::int64_t q1 = std::max(q0, reach < 0 ? q0 : std::min<std::int64_t>(g.q, reach / p.stride_w + 1));
+#pragma omp parallel if (window_work(y, p) >= kParallelWork)
+  {
+    std::vector<float> best(static_cast<std::size_t>(g.q));
+    std::vector<std::int32_t> where(static_cast<std::size_t>(g.q));
+#pragma omp for schedule(static)
+    for (std::int64_t plane = 0; plane < g.planes; ++plane) {
+      const T* in = px + plane * g.h * g.w;
+      for (std::int64_t oh = 0; oh < g.p; ++oh) {
+        const std::int64_t h0 = oh * p.stride_h - p.pad_h;
+        const std::int64_t ih0 = std::max<std::int64_t>(h0, 0), ih1 = std::min(h0 + p.kernel_h, g.h);
+        const bool interior = ih0 < ih1 && q0 < q1;
+        if (interior) maxpool_row_interior(in, g.w, ih0, ih1, p, q0, q1, best.data(), where.data());
+        for (std::int64_t ow = 0; ow < g.q; ++ow)
+          if (!interior || ow < q0 || ow >= q1) maxpool_one(in, g.h, g.w, p, oh, ow, best[ow], where[ow]);
+        T* out = py + (plane * g.p + oh) * g.q;
+        std::int32_t* arg = pa + (plane * g.p + oh) * g.q;
+        for (std::int64_t ow = 0; ow < g.q; ++ow) {
+          out[ow] = store<T>(best[ow]);
+          arg[ow] = where[ow];
         }
-        const std::int64_t o = (plane * g.p + oh) * g.q + ow;
-        py[o] = store<T>(best);
-        pa[o] = static_cast<std::int32_t>(where);
       }
     }
   }
@@ -124,19 +208,51 @@ class PlaneAccumulator {
   std::vector<float> buffer_;
 };
 
+// The 2x2, stride-2 backward of one plane: the windows do not overlap, so each input receives at
+// most one gradient and it is stored straight into dx (0 + dy as in the general path's
+// accumulation, rounded once), after zeroing the plane: no f32 plane buffer for halves. Returns how
+// many argmax entries lie outside their own window: none when they come from maxpool2d_forward;
+// else the caller redoes the plane on the general path.
 template <class T>
-void maxpool_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) {
+std::int64_t maxpool_2x2_backward(const T* dy, const std::int32_t* arg, std::int64_t h, std::int64_t w, std::int64_t p,
+                                  std::int64_t q, T* dx) {
+  std::fill(dx, dx + h * w, store<T>(0.0f));
+  std::int64_t stray = 0;
+  for (std::int64_t oh = 0; oh < p; ++oh) {
+    for (std::int64_t ow = 0; ow < q; ++ow) {
+      const std::int64_t o = oh * q + ow, corner = 2 * oh * w + 2 * ow;
+      // The argmax relative to the window's top-left input (64-bit: a corrupt entry cannot wrap).
+      const std::int64_t at = arg[o] - corner;
+      // Inside the window: row 0 or 1 and column 0 or 1 (w >= 2). One test that is always true
+      // for a forward's argmax, not one branch per position (those mispredict on real data).
+      const std::int64_t col = at - (at >= w ? w : 0);
+      if (static_cast<std::uint64_t>(col) > 1) {
+        ++stray;
+        continue;
+      }
+      dx[corner + at] = store<T>(0.0f + load(dy[o]));
+    }
+  }
+  return stray;
+}
+
+template <class T>
+void maxpool_backward(const Tensor& dy, const Tensor& argmax, const Pool2dParams& params, Tensor& dx) {
   constexpr std::string_view op = "maxpool2d_backward";
   const auto g = geometry(dx.shape(), dy.shape());
   const T* pdy = dy.data<T>();
   const std::int32_t* pa = argmax.data<std::int32_t>();
   T* pdx = dx.data<T>();
+  const bool fast = is_2x2(params);
   std::int64_t bad = 0;
 #pragma omp parallel reduction(+ : bad) if (dy.numel() >= kParallelWork)
   {
     PlaneAccumulator<T> acc(g.h * g.w);
 #pragma omp for schedule(static)
     for (std::int64_t plane = 0; plane < g.planes; ++plane) {
+      if (fast && maxpool_2x2_backward(pdy + plane * g.p * g.q, pa + plane * g.p * g.q, g.h, g.w, g.p, g.q,
+                                       pdx + plane * g.h * g.w) == 0)
+        continue;
       float* out = acc.begin(pdx + plane * g.h * g.w);
       std::fill(out, out + g.h * g.w, 0.0f);
       for (std::int64_t o = plane * g.p * g.q; o < (plane + 1) * g.p * g.q; ++o) {
@@ -210,10 +326,10 @@ void CpuBackend::do_maxpool2d_forward(Context&, const Tensor& x, const Pool2dPar
                       [&](auto tag) { maxpool_forward<decltype(tag)>(x, p, y, argmax); });
 }
 
-void CpuBackend::do_maxpool2d_backward(Context&, const Tensor& dy, const Tensor& argmax, const Pool2dParams&,
+void CpuBackend::do_maxpool2d_backward(Context&, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p,
                                        Tensor& dx) {
   cpu::dispatch_float(dy.dtype(), "maxpool2d_backward",
-                      [&](auto tag) { maxpool_backward<decltype(tag)>(dy, argmax, dx); });
+                      [&](auto tag) { maxpool_backward<decltype(tag)>(dy, argmax, p, dx); });
 }
 
 void CpuBackend::do_avgpool2d_forward(Context&, const Tensor& x, const Pool2dParams& p, Tensor& y) {
