@@ -11,7 +11,6 @@
 #include <fmt/format.h>
 
 #if CUDL_HAVE_ONEDNN
-#include <omp.h>
 
 #include <algorithm>
 #include <array>
@@ -146,35 +145,16 @@ memory::desc plain(const memory::dims& dims, dt type) {
 }
 memory::desc any(const memory::dims& dims, dt type) { return memory::desc(dims, type, tag::any); }
 
-// A reorder of at most this many bytes runs on the calling thread. A reorder is a copy, bound by
-// memory bandwidth that one core nearly saturates, while an OpenMP team's barrier waits for its
-// slowest thread: on the shared 2-core VM under load, VGG11-CIFAR's reorders took ~30 ms each
-// with two threads and 0.01-0.16 ms on one (ONEDNN_VERBOSE, interleaved runs). Only the largest
-// activations (a batch of VGG's 224 px maps) keep the team.
-constexpr std::size_t kSerialReorderBytes = 16u << 20;
-
-// Sets this thread's OpenMP team size for its lifetime: oneDNN (OpenMP build) sizes a primitive's
-// team from omp_get_max_threads() when it is created and run.
-class OmpTeamSize {
- public:
-  explicit OmpTeamSize(bool serial) : previous_(omp_get_max_threads()), active_(serial) {
-    if (active_) omp_set_num_threads(1);
-  }
-  ~OmpTeamSize() {
-    if (active_) omp_set_num_threads(previous_);
-  }
-  OmpTeamSize(const OmpTeamSize&) = delete;
-  OmpTeamSize& operator=(const OmpTeamSize&) = delete;
-
- private:
-  int previous_;
-  bool active_;
-};
+// Reorders run on the whole OpenMP team. They once ran on the calling thread below 16 MiB, when
+// waiting threads slept at once (each parallel region paid a wake-up) and the team ignored other
+// processes' load: with OpenMP's bounded spin (tools/cudl/threads.hpp) and the team sized to the
+// idle cores, the team is faster (2-core VM, 2 threads, interleaved: mnist_cnn b128 fp32 train
+// step 39 -> 27.5 ms, bf16 23.4 -> 16.3-18.5 ms, ResNet-50 batch-1 inference 58-63 -> 52 ms;
+// mnist_cnn training beside two busy processes 1395-1453 -> 1352-1353 img/s).
 
 // One tensor argument of a primitive: the layout the primitive chose and, when it differs from
 // NCHW/KCRS, the reorder into it (an input) or out of it (an output).
 struct Arg {
-  bool serial_reorder() const { return chosen.get_size() <= kSerialReorderBytes; }
   memory::desc chosen;
   std::optional<dnnl::reorder> reorder;
   std::optional<dnnl::reorder> reorder_accumulate;  // an output added onto the user's tensor (dw)
@@ -182,7 +162,6 @@ struct Arg {
 
 Arg input_arg(const memory::desc& user, const memory::desc& chosen) {
   Arg a{chosen, {}, {}};
-  const OmpTeamSize team(a.serial_reorder());
   if (chosen != user)
     a.reorder = dnnl::reorder(memory(user, cpu_engine(), nullptr), memory(chosen, cpu_engine(), nullptr));
   return a;
@@ -190,7 +169,6 @@ Arg input_arg(const memory::desc& user, const memory::desc& chosen) {
 
 Arg output_arg(const memory::desc& chosen, const memory::desc& user, bool accumulating) {
   Arg a{chosen, {}, {}};
-  const OmpTeamSize team(a.serial_reorder());
   if (chosen != user)
     a.reorder = dnnl::reorder(memory(chosen, cpu_engine(), nullptr), memory(user, cpu_engine(), nullptr));
   if (accumulating) {
@@ -494,7 +472,6 @@ class ConstantWeights {
       if (c.address == address && c.copy.get_desc() == arg.chosen) return c.copy;
     memory copy(arg.chosen, cpu_engine());
     {
-      const OmpTeamSize team(arg.serial_reorder());
       arg.reorder->execute(stream, const_cast<memory&>(user), copy);
       stream.wait();
     }
@@ -542,7 +519,6 @@ void add_bn_args(Context& ctx, const Plan& plan, const PostArgs& post, const mem
   if (plan.residual->reorder) {
     buffer.emplace(ctx, plan.residual->chosen.get_size());
     chosen = memory(plan.residual->chosen, eng, buffer->data());
-    const OmpTeamSize team(plan.residual->serial_reorder());
     plan.residual->reorder->execute(stream, user, chosen);
   }
   args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(2) | DNNL_ARG_SRC_1, chosen);
@@ -588,7 +564,6 @@ void execute(Context& ctx, Direction dir, const Plan& plan, const std::array<con
   try {
     for (int i = 0; i < 3; ++i) {
       if (!plan.is_output[i] && !held[i] && plan.args[i].reorder) {
-        const OmpTeamSize team(plan.args[i].serial_reorder());
         plan.args[i].reorder->execute(stream, user[i], chosen[i]);
       }
     }
@@ -602,7 +577,6 @@ void execute(Context& ctx, Direction dir, const Plan& plan, const std::array<con
     if (plan.bn) add_bn_args(ctx, plan, post, *user_descs[2], stream, args, residual);
     plan.conv.execute(stream, args);
     const Arg& out = plan.args[2];
-    const OmpTeamSize team(out.serial_reorder());
     if (accumulate) {
       out.reorder_accumulate->execute(stream, chosen[2], user[2]);
     } else if (out.reorder) {
