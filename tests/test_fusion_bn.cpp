@@ -41,7 +41,7 @@ std::vector<Case> cases() {
   Conv2dParams strided;
   strided.stride_h = strided.stride_w = 2;
   strided.pad_h = strided.pad_w = 3;
-  Conv2dParams odd;  // stride 2 that does not reach the last row: oneDNN cannot express it
+  Conv2dParams odd;  // stride 2 that does not reach the last row (oneDNN: zero right padding)
   odd.stride_h = 2;
   return {{Shape{2, 16, 12, 12}, Shape{16, 16, 3, 3}, same},  // a Winograd candidate unfused
           {Shape{1, 3, 15, 15}, Shape{8, 3, 7, 7}, strided},  // ResNet's stem

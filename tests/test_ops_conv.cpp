@@ -44,9 +44,9 @@ std::vector<ConvCase> conv_cases() {
       {2, 3, 6, 5, 2, 2, 3, params(0, 1, 2, 1, 1, 2), "non-square everything"},
       {2, 2, 6, 7, 3, 3, 3, params(2, 1, 2, 3, 2, 1), "stride 2x3, dilation 2x1, pad 2x1"},
       {4, 8, 16, 16, 8, 3, 3, params(1, 1, 1, 1, 1, 1), "large enough for the parallel path"},
-      // The stride never reaches the last row and column: oneDNN would need padding -1 there, so
-      // the CPU backend takes its im2col fallback for this one.
-      {2, 3, 6, 6, 4, 3, 3, params(0, 0, 2, 2, 1, 1), "stride 2 skips the last row (CPU: im2col)"},
+      // The stride never reaches the last row and column: the exact bottom/right padding is -1,
+      // which oneDNN gets as 0 (the same output size and windows).
+      {2, 3, 6, 6, 4, 3, 3, params(0, 0, 2, 2, 1, 1), "stride 2 skips the last row"},
       // On the CPU this one runs oneDNN's Winograd F(4x4,3x3) kernels in all three directions
       // (ONEDNN_VERBOSE shows jit_wino_4x3), held to the same tolerance as the direct ones.
       {2, 16, 12, 12, 32, 3, 3, params(1, 1, 1, 1, 1, 1), "16->32 channels (oneDNN's blocked layouts)"},

@@ -17,10 +17,10 @@ namespace cudl::cpu {
 bool onednn_conv_enabled(CpuConv conv);
 
 // Each returns false, having done nothing, for a geometry oneDNN cannot express as given (an
-// output shape that needs negative bottom/right padding) or a dtype it has no native kernel for
-// on this CPU (probed once: see half_path_description); the caller then runs im2col, widening
-// halves to f32. ctx.cpu_conv() picks Winograd or the direct kernels; the caller has checked
-// onednn_conv_enabled. The arguments are checked by the backend front and are non-empty.
+// output shape whose bottom/right padding would be a whole stride or more negative) or a dtype it has no native kernel
+// for on this CPU (probed once: see half_path_description); the caller then runs im2col, widening halves to f32.
+// ctx.cpu_conv() picks Winograd or the direct kernels; the caller has checked onednn_conv_enabled. The arguments are
+// checked by the backend front and are non-empty.
 bool onednn_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y);
 // y = relu(conv(x, w) + bias) in one primitive (ReLU as an eltwise post-op, the bias inside it;
 // bias undefined: none; an f32 bias for half x and w). Halves as onednn_conv2d_forward: false where
