@@ -4,8 +4,6 @@
 #include "cudl/kernels/cpu/onednn_linear.hpp"
 
 #if CUDL_HAVE_ONEDNN
-#include <omp.h>
-
 #include <array>
 #include <map>
 #include <memory>
@@ -15,6 +13,7 @@
 #include <unordered_map>
 
 #include "cudl/engine/error.hpp"
+#include "cudl/kernels/cpu/onednn_matmul_common.hpp"
 #endif
 
 namespace cudl::cpu {
@@ -24,10 +23,10 @@ namespace {
 
 using dnnl::memory;
 using dt = memory::data_type;
-
-// As kernels/cpu/gemm.cpp and onednn_matmul.cpp: a product this small runs on the calling thread,
-// where an OpenMP team's barrier would cost more than it saves (the MLP's layers are below it).
-constexpr std::int64_t kSerialGemmMacs = 1 << 24;
+using matmul_detail::engine;
+using matmul_detail::kSerialGemmMacs;
+using matmul_detail::SerialTeam;
+using matmul_detail::to_dnnl;
 
 // Below this many rows the product is a matrix-vector one, and the unfused ops are faster: the
 // matmul primitive packs the transposed weights for its brgemm kernel on every call, while sgemm
@@ -35,13 +34,6 @@ constexpr std::int64_t kSerialGemmMacs = 1 << 24;
 // fused vs unfused, interleaved): batch 1 72-92 vs 30-64, batch 2 20-24 vs 15, batch 4 23-45 vs
 // 30, batch 8 50-75 vs 152-156.
 constexpr std::int64_t kMinFusedRows = 8;
-
-dnnl::engine& engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
-
-dt to_dnnl(DType t) { return t == DType::bf16 ? dt::bf16 : t == DType::f16 ? dt::f16 : dt::f32; }
 
 struct Shapes {
   memory::desc x, w, bias, y;
@@ -79,23 +71,6 @@ bool native(DType t) {
   static const bool f32 = probe(DType::f32), bf16 = probe(DType::bf16), f16 = probe(DType::f16);
   return t == DType::bf16 ? bf16 : t == DType::f16 ? f16 : f32;
 }
-
-// Sets this thread's OpenMP team size for its lifetime (oneDNN sizes its team from it).
-class SerialTeam {
- public:
-  explicit SerialTeam(bool serial) : previous_(omp_get_max_threads()), active_(serial) {
-    if (active_) omp_set_num_threads(1);
-  }
-  ~SerialTeam() {
-    if (active_) omp_set_num_threads(previous_);
-  }
-  SerialTeam(const SerialTeam&) = delete;
-  SerialTeam& operator=(const SerialTeam&) = delete;
-
- private:
-  int previous_;
-  bool active_;
-};
 
 const dnnl::matmul& primitive_for(std::int64_t n, std::int64_t in, std::int64_t out, DType t, bool bias) {
   using Key = std::array<std::int64_t, 5>;

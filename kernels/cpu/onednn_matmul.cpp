@@ -7,8 +7,6 @@
 #include "cudl/kernels/cpu/onednn_conv.hpp"
 
 #if CUDL_HAVE_ONEDNN
-#include <omp.h>
-
 #include <array>
 #include <bit>
 #include <map>
@@ -17,6 +15,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "cudl/engine/error.hpp"
+#include "cudl/kernels/cpu/onednn_matmul_common.hpp"
 #endif
 
 namespace cudl::cpu {
@@ -26,29 +25,10 @@ namespace {
 
 using dnnl::memory;
 using dt = memory::data_type;
-
-// As in kernels/cpu/gemm.cpp: a product this small runs on the calling thread (a team's barrier
-// costs more than it saves, and waits for descheduled threads on a loaded machine).
-constexpr std::int64_t kSerialGemmMacs = 1 << 24;
-
-dnnl::engine& engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
-
-dt to_dnnl(DType t) {
-  switch (t) {
-    case DType::f32:
-      return dt::f32;
-    case DType::bf16:
-      return dt::bf16;
-    case DType::f16:
-      return dt::f16;
-    case DType::i32:
-      break;
-  }
-  return dt::undef;
-}
+using matmul_detail::engine;
+using matmul_detail::kSerialGemmMacs;
+using matmul_detail::SerialTeam;
+using matmul_detail::to_dnnl;
 
 // Row-major op(X) [rows, cols] of a matrix stored with leading dimension ld: a transposed one is
 // read through swapped strides, no copy.
@@ -93,23 +73,6 @@ const std::string& impl_for(DType t) {
   static const std::string bf16 = probe(DType::bf16), f16 = probe(DType::f16);
   return t == DType::bf16 ? bf16 : f16;
 }
-
-// Sets this thread's OpenMP team size for its lifetime (oneDNN sizes its team from it).
-class SerialTeam {
- public:
-  explicit SerialTeam(bool serial) : previous_(omp_get_max_threads()), active_(serial) {
-    if (active_) omp_set_num_threads(1);
-  }
-  ~SerialTeam() {
-    if (active_) omp_set_num_threads(previous_);
-  }
-  SerialTeam(const SerialTeam&) = delete;
-  SerialTeam& operator=(const SerialTeam&) = delete;
-
- private:
-  int previous_;
-  bool active_;
-};
 
 using Key = std::array<std::int64_t, 12>;
 
