@@ -10,6 +10,7 @@
 
 #include "cudl/engine/io/image.hpp"
 #include "cudl/engine/io/safetensors.hpp"
+#include "cudl/kernels/cpu/onednn_conv.hpp"
 #include "cudl/layers/conv2d.hpp"
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/layers/linear.hpp"
@@ -98,6 +99,40 @@ TEST(Autocast, HalfWeightsFollowTheMastersAfterEachOptimizerStep) {
   const std::vector<float> refreshed = w.half.to_vector(ctx);
   EXPECT_NE(refreshed, half);
   for (std::size_t i = 0; i < master.size(); ++i) ASSERT_EQ(refreshed[i], to_float(to_bf16(master[i]))) << i;
+}
+
+// Under a constant hold the convolutions run from re-laid-out copies of the HALF weights (what
+// they read under autocast), made once; when the hold ends, changed masters show again instead of
+// a stale copy.
+TEST(Autocast, HeldHalfWeightsAreReusedAndDroppedWithTheHold) {
+  Context ctx{Device::cpu()};
+  ctx.set_precision(Precision::bf16);
+  Sequential net = small_cnn(ctx);
+  const Dataset d = synthetic_patterns(4, 1, 8, 8, 4, 3, ctx);
+  const std::vector<float> fresh = net.forward(ctx, d.images, false).to_vector(ctx);
+  Parameter& w = *net.layer("conv1").parameters()[0];
+  const Tensor other = Tensor::full(w.shape, 0.5f, ctx);
+  {
+    const ConstantHold hold = net.hold_parameters_constant(ctx);
+    EXPECT_EQ(net.forward(ctx, d.images, false).to_vector(ctx), fresh);
+    if (cpu::onednn_conv_enabled(ctx.cpu_conv())) {
+      // Breaking the promise: a write to the half copy under the hold is not seen, which shows
+      // the held copy is what runs (made by the first forward, reused since).
+      const Tensor saved = w.half.clone(ctx);
+      ctx.backend().cast(ctx, other, w.half);
+      EXPECT_EQ(net.forward(ctx, d.images, false).to_vector(ctx), fresh);
+      ctx.backend().copy(ctx, saved, w.half);
+    }
+  }
+  // Released, then the masters change (as an optimizer step would): the new weights are read.
+  ctx.backend().copy(ctx, other, w.value);
+  net.parameters_changed();
+  const std::vector<float> changed = net.forward(ctx, d.images, false).to_vector(ctx);
+  EXPECT_NE(changed, fresh);
+  Sequential reference = small_cnn(ctx);
+  ctx.backend().copy(ctx, net.parameter_block(), reference.parameter_block());
+  reference.parameters_changed();
+  EXPECT_EQ(reference.forward(ctx, d.images, false).to_vector(ctx), changed);
 }
 
 TEST(LossScaler, AnOverflowIsSkippedTheScaleHalvedAndGoodStepsUnscaled) {

@@ -104,8 +104,15 @@ void Sequential::build(Context& ctx, std::uint64_t seed) {
   built_ = true;
 }
 
+void Sequential::release_half_hold() {
+  half_hold_.reset();
+  half_held_ = false;
+}
+
 void Sequential::refresh_half_parameters(Context& ctx, DType dtype) {
+  if (constant_hold_.expired()) release_half_hold();
   if (!half_params_.defined() || half_params_.dtype() != dtype || half_params_.device() != ctx.device()) {
+    release_half_hold();
     half_params_ = Tensor::empty(params_.shape(), ctx, dtype);
     std::int64_t offset = 0;
     for (auto& [name, layer] : layers_)
@@ -117,8 +124,16 @@ void Sequential::refresh_half_parameters(Context& ctx, DType dtype) {
     half_stale_ = true;
   }
   // One cast over the whole block: a launch per step, not one per layer.
-  if (half_stale_) ctx.backend().cast(ctx, params_, half_params_);
+  if (half_stale_) {
+    release_half_hold();
+    ctx.backend().cast(ctx, params_, half_params_);
+  }
   half_stale_ = false;
+  // A hold may own nothing but its release, so whether one is taken is tracked apart from it.
+  if (!constant_hold_.expired() && !half_held_) {
+    half_hold_ = ctx.backend().hold_constant(ctx, half_params_);
+    half_held_ = true;
+  }
 }
 
 Tensor Sequential::forward(Context& ctx, const Tensor& x, bool train) {

@@ -165,6 +165,7 @@ class Sequential : public ParameterBlocks {
   std::map<std::string, Tensor> tap_outputs_;
   // The half-precision copy of params_ under autocast (Parameter::half views into it).
   void refresh_half_parameters(Context& ctx, DType dtype);
+  void release_half_hold();
 
   std::vector<std::int64_t> param_offsets_;  // per layer: where its trainable parameters start
   std::function<void(std::int64_t)> gradients_ready_;
@@ -172,7 +173,12 @@ class Sequential : public ParameterBlocks {
   Tensor half_params_;
   bool half_stale_ = true;
   std::weak_ptr<void> constant_hold_;  // alive while the parameters are promised constant
-  DType output_dtype_ = DType::f32;    // the last layer's output dtype in the last forward
+  // The backend's hold on half_params_ while constant_hold_ lives: the convolutions read the half
+  // copy, not the masters, so without it they re-lay out their weights on every call. Dropped
+  // before anything writes half_params_.
+  ConstantHold half_hold_;
+  bool half_held_ = false;
+  DType output_dtype_ = DType::f32;  // the last layer's output dtype in the last forward
   bool built_ = false;
   bool input_grad_ = false;
   bool profiling_ = false;
