@@ -2,10 +2,12 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
+#include <optional>
 
 #include "cudl/engine/io/files.hpp"
 #include "cudl/models/checkpoint/checkpoint.hpp"
 #include "cudl/models/checkpoint/saved_run.hpp"
+#include "cudl/models/onnx/onnx.hpp"
 #include "cudl/models/train/trainer.hpp"
 #include "cudl/models/zoo/model_file.hpp"
 #include "python/src/common.hpp"
@@ -29,11 +31,17 @@ std::unique_ptr<PyModel> build_model(const std::string& name, const std::string&
   } catch (const Error& e) {
     throw ValueError(e.what());
   }
+  std::optional<OnnxModel> onnx;
   if (is_model_file(name)) {
     check_input_file("model", name);
     ModelFile file = reading_file([&] { return read_model_file(name); });
     m->spec = std::move(file.spec);
     m->net = std::move(file.model);
+  } else if (is_onnx_file(name)) {
+    check_input_file("model", name);
+    onnx = reading_file([&] { return read_onnx(name); });
+    m->spec = onnx->file.spec;
+    m->net = std::move(onnx->file.model);
   } else {
     try {
       m->spec = model_spec(name);
@@ -47,6 +55,12 @@ std::unique_ptr<PyModel> build_model(const std::string& name, const std::string&
   {
     py::gil_scoped_release release;
     m->net.build(*m->ctx, seed);
+    // An ONNX file brings its weights (as `cudl predict --model NAME.onnx` reads them), not the seed's.
+    if (onnx)
+      reading_file([&] {
+        load_onnx_weights(*onnx, *m->ctx, m->net);
+        return 0;
+      });
   }
   return m;
 }
@@ -212,7 +226,8 @@ void bind_model(py::module_& m) {
   bind_fit(model);
   m.def("model", &build_model, py::arg("name"), py::arg("device") = "cpu", py::arg("seed") = 1,
         py::arg("precision") = "fp32",
-        "A model from the zoo ('mnist_cnn', 'mlp', 'vgg16', ...) or a JSON model file, initialised from seed");
+        "A model from the zoo ('mnist_cnn', 'mlp', 'vgg16', ...) or a JSON model file, initialised from seed, or an "
+        "ONNX file with its own weights");
   m.def("load", &load, py::arg("path"), py::arg("device") = "cpu", py::arg("precision") = "fp32",
         "The model a checkpoint (Model.save, cudl train --save) holds, with its weights");
 }

@@ -26,6 +26,24 @@ def test_model_properties_and_summary():
         cudl.model("missing_net.json")
 
 
+def test_an_onnx_file_is_a_model_with_its_own_weights(cli, tmp_path):
+    x, _ = synthetic(16)
+    trained = cudl.model("mnist_cnn", seed=3)
+    checkpoint, exported = tmp_path / "cnn.safetensors", tmp_path / "cnn.onnx"
+    trained.save(str(checkpoint))
+    r = subprocess.run([cli, "summary", "--model", "mnist_cnn", "--weights", str(checkpoint), "--export", str(exported)],
+                       capture_output=True, text=True, timeout=300)
+    if "built without ONNX support" in r.stderr:
+        pytest.skip("cudl was built without ONNX support")
+    assert r.returncode == 0, r.stderr
+    m = cudl.model(str(exported), seed=7)  # the seed must not matter: the file's weights are loaded
+    assert m.parameter_count == trained.parameter_count and m.input_shape == (1, 28, 28)
+    np.testing.assert_allclose(m.predict(x), trained.predict(x), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(cudl.model("mnist_cnn", seed=7).predict(x), trained.predict(x), atol=1e-3)
+    with pytest.raises(cudl.FileError, match="does not exist"):
+        cudl.model(str(tmp_path / "missing.onnx"))
+
+
 def test_fit_returns_history_and_runs_callbacks():
     x, y = synthetic(320)
     m = cudl.model("mlp", seed=3)
