@@ -1,7 +1,7 @@
 // Gram matrices for style losses: per sample, F = x[n] viewed as [C, H*W], G = F Fᵀ / (C*H*W).
-// Both directions are GEMMs on cpu::sgemm, threaded by the same pool as the convolutions around
-// them (OpenBLAS's ssyrk did half the multiply-adds but woke OpenBLAS's own spinning pool, which
-// fought the OpenMP threads for the cores in every style iteration).
+// Both directions are GEMMs (cpu::sgemm; a half x on oneDNN's half matmul where it is native),
+// threaded by the same pool as the convolutions around them (OpenBLAS's ssyrk did half the multiply-adds but woke
+// OpenBLAS's own spinning pool, which fought the OpenMP threads for the cores in every style iteration).
 #include <cstddef>
 #include <limits>
 #include <optional>
@@ -66,31 +66,42 @@ void CpuBackend::do_gram_backward(Context& ctx, const Tensor& x, const Tensor& d
   const std::int64_t n = x.dim(0), c = x.dim(1), hw = x.dim(2) * x.dim(3);
   check_blas_size(op, c, x.shape());
   check_blas_size(op, hw, x.shape());
+  if (n == 0 || c == 0 || hw == 0) return;
   const float alpha = static_cast<float>(1.0 / static_cast<double>(c * hw));
   const float* pdg = dg.data<float>();
-  std::vector<float> sym(static_cast<std::size_t>(c * c));
-  // dg is f32 (and so is the symmetrised matrix): a half x is widened to f32 (exact) for the f32
-  // GEMM and dx rounded once.
+  // dX_n = alpha S_n X_n with S_n = dG_n + dG_nᵀ. For a half x, S is rounded to x's dtype and the
+  // GEMM runs in half with f32 sums, dx rounded once: autocast's half matmul backward, and what the
+  // CUDA backend does (kernels/cublas/gram.cpp). Without a native half GEMM here, the rounded S
+  // and x are widened (exactly) for sgemm: the same products.
   cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     const T* px = x.data<T>();
     T* pdx = dx.data<T>();
-    constexpr bool half = !std::is_same_v<T, float>;
+    std::vector<T> sym(static_cast<std::size_t>(c * c));
+    std::vector<float> wsym;
     std::optional<Workspace> widened;
-    if constexpr (half) widened.emplace(ctx, static_cast<std::size_t>(2 * c * hw) * sizeof(float));
     for (std::int64_t s = 0; s < n; ++s) {
       const float* d = pdg + s * c * c;
       for (std::int64_t i = 0; i < c; ++i)
-        for (std::int64_t j = 0; j < c; ++j) sym[static_cast<std::size_t>(i * c + j)] = d[i * c + j] + d[j * c + i];
-      if constexpr (half) {
+        for (std::int64_t j = 0; j < c; ++j)
+          sym[static_cast<std::size_t>(i * c + j)] = store<T>(d[i * c + j] + d[j * c + i]);
+      if constexpr (std::is_same_v<T, float>) {
+        cpu::sgemm(ctx.cpu_gemm(), false, false, c, hw, c, alpha, sym.data(), c, px + s * c * hw, hw, 0.0f,
+                   pdx + s * c * hw, hw);
+      } else {
+        if (cpu::onednn_half_gemm(ctx.cpu_gemm(), false, false, c, hw, c, alpha, x.dtype(), sym.data(), c,
+                                  px + s * c * hw, hw, 0.0f, x.dtype(), pdx + s * c * hw, hw))
+          continue;
+        if (!widened) {
+          widened.emplace(ctx, static_cast<std::size_t>(2 * c * hw) * sizeof(float));
+          wsym.resize(sym.size());
+        }
+        cpu::widen(sym.data(), wsym.data(), c * c);
         float* wx = static_cast<float*>(widened->data());
         float* wdx = wx + c * hw;
         cpu::widen(px + s * c * hw, wx, c * hw);
-        cpu::sgemm(ctx.cpu_gemm(), false, false, c, hw, c, alpha, sym.data(), c, wx, hw, 0.0f, wdx, hw);
+        cpu::sgemm(ctx.cpu_gemm(), false, false, c, hw, c, alpha, wsym.data(), c, wx, hw, 0.0f, wdx, hw);
         cpu::narrow(wdx, pdx + s * c * hw, c * hw);
-      } else {
-        cpu::sgemm(ctx.cpu_gemm(), false, false, c, hw, c, alpha, sym.data(), c, px + s * c * hw, hw, 0.0f,
-                   pdx + s * c * hw, hw);
       }
     }
   });
