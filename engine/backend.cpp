@@ -638,6 +638,21 @@ void Backend::dropout_forward(Context& ctx, const Tensor& x, float p, std::uint6
   do_dropout_forward(ctx, x, p, seed, offset, y, mask);
 }
 
+void Backend::dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, Tensor& counter,
+                              std::uint64_t offset, std::uint64_t advance, Tensor& y, Tensor& mask) {
+  constexpr std::string_view op = "dropout_forward";
+  bound_to(ctx, op);
+  placed_float(ctx, op, "x", x);
+  placed_as(ctx, op, "y", y, "x", x);
+  placed_as(ctx, op, "mask", mask, "x", x);
+  check::same_shape(op, "x", x, "y", y);
+  check::same_shape(op, "x", x, "mask", mask);
+  placed(ctx, op, "counter", counter, DType::i32);
+  check::shape_is(op, "counter", counter, Shape{2});
+  CUDL_CHECK(p >= 0.0f && p < 1.0f, "{}: p={} must be in [0, 1) (x={})", op, p, x.shape());
+  do_dropout_forward_counted(ctx, x, p, seed, counter, offset, advance, y, mask);
+}
+
 void Backend::mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
   constexpr std::string_view op = "mul";
   bound_to(ctx, op);
@@ -650,6 +665,36 @@ void Backend::mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
 }
 
 // ---- optimizer steps ----
+
+namespace {
+// A per-step scalars tensor, when given, is f32 [kOptimizerScalars] on ctx's device.
+void check_optimizer_scalars(const Context& ctx, std::string_view op, const Tensor& scalars) {
+  if (!scalars.defined()) return;
+  placed(ctx, op, "scalars", scalars);
+  check::shape_is(op, "scalars", scalars, Shape{kOptimizerScalars});
+}
+}  // namespace
+
+OptimizerStepValues optimizer_scalars(const SgdParams& p) {
+  OptimizerStepValues s;
+  s.v[kOptLr] = p.lr;
+  s.v[kOptAdamStepSize] = 0.0f;
+  s.v[kOptAdamInvSqrtBc2] = 1.0f;
+  s.v[kOptAdamShrink] = 1.0f;
+  return s;
+}
+
+OptimizerStepValues optimizer_scalars(const AdamParams& p) {
+  // Bias corrections in double: beta2^t stays accurate for the large t of long runs.
+  const double bc1 = 1.0 - std::pow(static_cast<double>(p.beta1), static_cast<double>(p.step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(p.beta2), static_cast<double>(p.step));
+  OptimizerStepValues s;
+  s.v[kOptLr] = p.lr;
+  s.v[kOptAdamStepSize] = static_cast<float>(p.lr / bc1);
+  s.v[kOptAdamInvSqrtBc2] = static_cast<float>(1.0 / std::sqrt(bc2));
+  s.v[kOptAdamShrink] = p.decoupled_weight_decay ? 1.0f - p.lr * p.weight_decay : 1.0f;
+  return s;
+}
 
 void Backend::sgd_step(Context& ctx, const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf) {
   constexpr std::string_view op = "sgd_step";
@@ -665,6 +710,7 @@ void Backend::sgd_step(Context& ctx, const SgdParams& p, Tensor& param, const Te
     placed(ctx, op, "momentum_buf", momentum_buf);
     check::same_shape(op, "param", param, "momentum_buf", momentum_buf);
   }
+  check_optimizer_scalars(ctx, op, p.scalars);
   do_sgd_step(ctx, p, param, grad, momentum_buf);
 }
 
@@ -678,7 +724,9 @@ void Backend::adam_step(Context& ctx, const AdamParams& p, Tensor& param, const 
   check::same_shape(op, "param", param, "grad", grad);
   check::same_shape(op, "param", param, "m", m);
   check::same_shape(op, "param", param, "v", v);
-  CUDL_CHECK(p.step >= 1, "{}: step={} must be >= 1 (it is 1-based; param={})", op, p.step, param.shape());
+  check_optimizer_scalars(ctx, op, p.scalars);
+  CUDL_CHECK(p.scalars.defined() || p.step >= 1, "{}: step={} must be >= 1 (it is 1-based; param={})", op, p.step,
+             param.shape());
   do_adam_step(ctx, p, param, grad, m, v);
 }
 

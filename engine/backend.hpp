@@ -68,6 +68,8 @@ struct SgdParams {
   float dampening = 0.0f;
   float weight_decay = 0.0f;
   bool nesterov = false;
+  // Optional (see OptimizerScalar): when defined, the learning rate is read from it, not from lr.
+  Tensor scalars;
 };
 
 struct AdamParams {
@@ -78,7 +80,17 @@ struct AdamParams {
   float weight_decay = 0.0f;
   bool decoupled_weight_decay = false;  // true: AdamW (decay applied to the weights, not the gradient)
   std::int64_t step = 1;                // 1-based step count, for bias correction
+  // Optional (see OptimizerScalar): when defined, the step size, bias correction and shrink are read
+  // from it, and lr and step are not used.
+  Tensor scalars;
 };
+
+// The per-step values of an SGD or Adam step with the host fields of `p` (see OptimizerScalar).
+struct OptimizerStepValues {
+  float v[kOptimizerScalars] = {};
+};
+OptimizerStepValues optimizer_scalars(const SgdParams& p);
+OptimizerStepValues optimizer_scalars(const AdamParams& p);
 
 // Output sizes shared by both backends and the layers.
 std::int64_t conv_out_size(std::int64_t in, int kernel, int pad, int stride, int dilation);
@@ -187,6 +199,11 @@ class Backend {
   // ---- dropout (inverted): mask = (u >= p) / (1 - p) with u from Philox(seed, offset + i); y = x * mask ----
   void dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset, Tensor& y,
                        Tensor& mask);
+  // The same with the Philox offset counter[0] + offset, counter a u64 held in an i32 [2] tensor
+  // (low word, high word) on ctx's device, which is then advanced by `advance`: the offset lives on
+  // the device, so a step replayed as a CUDA graph draws fresh masks each time.
+  void dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, Tensor& counter,
+                       std::uint64_t offset, std::uint64_t advance, Tensor& y, Tensor& mask);
   // dx = dy * mask (also the generic elementwise product).
   void mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out);
 
@@ -312,6 +329,8 @@ class Backend {
                                    bool accumulate) = 0;
   virtual void do_dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset,
                                   Tensor& y, Tensor& mask) = 0;
+  virtual void do_dropout_forward_counted(Context& ctx, const Tensor& x, float p, std::uint64_t seed, Tensor& counter,
+                                          std::uint64_t offset, std::uint64_t advance, Tensor& y, Tensor& mask) = 0;
   virtual void do_mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) = 0;
   virtual void do_sgd_step(Context& ctx, const SgdParams& p, Tensor& param, const Tensor& grad,
                            Tensor& momentum_buf) = 0;

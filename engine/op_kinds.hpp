@@ -38,4 +38,18 @@ enum class DeviceFault : int {
   argmax_out_of_range = 2,  // maxpool2d_backward: an argmax entry outside its input plane
 };
 
+// The values of an optimizer step that change from step to step (the learning rate of a schedule,
+// Adam's bias corrections), as one f32 [kOptimizerScalars] tensor on the op's device. A step that
+// is replayed as a CUDA graph (engine/step_graph.hpp) cannot take them as kernel arguments, which
+// the graph would freeze at their first values: the host writes them into this tensor before each
+// step (Optimizer::prepare) and the kernels read them there. optimizer_scalars() computes them, on
+// the host, as both backends do from the host fields, so either way gives the same bits.
+enum OptimizerScalar : int {
+  kOptLr = 0,            // SGD: the learning rate
+  kOptAdamStepSize = 1,  // Adam: lr / (1 - beta1^step)
+  kOptAdamInvSqrtBc2,    // Adam: 1 / sqrt(1 - beta2^step)
+  kOptAdamShrink,        // AdamW: 1 - lr * weight_decay (1 otherwise)
+  kOptimizerScalars
+};
+
 }  // namespace cudl

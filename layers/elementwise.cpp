@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <span>
 
 namespace cudl {
 
@@ -102,7 +103,7 @@ std::string Dropout::describe() const { return fmt::format("Dropout(p={})", p_);
 
 void Dropout::initialize(Context& /*ctx*/, std::uint64_t seed) {
   seed_ = seed;
-  counter_ = 0;
+  set_counter(0);
 }
 
 Tensor Dropout::forward(Context& ctx, const Tensor& x, bool train) {
@@ -115,9 +116,17 @@ Tensor Dropout::forward(Context& ctx, const Tensor& x, bool train) {
   // On a data-parallel rank, this batch is some rows of a global batch: draw those rows' numbers
   // and advance past the whole global batch, as one process would.
   const std::int64_t per_row = x.rank() > 0 && x.dim(0) > 0 ? x.numel() / x.dim(0) : 0;
-  const std::uint64_t first = counter_ + static_cast<std::uint64_t>(rows_.global > 0 ? rows_.begin * per_row : 0);
-  ctx.backend().dropout_forward(ctx, x, p_, seed_, first, y, mask_);
-  counter_ += static_cast<std::uint64_t>(rows_.global > 0 ? rows_.global * per_row : x.numel());
+  const auto first = static_cast<std::uint64_t>(rows_.global > 0 ? rows_.begin * per_row : 0);
+  const auto advance = static_cast<std::uint64_t>(rows_.global > 0 ? rows_.global * per_row : x.numel());
+  if (!counter_on_device_ || device_counter_.device() != ctx.device()) {
+    const std::int32_t words[2] = {static_cast<std::int32_t>(static_cast<std::uint32_t>(counter_)),
+                                   static_cast<std::int32_t>(static_cast<std::uint32_t>(counter_ >> 32))};
+    device_counter_ = Tensor::from_host(std::span<const std::int32_t>(words), Shape{2}, ctx);
+    counter_on_device_ = true;
+  }
+  // Masks from Philox(seed, counter + first + i); the op then advances the device counter.
+  ctx.backend().dropout_forward(ctx, x, p_, seed_, device_counter_, first, advance, y, mask_);
+  counter_ += advance;
   return y;
 }
 

@@ -67,7 +67,14 @@ class Dropout final : public Layer {
   void initialize(Context& ctx, std::uint64_t seed) override;
   // The mask stream's position: saved in checkpoints so a resumed run draws the same masks.
   std::uint64_t counter() const { return counter_; }
-  void set_counter(std::uint64_t counter) { counter_ = counter; }
+  void set_counter(std::uint64_t counter) {
+    counter_ = counter;
+    counter_on_device_ = false;  // the next forward copies it to the device
+  }
+  // A step replayed as a CUDA graph advances the counter on the device (see forward) without
+  // running forward on the host: the caller, which knows how far a step advances it, sets the
+  // host's copy to `counter`, the value the device already holds.
+  void set_counter_held_on_device(std::uint64_t counter) { counter_ = counter; }
   float p() const { return p_; }
   // Data parallel: this layer's batches are rows [begin, begin + rows) of global batches of
   // `global` rows. It then draws the global batch's numbers for its rows and steps past the whole
@@ -83,6 +90,10 @@ class Dropout final : public Layer {
   float p_;
   std::uint64_t seed_;
   std::uint64_t counter_ = 0;
+  // The counter on the device (a u64 as i32 [2]), read and advanced by the dropout op itself so
+  // that a replayed graph draws fresh masks; counter_ mirrors it on the host.
+  Tensor device_counter_;
+  bool counter_on_device_ = false;
   GlobalRows rows_;
   Tensor mask_;
 };

@@ -36,30 +36,61 @@ Optimizer::Optimizer(Context& ctx, ParameterBlocks& model, OptimizerConfig confi
     first_ = Tensor::zeros(shape, ctx);
     second_ = Tensor::zeros(shape, ctx);
   }
+  scalars_ = Tensor::zeros({kOptimizerScalars}, ctx);
 }
 
+namespace {
+
+SgdParams sgd_params(const OptimizerConfig& c, float lr) {
+  SgdParams p;
+  p.lr = lr;
+  p.momentum = c.momentum;
+  p.weight_decay = c.weight_decay;
+  p.nesterov = c.nesterov;
+  return p;
+}
+
+AdamParams adam_params(const OptimizerConfig& c, float lr, std::int64_t step) {
+  AdamParams p;
+  p.lr = lr;
+  p.beta1 = c.beta1;
+  p.beta2 = c.beta2;
+  p.eps = c.eps;
+  p.weight_decay = c.weight_decay;
+  p.decoupled_weight_decay = c.kind == OptimizerKind::adamw;
+  p.step = step;
+  return p;
+}
+
+}  // namespace
+
 void Optimizer::step(Context& ctx, float lr) {
+  prepare(ctx, lr);
+  apply(ctx);
+}
+
+void Optimizer::prepare(Context& ctx, float lr) {
   ++steps_;
   model_->parameters_changed();
+  // The values the backends would derive from lr and the step count (optimizer_scalars), so the
+  // update reads the same bits from the device as it would take as arguments.
+  const OptimizerStepValues values = config_.kind == OptimizerKind::sgd
+                                         ? optimizer_scalars(sgd_params(config_, lr))
+                                         : optimizer_scalars(adam_params(config_, lr, steps_));
+  copy_bytes(ctx, scalars_.raw(), scalars_.device(), values.v, Device::cpu(), sizeof(values.v));
+}
+
+void Optimizer::apply(Context& ctx) {
   Tensor& params = model_->parameter_block();
   const Tensor& grads = model_->gradient_block();
   if (config_.kind == OptimizerKind::sgd) {
-    SgdParams p;
-    p.lr = lr;
-    p.momentum = config_.momentum;
-    p.weight_decay = config_.weight_decay;
-    p.nesterov = config_.nesterov;
+    SgdParams p = sgd_params(config_, 0.0f);
+    p.scalars = scalars_;
     ctx.backend().sgd_step(ctx, p, params, grads, first_);
     return;
   }
-  AdamParams p;
-  p.lr = lr;
-  p.beta1 = config_.beta1;
-  p.beta2 = config_.beta2;
-  p.eps = config_.eps;
-  p.weight_decay = config_.weight_decay;
-  p.decoupled_weight_decay = config_.kind == OptimizerKind::adamw;
-  p.step = steps_;
+  AdamParams p = adam_params(config_, 0.0f, 0);
+  p.scalars = scalars_;
   ctx.backend().adam_step(ctx, p, params, grads, first_, second_);
 }
 

@@ -36,8 +36,15 @@ class Optimizer {
   Optimizer(Context& ctx, ParameterBlocks& model, OptimizerConfig config);
 
   // Applies one update with learning rate `lr` (the schedule's value for this step) from the
-  // gradients currently in the model's gradient block.
+  // gradients currently in the model's gradient block: prepare(ctx, lr), then apply(ctx).
   void step(Context& ctx, float lr);
+  // The two halves of step(), for a step replayed as a CUDA graph (engine/step_graph.hpp):
+  // prepare() is host work, run before every step, replayed or not: it counts the step and writes
+  // this step's values (the rate, Adam's bias corrections: OptimizerScalar) into a small tensor on
+  // the device. apply() launches the update, which reads them there, so a graph that recorded it
+  // applies each step's values. Call apply() once after each prepare(), on the same stream.
+  void prepare(Context& ctx, float lr);
+  void apply(Context& ctx);
 
   const OptimizerConfig& config() const { return config_; }
   std::int64_t steps() const { return steps_; }
@@ -55,6 +62,7 @@ class Optimizer {
   OptimizerConfig config_;
   std::int64_t steps_ = 0;
   Tensor first_, second_;  // SGD: momentum buffer; Adam: exp_avg, exp_avg_sq
+  Tensor scalars_;         // f32 [kOptimizerScalars] on the device: the prepared step's values
 };
 
 enum class Schedule { none, step, cosine, onecycle };

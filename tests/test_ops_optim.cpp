@@ -49,10 +49,10 @@ class OptimizerOps : public BackendTest {};
 
 TEST_P(OptimizerOps, SgdThreeStepsMatchScalarReference) {
   std::vector<SgdParams> configs(4);
-  configs[0] = {0.1f, 0.0f, 0.0f, 0.0f, false};
-  configs[1] = {0.1f, 0.9f, 0.0f, 0.01f, false};
-  configs[2] = {0.05f, 0.9f, 0.0f, 0.0f, true};
-  configs[3] = {0.1f, 0.5f, 0.3f, 0.1f, false};
+  configs[0] = {0.1f, 0.0f, 0.0f, 0.0f, false, {}};  // {}: no per-step scalars tensor
+  configs[1] = {0.1f, 0.9f, 0.0f, 0.01f, false, {}};
+  configs[2] = {0.05f, 0.9f, 0.0f, 0.0f, true, {}};
+  configs[3] = {0.1f, 0.5f, 0.3f, 0.1f, false, {}};
   for (std::size_t c = 0; c < configs.size(); ++c) {
     Tensor w = make(kParam, {5}), buf = Tensor::zeros({5}, ctx());
     std::vector<double> ref(kParam.begin(), kParam.end());

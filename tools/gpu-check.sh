@@ -32,8 +32,8 @@
 #                  mnist_cnn at 128)
 #   style_512, style_1024   cudl style with random:1 VGG19 weights (no weights file travels),
 #                  30 L-BFGS iterations, --conv-algo measured: ms/iteration and the pool's peak memory
-#   models_graphs, style_512_graphs   vgg19 batch-1 inference and the 512 px style iteration with
-#                  --cuda-graphs true (GPU only), to set beside models and style_512
+#   models_graphs, style_512_graphs   vgg19 batch-1 train step and inference and the 512 px style
+#                  iteration with --cuda-graphs true (GPU only), to set beside models and style_512
 #   compare_torch  bench/compare_torch.py --device cuda (PyTorch on the same GPU; downloads nothing)
 #   compare_torch_defaults   the same with --defaults (each engine untouched) on vgg19 and a 512 px
 #                  style iteration
@@ -480,8 +480,9 @@ for size in $style_sizes; do
     --style "$root/tests/data/brick.png" --size "$size" --iters "$style_iters" --print-every "$style_iters" \
     --device "$dev" --conv-algo measured --output "$res/style_$size.png" --log "$res/style_$size.csv"
 done
-# CUDA graphs (issue 24, engine/step_graph.hpp): vgg19's batch-1 inference and the 512 px style
-# iteration replayed, beside the plain rows of models and style_512 above (same settings otherwise).
+# CUDA graphs (issue 24, engine/step_graph.hpp): vgg19's batch-1 train step (forward, loss, backward,
+# Adam: models/train/step_capture.hpp) and inference and the 512 px style iteration replayed, beside
+# the plain rows of models and style_512 above (same settings otherwise).
 if [ $cpu = 0 ]; then
   step models_graphs 60 "$cudl" bench --device cuda --models vgg19 --batch-sizes 1 --repeat 10 --cuda-graphs true \
     --json "$res/models_graphs.json"

@@ -54,6 +54,8 @@ class CpuBackend final : public Backend {
                            bool accumulate) override;
   void do_dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset, Tensor& y,
                           Tensor& mask) override;
+  void do_dropout_forward_counted(Context& ctx, const Tensor& x, float p, std::uint64_t seed, Tensor& counter,
+                                  std::uint64_t offset, std::uint64_t advance, Tensor& y, Tensor& mask) override;
   void do_mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) override;
   void do_sgd_step(Context& ctx, const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf) override;
   void do_adam_step(Context& ctx, const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m,

@@ -58,6 +58,17 @@ void CpuBackend::do_dropout_forward(Context&, const Tensor& x, float p, std::uin
   });
 }
 
+void CpuBackend::do_dropout_forward_counted(Context& ctx, const Tensor& x, float p, std::uint64_t seed, Tensor& counter,
+                                            std::uint64_t offset, std::uint64_t advance, Tensor& y, Tensor& mask) {
+  // The counter's u64 as two i32 words (low, high); the masks are those of the plain op at its value.
+  auto* words = reinterpret_cast<std::uint32_t*>(counter.data<std::int32_t>());
+  const std::uint64_t value = words[0] | static_cast<std::uint64_t>(words[1]) << 32;
+  do_dropout_forward(ctx, x, p, seed, value + offset, y, mask);
+  const std::uint64_t next = value + advance;
+  words[0] = static_cast<std::uint32_t>(next);
+  words[1] = static_cast<std::uint32_t>(next >> 32);
+}
+
 void CpuBackend::do_mul(Context&, const Tensor& a, const Tensor& b, Tensor& out) {
   cpu::dispatch_float(a.dtype(), "mul", [&](auto tag) {
     using T = decltype(tag);

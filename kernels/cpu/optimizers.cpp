@@ -8,6 +8,19 @@ namespace cudl {
 
 using cpu::kParallelThreshold;
 
+namespace {
+// The step's per-step values: from p.scalars when given (a host tensor here), else from p's host
+// fields, by the same function that filled the tensor (so both give the same bits).
+template <class Params>
+OptimizerStepValues step_values(const Params& p) {
+  if (!p.scalars.defined()) return optimizer_scalars(p);
+  OptimizerStepValues s;
+  const float* values = p.scalars.template data<float>();
+  for (int i = 0; i < kOptimizerScalars; ++i) s.v[i] = values[i];
+  return s;
+}
+}  // namespace
+
 void CpuBackend::do_sgd_step(Context&, const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf) {
   const bool use_momentum = p.momentum > 0.0f;
   float* buf = nullptr;
@@ -17,7 +30,7 @@ void CpuBackend::do_sgd_step(Context&, const SgdParams& p, Tensor& param, const 
   float* w = param.data<float>();
   const float* g = grad.data<float>();
   const std::int64_t n = param.numel();
-  const float lr = p.lr, wd = p.weight_decay, mu = p.momentum, damp = 1.0f - p.dampening;
+  const float lr = step_values(p).v[kOptLr], wd = p.weight_decay, mu = p.momentum, damp = 1.0f - p.dampening;
   const bool nesterov = p.nesterov;
 #pragma omp parallel for if (n >= kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) {
@@ -32,14 +45,12 @@ void CpuBackend::do_sgd_step(Context&, const SgdParams& p, Tensor& param, const 
 }
 
 void CpuBackend::do_adam_step(Context&, const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v) {
-  // Bias corrections in double: beta2^t stays accurate for the large t of long runs.
-  const double bc1 = 1.0 - std::pow(static_cast<double>(p.beta1), static_cast<double>(p.step));
-  const double bc2 = 1.0 - std::pow(static_cast<double>(p.beta2), static_cast<double>(p.step));
-  const float step_size = static_cast<float>(p.lr / bc1);
-  const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+  const OptimizerStepValues s = step_values(p);
+  const float step_size = s.v[kOptAdamStepSize];
+  const float inv_sqrt_bc2 = s.v[kOptAdamInvSqrtBc2];
+  const float shrink = s.v[kOptAdamShrink];
   const float b1 = p.beta1, b2 = p.beta2, eps = p.eps;
   const float l2 = p.decoupled_weight_decay ? 0.0f : p.weight_decay;
-  const float shrink = p.decoupled_weight_decay ? 1.0f - p.lr * p.weight_decay : 1.0f;
   float* w = param.data<float>();
   const float* g = grad.data<float>();
   float* pm = m.data<float>();

@@ -14,7 +14,16 @@ void CudaBackend::do_dropout_forward(Context& ctx, const Tensor& x, float p, std
                                      Tensor& y, Tensor& mask) {
   const float keep_scale = 1.0f / (1.0f - p);
   cuda_detail::launch_dropout(x.raw(), y.raw(), mask.raw(), float_type(x.dtype()), x.numel(), p, keep_scale, seed,
-                              offset, stream_of(ctx));
+                              offset, nullptr, 0, stream_of(ctx));
+}
+
+void CudaBackend::do_dropout_forward_counted(Context& ctx, const Tensor& x, float p, std::uint64_t seed,
+                                             Tensor& counter, std::uint64_t offset, std::uint64_t advance, Tensor& y,
+                                             Tensor& mask) {
+  const float keep_scale = 1.0f / (1.0f - p);
+  cuda_detail::launch_dropout(x.raw(), y.raw(), mask.raw(), float_type(x.dtype()), x.numel(), p, keep_scale, seed,
+                              offset, reinterpret_cast<std::uint32_t*>(counter.data<std::int32_t>()), advance,
+                              stream_of(ctx));
 }
 
 void CudaBackend::do_mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {

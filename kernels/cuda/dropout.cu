@@ -16,9 +16,12 @@ __device__ __forceinline__ float dropout_mask(std::int64_t i, float p, float kee
 }
 
 // N elements per access (N = 1: scalar), as launch_map's kernel, with two outputs.
+// counter, when not null, is a u64 (two 32-bit words, low first) on the device added to offset:
+// a replayed graph's launch keeps its arguments, so the offset that changes each step lives there.
 template <int N, class T>
 __global__ void dropout_kernel(std::int64_t n, const T* x, T* y, T* mask, float p, float keep_scale, std::uint64_t seed,
-                               std::uint64_t offset) {
+                               std::uint64_t offset, const std::uint32_t* counter) {
+  if (counter) offset += counter[0] | static_cast<std::uint64_t>(counter[1]) << 32;
   using P = Pack<T, N>;
   const std::int64_t packs = N > 1 ? n / N : 0;
   for (std::int64_t k = global_thread(); k < packs; k += global_stride()) {
@@ -40,6 +43,13 @@ __global__ void dropout_kernel(std::int64_t n, const T* x, T* y, T* mask, float 
   }
 }
 
+// counter += advance, after the dropout kernel that read it (same stream).
+__global__ void counter_advance_kernel(std::uint32_t* counter, std::uint64_t advance) {
+  const std::uint64_t next = (counter[0] | static_cast<std::uint64_t>(counter[1]) << 32) + advance;
+  counter[0] = static_cast<std::uint32_t>(next);
+  counter[1] = static_cast<std::uint32_t>(next >> 32);
+}
+
 struct Product {
   __device__ float operator()(std::int64_t, float a, float b) const { return a * b; }
 };
@@ -47,21 +57,25 @@ struct Product {
 }  // namespace
 
 void launch_dropout(const void* x, void* y, void* mask, FloatType t, std::int64_t n, float p, float keep_scale,
-                    std::uint64_t seed, std::uint64_t offset, cudaStream_t stream) {
-  if (n <= 0) return;
-  dispatch_float(t, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    constexpr int N = kVec<T>;
-    const auto* xt = static_cast<const T*>(x);
-    auto* yt = static_cast<T*>(y);
-    auto* mt = static_cast<T*>(mask);
-    if (n >= N && aligned16(x) && aligned16(y) && aligned16(mask))
-      launch_grid("dropout_kernel", dropout_kernel<N, T>, dim3(blocks_for(n / N, kBlock)), dim3(kBlock), stream, n, xt,
-                  yt, mt, p, keep_scale, seed, offset);
-    else
-      launch_grid("dropout_kernel", dropout_kernel<1, T>, dim3(blocks_for(n, kBlock)), dim3(kBlock), stream, n, xt, yt,
-                  mt, p, keep_scale, seed, offset);
-  });
+                    std::uint64_t seed, std::uint64_t offset, std::uint32_t* counter, std::uint64_t advance,
+                    cudaStream_t stream) {
+  if (n > 0)
+    dispatch_float(t, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      constexpr int N = kVec<T>;
+      const auto* xt = static_cast<const T*>(x);
+      auto* yt = static_cast<T*>(y);
+      auto* mt = static_cast<T*>(mask);
+      if (n >= N && aligned16(x) && aligned16(y) && aligned16(mask))
+        launch_grid("dropout_kernel", dropout_kernel<N, T>, dim3(blocks_for(n / N, kBlock)), dim3(kBlock), stream, n,
+                    xt, yt, mt, p, keep_scale, seed, offset, counter);
+      else
+        launch_grid("dropout_kernel", dropout_kernel<1, T>, dim3(blocks_for(n, kBlock)), dim3(kBlock), stream, n, xt,
+                    yt, mt, p, keep_scale, seed, offset, counter);
+    });
+  // Ordered after the kernel that read the counter, on the same stream.
+  if (counter)
+    launch_grid("counter_advance_kernel", counter_advance_kernel, dim3(1), dim3(1), stream, counter, advance);
 }
 
 void launch_mul(const void* a, const void* b, void* out, FloatType t, std::int64_t n, cudaStream_t stream) {

@@ -70,9 +70,12 @@ void launch_activation_backward(Activation a, float alpha, const void* saved, co
 
 // ---- dropout.cu ----
 // mask[i] = u >= p ? keep_scale : 0 with u = philox::uniform(offset + i, seed); y = x * mask (x, y
-// and mask one dtype; y formed from the unrounded keep_scale, as PyTorch's half dropout).
+// and mask one dtype; y formed from the unrounded keep_scale, as PyTorch's half dropout). With a
+// device `counter` (a u64 as two 32-bit words, low first; null for none) the offset is counter +
+// offset, read by the kernel, and the counter is then advanced by `advance`.
 void launch_dropout(const void* x, void* y, void* mask, FloatType t, std::int64_t n, float p, float keep_scale,
-                    std::uint64_t seed, std::uint64_t offset, cudaStream_t stream);
+                    std::uint64_t seed, std::uint64_t offset, std::uint32_t* counter, std::uint64_t advance,
+                    cudaStream_t stream);
 void launch_mul(const void* a, const void* b, void* out, FloatType t, std::int64_t n, cudaStream_t stream);
 
 // ---- elementwise.cu ----
@@ -111,13 +114,16 @@ void launch_channel_scale(const void* dy, const float* scale, void* dx, FloatTyp
 
 // ---- optimizers.cu ----
 // PyTorch SGD in the CPU's form; momentum_buf is read only when momentum > 0 (else it may be null).
+// `scalars`, when not null, is a device f32 [kOptimizerScalars] (engine/backend.hpp's OptimizerScalar)
+// whose values replace the per-step arguments (lr; shrink, step_size, inv_sqrt_bc2), read by the kernel.
 void launch_sgd_step(float* param, const float* grad, float* momentum_buf, std::int64_t n, float lr, float momentum,
-                     float dampening, float weight_decay, bool nesterov, cudaStream_t stream);
+                     float dampening, float weight_decay, bool nesterov, const float* scalars, cudaStream_t stream);
 // Adam / AdamW in the CPU's form, with the per-step constants computed by the caller as the CPU
 // does: l2 = weight decay added to the gradient (0 for AdamW), shrink = 1 - lr * weight decay for
 // AdamW (1 for Adam), step_size = lr / (1 - beta1^t), inv_sqrt_bc2 = 1 / sqrt(1 - beta2^t).
 void launch_adam_step(float* param, const float* grad, float* m, float* v, std::int64_t n, float beta1, float beta2,
-                      float eps, float l2, float shrink, float step_size, float inv_sqrt_bc2, cudaStream_t stream);
+                      float eps, float l2, float shrink, float step_size, float inv_sqrt_bc2, const float* scalars,
+                      cudaStream_t stream);
 
 // ---- pooling.cu; x [N, C, H, W], y [N, C, OH, OW]; H*W and OH*OW are < 2^31 ----
 struct PoolGeometry {

@@ -4,6 +4,7 @@
 // GPU gives the CPU's bits and a run can move between devices without drifting.
 #include <cmath>
 
+#include "cudl/engine/op_kinds.hpp"  // OptimizerScalar
 #include "cudl/kernels/cuda/launch.cuh"
 
 namespace cudl::cuda_detail {
@@ -12,7 +13,8 @@ namespace {
 
 // d = g + wd * w; with momentum: b = mu * buf + damp * d, d = nesterov ? d + mu * b : b; w -= lr * d.
 __global__ void sgd_kernel(std::int64_t n, float* param, const float* grad, float* buf, float lr, float momentum,
-                           float damp, float weight_decay, bool nesterov) {
+                           float damp, float weight_decay, bool nesterov, const float* scalars) {
+  if (scalars) lr = scalars[kOptLr];  // a replayed graph's step: this step's rate, on the device
   const bool use_momentum = momentum > 0.0f;
   for (std::int64_t i = global_thread(); i < n; i += global_stride()) {
     const float w = param[i];
@@ -30,7 +32,12 @@ __global__ void sgd_kernel(std::int64_t n, float* param, const float* grad, floa
 // w = w * shrink - step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps).
 __global__ void adam_kernel(std::int64_t n, float* param, const float* grad, float* m_state, float* v_state,
                             float beta1, float beta2, float eps, float l2, float shrink, float step_size,
-                            float inv_sqrt_bc2) {
+                            float inv_sqrt_bc2, const float* scalars) {
+  if (scalars) {  // a replayed graph's step: this step's values, on the device
+    step_size = scalars[kOptAdamStepSize];
+    inv_sqrt_bc2 = scalars[kOptAdamInvSqrtBc2];
+    shrink = scalars[kOptAdamShrink];
+  }
   const float one_minus_b1 = 1.0f - beta1, one_minus_b2 = 1.0f - beta2;
   for (std::int64_t i = global_thread(); i < n; i += global_stride()) {
     const float w = param[i];
@@ -47,15 +54,16 @@ __global__ void adam_kernel(std::int64_t n, float* param, const float* grad, flo
 }  // namespace
 
 void launch_sgd_step(float* param, const float* grad, float* momentum_buf, std::int64_t n, float lr, float momentum,
-                     float dampening, float weight_decay, bool nesterov, cudaStream_t stream) {
+                     float dampening, float weight_decay, bool nesterov, const float* scalars, cudaStream_t stream) {
   launch_linear("sgd_kernel", sgd_kernel, n, stream, param, grad, momentum_buf, lr, momentum, 1.0f - dampening,
-                weight_decay, nesterov);
+                weight_decay, nesterov, scalars);
 }
 
 void launch_adam_step(float* param, const float* grad, float* m, float* v, std::int64_t n, float beta1, float beta2,
-                      float eps, float l2, float shrink, float step_size, float inv_sqrt_bc2, cudaStream_t stream) {
+                      float eps, float l2, float shrink, float step_size, float inv_sqrt_bc2, const float* scalars,
+                      cudaStream_t stream) {
   launch_linear("adam_kernel", adam_kernel, n, stream, param, grad, m, v, beta1, beta2, eps, l2, shrink, step_size,
-                inv_sqrt_bc2);
+                inv_sqrt_bc2, scalars);
 }
 
 }  // namespace cudl::cuda_detail

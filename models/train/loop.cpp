@@ -14,6 +14,7 @@
 #include "cudl/models/train/data_parallel.hpp"
 #include "cudl/models/train/gradient_buckets.hpp"
 #include "cudl/models/train/hooks.hpp"
+#include "cudl/models/train/step_capture.hpp"
 #include "cudl/models/zoo/model_file.hpp"
 
 namespace cudl {
@@ -90,6 +91,8 @@ class Run {
   void resume();
   EpochMetrics train_epoch(std::int64_t epoch);
   std::int64_t step(const Batch& batch, const MicroBatch& micro);
+  void forward_backward(const Batch& local, const MicroBatch& micro);
+  bool captured_step(const Batch& batch);
   void progress(std::int64_t epoch, std::int64_t done, Clock::time_point start, std::int64_t samples, bool last);
   TrainProgress report(std::int64_t epoch, std::int64_t done, double loss, double accuracy, double seconds,
                        double images_per_second, bool epoch_done) const;
@@ -111,6 +114,10 @@ class Run {
   std::optional<GradClipper> clipper_;
   std::optional<LossScaler> scaler_;
   std::optional<GradientBuckets> buckets_;  // data parallel: the all-reduce, overlapped with backward
+  // --cuda-graphs: the step replayed as a CUDA graph (for batches of the first batch's shape),
+  // reading its batch from staged_, whose addresses the graph recorded.
+  std::optional<TrainStepGraph> graph_;
+  Batch staged_;
   TrainResult result_;
   std::int64_t first_epoch_ = 0, batches_ = 0, total_steps_ = 0, skipped_before_ = 0;
   std::int64_t steps_per_epoch_ = 0;  // optimizer steps: batches_ in groups of accumulate_steps
@@ -171,8 +178,60 @@ void Run::resume() {
 // Forward and backward of this rank's shard of `batch`, its gradients added to the group's; the
 // optimizer step after the group's last batch. Returns the shard's rows.
 std::int64_t Run::step(const Batch& batch, const MicroBatch& micro) {
-  Backend& be = ctx_.backend();
+  if (captured_step(batch)) return batch.images.dim(0);
   const Batch local = local_shard(model_, batch, o_.comm);  // the batch itself in one process
+  forward_backward(local, micro);
+  if (!micro.last) return local.images.dim(0);
+  if (buckets_) {
+    maybe_inject_fault_for_test(*o_.comm, optimizer_.steps() + 1);
+    buckets_->finish(ctx_, model_.gradient_block());  // the rest, then waits: averaged over the ranks
+  }
+  // fp16: a step whose scaled gradients overflowed (in any batch of the group: the sum holds it)
+  // is skipped (the same on every rank: the gradients were all-reduced first) and never reaches
+  // the weights.
+  if (!scaler_ || scaler_->unscale(ctx_, model_.gradient_block())) {
+    if (clipper_) clipper_->clip(ctx_, model_.gradient_block());
+    lr_ = static_cast<float>(learning_rate(o_.schedule, o_.optimizer.lr, optimizer_.steps(), total_steps_) *
+                             monitor_.lr_scale());
+    optimizer_.step(ctx_, lr_);
+  }
+  return local.images.dim(0);
+}
+
+// --cuda-graphs: the whole step (forward, loss, backward, clipping, update) as one graph replay,
+// where nothing in it needs the host: not with data parallel (the all-reduce), fp16 (the loss
+// scaler decides on the host whether the update runs) or accumulation (a group's batches differ),
+// and only for batches of the first batch's shape (an epoch's last, partial batch runs plainly).
+// Returns false where the step must run plainly.
+bool Run::captured_step(const Batch& batch) {
+  if (!graph_) return false;
+  if (!staged_.images.defined()) {
+    staged_.images = Tensor::empty(batch.images.shape(), ctx_, batch.images.dtype());
+    staged_.labels = Tensor::empty(batch.labels.shape(), ctx_, batch.labels.dtype());
+  }
+  if (batch.images.shape() != staged_.images.shape() || batch.labels.shape() != staged_.labels.shape()) return false;
+  Backend& be = ctx_.backend();
+  be.copy(ctx_, batch.images, staged_.images);
+  be.copy(ctx_, batch.labels, staged_.labels);
+  staged_.index = batch.index;
+  staged_.global_rows = batch.global_rows;
+  staged_.row_offset = batch.row_offset;
+  // Host work of the update, before the replay: the step count and this step's rate on the device.
+  lr_ = static_cast<float>(learning_rate(o_.schedule, o_.optimizer.lr, optimizer_.steps(), total_steps_) *
+                           monitor_.lr_scale());
+  optimizer_.prepare(ctx_, lr_);
+  graph_->run(ctx_, [&] {
+    forward_backward(staged_, MicroBatch{});
+    if (clipper_) clipper_->clip(ctx_, model_.gradient_block());
+    optimizer_.apply(ctx_);
+  });
+  return true;
+}
+
+// Zeroes the gradients at a group's first batch, then forward, the task's loss and gradient, the
+// running sums and backward of `local`.
+void Run::forward_backward(const Batch& local, const MicroBatch& micro) {
+  Backend& be = ctx_.backend();
   if (micro.first) {
     model_.zero_grad(ctx_);
     be.fill(ctx_, step_loss_, 0.0f);
@@ -190,21 +249,6 @@ std::int64_t Run::step(const Batch& batch, const MicroBatch& micro) {
   sync_ = buckets_.has_value() && micro.last;
   if (sync_) buckets_->begin_step();
   model_.backward(ctx_, grad);  // starts the buckets backward has finished (the model's hook)
-  if (!micro.last) return local.images.dim(0);
-  if (buckets_) {
-    maybe_inject_fault_for_test(*o_.comm, optimizer_.steps() + 1);
-    buckets_->finish(ctx_, model_.gradient_block());  // the rest, then waits: averaged over the ranks
-  }
-  // fp16: a step whose scaled gradients overflowed (in any batch of the group: the sum holds it)
-  // is skipped (the same on every rank: the gradients were all-reduced first) and never reaches
-  // the weights.
-  if (!scaler_ || scaler_->unscale(ctx_, model_.gradient_block())) {
-    if (clipper_) clipper_->clip(ctx_, model_.gradient_block());
-    lr_ = static_cast<float>(learning_rate(o_.schedule, o_.optimizer.lr, optimizer_.steps(), total_steps_) *
-                             monitor_.lr_scale());
-    optimizer_.step(ctx_, lr_);
-  }
-  return local.images.dim(0);
 }
 
 // Collective with several ranks (the running sums are combined), so every rank comes here.
@@ -402,6 +446,8 @@ TrainResult Run::run() {
   batch_loss_ = Tensor::empty({1}, ctx_);
   step_loss_ = Tensor::zeros({1}, ctx_);
   batch_accuracy_ = Tensor::empty({1}, ctx_);
+  if (!ctx_.device().is_cpu() && ctx_.cuda_graphs() && !scaler_ && !o_.comm && o_.accumulate_steps == 1)
+    graph_.emplace(model_);
 
   for (std::int64_t epoch = first_epoch_; epoch < o_.epochs && optimizer_.steps() < total_steps_; ++epoch) {
     EpochMetrics m = train_epoch(epoch);

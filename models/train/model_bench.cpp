@@ -11,6 +11,7 @@
 #include "cudl/engine/step_graph.hpp"
 #include "cudl/engine/timer.hpp"
 #include "cudl/layers/optimizer.hpp"
+#include "cudl/models/train/step_capture.hpp"
 #include "cudl/models/zoo/zoo.hpp"
 
 namespace cudl {
@@ -77,18 +78,27 @@ void bench_model(Context& ctx, const std::string& name, const std::vector<std::i
     for (std::size_t i = 0; i < host_labels.size(); ++i) host_labels[i] = static_cast<std::int32_t>(i % classes);
     Tensor labels = Tensor::from_host(std::span<const std::int32_t>(host_labels), {batch}, ctx);
     Tensor loss = Tensor::empty({1}, ctx);
-    auto train_step = [&] {
+    auto launches = [&] {
       model.zero_grad(ctx);
       Tensor logits = model.forward(ctx, x, true);
       Tensor probs = Tensor::empty(logits.shape(), ctx), dlogits = Tensor::empty(logits.shape(), ctx);
       ctx.backend().softmax_cross_entropy_forward(ctx, logits, labels, probs, loss);
       ctx.backend().softmax_cross_entropy_backward(ctx, probs, labels, 1.0f, dlogits);
       model.backward(ctx, dlogits);
-      optimizer.step(ctx, 1e-4f);
+      optimizer.apply(ctx);
     };
-    // With --cuda-graphs the inference step replays as one graph (a fresh one per batch size);
-    // not under --profile, whose per-layer events need the launches to run one by one. The train
-    // step is not captured: its optimizer's step count is a kernel argument (engine/step_graph.hpp).
+    // With --cuda-graphs the train and inference steps replay as graphs (fresh ones per batch
+    // size), as `cudl train` replays its step (models/train/step_capture.hpp: the optimizer's
+    // per-step values and the dropout counters live on the device); not under --profile, whose
+    // per-layer events need the launches to run one by one.
+    TrainStepGraph train_graph(model);
+    auto train_step = [&] {
+      optimizer.prepare(ctx, 1e-4f);  // host work: the step count and rate, before every step
+      if (profile)
+        launches();
+      else
+        train_graph.run(ctx, launches);
+    };
     StepGraph inference_graph("inference step");
     auto forward = [&] { (void)model.forward(ctx, x, false); };
     auto inference = [&] {
@@ -113,7 +123,9 @@ void bench_model(Context& ctx, const std::string& name, const std::vector<std::i
       r.timing = time_repeated(ctx, run, std::max(1, repeat / 2));
       r.images_per_second = static_cast<double>(batch) / (r.timing.median_ms / 1e3);
       // A graph's private pool holds its step's memory beside the context's pool.
-      r.peak_bytes = ctx.allocator().stats().peak_allocated_bytes + inference_graph.private_peak_bytes();
+      const bool inferring = std::string_view(what) == "inference";
+      r.peak_bytes = ctx.allocator().stats().peak_allocated_bytes +
+                     (inferring ? inference_graph.private_peak_bytes() : train_graph.private_peak_bytes());
       on_result(r, model);
     }
   }

@@ -405,9 +405,9 @@ void add_compute_options(CLI::App* cmd, ComputeOptions& options) {
       ->default_str("measured");
   add_fuse_option(cmd, options.fuse);
   cmd->add_option("--cuda-graphs", options.cuda_graphs,
-                  "true: replay fixed-shape steps (bench's inference step, the style iteration's loss and gradient) "
-                  "as CUDA graphs, one launch instead of one per kernel; false: plain launches (CUDA only; not yet "
-                  "measured on a GPU, so off by default)")
+                  "true: replay fixed-shape steps (the train step, bench's train and inference steps, the style "
+                  "iteration's loss and gradient) as CUDA graphs, one launch instead of one per kernel; false: plain "
+                  "launches (CUDA only; not yet measured on a GPU, so off by default)")
       ->capture_default_str();
 }
 
