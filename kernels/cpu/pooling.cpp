@@ -125,10 +125,29 @@ CUDL_CPU_CLONES void pair_winners(const T* in, std::int64_t n, float* __restrict
   }
 }
 
-// Pass 2: output row oh from the pair winners of input rows 2oh (top) and 2oh + 1 (bottom).
+// A float that holds a bf16 value exactly, back to its bits as store<bf16> gives them (a NaN
+// quieted), with a select where store's NaN branch keeps the loop below from vectorising.
+inline std::uint16_t exact_bf16_bits(float v) {
+  const std::uint32_t u = std::bit_cast<std::uint32_t>(v);
+  const auto bits = static_cast<std::uint16_t>(u >> 16);
+  return (u & 0x7fffffffu) > 0x7f800000u ? static_cast<std::uint16_t>(bits | 0x0040u) : bits;
+}
+
 template <class T>
-CUDL_CPU_CLONES_AVX2 void column_winners(const float* best, const std::int32_t* where, std::int64_t p, std::int64_t q,
-                                         T* out, std::int32_t* arg) {
+void put(T* out, std::int64_t i, float v) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    reinterpret_cast<std::uint16_t*>(out)[i] = exact_bf16_bits(v);
+  } else {
+    out[i] = store<T>(v);
+  }
+}
+
+// Pass 2: output row oh from the pair winners of input rows 2oh (top) and 2oh + 1 (bottom). The
+// buffers are the caller's own (restrict: no alias check and second loop copy per 12-output row).
+template <class T>
+CUDL_CPU_CLONES_AVX2 void column_winners(const float* __restrict best, const std::int32_t* __restrict where,
+                                         std::int64_t p, std::int64_t q, T* __restrict out,
+                                         std::int32_t* __restrict arg) {
   for (std::int64_t oh = 0; oh < p; ++oh) {
     const float* top = best + 2 * oh * q;
     const float* bottom = top + q;
@@ -140,7 +159,7 @@ CUDL_CPU_CLONES_AVX2 void column_winners(const float* best, const std::int32_t* 
       bigger(bottom[ow], bottom_at[ow], v, i);
       nan_first(bottom[ow], bottom_at[ow], v, i);
       nan_first(top[ow], top_at[ow], v, i);
-      out[oh * q + ow] = store<T>(v);
+      put(out, oh * q + ow, v);
       arg[oh * q + ow] = i;
     }
   }
