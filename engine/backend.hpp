@@ -196,7 +196,7 @@ class Backend {
   // dx (+)= dloss * ∂tv/∂x.
   void tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate, float beta = 2.0f);
 
-  // ---- dropout (inverted): mask = (u >= p) / (1 - p) with u from Philox(seed, offset + i); y = x * mask ----
+  // ---- dropout (inverted): mask = (u >= p) / (1 - p), u = philox::grouped_uniform(offset + i, seed); y = x*mask ----
   void dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, std::uint64_t offset, Tensor& y,
                        Tensor& mask);
   // The same with the Philox offset counter[0] + offset, counter a u64 held in an i32 [2] tensor

@@ -50,9 +50,25 @@ CUDL_HOST_DEVICE Uint4 philox4x32_10(std::uint64_t counter, std::uint64_t seed) 
   return philox4x32_10(c, static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));
 }
 
-// Uniform in [0, 1) with 24 random bits (exactly representable in float).
+// Uniform in [0, 1) from one 32-bit word: its top 24 bits (exactly representable in float).
+CUDL_HOST_DEVICE float word_uniform(std::uint32_t word) { return static_cast<float>(word >> 8) * (1.0f / 16777216.0f); }
+
+// Uniform in [0, 1) from the first word of the draw at `counter`: the random fills' stream.
 CUDL_HOST_DEVICE float uniform(std::uint64_t counter, std::uint64_t seed) {
-  return static_cast<float>(philox4x32_10(counter, seed).x >> 8) * (1.0f / 16777216.0f);
+  return word_uniform(philox4x32_10(counter, seed).x);
+}
+
+// Word j (0..3) of a draw.
+CUDL_HOST_DEVICE std::uint32_t word(const Uint4& r, std::uint32_t j) {
+  return j == 0 ? r.x : j == 1 ? r.y : j == 2 ? r.z : r.w;
+}
+
+// The stream dropout draws from: four consecutive counters share one Philox call, counter c taking
+// word c % 4 of the draw at c / 4, so a loop over consecutive elements pays a quarter of the
+// rounds uniform() costs (Random123's own use of the four words). Different counters still get
+// different words of the same or different draws, never a word twice.
+CUDL_HOST_DEVICE float grouped_uniform(std::uint64_t counter, std::uint64_t seed) {
+  return word_uniform(word(philox4x32_10(counter >> 2, seed), static_cast<std::uint32_t>(counter & 3u)));
 }
 
 // Standard normal by Box-Muller on two words of the same draw. Computed in double so the host's

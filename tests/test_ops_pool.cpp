@@ -59,6 +59,8 @@ std::vector<PoolCase> pool_cases() {
       {{2, 3, 5, 5}, pool(3, 2, 3, 2, 0, 1), "kernel 3x2, stride 3x2, pad 0x1"},
       {{4, 16, 32, 32}, pool(2, 2, 2, 2, 0, 0), "large enough for the parallel path"},
       {{2, 3, 9, 7}, pool(2, 2, 2, 2, 0, 0), "2x2 stride 2, an odd last row and column no window reads"},
+      {{2, 3, 9, 8}, pool(2, 2, 2, 2, 0, 0), "2x2 stride 2, even width (CPU: the two-pass path), odd last row"},
+      {{8, 16, 24, 24}, pool(2, 2, 2, 2, 0, 0), "MNIST's pool shape, parallel"},
       {{2, 16, 33, 31}, pool(3, 3, 2, 2, 1, 1), "ResNet's stem pool (3x3 stride 2 pad 1), odd sizes, parallel"},
   };
 }
@@ -227,6 +229,36 @@ TEST_P(PoolTest, BackwardRefusesAnArgmaxOutsideItsPlane) {
     cudl::testing::expect_error_by_next_read(
         [&] { backend().maxpool2d_backward(ctx(), dy, argmax, pool(2, 2, 2, 2, 0, 0), dx); },
         [&] { (void)dx.to_vector(ctx()); }, {"maxpool2d_backward", "argmax", "outside"});
+  }
+}
+
+// An argmax inside the plane but outside its own window (not from maxpool2d_forward, but in range)
+// is followed on the CPU as its general path does: the gradient lands where it points and adds to
+// what is there. The 2x2 paths detect it per plane and redo that plane; even and odd widths. (The
+// CUDA kernel gathers from the covering windows only, so it drops such an entry: CPU only.)
+TEST(MaxPoolBackwardCpu, FollowsAnArgmaxOutsideItsWindow) {
+  Context ctx;
+  Backend& b = ctx.backend();
+  for (const std::int64_t w : {4, 5}) {
+    SCOPED_TRACE("width " + std::to_string(w));
+    const Shape xs{1, 2, 4, w}, ys{1, 2, 2, 2};
+    const std::vector<float> dyv{1, 2, 3, 4, 5, 6, 7, 8};
+    Tensor dy = Tensor::from_host(dyv, ys, ctx);
+    Tensor dx = Tensor::from_host(std::vector<float>(static_cast<std::size_t>(xs.numel()), 9.0f), xs, ctx);
+    // Plane 0: windows' own top-left corners, but output 0 points at output 3's corner. Plane 1:
+    // every window's bottom-right input, as a forward could pick.
+    const auto c = [&](std::int64_t oh, std::int64_t ow) { return static_cast<std::int32_t>(2 * oh * w + 2 * ow); };
+    const auto br = [&](std::int64_t oh, std::int64_t ow) { return static_cast<std::int32_t>(c(oh, ow) + w + 1); };
+    const std::vector<std::int32_t> idx{c(1, 1), c(0, 1), c(1, 0), c(1, 1), br(0, 0), br(0, 1), br(1, 0), br(1, 1)};
+    Tensor argmax = Tensor::from_host(idx, ys, ctx);
+    b.maxpool2d_backward(ctx, dy, argmax, pool(2, 2, 2, 2, 0, 0), dx);
+    std::vector<float> want(static_cast<std::size_t>(xs.numel()), 0.0f);
+    const auto plane = static_cast<std::size_t>(4 * w);
+    want[static_cast<std::size_t>(c(1, 1))] = 1 + 4;
+    want[static_cast<std::size_t>(c(0, 1))] = 2;
+    want[static_cast<std::size_t>(c(1, 0))] = 3;
+    for (int k = 0; k < 4; ++k) want[plane + static_cast<std::size_t>(br(k / 2, k % 2))] = static_cast<float>(5 + k);
+    EXPECT_EQ(dx.to_vector(ctx), want);
   }
 }
 

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "cudl/engine/half.hpp"
 #include "cudl/engine/philox.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
@@ -15,6 +16,17 @@ using cudl::testing::BackendTest;
 CUDL_OP_COVERAGE(gradient, "dropout");
 
 class RandomOps : public BackendTest {};
+
+namespace {
+
+// v rounded to dtype t (to nearest even), as a float.
+float round_to(DType t, float v) {
+  if (t == DType::bf16) return to_float(to_bf16(v));
+  if (t == DType::f16) return to_float(to_f16(v));
+  return v;
+}
+
+}  // namespace
 
 TEST_P(RandomOps, FillUniformIsReproducibleAndInRange) {
   const int n = 10000;
@@ -81,6 +93,35 @@ TEST_P(RandomOps, DropoutMaskIsSeededScaledAndKeepsAboutOneMinusP) {
     kept += mh[k] != 0.0f;
   }
   EXPECT_NEAR(static_cast<double>(kept) / n, 1.0 - p, 0.015);
+}
+
+// Element i draws philox::grouped_uniform(offset + i, seed) (four elements per Philox call), the
+// CPU and CUDA backends alike: checked element by element at an offset that is not a multiple of
+// four, over lengths that end mid-group and cross the CPU's 4096-element chunks, in every dtype
+// (the mask is 1/(1-p) rounded to it, y is x times the exact factor rounded once).
+TEST_P(RandomOps, DropoutDrawsTheGroupedStreamAtEachElementsCounter) {
+  const float p = 0.4f, keep = 1.0f / (1.0f - p);
+  const std::uint64_t seed = 2024;
+  for (const DType dt : {DType::f32, DType::bf16, DType::f16}) {
+    for (const std::int64_t n : {std::int64_t{3}, std::int64_t{9001}}) {
+      for (const std::uint64_t offset : {std::uint64_t{0}, std::uint64_t{1001}, std::uint64_t{4098}}) {
+        SCOPED_TRACE(fmt::format("{} n={} offset={}", dtype_name(dt), n, offset));
+        std::vector<float> xs(static_cast<std::size_t>(n));
+        for (std::int64_t i = 0; i < n; ++i) xs[static_cast<std::size_t>(i)] = 0.25f * static_cast<float>(i % 7 + 1);
+        Tensor x = Tensor::from_host(xs, {n}, ctx(), dt);
+        Tensor y = Tensor::empty({n}, ctx(), dt), mask = Tensor::empty({n}, ctx(), dt);
+        backend().dropout_forward(ctx(), x, p, seed, offset, y, mask);
+        const std::vector<float> mh = host(mask), yh = host(y);
+        const float keep_t = round_to(dt, keep);
+        for (std::int64_t i = 0; i < n; ++i) {
+          const auto k = static_cast<std::size_t>(i);
+          const bool kept = philox::grouped_uniform(offset + static_cast<std::uint64_t>(i), seed) >= p;
+          ASSERT_EQ(mh[k], kept ? keep_t : 0.0f) << "mask[" << i << "]";
+          ASSERT_EQ(yh[k], kept ? round_to(dt, xs[k] * keep) : 0.0f) << "y[" << i << "]";
+        }
+      }
+    }
+  }
 }
 
 TEST_P(RandomOps, DropoutWithPZeroKeepsEverythingAndBadPThrows) {

@@ -91,3 +91,25 @@ TEST(Philox, SameCounterAndSeedRepeatDifferentSeedsDiffer) {
 }
 
 }  // namespace
+
+// Dropout's stream: counters 4k .. 4k + 3 are the four words of the draw at k, top 24 bits each.
+// Golden values from the zero-key known answer: counters 0..3 at seed 0 are its words.
+TEST(Philox, GroupedUniformTakesTheFourWordsOfOneDraw) {
+  const Uint4 kat{0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u};
+  const std::uint32_t words[4] = {kat.x, kat.y, kat.z, kat.w};
+  for (std::uint32_t j = 0; j < 4; ++j) {
+    EXPECT_EQ(philox::grouped_uniform(j, 0), static_cast<float>(words[j] >> 8) / 16777216.0f) << "counter " << j;
+    EXPECT_EQ(philox::word(kat, j), words[j]);
+  }
+  EXPECT_EQ(philox::word_uniform(0xffffffffu), 16777215.0f / 16777216.0f);  // below 1
+  EXPECT_EQ(philox::uniform(5, 9), philox::word_uniform(philox::philox4x32_10(5, 9).x));
+  const std::uint64_t seed = 0xfedcba9876543210ull;
+  for (std::uint64_t c : {std::uint64_t{4}, std::uint64_t{1001}, std::uint64_t{0x123456789ull}, ~std::uint64_t{0}}) {
+    const Uint4 r = philox::philox4x32_10(c / 4, seed);
+    EXPECT_EQ(philox::grouped_uniform(c, seed),
+              philox::word_uniform(philox::word(r, static_cast<std::uint32_t>(c % 4))))
+        << "counter " << c;
+  }
+  // Consecutive counters in one group are different words, not one word repeated.
+  EXPECT_NE(philox::grouped_uniform(8, seed), philox::grouped_uniform(9, seed));
+}

@@ -12,19 +12,39 @@ using cpu::kParallelThreshold;
 
 namespace {
 
+// Element i of the chunk: mask from its uniform u, y from x. u >= 0 always, so p == 0 keeps every
+// element with mask exactly 1.
+template <class T>
+inline void drop_one(const T* px, float p, float keep, float u, T* py, T* pm, std::int64_t i) {
+  const float m = u >= p ? keep : 0.0f;
+  pm[i] = store<T>(m);
+  py[i] = store<T>(load(px[i]) * m);
+}
+
 // y is x times the exact keep factor, rounded once; the stored mask is that factor rounded to T
-// (what backward multiplies by), 0 where dropped. Elements [begin, begin + n) of the tensor: the
-// ten Philox rounds per element are 32x32-bit multiplies the AVX-512 copy does 8 at a time
-// (simd_clones.hpp), the same bits as one at a time.
+// (what backward multiplies by), 0 where dropped. Elements [first, first + n) of the tensor draw
+// from philox::grouped_uniform (counter first + i): each Philox call serves four elements, whole
+// groups of four in the middle, the partial groups at either end element by element. The ten
+// rounds are 32x32-bit multiplies the AVX-512 copy does 8 at a time (simd_clones.hpp), the same
+// bits as one at a time.
 template <class T>
 CUDL_CPU_CLONES void dropout_chunk(const T* px, float p, float keep, std::uint64_t seed, std::uint64_t first, T* py,
                                    T* pm, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    // u >= 0 always, so p == 0 keeps every element with mask exactly 1.
-    const float m = philox::uniform(first + static_cast<std::uint64_t>(i), seed) >= p ? keep : 0.0f;
-    pm[i] = store<T>(m);
-    py[i] = store<T>(load(px[i]) * m);
+  std::int64_t i = 0;
+  for (; i < n && ((first + static_cast<std::uint64_t>(i)) & 3u) != 0; ++i)
+    drop_one(px, p, keep, philox::grouped_uniform(first + static_cast<std::uint64_t>(i), seed), py, pm, i);
+  const std::uint64_t group0 = (first + static_cast<std::uint64_t>(i)) >> 2;
+  const std::int64_t groups = (n - i) / 4;
+  for (std::int64_t g = 0; g < groups; ++g) {
+    const philox::Uint4 r = philox::philox4x32_10(group0 + static_cast<std::uint64_t>(g), seed);
+    const std::int64_t at = i + 4 * g;
+    drop_one(px, p, keep, philox::word_uniform(r.x), py, pm, at);
+    drop_one(px, p, keep, philox::word_uniform(r.y), py, pm, at + 1);
+    drop_one(px, p, keep, philox::word_uniform(r.z), py, pm, at + 2);
+    drop_one(px, p, keep, philox::word_uniform(r.w), py, pm, at + 3);
   }
+  for (i += 4 * groups; i < n; ++i)
+    drop_one(px, p, keep, philox::grouped_uniform(first + static_cast<std::uint64_t>(i), seed), py, pm, i);
 }
 
 template <class T>

@@ -5,6 +5,8 @@
 // right after each GEMM - the MLP train step, GEMMs between small OpenMP loops, lost most to it.
 #include <cblas.h>
 
+#include <vector>
+
 #if CUDL_HAVE_ONEDNN
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -15,6 +17,7 @@
 #include "cudl/kernels/cpu/cpu_args.hpp"
 #include "cudl/kernels/cpu/cpu_backend.hpp"
 #include "cudl/kernels/cpu/onednn_conv.hpp"
+#include "cudl/kernels/cpu/simd_clones.hpp"
 
 namespace cudl {
 namespace {
@@ -115,16 +118,54 @@ void add_bias(const ChannelView& v, T* py, const float* pb, std::int64_t numel) 
   }
 }
 
+// Double lanes per row in sum_row: 32 independent additions in flight (four AVX-512 registers of
+// doubles), where one running sum waits out each addition's latency, element by element.
+constexpr int kSumLanes = 32;
+
+// The sum of row[0, n) in double, in a fixed order: lane l adds the elements l, l + 32, l + 64, ...
+// of the whole 32-element blocks, then the lanes are added pairwise (l and l + 16, then l and l + 8,
+// ...), then the tail elements one by one. Each element is exact in double, so the order only moves
+// the last bits of a double, far below the float result's rounding.
+template <class T>
+CUDL_CPU_CLONES double sum_row(const T* row, std::int64_t n) {
+  double lanes[kSumLanes] = {};
+  std::int64_t i = 0;
+  for (; i + kSumLanes <= n; i += kSumLanes)
+    for (int l = 0; l < kSumLanes; ++l) lanes[l] += static_cast<double>(load(row[i + l]));
+  for (int width = kSumLanes / 2; width > 0; width /= 2)
+    for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+  double s = lanes[0];
+  for (; i < n; ++i) s += static_cast<double>(load(row[i]));
+  return s;
+}
+
+// dy viewed as [outer, C] (inner == 1, a Linear's bias): sums[c] += dy[n, c] for n in order, the
+// loop over channels vectorised; rows [n0, n1).
+template <class T>
+CUDL_CPU_CLONES void add_rows(const T* pdy, std::int64_t channels, std::int64_t n0, std::int64_t n1, double* sums) {
+  for (std::int64_t n = n0; n < n1; ++n) {
+    const T* row = pdy + n * channels;
+    for (std::int64_t c = 0; c < channels; ++c) sums[c] += static_cast<double>(load(row[c]));
+  }
+}
+
+// db[c] = (accumulate ? db[c] : 0) + the sum over n and the inner dims of dy[n, c, ...], in double,
+// rounded once. Each channel's sum is formed by one thread in a fixed order (per row n in order:
+// sum_row's lanes; inner == 1: n in order), so the result is the same for any thread count.
 template <class T>
 void sum_per_channel(const ChannelView& v, const T* pdy, float* pdb, bool accumulate, std::int64_t numel) {
-  // One channel per iteration, summed in a fixed order in double: deterministic and accurate.
+  if (v.inner == 1) {
+    std::vector<double> sums(static_cast<std::size_t>(v.channels), 0.0);
+    add_rows(pdy, v.channels, 0, v.outer, sums.data());
+    for (std::int64_t c = 0; c < v.channels; ++c)
+      pdb[c] = static_cast<float>(accumulate ? pdb[c] + sums[static_cast<std::size_t>(c)]
+                                             : sums[static_cast<std::size_t>(c)]);
+    return;
+  }
 #pragma omp parallel for schedule(static) if (numel >= kParallelWork)
   for (std::int64_t c = 0; c < v.channels; ++c) {
     double s = 0;
-    for (std::int64_t n = 0; n < v.outer; ++n) {
-      const T* row = pdy + (n * v.channels + c) * v.inner;
-      for (std::int64_t i = 0; i < v.inner; ++i) s += load(row[i]);
-    }
+    for (std::int64_t n = 0; n < v.outer; ++n) s += sum_row(pdy + (n * v.channels + c) * v.inner, v.inner);
     pdb[c] = static_cast<float>(accumulate ? pdb[c] + s : s);
   }
 }

@@ -9,10 +9,21 @@ namespace cudl::cuda_detail {
 
 namespace {
 
-__device__ __forceinline__ float dropout_mask(std::int64_t i, float p, float keep_scale, std::uint64_t seed,
-                                              std::uint64_t offset) {
-  const float u = philox::uniform(offset + static_cast<std::uint64_t>(i), seed);
-  return u >= p ? keep_scale : 0.0f;
+// The uniforms of the elements at counters [c0, c0 + N): philox::grouped_uniform's stream (the
+// CPU twin's), one Philox call per group of four counters, shared by the pack's elements in it.
+template <int N>
+__device__ __forceinline__ void pack_uniforms(std::uint64_t c0, std::uint64_t seed, float (&u)[N]) {
+  philox::Uint4 r{};
+  std::uint64_t group = ~std::uint64_t{0};  // no counter's group (counters are below 2^64)
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    const std::uint64_t c = c0 + static_cast<std::uint64_t>(j);
+    if ((c >> 2) != group) {
+      group = c >> 2;
+      r = philox::philox4x32_10(group, seed);
+    }
+    u[j] = philox::word_uniform(philox::word(r, static_cast<std::uint32_t>(c & 3u)));
+  }
 }
 
 // N elements per access (N = 1: scalar), as launch_map's kernel, with two outputs.
@@ -27,9 +38,11 @@ __global__ void dropout_kernel(std::int64_t n, const T* x, T* y, T* mask, float 
   for (std::int64_t k = global_thread(); k < packs; k += global_stride()) {
     const P xv = reinterpret_cast<const P*>(x)[k];
     P yv, mv;
+    float u[N];
+    pack_uniforms<N>(offset + static_cast<std::uint64_t>(k * N), seed, u);
 #pragma unroll
     for (int j = 0; j < N; ++j) {
-      const float m = dropout_mask(k * N + j, p, keep_scale, seed, offset);
+      const float m = u[j] >= p ? keep_scale : 0.0f;
       mv.v[j] = narrow<T>(m);
       yv.v[j] = narrow<T>(widen(xv.v[j]) * m);
     }
@@ -37,7 +50,7 @@ __global__ void dropout_kernel(std::int64_t n, const T* x, T* y, T* mask, float 
     reinterpret_cast<P*>(y)[k] = yv;
   }
   for (std::int64_t i = packs * N + global_thread(); i < n; i += global_stride()) {
-    const float m = dropout_mask(i, p, keep_scale, seed, offset);
+    const float m = philox::grouped_uniform(offset + static_cast<std::uint64_t>(i), seed) >= p ? keep_scale : 0.0f;
     mask[i] = narrow<T>(m);
     y[i] = narrow<T>(widen(x[i]) * m);
   }

@@ -69,8 +69,8 @@ void launch_activation_backward(Activation a, float alpha, const void* saved, co
                                 std::int64_t n, cudaStream_t stream);
 
 // ---- dropout.cu ----
-// mask[i] = u >= p ? keep_scale : 0 with u = philox::uniform(offset + i, seed); y = x * mask (x, y
-// and mask one dtype; y formed from the unrounded keep_scale, as PyTorch's half dropout). With a
+// mask[i] = u >= p ? keep_scale : 0 with u = philox::grouped_uniform(offset + i, seed); y = x * mask
+// (x, y and mask one dtype; y formed from the unrounded keep_scale, as PyTorch's half dropout). With a
 // device `counter` (a u64 as two 32-bit words, low first; null for none) the offset is counter +
 // offset, read by the kernel, and the counter is then advanced by `advance`.
 void launch_dropout(const void* x, void* y, void* mask, FloatType t, std::int64_t n, float p, float keep_scale,
