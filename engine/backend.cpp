@@ -912,6 +912,48 @@ void Backend::batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy
   do_batchnorm_backward(ctx, x, dy, gamma, save_mean, save_invstd, eps, dx, dgamma, dbeta);
 }
 
+void Backend::batchnorm_relu_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                           float eps, float momentum, Tensor& running_mean, Tensor& running_var,
+                                           Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
+  constexpr std::string_view op = "batchnorm_relu_forward_train";
+  bound_to(ctx, op);
+  const ChannelDims d = batchnorm_args(ctx, op, x,
+                                       {{"gamma", gamma, Role::per_channel},
+                                        {"beta", beta, Role::per_channel},
+                                        {"running_mean", running_mean, Role::per_channel},
+                                        {"running_var", running_var, Role::per_channel},
+                                        {"y", y, Role::like_x},
+                                        {"save_mean", save_mean, Role::per_channel},
+                                        {"save_invstd", save_invstd, Role::per_channel}});
+  batchnorm_eps(op, eps);
+  CUDL_CHECK(momentum >= 0.0f && momentum <= 1.0f, "{}: momentum={} must be in [0, 1]", op, momentum);
+  if (d.channels == 0) return;
+  // As batchnorm_forward_train: the unbiased running variance needs two values per channel.
+  CUDL_CHECK(d.per_channel() > 1, "{}: x={} has {} value(s) per channel; training needs more than 1", op, x.shape(),
+             d.per_channel());
+  do_batchnorm_relu_forward_train(ctx, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
+                                  save_invstd);
+}
+
+void Backend::batchnorm_relu_backward(Context& ctx, const Tensor& x, const Tensor& y, const Tensor& dy,
+                                      const Tensor& gamma, const Tensor& save_mean, const Tensor& save_invstd,
+                                      float eps, Tensor& dx, Tensor& dgamma, Tensor& dbeta) {
+  constexpr std::string_view op = "batchnorm_relu_backward";
+  bound_to(ctx, op);
+  batchnorm_args(ctx, op, x,
+                 {{"y", y, Role::like_x},
+                  {"dy", dy, Role::like_x},
+                  {"gamma", gamma, Role::per_channel},
+                  {"save_mean", save_mean, Role::per_channel},
+                  {"save_invstd", save_invstd, Role::per_channel},
+                  {"dx", dx, Role::like_x},
+                  {"dgamma", dgamma, Role::per_channel},
+                  {"dbeta", dbeta, Role::per_channel}});
+  batchnorm_eps(op, eps);
+  if (x.numel() == 0) return;  // as batchnorm_backward: nothing to differentiate, nothing to add
+  do_batchnorm_relu_backward(ctx, x, y, dy, gamma, save_mean, save_invstd, eps, dx, dgamma, dbeta);
+}
+
 // ---- precision ----
 
 void Backend::cast(Context& ctx, const Tensor& src, Tensor& dst) {

@@ -251,6 +251,20 @@ class Backend {
   void batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
                           const Tensor& save_invstd, float eps, Tensor& dx, Tensor& dgamma, Tensor& dbeta);
 
+  // Batch norm + ReLU fused for training: y = max(bn(x), 0) from the batch statistics, written once
+  // (one pass over each plane for the apply), with batchnorm_forward_train's saved statistics and
+  // running update. Same function as batchnorm_forward_train then a ReLU, bit for bit on the CPU:
+  // where bn(x) is NaN, y is 0, as our ReLU gives (v > 0 ? v : 0).
+  void batchnorm_relu_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+                                    float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y,
+                                    Tensor& save_mean, Tensor& save_invstd);
+  // The gradient of relu(bn(x)): batchnorm_backward with dy masked by y > 0 (y the fused forward's
+  // output) inside its two passes, no separate ReLU pass and no temporary. dgamma and dbeta are
+  // accumulated (+=).
+  void batchnorm_relu_backward(Context& ctx, const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma,
+                               const Tensor& save_mean, const Tensor& save_invstd, float eps, Tensor& dx,
+                               Tensor& dgamma, Tensor& dbeta);
+
   // ---- precision: dst = src rounded to dst's dtype (any two float dtypes, same element count) ----
   void cast(Context& ctx, const Tensor& src, Tensor& dst);
 
@@ -358,6 +372,12 @@ class Backend {
   virtual void do_batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                                      const Tensor& save_mean, const Tensor& save_invstd, float eps, Tensor& dx,
                                      Tensor& dgamma, Tensor& dbeta) = 0;
+  virtual void do_batchnorm_relu_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                               float eps, float momentum, Tensor& running_mean, Tensor& running_var,
+                                               Tensor& y, Tensor& save_mean, Tensor& save_invstd) = 0;
+  virtual void do_batchnorm_relu_backward(Context& ctx, const Tensor& x, const Tensor& y, const Tensor& dy,
+                                          const Tensor& gamma, const Tensor& save_mean, const Tensor& save_invstd,
+                                          float eps, Tensor& dx, Tensor& dgamma, Tensor& dbeta) = 0;
   virtual void do_cast(Context& ctx, const Tensor& src, Tensor& dst) = 0;  // dtypes differ
   virtual void do_dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) = 0;
   virtual void do_clamp(Context& ctx, Tensor& x, float low, float high) = 0;

@@ -183,6 +183,10 @@ std::vector<OpSpec> make_table() {
       kInsideModels);
   add("batchnorm", {"batchnorm_forward_train", "batchnorm_forward_eval", "batchnorm_backward"},
       {Shape{4, 3, 5, 7}, Shape{16, 5}, Shape{2, 4, 3, 2, 3}}, kHalves, T::accumulated, "", kInsideModels);
+  // Batch norm + ReLU fused for training: timed inside ResNet's train steps (--fuse true|false).
+  add("batchnorm_relu", {"batchnorm_relu_forward_train", "batchnorm_relu_backward"},
+      {Shape{4, 3, 5, 7}, Shape{16, 5}, Shape{2, 4, 3, 2, 3}, Shape{2, 8, 6, 8}}, kHalves, T::accumulated, "",
+      kInsideModels);
   add("dot", {"dot"}, {Shape{1}, Shape{1000}, Shape{100003}}, kF32, T::accumulated, kNoBackward,
       "L-BFGS's reductions, timed inside `cudl style`");
   add("abs_sum", {"abs_sum"}, {Shape{300007}}, kF32, T::double_sum, kNoBackward,

@@ -33,6 +33,7 @@ void BatchNorm2d::initialize(Context& ctx, std::uint64_t /*seed*/) {
 Tensor BatchNorm2d::forward(Context& ctx, const Tensor& x, bool train) {
   // Under autocast x and y stay in half; the statistics and parameters are f32 (as in PyTorch).
   Tensor y = Tensor::empty(output_shape(x.shape()), ctx, x.dtype());
+  relu_y_ = Tensor();
   eval_forward_ = !train || frozen_;
   if (eval_forward_) {
     ctx.backend().batchnorm_forward_eval(ctx, x, weight_.value, bias_.value, running_mean_.value, running_var_.value,
@@ -48,8 +49,41 @@ Tensor BatchNorm2d::forward(Context& ctx, const Tensor& x, bool train) {
   return y;
 }
 
+Tensor BatchNorm2d::forward_relu(Context& ctx, const Tensor& x) {
+  CUDL_CHECK(!frozen_,
+             "BatchNorm2d::forward_relu: a frozen layer normalises with its running statistics; run it "
+             "unfused");
+  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, x.dtype());
+  eval_forward_ = false;
+  save_mean_ = Tensor::empty({channels_}, ctx);
+  save_invstd_ = Tensor::empty({channels_}, ctx);
+  ctx.backend().batchnorm_relu_forward_train(ctx, x, weight_.value, bias_.value, eps_, momentum_, running_mean_.value,
+                                             running_var_.value, y, save_mean_, save_invstd_);
+  x_ = x;
+  relu_y_ = y;
+  return y;
+}
+
+Tensor BatchNorm2d::backward_relu(Context& ctx, const Tensor& dy) {
+  CUDL_CHECK(x_.defined() && relu_y_.defined(),
+             "BatchNorm2d::backward_relu: no saved fused forward (forward_relu was not run since the last backward)");
+  const Tensor dyc = dy.cast(ctx, x_.dtype());
+  Tensor dx = Tensor::empty(x_.shape(), ctx, x_.dtype());
+  // Frozen since the forward: the gradients for gamma and beta go to scratch, as in backward().
+  Tensor dgamma = frozen_ ? Tensor::zeros({channels_}, ctx) : weight_.grad;
+  Tensor dbeta = frozen_ ? Tensor::zeros({channels_}, ctx) : bias_.grad;
+  ctx.backend().batchnorm_relu_backward(ctx, x_, relu_y_, dyc, weight_.value, save_mean_, save_invstd_, eps_, dx,
+                                        dgamma, dbeta);
+  x_ = Tensor();
+  relu_y_ = Tensor();
+  return dx;
+}
+
 Tensor BatchNorm2d::backward(Context& ctx, const Tensor& dy) {
   CUDL_CHECK(x_.defined(), "BatchNorm2d::backward: no saved input (forward was not run with train=true)");
+  CUDL_CHECK(!relu_y_.defined(),
+             "BatchNorm2d::backward: the last forward ran fused with its ReLU; its backward is "
+             "backward_relu");
   const Tensor dyc = dy.cast(ctx, x_.dtype());
   Tensor dx = Tensor::empty(x_.shape(), ctx, x_.dtype());
   if (eval_forward_) {

@@ -27,12 +27,20 @@ class BatchNorm2d final : public Layer {
   BatchNormEval running_statistics() const {
     return {weight_.value, bias_.value, running_mean_.value, running_var_.value, eps_};
   }
+  // Training forward fused with the ReLU that alone reads this layer (models/network/fusion_bn_relu.hpp):
+  // relu(batch norm of x with batch statistics) in one op, the running statistics updated as by
+  // forward(ctx, x, true). Not for a frozen layer (that one normalises with its running statistics).
+  Tensor forward_relu(Context& ctx, const Tensor& x);
+  // The gradient at the ReLU's output through both: the ReLU's mask applied inside the batch norm
+  // backward. Parameter gradients accumulate unless frozen; returns dx.
+  Tensor backward_relu(Context& ctx, const Tensor& dy);
 
  private:
   std::int64_t channels_;
   float eps_, momentum_;
   Parameter weight_, bias_, running_mean_, running_var_;
   Tensor x_, save_mean_, save_invstd_;
+  Tensor relu_y_;              // forward_relu's output, the ReLU's mask for backward_relu
   bool eval_forward_ = false;  // the saved forward used the running statistics (frozen)
 };
 

@@ -42,7 +42,8 @@ const Tolerance kDoubleSum = op_tolerance(ToleranceClass::double_sum);
 CUDL_OP_COVERAGE(cuda_vs_cpu, "gemm", "bias_add", "bias_grad", "gram", "conv2d", "activation", "maxpool2d", "avgpool2d",
                  "softmax", "log_softmax", "softmax_cross_entropy", "mse_loss", "l1_loss", "tv_loss", "dropout", "mul",
                  "sgd_step", "adam_step", "sum", "mean", "max", "argmax_rows", "accuracy", "fill", "copy", "axpy",
-                 "scale", "fill_uniform", "fill_normal", "channel_affine", "batchnorm", "dot", "clamp", "abs_sum");
+                 "scale", "fill_uniform", "fill_normal", "channel_affine", "batchnorm", "batchnorm_relu", "dot",
+                 "clamp", "abs_sum");
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 const float kInf = std::numeric_limits<float>::infinity();
@@ -627,6 +628,54 @@ TEST_F(CudaVsCpu, BatchNorm) {
     expect_close(dgamma, kAccumulated, "batchnorm_backward dgamma (accumulated) " + name);
     expect_close(dbeta, kAccumulated, "batchnorm_backward dbeta (accumulated) " + name);
   }
+}
+
+// Our fused batch norm + ReLU kernels against the CPU's double-precision loops: y (a ReLU of the
+// normalised values, so about half zeros), the saved and running statistics, and backward with the
+// mask read from y. The backward runs from the CPU's y on both sides, so that a value within
+// rounding of 0 cannot take different masks; the GPU's own y is checked against it first.
+TEST_F(CudaVsCpu, BatchNormRelu) {
+  for (const Shape& shape : op_spec("batchnorm_relu").shapes) {
+    const std::string name = fmt::format("{}", shape);
+    const Shape ps{shape[1]};
+    Both x = random(shape, 160, -1.0f, 3.0f);
+    Both gamma = random(ps, 161, 0.5f, 1.5f), beta = random(ps, 162, -0.5f, 0.5f);
+    Both rm = random(ps, 163), rv = random(ps, 164, 0.5f, 2.0f);
+    Both y = zeros(shape), sm = zeros(ps), si = zeros(ps);
+    for (int step = 0; step < 2; ++step)  // twice: the running statistics blend, not overwrite
+      on_both([&](Backend& be, Context& ctx, Side s) {
+        be.batchnorm_relu_forward_train(ctx, x.*s, gamma.*s, beta.*s, 1e-5f, 0.1f, rm.*s, rv.*s, y.*s, sm.*s, si.*s);
+      });
+    expect_close(y, kAccumulated, "batchnorm_relu_forward_train y " + name);
+    expect_close(sm, kAccumulated, "batchnorm_relu save_mean " + name);
+    expect_close(si, kAccumulated, "batchnorm_relu save_invstd " + name);
+    expect_close(rm, kAccumulated, "batchnorm_relu running_mean " + name);
+    expect_close(rv, kAccumulated, "batchnorm_relu running_var " + name);
+
+    Both mask = from(y.c.to_vector(cpu()), shape);
+    Both dy = random(shape, 165), dx = zeros(shape), dgamma = random(ps, 166), dbeta = random(ps, 167);
+    on_both([&](Backend& be, Context& ctx, Side s) {
+      be.batchnorm_relu_backward(ctx, x.*s, mask.*s, dy.*s, gamma.*s, sm.*s, si.*s, 1e-5f, dx.*s, dgamma.*s, dbeta.*s);
+    });
+    expect_close(dx, kAccumulated, "batchnorm_relu_backward dx " + name);
+    expect_close(dgamma, kAccumulated, "batchnorm_relu_backward dgamma (accumulated) " + name);
+    expect_close(dbeta, kAccumulated, "batchnorm_relu_backward dbeta (accumulated) " + name);
+  }
+  // A NaN in a channel makes its statistics NaN, and the ReLU turns the channel's outputs to 0 on
+  // both backends (as the unfused ReLU does); the other channel is untouched.
+  const Shape shape{2, 2, 2, 2};
+  std::vector<float> xs = uniform_values(shape.numel(), 168);
+  xs[1] = kNaN;  // channel 0
+  Both x = from(xs, shape), gamma = random(Shape{2}, 169, 0.5f, 1.5f), beta = random(Shape{2}, 170);
+  Both rm = zeros(Shape{2}), rv = random(Shape{2}, 171, 0.5f, 2.0f), y = zeros(shape), sm = zeros(Shape{2}),
+       si = zeros(Shape{2});
+  on_both([&](Backend& be, Context& ctx, Side s) {
+    be.batchnorm_relu_forward_train(ctx, x.*s, gamma.*s, beta.*s, 1e-5f, 0.1f, rm.*s, rv.*s, y.*s, sm.*s, si.*s);
+  });
+  expect_close(y, kAccumulated, "batchnorm_relu_forward_train y with a NaN (0 in its channel, not NaN)");
+  for (std::int64_t n = 0; n < 2; ++n)
+    for (std::int64_t i = 0; i < 4; ++i) EXPECT_EQ(y.c.to_vector(cpu())[static_cast<std::size_t>(n * 8 + i)], 0.0f);
+  expect_close(rm, kAccumulated, "batchnorm_relu running_mean with a NaN");
 }
 
 TEST_F(CudaVsCpu, DotAndClamp) {

@@ -30,7 +30,7 @@ namespace {
 // The ops this suite checks in bf16 and f16, by the op table's names (see test_op_table.cpp).
 CUDL_OP_COVERAGE(cuda_vs_cpu_half, "activation", "mul", "axpy", "scale", "fill", "dropout", "cast", "bias_add",
                  "bias_grad", "channel_affine", "maxpool2d", "avgpool2d", "sum", "mean", "max", "mse_loss", "l1_loss",
-                 "argmax_rows", "accuracy", "gemm", "gram", "conv2d", "batchnorm");
+                 "argmax_rows", "accuracy", "gemm", "gram", "conv2d", "batchnorm", "batchnorm_relu");
 
 using namespace cudl;
 
@@ -400,6 +400,38 @@ TEST_P(CudaVsCpuHalf, BatchNorm) {
   expect_close(dx, scaled(dx, 4.0f), "batchnorm_backward dx");
   expect_close(dgamma, accumulated(), "batchnorm_backward dgamma");
   expect_close(dbeta, accumulated(), "batchnorm_backward dbeta");
+}
+
+// The fused batch norm + ReLU in half data: y rounded once from f32 statistics (within 2 u of the
+// largest output, as for cuDNN's batch norm above); backward from the GPU's own y on both sides
+// (widened for the CPU), so both apply one mask.
+TEST_P(CudaVsCpuHalf, BatchNormRelu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  const Shape xs{4, 3, 5, 8};
+  const std::int64_t c = 3;
+  Both x = half_random(xs, 36, -2.0f, 3.0f), y = half_zeros(xs);
+  Both gamma = f32_from(uniform(c, 37, 0.5f, 1.5f), Shape{c}), beta = f32_from(uniform(c, 38), Shape{c});
+  Both rmean = f32_zeros(Shape{c}), rvar = f32_from(std::vector<float>(c, 1.0f), Shape{c});
+  Both smean = f32_zeros(Shape{c}), sinv = f32_zeros(Shape{c});
+  on_both([&](Backend& b, Context& ctx, Tensor Both::*s) {
+    b.batchnorm_relu_forward_train(ctx, x.*s, gamma.*s, beta.*s, 1e-5f, 0.1f, rmean.*s, rvar.*s, y.*s, smean.*s,
+                                   sinv.*s);
+  });
+  expect_close(y, scaled(y, 2.0f), "batchnorm_relu_forward_train y");
+  expect_close(smean, accumulated(), "batchnorm_relu save_mean");
+  expect_close(sinv, accumulated(), "batchnorm_relu save_invstd");
+  expect_close(rmean, accumulated(), "batchnorm_relu running_mean");
+  expect_close(rvar, accumulated(), "batchnorm_relu running_var");
+  Both mask = half_from(y.g.to_vector(gpu()), xs);
+  Both dy = half_random(xs, 39), dx = half_zeros(xs);
+  Both dgamma = f32_zeros(Shape{c}), dbeta = f32_zeros(Shape{c});
+  on_both([&](Backend& b, Context& ctx, Tensor Both::*s) {
+    b.batchnorm_relu_backward(ctx, x.*s, mask.*s, dy.*s, gamma.*s, smean.*s, sinv.*s, 1e-5f, dx.*s, dgamma.*s,
+                              dbeta.*s);
+  });
+  expect_close(dx, scaled(dx, 4.0f), "batchnorm_relu_backward dx");
+  expect_close(dgamma, accumulated(), "batchnorm_relu_backward dgamma");
+  expect_close(dbeta, accumulated(), "batchnorm_relu_backward dbeta");
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, CudaVsCpuHalf, ::testing::Values(DType::bf16, DType::f16),

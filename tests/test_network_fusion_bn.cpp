@@ -184,8 +184,9 @@ TEST(NetworkBnFusion, TrainingIsUnchangedAndNeverFusesBatchNorm) {
     }
     return s;
   };
-  // The same ops in both (no Conv2d here is read by a ReLU directly), so the same bits; each step
-  // moves the running statistics, so the second starts from the first's.
+  // The same arithmetic in both (no Conv2d here is read by a ReLU directly; b1 + r1 and b5 + r5 run
+  // as the fused batch norm + ReLU pair, whose CPU ops compute the unfused ones' bits), so the same
+  // bits; each step moves the running statistics, so the second starts from the first's.
   const std::vector<NamedParameter> buffers = m.buffers();
   std::vector<std::vector<float>> saved;
   for (const NamedParameter& b : buffers) saved.push_back(b.parameter->value.to_vector(ctx));

@@ -80,6 +80,12 @@ class CpuBackend final : public Backend {
   void do_batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                              const Tensor& save_mean, const Tensor& save_invstd, float eps, Tensor& dx, Tensor& dgamma,
                              Tensor& dbeta) override;
+  void do_batchnorm_relu_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                       float eps, float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y,
+                                       Tensor& save_mean, Tensor& save_invstd) override;
+  void do_batchnorm_relu_backward(Context& ctx, const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma,
+                                  const Tensor& save_mean, const Tensor& save_invstd, float eps, Tensor& dx,
+                                  Tensor& dgamma, Tensor& dbeta) override;
   void do_cast(Context& ctx, const Tensor& src, Tensor& dst) override;
   void do_dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) override;
   void do_clamp(Context& ctx, Tensor& x, float low, float high) override;

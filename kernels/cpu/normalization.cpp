@@ -1,7 +1,10 @@
 // Per-channel ops over dim 1: the affine map used for input normalisation, and batch norm
-// (training with batch statistics, evaluation with running ones, backward). OpenMP over
+// (training with batch statistics, evaluation with running ones, backward; training and backward
+// also fused with the ReLU after it). OpenMP over
 // channels; every per-channel sum runs in double in a fixed order, so results are deterministic.
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <initializer_list>
 #include <string_view>
 #include <vector>
@@ -22,8 +25,11 @@ void for_each_plane(const ChannelDims& d, std::int64_t c, F f) {
   for (std::int64_t n = 0; n < d.outer; ++n) f((n * d.channels + c) * d.inner);
 }
 
-// y = (x - mean) * mul + beta, with mul = gamma * invstd folded per channel.
-template <class T>
+// y = (x - mean) * mul + beta, with mul = gamma * invstd folded per channel; with Relu, y = max(that, 0)
+// in the same pass. The ReLU is applied before the one rounding: v > 0 ? v : 0 then rounded gives the
+// bits of rounding v then ReLU (a positive v rounds to a value >= +0, and +0 is what ReLU gives for
+// anything else, NaN included), so the fused output is the unfused pair's exactly.
+template <class T, bool Relu = false>
 void normalise(const ChannelDims& d, const T* x, const float* gamma, const float* beta, const double* mean,
                const double* invstd, T* y) {
   const std::int64_t total = d.outer * d.channels * d.inner;
@@ -32,8 +38,10 @@ void normalise(const ChannelDims& d, const T* x, const float* gamma, const float
     const double mul = static_cast<double>(gamma[c]) * invstd[c];
     const double m = mean[c], b = beta[c];
     for_each_plane(d, c, [&](std::int64_t base) {
-      for (std::int64_t i = 0; i < d.inner; ++i)
-        y[base + i] = store<T>(static_cast<float>((load(x[base + i]) - m) * mul + b));
+      for (std::int64_t i = 0; i < d.inner; ++i) {
+        const auto v = static_cast<float>((load(x[base + i]) - m) * mul + b);
+        y[base + i] = store<T>(Relu ? (v > 0.0f ? v : 0.0f) : v);
+      }
     });
   }
 }
@@ -79,7 +87,7 @@ void CpuBackend::do_channel_affine_backward(Context&, const Tensor& dy, const Te
 
 namespace {
 
-template <class T>
+template <class T, bool Relu>
 void batchnorm_train(const ChannelDims& d, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
                      float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y, Tensor& save_mean,
                      Tensor& save_invstd) {
@@ -116,17 +124,29 @@ void batchnorm_train(const ChannelDims& d, const Tensor& x, const Tensor& gamma,
     prm[c] = static_cast<float>((1.0 - mom) * prm[c] + mom * m);
     prv[c] = static_cast<float>((1.0 - mom) * prv[c] + mom * var * count / (count - 1.0));  // unbiased
   }
-  normalise(d, px, gamma.data<float>(), beta.data<float>(), mean.data(), invstd.data(), y.data<T>());
+  normalise<T, Relu>(d, px, gamma.data<float>(), beta.data<float>(), mean.data(), invstd.data(), y.data<T>());
+}
+
+// dy where the ReLU's output y is positive, else +0 (what ReLU's backward gives whatever dy holds,
+// inf and NaN included), without a branch: a layer's output signs are close to random, and a
+// mispredicted branch per value made the fused backward slower than the two passes it replaces.
+inline float relu_masked(float g, float y) {
+  const std::uint32_t keep = 0u - static_cast<std::uint32_t>(y > 0.0f);
+  return std::bit_cast<float>(std::bit_cast<std::uint32_t>(g) & keep);
 }
 
 // With x̂ = (x - mean) * invstd and m values per channel:
 //   dbeta = Σ dy, dgamma = Σ dy x̂, dx = gamma * invstd / m * (m dy - dbeta - x̂ dgamma).
-template <class T>
-void batchnorm_backward_kernel(const ChannelDims& d, const Tensor& x, const Tensor& dy, const Tensor& gamma,
-                               const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma,
-                               Tensor& dbeta) {
+// Relu (y the fused forward's output): the gradient of relu(bn(x)), dy replaced by dy where
+// y > 0 and 0 elsewhere as it is read, in both passes (ReLU's backward gives the same values:
+// 0, not 0 * dy, where the unit is off).
+template <class T, bool Relu>
+void batchnorm_backward_kernel(const ChannelDims& d, const Tensor& x, const Tensor& y, const Tensor& dy,
+                               const Tensor& gamma, const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx,
+                               Tensor& dgamma, Tensor& dbeta) {
   const T* px = x.data<T>();
   const T* pdy = dy.data<T>();
+  const T* py = Relu ? y.data<T>() : nullptr;
   const float* pg = gamma.data<float>();
   const float* psm = save_mean.data<float>();
   const float* psi = save_invstd.data<float>();
@@ -139,17 +159,27 @@ void batchnorm_backward_kernel(const ChannelDims& d, const Tensor& x, const Tens
     const double m = psm[c], inv = psi[c];
     double sum_dy = 0, sum_dy_xhat = 0;
     for_each_plane(d, c, [&](std::int64_t base) {
+      const T* xs = px + base;
+      const T* gs = pdy + base;
+      [[maybe_unused]] const T* ys = Relu ? py + base : nullptr;
       for (std::int64_t i = 0; i < d.inner; ++i) {
-        const float g = load(pdy[base + i]);
+        float g = load(gs[i]);
+        if constexpr (Relu) g = relu_masked(g, load(ys[i]));
         sum_dy += g;
-        sum_dy_xhat += g * ((load(px[base + i]) - m) * inv);
+        sum_dy_xhat += g * ((load(xs[i]) - m) * inv);
       }
     });
     const double k = static_cast<double>(pg[c]) * inv / count;
     for_each_plane(d, c, [&](std::int64_t base) {
+      const T* xs = px + base;
+      const T* gs = pdy + base;
+      [[maybe_unused]] const T* ys = Relu ? py + base : nullptr;
+      T* out = pdx + base;
       for (std::int64_t i = 0; i < d.inner; ++i) {
-        const double xhat = (load(px[base + i]) - m) * inv;
-        pdx[base + i] = store<T>(static_cast<float>(k * (count * load(pdy[base + i]) - sum_dy - xhat * sum_dy_xhat)));
+        float g = load(gs[i]);
+        if constexpr (Relu) g = relu_masked(g, load(ys[i]));
+        const double xhat = (load(xs[i]) - m) * inv;
+        out[i] = store<T>(static_cast<float>(k * (count * g - sum_dy - xhat * sum_dy_xhat)));
       }
     });
     pdg[c] = static_cast<float>(pdg[c] + sum_dy_xhat);
@@ -165,8 +195,8 @@ void CpuBackend::do_batchnorm_forward_train(Context&, const Tensor& x, const Ten
   constexpr std::string_view op = "batchnorm_forward_train";
   const ChannelDims d = channel_dims(op, "x", x);
   cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
-    batchnorm_train<decltype(tag)>(d, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
-                                   save_invstd);
+    batchnorm_train<decltype(tag), false>(d, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
+                                          save_invstd);
   });
 }
 
@@ -195,7 +225,29 @@ void CpuBackend::do_batchnorm_backward(Context&, const Tensor& x, const Tensor& 
   constexpr std::string_view op = "batchnorm_backward";
   const ChannelDims d = channel_dims(op, "x", x);
   cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
-    batchnorm_backward_kernel<decltype(tag)>(d, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+    batchnorm_backward_kernel<decltype(tag), false>(d, x, Tensor(), dy, gamma, save_mean, save_invstd, dx, dgamma,
+                                                    dbeta);
+  });
+}
+
+void CpuBackend::do_batchnorm_relu_forward_train(Context&, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                                 float eps, float momentum, Tensor& running_mean, Tensor& running_var,
+                                                 Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
+  constexpr std::string_view op = "batchnorm_relu_forward_train";
+  const ChannelDims d = channel_dims(op, "x", x);
+  cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
+    batchnorm_train<decltype(tag), true>(d, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
+                                         save_invstd);
+  });
+}
+
+void CpuBackend::do_batchnorm_relu_backward(Context&, const Tensor& x, const Tensor& y, const Tensor& dy,
+                                            const Tensor& gamma, const Tensor& save_mean, const Tensor& save_invstd,
+                                            float /*eps*/, Tensor& dx, Tensor& dgamma, Tensor& dbeta) {
+  constexpr std::string_view op = "batchnorm_relu_backward";
+  const ChannelDims d = channel_dims(op, "x", x);
+  cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
+    batchnorm_backward_kernel<decltype(tag), true>(d, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
   });
 }
 

@@ -104,13 +104,24 @@ void launch_bias_grad(const void* dy, FloatType t, float* dbias, const Planes& s
 void launch_gram_symmetrize(const float* dg, void* s, FloatType t, std::int64_t samples, std::int64_t channels,
                             cudaStream_t stream);
 
-// ---- normalization.cu: the per-channel affine map (batch norm is cuDNN's) ----
+// ---- normalization.cu: the per-channel affine map, and batch norm + ReLU (plain batch norm is cuDNN's) ----
 // y[n, c, p] = x[n, c, p] * scale[c] + shift[c] (y may be x).
 void launch_channel_affine(const void* x, const float* scale, const float* shift, void* y, FloatType t, const Planes& s,
                            cudaStream_t stream);
 // dx[n, c, p] = dy[n, c, p] * scale[c].
 void launch_channel_scale(const void* dy, const float* scale, void* dx, FloatType t, const Planes& s,
                           cudaStream_t stream);
+// Batch norm with batch statistics then ReLU, y written once (Backend::batchnorm_relu_forward_train).
+void launch_batchnorm_relu_forward_train(const void* x, const float* gamma, const float* beta, float eps,
+                                         float momentum, float* running_mean, float* running_var, void* y,
+                                         float* save_mean, float* save_invstd, FloatType t, const Planes& s,
+                                         cudaStream_t stream);
+// Its gradient (Backend::batchnorm_relu_backward), dgamma and dbeta accumulated; `coef` is f32
+// scratch of 3 per channel (batchnorm_relu_coef_count).
+inline std::int64_t batchnorm_relu_coef_count(const Planes& s) { return 3 * s.channels; }
+void launch_batchnorm_relu_backward(const void* x, const void* y, const void* dy, const float* gamma,
+                                    const float* save_mean, const float* save_invstd, void* dx, float* dgamma,
+                                    float* dbeta, float* coef, FloatType t, const Planes& s, cudaStream_t stream);
 
 // ---- optimizers.cu ----
 // PyTorch SGD in the CPU's form; momentum_buf is read only when momentum > 0 (else it may be null).

@@ -146,7 +146,7 @@ Tensor Sequential::forward(Context& ctx, const Tensor& x, bool train) {
     if (train && constant_hold_.expired()) half_stale_ = true;
     refresh_half_parameters(ctx, compute);
   }
-  fused_ = ctx.fuse_layers() ? fusion_plan() : std::vector<bool>(layers_.size(), false);
+  fused_ = ctx.fuse_layers() ? fusion_plan(train) : std::vector<bool>(layers_.size(), false);
   fused_saved_.assign(layers_.size(), FusedConvRelu{});
   bn_fused_ = !train && ctx.fuse_layers() ? conv_bn_plan() : ConvBnPlan{{}, std::vector<int>(layers_.size(), -1)};
   // Each layer's output until its last reader has run (or to the end, when it is tapped).
@@ -174,9 +174,7 @@ Tensor Sequential::forward(Context& ctx, const Tensor& x, bool train) {
       ++profile_[index].calls;
       if (index > 0 && fused_[index - 1]) {
         profile_[index].fused_into = layers_[index - 1].first;
-        profile_[index].fused_op = dynamic_cast<const Linear*>(layers_[index - 1].second.get()) != nullptr
-                                       ? "linear_bias_relu_forward"
-                                       : "conv2d_bias_relu_forward";
+        profile_[index].fused_op = relu_pair_op(*layers_[index - 1].second);
       }
       if (const int c = bn_fused_.chain_of[index]; c >= 0) {
         const auto head = static_cast<std::size_t>(bn_fused_.chains[static_cast<std::size_t>(c)].conv);
@@ -195,7 +193,7 @@ Tensor Sequential::forward(Context& ctx, const Tensor& x, bool train) {
   return is_half(h.dtype()) ? h.cast(ctx, DType::f32) : h;
 }
 
-std::vector<bool> Sequential::fusion_plan() const {
+std::vector<bool> Sequential::fusion_plan(bool train) const {
   const std::size_t n = layers_.size();
   std::vector<int> readers(n, 0);
   for (std::size_t i = 0; i < n; ++i)
@@ -205,7 +203,7 @@ std::vector<bool> Sequential::fusion_plan() const {
   for (std::size_t i = 0; i + 1 < n; ++i) {
     const bool tapped = std::find(tap_names_.begin(), tap_names_.end(), layers_[i].first) != tap_names_.end();
     plan[i] = readers[i] == 1 && producers(i + 1) == std::vector<int>{static_cast<int>(i)} && !tapped &&
-              fusible_pair(*layers_[i].second, *layers_[i + 1].second);
+              fusible_relu_pair(*layers_[i].second, *layers_[i + 1].second, train);
   }
   return plan;
 }
@@ -243,9 +241,9 @@ Tensor Sequential::conv_bn_layer(Context& ctx, std::size_t index, const std::vec
   return c.add == static_cast<int>(index) ? in[static_cast<std::size_t>(c.add_slot)] : in.front();
 }
 
-std::vector<std::string> Sequential::fused_layers() const {
+std::vector<std::string> Sequential::fused_layers(bool train) const {
   std::vector<std::string> names;
-  const std::vector<bool> plan = fusion_plan();
+  const std::vector<bool> plan = fusion_plan(train);
   for (std::size_t i = 0; i < plan.size(); ++i)
     if (plan[i]) names.push_back(layers_[i].first);
   return names;
@@ -256,7 +254,7 @@ Tensor Sequential::forward_layer(Context& ctx, std::size_t index, const std::vec
   // The ReLU of a fused pair: the pair's op already produced its output.
   if (index > 0 && fused_[index - 1]) return in.front();
   if (bn_fused_.chain_of[index] >= 0) return conv_bn_layer(ctx, index, in);
-  if (fused_[index]) return fused_pair_forward(ctx, *layer, in.front(), train, fused_saved_[index]);
+  if (fused_[index]) return relu_pair_forward(ctx, *layer, in.front(), train, fused_saved_[index]);
   auto* merge = dynamic_cast<MergeLayer*>(layer.get());
   if (merge == nullptr) return layer->forward(ctx, in.front(), train);
   std::vector<Shape> shapes;
@@ -271,9 +269,9 @@ std::vector<Tensor> Sequential::backward_layer(Context& ctx, std::size_t index, 
              "Sequential::backward: layer '{}' ran fused with its batch norm in an inference forward (train=false); "
              "run forward with train=true before backward",
              layers_[index].first);
-  if (index < fused_.size() && fused_[index]) return {fused_pair_backward(ctx, layer, fused_saved_[index], dy)};
+  if (index < fused_.size() && fused_[index]) return {relu_pair_first_backward(ctx, layer, fused_saved_[index], dy)};
   if (index > 0 && index < fused_.size() && fused_[index - 1])
-    return {fused_relu_backward(ctx, fused_saved_[index - 1], dy)};
+    return {relu_pair_relu_backward(ctx, *layers_[index - 1].second, fused_saved_[index - 1], dy)};
   if (auto* merge = dynamic_cast<MergeLayer*>(&layer)) return merge->backward_inputs(ctx, dy);
   return {layer.backward(ctx, dy)};
 }
@@ -463,7 +461,7 @@ std::vector<LayerSummary> Sequential::summary(const Shape& input, DType compute)
       if (p->trainable) n += p->shape.numel();
     rows.push_back({layers_[i].first, layer.describe(), input_names(i), shapes.back(), n, dtypes.back(), {}});
   }
-  const std::vector<bool> plan = fusion_plan();
+  const std::vector<bool> plan = fusion_plan(/*train=*/false);
   for (std::size_t i = 0; i < plan.size(); ++i)
     if (plan[i]) {
       rows[i].fused_with = layers_[i + 1].first;

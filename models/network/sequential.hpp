@@ -22,7 +22,7 @@
 #include "cudl/layers/layer.hpp"
 #include "cudl/models/network/fusion.hpp"
 #include "cudl/models/network/fusion_bn.hpp"
-#include "cudl/models/network/fusion_linear.hpp"
+#include "cudl/models/network/fusion_bn_relu.hpp"
 
 namespace cudl {
 
@@ -112,8 +112,9 @@ class Sequential : public ParameterBlocks {
   // Layer fusion (models/network/fusion.hpp): when ctx.fuse_layers() is on, forward runs each
   // Conv2d or Linear whose only reader is a ReLU as one op with it, unless that layer is tapped (its own
   // output, before the ReLU, is then needed). backward follows what the last forward did.
-  // The Conv2d and Linear layers that would run fused with the ReLU after them.
-  std::vector<std::string> fused_layers() const;
+  // The Conv2d and Linear layers that would run fused with the ReLU after them; with `train`, also
+  // the BatchNorm2d layers a training forward fuses with theirs (models/network/fusion_bn_relu.hpp).
+  std::vector<std::string> fused_layers(bool train = false) const;
   // In inference (train=false) it also runs each Conv2d -> BatchNorm2d (-> Add) (-> ReLU) chain as
   // one op (models/network/fusion_bn.hpp). The chains an inference forward would fuse, each as its
   // layers' names.
@@ -146,8 +147,9 @@ class Sequential : public ParameterBlocks {
   std::vector<int> producers(std::size_t index) const;
   // The last layer that reads each layer's output (its own index when none does).
   std::vector<std::size_t> last_readers() const;
-  // Per layer: whether it is a Conv2d or Linear that runs fused with the ReLU at the next index.
-  std::vector<bool> fusion_plan() const;
+  // Per layer: whether it is a Conv2d or Linear (or in training a BatchNorm2d) that runs fused with
+  // the ReLU at the next index.
+  std::vector<bool> fusion_plan(bool train) const;
   // The Conv2d + BatchNorm2d chains inference would fuse (regardless of ctx.fuse_layers()).
   ConvBnPlan conv_bn_plan() const;
   // Forward's one layer of a fused conv + batch norm chain (the head runs the op; the others pass

@@ -415,8 +415,9 @@ void add_fuse_option(CLI::App* cmd, bool& fuse) {
   cmd->add_option("--fuse", fuse,
                   "true: run each Conv2d or Linear whose only reader is a ReLU as one op with it (convolution or "
                   "GEMM, bias and ReLU in one pass: oneDNN post-op on the CPU, cudnnConvolutionBiasActivationForward "
-                  "or a cuBLASLt epilogue on CUDA), and in inference each Conv2d -> BatchNorm2d (-> Add) (-> ReLU) "
-                  "chain as one op; false: layer by layer, to compare")
+                  "or a cuBLASLt epilogue on CUDA), in inference each Conv2d -> BatchNorm2d (-> Add) (-> ReLU) "
+                  "chain as one op, and in training each BatchNorm2d whose only reader is a ReLU as one op with it; "
+                  "false: layer by layer, to compare")
       ->capture_default_str();
 }
 
