@@ -3,10 +3,13 @@
 // (with and without shuffling, across epoch boundaries, with a last partial batch, resumed
 // mid-epoch and sharded), that a run trained through it is the same run, and that the choice
 // between the paths follows its stated rule. The CUDA check skips visibly without a GPU.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -17,6 +20,7 @@
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/layers/linear.hpp"
 #include "cudl/models/train/trainer.hpp"
+#include "tests/synthetic_data.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cudl;
@@ -225,6 +229,46 @@ TEST(ResidentLoader, CudaResidentBatchesMatchTheCpuHostPath) {
       EXPECT_TRUE(a == b) << "epoch " << epoch;
     }
   }
+}
+
+TEST(ResidentLoader, TheCliSaysWhichPathFeedsTheRunAndBothTrainAlike) {
+  TempDir dir;
+  const std::string data = dir.file("data");
+  std::filesystem::create_directories(data);
+  Context cpu{Device::cpu()};
+  write_synthetic_mnist_dir(data, cpu, 100, 40);
+  const auto train = [&](const std::string& extra) {
+    return run_cli(
+        dir, fmt::format("train --model mlp --data '{}' --device cpu --batch-size 32 --epochs 2 {}", data, extra));
+  };
+  std::vector<nlohmann::json> metrics;
+  for (const char* choice : {"true", "false"}) {
+    const std::string json = dir.file(fmt::format("m_{}.json", choice));
+    const CliRun r = train(fmt::format("--resident-data {} --metrics-json '{}'", choice, json));
+    ASSERT_EQ(r.status, 0) << r.err;
+    const bool on = std::string(choice) == "true";
+    const std::string line = on ? "training data: device-resident: "
+                                : "training data: batches staged on the host per epoch (resident-data false)";
+    EXPECT_TRUE(contains(r.out, line)) << r.out;
+    const auto bytes = read_bytes(json);
+    metrics.push_back(nlohmann::json::parse(bytes.begin(), bytes.end()));
+  }
+  // The same batches make the same run: every epoch's losses and accuracies equal (times differ).
+  ASSERT_EQ(metrics[0]["epochs"].size(), 2u);
+  for (std::size_t e = 0; e < 2; ++e)
+    for (const char* key : {"train_loss", "train_accuracy", "test_loss", "test_accuracy"})
+      EXPECT_EQ(metrics[0]["epochs"][e][key], metrics[1]["epochs"][e][key]) << key << " epoch " << e;
+  const CliRun auto_run = train("--max-steps 1");
+  EXPECT_EQ(auto_run.status, 0) << auto_run.err;
+  EXPECT_TRUE(contains(auto_run.out, "training data: batches staged on the host per epoch (a CPU run)"))
+      << auto_run.out;
+  const CliRun refused = train("--augment flip --resident-data true");
+  EXPECT_EQ(refused.status, 1);
+  EXPECT_EQ(std::count(refused.err.begin(), refused.err.end(), '\n'), 1) << refused.err;
+  EXPECT_TRUE(contains(refused.err, "cannot be device-resident (resident-data true): augmentation")) << refused.err;
+  const CliRun bad = train("--resident-data maybe");
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_TRUE(contains(bad.err, "--resident-data")) << bad.err;
 }
 
 }  // namespace
