@@ -7,6 +7,10 @@
 
 namespace cudl {
 
+namespace {
+constexpr std::size_t kParallelGatherBytes = std::size_t{16} << 20;
+}  // namespace
+
 void CpuBackend::do_gather_rows(Context&, const Tensor& src, const Tensor& index, Tensor& out) {
   const std::int64_t n = src.dim(0), rows = index.dim(0);
   const std::int32_t* idx = index.data<std::int32_t>();
@@ -19,9 +23,11 @@ void CpuBackend::do_gather_rows(Context&, const Tensor& src, const Tensor& index
   if (row_bytes == 0) return;
   const auto* from = static_cast<const unsigned char*>(src.raw());
   auto* to = static_cast<unsigned char*>(out.raw());
-  // Parallel over rows once the copy is large enough to pay for waking the team (MNIST's batch of
-  // 128 rows of 3 KiB is 400 KiB).
-  const bool parallel = static_cast<std::int64_t>(row_bytes) * rows >= cpu::kParallelThreshold * 4;
+  // Parallel over rows only for large copies: one core comes close to the memory bandwidth a copy
+  // can use, and on a loaded 2-core VM waking the team for MNIST's 400 KiB batch cost 15-19 ms a
+  // batch instead of 0.2 ms on one thread (threads descheduled at the region's barrier); even a
+  // 25 MiB batch took 21 ms on two threads against 15 ms on one there.
+  const bool parallel = row_bytes * static_cast<std::size_t>(rows) >= kParallelGatherBytes;
 #pragma omp parallel for if (parallel)
   for (std::int64_t i = 0; i < rows; ++i)
     std::memcpy(to + static_cast<std::size_t>(i) * row_bytes, from + static_cast<std::size_t>(idx[i]) * row_bytes,
