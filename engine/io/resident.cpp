@@ -7,6 +7,9 @@
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/error.hpp"
 #include "cudl/engine/io/augment.hpp"
+#if defined(CUDL_HAVE_CUDA)
+#include "cudl/engine/cuda/cuda_runtime.hpp"
+#endif
 
 namespace cudl {
 
@@ -33,11 +36,23 @@ bool resident_fits(std::size_t dataset_bytes, std::size_t free_bytes) { return d
 
 namespace {
 
-// The device's free memory, 0 when it cannot be read (then nothing fits automatically).
+// The device's free memory, 0 when it cannot be read (then nothing fits automatically). Asked of
+// this device alone: cuda_devices() makes every GPU current in turn, creating a context on each,
+// so a data-parallel rank's loader would take memory on every other rank's GPU.
 std::size_t free_device_memory(Device device) {
+#if defined(CUDL_HAVE_CUDA)
   if (!device.is_cuda()) return 0;
-  for (const CudaDeviceInfo& d : cuda_devices())
-    if (d.index == device.index) return d.free_memory;
+  try {
+    CudaDeviceGuard guard(device.index);
+    std::size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) return free_bytes;
+    cudaGetLastError();  // a failed query leaves its error for the next call to find: clear it
+  } catch (const Error&) {
+    // No such device (or none at all): nothing fits.
+  }
+#else
+  (void)device;
+#endif
   return 0;
 }
 
