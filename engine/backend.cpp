@@ -1031,4 +1031,21 @@ void Backend::fill_normal(Context& ctx, Tensor& x, float mean, float stddev, std
   do_fill_normal(ctx, x, mean, stddev, seed, offset);
 }
 
+// ---- row gather ----
+
+void Backend::gather_rows(Context& ctx, const Tensor& src, const Tensor& index, Tensor& out) {
+  constexpr std::string_view op = "gather_rows";
+  bound_to(ctx, op);
+  check::defined(op, "src", src);
+  check::on_device(op, "src", src, ctx.device());
+  CUDL_CHECK(src.rank() >= 1, "{}: src must have a row dim (dim 0), got a scalar of shape {}", op, src.shape());
+  placed(ctx, op, "index", index, DType::i32);
+  check::rank_is(op, "index", index, 1);
+  placed_as(ctx, op, "out", out, "src", src);
+  Shape expected = src.shape();
+  expected[0] = index.dim(0);
+  check::shape_is(op, "out", out, expected);
+  if (index.dim(0) > 0) do_gather_rows(ctx, src, index, out);
+}
+
 }  // namespace cudl

@@ -281,6 +281,15 @@ class Backend {
   void fill_uniform(Context& ctx, Tensor& x, float low, float high, std::uint64_t seed, std::uint64_t offset);
   void fill_normal(Context& ctx, Tensor& x, float mean, float stddev, std::uint64_t seed, std::uint64_t offset);
 
+  // ---- row gather: out[i] = src[index[i]] for the rows (dim 0) of src [N, ...] ----
+  // src and out one dtype (any: f32, the halves, i32), out [B, src's other dims], index i32 [B] on
+  // the same device. A dataset that lives on the device builds each batch with it (engine/io/
+  // loader.hpp). An index outside [0, N) throws on the CPU, naming it; the CUDA kernel cannot
+  // throw, so it writes that row as zeros and sets the context's device fault word, reported at
+  // the next synchronising host read (the loader's indices are a permutation made on the host and
+  // never fall outside).
+  void gather_rows(Context& ctx, const Tensor& src, const Tensor& index, Tensor& out);
+
  private:
   // Throws unless ctx's backend is this one (every public method starts with it).
   void bound_to(const Context& ctx, std::string_view op) const;
@@ -388,6 +397,7 @@ class Backend {
                                std::uint64_t offset) = 0;
   virtual void do_fill_normal(Context& ctx, Tensor& x, float mean, float stddev, std::uint64_t seed,
                               std::uint64_t offset) = 0;
+  virtual void do_gather_rows(Context& ctx, const Tensor& src, const Tensor& index, Tensor& out) = 0;  // B > 0
 };
 
 Backend& cpu_backend();

@@ -34,8 +34,9 @@ enum class ScalarOp : int {
 // context's device fault word, and the next synchronising host read on that context throws.
 enum class DeviceFault : int {
   none = 0,
-  label_out_of_range = 1,   // softmax_cross_entropy / accuracy: a label outside [0, K)
-  argmax_out_of_range = 2,  // maxpool2d_backward: an argmax entry outside its input plane
+  label_out_of_range = 1,         // softmax_cross_entropy / accuracy: a label outside [0, K)
+  argmax_out_of_range = 2,        // maxpool2d_backward: an argmax entry outside its input plane
+  gather_index_out_of_range = 3,  // gather_rows: an index outside [0, N) of src's rows
 };
 
 // The values of an optimizer step that change from step to step (the learning rate of a schedule,

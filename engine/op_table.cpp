@@ -196,6 +196,10 @@ std::vector<OpSpec> make_table() {
   add("cast", {"cast"}, {}, kHalves, T::exact, "a dtype conversion: autocast's gradients pass through unchanged",
       "autocast's casts are timed inside every half-precision model bench",
       "f32 to f32 is a copy: the half suite checks it (CastMatchesTheCpuExactly)");
+  // Its CUDA-vs-CPU cases (every dtype, unaligned row sizes, out-of-range faults) live with the test,
+  // tests/test_gather.cpp.
+  add("gather_rows", {"gather_rows"}, {}, kHalves, T::exact, kNoBackward,
+      "one per batch of a device-resident dataset, timed inside `cudl train`'s img/s");
   return t;
 }
 

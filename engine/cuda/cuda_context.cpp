@@ -291,6 +291,12 @@ std::string device_fault_message(int code, int device) {
           "maxpool2d_forward with the same shapes; detected on the device and reported at this host read, so the "
           "gradients computed since the previous read are invalid)",
           device);
+    case DeviceFault::gather_index_out_of_range:
+      return fmt::format(
+          "gather_rows: an index lay outside [0, N) of src's N rows on cuda:{} (its row of out was written as "
+          "zeros; detected on the device and reported at this host read, so what was computed from the gathered "
+          "rows since the previous read is invalid)",
+          device);
   }
   return fmt::format(
       "device fault code {} on cuda:{} (detected on the device; results since the previous host "

@@ -86,8 +86,9 @@ struct DataLoader::Impl {
   Augment augment;
   std::int64_t n = 0, sample_values = 0;
   int shard_index = 0, shard_count = 1;
-  bool per_batch = false;      // staging batch by batch (listed, augmenting, or a large epoch)
-  std::int64_t slot_rows = 0;  // images a staging slot holds; its labels follow them
+  bool per_batch = false;                    // staging batch by batch (listed, augmenting, or a large epoch)
+  std::unique_ptr<ResidentSource> resident;  // set when the dataset lives on the device
+  std::int64_t slot_rows = 0;                // images a staging slot holds; its labels follow them
 
   std::vector<std::int64_t> order;
   std::int64_t epoch = -1;
@@ -277,6 +278,10 @@ DataLoader::DataLoader(const Dataset& dataset, Context& ctx, const LoaderOptions
   const auto epoch_bytes = static_cast<std::size_t>(m.n) * static_cast<std::size_t>(m.sample_values + 1) * 4;
   m.per_batch = dataset.listed() || loader_stages_per_batch(options.augment, ctx.device(), options.shuffle, epoch_bytes,
                                                             options.whole_epoch_limit);
+  if (choose_resident(dataset, ctx.device(), options.augment, options.resident, options.whole_epoch_limit).resident) {
+    m.resident = std::make_unique<ResidentSource>(dataset, ctx);
+    m.per_batch = false;
+  }
   if (m.per_batch) {
     m.worker_count = options.workers > 0 ? options.workers : default_loader_workers();
     const int slots = options.prefetch > 0 ? options.prefetch : std::max(2, 2 * m.worker_count);
@@ -306,6 +311,7 @@ std::int64_t DataLoader::size() const { return impl_->n; }
 std::int64_t DataLoader::batch_size() const { return impl_->batch_size; }
 std::int64_t DataLoader::batches_per_epoch() const { return impl_->batches(); }
 bool DataLoader::stages_per_batch() const { return impl_->per_batch; }
+bool DataLoader::resident() const { return impl_->resident != nullptr; }
 const std::vector<std::int64_t>& DataLoader::order() const { return impl_->order; }
 
 LoaderStats DataLoader::stats() const {
@@ -336,6 +342,11 @@ void DataLoader::start_epoch(std::int64_t epoch, std::int64_t first_batch) {
     m.order.resize(static_cast<std::size_t>(m.n));
     std::iota(m.order.begin(), m.order.end(), std::int64_t{0});
   }
+  if (m.resident) {
+    m.resident->start_epoch(m.order);
+    m.first_sample = 0;
+    return;
+  }
   if (!m.per_batch) {
     m.load_epoch_to_device(first_batch);
     return;
@@ -356,6 +367,11 @@ bool DataLoader::next(Batch& batch) {
   const std::int64_t begin = mine.begin - m.first_sample, count = mine.rows();
   batch.global_rows = m.rows(b);
   batch.row_offset = mine.begin - b * m.batch_size;
+  if (m.resident) {
+    m.resident->gather(mine.begin, mine.end, batch.images, batch.labels);
+    batch.index = m.next_batch++;
+    return true;
+  }
   if (!m.per_batch) {
     batch.images = m.epoch_images.slice(begin, begin + count);
     batch.labels = m.epoch_labels.slice(begin, begin + count);

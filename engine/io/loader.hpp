@@ -11,7 +11,8 @@
 // listed folder's images), and the caller takes the batches in order. Host memory is the ring's
 // `prefetch` batches, whatever the dataset's size. Every sample's pixels are a pure function of
 // (seed, epoch, sample), so the batches are the same whichever way they are made and whatever the
-// number of workers.
+// number of workers. A dataset that fits on the device may instead live there for the loader's
+// life (engine/io/resident.hpp): one copy of the order per epoch, each batch gathered on the device.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -20,6 +21,7 @@
 #include "cudl/engine/device.hpp"
 #include "cudl/engine/io/augment.hpp"
 #include "cudl/engine/io/datasets.hpp"
+#include "cudl/engine/io/resident.hpp"
 #include "cudl/engine/tensor.hpp"
 
 namespace cudl {
@@ -51,6 +53,9 @@ struct LoaderOptions {
   // so each rank decodes, augments and copies only what it trains on. The global order, and hence
   // the union of the shards, is the one-process loader's.
   int shard_index = 0, shard_count = 1;
+  // Keep the dataset on the device and gather each batch there (engine/io/resident.hpp); the
+  // batches are the same either way.
+  ResidentData resident = ResidentData::automatic;
 };
 
 // What the per-batch pipeline holds and did, for tests and `cudl bench --pipeline`.
@@ -87,6 +92,8 @@ class DataLoader {
   std::int64_t batches_per_epoch() const;
   // Whether batches are staged one by one (see loader_stages_per_batch) rather than per epoch.
   bool stages_per_batch() const;
+  // Whether the dataset lives on the device and batches are gathered there (choose_resident).
+  bool resident() const;
   LoaderStats stats() const;
 
   // Begins epoch `epoch`, skipping its first `first_batch` batches (to resume a run).

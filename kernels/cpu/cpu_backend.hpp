@@ -96,6 +96,7 @@ class CpuBackend final : public Backend {
                        std::uint64_t offset) override;
   void do_fill_normal(Context& ctx, Tensor& x, float mean, float stddev, std::uint64_t seed,
                       std::uint64_t offset) override;
+  void do_gather_rows(Context& ctx, const Tensor& src, const Tensor& index, Tensor& out) override;
 };
 
 }  // namespace cudl

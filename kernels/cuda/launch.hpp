@@ -238,4 +238,11 @@ void launch_softmax_cross_entropy_backward(const float* probs, const std::int32_
                                            std::int64_t rows, std::int64_t cols, float scale, int* fault,
                                            cudaStream_t stream);
 
+// ---- gather.cu: out[i] = src[index[i]] for `rows` rows of row_bytes bytes each ----
+// Copies in the widest of 16, 8, 4, 2 or 1 bytes that divides row_bytes and both addresses. An
+// index outside [0, src_rows) writes its row of out as zeros and sets *fault to
+// DeviceFault::gather_index_out_of_range.
+void launch_gather_rows(const void* src, std::int64_t src_rows, const std::int32_t* index, std::int64_t rows,
+                        std::size_t row_bytes, void* out, int* fault, cudaStream_t stream);
+
 }  // namespace cudl::cuda_detail

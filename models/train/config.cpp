@@ -39,6 +39,7 @@ LoaderOptions training_loader_options(const FitOptions& options) {
   lo.augment = options.augment;
   lo.workers = options.workers;
   lo.prefetch = options.prefetch;
+  lo.resident = options.resident_data;
   // Data parallel: each rank's loader decodes only its rows of every global batch.
   if (options.comm != nullptr) {
     lo.shard_index = options.comm->rank();

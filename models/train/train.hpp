@@ -89,6 +89,9 @@ struct FitOptions {
   Augment augment;           // training-time augmentation (engine/io/augment.hpp); none by default
   int workers = 0;           // the training loader's threads (0: default_loader_workers())
   int prefetch = 0;          // batches staged ahead of the step (0: the loader's default)
+  // Keep the training set on the device and gather each batch there (engine/io/resident.hpp):
+  // automatic on a GPU when it fits; the batches, and so the run, are the same either way.
+  ResidentData resident_data = ResidentData::automatic;
   std::map<std::string, std::string>
       metadata;  // saved with every checkpoint as extra.<key> (models/zoo/preprocess.hpp)
   std::function<void(const TrainProgress&)> on_progress;

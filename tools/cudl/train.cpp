@@ -307,6 +307,10 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
                counts.trainable + counts.frozen, counts.trainable, counts.frozen, kind, train.size(),
                validation.size() > 0 ? fmt::format(" / {} validation", validation.size()) : "", data.test.size(),
                ctx.device());
+  // Which path feeds the batches (the loader decides the same way; forcing an impossible one fails here).
+  const ResidentChoice resident =
+      choose_resident(train, ctx.device(), augment, a.fit.resident_data, kWholeEpochStagingLimit);
+  if (dist.writer()) fmt::print("training data: {}\n", resident.reason);
   if (a.fit.accumulate_steps > 1 && dist.writer())
     fmt::print("gradient accumulation: one optimizer step per {} batches of {} ({} images)\n", a.fit.accumulate_steps,
                a.batch_size, a.fit.accumulate_steps * a.batch_size);
@@ -556,6 +560,14 @@ void add_train_command(CLI::App& app) {
                   "Batches staged ahead of the step; bounds the pipeline's memory (0: 2 per worker)")
       ->transform(whole_number(0, 4096))
       ->capture_default_str();
+  cmd->add_option_function<std::string>(
+         "--resident-data", [f = &fit](const std::string& v) { f->resident_data = parse_resident_data(v); },
+         "true: copy the training set to the device once and gather each batch there (one small copy of the "
+         "order per epoch, no host work per step; the same batches); false: stage it on the host each epoch; "
+         "auto: true on a GPU when it takes under a quarter of the free memory (no augmentation, not a listed "
+         "folder)")
+      ->check(CLI::IsMember({"auto", "true", "false"}))
+      ->default_str("auto");
   cmd->add_option("--color-jitter", a->color_jitter,
                   "Strength S of --augment color-jitter: brightness, contrast and saturation factors in [1-S, 1+S] "
                   "(no hue)")
