@@ -2,6 +2,7 @@
 // Both directions are GEMMs (cpu::sgemm; a half x on oneDNN's half matmul where it is native),
 // threaded by the same pool as the convolutions around them (OpenBLAS's ssyrk did half the multiply-adds but woke
 // OpenBLAS's own spinning pool, which fought the OpenMP threads for the cores in every style iteration).
+#include <algorithm>
 #include <cstddef>
 #include <limits>
 #include <optional>
@@ -20,6 +21,18 @@ namespace {
 // OpenBLAS, the fallback GEMM, takes int sizes; a plane larger than that would silently wrap.
 void check_blas_size(const char* op, std::int64_t v, const Shape& shape) {
   CUDL_CHECK(v <= std::numeric_limits<int>::max(), "{}: dimension {} is too large for BLAS (x={})", op, v, shape);
+}
+
+// s = d + dᵀ (c x c), rounded to T, in square tiles so the transposed reads stay in cache (a
+// 512-channel tap's column walk missed on every element).
+template <class T>
+void symmetrise(const float* d, std::int64_t c, T* s) {
+  constexpr std::int64_t kTile = 32;
+  for (std::int64_t i0 = 0; i0 < c; i0 += kTile)
+    for (std::int64_t j0 = 0; j0 < c; j0 += kTile)
+      for (std::int64_t i = i0; i < std::min(c, i0 + kTile); ++i)
+        for (std::int64_t j = j0; j < std::min(c, j0 + kTile); ++j)
+          s[i * c + j] = store<T>(d[i * c + j] + d[j * c + i]);
 }
 
 }  // namespace
@@ -82,9 +95,7 @@ void CpuBackend::do_gram_backward(Context& ctx, const Tensor& x, const Tensor& d
     std::optional<Workspace> widened;
     for (std::int64_t s = 0; s < n; ++s) {
       const float* d = pdg + s * c * c;
-      for (std::int64_t i = 0; i < c; ++i)
-        for (std::int64_t j = 0; j < c; ++j)
-          sym[static_cast<std::size_t>(i * c + j)] = store<T>(d[i * c + j] + d[j * c + i]);
+      symmetrise(d, c, sym.data());
       if constexpr (std::is_same_v<T, float>) {
         cpu::sgemm(ctx.cpu_gemm(), false, false, c, hw, c, alpha, sym.data(), c, px + s * c * hw, hw, 0.0f,
                    pdx + s * c * hw, hw);
