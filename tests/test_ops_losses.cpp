@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "cudl/engine/cpu_threads.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/gradcheck.hpp"
 #include "tests/op_coverage.hpp"
@@ -120,4 +121,40 @@ TEST(GradientLosses, TvInputGradient) {
     return static_cast<double>(loss.item(ctx));
   };
   cudl::testing::expect_gradient_matches(ctx, x, dx, f, "tv");
+}
+
+// The CPU sums in double per chunk (lanes, then pairwise, then the tail) and adds the chunks in
+// order: within a few double roundings of the ordered sum, so the f32 loss is its rounding or one
+// f32 ulp from it, and the same bits whatever the thread count (chunks larger than one thread's
+// share, a tail that is not a whole lane group).
+TEST(LossSums, CpuMseAndL1AreTheOrderedDoubleSumAndIndependentOfThreads) {
+  Context ctx(Device::cpu());
+  const int n = 3 * 4096 * 9 + 37;
+  const auto av = pseudo_random(n, 5), bv = pseudo_random(n, 11);
+  const Tensor a = Tensor::from_host(av, Shape{n}, ctx), b = Tensor::from_host(bv, Shape{n}, ctx);
+  double squared = 0, absolute = 0;
+  for (int i = 0; i < n; ++i) {
+    const double d = static_cast<double>(av[static_cast<std::size_t>(i)]) - bv[static_cast<std::size_t>(i)];
+    squared += d * d;
+    absolute += std::fabs(d);
+  }
+  const int before = cpu_threads();
+  std::vector<float> seen;
+  for (const int threads : {1, 2, 3}) {
+    set_cpu_threads(threads);
+    Tensor mse = Tensor::empty(Shape{1}, ctx), l1 = Tensor::empty(Shape{1}, ctx);
+    ctx.backend().mse_loss_forward(ctx, a, b, mse);
+    ctx.backend().l1_loss_forward(ctx, a, b, l1);
+    const float m = mse.to_vector(ctx)[0], l = l1.to_vector(ctx)[0];
+    const auto expected_m = static_cast<float>(squared / n), expected_l = static_cast<float>(absolute / n);
+    EXPECT_LE(std::fabs(m - expected_m), std::nextafter(expected_m, 1e9f) - expected_m) << threads;
+    EXPECT_LE(std::fabs(l - expected_l), std::nextafter(expected_l, 1e9f) - expected_l) << threads;
+    if (seen.empty()) {
+      seen = {m, l};
+    } else {
+      EXPECT_EQ(m, seen[0]) << threads << " threads";
+      EXPECT_EQ(l, seen[1]) << threads << " threads";
+    }
+  }
+  set_cpu_threads(before);
 }
