@@ -258,6 +258,29 @@ void batchnorm_eps(std::string_view op, float eps) {
   CUDL_CHECK(std::isfinite(eps) && eps >= 0.0f, "{}: eps={} must be finite and >= 0", op, eps);
 }
 
+// The checks of a training batch norm, with or without the fused ReLU: whether there is work.
+bool batchnorm_train_args(const Context& ctx, std::string_view op, const Tensor& x, const Tensor& gamma,
+                          const Tensor& beta, float eps, float momentum, const Tensor& running_mean,
+                          const Tensor& running_var, const Tensor& y, const Tensor& save_mean,
+                          const Tensor& save_invstd) {
+  const ChannelDims d = batchnorm_args(ctx, op, x,
+                                       {{"gamma", gamma, Role::per_channel},
+                                        {"beta", beta, Role::per_channel},
+                                        {"running_mean", running_mean, Role::per_channel},
+                                        {"running_var", running_var, Role::per_channel},
+                                        {"y", y, Role::like_x},
+                                        {"save_mean", save_mean, Role::per_channel},
+                                        {"save_invstd", save_invstd, Role::per_channel}});
+  batchnorm_eps(op, eps);
+  CUDL_CHECK(momentum >= 0.0f && momentum <= 1.0f, "{}: momentum={} must be in [0, 1]", op, momentum);
+  if (d.channels == 0) return false;
+  // The unbiased running variance divides by count - 1 (PyTorch refuses the same case: "Expected
+  // more than 1 value per channel when training").
+  CUDL_CHECK(d.per_channel() > 1, "{}: x={} has {} value(s) per channel; training needs more than 1", op, x.shape(),
+             d.per_channel());
+  return true;
+}
+
 }  // namespace
 
 // ---- dense linear algebra ----
@@ -862,21 +885,9 @@ void Backend::batchnorm_forward_train(Context& ctx, const Tensor& x, const Tenso
                                       Tensor& save_mean, Tensor& save_invstd) {
   constexpr std::string_view op = "batchnorm_forward_train";
   bound_to(ctx, op);
-  const ChannelDims d = batchnorm_args(ctx, op, x,
-                                       {{"gamma", gamma, Role::per_channel},
-                                        {"beta", beta, Role::per_channel},
-                                        {"running_mean", running_mean, Role::per_channel},
-                                        {"running_var", running_var, Role::per_channel},
-                                        {"y", y, Role::like_x},
-                                        {"save_mean", save_mean, Role::per_channel},
-                                        {"save_invstd", save_invstd, Role::per_channel}});
-  batchnorm_eps(op, eps);
-  CUDL_CHECK(momentum >= 0.0f && momentum <= 1.0f, "{}: momentum={} must be in [0, 1]", op, momentum);
-  if (d.channels == 0) return;
-  // The unbiased running variance divides by count - 1 (PyTorch refuses the same case: "Expected
-  // more than 1 value per channel when training").
-  CUDL_CHECK(d.per_channel() > 1, "{}: x={} has {} value(s) per channel; training needs more than 1", op, x.shape(),
-             d.per_channel());
+  if (!batchnorm_train_args(ctx, op, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
+                            save_invstd))
+    return;
   do_batchnorm_forward_train(ctx, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean, save_invstd);
 }
 
@@ -917,20 +928,9 @@ void Backend::batchnorm_relu_forward_train(Context& ctx, const Tensor& x, const 
                                            Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
   constexpr std::string_view op = "batchnorm_relu_forward_train";
   bound_to(ctx, op);
-  const ChannelDims d = batchnorm_args(ctx, op, x,
-                                       {{"gamma", gamma, Role::per_channel},
-                                        {"beta", beta, Role::per_channel},
-                                        {"running_mean", running_mean, Role::per_channel},
-                                        {"running_var", running_var, Role::per_channel},
-                                        {"y", y, Role::like_x},
-                                        {"save_mean", save_mean, Role::per_channel},
-                                        {"save_invstd", save_invstd, Role::per_channel}});
-  batchnorm_eps(op, eps);
-  CUDL_CHECK(momentum >= 0.0f && momentum <= 1.0f, "{}: momentum={} must be in [0, 1]", op, momentum);
-  if (d.channels == 0) return;
-  // As batchnorm_forward_train: the unbiased running variance needs two values per channel.
-  CUDL_CHECK(d.per_channel() > 1, "{}: x={} has {} value(s) per channel; training needs more than 1", op, x.shape(),
-             d.per_channel());
+  if (!batchnorm_train_args(ctx, op, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
+                            save_invstd))
+    return;
   do_batchnorm_relu_forward_train(ctx, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
                                   save_invstd);
 }
