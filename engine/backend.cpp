@@ -11,8 +11,14 @@
 #include "cudl/engine/channel_dims.hpp"
 #include "cudl/engine/check.hpp"
 #include "cudl/engine/context.hpp"
+#include "cudl/engine/format_route.hpp"
 
 namespace cudl {
+
+void NchwRoute::finish() {
+  for (auto& [stand_in, output] : outputs_) ctx_.backend().copy(ctx_, stand_in, *output);
+  outputs_.clear();
+}
 
 std::string_view activation_name(Activation a) {
   switch (a) {
@@ -84,6 +90,11 @@ Shape pool2d_output_shape(const Shape& x, const Pool2dParams& p) {
 void Backend::bound_to(const Context& ctx, std::string_view op) const {
   CUDL_CHECK(&ctx.backend() == this, "{}: called on the {} backend with a context for {} (use ctx.backend())", op,
              name(), ctx.device());
+}
+
+bool Backend::routes_to_nchw(std::string_view op, std::initializer_list<const Tensor*> images, bool any_mix) const {
+  if (!any_channels_last(images)) return false;
+  return !do_takes_channels_last(op) || (!any_mix && mixed_formats(images));
 }
 
 namespace {
@@ -316,6 +327,12 @@ void Backend::bias_add(Context& ctx, Tensor& y, const Tensor& bias) {
   CUDL_CHECK(y.rank() >= 2, "bias_add: y={} must have a channel dim (rank >= 2)", y.shape());
   CUDL_CHECK(bias.shape() == Shape{y.dim(1)}, "bias_add: bias={} but y={} has {} channels", bias.shape(), y.shape(),
              y.dim(1));
+  if (routes_to_nchw(op, {&y})) {
+    NchwRoute r(ctx);
+    do_bias_add(ctx, r.out(y, true), bias);
+    r.finish();
+    return;
+  }
   do_bias_add(ctx, y, bias);
 }
 
@@ -327,6 +344,11 @@ void Backend::bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accu
   CUDL_CHECK(dy.rank() >= 2, "bias_grad: dy={} must have a channel dim (rank >= 2)", dy.shape());
   CUDL_CHECK(dbias.shape() == Shape{dy.dim(1)}, "bias_grad: dbias={} but dy={} has {} channels", dbias.shape(),
              dy.shape(), dy.dim(1));
+  if (routes_to_nchw(op, {&dy})) {
+    NchwRoute r(ctx);
+    do_bias_grad(ctx, r.in(dy), dbias, accumulate);
+    return;
+  }
   do_bias_grad(ctx, dy, dbias, accumulate);
 }
 
@@ -344,6 +366,12 @@ void Backend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, con
   constexpr std::string_view op = "conv2d_forward";
   bound_to(ctx, op);
   conv_forward_args(ctx, op, x, w, p, y);
+  if (routes_to_nchw(op, {&x, &y}, true)) {
+    NchwRoute r(ctx);
+    do_conv2d_forward(ctx, r.in(x), w, p, r.out(y));
+    r.finish();
+    return;
+  }
   do_conv2d_forward(ctx, x, w, p, y);
 }
 
@@ -353,6 +381,12 @@ void Backend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor&
   conv_backward_args(ctx, op, "dx", dx, "w", w, dy, p);
   placed_as(ctx, op, "w", w, "dy", dy);
   placed_as(ctx, op, "dx", dx, "dy", dy);
+  if (routes_to_nchw(op, {&dy, &dx}, true)) {
+    NchwRoute r(ctx);
+    do_conv2d_backward_data(ctx, r.in(dy), w, p, r.out(dx));
+    r.finish();
+    return;
+  }
   do_conv2d_backward_data(ctx, dy, w, p, dx);
 }
 
@@ -363,6 +397,12 @@ void Backend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor
   conv_backward_args(ctx, op, "x", x, "dw", dw, dy, p);
   placed_as(ctx, op, "dy", dy, "x", x);
   placed_f32_or_as(ctx, op, "dw", dw, "x", x);
+  CUDL_CHECK(!dw.channels_last(), "{}: dw={} must be contiguous (KCRS)", op, dw.shape());
+  if (routes_to_nchw(op, {&x, &dy}, true)) {
+    NchwRoute r(ctx);
+    do_conv2d_backward_filter(ctx, r.in(x), r.in(dy), p, dw, accumulate);
+    return;
+  }
   do_conv2d_backward_filter(ctx, x, dy, p, dw, accumulate);
 }
 
@@ -379,6 +419,12 @@ void Backend::conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tens
     placed(ctx, op, "bias", bias);
     CUDL_CHECK(bias.shape() == Shape{y.dim(1)}, "{}: bias={} but y={} has {} channels", op, bias.shape(), y.shape(),
                y.dim(1));
+  }
+  if (routes_to_nchw(op, {&x, &y}, true)) {
+    NchwRoute r(ctx);
+    do_conv2d_bias_relu_forward(ctx, r.in(x), w, bias, p, r.out(y));
+    r.finish();
+    return;
   }
   do_conv2d_bias_relu_forward(ctx, x, w, bias, p, y);
 }
@@ -405,6 +451,12 @@ void Backend::conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, 
     placed_as(ctx, op, "residual", residual, "x", x);
     check::same_shape(op, "residual", residual, "y", y);
   }
+  if (routes_to_nchw(op, {&x, &residual, &y}, true)) {
+    NchwRoute r(ctx);
+    do_conv2d_bn_forward(ctx, r.in(x), w, bias, bn, p, r.in(residual), relu, r.out(y));
+    r.finish();
+    return;
+  }
   do_conv2d_bn_forward(ctx, x, w, bias, bn, p, residual, relu, y);
 }
 
@@ -414,7 +466,7 @@ void Backend::compose_conv2d_bn_forward(Context& ctx, const Tensor& x, const Ten
   if (y.numel() == 0) return;
   // The convolution into its own tensor: batch norm reads it into y (cuDNN's inference call is
   // not documented to allow x == y); the ops after it are elementwise, safe in place.
-  Tensor conv = Tensor::empty(y.shape(), ctx, y.dtype());
+  Tensor conv = Tensor::empty_like(y, ctx);
   do_conv2d_forward(ctx, x, w, p, conv);
   if (bias.defined()) do_bias_add(ctx, conv, bias);
   do_batchnorm_forward_eval(ctx, conv, bn.gamma, bn.beta, bn.running_mean, bn.running_var, bn.eps, y);
@@ -448,7 +500,7 @@ void Backend::activation_forward(Context& ctx, Activation a, float alpha, const 
   placed_float(ctx, op, "x", x);
   placed_as(ctx, op, "y", y, "x", x);
   check::same_shape(op, "x", x, "y", y);
-  do_activation_forward(ctx, a, alpha, x, y);
+  do_activation_forward(ctx, a, alpha, in_format(ctx, x, y.format()), y);
 }
 
 void Backend::activation_backward(Context& ctx, Activation a, float alpha, const Tensor& x, const Tensor& y,
@@ -466,7 +518,8 @@ void Backend::activation_backward(Context& ctx, Activation a, float alpha, const
     placed_as(ctx, op, "y", y, "dy", dy);
     check::same_shape(op, "y", y, "dy", dy);
   }
-  do_activation_backward(ctx, a, alpha, x, y, dy, dx);
+  const MemoryFormat f = dx.format();
+  do_activation_backward(ctx, a, alpha, in_format(ctx, x, f), in_format(ctx, y, f), in_format(ctx, dy, f), dx);
 }
 
 // ---- pooling ----
@@ -479,6 +532,12 @@ void Backend::maxpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParam
   placed(ctx, op, "argmax", argmax, DType::i32);
   check::shape_is(op, "y", y, pool2d_output_shape(x.shape(), p));
   check::same_shape(op, "y", y, "argmax", argmax);
+  if (routes_to_nchw(op, {&x, &y, &argmax})) {
+    NchwRoute r(ctx);
+    do_maxpool2d_forward(ctx, r.in(x), p, r.out(y), r.out(argmax));
+    r.finish();
+    return;
+  }
   do_maxpool2d_forward(ctx, x, p, y, argmax);
 }
 
@@ -491,6 +550,12 @@ void Backend::maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& a
   placed_as(ctx, op, "dx", dx, "dy", dy);
   pool_backward_shapes(op, dy, dx, p);
   check::same_shape(op, "dy", dy, "argmax", argmax);
+  if (routes_to_nchw(op, {&dy, &argmax, &dx})) {
+    NchwRoute r(ctx);
+    do_maxpool2d_backward(ctx, r.in(dy), r.in(argmax), p, r.out(dx));
+    r.finish();
+    return;
+  }
   do_maxpool2d_backward(ctx, dy, argmax, p, dx);
 }
 
@@ -500,6 +565,12 @@ void Backend::avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParam
   placed_float(ctx, op, "x", x);
   placed_as(ctx, op, "y", y, "x", x);
   check::shape_is(op, "y", y, pool2d_output_shape(x.shape(), p));
+  if (routes_to_nchw(op, {&x, &y})) {
+    NchwRoute r(ctx);
+    do_avgpool2d_forward(ctx, r.in(x), p, r.out(y));
+    r.finish();
+    return;
+  }
   do_avgpool2d_forward(ctx, x, p, y);
 }
 
@@ -509,6 +580,12 @@ void Backend::avgpool2d_backward(Context& ctx, const Tensor& dy, const Pool2dPar
   placed_float(ctx, op, "dy", dy);
   placed_as(ctx, op, "dx", dx, "dy", dy);
   pool_backward_shapes(op, dy, dx, p);
+  if (routes_to_nchw(op, {&dy, &dx})) {
+    NchwRoute r(ctx);
+    do_avgpool2d_backward(ctx, r.in(dy), p, r.out(dx));
+    r.finish();
+    return;
+  }
   do_avgpool2d_backward(ctx, dy, p, dx);
 }
 
@@ -573,6 +650,11 @@ void Backend::gram_forward(Context& ctx, const Tensor& x, Tensor& g) {
   placed(ctx, op, "g", g);
   check::rank_is(op, "x", x, 4);
   check::shape_is(op, "g", g, Shape{x.dim(0), x.dim(1), x.dim(1)});
+  if (routes_to_nchw(op, {&x})) {
+    NchwRoute r(ctx);
+    do_gram_forward(ctx, r.in(x), g);
+    return;
+  }
   do_gram_forward(ctx, x, g);
 }
 
@@ -585,7 +667,14 @@ void Backend::gram_backward(Context& ctx, const Tensor& x, const Tensor& dg, Ten
   check::rank_is(op, "x", x, 4);
   check::shape_is(op, "dg", dg, Shape{x.dim(0), x.dim(1), x.dim(1)});
   check::same_shape(op, "x", x, "dx", dx);
-  if (x.numel() > 0) do_gram_backward(ctx, x, dg, dx);
+  if (x.numel() == 0) return;
+  if (routes_to_nchw(op, {&x, &dx})) {
+    NchwRoute r(ctx);
+    do_gram_backward(ctx, r.in(x), dg, r.out(dx));
+    r.finish();
+    return;
+  }
+  do_gram_backward(ctx, x, dg, dx);
 }
 
 // ---- losses ----
@@ -594,28 +683,28 @@ void Backend::mse_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, T
   constexpr std::string_view op = "mse_loss_forward";
   bound_to(ctx, op);
   loss_forward_args(ctx, op, a, b, loss);
-  do_mse_loss_forward(ctx, a, b, loss);
+  do_mse_loss_forward(ctx, a, in_format(ctx, b, a.format()), loss);
 }
 
 void Backend::mse_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
   constexpr std::string_view op = "mse_loss_backward";
   bound_to(ctx, op);
   loss_backward_args(ctx, op, a, b, da);
-  do_mse_loss_backward(ctx, a, b, dloss, da);
+  do_mse_loss_backward(ctx, in_format(ctx, a, da.format()), in_format(ctx, b, da.format()), dloss, da);
 }
 
 void Backend::l1_loss_forward(Context& ctx, const Tensor& a, const Tensor& b, Tensor& loss) {
   constexpr std::string_view op = "l1_loss_forward";
   bound_to(ctx, op);
   loss_forward_args(ctx, op, a, b, loss);
-  do_l1_loss_forward(ctx, a, b, loss);
+  do_l1_loss_forward(ctx, a, in_format(ctx, b, a.format()), loss);
 }
 
 void Backend::l1_loss_backward(Context& ctx, const Tensor& a, const Tensor& b, float dloss, Tensor& da) {
   constexpr std::string_view op = "l1_loss_backward";
   bound_to(ctx, op);
   loss_backward_args(ctx, op, a, b, da);
-  do_l1_loss_backward(ctx, a, b, dloss, da);
+  do_l1_loss_backward(ctx, in_format(ctx, a, da.format()), in_format(ctx, b, da.format()), dloss, da);
 }
 
 namespace {
@@ -631,6 +720,11 @@ void Backend::tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss, float
   check::rank_is(op, "x", x, 4);
   scalar(ctx, op, "loss", loss);
   tv_beta_arg(op, beta);
+  if (routes_to_nchw(op, {&x})) {
+    NchwRoute r(ctx);
+    do_tv_loss_forward(ctx, r.in(x), beta, loss);
+    return;
+  }
   do_tv_loss_forward(ctx, x, beta, loss);
 }
 
@@ -643,6 +737,12 @@ void Backend::tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tenso
   check::rank_is(op, "x", x, 4);
   check::same_shape(op, "x", x, "dx", dx);
   CUDL_CHECK(dx.raw() != x.raw() || x.numel() == 0, "{}: dx must not alias x (x={})", op, x.shape());
+  if (routes_to_nchw(op, {&x, &dx})) {
+    NchwRoute r(ctx);
+    do_tv_loss_backward(ctx, r.in(x), beta, dloss, r.out(dx, accumulate), accumulate);
+    r.finish();
+    return;
+  }
   do_tv_loss_backward(ctx, x, beta, dloss, dx, accumulate);
 }
 
@@ -658,7 +758,9 @@ void Backend::dropout_forward(Context& ctx, const Tensor& x, float p, std::uint6
   check::same_shape(op, "x", x, "y", y);
   check::same_shape(op, "x", x, "mask", mask);
   CUDL_CHECK(p >= 0.0f && p < 1.0f, "{}: p={} must be in [0, 1) (x={})", op, p, x.shape());
-  do_dropout_forward(ctx, x, p, seed, offset, y, mask);
+  CUDL_CHECK(mask.format() == y.format(), "{}: y is {} but mask is {}; they must share one format (x={})", op,
+             memory_format_name(y.format()), memory_format_name(mask.format()), x.shape());
+  do_dropout_forward(ctx, in_format(ctx, x, y.format()), p, seed, offset, y, mask);
 }
 
 void Backend::dropout_forward(Context& ctx, const Tensor& x, float p, std::uint64_t seed, Tensor& counter,
@@ -673,7 +775,9 @@ void Backend::dropout_forward(Context& ctx, const Tensor& x, float p, std::uint6
   placed(ctx, op, "counter", counter, DType::i32);
   check::shape_is(op, "counter", counter, Shape{2});
   CUDL_CHECK(p >= 0.0f && p < 1.0f, "{}: p={} must be in [0, 1) (x={})", op, p, x.shape());
-  do_dropout_forward_counted(ctx, x, p, seed, counter, offset, advance, y, mask);
+  CUDL_CHECK(mask.format() == y.format(), "{}: y is {} but mask is {}; they must share one format (x={})", op,
+             memory_format_name(y.format()), memory_format_name(mask.format()), x.shape());
+  do_dropout_forward_counted(ctx, in_format(ctx, x, y.format()), p, seed, counter, offset, advance, y, mask);
 }
 
 void Backend::mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
@@ -684,7 +788,7 @@ void Backend::mul(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
   placed_as(ctx, op, "out", out, "a", a);
   check::same_shape(op, "a", a, "b", b);
   check::same_shape(op, "a", a, "out", out);
-  do_mul(ctx, a, b, out);
+  do_mul(ctx, in_format(ctx, a, out.format()), in_format(ctx, b, out.format()), out);
 }
 
 // ---- optimizer steps ----
@@ -734,6 +838,8 @@ void Backend::sgd_step(Context& ctx, const SgdParams& p, Tensor& param, const Te
     check::same_shape(op, "param", param, "momentum_buf", momentum_buf);
   }
   check_optimizer_scalars(ctx, op, p.scalars);
+  CUDL_CHECK(!any_channels_last({&param, &grad, &momentum_buf}), "{}: param={} and its state must be contiguous", op,
+             param.shape());
   do_sgd_step(ctx, p, param, grad, momentum_buf);
 }
 
@@ -749,6 +855,8 @@ void Backend::adam_step(Context& ctx, const AdamParams& p, Tensor& param, const 
   check::same_shape(op, "param", param, "v", v);
   check_optimizer_scalars(ctx, op, p.scalars);
   CUDL_CHECK(p.scalars.defined() || p.step >= 1, "{}: step={} must be >= 1 (it is 1-based; param={})", op, p.step,
+             param.shape());
+  CUDL_CHECK(!any_channels_last({&param, &grad, &m, &v}), "{}: param={} and its state must be contiguous", op,
              param.shape());
   do_adam_step(ctx, p, param, grad, m, v);
 }
@@ -835,6 +943,16 @@ void Backend::copy(Context& ctx, const Tensor& src, Tensor& dst) {
   check::on_device("copy", "dst", dst, ctx.device());
   CUDL_CHECK(src.nbytes() == dst.nbytes(), "copy: size mismatch: src={} ({}) but dst={} ({})", src.shape(),
              dtype_name(src.dtype()), dst.shape(), dtype_name(dst.dtype()));
+  if (src.format() != dst.format()) {
+    CUDL_CHECK(src.shape() == dst.shape() && src.dtype() == dst.dtype(),
+               "copy: src={} ({}, {}) and dst={} ({}, {}): a copy between formats keeps the shape and dtype",
+               src.shape(), dtype_name(src.dtype()), memory_format_name(src.format()), dst.shape(),
+               dtype_name(dst.dtype()), memory_format_name(dst.format()));
+    CUDL_CHECK(src.raw() != dst.raw() || src.nbytes() == 0, "copy: src={} and dst share memory but not a format",
+               src.shape());
+    if (src.nbytes() > 0) do_convert_format(ctx, src, dst);
+    return;
+  }
   if (src.nbytes() > 0 && src.raw() != dst.raw()) do_copy(ctx, src, dst);
 }
 
@@ -843,7 +961,7 @@ void Backend::axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) {
   placed_float(ctx, "axpy", "x", x);
   placed_as(ctx, "axpy", "y", y, "x", x);
   check::same_shape("axpy", "x", x, "y", y);
-  do_axpy(ctx, alpha, x, y);
+  do_axpy(ctx, alpha, in_format(ctx, x, y.format()), y);
 }
 
 void Backend::scale(Context& ctx, Tensor& x, float alpha) {
@@ -865,6 +983,12 @@ void Backend::channel_affine(Context& ctx, const Tensor& x, const Tensor& scale,
   per_channel(op, "scale", scale, "x", x);
   per_channel(op, "shift", shift, "x", x);
   check::same_shape(op, "x", x, "y", y);
+  if (routes_to_nchw(op, {&x, &y})) {
+    NchwRoute r(ctx);
+    do_channel_affine(ctx, r.in(x), scale, shift, r.out(y));
+    r.finish();
+    return;
+  }
   do_channel_affine(ctx, x, scale, shift, y);
 }
 
@@ -877,6 +1001,12 @@ void Backend::channel_affine_backward(Context& ctx, const Tensor& dy, const Tens
   channel_dims(op, "dy", dy);
   per_channel(op, "scale", scale, "dy", dy);
   check::same_shape(op, "dy", dy, "dx", dx);
+  if (routes_to_nchw(op, {&dy, &dx})) {
+    NchwRoute r(ctx);
+    do_channel_affine_backward(ctx, r.in(dy), scale, r.out(dx));
+    r.finish();
+    return;
+  }
   do_channel_affine_backward(ctx, dy, scale, dx);
 }
 
@@ -888,6 +1018,13 @@ void Backend::batchnorm_forward_train(Context& ctx, const Tensor& x, const Tenso
   if (!batchnorm_train_args(ctx, op, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
                             save_invstd))
     return;
+  if (routes_to_nchw(op, {&x, &y})) {
+    NchwRoute r(ctx);
+    do_batchnorm_forward_train(ctx, r.in(x), gamma, beta, eps, momentum, running_mean, running_var, r.out(y), save_mean,
+                               save_invstd);
+    r.finish();
+    return;
+  }
   do_batchnorm_forward_train(ctx, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean, save_invstd);
 }
 
@@ -902,7 +1039,14 @@ void Backend::batchnorm_forward_eval(Context& ctx, const Tensor& x, const Tensor
                   {"running_var", running_var, Role::per_channel},
                   {"y", y, Role::like_x}});
   batchnorm_eps(op, eps);
-  if (x.numel() > 0) do_batchnorm_forward_eval(ctx, x, gamma, beta, running_mean, running_var, eps, y);
+  if (x.numel() == 0) return;
+  if (routes_to_nchw(op, {&x, &y})) {
+    NchwRoute r(ctx);
+    do_batchnorm_forward_eval(ctx, r.in(x), gamma, beta, running_mean, running_var, eps, r.out(y));
+    r.finish();
+    return;
+  }
+  do_batchnorm_forward_eval(ctx, x, gamma, beta, running_mean, running_var, eps, y);
 }
 
 void Backend::batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
@@ -920,6 +1064,12 @@ void Backend::batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy
                   {"dbeta", dbeta, Role::per_channel}});
   batchnorm_eps(op, eps);
   if (x.numel() == 0) return;  // no values (or no channels): nothing to differentiate, nothing to add
+  if (routes_to_nchw(op, {&x, &dy, &dx})) {
+    NchwRoute r(ctx);
+    do_batchnorm_backward(ctx, r.in(x), r.in(dy), gamma, save_mean, save_invstd, eps, r.out(dx), dgamma, dbeta);
+    r.finish();
+    return;
+  }
   do_batchnorm_backward(ctx, x, dy, gamma, save_mean, save_invstd, eps, dx, dgamma, dbeta);
 }
 
@@ -931,6 +1081,13 @@ void Backend::batchnorm_relu_forward_train(Context& ctx, const Tensor& x, const 
   if (!batchnorm_train_args(ctx, op, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
                             save_invstd))
     return;
+  if (routes_to_nchw(op, {&x, &y})) {
+    NchwRoute r(ctx);
+    do_batchnorm_relu_forward_train(ctx, r.in(x), gamma, beta, eps, momentum, running_mean, running_var, r.out(y),
+                                    save_mean, save_invstd);
+    r.finish();
+    return;
+  }
   do_batchnorm_relu_forward_train(ctx, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
                                   save_invstd);
 }
@@ -951,6 +1108,13 @@ void Backend::batchnorm_relu_backward(Context& ctx, const Tensor& x, const Tenso
                   {"dbeta", dbeta, Role::per_channel}});
   batchnorm_eps(op, eps);
   if (x.numel() == 0) return;  // as batchnorm_backward: nothing to differentiate, nothing to add
+  if (routes_to_nchw(op, {&x, &y, &dy, &dx})) {
+    NchwRoute r(ctx);
+    do_batchnorm_relu_backward(ctx, r.in(x), r.in(y), r.in(dy), gamma, save_mean, save_invstd, eps, r.out(dx), dgamma,
+                               dbeta);
+    r.finish();
+    return;
+  }
   do_batchnorm_relu_backward(ctx, x, y, dy, gamma, save_mean, save_invstd, eps, dx, dgamma, dbeta);
 }
 
@@ -964,6 +1128,16 @@ void Backend::cast(Context& ctx, const Tensor& src, Tensor& dst) {
   CUDL_CHECK(src.numel() == dst.numel(), "{}: src={} ({} elements) but dst={} ({} elements)", op, src.shape(),
              src.numel(), dst.shape(), dst.numel());
   if (src.numel() == 0) return;
+  if (src.format() != dst.format()) {
+    CUDL_CHECK(src.shape() == dst.shape(), "{}: src={} ({}) and dst={} ({}): a cast between formats keeps the shape",
+               op, src.shape(), memory_format_name(src.format()), dst.shape(), memory_format_name(dst.format()));
+    if (src.dtype() == dst.dtype()) {
+      copy(ctx, src, dst);
+      return;
+    }
+    do_cast(ctx, src.to_format(ctx, dst.format()), dst);
+    return;
+  }
   if (src.dtype() == dst.dtype()) {
     if (src.raw() != dst.raw()) do_copy(ctx, src, dst);
     return;
@@ -980,7 +1154,7 @@ void Backend::dot(Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
   placed(ctx, "dot", "out", out);
   check::same_shape("dot", "a", a, "b", b);
   check::numel_is("dot", "out", out, 1);
-  do_dot(ctx, a, b, out);
+  do_dot(ctx, a, in_format(ctx, b, a.format()), out);
 }
 
 void Backend::clamp(Context& ctx, Tensor& x, float low, float high) {
@@ -997,7 +1171,7 @@ void Backend::axpy_scalar(Context& ctx, float sign, const Tensor& alpha, const T
   placed(ctx, op, "x", x);
   placed(ctx, op, "y", y);
   check::same_shape(op, "x", x, "y", y);
-  do_axpy_scalar(ctx, sign, alpha, x, y);
+  do_axpy_scalar(ctx, sign, alpha, in_format(ctx, x, y.format()), y);
 }
 
 void Backend::abs_sum(Context& ctx, const Tensor& x, Tensor& out) {
@@ -1045,7 +1219,7 @@ void Backend::gather_rows(Context& ctx, const Tensor& src, const Tensor& index, 
   Shape expected = src.shape();
   expected[0] = index.dim(0);
   check::shape_is(op, "out", out, expected);
-  if (index.dim(0) > 0) do_gather_rows(ctx, src, index, out);
+  if (index.dim(0) > 0) do_gather_rows(ctx, in_format(ctx, src, out.format()), index, out);
 }
 
 }  // namespace cudl

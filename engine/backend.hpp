@@ -7,8 +7,14 @@
 // protected pure-virtual do_<op>. Error messages are therefore identical on both backends, a new
 // backend writes no argument checks, and a backend that lacks an op does not compile.
 //
-// Conventions: tensors are contiguous; outputs are preallocated by the caller with the documented
-// shape and are overwritten unless the name says `accumulate`.
+// Conventions: outputs are preallocated by the caller with the documented shape and are overwritten
+// unless the name says `accumulate`. Shapes are logical (NCHW for images); a 4-D tensor may be
+// stored channels_last (engine/tensor.hpp's MemoryFormat), and every op takes either format in any
+// mix with the same result: elementwise ops read their inputs in their output's format (an input
+// stored otherwise is first copied into it); the layout-aware ops (convolutions, pooling, bias,
+// Gram, TV, channel affine, batch norm) run the backend's channels_last kernels where it has them
+// (takes_channels_last) and otherwise get NCHW copies (engine/format_route.hpp). Dropout draws
+// element i's number for the i-th element in storage order.
 //
 // Dtypes (autocast, as PyTorch's: engine/context.hpp's Precision). Labels and argmax are i32.
 // "Float" means f32, bf16 or f16; every op computes and accumulates in f32 whatever it stores.
@@ -25,6 +31,7 @@
 // Scalar results (losses, sums) are written into a one-element device tensor so that nothing
 // waits for the device. Errors name the op and the shapes.
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string_view>
 
@@ -108,6 +115,12 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;
+
+  // The format convolutions of `dtype` activations run fastest in on this backend: channels_last
+  // where its kernels read and write it natively (Context::conv_output_format's automatic choice).
+  MemoryFormat preferred_conv_format(const Context& ctx, DType dtype) const {
+    return do_preferred_conv_format(ctx, dtype);
+  }
 
   // See ConstantHold. The tensor's memory must outlive the hold. Null when the backend keeps
   // nothing (the CUDA backend: cuDNN reads NCHW weights as they are).
@@ -228,7 +241,8 @@ class Backend {
 
   // ---- elementwise basics ----
   void fill(Context& ctx, Tensor& x, float value);
-  void copy(Context& ctx, const Tensor& src, Tensor& dst);           // same device, same size
+  // Same device, same size; between two formats (same shape), the values are re-laid out.
+  void copy(Context& ctx, const Tensor& src, Tensor& dst);
   void axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y);  // y += alpha * x
   void scale(Context& ctx, Tensor& x, float alpha);                  // x *= alpha
 
@@ -293,6 +307,9 @@ class Backend {
  private:
   // Throws unless ctx's backend is this one (every public method starts with it).
   void bound_to(const Context& ctx, std::string_view op) const;
+  // Whether a layout-aware op's call goes through NCHW stand-ins: some image-shaped tensor is
+  // channels_last and the backend has no kernel for it (or, unless `any_mix`, for that mix).
+  bool routes_to_nchw(std::string_view op, std::initializer_list<const Tensor*> images, bool any_mix = false) const;
 
  protected:
   // conv2d_bn_forward as the unfused ops in sequence (conv, bias, batch norm, residual, ReLU), in
@@ -308,6 +325,13 @@ class Backend {
   // gram_backward, argmax_rows, top_k, copy (or a copy onto itself) and batch norm (nor for batch-norm
   // training without channels); the other ops must handle empty tensors.
   virtual ConstantHold do_hold_constant(Context& ctx, const Tensor& t) = 0;
+  // Whether do_<op> reads and writes channels_last tensors itself (`op`: the public method's name).
+  // The convolutions then get any mix of formats; the other layout-aware ops get one format for
+  // all their image-shaped tensors (the front routes mixes through NCHW).
+  virtual bool do_takes_channels_last(std::string_view op) const = 0;
+  virtual MemoryFormat do_preferred_conv_format(const Context& ctx, DType dtype) const = 0;
+  // copy between formats: src and dst one shape (4-D) and dtype (any, i32 too), formats differ.
+  virtual void do_convert_format(Context& ctx, const Tensor& src, Tensor& dst) = 0;
   virtual void do_gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b,
                        float beta, Tensor& c) = 0;
   virtual void do_bias_add(Context& ctx, Tensor& y, const Tensor& bias) = 0;

@@ -84,6 +84,37 @@ Precision parse_precision(std::string_view name) {
   CUDL_THROW("unknown precision '{}': expected fp32, tf32, bf16 or fp16", name);
 }
 
+std::string_view activation_format_name(ActivationFormat f) {
+  switch (f) {
+    case ActivationFormat::automatic:
+      return "auto";
+    case ActivationFormat::contiguous:
+      return "nchw";
+    case ActivationFormat::channels_last:
+      return "channels_last";
+  }
+  return "?";
+}
+
+ActivationFormat parse_activation_format(std::string_view name) {
+  for (ActivationFormat f :
+       {ActivationFormat::automatic, ActivationFormat::contiguous, ActivationFormat::channels_last})
+    if (activation_format_name(f) == name) return f;
+  CUDL_THROW("unknown memory format '{}': expected auto, nchw or channels_last", name);
+}
+
+MemoryFormat Context::conv_output_format(DType dtype) const {
+  switch (activation_format_) {
+    case ActivationFormat::contiguous:
+      return MemoryFormat::contiguous;
+    case ActivationFormat::channels_last:
+      return MemoryFormat::channels_last;
+    case ActivationFormat::automatic:
+      break;
+  }
+  return backend_->preferred_conv_format(*this, dtype);
+}
+
 std::string_view cpu_conv_name(CpuConv c) {
   switch (c) {
     case CpuConv::fastest:

@@ -7,6 +7,7 @@
 #include "cudl/engine/cpu_policy.hpp"
 #include "cudl/engine/device.hpp"
 #include "cudl/engine/dtype.hpp"
+#include "cudl/engine/memory_format.hpp"
 
 namespace cudl {
 
@@ -41,6 +42,14 @@ std::string_view precision_name(Precision p);
 Precision parse_precision(std::string_view name);
 // The storage dtype of autocast's half-precision tensors: bf16, f16, or f32 when autocast is off.
 DType autocast_dtype(Precision p);
+
+// The memory format of the activations convolutions write (--memory-format): `automatic` picks
+// channels_last where the backend's convolutions read and write it without reorders (the CPU's
+// oneDNN half-precision kernels) and NCHW elsewhere; the other two force one.
+enum class ActivationFormat { automatic, contiguous, channels_last };
+std::string_view activation_format_name(ActivationFormat f);
+// "auto", "nchw" or "channels_last"; anything else is an Error listing them.
+ActivationFormat parse_activation_format(std::string_view name);
 
 // Where ops run: a device, its allocator and, for CUDA, a stream with cuBLAS and cuDNN handles
 // bound to it. Move-only; the handles and the stream are released with it.
@@ -85,6 +94,12 @@ class Context {
   bool cuda_graphs() const { return cuda_graphs_; }
   void set_cuda_graphs(bool on) { cuda_graphs_ = on; }
 
+  // See ActivationFormat: the format a convolution layer's output of `dtype` is stored in (the
+  // layers after it keep the format they are given).
+  ActivationFormat activation_format() const { return activation_format_; }
+  void set_activation_format(ActivationFormat f) { activation_format_ = f; }
+  MemoryFormat conv_output_format(DType dtype) const;
+
   // Routes the context's later allocations (tensors, workspaces) to `allocator`, returning the one
   // it replaces: a StepGraph's private pool while it records. Tensors keep the allocator they came
   // from, so they are freed where they were allocated whichever is current then.
@@ -114,6 +129,7 @@ class Context {
   ConvSearch conv_search_ = ConvSearch::measured;
   bool fuse_layers_ = true;
   bool cuda_graphs_ = false;
+  ActivationFormat activation_format_ = ActivationFormat::automatic;
   CpuPolicy cpu_policy_;
   Backend* backend_ = nullptr;
   std::shared_ptr<Allocator> allocator_;

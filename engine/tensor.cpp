@@ -11,13 +11,24 @@
 
 namespace cudl {
 
-Tensor Tensor::empty(const Shape& shape, Context& ctx, DType dtype) {
+std::string_view memory_format_name(MemoryFormat f) {
+  return f == MemoryFormat::channels_last ? "channels_last" : "contiguous";
+}
+
+Tensor Tensor::empty(const Shape& shape, Context& ctx, DType dtype, MemoryFormat format) {
+  CUDL_CHECK(format == MemoryFormat::contiguous || shape.rank() == 4,
+             "Tensor::empty: channels_last needs a 4-D [N, C, H, W] shape, got {}", shape);
   Tensor t;
   t.shape_ = shape;
   t.dtype_ = dtype;
+  t.format_ = format;
   t.storage_ = std::make_shared<Storage>(ctx.allocator_ptr(), t.nbytes(), ctx.stream_id());
   return t;
 }
+
+Tensor Tensor::empty_like(const Tensor& t, Context& ctx) { return empty(t.shape_, ctx, t.dtype_, t.format_); }
+
+Tensor Tensor::empty_like(const Tensor& t, Context& ctx, DType dtype) { return empty(t.shape_, ctx, dtype, t.format_); }
 
 Tensor Tensor::zeros(const Shape& shape, Context& ctx, DType dtype) {
   Tensor t = empty(shape, ctx, dtype);
@@ -89,6 +100,9 @@ void* Tensor::raw() const {
 Tensor Tensor::reshape(const Shape& shape) const {
   CUDL_CHECK(shape.numel() == numel(), "Tensor::reshape: cannot view {} ({} elements) as {} ({} elements)", shape_,
              numel(), shape, shape.numel());
+  CUDL_CHECK(!channels_last() || shape == shape_,
+             "Tensor::reshape: a channels_last tensor {} has no {} view over its storage (make it contiguous first)",
+             shape_, shape);
   Tensor t = *this;
   t.shape_ = shape;
   return t;
@@ -108,6 +122,7 @@ Tensor Tensor::view(std::int64_t offset, const Shape& shape) const {
   CUDL_CHECK(defined() && offset >= 0 && offset + shape.numel() <= numel(),
              "Tensor::view: {} elements at offset {} do not fit in a tensor of shape {}", shape.numel(), offset,
              shape_);
+  CUDL_CHECK(!channels_last(), "Tensor::view: {} is channels_last; views are of contiguous tensors", shape_);
   Tensor t = *this;
   t.shape_ = shape;
   t.offset_bytes_ += static_cast<std::size_t>(offset) * dtype_size(dtype_);
@@ -116,9 +131,23 @@ Tensor Tensor::view(std::int64_t offset, const Shape& shape) const {
 
 Tensor Tensor::to(Context& ctx) const {
   CUDL_CHECK(defined(), "Tensor::to: tensor is undefined");
-  Tensor t = empty(shape_, ctx, dtype_);
+  Tensor t = empty(shape_, ctx, dtype_, format_);
   copy_bytes(ctx, t.raw(), t.device(), raw(), device(), nbytes());
   return t;
+}
+
+Tensor Tensor::to_format(Context& ctx, MemoryFormat format) const {
+  CUDL_CHECK(defined(), "Tensor::to_format: tensor is undefined");
+  if (format == format_) return *this;
+  if (shape_.rank() == 4 && (shape_[1] == 1 || shape_[2] * shape_[3] == 1)) {
+    // One channel, or one pixel: both formats lay the elements out alike, so the storage is shared.
+    Tensor t = *this;
+    t.format_ = format;
+    return t;
+  }
+  Tensor out = empty(shape_, ctx, dtype_, format);
+  ctx.backend().copy(ctx, *this, out);
+  return out;
 }
 
 Tensor Tensor::clone(Context& ctx) const { return to(ctx); }
@@ -126,7 +155,7 @@ Tensor Tensor::clone(Context& ctx) const { return to(ctx); }
 Tensor Tensor::cast(Context& ctx, DType dtype) const {
   CUDL_CHECK(defined(), "Tensor::cast: tensor is undefined");
   if (dtype == dtype_) return *this;
-  Tensor out = empty(shape_, ctx, dtype);
+  Tensor out = empty(shape_, ctx, dtype, format_);
   ctx.backend().cast(ctx, *this, out);
   return out;
 }
@@ -140,22 +169,37 @@ std::vector<float> widened(Context& ctx, const Tensor& t) {
   for (std::size_t i = 0; i < bits.size(); ++i) out[i] = to_float(bits[i]);
   return out;
 }
+
+// Host values of a channels_last tensor put in logical [N, C, H, W] order.
+template <class T>
+std::vector<T> in_logical_order(std::vector<T> stored, const Tensor& t) {
+  if (!t.channels_last()) return stored;
+  const Shape& s = t.shape();
+  std::vector<T> out(stored.size());
+  std::size_t i = 0;
+  for (std::int64_t n = 0; n < s[0]; ++n)
+    for (std::int64_t c = 0; c < s[1]; ++c)
+      for (std::int64_t h = 0; h < s[2]; ++h)
+        for (std::int64_t w = 0; w < s[3]; ++w)
+          out[i++] = stored[static_cast<std::size_t>(storage_index(s, MemoryFormat::channels_last, n, c, h, w))];
+  return out;
+}
 }  // namespace
 
 std::vector<float> Tensor::to_vector(Context& ctx) const {
-  if (defined() && dtype_ == DType::bf16) return widened<bf16>(ctx, *this);
-  if (defined() && dtype_ == DType::f16) return widened<f16>(ctx, *this);
+  if (defined() && dtype_ == DType::bf16) return in_logical_order(widened<bf16>(ctx, *this), *this);
+  if (defined() && dtype_ == DType::f16) return in_logical_order(widened<f16>(ctx, *this), *this);
   std::vector<float> out(static_cast<std::size_t>(numel()));
   check_dtype_for_host_copy(DType::f32);
   copy_bytes(ctx, out.data(), Device::cpu(), raw(), device(), nbytes());
-  return out;
+  return in_logical_order(std::move(out), *this);
 }
 
 std::vector<std::int32_t> Tensor::to_int_vector(Context& ctx) const {
   std::vector<std::int32_t> out(static_cast<std::size_t>(numel()));
   check_dtype_for_host_copy(DType::i32);
   copy_bytes(ctx, out.data(), Device::cpu(), raw(), device(), nbytes());
-  return out;
+  return in_logical_order(std::move(out), *this);
 }
 
 float Tensor::item(Context& ctx) const {

@@ -63,7 +63,7 @@ void Conv2d::initialize(Context& ctx, std::uint64_t seed) {
 
 Tensor Conv2d::forward(Context& ctx, const Tensor& x, bool train) {
   const Tensor xc = autocast::input(ctx, x);
-  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, xc.dtype());
+  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, xc.dtype(), ctx.conv_output_format(xc.dtype()));
   ctx.backend().conv2d_forward(ctx, xc, autocast::weight(ctx, weight_, xc.dtype()), params_, y);
   if (has_bias_) ctx.backend().bias_add(ctx, y, bias_.value);
   // Inference keeps nothing alive, so activations are released as soon as the next layer is done.
@@ -82,7 +82,7 @@ Tensor Conv2d::backward(Context& ctx, const Tensor& dy) {
   }
   Tensor dx;
   if (input_grad_) {
-    dx = Tensor::empty(x_.shape(), ctx, x_.dtype());
+    dx = Tensor::empty_like(x_, ctx);
     ctx.backend().conv2d_backward_data(ctx, dyc, autocast::weight(ctx, weight_, x_.dtype()), params_, dx);
     dx = dx.cast(ctx, input_dtype_);
   }
@@ -128,7 +128,7 @@ void ConvTranspose2d::initialize(Context& ctx, std::uint64_t seed) {
 
 Tensor ConvTranspose2d::forward(Context& ctx, const Tensor& x, bool train) {
   const Tensor xc = autocast::input(ctx, x);
-  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, xc.dtype());
+  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, xc.dtype(), ctx.conv_output_format(xc.dtype()));
   conv_transpose2d_forward(ctx, xc, autocast::weight(ctx, weight_, xc.dtype()), params_, y);
   if (has_bias_) ctx.backend().bias_add(ctx, y, bias_.value);
   x_ = train ? xc : Tensor();
@@ -145,7 +145,7 @@ Tensor ConvTranspose2d::backward(Context& ctx, const Tensor& dy) {
   }
   Tensor dx;
   if (input_grad_) {
-    dx = Tensor::empty(x_.shape(), ctx, x_.dtype());
+    dx = Tensor::empty_like(x_, ctx);
     conv_transpose2d_backward_data(ctx, dyc, autocast::weight(ctx, weight_, x_.dtype()), params_, dx);
     dx = dx.cast(ctx, input_dtype_);
   }

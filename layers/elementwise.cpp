@@ -28,7 +28,7 @@ std::string ActivationLayer::describe() const {
 }
 
 Tensor ActivationLayer::forward(Context& ctx, const Tensor& x, bool train) {
-  Tensor y = Tensor::empty(x.shape(), ctx, x.dtype());
+  Tensor y = Tensor::empty_like(x, ctx);
   ctx.backend().activation_forward(ctx, kind_, alpha_, x, y);
   // ReLU-like functions differentiate from x, sigmoid/tanh from y: keep only what backward reads.
   const bool needs_x = activation_grad_reads_x(kind_);
@@ -40,7 +40,7 @@ Tensor ActivationLayer::forward(Context& ctx, const Tensor& x, bool train) {
 Tensor ActivationLayer::backward(Context& ctx, const Tensor& dy) {
   const Tensor& saved = x_.defined() ? x_ : y_;
   CUDL_CHECK(saved.defined(), "{}::backward: no saved activation (forward was not run with train=true)", type());
-  Tensor dx = Tensor::empty(dy.shape(), ctx, dy.dtype());
+  Tensor dx = Tensor::empty_like(dy, ctx);
   // The backend reads x for ReLU-like functions and y for the others; pass the saved one as both.
   ctx.backend().activation_backward(ctx, kind_, alpha_, saved, saved, dy, dx);
   x_ = y_ = Tensor();
@@ -65,18 +65,20 @@ MaxPool2d::MaxPool2d(int kernel_size, int stride, int padding) : params_(pool_pa
 std::string MaxPool2d::describe() const { return pool_describe("MaxPool2d", params_); }
 
 Tensor MaxPool2d::forward(Context& ctx, const Tensor& x, bool train) {
+  // y and argmax stored as x is: a channels_last x pools with no reorder.
   Shape out = output_shape(x.shape());
-  Tensor y = Tensor::empty(out, ctx, x.dtype());
-  Tensor argmax = Tensor::empty(out, ctx, DType::i32);
+  Tensor y = Tensor::empty(out, ctx, x.dtype(), x.format());
+  Tensor argmax = Tensor::empty(out, ctx, DType::i32, x.format());
   ctx.backend().maxpool2d_forward(ctx, x, params_, y, argmax);
   input_shape_ = x.shape();
+  input_format_ = x.format();
   argmax_ = train ? argmax : Tensor();
   return y;
 }
 
 Tensor MaxPool2d::backward(Context& ctx, const Tensor& dy) {
   CUDL_CHECK(argmax_.defined(), "MaxPool2d::backward: no saved argmax (forward was not run with train=true)");
-  Tensor dx = Tensor::empty(input_shape_, ctx, dy.dtype());
+  Tensor dx = Tensor::empty(input_shape_, ctx, dy.dtype(), input_format_);
   ctx.backend().maxpool2d_backward(ctx, dy, argmax_, params_, dx);
   argmax_ = Tensor();
   return dx;
@@ -86,15 +88,16 @@ AvgPool2d::AvgPool2d(int kernel_size, int stride, int padding) : params_(pool_pa
 std::string AvgPool2d::describe() const { return pool_describe("AvgPool2d", params_); }
 
 Tensor AvgPool2d::forward(Context& ctx, const Tensor& x, bool /*train*/) {
-  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, x.dtype());
+  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, x.dtype(), x.format());
   ctx.backend().avgpool2d_forward(ctx, x, params_, y);
   input_shape_ = x.shape();
+  input_format_ = x.format();
   return y;
 }
 
 Tensor AvgPool2d::backward(Context& ctx, const Tensor& dy) {
   CUDL_CHECK(input_shape_.rank() == 4, "AvgPool2d::backward: forward was not run");
-  Tensor dx = Tensor::empty(input_shape_, ctx, dy.dtype());
+  Tensor dx = Tensor::empty(input_shape_, ctx, dy.dtype(), input_format_);
   ctx.backend().avgpool2d_backward(ctx, dy, params_, dx);
   return dx;
 }
@@ -111,8 +114,8 @@ Tensor Dropout::forward(Context& ctx, const Tensor& x, bool train) {
     mask_ = Tensor();
     return x;
   }
-  Tensor y = Tensor::empty(x.shape(), ctx, x.dtype());
-  mask_ = Tensor::empty(x.shape(), ctx, x.dtype());
+  Tensor y = Tensor::empty_like(x, ctx);
+  mask_ = Tensor::empty_like(x, ctx);
   // On a data-parallel rank, this batch is some rows of a global batch: draw those rows' numbers
   // and advance past the whole global batch, as one process would.
   const std::int64_t per_row = x.rank() > 0 && x.dim(0) > 0 ? x.numel() / x.dim(0) : 0;
@@ -132,7 +135,7 @@ Tensor Dropout::forward(Context& ctx, const Tensor& x, bool train) {
 
 Tensor Dropout::backward(Context& ctx, const Tensor& dy) {
   if (!mask_.defined()) return dy;  // p == 0: identity
-  Tensor dx = Tensor::empty(dy.shape(), ctx, dy.dtype());
+  Tensor dx = Tensor::empty_like(mask_, ctx, dy.dtype());
   ctx.backend().mul(ctx, dy, mask_, dx);
   mask_ = Tensor();
   return dx;
@@ -143,11 +146,16 @@ Shape Flatten::output_shape(const Shape& input) const {
   return Shape{input[0], input.numel() / std::max<std::int64_t>(input[0], 1)};
 }
 
-Tensor Flatten::forward(Context& /*ctx*/, const Tensor& x, bool /*train*/) {
+// Flattening reads the logical (NCHW) order, so a channels_last input is laid out as NCHW first,
+// and the gradient goes back in the input's format.
+Tensor Flatten::forward(Context& ctx, const Tensor& x, bool /*train*/) {
   input_shape_ = x.shape();
-  return x.reshape(output_shape(x.shape()));
+  input_format_ = x.format();
+  return x.contiguous(ctx).reshape(output_shape(x.shape()));
 }
 
-Tensor Flatten::backward(Context& /*ctx*/, const Tensor& dy) { return dy.reshape(input_shape_); }
+Tensor Flatten::backward(Context& ctx, const Tensor& dy) {
+  return dy.reshape(input_shape_).to_format(ctx, input_format_);
+}
 
 }  // namespace cudl

@@ -36,6 +36,7 @@ class MaxPool2d final : public Layer {
  private:
   Pool2dParams params_;
   Shape input_shape_;
+  MemoryFormat input_format_ = MemoryFormat::contiguous;
   Tensor argmax_;
 };
 
@@ -52,6 +53,7 @@ class AvgPool2d final : public Layer {
  private:
   Pool2dParams params_;
   Shape input_shape_;
+  MemoryFormat input_format_ = MemoryFormat::contiguous;
 };
 
 // Inverted dropout: scales kept activations by 1/(1-p) in training, identity in evaluation. Each
@@ -108,6 +110,7 @@ class Flatten final : public Layer {
 
  private:
   Shape input_shape_;
+  MemoryFormat input_format_ = MemoryFormat::contiguous;
 };
 
 }  // namespace cudl

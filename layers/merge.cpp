@@ -80,7 +80,7 @@ Tensor Concat::forward(Context& ctx, const std::vector<Tensor>& inputs, bool /*t
   const std::int64_t n = out_shape[0], plane = out_shape[2] * out_shape[3], total = out_shape[1] * plane;
   std::int64_t offset = 0;  // of this input's channels within a sample
   for (const Tensor& x : inputs) {
-    const Tensor xc = x.cast(ctx, dtype);
+    const Tensor xc = x.cast(ctx, dtype).contiguous(ctx);  // channel blocks are NCHW's
     const std::int64_t block = x.dim(1) * plane;
     // One copy per sample: an input's channels are contiguous within a sample, not across samples.
     for (std::int64_t s = 0; s < n; ++s) {
@@ -95,6 +95,7 @@ Tensor Concat::forward(Context& ctx, const std::vector<Tensor>& inputs, bool /*t
 std::vector<Tensor> Concat::backward_inputs(Context& ctx, const Tensor& dy) {
   CUDL_CHECK(!input_shapes_.empty(), "Concat::backward: forward was not run");
   const std::int64_t n = dy.dim(0), plane = dy.dim(2) * dy.dim(3), total = dy.dim(1) * plane;
+  const Tensor dyc = dy.contiguous(ctx);
   std::vector<Tensor> out;
   std::int64_t offset = 0;
   for (std::size_t i = 0; i < input_shapes_.size(); ++i) {
@@ -102,7 +103,7 @@ std::vector<Tensor> Concat::backward_inputs(Context& ctx, const Tensor& dy) {
     Tensor dx = Tensor::empty(input_shapes_[i], ctx, dy.dtype());
     for (std::int64_t s = 0; s < n; ++s) {
       Tensor dst = dx.view(s * block, Shape{block});
-      ctx.backend().copy(ctx, dy.view(s * total + offset, Shape{block}), dst);
+      ctx.backend().copy(ctx, dyc.view(s * total + offset, Shape{block}), dst);
     }
     out.push_back(dx.dtype() == input_dtypes_[i] ? dx : dx.cast(ctx, input_dtypes_[i]));
     offset += block;
@@ -125,15 +126,16 @@ Shape GlobalAvgPool2d::output_shape(const Shape& input) const {
 }
 
 Tensor GlobalAvgPool2d::forward(Context& ctx, const Tensor& x, bool /*train*/) {
-  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, x.dtype());
+  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, x.dtype(), x.format());
   ctx.backend().avgpool2d_forward(ctx, x, whole_plane(x.shape()), y);
   input_shape_ = x.shape();
+  input_format_ = x.format();
   return y;
 }
 
 Tensor GlobalAvgPool2d::backward(Context& ctx, const Tensor& dy) {
   CUDL_CHECK(input_shape_.rank() == 4, "GlobalAvgPool2d::backward: forward was not run");
-  Tensor dx = Tensor::empty(input_shape_, ctx, dy.dtype());
+  Tensor dx = Tensor::empty(input_shape_, ctx, dy.dtype(), input_format_);
   ctx.backend().avgpool2d_backward(ctx, dy, whole_plane(input_shape_), dx);
   return dx;
 }

@@ -67,6 +67,7 @@ class GlobalAvgPool2d final : public Layer {
 
  private:
   Shape input_shape_;
+  MemoryFormat input_format_ = MemoryFormat::contiguous;
 };
 
 // The dtype inputs of `dtypes` are joined in: theirs when they agree, else f32.

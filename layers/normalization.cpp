@@ -32,7 +32,7 @@ void BatchNorm2d::initialize(Context& ctx, std::uint64_t /*seed*/) {
 
 Tensor BatchNorm2d::forward(Context& ctx, const Tensor& x, bool train) {
   // Under autocast x and y stay in half; the statistics and parameters are f32 (as in PyTorch).
-  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, x.dtype());
+  Tensor y = Tensor::empty_like(x, ctx);
   relu_y_ = Tensor();
   eval_forward_ = !train || frozen_;
   if (eval_forward_) {
@@ -53,7 +53,7 @@ Tensor BatchNorm2d::forward_relu(Context& ctx, const Tensor& x) {
   CUDL_CHECK(!frozen_,
              "BatchNorm2d::forward_relu: a frozen layer normalises with its running statistics; run it "
              "unfused");
-  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, x.dtype());
+  Tensor y = Tensor::empty_like(x, ctx);
   eval_forward_ = false;
   save_mean_ = Tensor::empty({channels_}, ctx);
   save_invstd_ = Tensor::empty({channels_}, ctx);
@@ -68,7 +68,7 @@ Tensor BatchNorm2d::backward_relu(Context& ctx, const Tensor& dy) {
   CUDL_CHECK(x_.defined() && relu_y_.defined(),
              "BatchNorm2d::backward_relu: no saved fused forward (forward_relu was not run since the last backward)");
   const Tensor dyc = dy.cast(ctx, x_.dtype());
-  Tensor dx = Tensor::empty(x_.shape(), ctx, x_.dtype());
+  Tensor dx = Tensor::empty_like(x_, ctx);
   // Frozen since the forward: the gradients for gamma and beta go to scratch, as in backward().
   Tensor dgamma = frozen_ ? Tensor::zeros({channels_}, ctx) : weight_.grad;
   Tensor dbeta = frozen_ ? Tensor::zeros({channels_}, ctx) : bias_.grad;
@@ -85,7 +85,7 @@ Tensor BatchNorm2d::backward(Context& ctx, const Tensor& dy) {
              "BatchNorm2d::backward: the last forward ran fused with its ReLU; its backward is "
              "backward_relu");
   const Tensor dyc = dy.cast(ctx, x_.dtype());
-  Tensor dx = Tensor::empty(x_.shape(), ctx, x_.dtype());
+  Tensor dx = Tensor::empty_like(x_, ctx);
   if (eval_forward_) {
     // y = gamma (x - mean) / sqrt(var + eps) + beta with constant statistics, so dx is dy scaled
     // per channel by gamma / sqrt(var + eps): the same evaluation op with mean 0 and beta 0.
@@ -130,14 +130,15 @@ Tensor Normalize::forward(Context& ctx, const Tensor& x, bool /*train*/) {
     shift_ = Tensor::from_host(shift, {3}, ctx);
     device_ = ctx.device();
   }
-  Tensor y = Tensor::empty(output_shape(x.shape()), ctx, x.dtype());
+  (void)output_shape(x.shape());
+  Tensor y = Tensor::empty_like(x, ctx);
   ctx.backend().channel_affine(ctx, x, scale_, shift_, y);
   return y;
 }
 
 Tensor Normalize::backward(Context& ctx, const Tensor& dy) {
   if (!input_grad_) return Tensor();  // the first layer of a classifier: nobody wants the image gradient
-  Tensor dx = Tensor::empty(dy.shape(), ctx, dy.dtype());
+  Tensor dx = Tensor::empty_like(dy, ctx);
   ctx.backend().channel_affine_backward(ctx, dy, scale_, dx);
   return dx;
 }

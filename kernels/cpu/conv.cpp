@@ -16,6 +16,7 @@
 
 #include "cudl/engine/check.hpp"
 #include "cudl/engine/context.hpp"
+#include "cudl/engine/format_route.hpp"
 #include "cudl/kernels/cpu/cpu_args.hpp"
 #include "cudl/kernels/cpu/cpu_backend.hpp"
 #include "cudl/kernels/cpu/onednn_conv.hpp"
@@ -169,6 +170,12 @@ void CpuBackend::do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& 
     return;
   }
   if (cpu::onednn_conv_enabled(ctx.cpu_conv()) && cpu::onednn_conv2d_forward(ctx, x, w, p, y)) return;
+  if (any_channels_last({&x, &y})) {  // oneDNN did not take the call: the NCHW code below
+    NchwRoute r(ctx);
+    do_conv2d_forward(ctx, r.in(x), w, p, r.out(y));
+    r.finish();
+    return;
+  }
   if (x.dtype() != DType::f32) {
     // No native kernel for this dtype here: f32 copies (exact), the f32 path, one rounding of y.
     cpu::F32Copy wx(ctx, x, true), ww(ctx, w, true), wy(ctx, y, false);
@@ -200,6 +207,12 @@ void CpuBackend::do_conv2d_backward_data(Context& ctx, const Tensor& dy, const T
     return;
   }
   if (cpu::onednn_conv_enabled(ctx.cpu_conv()) && cpu::onednn_conv2d_backward_data(ctx, dy, w, p, dx)) return;
+  if (any_channels_last({&dy, &dx})) {
+    NchwRoute r(ctx);
+    do_conv2d_backward_data(ctx, r.in(dy), w, p, r.out(dx));
+    r.finish();
+    return;
+  }
   if (dy.dtype() != DType::f32) {
     cpu::F32Copy wdy(ctx, dy, true), ww(ctx, w, true), wdx(ctx, dx, false);
     do_conv2d_backward_data(ctx, wdy.tensor(), ww.tensor(), p, wdx.tensor());
@@ -230,6 +243,11 @@ void CpuBackend::do_conv2d_backward_filter(Context& ctx, const Tensor& x, const 
   }
   if (cpu::onednn_conv_enabled(ctx.cpu_conv()) && cpu::onednn_conv2d_backward_filter(ctx, x, dy, p, dw, accumulate))
     return;
+  if (any_channels_last({&x, &dy})) {
+    NchwRoute r(ctx);
+    do_conv2d_backward_filter(ctx, r.in(x), r.in(dy), p, dw, accumulate);
+    return;
+  }
   if (x.dtype() != DType::f32 || dw.dtype() != DType::f32) {
     // A half dw accumulates in f32 too (its old value widened): one rounding of the sum.
     cpu::F32Copy wx(ctx, x, true), wdy(ctx, dy, true);

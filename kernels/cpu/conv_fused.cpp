@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cudl/engine/context.hpp"
+#include "cudl/engine/format_route.hpp"
 #include "cudl/kernels/cpu/cpu_backend.hpp"
 #include "cudl/kernels/cpu/onednn_conv.hpp"
 
@@ -22,6 +23,12 @@ void CpuBackend::do_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, cons
   if (x.numel() > 0 && w.numel() > 0 && cpu::onednn_conv_enabled(ctx.cpu_conv()) &&
       cpu::onednn_conv2d_bias_relu_forward(ctx, x, w, bias, p, y))
     return;
+  if (any_channels_last({&x, &y})) {  // oneDNN did not take the call: the NCHW ops below
+    NchwRoute r(ctx);
+    do_conv2d_bias_relu_forward(ctx, r.in(x), w, bias, p, r.out(y));
+    r.finish();
+    return;
+  }
   do_conv2d_forward(ctx, x, w, p, y);
   if (bias.defined()) do_bias_add(ctx, y, bias);
   do_activation_forward(ctx, Activation::relu, 0.0f, y, y);  // elementwise: in place is safe

@@ -12,6 +12,9 @@ class CpuBackend final : public Backend {
 
  protected:
   ConstantHold do_hold_constant(Context& ctx, const Tensor& t) override;
+  bool do_takes_channels_last(std::string_view op) const override;
+  MemoryFormat do_preferred_conv_format(const Context& ctx, DType dtype) const override;
+  void do_convert_format(Context& ctx, const Tensor& src, Tensor& dst) override;
   void do_gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta,
                Tensor& c) override;
   void do_bias_add(Context& ctx, Tensor& y, const Tensor& bias) override;

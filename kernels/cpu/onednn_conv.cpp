@@ -1,11 +1,11 @@
-// 2-D convolutions through oneDNN. The tensors stay NCHW / KCRS (what every other op reads); each
-// primitive is created with format "any" so oneDNN picks its fastest blocked layout, and the
-// reorders between the two are created with it. A primitive, its reorders and its scratchpad size
-// are cached per (direction, shapes, parameters): creating them costs far more than a small
-// convolution. Buffers in the blocked layouts and the scratchpad come from the context's pool.
-// A grouped convolution (Conv2dParams::groups > 1) describes its weights to oneDNN as
-// [G, K/G, C/G, R, S] (goihw), the same bytes as cudl's [K, C/G, R, S]; depthwise ones
-// (groups == C) get oneDNN's depthwise kernels.
+// 2-D convolutions through oneDNN. The user's tensors are NCHW / KCRS, or NHWC for channels_last
+// activations (engine/tensor.hpp's MemoryFormat); each primitive is created with format "any" so
+// oneDNN picks its fastest layout, and the reorders between the two are created with it (none when
+// they agree: the half-precision kernels pick NHWC, so channels_last activations pass straight in). A primitive, its
+// reorders and its scratchpad size are cached per (direction, shapes, parameters): creating them costs far more than a
+// small convolution. Buffers in the blocked layouts and the scratchpad come from the context's pool. A grouped
+// convolution (Conv2dParams::groups > 1) describes its weights to oneDNN as [G, K/G, C/G, R, S] (goihw), the same bytes
+// as cudl's [K, C/G, R, S]; depthwise ones (groups == C) get oneDNN's depthwise kernels.
 #include "cudl/kernels/cpu/onednn_conv.hpp"
 
 #include <fmt/format.h>
@@ -65,11 +65,16 @@ struct Types {
   dt data = dt::f32, filter_grad = dt::f32;
 };
 
-// Every number that determines a primitive: the policy (Winograd or not), direction, dtypes,
-// x [N,C,H,W], w [K,C/G,R,S], the parameters and the group count G.
-using Key = std::array<std::int64_t, 18>;
+// The memory formats of the image-shaped user tensors: x (or dx) and y (or dy).
+struct Formats {
+  MemoryFormat x = MemoryFormat::contiguous, y = MemoryFormat::contiguous;
+};
 
-Key make_key(CpuConv conv, Direction d, Types t, const Shape& x, const Shape& w, const Conv2dParams& p) {
+// Every number that determines a primitive: the policy (Winograd or not), direction, dtypes,
+// x [N,C,H,W], w [K,C/G,R,S], the parameters and the group count G, and the user tensors' formats.
+using Key = std::array<std::int64_t, 20>;
+
+Key make_key(CpuConv conv, Direction d, Types t, const Shape& x, const Shape& w, const Conv2dParams& p, Formats f) {
   return {static_cast<std::int64_t>(conv),
           static_cast<std::int64_t>(d),
           static_cast<std::int64_t>(t.data),
@@ -87,7 +92,9 @@ Key make_key(CpuConv conv, Direction d, Types t, const Shape& x, const Shape& w,
           p.stride_w,
           p.dilation_h,
           p.dilation_w,
-          p.groups};
+          p.groups,
+          static_cast<std::int64_t>(f.x),
+          static_cast<std::int64_t>(f.y)};
 }
 
 // The geometry in oneDNN's terms. oneDNN counts dilation from 0 and wants bottom/right padding
@@ -100,10 +107,12 @@ struct Geometry {
   memory::dims x, w, y, strides, dilates, pad_l, pad_r;  // w: [K,C,R,S], or [G,K/G,C/G,R,S] grouped
   bool expressible;
   std::int64_t groups;
+  Formats formats;  // of the user's x-like and y-like tensors
 };
 
-Geometry geometry(const Shape& x, const Shape& w, const Shape& y, const Conv2dParams& p) {
+Geometry geometry(const Shape& x, const Shape& w, const Shape& y, const Conv2dParams& p, Formats formats = {}) {
   Geometry g;
+  g.formats = formats;
   g.x = {x[0], x[1], x[2], x[3]};
   g.groups = p.groups;
   if (p.groups == 1)
@@ -145,6 +154,10 @@ bool winograd_candidate(CpuConv conv, Direction dir, const Geometry& g, Types t)
 // NCHW / KCRS, or goihw for grouped weights (5-D).
 memory::desc plain(const memory::dims& dims, dt type) {
   return memory::desc(dims, type, dims.size() == 5 ? tag::abcde : tag::abcd);
+}
+// An image-shaped user tensor: NCHW, or NHWC (acdb) when channels_last.
+memory::desc image(const memory::dims& dims, dt type, MemoryFormat f) {
+  return f == MemoryFormat::channels_last ? memory::desc(dims, type, tag::acdb) : plain(dims, type);
 }
 memory::desc any(const memory::dims& dims, dt type) { return memory::desc(dims, type, tag::any); }
 
@@ -266,7 +279,7 @@ std::unique_ptr<Plan> make_bn_plan(Direction dir, const Geometry& g, Types t, dn
   };
   dnnl::convolution_forward::primitive_desc pd(desc(any(g.y, t.data)), bn_post_ops(g, nullptr, bn_relu(dir)),
                                                cpu_engine());
-  const memory::desc uy = plain(g.y, t.data);
+  const memory::desc uy = image(g.y, t.data, g.formats.y);
   if (bn_adds(dir)) {
     // The layout the kernel writes without the residual, fixed, and the residual described in it.
     const memory::desc chosen = pd.dst_desc();
@@ -275,7 +288,7 @@ std::unique_ptr<Plan> make_bn_plan(Direction dir, const Geometry& g, Types t, dn
   }
   plan->conv = dnnl::convolution_forward(pd);
   plan->arg_ids[0] = DNNL_ARG_SRC, plan->arg_ids[1] = DNNL_ARG_WEIGHTS, plan->arg_ids[2] = DNNL_ARG_DST;
-  plan->args[0] = input_arg(plain(g.x, t.data), pd.src_desc());
+  plan->args[0] = input_arg(image(g.x, t.data, g.formats.x), pd.src_desc());
   plan->args[1] = input_arg(plain(g.w, t.data), pd.weights_desc());
   plan->args[2] = output_arg(pd.dst_desc(), uy, false);
   plan->scratchpad = pd.scratchpad_desc();
@@ -290,7 +303,8 @@ std::unique_ptr<Plan> make_bn_plan(Direction dir, const Geometry& g, Types t, dn
 std::unique_ptr<Plan> make_plan(Direction dir, const Geometry& g, Types t, dnnl::algorithm algo) {
   auto plan = std::make_unique<Plan>();
   const dt w_type = dir == Direction::backward_filter ? t.filter_grad : t.data;
-  const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, w_type), uy = plain(g.y, t.data);
+  const memory::desc ux = image(g.x, t.data, g.formats.x), uw = plain(g.w, w_type),
+                     uy = image(g.y, t.data, g.formats.y);
   switch (dir) {
     case Direction::forward_bn:
     case Direction::forward_bn_relu:
@@ -414,7 +428,7 @@ const Plan& plan_for(CpuConv conv, Direction dir, Types t, const Shape& x, const
   static std::mutex mutex;
   static std::map<Key, std::unique_ptr<Plan>> plans;
   const std::lock_guard lock(mutex);
-  const Key key = make_key(conv, dir, t, x, w, p);
+  const Key key = make_key(conv, dir, t, x, w, p, g.formats);
   auto& slot = plans[key];
   if (!slot) {
     try {
@@ -596,19 +610,20 @@ void execute(Context& ctx, Direction dir, const Plan& plan, const std::array<con
 bool onednn_conv_enabled(CpuConv conv) { return conv != CpuConv::im2col; }
 
 bool onednn_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
-  const Geometry g = geometry(x.shape(), w.shape(), y.shape(), p);
+  const Geometry g = geometry(x.shape(), w.shape(), y.shape(), p, {x.format(), y.format()});
   if (!g.expressible || !native_dtype(x.dtype())) return false;
   const Types t{to_dnnl(x.dtype()), to_dnnl(x.dtype())};
   const Plan& plan = plan_for(ctx.cpu_conv(), Direction::forward, t, x.shape(), w.shape(), g, p);
   if (plan.reference && t.data != dt::f32) return false;
-  const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.data), uy = plain(g.y, t.data);
+  const memory::desc ux = image(g.x, t.data, g.formats.x), uw = plain(g.w, t.data),
+                     uy = image(g.y, t.data, g.formats.y);
   execute(ctx, Direction::forward, plan, {&ux, &uw, &uy}, {x.raw(), w.raw(), y.raw()}, false, x.shape(), w.shape());
   return true;
 }
 
 bool onednn_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
                                      const Conv2dParams& p, Tensor& y) {
-  const Geometry g = geometry(x.shape(), w.shape(), y.shape(), p);
+  const Geometry g = geometry(x.shape(), w.shape(), y.shape(), p, {x.format(), y.format()});
   // Halves as the unfused forward: native kernels only (else the caller composes the three ops,
   // widening the convolution). A half y is the f32 sum plus the f32 bias, ReLU'd and rounded once,
   // where the unfused ops round after the convolution and again after the bias.
@@ -617,7 +632,8 @@ bool onednn_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor
   const Direction dir = bias.defined() ? Direction::forward_bias_relu : Direction::forward_relu;
   const Plan& plan = plan_for(ctx.cpu_conv(), dir, t, x.shape(), w.shape(), g, p);
   if (plan.reference && t.data != dt::f32) return false;
-  const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.data), uy = plain(g.y, t.data);
+  const memory::desc ux = image(g.x, t.data, g.formats.x), uw = plain(g.w, t.data),
+                     uy = image(g.y, t.data, g.formats.y);
   execute(ctx, dir, plan, {&ux, &uw, &uy}, {x.raw(), w.raw(), y.raw()}, false, x.shape(), w.shape(),
           PostArgs{bias.defined() ? bias.raw() : nullptr});
   return true;
@@ -625,14 +641,16 @@ bool onednn_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor
 
 bool onednn_conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, const float* scale, const float* shift,
                               const Conv2dParams& p, const Tensor& residual, bool relu, Tensor& y) {
-  const Geometry g = geometry(x.shape(), w.shape(), y.shape(), p);
+  // The residual is described in y's layout (the front hands this op one format for both).
+  const Geometry g = geometry(x.shape(), w.shape(), y.shape(), p, {x.format(), y.format()});
   if (!g.expressible || x.dtype() != DType::f32 || p.groups != 1) return false;
   const Types t{dt::f32, dt::f32};
   const Direction dir = residual.defined() ? (relu ? Direction::forward_bn_add_relu : Direction::forward_bn_add)
                                            : (relu ? Direction::forward_bn_relu : Direction::forward_bn);
   const Plan& plan = plan_for(ctx.cpu_conv(), dir, t, x.shape(), w.shape(), g, p);
   if (plan.reference) return false;
-  const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.data), uy = plain(g.y, t.data);
+  const memory::desc ux = image(g.x, t.data, g.formats.x), uw = plain(g.w, t.data),
+                     uy = image(g.y, t.data, g.formats.y);
   PostArgs post;
   post.scale = scale;
   post.shift = shift;
@@ -642,12 +660,13 @@ bool onednn_conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, co
 }
 
 bool onednn_conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {
-  const Geometry g = geometry(dx.shape(), w.shape(), dy.shape(), p);
+  const Geometry g = geometry(dx.shape(), w.shape(), dy.shape(), p, {dx.format(), dy.format()});
   if (!g.expressible || !native_dtype(dy.dtype())) return false;
   const Types t{to_dnnl(dy.dtype()), to_dnnl(dy.dtype())};
   const Plan& plan = plan_for(ctx.cpu_conv(), Direction::backward_data, t, dx.shape(), w.shape(), g, p);
   if (plan.reference && t.data != dt::f32) return false;
-  const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.data), uy = plain(g.y, t.data);
+  const memory::desc ux = image(g.x, t.data, g.formats.x), uw = plain(g.w, t.data),
+                     uy = image(g.y, t.data, g.formats.y);
   execute(ctx, Direction::backward_data, plan, {&uy, &uw, &ux}, {dy.raw(), w.raw(), dx.raw()}, false, dx.shape(),
           w.shape());
   return true;
@@ -655,12 +674,13 @@ bool onednn_conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w
 
 bool onednn_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
                                    bool accumulate) {
-  const Geometry g = geometry(x.shape(), dw.shape(), dy.shape(), p);
+  const Geometry g = geometry(x.shape(), dw.shape(), dy.shape(), p, {x.format(), dy.format()});
   if (!g.expressible || !native_dtype(x.dtype()) || !native_dtype(dw.dtype())) return false;
   const Types t{to_dnnl(x.dtype()), to_dnnl(dw.dtype())};
   const Plan& plan = plan_for(ctx.cpu_conv(), Direction::backward_filter, t, x.shape(), dw.shape(), g, p);
   if (plan.reference && t.data != dt::f32) return false;
-  const memory::desc ux = plain(g.x, t.data), uw = plain(g.w, t.filter_grad), uy = plain(g.y, t.data);
+  const memory::desc ux = image(g.x, t.data, g.formats.x), uw = plain(g.w, t.filter_grad),
+                     uy = image(g.y, t.data, g.formats.y);
   execute(ctx, Direction::backward_filter, plan, {&ux, &uy, &uw}, {x.raw(), dy.raw(), dw.raw()}, accumulate, x.shape(),
           dw.shape());
   return true;

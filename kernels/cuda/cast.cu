@@ -65,3 +65,60 @@ void launch_cast_add(const void* src, FloatType from, float* dst, std::int64_t n
 }
 
 }  // namespace cudl::cuda_detail
+
+namespace cudl::cuda_detail {
+
+namespace {
+
+// Per sample, src [rows, cols] -> dst [cols, rows] through a 32x33 shared tile (the extra column
+// keeps the transposed reads off one bank): a block reads 32 rows of a tile coalesced, and writes
+// them as 32 columns coalesced. Grid: x over column tiles, y over row tiles, z over samples (each
+// looping past the grid's limits).
+template <class T>
+__global__ void transpose_kernel(const T* src, T* dst, std::int64_t samples, std::int64_t rows, std::int64_t cols) {
+  __shared__ T tile[32][33];
+  const std::int64_t row_tiles = (rows + 31) / 32, col_tiles = (cols + 31) / 32;
+  for (std::int64_t n = blockIdx.z; n < samples; n += gridDim.z) {
+    const T* s = src + n * rows * cols;
+    T* d = dst + n * rows * cols;
+    for (std::int64_t rt = blockIdx.y; rt < row_tiles; rt += gridDim.y) {
+      for (std::int64_t ct = blockIdx.x; ct < col_tiles; ct += gridDim.x) {
+        for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+          const std::int64_t r = rt * 32 + k, c = ct * 32 + threadIdx.x;
+          if (r < rows && c < cols) tile[k][threadIdx.x] = s[r * cols + c];
+        }
+        __syncthreads();
+        for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+          const std::int64_t c = ct * 32 + k, r = rt * 32 + threadIdx.x;
+          if (r < rows && c < cols) d[c * rows + r] = tile[threadIdx.x][k];
+        }
+        __syncthreads();
+      }
+    }
+  }
+}
+
+template <class T>
+void launch_transpose_kernel(const T* src, T* dst, std::int64_t samples, std::int64_t rows, std::int64_t cols,
+                             cudaStream_t stream) {
+  if (samples <= 0 || rows <= 0 || cols <= 0) return;
+  const std::int64_t row_tiles = (rows + 31) / 32, col_tiles = (cols + 31) / 32;
+  const dim3 grid(static_cast<unsigned>(std::min<std::int64_t>(col_tiles, kMaxBlocks)),
+                  static_cast<unsigned>(std::min<std::int64_t>(row_tiles, kMaxGridYZ)),
+                  static_cast<unsigned>(std::min<std::int64_t>(samples, kMaxGridYZ)));
+  launch_grid("transpose_kernel", transpose_kernel<T>, grid, dim3(32, 8), stream, src, dst, samples, rows, cols);
+}
+
+}  // namespace
+
+void launch_transpose(const void* src, void* dst, std::size_t element_bytes, std::int64_t samples, std::int64_t rows,
+                      std::int64_t cols, cudaStream_t stream) {
+  if (element_bytes == 2)
+    launch_transpose_kernel(static_cast<const std::uint16_t*>(src), static_cast<std::uint16_t*>(dst), samples, rows,
+                            cols, stream);
+  else
+    launch_transpose_kernel(static_cast<const std::uint32_t*>(src), static_cast<std::uint32_t*>(dst), samples, rows,
+                            cols, stream);
+}
+
+}  // namespace cudl::cuda_detail

@@ -51,6 +51,10 @@ void launch_cast(const void* src, FloatType from, void* dst, FloatType to, std::
 // dst[i] += src[i] (widened exactly, one float add): folds a half-precision partial result (cuDNN's
 // filter gradient) into an f32 tensor.
 void launch_cast_add(const void* src, FloatType from, float* dst, std::int64_t n, cudaStream_t stream);
+// Per sample, src [rows, cols] -> dst [cols, rows], elements of 2 or 4 bytes (any dtype): the
+// NCHW <-> channels_last copy (rows, cols = C, H*W one way and H*W, C the other).
+void launch_transpose(const void* src, void* dst, std::size_t element_bytes, std::int64_t samples, std::int64_t rows,
+                      std::int64_t cols, cudaStream_t stream);
 
 // A tensor seen as [samples, channels, plane]: dim 0, dim 1 and the rest flattened ([N, C] has
 // plane size 1, [N, C, H, W] plane size H*W). The size is < 2^31 (the .cpp files check it with

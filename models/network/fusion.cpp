@@ -14,7 +14,7 @@ bool fusible_conv_relu(const Layer& conv, const Layer& next) {
 
 Tensor fused_conv_relu_forward(Context& ctx, Conv2d& conv, const Tensor& x, bool train, FusedConvRelu& saved) {
   const Tensor xc = autocast::input(ctx, x);
-  Tensor y = Tensor::empty(conv.output_shape(x.shape()), ctx, xc.dtype());
+  Tensor y = Tensor::empty(conv.output_shape(x.shape()), ctx, xc.dtype(), ctx.conv_output_format(xc.dtype()));
   const Tensor bias = conv.has_bias() ? conv.bias().value : Tensor();
   ctx.backend().conv2d_bias_relu_forward(ctx, xc, autocast::weight(ctx, conv.weight(), xc.dtype()), bias, conv.params(),
                                          y);
@@ -29,7 +29,7 @@ Tensor fused_relu_backward(Context& ctx, FusedConvRelu& saved, const Tensor& dy)
   CUDL_CHECK(saved.y.defined(),
              "ReLU::backward (fused with its Conv2d or Linear): no saved output (forward was not run with "
              "train=true)");
-  Tensor dx = Tensor::empty(dy.shape(), ctx, dy.dtype());
+  Tensor dx = Tensor::empty_like(dy, ctx);
   // The backend reads x for ReLU; y > 0 exactly where x > 0, so the output stands in for it.
   ctx.backend().activation_backward(ctx, Activation::relu, 0.0f, saved.y, saved.y, dy, dx);
   saved.y = Tensor();
@@ -48,7 +48,7 @@ Tensor fused_conv_backward(Context& ctx, Conv2d& conv, FusedConvRelu& saved, con
   }
   Tensor dx;
   if (conv.input_grad()) {
-    dx = Tensor::empty(saved.x.shape(), ctx, saved.x.dtype());
+    dx = Tensor::empty_like(saved.x, ctx);
     ctx.backend().conv2d_backward_data(ctx, dyc, autocast::weight(ctx, conv.weight(), saved.x.dtype()), conv.params(),
                                        dx);
     dx = dx.cast(ctx, saved.input_dtype);

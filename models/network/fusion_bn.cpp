@@ -72,7 +72,7 @@ ConvBnPlan plan_conv_bn(const std::vector<const Layer*>& layers, const std::vect
 Tensor conv_bn_forward(Context& ctx, Conv2d& conv, const BatchNorm2d& bn, const Tensor& x, const Tensor& residual,
                        bool relu) {
   const Tensor xc = autocast::input(ctx, x);
-  Tensor y = Tensor::empty(conv.output_shape(x.shape()), ctx, xc.dtype());
+  Tensor y = Tensor::empty(conv.output_shape(x.shape()), ctx, xc.dtype(), ctx.conv_output_format(xc.dtype()));
   const Tensor bias = conv.has_bias() ? conv.bias().value : Tensor();
   const Tensor w = autocast::weight(ctx, conv.weight(), xc.dtype());
   if (!residual.defined() || residual.dtype() == y.dtype()) {

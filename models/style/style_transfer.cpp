@@ -316,8 +316,9 @@ void StyleObjective::set_content(Context& ctx, const Tensor& content, const Imag
       continue;
     }
     double sum_sq = 0;
-    content_masks_.push_back(mask_tensor(ctx, content_mask, f.shape(), sum_sq).cast(ctx, f.dtype()));
-    Tensor p = Tensor::empty(f.shape(), ctx, f.dtype());
+    content_masks_.push_back(
+        mask_tensor(ctx, content_mask, f.shape(), sum_sq).cast(ctx, f.dtype()).to_format(ctx, f.format()));
+    Tensor p = Tensor::empty_like(f, ctx);
     be.mul(ctx, f, content_masks_.back(), p);  // targets P ⊙ m: the loss is mean((F ⊙ m − P ⊙ m)²)
     content_targets_.push_back(std::move(p));
   }
@@ -333,7 +334,7 @@ void StyleObjective::set_content(Context& ctx, const Tensor& content, const Imag
     for (const auto& name : style_taps_) {
       const Tensor& f = net_->tap(name);
       double sum_sq = 0;
-      layers.push_back(mask_tensor(ctx, mask, f.shape(), sum_sq).cast(ctx, f.dtype()));
+      layers.push_back(mask_tensor(ctx, mask, f.shape(), sum_sq).cast(ctx, f.dtype()).to_format(ctx, f.format()));
       // G(F ⊙ m) · h·w/Σm² is the Gram per masked pixel, comparable with a whole style image's;
       // 0 marks a mask with nothing left at this layer (that style is skipped there).
       gains.push_back(sum_sq > 1e-12 ? static_cast<float>(static_cast<double>(f.dim(2) * f.dim(3)) / sum_sq) : 0.0f);
@@ -369,7 +370,10 @@ void StyleObjective::add_weighted(Context& ctx, Tensor& df, float weight, Tensor
   be.abs_sum(ctx, df32, norm);
   be.scalar_op(ctx, ScalarOp::safe_recip, norm, norm, factor);
   be.scale(ctx, factor, weight);
-  if (first) into = Tensor::zeros(df.shape(), ctx);
+  if (first) {
+    into = Tensor::empty_like(df, ctx, DType::f32);
+    be.fill(ctx, into, 0.0f);
+  }
   be.axpy_scalar(ctx, 1.0f, factor, df32, into);
 }
 
@@ -399,15 +403,15 @@ void StyleObjective::evaluate(Context& ctx, const Tensor& image, Tensor& grad) {
     const Tensor& f = net_->tap(content_taps_[i]);
     check::same_shape("style content loss", "features", f, "content target", content_targets_[i]);
     Tensor layer = losses_.view(4 + static_cast<std::int64_t>(i), Shape{1});
-    Tensor df = Tensor::empty(f.shape(), ctx, f.dtype());
+    Tensor df = Tensor::empty_like(f, ctx);
     if (content_masks_.empty()) {
       be.mse_loss_forward(ctx, f, content_targets_[i], tmp_);
       be.mse_loss_backward(ctx, f, content_targets_[i], norm ? 1.0f : cw, df);
     } else {
-      Tensor fm = Tensor::empty(f.shape(), ctx, f.dtype());
+      Tensor fm = Tensor::empty_like(f, ctx);
       be.mul(ctx, f, content_masks_[i], fm);
       be.mse_loss_forward(ctx, fm, content_targets_[i], tmp_);
-      Tensor dfm = Tensor::empty(f.shape(), ctx, f.dtype());
+      Tensor dfm = Tensor::empty_like(f, ctx);
       be.mse_loss_backward(ctx, fm, content_targets_[i], norm ? 1.0f : cw, dfm);
       be.mul(ctx, dfm, content_masks_[i], df);
     }
@@ -426,7 +430,7 @@ void StyleObjective::evaluate(Context& ctx, const Tensor& image, Tensor& grad) {
       const auto weight = static_cast<float>(sw_ * style_factors_[s]);
       Tensor fm;
       if (masked) {
-        fm = Tensor::empty(f.shape(), ctx, f.dtype());
+        fm = Tensor::empty_like(f, ctx);
         be.mul(ctx, f, style_masks_[s][l], fm);
       }
       const Tensor& input = masked ? fm : f;
@@ -439,11 +443,11 @@ void StyleObjective::evaluate(Context& ctx, const Tensor& image, Tensor& grad) {
       Tensor dg = Tensor::empty(g.shape(), ctx);
       be.mse_loss_backward(ctx, g, style_targets_[s][l], norm ? static_cast<float>(style_factors_[s]) : weight, dg);
       if (masked) be.scale(ctx, dg, gain);
-      Tensor df = Tensor::empty(f.shape(), ctx, f.dtype());
+      Tensor df = Tensor::empty_like(f, ctx);
       be.gram_backward(ctx, input, dg, df);
       if (masked) {
         Tensor dfm = std::move(df);
-        df = Tensor::empty(f.shape(), ctx, f.dtype());
+        df = Tensor::empty_like(f, ctx);
         be.mul(ctx, dfm, style_masks_[s][l], df);
       }
       if (!df_layer.defined())

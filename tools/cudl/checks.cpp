@@ -409,6 +409,14 @@ void add_compute_options(CLI::App* cmd, ComputeOptions& options) {
                   "iteration's loss and gradient) as CUDA graphs, one launch instead of one per kernel; false: plain "
                   "launches (CUDA only; not yet measured on a GPU, so off by default)")
       ->capture_default_str();
+  cmd->add_option_function<std::string>(
+         "--memory-format",
+         [&options](const std::string& name) { options.memory_format = parse_activation_format(name); },
+         "how convolutions store their output activations: channels_last (NHWC, as torch.channels_last), nchw, or "
+         "auto: channels_last where the convolutions run natively in it (the CPU's bf16/fp16 oneDNN kernels), "
+         "nchw elsewhere")
+      ->check(CLI::IsMember({"auto", "nchw", "channels_last"}))
+      ->default_str("auto");
 }
 
 void add_fuse_option(CLI::App* cmd, bool& fuse) {
@@ -436,6 +444,7 @@ void apply_compute_options(Context& ctx, const ComputeOptions& options) {
   ctx.set_deterministic(options.deterministic);
   ctx.set_conv_search(options.conv_algo);
   ctx.set_fuse_layers(options.fuse);
+  ctx.set_activation_format(options.memory_format);
   ctx.set_cuda_graphs(options.cuda_graphs);
   ctx.set_precision(options.precision);  // throws, naming the GPU, where it lacks the tensor cores
   if (!ctx.device().is_cpu()) return;

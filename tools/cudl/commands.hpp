@@ -49,6 +49,7 @@ void run_pipeline_bench(const PipelineBenchArgs& a, const std::string& model_nam
 //   --fuse true|false                a Conv2d or Linear and the ReLU after it as one op (default true;
 //                                    Context::fuse_layers)
 //   --cuda-graphs true|false         replay fixed-shape steps as CUDA graphs (engine/step_graph.hpp)
+//   --memory-format auto|nchw|channels_last  the convolutions' activation layout (Context's ActivationFormat)
 // The CPU has one algorithm and no TF32; apply_compute_options notes what it ignores.
 struct ComputeOptions {
   bool deterministic = true;
@@ -56,6 +57,7 @@ struct ComputeOptions {
   ConvSearch conv_algo = ConvSearch::measured;
   bool fuse = true;
   bool cuda_graphs = false;
+  ActivationFormat memory_format = ActivationFormat::automatic;
 };
 void add_compute_options(CLI::App* cmd, ComputeOptions& options);
 // --fuse alone (summary shows the layers it fuses).
