@@ -20,6 +20,7 @@
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
@@ -108,6 +109,10 @@ struct Geometry {
   bool expressible;
   std::int64_t groups;
   Formats formats;  // of the user's x-like and y-like tensors
+  // Whether channels_last activations are given to oneDNN in their own NHWC layout rather than as
+  // "any" (plan_for tries both): with "any", the first layer of a network (1 or 3 input channels)
+  // gets a kernel that writes a blocked layout, reordered into NHWC afterwards.
+  bool pinned = false;
 };
 
 Geometry geometry(const Shape& x, const Shape& w, const Shape& y, const Conv2dParams& p, Formats formats = {}) {
@@ -160,6 +165,12 @@ memory::desc image(const memory::dims& dims, dt type, MemoryFormat f) {
   return f == MemoryFormat::channels_last ? memory::desc(dims, type, tag::acdb) : plain(dims, type);
 }
 memory::desc any(const memory::dims& dims, dt type) { return memory::desc(dims, type, tag::any); }
+// An activation argument of a primitive: the user's own layout when the plan pins them, else any.
+memory::desc activation(const Geometry& g, bool is_x, dt type) {
+  const memory::dims& dims = is_x ? g.x : g.y;
+  const MemoryFormat f = is_x ? g.formats.x : g.formats.y;
+  return g.pinned ? image(dims, type, f) : any(dims, type);
+}
 
 // Reorders run on the whole OpenMP team. They once ran on the calling thread below 16 MiB, when
 // waiting threads slept at once (each parallel region paid a wake-up) and the team ignored other
@@ -210,6 +221,7 @@ struct Plan {
   // oneDNN fell back to its reference kernel (a geometry its optimised half kernels skip): for a
   // half dtype, widening to f32 and the f32 kernels is faster, so the caller does that instead.
   bool reference = false;
+  std::string impl;   // oneDNN's name for the kernel (ONEDNN_VERBOSE's)
   bool bias = false;  // forward_bias_relu: the bias is a fourth argument
   bool bn = false;    // forward_bn*: scale and shift are post-ops 0 and 1
   // forward_bn_add*: the residual, post-op 2, in the layout the primitive writes (oneDNN 2.6's jit
@@ -239,12 +251,12 @@ memory::desc bias_desc(const Geometry& g) { return memory::desc({g.w[0]}, dt::f3
 dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, dt type, dnnl::prop_kind kind,
                                                      dnnl::algorithm algo, bool relu = false, bool bias = false) {
   if (bias) {
-    const dnnl::convolution_forward::desc d(kind, algo, any(g.x, type), any(g.w, type), bias_desc(g), any(g.y, type),
-                                            g.strides, g.dilates, g.pad_l, g.pad_r);
+    const dnnl::convolution_forward::desc d(kind, algo, activation(g, true, type), any(g.w, type), bias_desc(g),
+                                            activation(g, false, type), g.strides, g.dilates, g.pad_l, g.pad_r);
     return dnnl::convolution_forward::primitive_desc(d, user_scratchpad(relu), cpu_engine());
   }
-  const dnnl::convolution_forward::desc d(kind, algo, any(g.x, type), any(g.w, type), any(g.y, type), g.strides,
-                                          g.dilates, g.pad_l, g.pad_r);
+  const dnnl::convolution_forward::desc d(kind, algo, activation(g, true, type), any(g.w, type),
+                                          activation(g, false, type), g.strides, g.dilates, g.pad_l, g.pad_r);
   return dnnl::convolution_forward::primitive_desc(d, user_scratchpad(relu), cpu_engine());
 }
 
@@ -327,12 +339,14 @@ std::unique_ptr<Plan> make_plan(Direction dir, const Geometry& g, Types t, dnnl:
       plan->args[2] = output_arg(pd.dst_desc(), uy, false);
       plan->scratchpad = pd.scratchpad_desc();
       plan->reference = is_reference(pd.impl_info_str());
+      plan->impl = pd.impl_info_str();
       break;
     }
     case Direction::backward_data: {
       const auto hint = forward_pd(g, t.data, dnnl::prop_kind::forward_training, algo);
-      const dnnl::convolution_backward_data::desc d(algo, any(g.x, t.data), any(g.w, t.data), any(g.y, t.data),
-                                                    g.strides, g.dilates, g.pad_l, g.pad_r);
+      const dnnl::convolution_backward_data::desc d(algo, activation(g, true, t.data), any(g.w, t.data),
+                                                    activation(g, false, t.data), g.strides, g.dilates, g.pad_l,
+                                                    g.pad_r);
       const dnnl::convolution_backward_data::primitive_desc pd(d, user_scratchpad(), cpu_engine(), hint);
       plan->conv = dnnl::convolution_backward_data(pd);
       plan->arg_ids[0] = DNNL_ARG_DIFF_DST, plan->arg_ids[1] = DNNL_ARG_WEIGHTS, plan->arg_ids[2] = DNNL_ARG_DIFF_SRC;
@@ -341,14 +355,16 @@ std::unique_ptr<Plan> make_plan(Direction dir, const Geometry& g, Types t, dnnl:
       plan->args[2] = output_arg(pd.diff_src_desc(), ux, false);
       plan->scratchpad = pd.scratchpad_desc();
       plan->reference = is_reference(pd.impl_info_str());
+      plan->impl = pd.impl_info_str();
       break;
     }
     case Direction::backward_filter: {
       const auto hint = forward_pd(g, t.data, dnnl::prop_kind::forward_training, algo);
       // The primitive always writes f32: a half dw is then rounded once, by the reorder that
       // stores it (and, accumulating, once after the add rather than before and after).
-      const dnnl::convolution_backward_weights::desc d(algo, any(g.x, t.data), any(g.w, dt::f32), any(g.y, t.data),
-                                                       g.strides, g.dilates, g.pad_l, g.pad_r);
+      const dnnl::convolution_backward_weights::desc d(algo, activation(g, true, t.data), any(g.w, dt::f32),
+                                                       activation(g, false, t.data), g.strides, g.dilates, g.pad_l,
+                                                       g.pad_r);
       const dnnl::convolution_backward_weights::primitive_desc pd(d, user_scratchpad(), cpu_engine(), hint);
       plan->conv = dnnl::convolution_backward_weights(pd);
       plan->arg_ids[0] = DNNL_ARG_SRC, plan->arg_ids[1] = DNNL_ARG_DIFF_DST, plan->arg_ids[2] = DNNL_ARG_DIFF_WEIGHTS;
@@ -357,6 +373,7 @@ std::unique_ptr<Plan> make_plan(Direction dir, const Geometry& g, Types t, dnnl:
       plan->args[2] = output_arg(pd.diff_weights_desc(), uw, true);
       plan->scratchpad = pd.scratchpad_desc();
       plan->reference = is_reference(pd.impl_info_str());
+      plan->impl = pd.impl_info_str();
       break;
     }
   }
@@ -437,6 +454,19 @@ const Plan& plan_for(CpuConv conv, Direction dir, Types t, const Shape& x, const
           slot = make_plan(dir, g, t, dnnl::algorithm::convolution_winograd);
         } catch (const dnnl::error&) {
           // no Winograd kernel for this shape on this CPU: the direct one below
+        }
+      }
+      if (!slot && (g.formats.x == MemoryFormat::channels_last || g.formats.y == MemoryFormat::channels_last)) {
+        Geometry pinned = g;
+        pinned.pinned = true;
+        try {
+          auto plan = make_plan(dir, pinned, t, dnnl::algorithm::convolution_direct);
+          // A kernel that reads and writes NHWC itself; a reference or GEMM one is slower than the
+          // unpinned choice and its reorders.
+          if (!plan->impl.empty() && !plan->reference && plan->impl.find("gemm") == std::string::npos)
+            slot = std::move(plan);
+        } catch (const dnnl::error&) {
+          // no kernel for this geometry in NHWC: the unpinned choice below
         }
       }
       if (!slot) slot = make_plan(dir, g, t, dnnl::algorithm::convolution_direct);

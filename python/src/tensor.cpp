@@ -67,6 +67,19 @@ PyTensor cast_to(const PyTensor& t, DType dtype) {
   return {t.tensor.cast(device_context(t.tensor.device()), dtype), nullptr};
 }
 
+PyTensor in_format(const PyTensor& t, const std::string& format) {
+  MemoryFormat f = MemoryFormat::contiguous;
+  if (format == "channels_last") {
+    f = MemoryFormat::channels_last;
+    if (t.tensor.rank() != 4)
+      bad_value("Tensor: channels_last needs a 4-D [N, C, H, W] tensor, this one has shape {}", t.tensor.shape());
+  } else if (format != "contiguous") {
+    bad_value("Tensor: unknown memory format '{}': expected contiguous or channels_last", format);
+  }
+  if (t.tensor.format() == f) return t;
+  return {t.tensor.to_format(device_context(t.tensor.device()), f), nullptr};
+}
+
 PyTensor from_numpy(const py::array& a, const std::string& device, const std::optional<std::string>& dtype) {
   PyTensor t = borrow_array(a, "Tensor.from_numpy");
   t = to_device(t, parse_device(device));
@@ -80,11 +93,28 @@ py::array to_numpy(const PyTensor& t) {
   return host_tensor_to_numpy(t.tensor, t.owner);
 }
 
+// The element strides of t's logical dims: row-major, or NHWC's for a channels_last tensor (so
+// that NumPy and DLPack consumers read it in place, as PyTorch's channels_last tensors are read).
+std::vector<std::int64_t> element_strides(const Tensor& t) {
+  if (t.channels_last()) {
+    const std::int64_t c = t.dim(1), w = t.dim(3);
+    return {t.dim(2) * w * c, 1, w * c, c};
+  }
+  std::vector<std::int64_t> strides(static_cast<std::size_t>(t.rank()));
+  std::int64_t stride = 1;
+  for (int i = t.rank() - 1; i >= 0; --i) {
+    strides[static_cast<std::size_t>(i)] = stride;
+    stride *= t.dim(i);
+  }
+  return strides;
+}
+
 // ---- DLPack
-// What a DLManagedTensor we export owns: the tensor (its storage) and the shape array it points to.
+// What a DLManagedTensor we export owns: the tensor (its storage) and the shape and stride arrays
+// it points to.
 struct Export {
   PyTensor t;
-  std::vector<std::int64_t> shape;
+  std::vector<std::int64_t> shape, strides;
   dlpack::DLManagedTensor managed{};
 };
 
@@ -100,7 +130,12 @@ py::object to_dlpack(const PyTensor& t, const py::object& /*stream*/) {
   d.ndim = t.tensor.rank();
   d.dtype = dlpack::dtype_of(t.tensor.dtype());
   d.shape = e->shape.data();
-  d.strides = nullptr;  // compact row-major
+  if (t.tensor.channels_last()) {
+    e->strides = element_strides(t.tensor);
+    d.strides = e->strides.data();
+  } else {
+    d.strides = nullptr;  // compact row-major
+  }
   d.byte_offset = 0;
   e->managed.manager_ctx = e;
   e->managed.deleter = [](dlpack::DLManagedTensor* m) { delete static_cast<Export*>(m->manager_ctx); };
@@ -216,13 +251,10 @@ py::array host_tensor_to_numpy(const Tensor& t, std::shared_ptr<void> owner) {
   py::dtype dt = t.dtype() == DType::f32   ? py::dtype::of<float>()
                  : t.dtype() == DType::i32 ? py::dtype::of<std::int32_t>()
                                            : py::dtype("float16");
-  std::vector<py::ssize_t> shape, strides(static_cast<std::size_t>(t.rank()));
+  std::vector<py::ssize_t> shape, strides;
   for (int i = 0; i < t.rank(); ++i) shape.push_back(t.dim(i));
-  py::ssize_t stride = static_cast<py::ssize_t>(dtype_size(t.dtype()));
-  for (int i = t.rank() - 1; i >= 0; --i) {
-    strides[static_cast<std::size_t>(i)] = stride;
-    stride *= static_cast<py::ssize_t>(t.dim(i));
-  }
+  for (std::int64_t s : element_strides(t))
+    strides.push_back(static_cast<py::ssize_t>(s * static_cast<std::int64_t>(dtype_size(t.dtype()))));
   // The capsule keeps the storage (and whatever owns borrowed memory) alive as long as the array.
   auto* keep = new PyTensor{t, std::move(owner)};
   py::capsule base(keep, [](void* p) { delete static_cast<PyTensor*>(p); });
@@ -245,6 +277,11 @@ void bind_tensor(py::module_& m) {
       .def(
           "astype", [](const PyTensor& t, const std::string& dtype) { return cast_to(t, parse_dtype(dtype)); },
           py::arg("dtype"), "float32, float16 or bfloat16 (a copy unless already so)")
+      .def("to_memory_format", &in_format, py::arg("format"),
+           "A copy stored 'channels_last' (NHWC, for a 4-D [N, C, H, W] tensor) or 'contiguous' (itself when it "
+           "already is); numpy() and DLPack give a channels_last tensor NHWC strides")
+      .def_property_readonly("memory_format",
+                             [](const PyTensor& t) { return std::string(memory_format_name(t.tensor.format())); })
       .def_property_readonly("shape", [](const PyTensor& t) { return shape_tuple(t.tensor.shape()); })
       .def_property_readonly("dtype", [](const PyTensor& t) { return dtype_python_name(t.tensor.dtype()); })
       .def_property_readonly("device", [](const PyTensor& t) { return t.tensor.device().str(); })

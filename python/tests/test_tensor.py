@@ -104,3 +104,22 @@ def test_dlpack_with_torch():
         cudl.from_dlpack(torch.zeros(3, 4).t())
     with pytest.raises(cudl.ValueError, match="dtype .* is not supported"):
         cudl.from_dlpack(torch.zeros(3, dtype=torch.float64))
+
+
+def test_channels_last_copy_reads_back_in_logical_order():
+    a = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    t = cudl.Tensor.from_numpy(a)
+    assert t.memory_format == "contiguous"
+    cl = t.to_memory_format("channels_last")
+    assert cl.memory_format == "channels_last"
+    assert cl.shape == (2, 3, 4, 5)
+    view = cl.numpy()
+    np.testing.assert_array_equal(view, a)
+    # NHWC storage: the channel is the fastest-moving dimension.
+    assert view.strides == (4 * 5 * 3 * 4, 4, 5 * 3 * 4, 3 * 4)
+    np.testing.assert_array_equal(np.from_dlpack(cl), a)
+    np.testing.assert_array_equal(cl.to_memory_format("contiguous").numpy(), a)
+    with pytest.raises(ValueError, match="4-D"):
+        cudl.Tensor.from_numpy(np.zeros((2, 3), np.float32)).to_memory_format("channels_last")
+    with pytest.raises(ValueError, match="contiguous or channels_last"):
+        t.to_memory_format("nhwc")
