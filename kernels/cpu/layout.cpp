@@ -34,8 +34,12 @@ void transpose_samples(const T* src, T* dst, std::int64_t samples, std::int64_t 
 
 // The ops with channels_last kernels on the CPU. The convolutions go to oneDNN with the
 // tensors' own layouts (and fall back through NCHW copies where oneDNN does not take a call).
-constexpr std::array<std::string_view, 4> kChannelsLastOps = {"conv2d_forward", "conv2d_backward_data",
-                                                              "conv2d_backward_filter", "conv2d_bias_relu_forward"};
+constexpr std::array<std::string_view, 11> kChannelsLastOps = {
+    // kernels/cpu/onednn_conv.cpp
+    "conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter", "conv2d_bias_relu_forward",
+    // kernels/cpu/normalization_nhwc.cpp
+    "channel_affine", "channel_affine_backward", "batchnorm_forward_train", "batchnorm_forward_eval",
+    "batchnorm_backward", "batchnorm_relu_forward_train", "batchnorm_relu_backward"};
 
 }  // namespace
 

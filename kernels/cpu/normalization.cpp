@@ -12,6 +12,7 @@
 #include "cudl/engine/channel_dims.hpp"
 #include "cudl/kernels/cpu/cpu_args.hpp"
 #include "cudl/kernels/cpu/cpu_backend.hpp"
+#include "cudl/kernels/cpu/normalization_nhwc.hpp"
 
 namespace cudl {
 
@@ -53,6 +54,7 @@ void CpuBackend::do_channel_affine(Context&, const Tensor& x, const Tensor& scal
   const ChannelDims d = channel_dims(op, "x", x);
   cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
+    if (x.channels_last()) return cpu::channel_affine_nhwc<T>(x, scale.data<float>(), shift.data<float>(), y);
     const T* px = x.data<T>();
     const float* ps = scale.data<float>();
     const float* pb = shift.data<float>();
@@ -72,6 +74,7 @@ void CpuBackend::do_channel_affine_backward(Context&, const Tensor& dy, const Te
   const ChannelDims d = channel_dims(op, "dy", dy);
   cpu::dispatch_float(dy.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
+    if (dy.channels_last()) return cpu::channel_affine_nhwc<T>(dy, scale.data<float>(), nullptr, dx);
     const T* pdy = dy.data<T>();
     const float* ps = scale.data<float>();
     T* pdx = dx.data<T>();
@@ -195,6 +198,9 @@ void CpuBackend::do_batchnorm_forward_train(Context&, const Tensor& x, const Ten
   constexpr std::string_view op = "batchnorm_forward_train";
   const ChannelDims d = channel_dims(op, "x", x);
   cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
+    if (x.channels_last())
+      return cpu::batchnorm_train_nhwc<decltype(tag), false>(x, gamma, beta, eps, momentum, running_mean, running_var,
+                                                             y, save_mean, save_invstd);
     batchnorm_train<decltype(tag), false>(d, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
                                           save_invstd);
   });
@@ -215,6 +221,7 @@ void CpuBackend::do_batchnorm_forward_eval(Context&, const Tensor& x, const Tens
   }
   cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
+    if (x.channels_last()) return cpu::batchnorm_eval_nhwc<T>(x, gamma, beta, mean.data(), invstd.data(), y);
     normalise(d, x.data<T>(), gamma.data<float>(), beta.data<float>(), mean.data(), invstd.data(), y.data<T>());
   });
 }
@@ -225,6 +232,9 @@ void CpuBackend::do_batchnorm_backward(Context&, const Tensor& x, const Tensor& 
   constexpr std::string_view op = "batchnorm_backward";
   const ChannelDims d = channel_dims(op, "x", x);
   cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
+    if (x.channels_last())
+      return cpu::batchnorm_backward_nhwc<decltype(tag), false>(x, Tensor(), dy, gamma, save_mean, save_invstd, dx,
+                                                                dgamma, dbeta);
     batchnorm_backward_kernel<decltype(tag), false>(d, x, Tensor(), dy, gamma, save_mean, save_invstd, dx, dgamma,
                                                     dbeta);
   });
@@ -236,6 +246,9 @@ void CpuBackend::do_batchnorm_relu_forward_train(Context&, const Tensor& x, cons
   constexpr std::string_view op = "batchnorm_relu_forward_train";
   const ChannelDims d = channel_dims(op, "x", x);
   cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
+    if (x.channels_last())
+      return cpu::batchnorm_train_nhwc<decltype(tag), true>(x, gamma, beta, eps, momentum, running_mean, running_var, y,
+                                                            save_mean, save_invstd);
     batchnorm_train<decltype(tag), true>(d, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
                                          save_invstd);
   });
@@ -247,6 +260,9 @@ void CpuBackend::do_batchnorm_relu_backward(Context&, const Tensor& x, const Ten
   constexpr std::string_view op = "batchnorm_relu_backward";
   const ChannelDims d = channel_dims(op, "x", x);
   cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
+    if (x.channels_last())
+      return cpu::batchnorm_backward_nhwc<decltype(tag), true>(x, y, dy, gamma, save_mean, save_invstd, dx, dgamma,
+                                                               dbeta);
     batchnorm_backward_kernel<decltype(tag), true>(d, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
   });
 }

@@ -1,0 +1,196 @@
+// Batch norm and the per-channel affine map on channels_last tensors: the channel is the
+// contiguous dimension, so each row (one pixel of one sample) is a vector over C. The per-channel
+// sums visit the values of a channel in the NCHW kernels' order (sample by sample, pixel by pixel,
+// kernels/cpu/normalization.cpp), so every result is the same bits in either format. OpenMP over
+// blocks of channels: each thread owns its channels' sums, and the order within a channel never
+// depends on the thread count.
+#include "cudl/kernels/cpu/normalization_nhwc.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "cudl/kernels/cpu/cpu_args.hpp"
+
+namespace cudl::cpu {
+
+namespace {
+
+// Channels per block: sums for a block stay in registers and cache while the rows stream by.
+constexpr std::int64_t kChannelBlock = 64;
+
+struct Rows {
+  std::int64_t rows, channels;  // N*H*W rows of C values
+};
+
+Rows rows_of(const Tensor& x) { return {x.dim(0) * x.dim(2) * x.dim(3), x.dim(1)}; }
+
+// f(c0, c1) for each block [c0, c1) of channels, in parallel when there is enough work.
+template <class F>
+void for_channel_blocks(const Rows& r, F f) {
+  const std::int64_t blocks = (r.channels + kChannelBlock - 1) / kChannelBlock;
+#pragma omp parallel for schedule(static) if (r.rows * r.channels >= kParallelThreshold && blocks > 1)
+  for (std::int64_t b = 0; b < blocks; ++b) f(b * kChannelBlock, std::min(r.channels, (b + 1) * kChannelBlock));
+}
+
+// y = (x - mean) * gamma * invstd + beta per channel, with Relu max(that, 0) before the one rounding
+// (the NCHW kernel's formula and order of operations).
+template <class T, bool Relu>
+void normalise_rows(const Rows& r, const T* x, const float* gamma, const float* beta, const double* mean,
+                    const double* invstd, T* y) {
+  for_channel_blocks(r, [&](std::int64_t c0, std::int64_t c1) {
+    double mul[kChannelBlock], m[kChannelBlock], b[kChannelBlock];
+    for (std::int64_t c = c0; c < c1; ++c) {
+      mul[c - c0] = static_cast<double>(gamma[c]) * invstd[c];
+      m[c - c0] = mean[c];
+      b[c - c0] = beta[c];
+    }
+    for (std::int64_t row = 0; row < r.rows; ++row) {
+      const T* xs = x + row * r.channels + c0;
+      T* ys = y + row * r.channels + c0;
+      for (std::int64_t j = 0; j < c1 - c0; ++j) {
+        const auto v = static_cast<float>((load(xs[j]) - m[j]) * mul[j] + b[j]);
+        ys[j] = store<T>(Relu ? (v > 0.0f ? v : 0.0f) : v);
+      }
+    }
+  });
+}
+
+inline float relu_masked(float g, float y) { return y > 0.0f ? g : 0.0f; }
+
+}  // namespace
+
+template <class T, bool Relu>
+void batchnorm_train_nhwc(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps, float momentum,
+                          Tensor& running_mean, Tensor& running_var, Tensor& y, Tensor& save_mean,
+                          Tensor& save_invstd) {
+  const Rows r = rows_of(x);
+  const T* px = x.data<T>();
+  float* prm = running_mean.data<float>();
+  float* prv = running_var.data<float>();
+  float* psm = save_mean.data<float>();
+  float* psi = save_invstd.data<float>();
+  const auto count = static_cast<double>(r.rows);
+  std::vector<double> mean(static_cast<std::size_t>(r.channels)), invstd(mean.size());
+  for_channel_blocks(r, [&](std::int64_t c0, std::int64_t c1) {
+    // Two passes (mean, then squared deviations), as the NCHW kernel.
+    double s[kChannelBlock] = {}, ss[kChannelBlock] = {}, m[kChannelBlock];
+    for (std::int64_t row = 0; row < r.rows; ++row) {
+      const T* xs = px + row * r.channels + c0;
+      for (std::int64_t j = 0; j < c1 - c0; ++j) s[j] += load(xs[j]);
+    }
+    for (std::int64_t j = 0; j < c1 - c0; ++j) m[j] = s[j] / count;
+    for (std::int64_t row = 0; row < r.rows; ++row) {
+      const T* xs = px + row * r.channels + c0;
+      for (std::int64_t j = 0; j < c1 - c0; ++j) {
+        const double dev = load(xs[j]) - m[j];
+        ss[j] += dev * dev;
+      }
+    }
+    for (std::int64_t c = c0; c < c1; ++c) {
+      const double var = ss[c - c0] / count;
+      const double inv = 1.0 / std::sqrt(var + static_cast<double>(eps));
+      const auto uc = static_cast<std::size_t>(c);
+      mean[uc] = m[c - c0];
+      invstd[uc] = inv;
+      psm[c] = static_cast<float>(m[c - c0]);
+      psi[c] = static_cast<float>(inv);
+      const double mom = momentum;
+      prm[c] = static_cast<float>((1.0 - mom) * prm[c] + mom * m[c - c0]);
+      prv[c] = static_cast<float>((1.0 - mom) * prv[c] + mom * var * count / (count - 1.0));
+    }
+  });
+  normalise_rows<T, Relu>(r, px, gamma.data<float>(), beta.data<float>(), mean.data(), invstd.data(), y.data<T>());
+}
+
+template <class T>
+void batchnorm_eval_nhwc(const Tensor& x, const Tensor& gamma, const Tensor& beta, const double* mean,
+                         const double* invstd, Tensor& y) {
+  normalise_rows<T, false>(rows_of(x), x.data<T>(), gamma.data<float>(), beta.data<float>(), mean, invstd, y.data<T>());
+}
+
+template <class T, bool Relu>
+void batchnorm_backward_nhwc(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma,
+                             const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma,
+                             Tensor& dbeta) {
+  const Rows r = rows_of(x);
+  const T* px = x.data<T>();
+  const T* pdy = dy.data<T>();
+  const T* py = Relu ? y.data<T>() : nullptr;
+  const float* pg = gamma.data<float>();
+  const float* psm = save_mean.data<float>();
+  const float* psi = save_invstd.data<float>();
+  T* pdx = dx.data<T>();
+  float* pdg = dgamma.data<float>();
+  float* pdb = dbeta.data<float>();
+  const auto count = static_cast<double>(r.rows);
+  for_channel_blocks(r, [&](std::int64_t c0, std::int64_t c1) {
+    const std::int64_t width = c1 - c0;
+    double m[kChannelBlock], inv[kChannelBlock], sum_dy[kChannelBlock] = {}, sum_dy_xhat[kChannelBlock] = {};
+    for (std::int64_t j = 0; j < width; ++j) {
+      m[j] = psm[c0 + j];
+      inv[j] = psi[c0 + j];
+    }
+    for (std::int64_t row = 0; row < r.rows; ++row) {
+      const std::int64_t at = row * r.channels + c0;
+      for (std::int64_t j = 0; j < width; ++j) {
+        float g = load(pdy[at + j]);
+        if constexpr (Relu) g = relu_masked(g, load(py[at + j]));
+        sum_dy[j] += g;
+        sum_dy_xhat[j] += g * ((load(px[at + j]) - m[j]) * inv[j]);
+      }
+    }
+    double k[kChannelBlock];
+    for (std::int64_t j = 0; j < width; ++j) k[j] = static_cast<double>(pg[c0 + j]) * inv[j] / count;
+    for (std::int64_t row = 0; row < r.rows; ++row) {
+      const std::int64_t at = row * r.channels + c0;
+      for (std::int64_t j = 0; j < width; ++j) {
+        float g = load(pdy[at + j]);
+        if constexpr (Relu) g = relu_masked(g, load(py[at + j]));
+        const double xhat = (load(px[at + j]) - m[j]) * inv[j];
+        pdx[at + j] = store<T>(static_cast<float>(k[j] * (count * g - sum_dy[j] - xhat * sum_dy_xhat[j])));
+      }
+    }
+    for (std::int64_t j = 0; j < width; ++j) {
+      pdg[c0 + j] = static_cast<float>(pdg[c0 + j] + sum_dy_xhat[j]);
+      pdb[c0 + j] = static_cast<float>(pdb[c0 + j] + sum_dy[j]);
+    }
+  });
+}
+
+template <class T>
+void channel_affine_nhwc(const Tensor& x, const float* scale, const float* shift, Tensor& y) {
+  const Rows r = rows_of(x);
+  const T* px = x.data<T>();
+  T* py = y.data<T>();  // may alias x: each element is read before it is written
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelThreshold)
+  for (std::int64_t row = 0; row < r.rows; ++row) {
+    const std::int64_t at = row * r.channels;
+    if (shift == nullptr) {  // the backward map: no + 0, which would turn -0 into +0
+      for (std::int64_t c = 0; c < r.channels; ++c) py[at + c] = store<T>(load(px[at + c]) * scale[c]);
+    } else {
+      for (std::int64_t c = 0; c < r.channels; ++c) py[at + c] = store<T>(load(px[at + c]) * scale[c] + shift[c]);
+    }
+  }
+}
+
+#define CUDL_NHWC_INSTANTIATE(T)                                                                                   \
+  template void batchnorm_train_nhwc<T, false>(const Tensor&, const Tensor&, const Tensor&, float, float, Tensor&, \
+                                               Tensor&, Tensor&, Tensor&, Tensor&);                                \
+  template void batchnorm_train_nhwc<T, true>(const Tensor&, const Tensor&, const Tensor&, float, float, Tensor&,  \
+                                              Tensor&, Tensor&, Tensor&, Tensor&);                                 \
+  template void batchnorm_eval_nhwc<T>(const Tensor&, const Tensor&, const Tensor&, const double*, const double*,  \
+                                       Tensor&);                                                                   \
+  template void batchnorm_backward_nhwc<T, false>(const Tensor&, const Tensor&, const Tensor&, const Tensor&,      \
+                                                  const Tensor&, const Tensor&, Tensor&, Tensor&, Tensor&);        \
+  template void batchnorm_backward_nhwc<T, true>(const Tensor&, const Tensor&, const Tensor&, const Tensor&,       \
+                                                 const Tensor&, const Tensor&, Tensor&, Tensor&, Tensor&);         \
+  template void channel_affine_nhwc<T>(const Tensor&, const float*, const float*, Tensor&);
+CUDL_NHWC_INSTANTIATE(float)
+CUDL_NHWC_INSTANTIATE(bf16)
+CUDL_NHWC_INSTANTIATE(f16)
+#undef CUDL_NHWC_INSTANTIATE
+
+}  // namespace cudl::cpu
