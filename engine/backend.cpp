@@ -451,13 +451,15 @@ void Backend::conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, 
     placed_as(ctx, op, "residual", residual, "x", x);
     check::same_shape(op, "residual", residual, "y", y);
   }
-  if (routes_to_nchw(op, {&x, &residual, &y}, true)) {
+  // The residual is added in y's layout: the backends read it as y is stored.
+  const Tensor res = in_format(ctx, residual, y.format());
+  if (routes_to_nchw(op, {&x, &res, &y}, true)) {
     NchwRoute r(ctx);
-    do_conv2d_bn_forward(ctx, r.in(x), w, bias, bn, p, r.in(residual), relu, r.out(y));
+    do_conv2d_bn_forward(ctx, r.in(x), w, bias, bn, p, r.in(res), relu, r.out(y));
     r.finish();
     return;
   }
-  do_conv2d_bn_forward(ctx, x, w, bias, bn, p, residual, relu, y);
+  do_conv2d_bn_forward(ctx, x, w, bias, bn, p, res, relu, y);
 }
 
 void Backend::compose_conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,

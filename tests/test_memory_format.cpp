@@ -261,3 +261,38 @@ TEST(MemoryFormat, ConvolutionsWriteChannelsLastInHalfWhereOneDnnRunsIt) {
   EXPECT_EQ(parse_activation_format("nchw"), ActivationFormat::contiguous);
   expect_error([] { (void)parse_activation_format("nhwc"); }, {"auto, nchw or channels_last"});
 }
+
+// One input channel into a channels_last output runs the CPU's own kernel (oneDNN has no NHWC half
+// kernel there); it computes the NCHW convolution's values, summed in another order.
+TEST(MemoryFormat, OneChannelConvolutionMatchesNchw) {
+  Context ctx{Device::cpu()};
+  Backend& be = ctx.backend();
+  struct Case {
+    Shape x, w;
+    Conv2dParams p;
+  };
+  const Case cases[] = {{{3, 1, 28, 28}, {32, 1, 3, 3}, {}},
+                        {{2, 1, 9, 7}, {70, 1, 3, 3}, {1, 1}},
+                        {{2, 1, 11, 10}, {5, 1, 5, 3}, {2, 1, 2, 1, 1, 2}}};
+  for (const Case& c : cases) {
+    for (DType dt : {DType::f32, DType::bf16}) {
+      const Tensor x = input(ctx, c.x, 1, kNchw, dt), w = input(ctx, c.w, 2, kNchw, dt),
+                   b = input(ctx, {c.w[0]}, 3, kNchw);
+      const Shape ys = conv2d_output_shape(c.x, c.w, c.p);
+      Tensor y = Tensor::empty(ys, ctx, dt), yf = Tensor::empty(ys, ctx, dt);
+      Tensor cl = Tensor::empty(ys, ctx, dt, kNhwc), clf = Tensor::empty(ys, ctx, dt, kNhwc);
+      be.conv2d_forward(ctx, x, w, c.p, y);
+      be.conv2d_forward(ctx, x, w, c.p, cl);
+      be.conv2d_bias_relu_forward(ctx, x, w, b, c.p, yf);
+      be.conv2d_bias_relu_forward(ctx, x, w, b, c.p, clf);
+      // Rounding: f32 sums of R*S terms of magnitude <= 1, then (bf16) one rounding: at most one
+      // unit in the last place of the result apart (2^-7 relative for bf16).
+      const double rtol = dt == DType::f32 ? 1e-5 : 0x1p-7, atol = dt == DType::f32 ? 1e-6 : 1e-3;
+      const std::string what = fmt::format("x={} w={} {}", c.x, c.w, dtype_name(dt));
+      const auto wide = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+      expect_close(cl.to_vector(ctx), wide(y.to_vector(ctx)), what + " conv", atol, rtol);
+      expect_close(clf.to_vector(ctx), wide(yf.to_vector(ctx)), what + " conv+bias+relu", atol, rtol);
+      EXPECT_TRUE(cl.channels_last());
+    }
+  }
+}

@@ -17,6 +17,7 @@
 #include "cudl/engine/check.hpp"
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/format_route.hpp"
+#include "cudl/kernels/cpu/conv_one_channel.hpp"
 #include "cudl/kernels/cpu/cpu_args.hpp"
 #include "cudl/kernels/cpu/cpu_backend.hpp"
 #include "cudl/kernels/cpu/onednn_conv.hpp"
@@ -169,6 +170,7 @@ void CpuBackend::do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& 
     std::memset(y.raw(), 0, y.nbytes());  // +0 in every float dtype
     return;
   }
+  if (cpu::one_channel_conv_forward(x, w, Tensor(), p, false, y)) return;
   if (cpu::onednn_conv_enabled(ctx.cpu_conv()) && cpu::onednn_conv2d_forward(ctx, x, w, p, y)) return;
   if (any_channels_last({&x, &y})) {  // oneDNN did not take the call: the NCHW code below
     NchwRoute r(ctx);

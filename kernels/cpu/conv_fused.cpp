@@ -12,6 +12,7 @@
 
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/format_route.hpp"
+#include "cudl/kernels/cpu/conv_one_channel.hpp"
 #include "cudl/kernels/cpu/cpu_backend.hpp"
 #include "cudl/kernels/cpu/onednn_conv.hpp"
 
@@ -20,6 +21,7 @@ namespace cudl {
 void CpuBackend::do_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
                                              const Conv2dParams& p, Tensor& y) {
   if (y.numel() == 0) return;
+  if (cpu::one_channel_conv_forward(x, w, bias, p, true, y)) return;
   if (x.numel() > 0 && w.numel() > 0 && cpu::onednn_conv_enabled(ctx.cpu_conv()) &&
       cpu::onednn_conv2d_bias_relu_forward(ctx, x, w, bias, p, y))
     return;
