@@ -950,10 +950,14 @@ void Backend::copy(Context& ctx, const Tensor& src, Tensor& dst) {
                "copy: src={} ({}, {}) and dst={} ({}, {}): a copy between formats keeps the shape and dtype",
                src.shape(), dtype_name(src.dtype()), memory_format_name(src.format()), dst.shape(),
                dtype_name(dst.dtype()), memory_format_name(dst.format()));
-    CUDL_CHECK(src.raw() != dst.raw() || src.nbytes() == 0, "copy: src={} and dst share memory but not a format",
-               src.shape());
-    if (src.nbytes() > 0) do_convert_format(ctx, src, dst);
-    return;
+    // One channel or one pixel: both formats are the same bytes (Tensor::to_format shares them).
+    const bool same_bytes = src.dim(1) == 1 || src.dim(2) * src.dim(3) == 1;
+    if (!same_bytes) {
+      CUDL_CHECK(src.raw() != dst.raw() || src.nbytes() == 0, "copy: src={} and dst share memory but not a format",
+                 src.shape());
+      if (src.nbytes() > 0) do_convert_format(ctx, src, dst);
+      return;
+    }
   }
   if (src.nbytes() > 0 && src.raw() != dst.raw()) do_copy(ctx, src, dst);
 }
