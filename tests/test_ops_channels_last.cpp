@@ -1,0 +1,146 @@
+// The CPU backend's channels_last kernels for pooling, bias and Gram matrices against its NCHW
+// kernels on the same values (the op run on x and on x.contiguous()): pooling and bias bit for
+// bit (NaNs and ties in max windows, padding, windows at the edge, channel counts that are not a
+// multiple of a vector, empty batches, f32/bf16/f16), Gram within the rounding of a different
+// summation order.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cudl/engine/backend.hpp"
+#include "cudl/engine/context.hpp"
+#include "cudl/kernels/cpu/pooling_nhwc.hpp"
+#include "tests/test_util.hpp"
+
+using namespace cudl;
+using namespace cudl::testing;
+
+namespace {
+
+constexpr MemoryFormat kNchw = MemoryFormat::contiguous;
+constexpr MemoryFormat kNhwc = MemoryFormat::channels_last;
+constexpr DType kFloatTypes[] = {DType::f32, DType::bf16, DType::f16};
+
+// Seeded values in a few levels (so max windows hold ties), with a NaN at every 13th element when
+// asked; stored in `dtype` and `format`.
+Tensor pool_input(Context& ctx, const Shape& shape, unsigned seed, DType dtype, MemoryFormat format, bool nans) {
+  std::vector<float> v = random_values(shape.numel(), seed);
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    v[i] = std::floor(v[i] * 3.0f) / 2.0f;  // -1.5 .. 1: six levels
+    if (nans && i % 13 == 5) v[i] = std::numeric_limits<float>::quiet_NaN();
+  }
+  return Tensor::from_host(v, shape, ctx, dtype).to_format(ctx, format);
+}
+
+Tensor values(Context& ctx, const Shape& shape, unsigned seed, DType dtype, MemoryFormat format) {
+  return Tensor::from_host(random_values(shape.numel(), seed), shape, ctx, dtype).to_format(ctx, format);
+}
+
+// Same bits element by element (a NaN equals the same NaN), reporting the first few misses.
+void expect_same_bits(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  int bad = 0;
+  for (std::size_t i = 0; i < got.size(); ++i)
+    if (std::bit_cast<std::uint32_t>(got[i]) != std::bit_cast<std::uint32_t>(want[i]) && ++bad <= 5)
+      ADD_FAILURE() << what << ": [" << i << "] channels_last " << got[i] << ", NCHW " << want[i];
+  EXPECT_EQ(bad, 0) << what;
+}
+
+std::vector<float> as_floats(const std::vector<std::int32_t>& v) { return {v.begin(), v.end()}; }
+
+struct PoolOutputs {
+  std::vector<float> max_y, argmax, max_dx, avg_y, avg_dx;
+};
+
+// All four pooling ops with the image tensors in `format`; y and dx must come back in it.
+PoolOutputs run_pooling(Context& ctx, const Shape& xs, const Pool2dParams& p, DType dt, MemoryFormat format,
+                        bool nans) {
+  Backend& be = ctx.backend();
+  const Tensor x = pool_input(ctx, xs, 11, dt, format, nans);
+  const Shape ys = pool2d_output_shape(xs, p);
+  const Tensor dy = values(ctx, ys, 12, dt, format);
+  Tensor y = Tensor::empty(ys, ctx, dt, format), arg = Tensor::empty(ys, ctx, DType::i32, format);
+  Tensor ay = Tensor::empty(ys, ctx, dt, format);
+  Tensor dx = Tensor::empty(xs, ctx, dt, format), adx = Tensor::empty(xs, ctx, dt, format);
+  be.maxpool2d_forward(ctx, x, p, y, arg);
+  be.maxpool2d_backward(ctx, dy, arg, p, dx);
+  be.avgpool2d_forward(ctx, x, p, ay);
+  be.avgpool2d_backward(ctx, dy, p, adx);
+  EXPECT_EQ(y.format(), format);
+  EXPECT_EQ(dx.format(), format);
+  return {y.to_vector(ctx), as_floats(arg.to_int_vector(ctx)), dx.to_vector(ctx), ay.to_vector(ctx),
+          adx.to_vector(ctx)};
+}
+
+Pool2dParams pool(int k, int s, int pad) { return Pool2dParams{k, k, s, s, pad, pad}; }
+
+}  // namespace
+
+TEST(OpsChannelsLast, PoolingGivesTheNchwBits) {
+  Context ctx{Device::cpu()};
+  // 2x2/2 (even and odd widths), 3x3/2 padded (windows clipped at every edge), 3x3/1 padded
+  // (overlapping windows: backward sums several outputs per input), 2x2/1, 1x1, a 3x2 window.
+  const Pool2dParams params[] = {pool(2, 2, 0), pool(3, 2, 1), pool(3, 1, 1),
+                                 pool(2, 1, 0), pool(1, 1, 0), Pool2dParams{3, 2, 2, 1, 1, 0}};
+  // The last shape is big enough for the kernels' OpenMP loops to split (kParallelWork).
+  const Shape shapes[] = {{2, 3, 7, 9}, {1, 17, 6, 5}, {3, 1, 5, 4}, {2, 40, 4, 6}, {0, 5, 6, 6}, {4, 35, 24, 24}};
+  for (DType dt : kFloatTypes) {
+    for (const Pool2dParams& p : params) {
+      for (const Shape& xs : shapes) {
+        for (bool nans : {false, true}) {
+          const std::string what =
+              fmt::format("{} x={} kernel {}x{} stride {}x{} pad {}x{}{}", dtype_name(dt), xs, p.kernel_h, p.kernel_w,
+                          p.stride_h, p.stride_w, p.pad_h, p.pad_w, nans ? " with NaNs" : "");
+          const PoolOutputs a = run_pooling(ctx, xs, p, dt, kNhwc, nans), b = run_pooling(ctx, xs, p, dt, kNchw, nans);
+          expect_same_bits(a.max_y, b.max_y, what + ": maxpool y");
+          expect_same_bits(a.argmax, b.argmax, what + ": argmax");
+          expect_same_bits(a.max_dx, b.max_dx, what + ": maxpool dx");
+          expect_same_bits(a.avg_y, b.avg_y, what + ": avgpool y");
+          expect_same_bits(a.avg_dx, b.avg_dx, what + ": avgpool dx");
+        }
+      }
+    }
+  }
+}
+
+// One 2x2 window per channel, hand-checked: the first NaN wins and stays, the first maximum wins a
+// tie, -inf everywhere picks the first tap; argmax is h*W+w within the plane, stored channels_last.
+TEST(OpsChannelsLast, MaxWindowRulesByHand) {
+  Context ctx{Device::cpu()};
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  // Logical [1, 4, 2, 2]: channel c holds its window's taps in row-major order.
+  const std::vector<float> taps = {1.0f, nan,   3.0f, nan,   // first NaN (tap 1)
+                                   2.0f, 5.0f,  5.0f, 1.0f,  // tie: tap 1
+                                   -inf, -inf,  -inf, -inf,  // all -inf: tap 0
+                                   0.5f, 0.25f, 0.5f, 7.0f};
+  for (DType dt : kFloatTypes) {
+    const Tensor x = Tensor::from_host(taps, {1, 4, 2, 2}, ctx, dt).to_format(ctx, kNhwc);
+    Tensor y = Tensor::empty({1, 4, 1, 1}, ctx, dt, kNhwc), arg = Tensor::empty({1, 4, 1, 1}, ctx, DType::i32, kNhwc);
+    cpu::maxpool2d_forward_nhwc(x, Pool2dParams{}, y, arg);  // the kernel itself, not the front's route
+    const std::vector<float> got = y.to_vector(ctx);
+    EXPECT_TRUE(std::isnan(got[0])) << dtype_name(dt);
+    EXPECT_EQ(got[1], 5.0f) << dtype_name(dt);
+    EXPECT_EQ(got[2], -inf) << dtype_name(dt);
+    EXPECT_EQ(got[3], 7.0f) << dtype_name(dt);
+    EXPECT_EQ(arg.to_int_vector(ctx), (std::vector<std::int32_t>{1, 1, 0, 3})) << dtype_name(dt);
+  }
+}
+
+TEST(OpsChannelsLast, MaxpoolBackwardRefusesArgmaxOutsideThePlane) {
+  Context ctx{Device::cpu()};
+  const Tensor dy = values(ctx, {1, 3, 2, 2}, 1, DType::f32, kNhwc);
+  std::vector<std::int32_t> bad(12, 0);
+  bad[7] = 16;  // a 4x4 plane has positions 0..15
+  const Tensor arg = Tensor::from_host(std::span<const std::int32_t>(bad), {1, 3, 2, 2}, ctx).to_format(ctx, kNhwc);
+  Tensor dx = Tensor::empty({1, 3, 4, 4}, ctx, DType::f32, kNhwc);
+  expect_error([&] { ctx.backend().maxpool2d_backward(ctx, dy, arg, Pool2dParams{}, dx); },
+               {"maxpool2d_backward", "1 argmax entries", "4x4"});
+}
