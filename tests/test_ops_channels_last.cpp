@@ -144,3 +144,30 @@ TEST(OpsChannelsLast, MaxpoolBackwardRefusesArgmaxOutsideThePlane) {
   expect_error([&] { ctx.backend().maxpool2d_backward(ctx, dy, arg, Pool2dParams{}, dx); },
                {"maxpool2d_backward", "1 argmax entries", "4x4"});
 }
+
+TEST(OpsChannelsLast, BiasAddAndGradGiveTheNchwBits) {
+  Context ctx{Device::cpu()};
+  Backend& be = ctx.backend();
+  // Pixels per sample below, at and past sum_row's 32 lanes, with a tail; 1 and 17 channels; 1x1.
+  const Shape shapes[] = {{2, 3, 5, 7}, {3, 17, 8, 8}, {2, 1, 9, 9}, {2, 40, 33, 33}, {4, 24, 1, 1}, {0, 5, 3, 3}};
+  for (DType dt : kFloatTypes) {
+    for (const Shape& s : shapes) {
+      for (bool accumulate : {false, true}) {
+        const std::string what = fmt::format("{} {} accumulate={}", dtype_name(dt), s, accumulate);
+        const Tensor bias = values(ctx, {s[1]}, 2, DType::f32, kNchw);
+        std::vector<float> y[2], db[2];
+        for (MemoryFormat f : {kNhwc, kNchw}) {
+          const int i = f == kNhwc ? 0 : 1;
+          Tensor t = values(ctx, s, 3, dt, f);
+          be.bias_add(ctx, t, bias);
+          Tensor grad = values(ctx, {s[1]}, 4, DType::f32, kNchw);
+          be.bias_grad(ctx, values(ctx, s, 5, dt, f), grad, accumulate);
+          y[i] = t.to_vector(ctx);
+          db[i] = grad.to_vector(ctx);
+        }
+        expect_same_bits(y[0], y[1], what + ": bias_add");
+        expect_same_bits(db[0], db[1], what + ": bias_grad");
+      }
+    }
+  }
+}
