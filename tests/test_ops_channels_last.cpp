@@ -171,3 +171,60 @@ TEST(OpsChannelsLast, BiasAddAndGradGiveTheNchwBits) {
     }
   }
 }
+
+// Gram matrices: the same GEMMs with the transposition on the other operand. The sums may run in
+// another order, so the bound is that of two f32 accumulations of K products each (K u sum|terms|,
+// u = 2^-24, for each side) plus, for a half dx, one rounding step of the half format.
+TEST(OpsChannelsLast, GramMatchesNchwWithinSummationRounding) {
+  Context ctx{Device::cpu()};
+  Backend& be = ctx.backend();
+  const Shape shapes[] = {{2, 16, 6, 6}, {1, 1, 4, 4}, {3, 8, 1, 1},   {2, 5, 3, 7},
+                          {1, 1, 1, 1},  {0, 4, 3, 3}, {2, 64, 20, 20}};
+  for (DType dt : kFloatTypes) {
+    for (const Shape& s : shapes) {
+      const std::string what = fmt::format("{} x={}", dtype_name(dt), s);
+      const std::int64_t n = s[0], c = s[1], hw = s[2] * s[3];
+      const Tensor dg = values(ctx, {n, c, c}, 8, DType::f32, kNchw);
+      std::vector<float> g[2], dx[2];
+      for (MemoryFormat f : {kNhwc, kNchw}) {
+        const int i = f == kNhwc ? 0 : 1;
+        const Tensor x = values(ctx, s, 7, dt, f);
+        Tensor gt = Tensor::empty({n, c, c}, ctx), dxt = Tensor::empty(s, ctx, dt, f);
+        be.gram_forward(ctx, x, gt);
+        be.gram_backward(ctx, x, dg, dxt);
+        EXPECT_EQ(dxt.format(), f) << what;
+        g[i] = gt.to_vector(ctx);
+        dx[i] = dxt.to_vector(ctx);
+      }
+      // The bounds from the values themselves: x as stored (rounded to dt), S = dG + dGᵀ as the
+      // kernel rounds it.
+      const std::vector<float> xv = values(ctx, s, 7, dt, kNchw).to_vector(ctx), dgv = dg.to_vector(ctx);
+      const double u = std::ldexp(1.0, -24), alpha = 1.0 / static_cast<double>(std::max<std::int64_t>(c * hw, 1));
+      const double half_step = dt == DType::bf16 ? std::ldexp(1.0, -7) : dt == DType::f16 ? std::ldexp(1.0, -10) : 0.0;
+      ASSERT_EQ(g[0].size(), g[1].size()) << what;
+      ASSERT_EQ(dx[0].size(), dx[1].size()) << what;
+      for (std::int64_t b = 0; b < n; ++b) {
+        const float* f = xv.data() + b * c * hw;
+        for (std::int64_t i = 0; i < c; ++i) {
+          for (std::int64_t j = 0; j < c; ++j) {
+            double mag = 0;
+            for (std::int64_t k = 0; k < hw; ++k) mag += std::abs(static_cast<double>(f[i * hw + k]) * f[j * hw + k]);
+            const auto at = static_cast<std::size_t>((b * c + i) * c + j);
+            EXPECT_LE(std::abs(g[0][at] - g[1][at]), 2.0 * hw * u * mag * alpha + 1e-30) << what << " G[" << at << "]";
+          }
+          for (std::int64_t k = 0; k < hw; ++k) {
+            double mag = 0;
+            for (std::int64_t j = 0; j < c; ++j) {
+              const double sym = dgv[static_cast<std::size_t>((b * c + i) * c + j)] +
+                                 dgv[static_cast<std::size_t>((b * c + j) * c + i)];
+              mag += std::abs(sym * f[j * hw + k]);
+            }
+            const auto at = static_cast<std::size_t>(b * c * hw + i * hw + k);
+            const double tol = 2.0 * c * u * mag * alpha * (1.0 + half_step) + half_step * std::abs(dx[1][at]) + 1e-30;
+            EXPECT_LE(std::abs(dx[0][at] - dx[1][at]), tol) << what << " dx[" << at << "]";
+          }
+        }
+      }
+    }
+  }
+}

@@ -34,8 +34,9 @@ void transpose_samples(const T* src, T* dst, std::int64_t samples, std::int64_t 
 
 // The ops with channels_last kernels on the CPU. The convolutions go to oneDNN with the
 // tensors' own layouts (and fall back through NCHW copies where oneDNN does not take a call);
-// pooling (pooling_nhwc.cpp), bias_add and bias_grad (gemm.cpp) have their own NHWC loops.
-constexpr std::array<std::string_view, 10> kChannelsLastOps = {"conv2d_forward",
+// pooling (pooling_nhwc.cpp), bias_add and bias_grad (gemm.cpp) and the Gram matrices (gram.cpp)
+// have their own NHWC loops or GEMM operand flags.
+constexpr std::array<std::string_view, 12> kChannelsLastOps = {"conv2d_forward",
                                                                "conv2d_backward_data",
                                                                "conv2d_backward_filter",
                                                                "conv2d_bias_relu_forward",
@@ -44,7 +45,9 @@ constexpr std::array<std::string_view, 10> kChannelsLastOps = {"conv2d_forward",
                                                                "avgpool2d_forward",
                                                                "avgpool2d_backward",
                                                                "bias_add",
-                                                               "bias_grad"};
+                                                               "bias_grad",
+                                                               "gram_forward",
+                                                               "gram_backward"};
 
 }  // namespace
 
