@@ -145,6 +145,26 @@ TEST(OpsChannelsLast, MaxpoolBackwardRefusesArgmaxOutsideThePlane) {
                {"maxpool2d_backward", "1 argmax entries", "4x4"});
 }
 
+// An argmax that names an input of the plane outside its own window (not what maxpool2d_forward
+// writes, but valid for maxpool2d_backward): the 2x2 fast path hands the call to the general one,
+// which adds it where it points, as the NCHW kernel does.
+TEST(OpsChannelsLast, MaxpoolBackwardTakesArgmaxOutsideItsWindow) {
+  Context ctx{Device::cpu()};
+  for (DType dt : kFloatTypes) {
+    const Shape ys{2, 3, 2, 3}, xs{2, 3, 5, 6};
+    std::vector<std::int32_t> arg(static_cast<std::size_t>(ys.numel()));
+    for (std::size_t i = 0; i < arg.size(); ++i) arg[i] = static_cast<std::int32_t>(i * 7 % 30);  // repeats too
+    std::vector<float> dx[2];
+    for (MemoryFormat f : {kNhwc, kNchw}) {
+      const Tensor a = Tensor::from_host(std::span<const std::int32_t>(arg), ys, ctx).to_format(ctx, f);
+      Tensor d = Tensor::empty(xs, ctx, dt, f);
+      ctx.backend().maxpool2d_backward(ctx, values(ctx, ys, 9, dt, f), a, Pool2dParams{}, d);
+      dx[f == kNhwc ? 0 : 1] = d.to_vector(ctx);
+    }
+    expect_same_bits(dx[0], dx[1], std::string(dtype_name(dt)) + ": maxpool dx");
+  }
+}
+
 TEST(OpsChannelsLast, BiasAddAndGradGiveTheNchwBits) {
   Context ctx{Device::cpu()};
   Backend& be = ctx.backend();

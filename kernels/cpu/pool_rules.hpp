@@ -1,6 +1,7 @@
 #pragma once
 // The maximum rules shared by the CPU's NCHW pooling kernels (pooling.cpp) and its channels_last
-// ones (pooling_nhwc.cpp), so both formats pick the same tap and give the same bits.
+// ones (pooling_nhwc.cpp), so both formats pick the same tap and give the same bits, and the
+// exact store of a picked value.
 #include <bit>
 #include <cstdint>
 #include <type_traits>
@@ -35,6 +36,24 @@ inline void nan_first(float v, std::int32_t at, float& best, std::int32_t& where
   const bool take = v != v;
   best = take ? v : best;
   where = take ? at : where;
+}
+
+// A float that holds a bf16 value exactly, back to its bits as store<bf16> gives them (a NaN
+// quieted), with a select where store's NaN branch keeps a loop from vectorising.
+inline std::uint16_t exact_bf16_bits(float v) {
+  const std::uint32_t u = std::bit_cast<std::uint32_t>(v);
+  const auto bits = static_cast<std::uint16_t>(u >> 16);
+  return (u & 0x7fffffffu) > 0x7f800000u ? static_cast<std::uint16_t>(bits | 0x0040u) : bits;
+}
+
+// out[i] = v rounded to T, for a v that came from T (a maximum, or 0 + a gradient): exact.
+template <class T>
+void put(T* out, std::int64_t i, float v) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    reinterpret_cast<std::uint16_t*>(out)[i] = exact_bf16_bits(v);
+  } else {
+    out[i] = store<T>(v);
+  }
 }
 
 }  // namespace cudl::cpu

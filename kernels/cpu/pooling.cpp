@@ -34,6 +34,7 @@ PoolGeometry geometry(const Shape& x, const Shape& y) { return {x[0] * x[1], x[2
 
 using cpu::bigger;
 using cpu::nan_first;
+using cpu::put;
 using cpu::read;
 
 // The common 2x2, stride-2, unpadded window: four loads and selects per output, vectorised (AVX2:
@@ -101,23 +102,6 @@ CUDL_CPU_CLONES void pair_winners(const T* in, std::int64_t n, float* __restrict
     nan_first(a, at, v, i);
     best[j] = v;
     where[j] = i;
-  }
-}
-
-// A float that holds a bf16 value exactly, back to its bits as store<bf16> gives them (a NaN
-// quieted), with a select where store's NaN branch keeps the loop below from vectorising.
-inline std::uint16_t exact_bf16_bits(float v) {
-  const std::uint32_t u = std::bit_cast<std::uint32_t>(v);
-  const auto bits = static_cast<std::uint16_t>(u >> 16);
-  return (u & 0x7fffffffu) > 0x7f800000u ? static_cast<std::uint16_t>(bits | 0x0040u) : bits;
-}
-
-template <class T>
-void put(T* out, std::int64_t i, float v) {
-  if constexpr (std::is_same_v<T, bf16>) {
-    reinterpret_cast<std::uint16_t*>(out)[i] = exact_bf16_bits(v);
-  } else {
-    out[i] = store<T>(v);
   }
 }
 

@@ -83,12 +83,49 @@ CUDL_CPU_CLONES void sum_window(const T* in, std::int64_t w, std::int64_t c, con
     }
 }
 
+bool is_2x2(const Pool2dParams& p) {
+  return p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0;
+}
+
+// The common 2x2, stride-2, unpadded window of one output pixel: its four taps (top-left at plane
+// position i00) in one vectorised pass over the channels, the rules of max_window unrolled.
+template <class T>
+CUDL_CPU_CLONES void max_2x2(const T* top, const T* bottom, std::int64_t c, std::int32_t i00, std::int32_t w,
+                             T* __restrict out, std::int32_t* __restrict arg) {
+  for (std::int64_t k = 0; k < c; ++k) {
+    const float v0 = read(top, k), v1 = read(top + c, k), v2 = read(bottom, k), v3 = read(bottom + c, k);
+    float best = v0;
+    std::int32_t where = i00;
+    bigger(v1, i00 + 1, best, where);
+    bigger(v2, i00 + w, best, where);
+    bigger(v3, i00 + w + 1, best, where);
+    nan_first(v3, i00 + w + 1, best, where);
+    nan_first(v2, i00 + w, best, where);
+    nan_first(v1, i00 + 1, best, where);
+    nan_first(v0, i00, best, where);
+    put(out, k, best);
+    arg[k] = where;
+  }
+}
+
+template <class T>
+void max_forward_2x2(const Geometry& g, const T* px, T* py, std::int32_t* pa) {
+#pragma omp parallel for schedule(static) if (g.n * g.p * g.q * g.c * 4 >= kParallelWork)
+  for (std::int64_t o = 0; o < g.n * g.p * g.q; ++o) {
+    const std::int64_t oh = o / g.q % g.p, ow = o % g.q, i00 = 2 * oh * g.w + 2 * ow;
+    const T* top = px + (o / (g.p * g.q) * g.h * g.w + i00) * g.c;
+    max_2x2(top, top + g.w * g.c, g.c, static_cast<std::int32_t>(i00), static_cast<std::int32_t>(g.w), py + o * g.c,
+            pa + o * g.c);
+  }
+}
+
 template <class T>
 void max_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
   const Geometry g = geometry(x.shape(), y.shape());
   const T* px = x.data<T>();
   T* py = y.data<T>();
   std::int32_t* pa = argmax.data<std::int32_t>();
+  if (is_2x2(p)) return max_forward_2x2(g, px, py, pa);
 #pragma omp parallel if (y.numel() * p.kernel_h * p.kernel_w >= kParallelWork)
   {
     std::vector<float> best(static_cast<std::size_t>(g.c));
@@ -202,12 +239,56 @@ std::int64_t for_each_block(const Geometry& g, std::int64_t work, Body&& body) {
   return total;
 }
 
+// The 2x2, stride-2, unpadded backward of one output pixel: its window's four inputs belong to it
+// alone, so each gets 0 + dy where the argmax names it and 0 elsewhere (the general path's sums,
+// without an accumulator). Returns how many argmax entries lie outside the window (none from
+// maxpool2d_forward; else the caller redoes everything on the general path).
 template <class T>
-void max_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) {
+CUDL_CPU_CLONES std::int64_t max_backward_2x2(const T* __restrict dy, const std::int32_t* __restrict arg,
+                                              std::int64_t c, std::int32_t i00, std::int32_t w, T* __restrict top,
+                                              T* __restrict bottom) {
+  std::int64_t stray = 0;
+  for (std::int64_t k = 0; k < c; ++k) {
+    const std::int32_t a = arg[k];
+    const float d = 0.0f + load(dy[k]);
+    put(top, k, a == i00 ? d : 0.0f);
+    put(top + c, k, a == i00 + 1 ? d : 0.0f);
+    put(bottom, k, a == i00 + w ? d : 0.0f);
+    put(bottom + c, k, a == i00 + w + 1 ? d : 0.0f);
+    stray += a != i00 && a != i00 + 1 && a != i00 + w && a != i00 + w + 1 ? 1 : 0;
+  }
+  return stray;
+}
+
+// All of dx through max_backward_2x2, a task per (sample, output row): input rows 2oh and 2oh + 1,
+// plus the last row and column where h or w is odd (in no window: zeros). Returns the strays.
+template <class T>
+std::int64_t max_backward_2x2_all(const Geometry& g, const T* pdy, const std::int32_t* pa, T* pdx) {
+  std::int64_t stray = 0;
+#pragma omp parallel for schedule(static) reduction(+ : stray) if (g.n * g.h * g.w * g.c >= kParallelWork)
+  for (std::int64_t r = 0; r < g.n * g.p; ++r) {
+    const std::int64_t n = r / g.p, oh = r % g.p;
+    T* sample = pdx + n * g.h * g.w * g.c;
+    for (std::int64_t ow = 0; ow < g.q; ++ow) {
+      const std::int64_t o = r * g.q + ow, i00 = 2 * oh * g.w + 2 * ow;
+      stray += max_backward_2x2(pdy + o * g.c, pa + o * g.c, g.c, static_cast<std::int32_t>(i00),
+                                static_cast<std::int32_t>(g.w), sample + i00 * g.c, sample + (i00 + g.w) * g.c);
+    }
+    for (std::int64_t ih = 2 * oh; ih < 2 * oh + 2; ++ih)  // columns past 2q
+      std::fill(sample + (ih * g.w + 2 * g.q) * g.c, sample + (ih + 1) * g.w * g.c, store<T>(0.0f));
+    if (oh == g.p - 1)  // rows past 2p
+      std::fill(sample + 2 * g.p * g.w * g.c, sample + g.h * g.w * g.c, store<T>(0.0f));
+  }
+  return stray;
+}
+
+template <class T>
+void max_backward(const Tensor& dy, const Tensor& argmax, const Pool2dParams& p, Tensor& dx) {
   const Geometry g = geometry(dx.shape(), dy.shape());
   const T* pdy = dy.data<T>();
   const std::int32_t* pa = argmax.data<std::int32_t>();
   T* pdx = dx.data<T>();
+  if (is_2x2(p) && max_backward_2x2_all(g, pdy, pa, pdx) == 0) return;
   const std::int64_t bad = for_each_block(g, dy.numel(), [&](const Task& t, float* acc) {
     const std::int64_t stray = max_backward_block(pdy, pa, g, t, acc);
     store_block(acc, g, t, pdx);
@@ -236,8 +317,8 @@ void maxpool2d_forward_nhwc(const Tensor& x, const Pool2dParams& p, Tensor& y, T
   dispatch_float(x.dtype(), "maxpool2d_forward", [&](auto tag) { max_forward<decltype(tag)>(x, p, y, argmax); });
 }
 
-void maxpool2d_backward_nhwc(const Tensor& dy, const Tensor& argmax, const Pool2dParams&, Tensor& dx) {
-  dispatch_float(dy.dtype(), "maxpool2d_backward", [&](auto tag) { max_backward<decltype(tag)>(dy, argmax, dx); });
+void maxpool2d_backward_nhwc(const Tensor& dy, const Tensor& argmax, const Pool2dParams& p, Tensor& dx) {
+  dispatch_float(dy.dtype(), "maxpool2d_backward", [&](auto tag) { max_backward<decltype(tag)>(dy, argmax, p, dx); });
 }
 
 void avgpool2d_forward_nhwc(const Tensor& x, const Pool2dParams& p, Tensor& y) {
