@@ -1,4 +1,5 @@
-// Gram matrices for style losses: per sample, F = x[n] viewed as [C, H*W], G = F Fᵀ / (C*H*W).
+// Gram matrices for style losses: per sample, F = x[n] viewed as [C, H*W], G = F Fᵀ / (C*H*W), for
+// NCHW and channels_last x (the latter as the same GEMMs on the transposed storage).
 // Both directions are GEMMs (cpu::sgemm; a half x on oneDNN's half matmul where it is native),
 // threaded by the same pool as the convolutions around them (OpenBLAS's ssyrk did half the multiply-adds but woke
 // OpenBLAS's own spinning pool, which fought the OpenMP threads for the cores in every style iteration).
@@ -50,21 +51,24 @@ void CpuBackend::do_gram_forward(Context& ctx, const Tensor& x, Tensor& g) {
   const bool half = x.dtype() != DType::f32;
   std::optional<Workspace> widened;
   if (half) widened.emplace(ctx, static_cast<std::size_t>(c * hw) * sizeof(float));
+  // NCHW stores F = x[n] as [C, HW] row-major, so G = F Fᵀ; channels_last stores Fᵀ ([HW, C]), so
+  // G = (Fᵀ)ᵀ Fᵀ: the same product with the transposition on the other operand, no copy.
+  const bool cl = x.channels_last();
+  const std::int64_t ld = cl ? c : std::max<std::int64_t>(hw, 1);
   for (std::int64_t s = 0; s < n; ++s) {
     float* gs = pg + s * c * c;
-    const std::int64_t ld = hw > 0 ? hw : 1;
     if (!half) {
       const float* f = x.data<float>() + s * c * hw;
-      cpu::sgemm(ctx.cpu_gemm(), false, true, c, c, hw, alpha, f, ld, f, ld, 0.0f, gs, c);
+      cpu::sgemm(ctx.cpu_gemm(), cl, !cl, c, c, hw, alpha, f, ld, f, ld, 0.0f, gs, c);
     } else {
       const auto* f =
           static_cast<const std::byte*>(x.raw()) + s * c * hw * static_cast<std::int64_t>(dtype_size(x.dtype()));
-      if (hw == 0 || !cpu::onednn_half_gemm(ctx.cpu_gemm(), false, true, c, c, hw, alpha, x.dtype(), f, ld, f, ld, 0.0f,
+      if (hw == 0 || !cpu::onednn_half_gemm(ctx.cpu_gemm(), cl, !cl, c, c, hw, alpha, x.dtype(), f, ld, f, ld, 0.0f,
                                             DType::f32, gs, c)) {
         auto* wf = static_cast<float*>(widened->data());
         cpu::dispatch_float(x.dtype(), op,
                             [&](auto tag) { cpu::widen(reinterpret_cast<const decltype(tag)*>(f), wf, c * hw); });
-        cpu::sgemm(ctx.cpu_gemm(), false, true, c, c, hw, alpha, wf, ld, wf, ld, 0.0f, gs, c);
+        cpu::sgemm(ctx.cpu_gemm(), cl, !cl, c, c, hw, alpha, wf, ld, wf, ld, 0.0f, gs, c);
       }
     }
     // A GEMM kernel may sum G[i][j] and G[j][i] in different orders; a Gram matrix is symmetric
@@ -86,6 +90,16 @@ void CpuBackend::do_gram_backward(Context& ctx, const Tensor& x, const Tensor& d
   // GEMM runs in half with f32 sums, dx rounded once: autocast's half matmul backward, and what the
   // CUDA backend does (kernels/cublas/gram.cpp). Without a native half GEMM here, the rounded S
   // and x are widened (exactly) for sgemm: the same products.
+  // Channels_last: dx[n] and x[n] are stored transposed ([HW, C]), and dXᵀ = alpha Xᵀ Sᵀ = alpha Xᵀ S
+  // (S is symmetric): the product with its operands swapped, written [HW, C].
+  const bool cl = x.channels_last();
+  const std::int64_t m = cl ? hw : c, cols = cl ? c : hw;
+  const auto product = [&](CpuGemm gemm, const float* sym, const float* xs, float* out) {
+    if (cl)
+      cpu::sgemm(gemm, false, false, hw, c, c, alpha, xs, c, sym, c, 0.0f, out, c);
+    else
+      cpu::sgemm(gemm, false, false, c, hw, c, alpha, sym, c, xs, hw, 0.0f, out, hw);
+  };
   cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     const T* px = x.data<T>();
@@ -97,11 +111,12 @@ void CpuBackend::do_gram_backward(Context& ctx, const Tensor& x, const Tensor& d
       const float* d = pdg + s * c * c;
       symmetrise(d, c, sym.data());
       if constexpr (std::is_same_v<T, float>) {
-        cpu::sgemm(ctx.cpu_gemm(), false, false, c, hw, c, alpha, sym.data(), c, px + s * c * hw, hw, 0.0f,
-                   pdx + s * c * hw, hw);
+        product(ctx.cpu_gemm(), sym.data(), px + s * c * hw, pdx + s * c * hw);
       } else {
-        if (cpu::onednn_half_gemm(ctx.cpu_gemm(), false, false, c, hw, c, alpha, x.dtype(), sym.data(), c,
-                                  px + s * c * hw, hw, 0.0f, x.dtype(), pdx + s * c * hw, hw))
+        const T* a = cl ? px + s * c * hw : sym.data();
+        const T* b = cl ? sym.data() : px + s * c * hw;
+        if (cpu::onednn_half_gemm(ctx.cpu_gemm(), false, false, m, cols, c, alpha, x.dtype(), a, c, b, cols, 0.0f,
+                                  x.dtype(), pdx + s * c * hw, cols))
           continue;
         if (!widened) {
           widened.emplace(ctx, static_cast<std::size_t>(2 * c * hw) * sizeof(float));
@@ -111,7 +126,7 @@ void CpuBackend::do_gram_backward(Context& ctx, const Tensor& x, const Tensor& d
         float* wx = static_cast<float*>(widened->data());
         float* wdx = wx + c * hw;
         cpu::widen(px + s * c * hw, wx, c * hw);
-        cpu::sgemm(ctx.cpu_gemm(), false, false, c, hw, c, alpha, wsym.data(), c, wx, hw, 0.0f, wdx, hw);
+        product(ctx.cpu_gemm(), wsym.data(), wx, wdx);
         cpu::narrow(wdx, pdx + s * c * hw, c * hw);
       }
     }

@@ -34,9 +34,14 @@ void transpose_samples(const T* src, T* dst, std::int64_t samples, std::int64_t 
 
 // The ops with channels_last kernels on the CPU. The convolutions go to oneDNN with the
 // tensors' own layouts (and fall back through NCHW copies where oneDNN does not take a call).
-constexpr std::array<std::string_view, 11> kChannelsLastOps = {
-    // kernels/cpu/onednn_conv.cpp
-    "conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter", "conv2d_bias_relu_forward",
+constexpr std::array<std::string_view, 20> kChannelsLastOps = {
+    // kernels/cpu/onednn_conv.cpp (conv_fused.cpp: conv2d_bn_forward's fused primitive, or its
+    // composition of the ops below)
+    "conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter", "conv2d_bias_relu_forward", "conv2d_bn_forward",
+    // kernels/cpu/pooling_nhwc.cpp
+    "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
+    // kernels/cpu/gemm.cpp, gram.cpp: NHWC loops, GEMM operand flags
+    "bias_add", "bias_grad", "gram_forward", "gram_backward",
     // kernels/cpu/normalization_nhwc.cpp
     "channel_affine", "channel_affine_backward", "batchnorm_forward_train", "batchnorm_forward_eval",
     "batchnorm_backward", "batchnorm_relu_forward_train", "batchnorm_relu_backward"};

@@ -1,4 +1,5 @@
-// Max and average pooling on the CPU, OpenMP over the N*C planes.
+// Max and average pooling on the CPU, OpenMP over the N*C planes; channels_last tensors go to
+// pooling_nhwc.cpp.
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -11,6 +12,8 @@
 #include "cudl/engine/context.hpp"
 #include "cudl/kernels/cpu/cpu_args.hpp"
 #include "cudl/kernels/cpu/cpu_backend.hpp"
+#include "cudl/kernels/cpu/pool_rules.hpp"
+#include "cudl/kernels/cpu/pooling_nhwc.hpp"
 #include "cudl/kernels/cpu/simd_clones.hpp"
 
 namespace cudl {
@@ -29,33 +32,10 @@ std::int64_t window_work(const Tensor& out, const Pool2dParams& p) { return out.
 
 PoolGeometry geometry(const Shape& x, const Shape& y) { return {x[0] * x[1], x[2], x[3], y[2], y[3]}; }
 
-// p[i] widened to f32. A bf16 is read as its 16 bits (the struct's one member): the vectoriser
-// finds no vector type for strided loads of the struct itself.
-template <class T>
-float read(const T* p, std::int64_t i) {
-  if constexpr (std::is_same_v<T, bf16>) {
-    return std::bit_cast<float>(static_cast<std::uint32_t>(reinterpret_cast<const std::uint16_t*>(p)[i]) << 16);
-  } else {
-    return load(p[i]);
-  }
-}
-
-// The maximum rules (those of the general path's scalar scan, maxpool_one): taps in row-major
-// order, a strictly larger value replaces the best so the first maximum wins ties, and a NaN wins
-// and stays - so the result is the first NaN if there is one, else the first maximum. Written as
-// two kinds of select, each on one comparison, because GCC 12 vectorises those but not a select on
-// the combined condition (v > best || (isnan(v) && !isnan(best))): `bigger` over the taps in
-// order, then `nan_first` over them in reverse, so the earliest NaN is applied last.
-inline void bigger(float v, std::int32_t at, float& best, std::int32_t& where) {
-  const bool take = v > best;
-  best = take ? v : best;
-  where = take ? at : where;
-}
-inline void nan_first(float v, std::int32_t at, float& best, std::int32_t& where) {
-  const bool take = v != v;
-  best = take ? v : best;
-  where = take ? at : where;
-}
+using cpu::bigger;
+using cpu::nan_first;
+using cpu::put;
+using cpu::read;
 
 // The common 2x2, stride-2, unpadded window: four loads and selects per output, vectorised (AVX2:
 // its rows are short, simd_clones.hpp).
@@ -122,23 +102,6 @@ CUDL_CPU_CLONES void pair_winners(const T* in, std::int64_t n, float* __restrict
     nan_first(a, at, v, i);
     best[j] = v;
     where[j] = i;
-  }
-}
-
-// A float that holds a bf16 value exactly, back to its bits as store<bf16> gives them (a NaN
-// quieted), with a select where store's NaN branch keeps the loop below from vectorising.
-inline std::uint16_t exact_bf16_bits(float v) {
-  const std::uint32_t u = std::bit_cast<std::uint32_t>(v);
-  const auto bits = static_cast<std::uint16_t>(u >> 16);
-  return (u & 0x7fffffffu) > 0x7f800000u ? static_cast<std::uint16_t>(bits | 0x0040u) : bits;
-}
-
-template <class T>
-void put(T* out, std::int64_t i, float v) {
-  if constexpr (std::is_same_v<T, bf16>) {
-    reinterpret_cast<std::uint16_t*>(out)[i] = exact_bf16_bits(v);
-  } else {
-    out[i] = store<T>(v);
   }
 }
 
@@ -415,21 +378,25 @@ void avgpool_backward(const Tensor& dy, const Pool2dParams& p, Tensor& dx) {
 }  // namespace
 
 void CpuBackend::do_maxpool2d_forward(Context&, const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
+  if (x.channels_last()) return cpu::maxpool2d_forward_nhwc(x, p, y, argmax);
   cpu::dispatch_float(x.dtype(), "maxpool2d_forward",
                       [&](auto tag) { maxpool_forward<decltype(tag)>(x, p, y, argmax); });
 }
 
 void CpuBackend::do_maxpool2d_backward(Context&, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p,
                                        Tensor& dx) {
+  if (dy.channels_last()) return cpu::maxpool2d_backward_nhwc(dy, argmax, p, dx);
   cpu::dispatch_float(dy.dtype(), "maxpool2d_backward",
                       [&](auto tag) { maxpool_backward<decltype(tag)>(dy, argmax, p, dx); });
 }
 
 void CpuBackend::do_avgpool2d_forward(Context&, const Tensor& x, const Pool2dParams& p, Tensor& y) {
+  if (x.channels_last()) return cpu::avgpool2d_forward_nhwc(x, p, y);
   cpu::dispatch_float(x.dtype(), "avgpool2d_forward", [&](auto tag) { avgpool_forward<decltype(tag)>(x, p, y); });
 }
 
 void CpuBackend::do_avgpool2d_backward(Context&, const Tensor& dy, const Pool2dParams& p, Tensor& dx) {
+  if (dy.channels_last()) return cpu::avgpool2d_backward_nhwc(dy, p, dx);
   cpu::dispatch_float(dy.dtype(), "avgpool2d_backward", [&](auto tag) { avgpool_backward<decltype(tag)>(dy, p, dx); });
 }
 
