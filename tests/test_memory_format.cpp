@@ -113,6 +113,15 @@ TEST(MemoryFormat, LayoutAwareOpsGiveTheNchwResult) {
       be.bias_grad(ctx, dy, db, false);
       return Outputs{y.to_vector(ctx), fused.to_vector(ctx), dx.to_vector(ctx), dw.to_vector(ctx), db.to_vector(ctx)};
     });
+    expect_same_in_both_formats("conv2d + batch norm (+ residual, ReLU) " + name, [&](MemoryFormat f) {
+      const Tensor x = input(ctx, xs, 21, f, dt), residual = input(ctx, {2, 8, 6, 6}, 22, f, dt);
+      BatchNormEval bn{input(ctx, {8}, 23, kNchw), input(ctx, {8}, 24, kNchw), input(ctx, {8}, 25, kNchw),
+                       Tensor::full({8}, 2.0f, ctx), 1e-5f};
+      Tensor y = Tensor::empty({2, 8, 6, 6}, ctx, dt, f), yr = Tensor::empty_like(y, ctx);
+      be.conv2d_bn_forward(ctx, x, w, bias, bn, cp, Tensor(), false, y);
+      be.conv2d_bn_forward(ctx, x, w, Tensor(), bn, cp, residual.contiguous(ctx), true, yr);
+      return Outputs{y.to_vector(ctx), yr.to_vector(ctx)};
+    });
     expect_same_in_both_formats("pooling " + name, [&](MemoryFormat f) {
       const Tensor x = input(ctx, xs, 5, f, dt), dy = input(ctx, {2, 16, 3, 3}, 6, f, dt);
       Tensor y = Tensor::empty({2, 16, 3, 3}, ctx, dt, f), arg = Tensor::empty({2, 16, 3, 3}, ctx, DType::i32, f);
