@@ -12,6 +12,13 @@ using cuda_detail::float_type;
 using cuda_detail::stream_of;
 
 void CudaBackend::do_bias_add(Context& ctx, Tensor& y, const Tensor& bias) {
+  if (y.channels_last()) {  // NHWC: the channel is the fastest dim (the front hands this op y's own format)
+    if (y.numel() == 0) return;
+    const std::int64_t channels = y.dim(1);
+    cuda_detail::launch_bias_add_channels_last(y.raw(), float_type(y.dtype()), bias.data<float>(), y.numel() / channels,
+                                               channels, stream_of(ctx));
+    return;
+  }
   cuda_detail::launch_bias_add(y.raw(), float_type(y.dtype()), bias.data<float>(),
                                cuda_detail::planes_of("bias_add", "y", y), stream_of(ctx));
 }

@@ -1,7 +1,8 @@
-// The bias of dense and convolution layers: bias_add and bias_grad over dim 1 (the GEMMs themselves
-// are cuBLAS's, kernels/cublas/gemm.cpp). CPU twin: kernels/cpu/gemm.cpp. y and dy are any float
-// dtype (float_types.cuh: widened to float, y rounded once), bias and dbias f32. Also the one
-// kernel the half-precision Gram backward needs (kernels/cublas/gram.cpp).
+// The bias of dense and convolution layers: bias_add (NCHW-like, or a channels_last y) and
+// bias_grad over dim 1 (the GEMMs themselves are cuBLAS's, kernels/cublas/gemm.cpp). CPU twin:
+// kernels/cpu/gemm.cpp. y and dy are any float dtype (float_types.cuh: widened to float, y rounded
+// once), bias and dbias f32. Also the one kernel the half-precision Gram backward needs
+// (kernels/cublas/gram.cpp).
 #include <algorithm>
 
 #include "cudl/kernels/cuda/float_types.cuh"
@@ -26,6 +27,21 @@ __global__ void bias_add_kernel(Planes s, T* y, const float* bias) {
       yp[p] = v;
     }
   });
+}
+
+// A channels_last y seen as [rows, channels] (rows = N*H*W), in packs of N consecutive channels:
+// `packs_per_row` packs a row, pack i starting at channel (i % packs_per_row) * N.
+template <int N, class T>
+__global__ void bias_add_channels_last_kernel(std::int64_t packs, T* y, const float* bias, std::int64_t packs_per_row) {
+  using P = Pack<T, N>;
+  P* yp = reinterpret_cast<P*>(y);
+  for (std::int64_t i = global_thread(); i < packs; i += global_stride()) {
+    const float* b = bias + (i % packs_per_row) * N;
+    P v = yp[i];
+#pragma unroll
+    for (int j = 0; j < N; ++j) v.v[j] = narrow<T>(widen(v.v[j]) + b[j]);
+    yp[i] = v;
+  }
 }
 
 // s[n, i, j] = dg[n, i, j] + dg[n, j, i], summed in float and rounded once to T.
@@ -115,6 +131,21 @@ void launch_bias_add(void* y, FloatType t, const float* bias, const Planes& s, c
     } else {
       launch_planes("bias_add_kernel", bias_add_kernel<1, T>, s, stream, static_cast<T*>(y), bias);
     }
+  });
+}
+
+// 16-byte accesses when a row holds whole packs and y is aligned (then so is every row).
+void launch_bias_add_channels_last(void* y, FloatType t, const float* bias, std::int64_t rows, std::int64_t channels,
+                                   cudaStream_t stream) {
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    constexpr int N = kVec<T>;
+    if (channels % N == 0 && aligned16(y))
+      launch_linear("bias_add_channels_last_kernel", bias_add_channels_last_kernel<N, T>, rows * (channels / N), stream,
+                    static_cast<T*>(y), bias, channels / N);
+    else
+      launch_linear("bias_add_channels_last_kernel", bias_add_channels_last_kernel<1, T>, rows * channels, stream,
+                    static_cast<T*>(y), bias, channels);
   });
 }
 

@@ -97,6 +97,9 @@ void launch_fill_normal(float* x, std::int64_t n, float mean, float stddev, std:
 // ---- gemm.cu: the bias of dense and convolution layers (the GEMMs are cuBLAS's) ----
 // y[n, c, p] += bias[c].
 void launch_bias_add(void* y, FloatType t, const float* bias, const Planes& s, cudaStream_t stream);
+// The same for a channels_last y, seen as [rows, channels] with rows = N*H*W: y[r, c] += bias[c].
+void launch_bias_add_channels_last(void* y, FloatType t, const float* bias, std::int64_t rows, std::int64_t channels,
+                                   cudaStream_t stream);
 // dbias[c] (+)= Σ_{n,p} dy[n, c, p] in double, deterministic: pass 1 sums a fixed number of chunks
 // of each channel (enough blocks to fill the GPU), pass 2 adds a channel's chunks in order and
 // forms dbias[c] + sum in double, like the CPU. Scratch: bias_grad_scratch_bytes(s).

@@ -9,6 +9,9 @@
 //   with its own algorithm policy, then bias_add and the ReLU kernel), as does any call cuDNN
 //   refuses (NOT_SUPPORTED) or whose workspace does not fit: never a wrong result, only a slower one.
 // - The bias is a [1, K, 1, 1] tensor and must be given: a convolution without one passes zeros.
+// - x and y are described in their own formats (NCHW, or NHWC when channels_last), the filter KCRS,
+//   as in kernels/cudnn/conv.cpp; a format mix cuDNN refuses here runs unfused, whose convolution
+//   has its own answer to it. The unfused bias_add reads y's format itself (kernels/cuda/gemm.cu).
 // - z (the residual input) is y with alpha2 = 0, so nothing is added.
 // The one fused algorithm may be slower than the fastest unfused one (Winograd, FFT) at some
 // shapes. Under the measured search (ctx.conv_search() == measured) both are timed once per shape
@@ -59,9 +62,11 @@ class ActivationDescriptor {
 // Unsupported shapes are remembered so that cuDNN is not asked again on every call.
 enum class Choice { fused, unfused };
 
-std::string choice_key(const Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, bool bias) {
-  return fmt::format("x={} w={} pad={},{} stride={},{} dilation={},{} bias={} {} {} device={}", x.shape(), w.shape(),
-                     p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, bias,
+std::string choice_key(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& y, const Conv2dParams& p,
+                       bool bias) {
+  return fmt::format("x={} {} w={} y {} pad={},{} stride={},{} dilation={},{} bias={} {} {} device={}", x.shape(),
+                     memory_format_name(x.format()), w.shape(), memory_format_name(y.format()), p.pad_h, p.pad_w,
+                     p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, bias,
                      ctx.math_mode() == MathMode::strict_fp32 ? "fp32" : "tf32",
                      ctx.conv_search() == ConvSearch::measured ? "measured" : "heuristic", ctx.device().str());
 }
@@ -79,7 +84,7 @@ Choices& choices() {
 // (reported as CUDNN_STATUS_ALLOC_FAILED) let the caller fall back, anything else is thrown there.
 cudnnStatus_t run_fused(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p,
                         Tensor& y) {
-  TensorDescriptor xd(kOp, "x", x.shape()), yd(kOp, "y", y.shape());
+  TensorDescriptor xd(kOp, "x", x.shape(), DType::f32, x.format()), yd(kOp, "y", y.shape(), DType::f32, y.format());
   TensorDescriptor bd(kOp, "bias", Shape{1, y.dim(1), 1, 1});
   FilterDescriptor wd(kOp, "w", w.shape());
   ConvolutionDescriptor cd(p, kOp);
@@ -127,7 +132,7 @@ void CudaBackend::do_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, con
   };
   if (x.dtype() != DType::f32 || x.numel() == 0 || w.numel() == 0) return unfused();
 
-  const std::string key = choice_key(ctx, x, w, p, bias.defined());
+  const std::string key = choice_key(ctx, x, w, y, p, bias.defined());
   std::optional<Choice> known;
   {
     const std::lock_guard lock(choices().mutex);
