@@ -197,9 +197,13 @@ std::string_view mode_name(const ConvCall& c) {
 }
 
 // A failure that another algorithm may not have (see the policy at the top). A run-time failure
-// may have left part of the output written, which only an overwriting call can redo.
-bool another_algorithm_may_work(cudnnStatus_t status, bool overwrites_output) {
+// may have left part of the output written, which only an overwriting call can redo. With an NHWC
+// tensor in the call, BAD_PARAM (returned before anything runs) counts as a refusal of the layouts
+// too: cuDNN documents NOT_SUPPORTED for them, but this path has not yet met a GPU, and a call that
+// every algorithm refuses still runs, on NCHW copies (run_convolution).
+bool another_algorithm_may_work(cudnnStatus_t status, bool overwrites_output, bool channels_last) {
   if (CUDNN_STATUS_CATEGORY(status) == CUDNN_STATUS_NOT_SUPPORTED) return true;
+  if (channels_last && CUDNN_STATUS_CATEGORY(status) == CUDNN_STATUS_BAD_PARAM) return true;
   const bool run_failure = CUDNN_STATUS_CATEGORY(status) == CUDNN_STATUS_EXECUTION_FAILED ||
                            status == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED ||
                            status == CUDNN_STATUS_INTERNAL_ERROR_BAD_LAUNCH_PARAM;
@@ -338,8 +342,16 @@ std::vector<ConvAlgorithm> ranked_candidates(const ConvCall& c, std::string& fai
   c.conv.set_math(query_math(c), Direction::name);
   std::array<typename Direction::Perf, Direction::algo_names.size()> perf{};
   int returned = 0;
-  CUDL_CUDNN_CHECK(heuristics(c, dir, static_cast<int>(perf.size()), &returned, perf.data()), "{} {}", Direction::name,
-                   describe_call<Direction>(c));
+  const cudnnStatus_t asked = heuristics(c, dir, static_cast<int>(perf.size()), &returned, perf.data());
+  if (asked != CUDNN_STATUS_SUCCESS) {
+    // With an NHWC tensor, a refusal of the layouts: the fallback below may still take them, and
+    // if nothing does, the call runs on NCHW copies (run_convolution).
+    if (!c.channels_last())
+      cuda_detail::throw_cudnn(asked, "cuDNN's algorithm heuristics (cudnnGet*Algorithm_v7)", __FILE__, __LINE__,
+                               fmt::format("{} {}", Direction::name, describe_call<Direction>(c)));
+    note(failures, fmt::format("cuDNN's heuristics: {}", cudnnGetErrorString(asked)));
+    returned = 0;
+  }
 
   std::vector<ConvAlgorithm> candidates;
   for (int i = 0; i < returned; ++i) {
@@ -448,7 +460,7 @@ bool run_convolution(const ConvCall& c, bool overwrites_output, void* out, std::
       return true;
     }
     r.conv_algorithms.erase(key);
-    if (!another_algorithm_may_work(status, overwrites_output))
+    if (!another_algorithm_may_work(status, overwrites_output, c.channels_last()))
       cuda_detail::throw_cudnn(
           status, Direction::call, __FILE__, __LINE__,
           fmt::format("{} {}, algorithm {}", Direction::name, describe_call<Direction>(c), algo_name<Direction>(algo)));
@@ -478,6 +490,9 @@ bool run_convolution(const ConvCall& c, bool overwrites_output, void* out, std::
       return true;
     }
   if (c.channels_last() && !out_of_memory) {
+    // Once per call key (the answer is cached): a GPU run's log shows which calls lost NHWC.
+    fmt::print(stderr, "cudl: warning: {}: cuDNN ran no algorithm on {}; running it on NCHW copies (tried: {})\n",
+               Direction::name, describe_call<Direction>(c), failures.empty() ? "none offered" : failures);
     ConvAlgorithm refused;
     refused.algo = kLayoutsRefused;
     r.conv_algorithms.insert_or_assign(key, refused);

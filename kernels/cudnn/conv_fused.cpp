@@ -116,8 +116,12 @@ cudnnStatus_t run_fused(Context& ctx, const Tensor& x, const Tensor& w, const Te
   return status;
 }
 
-bool may_fall_back(cudnnStatus_t status) {
-  return CUDNN_STATUS_CATEGORY(status) == CUDNN_STATUS_NOT_SUPPORTED || status == CUDNN_STATUS_ALLOC_FAILED;
+// With an NHWC tensor in the call, any failure falls back (not yet run on a GPU: should cuDNN answer
+// a layout it does not fuse with something other than NOT_SUPPORTED, the unfused ops still run it,
+// and report any real error themselves).
+bool may_fall_back(cudnnStatus_t status, bool channels_last) {
+  return channels_last || CUDNN_STATUS_CATEGORY(status) == CUDNN_STATUS_NOT_SUPPORTED ||
+         status == CUDNN_STATUS_ALLOC_FAILED;
 }
 
 }  // namespace
@@ -133,6 +137,7 @@ void CudaBackend::do_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, con
   if (x.dtype() != DType::f32 || x.numel() == 0 || w.numel() == 0) return unfused();
 
   const std::string key = choice_key(ctx, x, w, y, p, bias.defined());
+  const bool nhwc = x.channels_last() || y.channels_last();
   std::optional<Choice> known;
   {
     const std::lock_guard lock(choices().mutex);
@@ -159,7 +164,7 @@ void CudaBackend::do_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, con
       const double unfused_ms = timer.stop_ms();
       if (status == CUDNN_STATUS_SUCCESS) known = fused_ms <= unfused_ms ? Choice::fused : Choice::unfused;
     }
-    if (status != CUDNN_STATUS_SUCCESS && !may_fall_back(status))
+    if (status != CUDNN_STATUS_SUCCESS && !may_fall_back(status, nhwc))
       cuda_detail::throw_cudnn(status, "cudnnConvolutionBiasActivationForward", __FILE__, __LINE__,
                                fmt::format("{} x={} w={} y={}", kOp, x.shape(), w.shape(), y.shape()));
     remember(known.value_or(Choice::unfused));
@@ -172,7 +177,7 @@ void CudaBackend::do_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, con
     if (!known) remember(Choice::fused);
     return;
   }
-  if (!may_fall_back(status))
+  if (!may_fall_back(status, nhwc))
     cuda_detail::throw_cudnn(status, "cudnnConvolutionBiasActivationForward", __FILE__, __LINE__,
                              fmt::format("{} x={} w={} y={}", kOp, x.shape(), w.shape(), y.shape()));
   // Not supported here, or no memory for its workspace: the unfused ops give the same function.
