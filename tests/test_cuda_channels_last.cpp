@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <memory>
 #include <random>
 #include <string>
@@ -21,6 +22,7 @@
 #include "cudl/engine/backend.hpp"
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/half.hpp"
+#include "cudl/engine/io/conv_algo_cache.hpp"
 #include "cudl/engine/op_table.hpp"
 #include "cudl/engine/tensor.hpp"
 #include "cudl/layers/conv2d.hpp"
@@ -28,6 +30,7 @@
 #include "cudl/layers/linear.hpp"
 #include "cudl/models/network/sequential.hpp"
 #include "tests/backend_fixture.hpp"
+#include "tests/test_util.hpp"
 
 namespace {
 
@@ -194,6 +197,18 @@ TEST_P(CudaChannelsLast, ConvolutionsMatchTheCpuNchwResult) {
 TEST_P(CudaChannelsLast, ConvolutionsMatchTheCpuNchwResultWithMeasuredSearch) {
   gpu().set_conv_search(ConvSearch::measured);
   conv_cases();
+  // In half precision the first case (C and K multiples of 8: tensor-core shapes) ran on NHWC
+  // descriptors, so its measured choices are in the on-disk cache under NHWC keys, beside (never
+  // instead of) NCHW ones. (f32 NHWC, and the mixes, may be refused by cuDNN and then run on NCHW
+  // copies, correct and slower: the run's stderr names such calls, and no key is written.)
+  if (dtype() == DType::f32) return;
+  const std::filesystem::path file = default_conv_algo_cache_file();
+  if (file.empty()) GTEST_SKIP() << "no cache folder ($XDG_CACHE_HOME and $HOME unset): the file part is not checked";
+  const std::string text = cudl::testing::slurp(file.string());
+  for (const std::string direction : {"conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter"})
+    EXPECT_TRUE(cudl::testing::contains(
+        text, direction + " " + std::string(dtype_name(dtype())) + " NHWC x=[2,16,8,8] w=[32,16,3,3]"))
+        << direction << ": no NHWC entry in " << file.string() << " (cuDNN refused NHWC? see the run's stderr)";
 }
 
 void CudaChannelsLast::fused_cases() {

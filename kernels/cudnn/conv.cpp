@@ -1,6 +1,7 @@
 // CudaBackend: 2-D convolution (cross-correlation; f32, bf16 or f16 data with float compute) through
-// the legacy cuDNN API. The CPU twin is kernels/cpu/conv.cpp. Arguments were checked by Backend's public methods
-// (engine/backend.cpp); only cuDNN's own limits are checked here (kernels/cudnn/descriptors.hpp).
+// the legacy cuDNN API. The CPU twin is kernels/cpu/conv.cpp. Arguments were checked by Backend's
+// public methods (engine/backend.cpp); only cuDNN's own limits are checked here
+// (kernels/cudnn/descriptors.hpp).
 //
 // Algorithm policy, per direction and call (shapes, parameters, math mode, determinism):
 // - Candidates: cuDNN's heuristics (cudnnGet*Algorithm_v7) give a ranked list; keep, in its order,
@@ -47,8 +48,8 @@
 //   with every algorithm (NOT_SUPPORTED, none short of memory), the call runs on NCHW copies
 //   instead, and that answer is cached under the call's key: slower, never a failure.
 // - Cache key: direction, data type, the data layouts, shapes, parameters (groups included), math
-//   mode, determinism and search (the cache is cleared when the math mode changes; Context::set_deterministic does
-//   not clear it).
+//   mode, determinism and search (the cache is cleared when the math mode changes;
+//   Context::set_deterministic does not clear it).
 // - On-disk cache (measured search only; engine/io/conv_algo_cache.hpp): the search's winner is
 //   also written to $XDG_CACHE_HOME/cudl/conv_algorithms.txt (or ~/.cache/cudl), keyed by GPU name,
 //   compute capability and cuDNN version (the file's environment line) and by direction, dtype,
