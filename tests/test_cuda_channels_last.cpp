@@ -260,6 +260,26 @@ TEST_P(CudaChannelsLast, BiasAddMatchesTheCpuNchwResult) {
   }
 }
 
+// bias_grad's own NHWC kernel (columns of [N*H*W, C] summed in double, like the CPU's NCHW sums):
+// fewer channels than a warp, more than a block's threads, and one run per row-chunk; overwriting and
+// accumulating.
+TEST_P(CudaChannelsLast, BiasGradMatchesTheCpuNchwResult) {
+  const OpTolerance tol = op_tolerance(ToleranceClass::double_sum);
+  for (const Shape& s : {Shape{2, 3, 5, 7}, Shape{3, 300, 4, 5}, Shape{4, 16, 33, 17}, Shape{0, 8, 2, 2}}) {
+    const std::vector<float> dyv = values(s.numel(), 72), start = values(s[1], 73);
+    for (const bool accumulate : {false, true}) {
+      Tensor db = on_cpu(start, Shape{s[1]});
+      cpu().backend().bias_grad(cpu(), on_cpu(dyv, s), db, accumulate);
+      Tensor gdb = Tensor::from_host(start, Shape{s[1]}, gpu());
+      gpu().backend().bias_grad(gpu(), on_gpu(dyv, s, kNhwc), gdb, accumulate);
+      const std::vector<float> r = db.to_vector(cpu()), g = gdb.to_vector(gpu());
+      for (std::size_t i = 0; i < r.size(); ++i)
+        ASSERT_NEAR(g[i], r[i], 1e-6f + tol.rtol * std::fabs(r[i]))
+            << "bias_grad dy=" << fmt::format("{}", s) << " accumulate " << accumulate << " [" << i << "]";
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaChannelsLast, ::testing::Values(DType::f32, DType::bf16, DType::f16),
                          [](const ::testing::TestParamInfo<DType>& p) { return std::string(dtype_name(p.param)); });
 

@@ -14,10 +14,11 @@ namespace cudl {
 namespace {
 
 // cuDNN describes each of a convolution's data tensors in its own format (kernels/cudnn/conv.cpp,
-// conv_fused.cpp); bias_add has an NHWC kernel (kernels/cuda/gemm.cu). bias_grad, pooling, batch
+// conv_fused.cpp); bias_add and bias_grad have NHWC kernels (kernels/cuda/gemm.cu). Pooling, batch
 // norm and the rest get NCHW copies from the front.
-constexpr std::array<std::string_view, 5> kChannelsLastOps = {
-    "conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter", "conv2d_bias_relu_forward", "bias_add"};
+constexpr std::array<std::string_view, 6> kChannelsLastOps = {
+    "conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter", "conv2d_bias_relu_forward", "bias_add",
+    "bias_grad"};
 
 }  // namespace
 

@@ -14,7 +14,7 @@ class CudaBackend final : public Backend {
 
  protected:
   ConstantHold do_hold_constant(Context&, const Tensor&) override { return nullptr; }
-  // The four cuDNN convolution ops (any mix of formats) and bias_add (kernels/cuda/cast.cpp).
+  // The four cuDNN convolution ops (any mix of formats), bias_add and bias_grad (kernels/cuda/cast.cpp).
   bool do_takes_channels_last(std::string_view op) const override;
   // NCHW until a GPU run has measured NHWC faster; --memory-format channels_last
   // (Context::set_activation_format) asks for it.

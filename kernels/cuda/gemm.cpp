@@ -24,6 +24,13 @@ void CudaBackend::do_bias_add(Context& ctx, Tensor& y, const Tensor& bias) {
 }
 
 void CudaBackend::do_bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accumulate) {
+  if (dy.channels_last()) {  // NHWC: columns of a [N*H*W, C] matrix
+    const std::int64_t channels = dy.dim(1), rows = channels > 0 ? dy.numel() / channels : 0;
+    Workspace scratch(ctx, cuda_detail::bias_grad_channels_last_scratch_bytes(rows, channels));
+    cuda_detail::launch_bias_grad_channels_last(dy.raw(), float_type(dy.dtype()), dbias.data<float>(), rows, channels,
+                                                accumulate, scratch.data(), stream_of(ctx));
+    return;
+  }
   const cuda_detail::Planes s = cuda_detail::planes_of("bias_grad", "dy", dy);
   Workspace scratch(ctx, cuda_detail::bias_grad_scratch_bytes(s));
   cuda_detail::launch_bias_grad(dy.raw(), float_type(dy.dtype()), dbias.data<float>(), s, accumulate, scratch.data(),

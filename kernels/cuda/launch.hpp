@@ -106,6 +106,11 @@ void launch_bias_add_channels_last(void* y, FloatType t, const float* bias, std:
 std::size_t bias_grad_scratch_bytes(const Planes& s);
 void launch_bias_grad(const void* dy, FloatType t, float* dbias, const Planes& s, bool accumulate, void* scratch,
                       cudaStream_t stream);
+// The same for a channels_last dy seen as [rows, channels] (rows = N*H*W), in double and as
+// deterministic. Scratch: bias_grad_channels_last_scratch_bytes(rows, channels).
+std::size_t bias_grad_channels_last_scratch_bytes(std::int64_t rows, std::int64_t channels);
+void launch_bias_grad_channels_last(const void* dy, FloatType t, float* dbias, std::int64_t rows, std::int64_t channels,
+                                    bool accumulate, void* scratch, cudaStream_t stream);
 // The half-precision Gram backward's operand (kernels/cublas/gram.cpp): s[n] = dg[n] + dg[n]ᵀ,
 // dg f32 [samples, C, C], summed in float and rounded once to s's type t.
 void launch_gram_symmetrize(const float* dg, void* s, FloatType t, std::int64_t samples, std::int64_t channels,
