@@ -89,6 +89,28 @@ TEST(ConvAlgoCache, KeysTellEveryInputOfTheChoiceApart) {
   for (const ConvAlgoKey& k : variants) EXPECT_NE(conv_algo_key_text(k), base) << conv_algo_key_text(k);
 }
 
+// The data tensors' formats are part of the key: NCHW keys read as before formats existed, NHWC and
+// each mix of the two (a network's first layer reads NCHW and writes NHWC) get their own entries.
+TEST(ConvAlgoCache, KeysTellTheDataLayoutsApart) {
+  constexpr MemoryFormat nchw = MemoryFormat::contiguous, nhwc = MemoryFormat::channels_last;
+  EXPECT_EQ(conv_algo_layout(nchw, nchw), "NCHW");
+  EXPECT_EQ(conv_algo_layout(nhwc, nhwc), "NHWC");
+  EXPECT_EQ(conv_algo_layout(nchw, nhwc), "xNCHW-yNHWC");
+  EXPECT_EQ(conv_algo_layout(nhwc, nchw), "xNHWC-yNCHW");
+  std::vector<std::string> texts;
+  for (MemoryFormat x : {nchw, nhwc})
+    for (MemoryFormat y : {nchw, nhwc}) {
+      ConvAlgoKey k = forward_key();
+      k.layout = conv_algo_layout(x, y);
+      texts.push_back(conv_algo_key_text(k));
+    }
+  EXPECT_EQ(texts[0], conv_algo_key_text(forward_key()));
+  for (std::size_t i = 0; i < texts.size(); ++i)
+    for (std::size_t j = i + 1; j < texts.size(); ++j) EXPECT_NE(texts[i], texts[j]) << texts[i];
+  // One token: the key stays "direction dtype layout x=..." as the file's readers expect.
+  EXPECT_TRUE(contains(texts[1], "conv2d_forward f32 xNCHW-yNHWC x=[64,64,224,224]")) << texts[1];
+}
+
 // A valid file for kH200 with one entry, then `edit` applied to its text.
 std::string written_then(const TempDir& dir, const std::function<std::string(std::string)>& edit) {
   const auto file = dir.path() / "conv_algorithms.txt";

@@ -27,6 +27,9 @@
 #                  PyTorch's autocast + channels_last (+ GradScaler for fp16), with both sides' peak
 #                  memory; first after the tests, since
 #                  mixed precision (issue 20) is what the next GPU run is for
+#   memory_format  cudl bench --models vgg19 --batch-sizes 32 --precision bf16 with --memory-format
+#                  nchw, then channels_last, twice over in one step (cuDNN's NHWC convolutions against
+#                  NCHW; CUDA's automatic format stays NCHW until this has measured NHWC faster)
 #   kernels        cudl bench --device cuda --sizes vgg (every kernel at VGG19 layer shapes)
 #   models         cudl bench --device cuda --models vgg19,mnist_cnn (vgg19 at batch 1, 32, 64;
 #                  mnist_cnn at 128)
@@ -209,7 +212,7 @@ summary() {
     [ -f "$res/$t.counts" ] && { echo; echo "$t: $(cat "$res/$t.counts")"; }
   done
   local f
-  for f in kernels models kernels_vs_cpu; do
+  for f in kernels models memory_format kernels_vs_cpu; do
     [ -f "$res/logs/$f.log" ] || continue
     echo; echo "$f (cudl bench; median ms over the repeats):"
     grep -v '^wrote ' "$res/logs/$f.log" | sed 's/^/  /' | head -80
@@ -460,6 +463,22 @@ compare_torch_half() {
 }
 compare_torch_half bf16
 compare_torch_half fp16
+
+# ---------------------------------------------------------------- channels_last against NCHW
+# The same bench with the convolutions' activations stored NHWC and NCHW, alternated (nchw,
+# channels_last, nchw, channels_last) so that both see the GPU in the same state; the train step and
+# inference rows of each run are in the log (and the summary), the JSONs in results.tar.gz. About 4 x
+# 10 s on an H100 (process start, the measured algorithm search, 5 repeats of each row).
+if [ $cpu = 1 ]; then mf_args=(--device cpu --models mnist_cnn --batch-sizes 16 --repeat 2)
+else mf_args=(--device cuda --models vgg19 --batch-sizes 32 --repeat 5); fi
+# shellcheck disable=SC2016  # expanded by the inner shell
+step memory_format 90 bash -c 'cudl=$1 res=$2; shift 2
+  for round in 1 2; do
+    for f in nchw channels_last; do
+      echo "== round $round: --memory-format $f"
+      "$cudl" bench "$@" --precision bf16 --memory-format "$f" --json "$res/memory_format_${f}_$round.json" || exit 1
+    done
+  done' memory_format "$cudl" "$res" "${mf_args[@]}"
 
 # ---------------------------------------------------------------- benchmarks
 # The GPU's kernels first (seconds); their speed-up over the CPU later (kernels_vs_cpu), since the

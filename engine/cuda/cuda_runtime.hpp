@@ -121,7 +121,8 @@ struct CudaResources {
   int* fault_word = nullptr;
   int* fault_host = nullptr;
   std::shared_ptr<Allocator> pool;  // the device's pool: the fault word, and retire_stream at the end
-  // Chosen convolution algorithms keyed by direction, shapes, parameters and math mode.
+  // Chosen convolution algorithms keyed by direction, layouts, shapes, parameters and math mode
+  // (algo -1: cuDNN refused the call's NHWC layouts, so it runs on NCHW copies: kernels/cudnn/conv.cpp).
   std::unordered_map<std::string, ConvAlgorithm> conv_algorithms;
 };
 

@@ -78,6 +78,12 @@ std::string conv_algo_key_text(const ConvAlgoKey& k) {
                               k.deterministic ? "deterministic" : "any"));
 }
 
+std::string conv_algo_layout(MemoryFormat x, MemoryFormat y) {
+  const auto name = [](MemoryFormat f) { return f == MemoryFormat::channels_last ? "NHWC" : "NCHW"; };
+  if (x == y) return name(x);
+  return fmt::format("x{}-y{}", name(x), name(y));
+}
+
 std::string conv_algo_environment(const std::string& gpu_name, int cc_major, int cc_minor, std::size_t cudnn_version) {
   return one_line(fmt::format("{} | cc {}.{} | cuDNN {}", gpu_name, cc_major, cc_minor, cudnn_version));
 }

@@ -24,6 +24,7 @@
 #include <string>
 
 #include "cudl/engine/dtype.hpp"
+#include "cudl/engine/memory_format.hpp"
 #include "cudl/engine/shape.hpp"
 
 namespace cudl {
@@ -36,10 +37,16 @@ struct ConvAlgoKey {
   Shape x, w, y;
   int pad_h = 0, pad_w = 0, stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1;
   int groups = 1;
-  std::string layout = "NCHW";
-  std::string math;  // "fp32", "tf32" (or the half dtype's name)
+  std::string layout = "NCHW";  // conv_algo_layout(): the data tensors' formats
+  std::string math;             // "fp32", "tf32" (or the half dtype's name)
   bool deterministic = true;
 };
+// The key's layout for a call whose x-like tensor (x, or dx) is stored in `x` and whose y-like one
+// (y, or dy) in `y`: "NCHW" or "NHWC" when they agree (so NCHW entries written before formats
+// existed stay valid), "xNCHW-yNHWC" and the like when they differ (a network's first layer).
+// cuDNN's fastest algorithm differs between layouts, so they never share an entry.
+std::string conv_algo_layout(MemoryFormat x, MemoryFormat y);
+
 // One line: "conv2d_forward f32 NCHW x=[..] w=[..] y=[..] pad=1,1 stride=1,1 dilation=1,1 groups=1 fp32 deterministic".
 std::string conv_algo_key_text(const ConvAlgoKey& key);
 

@@ -1,10 +1,30 @@
-// CudaBackend: cast between float dtypes. Kernels in kernels/cuda/cast.cu; CPU twin
-// kernels/cpu/cast.cpp. Arguments were checked by the Backend front.
+// CudaBackend: cast between float dtypes, the NCHW <-> channels_last copy, and which ops read
+// channels_last tensors themselves. Kernels in kernels/cuda/cast.cu; CPU twins kernels/cpu/cast.cpp
+// and kernels/cpu/layout.cpp. Arguments were checked by the Backend front.
+#include <algorithm>
+#include <array>
+#include <string_view>
+
 #include "cudl/kernels/cuda/cuda_backend.hpp"
 #include "cudl/kernels/cuda/launch.hpp"
 #include "cudl/kernels/cuda/op_util.hpp"
 
 namespace cudl {
+
+namespace {
+
+// cuDNN describes each of a convolution's data tensors in its own format (kernels/cudnn/conv.cpp,
+// conv_fused.cpp); bias_add and bias_grad have NHWC kernels (kernels/cuda/gemm.cu). Pooling, batch
+// norm and the rest get NCHW copies from the front.
+constexpr std::array<std::string_view, 6> kChannelsLastOps = {
+    "conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter", "conv2d_bias_relu_forward", "bias_add",
+    "bias_grad"};
+
+}  // namespace
+
+bool CudaBackend::do_takes_channels_last(std::string_view op) const {
+  return std::find(kChannelsLastOps.begin(), kChannelsLastOps.end(), op) != kChannelsLastOps.end();
+}
 
 void CudaBackend::do_cast(Context& ctx, const Tensor& src, Tensor& dst) {
   cuda_detail::launch_cast(src.raw(), cuda_detail::float_type(src.dtype()), dst.raw(),

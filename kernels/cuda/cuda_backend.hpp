@@ -14,8 +14,10 @@ class CudaBackend final : public Backend {
 
  protected:
   ConstantHold do_hold_constant(Context&, const Tensor&) override { return nullptr; }
-  // No channels_last kernels yet: every layout-aware op gets NCHW copies from the front.
-  bool do_takes_channels_last(std::string_view) const override { return false; }
+  // The four cuDNN convolution ops (any mix of formats), bias_add and bias_grad (kernels/cuda/cast.cpp).
+  bool do_takes_channels_last(std::string_view op) const override;
+  // NCHW until a GPU run has measured NHWC faster; --memory-format channels_last
+  // (Context::set_activation_format) asks for it.
   MemoryFormat do_preferred_conv_format(const Context&, DType) const override { return MemoryFormat::contiguous; }
   void do_convert_format(Context& ctx, const Tensor& src, Tensor& dst) override;
   void do_gemm(Context& ctx, bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta,

@@ -1,7 +1,8 @@
-// The bias of dense and convolution layers: bias_add and bias_grad over dim 1 (the GEMMs themselves
-// are cuBLAS's, kernels/cublas/gemm.cpp). CPU twin: kernels/cpu/gemm.cpp. y and dy are any float
-// dtype (float_types.cuh: widened to float, y rounded once), bias and dbias f32. Also the one
-// kernel the half-precision Gram backward needs (kernels/cublas/gram.cpp).
+// The bias of dense and convolution layers: bias_add and bias_grad over dim 1 (NCHW-like, or a
+// channels_last y and dy) (the GEMMs themselves are cuBLAS's, kernels/cublas/gemm.cpp). CPU twin:
+// kernels/cpu/gemm.cpp. y and dy are any float dtype (float_types.cuh: widened to float, y rounded
+// once), bias and dbias f32. Also the one kernel the half-precision Gram backward needs
+// (kernels/cublas/gram.cpp).
 #include <algorithm>
 
 #include "cudl/kernels/cuda/float_types.cuh"
@@ -26,6 +27,21 @@ __global__ void bias_add_kernel(Planes s, T* y, const float* bias) {
       yp[p] = v;
     }
   });
+}
+
+// A channels_last y seen as [rows, channels] (rows = N*H*W), in packs of N consecutive channels:
+// `packs_per_row` packs a row, pack i starting at channel (i % packs_per_row) * N.
+template <int N, class T>
+__global__ void bias_add_channels_last_kernel(std::int64_t packs, T* y, const float* bias, std::int64_t packs_per_row) {
+  using P = Pack<T, N>;
+  P* yp = reinterpret_cast<P*>(y);
+  for (std::int64_t i = global_thread(); i < packs; i += global_stride()) {
+    const float* b = bias + (i % packs_per_row) * N;
+    P v = yp[i];
+#pragma unroll
+    for (int j = 0; j < N; ++j) v.v[j] = narrow<T>(widen(v.v[j]) + b[j]);
+    yp[i] = v;
+  }
 }
 
 // s[n, i, j] = dg[n, i, j] + dg[n, j, i], summed in float and rounded once to T.
@@ -101,6 +117,39 @@ __global__ void bias_grad_finish_kernel(std::int64_t channels, const double* par
   }
 }
 
+// The channels_last bias_grad's geometry: dy seen as [rows, channels] (rows = N*H*W), the rows cut
+// into `chunks` runs of chunk_rows (the last may be shorter, none is empty); a block of `block`
+// threads (a multiple of 32, at most kBlock) sums one run, its threads on consecutive channels so
+// that a warp reads one row's channels together. About 16K warps in all keep the loads in flight.
+struct ChannelsLastChunks {
+  std::int64_t chunks = 1, chunk_rows = 0;
+  int block = 32;
+};
+
+ChannelsLastChunks channels_last_chunks(std::int64_t rows, std::int64_t channels) {
+  ChannelsLastChunks k;
+  k.block = static_cast<int>(std::clamp<std::int64_t>((channels + 31) / 32 * 32, 32, kBlock));
+  if (rows <= 0) return k;  // one empty run: the sums are zero
+  k.chunks = std::clamp<std::int64_t>(16384 / (k.block / 32), 1, std::min<std::int64_t>(rows, 4096));
+  k.chunk_rows = (rows + k.chunks - 1) / k.chunks;
+  k.chunks = (rows + k.chunk_rows - 1) / k.chunk_rows;
+  return k;
+}
+
+// Pass 1, block k: partials[c * chunks + k] = Σ of dy[r, c] over run k's rows, in double.
+template <class T>
+__global__ void __launch_bounds__(kBlock)
+    bias_grad_channels_last_kernel(const T* dy, std::int64_t rows, std::int64_t channels, std::int64_t chunk_rows,
+                                   double* partials, std::int64_t chunks) {
+  const std::int64_t begin = blockIdx.x * chunk_rows;
+  const std::int64_t end = begin + chunk_rows < rows ? begin + chunk_rows : rows;
+  for (std::int64_t c = threadIdx.x; c < channels; c += blockDim.x) {
+    double acc = 0.0;
+    for (std::int64_t r = begin; r < end; ++r) acc += widen(dy[r * channels + c]);
+    partials[c * chunks + blockIdx.x] = acc;
+  }
+}
+
 }  // namespace
 
 // 16-byte accesses when every plane holds whole packs and y is aligned (then so is each plane).
@@ -115,6 +164,21 @@ void launch_bias_add(void* y, FloatType t, const float* bias, const Planes& s, c
     } else {
       launch_planes("bias_add_kernel", bias_add_kernel<1, T>, s, stream, static_cast<T*>(y), bias);
     }
+  });
+}
+
+// 16-byte accesses when a row holds whole packs and y is aligned (then so is every row).
+void launch_bias_add_channels_last(void* y, FloatType t, const float* bias, std::int64_t rows, std::int64_t channels,
+                                   cudaStream_t stream) {
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    constexpr int N = kVec<T>;
+    if (channels % N == 0 && aligned16(y))
+      launch_linear("bias_add_channels_last_kernel", bias_add_channels_last_kernel<N, T>, rows * (channels / N), stream,
+                    static_cast<T*>(y), bias, channels / N);
+    else
+      launch_linear("bias_add_channels_last_kernel", bias_add_channels_last_kernel<1, T>, rows * channels, stream,
+                    static_cast<T*>(y), bias, channels);
   });
 }
 
@@ -143,6 +207,27 @@ void launch_bias_grad(const void* dy, FloatType t, float* dbias, const Planes& s
                 static_cast<const T*>(dy), partials, k);
   });
   launch_linear("bias_grad_finish_kernel", bias_grad_finish_kernel, s.channels, stream, partials, k.chunks, dbias,
+                accumulate);
+}
+
+std::size_t bias_grad_channels_last_scratch_bytes(std::int64_t rows, std::int64_t channels) {
+  return static_cast<std::size_t>(std::max<std::int64_t>(channels, 0) * channels_last_chunks(rows, channels).chunks) *
+         sizeof(double);
+}
+
+// Pass 2 is bias_grad_finish_kernel, as for NCHW: the partials are laid out alike.
+void launch_bias_grad_channels_last(const void* dy, FloatType t, float* dbias, std::int64_t rows, std::int64_t channels,
+                                    bool accumulate, void* scratch, cudaStream_t stream) {
+  if (channels <= 0) return;
+  const ChannelsLastChunks k = channels_last_chunks(rows, channels);
+  auto* partials = static_cast<double*>(scratch);
+  dispatch_float(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch_grid("bias_grad_channels_last_kernel", bias_grad_channels_last_kernel<T>,
+                dim3(static_cast<unsigned>(k.chunks)), dim3(static_cast<unsigned>(k.block)), stream,
+                static_cast<const T*>(dy), rows, channels, k.chunk_rows, partials, k.chunks);
+  });
+  launch_linear("bias_grad_finish_kernel", bias_grad_finish_kernel, channels, stream, partials, k.chunks, dbias,
                 accumulate);
 }
 

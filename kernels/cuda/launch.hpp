@@ -97,12 +97,20 @@ void launch_fill_normal(float* x, std::int64_t n, float mean, float stddev, std:
 // ---- gemm.cu: the bias of dense and convolution layers (the GEMMs are cuBLAS's) ----
 // y[n, c, p] += bias[c].
 void launch_bias_add(void* y, FloatType t, const float* bias, const Planes& s, cudaStream_t stream);
+// The same for a channels_last y, seen as [rows, channels] with rows = N*H*W: y[r, c] += bias[c].
+void launch_bias_add_channels_last(void* y, FloatType t, const float* bias, std::int64_t rows, std::int64_t channels,
+                                   cudaStream_t stream);
 // dbias[c] (+)= Σ_{n,p} dy[n, c, p] in double, deterministic: pass 1 sums a fixed number of chunks
 // of each channel (enough blocks to fill the GPU), pass 2 adds a channel's chunks in order and
 // forms dbias[c] + sum in double, like the CPU. Scratch: bias_grad_scratch_bytes(s).
 std::size_t bias_grad_scratch_bytes(const Planes& s);
 void launch_bias_grad(const void* dy, FloatType t, float* dbias, const Planes& s, bool accumulate, void* scratch,
                       cudaStream_t stream);
+// The same for a channels_last dy seen as [rows, channels] (rows = N*H*W), in double and as
+// deterministic. Scratch: bias_grad_channels_last_scratch_bytes(rows, channels).
+std::size_t bias_grad_channels_last_scratch_bytes(std::int64_t rows, std::int64_t channels);
+void launch_bias_grad_channels_last(const void* dy, FloatType t, float* dbias, std::int64_t rows, std::int64_t channels,
+                                    bool accumulate, void* scratch, cudaStream_t stream);
 // The half-precision Gram backward's operand (kernels/cublas/gram.cpp): s[n] = dg[n] + dg[n]ᵀ,
 // dg f32 [samples, C, C], summed in float and rounded once to s's type t.
 void launch_gram_symmetrize(const float* dg, void* s, FloatType t, std::int64_t samples, std::int64_t channels,

@@ -1,7 +1,7 @@
-// CudaBackend: 2-D convolution (cross-correlation, NCHW; f32, bf16 or f16 data with float compute)
-// through the legacy cuDNN API. The
-// CPU twin is kernels/cpu/conv.cpp. Arguments were checked by Backend's public methods
-// (engine/backend.cpp); only cuDNN's own limits are checked here (kernels/cudnn/descriptors.hpp).
+// CudaBackend: 2-D convolution (cross-correlation; f32, bf16 or f16 data with float compute) through
+// the legacy cuDNN API. The CPU twin is kernels/cpu/conv.cpp. Arguments were checked by Backend's
+// public methods (engine/backend.cpp); only cuDNN's own limits are checked here
+// (kernels/cudnn/descriptors.hpp).
 //
 // Algorithm policy, per direction and call (shapes, parameters, math mode, determinism):
 // - Candidates: cuDNN's heuristics (cudnnGet*Algorithm_v7) give a ranked list; keep, in its order,
@@ -41,9 +41,15 @@
 //   [K, C/G, R, S] as stored (kernels/cudnn/descriptors.hpp). Nothing else changes: an algorithm
 //   that cannot run the grouping reports NOT_SUPPORTED (in the heuristics' status or at run time)
 //   and the next candidate runs, as for any other call.
-// - Cache key: direction, data type, shapes, parameters (groups included), math mode, determinism
-//   and search (the cache is cleared when the math mode changes; Context::set_deterministic does
-//   not clear it).
+// - channels_last: x and y (dx, dy) are each described in their own format (NCHW, or NHWC when
+//   channels_last; CudaBackend takes the four convolution ops in any mix), the filter stays KCRS
+//   (kernels/cudnn/descriptors.hpp says why). Hopper's half-precision tensor-core kernels read and
+//   write NHWC; with NCHW data cuDNN may transpose around them itself. Should cuDNN refuse a mix
+//   with every algorithm (NOT_SUPPORTED, none short of memory), the call runs on NCHW copies
+//   instead, and that answer is cached under the call's key: slower, never a failure.
+// - Cache key: direction, data type, the data layouts, shapes, parameters (groups included), math
+//   mode, determinism and search (the cache is cleared when the math mode changes;
+//   Context::set_deterministic does not clear it).
 // - On-disk cache (measured search only; engine/io/conv_algo_cache.hpp): the search's winner is
 //   also written to $XDG_CACHE_HOME/cudl/conv_algorithms.txt (or ~/.cache/cudl), keyed by GPU name,
 //   compute capability and cuDNN version (the file's environment line) and by direction, dtype,
@@ -67,6 +73,7 @@
 #include <vector>
 
 #include "cudl/engine/device.hpp"
+#include "cudl/engine/format_route.hpp"
 #include "cudl/engine/io/conv_algo_cache.hpp"
 #include "cudl/engine/timer.hpp"
 #include "cudl/kernels/cuda/cuda_backend.hpp"
@@ -127,6 +134,12 @@ struct ConvCall {
   FilterDescriptor& w;
   ConvolutionDescriptor& conv;
   TensorDescriptor& y;
+  // How x and y (dx, dy) are stored: each NCHW or NHWC (channels_last), in any mix.
+  MemoryFormat x_format = MemoryFormat::contiguous, y_format = MemoryFormat::contiguous;
+
+  bool channels_last() const {
+    return x_format == MemoryFormat::channels_last || y_format == MemoryFormat::channels_last;
+  }
 };
 
 cudnnStatus_t heuristics(const ConvCall& c, Forward, int requested, int* returned, Forward::Perf* perf) {
@@ -185,9 +198,13 @@ std::string_view mode_name(const ConvCall& c) {
 }
 
 // A failure that another algorithm may not have (see the policy at the top). A run-time failure
-// may have left part of the output written, which only an overwriting call can redo.
-bool another_algorithm_may_work(cudnnStatus_t status, bool overwrites_output) {
+// may have left part of the output written, which only an overwriting call can redo. With an NHWC
+// tensor in the call, BAD_PARAM (returned before anything runs) counts as a refusal of the layouts
+// too: cuDNN documents NOT_SUPPORTED for them, but this path has not yet met a GPU, and a call that
+// every algorithm refuses still runs, on NCHW copies (run_convolution).
+bool another_algorithm_may_work(cudnnStatus_t status, bool overwrites_output, bool channels_last) {
   if (CUDNN_STATUS_CATEGORY(status) == CUDNN_STATUS_NOT_SUPPORTED) return true;
+  if (channels_last && CUDNN_STATUS_CATEGORY(status) == CUDNN_STATUS_BAD_PARAM) return true;
   const bool run_failure = CUDNN_STATUS_CATEGORY(status) == CUDNN_STATUS_EXECUTION_FAILED ||
                            status == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED ||
                            status == CUDNN_STATUS_INTERNAL_ERROR_BAD_LAUNCH_PARAM;
@@ -219,19 +236,21 @@ std::string algo_name(const ConvAlgorithm& a) {
 template <class Direction>
 std::string describe_call(const ConvCall& c) {
   const Conv2dParams& p = c.params;
-  return fmt::format("{}={} {}={} {}={} pad={}x{} stride={}x{} dilation={}x{}{} ({}, {})", Direction::x_name, c.x_shape,
-                     Direction::w_name, c.w_shape, Direction::y_name, c.y_shape, p.pad_h, p.pad_w, p.stride_h,
-                     p.stride_w, p.dilation_h, p.dilation_w,
-                     p.groups == 1 ? std::string() : fmt::format(" groups={}", p.groups), mode_name(c),
+  return fmt::format("{}={} {}={} {}={} pad={}x{} stride={}x{} dilation={}x{}{} ({}, {}, {})", Direction::x_name,
+                     c.x_shape, Direction::w_name, c.w_shape, Direction::y_name, c.y_shape, p.pad_h, p.pad_w,
+                     p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
+                     p.groups == 1 ? std::string() : fmt::format(" groups={}", p.groups),
+                     conv_algo_layout(c.x_format, c.y_format), mode_name(c),
                      c.ctx.deterministic() ? "deterministic" : "non-deterministic allowed");
 }
 
 std::string cache_key(std::string_view direction, const ConvCall& c) {
   const Conv2dParams& p = c.params;
   // groups is in the key although x and w imply it (C = w's C/G * G): the key says what it means.
-  return fmt::format("{} {} x={} w={} y={} pad={},{} stride={},{} dilation={},{} groups={} {} {} {}", direction,
-                     dtype_name(c.dtype), c.x_shape, c.w_shape, c.y_shape, p.pad_h, p.pad_w, p.stride_h, p.stride_w,
-                     p.dilation_h, p.dilation_w, p.groups, c.ctx.math_mode() == MathMode::strict_fp32 ? "fp32" : "tf32",
+  return fmt::format("{} {} {} x={} w={} y={} pad={},{} stride={},{} dilation={},{} groups={} {} {} {}", direction,
+                     dtype_name(c.dtype), conv_algo_layout(c.x_format, c.y_format), c.x_shape, c.w_shape, c.y_shape,
+                     p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.groups,
+                     c.ctx.math_mode() == MathMode::strict_fp32 ? "fp32" : "tf32",
                      c.ctx.deterministic() ? "deterministic" : "any",
                      c.ctx.conv_search() == ConvSearch::measured ? "measured" : "heuristic");
 }
@@ -267,6 +286,7 @@ std::string disk_key(const ConvCall& c) {
   k.pad_h = p.pad_h, k.pad_w = p.pad_w, k.stride_h = p.stride_h, k.stride_w = p.stride_w;
   k.dilation_h = p.dilation_h, k.dilation_w = p.dilation_w;
   k.groups = p.groups;
+  k.layout = conv_algo_layout(c.x_format, c.y_format);
   k.math = c.dtype != DType::f32 ? std::string(dtype_name(c.dtype))
                                  : (c.ctx.math_mode() == MathMode::strict_fp32 ? "fp32" : "tf32");
   k.deterministic = c.ctx.deterministic();
@@ -323,8 +343,16 @@ std::vector<ConvAlgorithm> ranked_candidates(const ConvCall& c, std::string& fai
   c.conv.set_math(query_math(c), Direction::name);
   std::array<typename Direction::Perf, Direction::algo_names.size()> perf{};
   int returned = 0;
-  CUDL_CUDNN_CHECK(heuristics(c, dir, static_cast<int>(perf.size()), &returned, perf.data()), "{} {}", Direction::name,
-                   describe_call<Direction>(c));
+  const cudnnStatus_t asked = heuristics(c, dir, static_cast<int>(perf.size()), &returned, perf.data());
+  if (asked != CUDNN_STATUS_SUCCESS) {
+    // With an NHWC tensor, a refusal of the layouts: the fallback below may still take them, and
+    // if nothing does, the call runs on NCHW copies (run_convolution).
+    if (!c.channels_last())
+      cuda_detail::throw_cudnn(asked, "cuDNN's algorithm heuristics (cudnnGet*Algorithm_v7)", __FILE__, __LINE__,
+                               fmt::format("{} {}", Direction::name, describe_call<Direction>(c)));
+    note(failures, fmt::format("cuDNN's heuristics: {}", cudnnGetErrorString(asked)));
+    returned = 0;
+  }
 
   std::vector<ConvAlgorithm> candidates;
   for (int i = 0; i < returned; ++i) {
@@ -397,12 +425,18 @@ std::vector<ConvAlgorithm> fastest_first(const ConvCall& c, std::vector<ConvAlgo
   return candidates;
 }
 
+// The cached "algorithm" of a channels_last call that no cuDNN algorithm ran (see run_convolution).
+constexpr int kLayoutsRefused = -1;
+
 // Runs one convolution as the policy at the top says: the cached algorithm if there is one; if
 // there is none or it fails, cuDNN's candidates in turn. run(algo, workspace, workspace_bytes, out)
 // makes the cuDNN call writing into `out` and returns its status; c.conv is set to the
-// algorithm's math type first. `out` and `out_bytes` are the call's output.
+// algorithm's math type first. `out` and `out_bytes` are the call's output. Returns false, having
+// written nothing the caller keeps, when the call has an NHWC tensor and every algorithm refused it
+// with enough memory for each: the caller then runs it on NCHW copies (the policy's "channels_last"
+// entry at the top). That answer is cached like an algorithm, so cuDNN is asked once per call.
 template <class Direction, class Run>
-void run_convolution(const ConvCall& c, bool overwrites_output, void* out, std::size_t out_bytes, const Run& run) {
+bool run_convolution(const ConvCall& c, bool overwrites_output, void* out, std::size_t out_bytes, const Run& run) {
   CudaResources& r = cuda_resources(c.ctx);
   const std::string key = cache_key(Direction::name, c);
   std::string failures;  // "; "-separated, for the error when nothing runs
@@ -427,7 +461,7 @@ void run_convolution(const ConvCall& c, bool overwrites_output, void* out, std::
       return true;
     }
     r.conv_algorithms.erase(key);
-    if (!another_algorithm_may_work(status, overwrites_output))
+    if (!another_algorithm_may_work(status, overwrites_output, c.channels_last()))
       cuda_detail::throw_cudnn(
           status, Direction::call, __FILE__, __LINE__,
           fmt::format("{} {}, algorithm {}", Direction::name, describe_call<Direction>(c), algo_name<Direction>(algo)));
@@ -438,12 +472,13 @@ void run_convolution(const ConvCall& c, bool overwrites_output, void* out, std::
 
   std::optional<ConvAlgorithm> cached;
   if (auto it = r.conv_algorithms.find(key); it != r.conv_algorithms.end()) cached = it->second;
-  if (cached && attempt(*cached)) return;
+  if (cached && cached->algo == kLayoutsRefused) return false;
+  if (cached && attempt(*cached)) return true;
   const bool measured = c.ctx.conv_search() == ConvSearch::measured;
   if (measured && !cached) {
     // A choice measured by an earlier run on this GPU and cuDNN: no search when it runs.
     if (const std::optional<ConvAlgorithm> saved = from_disk<Direction>(c)) {
-      if (attempt(*saved)) return;
+      if (attempt(*saved)) return true;
       cached = saved;  // not tried twice below
     }
   }
@@ -453,8 +488,17 @@ void run_convolution(const ConvCall& c, bool overwrites_output, void* out, std::
     if (!(cached && same_algorithm(algo, *cached)) && attempt(algo)) {
       if (measured)
         disk_cache(c.ctx).store(disk_key<Direction>(c), {algo.algo, static_cast<int>(algo.math), algo.workspace_bytes});
-      return;
+      return true;
     }
+  if (c.channels_last() && !out_of_memory) {
+    // Once per call key (the answer is cached): a GPU run's log shows which calls lost NHWC.
+    fmt::print(stderr, "cudl: warning: {}: cuDNN ran no algorithm on {}; running it on NCHW copies (tried: {})\n",
+               Direction::name, describe_call<Direction>(c), failures.empty() ? "none offered" : failures);
+    ConvAlgorithm refused;
+    refused.algo = kLayoutsRefused;
+    r.conv_algorithms.insert_or_assign(key, refused);
+    return false;
+  }
 
   const std::string message =
       fmt::format("{}: no cuDNN algorithm could run {}; tried: {}", Direction::name, describe_call<Direction>(c),
@@ -473,17 +517,23 @@ void CudaBackend::do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor&
     return;
   }
   const DType dtype = x.dtype();  // x, w and y share it (the front checked)
-  TensorDescriptor xd(op, "x", x.shape(), dtype), yd(op, "y", y.shape(), dtype);
+  TensorDescriptor xd(op, "x", x.shape(), dtype, x.format()), yd(op, "y", y.shape(), dtype, y.format());
   FilterDescriptor wd(op, "w", w.shape(), dtype);
   ConvolutionDescriptor cd(p, op);
-  const ConvCall call{ctx, dtype, x.shape(), w.shape(), y.shape(), p, xd, wd, cd, yd};
+  const ConvCall call{ctx, dtype, x.shape(), w.shape(), y.shape(), p, xd, wd, cd, yd, x.format(), y.format()};
   const float alpha = 1.0f, beta = 0.0f;  // float scaling factors for every data type (float compute)
-  run_convolution<Forward>(call, /*overwrites_output=*/true, y.raw(), y.nbytes(),
-                           [&](const ConvAlgorithm& a, void* ws, std::size_t bytes, void* out) {
-                             return cudnnConvolutionForward(
-                                 cuda_resources(ctx).cudnn, &alpha, xd.get(), x.raw(), wd.get(), w.raw(), cd.get(),
-                                 static_cast<cudnnConvolutionFwdAlgo_t>(a.algo), ws, bytes, &beta, yd.get(), out);
-                           });
+  const bool ran =
+      run_convolution<Forward>(call, /*overwrites_output=*/true, y.raw(), y.nbytes(),
+                               [&](const ConvAlgorithm& a, void* ws, std::size_t bytes, void* out) {
+                                 return cudnnConvolutionForward(
+                                     cuda_resources(ctx).cudnn, &alpha, xd.get(), x.raw(), wd.get(), w.raw(), cd.get(),
+                                     static_cast<cudnnConvolutionFwdAlgo_t>(a.algo), ws, bytes, &beta, yd.get(), out);
+                               });
+  if (!ran) {  // cuDNN refused these layouts (see the policy at the top)
+    NchwRoute r(ctx);
+    do_conv2d_forward(ctx, r.in(x), w, p, r.out(y));
+    r.finish();
+  }
 }
 
 void CudaBackend::do_conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p,
@@ -496,18 +546,23 @@ void CudaBackend::do_conv2d_backward_data(Context& ctx, const Tensor& dy, const 
     return;
   }
   const DType dtype = dy.dtype();  // dy, w and dx share it
-  TensorDescriptor xd(op, "dx", dx.shape(), dtype), yd(op, "dy", dy.shape(), dtype);
+  TensorDescriptor xd(op, "dx", dx.shape(), dtype, dx.format()), yd(op, "dy", dy.shape(), dtype, dy.format());
   FilterDescriptor wd(op, "w", w.shape(), dtype);
   ConvolutionDescriptor cd(p, op);
-  const ConvCall call{ctx, dtype, dx.shape(), w.shape(), dy.shape(), p, xd, wd, cd, yd};
+  const ConvCall call{ctx, dtype, dx.shape(), w.shape(), dy.shape(), p, xd, wd, cd, yd, dx.format(), dy.format()};
   const float alpha = 1.0f, beta = 0.0f;
-  run_convolution<BackwardData>(call, /*overwrites_output=*/true, dx.raw(), dx.nbytes(),
-                                [&](const ConvAlgorithm& a, void* ws, std::size_t bytes, void* out) {
-                                  return cudnnConvolutionBackwardData(
-                                      cuda_resources(ctx).cudnn, &alpha, wd.get(), w.raw(), yd.get(), dy.raw(),
-                                      cd.get(), static_cast<cudnnConvolutionBwdDataAlgo_t>(a.algo), ws, bytes, &beta,
-                                      xd.get(), out);
-                                });
+  const bool ran = run_convolution<BackwardData>(
+      call, /*overwrites_output=*/true, dx.raw(), dx.nbytes(),
+      [&](const ConvAlgorithm& a, void* ws, std::size_t bytes, void* out) {
+        return cudnnConvolutionBackwardData(cuda_resources(ctx).cudnn, &alpha, wd.get(), w.raw(), yd.get(), dy.raw(),
+                                            cd.get(), static_cast<cudnnConvolutionBwdDataAlgo_t>(a.algo), ws, bytes,
+                                            &beta, xd.get(), out);
+      });
+  if (!ran) {
+    NchwRoute r(ctx);
+    do_conv2d_backward_data(ctx, r.in(dy), w, p, r.out(dx));
+    r.finish();
+  }
 }
 
 void CudaBackend::do_conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p,
@@ -519,28 +574,34 @@ void CudaBackend::do_conv2d_backward_filter(Context& ctx, const Tensor& x, const
     if (!accumulate) cuda_detail::launch_fill(dw.raw(), dw_type, dw.numel(), 0.0f, cuda_resources(ctx).stream);
     return;
   }
-  const DType dtype = x.dtype();  // x and dy share it; dw is it or f32
-  TensorDescriptor xd(op, "x", x.shape(), dtype), yd(op, "dy", dy.shape(), dtype);
+  const DType dtype = x.dtype();  // x and dy share it; dw is it or f32 (always KCRS: the front checked)
+  TensorDescriptor xd(op, "x", x.shape(), dtype, x.format()), yd(op, "dy", dy.shape(), dtype, dy.format());
   FilterDescriptor wd(op, "dw", dw.shape(), dtype);
   ConvolutionDescriptor cd(p, op);
-  const ConvCall call{ctx, dtype, x.shape(), dw.shape(), dy.shape(), p, xd, wd, cd, yd};
+  const ConvCall call{ctx, dtype, x.shape(), dw.shape(), dy.shape(), p, xd, wd, cd, yd, x.format(), dy.format()};
   const auto backward_filter = [&](float beta, bool overwrites_output, void* out, std::size_t out_bytes) {
     const float alpha = 1.0f;
-    run_convolution<BackwardFilter>(
+    return run_convolution<BackwardFilter>(
         call, overwrites_output, out, out_bytes, [&](const ConvAlgorithm& a, void* ws, std::size_t bytes, void* o) {
           return cudnnConvolutionBackwardFilter(
               cuda_resources(ctx).cudnn, &alpha, xd.get(), x.raw(), yd.get(), dy.raw(), cd.get(),
               static_cast<cudnnConvolutionBwdFilterAlgo_t>(a.algo), ws, bytes, &beta, wd.get(), o);
         });
   };
+  // cuDNN refused these layouts (see the policy at the top): nothing was written, dw included.
+  const auto on_nchw_copies = [&] {
+    NchwRoute r(ctx);
+    do_conv2d_backward_filter(ctx, r.in(x), r.in(dy), p, dw, accumulate);
+  };
   if (dw.dtype() == dtype) {
-    backward_filter(accumulate ? 1.0f : 0.0f, /*overwrites_output=*/!accumulate, dw.raw(), dw.nbytes());
+    if (!backward_filter(accumulate ? 1.0f : 0.0f, /*overwrites_output=*/!accumulate, dw.raw(), dw.nbytes()))
+      on_nchw_copies();
     return;
   }
   // Half x and dy, f32 dw: the gradient in x's dtype first, then into dw in one pass.
   const std::size_t half_bytes = static_cast<std::size_t>(dw.numel()) * dtype_size(dtype);
   Workspace half_dw(ctx, half_bytes);
-  backward_filter(0.0f, /*overwrites_output=*/true, half_dw.data(), half_bytes);
+  if (!backward_filter(0.0f, /*overwrites_output=*/true, half_dw.data(), half_bytes)) return on_nchw_copies();
   const cuda_detail::FloatType half_type = cuda_detail::float_type(dtype);
   if (accumulate)
     cuda_detail::launch_cast_add(half_dw.data(), half_type, dw.data<float>(), dw.numel(), cuda_resources(ctx).stream);

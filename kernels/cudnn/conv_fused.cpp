@@ -9,6 +9,9 @@
 //   with its own algorithm policy, then bias_add and the ReLU kernel), as does any call cuDNN
 //   refuses (NOT_SUPPORTED) or whose workspace does not fit: never a wrong result, only a slower one.
 // - The bias is a [1, K, 1, 1] tensor and must be given: a convolution without one passes zeros.
+// - x and y are described in their own formats (NCHW, or NHWC when channels_last), the filter KCRS,
+//   as in kernels/cudnn/conv.cpp; a format mix cuDNN refuses here runs unfused, whose convolution
+//   has its own answer to it. The unfused bias_add reads y's format itself (kernels/cuda/gemm.cu).
 // - z (the residual input) is y with alpha2 = 0, so nothing is added.
 // The one fused algorithm may be slower than the fastest unfused one (Winograd, FFT) at some
 // shapes. Under the measured search (ctx.conv_search() == measured) both are timed once per shape
@@ -59,9 +62,11 @@ class ActivationDescriptor {
 // Unsupported shapes are remembered so that cuDNN is not asked again on every call.
 enum class Choice { fused, unfused };
 
-std::string choice_key(const Context& ctx, const Tensor& x, const Tensor& w, const Conv2dParams& p, bool bias) {
-  return fmt::format("x={} w={} pad={},{} stride={},{} dilation={},{} bias={} {} {} device={}", x.shape(), w.shape(),
-                     p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, bias,
+std::string choice_key(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& y, const Conv2dParams& p,
+                       bool bias) {
+  return fmt::format("x={} {} w={} y {} pad={},{} stride={},{} dilation={},{} bias={} {} {} device={}", x.shape(),
+                     memory_format_name(x.format()), w.shape(), memory_format_name(y.format()), p.pad_h, p.pad_w,
+                     p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, bias,
                      ctx.math_mode() == MathMode::strict_fp32 ? "fp32" : "tf32",
                      ctx.conv_search() == ConvSearch::measured ? "measured" : "heuristic", ctx.device().str());
 }
@@ -79,7 +84,7 @@ Choices& choices() {
 // (reported as CUDNN_STATUS_ALLOC_FAILED) let the caller fall back, anything else is thrown there.
 cudnnStatus_t run_fused(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p,
                         Tensor& y) {
-  TensorDescriptor xd(kOp, "x", x.shape()), yd(kOp, "y", y.shape());
+  TensorDescriptor xd(kOp, "x", x.shape(), DType::f32, x.format()), yd(kOp, "y", y.shape(), DType::f32, y.format());
   TensorDescriptor bd(kOp, "bias", Shape{1, y.dim(1), 1, 1});
   FilterDescriptor wd(kOp, "w", w.shape());
   ConvolutionDescriptor cd(p, kOp);
@@ -111,8 +116,12 @@ cudnnStatus_t run_fused(Context& ctx, const Tensor& x, const Tensor& w, const Te
   return status;
 }
 
-bool may_fall_back(cudnnStatus_t status) {
-  return CUDNN_STATUS_CATEGORY(status) == CUDNN_STATUS_NOT_SUPPORTED || status == CUDNN_STATUS_ALLOC_FAILED;
+// With an NHWC tensor in the call, any failure falls back (not yet run on a GPU: should cuDNN answer
+// a layout it does not fuse with something other than NOT_SUPPORTED, the unfused ops still run it,
+// and report any real error themselves).
+bool may_fall_back(cudnnStatus_t status, bool channels_last) {
+  return channels_last || CUDNN_STATUS_CATEGORY(status) == CUDNN_STATUS_NOT_SUPPORTED ||
+         status == CUDNN_STATUS_ALLOC_FAILED;
 }
 
 }  // namespace
@@ -127,7 +136,8 @@ void CudaBackend::do_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, con
   };
   if (x.dtype() != DType::f32 || x.numel() == 0 || w.numel() == 0) return unfused();
 
-  const std::string key = choice_key(ctx, x, w, p, bias.defined());
+  const std::string key = choice_key(ctx, x, w, y, p, bias.defined());
+  const bool nhwc = x.channels_last() || y.channels_last();
   std::optional<Choice> known;
   {
     const std::lock_guard lock(choices().mutex);
@@ -154,7 +164,7 @@ void CudaBackend::do_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, con
       const double unfused_ms = timer.stop_ms();
       if (status == CUDNN_STATUS_SUCCESS) known = fused_ms <= unfused_ms ? Choice::fused : Choice::unfused;
     }
-    if (status != CUDNN_STATUS_SUCCESS && !may_fall_back(status))
+    if (status != CUDNN_STATUS_SUCCESS && !may_fall_back(status, nhwc))
       cuda_detail::throw_cudnn(status, "cudnnConvolutionBiasActivationForward", __FILE__, __LINE__,
                                fmt::format("{} x={} w={} y={}", kOp, x.shape(), w.shape(), y.shape()));
     remember(known.value_or(Choice::unfused));
@@ -167,7 +177,7 @@ void CudaBackend::do_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, con
     if (!known) remember(Choice::fused);
     return;
   }
-  if (!may_fall_back(status))
+  if (!may_fall_back(status, nhwc))
     cuda_detail::throw_cudnn(status, "cudnnConvolutionBiasActivationForward", __FILE__, __LINE__,
                              fmt::format("{} x={} w={} y={}", kOp, x.shape(), w.shape(), y.shape()));
   // Not supported here, or no memory for its workspace: the unfused ops give the same function.

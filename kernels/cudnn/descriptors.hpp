@@ -37,20 +37,28 @@ inline cudnnDataType_t cudnn_data_type(DType t) {
   CUDL_THROW("cuDNN: {} is not a float dtype", dtype_name(t));
 }
 
-// ---- convolution: NCHW data, KCRS filters, the convolution itself ----
+// cuDNN's name for a tensor's memory format: NCHW, or NHWC for channels_last (engine/memory_format.hpp).
+inline cudnnTensorFormat_t cudnn_format(MemoryFormat f) {
+  return f == MemoryFormat::channels_last ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+}
+
+// ---- convolution: NCHW or NHWC data, KCRS filters, the convolution itself ----
 // Half-precision data (bf16 or f16 x, w and y) runs with a float compute type in the convolution
 // descriptor: cuDNN's PSEUDO_BFLOAT16 and PSEUDO_HALF configurations, which accumulate in float
 // and round each output once, as the CPU does.
 
-// An NCHW tensor of `dtype`; `name` is the op's name for it (x, y, dx, dy), for messages.
+// A tensor of logical shape [N, C, H, W] and `dtype`, stored NCHW or (channels_last) NHWC; `name`
+// is the op's name for it (x, y, dx, dy), for messages. cuDNN takes the dimensions in NCHW order
+// whatever the format and derives the strides from the format.
 class TensorDescriptor {
  public:
-  TensorDescriptor(std::string_view op, std::string_view name, const Shape& s, DType dtype = DType::f32) {
+  TensorDescriptor(std::string_view op, std::string_view name, const Shape& s, DType dtype = DType::f32,
+                   MemoryFormat format = MemoryFormat::contiguous) {
     check_element_count(op, name, s);
     CUDL_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc_), "{} {}={}", op, name, s);
     try {
       CUDL_CUDNN_CHECK(
-          cudnnSetTensor4dDescriptor(desc_, CUDNN_TENSOR_NCHW, cudnn_data_type(dtype),
+          cudnnSetTensor4dDescriptor(desc_, cudnn_format(format), cudnn_data_type(dtype),
                                      cuda_detail::to_int(op, "N", s[0], s), cuda_detail::to_int(op, "C", s[1], s),
                                      cuda_detail::to_int(op, "H", s[2], s), cuda_detail::to_int(op, "W", s[3], s)),
           "{} {}={}", op, name, s);
@@ -68,7 +76,11 @@ class TensorDescriptor {
   cudnnTensorDescriptor_t desc_ = nullptr;
 };
 
-// A KCRS filter of `dtype`; `name` is the op's name for it (w, dw), for messages. A grouped
+// A KCRS filter of `dtype`; `name` is the op's name for it (w, dw), for messages. Filters stay
+// KCRS when the data is NHWC: cuDNN's legacy API documents NCHW and NHWC filters alike as able to
+// run its tensor-core kernels (it may transform them itself), and a KRSC copy per call would be a
+// pass over every weight. If a GPU run shows NHWC data with KCRS filters slow, that copy goes
+// here. A grouped
 // convolution's filter is [K, C/G, R, S] as it is stored: cuDNN reads C/G from it and G from the
 // convolution descriptor.
 class FilterDescriptor {
