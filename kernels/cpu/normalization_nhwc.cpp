@@ -2,8 +2,8 @@
 // contiguous dimension, so each row (one pixel of one sample) is a vector over C. The per-channel
 // sums visit the values of a channel in the NCHW kernels' order (sample by sample, pixel by pixel,
 // kernels/cpu/normalization.cpp), so every result is the same bits in either format. OpenMP over
-// blocks of channels: each thread owns its channels' sums, and the order within a channel never
-// depends on the thread count.
+// blocks of channels for the sums (each thread owns its channels' sums, and the order within a
+// channel never depends on the thread count), over rows for the elementwise passes.
 #include "cudl/kernels/cpu/normalization_nhwc.hpp"
 
 #include <algorithm>
@@ -18,8 +18,9 @@ namespace cudl::cpu {
 
 namespace {
 
-// Channels per block: sums for a block stay in registers and cache while the rows stream by.
-constexpr std::int64_t kChannelBlock = 64;
+// Channels per block of the sums: small enough that ResNet's 64-channel layers split across the
+// threads, while a block's sums stay in registers as the rows stream by.
+constexpr std::int64_t kChannelBlock = 16;
 
 struct Rows {
   std::int64_t rows, channels;  // N*H*W rows of C values
@@ -35,25 +36,28 @@ void for_channel_blocks(const Rows& r, F f) {
   for (std::int64_t b = 0; b < blocks; ++b) f(b * kChannelBlock, std::min(r.channels, (b + 1) * kChannelBlock));
 }
 
+// f(row) for every row, in parallel when there is enough work (elementwise passes: no order).
+template <class F>
+void for_rows(const Rows& r, F f) {
+#pragma omp parallel for schedule(static) if (r.rows * r.channels >= kParallelThreshold)
+  for (std::int64_t row = 0; row < r.rows; ++row) f(row);
+}
+
 // y = (x - mean) * gamma * invstd + beta per channel, with Relu max(that, 0) before the one rounding
 // (the NCHW kernel's formula and order of operations).
 template <class T, bool Relu>
 void normalise_rows(const Rows& r, const T* x, const float* gamma, const float* beta, const double* mean,
                     const double* invstd, T* y) {
-  for_channel_blocks(r, [&](std::int64_t c0, std::int64_t c1) {
-    double mul[kChannelBlock], m[kChannelBlock], b[kChannelBlock];
-    for (std::int64_t c = c0; c < c1; ++c) {
-      mul[c - c0] = static_cast<double>(gamma[c]) * invstd[c];
-      m[c - c0] = mean[c];
-      b[c - c0] = beta[c];
-    }
-    for (std::int64_t row = 0; row < r.rows; ++row) {
-      const T* xs = x + row * r.channels + c0;
-      T* ys = y + row * r.channels + c0;
-      for (std::int64_t j = 0; j < c1 - c0; ++j) {
-        const auto v = static_cast<float>((load(xs[j]) - m[j]) * mul[j] + b[j]);
-        ys[j] = store<T>(Relu ? (v > 0.0f ? v : 0.0f) : v);
-      }
+  std::vector<double> mul(static_cast<std::size_t>(r.channels));
+  for (std::int64_t c = 0; c < r.channels; ++c)
+    mul[static_cast<std::size_t>(c)] = static_cast<double>(gamma[c]) * invstd[c];
+  const double* pm = mul.data();
+  for_rows(r, [&](std::int64_t row) {
+    const T* xs = x + row * r.channels;
+    T* ys = y + row * r.channels;
+    for (std::int64_t c = 0; c < r.channels; ++c) {
+      const auto v = static_cast<float>((load(xs[c]) - mean[c]) * pm[c] + static_cast<double>(beta[c]));
+      ys[c] = store<T>(Relu ? (v > 0.0f ? v : 0.0f) : v);
     }
   });
 }
@@ -126,9 +130,13 @@ void batchnorm_backward_nhwc(const Tensor& x, const Tensor& y, const Tensor& dy,
   float* pdg = dgamma.data<float>();
   float* pdb = dbeta.data<float>();
   const auto count = static_cast<double>(r.rows);
+  const auto channels = static_cast<std::size_t>(r.channels);
+  std::vector<double> sums(2 * channels), ks(channels);
+  double* sum_dy = sums.data();
+  double* sum_dy_xhat = sum_dy + channels;
   for_channel_blocks(r, [&](std::int64_t c0, std::int64_t c1) {
     const std::int64_t width = c1 - c0;
-    double m[kChannelBlock], inv[kChannelBlock], sum_dy[kChannelBlock] = {}, sum_dy_xhat[kChannelBlock] = {};
+    double m[kChannelBlock], inv[kChannelBlock], s[kChannelBlock] = {}, sx[kChannelBlock] = {};
     for (std::int64_t j = 0; j < width; ++j) {
       m[j] = psm[c0 + j];
       inv[j] = psi[c0 + j];
@@ -138,24 +146,27 @@ void batchnorm_backward_nhwc(const Tensor& x, const Tensor& y, const Tensor& dy,
       for (std::int64_t j = 0; j < width; ++j) {
         float g = load(pdy[at + j]);
         if constexpr (Relu) g = relu_masked(g, load(py[at + j]));
-        sum_dy[j] += g;
-        sum_dy_xhat[j] += g * ((load(px[at + j]) - m[j]) * inv[j]);
-      }
-    }
-    double k[kChannelBlock];
-    for (std::int64_t j = 0; j < width; ++j) k[j] = static_cast<double>(pg[c0 + j]) * inv[j] / count;
-    for (std::int64_t row = 0; row < r.rows; ++row) {
-      const std::int64_t at = row * r.channels + c0;
-      for (std::int64_t j = 0; j < width; ++j) {
-        float g = load(pdy[at + j]);
-        if constexpr (Relu) g = relu_masked(g, load(py[at + j]));
-        const double xhat = (load(px[at + j]) - m[j]) * inv[j];
-        pdx[at + j] = store<T>(static_cast<float>(k[j] * (count * g - sum_dy[j] - xhat * sum_dy_xhat[j])));
+        s[j] += g;
+        sx[j] += g * ((load(px[at + j]) - m[j]) * inv[j]);
       }
     }
     for (std::int64_t j = 0; j < width; ++j) {
-      pdg[c0 + j] = static_cast<float>(pdg[c0 + j] + sum_dy_xhat[j]);
-      pdb[c0 + j] = static_cast<float>(pdb[c0 + j] + sum_dy[j]);
+      sum_dy[c0 + j] = s[j];
+      sum_dy_xhat[c0 + j] = sx[j];
+      pdg[c0 + j] = static_cast<float>(pdg[c0 + j] + sx[j]);
+      pdb[c0 + j] = static_cast<float>(pdb[c0 + j] + s[j]);
+    }
+  });
+  for (std::int64_t c = 0; c < r.channels; ++c)
+    ks[static_cast<std::size_t>(c)] = static_cast<double>(pg[c]) * static_cast<double>(psi[c]) / count;
+  const double* k = ks.data();
+  for_rows(r, [&](std::int64_t row) {
+    const std::int64_t at = row * r.channels;
+    for (std::int64_t c = 0; c < r.channels; ++c) {
+      float g = load(pdy[at + c]);
+      if constexpr (Relu) g = relu_masked(g, load(py[at + c]));
+      const double xhat = (load(px[at + c]) - static_cast<double>(psm[c])) * static_cast<double>(psi[c]);
+      pdx[at + c] = store<T>(static_cast<float>(k[c] * (count * g - sum_dy[c] - xhat * sum_dy_xhat[c])));
     }
   });
 }
