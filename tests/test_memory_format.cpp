@@ -290,7 +290,8 @@ TEST(MemoryFormat, OneChannelConvolutionMatchesNchw) {
   };
   const Case cases[] = {{{3, 1, 28, 28}, {32, 1, 3, 3}, {}},
                         {{2, 1, 9, 7}, {70, 1, 3, 3}, {1, 1}},
-                        {{2, 1, 11, 10}, {5, 1, 5, 3}, {2, 1, 2, 1, 1, 2}}};
+                        {{2, 1, 11, 10}, {5, 1, 5, 3}, {2, 1, 2, 1, 1, 2}},
+                        {{2, 1, 9, 9}, {64, 1, 3, 3}, {1, 1, 2, 2}}};  // K = 32 n: the register-blocked path
   for (const Case& c : cases) {
     for (DType dt : {DType::f32, DType::bf16}) {
       const Tensor x = input(ctx, c.x, 1, kNchw, dt), w = input(ctx, c.w, 2, kNchw, dt),

@@ -18,41 +18,80 @@ namespace cudl::cpu {
 
 namespace {
 
-// Output channels per pass over a pixel's taps: the sums of a block stay in vector registers.
-constexpr std::int64_t kBlock = 64;
-
 struct Geometry {
   std::int64_t h, w, p, q, k, r, s;
   Conv2dParams prm;
 };
 
-// One output row (n, oh): for each pixel, acc[k] = Σ_taps x · wt[tap][k] (taps in row-major
-// order, f32), + bias, ReLU, one rounding into y's dtype.
+// The first and one-past-last output column whose tap at kernel column `s` reads inside the row.
+std::int64_t first_column(const Geometry& g, std::int64_t s) {
+  const std::int64_t off = g.prm.pad_w - s * g.prm.dilation_w;  // ow*stride must reach this
+  return off <= 0 ? 0 : std::min(g.q, (off + g.prm.stride_w - 1) / g.prm.stride_w);
+}
+std::int64_t end_column(const Geometry& g, std::int64_t s) {
+  const std::int64_t off = g.w - 1 + g.prm.pad_w - s * g.prm.dilation_w;  // ow*stride must not pass this
+  return off < 0 ? 0 : std::min(g.q, off / g.prm.stride_w + 1);
+}
+
+// One output row (n, oh) into acc [Q, K] f32: taps in row-major order, each adding x * wt[tap]
+// to every pixel it reaches (a contiguous run of K per pixel), then + bias, ReLU and one rounding
+// of the whole row into y.
 template <class T>
 CUDL_CPU_CLONES void output_row(const T* x, const float* wt, const float* bias, bool relu, const Geometry& g,
-                                std::int64_t oh, T* y) {
+                                std::int64_t oh, float* __restrict acc, T* __restrict y) {
+  const std::int64_t k = g.k, row = g.q * g.k;
+  for (std::int64_t i = 0; i < row; ++i) acc[i] = 0.0f;
+  for (std::int64_t r = 0; r < g.r; ++r) {
+    const std::int64_t ih = oh * g.prm.stride_h - g.prm.pad_h + r * g.prm.dilation_h;
+    if (ih < 0 || ih >= g.h) continue;
+    const T* xr = x + ih * g.w;
+    for (std::int64_t s = 0; s < g.s; ++s) {
+      const float* __restrict wrow = wt + (r * g.s + s) * k;
+      const std::int64_t shift = s * g.prm.dilation_w - g.prm.pad_w;
+      for (std::int64_t ow = first_column(g, s), end = end_column(g, s); ow < end; ++ow) {
+        const float v = load(xr[ow * g.prm.stride_w + shift]);
+        float* __restrict a = acc + ow * k;
+        for (std::int64_t j = 0; j < k; ++j) a[j] += v * wrow[j];
+      }
+    }
+  }
+  if (bias != nullptr)
+    for (std::int64_t ow = 0; ow < g.q; ++ow)
+      for (std::int64_t j = 0; j < k; ++j) acc[ow * k + j] += bias[j];
+  if (relu)
+    for (std::int64_t i = 0; i < row; ++i) acc[i] = acc[i] > 0.0f ? acc[i] : 0.0f;
+  for (std::int64_t i = 0; i < row; ++i) y[i] = store<T>(acc[i]);
+}
+
+// The same row when K is a multiple of kLanes: pixel by pixel, each block of kLanes channels summed
+// over all the taps in registers (the row buffer above reads and writes its sums once per tap).
+constexpr std::int64_t kLanes = 32;
+
+template <class T>
+CUDL_CPU_CLONES void output_row_blocked(const T* x, const float* wt, const float* bias, bool relu, const Geometry& g,
+                                        std::int64_t oh, T* __restrict y) {
+  const std::int64_t k = g.k;
   for (std::int64_t ow = 0; ow < g.q; ++ow) {
-    T* out = y + ow * g.k;
-    for (std::int64_t k0 = 0; k0 < g.k; k0 += kBlock) {
-      const std::int64_t width = std::min(kBlock, g.k - k0);
-      float acc[kBlock];
-      for (std::int64_t j = 0; j < width; ++j) acc[j] = 0.0f;
+    for (std::int64_t k0 = 0; k0 < k; k0 += kLanes) {
+      float acc[kLanes] = {};
       for (std::int64_t r = 0; r < g.r; ++r) {
         const std::int64_t ih = oh * g.prm.stride_h - g.prm.pad_h + r * g.prm.dilation_h;
         if (ih < 0 || ih >= g.h) continue;
+        const T* xr = x + ih * g.w;
         for (std::int64_t s = 0; s < g.s; ++s) {
           const std::int64_t iw = ow * g.prm.stride_w - g.prm.pad_w + s * g.prm.dilation_w;
           if (iw < 0 || iw >= g.w) continue;
-          const float v = load(x[ih * g.w + iw]);
-          const float* wrow = wt + (r * g.s + s) * g.k + k0;
-          for (std::int64_t j = 0; j < width; ++j) acc[j] += v * wrow[j];
+          const float v = load(xr[iw]);
+          const float* __restrict wrow = wt + (r * g.s + s) * k + k0;
+          for (std::int64_t j = 0; j < kLanes; ++j) acc[j] += v * wrow[j];
         }
       }
-      if (bias != nullptr)
-        for (std::int64_t j = 0; j < width; ++j) acc[j] += bias[k0 + j];
-      if (relu)
-        for (std::int64_t j = 0; j < width; ++j) acc[j] = acc[j] > 0.0f ? acc[j] : 0.0f;
-      for (std::int64_t j = 0; j < width; ++j) out[k0 + j] = store<T>(acc[j]);
+      T* out = y + ow * k + k0;
+      for (std::int64_t j = 0; j < kLanes; ++j) {
+        float v = acc[j] + (bias != nullptr ? bias[k0 + j] : 0.0f);
+        if (relu) v = v > 0.0f ? v : 0.0f;
+        out[j] = store<T>(v);
+      }
     }
   }
 }
@@ -78,10 +117,17 @@ bool one_channel_conv_forward(const Tensor& x, const Tensor& w, const Tensor& bi
     using T = decltype(tag);
     const T* px = x.data<T>();  // one channel: NCHW and NHWC are the same bytes
     T* py = y.data<T>();
-#pragma omp parallel for schedule(static) if (y.numel() * taps >= kParallelThreshold)
-    for (std::int64_t row = 0; row < rows; ++row) {
-      const std::int64_t n = row / g.p, oh = row % g.p;
-      output_row(px + n * g.h * g.w, wt.data(), pb, relu, g, oh, py + row * g.q * g.k);
+#pragma omp parallel if (y.numel() * taps >= kParallelThreshold)
+    {
+      std::vector<float> acc(static_cast<std::size_t>(g.q * g.k));  // one output row, per thread
+#pragma omp for schedule(static)
+      for (std::int64_t row = 0; row < rows; ++row) {
+        const std::int64_t n = row / g.p, oh = row % g.p;
+        if (g.k % kLanes == 0)
+          output_row_blocked(px + n * g.h * g.w, wt.data(), pb, relu, g, oh, py + row * g.q * g.k);
+        else
+          output_row(px + n * g.h * g.w, wt.data(), pb, relu, g, oh, acc.data(), py + row * g.q * g.k);
+      }
     }
   });
   return true;
