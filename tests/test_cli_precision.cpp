@@ -82,3 +82,32 @@ TEST(CliPrecision, AnUnknownPrecisionListsTheValidOnes) {
   for (const char* name : {"fp32", "tf32", "bf16", "fp16"}) EXPECT_TRUE(contains(r.err, name)) << r.err;
   EXPECT_TRUE(contains(r.err, "fp8")) << r.err;
 }
+
+// --memory-format: a bf16 ResNet (no dropout, whose masks are drawn in storage order) trains to the
+// same loss with channels_last and NCHW activations (the same ops on re-laid-out data; the
+// one-channel first convolution sums its taps in another order, hence a tolerance), and an unknown
+// format lists the valid ones.
+TEST(CliPrecision, MemoryFormatsTrainAlikeAndAnUnknownOneIsRefused) {
+  TempDir dir;
+  const std::string data = dir.file("idx");
+  std::filesystem::create_directories(data);
+  {
+    Context ctx(Device::cpu());
+    cudl::testing::write_synthetic_mnist_dir(data, ctx, 64, 32);
+  }
+  double loss[2] = {0, 0};
+  int i = 0;
+  for (const char* format : {"nchw", "channels_last"}) {
+    const std::string metrics = dir.file(fmt::format("{}.json", format));
+    const CliRun r = run_cli(dir, fmt::format("train --model resnet8_mnist --data '{}' --batch-size 32 --device cpu "
+                                              "--epochs 1 --precision bf16 --memory-format {} --metrics-json '{}'",
+                                              data, format, metrics));
+    ASSERT_EQ(r.status, 0) << format << "\n" << r.err;
+    loss[i++] = nlohmann::json::parse(slurp(metrics)).at("epochs").back().at("train_loss").get<double>();
+  }
+  ASSERT_TRUE(std::isfinite(loss[0])) << loss[0];
+  EXPECT_NEAR(loss[1], loss[0], 0.02 * std::abs(loss[0])) << "channels_last against nchw";
+  const CliRun bad = run_cli(dir, "train --model mlp --memory-format nhwc --device cpu --data nowhere");
+  EXPECT_EQ(bad.status, 1);
+  for (const char* name : {"auto", "nchw", "channels_last", "nhwc"}) EXPECT_TRUE(contains(bad.err, name)) << bad.err;
+}
