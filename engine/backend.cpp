@@ -951,8 +951,7 @@ void Backend::copy(Context& ctx, const Tensor& src, Tensor& dst) {
                src.shape(), dtype_name(src.dtype()), memory_format_name(src.format()), dst.shape(),
                dtype_name(dst.dtype()), memory_format_name(dst.format()));
     // One channel or one pixel: both formats are the same bytes (Tensor::to_format shares them).
-    const bool same_bytes = src.dim(1) == 1 || src.dim(2) * src.dim(3) == 1;
-    if (!same_bytes) {
+    if (!formats_share_bytes(src.shape())) {
       CUDL_CHECK(src.raw() != dst.raw() || src.nbytes() == 0, "copy: src={} and dst share memory but not a format",
                  src.shape());
       if (src.nbytes() > 0) do_convert_format(ctx, src, dst);

@@ -16,6 +16,12 @@ enum class MemoryFormat : std::uint8_t { contiguous, channels_last };
 
 std::string_view memory_format_name(MemoryFormat f);
 
+// Whether both formats lay out a tensor of `shape` alike (4-D with one channel or one pixel), so
+// that changing its format needs no copy.
+inline bool formats_share_bytes(const Shape& shape) {
+  return shape.rank() == 4 && (shape[1] == 1 || shape[2] * shape[3] == 1);
+}
+
 // The storage offset of logical element [n, c, h, w] of a tensor of `shape` [N, C, H, W] in `format`.
 inline std::int64_t storage_index(const Shape& shape, MemoryFormat format, std::int64_t n, std::int64_t c,
                                   std::int64_t h, std::int64_t w) {

@@ -139,7 +139,7 @@ Tensor Tensor::to(Context& ctx) const {
 Tensor Tensor::to_format(Context& ctx, MemoryFormat format) const {
   CUDL_CHECK(defined(), "Tensor::to_format: tensor is undefined");
   if (format == format_) return *this;
-  if (shape_.rank() == 4 && (shape_[1] == 1 || shape_[2] * shape_[3] == 1)) {
+  if (formats_share_bytes(shape_)) {
     // One channel, or one pixel: both formats lay the elements out alike, so the storage is shared.
     Tensor t = *this;
     t.format_ = format;
