@@ -929,6 +929,27 @@ void Backend::top_k(Context& ctx, const Tensor& x, Tensor& indices, Tensor& valu
   if (x.dim(0) > 0) do_top_k(ctx, x, indices, values);
 }
 
+void Backend::match_histograms(Context& ctx, const Tensor& source, const Tensor& reference, Tensor& out) {
+  constexpr std::string_view op = "match_histograms";
+  bound_to(ctx, op);
+  placed(ctx, op, "source", source);
+  placed(ctx, op, "reference", reference);
+  placed(ctx, op, "out", out);
+  check::rank_is(op, "source", source, 2);
+  check::rank_is(op, "reference", reference, 2);
+  check::same_shape(op, "source", source, "out", out);
+  CUDL_CHECK(reference.dim(0) == source.dim(0), "{}: reference={} must have source's {} rows (source={})", op,
+             reference.shape(), source.dim(0), source.shape());
+  CUDL_CHECK(reference.dim(1) > 0 || source.numel() == 0, "{}: reference={} has no values to match source={} to", op,
+             reference.shape(), source.shape());
+  // Positions are the low 32 bits of the sort keys.
+  CUDL_CHECK(source.dim(1) <= INT32_MAX && reference.dim(1) <= INT32_MAX,
+             "{}: rows of more than 2^31-1 values (source={}, reference={})", op, source.shape(), reference.shape());
+  CUDL_CHECK(reference.raw() != out.raw() || out.numel() == 0, "{}: out must not alias reference (reference={})", op,
+             reference.shape());
+  if (source.numel() > 0) do_match_histograms(ctx, source, reference, out);
+}
+
 // ---- elementwise basics ----
 
 void Backend::fill(Context& ctx, Tensor& x, float value) {

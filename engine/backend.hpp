@@ -25,7 +25,7 @@
 // - Float in, f32 out: bias_add/bias_grad's bias, gram_forward's g (gram_backward: dg f32, dx as x),
 //   mse/l1 losses (a, b, da one dtype; loss f32), sum, mean, max, argmax_rows, accuracy, top_k, channel
 //   affine's scale and shift, batch norm's per-channel tensors.
-// - f32 only: the softmax family and cross-entropy, tv_loss, optimizer steps, dot, clamp,
+// - f32 only: the softmax family and cross-entropy, tv_loss, match_histograms, optimizer steps, dot, clamp,
 //   axpy_scalar, abs_sum, scalar_op, the random fills.
 // - cast converts between any two float dtypes (rounding to nearest even).
 // Scalar results (losses, sums) are written into a one-element device tensor so that nothing
@@ -238,6 +238,13 @@ class Backend {
   // lower column, NaN after every number (so indices[n, 0] is argmax_rows' answer). Only N*k
   // results leave the device, where a caller ranking on the host would copy all N*K logits.
   void top_k(Context& ctx, const Tensor& x, Tensor& indices, Tensor& values);
+  // Histogram matching by sorting, row by row: source f32 [R, n], reference f32 [R, m], out f32 [R, n]
+  // (may be source). Each row's values are ranked (engine/float_order.hpp: ascending, equal values by
+  // lower column, NaN below every number) and the value of rank r becomes the reference row's value
+  // of rank floor((2r + 1) m / 2n), its quantile: out's row then has the reference row's
+  // distribution, in source's order. A NaN in source stays NaN; NaNs in reference count as its
+  // smallest values. m = 0 with n > 0 is refused. Both backends give the same bits.
+  void match_histograms(Context& ctx, const Tensor& source, const Tensor& reference, Tensor& out);
 
   // ---- elementwise basics ----
   void fill(Context& ctx, Tensor& x, float value);
@@ -389,6 +396,7 @@ class Backend {
   virtual void do_argmax_rows(Context& ctx, const Tensor& x, Tensor& out) = 0;
   virtual void do_accuracy(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& out) = 0;
   virtual void do_top_k(Context& ctx, const Tensor& x, Tensor& indices, Tensor& values) = 0;  // values may be undefined
+  virtual void do_match_histograms(Context& ctx, const Tensor& source, const Tensor& reference, Tensor& out) = 0;
   virtual void do_fill(Context& ctx, Tensor& x, float value) = 0;
   virtual void do_copy(Context& ctx, const Tensor& src, Tensor& dst) = 0;
   virtual void do_axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) = 0;

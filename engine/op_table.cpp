@@ -170,6 +170,9 @@ std::vector<OpSpec> make_table() {
       "one pass over the logits per evaluation batch");
   add("top_k", {"top_k"}, {Shape{64, 10}, Shape{9, 1000}, Shape{5, 1}, Shape{3, 4099}}, kHalves, T::exact, kIntegers,
       "one sort of the logits per evaluation batch or image");
+  add("match_histograms", {"match_histograms"}, {Shape{3, 1000}, Shape{2, 4099}, Shape{1, 1}}, kF32, T::exact,
+      "recolours the style images once, before the optimisation: not differentiated",
+      "runs once per style image before a `cudl style` run");
   const char* kStreams = "the bench's copy is its bandwidth ceiling; the others stream like it";
   add("fill", {"fill"}, {Shape{13, 31}}, kHalves, T::exact, kNoBackward, kStreams);
   add("copy", {"copy"}, {Shape{13, 31}}, kF32, T::exact, kNoBackward, kStreams);

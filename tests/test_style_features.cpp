@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdlib>
@@ -209,7 +210,7 @@ TEST(StyleObjectiveOptions, AWhiteMaskIsNoMaskAndABlackRegionGetsNoStyleGradient
 
 // ---------------------------------------------------------------- colour
 
-TEST(StyleColor, HistogramMatchingGivesTheContentsMeanAndCovariance) {
+TEST(StyleColor, LinearMatchingGivesTheContentsMeanAndCovariance) {
   // Colours well inside [0,1] so that the clamp does not bend the result; three independent
   // signals per image, so that both covariances have full rank.
   Image style(40, 30, 3), content(20, 20, 3);
@@ -231,7 +232,7 @@ TEST(StyleColor, HistogramMatchingGivesTheContentsMeanAndCovariance) {
       content.at(y, x, 1) = 0.5f + 0.07f * t;
       content.at(y, x, 2) = 0.35f + 0.04f * t - 0.06f * u + 0.02f * v;
     }
-  const Image out = match_color_histogram(style, content);
+  const Image out = match_color_moments(style, content);
   ASSERT_EQ(out.width, 40);
   auto stats = [](const Image& im) {
     std::array<double, 3> mean{};
@@ -252,6 +253,48 @@ TEST(StyleColor, HistogramMatchingGivesTheContentsMeanAndCovariance) {
   for (int c = 0; c < 3; ++c) EXPECT_NEAR(om[c], cm[c], 1e-4) << c;
   for (int k = 0; k < 9; ++k) EXPECT_NEAR(oc[k], cc[k], 1e-6) << k;
   EXPECT_GT(std::abs(sm[0] - cm[0]), 0.2);  // it did move the colours
+}
+
+TEST(StyleColor, HistogramMatchingGivesEachChannelTheContentsValuesInTheLinearMapsOrder) {
+  // Same pixel count (600), different shapes: each output channel holds exactly the content's values.
+  Image style(30, 20, 3), content(20, 30, 3);
+  for (int y = 0; y < 20; ++y)
+    for (int x = 0; x < 30; ++x)
+      for (int c = 0; c < 3; ++c)
+        style.at(y, x, c) = 0.2f + 0.1f * static_cast<float>(c) +
+                            0.15f * std::sin(0.37f * static_cast<float>(x * (c + 1)) + 0.11f * static_cast<float>(y));
+  for (int y = 0; y < 30; ++y)
+    for (int x = 0; x < 20; ++x)
+      for (int c = 0; c < 3; ++c)
+        content.at(y, x, c) = 0.6f - 0.1f * static_cast<float>(c) +
+                              0.3f * std::cos(0.23f * static_cast<float>(y * (c + 2)) + 0.5f * static_cast<float>(x));
+  Context ctx;
+  const Image out = match_color_histogram(ctx, style, content), linear = match_color_moments(style, content);
+  ASSERT_EQ(out.width, 30);
+  ASSERT_EQ(out.height, 20);
+  for (int c = 0; c < 3; ++c) {
+    std::vector<float> got, want, order_out, order_linear;
+    for (int y = 0; y < 20; ++y)
+      for (int x = 0; x < 30; ++x) {
+        got.push_back(out.at(y, x, c));
+        order_linear.push_back(linear.at(y, x, c));
+      }
+    for (int y = 0; y < 30; ++y)
+      for (int x = 0; x < 20; ++x) want.push_back(content.at(y, x, c));
+    order_out = got;
+    std::sort(got.begin(), got.end());
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(got, want) << "channel " << c;
+    // The pixels keep the linear map's order within each channel: a monotone map of it (the
+    // content's own ties may make two neighbours equal).
+    for (std::size_t i = 1; i < order_out.size(); ++i) {
+      if (order_linear[i - 1] < order_linear[i]) {
+        ASSERT_LE(order_out[i - 1], order_out[i]) << c << " " << i;
+      } else if (order_linear[i - 1] > order_linear[i]) {
+        ASSERT_GE(order_out[i - 1], order_out[i]) << c << " " << i;
+      }
+    }
+  }
 }
 
 // ---------------------------------------------------------------- VGG19 runs (random weights)

@@ -31,7 +31,7 @@ std::pair<std::string, std::string> refusal(const StyleOptions& o) {
 }
 
 TEST(StyleOptions, EnumsParseTheirNamesAndRefuseOthersNamingTheField) {
-  for (auto c : {ColorTransfer::none, ColorTransfer::luminance, ColorTransfer::histogram})
+  for (auto c : {ColorTransfer::none, ColorTransfer::luminance, ColorTransfer::linear, ColorTransfer::histogram})
     EXPECT_EQ(parse_color_transfer(color_transfer_name(c)), c);
   for (auto m : {StyleModel::torchvision, StyleModel::caffe}) EXPECT_EQ(parse_style_model(style_model_name(m)), m);
   for (auto o : {StyleOptimizer::lbfgs, StyleOptimizer::adam})
@@ -48,7 +48,7 @@ TEST(StyleOptions, EnumsParseTheirNamesAndRefuseOthersNamingTheField) {
     (void)parse_color_transfer("sepia");
     ADD_FAILURE() << "sepia parsed";
   } catch (const StyleOptionError& e) {
-    EXPECT_EQ(e.problem(), "must be none, luminance or histogram, got 'sepia'");
+    EXPECT_EQ(e.problem(), "must be none, luminance, linear or histogram, got 'sepia'");
   }
 }
 

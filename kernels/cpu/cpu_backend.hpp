@@ -69,6 +69,7 @@ class CpuBackend final : public Backend {
   void do_argmax_rows(Context& ctx, const Tensor& x, Tensor& out) override;
   void do_accuracy(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& out) override;
   void do_top_k(Context& ctx, const Tensor& x, Tensor& indices, Tensor& values) override;
+  void do_match_histograms(Context& ctx, const Tensor& source, const Tensor& reference, Tensor& out) override;
   void do_fill(Context& ctx, Tensor& x, float value) override;
   void do_copy(Context& ctx, const Tensor& src, Tensor& dst) override;
   void do_axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) override;

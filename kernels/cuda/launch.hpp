@@ -198,6 +198,16 @@ std::size_t top_k_scratch_bytes(std::int64_t rows, std::int64_t cols);
 void launch_top_k(const void* x, FloatType t, std::int64_t rows, std::int64_t cols, std::int64_t k,
                   std::int32_t* indices, float* values, void* scratch, std::size_t scratch_bytes, cudaStream_t stream);
 
+// ---- histogram.cu: histogram matching by sorting, rows of source [rows, n] and reference [rows, m],
+// n and m < 2^31 ----
+// Scratch for launch_match_histograms: four key buffers (source's and reference's, in and out) and
+// CUB's sort storage.
+std::size_t match_histograms_scratch_bytes(std::int64_t rows, std::int64_t n, std::int64_t m);
+// out[r, i] = the reference row's value at source[r, i]'s quantile, by the CPU's order and formula
+// (kernels/cpu/histogram.cpp); NaN stays NaN. out may be source.
+void launch_match_histograms(const float* source, const float* reference, float* out, std::int64_t rows, std::int64_t n,
+                             std::int64_t m, void* scratch, std::size_t scratch_bytes, cudaStream_t stream);
+
 // ---- peers.cu: library baselines for `cudl bench` (kernels/cuda/peers.hpp), not ops ----
 std::size_t cub_sum_scratch_bytes(std::int64_t n);
 // out[0] = cub::DeviceReduce::Sum(x[0..n)), CUB's float accumulator.

@@ -1,17 +1,18 @@
 // top_k on the device: the k best columns of each row of [N, K] logits, so that classify, predict
 // and eval copy N*k indices to the host instead of N*K logits. CPU twin: kernels/cpu/topk.cpp.
 //
-// Each element becomes one 64-bit key that orders exactly as the CPU ranks (rank_key, the CPU's
-// formula), every key of a row distinct; CUB's segmented radix sort orders each row's keys
-// descending, and the first k of each row are decoded. Distinct keys make the result independent
-// of the sort's stability and of its internal order: the same bits as the CPU's partial_sort.
-// Thrust serves here for the row-offset iterators only; its headers stay in this one file.
+// Each element becomes one 64-bit key that orders exactly as the CPU ranks (engine/float_order.hpp's
+// descending_key, the same function on both), every key of a row distinct; CUB's segmented radix sort orders each row's
+// keys descending, and the first k of each row are decoded. Distinct keys make the result independent of the sort's
+// stability and of its internal order: the same bits as the CPU's partial_sort. Thrust serves here for the row-offset
+// iterators only; its headers stay in this one file.
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/iterator/transform_iterator.h>
 
 #include <cstdint>
 #include <cub/device/device_segmented_radix_sort.cuh>
 
+#include "cudl/engine/float_order.hpp"
 #include "cudl/kernels/cuda/float_types.cuh"
 #include "cudl/kernels/cuda/launch.cuh"
 
@@ -19,25 +20,10 @@ namespace cudl::cuda_detail {
 
 namespace {
 
-// kernels/cpu/topk.cpp's order_bits and rank_key, unchanged: NaN 0, -0 as +0, the usual IEEE
-// radix order otherwise; the column's complement in the low half.
-__device__ __forceinline__ std::uint64_t rank_key(float v, std::int64_t col) {
-  std::uint32_t bits = 0;
-  if (!isnan(v)) {
-    if (v == 0.0f) v = 0.0f;
-    const std::uint32_t u = __float_as_uint(v);
-    bits = (u & 0x80000000u) != 0 ? ~u : (u | 0x80000000u);
-  }
-  return (static_cast<std::uint64_t>(bits) << 32) | (0xFFFFFFFFu - static_cast<std::uint32_t>(col));
-}
-
-__device__ __forceinline__ std::int64_t key_column(std::uint64_t key) {
-  return static_cast<std::int64_t>(0xFFFFFFFFu - static_cast<std::uint32_t>(key));
-}
-
 template <class T>
 __global__ void top_k_keys_kernel(std::int64_t n, const T* x, std::int64_t cols, std::uint64_t* keys) {
-  for (std::int64_t i = global_thread(); i < n; i += global_stride()) keys[i] = rank_key(widen(x[i]), i % cols);
+  for (std::int64_t i = global_thread(); i < n; i += global_stride())
+    keys[i] = float_order::descending_key(widen(x[i]), static_cast<std::uint32_t>(i % cols));
 }
 
 template <class T>
@@ -45,7 +31,7 @@ __global__ void top_k_pick_kernel(std::int64_t n, const T* x, const std::uint64_
                                   std::int64_t k, std::int32_t* indices, float* values) {
   for (std::int64_t i = global_thread(); i < n; i += global_stride()) {
     const std::int64_t r = i / k, j = i - r * k;
-    const std::int64_t col = key_column(sorted[r * cols + j]);
+    const auto col = static_cast<std::int64_t>(float_order::descending_position(sorted[r * cols + j]));
     indices[i] = static_cast<std::int32_t>(col);
     if (values != nullptr) values[i] = widen(x[r * cols + col]);
   }

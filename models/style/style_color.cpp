@@ -1,11 +1,14 @@
 // Colour control for style transfer (Gatys et al. 2017, "Controlling Perceptual Factors in Neural
 // Style Transfer", section 4): luminance-only transfer after the optimisation, or colour histogram
-// matching of the style images before it.
+// matching of the style images before it (a linear map of mean and covariance, then each channel
+// matched exactly by sorting, on the run's device).
 #include <algorithm>
 #include <array>
 #include <cmath>
 
+#include "cudl/engine/backend.hpp"
 #include "cudl/engine/check.hpp"
+#include "cudl/engine/io/image.hpp"
 #include "cudl/models/style/style_transfer.hpp"
 
 namespace cudl {
@@ -99,10 +102,18 @@ Mat3 matmul(const Mat3& a, const Mat3& b) {
 
 }  // namespace
 
-Image match_color_histogram(const Image& style_in, const Image& content_in) {
-  CUDL_CHECK(style_in.width > 0 && style_in.height > 0 && content_in.width > 0 && content_in.height > 0,
-             "match_color_histogram: empty image ({}x{} style, {}x{} content)", style_in.width, style_in.height,
-             content_in.width, content_in.height);
+namespace {
+
+void check_not_empty(const char* op, const Image& style, const Image& content) {
+  CUDL_CHECK(style.width > 0 && style.height > 0 && content.width > 0 && content.height > 0,
+             "{}: empty image ({}x{} style, {}x{} content)", op, style.width, style.height, content.width,
+             content.height);
+}
+
+}  // namespace
+
+Image match_color_moments(const Image& style_in, const Image& content_in) {
+  check_not_empty("match_color_moments", style_in, content_in);
   const Image style = to_rgb(style_in), content = to_rgb(content_in);
   const Moments s = moments(style), c = moments(content);
   // The paper's Cholesky colour transform: A = Lc Ls⁻¹ (Σ = L Lᵀ) maps the style's pixel
@@ -120,6 +131,23 @@ Image match_color_histogram(const Image& style_in, const Image& content_in) {
       }
     }
   return out;
+}
+
+}  // namespace cudl
+
+namespace cudl {
+
+Image match_color_histogram(Context& ctx, const Image& style_in, const Image& content_in) {
+  check_not_empty("match_color_histogram", style_in, content_in);
+  // The linear map first carries the content's correlations between channels over (sorting sees
+  // one channel at a time); sorting then gives each channel the content's exact distribution.
+  const Image style = match_color_moments(style_in, content_in), content = to_rgb(content_in);
+  const std::int64_t style_pixels = static_cast<std::int64_t>(style.width) * style.height;
+  const std::int64_t content_pixels = static_cast<std::int64_t>(content.width) * content.height;
+  Tensor source = image_to_tensor(style, ctx).reshape({3, style_pixels});
+  const Tensor reference = image_to_tensor(content, ctx).reshape({3, content_pixels});
+  ctx.backend().match_histograms(ctx, source, reference, source);
+  return tensor_to_image(source.reshape({3, style.height, style.width}), ctx);
 }
 
 }  // namespace cudl

@@ -38,7 +38,7 @@ bool valid(const std::array<const char*, N>&, E value) {
   return static_cast<std::size_t>(value) < N;
 }
 
-constexpr std::array<const char*, 3> kColorTransfers{"none", "luminance", "histogram"};
+constexpr std::array<const char*, 4> kColorTransfers{"none", "luminance", "linear", "histogram"};
 constexpr std::array<const char*, 2> kModels{"torchvision", "caffe"};
 constexpr std::array<const char*, 2> kOptimizers{"lbfgs", "adam"};
 constexpr std::array<const char*, 2> kPoolings{"max", "avg"};

@@ -14,9 +14,10 @@ namespace cudl {
 
 // How the output's colours relate to the content's (Gatys et al. 2017, "Controlling perceptual
 // factors"): none; luminance: the result's luminance with the content's chroma (YIQ, after the
-// optimisation, neural-style's -original_colors); histogram: each style image's colours are
-// mapped to the content's mean and covariance before the optimisation.
-enum class ColorTransfer { none, luminance, histogram };
+// optimisation, neural-style's -original_colors); before the optimisation, each style image's
+// colours mapped to the content's: linear, to its mean and covariance; histogram, that and then
+// each channel's histogram matched exactly by sorting.
+enum class ColorTransfer { none, luminance, linear, histogram };
 
 // The VGG19 the weights come from. torchvision: RGB in [0,1] normalised by the ImageNet mean and
 // std. caffe: VGG_ILSVRC_19_layers, which expects BGR in 0-255 minus the mean pixel (103.939,
@@ -35,7 +36,7 @@ enum class StylePooling { max, avg };
 enum class StyleInit { content, random, image };
 
 // Names <-> values; parse_* throws naming what it expected.
-ColorTransfer parse_color_transfer(const std::string& name);    // none | luminance | histogram
+ColorTransfer parse_color_transfer(const std::string& name);    // none | luminance | linear | histogram
 StyleModel parse_style_model(const std::string& name);          // torchvision | caffe
 StyleOptimizer parse_style_optimizer(const std::string& name);  // lbfgs | adam
 StylePooling parse_style_pooling(const std::string& name);      // max | avg

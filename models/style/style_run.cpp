@@ -128,8 +128,11 @@ StyleResult StyleRunner::run(const Image& content_in, const Image* init, const S
   Backend& be = ctx.backend();
   const StyleOptions& o = o_;
   const Image content_rgb = to_rgb(content_in);
-  if (o.color_transfer == ColorTransfer::histogram && !recoloured_) {
-    for (auto& s : styles_) s = match_color_histogram(s, content_rgb);
+  if (!recoloured_ && o.color_transfer == ColorTransfer::histogram) {
+    for (auto& s : styles_) s = match_color_histogram(ctx, s, content_rgb);
+    recoloured_ = true;
+  } else if (!recoloured_ && o.color_transfer == ColorTransfer::linear) {
+    for (auto& s : styles_) s = match_color_moments(s, content_rgb);
     recoloured_ = true;
   }
   const std::vector<StyleScalePlan> plan = prepare(content_rgb);  // before any work

@@ -102,7 +102,12 @@ StyleWeights default_style_weights(StyleModel model);
 Image transfer_original_colors(const Image& content, const Image& styled);
 // `style`'s colours mapped to `content`'s mean and covariance (RGB): x' = A (x − μs) + μc with
 // A = Lc Ls⁻¹ (Cholesky factors, Σ = L Lᵀ), clamped to [0,1]. Sizes may differ.
-Image match_color_histogram(const Image& style, const Image& content);
+// --color-transfer linear.
+Image match_color_moments(const Image& style, const Image& content);
+// match_color_moments, then each channel's histogram matched to the content's exactly by sorting
+// (Backend::match_histograms, on ctx's device): the result's channels hold the content's values
+// (at the style's pixel count's quantiles) in the style's order. --color-transfer histogram.
+Image match_color_histogram(Context& ctx, const Image& style, const Image& content);
 
 // One loss + gradient evaluation, exposed for tests: the network must come from make_style_network
 // (or be a similar chain whose layer names the options use, see StyleLossOptions).
@@ -165,8 +170,8 @@ class StyleObjective {
 // and the style targets (per style size) are computed once and reused.
 class StyleRunner {
  public:
-  // Options already checked (a StyleOptions converts, checking); with ColorTransfer::histogram the
-  // styles are recoloured against the first content image run() sees (so every frame keeps the
+  // Options already checked (a StyleOptions converts, checking); with ColorTransfer::histogram or
+  // linear the styles are recoloured against the first content image run() sees (so every frame keeps the
   // same targets and colours do not flicker).
   StyleRunner(Context& ctx, Sequential& net, std::vector<Image> styles, CheckedStyleOptions options);
   // The run's plan for `content` (scales, tiles), after checking that every scale passes the

@@ -161,8 +161,9 @@ void run_style(StyleArgs a) {
   if (!a.style_weight_given) o.style_weight = defaults.style;
   o.color_transfer = parse_color_transfer(a.color_transfer);
   if (a.original_colors) {
-    CUDL_CHECK(o.color_transfer != ColorTransfer::histogram,
-               "style: --original-colors is --color-transfer luminance; it contradicts --color-transfer histogram");
+    CUDL_CHECK(o.color_transfer == ColorTransfer::none || o.color_transfer == ColorTransfer::luminance,
+               "style: --original-colors is --color-transfer luminance; it contradicts --color-transfer {}",
+               color_transfer_name(o.color_transfer));
     o.color_transfer = ColorTransfer::luminance;
   }
   o.content_layers = parse_style_layers(a.content_layers);
@@ -353,8 +354,10 @@ void add_style_command(CLI::App& app) {
   cmd->add_option("--model-type", a->model_type, "torchvision | caffe (VGG_ILSVRC_19_layers, BGR 0-255 input)")
       ->check(one_of(parse_style_model))
       ->capture_default_str();
-  cmd->add_option("--color-transfer", a->color_transfer,
-                  "none | luminance (keep the content's colours) | histogram (recolour the styles first)")
+  cmd->add_option(
+         "--color-transfer", a->color_transfer,
+         "none | luminance (keep the content's colours) | linear (recolour the styles to the content's mean and "
+         "covariance first) | histogram (linear, then each channel's histogram matched exactly)")
       ->check(one_of(parse_color_transfer))
       ->capture_default_str();
   cmd->add_option("--content-mask", a->content_mask, "Grey mask: the content loss applies where it is white")
