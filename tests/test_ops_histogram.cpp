@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cudl/engine/op_table.hpp"
+#include "tests/awkward_floats.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/op_coverage.hpp"
 #include "tests/test_util.hpp"
@@ -22,13 +23,14 @@
 namespace {
 
 using namespace cudl;
+using cudl::testing::awkward_values;
 using cudl::testing::BackendTest;
+using cudl::testing::bits_of;
 using cudl::testing::expect_error;
 
 CUDL_OP_COVERAGE(cuda_vs_cpu, "match_histograms");
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
-const float kInf = std::numeric_limits<float>::infinity();
 
 // The documented order: NaN below every number, equal values (+0 == -0) by lower column.
 std::vector<std::size_t> ascending_order(const float* row, std::size_t n) {
@@ -59,24 +61,6 @@ std::vector<float> reference_match(const std::vector<float>& source, const std::
   return out;
 }
 
-// Multiples of 0.25 in [-2, 2] (many exact ties) with NaN, ±inf and -0 sprinkled in.
-std::vector<float> awkward_values(std::size_t count, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> dist(-8, 8), special(0, 24);
-  std::vector<float> v(count);
-  for (float& x : v) {
-    const int s = special(rng);
-    x = s == 0 ? kNaN : s == 1 ? kInf : s == 2 ? -kInf : s == 3 ? -0.0f : 0.25f * static_cast<float>(dist(rng));
-  }
-  return v;
-}
-
-std::vector<std::uint32_t> bits_of(const std::vector<float>& v) {
-  std::vector<std::uint32_t> b;
-  for (float x : v) b.push_back(std::isnan(x) ? 0x7FC00000u : std::bit_cast<std::uint32_t>(x));
-  return b;
-}
-
 class HistogramOps : public BackendTest {};
 
 TEST_P(HistogramOps, HandCaseEqualLengthsGiveTheReferenceValuesInTheSourcesOrder) {
@@ -100,8 +84,8 @@ TEST_P(HistogramOps, MatchesTheStableSortReference) {
   };
   for (const Case& c :
        {Case{3, 1000, 1000}, Case{3, 4099, 257}, Case{2, 33, 1001}, Case{1, 1, 1}, Case{4, 1, 9}, Case{1, 9, 1}}) {
-    const std::vector<float> s = awkward_values(static_cast<std::size_t>(c.rows * c.n), 11);
-    const std::vector<float> r = awkward_values(static_cast<std::size_t>(c.rows * c.m), 12);
+    const std::vector<float> s = awkward_values(c.rows * c.n, 11);
+    const std::vector<float> r = awkward_values(c.rows * c.m, 12);
     Tensor out = Tensor::empty({c.rows, c.n}, ctx());
     backend().match_histograms(ctx(), make(s, {c.rows, c.n}), make(r, {c.rows, c.m}), out);
     EXPECT_EQ(bits_of(host(out)), bits_of(reference_match(s, r, static_cast<std::size_t>(c.rows))))
@@ -168,8 +152,8 @@ TEST(HistogramCudaVsCpu, SameBits) {
   for (const Shape& s : op_spec("match_histograms").shapes) cases.emplace_back(s, Shape{s[0], s[1] / 2 + 1});
   cases.emplace_back(Shape{3, 512 * 341}, Shape{3, 384 * 256});
   for (const auto& [ss, rs] : cases) {
-    const std::vector<float> s = awkward_values(static_cast<std::size_t>(ss.numel()), 21);
-    const std::vector<float> r = awkward_values(static_cast<std::size_t>(rs.numel()), 22);
+    const std::vector<float> s = awkward_values(ss.numel(), 21);
+    const std::vector<float> r = awkward_values(rs.numel(), 22);
     std::vector<float> got[2];
     Context* sides[2] = {&cpu, &gpu};
     for (int side = 0; side < 2; ++side) {

@@ -16,6 +16,7 @@
 
 #include "cudl/engine/op_table.hpp"
 #include "cudl/models/zoo/top_classes.hpp"
+#include "tests/awkward_floats.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/op_coverage.hpp"
 #include "tests/test_util.hpp"
@@ -23,7 +24,9 @@
 namespace {
 
 using namespace cudl;
+using cudl::testing::awkward_values;
 using cudl::testing::BackendTest;
+using cudl::testing::bits_of;
 using cudl::testing::expect_error;
 
 CUDL_OP_COVERAGE(cuda_vs_cpu, "top_k");
@@ -53,40 +56,6 @@ std::vector<std::int32_t> reference_top_k(const std::vector<float>& x, std::int6
     out.insert(out.end(), order.begin(), order.begin() + k);
   }
   return out;
-}
-
-// Multiples of 0.5 in [-2, 2] (many exact ties) with NaN, ±inf and -0 sprinkled in.
-std::vector<float> awkward_values(std::int64_t count, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> dist(-4, 4), special(0, 19);
-  std::vector<float> v(static_cast<std::size_t>(count));
-  for (float& x : v) {
-    x = 0.5f * static_cast<float>(dist(rng));
-    switch (special(rng)) {
-      case 0:
-        x = kNaN;
-        break;
-      case 1:
-        x = kInf;
-        break;
-      case 2:
-        x = -kInf;
-        break;
-      case 3:
-        x = -0.0f;
-        break;
-      default:
-        break;
-    }
-  }
-  return v;
-}
-
-// Bits, with every NaN as one pattern (a widened half NaN's payload is not what this op decides).
-std::vector<std::uint32_t> bits_of(const std::vector<float>& v) {
-  std::vector<std::uint32_t> b;
-  for (float x : v) b.push_back(std::isnan(x) ? 0x7FC00000u : std::bit_cast<std::uint32_t>(x));
-  return b;
 }
 
 class TopKOps : public BackendTest {};
