@@ -87,7 +87,8 @@ TEST_F(CudaAuditLayout, PlaneAndBiasKernelsLoopPastTheGridLimits) {
     expect_bits_equal(y, "maxpool2d_forward over 70000 samples");
     expect_ints_equal(argmax, "maxpool2d argmax over 70000 samples");
     Both dy = from(dyadic(ys.numel(), 7), ys), dx = zeros(xs);
-    on_both([&](Backend& b, Context& ctx, Side s) { b.maxpool2d_backward(ctx, dy.*s, argmax.*s, Pool2dParams{}, dx.*s); });
+    on_both(
+        [&](Backend& b, Context& ctx, Side s) { b.maxpool2d_backward(ctx, dy.*s, argmax.*s, Pool2dParams{}, dx.*s); });
     expect_bits_equal(dx, "maxpool2d_backward over 70000 samples");
   }
   {

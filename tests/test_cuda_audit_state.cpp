@@ -3,9 +3,9 @@
 // then advanced, across the carry into its high word; vector and scalar paths), the optimizer steps
 // with their per-step values in a device tensor (a replayed CUDA graph's form), and total variation
 // with an exponent other than 2.
-#include <cmath>
 #include <fmt/format.h>
 
+#include <cmath>
 #include <cstdint>
 #include <span>
 #include <string>
