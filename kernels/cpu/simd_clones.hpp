@@ -4,8 +4,10 @@
 // loads (GCC's target_clones, an ifunc). The build targets baseline x86-64 so one binary runs on
 // any x86-64 CPU, and there the elementwise loops of half tensors do not vectorise at all (SSE2 has
 // no 32-to-16-bit pack, so each bf16 is rounded on its own): the AVX-512 copy widens, computes and
-// rounds 16 at a time. The arithmetic is the same statements in both copies (ISO C++ mode: no
-// contraction into FMAs), so results do not depend on which copy runs.
+// rounds 16 at a time. The arithmetic is the same statements in both copies, and kernels/cpu is
+// compiled with -ffp-contract=off (CMakeLists.txt: GCC would otherwise fuse a * b + c into an FMA in
+// the AVX-512 copy, C++ being exempt from its ISO-mode default), so results do not depend on which
+// copy runs.
 //
 // OpenMP stays outside: callers split the work in a parallel loop and call the cloned function
 // per chunk or plane. Clang, other targets and sanitizer builds get the plain function.
