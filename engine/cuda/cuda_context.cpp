@@ -111,28 +111,37 @@ int cuda_device_count() {
 
 bool cuda_compiled() { return true; }
 
+std::optional<CudaDeviceInfo> cuda_device(int index) {
+  cudaDeviceProp prop{};
+  if (index < 0 || index >= cuda_device_count() || cudaGetDeviceProperties(&prop, index) != cudaSuccess) {
+    cudaGetLastError();
+    return std::nullopt;
+  }
+  CudaDeviceInfo info;
+  info.index = index;
+  info.name = prop.name;
+  info.total_memory = prop.totalGlobalMem;
+  info.cc_major = prop.major;
+  info.cc_minor = prop.minor;
+  info.multiprocessors = prop.multiProcessorCount;
+  {
+    CudaDeviceGuard guard(index, std::nothrow);
+    int current = -1;
+    std::size_t free_bytes = 0, total_bytes = 0;
+    // Only when the device did become current: otherwise cudaMemGetInfo would read another one.
+    if (cudaGetDevice(&current) == cudaSuccess && current == index &&
+        cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess)
+      info.free_memory = free_bytes;
+  }
+  cudaGetLastError();
+  return info;
+}
+
 std::vector<CudaDeviceInfo> cuda_devices() {
   std::vector<CudaDeviceInfo> devices;
-  int count = cuda_device_count();
-  for (int i = 0; i < count; ++i) {
-    cudaDeviceProp prop{};
-    if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
-    CudaDeviceInfo info;
-    info.index = i;
-    info.name = prop.name;
-    info.total_memory = prop.totalGlobalMem;
-    info.cc_major = prop.major;
-    info.cc_minor = prop.minor;
-    info.multiprocessors = prop.multiProcessorCount;
-    int previous = 0;
-    if (cudaGetDevice(&previous) == cudaSuccess && cudaSetDevice(i) == cudaSuccess) {
-      std::size_t free_bytes = 0, total_bytes = 0;
-      if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) info.free_memory = free_bytes;
-      cudaSetDevice(previous);
-    }
-    cudaGetLastError();
-    devices.push_back(std::move(info));
-  }
+  const int count = cuda_device_count();
+  for (int i = 0; i < count; ++i)
+    if (std::optional<CudaDeviceInfo> info = cuda_device(i)) devices.push_back(std::move(*info));
   return devices;
 }
 
