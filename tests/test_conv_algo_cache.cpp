@@ -2,8 +2,10 @@
 // round trip, keys that tell shapes, dtypes, groups and modes apart, and every file it must not
 // trust (another GPU or cuDNN, another format version, truncated, corrupt) ignored with one
 // warning, and a folder it cannot write leaving the run going with one warning.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -176,6 +178,42 @@ TEST(ConvAlgoCache, ATruncatedCorruptOrForeignFileIsIgnoredWithOneWarning) {
         return t;
       },
       "another cudl version");
+}
+
+// The file's checksum as the format defines it (FNV-1a 64 of every line before the end line).
+std::string with_end_line(const std::string& body, std::size_t entries) {
+  std::uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : body) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return body + fmt::format("end {} {:x}\n", entries, h);
+}
+
+// A file whose count and checksum are right but whose second line is no environment line (written
+// by hand, or by another tool): one warning, as for any corrupt file, not an exception out of the
+// reader (a line shorter than "environment " once threw std::out_of_range from the message).
+TEST(ConvAlgoCache, AFileWithAValidChecksumButNoEnvironmentLineIsIgnored) {
+  for (const std::string second : {"env", "", "environmentNVIDIA H200"}) {
+    expect_ignored(
+        [&](std::string) {
+          return with_end_line(fmt::format("cudl conv algorithm cache 1\n{}\n{} = 6 3 4096\n", second,
+                                           conv_algo_key_text(forward_key())),
+                               1);
+        },
+        "not its environment line");
+  }
+  // The helper writes what the reader accepts: the same text with the real environment line is read.
+  TempDir dir;
+  const std::string file = (dir.path() / "conv_algorithms.txt").string();
+  write_string(file, with_end_line(fmt::format("cudl conv algorithm cache 1\nenvironment {}\n{} = 6 3 4096\n", kH200,
+                                               conv_algo_key_text(forward_key())),
+                                   1));
+  Warnings w;
+  ConvAlgoCache cache(file, kH200, w.sink());
+  EXPECT_TRUE(w.lines.empty()) << w.lines.front();
+  ASSERT_TRUE(cache.find(conv_algo_key_text(forward_key())));
+  EXPECT_EQ(cache.find(conv_algo_key_text(forward_key()))->algo, 6);
 }
 
 TEST(ConvAlgoCache, AnUnwritableFolderWarnsOnceAndKeepsTheChoicesInMemory) {

@@ -54,8 +54,11 @@ std::string parse(const std::string& text, const std::string& environment,
   std::uint64_t h = fnv1a("");
   for (std::size_t i = 0; i + 1 < lines.size(); ++i) h = fnv1a(lines[i] + "\n", h);
   if (count != lines.size() - 3 || h != sum) return "corrupt (its entry count or checksum does not match)";
-  if (lines[1] != "environment " + environment)
-    return fmt::format("made on another GPU or cuDNN ('{}', this run: '{}')", lines[1].substr(12), environment);
+  constexpr std::string_view kEnvironment = "environment ";
+  if (!lines[1].starts_with(kEnvironment)) return "corrupt (line 2 is not its environment line)";
+  if (lines[1] != fmt::format("{}{}", kEnvironment, environment))
+    return fmt::format("made on another GPU or cuDNN ('{}', this run: '{}')", lines[1].substr(kEnvironment.size()),
+                       environment);
   for (std::size_t i = 2; i + 1 < lines.size(); ++i) {
     const std::string& line = lines[i];
     const std::size_t eq = line.rfind(" = ");
