@@ -330,6 +330,19 @@ void apply_math_mode(CudaResources& r, MathMode math) {
   r.conv_algorithms.clear();  // choices depend on the math mode
 }
 
+namespace {
+// cuBLAS's recommended size for a user workspace (cuBLAS API reference, cublasSetWorkspace): 32 MiB
+// on Hopper and later, 4 MiB before. The size of the workspace it takes for itself otherwise.
+std::size_t cublas_workspace_bytes(int device) {
+  int major = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    cudaGetLastError();
+    major = 9;  // the larger size: never fewer algorithms than cuBLAS would have had
+  }
+  return major >= 9 ? std::size_t{32} << 20 : std::size_t{4} << 20;
+}
+}  // namespace
+
 std::unique_ptr<CudaResources> create_cuda_resources(int device, MathMode math) {
   auto r = std::make_unique<CudaResources>();
   r->device = device;
@@ -350,6 +363,15 @@ std::unique_ptr<CudaResources> create_cuda_resources(int device, MathMode math) 
     CUDL_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&r->fault_host), sizeof(int)),
                     "device fault word of cuda:{}", device);
     *r->fault_host = 0;
+    // After cublasSetStream, which resets the handle to cuBLAS's own workspace. Without one given,
+    // cuBLAS takes a new workspace inside each graph recording (pytorch#83461; a stream-ordered
+    // allocation from CUDA 12.2, pytorch#113994), memory our pools neither see nor keep steady.
+    // With this one, a recorded GEMM allocates nothing. Pool blocks are 512-byte aligned (cuBLAS
+    // asks for 256).
+    const std::size_t workspace_bytes = cublas_workspace_bytes(device);
+    r->cublas_workspace = r->pool->allocate(workspace_bytes, reinterpret_cast<StreamId>(r->stream));
+    CUDL_CUBLAS_CHECK(cublasSetWorkspace(r->cublas, r->cublas_workspace, workspace_bytes),
+                      "cuBLAS workspace of {} on cuda:{}", format_bytes(workspace_bytes), device);
   } catch (...) {
     destroy_cuda_resources(r.release());
     throw;
@@ -365,6 +387,7 @@ void destroy_cuda_resources(CudaResources* r) noexcept {
     if (r->pool) {
       try {
         if (r->fault_word) r->pool->deallocate(r->fault_word);
+        if (r->cublas_workspace) r->pool->deallocate(r->cublas_workspace);
         // Nothing is left queued on the stream, so its cached blocks may serve other contexts now.
         // (After a failed sync that is unknown: they stay with the dead stream.)
         if (idle) r->pool->retire_stream(reinterpret_cast<StreamId>(r->stream));
