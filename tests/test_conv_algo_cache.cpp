@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cudl/engine/context.hpp"
@@ -214,6 +215,34 @@ TEST(ConvAlgoCache, AFileWithAValidChecksumButNoEnvironmentLineIsIgnored) {
   EXPECT_TRUE(w.lines.empty()) << w.lines.front();
   ASSERT_TRUE(cache.find(conv_algo_key_text(forward_key())));
   EXPECT_EQ(cache.find(conv_algo_key_text(forward_key()))->algo, 6);
+}
+
+// One cache per device serves every context on it (kernels/cudnn/conv.cpp), so contexts searching
+// on several threads store and find at once: every entry lands, in memory and in the file.
+TEST(ConvAlgoCache, ThreadsStoringAtOnceLoseNoEntry) {
+  TempDir dir;
+  const auto file = dir.path() / "conv_algorithms.txt";
+  constexpr int kThreads = 4, kEach = 25;
+  {
+    ConvAlgoCache cache(file, kH200, [](const std::string& l) { ADD_FAILURE() << l; });
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t)
+      threads.emplace_back([&cache, t] {
+        for (int i = 0; i < kEach; ++i) {
+          const std::string key = fmt::format("thread {} key {}", t, i);
+          cache.store(key, {t, i, static_cast<std::size_t>(i)});
+          EXPECT_TRUE(cache.find(key));
+        }
+      });
+    for (std::thread& t : threads) t.join();
+    EXPECT_EQ(cache.size(), static_cast<std::size_t>(kThreads * kEach));
+  }
+  ConvAlgoCache reread(file, kH200);
+  ASSERT_EQ(reread.size(), static_cast<std::size_t>(kThreads * kEach));
+  const auto a = reread.find("thread 3 key 24");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->algo, 3);
+  EXPECT_EQ(a->math, 24);
 }
 
 TEST(ConvAlgoCache, AnUnwritableFolderWarnsOnceAndKeepsTheChoicesInMemory) {

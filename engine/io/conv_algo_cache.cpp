@@ -136,6 +136,7 @@ void ConvAlgoCache::load() {
 }
 
 std::optional<CachedConvAlgo> ConvAlgoCache::find(const std::string& key) const {
+  const std::lock_guard lock(mutex_);
   const auto it = entries_.find(one_line(key));
   if (it == entries_.end()) return std::nullopt;
   return it->second;
@@ -147,7 +148,13 @@ std::string ConvAlgoCache::serialise() const {
   return body + fmt::format("end {} {:x}\n", entries_.size(), fnv1a(body));
 }
 
+std::size_t ConvAlgoCache::size() const {
+  const std::lock_guard lock(mutex_);
+  return entries_.size();
+}
+
 void ConvAlgoCache::store(const std::string& key, const CachedConvAlgo& algo) {
+  const std::lock_guard lock(mutex_);
   entries_[one_line(key)] = algo;
   if (file_.empty() || write_failed_) return;
   try {
