@@ -58,6 +58,7 @@ struct CachingAllocator::Impl {
   FreeSet small_free;
   FreeSet large_free;
   AllocatorStats stats;
+  bool hold = false;  // hold_segments(): nothing goes back to RawMemory
 
   FreeSet& pool_of(const Block& b) { return b.small ? small_free : large_free; }
 
@@ -175,9 +176,10 @@ struct CachingAllocator::Impl {
     MemoryInfo info = memory->memory_info();
     throw OutOfMemoryError(detail::with_location(
         fmt::format("out of memory on {}: requested {} ({} bytes, as a {} segment); allocated {}, reserved {} "
-                    "(after releasing the cache); device free {} of total {}",
+                    "({}); device free {} of total {}",
                     memory->device(), format_bytes(requested), requested, format_bytes(segment_bytes),
                     format_bytes(stats.allocated_bytes), format_bytes(stats.reserved_bytes),
+                    hold ? "the cache is held for a CUDA graph, not released" : "after releasing the cache",
                     format_bytes(info.free_bytes), format_bytes(info.total_bytes)),
         __FILE__, __LINE__));
   }
@@ -229,6 +231,7 @@ void* CachingAllocator::allocate(std::size_t bytes, StreamId stream) {
     std::size_t segment_bytes = m.segment_size_for(size, small);
     b = m.new_segment(segment_bytes, stream, small);
     if (!b) {
+      if (m.hold) m.throw_out_of_memory(bytes, segment_bytes);
       // Cached segments of other sizes (or other streams) may be what stands in the way.
       m.release_cached_segments();
       ++m.stats.oom_retries;
@@ -288,7 +291,12 @@ void CachingAllocator::reset_peak_stats() {
 
 void CachingAllocator::empty_cache() {
   std::lock_guard lock(impl_->mutex);
-  impl_->release_cached_segments();
+  if (!impl_->hold) impl_->release_cached_segments();
+}
+
+void CachingAllocator::hold_segments(bool hold) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->hold = hold;
 }
 
 void CachingAllocator::retire_stream(StreamId stream) {

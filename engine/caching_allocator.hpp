@@ -37,6 +37,13 @@ class CachingAllocator final : public Allocator {
   void retire_stream(StreamId stream) override;
   Device device() const override;
 
+  // While held, no segment goes back to RawMemory: empty_cache() does nothing, and a malloc that
+  // fails throws OutOfMemoryError without first releasing the cache. For a CUDA graph's private pool
+  // while a stream records and after (engine/step_graph.cpp): a segment the recording used, even one
+  // whose blocks are all free again, is where every replay writes; and cudaFree is no call to make
+  // while a stream records. The destructor still returns everything.
+  void hold_segments(bool hold);
+
   // Introspection for tests: segments held and free blocks cached.
   std::size_t segment_count() const;
   std::size_t free_block_count() const;

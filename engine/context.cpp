@@ -160,13 +160,13 @@ void Context::set_precision(Precision p) {
 #if defined(CUDL_HAVE_CUDA)
   if (cuda_ && (p == Precision::bf16 || p == Precision::fp16)) {
     const int needed = p == Precision::bf16 ? 8 : 7;
-    for (const CudaDeviceInfo& info : cuda_devices()) {
-      if (info.index != device_.index) continue;
-      CUDL_CHECK(info.cc_major >= needed,
+    // This device alone: cuda_devices() would make every GPU current, creating a context on each
+    // from every rank of a data-parallel job.
+    if (const std::optional<CudaDeviceInfo> info = cuda_device(device_.index))
+      CUDL_CHECK(info->cc_major >= needed,
                  "precision {}: {} ({}) has compute capability {}.{}; {} tensor cores need {}.0 or newer (use "
                  "--precision fp32)",
-                 precision_name(p), device_, info.name, info.cc_major, info.cc_minor, precision_name(p), needed);
-    }
+                 precision_name(p), device_, info->name, info->cc_major, info->cc_minor, precision_name(p), needed);
   }
 #endif
   precision_ = p;

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,8 +51,15 @@ struct CudaDeviceInfo {
   int multiprocessors = 0;
 };
 
-// Every CUDA device the runtime sees (empty without CUDA or a GPU). Never throws.
+// Every CUDA device the runtime sees (empty without CUDA or a GPU). Never throws. Reading each
+// one's free memory makes it current in turn, which (CUDA 12 on) creates its primary context: for
+// listings (`cudl info`, bench's machine record), not for code that runs in every rank of a job.
 std::vector<CudaDeviceInfo> cuda_devices();
+
+// One device's entry, its free memory read with it current (it is the caller's own device: its
+// context exists already); no other device is touched. Empty when there is no such device.
+// Never throws. What engine code asks about the device a context runs on.
+std::optional<CudaDeviceInfo> cuda_device(int index);
 
 // Versions the binary was built against (and, for the runtime libraries, loaded): "13.0",
 // "9.19.0"... Empty strings in a CPU-only build.

@@ -6,6 +6,7 @@ namespace cudl {
 int cuda_device_count() { return 0; }
 bool cuda_compiled() { return false; }
 std::vector<CudaDeviceInfo> cuda_devices() { return {}; }
+std::optional<CudaDeviceInfo> cuda_device(int /*index*/) { return std::nullopt; }
 
 BuildInfo build_info() {
   BuildInfo info;

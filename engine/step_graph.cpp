@@ -59,6 +59,10 @@ void abandon_capture(cudaStream_t stream) {
 
 void StepGraph::capture(Context& ctx, const std::function<void()>& step) {
   CudaResources& r = cuda_resources(ctx);
+  // From here on no segment of the pool goes back to the device: not mid-recording (an OOM retry or
+  // a search's empty_cache would cudaFree while the stream records, a block the recording already
+  // used among them), and not after, since the replays write into every segment it used.
+  pool_->hold_segments(true);
   std::string why;
   cudaGraph_t graph = nullptr;
   {
@@ -81,7 +85,10 @@ void StepGraph::capture(Context& ctx, const std::function<void()>& step) {
   if (why.empty()) {
     auto g = std::make_unique<Graph>();
     g->stream = r.stream;
-    const cudaError_t status = cudaGraphInstantiate(&g->exec, graph, 0);
+    // AutoFreeOnLaunch: should a library allocate stream-ordered memory while recorded (cuBLAS may
+    // take a workspace that way when it has none of its own), the graph holds an allocation that
+    // outlives a launch, and without this flag the next launch fails (cudaGraphLaunch's contract).
+    const cudaError_t status = cudaGraphInstantiate(&g->exec, graph, cudaGraphInstantiateFlagAutoFreeOnLaunch);
     if (status == cudaSuccess)
       graph_ = std::move(g);
     else
@@ -97,8 +104,9 @@ void StepGraph::capture(Context& ctx, const std::function<void()>& step) {
   state_ = State::refused;
   fmt::print(stderr, "cudl: note: the {} cannot be captured as a CUDA graph ({}); it runs as plain launches\n", what_,
              why);
-  pool_->empty_cache();  // what the warm-up cached there; tensors still held keep their blocks
-  step();                // the recording run executed nothing: run it for real, from the context's pool
+  pool_->hold_segments(false);  // no graph: nothing replays into the pool
+  pool_->empty_cache();         // what the warm-up cached there; tensors still held keep their blocks
+  step();                       // the recording run executed nothing: run it for real, from the context's pool
 }
 
 void StepGraph::run(Context& ctx, const std::function<void()>& step) {
@@ -108,7 +116,11 @@ void StepGraph::run(Context& ctx, const std::function<void()>& step) {
   }
   switch (state_) {
     case State::plain: {
-      pool_ = make_cuda_allocator(ctx.device().index);
+      // A caching pool even under CUDL_NO_CACHING=1: the graph replays into the addresses it
+      // recorded, so the blocks the recording freed must stay reserved, never go back to the
+      // driver (a DirectAllocator would cudaFree them mid-recording, and the next cudaMalloc
+      // anywhere could hand them to another tensor that every replay then overwrites).
+      pool_ = std::make_shared<CachingAllocator>(std::make_unique<CudaMemory>(ctx.device().index));
       AllocatorSwap swap(ctx, pool_);
       step();
       state_ = State::warmed_up;

@@ -12,10 +12,10 @@
 //
 // How: the first run is plain (algorithm searches, lazy set-up, workspace sizes), the second is
 // recorded under stream capture and instantiated, and every later run replays. Both runs draw
-// from a private pool (a caching allocator of their own), so the addresses the graph recorded are
-// never handed to anyone else while the graph lives. A step that cannot be captured (it
-// synchronises, or a call refuses capture) runs plainly from then on, after one note on stderr;
-// the recording run is repeated plainly, so no result is lost or wrong.
+// from a private pool (a caching allocator of their own, even under CUDL_NO_CACHING=1), so the addresses the graph
+// recorded are never handed to anyone else while the graph lives. A step that cannot be captured (it synchronises, or a
+// call refuses capture) runs plainly from then on, after one note on stderr; the recording run is repeated plainly, so
+// no result is lost or wrong.
 //
 // On the CPU, or with the context's cuda_graphs() off, run() just calls the step.
 #include <cstddef>
@@ -23,6 +23,7 @@
 #include <memory>
 #include <string>
 
+#include "cudl/engine/caching_allocator.hpp"
 #include "cudl/engine/context.hpp"
 
 namespace cudl {
@@ -51,7 +52,7 @@ class StepGraph {
 
   std::string what_;
   State state_ = State::plain;
-  std::shared_ptr<Allocator> pool_;
+  std::shared_ptr<CachingAllocator> pool_;  // the private pool (CUDA, once warmed up)
   std::unique_ptr<Graph> graph_;
 };
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -299,6 +300,40 @@ TEST_F(CachingAllocatorTest, FailedMallocReleasesCacheAndRetries) {
   EXPECT_EQ(s.device_mallocs, 2u);
   EXPECT_EQ(s.reserved_bytes, 20 * MiB);
   EXPECT_EQ(ledger_->failed_mallocs, 1u);
+}
+
+// A CUDA graph's private pool while and after a stream records (engine/step_graph.cpp): the replays
+// write into every segment the recording used, so none goes back, neither on empty_cache() nor to
+// make room for a failed malloc (whose cudaFree would also come while the stream records). Released
+// again, the pool behaves as before.
+TEST_F(CachingAllocatorTest, HeldSegmentsStayThroughEmptyCacheAndAFailedMalloc) {
+  make(30 * MiB);
+  pool_->deallocate(alloc(16 * MiB, 1));  // a whole 20 MiB segment, cached and free
+  pool_->hold_segments(true);
+  pool_->empty_cache();
+  EXPECT_EQ(pool_->segment_count(), 1u);
+  EXPECT_EQ(ledger_->frees, 0u);
+  std::string message;
+  try {
+    alloc(16 * MiB, 2);  // fits only if stream 1's segment is released
+    ADD_FAILURE() << "expected OutOfMemoryError";
+  } catch (const OutOfMemoryError& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find("the cache is held for a CUDA graph"), std::string::npos) << message;
+  EXPECT_EQ(ledger_->frees, 0u);
+  EXPECT_EQ(pool_->stats().oom_retries, 0u);
+  EXPECT_EQ(pool_->segment_count(), 1u);
+  EXPECT_EQ(pool_->stats().reserved_bytes, 20 * MiB);
+  // The held segment itself still serves its stream.
+  char* again = alloc(16 * MiB, 1);
+  EXPECT_NE(again, nullptr);
+  pool_->deallocate(again);
+
+  pool_->hold_segments(false);
+  EXPECT_NE(alloc(16 * MiB, 2), nullptr);  // released and retried, as FailedMallocReleasesCacheAndRetries
+  EXPECT_EQ(ledger_->frees, 1u);
+  EXPECT_EQ(pool_->stats().oom_retries, 1u);
 }
 
 TEST_F(CachingAllocatorTest, OutOfMemoryThrowsWithDiagnostics) {

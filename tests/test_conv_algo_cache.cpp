@@ -2,11 +2,14 @@
 // round trip, keys that tell shapes, dtypes, groups and modes apart, and every file it must not
 // trust (another GPU or cuDNN, another format version, truncated, corrupt) ignored with one
 // warning, and a folder it cannot write leaving the run going with one warning.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cudl/engine/context.hpp"
@@ -176,6 +179,70 @@ TEST(ConvAlgoCache, ATruncatedCorruptOrForeignFileIsIgnoredWithOneWarning) {
         return t;
       },
       "another cudl version");
+}
+
+// The file's checksum as the format defines it (FNV-1a 64 of every line before the end line).
+std::string with_end_line(const std::string& body, std::size_t entries) {
+  std::uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : body) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return body + fmt::format("end {} {:x}\n", entries, h);
+}
+
+// A file whose count and checksum are right but whose second line is no environment line (written
+// by hand, or by another tool): one warning, as for any corrupt file, not an exception out of the
+// reader (a line shorter than "environment " once threw std::out_of_range from the message).
+TEST(ConvAlgoCache, AFileWithAValidChecksumButNoEnvironmentLineIsIgnored) {
+  for (const std::string second : {"env", "", "environmentNVIDIA H200"}) {
+    expect_ignored(
+        [&](std::string) {
+          return with_end_line(fmt::format("cudl conv algorithm cache 1\n{}\n{} = 6 3 4096\n", second,
+                                           conv_algo_key_text(forward_key())),
+                               1);
+        },
+        "not its environment line");
+  }
+  // The helper writes what the reader accepts: the same text with the real environment line is read.
+  TempDir dir;
+  const std::string file = (dir.path() / "conv_algorithms.txt").string();
+  write_string(file, with_end_line(fmt::format("cudl conv algorithm cache 1\nenvironment {}\n{} = 6 3 4096\n", kH200,
+                                               conv_algo_key_text(forward_key())),
+                                   1));
+  Warnings w;
+  ConvAlgoCache cache(file, kH200, w.sink());
+  EXPECT_TRUE(w.lines.empty()) << w.lines.front();
+  ASSERT_TRUE(cache.find(conv_algo_key_text(forward_key())));
+  EXPECT_EQ(cache.find(conv_algo_key_text(forward_key()))->algo, 6);
+}
+
+// One cache per device serves every context on it (kernels/cudnn/conv.cpp), so contexts searching
+// on several threads store and find at once: every entry lands, in memory and in the file.
+TEST(ConvAlgoCache, ThreadsStoringAtOnceLoseNoEntry) {
+  TempDir dir;
+  const auto file = dir.path() / "conv_algorithms.txt";
+  constexpr int kThreads = 4, kEach = 25;
+  {
+    ConvAlgoCache cache(file, kH200, [](const std::string& l) { ADD_FAILURE() << l; });
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t)
+      threads.emplace_back([&cache, t] {
+        for (int i = 0; i < kEach; ++i) {
+          const std::string key = fmt::format("thread {} key {}", t, i);
+          cache.store(key, {t, i, static_cast<std::size_t>(i)});
+          EXPECT_TRUE(cache.find(key));
+        }
+      });
+    for (std::thread& t : threads) t.join();
+    EXPECT_EQ(cache.size(), static_cast<std::size_t>(kThreads * kEach));
+  }
+  ConvAlgoCache reread(file, kH200);
+  ASSERT_EQ(reread.size(), static_cast<std::size_t>(kThreads * kEach));
+  const auto a = reread.find("thread 3 key 24");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->algo, 3);
+  EXPECT_EQ(a->math, 24);
 }
 
 TEST(ConvAlgoCache, AnUnwritableFolderWarnsOnceAndKeepsTheChoicesInMemory) {

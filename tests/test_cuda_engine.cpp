@@ -4,6 +4,7 @@
 // without a device.
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -139,6 +140,44 @@ TEST(CudaEngine, ContextOnASecondDeviceWorksThere) {
   }
   ASSERT_EQ(cudaGetDevice(&current), cudaSuccess);
   EXPECT_EQ(current, 0) << "the guard restores the previous device";
+#else
+  GTEST_SKIP() << "CPU-only build";
+#endif
+}
+
+TEST(CudaEngine, AMissingDeviceHasNoEntry) {
+  EXPECT_FALSE(cuda_device(-1));
+  EXPECT_FALSE(cuda_device(cuda_device_count()));
+  if (!have_device()) {
+    EXPECT_TRUE(cuda_devices().empty());
+  }
+}
+
+// Engine code asks about its own device through cuda_device(i), never cuda_devices(): the listing
+// makes every GPU current (a primary context on each, CUDA 12 on), so every rank of a job would
+// take memory on every other rank's GPU. The one-device answer is the listing's entry, read
+// without disturbing the caller's current device.
+TEST(CudaEngine, OneDeviceQueryMatchesTheListingAndLeavesTheCurrentDevice) {
+#if defined(CUDL_HAVE_CUDA)
+  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  const std::vector<CudaDeviceInfo> all = cuda_devices();
+  ASSERT_EQ(static_cast<int>(all.size()), cuda_device_count());
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  for (const CudaDeviceInfo& listed : all) {
+    const std::optional<CudaDeviceInfo> one = cuda_device(listed.index);
+    ASSERT_TRUE(one) << "cuda:" << listed.index;
+    EXPECT_EQ(one->index, listed.index);
+    EXPECT_EQ(one->name, listed.name);
+    EXPECT_EQ(one->cc_major, listed.cc_major);
+    EXPECT_EQ(one->cc_minor, listed.cc_minor);
+    EXPECT_EQ(one->total_memory, listed.total_memory);
+    EXPECT_EQ(one->multiprocessors, listed.multiprocessors);
+    EXPECT_GT(one->free_memory, 0u);
+    EXPECT_LE(one->free_memory, one->total_memory);
+    int current = -1;
+    ASSERT_EQ(cudaGetDevice(&current), cudaSuccess);
+    EXPECT_EQ(current, 0) << "asking about cuda:" << listed.index << " leaves the current device as it was";
+  }
 #else
   GTEST_SKIP() << "CPU-only build";
 #endif

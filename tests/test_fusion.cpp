@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -188,6 +189,33 @@ TEST(FusionCudaVsCpu, FusedConvBiasReluMatchesTheCpu) {
         };
         expect_close(on(gpu), on(cpu), 1e-4f, 1e-3f, what);  // the op table's `accumulated` class
       }
+    }
+  }
+}
+
+// The fused call passes y itself as the residual input z with alpha2 = 0 (kernels/cudnn/conv_fused.cpp):
+// right only if cuDNN never reads z then, or 0 * NaN from a recycled pool block would poison the
+// output. y starts as NaN here, in both layouts, so a GPU run shows which it is.
+TEST(FusionCudaVsCpu, AnOutputHoldingNaNIsOverwrittenNotBlended) {
+  CUDL_REQUIRE_CUDA();
+  Context cpu(Device::cpu());
+  Context gpu(Device::cuda(0));
+  gpu.set_math_mode(MathMode::strict_fp32);
+  unsigned seed = 70;
+  for (const ConvCase& c : conv_cases()) {
+    for (const MemoryFormat format : {MemoryFormat::contiguous, MemoryFormat::channels_last}) {
+      const std::string what = fmt::format("x={} w={} {}", c.x, c.w, memory_format_name(format));
+      const std::vector<float> xv = random_values(c.x.numel(), seed++), wv = random_values(c.w.numel(), seed++);
+      const std::vector<float> bv = random_values(c.w[0], seed++);
+      const Shape ys = conv2d_output_shape(c.x, c.w, c.p);
+      Tensor y = Tensor::full(ys, std::numeric_limits<float>::quiet_NaN(), gpu).to_format(gpu, format);
+      gpu.backend().conv2d_bias_relu_forward(gpu, Tensor::from_host(xv, c.x, gpu).to_format(gpu, format),
+                                             Tensor::from_host(wv, c.w, gpu), Tensor::from_host(bv, Shape{c.w[0]}, gpu),
+                                             c.p, y);
+      const std::vector<float> want = fused(cpu, Tensor::from_host(xv, c.x, cpu), Tensor::from_host(wv, c.w, cpu),
+                                            Tensor::from_host(bv, Shape{c.w[0]}, cpu), c.p)
+                                          .to_vector(cpu);
+      expect_close(y.contiguous(gpu).to_vector(gpu), want, 1e-4f, 1e-3f, what);
     }
   }
 }

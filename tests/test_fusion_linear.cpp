@@ -197,4 +197,38 @@ TEST(FusionLinearCudaVsCpu, FusedLinearBiasReluMatchesTheCpu) {
   }
 }
 
+// As a network hands them over: x, w and bias as views into one block at float offsets (a Linear's
+// weight and bias live in the parameter block wherever the layers before put them), so 4-, 8- and
+// 12-byte aligned operands. cuBLASLt is told A-D's alignments; a bias under 16 bytes runs unfused
+// (kernels/cublas/linear_fused.cpp). Either way the result is the CPU's, and no fault is left behind
+// for the next call (the synchronising read at the end reports one).
+TEST(FusionLinearCudaVsCpu, OperandsAtAnyFloatOffsetMatchTheCpu) {
+  CUDL_REQUIRE_CUDA();
+  Context cpu(Device::cpu());
+  Context gpu(Device::cuda(0));
+  gpu.set_math_mode(MathMode::strict_fp32);
+  const LinearCase c{9, 37, 19};
+  unsigned seed = 90;
+  for (std::int64_t offset = 0; offset < 4; ++offset) {
+    const Operands v = operands(c, seed += 3);
+    const std::string what = fmt::format("float offset {}", offset);
+    // One block per context holding bias, then w, then x, each starting `offset` floats past 16 bytes.
+    const auto on = [&](Context& ctx) {
+      std::vector<float> block;
+      std::vector<std::int64_t> at;
+      for (const std::vector<float>* part : {&v.b, &v.w, &v.x}) {
+        block.resize((block.size() + 3) / 4 * 4 + static_cast<std::size_t>(offset), 0.0f);
+        at.push_back(static_cast<std::int64_t>(block.size()));
+        block.insert(block.end(), part->begin(), part->end());
+      }
+      const Tensor all = Tensor::from_host(block, Shape{static_cast<std::int64_t>(block.size())}, ctx);
+      const Tensor b = all.view(at[0], Shape{c.out}), w = all.view(at[1], Shape{c.out, c.in}),
+                   x = all.view(at[2], Shape{c.n, c.in});
+      return fused(ctx, x, w, b).to_vector(ctx);
+    };
+    expect_close(on(gpu), on(cpu), 1e-4f, 1e-3f, what);
+  }
+  EXPECT_NO_THROW(gpu.synchronize());
+}
+
 }  // namespace

@@ -4,10 +4,13 @@
 // a step that synchronises falls back to plain launches with one note and no lost result.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "cudl/engine/allocator.hpp"
 #include "cudl/engine/backend.hpp"
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/io/image.hpp"
@@ -19,6 +22,10 @@
 #include "cudl/models/style/style_transfer.hpp"
 #include "tests/backend_fixture.hpp"
 #include "tests/test_util.hpp"
+
+#if defined(CUDL_HAVE_CUDA)
+#include "cudl/engine/cuda/cuda_runtime.hpp"
+#endif
 
 using namespace cudl;
 using cudl::testing::contains;
@@ -81,6 +88,75 @@ TEST(StepGraph, CudaReplayedInferenceMatchesPlainLaunches) {
   EXPECT_EQ(graph.state(), StepGraph::State::replaying);
   EXPECT_EQ(host_runs, 2);  // the warm-up and the recording; the last two were replays
   EXPECT_GT(graph.private_peak_bytes(), 0u);
+}
+
+#if defined(CUDL_HAVE_CUDA)
+// Sets an environment variable for its lifetime, restoring the previous value (or its absence).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    ::setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (old_)
+      ::setenv(name_, old_->c_str(), 1);
+    else
+      ::unsetenv(name_);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+#endif
+
+// CUDL_NO_CACHING=1 (for compute-sanitizer) makes new pools plain cudaMalloc/cudaFree. The graph's
+// private pool must stay a caching one: a block the recording frees has to stay reserved, since
+// every replay writes there again. Were it handed back to the driver, the next cudaMalloc (here:
+// canary tensors of the step's sizes, each its own cudaMalloc) could get it, and the replays would
+// overwrite them.
+TEST(StepGraph, CudaReplayUnderNoCachingKeepsTheRecordedMemoryReserved) {
+#if defined(CUDL_HAVE_CUDA)
+  CUDL_REQUIRE_CUDA();
+  Context gpu(Device::cuda(0));
+  Sequential model = small_net(gpu);
+  Tensor x = Tensor::empty(Shape{2, 3, 16, 16}, gpu), out = Tensor::empty(Shape{2, 10}, gpu);
+  auto step = [&] {
+    Tensor y = model.forward(gpu, x, false);
+    gpu.backend().copy(gpu, y, out);
+  };
+  std::vector<std::vector<float>> expected;
+  for (unsigned seed = 1; seed <= 4; ++seed) {
+    gpu.backend().copy(gpu, Tensor::from_host(input_values(seed), x.shape(), gpu), x);
+    step();
+    expected.push_back(out.to_vector(gpu));
+  }
+  const ScopedEnv no_caching("CUDL_NO_CACHING", "1");
+  Context canaries_ctx(Device::cuda(0));
+  canaries_ctx.exchange_allocator(std::make_shared<DirectAllocator>(std::make_unique<CudaMemory>(0)));
+  std::vector<Tensor> canaries;
+  gpu.set_cuda_graphs(true);
+  StepGraph graph("inference step");
+  for (unsigned seed = 1; seed <= 4; ++seed) {
+    gpu.backend().copy(gpu, Tensor::from_host(input_values(seed), x.shape(), gpu), x);
+    graph.run(gpu, step);
+    EXPECT_EQ(out.to_vector(gpu), expected[seed - 1]) << "input " << seed;
+    if (seed == 2) {  // recorded: take fresh device memory of the step's sizes
+      for (const Shape& s : {Shape{2, 8, 16, 16}, Shape{2, 8, 8, 8}, Shape{2, 512}, Shape{2, 10}})
+        for (int i = 0; i < 4; ++i) canaries.push_back(Tensor::full(s, 7.0f, canaries_ctx));
+      canaries_ctx.synchronize();
+    }
+  }
+  EXPECT_EQ(graph.state(), StepGraph::State::replaying);
+  for (const Tensor& c : canaries)
+    EXPECT_EQ(c.to_vector(canaries_ctx), std::vector<float>(static_cast<std::size_t>(c.numel()), 7.0f))
+        << "a replay wrote into memory allocated after the recording (" << fmt::format("{}", c.shape()) << ")";
+#else
+  GTEST_SKIP() << "CPU-only build";
+#endif
 }
 
 TEST(StepGraph, CudaStepThatSynchronisesRunsPlainlyAfterOneNote) {

@@ -111,28 +111,37 @@ int cuda_device_count() {
 
 bool cuda_compiled() { return true; }
 
+std::optional<CudaDeviceInfo> cuda_device(int index) {
+  cudaDeviceProp prop{};
+  if (index < 0 || index >= cuda_device_count() || cudaGetDeviceProperties(&prop, index) != cudaSuccess) {
+    cudaGetLastError();
+    return std::nullopt;
+  }
+  CudaDeviceInfo info;
+  info.index = index;
+  info.name = prop.name;
+  info.total_memory = prop.totalGlobalMem;
+  info.cc_major = prop.major;
+  info.cc_minor = prop.minor;
+  info.multiprocessors = prop.multiProcessorCount;
+  {
+    CudaDeviceGuard guard(index, std::nothrow);
+    int current = -1;
+    std::size_t free_bytes = 0, total_bytes = 0;
+    // Only when the device did become current: otherwise cudaMemGetInfo would read another one.
+    if (cudaGetDevice(&current) == cudaSuccess && current == index &&
+        cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess)
+      info.free_memory = free_bytes;
+  }
+  cudaGetLastError();
+  return info;
+}
+
 std::vector<CudaDeviceInfo> cuda_devices() {
   std::vector<CudaDeviceInfo> devices;
-  int count = cuda_device_count();
-  for (int i = 0; i < count; ++i) {
-    cudaDeviceProp prop{};
-    if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
-    CudaDeviceInfo info;
-    info.index = i;
-    info.name = prop.name;
-    info.total_memory = prop.totalGlobalMem;
-    info.cc_major = prop.major;
-    info.cc_minor = prop.minor;
-    info.multiprocessors = prop.multiProcessorCount;
-    int previous = 0;
-    if (cudaGetDevice(&previous) == cudaSuccess && cudaSetDevice(i) == cudaSuccess) {
-      std::size_t free_bytes = 0, total_bytes = 0;
-      if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) info.free_memory = free_bytes;
-      cudaSetDevice(previous);
-    }
-    cudaGetLastError();
-    devices.push_back(std::move(info));
-  }
+  const int count = cuda_device_count();
+  for (int i = 0; i < count; ++i)
+    if (std::optional<CudaDeviceInfo> info = cuda_device(i)) devices.push_back(std::move(*info));
   return devices;
 }
 
@@ -321,6 +330,19 @@ void apply_math_mode(CudaResources& r, MathMode math) {
   r.conv_algorithms.clear();  // choices depend on the math mode
 }
 
+namespace {
+// cuBLAS's recommended size for a user workspace (cuBLAS API reference, cublasSetWorkspace): 32 MiB
+// on Hopper and later, 4 MiB before. The size of the workspace it takes for itself otherwise.
+std::size_t cublas_workspace_bytes(int device) {
+  int major = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    cudaGetLastError();
+    major = 9;  // the larger size: never fewer algorithms than cuBLAS would have had
+  }
+  return major >= 9 ? std::size_t{32} << 20 : std::size_t{4} << 20;
+}
+}  // namespace
+
 std::unique_ptr<CudaResources> create_cuda_resources(int device, MathMode math) {
   auto r = std::make_unique<CudaResources>();
   r->device = device;
@@ -341,6 +363,15 @@ std::unique_ptr<CudaResources> create_cuda_resources(int device, MathMode math) 
     CUDL_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&r->fault_host), sizeof(int)),
                     "device fault word of cuda:{}", device);
     *r->fault_host = 0;
+    // After cublasSetStream, which resets the handle to cuBLAS's own workspace. Without one given,
+    // cuBLAS takes a new workspace inside each graph recording (pytorch#83461; a stream-ordered
+    // allocation from CUDA 12.2, pytorch#113994), memory our pools neither see nor keep steady.
+    // With this one, a recorded GEMM allocates nothing. Pool blocks are 512-byte aligned (cuBLAS
+    // asks for 256).
+    const std::size_t workspace_bytes = cublas_workspace_bytes(device);
+    r->cublas_workspace = r->pool->allocate(workspace_bytes, reinterpret_cast<StreamId>(r->stream));
+    CUDL_CUBLAS_CHECK(cublasSetWorkspace(r->cublas, r->cublas_workspace, workspace_bytes),
+                      "cuBLAS workspace of {} on cuda:{}", format_bytes(workspace_bytes), device);
   } catch (...) {
     destroy_cuda_resources(r.release());
     throw;
@@ -356,6 +387,7 @@ void destroy_cuda_resources(CudaResources* r) noexcept {
     if (r->pool) {
       try {
         if (r->fault_word) r->pool->deallocate(r->fault_word);
+        if (r->cublas_workspace) r->pool->deallocate(r->cublas_workspace);
         // Nothing is left queued on the stream, so its cached blocks may serve other contexts now.
         // (After a failed sync that is unknown: they stay with the dead stream.)
         if (idle) r->pool->retire_stream(reinterpret_cast<StreamId>(r->stream));

@@ -120,6 +120,9 @@ struct CudaResources {
   // pinned int its value is copied into ahead of each synchronising read.
   int* fault_word = nullptr;
   int* fault_host = nullptr;
+  // cuBLAS's workspace (cublasSetWorkspace), from `pool` on this stream for the context's life:
+  // with one of its own, cuBLAS allocates nothing while a CUDA graph records (engine/step_graph.hpp).
+  void* cublas_workspace = nullptr;
   std::shared_ptr<Allocator> pool;  // the device's pool: the fault word, and retire_stream at the end
   // Chosen convolution algorithms keyed by direction, layouts, shapes, parameters and math mode
   // (algo -1: cuDNN refused the call's NHWC layouts, so it runs on NCHW copies: kernels/cudnn/conv.cpp).
@@ -162,8 +165,8 @@ CudaResources& cuda_resources(Context& ctx);
 
 // Lifetime of a context's resources (engine/cuda/cuda_context.cpp).
 std::unique_ptr<CudaResources> create_cuda_resources(int device, MathMode math);
-// Synchronises the stream; then returns the device fault word to the pool and retires the stream
-// in it (its blocks become reusable by other contexts), and releases the handles.
+// Synchronises the stream; then returns the device fault word and cuBLAS's workspace to the pool,
+// retires the stream in it (its blocks become reusable by other contexts), and releases the handles.
 void destroy_cuda_resources(CudaResources* resources) noexcept;
 void apply_math_mode(CudaResources& resources, MathMode math);
 // Waits for the stream, then throws if a kernel set the device fault word (and clears it).

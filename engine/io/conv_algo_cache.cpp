@@ -54,8 +54,11 @@ std::string parse(const std::string& text, const std::string& environment,
   std::uint64_t h = fnv1a("");
   for (std::size_t i = 0; i + 1 < lines.size(); ++i) h = fnv1a(lines[i] + "\n", h);
   if (count != lines.size() - 3 || h != sum) return "corrupt (its entry count or checksum does not match)";
-  if (lines[1] != "environment " + environment)
-    return fmt::format("made on another GPU or cuDNN ('{}', this run: '{}')", lines[1].substr(12), environment);
+  constexpr std::string_view kEnvironment = "environment ";
+  if (!lines[1].starts_with(kEnvironment)) return "corrupt (line 2 is not its environment line)";
+  if (lines[1] != fmt::format("{}{}", kEnvironment, environment))
+    return fmt::format("made on another GPU or cuDNN ('{}', this run: '{}')", lines[1].substr(kEnvironment.size()),
+                       environment);
   for (std::size_t i = 2; i + 1 < lines.size(); ++i) {
     const std::string& line = lines[i];
     const std::size_t eq = line.rfind(" = ");
@@ -133,6 +136,7 @@ void ConvAlgoCache::load() {
 }
 
 std::optional<CachedConvAlgo> ConvAlgoCache::find(const std::string& key) const {
+  const std::lock_guard lock(mutex_);
   const auto it = entries_.find(one_line(key));
   if (it == entries_.end()) return std::nullopt;
   return it->second;
@@ -144,7 +148,13 @@ std::string ConvAlgoCache::serialise() const {
   return body + fmt::format("end {} {:x}\n", entries_.size(), fnv1a(body));
 }
 
+std::size_t ConvAlgoCache::size() const {
+  const std::lock_guard lock(mutex_);
+  return entries_.size();
+}
+
 void ConvAlgoCache::store(const std::string& key, const CachedConvAlgo& algo) {
+  const std::lock_guard lock(mutex_);
   entries_[one_line(key)] = algo;
   if (file_.empty() || write_failed_) return;
   try {

@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -71,13 +72,15 @@ class ConvAlgoCache {
   // one-line warning; the default prints "warning: ..." on stderr.
   ConvAlgoCache(std::filesystem::path file, std::string environment, Warn warn = {});
 
+  // find, store and size may be called from several threads at once: the cache is one per device
+  // for the process (kernels/cudnn/conv.cpp), shared by every context on that device.
   std::optional<CachedConvAlgo> find(const std::string& key) const;
   // Adds or replaces the entry and rewrites the file atomically. A write that fails warns once
   // (later failures stay quiet) and keeps the entry in memory.
   void store(const std::string& key, const CachedConvAlgo& algo);
 
   const std::filesystem::path& file() const { return file_; }
-  std::size_t size() const { return entries_.size(); }
+  std::size_t size() const;
 
   static constexpr int kFormatVersion = 1;
 
@@ -89,6 +92,7 @@ class ConvAlgoCache {
   std::filesystem::path file_;
   std::string environment_;
   Warn warn_;
+  mutable std::mutex mutex_;  // over entries_ and write_failed_ (and so over the file's rewrites)
   std::map<std::string, CachedConvAlgo> entries_;
   bool write_failed_ = false;
 };

@@ -10,12 +10,12 @@
 // TF32, as the handle's math mode lets cublasSgemm), bf16/f16 A, B and D with f32 accumulation and
 // y rounded once, the bias f32 (CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE) as bias_add's.
 // Fallback: when cuBLASLt's heuristic offers no algorithm (a dtype mix, an alignment or a shape it
-// does not take) or the call answers NOT_SUPPORTED, the unfused gemm, bias_add and ReLU run
-// instead: never a wrong result, only a slower one. The refusal is remembered per shape (and
-// pointer alignment) so cuBLASLt is not asked again each call. NaN: the ReLU kernels map it to 0;
-// that the epilogue does the same is what FusionLinearCudaVsCpu checks on a GPU (not yet run).
-// Determinism: one algorithm per shape, chosen once; cuBLASLt's in-place split-K reduction is
-// sequenced, so results repeat bit for bit on one GPU model and toolkit, as cuBLAS's GEMMs do.
+// does not take, or a bias less than 16-byte aligned: find_plan) or the call answers NOT_SUPPORTED,
+// the unfused gemm, bias_add and ReLU run instead: never a wrong result, only a slower one. The refusal is remembered
+// per shape (and pointer alignment) so cuBLASLt is not asked again each call. NaN: the ReLU kernels map it to 0; that
+// the epilogue does the same is what FusionLinearCudaVsCpu checks on a GPU (not yet run). Determinism: one algorithm
+// per shape, chosen once; cuBLASLt's in-place split-K reduction is sequenced, so results repeat bit for bit on one GPU
+// model and toolkit, as cuBLAS's GEMMs do.
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -124,8 +124,16 @@ std::string plan_key(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
                      ctx.math_mode() == MathMode::strict_fp32 ? "fp32" : "tf32", ctx.device().str());
 }
 
+// The bias alignment the epilogue is given. A matmul preference states A-D's alignments, but the
+// bias pointer has none to say it with; the epilogue kernels read the bias vector in wide loads, and
+// other cuBLASLt users have met misaligned-address faults below 16 bytes (Marian NMT's gpu/prod.cpp
+// keeps its bias epilogue for 16-byte aligned biases). A Linear's bias is a view into the parameter
+// block at any float offset, so a bias less aligned than this runs unfused: slower, never a fault.
+constexpr std::uint32_t kBiasAlignment = 16;
+
 // cuBLASLt's first choice for the call, or none when it has no algorithm for it.
 Plan find_plan(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& y, const Call& c) {
+  if (bias.defined() && alignment_of(bias.raw()) < kBiasAlignment) return {};
   Preference pref;
   CUDL_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(pref.out()), "{}", kOp);
   const auto set = [&](cublasLtMatmulPreferenceAttributes_t attr, auto v) {

@@ -266,8 +266,9 @@ ConvAlgoCache& disk_cache(const Context& ctx) {
   if (!slot) {
     std::string gpu = "unknown GPU";
     int major = 0, minor = 0;
-    for (const CudaDeviceInfo& d : cuda_devices())
-      if (d.index == ctx.device().index) gpu = d.name, major = d.cc_major, minor = d.cc_minor;
+    // This device alone (cuda_devices() would create a context on every GPU, from every rank).
+    if (const std::optional<CudaDeviceInfo> d = cuda_device(ctx.device().index))
+      gpu = d->name, major = d->cc_major, minor = d->cc_minor;
     slot = std::make_unique<ConvAlgoCache>(default_conv_algo_cache_file(),
                                            conv_algo_environment(gpu, major, minor, cudnnGetVersion()));
   }

@@ -103,10 +103,9 @@ std::size_t estimate_style_bytes(const Sequential& net, const StyleOptions& o, i
 
 std::size_t available_memory(const Context& ctx) {
   if (ctx.device().is_cuda()) {
-    for (const auto& d : cuda_devices())
-      if (d.index == ctx.device().index)
-        return d.free_memory + ctx.allocator().stats().reserved_bytes - ctx.allocator().stats().allocated_bytes;
-    return 0;
+    const std::optional<CudaDeviceInfo> d = cuda_device(ctx.device().index);  // this GPU alone
+    if (!d) return 0;
+    return d->free_memory + ctx.allocator().stats().reserved_bytes - ctx.allocator().stats().allocated_bytes;
   }
   std::ifstream meminfo("/proc/meminfo");
   std::string key;
