@@ -52,9 +52,10 @@ CUDL_CPU_CLONES_AVX2 void maxpool_2x2(const T* in, std::int64_t w, std::int64_t 
     std::int32_t* a = arg + oh * q;
     for (std::int64_t ow = 0; ow < q; ++ow) {
       const std::int32_t c = base + static_cast<std::int32_t>(2 * ow);
+      const float v0 = read(r0, 2 * ow), v1 = read(r0, 2 * ow + 1), v2 = read(r1, 2 * ow), v3 = read(r1, 2 * ow + 1);
       float best;
       std::int32_t where;
-      max_2x2_taps(read(r0, 2 * ow), read(r0, 2 * ow + 1), read(r1, 2 * ow), read(r1, 2 * ow + 1), c, w32, best, where);
+      max_2x2_taps(v0, v1, v2, v3, c, w32, best, where);
       o[ow] = store<T>(best);
       a[ow] = where;
     }

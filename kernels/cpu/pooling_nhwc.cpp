@@ -79,9 +79,10 @@ template <class T>
 CUDL_CPU_CLONES void max_2x2(const T* top, const T* bottom, std::int64_t c, std::int32_t i00, std::int32_t w,
                              T* __restrict out, std::int32_t* __restrict arg) {
   for (std::int64_t k = 0; k < c; ++k) {
+    const float v0 = read(top, k), v1 = read(top + c, k), v2 = read(bottom, k), v3 = read(bottom + c, k);
     float best;
     std::int32_t where;
-    max_2x2_taps(read(top, k), read(top + c, k), read(bottom, k), read(bottom + c, k), i00, w, best, where);
+    max_2x2_taps(v0, v1, v2, v3, i00, w, best, where);
     put(out, k, best);
     arg[k] = where;
   }
