@@ -327,13 +327,7 @@ void Backend::bias_add(Context& ctx, Tensor& y, const Tensor& bias) {
   CUDL_CHECK(y.rank() >= 2, "bias_add: y={} must have a channel dim (rank >= 2)", y.shape());
   CUDL_CHECK(bias.shape() == Shape{y.dim(1)}, "bias_add: bias={} but y={} has {} channels", bias.shape(), y.shape(),
              y.dim(1));
-  if (routes_to_nchw(op, {&y})) {
-    NchwRoute r(ctx);
-    do_bias_add(ctx, r.out(y, true), bias);
-    r.finish();
-    return;
-  }
-  do_bias_add(ctx, y, bias);
+  run_routed(ctx, routes_to_nchw(op, {&y}), [&](auto& r) { do_bias_add(ctx, r.out(y, true), bias); });
 }
 
 void Backend::bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accumulate) {
@@ -344,12 +338,7 @@ void Backend::bias_grad(Context& ctx, const Tensor& dy, Tensor& dbias, bool accu
   CUDL_CHECK(dy.rank() >= 2, "bias_grad: dy={} must have a channel dim (rank >= 2)", dy.shape());
   CUDL_CHECK(dbias.shape() == Shape{dy.dim(1)}, "bias_grad: dbias={} but dy={} has {} channels", dbias.shape(),
              dy.shape(), dy.dim(1));
-  if (routes_to_nchw(op, {&dy})) {
-    NchwRoute r(ctx);
-    do_bias_grad(ctx, r.in(dy), dbias, accumulate);
-    return;
-  }
-  do_bias_grad(ctx, dy, dbias, accumulate);
+  run_routed(ctx, routes_to_nchw(op, {&dy}), [&](auto& r) { do_bias_grad(ctx, r.in(dy), dbias, accumulate); });
 }
 
 // ---- convolution ----
@@ -366,13 +355,8 @@ void Backend::conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, con
   constexpr std::string_view op = "conv2d_forward";
   bound_to(ctx, op);
   conv_forward_args(ctx, op, x, w, p, y);
-  if (routes_to_nchw(op, {&x, &y}, true)) {
-    NchwRoute r(ctx);
-    do_conv2d_forward(ctx, r.in(x), w, p, r.out(y));
-    r.finish();
-    return;
-  }
-  do_conv2d_forward(ctx, x, w, p, y);
+  run_routed(ctx, routes_to_nchw(op, {&x, &y}, true),
+             [&](auto& r) { do_conv2d_forward(ctx, r.in(x), w, p, r.out(y)); });
 }
 
 void Backend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx) {
@@ -381,13 +365,8 @@ void Backend::conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor&
   conv_backward_args(ctx, op, "dx", dx, "w", w, dy, p);
   placed_as(ctx, op, "w", w, "dy", dy);
   placed_as(ctx, op, "dx", dx, "dy", dy);
-  if (routes_to_nchw(op, {&dy, &dx}, true)) {
-    NchwRoute r(ctx);
-    do_conv2d_backward_data(ctx, r.in(dy), w, p, r.out(dx));
-    r.finish();
-    return;
-  }
-  do_conv2d_backward_data(ctx, dy, w, p, dx);
+  run_routed(ctx, routes_to_nchw(op, {&dy, &dx}, true),
+             [&](auto& r) { do_conv2d_backward_data(ctx, r.in(dy), w, p, r.out(dx)); });
 }
 
 void Backend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
@@ -398,12 +377,8 @@ void Backend::conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor
   placed_as(ctx, op, "dy", dy, "x", x);
   placed_f32_or_as(ctx, op, "dw", dw, "x", x);
   CUDL_CHECK(!dw.channels_last(), "{}: dw={} must be contiguous (KCRS)", op, dw.shape());
-  if (routes_to_nchw(op, {&x, &dy}, true)) {
-    NchwRoute r(ctx);
-    do_conv2d_backward_filter(ctx, r.in(x), r.in(dy), p, dw, accumulate);
-    return;
-  }
-  do_conv2d_backward_filter(ctx, x, dy, p, dw, accumulate);
+  run_routed(ctx, routes_to_nchw(op, {&x, &dy}, true),
+             [&](auto& r) { do_conv2d_backward_filter(ctx, r.in(x), r.in(dy), p, dw, accumulate); });
 }
 
 void Backend::conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
@@ -420,13 +395,8 @@ void Backend::conv2d_bias_relu_forward(Context& ctx, const Tensor& x, const Tens
     CUDL_CHECK(bias.shape() == Shape{y.dim(1)}, "{}: bias={} but y={} has {} channels", op, bias.shape(), y.shape(),
                y.dim(1));
   }
-  if (routes_to_nchw(op, {&x, &y}, true)) {
-    NchwRoute r(ctx);
-    do_conv2d_bias_relu_forward(ctx, r.in(x), w, bias, p, r.out(y));
-    r.finish();
-    return;
-  }
-  do_conv2d_bias_relu_forward(ctx, x, w, bias, p, y);
+  run_routed(ctx, routes_to_nchw(op, {&x, &y}, true),
+             [&](auto& r) { do_conv2d_bias_relu_forward(ctx, r.in(x), w, bias, p, r.out(y)); });
 }
 
 void Backend::conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
@@ -453,13 +423,8 @@ void Backend::conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, 
   }
   // The residual is added in y's layout: the backends read it as y is stored.
   const Tensor res = in_format(ctx, residual, y.format());
-  if (routes_to_nchw(op, {&x, &res, &y}, true)) {
-    NchwRoute r(ctx);
-    do_conv2d_bn_forward(ctx, r.in(x), w, bias, bn, p, r.in(res), relu, r.out(y));
-    r.finish();
-    return;
-  }
-  do_conv2d_bn_forward(ctx, x, w, bias, bn, p, res, relu, y);
+  run_routed(ctx, routes_to_nchw(op, {&x, &res, &y}, true),
+             [&](auto& r) { do_conv2d_bn_forward(ctx, r.in(x), w, bias, bn, p, r.in(res), relu, r.out(y)); });
 }
 
 void Backend::compose_conv2d_bn_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
@@ -534,13 +499,8 @@ void Backend::maxpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParam
   placed(ctx, op, "argmax", argmax, DType::i32);
   check::shape_is(op, "y", y, pool2d_output_shape(x.shape(), p));
   check::same_shape(op, "y", y, "argmax", argmax);
-  if (routes_to_nchw(op, {&x, &y, &argmax})) {
-    NchwRoute r(ctx);
-    do_maxpool2d_forward(ctx, r.in(x), p, r.out(y), r.out(argmax));
-    r.finish();
-    return;
-  }
-  do_maxpool2d_forward(ctx, x, p, y, argmax);
+  run_routed(ctx, routes_to_nchw(op, {&x, &y, &argmax}),
+             [&](auto& r) { do_maxpool2d_forward(ctx, r.in(x), p, r.out(y), r.out(argmax)); });
 }
 
 void Backend::maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& argmax, const Pool2dParams& p,
@@ -552,13 +512,8 @@ void Backend::maxpool2d_backward(Context& ctx, const Tensor& dy, const Tensor& a
   placed_as(ctx, op, "dx", dx, "dy", dy);
   pool_backward_shapes(op, dy, dx, p);
   check::same_shape(op, "dy", dy, "argmax", argmax);
-  if (routes_to_nchw(op, {&dy, &argmax, &dx})) {
-    NchwRoute r(ctx);
-    do_maxpool2d_backward(ctx, r.in(dy), r.in(argmax), p, r.out(dx));
-    r.finish();
-    return;
-  }
-  do_maxpool2d_backward(ctx, dy, argmax, p, dx);
+  run_routed(ctx, routes_to_nchw(op, {&dy, &argmax, &dx}),
+             [&](auto& r) { do_maxpool2d_backward(ctx, r.in(dy), r.in(argmax), p, r.out(dx)); });
 }
 
 void Backend::avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParams& p, Tensor& y) {
@@ -567,13 +522,7 @@ void Backend::avgpool2d_forward(Context& ctx, const Tensor& x, const Pool2dParam
   placed_float(ctx, op, "x", x);
   placed_as(ctx, op, "y", y, "x", x);
   check::shape_is(op, "y", y, pool2d_output_shape(x.shape(), p));
-  if (routes_to_nchw(op, {&x, &y})) {
-    NchwRoute r(ctx);
-    do_avgpool2d_forward(ctx, r.in(x), p, r.out(y));
-    r.finish();
-    return;
-  }
-  do_avgpool2d_forward(ctx, x, p, y);
+  run_routed(ctx, routes_to_nchw(op, {&x, &y}), [&](auto& r) { do_avgpool2d_forward(ctx, r.in(x), p, r.out(y)); });
 }
 
 void Backend::avgpool2d_backward(Context& ctx, const Tensor& dy, const Pool2dParams& p, Tensor& dx) {
@@ -582,13 +531,7 @@ void Backend::avgpool2d_backward(Context& ctx, const Tensor& dy, const Pool2dPar
   placed_float(ctx, op, "dy", dy);
   placed_as(ctx, op, "dx", dx, "dy", dy);
   pool_backward_shapes(op, dy, dx, p);
-  if (routes_to_nchw(op, {&dy, &dx})) {
-    NchwRoute r(ctx);
-    do_avgpool2d_backward(ctx, r.in(dy), p, r.out(dx));
-    r.finish();
-    return;
-  }
-  do_avgpool2d_backward(ctx, dy, p, dx);
+  run_routed(ctx, routes_to_nchw(op, {&dy, &dx}), [&](auto& r) { do_avgpool2d_backward(ctx, r.in(dy), p, r.out(dx)); });
 }
 
 // ---- softmax family ----
@@ -652,12 +595,7 @@ void Backend::gram_forward(Context& ctx, const Tensor& x, Tensor& g) {
   placed(ctx, op, "g", g);
   check::rank_is(op, "x", x, 4);
   check::shape_is(op, "g", g, Shape{x.dim(0), x.dim(1), x.dim(1)});
-  if (routes_to_nchw(op, {&x})) {
-    NchwRoute r(ctx);
-    do_gram_forward(ctx, r.in(x), g);
-    return;
-  }
-  do_gram_forward(ctx, x, g);
+  run_routed(ctx, routes_to_nchw(op, {&x}), [&](auto& r) { do_gram_forward(ctx, r.in(x), g); });
 }
 
 void Backend::gram_backward(Context& ctx, const Tensor& x, const Tensor& dg, Tensor& dx) {
@@ -670,13 +608,7 @@ void Backend::gram_backward(Context& ctx, const Tensor& x, const Tensor& dg, Ten
   check::shape_is(op, "dg", dg, Shape{x.dim(0), x.dim(1), x.dim(1)});
   check::same_shape(op, "x", x, "dx", dx);
   if (x.numel() == 0) return;
-  if (routes_to_nchw(op, {&x, &dx})) {
-    NchwRoute r(ctx);
-    do_gram_backward(ctx, r.in(x), dg, r.out(dx));
-    r.finish();
-    return;
-  }
-  do_gram_backward(ctx, x, dg, dx);
+  run_routed(ctx, routes_to_nchw(op, {&x, &dx}), [&](auto& r) { do_gram_backward(ctx, r.in(x), dg, r.out(dx)); });
 }
 
 // ---- losses ----
@@ -722,12 +654,7 @@ void Backend::tv_loss_forward(Context& ctx, const Tensor& x, Tensor& loss, float
   check::rank_is(op, "x", x, 4);
   scalar(ctx, op, "loss", loss);
   tv_beta_arg(op, beta);
-  if (routes_to_nchw(op, {&x})) {
-    NchwRoute r(ctx);
-    do_tv_loss_forward(ctx, r.in(x), beta, loss);
-    return;
-  }
-  do_tv_loss_forward(ctx, x, beta, loss);
+  run_routed(ctx, routes_to_nchw(op, {&x}), [&](auto& r) { do_tv_loss_forward(ctx, r.in(x), beta, loss); });
 }
 
 void Backend::tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tensor& dx, bool accumulate, float beta) {
@@ -739,13 +666,8 @@ void Backend::tv_loss_backward(Context& ctx, const Tensor& x, float dloss, Tenso
   check::rank_is(op, "x", x, 4);
   check::same_shape(op, "x", x, "dx", dx);
   CUDL_CHECK(dx.raw() != x.raw() || x.numel() == 0, "{}: dx must not alias x (x={})", op, x.shape());
-  if (routes_to_nchw(op, {&x, &dx})) {
-    NchwRoute r(ctx);
-    do_tv_loss_backward(ctx, r.in(x), beta, dloss, r.out(dx, accumulate), accumulate);
-    r.finish();
-    return;
-  }
-  do_tv_loss_backward(ctx, x, beta, dloss, dx, accumulate);
+  run_routed(ctx, routes_to_nchw(op, {&x, &dx}),
+             [&](auto& r) { do_tv_loss_backward(ctx, r.in(x), beta, dloss, r.out(dx, accumulate), accumulate); });
 }
 
 // ---- dropout and the elementwise product ----
@@ -1009,13 +931,8 @@ void Backend::channel_affine(Context& ctx, const Tensor& x, const Tensor& scale,
   per_channel(op, "scale", scale, "x", x);
   per_channel(op, "shift", shift, "x", x);
   check::same_shape(op, "x", x, "y", y);
-  if (routes_to_nchw(op, {&x, &y})) {
-    NchwRoute r(ctx);
-    do_channel_affine(ctx, r.in(x), scale, shift, r.out(y));
-    r.finish();
-    return;
-  }
-  do_channel_affine(ctx, x, scale, shift, y);
+  run_routed(ctx, routes_to_nchw(op, {&x, &y}),
+             [&](auto& r) { do_channel_affine(ctx, r.in(x), scale, shift, r.out(y)); });
 }
 
 void Backend::channel_affine_backward(Context& ctx, const Tensor& dy, const Tensor& scale, Tensor& dx) {
@@ -1027,13 +944,8 @@ void Backend::channel_affine_backward(Context& ctx, const Tensor& dy, const Tens
   channel_dims(op, "dy", dy);
   per_channel(op, "scale", scale, "dy", dy);
   check::same_shape(op, "dy", dy, "dx", dx);
-  if (routes_to_nchw(op, {&dy, &dx})) {
-    NchwRoute r(ctx);
-    do_channel_affine_backward(ctx, r.in(dy), scale, r.out(dx));
-    r.finish();
-    return;
-  }
-  do_channel_affine_backward(ctx, dy, scale, dx);
+  run_routed(ctx, routes_to_nchw(op, {&dy, &dx}),
+             [&](auto& r) { do_channel_affine_backward(ctx, r.in(dy), scale, r.out(dx)); });
 }
 
 void Backend::batchnorm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
@@ -1044,14 +956,10 @@ void Backend::batchnorm_forward_train(Context& ctx, const Tensor& x, const Tenso
   if (!batchnorm_train_args(ctx, op, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
                             save_invstd))
     return;
-  if (routes_to_nchw(op, {&x, &y})) {
-    NchwRoute r(ctx);
+  run_routed(ctx, routes_to_nchw(op, {&x, &y}), [&](auto& r) {
     do_batchnorm_forward_train(ctx, r.in(x), gamma, beta, eps, momentum, running_mean, running_var, r.out(y), save_mean,
                                save_invstd);
-    r.finish();
-    return;
-  }
-  do_batchnorm_forward_train(ctx, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean, save_invstd);
+  });
 }
 
 void Backend::batchnorm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -1066,13 +974,9 @@ void Backend::batchnorm_forward_eval(Context& ctx, const Tensor& x, const Tensor
                   {"y", y, Role::like_x}});
   batchnorm_eps(op, eps);
   if (x.numel() == 0) return;
-  if (routes_to_nchw(op, {&x, &y})) {
-    NchwRoute r(ctx);
+  run_routed(ctx, routes_to_nchw(op, {&x, &y}), [&](auto& r) {
     do_batchnorm_forward_eval(ctx, r.in(x), gamma, beta, running_mean, running_var, eps, r.out(y));
-    r.finish();
-    return;
-  }
-  do_batchnorm_forward_eval(ctx, x, gamma, beta, running_mean, running_var, eps, y);
+  });
 }
 
 void Backend::batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
@@ -1090,13 +994,9 @@ void Backend::batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& dy
                   {"dbeta", dbeta, Role::per_channel}});
   batchnorm_eps(op, eps);
   if (x.numel() == 0) return;  // no values (or no channels): nothing to differentiate, nothing to add
-  if (routes_to_nchw(op, {&x, &dy, &dx})) {
-    NchwRoute r(ctx);
+  run_routed(ctx, routes_to_nchw(op, {&x, &dy, &dx}), [&](auto& r) {
     do_batchnorm_backward(ctx, r.in(x), r.in(dy), gamma, save_mean, save_invstd, eps, r.out(dx), dgamma, dbeta);
-    r.finish();
-    return;
-  }
-  do_batchnorm_backward(ctx, x, dy, gamma, save_mean, save_invstd, eps, dx, dgamma, dbeta);
+  });
 }
 
 void Backend::batchnorm_relu_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -1107,15 +1007,10 @@ void Backend::batchnorm_relu_forward_train(Context& ctx, const Tensor& x, const 
   if (!batchnorm_train_args(ctx, op, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
                             save_invstd))
     return;
-  if (routes_to_nchw(op, {&x, &y})) {
-    NchwRoute r(ctx);
+  run_routed(ctx, routes_to_nchw(op, {&x, &y}), [&](auto& r) {
     do_batchnorm_relu_forward_train(ctx, r.in(x), gamma, beta, eps, momentum, running_mean, running_var, r.out(y),
                                     save_mean, save_invstd);
-    r.finish();
-    return;
-  }
-  do_batchnorm_relu_forward_train(ctx, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
-                                  save_invstd);
+  });
 }
 
 void Backend::batchnorm_relu_backward(Context& ctx, const Tensor& x, const Tensor& y, const Tensor& dy,
@@ -1134,14 +1029,10 @@ void Backend::batchnorm_relu_backward(Context& ctx, const Tensor& x, const Tenso
                   {"dbeta", dbeta, Role::per_channel}});
   batchnorm_eps(op, eps);
   if (x.numel() == 0) return;  // as batchnorm_backward: nothing to differentiate, nothing to add
-  if (routes_to_nchw(op, {&x, &y, &dy, &dx})) {
-    NchwRoute r(ctx);
+  run_routed(ctx, routes_to_nchw(op, {&x, &y, &dy, &dx}), [&](auto& r) {
     do_batchnorm_relu_backward(ctx, r.in(x), r.in(y), r.in(dy), gamma, save_mean, save_invstd, eps, r.out(dx), dgamma,
                                dbeta);
-    r.finish();
-    return;
-  }
-  do_batchnorm_relu_backward(ctx, x, y, dy, gamma, save_mean, save_invstd, eps, dx, dgamma, dbeta);
+  });
 }
 
 // ---- precision ----

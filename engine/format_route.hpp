@@ -4,6 +4,7 @@
 // fallbacks). `in` gives an input's contiguous copy, `out` an output's stand-in (holding the
 // output's values when the op accumulates into it), and `finish` copies the stand-ins back into the
 // outputs' own formats. Tensors that are already contiguous (or undefined) pass through.
+// run_routed and on_nchw_copies below wrap the three steps around one call of the op.
 #include <deque>
 #include <initializer_list>
 #include <utility>
@@ -62,5 +63,33 @@ class NchwRoute {
   std::deque<Tensor> inputs_;
   std::deque<std::pair<Tensor, Tensor*>> outputs_;
 };
+
+// An op call's tensors as they are stored, behind NchwRoute's interface, so that one call site
+// (a generic lambda that passes each image-shaped tensor through in/out) serves both paths.
+struct AsStored {
+  const Tensor& in(const Tensor& t) const { return t; }
+  Tensor& out(Tensor& t, bool /*keep_values*/ = false) const { return t; }
+};
+
+// Runs `call(route)` on NCHW stand-ins and copies the outputs back into their own formats: a
+// backend's fallback when its channels_last kernel did not take the call.
+template <class Call>
+void on_nchw_copies(Context& ctx, Call&& call) {
+  NchwRoute route(ctx);
+  call(route);
+  route.finish();
+}
+
+// on_nchw_copies where `to_nchw` (the op front's decision, Backend::routes_to_nchw), else `call`
+// on the tensors as they are stored.
+template <class Call>
+void run_routed(Context& ctx, bool to_nchw, Call&& call) {
+  if (to_nchw) {
+    on_nchw_copies(ctx, call);
+    return;
+  }
+  AsStored as_stored;
+  call(as_stored);
+}
 
 }  // namespace cudl

@@ -55,14 +55,15 @@ Pool2dParams pool_params(int kernel_size, int stride, int padding) {
   p.pad_h = p.pad_w = padding;
   return p;
 }
-std::string pool_describe(const char* name, const Pool2dParams& p) {
-  return fmt::format("{}(kernel_size={}, stride={}{})", name, p.kernel_h, p.stride_h,
-                     p.pad_h ? fmt::format(", padding={}", p.pad_h) : "");
-}
 }  // namespace
 
-MaxPool2d::MaxPool2d(int kernel_size, int stride, int padding) : params_(pool_params(kernel_size, stride, padding)) {}
-std::string MaxPool2d::describe() const { return pool_describe("MaxPool2d", params_); }
+Pool2dLayer::Pool2dLayer(int kernel_size, int stride, int padding)
+    : params_(pool_params(kernel_size, stride, padding)) {}
+
+std::string Pool2dLayer::describe() const {
+  return fmt::format("{}(kernel_size={}, stride={}{})", type(), params_.kernel_h, params_.stride_h,
+                     params_.pad_h ? fmt::format(", padding={}", params_.pad_h) : "");
+}
 
 Tensor MaxPool2d::forward(Context& ctx, const Tensor& x, bool train) {
   // y and argmax stored as x is: a channels_last x pools with no reorder.
@@ -83,9 +84,6 @@ Tensor MaxPool2d::backward(Context& ctx, const Tensor& dy) {
   argmax_ = Tensor();
   return dx;
 }
-
-AvgPool2d::AvgPool2d(int kernel_size, int stride, int padding) : params_(pool_params(kernel_size, stride, padding)) {}
-std::string AvgPool2d::describe() const { return pool_describe("AvgPool2d", params_); }
 
 Tensor AvgPool2d::forward(Context& ctx, const Tensor& x, bool /*train*/) {
   Tensor y = Tensor::empty(output_shape(x.shape()), ctx, x.dtype(), x.format());

@@ -23,37 +23,40 @@ class ActivationLayer final : public Layer {
 
 inline LayerPtr relu() { return std::make_unique<ActivationLayer>(Activation::relu); }
 
-class MaxPool2d final : public Layer {
+// What max and average pooling share: square windows (PyTorch's kernel_size, stride, padding),
+// the output shape, the description, and the input's shape and format (backward's dx is stored
+// as the input was).
+class Pool2dLayer : public Layer {
  public:
-  explicit MaxPool2d(int kernel_size, int stride = 0, int padding = 0);
-  std::string type() const override { return "MaxPool2d"; }
   std::string describe() const override;
   Shape output_shape(const Shape& input) const override { return pool2d_output_shape(input, params_); }
-  Tensor forward(Context& ctx, const Tensor& x, bool train) override;
-  Tensor backward(Context& ctx, const Tensor& dy) override;
   const Pool2dParams& params() const { return params_; }
 
- private:
+ protected:
+  Pool2dLayer(int kernel_size, int stride, int padding);
+
   Pool2dParams params_;
   Shape input_shape_;
   MemoryFormat input_format_ = MemoryFormat::contiguous;
+};
+
+class MaxPool2d final : public Pool2dLayer {
+ public:
+  explicit MaxPool2d(int kernel_size, int stride = 0, int padding = 0) : Pool2dLayer(kernel_size, stride, padding) {}
+  std::string type() const override { return "MaxPool2d"; }
+  Tensor forward(Context& ctx, const Tensor& x, bool train) override;
+  Tensor backward(Context& ctx, const Tensor& dy) override;
+
+ private:
   Tensor argmax_;
 };
 
-class AvgPool2d final : public Layer {
+class AvgPool2d final : public Pool2dLayer {
  public:
-  explicit AvgPool2d(int kernel_size, int stride = 0, int padding = 0);
+  explicit AvgPool2d(int kernel_size, int stride = 0, int padding = 0) : Pool2dLayer(kernel_size, stride, padding) {}
   std::string type() const override { return "AvgPool2d"; }
-  std::string describe() const override;
-  Shape output_shape(const Shape& input) const override { return pool2d_output_shape(input, params_); }
   Tensor forward(Context& ctx, const Tensor& x, bool train) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
-  const Pool2dParams& params() const { return params_; }
-
- private:
-  Pool2dParams params_;
-  Shape input_shape_;
-  MemoryFormat input_format_ = MemoryFormat::contiguous;
 };
 
 // Inverted dropout: scales kept activations by 1/(1-p) in training, identity in evaluation. Each

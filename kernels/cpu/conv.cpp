@@ -173,9 +173,7 @@ void CpuBackend::do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor& 
   if (cpu::one_channel_conv_forward(x, w, Tensor(), p, false, y)) return;
   if (cpu::onednn_conv_enabled(ctx.cpu_conv()) && cpu::onednn_conv2d_forward(ctx, x, w, p, y)) return;
   if (any_channels_last({&x, &y})) {  // oneDNN did not take the call: the NCHW code below
-    NchwRoute r(ctx);
-    do_conv2d_forward(ctx, r.in(x), w, p, r.out(y));
-    r.finish();
+    on_nchw_copies(ctx, [&](NchwRoute& r) { do_conv2d_forward(ctx, r.in(x), w, p, r.out(y)); });
     return;
   }
   if (x.dtype() != DType::f32) {
@@ -210,9 +208,7 @@ void CpuBackend::do_conv2d_backward_data(Context& ctx, const Tensor& dy, const T
   }
   if (cpu::onednn_conv_enabled(ctx.cpu_conv()) && cpu::onednn_conv2d_backward_data(ctx, dy, w, p, dx)) return;
   if (any_channels_last({&dy, &dx})) {
-    NchwRoute r(ctx);
-    do_conv2d_backward_data(ctx, r.in(dy), w, p, r.out(dx));
-    r.finish();
+    on_nchw_copies(ctx, [&](NchwRoute& r) { do_conv2d_backward_data(ctx, r.in(dy), w, p, r.out(dx)); });
     return;
   }
   if (dy.dtype() != DType::f32) {
@@ -246,8 +242,7 @@ void CpuBackend::do_conv2d_backward_filter(Context& ctx, const Tensor& x, const 
   if (cpu::onednn_conv_enabled(ctx.cpu_conv()) && cpu::onednn_conv2d_backward_filter(ctx, x, dy, p, dw, accumulate))
     return;
   if (any_channels_last({&x, &dy})) {
-    NchwRoute r(ctx);
-    do_conv2d_backward_filter(ctx, r.in(x), r.in(dy), p, dw, accumulate);
+    on_nchw_copies(ctx, [&](NchwRoute& r) { do_conv2d_backward_filter(ctx, r.in(x), r.in(dy), p, dw, accumulate); });
     return;
   }
   if (x.dtype() != DType::f32 || dw.dtype() != DType::f32) {

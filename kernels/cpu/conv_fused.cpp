@@ -26,9 +26,7 @@ void CpuBackend::do_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, cons
       cpu::onednn_conv2d_bias_relu_forward(ctx, x, w, bias, p, y))
     return;
   if (any_channels_last({&x, &y})) {  // oneDNN did not take the call: the NCHW ops below
-    NchwRoute r(ctx);
-    do_conv2d_bias_relu_forward(ctx, r.in(x), w, bias, p, r.out(y));
-    r.finish();
+    on_nchw_copies(ctx, [&](NchwRoute& r) { do_conv2d_bias_relu_forward(ctx, r.in(x), w, bias, p, r.out(y)); });
     return;
   }
   do_conv2d_forward(ctx, x, w, p, y);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cudl/engine/channel_dims.hpp"
+#include "cudl/kernels/cpu/batchnorm_parts.hpp"
 #include "cudl/kernels/cpu/cpu_args.hpp"
 #include "cudl/kernels/cpu/cpu_backend.hpp"
 #include "cudl/kernels/cpu/normalization_nhwc.hpp"
@@ -95,12 +96,8 @@ void batchnorm_train(const ChannelDims& d, const Tensor& x, const Tensor& gamma,
                      float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y, Tensor& save_mean,
                      Tensor& save_invstd) {
   const T* px = x.data<T>();
-  float* prm = running_mean.data<float>();
-  float* prv = running_var.data<float>();
-  float* psm = save_mean.data<float>();
-  float* psi = save_invstd.data<float>();
   const auto count = static_cast<double>(d.per_channel());
-  std::vector<double> mean(static_cast<std::size_t>(d.channels)), invstd(mean.size());
+  cpu::TrainStats stats(d.channels, count, eps, momentum, running_mean, running_var, save_mean, save_invstd);
 #pragma omp parallel for schedule(static) if (x.numel() >= kParallelThreshold)
   for (std::int64_t c = 0; c < d.channels; ++c) {
     // Two passes (mean, then squared deviations): no cancellation for data far from zero.
@@ -116,26 +113,9 @@ void batchnorm_train(const ChannelDims& d, const Tensor& x, const Tensor& gamma,
         ss += dev * dev;
       }
     });
-    const double var = ss / count;  // biased: what the batch is normalised with
-    const double inv = 1.0 / std::sqrt(var + static_cast<double>(eps));
-    const auto uc = static_cast<std::size_t>(c);
-    mean[uc] = m;
-    invstd[uc] = inv;
-    psm[c] = static_cast<float>(m);
-    psi[c] = static_cast<float>(inv);
-    const double mom = momentum;
-    prm[c] = static_cast<float>((1.0 - mom) * prm[c] + mom * m);
-    prv[c] = static_cast<float>((1.0 - mom) * prv[c] + mom * var * count / (count - 1.0));  // unbiased
+    stats.set(c, m, ss);
   }
-  normalise<T, Relu>(d, px, gamma.data<float>(), beta.data<float>(), mean.data(), invstd.data(), y.data<T>());
-}
-
-// dy where the ReLU's output y is positive, else +0 (what ReLU's backward gives whatever dy holds,
-// inf and NaN included), without a branch: a layer's output signs are close to random, and a
-// mispredicted branch per value made the fused backward slower than the two passes it replaces.
-inline float relu_masked(float g, float y) {
-  const std::uint32_t keep = 0u - static_cast<std::uint32_t>(y > 0.0f);
-  return std::bit_cast<float>(std::bit_cast<std::uint32_t>(g) & keep);
+  normalise<T, Relu>(d, px, gamma.data<float>(), beta.data<float>(), stats.mean(), stats.invstd(), y.data<T>());
 }
 
 // With x̂ = (x - mean) * invstd and m values per channel:
@@ -147,47 +127,66 @@ template <class T, bool Relu>
 void batchnorm_backward_kernel(const ChannelDims& d, const Tensor& x, const Tensor& y, const Tensor& dy,
                                const Tensor& gamma, const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx,
                                Tensor& dgamma, Tensor& dbeta) {
-  const T* px = x.data<T>();
-  const T* pdy = dy.data<T>();
-  const T* py = Relu ? y.data<T>() : nullptr;
-  const float* pg = gamma.data<float>();
-  const float* psm = save_mean.data<float>();
-  const float* psi = save_invstd.data<float>();
-  T* pdx = dx.data<T>();
-  float* pdg = dgamma.data<float>();
-  float* pdb = dbeta.data<float>();
+  const auto p = cpu::backward_ptrs<T, Relu>(x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
   const auto count = static_cast<double>(d.per_channel());
 #pragma omp parallel for schedule(static) if (x.numel() >= kParallelThreshold)
   for (std::int64_t c = 0; c < d.channels; ++c) {
-    const double m = psm[c], inv = psi[c];
+    const double m = p.mean[c], inv = p.invstd[c];
     double sum_dy = 0, sum_dy_xhat = 0;
     for_each_plane(d, c, [&](std::int64_t base) {
-      const T* xs = px + base;
-      const T* gs = pdy + base;
-      [[maybe_unused]] const T* ys = Relu ? py + base : nullptr;
+      const T* xs = p.x + base;
+      const T* gs = p.dy + base;
+      const T* ys = Relu ? p.y + base : nullptr;
       for (std::int64_t i = 0; i < d.inner; ++i) {
-        float g = load(gs[i]);
-        if constexpr (Relu) g = relu_masked(g, load(ys[i]));
+        const float g = cpu::grad_at<Relu>(gs, ys, i);
         sum_dy += g;
         sum_dy_xhat += g * ((load(xs[i]) - m) * inv);
       }
     });
-    const double k = static_cast<double>(pg[c]) * inv / count;
+    const double k = static_cast<double>(p.gamma[c]) * inv / count;
     for_each_plane(d, c, [&](std::int64_t base) {
-      const T* xs = px + base;
-      const T* gs = pdy + base;
-      [[maybe_unused]] const T* ys = Relu ? py + base : nullptr;
-      T* out = pdx + base;
+      const T* xs = p.x + base;
+      const T* gs = p.dy + base;
+      const T* ys = Relu ? p.y + base : nullptr;
+      T* out = p.dx + base;
       for (std::int64_t i = 0; i < d.inner; ++i) {
-        float g = load(gs[i]);
-        if constexpr (Relu) g = relu_masked(g, load(ys[i]));
+        const float g = cpu::grad_at<Relu>(gs, ys, i);
         const double xhat = (load(xs[i]) - m) * inv;
         out[i] = store<T>(static_cast<float>(k * (count * g - sum_dy - xhat * sum_dy_xhat)));
       }
     });
-    pdg[c] = static_cast<float>(pdg[c] + sum_dy_xhat);
-    pdb[c] = static_cast<float>(pdb[c] + sum_dy);
+    p.dgamma[c] = static_cast<float>(p.dgamma[c] + sum_dy_xhat);
+    p.dbeta[c] = static_cast<float>(p.dbeta[c] + sum_dy);
   }
+}
+
+// Batch-norm training and backward, plain or fused with the ReLU after it, in either format:
+// the dtype picks the kernel's T, x's format the kernel.
+template <bool Relu>
+void batchnorm_train_op(std::string_view op, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+                        float momentum, Tensor& running_mean, Tensor& running_var, Tensor& y, Tensor& save_mean,
+                        Tensor& save_invstd) {
+  const ChannelDims d = channel_dims(op, "x", x);
+  cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    if (x.channels_last())
+      return cpu::batchnorm_train_nhwc<T, Relu>(x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
+                                                save_invstd);
+    batchnorm_train<T, Relu>(d, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean, save_invstd);
+  });
+}
+
+template <bool Relu>
+void batchnorm_backward_op(std::string_view op, const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma,
+                           const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma,
+                           Tensor& dbeta) {
+  const ChannelDims d = channel_dims(op, "x", x);
+  cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    if (x.channels_last())
+      return cpu::batchnorm_backward_nhwc<T, Relu>(x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+    batchnorm_backward_kernel<T, Relu>(d, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+  });
 }
 
 }  // namespace
@@ -195,15 +194,8 @@ void batchnorm_backward_kernel(const ChannelDims& d, const Tensor& x, const Tens
 void CpuBackend::do_batchnorm_forward_train(Context&, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                             float eps, float momentum, Tensor& running_mean, Tensor& running_var,
                                             Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
-  constexpr std::string_view op = "batchnorm_forward_train";
-  const ChannelDims d = channel_dims(op, "x", x);
-  cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
-    if (x.channels_last())
-      return cpu::batchnorm_train_nhwc<decltype(tag), false>(x, gamma, beta, eps, momentum, running_mean, running_var,
-                                                             y, save_mean, save_invstd);
-    batchnorm_train<decltype(tag), false>(d, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
-                                          save_invstd);
-  });
+  batchnorm_train_op<false>("batchnorm_forward_train", x, gamma, beta, eps, momentum, running_mean, running_var, y,
+                            save_mean, save_invstd);
 }
 
 void CpuBackend::do_batchnorm_forward_eval(Context&, const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -229,42 +221,20 @@ void CpuBackend::do_batchnorm_forward_eval(Context&, const Tensor& x, const Tens
 void CpuBackend::do_batchnorm_backward(Context&, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                                        const Tensor& save_mean, const Tensor& save_invstd, float /*eps*/, Tensor& dx,
                                        Tensor& dgamma, Tensor& dbeta) {
-  constexpr std::string_view op = "batchnorm_backward";
-  const ChannelDims d = channel_dims(op, "x", x);
-  cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
-    if (x.channels_last())
-      return cpu::batchnorm_backward_nhwc<decltype(tag), false>(x, Tensor(), dy, gamma, save_mean, save_invstd, dx,
-                                                                dgamma, dbeta);
-    batchnorm_backward_kernel<decltype(tag), false>(d, x, Tensor(), dy, gamma, save_mean, save_invstd, dx, dgamma,
-                                                    dbeta);
-  });
+  batchnorm_backward_op<false>("batchnorm_backward", x, Tensor(), dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
 }
 
 void CpuBackend::do_batchnorm_relu_forward_train(Context&, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                                  float eps, float momentum, Tensor& running_mean, Tensor& running_var,
                                                  Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
-  constexpr std::string_view op = "batchnorm_relu_forward_train";
-  const ChannelDims d = channel_dims(op, "x", x);
-  cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
-    if (x.channels_last())
-      return cpu::batchnorm_train_nhwc<decltype(tag), true>(x, gamma, beta, eps, momentum, running_mean, running_var, y,
-                                                            save_mean, save_invstd);
-    batchnorm_train<decltype(tag), true>(d, x, gamma, beta, eps, momentum, running_mean, running_var, y, save_mean,
-                                         save_invstd);
-  });
+  batchnorm_train_op<true>("batchnorm_relu_forward_train", x, gamma, beta, eps, momentum, running_mean, running_var, y,
+                           save_mean, save_invstd);
 }
 
 void CpuBackend::do_batchnorm_relu_backward(Context&, const Tensor& x, const Tensor& y, const Tensor& dy,
                                             const Tensor& gamma, const Tensor& save_mean, const Tensor& save_invstd,
                                             float /*eps*/, Tensor& dx, Tensor& dgamma, Tensor& dbeta) {
-  constexpr std::string_view op = "batchnorm_relu_backward";
-  const ChannelDims d = channel_dims(op, "x", x);
-  cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
-    if (x.channels_last())
-      return cpu::batchnorm_backward_nhwc<decltype(tag), true>(x, y, dy, gamma, save_mean, save_invstd, dx, dgamma,
-                                                               dbeta);
-    batchnorm_backward_kernel<decltype(tag), true>(d, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
-  });
+  batchnorm_backward_op<true>("batchnorm_relu_backward", x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
 }
 
 }  // namespace cudl

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cudl/kernels/cpu/batchnorm_parts.hpp"
 #include "cudl/kernels/cpu/cpu_args.hpp"
 
 namespace cudl::cpu {
@@ -62,8 +63,6 @@ void normalise_rows(const Rows& r, const T* x, const float* gamma, const float* 
   });
 }
 
-inline float relu_masked(float g, float y) { return y > 0.0f ? g : 0.0f; }
-
 }  // namespace
 
 template <class T, bool Relu>
@@ -72,12 +71,8 @@ void batchnorm_train_nhwc(const Tensor& x, const Tensor& gamma, const Tensor& be
                           Tensor& save_invstd) {
   const Rows r = rows_of(x);
   const T* px = x.data<T>();
-  float* prm = running_mean.data<float>();
-  float* prv = running_var.data<float>();
-  float* psm = save_mean.data<float>();
-  float* psi = save_invstd.data<float>();
   const auto count = static_cast<double>(r.rows);
-  std::vector<double> mean(static_cast<std::size_t>(r.channels)), invstd(mean.size());
+  TrainStats stats(r.channels, count, eps, momentum, running_mean, running_var, save_mean, save_invstd);
   for_channel_blocks(r, [&](std::int64_t c0, std::int64_t c1) {
     // Two passes (mean, then squared deviations), as the NCHW kernel.
     double s[kChannelBlock] = {}, ss[kChannelBlock] = {}, m[kChannelBlock];
@@ -93,20 +88,9 @@ void batchnorm_train_nhwc(const Tensor& x, const Tensor& gamma, const Tensor& be
         ss[j] += dev * dev;
       }
     }
-    for (std::int64_t c = c0; c < c1; ++c) {
-      const double var = ss[c - c0] / count;
-      const double inv = 1.0 / std::sqrt(var + static_cast<double>(eps));
-      const auto uc = static_cast<std::size_t>(c);
-      mean[uc] = m[c - c0];
-      invstd[uc] = inv;
-      psm[c] = static_cast<float>(m[c - c0]);
-      psi[c] = static_cast<float>(inv);
-      const double mom = momentum;
-      prm[c] = static_cast<float>((1.0 - mom) * prm[c] + mom * m[c - c0]);
-      prv[c] = static_cast<float>((1.0 - mom) * prv[c] + mom * var * count / (count - 1.0));
-    }
+    for (std::int64_t c = c0; c < c1; ++c) stats.set(c, m[c - c0], ss[c - c0]);
   });
-  normalise_rows<T, Relu>(r, px, gamma.data<float>(), beta.data<float>(), mean.data(), invstd.data(), y.data<T>());
+  normalise_rows<T, Relu>(r, px, gamma.data<float>(), beta.data<float>(), stats.mean(), stats.invstd(), y.data<T>());
 }
 
 template <class T>
@@ -120,15 +104,7 @@ void batchnorm_backward_nhwc(const Tensor& x, const Tensor& y, const Tensor& dy,
                              const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma,
                              Tensor& dbeta) {
   const Rows r = rows_of(x);
-  const T* px = x.data<T>();
-  const T* pdy = dy.data<T>();
-  const T* py = Relu ? y.data<T>() : nullptr;
-  const float* pg = gamma.data<float>();
-  const float* psm = save_mean.data<float>();
-  const float* psi = save_invstd.data<float>();
-  T* pdx = dx.data<T>();
-  float* pdg = dgamma.data<float>();
-  float* pdb = dbeta.data<float>();
+  const auto p = backward_ptrs<T, Relu>(x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
   const auto count = static_cast<double>(r.rows);
   const auto channels = static_cast<std::size_t>(r.channels);
   std::vector<double> sums(2 * channels), ks(channels);
@@ -138,35 +114,40 @@ void batchnorm_backward_nhwc(const Tensor& x, const Tensor& y, const Tensor& dy,
     const std::int64_t width = c1 - c0;
     double m[kChannelBlock], inv[kChannelBlock], s[kChannelBlock] = {}, sx[kChannelBlock] = {};
     for (std::int64_t j = 0; j < width; ++j) {
-      m[j] = psm[c0 + j];
-      inv[j] = psi[c0 + j];
+      m[j] = p.mean[c0 + j];
+      inv[j] = p.invstd[c0 + j];
     }
     for (std::int64_t row = 0; row < r.rows; ++row) {
       const std::int64_t at = row * r.channels + c0;
+      const T* xs = p.x + at;
+      const T* gs = p.dy + at;
+      const T* ys = Relu ? p.y + at : nullptr;
       for (std::int64_t j = 0; j < width; ++j) {
-        float g = load(pdy[at + j]);
-        if constexpr (Relu) g = relu_masked(g, load(py[at + j]));
+        const float g = grad_at<Relu>(gs, ys, j);
         s[j] += g;
-        sx[j] += g * ((load(px[at + j]) - m[j]) * inv[j]);
+        sx[j] += g * ((load(xs[j]) - m[j]) * inv[j]);
       }
     }
     for (std::int64_t j = 0; j < width; ++j) {
       sum_dy[c0 + j] = s[j];
       sum_dy_xhat[c0 + j] = sx[j];
-      pdg[c0 + j] = static_cast<float>(pdg[c0 + j] + sx[j]);
-      pdb[c0 + j] = static_cast<float>(pdb[c0 + j] + s[j]);
+      p.dgamma[c0 + j] = static_cast<float>(p.dgamma[c0 + j] + sx[j]);
+      p.dbeta[c0 + j] = static_cast<float>(p.dbeta[c0 + j] + s[j]);
     }
   });
   for (std::int64_t c = 0; c < r.channels; ++c)
-    ks[static_cast<std::size_t>(c)] = static_cast<double>(pg[c]) * static_cast<double>(psi[c]) / count;
+    ks[static_cast<std::size_t>(c)] = static_cast<double>(p.gamma[c]) * static_cast<double>(p.invstd[c]) / count;
   const double* k = ks.data();
   for_rows(r, [&](std::int64_t row) {
     const std::int64_t at = row * r.channels;
+    const T* xs = p.x + at;
+    const T* gs = p.dy + at;
+    const T* ys = Relu ? p.y + at : nullptr;
+    T* out = p.dx + at;
     for (std::int64_t c = 0; c < r.channels; ++c) {
-      float g = load(pdy[at + c]);
-      if constexpr (Relu) g = relu_masked(g, load(py[at + c]));
-      const double xhat = (load(px[at + c]) - static_cast<double>(psm[c])) * static_cast<double>(psi[c]);
-      pdx[at + c] = store<T>(static_cast<float>(k[c] * (count * g - sum_dy[c] - xhat * sum_dy_xhat[c])));
+      const float g = grad_at<Relu>(gs, ys, c);
+      const double xhat = (load(xs[c]) - static_cast<double>(p.mean[c])) * static_cast<double>(p.invstd[c]);
+      out[c] = store<T>(static_cast<float>(k[c] * (count * g - sum_dy[c] - xhat * sum_dy_xhat[c])));
     }
   });
 }

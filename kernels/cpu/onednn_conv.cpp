@@ -27,6 +27,7 @@
 
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/error.hpp"
+#include "cudl/kernels/cpu/onednn_common.hpp"
 #endif
 
 #if CUDL_HAVE_ONEDNN
@@ -38,10 +39,10 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-dnnl::engine& cpu_engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
+using onednn_detail::to_dnnl;
+
+// The engine the matmul primitives run on too.
+dnnl::engine& cpu_engine() { return onednn_detail::engine(); }
 
 // forward_relu and forward_bias_relu are the forward convolution with ReLU as an eltwise post-op
 // (and the bias inside the primitive): Backend::conv2d_bias_relu_forward, y written once.
@@ -380,20 +381,6 @@ std::unique_ptr<Plan> make_plan(Direction dir, const Geometry& g, Types t, dnnl:
   plan->is_output[0] = plan->is_output[1] = false;
   plan->is_output[2] = true;
   return plan;
-}
-
-dt to_dnnl(DType t) {
-  switch (t) {
-    case DType::f32:
-      return dt::f32;
-    case DType::bf16:
-      return dt::bf16;
-    case DType::f16:
-      return dt::f16;
-    case DType::i32:
-      break;
-  }
-  return dt::undef;
 }
 
 // The implementation oneDNN picks for a small 3x3 forward convolution in `type` on this CPU, or

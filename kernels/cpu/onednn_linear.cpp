@@ -13,7 +13,7 @@
 #include <unordered_map>
 
 #include "cudl/engine/error.hpp"
-#include "cudl/kernels/cpu/onednn_matmul_common.hpp"
+#include "cudl/kernels/cpu/onednn_common.hpp"
 #endif
 
 namespace cudl::cpu {
@@ -23,10 +23,10 @@ namespace {
 
 using dnnl::memory;
 using dt = memory::data_type;
-using matmul_detail::engine;
-using matmul_detail::kSerialGemmMacs;
-using matmul_detail::SerialTeam;
-using matmul_detail::to_dnnl;
+using onednn_detail::engine;
+using onednn_detail::kSerialGemmMacs;
+using onednn_detail::SerialTeam;
+using onednn_detail::to_dnnl;
 
 // Below this many rows the product is a matrix-vector one, and the unfused ops are faster: the
 // matmul primitive packs the transposed weights for its brgemm kernel on every call, while sgemm

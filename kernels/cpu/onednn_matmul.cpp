@@ -15,7 +15,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "cudl/engine/error.hpp"
-#include "cudl/kernels/cpu/onednn_matmul_common.hpp"
+#include "cudl/kernels/cpu/onednn_common.hpp"
 #endif
 
 namespace cudl::cpu {
@@ -25,10 +25,10 @@ namespace {
 
 using dnnl::memory;
 using dt = memory::data_type;
-using matmul_detail::engine;
-using matmul_detail::kSerialGemmMacs;
-using matmul_detail::SerialTeam;
-using matmul_detail::to_dnnl;
+using onednn_detail::engine;
+using onednn_detail::kSerialGemmMacs;
+using onednn_detail::SerialTeam;
+using onednn_detail::to_dnnl;
 
 // Row-major op(X) [rows, cols] of a matrix stored with leading dimension ld: a transposed one is
 // read through swapped strides, no copy.

@@ -19,10 +19,6 @@
 namespace cudl {
 namespace {
 
-// Below this much work a parallel region costs more than it saves (thread wake-up on a busy
-// machine is milliseconds).
-constexpr std::int64_t kParallelWork = 1 << 16;
-
 struct PoolGeometry {
   std::int64_t planes, h, w, p, q;
 };
@@ -33,7 +29,12 @@ std::int64_t window_work(const Tensor& out, const Pool2dParams& p) { return out.
 PoolGeometry geometry(const Shape& x, const Shape& y) { return {x[0] * x[1], x[2], x[3], y[2], y[3]}; }
 
 using cpu::bigger;
+using cpu::is_2x2;
+using cpu::kPoolParallelWork;
+using cpu::max_2x2_taps;
 using cpu::nan_first;
+using cpu::pool_window;
+using cpu::PoolWindow;
 using cpu::put;
 using cpu::read;
 
@@ -52,15 +53,9 @@ CUDL_CPU_CLONES_AVX2 void maxpool_2x2(const T* in, std::int64_t w, std::int64_t 
     for (std::int64_t ow = 0; ow < q; ++ow) {
       const std::int32_t c = base + static_cast<std::int32_t>(2 * ow);
       const float v0 = read(r0, 2 * ow), v1 = read(r0, 2 * ow + 1), v2 = read(r1, 2 * ow), v3 = read(r1, 2 * ow + 1);
-      float best = v0;
-      std::int32_t where = c;
-      bigger(v1, c + 1, best, where);
-      bigger(v2, c + w32, best, where);
-      bigger(v3, c + w32 + 1, best, where);
-      nan_first(v3, c + w32 + 1, best, where);
-      nan_first(v2, c + w32, best, where);
-      nan_first(v1, c + 1, best, where);
-      nan_first(v0, c, best, where);
+      float best;
+      std::int32_t where;
+      max_2x2_taps(v0, v1, v2, v3, c, w32, best, where);
       o[ow] = store<T>(best);
       a[ow] = where;
     }
@@ -128,10 +123,6 @@ CUDL_CPU_CLONES_AVX2 void column_winners(const float* __restrict best, const std
   }
 }
 
-bool is_2x2(const Pool2dParams& p) {
-  return p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0;
-}
-
 // The outputs [q0, q1) of one output row whose windows lie inside the plane horizontally, over the
 // input rows [ih0, ih1) (non-empty): one pass over the outputs per window tap, in row-major order,
 // then the NaN pass in reverse (the rules above), so the results are the scalar scan's bits.
@@ -168,11 +159,11 @@ CUDL_CPU_CLONES void maxpool_row_interior(const T* in, std::int64_t w, std::int6
 template <class T>
 void maxpool_one(const T* in, std::int64_t h, std::int64_t w, const Pool2dParams& p, std::int64_t oh, std::int64_t ow,
                  float& best_out, std::int32_t& where_out) {
-  const std::int64_t h0 = oh * p.stride_h - p.pad_h, w0 = ow * p.stride_w - p.pad_w;
+  const PoolWindow win = pool_window(h, w, p, oh, ow);
   float best = -std::numeric_limits<float>::infinity();
   std::int64_t where = -1;
-  for (std::int64_t ih = std::max<std::int64_t>(h0, 0); ih < std::min(h0 + p.kernel_h, h); ++ih) {
-    for (std::int64_t iw = std::max<std::int64_t>(w0, 0); iw < std::min(w0 + p.kernel_w, w); ++iw) {
+  for (std::int64_t ih = win.h0; ih < win.h1; ++ih) {
+    for (std::int64_t iw = win.w0; iw < win.w1; ++iw) {
       const float v = load(in[ih * w + iw]);
       if (where < 0 || v > best || (std::isnan(v) && !std::isnan(best))) {
         best = v;
@@ -215,7 +206,7 @@ void maxpool_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& 
   const std::int64_t q0 = std::min<std::int64_t>(g.q, (p.pad_w + p.stride_w - 1) / p.stride_w);
   const std::int64_t reach = g.w + p.pad_w - p.kernel_w;
   const std::int64_t q1 = std::max(q0, reach < 0 ? q0 : std::min<std::int64_t>(g.q, reach / p.stride_w + 1));
-#pragma omp parallel if (window_work(y, p) >= kParallelWork)
+#pragma omp parallel if (window_work(y, p) >= kPoolParallelWork)
   {
     std::vector<float> best(static_cast<std::size_t>(g.q));
     std::vector<std::int32_t> where(static_cast<std::size_t>(g.q));
@@ -301,7 +292,7 @@ void maxpool_backward(const Tensor& dy, const Tensor& argmax, const Pool2dParams
   T* pdx = dx.data<T>();
   const bool fast = is_2x2(params);
   std::int64_t bad = 0;
-#pragma omp parallel reduction(+ : bad) if (dy.numel() >= kParallelWork)
+#pragma omp parallel reduction(+ : bad) if (dy.numel() >= kPoolParallelWork)
   {
     PlaneAccumulator<T> acc(g.h * g.w);
 #pragma omp for schedule(static)
@@ -332,16 +323,15 @@ void avgpool_forward(const Tensor& x, const Pool2dParams& p, Tensor& y) {
   const T* px = x.data<T>();
   T* py = y.data<T>();
   const float inv = 1.0f / static_cast<float>(p.kernel_h * p.kernel_w);
-#pragma omp parallel for schedule(static) if (window_work(y, p) >= kParallelWork)
+#pragma omp parallel for schedule(static) if (window_work(y, p) >= kPoolParallelWork)
   for (std::int64_t plane = 0; plane < g.planes; ++plane) {
     const T* in = px + plane * g.h * g.w;
     for (std::int64_t oh = 0; oh < g.p; ++oh) {
       for (std::int64_t ow = 0; ow < g.q; ++ow) {
-        const std::int64_t h0 = oh * p.stride_h - p.pad_h, w0 = ow * p.stride_w - p.pad_w;
+        const PoolWindow win = pool_window(g.h, g.w, p, oh, ow);
         float s = 0.0f;
-        for (std::int64_t ih = std::max<std::int64_t>(h0, 0); ih < std::min(h0 + p.kernel_h, g.h); ++ih)
-          for (std::int64_t iw = std::max<std::int64_t>(w0, 0); iw < std::min(w0 + p.kernel_w, g.w); ++iw)
-            s += load(in[ih * g.w + iw]);
+        for (std::int64_t ih = win.h0; ih < win.h1; ++ih)
+          for (std::int64_t iw = win.w0; iw < win.w1; ++iw) s += load(in[ih * g.w + iw]);
         py[(plane * g.p + oh) * g.q + ow] = store<T>(s * inv);
       }
     }
@@ -354,7 +344,7 @@ void avgpool_backward(const Tensor& dy, const Pool2dParams& p, Tensor& dx) {
   const T* pdy = dy.data<T>();
   T* pdx = dx.data<T>();
   const float inv = 1.0f / static_cast<float>(p.kernel_h * p.kernel_w);
-#pragma omp parallel if (window_work(dy, p) >= kParallelWork)
+#pragma omp parallel if (window_work(dy, p) >= kPoolParallelWork)
   {
     PlaneAccumulator<T> acc(g.h * g.w);
 #pragma omp for schedule(static)
@@ -364,10 +354,9 @@ void avgpool_backward(const Tensor& dy, const Pool2dParams& p, Tensor& dx) {
       for (std::int64_t oh = 0; oh < g.p; ++oh) {
         for (std::int64_t ow = 0; ow < g.q; ++ow) {
           const float d = load(pdy[(plane * g.p + oh) * g.q + ow]) * inv;
-          const std::int64_t h0 = oh * p.stride_h - p.pad_h, w0 = ow * p.stride_w - p.pad_w;
-          for (std::int64_t ih = std::max<std::int64_t>(h0, 0); ih < std::min(h0 + p.kernel_h, g.h); ++ih)
-            for (std::int64_t iw = std::max<std::int64_t>(w0, 0); iw < std::min(w0 + p.kernel_w, g.w); ++iw)
-              out[ih * g.w + iw] += d;
+          const PoolWindow win = pool_window(g.h, g.w, p, oh, ow);
+          for (std::int64_t ih = win.h0; ih < win.h1; ++ih)
+            for (std::int64_t iw = win.w0; iw < win.w1; ++iw) out[ih * g.w + iw] += d;
         }
       }
       acc.finish(pdx + plane * g.h * g.w);

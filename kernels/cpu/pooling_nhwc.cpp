@@ -19,9 +19,6 @@
 namespace cudl::cpu {
 namespace {
 
-// Below this much work a parallel region costs more than it saves (as in pooling.cpp).
-constexpr std::int64_t kParallelWork = 1 << 16;
-
 // Channels per backward task: the backward passes scatter into a sample's input, so the threads
 // split it by channel blocks (a sample at a time would leave a batch-1 VGG to one thread). 16 f32
 // accumulators per input pixel are one cache line and one AVX-512 vector.
@@ -34,23 +31,15 @@ struct Geometry {
 
 Geometry geometry(const Shape& in, const Shape& out) { return {in[0], in[1], in[2], in[3], out[2], out[3]}; }
 
-// Output (oh, ow)'s window clipped to the input: rows [h0, h1), columns [w0, w1).
-struct Window {
-  std::int64_t h0, h1, w0, w1;
-  bool empty() const { return h0 >= h1 || w0 >= w1; }
-};
-
-Window window(const Geometry& g, const Pool2dParams& p, std::int64_t oh, std::int64_t ow) {
-  const std::int64_t h0 = oh * p.stride_h - p.pad_h, w0 = ow * p.stride_w - p.pad_w;
-  return {std::max<std::int64_t>(h0, 0), std::min<std::int64_t>(h0 + p.kernel_h, g.h), std::max<std::int64_t>(w0, 0),
-          std::min<std::int64_t>(w0 + p.kernel_w, g.w)};
+PoolWindow window(const Geometry& g, const Pool2dParams& p, std::int64_t oh, std::int64_t ow) {
+  return pool_window(g.h, g.w, p, oh, ow);
 }
 
 // The best tap of one output's (non-empty) window for each of the c channels: `bigger` over the
 // taps in row-major order from the first, then `nan_first` over them in reverse (pool_rules.hpp).
 template <class T>
-CUDL_CPU_CLONES void max_window(const T* in, std::int64_t w, std::int64_t c, const Window& win, float* __restrict best,
-                                std::int32_t* __restrict where) {
+CUDL_CPU_CLONES void max_window(const T* in, std::int64_t w, std::int64_t c, const PoolWindow& win,
+                                float* __restrict best, std::int32_t* __restrict where) {
   const std::int64_t first = win.h0 * w + win.w0;
   for (std::int64_t k = 0; k < c; ++k) {
     best[k] = read(in + first * c, k);
@@ -74,7 +63,8 @@ CUDL_CPU_CLONES void max_window(const T* in, std::int64_t w, std::int64_t c, con
 
 // The f32 sums of one output's window taps for each of the c channels, in row-major tap order.
 template <class T>
-CUDL_CPU_CLONES void sum_window(const T* in, std::int64_t w, std::int64_t c, const Window& win, float* __restrict sum) {
+CUDL_CPU_CLONES void sum_window(const T* in, std::int64_t w, std::int64_t c, const PoolWindow& win,
+                                float* __restrict sum) {
   std::fill(sum, sum + c, 0.0f);
   for (std::int64_t ih = win.h0; ih < win.h1; ++ih)
     for (std::int64_t iw = win.w0; iw < win.w1; ++iw) {
@@ -83,26 +73,16 @@ CUDL_CPU_CLONES void sum_window(const T* in, std::int64_t w, std::int64_t c, con
     }
 }
 
-bool is_2x2(const Pool2dParams& p) {
-  return p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0;
-}
-
 // The common 2x2, stride-2, unpadded window of one output pixel: its four taps (top-left at plane
-// position i00) in one vectorised pass over the channels, the rules of max_window unrolled.
+// position i00) in one vectorised pass over the channels, max_2x2_taps.
 template <class T>
 CUDL_CPU_CLONES void max_2x2(const T* top, const T* bottom, std::int64_t c, std::int32_t i00, std::int32_t w,
                              T* __restrict out, std::int32_t* __restrict arg) {
   for (std::int64_t k = 0; k < c; ++k) {
     const float v0 = read(top, k), v1 = read(top + c, k), v2 = read(bottom, k), v3 = read(bottom + c, k);
-    float best = v0;
-    std::int32_t where = i00;
-    bigger(v1, i00 + 1, best, where);
-    bigger(v2, i00 + w, best, where);
-    bigger(v3, i00 + w + 1, best, where);
-    nan_first(v3, i00 + w + 1, best, where);
-    nan_first(v2, i00 + w, best, where);
-    nan_first(v1, i00 + 1, best, where);
-    nan_first(v0, i00, best, where);
+    float best;
+    std::int32_t where;
+    max_2x2_taps(v0, v1, v2, v3, i00, w, best, where);
     put(out, k, best);
     arg[k] = where;
   }
@@ -110,7 +90,7 @@ CUDL_CPU_CLONES void max_2x2(const T* top, const T* bottom, std::int64_t c, std:
 
 template <class T>
 void max_forward_2x2(const Geometry& g, const T* px, T* py, std::int32_t* pa) {
-#pragma omp parallel for schedule(static) if (g.n * g.p * g.q * g.c * 4 >= kParallelWork)
+#pragma omp parallel for schedule(static) if (g.n * g.p * g.q * g.c * 4 >= kPoolParallelWork)
   for (std::int64_t o = 0; o < g.n * g.p * g.q; ++o) {
     const std::int64_t oh = o / g.q % g.p, ow = o % g.q, i00 = 2 * oh * g.w + 2 * ow;
     const T* top = px + (o / (g.p * g.q) * g.h * g.w + i00) * g.c;
@@ -126,13 +106,13 @@ void max_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argm
   T* py = y.data<T>();
   std::int32_t* pa = argmax.data<std::int32_t>();
   if (is_2x2(p)) return max_forward_2x2(g, px, py, pa);
-#pragma omp parallel if (y.numel() * p.kernel_h * p.kernel_w >= kParallelWork)
+#pragma omp parallel if (y.numel() * p.kernel_h * p.kernel_w >= kPoolParallelWork)
   {
     std::vector<float> best(static_cast<std::size_t>(g.c));
     std::vector<std::int32_t> where(best.size());
 #pragma omp for schedule(static)
     for (std::int64_t o = 0; o < g.n * g.p * g.q; ++o) {
-      const Window win = window(g, p, o / g.q % g.p, o % g.q);
+      const PoolWindow win = window(g, p, o / g.q % g.p, o % g.q);
       T* out = py + o * g.c;
       std::int32_t* arg = pa + o * g.c;
       if (win.empty()) {  // padding only: -inf and no argmax, as the NCHW kernel
@@ -155,12 +135,12 @@ void avg_forward(const Tensor& x, const Pool2dParams& p, Tensor& y) {
   const T* px = x.data<T>();
   T* py = y.data<T>();
   const float inv = 1.0f / static_cast<float>(p.kernel_h * p.kernel_w);  // count_include_pad
-#pragma omp parallel if (y.numel() * p.kernel_h * p.kernel_w >= kParallelWork)
+#pragma omp parallel if (y.numel() * p.kernel_h * p.kernel_w >= kPoolParallelWork)
   {
     std::vector<float> sum(static_cast<std::size_t>(g.c));
 #pragma omp for schedule(static)
     for (std::int64_t o = 0; o < g.n * g.p * g.q; ++o) {
-      const Window win = window(g, p, o / g.q % g.p, o % g.q);
+      const PoolWindow win = window(g, p, o / g.q % g.p, o % g.q);
       sum_window(px + o / (g.p * g.q) * g.h * g.w * g.c, g.w, g.c, win, sum.data());
       T* out = py + o * g.c;
       for (std::int64_t k = 0; k < g.c; ++k) out[k] = store<T>(sum[static_cast<std::size_t>(k)] * inv);
@@ -211,7 +191,7 @@ CUDL_CPU_CLONES void avg_backward_block(const T* dy, const Geometry& g, const Po
     for (std::int64_t ow = 0; ow < g.q; ++ow) {
       const T* grad = dy + ((t.n * g.p + oh) * g.q + ow) * g.c + t.c0;
       for (std::int64_t k = 0; k < t.cb; ++k) d[k] = load(grad[k]) * inv;
-      const Window win = window(g, p, oh, ow);
+      const PoolWindow win = window(g, p, oh, ow);
       for (std::int64_t ih = win.h0; ih < win.h1; ++ih)
         for (std::int64_t iw = win.w0; iw < win.w1; ++iw) {
           float* tap = acc + (ih * g.w + iw) * t.cb;
@@ -227,7 +207,7 @@ template <class Body>
 std::int64_t for_each_block(const Geometry& g, std::int64_t work, Body&& body) {
   const std::int64_t blocks = (g.c + kChannelBlock - 1) / kChannelBlock;
   std::int64_t total = 0;
-#pragma omp parallel reduction(+ : total) if (work >= kParallelWork)
+#pragma omp parallel reduction(+ : total) if (work >= kPoolParallelWork)
   {
     std::vector<float> acc(static_cast<std::size_t>(g.h * g.w * std::min(g.c, kChannelBlock)));
 #pragma omp for schedule(static)
@@ -265,7 +245,7 @@ CUDL_CPU_CLONES std::int64_t max_backward_2x2(const T* __restrict dy, const std:
 template <class T>
 std::int64_t max_backward_2x2_all(const Geometry& g, const T* pdy, const std::int32_t* pa, T* pdx) {
   std::int64_t stray = 0;
-#pragma omp parallel for schedule(static) reduction(+ : stray) if (g.n * g.h * g.w * g.c >= kParallelWork)
+#pragma omp parallel for schedule(static) reduction(+ : stray) if (g.n * g.h * g.w * g.c >= kPoolParallelWork)
   for (std::int64_t r = 0; r < g.n * g.p; ++r) {
     const std::int64_t n = r / g.p, oh = r % g.p;
     T* sample = pdx + n * g.h * g.w * g.c;

@@ -531,9 +531,7 @@ void CudaBackend::do_conv2d_forward(Context& ctx, const Tensor& x, const Tensor&
                                      static_cast<cudnnConvolutionFwdAlgo_t>(a.algo), ws, bytes, &beta, yd.get(), out);
                                });
   if (!ran) {  // cuDNN refused these layouts (see the policy at the top)
-    NchwRoute r(ctx);
-    do_conv2d_forward(ctx, r.in(x), w, p, r.out(y));
-    r.finish();
+    on_nchw_copies(ctx, [&](NchwRoute& r) { do_conv2d_forward(ctx, r.in(x), w, p, r.out(y)); });
   }
 }
 
@@ -560,9 +558,7 @@ void CudaBackend::do_conv2d_backward_data(Context& ctx, const Tensor& dy, const 
                                             &beta, xd.get(), out);
       });
   if (!ran) {
-    NchwRoute r(ctx);
-    do_conv2d_backward_data(ctx, r.in(dy), w, p, r.out(dx));
-    r.finish();
+    on_nchw_copies(ctx, [&](NchwRoute& r) { do_conv2d_backward_data(ctx, r.in(dy), w, p, r.out(dx)); });
   }
 }
 
@@ -590,19 +586,18 @@ void CudaBackend::do_conv2d_backward_filter(Context& ctx, const Tensor& x, const
         });
   };
   // cuDNN refused these layouts (see the policy at the top): nothing was written, dw included.
-  const auto on_nchw_copies = [&] {
-    NchwRoute r(ctx);
-    do_conv2d_backward_filter(ctx, r.in(x), r.in(dy), p, dw, accumulate);
+  const auto nchw_fallback = [&] {
+    on_nchw_copies(ctx, [&](NchwRoute& r) { do_conv2d_backward_filter(ctx, r.in(x), r.in(dy), p, dw, accumulate); });
   };
   if (dw.dtype() == dtype) {
     if (!backward_filter(accumulate ? 1.0f : 0.0f, /*overwrites_output=*/!accumulate, dw.raw(), dw.nbytes()))
-      on_nchw_copies();
+      nchw_fallback();
     return;
   }
   // Half x and dy, f32 dw: the gradient in x's dtype first, then into dw in one pass.
   const std::size_t half_bytes = static_cast<std::size_t>(dw.numel()) * dtype_size(dtype);
   Workspace half_dw(ctx, half_bytes);
-  if (!backward_filter(0.0f, /*overwrites_output=*/true, half_dw.data(), half_bytes)) return on_nchw_copies();
+  if (!backward_filter(0.0f, /*overwrites_output=*/true, half_dw.data(), half_bytes)) return nchw_fallback();
   const cuda_detail::FloatType half_type = cuda_detail::float_type(dtype);
   if (accumulate)
     cuda_detail::launch_cast_add(half_dw.data(), half_type, dw.data<float>(), dw.numel(), cuda_resources(ctx).stream);

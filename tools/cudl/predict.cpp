@@ -156,21 +156,9 @@ void run_predict(const PredictArgs& args) {
   std::vector<std::string> lines;
   std::size_t unreadable = 0;
   for (const std::string& path : paths) {
-    ImageReadOptions options;
-    options.shorter_side = pre.resize;  // a large JPEG decodes at a reduced scale that keeps this
-    Tensor x;
-    try {
-      x = preprocess_image(read_image(path, options), pre, ctx, path);
-    } catch (const Error& e) {
-      // One bad file in a folder costs that file, not the run: say so, go on, fail at the end.
-      if (paths.size() == 1) throw;
-      ++unreadable;
-      std::string message = e.what();
-      std::replace(message.begin(), message.end(), '\n', ' ');
-      fmt::print(stderr, "predict: skipped '{}': {}\n", path, message);
-      results.push_back({{"image", path}, {"error", message}});
-      continue;
-    }
+    // One bad file in a folder costs that file, not the run: said, skipped, failed at the end.
+    const Tensor x = read_or_skip(ctx, path, pre, paths.size() == 1, results, unreadable);
+    if (!x.defined()) continue;
     Tensor logits = model.forward(ctx, normalize_input(ctx, x, model_name, model, a.input_normalize), /*train=*/false);
     const TopClasses ranked = top_classes(ctx, logits, k);
     CUDL_CHECK(std::isfinite(ranked.total),

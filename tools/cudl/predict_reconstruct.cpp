@@ -16,6 +16,23 @@ namespace cudl::cli {
 
 namespace fs = std::filesystem;
 
+Tensor read_or_skip(Context& ctx, const std::string& path, const Preprocess& pre, bool only_path,
+                    nlohmann::json& results, std::size_t& unreadable) {
+  ImageReadOptions options;
+  options.shorter_side = pre.resize;  // a large JPEG decodes at a reduced scale that keeps this
+  try {
+    return preprocess_image(read_image(path, options), pre, ctx, path);
+  } catch (const Error& e) {
+    if (only_path) throw;
+    ++unreadable;
+    std::string message = e.what();
+    std::replace(message.begin(), message.end(), '\n', ' ');
+    fmt::print(stderr, "predict: skipped '{}': {}\n", path, message);
+    results.push_back({{"image", path}, {"error", message}});
+    return Tensor();
+  }
+}
+
 std::string bottleneck_layer(const Sequential& model, const Shape& input) {
   std::string best;
   std::int64_t fewest = 0;
@@ -48,20 +65,8 @@ std::size_t run_reconstruction_predict(Context& ctx, Sequential& model, const Pr
   nlohmann::json results = nlohmann::json::array();
   std::size_t unreadable = 0;
   for (const std::string& path : paths) {
-    Tensor x;
-    try {
-      ImageReadOptions options;
-      options.shorter_side = pre.resize;
-      x = preprocess_image(read_image(path, options), pre, ctx, path);
-    } catch (const Error& e) {
-      if (paths.size() == 1) throw;
-      ++unreadable;
-      std::string message = e.what();
-      std::replace(message.begin(), message.end(), '\n', ' ');
-      fmt::print(stderr, "predict: skipped '{}': {}\n", path, message);
-      results.push_back({{"image", path}, {"error", message}});
-      continue;
-    }
+    const Tensor x = read_or_skip(ctx, path, pre, paths.size() == 1, results, unreadable);
+    if (!x.defined()) continue;
     const Tensor y = model.forward(ctx, x, /*train=*/false);
     const std::vector<float> in = x.to_vector(ctx), out = y.to_vector(ctx);
     double se = 0;

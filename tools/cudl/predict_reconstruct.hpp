@@ -2,6 +2,8 @@
 // `cudl predict` on an autoencoder (a model whose output is an image of its input's shape): the
 // reconstruction of each image as a PNG in --reconstructions DIR, and with --encode the code
 // vector (the output of the narrowest layer, or of --code-layer) of each image in --json.
+#include <cstddef>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -16,6 +18,13 @@ struct ReconstructArgs {
   std::string code_layer;  // empty: the layer with the fewest outputs
   std::string json;
 };
+
+// The image at `path` preprocessed for the model, or an undefined tensor where it cannot be read:
+// then it is named on stderr, recorded in `results` and counted in `unreadable` (one bad file in a
+// folder costs that file, not the run). When it is the run's only path, the error propagates.
+// Both predict paths (classes, reconstructions) read their images through it.
+Tensor read_or_skip(Context& ctx, const std::string& path, const Preprocess& pre, bool only_path,
+                    nlohmann::json& results, std::size_t& unreadable);
 
 // The narrowest layer of `model` before its output layer, for input [1, C, H, W] (the first of
 // equals): the code of an autoencoder.

@@ -1,7 +1,7 @@
 #pragma once
-// What the two oneDNN matmul users share (onednn_matmul.cpp: the half GEMMs; onednn_linear.cpp:
-// Linear + bias + ReLU): their engine, the dtype mapping and when a product stays on the calling
-// thread. Only for builds with oneDNN.
+// What the CPU backend's oneDNN users share: one engine and the dtype mapping (onednn_conv.cpp: the
+// convolutions; onednn_matmul.cpp: the half GEMMs; onednn_linear.cpp: Linear + bias + ReLU), and
+// for the two matmul users, when a product stays on the calling thread. Only for builds with oneDNN.
 #include <omp.h>
 
 #include <cstdint>
@@ -9,7 +9,7 @@
 
 #include "cudl/engine/dtype.hpp"
 
-namespace cudl::cpu::matmul_detail {
+namespace cudl::cpu::onednn_detail {
 
 // As in kernels/cpu/gemm.cpp: a product this small runs on the calling thread (a team's barrier
 // costs more than it saves, and waits for descheduled threads on a loaded machine).
@@ -53,4 +53,4 @@ class SerialTeam {
   bool active_;
 };
 
-}  // namespace cudl::cpu::matmul_detail
+}  // namespace cudl::cpu::onednn_detail
