@@ -71,19 +71,22 @@ std::size_t match_histograms_scratch_bytes(std::int64_t rows, std::int64_t n, st
 void launch_match_histograms(const float* source, const float* reference, float* out, std::int64_t rows, std::int64_t n,
                              std::int64_t m, void* scratch, std::size_t scratch_bytes, cudaStream_t stream) {
   if (rows * n <= 0) return;
-  auto* base = static_cast<char*>(scratch);
-  auto* source_in = reinterpret_cast<std::uint64_t*>(base);
-  auto* source_out = reinterpret_cast<std::uint64_t*>(base + key_bytes(rows * n));
-  auto* reference_in = reinterpret_cast<std::uint64_t*>(base + 2 * key_bytes(rows * n));
-  auto* reference_out = reinterpret_cast<std::uint64_t*>(base + 2 * key_bytes(rows * n) + key_bytes(rows * m));
-  void* storage = base + 2 * key_bytes(rows * n) + 2 * key_bytes(rows * m);
-  const std::size_t storage_bytes = scratch_bytes - 2 * key_bytes(rows * n) - 2 * key_bytes(rows * m);
+  // The scratch in match_histograms_scratch_bytes' order: the four key buffers, then CUB's storage.
+  char* next = static_cast<char*>(scratch);
+  auto take_keys = [&](std::int64_t count) {
+    auto* keys = reinterpret_cast<std::uint64_t*>(next);
+    next += key_bytes(count);
+    return keys;
+  };
+  std::uint64_t* source_in = take_keys(rows * n);
+  std::uint64_t* source_out = take_keys(rows * n);
+  std::uint64_t* reference_in = take_keys(rows * m);
+  std::uint64_t* reference_out = take_keys(rows * m);
+  std::size_t storage_bytes = scratch_bytes - static_cast<std::size_t>(next - static_cast<char*>(scratch));
   launch_linear("histogram_keys_kernel", histogram_keys_kernel, rows * n, stream, source, n, source_in);
   launch_linear("histogram_keys_kernel", histogram_keys_kernel, rows * m, stream, reference, m, reference_in);
-  std::size_t bytes = storage_bytes;
-  sort_rows(storage, bytes, source_in, source_out, rows, n, stream);
-  bytes = storage_bytes;
-  sort_rows(storage, bytes, reference_in, reference_out, rows, m, stream);
+  sort_rows(next, storage_bytes, source_in, source_out, rows, n, stream);
+  sort_rows(next, storage_bytes, reference_in, reference_out, rows, m, stream);
   launch_linear("histogram_pick_kernel", histogram_pick_kernel, rows * n, stream, source, reference, source_out,
                 reference_out, n, m, out);
 }
