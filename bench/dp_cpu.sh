@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Data parallel on CPU ranks against one process (issue 27's targets), on real MNIST:
 #   1 process x 1 thread, 2 MPI ranks x 1 thread (buckets under backward, --bucket-mb 25 and a
-#   small 0.5 MB), 1 process x 2 threads, and the machine's ceiling for two ranks: two independent
+#   small 0.5 MB, the latter also with --shard-update false: every rank running the whole optimizer
+#   step after an all-reduce), 1 process x 2 threads, and the machine's ceiling for two ranks: two independent
 #   1-thread processes at once, each with a rank's share (batch 64, half the images), no
 #   communication, their img/s summed (what two ranks could reach if the all-reduce and the
 #   lock-step cost nothing: on a VM whose two CPUs share a core's caches or memory bandwidth it is
@@ -39,6 +40,7 @@ for r in $(seq "$repeat"); do
   run "1 process x 1 thread" env OMP_NUM_THREADS=1 "$cudl" "${common[@]}" --threads 1
   run "2 ranks x 1 thread, --bucket-mb 25" mpirun -np 2 $root -x OMP_NUM_THREADS=1 "$cudl" "${common[@]}" --threads 1
   run "2 ranks x 1 thread, --bucket-mb 0.5" mpirun -np 2 $root -x OMP_NUM_THREADS=1 "$cudl" "${common[@]}" --threads 1 --bucket-mb 0.5
+  run "2 ranks x 1 thread, --bucket-mb 0.5 --shard-update false" mpirun -np 2 $root -x OMP_NUM_THREADS=1 "$cudl" "${common[@]}" --threads 1 --bucket-mb 0.5 --shard-update false
   run "1 process x 2 threads" "$cudl" "${common[@]}" --threads 2
   ceiling
 done

@@ -18,6 +18,15 @@ Shard shard_of(std::int64_t batch, int rank, int size) {
 
 void Communicator::synchronize(Context& ctx) { ctx.synchronize(); }
 
+void Communicator::start_reduce_scatter_mean(Context& /*ctx*/, Tensor /*part*/) {
+  CUDL_THROW("start_reduce_scatter_mean: the {} communicator does not shard the update (can_shard_update() is false)",
+             name());
+}
+
+void Communicator::start_allgather(Context& /*ctx*/, Tensor /*part*/) {
+  CUDL_THROW("start_allgather: the {} communicator does not shard the update (can_shard_update() is false)", name());
+}
+
 namespace {
 // Set before training starts by a test driver's main(), read by the training thread.
 std::atomic<StepFaultHook> step_fault_hook{nullptr};

@@ -34,12 +34,24 @@ class Communicator {
   // Overlapping the all-reduce with backward (models/train/gradient_buckets.hpp): starts averaging
   // `part` (a view into the gradient block) over all ranks and returns at once where the transport
   // can (MPI's non-blocking collectives); progress() lets started ones advance between layers;
-  // finish_allreduces() waits for every started one (with the timeout) and leaves each part
+  // finish_collectives() waits for every started one (with the timeout) and leaves each part
   // averaged. The parts of one step never overlap; every rank starts the same parts in the same
   // order. By default a part is averaged at once, in allreduce_mean.
   virtual void start_allreduce_mean(Context& ctx, Tensor part) { allreduce_mean(ctx, part); }
   virtual void progress() {}
-  virtual void finish_allreduces(Context& /*ctx*/) {}
+  virtual void finish_collectives(Context& /*ctx*/) {}
+
+  // The sharded update (ZeRO stage 1; TrainConfig::shard_update): an all-reduce split into its two
+  // halves, with the optimizer step between them on this rank's piece only. Rank r's piece of a
+  // part of n elements is shard_of(n, r, size()). start_reduce_scatter_mean(part): after
+  // finish_collectives(), this rank's piece of `part` holds the mean over the ranks (the same sums
+  // as the all-reduce's) and the rest of `part` is scratch. start_allgather(part): every rank's
+  // piece of `part` is copied to every other rank; after finish_collectives() every rank holds the
+  // whole of it. Both start and finish as the all-reduce's buckets do. A communicator that cannot
+  // says so here and the training loop all-reduces instead.
+  virtual bool can_shard_update() const { return false; }
+  virtual void start_reduce_scatter_mean(Context& ctx, Tensor part);
+  virtual void start_allgather(Context& ctx, Tensor part);
   // Sums host values element-wise over all ranks, in place (metrics: loss sums, counts).
   virtual void allreduce_sum(std::vector<double>& values) = 0;
   // Copies rank `root`'s `block` (f32, on ctx's device) to every rank.

@@ -80,18 +80,28 @@ void Optimizer::prepare(Context& ctx, float lr) {
   copy_bytes(ctx, scalars_.raw(), scalars_.device(), values.v, Device::cpu(), sizeof(values.v));
 }
 
-void Optimizer::apply(Context& ctx) {
-  Tensor& params = model_->parameter_block();
-  const Tensor& grads = model_->gradient_block();
+void Optimizer::apply(Context& ctx) { apply(ctx, 0, model_->parameter_block().numel()); }
+
+void Optimizer::apply(Context& ctx, std::int64_t begin, std::int64_t end) {
+  Tensor& block = model_->parameter_block();
+  CUDL_CHECK(0 <= begin && begin <= end && end <= block.numel(),
+             "Optimizer::apply: elements [{}, {}) of a parameter block of {}", begin, end, block.numel());
+  if (begin == end) return;
+  const bool whole = begin == 0 && end == block.numel();
+  const auto part = [&](const Tensor& t) { return whole ? t : t.view(begin, Shape{end - begin}); };
+  Tensor params = part(block);
+  const Tensor grads = part(model_->gradient_block());
+  Tensor first = first_.defined() ? part(first_) : first_;
   if (config_.kind == OptimizerKind::sgd) {
     SgdParams p = sgd_params(config_, 0.0f);
     p.scalars = scalars_;
-    ctx.backend().sgd_step(ctx, p, params, grads, first_);
+    ctx.backend().sgd_step(ctx, p, params, grads, first);
     return;
   }
+  Tensor second = part(second_);
   AdamParams p = adam_params(config_, 0.0f, 0);
   p.scalars = scalars_;
-  ctx.backend().adam_step(ctx, p, params, grads, first_, second_);
+  ctx.backend().adam_step(ctx, p, params, grads, first, second);
 }
 
 void Optimizer::clear_frozen_state(Context& ctx) {

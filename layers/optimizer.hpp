@@ -45,6 +45,10 @@ class Optimizer {
   // applies each step's values. Call apply() once after each prepare(), on the same stream.
   void prepare(Context& ctx, float lr);
   void apply(Context& ctx);
+  // apply() on elements [begin, end) of the parameter block only (and of the gradients and state
+  // laid out like it): the sharded update (data parallel) updates each rank's piece; pieces that
+  // cover the block give apply()'s bits (the update is element by element).
+  void apply(Context& ctx, std::int64_t begin, std::int64_t end);
 
   const OptimizerConfig& config() const { return config_; }
   std::int64_t steps() const { return steps_; }

@@ -147,7 +147,7 @@ class CountingComm final : public Communicator {
     ++started;
     elements += part.numel();
   }
-  void finish_allreduces(Context&) override { ++finished; }
+  void finish_collectives(Context&) override { ++finished; }
   void allreduce_sum(std::vector<double>&) override {}
   void broadcast(Context&, Tensor&, int) override {}
   [[noreturn]] void abort(int code) override { std::exit(code); }

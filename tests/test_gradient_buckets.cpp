@@ -34,7 +34,7 @@ class RecordingCommunicator final : public Communicator {
     started.push_back({begin, begin + part.numel(), part.to_vector(ctx)});
   }
   void progress() override { ++progress_calls; }
-  void finish_allreduces(Context&) override { ++finishes; }
+  void finish_collectives(Context&) override { ++finishes; }
   void allreduce_sum(std::vector<double>&) override {}
   void broadcast(Context&, Tensor&, int) override {}
   [[noreturn]] void abort(int) override { std::abort(); }
@@ -107,4 +107,88 @@ TEST(GradientBuckets, NoBucketSizeIsOneBucketStartedAtTheEnd) {
   ASSERT_EQ(comm.started.size(), 1u);
   EXPECT_EQ(comm.started[0].begin, 0);
   EXPECT_EQ(comm.started[0].end, 50);
+}
+
+namespace {
+
+// Rank `rank` of `size` that records the sharded update's calls: the parts reduce-scattered and
+// all-gathered, as ranges of the block.
+class ShardingCommunicator final : public Communicator {
+ public:
+  ShardingCommunicator(const Tensor& block, int rank, int size)
+      : base_(static_cast<const float*>(block.raw())), rank_(rank), size_(size) {}
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  int local_rank() const override { return rank_; }
+  std::string name() const override { return "sharding"; }
+  bool can_shard_update() const override { return true; }
+  void allreduce_mean(Context&, Tensor&) override { ADD_FAILURE() << "a sharded step all-reduces nothing"; }
+  void start_allreduce_mean(Context&, Tensor) override { ADD_FAILURE() << "a sharded step all-reduces nothing"; }
+  void start_reduce_scatter_mean(Context&, Tensor part) override { scattered.push_back(range(part)); }
+  void start_allgather(Context&, Tensor part) override { gathered.push_back(range(part)); }
+  void finish_collectives(Context&) override { ++finishes; }
+  void allreduce_sum(std::vector<double>&) override {}
+  void broadcast(Context&, Tensor&, int) override {}
+  [[noreturn]] void abort(int) override { std::abort(); }
+
+  std::vector<std::pair<std::int64_t, std::int64_t>> scattered, gathered;
+  int finishes = 0;
+
+ private:
+  std::pair<std::int64_t, std::int64_t> range(const Tensor& part) const {
+    const auto begin = static_cast<std::int64_t>(static_cast<const float*>(part.raw()) - base_);
+    return {begin, begin + part.numel()};
+  }
+  const float* base_;
+  int rank_, size_;
+};
+
+}  // namespace
+
+// Sharded, every bucket is reduce-scattered (not all-reduced) and this rank's piece of each is
+// shard_of's share of it (rank 1 of 3: the middle third), where the optimizer will run; gather()
+// all-gathers every bucket of the block it is given.
+TEST(GradientBuckets, ShardedBucketsAreReduceScatteredAndEachRankUpdatesItsPieceOfEach) {
+  Context ctx(Device::cpu());
+  Tensor block = Tensor::zeros({484}, ctx);
+  ShardingCommunicator comm(block, 1, 3);
+  GradientBuckets buckets(comm, 484, 100, /*sharded=*/true);
+  ASSERT_TRUE(buckets.sharded());
+  const std::vector<std::pair<std::int64_t, std::int64_t>> all = {
+      {384, 484}, {284, 384}, {184, 284}, {84, 184}, {0, 84}};
+  ASSERT_EQ(buckets.buckets(), all);
+  // shard_of(100, 1, 3) = [33, 66); shard_of(84, 1, 3) = [28, 56).
+  EXPECT_EQ(buckets.pieces(), (std::vector<std::pair<std::int64_t, std::int64_t>>{
+                                  {417, 450}, {317, 350}, {217, 250}, {117, 150}, {28, 56}}));
+  buckets.begin_step();
+  buckets.ready_from(ctx, block, 250);
+  EXPECT_EQ(comm.scattered, (std::vector<std::pair<std::int64_t, std::int64_t>>{{384, 484}, {284, 384}}));
+  buckets.finish(ctx, block);
+  EXPECT_EQ(comm.scattered, all);
+  EXPECT_EQ(comm.finishes, 1);
+  buckets.gather(ctx, block);
+  EXPECT_EQ(comm.gathered, all);
+  EXPECT_EQ(comm.finishes, 2);
+
+  // Every rank's pieces together cover the block once.
+  std::vector<int> covered(484, 0);
+  for (int r = 0; r < 3; ++r) {
+    ShardingCommunicator rank_r(block, r, 3);
+    const GradientBuckets of_rank_r(rank_r, 484, 100, true);
+    for (const auto& [begin, end] : of_rank_r.pieces())
+      for (std::int64_t i = begin; i < end; ++i) ++covered[static_cast<std::size_t>(i)];
+  }
+  EXPECT_EQ(covered, std::vector<int>(484, 1));
+}
+
+TEST(GradientBuckets, ShardingNeedsACommunicatorThatCan) {
+  Context ctx(Device::cpu());
+  Tensor block = Tensor::zeros({50}, ctx);
+  RecordingCommunicator comm(block);
+  EXPECT_THROW(GradientBuckets(comm, 50, 0, /*sharded=*/true), Error);
+  GradientBuckets plain(comm, 50, 0);
+  EXPECT_FALSE(plain.sharded());
+  EXPECT_TRUE(plain.pieces().empty());
+  EXPECT_THROW(plain.gather(ctx, block), Error);
+  EXPECT_THROW(comm.start_reduce_scatter_mean(ctx, block), Error) << "the default says it cannot";
 }

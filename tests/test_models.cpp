@@ -2,6 +2,7 @@
 // gradients by finite differences, taps, and the learning-rate schedules.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "cudl/layers/conv2d.hpp"
@@ -11,6 +12,7 @@
 #include "cudl/layers/optimizer.hpp"
 #include "cudl/models/zoo/zoo.hpp"
 #include "tests/gradcheck.hpp"
+#include "tests/test_util.hpp"
 
 using namespace cudl;
 using cudl::testing::expect_gradient_matches;
@@ -212,6 +214,40 @@ TEST(Optimizers, OneFusedStepUpdatesEveryParameterOfTheBlock) {
     for (std::size_t i = 0; i < before.size(); ++i) moved += after[i] < before[i];
     EXPECT_EQ(moved, before.size()) << optimizer_name(kind);
     EXPECT_EQ(opt.steps(), 1);
+  }
+}
+
+// The sharded update (data parallel) runs the optimizer on pieces of the block: pieces that cover
+// it, in any order and of any alignment, give the whole step's bits, over several steps (the state
+// carries over), for every optimizer.
+TEST(Optimizers, PiecesThatCoverTheBlockGiveTheWholeStepsBits) {
+  Context ctx;
+  for (OptimizerKind kind : {OptimizerKind::sgd, OptimizerKind::adam, OptimizerKind::adamw}) {
+    OptimizerConfig cfg;
+    cfg.kind = kind;
+    cfg.weight_decay = 0.01f;
+    Sequential whole = make_model("mlp"), pieces = make_model("mlp");
+    whole.build(ctx, 1);
+    pieces.build(ctx, 1);
+    Optimizer a(ctx, whole, cfg), b(ctx, pieces, cfg);
+    const std::int64_t n = whole.parameter_block().numel();
+    const std::vector<std::int64_t> cuts = {0, 1, 17, n / 3, n / 2 + 5, n - 3, n};
+    for (int step = 0; step < 3; ++step) {
+      const std::vector<float> grads = cudl::testing::random_values(n, 100 + static_cast<unsigned>(step));
+      std::copy(grads.begin(), grads.end(), whole.gradient_block().data<float>());
+      std::copy(grads.begin(), grads.end(), pieces.gradient_block().data<float>());
+      a.step(ctx, 0.01f);
+      b.prepare(ctx, 0.01f);
+      for (std::size_t i = cuts.size() - 1; i > 0; --i) b.apply(ctx, cuts[i - 1], cuts[i]);  // last piece first
+    }
+    EXPECT_EQ(whole.parameter_block().to_vector(ctx), pieces.parameter_block().to_vector(ctx)) << optimizer_name(kind);
+    const auto sa = a.state(), sb = b.state();
+    ASSERT_EQ(sa.size(), sb.size());
+    for (std::size_t i = 0; i < sa.size(); ++i)
+      EXPECT_EQ(sa[i].second->to_vector(ctx), sb[i].second->to_vector(ctx))
+          << optimizer_name(kind) << " " << sa[i].first;
+    EXPECT_THROW(b.apply(ctx, 5, n + 1), Error);
+    EXPECT_THROW(b.apply(ctx, 6, 5), Error);
   }
 }
 

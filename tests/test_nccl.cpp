@@ -54,7 +54,7 @@ TEST(NcclCuda, OneRankCommunicatorReducesAbortsAndTearsDown) {
     ctx.backend().scale(ctx, block, 2.0f);
     comm->start_allreduce_mean(ctx, block.view(60'000, Shape{40'003}));
     comm->start_allreduce_mean(ctx, block.view(0, Shape{60'000}));
-    comm->finish_allreduces(ctx);
+    comm->finish_collectives(ctx);
   }
   comm->synchronize(ctx);
   std::vector<float> expected = values;

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <thread>
 
@@ -121,18 +122,55 @@ void MpiCommunicator::allreduce_mean(Context& ctx, Tensor& block) {
   allreduce_seconds_ += seconds_since(start);
 }
 
-void MpiCommunicator::start_allreduce_mean(Context& /*ctx*/, Tensor part) {
+void MpiCommunicator::start(Tensor part, Then then, const char* what, const char* call,
+                            const std::function<int(Pending&)>& issue) {
   CUDL_CHECK(part.device().is_cpu() && part.dtype() == DType::f32,
-             "start_allreduce_mean (mpi): the part must be f32 on the CPU, got {} on {} (CUDA ranks use NCCL)",
+             "{} (mpi): the part must be f32 on the CPU, got {} on {} (CUDA ranks use NCCL)", what,
              dtype_name(part.dtype()), part.device());
   const auto start = Clock::now();
-  const int n = checked_count(part.numel(), "start_allreduce_mean (mpi)");
   Pending p;
-  p.part = part;
-  check(MPI_Iallreduce(MPI_IN_PLACE, p.part.data<float>(), n, MPI_FLOAT, MPI_SUM, comm_, &p.request), "MPI_Iallreduce",
-        "allreduce_mean (a gradient bucket)");
+  p.part = std::move(part);
+  p.then = then;
+  p.what = what;
+  check(issue(p), call, what);
   pending_.push_back(std::move(p));
   allreduce_seconds_ += seconds_since(start);
+}
+
+void MpiCommunicator::set_pieces(Pending& p, std::int64_t n) const {
+  checked_count(n, p.what);
+  for (int r = 0; r < size_; ++r) {
+    const Shard s = shard_of(n, r, size_);
+    p.counts.push_back(static_cast<int>(s.rows()));
+    p.offsets.push_back(static_cast<int>(s.begin));
+  }
+}
+
+void MpiCommunicator::start_allreduce_mean(Context& /*ctx*/, Tensor part) {
+  start(std::move(part), Then::average, "allreduce_mean (a gradient bucket)", "MPI_Iallreduce", [&](Pending& p) {
+    const int n = checked_count(p.part.numel(), p.what);
+    return MPI_Iallreduce(MPI_IN_PLACE, p.part.data<float>(), n, MPI_FLOAT, MPI_SUM, comm_, &p.request);
+  });
+}
+
+void MpiCommunicator::start_reduce_scatter_mean(Context& /*ctx*/, Tensor part) {
+  start(std::move(part), Then::place_and_average_piece, "reduce_scatter_mean (a gradient bucket)",
+        "MPI_Ireduce_scatter", [&](Pending& p) {
+          set_pieces(p, p.part.numel());
+          // In place: the input is the whole part, and MPI leaves this rank's summed piece at the part's
+          // start; finish_collectives() moves it to the piece's own place.
+          return MPI_Ireduce_scatter(MPI_IN_PLACE, p.part.data<float>(), p.counts.data(), MPI_FLOAT, MPI_SUM, comm_,
+                                     &p.request);
+        });
+}
+
+void MpiCommunicator::start_allgather(Context& /*ctx*/, Tensor part) {
+  start(std::move(part), Then::nothing, "allgather (the updated pieces)", "MPI_Iallgatherv", [&](Pending& p) {
+    set_pieces(p, p.part.numel());
+    // In place: this rank's piece is already where the others' land.
+    return MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, p.part.data<float>(), p.counts.data(), p.offsets.data(),
+                           MPI_FLOAT, comm_, &p.request);
+  });
 }
 
 void MpiCommunicator::progress() {
@@ -140,16 +178,25 @@ void MpiCommunicator::progress() {
   for (Pending& p : pending_) {
     if (p.done) continue;
     int done = 0;
-    check(MPI_Test(&p.request, &done, MPI_STATUS_IGNORE), "MPI_Test", "allreduce_mean (a gradient bucket)");
+    check(MPI_Test(&p.request, &done, MPI_STATUS_IGNORE), "MPI_Test", p.what);
     p.done = done != 0;
   }
 }
 
-void MpiCommunicator::finish_allreduces(Context& ctx) {
+void MpiCommunicator::finish_collectives(Context& ctx) {
   const auto start = Clock::now();
+  const float inverse = 1.0f / static_cast<float>(size_);
   for (Pending& p : pending_) {
-    if (!p.done) wait(p.request, "allreduce_mean (gradients)");
-    ctx.backend().scale(ctx, p.part, 1.0f / static_cast<float>(size_));
+    if (!p.done) wait(p.request, p.what);
+    if (p.then == Then::average) ctx.backend().scale(ctx, p.part, inverse);
+    if (p.then == Then::place_and_average_piece) {
+      const auto rank = static_cast<std::size_t>(rank_);
+      const auto count = p.counts[rank];
+      float* data = p.part.data<float>();
+      std::memmove(data + p.offsets[rank], data, static_cast<std::size_t>(count) * sizeof(float));
+      Tensor piece = p.part.view(p.offsets[rank], Shape{count});
+      ctx.backend().scale(ctx, piece, inverse);
+    }
   }
   pending_.clear();
   allreduce_seconds_ += seconds_since(start);

@@ -31,7 +31,10 @@ class MpiCommunicator final : public Communicator {
   void allreduce_mean(Context& ctx, Tensor& block) override;
   void start_allreduce_mean(Context& ctx, Tensor part) override;
   void progress() override;
-  void finish_allreduces(Context& ctx) override;
+  void finish_collectives(Context& ctx) override;
+  bool can_shard_update() const override { return true; }
+  void start_reduce_scatter_mean(Context& ctx, Tensor part) override;
+  void start_allgather(Context& ctx, Tensor part) override;
   void allreduce_sum(std::vector<double>& values) override;
   void broadcast(Context& ctx, Tensor& block, int root) override;
   [[noreturn]] void abort(int code) override;
@@ -46,12 +49,23 @@ class MpiCommunicator final : public Communicator {
   void wait(MPI_Request& request, const char* what);
   void check(int status, const char* call, const char* what) const;
 
+  // What finish_collectives() does with a part once its collective is done.
+  enum class Then { average, place_and_average_piece, nothing };
   struct Pending {
     MPI_Request request = MPI_REQUEST_NULL;
     Tensor part;
+    Then then = Then::average;
+    const char* what = "";
+    // The ranks' piece sizes and offsets in `part` (reduce-scatter, all-gather): MPI reads them
+    // until the request completes, so they live here; their heap buffers survive moves of Pending.
+    std::vector<int> counts, offsets;
     bool done = false;
   };
-  std::vector<Pending> pending_;  // started by start_allreduce_mean, not yet finished
+  // Starts a collective on `part`: `issue` calls MPI's `call`, filling the request.
+  void start(Tensor part, Then then, const char* what, const char* call, const std::function<int(Pending&)>& issue);
+  // Pieces of a part of n elements, shard_of's (MPI's reduce-scatter and all-gather order: by rank).
+  void set_pieces(Pending& p, std::int64_t n) const;
+  std::vector<Pending> pending_;  // started, not yet finished
 
   MPI_Comm comm_ = MPI_COMM_NULL;  // a duplicate of MPI_COMM_WORLD, with errors returned to us
   int rank_ = 0, size_ = 1, local_rank_ = 0;

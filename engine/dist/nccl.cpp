@@ -80,7 +80,7 @@ class NcclCommunicator final : public Communicator {
 
   void allreduce_mean(Context& ctx, Tensor& block) override {
     start_allreduce_mean(ctx, block);
-    finish_allreduces(ctx);
+    finish_collectives(ctx);
   }
 
   // One bucket: on the communication stream once ctx's stream has produced it (the event), timed by
@@ -107,7 +107,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   // The step's buckets are queued: ctx's stream (the optimizer step) waits for them on the device.
-  void finish_allreduces(Context& ctx) override {
+  void finish_collectives(Context& ctx) override {
     if (!in_step_) return;
     in_step_ = false;
     CudaDeviceGuard guard(device_);
@@ -286,7 +286,7 @@ class NcclCommunicator final : public Communicator {
   cudaEvent_t read_ = nullptr;     // synchronize(): ctx's stream up to a host read
   std::vector<Timed> timed_;       // one pair per bucket, reused every step
   std::size_t used_ = 0;           // pairs recorded in the current (or last) step
-  bool in_step_ = false;           // buckets started, finish_allreduces not yet called
+  bool in_step_ = false;           // buckets started, finish_collectives not yet called
   bool step_pending_ = false;      // done_ recorded and not yet seen complete
 };
 

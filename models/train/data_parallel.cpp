@@ -28,6 +28,11 @@ void check_data_parallel_batches(const Communicator* comm, std::int64_t dataset_
              last, dataset_size, batch_size, n);
 }
 
+bool shards_update(const FitOptions& o, const Communicator& comm, Precision precision) {
+  return o.shard_update && comm.size() > 1 && comm.can_shard_update() && o.clip_grad_norm <= 0 &&
+         precision != Precision::fp16;
+}
+
 Batch local_shard(Sequential& model, const Batch& batch, const Communicator* comm) {
   if (!comm || comm->size() == 1) return batch;
   Batch local = batch;

@@ -20,6 +20,15 @@ namespace cudl {
 // the number of ranks, and an epoch's last, partial batch must give every rank a row.
 void check_data_parallel_batches(const Communicator* comm, std::int64_t dataset_size, std::int64_t batch_size);
 
+struct FitOptions;
+enum class Precision;
+
+// Whether the run updates parameters sharded (TrainConfig::shard_update; GradientBuckets): asked
+// for, the communicator can, and nothing in the step needs the whole averaged gradient on every
+// rank: not gradient clipping (its norm is over the whole gradient) nor fp16's loss scaling (its
+// overflow check is, and every rank must skip the same steps).
+bool shards_update(const FitOptions& o, const Communicator& comm, Precision precision);
+
 // This rank's rows of a global batch (the batch itself without a communicator): a sharded
 // loader's batch as it is (LoaderOptions::shard_count: the rank's rows already), a whole global
 // batch sliced; tells the model's Dropout layers which rows they are (Dropout::set_global_rows),
@@ -62,7 +71,6 @@ void check_ranks_agree(Communicator* comm, const std::vector<AgreedValue>& value
 // types and parameter shapes), its parameter count, every option that sets the steps or the update
 // (batch, epochs, max steps, optimizer, schedule, augmentation, seed...), the splits' sizes and
 // labels, and where a resumed run starts (epoch and step).
-struct FitOptions;
 class Sequential;
 std::vector<AgreedValue> fit_agreement(const Sequential& model, const FitOptions& o, const Dataset& train,
                                        const Dataset& validation, const Dataset& test, std::int64_t first_epoch,

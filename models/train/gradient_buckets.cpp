@@ -13,12 +13,19 @@ std::int64_t bucket_count(std::int64_t elements, std::int64_t bucket_elements) {
   return (elements + bucket_elements - 1) / bucket_elements;
 }
 
-GradientBuckets::GradientBuckets(Communicator& comm, std::int64_t elements, std::int64_t bucket_elements)
-    : comm_(comm) {
+GradientBuckets::GradientBuckets(Communicator& comm, std::int64_t elements, std::int64_t bucket_elements, bool sharded)
+    : comm_(comm), sharded_(sharded) {
   CUDL_CHECK(elements >= 0, "GradientBuckets: {} elements", elements);
+  CUDL_CHECK(!sharded || comm.can_shard_update(), "GradientBuckets: the {} communicator cannot shard the update",
+             comm.name());
   const std::int64_t size = bucket_elements > 0 ? bucket_elements : std::max<std::int64_t>(elements, 1);
   for (std::int64_t end = elements; end > 0; end -= size)
     buckets_.emplace_back(std::max<std::int64_t>(0, end - size), end);
+  if (!sharded_) return;
+  for (const auto& [begin, end] : buckets_) {
+    const Shard s = shard_of(end - begin, comm.rank(), comm.size());
+    if (s.rows() > 0) pieces_.emplace_back(begin + s.begin, begin + s.end);
+  }
 }
 
 void GradientBuckets::begin_step() {
@@ -28,7 +35,11 @@ void GradientBuckets::begin_step() {
 
 void GradientBuckets::start(Context& ctx, Tensor& block, std::size_t index) {
   const auto [begin, end] = buckets_[index];
-  comm_.start_allreduce_mean(ctx, block.view(begin, Shape{end - begin}));
+  Tensor part = block.view(begin, Shape{end - begin});
+  if (sharded_)
+    comm_.start_reduce_scatter_mean(ctx, std::move(part));
+  else
+    comm_.start_allreduce_mean(ctx, std::move(part));
 }
 
 void GradientBuckets::ready_from(Context& ctx, Tensor& block, std::int64_t offset) {
@@ -41,7 +52,22 @@ void GradientBuckets::ready_from(Context& ctx, Tensor& block, std::int64_t offse
 
 void GradientBuckets::finish(Context& ctx, Tensor& block) {
   while (next_ < buckets_.size()) start(ctx, block, next_++);
-  comm_.finish_allreduces(ctx);
+  comm_.finish_collectives(ctx);
+}
+
+void GradientBuckets::gather(Context& ctx, Tensor& block,
+                             const std::function<void(std::int64_t begin, std::int64_t end)>& update) {
+  CUDL_CHECK(sharded_, "GradientBuckets::gather: the buckets are not sharded");
+  for (const auto& [begin, end] : buckets_) {
+    if (update) {
+      // This rank's piece of the bucket, if it has one (pieces_ leaves out empty ones).
+      const Shard s = shard_of(end - begin, comm_.rank(), comm_.size());
+      if (s.rows() > 0) update(begin + s.begin, begin + s.end);
+    }
+    comm_.start_allgather(ctx, block.view(begin, Shape{end - begin}));
+    comm_.progress();
+  }
+  comm_.finish_collectives(ctx);
 }
 
 }  // namespace cudl

@@ -193,7 +193,15 @@ std::int64_t Run::step(const Batch& batch, const MicroBatch& micro) {
     if (clipper_) clipper_->clip(ctx_, model_.gradient_block());
     lr_ = static_cast<float>(learning_rate(o_.schedule, o_.optimizer.lr, optimizer_.steps(), total_steps_) *
                              monitor_.lr_scale());
-    optimizer_.step(ctx_, lr_);
+    if (buckets_ && buckets_->sharded()) {
+      // This rank's pieces hold the averaged gradients: it updates those, each bucket's updated
+      // piece sent to the other ranks while it updates the next.
+      optimizer_.prepare(ctx_, lr_);
+      buckets_->gather(ctx_, model_.parameter_block(),
+                       [this](std::int64_t begin, std::int64_t end) { optimizer_.apply(ctx_, begin, end); });
+    } else {
+      optimizer_.step(ctx_, lr_);
+    }
   }
   return local.images.dim(0);
 }
@@ -361,6 +369,10 @@ void Run::evaluate_test(EpochMetrics& m, bool last_epoch) {
 }
 
 void Run::save(const EpochMetrics& m, bool improved) {
+  // The sharded update leaves each rank's optimizer state current in its own pieces only; the
+  // checkpoint (rank 0's) needs all of it. Every rank comes here at every epoch's end.
+  if (buckets_ && buckets_->sharded())
+    for (const auto& [name, state] : optimizer_.state()) buckets_->gather(ctx_, *state);
   CheckpointInfo info;
   info.model = o_.model_name;
   info.epoch = m.epoch;
@@ -423,12 +435,16 @@ TrainResult Run::run() {
   // Ranks that disagree on the model, options, data or starting step would exchange blocks of
   // different sizes (heap corruption) or different steps (a hang): one small collective first.
   if (o_.comm) {
-    check_ranks_agree(o_.comm, fit_agreement(model_, o_, data_.train, data_.validation, data_.test, first_epoch_,
-                                             optimizer_.steps()));
+    const bool sharded = shards_update(o_, *o_.comm, ctx_.precision());
+    std::vector<AgreedValue> agreed =
+        fit_agreement(model_, o_, data_.train, data_.validation, data_.test, first_epoch_, optimizer_.steps());
+    // One rank reduce-scattering while another all-reduces would exchange mismatched blocks.
+    agreed.push_back({"the sharded update (--shard-update, --clip-grad-norm, --precision fp16)", sharded ? 1u : 0u});
+    check_ranks_agree(o_.comm, agreed);
     // Every rank starts from rank 0's parameters (the same seed builds the same ones; this makes sure).
     o_.comm->broadcast(ctx_, model_.parameter_block(), 0);
     model_.parameters_changed();
-    buckets_.emplace(*o_.comm, model_.gradient_block().numel(), bucket_elements_for_mb(o_.bucket_mb));
+    buckets_.emplace(*o_.comm, model_.gradient_block().numel(), bucket_elements_for_mb(o_.bucket_mb), sharded);
     model_.set_gradients_ready_hook([this](std::int64_t from) {
       if (sync_) buckets_->ready_from(ctx_, model_.gradient_block(), from);
     });

@@ -131,6 +131,12 @@ struct FitOptions {
   // started as soon as backward has produced it, so it runs under the rest of backward
   // (models/train/gradient_buckets.hpp); 0: one all-reduce of the whole block after backward.
   double bucket_mb = 25;
+  // With comm: the sharded update (ZeRO stage 1): each bucket is reduce-scattered, each rank runs
+  // the optimizer on its 1/N of the parameters only and the updated pieces are all-gathered, so
+  // the update's work falls with the rank count; the same sums and the same update as the
+  // all-reduce. Where the communicator cannot (NCCL, for now), with clip_grad_norm or with fp16's
+  // loss scaling the step all-reduces (shards_update, models/train/data_parallel.hpp).
+  bool shard_update = true;
 };
 using TrainConfig = FitOptions;
 

@@ -14,6 +14,7 @@
 #include "cudl/models/checkpoint/checkpoint.hpp"
 #include "cudl/models/checkpoint/saved_run.hpp"
 #include "cudl/models/train/curves.hpp"
+#include "cudl/models/train/data_parallel.hpp"
 #include "cudl/models/train/finetune.hpp"
 #include "cudl/models/train/gradient_buckets.hpp"
 #include "cudl/models/train/trainer.hpp"
@@ -166,6 +167,12 @@ void add_run_control_options(CLI::App* cmd, RunControlArgs& r, FitOptions& o) {
                   "has produced it, under the rest of backward (0: one all-reduce after backward)")
       ->transform(finite_double(at_least(0)))
       ->capture_default_str();
+  cmd->add_option("--shard-update", o.shard_update,
+                  "Under mpirun: true: each rank runs the optimizer on its 1/N of the parameters only (ZeRO stage 1: "
+                  "the gradients reduce-scattered, the updated pieces all-gathered; the same update, the same bytes "
+                  "moved); false: every rank updates all of them after an all-reduce. MPI ranks only; not with "
+                  "--clip-grad-norm or --precision fp16, which need the whole gradient")
+      ->capture_default_str();
   cmd->add_option("--dist-timeout", r.dist_timeout,
                   "Under mpirun: seconds a rank waits for the others at a step before it stops every rank")
       ->transform(finite_double(greater_than(0)))
@@ -316,10 +323,12 @@ void train_ranks(TrainArgs a, const RunControlArgs& c, DistributedRun& dist) {
                a.batch_size, a.fit.accumulate_steps * a.batch_size);
   if (comm && dist.writer()) {
     const std::int64_t buckets = bucket_count(counts.trainable, bucket_elements_for_mb(a.fit.bucket_mb));
-    fmt::print("data-parallel: {} ranks over {}, global batch {} ({} per rank); gradients all-reduced {}\n",
-               comm->size(), comm->name(), a.batch_size, a.batch_size / comm->size(),
+    const bool sharded = shards_update(a.fit, *comm, ctx.precision());
+    fmt::print("data-parallel: {} ranks over {}, global batch {} ({} per rank); gradients {} {}{}\n", comm->size(),
+               comm->name(), a.batch_size, a.batch_size / comm->size(), sharded ? "reduce-scattered" : "all-reduced",
                buckets > 1 ? fmt::format("in {} buckets of {:g} MB under backward", buckets, a.fit.bucket_mb)
-                           : std::string("in one piece after backward"));
+                           : std::string("in one piece after backward"),
+               sharded ? fmt::format(", each rank updating its 1/{} of the parameters", comm->size()) : "");
   }
 
   // The loop's settings as parsed (bound straight into a.fit), and what only this run knows.
