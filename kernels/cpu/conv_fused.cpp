@@ -1,10 +1,13 @@
 // CpuBackend: the fused convolution + bias + ReLU (Backend::conv2d_bias_relu_forward). Under oneDNN
 // it runs as one primitive with ReLU as a post-op (kernels/cpu/onednn_conv.cpp), in f32 and in the
 // halves this CPU has native kernels for (bf16 on AVX-512 BF16/AMX: f32 sums and bias, y rounded
-// once); everything else (im2col, a half without a native kernel, a geometry oneDNN cannot
-// express) is the reference composition of the three unfused ops, so both paths compute the same
-// function and the network's fusion can be switched off (--fuse false) to compare. The CUDA twin
-// is kernels/cudnn/conv_fused.cpp.
+// once). A half without a native kernel here (bf16 on AVX2) runs the f32 op on exactly widened
+// copies and rounds y once too, so the fused op means the same on every CPU (the unfused ops round
+// twice: after the convolution and after the bias, which can cancel most of the convolution's
+// value and keep its rounding error). Everything else in f32 (im2col, a geometry oneDNN cannot
+// express) is the reference composition of the three unfused ops, so the network's fusion can be
+// switched off (--fuse false) to compare. The CUDA twin is kernels/cudnn/conv_fused.cpp (halves
+// there run the unfused ops).
 // Below it, the inference-time convolution + batch norm (+ residual) (+ ReLU),
 // Backend::conv2d_bn_forward, on the same pattern.
 #include <cmath>
@@ -13,6 +16,7 @@
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/format_route.hpp"
 #include "cudl/kernels/cpu/conv_one_channel.hpp"
+#include "cudl/kernels/cpu/cpu_args.hpp"
 #include "cudl/kernels/cpu/cpu_backend.hpp"
 #include "cudl/kernels/cpu/onednn_conv.hpp"
 
@@ -27,6 +31,13 @@ void CpuBackend::do_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, cons
     return;
   if (any_channels_last({&x, &y})) {  // oneDNN did not take the call: the NCHW ops below
     on_nchw_copies(ctx, [&](NchwRoute& r) { do_conv2d_bias_relu_forward(ctx, r.in(x), w, bias, p, r.out(y)); });
+    return;
+  }
+  if (x.dtype() != DType::f32 || w.dtype() != DType::f32) {
+    // No native kernel for this half: the f32 op on exact copies (the bias is f32), one rounding of y.
+    cpu::F32Copy wx(ctx, x, true), ww(ctx, w, true), wy(ctx, y, false);
+    do_conv2d_bias_relu_forward(ctx, wx.tensor(), ww.tensor(), bias, p, wy.tensor());
+    cpu::narrow(wy.data(), y);
     return;
   }
   do_conv2d_forward(ctx, x, w, p, y);

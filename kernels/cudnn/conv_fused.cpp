@@ -167,6 +167,9 @@ void CudaBackend::do_conv2d_bias_relu_forward(Context& ctx, const Tensor& x, con
     if (status != CUDNN_STATUS_SUCCESS && !may_fall_back(status, nhwc))
       cuda_detail::throw_cudnn(status, "cudnnConvolutionBiasActivationForward", __FILE__, __LINE__,
                                fmt::format("{} x={} w={} y={}", kOp, x.shape(), w.shape(), y.shape()));
+    // No memory for the fused workspace now says nothing about the shape: run unfused this time and
+    // measure again at the next call, as the heuristic path below does.
+    if (status == CUDNN_STATUS_ALLOC_FAILED) return unfused();
     remember(known.value_or(Choice::unfused));
     // The last timed run may have been either path: run the chosen one for the result.
     if (known != Choice::fused) return unfused();
