@@ -179,6 +179,16 @@ TEST(GradientBuckets, ShardedBucketsAreReduceScatteredAndEachRankUpdatesItsPiece
       for (std::int64_t i = begin; i < end; ++i) ++covered[static_cast<std::size_t>(i)];
   }
   EXPECT_EQ(covered, std::vector<int>(484, 1));
+
+  // A bucket with fewer elements than ranks leaves some ranks an empty piece: gather() updates only
+  // the pieces that hold something, and still all-gathers every bucket.
+  ShardingCommunicator first(block, 0, 3);
+  GradientBuckets small(first, 202, 100, true);  // [102, 202), [2, 102), [0, 2)
+  EXPECT_EQ(small.pieces(), (std::vector<std::pair<std::int64_t, std::int64_t>>{{102, 135}, {2, 35}, {0, 0}}));
+  std::vector<std::pair<std::int64_t, std::int64_t>> updated;
+  small.gather(ctx, block, [&](std::int64_t begin, std::int64_t end) { updated.emplace_back(begin, end); });
+  EXPECT_EQ(updated, (std::vector<std::pair<std::int64_t, std::int64_t>>{{102, 135}, {2, 35}}));
+  EXPECT_EQ(first.gathered.size(), 3u);
 }
 
 TEST(GradientBuckets, ShardingNeedsACommunicatorThatCan) {

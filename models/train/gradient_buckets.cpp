@@ -24,7 +24,7 @@ GradientBuckets::GradientBuckets(Communicator& comm, std::int64_t elements, std:
   if (!sharded_) return;
   for (const auto& [begin, end] : buckets_) {
     const Shard s = shard_of(end - begin, comm.rank(), comm.size());
-    if (s.rows() > 0) pieces_.emplace_back(begin + s.begin, begin + s.end);
+    pieces_.emplace_back(begin + s.begin, begin + s.end);
   }
 }
 
@@ -58,12 +58,10 @@ void GradientBuckets::finish(Context& ctx, Tensor& block) {
 void GradientBuckets::gather(Context& ctx, Tensor& block,
                              const std::function<void(std::int64_t begin, std::int64_t end)>& update) {
   CUDL_CHECK(sharded_, "GradientBuckets::gather: the buckets are not sharded");
-  for (const auto& [begin, end] : buckets_) {
-    if (update) {
-      // This rank's piece of the bucket, if it has one (pieces_ leaves out empty ones).
-      const Shard s = shard_of(end - begin, comm_.rank(), comm_.size());
-      if (s.rows() > 0) update(begin + s.begin, begin + s.end);
-    }
+  for (std::size_t i = 0; i < buckets_.size(); ++i) {
+    const auto [begin, end] = buckets_[i];
+    const auto [piece_begin, piece_end] = pieces_[i];
+    if (update && piece_begin < piece_end) update(piece_begin, piece_end);
     comm_.start_allgather(ctx, block.view(begin, Shape{end - begin}));
     comm_.progress();
   }

@@ -47,7 +47,8 @@ class GradientBuckets {
   void finish(Context& ctx, Tensor& block);
 
   bool sharded() const { return sharded_; }
-  // Sharded: [begin, end) in the block of this rank's piece of each bucket (empty ones left out).
+  // Sharded: [begin, end) in the block of this rank's piece of each bucket, in buckets()' order
+  // (empty where a bucket has fewer elements than there are ranks).
   const std::vector<std::pair<std::int64_t, std::int64_t>>& pieces() const { return pieces_; }
   // Sharded: copies every rank's pieces of `block` (laid out like the gradient block) to every
   // rank, and waits. With `update`, calls it on each of this rank's pieces first ([begin, end) in
