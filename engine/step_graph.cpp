@@ -35,8 +35,10 @@ class AllocatorSwap {
 struct StepGraph::Graph {
   cudaGraphExec_t exec = nullptr;
   cudaStream_t stream = nullptr;  // where it replays: drained before the graph goes
+  int device = 0;                 // the stream's: current while it is drained and the graph destroyed
   ~Graph() {
     if (!exec) return;
+    CudaDeviceGuard guard(device, std::nothrow);
     cudaStreamSynchronize(stream);
     cudaGraphExecDestroy(exec);
   }
@@ -85,6 +87,7 @@ void StepGraph::capture(Context& ctx, const std::function<void()>& step) {
   if (why.empty()) {
     auto g = std::make_unique<Graph>();
     g->stream = r.stream;
+    g->device = r.device;
     // AutoFreeOnLaunch: should a library allocate stream-ordered memory while recorded (cuBLAS may
     // take a workspace that way when it has none of its own), the graph holds an allocation that
     // outlives a launch, and without this flag the next launch fails (cudaGraphLaunch's contract).

@@ -10,11 +10,24 @@
 
 namespace cudl {
 
+// Owns the events: when the second cudaEventCreate throws, ~Timer never runs, but impl_ (already
+// built) is destroyed and takes the first event with it.
 struct Timer::Impl {
   Context* ctx;
   std::chrono::steady_clock::time_point begin;
 #if defined(CUDL_HAVE_CUDA)
+  int device = 0;
   cudaEvent_t start_event = nullptr, stop_event = nullptr;
+
+  Impl() = default;
+  ~Impl() {
+    if (!start_event && !stop_event) return;
+    CudaDeviceGuard guard(device, std::nothrow);  // as the events were made
+    if (start_event) cudaEventDestroy(start_event);
+    if (stop_event) cudaEventDestroy(stop_event);
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
 #endif
 };
 
@@ -22,19 +35,15 @@ Timer::Timer(Context& ctx) : impl_(std::make_unique<Impl>()) {
   impl_->ctx = &ctx;
 #if defined(CUDL_HAVE_CUDA)
   if (ctx.cuda()) {
-    CudaDeviceGuard guard(ctx.cuda()->device);  // events belong to the current device
+    impl_->device = ctx.cuda()->device;
+    CudaDeviceGuard guard(impl_->device);  // events belong to the current device
     CUDL_CUDA_CHECK(cudaEventCreate(&impl_->start_event), "timer");
     CUDL_CUDA_CHECK(cudaEventCreate(&impl_->stop_event), "timer");
   }
 #endif
 }
 
-Timer::~Timer() {
-#if defined(CUDL_HAVE_CUDA)
-  if (impl_->start_event) cudaEventDestroy(impl_->start_event);
-  if (impl_->stop_event) cudaEventDestroy(impl_->stop_event);
-#endif
-}
+Timer::~Timer() = default;
 
 void Timer::start() {
 #if defined(CUDL_HAVE_CUDA)

@@ -13,7 +13,7 @@
 
 #include "cudl/engine/backend.hpp"
 #include "cudl/engine/tensor.hpp"
-#include "tests/cuda_audit_fixture.hpp"
+#include "tests/cuda_vs_cpu_fixture.hpp"
 
 namespace {
 
@@ -21,7 +21,7 @@ using namespace cudl;
 using cudl::testing::Both;
 using cudl::testing::Side;
 
-class CudaAuditLayout : public cudl::testing::CudaAuditTest {
+class CudaAuditLayout : public cudl::testing::CudaVsCpuTest<> {
  protected:
   // The storage bytes of a tensor on either device, as the host sees them.
   std::vector<unsigned char> storage_bytes(const Tensor& t) {

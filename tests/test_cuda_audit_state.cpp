@@ -14,16 +14,15 @@
 #include "cudl/engine/backend.hpp"
 #include "cudl/engine/op_table.hpp"
 #include "cudl/engine/tensor.hpp"
-#include "tests/cuda_audit_fixture.hpp"
+#include "tests/cuda_vs_cpu_fixture.hpp"
 
 namespace {
 
 using namespace cudl;
-using cudl::testing::AuditTol;
 using cudl::testing::Both;
 using cudl::testing::Side;
 
-class CudaAuditState : public cudl::testing::CudaAuditTest {};
+class CudaAuditState : public cudl::testing::CudaVsCpuTest<> {};
 
 // The counted op draws the plain op's masks at counter + offset on both backends (the same Philox
 // words, y = x * keep rounded once: identical bits), then both counters advance alike. The counter
@@ -126,12 +125,11 @@ TEST_F(CudaAuditState, TotalVariationWithAnExponentMatchesTheCpu) {
     const std::string what = fmt::format("beta={}", beta);
     Both x = from(values(shape.numel(), 50), shape), loss = zeros(Shape{1});
     on_both([&](Backend& b, Context& ctx, Side s) { b.tv_loss_forward(ctx, x.*s, loss.*s, beta); });
-    expect_close(loss, AuditTol{accumulated.atol, accumulated.rtol}, "tv_loss_forward " + what);
+    expect_close(loss, accumulated, "tv_loss_forward " + what);
     Both dx = from(values(shape.numel(), 51), shape);
     for (const bool accumulate : {false, true}) {
       on_both([&](Backend& b, Context& ctx, Side s) { b.tv_loss_backward(ctx, x.*s, 0.7f, dx.*s, accumulate, beta); });
-      expect_close(dx, AuditTol{elementwise.atol, elementwise.rtol},
-                   fmt::format("tv_loss_backward {}{}", what, accumulate ? " accumulate" : ""));
+      expect_close(dx, elementwise, fmt::format("tv_loss_backward {}{}", what, accumulate ? " accumulate" : ""));
     }
   }
 }

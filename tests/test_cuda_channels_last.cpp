@@ -21,7 +21,6 @@
 
 #include "cudl/engine/backend.hpp"
 #include "cudl/engine/context.hpp"
-#include "cudl/engine/half.hpp"
 #include "cudl/engine/io/conv_algo_cache.hpp"
 #include "cudl/engine/op_table.hpp"
 #include "cudl/engine/tensor.hpp"
@@ -29,7 +28,7 @@
 #include "cudl/layers/elementwise.hpp"
 #include "cudl/layers/linear.hpp"
 #include "cudl/models/network/sequential.hpp"
-#include "tests/backend_fixture.hpp"
+#include "tests/cuda_vs_cpu_fixture.hpp"
 #include "tests/test_util.hpp"
 
 namespace {
@@ -38,10 +37,6 @@ using namespace cudl;
 
 constexpr MemoryFormat kNchw = MemoryFormat::contiguous;
 constexpr MemoryFormat kNhwc = MemoryFormat::channels_last;
-
-struct Tol {
-  float atol, rtol;
-};
 
 // The formats of one call's x-like and y-like tensors (x and y, dx and dy): both NHWC, and the
 // two mixes.
@@ -55,16 +50,8 @@ std::string label(const std::string& what, DType dtype, Formats f) {
          std::string(memory_format_name(f.y)) + ")";
 }
 
-class CudaChannelsLast : public ::testing::TestWithParam<DType> {
+class CudaChannelsLast : public cudl::testing::CudaVsCpuTest<::testing::TestWithParam<DType>> {
  protected:
-  void SetUp() override {
-    CUDL_REQUIRE_CUDA();
-    cpu_ = std::make_unique<Context>(Device::cpu());
-    gpu_ = std::make_unique<Context>(Device::cuda(0));  // strict fp32 (the default)
-  }
-
-  Context& cpu() { return *cpu_; }
-  Context& gpu() { return *gpu_; }
   DType dtype() const { return GetParam(); }
   // The dtype's unit roundoff (0 for f32, whose tolerance is the op table's).
   float u() const {
@@ -74,15 +61,7 @@ class CudaChannelsLast : public ::testing::TestWithParam<DType> {
 
   // Seeded values in [-1, 1] that the dtype represents exactly.
   std::vector<float> values(std::int64_t n, std::uint32_t seed) const {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-    std::vector<float> v(static_cast<std::size_t>(n));
-    for (float& x : v) {
-      x = dist(rng);
-      if (dtype() == DType::bf16) x = to_float(to_bf16(x));
-      if (dtype() == DType::f16) x = to_float(to_f16(x));
-    }
-    return v;
+    return CudaVsCpuTest::values(n, seed, dtype());
   }
   Tensor on_cpu(const std::vector<float>& v, const Shape& s) { return Tensor::from_host(v, s, cpu()); }
   // On the GPU in the test's dtype (or `dt`), stored in `format`.
@@ -94,11 +73,8 @@ class CudaChannelsLast : public ::testing::TestWithParam<DType> {
   }
 
   // A convolution's result: the op table's class in f32, 4 u of the largest |ref| in half.
-  Tol tolerance(const std::vector<float>& ref) const {
-    if (dtype() == DType::f32) {
-      const OpTolerance t = op_tolerance(ToleranceClass::accumulated);
-      return {t.atol, t.rtol};
-    }
+  OpTolerance tolerance(const std::vector<float>& ref) const {
+    if (dtype() == DType::f32) return op_tolerance(ToleranceClass::accumulated);
     float m = 0.0f;
     for (float v : ref) m = std::max(m, std::fabs(v));
     return {4.0f * u() * std::max(m, 1e-3f), 4.0f * u()};
@@ -107,20 +83,12 @@ class CudaChannelsLast : public ::testing::TestWithParam<DType> {
   // `got` (CUDA, any format) against the CPU's NCHW `ref`, elementwise, in logical order.
   void expect_close(const Tensor& ref, const Tensor& got, const std::string& what) {
     ASSERT_EQ(ref.shape(), got.shape()) << what;
-    const std::vector<float> r = ref.to_vector(cpu()), g = got.to_vector(gpu());
-    const Tol tol = tolerance(r);
-    int failures = 0;
-    for (std::size_t i = 0; i < r.size(); ++i)
-      if (!(std::fabs(g[i] - r[i]) <= tol.atol + tol.rtol * std::fabs(r[i])) && ++failures <= 5)
-        ADD_FAILURE() << what << " [" << i << "]: cuda " << g[i] << " vs cpu " << r[i];
-    EXPECT_EQ(failures, 0) << what << ": " << failures << " of " << r.size() << " elements differ";
+    const std::vector<float> r = ref.to_vector(cpu());
+    expect_close_values(r, got.to_vector(gpu()), tolerance(r), what);
   }
 
   void conv_cases();
   void fused_cases();
-
- private:
-  std::unique_ptr<Context> cpu_, gpu_;
 };
 
 struct ConvCase {

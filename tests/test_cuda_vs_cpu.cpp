@@ -6,10 +6,9 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
-#include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -17,7 +16,7 @@
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/op_table.hpp"
 #include "cudl/engine/tensor.hpp"
-#include "tests/backend_fixture.hpp"
+#include "tests/cuda_vs_cpu_fixture.hpp"
 #include "tests/op_coverage.hpp"
 #include "tests/test_util.hpp"
 
@@ -48,37 +47,15 @@ CUDL_OP_COVERAGE(cuda_vs_cpu, "gemm", "bias_add", "bias_grad", "gram", "conv2d",
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 const float kInf = std::numeric_limits<float>::infinity();
 
-// One tensor on each side, holding the same values.
-struct Both {
-  Tensor c, g;
-};
-using Side = Tensor Both::*;
+using cudl::testing::Both;
+using cudl::testing::NanRule;
+using cudl::testing::Side;
 
-class CudaVsCpu : public ::testing::Test {
+// NaN on both sides agrees: several checks below feed NaN and infinities on purpose.
+class CudaVsCpu : public cudl::testing::CudaVsCpuTest<> {
  protected:
-  void SetUp() override {
-    CUDL_REQUIRE_CUDA();
-    cpu_ = std::make_unique<Context>(Device::cpu());
-    gpu_ = std::make_unique<Context>(Device::cuda(0));  // strict fp32 (the default)
-  }
+  CudaVsCpu() : CudaVsCpuTest(NanRule::matches_nan) {}
 
-  Context& cpu() { return *cpu_; }
-  Context& gpu() { return *gpu_; }
-
-  // Runs f(backend, context, side) on the CPU, then on CUDA.
-  template <class F>
-  void on_both(F&& f) {
-    f(cpu_->backend(), cpu(), &Both::c);
-    f(gpu_->backend(), gpu(), &Both::g);
-  }
-
-  static std::vector<float> uniform_values(std::int64_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> dist(lo, hi);
-    std::vector<float> v(static_cast<std::size_t>(n));
-    for (float& x : v) x = dist(rng);
-    return v;
-  }
   // Multiples of 0.25 in [-2, 2]: plenty of exact ties for argmax-style tests.
   static std::vector<float> tied_values(std::int64_t n, std::uint32_t seed) {
     std::mt19937 rng(seed);
@@ -95,53 +72,16 @@ class CudaVsCpu : public ::testing::Test {
     return v;
   }
 
-  Both from(const std::vector<float>& v, const Shape& s) {
-    return {Tensor::from_host(v, s, cpu()), Tensor::from_host(v, s, gpu())};
-  }
   Both from_int(const std::vector<std::int32_t>& v, const Shape& s) {
     return {Tensor::from_host(std::span<const std::int32_t>(v), s, cpu()),
             Tensor::from_host(std::span<const std::int32_t>(v), s, gpu())};
   }
   Both random(const Shape& s, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-    return from(uniform_values(s.numel(), seed, lo, hi), s);
-  }
-  Both zeros(const Shape& s, DType dtype = DType::f32) {
-    return {Tensor::zeros(s, cpu(), dtype), Tensor::zeros(s, gpu(), dtype)};
+    return from(values(s.numel(), seed, DType::f32, lo, hi), s);
   }
 
   // The convolution cases (defined with the convolution tests).
   void conv2d_cases(Tolerance tol);
-
-  void expect_close(const Both& t, Tolerance tol, const std::string& what) {
-    ASSERT_EQ(t.c.shape(), t.g.shape()) << what;
-    const std::vector<float> ref = t.c.to_vector(cpu());
-    const std::vector<float> got = t.g.to_vector(gpu());
-    ASSERT_EQ(ref.size(), got.size()) << what;
-    int failures = 0;
-    for (std::size_t i = 0; i < ref.size(); ++i) {
-      const bool both_nan = std::isnan(ref[i]) && std::isnan(got[i]);
-      // got == ref: equal infinities (whose difference is NaN) agree too.
-      const bool ok =
-          both_nan || got[i] == ref[i] || std::fabs(got[i] - ref[i]) <= tol.atol + tol.rtol * std::fabs(ref[i]);
-      if (!ok && ++failures <= 5)
-        ADD_FAILURE() << what << " [" << i << "]: cuda " << got[i] << " vs cpu " << ref[i] << " (atol " << tol.atol
-                      << ", rtol " << tol.rtol << ")";
-    }
-    EXPECT_EQ(failures, 0) << what << ": " << failures << " of " << ref.size() << " elements differ";
-  }
-
-  void expect_bits_equal(const Both& t, const std::string& what) {
-    ASSERT_EQ(t.c.shape(), t.g.shape()) << what;
-    const std::vector<float> ref = t.c.to_vector(cpu());
-    const std::vector<float> got = t.g.to_vector(gpu());
-    ASSERT_EQ(ref.size(), got.size()) << what;
-    int failures = 0;
-    for (std::size_t i = 0; i < ref.size(); ++i) {
-      if (std::memcmp(&ref[i], &got[i], sizeof(float)) != 0 && ++failures <= 5)
-        ADD_FAILURE() << what << " [" << i << "]: cuda " << got[i] << " vs cpu " << ref[i] << " (must be identical)";
-    }
-    EXPECT_EQ(failures, 0) << what << ": " << failures << " of " << ref.size() << " elements differ";
-  }
 
   // Equal values, or NaN on both sides whatever its payload (a NaN made on the GPU need not have
   // the CPU's bits).
@@ -162,13 +102,6 @@ class CudaVsCpu : public ::testing::Test {
     }
     return v;
   }
-
-  void expect_ints_equal(const Both& t, const std::string& what) {
-    ASSERT_EQ(t.c.shape(), t.g.shape()) << what;
-    EXPECT_EQ(t.c.to_int_vector(cpu()), t.g.to_int_vector(gpu())) << what;
-  }
-
-  std::unique_ptr<Context> cpu_, gpu_;
 };
 
 // ---------------------------------------------------------------- dense linear algebra
@@ -664,7 +597,7 @@ TEST_F(CudaVsCpu, BatchNormRelu) {
   // A NaN in a channel makes its statistics NaN, and the ReLU turns the channel's outputs to 0 on
   // both backends (as the unfused ReLU does); the other channel is untouched.
   const Shape shape{2, 2, 2, 2};
-  std::vector<float> xs = uniform_values(shape.numel(), 168);
+  std::vector<float> xs = values(shape.numel(), 168);
   xs[1] = kNaN;  // channel 0
   Both x = from(xs, shape), gamma = random(Shape{2}, 169, 0.5f, 1.5f), beta = random(Shape{2}, 170);
   Both rm = zeros(Shape{2}), rv = random(Shape{2}, 171, 0.5f, 2.0f), y = zeros(shape), sm = zeros(Shape{2}),
@@ -717,7 +650,7 @@ TEST_F(CudaVsCpu, MaxPoolWithNaNAndInf) {
 
 TEST_F(CudaVsCpu, AvgPoolWithNaNAndInf) {
   const Shape xs{2, 3, 9, 10};
-  Both x = from(with_non_finite(uniform_values(xs.numel(), 204), 205, 2), xs);
+  Both x = from(with_non_finite(values(xs.numel(), 204), 205, 2), xs);
   for (const Pool2dParams& p : pool_cases()) {
     const Shape ys = pool2d_output_shape(xs, p);
     Both y = zeros(ys);
@@ -759,7 +692,7 @@ TEST_F(CudaVsCpu, ArgmaxRowsAndAccuracyWithNaNAndInf) {
 TEST_F(CudaVsCpu, MaxAndClampWithNaNAndInf) {
   for (std::int64_t n : {1000, 100003, 300007}) {
     const std::string name = fmt::format("n={}", n);
-    Both x = from(with_non_finite(uniform_values(n, 220), 221, 1), Shape{n});
+    Both x = from(with_non_finite(values(n, 220), 221, 1), Shape{n});
     Both out = zeros(Shape{1});
     on_both([&](Backend& be, Context& ctx, Side s) { be.max(ctx, x.*s, out.*s); });
     expect_same_values(out, "max with NaN/inf " + name);
@@ -785,12 +718,12 @@ TEST_F(CudaVsCpu, ActivationsWithNaNAndInf) {
   for (Activation a :
        {Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::tanh, Activation::relu6}) {
     const std::string name(activation_name(a));
-    Both x = from(with_non_finite(uniform_values(shape.numel(), 230, -4.0f, 4.0f), 231), shape);
+    Both x = from(with_non_finite(values(shape.numel(), 230, DType::f32, -4.0f, 4.0f), 231), shape);
     Both y = zeros(shape);
     on_both([&](Backend& be, Context& ctx, Side s) { be.activation_forward(ctx, a, 0.1f, x.*s, y.*s); });
     expect_close(y, kElementwise, name + " forward with NaN/inf");
 
-    Both dy = from(with_non_finite(uniform_values(shape.numel(), 232), 233), shape);
+    Both dy = from(with_non_finite(values(shape.numel(), 232), 233), shape);
     Both dx = zeros(shape);
     on_both([&](Backend& be, Context& ctx, Side s) { be.activation_backward(ctx, a, 0.1f, x.*s, y.*s, dy.*s, dx.*s); });
     expect_close(dx, kElementwise, name + " backward with NaN/inf");

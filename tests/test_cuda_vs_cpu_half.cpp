@@ -12,17 +12,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "cudl/engine/backend.hpp"
 #include "cudl/engine/context.hpp"
-#include "cudl/engine/device.hpp"
-#include "cudl/engine/half.hpp"
+#include "cudl/engine/op_table.hpp"
 #include "cudl/engine/tensor.hpp"
-#include "tests/backend_fixture.hpp"
+#include "tests/cuda_vs_cpu_fixture.hpp"
 #include "tests/op_coverage.hpp"
 
 namespace {
@@ -34,28 +32,18 @@ CUDL_OP_COVERAGE(cuda_vs_cpu_half, "activation", "mul", "axpy", "scale", "fill",
 
 using namespace cudl;
 
-struct Tol {
-  float atol, rtol;
-};
-
+using Tol = OpTolerance;
 // One tensor on each side: c on the CPU (f32), g on the GPU (the half dtype, or f32 where the op
 // table says so).
-struct Both {
-  Tensor c, g;
-};
+using cudl::testing::Both;
 
 std::string name_of(DType t) { return t == DType::bf16 ? "bf16" : "f16"; }
 
-class CudaVsCpuHalf : public ::testing::TestWithParam<DType> {
+// NaN on both sides agrees.
+class CudaVsCpuHalf : public cudl::testing::CudaVsCpuTest<::testing::TestWithParam<DType>> {
  protected:
-  void SetUp() override {
-    if (!cuda_compiled() || cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
-    cpu_ = std::make_unique<Context>(Device::cpu());
-    gpu_ = std::make_unique<Context>(Device::cuda(0));
-  }
+  CudaVsCpuHalf() : CudaVsCpuTest(cudl::testing::NanRule::matches_nan) {}
 
-  Context& cpu() { return *cpu_; }
-  Context& gpu() { return *gpu_; }
   DType half() const { return GetParam(); }
   // The CPU's dtype for the tensors the GPU holds in half (see the top).
   static DType cpu_dtype() { return DType::f32; }
@@ -67,16 +55,8 @@ class CudaVsCpuHalf : public ::testing::TestWithParam<DType> {
   static Tol accumulated() { return {1e-4f, 1e-3f}; }
 
   // Values rounded to the half format and widened again: what both sides compute from.
-  std::vector<float> representable(std::vector<float> v) const {
-    for (float& x : v) x = half() == DType::bf16 ? to_float(to_bf16(x)) : to_float(to_f16(x));
-    return v;
-  }
   std::vector<float> uniform(std::int64_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) const {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> dist(lo, hi);
-    std::vector<float> v(static_cast<std::size_t>(n));
-    for (float& x : v) x = dist(rng);
-    return representable(v);
+    return values(n, seed, half(), lo, hi);
   }
   // Half on the GPU, the same (representable) values in cpu_dtype() on the CPU.
   Both half_from(const std::vector<float>& v, const Shape& s) {
@@ -85,29 +65,17 @@ class CudaVsCpuHalf : public ::testing::TestWithParam<DType> {
   Both half_random(const Shape& s, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
     return half_from(uniform(s.numel(), seed, lo, hi), s);
   }
-  Both f32_from(const std::vector<float>& v, const Shape& s) {
-    return {Tensor::from_host(v, s, cpu()), Tensor::from_host(v, s, gpu())};
-  }
+  Both f32_from(const std::vector<float>& v, const Shape& s) { return from(v, s); }
   Both half_zeros(const Shape& s) { return {Tensor::zeros(s, cpu(), cpu_dtype()), Tensor::zeros(s, gpu(), half())}; }
-  Both f32_zeros(const Shape& s) { return {Tensor::zeros(s, cpu()), Tensor::zeros(s, gpu())}; }
-  Both i32_zeros(const Shape& s) { return {Tensor::zeros(s, cpu(), DType::i32), Tensor::zeros(s, gpu(), DType::i32)}; }
+  Both f32_zeros(const Shape& s) { return zeros(s); }
+  Both i32_zeros(const Shape& s) { return zeros(s, DType::i32); }
 
-  // |gpu - cpu| <= atol + rtol * |cpu| elementwise; NaN matches NaN.
+  // The fixture's checks, with the half dtype in the label.
   void expect_close(const Both& t, Tol tol, const std::string& what) {
-    const std::string label = what + " (" + name_of(half()) + ")";
-    ASSERT_EQ(t.c.shape(), t.g.shape()) << label;
-    const std::vector<float> ref = t.c.to_vector(cpu());
-    const std::vector<float> got = t.g.to_vector(gpu());
-    ASSERT_EQ(ref.size(), got.size()) << label;
-    int failures = 0;
-    for (std::size_t i = 0; i < ref.size(); ++i) {
-      const bool ok = (std::isnan(ref[i]) && std::isnan(got[i])) || got[i] == ref[i] ||
-                      std::fabs(got[i] - ref[i]) <= tol.atol + tol.rtol * std::fabs(ref[i]);
-      if (!ok && ++failures <= 5)
-        ADD_FAILURE() << label << " [" << i << "]: cuda " << got[i] << " vs cpu " << ref[i] << " (atol " << tol.atol
-                      << ", rtol " << tol.rtol << ")";
-    }
-    EXPECT_EQ(failures, 0) << label << ": " << failures << " of " << ref.size() << " elements differ";
+    CudaVsCpuTest::expect_close(t, tol, what + " (" + name_of(half()) + ")");
+  }
+  void expect_equal_ints(const Both& t, const std::string& what) {
+    expect_ints_equal(t, what + " (" + name_of(half()) + ")");
   }
   // A tolerance of `k` u relative to the largest |cpu| value (cuDNN/cuBLAS results in half).
   Tol scaled(const Both& t, float k) {
@@ -115,18 +83,6 @@ class CudaVsCpuHalf : public ::testing::TestWithParam<DType> {
     for (float v : t.c.to_vector(cpu())) m = std::max(m, std::fabs(v));
     return {k * u() * std::max(m, 1e-3f), k * u()};
   }
-  void expect_equal_ints(const Both& t, const std::string& what) {
-    EXPECT_EQ(t.c.to_int_vector(cpu()), t.g.to_int_vector(gpu())) << what << " (" << name_of(half()) << ")";
-  }
-
-  template <class F>
-  void on_both(F&& f) {
-    f(cpu_->backend(), cpu(), &Both::c);
-    f(gpu_->backend(), gpu(), &Both::g);
-  }
-
- private:
-  std::unique_ptr<Context> cpu_, gpu_;
 };
 
 // Sizes that take the 16-byte vector path with and without a tail, and the scalar path (a view one
@@ -134,7 +90,6 @@ class CudaVsCpuHalf : public ::testing::TestWithParam<DType> {
 const std::vector<std::int64_t> kElementwiseSizes = {8, 1003, 4096};
 
 TEST_P(CudaVsCpuHalf, Activations) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   for (const std::int64_t n : kElementwiseSizes) {
     for (const Activation a :
          {Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::tanh, Activation::relu6}) {
@@ -163,7 +118,6 @@ TEST_P(CudaVsCpuHalf, Activations) {
 }
 
 TEST_P(CudaVsCpuHalf, ElementwiseBasics) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   for (const std::int64_t n : kElementwiseSizes) {
     const std::string size = " n=" + std::to_string(n);
     Both x = half_random(Shape{n}, 4), y = half_random(Shape{n}, 5), out = half_zeros(Shape{n});
@@ -179,7 +133,6 @@ TEST_P(CudaVsCpuHalf, ElementwiseBasics) {
 }
 
 TEST_P(CudaVsCpuHalf, Dropout) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   for (const std::int64_t n : kElementwiseSizes) {
     Both x = half_random(Shape{n}, 6), y = half_zeros(Shape{n}), mask = half_zeros(Shape{n});
     on_both(
@@ -190,7 +143,6 @@ TEST_P(CudaVsCpuHalf, Dropout) {
 }
 
 TEST_P(CudaVsCpuHalf, CastMatchesTheCpuExactly) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   for (const std::int64_t n : kElementwiseSizes) {
     std::vector<float> v(static_cast<std::size_t>(n));
     std::mt19937 rng(8);
@@ -207,7 +159,6 @@ TEST_P(CudaVsCpuHalf, CastMatchesTheCpuExactly) {
 }
 
 TEST_P(CudaVsCpuHalf, BiasAndChannelAffine) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   // Plane sizes 1 ([N, C]), 49 (no whole packs: scalar) and 64 (vector).
   for (const Shape& shape : {Shape{5, 7}, Shape{2, 3, 7, 7}, Shape{2, 3, 8, 8}}) {
     const std::string what = " shape " + std::to_string(shape.numel());
@@ -229,7 +180,6 @@ TEST_P(CudaVsCpuHalf, BiasAndChannelAffine) {
 }
 
 TEST_P(CudaVsCpuHalf, Pooling) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   const Shape xs{2, 3, 9, 8};
   for (const Pool2dParams& p : {Pool2dParams{}, Pool2dParams{3, 3, 2, 2, 1, 1}}) {
     const Shape ys = pool2d_output_shape(xs, p);
@@ -248,7 +198,6 @@ TEST_P(CudaVsCpuHalf, Pooling) {
 }
 
 TEST_P(CudaVsCpuHalf, ReductionsAndLosses) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   for (const std::int64_t n : {std::int64_t{37}, std::int64_t{100003}}) {
     const std::string size = " n=" + std::to_string(n);
     Both x = half_random(Shape{n}, 16), out = f32_zeros(Shape{1});
@@ -288,7 +237,6 @@ TEST_P(CudaVsCpuHalf, ReductionsAndLosses) {
 }
 
 TEST_P(CudaVsCpuHalf, Gemm) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   for (const bool ta : {false, true}) {
     for (const bool tb : {false, true}) {
       const std::int64_t m = 33, k = 70, n = 17;
@@ -308,7 +256,6 @@ TEST_P(CudaVsCpuHalf, Gemm) {
 }
 
 TEST_P(CudaVsCpuHalf, Gram) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   const Shape xs{2, 5, 6, 7};
   Both x = half_random(xs, 23), g = f32_zeros(Shape{2, 5, 5});
   on_both([&](Backend& b, Context& ctx, Tensor Both::*s) { b.gram_forward(ctx, x.*s, g.*s); });
@@ -320,7 +267,6 @@ TEST_P(CudaVsCpuHalf, Gram) {
 }
 
 TEST_P(CudaVsCpuHalf, Conv2d) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   struct Case {
     Shape x, w;
     Conv2dParams p;
@@ -357,7 +303,6 @@ TEST_P(CudaVsCpuHalf, Conv2d) {
 }
 
 TEST_P(CudaVsCpuHalf, Conv2dWithMeasuredAlgorithmSearch) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   gpu().set_conv_search(ConvSearch::measured);
   const Conv2dParams pad1{1, 1, 1, 1, 1, 1};
   const Shape xs{4, 32, 16, 16}, ws{32, 32, 3, 3};
@@ -373,7 +318,6 @@ TEST_P(CudaVsCpuHalf, Conv2dWithMeasuredAlgorithmSearch) {
 }
 
 TEST_P(CudaVsCpuHalf, BatchNorm) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   const Shape xs{4, 3, 5, 6};
   const std::int64_t c = 3;
   Both x = half_random(xs, 32, -2.0f, 3.0f), y = half_zeros(xs);
@@ -406,7 +350,6 @@ TEST_P(CudaVsCpuHalf, BatchNorm) {
 // largest output, as for cuDNN's batch norm above); backward from the GPU's own y on both sides
 // (widened for the CPU), so both apply one mask.
 TEST_P(CudaVsCpuHalf, BatchNormRelu) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   const Shape xs{4, 3, 5, 8};
   const std::int64_t c = 3;
   Both x = half_random(xs, 36, -2.0f, 3.0f), y = half_zeros(xs);

@@ -18,6 +18,7 @@
 #include "cudl/models/zoo/top_classes.hpp"
 #include "tests/awkward_floats.hpp"
 #include "tests/backend_fixture.hpp"
+#include "tests/cuda_vs_cpu_fixture.hpp"
 #include "tests/op_coverage.hpp"
 #include "tests/test_util.hpp"
 
@@ -145,15 +146,7 @@ TEST_P(TopKOps, TopClassesRanksProbabilitiesAndFlagsNaN) {
 CUDL_INSTANTIATE_BACKENDS(TopKOps);
 
 // CUDA against the CPU on the op table's shapes: identical indices and value bits.
-class TopKCudaVsCpu : public ::testing::TestWithParam<DType> {
- protected:
-  void SetUp() override {
-    CUDL_REQUIRE_CUDA();
-    cpu_ = std::make_unique<Context>(Device::cpu());
-    gpu_ = std::make_unique<Context>(Device::cuda(0));
-  }
-  std::unique_ptr<Context> cpu_, gpu_;
-};
+class TopKCudaVsCpu : public cudl::testing::CudaVsCpuTest<::testing::TestWithParam<DType>> {};
 
 TEST_P(TopKCudaVsCpu, SameIndicesAndValues) {
   const DType t = GetParam();
@@ -162,7 +155,7 @@ TEST_P(TopKCudaVsCpu, SameIndicesAndValues) {
     for (std::int64_t k : {std::int64_t{1}, std::min<std::int64_t>(5, s[1]), s[1]}) {
       std::vector<std::int32_t> idx[2];
       std::vector<float> val[2];
-      Context* sides[2] = {cpu_.get(), gpu_.get()};
+      Context* sides[2] = {&cpu(), &gpu()};
       for (int side = 0; side < 2; ++side) {
         Context& ctx = *sides[side];
         Tensor x = Tensor::from_host(xs, s, ctx, t);

@@ -48,6 +48,32 @@ Sequential small_net(Context& ctx) {
 // Batch-2 inputs [2, 3, 16, 16], a different one per seed.
 std::vector<float> input_values(unsigned seed) { return cudl::testing::random_values(2 * 3 * 16 * 16, seed); }
 
+// small_net's inference on CUDA as a replayable step: the input is loaded into x before each call,
+// the step writes the logits into out (both allocated once, so a replay finds them where recorded).
+struct InferenceStep {
+  Context gpu{Device::cuda(0)};
+  Sequential model = small_net(gpu);
+  Tensor x = Tensor::empty(Shape{2, 3, 16, 16}, gpu), out = Tensor::empty(Shape{2, 10}, gpu);
+  int host_runs = 0;
+
+  void operator()() {
+    ++host_runs;
+    Tensor y = model.forward(gpu, x, false);
+    gpu.backend().copy(gpu, y, out);
+  }
+  void load(unsigned seed) { gpu.backend().copy(gpu, Tensor::from_host(input_values(seed), x.shape(), gpu), x); }
+  // Plain launches on inputs 1 to 4: the reference for each.
+  std::vector<std::vector<float>> plain_results() {
+    std::vector<std::vector<float>> results;
+    for (unsigned seed = 1; seed <= 4; ++seed) {
+      load(seed);
+      (*this)();
+      results.push_back(out.to_vector(gpu));
+    }
+    return results;
+  }
+};
+
 TEST(StepGraph, OnTheCpuTheStepRunsEveryTime) {
   Context ctx;
   ctx.set_cuda_graphs(true);  // asked for, but the CPU has no graphs
@@ -61,32 +87,18 @@ TEST(StepGraph, OnTheCpuTheStepRunsEveryTime) {
 
 TEST(StepGraph, CudaReplayedInferenceMatchesPlainLaunches) {
   CUDL_REQUIRE_CUDA();
-  Context gpu(Device::cuda(0));
-  Sequential model = small_net(gpu);
-  Tensor x = Tensor::empty(Shape{2, 3, 16, 16}, gpu), out = Tensor::empty(Shape{2, 10}, gpu);
-  int host_runs = 0;
-  auto step = [&] {
-    ++host_runs;
-    Tensor y = model.forward(gpu, x, false);
-    gpu.backend().copy(gpu, y, out);
-  };
-  // Plain launches first, as the reference for each input.
-  std::vector<std::vector<float>> expected;
-  for (unsigned seed = 1; seed <= 4; ++seed) {
-    gpu.backend().copy(gpu, Tensor::from_host(input_values(seed), x.shape(), gpu), x);
-    step();
-    expected.push_back(out.to_vector(gpu));
-  }
-  gpu.set_cuda_graphs(true);
+  InferenceStep step;
+  const std::vector<std::vector<float>> expected = step.plain_results();
+  step.gpu.set_cuda_graphs(true);
   StepGraph graph("inference step");
-  host_runs = 0;
+  step.host_runs = 0;
   for (unsigned seed = 1; seed <= 4; ++seed) {
-    gpu.backend().copy(gpu, Tensor::from_host(input_values(seed), x.shape(), gpu), x);
-    graph.run(gpu, step);
-    EXPECT_EQ(out.to_vector(gpu), expected[seed - 1]) << "input " << seed;
+    step.load(seed);
+    graph.run(step.gpu, [&] { step(); });
+    EXPECT_EQ(step.out.to_vector(step.gpu), expected[seed - 1]) << "input " << seed;
   }
   EXPECT_EQ(graph.state(), StepGraph::State::replaying);
-  EXPECT_EQ(host_runs, 2);  // the warm-up and the recording; the last two were replays
+  EXPECT_EQ(step.host_runs, 2);  // the warm-up and the recording; the last two were replays
   EXPECT_GT(graph.private_peak_bytes(), 0u);
 }
 
@@ -121,29 +133,18 @@ class ScopedEnv {
 TEST(StepGraph, CudaReplayUnderNoCachingKeepsTheRecordedMemoryReserved) {
 #if defined(CUDL_HAVE_CUDA)
   CUDL_REQUIRE_CUDA();
-  Context gpu(Device::cuda(0));
-  Sequential model = small_net(gpu);
-  Tensor x = Tensor::empty(Shape{2, 3, 16, 16}, gpu), out = Tensor::empty(Shape{2, 10}, gpu);
-  auto step = [&] {
-    Tensor y = model.forward(gpu, x, false);
-    gpu.backend().copy(gpu, y, out);
-  };
-  std::vector<std::vector<float>> expected;
-  for (unsigned seed = 1; seed <= 4; ++seed) {
-    gpu.backend().copy(gpu, Tensor::from_host(input_values(seed), x.shape(), gpu), x);
-    step();
-    expected.push_back(out.to_vector(gpu));
-  }
+  InferenceStep step;
+  const std::vector<std::vector<float>> expected = step.plain_results();
   const ScopedEnv no_caching("CUDL_NO_CACHING", "1");
   Context canaries_ctx(Device::cuda(0));
   canaries_ctx.exchange_allocator(std::make_shared<DirectAllocator>(std::make_unique<CudaMemory>(0)));
   std::vector<Tensor> canaries;
-  gpu.set_cuda_graphs(true);
+  step.gpu.set_cuda_graphs(true);
   StepGraph graph("inference step");
   for (unsigned seed = 1; seed <= 4; ++seed) {
-    gpu.backend().copy(gpu, Tensor::from_host(input_values(seed), x.shape(), gpu), x);
-    graph.run(gpu, step);
-    EXPECT_EQ(out.to_vector(gpu), expected[seed - 1]) << "input " << seed;
+    step.load(seed);
+    graph.run(step.gpu, [&] { step(); });
+    EXPECT_EQ(step.out.to_vector(step.gpu), expected[seed - 1]) << "input " << seed;
     if (seed == 2) {  // recorded: take fresh device memory of the step's sizes
       for (const Shape& s : {Shape{2, 8, 16, 16}, Shape{2, 8, 8, 8}, Shape{2, 512}, Shape{2, 10}})
         for (int i = 0; i < 4; ++i) canaries.push_back(Tensor::full(s, 7.0f, canaries_ctx));

@@ -11,6 +11,7 @@
 
 #include "cudl/engine/float_order.hpp"
 #include "cudl/kernels/cuda/launch.cuh"
+#include "cudl/kernels/cuda/scratch.cuh"
 
 namespace cudl::cuda_detail {
 
@@ -35,10 +36,6 @@ __global__ void histogram_pick_kernel(std::int64_t total, const float* source, c
     out[i] = v != v ? v : reference[r * m + float_order::ascending_position(reference_sorted[r * m + quantile])];
   }
 }
-
-constexpr std::size_t kAlign = 256;
-std::size_t aligned(std::size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
-std::size_t key_bytes(std::int64_t count) { return aligned(static_cast<std::size_t>(count) * sizeof(std::uint64_t)); }
 
 // Sorts rows * cols keys, ascending within each row; with storage null, only sizes the storage.
 // Rows are few and long here (an image's three channels): one device-wide sort per row keeps the
@@ -65,7 +62,8 @@ std::size_t sort_bytes(std::int64_t cols) {
 }  // namespace
 
 std::size_t match_histograms_scratch_bytes(std::int64_t rows, std::int64_t n, std::int64_t m) {
-  return 2 * key_bytes(rows * n) + 2 * key_bytes(rows * m) + aligned(std::max(sort_bytes(n), sort_bytes(m)));
+  return 2 * sort_key_bytes(rows * n) + 2 * sort_key_bytes(rows * m) +
+         scratch_aligned(std::max(sort_bytes(n), sort_bytes(m)));
 }
 
 void launch_match_histograms(const float* source, const float* reference, float* out, std::int64_t rows, std::int64_t n,
@@ -75,7 +73,7 @@ void launch_match_histograms(const float* source, const float* reference, float*
   char* next = static_cast<char*>(scratch);
   auto take_keys = [&](std::int64_t count) {
     auto* keys = reinterpret_cast<std::uint64_t*>(next);
-    next += key_bytes(count);
+    next += sort_key_bytes(count);
     return keys;
   };
   std::uint64_t* source_in = take_keys(rows * n);

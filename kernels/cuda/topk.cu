@@ -15,6 +15,7 @@
 #include "cudl/engine/float_order.hpp"
 #include "cudl/kernels/cuda/float_types.cuh"
 #include "cudl/kernels/cuda/launch.cuh"
+#include "cudl/kernels/cuda/scratch.cuh"
 
 namespace cudl::cuda_detail {
 
@@ -49,9 +50,6 @@ RowOffsets row_offsets(std::int64_t cols) {
   return thrust::make_transform_iterator(thrust::make_counting_iterator(0), RowStart{static_cast<int>(cols)});
 }
 
-constexpr std::size_t kAlign = 256;
-std::size_t aligned(std::size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
-
 // CUB's storage for sorting rows * cols keys (asked with a null buffer: no work, no launch).
 std::size_t sort_bytes(std::int64_t rows, std::int64_t cols) {
   std::size_t bytes = 0;
@@ -65,15 +63,15 @@ std::size_t sort_bytes(std::int64_t rows, std::int64_t cols) {
 }  // namespace
 
 std::size_t top_k_scratch_bytes(std::int64_t rows, std::int64_t cols) {
-  const std::size_t keys = aligned(static_cast<std::size_t>(rows * cols) * sizeof(std::uint64_t));
-  return 2 * keys + aligned(sort_bytes(rows, cols));
+  const std::size_t keys = sort_key_bytes(rows * cols);
+  return 2 * keys + scratch_aligned(sort_bytes(rows, cols));
 }
 
 void launch_top_k(const void* x, FloatType t, std::int64_t rows, std::int64_t cols, std::int64_t k,
                   std::int32_t* indices, float* values, void* scratch, std::size_t scratch_bytes, cudaStream_t stream) {
   const std::int64_t n = rows * cols;
   if (n <= 0) return;
-  const std::size_t key_bytes = aligned(static_cast<std::size_t>(n) * sizeof(std::uint64_t));
+  const std::size_t key_bytes = sort_key_bytes(n);
   auto* keys_in = static_cast<std::uint64_t*>(scratch);
   auto* keys_out = reinterpret_cast<std::uint64_t*>(static_cast<char*>(scratch) + key_bytes);
   void* sort_storage = static_cast<char*>(scratch) + 2 * key_bytes;

@@ -1,8 +1,10 @@
 #pragma once
-// The fixture of the CUDA kernel audit's tests (test_cuda_audit_*.cpp): the same values on a CPU
-// and a CUDA context, compared bit for bit or within a stated tolerance. Each test skips with "no
-// CUDA device" where there is none; the suite names contain "Cuda", so the GPU kit's CUDA filter
-// (*cuda*:*Cuda*:*CUDA*) runs them.
+// The fixture of the CUDA-vs-CPU suites (test_cuda_vs_cpu*.cpp, test_cuda_audit_*.cpp,
+// test_cuda_channels_last.cpp, test_ops_topk.cpp): the same values on a CPU and a CUDA context,
+// compared bit for bit or as |cuda - cpu| <= atol + rtol * |cpu|. A template over the gtest base,
+// so that plain (TEST_F) and parameterised (TEST_P, a dtype) suites share it. Each test skips with
+// "no CUDA device" where there is none; the suite names contain "Cuda", so the GPU kit's CUDA
+// filter (*cuda*:*Cuda*:*CUDA*) runs them.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -16,6 +18,7 @@
 #include "cudl/engine/backend.hpp"
 #include "cudl/engine/context.hpp"
 #include "cudl/engine/half.hpp"
+#include "cudl/engine/op_table.hpp"
 #include "cudl/engine/tensor.hpp"
 #include "tests/backend_fixture.hpp"
 
@@ -27,12 +30,16 @@ struct Both {
 };
 using Side = Tensor Both::*;
 
-struct AuditTol {
-  float atol, rtol;
-};
+// What expect_close makes of NaN. `fails`: any NaN is a difference (suites whose data is finite,
+// where a NaN can only be a bug). `matches_nan`: NaN on both sides agrees whatever its payload
+// (suites that feed NaN and infinities on purpose; a NaN made on the GPU need not have the CPU's bits).
+enum class NanRule { fails, matches_nan };
 
-class CudaAuditTest : public ::testing::Test {
+template <class GtestBase = ::testing::Test>
+class CudaVsCpuTest : public GtestBase {
  protected:
+  explicit CudaVsCpuTest(NanRule nan = NanRule::fails) : nan_(nan) {}
+
   void SetUp() override {
     CUDL_REQUIRE_CUDA();
     cpu_ = std::make_unique<Context>(Device::cpu());
@@ -78,7 +85,28 @@ class CudaAuditTest : public ::testing::Test {
     return {Tensor::zeros(s, cpu(), dtype), Tensor::zeros(s, gpu(), dtype)};
   }
 
-  // Element-for-element identical values (NaN never occurs in these tests).
+  // |cuda - cpu| <= atol + rtol * |cpu| elementwise, NaN by the fixture's rule.
+  void expect_close(const Both& t, OpTolerance tol, const std::string& what) {
+    ASSERT_EQ(t.c.shape(), t.g.shape()) << what;
+    expect_close_values(t.c.to_vector(cpu()), t.g.to_vector(gpu()), tol, what);
+  }
+  void expect_close_values(const std::vector<float>& ref, const std::vector<float>& got, OpTolerance tol,
+                           const std::string& what) const {
+    ASSERT_EQ(ref.size(), got.size()) << what;
+    int failures = 0;
+    for (std::size_t i = 0; i < ref.size(); ++i) {
+      const bool both_nan = nan_ == NanRule::matches_nan && std::isnan(ref[i]) && std::isnan(got[i]);
+      // got == ref: equal infinities (whose difference is NaN) agree too.
+      const bool ok =
+          both_nan || got[i] == ref[i] || std::fabs(got[i] - ref[i]) <= tol.atol + tol.rtol * std::fabs(ref[i]);
+      if (!ok && ++failures <= 5)
+        ADD_FAILURE() << what << " [" << i << "]: cuda " << got[i] << " vs cpu " << ref[i] << " (atol " << tol.atol
+                      << ", rtol " << tol.rtol << ")";
+    }
+    EXPECT_EQ(failures, 0) << what << ": " << failures << " of " << ref.size() << " elements differ";
+  }
+
+  // Element-for-element identical bits (a NaN must carry the CPU's payload).
   void expect_bits_equal(const Both& t, const std::string& what) {
     ASSERT_EQ(t.c.shape(), t.g.shape()) << what;
     const std::vector<float> ref = t.c.to_vector(cpu()), got = t.g.to_vector(gpu());
@@ -90,25 +118,13 @@ class CudaAuditTest : public ::testing::Test {
     EXPECT_EQ(failures, 0) << what << ": " << failures << " of " << ref.size() << " elements differ";
   }
 
-  // |cuda - cpu| <= atol + rtol * |cpu| elementwise.
-  void expect_close(const Both& t, AuditTol tol, const std::string& what) {
-    ASSERT_EQ(t.c.shape(), t.g.shape()) << what;
-    const std::vector<float> ref = t.c.to_vector(cpu()), got = t.g.to_vector(gpu());
-    ASSERT_EQ(ref.size(), got.size()) << what;
-    int failures = 0;
-    for (std::size_t i = 0; i < ref.size(); ++i)
-      if (!(got[i] == ref[i] || std::fabs(got[i] - ref[i]) <= tol.atol + tol.rtol * std::fabs(ref[i])) &&
-          ++failures <= 5)
-        ADD_FAILURE() << what << " [" << i << "]: cuda " << got[i] << " vs cpu " << ref[i] << " (atol " << tol.atol
-                      << ", rtol " << tol.rtol << ")";
-    EXPECT_EQ(failures, 0) << what << ": " << failures << " of " << ref.size() << " elements differ";
-  }
-
   void expect_ints_equal(const Both& t, const std::string& what) {
+    ASSERT_EQ(t.c.shape(), t.g.shape()) << what;
     EXPECT_EQ(t.c.to_int_vector(cpu()), t.g.to_int_vector(gpu())) << what;
   }
 
  private:
+  NanRule nan_;
   std::unique_ptr<Context> cpu_, gpu_;
 };
 
